@@ -1,0 +1,216 @@
+"""The service app factory: what every mercato service gets without writing it.
+
+``create_service_app`` returns a FastAPI app with health and readiness, Prometheus metrics,
+problem+json errors, a body size limit, JSON logs with trace ids, tracing, offline API docs,
+the database, NATS, the registry entry and token verification. A service adds its routers
+and a ``bootstrap`` (its wiring) and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import structlog
+import swagger_ui_bundle
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.staticfiles import StaticFiles
+from nats.aio.client import Client as NATS
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from chassis.auth import KeySource, RemoteJwks, TokenVerifier
+from chassis.db import Database
+from chassis.discovery import Resolver
+from chassis.errors import install_error_handlers, problem_response
+from chassis.limits import BodySizeLimitMiddleware
+from chassis.logging import configure_logging
+from chassis.metrics import HttpMetrics, MetricsMiddleware
+from chassis.nats_conn import NatsConnection
+from chassis.registry import Registration, RegistryClient
+from chassis.settings import ServiceSettings
+from chassis.tracing import configure_tracing, instrument_app, instrument_http_client
+
+log = structlog.get_logger("chassis.app")
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+Bootstrap = Callable[["ServiceContext"], AbstractAsyncContextManager[None]]
+
+
+@dataclass
+class ServiceContext:
+    """Everything a request handler may need; lives on ``app.state.ctx``."""
+
+    settings: ServiceSettings
+    metrics: HttpMetrics
+    db: Database | None = None
+    nats: NatsConnection | None = None
+    registry: RegistryClient | None = None
+    resolver: Resolver = field(init=False)
+    verifier: TokenVerifier | None = None
+    http: aiohttp.ClientSession | None = None
+    readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.resolver = Resolver(lambda: self.registry)
+
+    def http_session(self) -> aiohttp.ClientSession:
+        if self.http is None:
+            raise RuntimeError("the HTTP client exists only while the app runs")
+        return self.http
+
+    def require_db(self) -> Database:
+        if self.db is None:
+            raise RuntimeError("this service has no database_url configured")
+        return self.db
+
+
+@asynccontextmanager
+async def _no_bootstrap(_: ServiceContext) -> AsyncIterator[None]:
+    yield
+
+
+def _default_key_source(ctx: ServiceContext) -> KeySource:
+    return RemoteJwks(ctx.settings.jwks_url, ctx.http_session, resolve=ctx.resolver.resolve_url)
+
+
+async def _readiness(ctx: ServiceContext) -> tuple[bool, dict[str, str]]:
+    checks: dict[str, ReadinessCheck] = {}
+    if ctx.db is not None:
+        checks["database"] = ctx.db.ping
+    if ctx.nats is not None:
+        nats_conn = ctx.nats
+
+        async def nats_check() -> None:
+            if not nats_conn.is_connected:
+                raise ConnectionError("not connected")
+
+        checks["nats"] = nats_check
+    checks.update(ctx.readiness_checks)
+    results: dict[str, str] = {}
+
+    async def run(name: str, check: ReadinessCheck) -> None:
+        try:
+            await asyncio.wait_for(check(), 2.0)
+            results[name] = "ok"
+        except Exception as exc:
+            results[name] = f"failing: {exc.__class__.__name__}: {exc}"[:200]
+
+    await asyncio.gather(*(run(n, c) for n, c in checks.items()))
+    return all(v == "ok" for v in results.values()), results
+
+
+def _ops_router(ctx: ServiceContext) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/health/live")
+    async def live() -> dict[str, str]:
+        return {"status": "alive", "instance": ctx.settings.instance}
+
+    @router.get("/health/ready")
+    async def ready() -> Response:
+        ok, checks = await _readiness(ctx)
+        if ok:
+            return JSONResponse({"status": "ready", "checks": checks})
+        return problem_response(503, "Not ready", "a dependency is not available", checks=checks)
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return ctx.metrics.render()
+
+    return router
+
+
+def _docs_router(settings: ServiceSettings, title: str) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    static = f"{settings.api_prefix}/docs/static"
+
+    @router.get(f"{settings.api_prefix}/docs")
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=f"{settings.api_prefix}/openapi.json", title=f"{title} — API",
+            swagger_js_url=f"{static}/swagger-ui-bundle.js",
+            swagger_css_url=f"{static}/swagger-ui.css",
+            swagger_favicon_url=f"{static}/favicon-32x32.png")
+
+    return router
+
+
+def create_service_app(
+    settings: ServiceSettings,
+    *,
+    routers: Sequence[APIRouter],
+    bootstrap: Bootstrap | None = None,
+    key_source: Callable[[ServiceContext], KeySource] | None = None,
+    title: str | None = None,
+    description: str = "",
+    version: str = "0.1.0",
+) -> FastAPI:
+    service = settings.service_name
+    title = title or f"mercato {service}"
+    configure_logging(service, settings.instance, settings.log_level)
+    configure_tracing(service, settings.instance, settings.otlp_endpoint)
+    ctx = ServiceContext(settings=settings, metrics=HttpMetrics(service))
+    db = Database(settings.database_url, pool_size=settings.db_pool_size,
+                  application_name=settings.instance) if settings.database_url else None
+    ctx.db = db
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registration: Registration | None = None
+        ctx.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=60),
+            timeout=aiohttp.ClientTimeout(total=5, connect=1))
+        ctx.verifier = TokenVerifier((key_source or _default_key_source)(ctx),
+                                     issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+        if settings.nats_url:
+            ctx.nats = NatsConnection(settings.nats_url, name=settings.instance)
+
+            async def on_nats(nc: NATS) -> None:
+                nonlocal registration
+                ctx.registry = RegistryClient(nc)
+                if settings.register_instance:
+                    registration = Registration(ctx.registry, service=service,
+                                                instance_id=settings.instance,
+                                                host=settings.host, port=settings.port)
+                    await registration.start()
+
+            ctx.nats.on_connect(on_nats)
+            ctx.nats.start()
+        try:
+            async with (bootstrap or _no_bootstrap)(ctx):
+                log.info("service_started", port=settings.port)
+                yield
+        finally:
+            if registration is not None:
+                await registration.stop()
+            if ctx.nats is not None:
+                await ctx.nats.close()
+            await ctx.http.close()
+            if db is not None:
+                await db.dispose()
+            log.info("service_stopped")
+
+    app = FastAPI(title=title, description=description, version=version, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,
+                  openapi_url=f"{settings.api_prefix}/openapi.json")
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    app.include_router(_ops_router(ctx))
+    app.include_router(_docs_router(settings, title))
+    app.mount(f"{settings.api_prefix}/docs/static",
+              StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-static")
+    for router in routers:
+        app.include_router(router)
+    instrument_app(app, db.engine if db else None)
+    instrument_http_client()
+    # Outermost first: metrics see every answer, including 413s.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=ctx.metrics)
+    app.state.settings = settings
+    return app

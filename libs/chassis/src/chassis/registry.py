@@ -1,0 +1,160 @@
+"""Service registry on a NATS KV bucket: instances register, heartbeat and deregister.
+
+Readers (the gateway control plane, service discovery) list live instances. An entry whose
+heartbeat is older than ``STALE_AFTER`` seconds counts as gone even before the bucket's TTL
+removes it, so a killed process stops receiving traffic within seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+
+import orjson
+from nats.aio.client import Client as NATS
+from nats.js.errors import BucketNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
+
+BUCKET = "mercato_registry"
+BUCKET_TTL_S = 15.0
+HEARTBEAT_EVERY_S = 3.0
+STALE_AFTER_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    service: str
+    instance_id: str
+    host: str
+    port: int
+    pid: int
+    started_at: float
+    heartbeat_at: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.service}.{self.instance_id}"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def is_fresh(self, now: float | None = None) -> bool:
+        return ((now or time.time()) - self.heartbeat_at) <= STALE_AFTER_S
+
+
+async def open_bucket(nc: NATS) -> KeyValue:
+    """Return the registry bucket, creating it on first use."""
+    js = nc.jetstream()
+    try:
+        return await js.key_value(BUCKET)
+    except BucketNotFoundError:
+        return await js.create_key_value(bucket=BUCKET, ttl=BUCKET_TTL_S, history=1)
+
+
+def _decode(raw: bytes | None) -> Instance | None:
+    if not raw:
+        return None
+    try:
+        return Instance(**orjson.loads(raw))
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+
+
+class RegistryClient:
+    """Reads and writes the registry bucket over one NATS connection."""
+
+    def __init__(self, nc: NATS) -> None:
+        self._nc = nc
+        self._kv: KeyValue | None = None
+
+    async def bucket(self) -> KeyValue:
+        if self._kv is None:
+            self._kv = await open_bucket(self._nc)
+        return self._kv
+
+    async def put(self, instance: Instance) -> None:
+        kv = await self.bucket()
+        await kv.put(instance.key, orjson.dumps(asdict(instance)))
+
+    async def delete(self, instance: Instance) -> None:
+        kv = await self.bucket()
+        await kv.delete(instance.key)
+
+    async def instances(self, service: str | None = None) -> list[Instance]:
+        """Live instances, optionally of one service, sorted by key."""
+        kv = await self.bucket()
+        try:
+            keys = await kv.keys()
+        except NoKeysError:
+            return []
+        now = time.time()
+        found: list[Instance] = []
+        for key in sorted(keys):
+            if service is not None and not key.startswith(f"{service}."):
+                continue
+            try:
+                entry = await kv.get(key)
+            except Exception:
+                continue
+            inst = _decode(entry.value)
+            if inst is not None and inst.is_fresh(now):
+                found.append(inst)
+        return found
+
+    async def changes(self) -> AsyncIterator[None]:
+        """Yield whenever the bucket changes (put, delete, purge); callers then re-list."""
+        kv = await self.bucket()
+        watcher = await kv.watchall(include_history=False)
+        try:
+            while True:
+                try:
+                    await watcher.updates(timeout=3600)
+                except TimeoutError:
+                    continue
+                yield None
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+
+class Registration:
+    """Keeps one instance registered: put, heartbeat every few seconds, delete on stop."""
+
+    def __init__(self, registry: RegistryClient, *, service: str, instance_id: str,
+                 host: str, port: int) -> None:
+        now = time.time()
+        self._registry = registry
+        self._instance = Instance(service=service, instance_id=instance_id, host=host,
+                                  port=port, pid=os.getpid(), started_at=now, heartbeat_at=now)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def instance(self) -> Instance:
+        return self._instance
+
+    async def start(self) -> None:
+        await self._registry.put(self._instance)
+        self._task = asyncio.create_task(self._beat(),
+                                         name=f"registry-heartbeat-{self._instance.key}")
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+            self._instance = Instance(**{**asdict(self._instance), "heartbeat_at": time.time()})
+            try:
+                await self._registry.put(self._instance)
+            except Exception:
+                continue
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self._registry.delete(self._instance)

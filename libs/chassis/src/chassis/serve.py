@@ -1,0 +1,46 @@
+"""Process entry for a service: migrate its database, bind, serve with uvicorn.
+
+The socket is bound before the app starts so the registry entry written during startup
+never points at a port that is not listening yet.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from chassis.logging import configure_logging
+from chassis.settings import ServiceSettings
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_service(settings: ServiceSettings, app_factory: Callable[[ServiceSettings], FastAPI],
+                migrations_dir: Path | None) -> None:
+    configure_logging(settings.service_name, settings.instance, settings.log_level)
+    if migrations_dir is not None and settings.database_url:
+        from chassis.migrations import upgrade_to_head
+
+        upgrade_to_head(migrations_dir, settings.database_url)
+    try:
+        sock = bind_socket(settings.host, settings.port)
+    except OSError as exc:
+        print(f"{settings.service_name}: cannot listen on {settings.host}:{settings.port}: {exc}",
+              file=sys.stderr)
+        raise SystemExit(2) from exc
+    config = uvicorn.Config(app_factory(settings), log_config=None, access_log=False,
+                            loop="uvloop", http="httptools", lifespan="on",
+                            timeout_graceful_shutdown=10, server_header=False)
+    uvicorn.Server(config).run(sockets=[sock])

@@ -1,0 +1,74 @@
+"""Service settings on pydantic-settings: one prefix per service, placeholders refused outside dev.
+
+A service subclasses ``ServiceSettings`` and sets its own ``env_prefix`` (``CATALOG_`` ...), so
+one environment can hold every service's configuration without collisions.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "change_me", "secret", "password", "placeholder", "dev",
+     "development", "test", "example", "xxx", "todo"}
+)
+
+Environment = Literal["development", "test", "production"]
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service has; ``service_name`` is fixed by the subclass."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    service_name: ClassVar[str] = "service"
+
+    instance_id: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    environment: Environment = "development"
+    database_url: str = ""
+    # Empty means "run without NATS" (unit and API tests); readiness then ignores it.
+    nats_url: str = "nats://127.0.0.1:4222"
+    # A bare service name as host ("identity") is resolved through the registry.
+    jwks_url: str = "http://identity/.well-known/jwks.json"
+    jwt_issuer: str = "mercato-identity"
+    jwt_audience: str = "mercato"
+    otlp_endpoint: str | None = None
+    max_body_bytes: int = 1_048_576
+    log_level: str = "info"
+    register_instance: bool = True
+    db_pool_size: int = 10
+
+    @property
+    def instance(self) -> str:
+        return self.instance_id or f"{self.service_name}-0"
+
+    @property
+    def api_prefix(self) -> str:
+        return f"/api/{self.service_name}"
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> ServiceSettings:
+        if self.environment == "development":
+            return self
+        bad: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if (isinstance(value, SecretStr)
+                    and value.get_secret_value().lower() in PLACEHOLDER_SECRETS):
+                bad.append(name)
+        if self.database_url:
+            password = urlsplit(self.database_url).password
+            if password is not None and password.lower() in PLACEHOLDER_SECRETS:
+                bad.append("database_url (password)")
+        if bad:
+            raise ValueError(
+                f"placeholder secrets are refused when environment={self.environment}: "
+                + ", ".join(bad) + "; set real values in the environment"
+            )
+        return self

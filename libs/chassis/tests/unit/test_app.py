@@ -1,0 +1,116 @@
+"""The app factory's built-ins: health, metrics, problem+json, body limit, offline docs."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pytest
+from fastapi import APIRouter
+from fastapi.testclient import TestClient
+from pydantic import BaseModel
+
+from chassis.app import create_service_app
+from chassis.errors import Conflict, NotFound
+from chassis.settings import ServiceSettings
+
+
+class DemoSettings(ServiceSettings):
+    service_name: ClassVar[str] = "demo"
+
+
+class Item(BaseModel):
+    name: str
+    quantity: int
+
+
+def build_app(**overrides: object) -> TestClient:
+    router = APIRouter(prefix="/api/demo")
+
+    @router.post("/items", status_code=201)
+    async def create(item: Item) -> Item:
+        if item.name == "taken":
+            raise Conflict("that name is taken")
+        return item
+
+    @router.get("/items/{item_id}")
+    async def read(item_id: int) -> dict[str, int]:
+        raise NotFound(f"no item {item_id}")
+
+    @router.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("unexpected")
+
+    settings = DemoSettings(nats_url="", database_url="", max_body_bytes=1024, **overrides)
+    app = create_service_app(settings, routers=[router])
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client() -> TestClient:
+    with build_app() as c:
+        yield c
+
+
+def test_health_and_ready_without_dependencies(client: TestClient) -> None:
+    assert client.get("/health/live").json()["status"] == "alive"
+    assert client.get("/health/ready").status_code == 200
+
+
+def test_validation_error_is_problem_json_422_without_echoing_input(client: TestClient) -> None:
+    resp = client.post("/api/demo/items", json={"name": "secret-password", "quantity": "x"})
+    assert resp.status_code == 422
+    assert resp.headers["content-type"] == "application/problem+json"
+    body = resp.json()
+    assert body["status"] == 422 and body["errors"][0]["loc"] == ["body", "quantity"]
+    assert "secret-password" not in resp.text
+
+
+def test_malformed_json_is_422(client: TestClient) -> None:
+    resp = client.post("/api/demo/items", content=b"{not json",
+                       headers={"content-type": "application/json"})
+    assert resp.status_code == 422
+    assert resp.headers["content-type"] == "application/problem+json"
+
+
+def test_domain_errors_map_to_status(client: TestClient) -> None:
+    assert client.get("/api/demo/items/7").status_code == 404
+    resp = client.post("/api/demo/items", json={"name": "taken", "quantity": 1})
+    assert resp.status_code == 409 and resp.json()["detail"] == "that name is taken"
+
+
+def test_unexpected_error_is_500_problem(client: TestClient) -> None:
+    resp = client.get("/api/demo/boom")
+    assert resp.status_code == 500
+    assert resp.json()["title"] == "Internal server error"
+
+
+def test_oversize_body_is_413(client: TestClient) -> None:
+    resp = client.post("/api/demo/items", content=b"x" * 4096,
+                       headers={"content-type": "application/json"})
+    assert resp.status_code == 413
+    assert resp.json()["status"] == 413
+
+
+def test_metrics_count_requests_per_route_template(client: TestClient) -> None:
+    client.get("/api/demo/items/1")
+    client.get("/api/demo/items/2")
+    text = client.get("/metrics").text
+    assert 'route="/api/demo/items/{item_id}"' in text
+    assert 'http_requests_total{method="GET",route="/api/demo/items/{item_id}",service="demo",status="404"} 2.0' in text
+    assert "http_request_duration_seconds_bucket" in text
+
+
+def test_docs_are_served_offline(client: TestClient) -> None:
+    html = client.get("/api/demo/docs").text
+    assert "/api/demo/docs/static/swagger-ui-bundle.js" in html
+    assert "cdn" not in html.lower()
+    assert client.get("/api/demo/docs/static/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/api/demo/openapi.json").json()["info"]["title"] == "mercato demo"
+
+
+def test_placeholder_secret_refused_outside_development() -> None:
+    with pytest.raises(ValueError, match="placeholder"):
+        DemoSettings(environment="production",
+                     database_url="postgresql+asyncpg://demo:changeme@db/demo")
+    DemoSettings(environment="development",
+                 database_url="postgresql+asyncpg://demo:changeme@db/demo")
