@@ -1,0 +1,52 @@
+"""Test helpers services share: a signing key, a token minter and a static key source.
+
+Tests of a service's API need valid and invalid tokens without a running identity service.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from chassis.auth import KeySource
+
+
+class StaticKeys:
+    """A KeySource over a fixed set of public keys."""
+
+    def __init__(self, keys: dict[str, Any]) -> None:
+        self._keys = keys
+
+    async def key_for(self, kid: str) -> Any | None:
+        return self._keys.get(kid)
+
+
+class TokenMinter:
+    def __init__(self, *, issuer: str = "mercato-identity", audience: str = "mercato",
+                 kid: str = "test-key") -> None:
+        self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = kid
+        self.issuer = issuer
+        self.audience = audience
+
+    def key_source(self) -> Callable[[object], KeySource]:
+        keys = StaticKeys({self.kid: self.private_key.public_key()})
+        return lambda _ctx: keys
+
+    def token(self, subject: str | None = None, roles: list[str] | None = None,
+              ttl_s: int = 300, **overrides: Any) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {"iss": self.issuer, "aud": self.audience,
+                                  "sub": subject or str(uuid.uuid4()),
+                                  "roles": roles if roles is not None else ["customer"],
+                                  "iat": now, "exp": now + ttl_s}
+        claims.update(overrides)
+        return jwt.encode(claims, self.private_key, algorithm="RS256", headers={"kid": self.kid})
+
+    def auth(self, roles: list[str] | None = None, **kw: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(roles=roles, **kw)}"}

@@ -1,0 +1,108 @@
+"""Catalog HTTP API under /api/catalog. Reads are public and cacheable; writes need admin."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import Response as RawResponse
+
+from catalog.entrypoints.deps import AdminPrincipal, Settings, Uow
+from catalog.entrypoints.schemas import (
+    CategoryIn,
+    CategoryOut,
+    ProductIn,
+    ProductOut,
+    ProductPageOut,
+    ProductPatch,
+    category_json,
+    product_json,
+)
+from catalog.service_layer import handlers
+
+router = APIRouter(prefix="/api/catalog", tags=["catalog"])
+
+
+def _cacheable(request: Request, body: dict[str, Any] | list[Any], max_age: int,
+               etag: str | None = None) -> RawResponse:
+    """JSON with an ETag; 304 when the client already has this version."""
+    payload = orjson.dumps(body)
+    etag = etag or f'W/"{hashlib.blake2b(payload, digest_size=12).hexdigest()}"'
+    headers = {"ETag": etag, "Cache-Control": f"public, max-age={max_age}"}
+    inm = request.headers.get("if-none-match")
+    if inm and (inm.strip() == "*" or etag in (t.strip() for t in inm.split(","))):
+        return RawResponse(status_code=304, headers=headers)
+    return RawResponse(payload, media_type="application/json", headers=headers)
+
+
+@router.get("/products", response_model=ProductPageOut,
+            summary="List and search products (public)")
+async def list_products(
+    request: Request, uow: Uow, settings: Settings,
+    q: Annotated[str | None, Query(max_length=200, description="words to search for")] = None,
+    category: Annotated[str | None, Query(max_length=63)] = None,
+    page: Annotated[int, Query(ge=1, le=10_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> RawResponse:
+    page_size = min(page_size, settings.max_page_size)
+    found = await handlers.search_products(uow, q=q, category=category, page=page,
+                                           page_size=page_size)
+    body = {"items": [product_json(p) for p in found.items], "total": found.total,
+            "page": page, "page_size": page_size}
+    return _cacheable(request, body, settings.read_max_age_s)
+
+
+@router.get("/products/{product_id}", response_model=ProductOut, summary="One product (public)")
+async def read_product(product_id: uuid.UUID, request: Request, uow: Uow,
+                       settings: Settings) -> RawResponse:
+    product = await handlers.get_product(uow, product_id)
+    return _cacheable(request, product_json(product), settings.read_max_age_s, product.etag)
+
+
+@router.get("/categories", response_model=dict[str, list[CategoryOut]],
+            summary="All categories (public)")
+async def list_categories(request: Request, uow: Uow, settings: Settings) -> RawResponse:
+    found = await handlers.list_categories(uow)
+    return _cacheable(request, {"items": [category_json(c) for c in found]},
+                      settings.read_max_age_s)
+
+
+@router.post("/products", status_code=201, response_model=ProductOut,
+             summary="Create a product (admin)")
+async def create_product(body: ProductIn, uow: Uow, _: AdminPrincipal,
+                         response: Response) -> dict[str, Any]:
+    product = await handlers.create_product(uow, handlers.NewProduct(
+        sku=body.sku, name=body.name, description=body.description, category=body.category,
+        price_amount=body.price.amount, price_currency=body.price.currency))
+    response.headers["Location"] = f"/api/catalog/products/{product.id}"
+    response.headers["ETag"] = product.etag
+    return product_json(product)
+
+
+@router.patch("/products/{product_id}", response_model=ProductOut,
+              summary="Change a product (admin); If-Match guards against lost updates")
+async def update_product(product_id: uuid.UUID, body: ProductPatch, uow: Uow, _: AdminPrincipal,
+                         response: Response,
+                         if_match: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+    product = await handlers.update_product(uow, product_id, handlers.ProductChanges(
+        name=body.name, description=body.description, category=body.category,
+        price_amount=body.price.amount if body.price else None,
+        price_currency=body.price.currency if body.price else None), if_match=if_match)
+    response.headers["ETag"] = product.etag
+    return product_json(product)
+
+
+@router.delete("/products/{product_id}", status_code=204,
+               summary="Discontinue a product (admin)")
+async def delete_product(product_id: uuid.UUID, uow: Uow, _: AdminPrincipal) -> Response:
+    await handlers.discontinue_product(uow, product_id)
+    return Response(status_code=204)
+
+
+@router.post("/categories", status_code=201, response_model=CategoryOut,
+             summary="Create a category (admin)")
+async def create_category(body: CategoryIn, uow: Uow, _: AdminPrincipal) -> dict[str, Any]:
+    return category_json(await handlers.create_category(uow, body.slug, body.name))

@@ -1,0 +1,123 @@
+"""Catalog use cases. Each runs in one unit of work: all of it is written, or none."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from chassis.db import UnitOfWork
+from chassis.errors import Conflict, NotFound, PreconditionFailed, Unprocessable
+
+from catalog.adapters.repository import CatalogRepository, ProductPage
+from catalog.domain.model import ACTIVE, CatalogError, Category, Money, Product
+
+
+@dataclass(frozen=True, slots=True)
+class NewProduct:
+    sku: str
+    name: str
+    description: str
+    category: str
+    price_amount: str
+    price_currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProductChanges:
+    name: str | None = None
+    description: str | None = None
+    category: str | None = None
+    price_amount: str | None = None
+    price_currency: str | None = None
+
+
+
+async def _category_id(repo: CatalogRepository, slug: str) -> uuid.UUID:
+    category_id = await repo.category_id(slug)
+    if category_id is None:
+        raise Unprocessable(f"unknown category '{slug}'", title="Unknown category")
+    return category_id
+
+
+async def create_product(uow: UnitOfWork, cmd: NewProduct) -> Product:
+    async with uow:
+        repo = CatalogRepository(uow.session)
+        try:
+            product = Product.new(sku=cmd.sku, name=cmd.name, description=cmd.description,
+                                  category=cmd.category,
+                                  price=Money.parse(cmd.price_amount, cmd.price_currency))
+        except CatalogError as exc:
+            raise Unprocessable(str(exc)) from exc
+        category_id = await _category_id(repo, product.category)
+        if await repo.sku_exists(product.sku):
+            raise Conflict(f"a product with SKU {product.sku} exists already")
+        await repo.add(product, category_id)
+        await uow.commit()
+        return product
+
+
+async def update_product(uow: UnitOfWork, product_id: uuid.UUID, changes: ProductChanges,
+                         *, if_match: str | None = None) -> Product:
+    async with uow:
+        repo = CatalogRepository(uow.session)
+        current = await repo.get(product_id, for_update=True)
+        if current is None or current.status != ACTIVE:
+            raise NotFound(f"no product {product_id}")
+        if if_match is not None and if_match not in (current.etag, "*"):
+            raise PreconditionFailed("the product changed since you read it; read it again")
+        try:
+            price = None
+            if changes.price_amount is not None:
+                price = Money.parse(changes.price_amount,
+                                    changes.price_currency or current.price.currency)
+            updated = current.changed(name=changes.name, description=changes.description,
+                                      category=changes.category, price=price)
+        except CatalogError as exc:
+            raise Unprocessable(str(exc)) from exc
+        await repo.save(updated, await _category_id(repo, updated.category))
+        await uow.commit()
+        return updated
+
+
+async def discontinue_product(uow: UnitOfWork, product_id: uuid.UUID) -> Product:
+    async with uow:
+        repo = CatalogRepository(uow.session)
+        current = await repo.get(product_id, for_update=True)
+        if current is None or current.status != ACTIVE:
+            raise NotFound(f"no product {product_id}")
+        gone = current.discontinued()
+        await repo.save(gone, await _category_id(repo, gone.category))
+        await uow.commit()
+        return gone
+
+
+async def get_product(uow: UnitOfWork, product_id: uuid.UUID) -> Product:
+    async with uow:
+        product = await CatalogRepository(uow.session).get(product_id)
+    if product is None or product.status != ACTIVE:
+        raise NotFound(f"no product {product_id}")
+    return product
+
+
+async def search_products(uow: UnitOfWork, *, q: str | None, category: str | None, page: int,
+                          page_size: int) -> ProductPage:
+    async with uow:
+        return await CatalogRepository(uow.session).search(
+            q=q, category=category, page=page, page_size=page_size)
+
+
+async def list_categories(uow: UnitOfWork) -> list[Category]:
+    async with uow:
+        return await CatalogRepository(uow.session).categories()
+
+
+async def create_category(uow: UnitOfWork, slug: str, name: str) -> Category:
+    try:
+        category = Category.new(slug, name)
+    except CatalogError as exc:
+        raise Unprocessable(str(exc)) from exc
+    async with uow:
+        if not await CatalogRepository(uow.session).add_category(category):
+            raise Conflict(f"category '{slug}' exists already")
+        await uow.commit()
+    return category

@@ -1,0 +1,162 @@
+"""The catalog API against a real PostgreSQL (embedded), without NATS."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from catalog.app import MIGRATIONS_DIR, create_app
+from catalog.seed import PRODUCTS
+from catalog.settings import CatalogSettings
+from chassis.migrations import upgrade_to_head
+from chassis.testing import TokenMinter
+from fastapi.testclient import TestClient
+
+pytestmark = pytest.mark.integration
+
+minter = TokenMinter()
+
+
+@pytest.fixture
+def client(fresh_database: str) -> Iterator[TestClient]:
+    upgrade_to_head(MIGRATIONS_DIR, fresh_database)
+    settings = CatalogSettings(database_url=fresh_database, nats_url="", max_body_bytes=16_384)
+    app = create_app(settings, key_source=minter.key_source())
+    with TestClient(app) as c:
+        yield c
+
+
+ADMIN = minter.auth(["customer", "admin"])
+CUSTOMER = minter.auth(["customer"])
+NEW = {"sku": "MUG-42", "name": "Stoneware mug", "description": "Holds 350 ml of tea.",
+       "category": "kitchen", "price": {"amount": "15000", "currency": "KRW"}}
+
+
+def count(client: TestClient) -> int:
+    return client.get("/api/catalog/products").json()["total"]
+
+
+def test_seeded_demo_catalog_is_listed_and_paged(client: TestClient) -> None:
+    first = client.get("/api/catalog/products", params={"page_size": 20}).json()
+    assert first["total"] == len(PRODUCTS) >= 50
+    assert len(first["items"]) == 20 and first["page"] == 1
+    last = client.get("/api/catalog/products", params={"page": 3, "page_size": 20}).json()
+    assert len(last["items"]) == len(PRODUCTS) - 40
+    beyond = client.get("/api/catalog/products", params={"page": 9}).json()
+    assert beyond["items"] == [] and beyond["total"] == len(PRODUCTS)
+    cats = client.get("/api/catalog/categories").json()["items"]
+    assert len(cats) >= 5
+
+
+def test_search_by_words_and_category(client: TestClient) -> None:
+    found = client.get("/api/catalog/products", params={"q": "bean"}).json()
+    assert found["total"] >= 4
+    assert all("bean" in (p["name"] + p["description"]).lower() for p in found["items"])
+    two_words = client.get("/api/catalog/products", params={"q": "decaf bea"}).json()
+    assert [p["sku"] for p in two_words["items"]] == ["COF-DEC-250"]
+    books = client.get("/api/catalog/products", params={"category": "books"}).json()
+    assert books["total"] >= 5 and {p["category"] for p in books["items"]} == {"books"}
+    assert client.get("/api/catalog/products", params={"q": "zzzznothing"}).json()["total"] == 0
+    assert client.get("/api/catalog/products", params={"q": "%%%"}).json()["total"] == 0
+
+
+@pytest.mark.parametrize("params", [{"page": 0}, {"page_size": 0}, {"page_size": 101},
+                                    {"page": "x"}, {"page_size": -1}, {"q": "x" * 201}])
+def test_bad_paging_is_422_problem(client: TestClient, params: dict[str, object]) -> None:
+    resp = client.get("/api/catalog/products", params=params)
+    assert resp.status_code == 422
+    assert resp.headers["content-type"] == "application/problem+json"
+
+
+def test_etag_and_conditional_reads(client: TestClient) -> None:
+    item = client.get("/api/catalog/products").json()["items"][0]
+    resp = client.get(f"/api/catalog/products/{item['id']}")
+    assert resp.status_code == 200 and resp.headers["cache-control"].startswith("public")
+    etag = resp.headers["etag"]
+    assert client.get(f"/api/catalog/products/{item['id']}",
+                      headers={"If-None-Match": etag}).status_code == 304
+    listing = client.get("/api/catalog/products")
+    assert client.get("/api/catalog/products",
+                      headers={"If-None-Match": listing.headers["etag"]}).status_code == 304
+
+
+def test_admin_creates_updates_and_discontinues(client: TestClient) -> None:
+    before = count(client)
+    created = client.post("/api/catalog/products", json=NEW, headers=ADMIN)
+    assert created.status_code == 201, created.text
+    product = created.json()
+    assert product["price"] == {"amount": "15000", "currency": "KRW"}
+    assert created.headers["location"] == f"/api/catalog/products/{product['id']}"
+    assert count(client) == before + 1
+    assert client.post("/api/catalog/products", json=NEW, headers=ADMIN).status_code == 409
+
+    url = f"/api/catalog/products/{product['id']}"
+    stale = created.headers["etag"]
+    changed = client.patch(url, json={"price": {"amount": "16000"}}, headers=ADMIN)
+    assert changed.status_code == 200 and changed.json()["price"]["amount"] == "16000"
+    assert changed.json()["version"] == 2
+    lost_update = client.patch(url, json={"name": "x"}, headers={**ADMIN, "If-Match": stale})
+    assert lost_update.status_code == 412
+
+    assert client.delete(url, headers=ADMIN).status_code == 204
+    assert client.get(url).status_code == 404
+    assert count(client) == before
+
+
+def test_customer_gets_403_and_anonymous_401(client: TestClient) -> None:
+    before = count(client)
+    assert client.post("/api/catalog/products", json=NEW, headers=CUSTOMER).status_code == 403
+    resp = client.post("/api/catalog/products", json=NEW)
+    assert resp.status_code == 401 and resp.headers["www-authenticate"].startswith("Bearer")
+    assert count(client) == before
+
+
+@pytest.mark.parametrize("body", [
+    {**NEW, "price": {"amount": "12.5", "currency": "KRW"}},
+    {**NEW, "price": {"amount": "-1", "currency": "KRW"}},
+    {**NEW, "category": "no-such-category"},
+    {**NEW, "sku": "bad sku"},
+    {**NEW, "unexpected": 1},
+    {k: v for k, v in NEW.items() if k != "name"},
+])
+def test_invalid_products_are_422_and_write_nothing(client: TestClient, body: dict) -> None:
+    before = count(client)
+    resp = client.post("/api/catalog/products", json=body, headers=ADMIN)
+    assert resp.status_code == 422, resp.text
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert count(client) == before
+
+
+def test_malformed_and_oversize_bodies(client: TestClient) -> None:
+    before = count(client)
+    resp = client.post("/api/catalog/products", content=b'{"sku": ',
+                       headers={**ADMIN, "content-type": "application/json"})
+    assert resp.status_code == 422
+    big = {**NEW, "description": "x" * 20_000}
+    resp = client.post("/api/catalog/products", json=big, headers=ADMIN)
+    assert resp.status_code == 413 and resp.json()["status"] == 413
+    assert count(client) == before
+
+
+def test_unknown_product_is_404_and_bad_id_422(client: TestClient) -> None:
+    missing = "/api/catalog/products/00000000-0000-0000-0000-000000000000"
+    assert client.get(missing).status_code == 404
+    assert client.get("/api/catalog/products/not-a-uuid").status_code == 422
+
+
+def test_seed_runs_once_even_with_two_instances(fresh_database: str) -> None:
+    from catalog.seed import seed_demo_catalog
+    from chassis.db import Database
+
+    upgrade_to_head(MIGRATIONS_DIR, fresh_database)
+
+    async def race() -> list[int]:
+        db = Database(fresh_database)
+        try:
+            return await asyncio.gather(seed_demo_catalog(db.unit_of_work()),
+                                        seed_demo_catalog(db.unit_of_work()))
+        finally:
+            await db.dispose()
+
+    assert sorted(asyncio.run(race())) == [0, len(PRODUCTS)]
