@@ -211,6 +211,6 @@ def create_service_app(
     instrument_http_client()
     # Outermost first: metrics see every answer, including 413s.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=ctx.metrics)
+    app.add_middleware(MetricsMiddleware, metrics=ctx.metrics, instance=settings.instance)
     app.state.settings = settings
     return app

@@ -1,0 +1,32 @@
+"""One platform for the whole e2e session: `mercato up --detach` in a temporary home.
+
+Everything goes through the real CLI, the real engines and the edge, as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from edge_helpers import Platform, free_port, mercato, processes_of, wait_until
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    home = tmp_path_factory.mktemp("mercato-e2e")
+    port = free_port()
+    os.environ.pop("MERCATO_HOME", None)
+    mercato(home, "up", "--detach", "--port", str(port), "--scale", "catalog=2", timeout=300)
+    p = Platform(home=home, base_url=f"http://127.0.0.1:{port}")
+    try:
+        with p.client() as c:
+            wait_until(lambda: c.get("/api/catalog/products").status_code == 200, 60,
+                       "the catalog through the edge")
+            wait_until(lambda: c.get("/.well-known/jwks.json").status_code == 200, 60,
+                       "the JWKS through the edge")
+        yield p
+    finally:
+        mercato(home, "down", timeout=120, check=False)
+        # `mercato down` must leave no process of this home behind.
+        wait_until(lambda: not processes_of(home), 20, "no mercato process left after down")

@@ -1,0 +1,93 @@
+"""Helpers for the e2e tests: drive the real `mercato` CLI and talk to the platform's edge."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import psutil
+
+MERCATO = str(Path(sys.executable).with_name("mercato"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mercato(home: Path, *args: str, timeout: float = 120, input: str | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([MERCATO, *args, "--home", str(home)], capture_output=True,
+                            text=True, timeout=timeout, input=input, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"mercato {' '.join(args)} failed ({result.returncode}):\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+def processes_of(home: Path) -> list[psutil.Process]:
+    """Every live process started for this home (the runtime marks their environment)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if str(home) in cmdline or proc.environ().get("MERCATO_RUNTIME_HOME") == str(home):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+@dataclass
+class Platform:
+    home: Path
+    base_url: str
+
+    def state(self) -> dict[str, Any]:
+        return json.loads((self.home / "run" / "state.json").read_text())
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=10)
+
+    def register(self, client: httpx.Client, password: str = "correct horse battery") -> dict:
+        email = f"user-{uuid.uuid4().hex[:12]}@example.com"
+        resp = client.post("/api/identity/register",
+                           json={"email": email, "password": password, "name": "Test User"})
+        assert resp.status_code == 201, resp.text
+        return {**resp.json(), "password": password}
+
+    def login(self, client: httpx.Client, email: str, password: str) -> dict:
+        resp = client.post("/api/identity/token", data={
+            "grant_type": "password", "username": email, "password": password})
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    def admin_token(self, client: httpx.Client) -> str:
+        email = f"admin-{uuid.uuid4().hex[:12]}@example.com"
+        password = "admin password 1"
+        mercato(self.home, "admin", "create-admin", email, "--password-stdin",
+                input=password + "\n")
+        return self.login(client, email, password)["access_token"]
+
+
+def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
