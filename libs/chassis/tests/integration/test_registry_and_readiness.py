@@ -1,0 +1,163 @@
+"""Registry, discovery, readiness and JWKS against a real NATS JetStream and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import ClassVar
+
+import jwt
+import nats
+import pytest
+from aiohttp import web
+from chassis import registry as reg
+from chassis.app import create_service_app
+from chassis.auth import RemoteJwks, TokenVerifier
+from chassis.discovery import Resolver
+from chassis.errors import ServiceUnavailable, Unauthorized
+from chassis.settings import ServiceSettings
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi.testclient import TestClient
+from jwt.algorithms import RSAAlgorithm
+
+pytestmark = pytest.mark.integration
+
+
+class ProbeSettings(ServiceSettings):
+    service_name: ClassVar[str] = "probe"
+
+
+async def test_registration_lifecycle(nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reg, "HEARTBEAT_EVERY_S", 0.1)
+    nc = await nats.connect(nats_url)
+    try:
+        client = reg.RegistryClient(nc)
+        one = reg.Registration(client, service="probe", instance_id="probe-1",
+                               host="127.0.0.1", port=1111)
+        two = reg.Registration(client, service="probe", instance_id="probe-2",
+                               host="127.0.0.1", port=2222)
+        await one.start()
+        await two.start()
+        found = await client.instances("probe")
+        assert [i.instance_id for i in found] == ["probe-1", "probe-2"]
+        first_beat = found[0].heartbeat_at
+        await asyncio.sleep(0.35)
+        again = await client.instances("probe")
+        assert again[0].heartbeat_at > first_beat  # the heartbeat refreshes the entry
+        await one.stop()  # clean shutdown deregisters at once
+        assert [i.instance_id for i in await client.instances("probe")] == ["probe-2"]
+        await two.stop()
+        assert await client.instances("probe") == []
+    finally:
+        await nc.close()
+
+
+async def test_stale_entries_are_ignored(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        client = reg.RegistryClient(nc)
+        dead = reg.Instance(service="ghost", instance_id="ghost-1", host="127.0.0.1", port=9,
+                            pid=1, started_at=time.time() - 60,
+                            heartbeat_at=time.time() - reg.STALE_AFTER_S - 1)
+        await client.put(dead)  # a SIGKILLed process never deletes its entry
+        assert await client.instances("ghost") == []
+    finally:
+        await nc.close()
+
+
+async def test_resolver_turns_service_names_into_instance_urls(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        client = reg.RegistryClient(nc)
+        r = reg.Registration(client, service="pricing", instance_id="pricing-1",
+                             host="127.0.0.1", port=4321)
+        await r.start()
+        resolver = Resolver(lambda: client)
+        assert await resolver.resolve_url("http://pricing/a?b=1") == "http://127.0.0.1:4321/a?b=1"
+        assert await resolver.resolve_url("http://127.0.0.1:80/x") == "http://127.0.0.1:80/x"
+        with pytest.raises(ServiceUnavailable):
+            await resolver.resolve_url("http://nobody/x")
+        await r.stop()
+    finally:
+        await nc.close()
+
+
+def test_ready_checks_database_and_nats(fresh_database: str, nats_url: str) -> None:
+    settings = ProbeSettings(database_url=fresh_database, nats_url=nats_url,
+                             instance_id="probe-9", port=5999)
+    app = create_service_app(settings, routers=[])
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 10
+        while client.get("/health/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        body = client.get("/health/ready").json()
+        assert body["checks"] == {"database": "ok", "nats": "ok"}
+
+        async def registered() -> list[reg.Instance]:
+            nc = await nats.connect(nats_url)
+            try:
+                return await reg.RegistryClient(nc).instances("probe")
+            finally:
+                await nc.close()
+
+        assert [i.port for i in asyncio.run(registered())] == [5999]
+    assert asyncio.run(registered()) == []  # deregistered on clean shutdown
+
+
+def test_ready_is_503_when_nats_is_unreachable(fresh_database: str) -> None:
+    settings = ProbeSettings(database_url=fresh_database, nats_url="nats://127.0.0.1:1")
+    with TestClient(create_service_app(settings, routers=[])) as client:
+        assert client.get("/health/live").status_code == 200
+        resp = client.get("/health/ready")
+        assert resp.status_code == 503
+        assert resp.json()["checks"]["database"] == "ok"
+        assert resp.json()["checks"]["nats"].startswith("failing")
+
+
+async def test_remote_jwks_refetches_on_unknown_kid_after_rotation() -> None:
+    """Key rotation: a token with a new kid verifies once the JWKS has it (one refetch)."""
+    keys = {"k1": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
+    fetches = 0
+
+    async def jwks(_: web.Request) -> web.Response:
+        nonlocal fetches
+        fetches += 1
+        return web.json_response({"keys": [
+            {**json.loads(RSAAlgorithm.to_jwk(k.public_key())), "kid": kid, "alg": "RS256",
+             "use": "sig"} for kid, k in keys.items()]})
+
+    app = web.Application()
+    app.router.add_get("/jwks", jwks)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    import aiohttp
+
+    session = aiohttp.ClientSession()
+    try:
+        source = RemoteJwks(f"http://127.0.0.1:{port}/jwks", lambda: session, min_refetch_s=0)
+        verifier = TokenVerifier(source, issuer="iss", audience="aud")
+
+        def token(kid: str) -> str:
+            now = int(time.time())
+            return jwt.encode({"iss": "iss", "aud": "aud", "sub": "u1", "exp": now + 60,
+                               "roles": ["customer"]}, keys[kid], algorithm="RS256",
+                              headers={"kid": kid})
+
+        assert (await verifier.verify(token("k1"))).subject == "u1"
+        assert (await verifier.verify(token("k1"))).subject == "u1"
+        assert fetches == 1  # cached
+        keys["k2"] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        assert (await verifier.verify(token("k2"))).subject == "u1"
+        assert fetches == 2  # refetched for the unknown kid
+        forged = jwt.encode({"iss": "iss", "aud": "aud", "sub": "u1",
+                             "exp": int(time.time()) + 60}, keys["k2"], algorithm="RS256",
+                            headers={"kid": "nope"})
+        with pytest.raises(Unauthorized):
+            await verifier.verify(forged)
+    finally:
+        await session.close()
+        await runner.cleanup()
