@@ -1,0 +1,192 @@
+"""Idempotent consumers: the handler and the inbox row commit together; ack after commit.
+
+For each delivery: decode the envelope; in one transaction insert ``(consumer, message_id)``
+into the inbox (a conflict means it was handled before: ack and skip) and run the handler;
+commit; then ack. A crash before the commit redelivers; a crash after it redelivers a message
+the inbox then skips. Failures nak with a growing delay; on the ``max_deliver``-th failure the
+message goes to the dead-letter stream with its headers and the error, and is acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+import structlog
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chassis.db import Database
+from chassis.messaging.broker import Delivery, JetStreamDelivery, Outgoing, Publisher
+from chassis.messaging.envelope import H_NATS_MSG_ID, Envelope, PoisonMessage
+from chassis.messaging.metrics import MessagingMetrics
+from chassis.messaging.streams import DEAD_LETTER_PREFIX
+
+log = structlog.get_logger("chassis.consumer")
+tracer = trace.get_tracer("chassis.messaging")
+
+Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+
+H_DLQ_CONSUMER = "Mercato-Dlq-Consumer"
+H_DLQ_SUBJECT = "Mercato-Dlq-Subject"
+H_DLQ_ERROR = "Mercato-Dlq-Error"
+H_DLQ_DELIVERIES = "Mercato-Dlq-Deliveries"
+H_DLQ_STREAM_SEQ = "Mercato-Dlq-Stream-Seq"
+
+_INBOX = text("INSERT INTO inbox (consumer, message_id, message_type) "
+              "VALUES (:consumer, :message_id, :message_type) ON CONFLICT DO NOTHING")
+
+
+@dataclass
+class ConsumerSpec:
+    """A durable consumer: its name, what it reads, and one handler per message type."""
+
+    name: str
+    stream: str
+    subjects: list[str]
+    handlers: Mapping[str, Handler]
+    max_deliver: int = 5
+    backoff_s: tuple[float, ...] = (0.2, 1.0, 5.0, 15.0)
+    ack_wait_s: float = 30.0
+    batch: int = 64
+    deliver_all: bool = True
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Outcome:
+    HANDLED, DUPLICATE, RETRY, DEAD_LETTERED = "handled", "duplicate", "retry", "dead_lettered"
+
+
+class InboxConsumer:
+    def __init__(self, spec: ConsumerSpec, db: Database, dead_letters: Publisher,
+                 metrics: MessagingMetrics | None = None) -> None:
+        self.spec = spec
+        self._db = db
+        self._dead_letters = dead_letters
+        self._metrics = metrics
+
+    async def process(self, delivery: Delivery) -> str:
+        """Handle one delivery end to end (ack/nak/dead-letter); return the outcome."""
+        started = time.perf_counter()
+        try:
+            envelope = Envelope.decode(delivery.subject, delivery.headers, delivery.data)
+            handler = self.spec.handlers.get(envelope.message_type)
+            if handler is None:
+                raise PoisonMessage(f"no handler for message type {envelope.message_type!r}")
+            outcome = await self._handle(envelope, handler)
+        except Exception as exc:
+            outcome = await self._failed(delivery, exc)
+        else:
+            await delivery.ack()
+        if self._metrics is not None:
+            self._metrics.handled.labels(self.spec.name, outcome).inc()
+            self._metrics.handler_latency.labels(self.spec.name).observe(
+                time.perf_counter() - started)
+        return outcome
+
+    async def _handle(self, envelope: Envelope, handler: Handler) -> str:
+        parent = propagate.extract(envelope.trace)
+        token = otel_context.attach(parent)
+        try:
+            with tracer.start_as_current_span(
+                    f"consume {envelope.subject}", kind=trace.SpanKind.CONSUMER,
+                    attributes={"messaging.system": "nats",
+                                "messaging.destination.name": envelope.subject,
+                                "messaging.message.id": str(envelope.message_id),
+                                "messaging.consumer.group.name": self.spec.name}):
+                async with self._db.unit_of_work() as uow:
+                    inserted = await uow.session.execute(_INBOX, {
+                        "consumer": self.spec.name, "message_id": envelope.message_id,
+                        "message_type": envelope.message_type})
+                    if not inserted.rowcount:  # type: ignore[attr-defined]
+                        return Outcome.DUPLICATE
+                    await handler(uow.session, envelope)
+                    await uow.commit()
+                return Outcome.HANDLED
+        finally:
+            otel_context.detach(token)
+
+    async def _failed(self, delivery: Delivery, exc: Exception) -> str:
+        error = f"{type(exc).__name__}: {exc}"[:1000]
+        attempt = delivery.num_delivered
+        if attempt >= self.spec.max_deliver:
+            headers = {**delivery.headers, H_DLQ_CONSUMER: self.spec.name,
+                       H_DLQ_SUBJECT: delivery.subject, H_DLQ_ERROR: error,
+                       H_DLQ_DELIVERIES: str(attempt),
+                       H_DLQ_STREAM_SEQ: str(delivery.stream_sequence)}
+            # A fresh broker id: the dead letter must not be dropped as a duplicate.
+            headers[H_NATS_MSG_ID] = f"dlq-{self.spec.name}-{delivery.stream_sequence}"
+            await self._dead_letters.publish_batch(
+                [Outgoing(f"{DEAD_LETTER_PREFIX}.{self.spec.name}", delivery.data, headers)])
+            await delivery.ack()
+            log.error("message_dead_lettered", consumer=self.spec.name,
+                      subject=delivery.subject, deliveries=attempt, error=error)
+            if self._metrics is not None:
+                self._metrics.dead_letters.labels(self.spec.name).inc()
+            return Outcome.DEAD_LETTERED
+        delay = self.spec.backoff_s[min(attempt - 1, len(self.spec.backoff_s) - 1)]
+        log.warning("message_failed", consumer=self.spec.name, subject=delivery.subject,
+                    attempt=attempt, retry_in=delay, error=error)
+        await delivery.nak(delay=delay)
+        return Outcome.RETRY
+
+
+async def run_jetstream_consumer(consumer: InboxConsumer, js: JetStreamContext,
+                                 stop: asyncio.Event,
+                                 metrics: MessagingMetrics | None = None) -> None:
+    """Pull and process until ``stop``; reconnect-tolerant (errors back off and retry)."""
+    spec = consumer.spec
+    config = ConsumerConfig(
+        durable_name=spec.name, ack_policy=AckPolicy.EXPLICIT, max_deliver=spec.max_deliver,
+        ack_wait=spec.ack_wait_s,
+        deliver_policy=DeliverPolicy.ALL if spec.deliver_all else DeliverPolicy.NEW,
+        filter_subjects=spec.subjects if len(spec.subjects) > 1 else None,
+        filter_subject=spec.subjects[0] if len(spec.subjects) == 1 else None,
+        max_ack_pending=max(1000, spec.batch * 4))
+    backoff = 0.2
+    sub = None
+    last_lag = 0.0
+    while not stop.is_set():
+        try:
+            if sub is None:
+                await ensure_consumer(js, spec.stream, config)
+                sub = await js.pull_subscribe_bind(durable=spec.name, stream=spec.stream)
+            try:
+                msgs = await sub.fetch(spec.batch, timeout=1.0)
+            except TimeoutError:
+                msgs = []
+            for msg in msgs:
+                await consumer.process(JetStreamDelivery(msg))
+            if metrics is not None and time.monotonic() - last_lag > 2.0:
+                last_lag = time.monotonic()
+                info = await sub.consumer_info()
+                metrics.consumer_lag.labels(spec.name).set(info.num_pending or 0)
+            backoff = 0.2
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("consumer_loop_failed", consumer=spec.name, error=str(exc),
+                        retry_in=backoff)
+            sub = None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, 5.0)
+    if sub is not None:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
+    """Create the durable consumer once; an existing one keeps its position."""
+    try:
+        await js.consumer_info(stream, config.durable_name or "")
+    except NotFoundError:
+        await js.add_consumer(stream, config)

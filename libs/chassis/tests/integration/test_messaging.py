@@ -1,0 +1,237 @@
+"""The messaging loop against real PostgreSQL and NATS JetStream.
+
+A toy producer stages events in its outbox; the relay publishes them; an inbox consumer
+applies them to a counters table. The invariants: nothing is lost, nothing takes effect twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import nats
+import orjson
+import pytest
+from chassis.db import Database
+from chassis.messaging.broker import JetStreamPublisher
+from chassis.messaging.consumer import (
+    H_DLQ_ERROR,
+    ConsumerSpec,
+    InboxConsumer,
+    Outcome,
+    run_jetstream_consumer,
+)
+from chassis.messaging.envelope import H_TYPE, Envelope
+from chassis.messaging.memory import InMemoryBroker, MemoryDelivery
+from chassis.messaging.metrics import MessagingMetrics
+from chassis.messaging.outbox import stage
+from chassis.messaging.relay import OutboxRelay, asyncpg_dsn
+from chassis.messaging.streams import (
+    DEAD_LETTER_STREAM,
+    ensure_dead_letter_stream,
+    ensure_events_stream,
+)
+from chassis.messaging.tables import inbox_table, outbox_table
+from nats.js import JetStreamContext
+from prometheus_client import CollectorRegistry
+from sqlalchemy import MetaData, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+pytestmark = pytest.mark.integration
+
+metadata = MetaData()
+outbox_table(metadata)
+inbox_table(metadata)
+
+
+@pytest.fixture
+async def db(fresh_database: str) -> AsyncIterator[Database]:
+    database = Database(fresh_database)
+    async with database.engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+        await conn.execute(text("CREATE TABLE counters (name text PRIMARY KEY, value int NOT NULL)"))
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
+    nc = await nats.connect(nats_url)
+    yield nc.jetstream()
+    await nc.close()
+
+
+async def produce(db: Database, producer: str, n: int, name: str = "hits") -> None:
+    async with db.unit_of_work() as uow:
+        for _ in range(n):
+            await stage(uow.session, f"{producer}.events.incremented", "Incremented.v1",
+                        {"counter": name, "by": 1})
+        await uow.commit()
+
+
+async def increment(session: AsyncSession, env: Envelope) -> None:
+    await session.execute(text(
+        "INSERT INTO counters (name, value) VALUES (:n, :b) "
+        "ON CONFLICT (name) DO UPDATE SET value = counters.value + :b"),
+        {"n": env.payload["counter"], "b": env.payload["by"]})
+
+
+async def counter(db: Database, name: str = "hits") -> int:
+    async with db.engine.connect() as conn:
+        value = (await conn.execute(text("SELECT value FROM counters WHERE name = :n"),
+                                    {"n": name})).scalar_one_or_none()
+    return value or 0
+
+
+async def unpublished(db: Database) -> int:
+    async with db.engine.connect() as conn:
+        return (await conn.execute(text(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL"))).scalar_one()
+
+
+async def test_rolled_back_transaction_stages_nothing(db: Database) -> None:
+    async with db.unit_of_work() as uow:
+        await stage(uow.session, "p.events.x", "X.v1", {"a": 1})
+        # no commit: leaving the unit of work rolls the message back with the change
+    assert await unpublished(db) == 0
+
+
+async def test_crash_between_publish_and_mark_delivers_again_and_takes_effect_once(
+        db: Database, fresh_database: str) -> None:
+    broker = InMemoryBroker()
+    crashes = 1
+
+    async def crash_once(point: str) -> None:
+        nonlocal crashes
+        if point == "after_publish" and crashes:
+            crashes -= 1
+            raise RuntimeError("simulated crash after publish, before mark")
+
+    relay = OutboxRelay(fresh_database, broker, fault_hook=crash_once)
+    await produce(db, "toy", 5)
+    with pytest.raises(RuntimeError):
+        await relay.relay_once()
+    assert len(broker.messages) == 5 and await unpublished(db) == 5  # published, not marked
+    assert await relay.relay_once() == 5
+    assert len(broker.messages) == 10 and await unpublished(db) == 0  # published twice
+    await relay.close()
+
+    consumer = InboxConsumer(ConsumerSpec("toy-counter", "TOY_EVENTS", ["toy.events.>"],
+                                          {"Incremented.v1": increment}), db, broker)
+    outcomes = [await consumer.process(d) for d in broker.deliveries("toy.events.>")]
+    assert outcomes.count(Outcome.HANDLED) == 5 and outcomes.count(Outcome.DUPLICATE) == 5
+    assert await counter(db) == 5
+
+
+async def test_relay_and_consumer_over_jetstream_keep_the_trace(
+        db: Database, fresh_database: str, js: JetStreamContext) -> None:
+    from chassis.tracing import configure_tracing
+    from opentelemetry import trace
+
+    configure_tracing("toy", "toy-1", None)
+    producer = f"p{uuid.uuid4().hex[:8]}"
+    await ensure_events_stream(js, producer)
+    await ensure_dead_letter_stream(js)
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("request") as span:
+        await produce(db, producer, 3)
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    relay = OutboxRelay(fresh_database, JetStreamPublisher(js))
+    assert await relay.relay_once() == 3
+    await relay.close()
+
+    seen_traces: list[str] = []
+
+    async def record(session: AsyncSession, env: Envelope) -> None:
+        seen_traces.append(format(trace.get_current_span().get_span_context().trace_id, "032x"))
+        await increment(session, env)
+
+    stop = asyncio.Event()
+    spec = ConsumerSpec(f"{producer}-counter", f"{producer.upper()}_EVENTS",
+                        [f"{producer}.events.>"], {"Incremented.v1": record})
+    task = asyncio.create_task(run_jetstream_consumer(
+        InboxConsumer(spec, db, JetStreamPublisher(js)), js, stop))
+    try:
+        for _ in range(100):
+            if await counter(db) == 3:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert await counter(db) == 3
+    assert seen_traces == [trace_id] * 3  # the consumer's span continues the producer's trace
+
+
+async def test_relay_survives_broker_outage_and_delivers_everything(
+        db: Database, fresh_database: str) -> None:
+    broker = InMemoryBroker(fail_publishes=3)
+    metrics = MessagingMetrics(CollectorRegistry())
+    relay = OutboxRelay(fresh_database, broker, poll_interval_s=0.05, metrics=metrics)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    await produce(db, "toy", 7)
+    for _ in range(200):
+        if len(broker.messages) == 7 and await unpublished(db) == 0:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert len(broker.messages) == 7 and await unpublished(db) == 0
+    assert metrics.publish_errors._value.get() == 3
+
+
+async def test_poison_message_is_dead_lettered_after_max_deliver(db: Database) -> None:
+    dead = InMemoryBroker()
+    spec = ConsumerSpec("toy-counter", "TOY_EVENTS", ["toy.events.>"],
+                        {"Incremented.v1": increment}, max_deliver=3)
+    consumer = InboxConsumer(spec, db, dead)
+    poison = MemoryDelivery("toy.events.incremented",
+                            {"Nats-Msg-Id": str(uuid.uuid4()), H_TYPE: "Incremented.v1"},
+                            b"{not json", sequence=1)
+    first = await consumer.process(poison)
+    assert first == Outcome.RETRY and poison.state == "naked" and poison.nak_delay
+    again = poison.redelivered()
+    assert await consumer.process(again) == Outcome.RETRY
+    last = again.redelivered()
+    assert await consumer.process(last) == Outcome.DEAD_LETTERED and last.state == "acked"
+    [letter] = dead.messages
+    assert letter.subject == "dlq.toy-counter" and letter.payload == b"{not json"
+    assert "not JSON" in letter.headers[H_DLQ_ERROR]
+
+    unknown = MemoryDelivery("toy.events.incremented",
+                             {"Nats-Msg-Id": str(uuid.uuid4()), H_TYPE: "Incremented.v9"},
+                             orjson.dumps({"counter": "hits", "by": 1}), sequence=2,
+                             deliveries=3)
+    assert await consumer.process(unknown) == Outcome.DEAD_LETTERED
+    assert len(dead.messages) == 2
+    assert await counter(db) == 0
+
+
+async def test_dead_letter_stream_exists_after_declaration(js: JetStreamContext) -> None:
+    await ensure_dead_letter_stream(js)
+    info = await js.stream_info(DEAD_LETTER_STREAM)
+    assert info.config.subjects == ["dlq.>"]
+
+
+async def test_two_relays_share_the_backlog_without_double_publishing(
+        db: Database, fresh_database: str) -> None:
+    broker = InMemoryBroker()
+    await produce(db, "toy", 2000)
+    one = OutboxRelay(fresh_database, broker, batch_size=100)
+    two = OutboxRelay(fresh_database, broker, batch_size=100)
+
+    async def drain(relay: OutboxRelay) -> None:
+        while await relay.relay_once():
+            pass
+
+    await asyncio.gather(drain(one), drain(two))
+    await one.close()
+    await two.close()
+    ids = [m.headers["Mercato-Message-Id"] for m in broker.messages]
+    assert len(ids) == 2000 and len(set(ids)) == 2000
+    conn = await asyncpg.connect(asyncpg_dsn(fresh_database))
+    assert await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+    await conn.close()
