@@ -29,6 +29,8 @@ from chassis.discovery import Resolver
 from chassis.errors import install_error_handlers, problem_response
 from chassis.limits import BodySizeLimitMiddleware
 from chassis.logging import configure_logging
+from chassis.messaging.metrics import MessagingMetrics
+from chassis.messaging.runtime import Messaging, MessagingRuntime
 from chassis.metrics import HttpMetrics, MetricsMiddleware
 from chassis.nats_conn import NatsConnection
 from chassis.registry import Registration, RegistryClient
@@ -55,6 +57,7 @@ class ServiceContext:
     http: aiohttp.ClientSession | None = None
     readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+    messaging: MessagingRuntime | None = None
 
     def __post_init__(self) -> None:
         self.resolver = Resolver(lambda: self.registry)
@@ -147,6 +150,7 @@ def create_service_app(
     routers: Sequence[APIRouter],
     bootstrap: Bootstrap | None = None,
     key_source: Callable[[ServiceContext], KeySource] | None = None,
+    messaging: Messaging | None = None,
     title: str | None = None,
     description: str = "",
     version: str = "0.1.0",
@@ -159,6 +163,9 @@ def create_service_app(
     db = Database(settings.database_url, pool_size=settings.db_pool_size,
                   application_name=settings.instance) if settings.database_url else None
     ctx.db = db
+    if messaging is not None and db is not None:
+        ctx.messaging = MessagingRuntime(messaging, db, settings.database_url,
+                                         MessagingMetrics(ctx.metrics.registry))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -174,6 +181,8 @@ def create_service_app(
             async def on_nats(nc: NATS) -> None:
                 nonlocal registration
                 ctx.registry = RegistryClient(nc)
+                if ctx.messaging is not None:
+                    await ctx.messaging.start(nc)
                 if settings.register_instance:
                     registration = Registration(ctx.registry, service=service,
                                                 instance_id=settings.instance,
@@ -189,6 +198,8 @@ def create_service_app(
         finally:
             if registration is not None:
                 await registration.stop()
+            if ctx.messaging is not None:
+                await ctx.messaging.stop()
             if ctx.nats is not None:
                 await ctx.nats.close()
             await ctx.http.close()

@@ -1,0 +1,78 @@
+"""Run a service's messaging: declare its streams, relay its outbox, run its consumers.
+
+Started by the app factory once NATS is connected; stopped (relay and consumers drained)
+when the app shuts down. A service only says what it produces and consumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+import structlog
+from nats.aio.client import Client as NATS
+
+from chassis.db import Database
+from chassis.messaging.broker import JetStreamPublisher
+from chassis.messaging.consumer import ConsumerSpec, InboxConsumer, run_jetstream_consumer
+from chassis.messaging.metrics import MessagingMetrics
+from chassis.messaging.relay import OutboxRelay
+from chassis.messaging.streams import ensure_dead_letter_stream, ensure_stream
+
+log = structlog.get_logger("chassis.messaging")
+
+
+@dataclass
+class StreamSpec:
+    name: str
+    subjects: list[str]
+    work_queue: bool = False
+
+
+@dataclass
+class Messaging:
+    """What a service produces (streams it owns, an outbox) and consumes."""
+
+    streams: list[StreamSpec] = field(default_factory=list)
+    outbox: bool = False
+    consumers: list[ConsumerSpec] = field(default_factory=list)
+    relay_batch_size: int = 500
+
+
+class MessagingRuntime:
+    def __init__(self, spec: Messaging, db: Database, database_url: str,
+                 metrics: MessagingMetrics) -> None:
+        self.spec = spec
+        self._db = db
+        self._url = database_url
+        self.metrics = metrics
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.relay: OutboxRelay | None = None
+
+    async def start(self, nc: NATS) -> None:
+        js = nc.jetstream()
+        for stream in self.spec.streams:
+            await ensure_stream(js, stream.name, stream.subjects, work_queue=stream.work_queue)
+        await ensure_dead_letter_stream(js)
+        publisher = JetStreamPublisher(js)
+        if self.spec.outbox:
+            self.relay = OutboxRelay(self._url, publisher, batch_size=self.spec.relay_batch_size,
+                                     metrics=self.metrics)
+            self._tasks.append(asyncio.create_task(self.relay.run(self._stop),
+                                                   name="outbox-relay"))
+        for consumer_spec in self.spec.consumers:
+            consumer = InboxConsumer(consumer_spec, self._db, publisher, self.metrics)
+            self._tasks.append(asyncio.create_task(
+                run_jetstream_consumer(consumer, js, self._stop, self.metrics),
+                name=f"consumer-{consumer_spec.name}"))
+        log.info("messaging_started", outbox=self.spec.outbox,
+                 consumers=[c.name for c in self.spec.consumers])
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(task, 5)
+        self._tasks.clear()

@@ -1,0 +1,41 @@
+"""Events the catalog publishes (stream CATALOG_EVENTS)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from contracts.base import Event
+
+
+class _CatalogEvent(Event):
+    owner: ClassVar[str] = "catalog"
+
+
+class ProductCreated(_CatalogEvent):
+    product_id: str
+    sku: str
+    name: str
+    category: str
+    price_amount: str
+    price_currency: str
+
+
+class ProductUpdated(_CatalogEvent):
+    product_id: str
+    sku: str
+    name: str
+    category: str
+    product_version: int
+
+
+class PriceChanged(_CatalogEvent):
+    product_id: str
+    sku: str
+    old_amount: str
+    new_amount: str
+    currency: str
+
+
+class ProductDiscontinued(_CatalogEvent):
+    product_id: str
+    sku: str
