@@ -9,6 +9,8 @@ from pathlib import Path
 import structlog
 from chassis.app import ServiceContext, create_service_app
 from chassis.auth import KeySource
+from chassis.messaging.runtime import Messaging, StreamSpec
+from chassis.messaging.streams import events_stream_name
 from fastapi import FastAPI
 
 from catalog.entrypoints.api import router
@@ -16,6 +18,9 @@ from catalog.seed import seed_demo_catalog
 from catalog.settings import CatalogSettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# catalog owns CATALOG_EVENTS and publishes to it through its outbox; it consumes nothing.
+MESSAGING = Messaging(streams=[StreamSpec(events_stream_name("catalog"), ["catalog.events.>"])],
+                      outbox=True)
 log = structlog.get_logger("catalog")
 
 
@@ -34,4 +39,5 @@ def create_app(settings: CatalogSettings | None = None, *,
                key_source: Callable[[ServiceContext], KeySource] | None = None) -> FastAPI:
     return create_service_app(
         settings or CatalogSettings(), routers=[router], bootstrap=bootstrap,
-        key_source=key_source, description="Products, categories, prices and search.")
+        key_source=key_source, messaging=MESSAGING,
+        description="Products, categories, prices and search.")

@@ -6,6 +6,7 @@ from chassis.db import UnitOfWork
 
 from catalog.adapters.repository import CatalogRepository
 from catalog.domain.model import Category, Money, Product
+from catalog.service_layer import events
 
 SEED_FLAG = "demo_catalog_seeded"
 
@@ -89,6 +90,7 @@ async def seed_demo_catalog(uow: UnitOfWork) -> int:
             product = Product.new(sku=sku, name=name, description=description,
                                   category=category, price=Money.parse(price, "KRW"))
             await repo.add(product, ids[category])
+            await events.product_created(uow.session, product)
             added += 1
         await uow.commit()
         return added

@@ -160,3 +160,36 @@ def test_seed_runs_once_even_with_two_instances(fresh_database: str) -> None:
             await db.dispose()
 
     assert sorted(asyncio.run(race())) == [0, len(PRODUCTS)]
+
+
+def _outbox(url: str) -> list[tuple[str, dict]]:
+    import asyncpg
+    import orjson
+
+    async def read() -> list[tuple[str, dict]]:
+        conn = await asyncpg.connect(url.replace("+asyncpg", ""))
+        try:
+            rows = await conn.fetch("SELECT message_type, payload FROM outbox ORDER BY id")
+            return [(r["message_type"], orjson.loads(r["payload"])) for r in rows]
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
+
+
+def test_changes_publish_events_through_the_outbox(client: TestClient,
+                                                   fresh_database: str) -> None:
+    seeded = _outbox(fresh_database)
+    assert [t for t, _ in seeded] == ["ProductCreated.v1"] * len(PRODUCTS)
+    created = client.post("/api/catalog/products", json=NEW, headers=ADMIN).json()
+    url = f"/api/catalog/products/{created['id']}"
+    client.patch(url, json={"price": {"amount": "17000"}}, headers=ADMIN)
+    client.patch(url, json={"name": "Big mug"}, headers=ADMIN)
+    client.delete(url, headers=ADMIN)
+    tail = _outbox(fresh_database)[len(seeded):]
+    assert [t for t, _ in tail] == ["ProductCreated.v1", "PriceChanged.v1", "ProductUpdated.v1",
+                                    "ProductDiscontinued.v1"]
+    assert tail[0][1]["sku"] == "MUG-42" and tail[1][1]["new_amount"] == "17000"
+    # A refused change stages nothing.
+    client.post("/api/catalog/products", json=NEW, headers=ADMIN)  # 409: SKU exists
+    assert len(_outbox(fresh_database)) == len(seeded) + 4

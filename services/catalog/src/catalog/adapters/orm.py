@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from chassis.messaging.tables import outbox_table
 from sqlalchemy import (
     Column,
     Computed,
@@ -46,6 +47,8 @@ products = Table(
 )
 Index("ix_products_search", products.c.search, postgresql_using="gin")
 Index("ix_products_category_status", products.c.category_id, products.c.status)
+
+outbox = outbox_table(metadata)
 
 catalog_meta = Table(
     "catalog_meta", metadata,

@@ -10,6 +10,7 @@ from chassis.errors import Conflict, NotFound, PreconditionFailed, Unprocessable
 
 from catalog.adapters.repository import CatalogRepository, ProductPage
 from catalog.domain.model import ACTIVE, CatalogError, Category, Money, Product
+from catalog.service_layer import events
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ async def create_product(uow: UnitOfWork, cmd: NewProduct) -> Product:
         if await repo.sku_exists(product.sku):
             raise Conflict(f"a product with SKU {product.sku} exists already")
         await repo.add(product, category_id)
+        await events.product_created(uow.session, product)
         await uow.commit()
         return product
 
@@ -75,6 +77,7 @@ async def update_product(uow: UnitOfWork, product_id: uuid.UUID, changes: Produc
         except CatalogError as exc:
             raise Unprocessable(str(exc)) from exc
         await repo.save(updated, await _category_id(repo, updated.category))
+        await events.product_changed(uow.session, current, updated)
         await uow.commit()
         return updated
 
@@ -87,6 +90,7 @@ async def discontinue_product(uow: UnitOfWork, product_id: uuid.UUID) -> Product
             raise NotFound(f"no product {product_id}")
         gone = current.discontinued()
         await repo.save(gone, await _category_id(repo, gone.category))
+        await events.product_discontinued(uow.session, gone)
         await uow.commit()
         return gone
 
