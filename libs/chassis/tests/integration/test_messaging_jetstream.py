@@ -1,0 +1,155 @@
+"""Failure paths over a real JetStream: a broker outage, poison messages, dead-letter replay."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+from chassis.db import Database
+from chassis.messaging.broker import JetStreamPublisher
+from chassis.messaging.consumer import ConsumerSpec, InboxConsumer, run_jetstream_consumer
+from chassis.messaging.dlq import list_dead_letters, replay_dead_letter, show_dead_letter
+from chassis.messaging.envelope import H_MESSAGE_ID, H_NATS_MSG_ID, H_OCCURRED_AT, H_TYPE, Envelope
+from chassis.messaging.outbox import stage
+from chassis.messaging.relay import OutboxRelay
+from chassis.messaging.streams import ensure_dead_letter_stream, ensure_events_stream
+from chassis.messaging.tables import inbox_table, outbox_table
+from mercato.runtime.nats import Nats
+from mercato.testing.infra import free_port
+from sqlalchemy import MetaData, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+pytestmark = pytest.mark.integration
+
+metadata = MetaData()
+outbox_table(metadata)
+inbox_table(metadata)
+
+
+@pytest.fixture
+async def db(fresh_database: str) -> AsyncIterator[Database]:
+    database = Database(fresh_database)
+    async with database.engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+        await conn.execute(text("CREATE TABLE seen (message_id uuid PRIMARY KEY, kind text)"))
+    yield database
+    await database.dispose()
+
+
+async def remember(session: AsyncSession, env: Envelope) -> None:
+    await session.execute(text("INSERT INTO seen (message_id, kind) VALUES (:m, :k)"),
+                          {"m": env.message_id, "k": env.message_type})
+
+
+async def seen(db: Database) -> list[str]:
+    async with db.engine.connect() as conn:
+        return list((await conn.execute(text("SELECT kind FROM seen ORDER BY kind"))).scalars())
+
+
+async def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+async def test_nats_outage_grows_the_outbox_and_everything_arrives_after(
+        db: Database, fresh_database: str, tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    server = Nats(tmp_path, free_port())
+    server.start()
+    nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    js = nc.jetstream()
+    try:
+        await ensure_events_stream(js, "toy")
+        relay = OutboxRelay(fresh_database, JetStreamPublisher(js, ack_timeout_s=1.0),
+                            poll_interval_s=0.1)
+        stop = asyncio.Event()
+        task = asyncio.create_task(relay.run(stop))
+        server.stop()  # the broker goes away while the service keeps taking writes
+        for _ in range(20):
+            async with db.unit_of_work() as uow:  # writes never fail for the user
+                await stage(uow.session, "toy.events.thing_happened", "ThingHappened.v1", {})
+                await uow.commit()
+
+        async def backlog() -> int:
+            async with db.engine.connect() as conn:
+                return (await conn.execute(text(
+                    "SELECT count(*) FROM outbox WHERE published_at IS NULL"))).scalar_one()
+
+        await asyncio.sleep(1.0)
+        assert await backlog() == 20  # the outbox holds everything while NATS is down
+        server.start()  # same store dir and port: the stream survives
+
+        async def drained() -> bool:
+            return await backlog() == 0
+
+        await wait_for(drained, 30)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        info = await js.stream_info("TOY_EVENTS")
+        assert info.state.messages == 20
+    finally:
+        await nc.close()
+        server.stop()
+
+
+async def test_poison_goes_to_dead_letters_others_flow_and_replay_after_a_fix(
+        db: Database, nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    producer = f"p{uuid.uuid4().hex[:8]}"
+    consumer_name = f"{producer}-seen"
+    await ensure_events_stream(js, producer)
+    await ensure_dead_letter_stream(js)
+
+    def headers(message_type: str) -> dict[str, str]:
+        mid = str(uuid.uuid4())
+        return {H_NATS_MSG_ID: mid, H_MESSAGE_ID: mid, H_TYPE: message_type,
+                H_OCCURRED_AT: "2026-01-01T00:00:00+00:00"}
+
+    subject = f"{producer}.events.thing"
+    await js.publish(subject, b"{broken json", headers=headers("Thing.v1"))
+    await js.publish(subject, b"{}", headers=headers("Thing.v2"))  # a version not known yet
+    await js.publish(subject, b"{}", headers=headers("Thing.v1"))  # a good one behind them
+
+    handlers = {"Thing.v1": remember}
+    spec = ConsumerSpec(consumer_name, f"{producer.upper()}_EVENTS", [f"{producer}.events.>"],
+                        handlers, max_deliver=3, backoff_s=(0.05,))
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_jetstream_consumer(
+        InboxConsumer(spec, db, JetStreamPublisher(js)), js, stop))
+    try:
+        async def two_dead() -> bool:
+            return len(await list_dead_letters(js, consumer_name)) == 2
+
+        await wait_for(two_dead)
+        assert await seen(db) == ["Thing.v1"]  # later messages kept flowing
+        letters = await list_dead_letters(js, consumer_name)
+        assert {letter.message_type for letter in letters} == {"Thing.v1", "Thing.v2"}
+        broken = next(letter for letter in letters if letter.data == b"{broken json")
+        assert "not JSON" in broken.error and broken.deliveries == 3
+        shown = await show_dead_letter(js, broken.sequence)
+        assert shown is not None and shown.subject == subject
+
+        # The fix: this consumer now understands Thing.v2. Replay re-drives it.
+        handlers["Thing.v2"] = remember
+        v2 = next(letter for letter in letters if letter.message_type == "Thing.v2")
+        assert await replay_dead_letter(js, v2.sequence) is not None
+
+        async def handled_v2() -> bool:
+            return await seen(db) == ["Thing.v1", "Thing.v2"]
+
+        await wait_for(handled_v2)
+        remaining = await list_dead_letters(js, consumer_name)
+        assert [letter.sequence for letter in remaining] == [broken.sequence]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await nc.close()
