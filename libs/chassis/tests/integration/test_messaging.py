@@ -235,3 +235,41 @@ async def test_two_relays_share_the_backlog_without_double_publishing(
     conn = await asyncpg.connect(asyncpg_dsn(fresh_database))
     assert await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
     await conn.close()
+
+
+async def test_a_batch_commits_together_and_a_failure_isolates_the_bad_message(
+        db: Database) -> None:
+    broker = InMemoryBroker()
+    await produce_direct(broker, 6)
+    calls = 0
+
+    async def flaky(session: AsyncSession, env: Envelope) -> None:
+        nonlocal calls
+        calls += 1
+        if env.payload["counter"] == "bad":
+            raise RuntimeError("handler bug")
+        await increment(session, env)
+
+    consumer = InboxConsumer(ConsumerSpec("toy-batch", "TOY_EVENTS", ["toy.events.>"],
+                                          {"Incremented.v1": flaky}), db, broker)
+    deliveries = broker.deliveries("toy.events.>")
+    deliveries.append(deliveries[0])  # the same delivery twice in one batch
+    outcomes = await consumer.process_batch(deliveries)
+    assert outcomes == [Outcome.HANDLED] * 6 + [Outcome.DUPLICATE]
+    assert await counter(db) == 6
+
+    await produce_direct(broker, 3, bad_at=1)
+    batch = broker.deliveries("toy.events.>")[6:]
+    outcomes = await consumer.process_batch(batch)
+    assert outcomes == [Outcome.HANDLED, Outcome.RETRY, Outcome.HANDLED]
+    assert batch[1].state == "naked" and batch[0].state == batch[2].state == "acked"
+    assert await counter(db) == 8
+
+
+async def produce_direct(broker: InMemoryBroker, n: int, bad_at: int | None = None) -> None:
+    from chassis.messaging.broker import Outgoing
+
+    for i in range(n):
+        env = Envelope.new("toy.events.incremented", "Incremented.v1",
+                           {"counter": "bad" if i == bad_at else "hits", "by": 1})
+        await broker.publish_batch([Outgoing(env.subject, env.body(), env.headers())])

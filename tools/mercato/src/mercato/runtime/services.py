@@ -1,0 +1,54 @@
+"""The services `mercato up` runs, and how instance names and environments are formed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+SERVICES = ["identity", "catalog"]
+
+_SCALE = re.compile(r"^([a-z][a-z0-9_]*)=(\d+)$")
+
+
+def parse_scale(items: list[str] | None, services: list[str]) -> dict[str, int]:
+    """``["catalog=2"]`` -> ``{"identity": 1, "catalog": 2}``; raises ValueError on bad input."""
+    scale = dict.fromkeys(services, 1)
+    for item in items or []:
+        m = _SCALE.match(item.strip())
+        if not m:
+            raise ValueError(f"--scale expects SERVICE=N (like catalog=2), got {item!r}")
+        name, count = m.group(1), int(m.group(2))
+        if name not in scale:
+            raise ValueError(f"--scale {item}: unknown service {name!r}; services are "
+                             + ", ".join(services))
+        if not 1 <= count <= 16:
+            raise ValueError(f"--scale {item}: N must be between 1 and 16")
+        scale[name] = count
+    return scale
+
+
+def instance_ids(service: str, count: int) -> list[str]:
+    return [f"{service}-{i}" for i in range(1, count + 1)]
+
+
+def service_env(service: str, *, instance_id: str, port: int, database_url: str,
+                nats_url: str, host: str = "127.0.0.1") -> dict[str, str]:
+    p = service.upper() + "_"
+    return {
+        f"{p}INSTANCE_ID": instance_id,
+        f"{p}HOST": host,
+        f"{p}PORT": str(port),
+        f"{p}DATABASE_URL": database_url,
+        f"{p}NATS_URL": nats_url,
+        f"{p}ENVIRONMENT": "development",
+    }
+
+
+def repo_root() -> Path:
+    """The workspace checkout (services run with it as cwd), found from this installed file."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        pyproject = parent / "pyproject.toml"
+        if pyproject.is_file() and "[tool.uv.workspace]" in pyproject.read_text():
+            return parent
+    return Path.cwd()

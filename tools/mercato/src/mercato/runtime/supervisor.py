@@ -1,0 +1,542 @@
+"""The supervisor: one asyncio process that owns every process of a running platform.
+
+``python -m mercato.runtime.supervisor --home DIR`` (``mercato up`` spawns it detached):
+PostgreSQL and NATS first, then a database and role per service, then the gateway and every
+service instance in parallel. A child that exits without being asked is restarted with
+exponential backoff. Everything it knows goes to ``run/state.json`` (rewritten atomically
+on every change) which ``mercato up/status/down`` read; it never needs to be asked anything.
+SIGTERM stops services, the gateway, NATS and PostgreSQL in that order, then exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import aiohttp
+import structlog
+from chassis.logging import configure_logging
+
+from mercato.runtime.cleanup import ENV_MARK
+from mercato.runtime.nats import Nats
+from mercato.runtime.paths import Home, free_port, write_atomic
+from mercato.runtime.postgres import Postgres
+from mercato.runtime.proc import deathsig_preexec
+from mercato.runtime.services import (
+    SERVICES,
+    instance_ids,
+    parse_scale,
+    repo_root,
+    service_env,
+)
+
+BACKOFF_START_S = 0.5
+BACKOFF_CAP_S = 30.0
+# A process that stayed up this long is healthy again: its next crash restarts fast.
+STABLE_AFTER_S = 30.0
+SERVICE_STOP_TIMEOUT_S = 10.0
+# Exits before the first "ready" that make startup give up (a broken build, a bad config):
+# waiting out the backoff forever would only hide the error from `mercato up`.
+STARTUP_EXIT_LIMIT = 3
+
+log = structlog.get_logger("mercato.supervisor")
+
+
+def emit(level: int, event: str, **fields: Any) -> None:
+    # JSON lines through chassis.logging, like the services, so `mercato logs` merges them
+    # (the gateway control plane, running in this process, logs the same way).
+    log.log(level, event, **fields)
+
+
+class StartupError(Exception):
+    def __init__(self, message: str, process: str | None = None) -> None:
+        super().__init__(message)
+        self.process = process
+
+
+@dataclass
+class Spec:
+    """How to run and judge one supervised process."""
+
+    name: str
+    kind: str  # engine | service | gateway
+    argv: Callable[[int | None], list[str]]
+    ready: Callable[[Child], Awaitable[bool]]
+    port: Callable[[], int | None] = lambda: None
+    env: Callable[[int | None], dict[str, str]] = lambda _port: {}
+    popen_kwargs: dict[str, Any] = field(default_factory=dict)
+    service: str | None = None
+    stop_signal: int = signal.SIGTERM
+    # PostgreSQL's backends share its group and read SIGINT as "cancel query": signal only it.
+    signal_group: bool = True
+    stop_timeout: float = SERVICE_STOP_TIMEOUT_S
+
+
+@dataclass
+class Child:
+    spec: Spec
+    log_path: str
+    state: str = "starting"
+    pid: int | None = None
+    port: int | None = None
+    restarts: int = 0
+    started_at: float | None = None
+    ready_at: float | None = None
+    exit_code: int | None = None
+    ever_ready: bool = False
+    exits_before_ready: int = 0
+    stop_requested: bool = False
+    proc: asyncio.subprocess.Process | None = None
+    task: asyncio.Task[None] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"kind": self.spec.kind, "service": self.spec.service, "pid": self.pid,
+                "port": self.port, "state": self.state, "restarts": self.restarts,
+                "started_at": self.started_at, "ready_at": self.ready_at,
+                "exit_code": self.exit_code, "log": self.log_path}
+
+
+class Supervisor:
+    def __init__(self, home: Home, *, services: dict[str, str], scale: dict[str, int],
+                 gateway: bool = True) -> None:
+        self.home = home
+        self.services = services  # service name -> module run with `python -m`
+        self.scale = scale
+        self.gateway = gateway
+        self.ports = home.ports()
+        self.children: dict[str, Child] = {}
+        self.phase = "starting"
+        self.error: dict[str, Any] | None = None
+        self.started_at = time.time()
+        self.ready_at: float | None = None
+        self.stop_event = asyncio.Event()
+        self.pg = Postgres(home, self.ports.postgres)
+        self.nats = Nats(home.nats_dir, self.ports.nats)
+        self.db_urls: dict[str, str] = {}
+        self.http: aiohttp.ClientSession | None = None
+        self.nc: Any = None
+        self.control_plane: asyncio.Task[None] | None = None
+        self.gateway_stop = asyncio.Event()
+        self.control_plane_state: dict[str, Any] = {"state": "stopped", "restarts": 0}
+        self.base_env = {**os.environ, ENV_MARK: str(home.root), "PYTHONUNBUFFERED": "1"}
+        self.cwd = str(repo_root())
+        self._logs: list[IO[bytes]] = []
+
+    # -- state.json ----------------------------------------------------------------------------
+
+    def urls(self) -> dict[str, Any]:
+        edge = f"http://localhost:{self.ports.edge}"
+        urls: dict[str, Any] = {
+            "postgres": f"postgresql://127.0.0.1:{self.ports.postgres}",
+            "nats": self.nats.url,
+        }
+        if self.gateway:
+            urls.update(edge=edge, envoy_admin=f"http://127.0.0.1:{self.ports.envoy_admin}",
+                        docs={s: f"{edge}/api/{s}/docs" for s in self.services})
+        return urls
+
+    def write_state(self) -> None:
+        state = {
+            "version": 1,
+            "home": str(self.home.root),
+            "supervisor_pid": os.getpid(),
+            "phase": self.phase,
+            "started_at": self.started_at,
+            "ready_at": self.ready_at,
+            "updated_at": time.time(),
+            "error": self.error,
+            "ports": {"postgres": self.ports.postgres, "nats": self.ports.nats,
+                      "edge": self.ports.edge, "envoy_admin": self.ports.envoy_admin},
+            "urls": self.urls(),
+            "processes": {name: c.as_json() for name, c in self.children.items()},
+        }
+        if self.control_plane is not None:
+            state["control_plane"] = dict(self.control_plane_state)
+        write_atomic(self.home.state_file, json.dumps(state, indent=1) + "\n")
+
+    def set_phase(self, phase: str) -> None:
+        self.phase = phase
+        emit(logging.INFO, "phase", phase=phase)
+        self.write_state()
+
+    # -- readiness checks ----------------------------------------------------------------------
+
+    async def _http_ok(self, url: str) -> bool:
+        assert self.http is not None
+        try:
+            async with self.http.get(url) as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return False
+
+    async def _service_ready(self, c: Child) -> bool:
+        return await self._http_ok(f"http://127.0.0.1:{c.port}/health/ready")
+
+    async def _envoy_ready(self, c: Child) -> bool:
+        return await self._http_ok(f"http://127.0.0.1:{self.ports.envoy_admin}/ready")
+
+    async def _pg_ready(self, c: Child) -> bool:
+        return await asyncio.to_thread(self.pg.is_ready)
+
+    async def _nats_ready(self, c: Child) -> bool:
+        return await asyncio.to_thread(self.nats.is_ready)
+
+    # -- one supervised process ----------------------------------------------------------------
+
+    def add(self, spec: Spec) -> Child:
+        c = Child(spec=spec, log_path=str(self.home.log_file(spec.name)))
+        self.children[spec.name] = c
+        c.task = asyncio.create_task(self._run_child(c), name=f"child-{spec.name}")
+        return c
+
+    async def _spawn(self, c: Child, logfh: IO[bytes]) -> asyncio.subprocess.Process:
+        spec = c.spec
+        c.port = spec.port()
+        kwargs = {"start_new_session": True, "preexec_fn": deathsig_preexec(),
+                  "env": {**self.base_env, **spec.env(c.port)}, "cwd": self.cwd,
+                  **spec.popen_kwargs}
+        if "env" in spec.popen_kwargs:
+            kwargs["env"] = {**spec.popen_kwargs["env"], ENV_MARK: str(self.home.root)}
+        kwargs.pop("stdin", None)
+        return await asyncio.create_subprocess_exec(
+            *spec.argv(c.port), stdin=subprocess.DEVNULL, stdout=logfh,
+            stderr=subprocess.STDOUT, **kwargs)
+
+    async def _run_child(self, c: Child) -> None:
+        logfh = open(c.log_path, "ab")  # noqa: ASYNC230 - lives as long as the child
+        self._logs.append(logfh)
+        crashes_in_a_row = 0
+        while not (self.stop_event.is_set() or c.stop_requested):
+            try:
+                c.proc = await self._spawn(c, logfh)
+            except OSError as exc:
+                c.state = "failed"
+                emit(logging.ERROR, "spawn_failed", process=c.spec.name, error=str(exc))
+                self.write_state()
+                self.fail(f"could not start {c.spec.name}: {exc}", c.spec.name)
+                return
+            c.pid, c.state, c.started_at, c.ready_at = c.proc.pid, "starting", time.time(), None
+            c.exit_code = None
+            emit(logging.INFO, "process_started", process=c.spec.name, pid=c.pid, port=c.port)
+            self.write_state()
+            watcher = asyncio.create_task(self._watch_ready(c))
+            rc = await c.proc.wait()
+            watcher.cancel()
+            c.exit_code, c.pid = rc, None
+            if self.stop_event.is_set() or c.stop_requested:
+                break
+            up_for = time.time() - (c.started_at or time.time())
+            crashes_in_a_row = 1 if up_for >= STABLE_AFTER_S else crashes_in_a_row + 1
+            if not c.ever_ready:
+                c.exits_before_ready += 1
+                if c.exits_before_ready >= STARTUP_EXIT_LIMIT and self.phase != "ready":
+                    c.state = "failed"
+                    emit(logging.ERROR, "process_failed", process=c.spec.name, exit_code=rc)
+                    self.write_state()
+                    self.fail(f"{c.spec.name} exited {c.exits_before_ready} times before "
+                              f"becoming ready (last exit code {rc})", c.spec.name)
+                    return
+            delay = min(BACKOFF_START_S * 2 ** (crashes_in_a_row - 1), BACKOFF_CAP_S)
+            c.restarts += 1
+            c.state = "restarting"
+            emit(logging.WARNING, "process_exited", process=c.spec.name, exit_code=rc,
+                 restart_in_s=delay, restarts=c.restarts)
+            self.write_state()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), delay)
+        c.state = "stopped"
+        self.write_state()
+
+    async def _watch_ready(self, c: Child) -> None:
+        delay = 0.05
+        while True:
+            try:
+                ok = await c.spec.ready(c)
+            except Exception:
+                ok = False
+            if ok:
+                c.state, c.ready_at, c.ever_ready = "ready", time.time(), True
+                emit(logging.INFO, "process_ready", process=c.spec.name,
+                     after_s=round(c.ready_at - (c.started_at or c.ready_at), 3))
+                self.write_state()
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+
+    async def stop_child(self, c: Child) -> None:
+        c.stop_requested = True
+        proc = c.proc
+        if proc is not None and proc.returncode is None:
+            c.state = "stopping"
+            self.write_state()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if c.spec.signal_group:
+                    os.killpg(proc.pid, c.spec.stop_signal)
+                else:
+                    proc.send_signal(c.spec.stop_signal)
+            try:
+                await asyncio.wait_for(proc.wait(), c.spec.stop_timeout)
+            except TimeoutError:
+                emit(logging.WARNING, "stop_timeout_kill", process=c.spec.name)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        if c.task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await c.task
+
+    async def wait_ready(self, names: list[str]) -> None:
+        while not all(self.children[n].ever_ready for n in names):
+            if self.error is not None:
+                raise StartupError(self.error["message"], self.error.get("process"))
+            await asyncio.sleep(0.05)
+
+    def fail(self, message: str, process: str | None = None) -> None:
+        if self.error is None:
+            self.error = {"message": message, "process": process}
+        self.write_state()
+        self.stop_event.set()
+
+    # -- startup -------------------------------------------------------------------------------
+
+    async def start_engines(self) -> None:
+        self.set_phase("starting engines")
+        await asyncio.to_thread(self.prepare_postgres)
+        self.nats.write_config()
+        pg, nats = self.pg, self.nats
+        self.add(Spec(name="postgres", kind="engine", argv=lambda _p: pg.argv(),
+                      port=lambda: pg.port, ready=self._pg_ready,
+                      popen_kwargs=pg.popen_kwargs(), stop_signal=signal.SIGINT,
+                      signal_group=False, stop_timeout=30.0))
+        self.add(Spec(name="nats", kind="engine", argv=lambda _p: nats.argv(),
+                      port=lambda: nats.port, ready=self._nats_ready))
+        await self.wait_ready(["postgres", "nats"])
+
+    def prepare_postgres(self) -> None:
+        self.pg.init()
+        # A server of this PGDATA may still be finishing the shutdown its parent's death asked
+        # for; starting beside it would fail on the lock file.
+        self.pg.pg_ctl_stop()
+        self.pg.clear_stale_pidfile()
+
+    async def create_databases(self) -> None:
+        self.set_phase("preparing databases")
+        urls = await asyncio.gather(*(asyncio.to_thread(self.pg.ensure_service_database, s)
+                                      for s in self.services))
+        self.db_urls = dict(zip(self.services, urls, strict=True))
+
+    async def start_gateway(self) -> None:
+        try:
+            from mercato.gateway import GatewayConfig, prepare, run_control_plane
+        except ImportError as exc:
+            raise StartupError(f"the gateway cannot be loaded ({exc})", "envoy") from exc
+        import nats as nats_client
+        from chassis.registry import RegistryClient
+
+        cfg = GatewayConfig(envoy_dir=self.home.envoy_dir, logs_dir=self.home.logs_dir,
+                            edge_port=self.ports.edge, admin_port=self.ports.envoy_admin)
+        argv = await asyncio.to_thread(prepare, cfg)
+        self.nc = await nats_client.connect(self.nats.url, name="mercato-supervisor",
+                                            max_reconnect_attempts=-1)
+        registry = RegistryClient(self.nc)
+        self.control_plane = asyncio.create_task(
+            self._run_control_plane(run_control_plane, cfg, registry), name="control-plane")
+        self.add(Spec(name="envoy", kind="gateway", argv=lambda _p: list(argv),
+                      port=lambda: self.ports.edge, ready=self._envoy_ready))
+
+    async def _run_control_plane(self, run: Callable[..., Awaitable[None]], cfg: Any,
+                                 registry: Any) -> None:
+        """Keep the control plane running: it is what keeps Envoy's routes current."""
+        delay = BACKOFF_START_S
+        cps = self.control_plane_state
+        while not self.gateway_stop.is_set():
+            started = time.monotonic()
+            cps["state"] = "ready"
+            self.write_state()
+            try:
+                await run(cfg, registry, self.gateway_stop)
+            except asyncio.CancelledError:
+                cps["state"] = "stopped"
+                raise
+            except Exception:
+                emit(logging.ERROR, "control_plane_crashed", exception=_exc_text())
+            if self.gateway_stop.is_set():
+                cps["state"] = "stopped"
+                return
+            cps["state"] = "restarting"
+            cps["restarts"] += 1
+            self.write_state()
+            delay = BACKOFF_START_S if time.monotonic() - started > STABLE_AFTER_S else delay
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.gateway_stop.wait(), delay)
+            delay = min(delay * 2, BACKOFF_CAP_S)
+
+    def start_services(self) -> list[str]:
+        names = []
+        for service, module in self.services.items():
+            for iid in instance_ids(service, self.scale.get(service, 1)):
+                self.add(self._service_spec(service, module, iid))
+                names.append(iid)
+        return names
+
+    def _service_spec(self, service: str, module: str, iid: str) -> Spec:
+        def env(port: int | None) -> dict[str, str]:
+            assert port is not None
+            return service_env(service, instance_id=iid, port=port,
+                               database_url=self.db_urls[service], nats_url=self.nats.url)
+
+        return Spec(name=iid, kind="service", service=service,
+                    argv=lambda _p: [sys.executable, "-m", module], port=free_port, env=env,
+                    ready=self._service_ready)
+
+    async def startup(self) -> None:
+        t0 = time.monotonic()
+        await self.start_engines()
+        await self.create_databases()
+        self.set_phase("starting services")
+        names: list[str] = []
+        if self.gateway:
+            await self.start_gateway()
+            names.append("envoy")
+        names += self.start_services()
+        await self.wait_ready(names)
+        self.ready_at = time.time()
+        emit(logging.INFO, "platform_ready", after_s=round(time.monotonic() - t0, 2))
+        self.set_phase("ready")
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        self.stop_event.set()
+        failed = self.phase == "failed" or self.error is not None
+        self.phase = "stopping"
+        self.write_state()
+        by_kind = lambda kind: [c for c in self.children.values() if c.spec.kind == kind]  # noqa: E731
+        await asyncio.gather(*(self.stop_child(c) for c in by_kind("service")))
+        self.gateway_stop.set()
+        if self.control_plane is not None:
+            done, _ = await asyncio.wait({self.control_plane}, timeout=5.0)
+            if not done:
+                self.control_plane.cancel()
+            with contextlib.suppress(BaseException):  # logged by the wrapper; stopping anyway
+                await self.control_plane
+        await asyncio.gather(*(self.stop_child(c) for c in by_kind("gateway")))
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.nc.close(), 2.0)
+        for name in ("nats", "postgres"):
+            if name in self.children:
+                await self.stop_child(self.children[name])
+        # Belt and braces: a server from an earlier, killed supervisor would hold PGDATA.
+        await asyncio.to_thread(self.pg.pg_ctl_stop)
+        if self.http is not None:
+            await self.http.close()
+        for fh in self._logs:
+            fh.close()
+        self.phase = "failed" if failed else "stopped"
+        self.write_state()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
+        self.write_state()
+        startup = asyncio.create_task(self.startup(), name="startup")
+        stop_wait = asyncio.create_task(self.stop_event.wait())
+        try:
+            await asyncio.wait({startup, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if startup.done() and not startup.cancelled() and startup.exception() is not None:
+                exc = startup.exception()
+                if isinstance(exc, StartupError):
+                    self.fail(str(exc), exc.process)
+                else:
+                    emit(logging.ERROR, "startup_crashed", exception=_exc_text(exc))
+                    self.fail(f"startup failed: {exc!r}")
+            if not startup.done():
+                startup.cancel()
+                with contextlib.suppress(BaseException):
+                    await startup
+            await self.stop_event.wait()
+        finally:
+            stop_wait.cancel()
+            await self.shutdown()
+        emit(logging.INFO, "supervisor_exit", phase=self.phase)
+        return 1 if self.error else 0
+
+    def request_stop(self) -> None:
+        if not self.stop_event.is_set():
+            emit(logging.INFO, "stop_requested")
+            self.stop_event.set()
+
+
+def _exc_text(exc: BaseException | None = None) -> str:
+    import traceback
+
+    if exc is None:
+        return traceback.format_exc()
+    return "".join(traceback.format_exception(exc))
+
+
+def parse_services(items: list[str] | None) -> dict[str, str]:
+    """``--service NAME[=MODULE]`` (tests run fake services); default: every real service."""
+    if not items:
+        return {s: s for s in SERVICES}
+    out: dict[str, str] = {}
+    for item in items:
+        name, _, module = item.partition("=")
+        out[name] = module or name
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m mercato.runtime.supervisor")
+    ap.add_argument("--home", required=True)
+    ap.add_argument("--scale", action="append", default=[])
+    ap.add_argument("--service", action="append", default=[])
+    ap.add_argument("--no-gateway", action="store_true")
+    args = ap.parse_args(argv)
+
+    configure_logging("supervisor", "supervisor")
+
+    home = Home(args.home)
+    home.ensure()
+    services = parse_services(args.service)
+    try:
+        scale = parse_scale(args.scale, list(services))
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    # The lock, not the pid file, decides who owns the home: it cannot go stale.
+    lock = open(home.run_dir / "supervisor.lock", "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"another supervisor already runs for {home.root}", file=sys.stderr)
+        return 3
+    write_atomic(home.pid_file, f"{os.getpid()}\n")
+    try:
+        return asyncio.run(Supervisor(home, services=services, scale=scale,
+                                      gateway=not args.no_gateway).run())
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            # Only our own pid file: a newer supervisor may have written its own already.
+            if home.pid_file.read_text().strip() == str(os.getpid()):
+                home.pid_file.unlink()
+        lock.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

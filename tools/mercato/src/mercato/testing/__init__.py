@@ -1,0 +1,1 @@
+"""Test fixtures for every package: ``pytest_plugins = ["mercato.testing.infra"]``."""

@@ -1,0 +1,121 @@
+"""pytest plugin: embedded PostgreSQL and NATS for integration tests.
+
+Register once (the repository's root ``conftest.py`` does)::
+
+    pytest_plugins = ["mercato.testing.infra"]
+
+Fixtures (engines start lazily, on first use, once per session, on free loopback ports):
+
+``pg_server`` (session)
+    ``PgServer`` with ``.host``, ``.port``, ``.superuser_dsn`` (``postgresql://...``) and
+    ``.create_database()`` / ``.drop_database(name)`` for tests that need several.
+``fresh_database`` (function)
+    A new role + database owned by it, as a ``postgresql+asyncpg://`` URL; dropped afterwards.
+``nats_url`` (session)
+    ``nats://127.0.0.1:<port>`` of a JetStream-enabled nats-server. Streams and KV buckets
+    persist for the whole session: use unique names per test.
+
+The cluster runs with fsync off (throw-away data). Both servers die with the pytest process,
+even on SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mercato.runtime.nats import Nats
+from mercato.runtime.paths import Home, free_port
+from mercato.runtime.postgres import Postgres
+from mercato.runtime.proc import pid_alive
+
+__all__ = ["PgServer", "fresh_database", "nats_url", "pg_server"]
+
+
+@dataclass
+class PgServer:
+    """A running throw-away PostgreSQL cluster."""
+
+    host: str
+    port: int
+    superuser_dsn: str
+    _pg: Postgres
+
+    def create_database(self, name: str | None = None) -> str:
+        """New login role ``name`` owning database ``name``; returns the asyncpg URL."""
+        name = name or f"t_{uuid.uuid4().hex[:16]}"
+        password = secrets.token_urlsafe(18)
+        self._pg.create_role_and_database(name, password)
+        return self._pg.url_for(name, password, name)
+
+    def drop_database(self, name: str) -> None:
+        self._pg.drop_role_and_database(name)
+
+    def psql(self, script: str, database: str = "postgres") -> str:
+        """Run SQL as the superuser; returns psql's unaligned, tuples-only output."""
+        return self._pg.psql(script, database=database)
+
+
+def _sweep_abandoned(prefix: str) -> None:
+    """Remove scratch dirs of sessions that were SIGKILLed (their servers died with them)."""
+    for old in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        try:
+            owner = int((old / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if not pid_alive(owner):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _scratch_dir(prefix: str) -> Path:
+    # Not tmp_path_factory: its base is 0700 root-only, and as root PostgreSQL runs as
+    # mercato_pg, which must be able to reach its data directory.
+    _sweep_abandoned(prefix)
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    (path / "owner.pid").write_text(str(os.getpid()))
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    root = _scratch_dir("mercato-pg-")
+    pg = Postgres(Home(root), free_port(), durable=False)
+    try:
+        pg.start()
+        yield PgServer(host=pg.host, port=pg.port, superuser_dsn=pg.superuser_dsn, _pg=pg)
+    finally:
+        with contextlib.suppress(Exception):
+            pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_database(pg_server: PgServer) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    url = pg_server.create_database(name)
+    try:
+        yield url
+    finally:
+        pg_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    root = _scratch_dir("mercato-nats-")
+    server = Nats(root, free_port())
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)

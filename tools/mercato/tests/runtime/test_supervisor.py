@@ -1,0 +1,166 @@
+"""The supervisor and the CLI around it, with a tiny fake service instead of the real ones."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+import asyncpg
+import psutil
+import pytest
+from mercato.runtime import control
+from mercato.runtime.paths import Home
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+def state(home: Home) -> dict:
+    return control.read_state(home) or {}
+
+
+def proc(home: Home, name: str) -> dict:
+    return (state(home).get("processes") or {}).get(name) or {}
+
+
+def assert_nothing_left(home: Home, pids: list[int], waiter) -> None:
+    waiter(lambda: not control.find_leftovers(home), 20, "no process of the home")
+    for pid in pids:
+        waiter(lambda pid=pid: not psutil.pid_exists(pid)
+               or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10, f"pid {pid} gone")
+
+
+def test_up_scale_restart_down_and_data_survives(home: Home, mercato, waiter):
+    res = mercato("up", "--detach", "--scale", "fake=2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "ready in" in res.stdout
+    st = state(home)
+    assert st["phase"] == "ready"
+    assert {n: p["state"] for n, p in st["processes"].items()} == {
+        "postgres": "ready", "nats": "ready", "fake-1": "ready", "fake-2": "ready"}
+    assert st["processes"]["fake-1"]["port"] != st["processes"]["fake-2"]["port"]
+
+    # Second `up`: says so, succeeds, changes nothing.
+    again = mercato("up", "--detach")
+    assert again.returncode == 0
+    assert "already running" in again.stdout
+    assert state(home)["supervisor_pid"] == st["supervisor_pid"]
+
+    # kill -9 one instance: restarted (new pid, new port), counted once.
+    old_pid = st["processes"]["fake-1"]["pid"]
+    os.kill(old_pid, signal.SIGKILL)
+    waiter(lambda: proc(home, "fake-1").get("restarts") == 1
+           and proc(home, "fake-1").get("state") == "ready", 30, "fake-1 restarted and ready")
+    assert proc(home, "fake-1")["pid"] != old_pid
+    assert proc(home, "fake-2")["restarts"] == 0
+
+    status = mercato("status", "--json")
+    assert status.returncode == 0
+    import json
+
+    doc = json.loads(status.stdout)
+    assert doc["running"] is True
+    assert {r["process"]: r["health"] for r in doc["processes"]} == {
+        "postgres": "ok", "nats": "ok", "fake-1": "ok", "fake-2": "ok"}
+    assert all(r["rss_bytes"] for r in doc["processes"])
+
+    pids = [st["supervisor_pid"], *(p["pid"] for p in state(home)["processes"].values())]
+    down = mercato("down")
+    assert down.returncode == 0, down.stderr
+    assert "stopped" in down.stdout
+    assert_nothing_left(home, pids, waiter)
+    assert not home.pid_file.exists()
+    assert "not running" in mercato("status").stdout
+
+    # Data survives down/up: each fake instance start inserted a row (2 + 1 restart + 1 now).
+    assert mercato("up", "--detach").returncode == 0
+    url = state(home)["processes"]["fake-1"] and home.read_secret("db-fake")
+    dsn = f"postgresql://fake:{url['password']}@127.0.0.1:{home.ports().postgres}/fake"
+
+    async def count() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM boots"))
+        finally:
+            await conn.close()
+
+    import asyncio
+
+    assert asyncio.run(count()) == 4
+    assert mercato("down").returncode == 0
+
+
+def test_killed_supervisor_leaves_no_orphans(home: Home, mercato, waiter):
+    assert mercato("up", "--detach").returncode == 0
+    st = state(home)
+    pids = [p["pid"] for p in st["processes"].values()]
+    os.kill(st["supervisor_pid"], signal.SIGKILL)
+    # Parent-death signals take the children down without anyone calling `down`.
+    assert_nothing_left(home, pids, waiter)
+    # And the home is usable again straight away.
+    res = mercato("up", "--detach")
+    assert res.returncode == 0, res.stderr
+    assert mercato("down").returncode == 0
+
+
+def test_failing_service_fails_up_with_its_log(home: Home, mercato, waiter):
+    t0 = time.monotonic()
+    res = mercato("up", "--detach", env={"FAKE_CRASH": "1"})
+    assert res.returncode == 1
+    assert "fake-1 exited 3 times" in res.stderr
+    assert "crashing on purpose" in res.stderr  # the tail of logs/fake-1.log
+    assert "mercato logs fake" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert time.monotonic() - t0 < 30
+    waiter(lambda: not control.find_leftovers(home), 20, "platform stopped after failure")
+
+
+def test_startup_timeout_reports_the_stuck_process(home: Home, mercato, waiter):
+    res = mercato("up", "--detach", "--timeout", "4", env={"FAKE_NEVER_READY": "1"})
+    assert res.returncode == 1
+    assert "not ready after 4 s" in res.stderr
+    assert "fake-1.log" in res.stderr and "listening" in res.stderr
+    waiter(lambda: not control.find_leftovers(home), 20, "platform stopped after timeout")
+    assert control.running_pid(home) is None
+
+
+def test_edge_port_taken_names_port_option(home: Home, mercato):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = mercato("up", "--detach", "--port", str(port), fake=False)
+    assert res.returncode == 2
+    assert f"port {port}" in res.stderr and "--port" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert control.running_pid(home) is None
+
+
+def test_bad_scale_is_a_user_error(home: Home, mercato):
+    res = mercato("up", "--detach", "--scale", "nope=2")
+    assert res.returncode == 2
+    assert "unknown service 'nope'" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_down_when_not_running(mercato):
+    res = mercato("down")
+    assert res.returncode == 0
+    assert "not running" in res.stdout
+
+
+def test_with_gateway_envoy_becomes_ready(home: Home, mercato, waiter):
+    pytest.importorskip("mercato.gateway")
+    res = mercato("up", "--detach", "--service", "fake=fakesvc", fake=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    st = state(home)
+    assert st["processes"]["envoy"]["state"] == "ready"
+    assert st["processes"]["envoy"]["kind"] == "gateway"
+    assert st["control_plane"]["state"] == "ready"
+    assert f"http://localhost:{home.ports().edge}" in res.stdout
+    envoy_pid = st["processes"]["envoy"]["pid"]
+    assert mercato("down").returncode == 0
+    assert not psutil.pid_exists(envoy_pid) or \
+        psutil.Process(envoy_pid).status() == psutil.STATUS_ZOMBIE
