@@ -74,8 +74,7 @@ class Platform:
     def admin_token(self, client: httpx.Client) -> str:
         email = f"admin-{uuid.uuid4().hex[:12]}@example.com"
         password = "admin password 1"
-        mercato(self.home, "admin", "create-admin", email, "--password-stdin",
-                input=password + "\n")
+        mercato(self.home, "admin", "create-admin", email, "--password", password)
         return self.login(client, email, password)["access_token"]
 
 

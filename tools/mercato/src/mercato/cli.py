@@ -23,7 +23,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from mercato import logview
+from mercato import logview, messaging_cli
 from mercato.runtime import control
 from mercato.runtime.paths import Home, port_is_free
 from mercato.runtime.proc import run
@@ -32,9 +32,10 @@ from mercato.runtime.services import SERVICES, parse_scale, repo_root
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="mercato: run the commerce platform on this machine.")
 admin_app = typer.Typer(no_args_is_help=True, help="Administrative tasks on a running platform.")
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks against a running platform.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figures side by side.")
 app.add_typer(admin_app, name="admin")
 app.add_typer(bench_app, name="bench")
+messaging_cli.register(app, bench_app)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

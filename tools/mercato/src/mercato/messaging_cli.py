@@ -1,0 +1,193 @@
+"""`mercato dlq …` and `mercato outbox …`: operate the messaging loop of a running platform."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mercato.runtime import control
+from mercato.runtime.paths import Home
+
+dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and re-drive dead letters.")
+outbox_app = typer.Typer(no_args_is_help=True, help="Operate a service's transactional outbox.")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+HomeOpt = Annotated[Path | None, typer.Option(
+    "--home", envvar="MERCATO_HOME", help="Runtime home (default ./.mercato).",
+    show_default=False)]
+
+
+def _running(home: Path | None) -> Home:
+    h = Home(home)
+    if control.running_pid(h) is None:
+        err.print("[bold red]error:[/] mercato is not running")
+        err.print("[dim]→[/] start it first: mercato up --detach")
+        raise typer.Exit(1)
+    return h
+
+
+async def _with_js(h: Home, work: Any) -> Any:
+    import nats
+
+    nc = await nats.connect(f"nats://127.0.0.1:{h.ports().nats}", connect_timeout=3)
+    try:
+        return await work(nc.jetstream())
+    finally:
+        await nc.close()
+
+
+@dlq_app.command("list")
+def dlq_list(consumer: Annotated[str | None, typer.Option(help="Only this consumer.")] = None,
+             limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+             home: HomeOpt = None) -> None:
+    """List dead letters: sequence, consumer, subject, type, deliveries, error."""
+    from chassis.messaging.dlq import list_dead_letters
+
+    h = _running(home)
+    letters = asyncio.run(_with_js(h, lambda js: list_dead_letters(js, consumer, limit)))
+    if not letters:
+        out.print("no dead letters")
+        return
+    table = Table(title=f"dead letters ({len(letters)})")
+    for col in ("seq", "consumer", "subject", "type", "deliveries", "error"):
+        table.add_column(col)
+    for d in letters:
+        table.add_row(str(d.sequence), d.consumer, d.subject, d.message_type,
+                      str(d.deliveries), d.error[:80])
+    out.print(table)
+    out.print("[dim]→ mercato dlq show SEQ · mercato dlq replay SEQ (or --all) after a fix[/]")
+
+
+@dlq_app.command("show")
+def dlq_show(seq: Annotated[int, typer.Argument(help="Sequence from `mercato dlq list`.")],
+             home: HomeOpt = None) -> None:
+    """Show one dead letter with its headers, error and body."""
+    from chassis.messaging.dlq import show_dead_letter
+
+    h = _running(home)
+    letter = asyncio.run(_with_js(h, lambda js: show_dead_letter(js, seq)))
+    if letter is None:
+        err.print(f"[bold red]error:[/] no dead letter {seq}")
+        err.print("[dim]→[/] mercato dlq list")
+        raise typer.Exit(1)
+    out.print(f"[bold]dead letter {seq}[/] · consumer {letter.consumer} · "
+              f"{letter.deliveries} deliveries")
+    out.print(f"subject: {letter.subject}\ntype: {letter.message_type}\n"
+              f"message id: {letter.message_id}\nerror: {letter.error}")
+    for key, value in sorted(letter.headers.items()):
+        out.print(f"  {key}: {value}")
+    out.print(letter.data.decode("utf-8", errors="replace"))
+
+
+@dlq_app.command("replay")
+def dlq_replay(seq: Annotated[int | None, typer.Argument(help="Sequence to replay.")] = None,
+               all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter.")]
+               = False,
+               consumer: Annotated[str | None, typer.Option(help="With --all: only these.")]
+               = None,
+               home: HomeOpt = None) -> None:
+    """Publish dead letters back to their subject (consumers that handled them skip them)."""
+    from chassis.messaging.dlq import list_dead_letters, replay_dead_letter
+
+    if (seq is None) == (not all_):
+        err.print("[bold red]error:[/] give one SEQ or --all")
+        raise typer.Exit(2)
+    h = _running(home)
+
+    async def work(js: Any) -> list[int]:
+        seqs = [seq] if seq is not None else \
+            [d.sequence for d in await list_dead_letters(js, consumer, limit=100_000)]
+        done = []
+        for s in seqs:
+            if await replay_dead_letter(js, s) is not None:
+                done.append(s)
+        return done
+
+    done = asyncio.run(_with_js(h, work))
+    if seq is not None and not done:
+        err.print(f"[bold red]error:[/] no dead letter {seq}")
+        raise typer.Exit(1)
+    out.print(f"replayed {len(done)} dead letter(s)")
+
+
+def _parse_since(since: str) -> datetime:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if since and since[-1] in units and since[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(since[:-1]) * units[since[-1]])
+    try:
+        parsed = datetime.fromisoformat(since)
+    except ValueError as exc:
+        raise typer.BadParameter("use an ISO time (2026-11-22T10:00) or an age (15m, 2h, 1d)",
+                                 param_hint="--since") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@outbox_app.command("republish")
+def outbox_republish(
+    service: Annotated[str, typer.Argument(help="The producing service, e.g. catalog.")],
+    since: Annotated[str, typer.Option(help="ISO time or age (15m, 2h, 1d).")],
+    home: HomeOpt = None,
+) -> None:
+    """Publish again every message the service published since a time (after a broker loss).
+
+    Consumers are idempotent through their inbox, so messages they already handled are
+    skipped; only what the broker lost takes effect.
+    """
+    import asyncpg
+    from chassis.messaging.relay import asyncpg_dsn
+
+    from mercato.runtime.postgres import Postgres
+
+    h = _running(home)
+    when = _parse_since(since)
+    url = Postgres(h, h.ports().postgres).service_database_url(service)
+    if url is None:
+        err.print(f"[bold red]error:[/] no database for service '{service}'")
+        err.print("[dim]→[/] mercato status lists the services")
+        raise typer.Exit(1)
+
+    async def work() -> int:
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            if not await conn.fetchval("SELECT to_regclass('outbox') IS NOT NULL"):
+                return -1
+            status = await conn.execute(
+                "UPDATE outbox SET published_at = NULL WHERE published_at >= $1", when)
+            await conn.execute("NOTIFY mercato_outbox")
+            return int(status.split()[-1])
+        finally:
+            await conn.close()
+
+    count = asyncio.run(work())
+    if count < 0:
+        err.print(f"[bold red]error:[/] service '{service}' has no outbox (it publishes nothing)")
+        raise typer.Exit(1)
+    out.print(f"{service}: {count} message(s) published since {when.isoformat()} "
+              "queued for the relay again")
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.add_typer(dlq_app, name="dlq")
+    app.add_typer(outbox_app, name="outbox")
+
+    @bench_app.command("events")
+    def bench_events(
+        events: Annotated[int, typer.Option(help="Events per throughput round.")] = 20_000,
+        rate: Annotated[int, typer.Option(help="Events/s for the latency run.")] = 1000,
+        seconds: Annotated[float, typer.Option(help="Length of the latency run.")] = 10.0,
+        repeats: Annotated[int, typer.Option(help="Throughput rounds (median).")] = 3,
+    ) -> None:
+        """Outbox relay throughput and commit-to-handler latency, beside raw JetStream."""
+        from mercato.bench.events import run_events_bench
+        from mercato.runtime.services import repo_root
+
+        raise typer.Exit(run_events_bench(events, rate, seconds, repeats,
+                                          report_dir=repo_root() / "bench" / "reports"))
