@@ -6,6 +6,7 @@ never points at a port that is not listening yet.
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -27,6 +28,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _exit_zero_after_drain(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def run_service(settings: ServiceSettings, app_factory: Callable[[ServiceSettings], FastAPI],
                 migrations_dir: Path | None) -> None:
     configure_logging(settings.service_name, settings.instance, settings.log_level)
@@ -43,4 +48,7 @@ def run_service(settings: ServiceSettings, app_factory: Callable[[ServiceSetting
     config = uvicorn.Config(app_factory(settings), log_config=None, access_log=False,
                             loop="uvloop", http="httptools", lifespan="on",
                             timeout_graceful_shutdown=10, server_header=False)
+    # uvicorn re-raises the SIGTERM it caught once it has drained; with the default action
+    # that would end the process as "killed by SIGTERM" (-15) instead of a clean exit 0.
+    signal.signal(signal.SIGTERM, _exit_zero_after_drain)
     uvicorn.Server(config).run(sockets=[sock])

@@ -1,0 +1,1 @@
+"""identity's adapters: PostgreSQL tables and repositories, argon2id, signing keys, JWTs."""

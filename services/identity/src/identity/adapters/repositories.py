@@ -1,0 +1,158 @@
+"""PostgreSQL repositories over one session, and the unit of work that bundles them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Self
+
+from chassis.db import UnitOfWork
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from identity.adapters.orm import AddressRow, RefreshTokenRow, UserRow
+from identity.domain.errors import EmailAlreadyRegistered
+from identity.domain.model import Address, RefreshToken, Role, User
+
+
+def _user(row: UserRow) -> User:
+    return User(id=row.id, email=row.email, name=row.name, password_hash=row.password_hash,
+                roles=frozenset(Role(r) for r in row.roles), created_at=row.created_at,
+                failed_logins=row.failed_logins,
+                failure_window_started_at=row.failure_window_started_at)
+
+
+def _address(row: AddressRow) -> Address:
+    return Address(id=row.id, user_id=row.user_id, name=row.name, line1=row.line1,
+                   line2=row.line2, city=row.city, postal_code=row.postal_code,
+                   country=row.country, phone=row.phone, created_at=row.created_at)
+
+
+def _refresh_token(row: RefreshTokenRow) -> RefreshToken:
+    return RefreshToken(id=row.id, family_id=row.family_id, user_id=row.user_id,
+                        token_hash=row.token_hash, issued_at=row.issued_at,
+                        expires_at=row.expires_at, used_at=row.used_at,
+                        revoked_at=row.revoked_at)
+
+
+class SqlUserRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, user: User) -> None:
+        self._session.add(UserRow(
+            id=user.id, email=user.email, name=user.name, password_hash=user.password_hash,
+            roles=user.role_names, created_at=user.created_at,
+            failed_logins=user.failed_logins,
+            failure_window_started_at=user.failure_window_started_at))
+        try:
+            await self._session.flush()
+        except IntegrityError as exc:
+            if "users_email_key" in str(exc.orig):
+                raise EmailAlreadyRegistered(user.email) from exc
+            raise
+
+    async def _one(self, *where: object, for_update: bool) -> User | None:
+        stmt = select(UserRow).where(*where)  # type: ignore[arg-type]
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = (await self._session.execute(stmt)).scalar_one_or_none()
+        return _user(row) if row is not None else None
+
+    async def get(self, user_id: uuid.UUID, *, for_update: bool = False) -> User | None:
+        return await self._one(UserRow.id == user_id, for_update=for_update)
+
+    async def by_email(self, email: str, *, for_update: bool = False) -> User | None:
+        return await self._one(UserRow.email == email, for_update=for_update)
+
+    async def save(self, user: User) -> None:
+        await self._session.execute(
+            update(UserRow).where(UserRow.id == user.id).values(
+                email=user.email, name=user.name, password_hash=user.password_hash,
+                roles=user.role_names, failed_logins=user.failed_logins,
+                failure_window_started_at=user.failure_window_started_at))
+
+
+class SqlAddressRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, address: Address) -> None:
+        self._session.add(AddressRow(
+            id=address.id, user_id=address.user_id, name=address.name, line1=address.line1,
+            line2=address.line2, city=address.city, postal_code=address.postal_code,
+            country=address.country, phone=address.phone, created_at=address.created_at))
+        await self._session.flush()
+
+    async def get(self, address_id: uuid.UUID) -> Address | None:
+        row = await self._session.get(AddressRow, address_id)
+        return _address(row) if row is not None else None
+
+    async def list_for(self, user_id: uuid.UUID) -> Sequence[Address]:
+        rows = await self._session.scalars(
+            select(AddressRow).where(AddressRow.user_id == user_id)
+            .order_by(AddressRow.created_at, AddressRow.id))
+        return [_address(r) for r in rows]
+
+    async def count_for(self, user_id: uuid.UUID) -> int:
+        count = await self._session.scalar(
+            select(func.count()).select_from(AddressRow).where(AddressRow.user_id == user_id))
+        return int(count or 0)
+
+
+class SqlRefreshTokenRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, token: RefreshToken) -> None:
+        self._session.add(RefreshTokenRow(
+            id=token.id, family_id=token.family_id, user_id=token.user_id,
+            token_hash=token.token_hash, issued_at=token.issued_at,
+            expires_at=token.expires_at, used_at=token.used_at, revoked_at=token.revoked_at))
+        await self._session.flush()
+
+    async def by_hash(self, token_hash: str, *, for_update: bool = False) -> RefreshToken | None:
+        stmt = select(RefreshTokenRow).where(RefreshTokenRow.token_hash == token_hash)
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = (await self._session.execute(stmt)).scalar_one_or_none()
+        return _refresh_token(row) if row is not None else None
+
+    async def save(self, token: RefreshToken) -> None:
+        await self._session.execute(
+            update(RefreshTokenRow).where(RefreshTokenRow.id == token.id)
+            .values(used_at=token.used_at, revoked_at=token.revoked_at))
+
+    async def revoke_family(self, family_id: uuid.UUID, now: datetime) -> int:
+        result = await self._session.execute(
+            update(RefreshTokenRow)
+            .where(RefreshTokenRow.family_id == family_id, RefreshTokenRow.revoked_at.is_(None))
+            .values(revoked_at=now))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class SqlIdentityUnitOfWork:
+    """The chassis unit of work (one transaction) with identity's repositories on it."""
+
+    users: SqlUserRepository
+    addresses: SqlAddressRepository
+    refresh_tokens: SqlRefreshTokenRepository
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self._uow = uow
+
+    async def __aenter__(self) -> Self:
+        await self._uow.__aenter__()
+        session = self._uow.session
+        self.users = SqlUserRepository(session)
+        self.addresses = SqlAddressRepository(session)
+        self.refresh_tokens = SqlRefreshTokenRepository(session)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._uow.__aexit__(None, None, None)
+
+    async def commit(self) -> None:
+        await self._uow.commit()

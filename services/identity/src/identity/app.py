@@ -1,0 +1,116 @@
+"""Wiring of the identity service: ``create_app`` for the process, ``bootstrap`` for start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from chassis.app import ServiceContext, create_service_app
+from chassis.auth import KeySource
+from chassis.db import Database
+from fastapi import FastAPI
+from sqlalchemy import delete
+
+from identity.adapters.hashing import Argon2Hasher
+from identity.adapters.keys import KeyRing
+from identity.adapters.orm import RefreshTokenRow
+from identity.adapters.tokens import JwtIssuer
+from identity.domain.model import LoginThrottle
+from identity.entrypoints.api import jwks_router, router
+from identity.entrypoints.deps import STATE_KEY
+from identity.service_layer.handlers import Accounts, IdentityServices, Sessions, utc_now
+from identity.settings import IdentitySettings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+KEY_RING = "identity.keys"
+log = structlog.get_logger("identity")
+
+
+def build_hasher(settings: IdentitySettings) -> Argon2Hasher:
+    return Argon2Hasher(time_cost=settings.argon2_time_cost,
+                        memory_cost_kib=settings.argon2_memory_cost_kib,
+                        parallelism=settings.argon2_parallelism,
+                        max_concurrent=settings.argon2_max_concurrent)
+
+
+def build_accounts(settings: IdentitySettings) -> Accounts:
+    return Accounts(build_hasher(settings), max_addresses=settings.max_addresses_per_user)
+
+
+class OwnKeys:
+    """identity checks tokens against its own key ring instead of fetching its own JWKS
+    over HTTP. The ring exists only once ``bootstrap`` ran; before that nothing verifies."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self._state = state
+
+    async def key_for(self, kid: str) -> Any | None:
+        ring: KeyRing | None = self._state.get(KEY_RING)
+        return await ring.key_for(kid) if ring is not None else None
+
+
+def _own_keys(ctx: ServiceContext) -> KeySource:
+    return OwnKeys(ctx.state)
+
+
+async def _prune_refresh_tokens(db: Database, every_s: float) -> None:
+    # Expired refresh tokens can be exchanged for nothing; dropping them keeps the table
+    # (and its unique index) the size of the live sessions.
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            async with db.sessions() as session, session.begin():
+                result = await session.execute(delete(RefreshTokenRow).where(
+                    RefreshTokenRow.expires_at < utc_now() - timedelta(days=1)))
+            deleted = int(result.rowcount or 0)  # type: ignore[attr-defined]
+            if deleted:
+                log.info("refresh_tokens_pruned", deleted=deleted)
+        except Exception as exc:  # the next round retries; a hiccup must not end the loop
+            log.warning("refresh_token_prune_failed", error=str(exc))
+
+
+@asynccontextmanager
+async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
+    settings = ctx.settings
+    assert isinstance(settings, IdentitySettings)
+    db = ctx.require_db()
+    keys = KeyRing(db, publication_grace=timedelta(seconds=settings.key_publication_grace_s),
+                   cache_s=settings.signing_key_cache_s,
+                   unknown_kid_refetch_s=settings.unknown_kid_refetch_s, clock=utc_now)
+    await keys.start()
+    hasher = build_hasher(settings)
+    ctx.state[KEY_RING] = keys
+    ctx.state[STATE_KEY] = IdentityServices(
+        accounts=Accounts(hasher, max_addresses=settings.max_addresses_per_user),
+        sessions=Sessions(
+            hasher,
+            JwtIssuer(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+                      ttl_s=settings.access_token_ttl_s),
+            throttle=LoginThrottle(max_failures=settings.login_max_failures,
+                                   window=timedelta(seconds=settings.login_failure_window_s)),
+            refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s)),
+        keys=keys)
+    pruner = asyncio.create_task(_prune_refresh_tokens(db, settings.prune_interval_s),
+                                 name="identity-prune-refresh-tokens")
+    try:
+        yield
+    finally:
+        pruner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruner
+        ctx.state.pop(STATE_KEY, None)
+        ctx.state.pop(KEY_RING, None)
+
+
+def create_app(settings: IdentitySettings | None = None) -> FastAPI:
+    return create_service_app(
+        settings or IdentitySettings(), routers=[router, jwks_router], bootstrap=bootstrap,
+        key_source=_own_keys,
+        description="Accounts, argon2id passwords, RS256 tokens with refresh rotation, "
+                    "the JWKS, profiles and addresses.")

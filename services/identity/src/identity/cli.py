@@ -1,0 +1,116 @@
+"""``python -m identity``: serve (the default), or create the first admin.
+
+``python -m identity create-admin EMAIL [--name NAME] --password-stdin`` migrates the
+database, then creates an account with the roles customer and admin, or grants admin to the
+existing account with that email. ``mercato admin create-admin`` runs this command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Sequence
+
+from chassis.db import Database
+from chassis.errors import ProblemError
+from chassis.logging import configure_logging
+from chassis.migrations import upgrade_to_head
+from chassis.serve import run_service
+from pydantic import ValidationError
+
+from identity.adapters.repositories import SqlIdentityUnitOfWork
+from identity.app import MIGRATIONS_DIR, build_accounts, create_app
+from identity.domain.errors import InvalidEmail
+from identity.domain.model import User
+from identity.domain.policy import normalise_email
+from identity.service_layer.handlers import AdminOutcome
+from identity.settings import IdentitySettings
+
+PROG = "python -m identity"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="mercato identity service")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("serve", help="migrate the database, then serve HTTP (the default)")
+    admin = commands.add_parser(
+        "create-admin", help="create an admin account, or make an existing account admin",
+        description="Creates an account with the roles customer and admin, or grants admin "
+                    "to the existing account with that email (its password is then left as "
+                    "it is). Needs IDENTITY_DATABASE_URL; runs the migrations first.")
+    admin.add_argument("email")
+    admin.add_argument("--name", help="display name (default: the part of EMAIL before @)")
+    admin.add_argument("--password-stdin", action="store_true", required=True,
+                       help="read the password from standard input (one line), so it never "
+                            "shows in the process list or the shell history")
+    return parser
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"{PROG} create-admin: error: {message}", file=sys.stderr)
+    return code
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        return getpass.getpass("Password: ")
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+async def _create_admin(settings: IdentitySettings, email: str, name: str | None,
+                        password: str) -> tuple[User, AdminOutcome]:
+    db = Database(settings.database_url, pool_size=1, application_name=f"{settings.instance}-cli")
+    try:
+        return await build_accounts(settings).create_admin(
+            SqlIdentityUnitOfWork(db.unit_of_work()), email=email, password=password, name=name)
+    finally:
+        await db.dispose()
+
+
+def create_admin(email: str, name: str | None) -> int:
+    try:
+        email = normalise_email(email)
+    except InvalidEmail as exc:
+        return _fail(str(exc), 2)
+    try:
+        settings = IdentitySettings()
+    except ValidationError as exc:
+        return _fail(f"bad IDENTITY_* settings: {exc.errors()[0]['msg']}", 2)
+    if not settings.database_url:
+        return _fail("IDENTITY_DATABASE_URL is not set", 2)
+    password = _read_password()
+    if not password:
+        return _fail("no password on standard input", 2)
+    configure_logging(settings.service_name, settings.instance, "warning")
+    try:
+        upgrade_to_head(MIGRATIONS_DIR, settings.database_url)
+        user, outcome = asyncio.run(_create_admin(settings, email, name, password))
+    except ProblemError as exc:
+        return _fail(exc.detail or exc.title, 2 if exc.status == 422 else 1)
+    except (OSError, ConnectionError) as exc:
+        return _fail(f"cannot reach the database: {exc}", 1)
+    except Exception as exc:  # sqlalchemy/asyncpg errors: say what, without a traceback
+        return _fail(f"{exc.__class__.__name__}: {exc}".splitlines()[0], 1)
+    if outcome is AdminOutcome.CREATED:
+        print(f"created admin {user.email} (id {user.id})")
+    elif outcome is AdminOutcome.PROMOTED:
+        print(f"granted admin to the existing account {user.email} (id {user.id}); "
+              "its password is unchanged")
+    else:
+        print(f"{user.email} (id {user.id}) is an admin already; nothing changed")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "create-admin":
+        return create_admin(args.email, args.name)
+    try:
+        settings = IdentitySettings()
+    except ValidationError as exc:
+        print(f"{PROG}: bad IDENTITY_* settings:\n{exc}", file=sys.stderr)
+        return 2
+    run_service(settings, create_app, MIGRATIONS_DIR)  # type: ignore[arg-type]
+    return 0

@@ -1,0 +1,1 @@
+"""identity's domain: accounts, addresses and refresh-token families. Plain Python only."""

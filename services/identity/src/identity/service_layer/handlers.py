@@ -1,0 +1,282 @@
+"""identity's use cases. Each runs in one unit of work: all of it is written, or none of it,
+except where a refusal must itself be remembered (a failed login, a reused refresh token)."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+import structlog
+from chassis.errors import Conflict, NotFound, TooManyRequests, Unauthorized, Unprocessable
+
+from identity.domain.errors import (
+    EmailAlreadyRegistered,
+    IdentityError,
+    InvalidEmail,
+    RefreshTokenRejected,
+    RefreshTokenReused,
+)
+from identity.domain.model import (
+    Address,
+    LoginThrottle,
+    RefreshToken,
+    Role,
+    User,
+    hash_refresh_secret,
+)
+from identity.domain.policy import (
+    check_name,
+    check_new_password,
+    normalise_email,
+    normalise_password,
+)
+from identity.service_layer.errors import InvalidGrant
+from identity.service_layer.ports import (
+    AccessToken,
+    AccessTokenIssuer,
+    Clock,
+    IdentityUnitOfWork,
+    PasswordHasher,
+    SigningKeys,
+)
+
+log = structlog.get_logger("identity")
+
+# One message for every credential failure, so answers do not tell which part was wrong
+# (or whether the account exists).
+BAD_CREDENTIALS = "the email or password is wrong"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class NewAddress:
+    name: str
+    line1: str
+    line2: str | None
+    city: str
+    postal_code: str
+    country: str
+    phone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access: AccessToken
+    refresh_token: str
+
+
+class AdminOutcome(StrEnum):
+    CREATED = "created"
+    PROMOTED = "promoted"
+    ALREADY_ADMIN = "already admin"
+
+
+def _unprocessable(exc: IdentityError) -> Unprocessable:
+    return Unprocessable(str(exc), title="Invalid value")
+
+
+class Accounts:
+    """Registration, profile, addresses and admin creation."""
+
+    def __init__(self, hasher: PasswordHasher, *, max_addresses: int,
+                 clock: Clock = utc_now) -> None:
+        self._hasher = hasher
+        self._max_addresses = max_addresses
+        self._clock = clock
+
+    async def register(self, uow: IdentityUnitOfWork, *, email: str, password: str, name: str,
+                       roles: frozenset[Role] = frozenset({Role.CUSTOMER})) -> User:
+        try:
+            email = normalise_email(email)
+            password = check_new_password(password)
+            # Checked before hashing: a bad name must not cost a full argon2 run.
+            name = check_name(name)
+        except IdentityError as exc:
+            raise _unprocessable(exc) from exc
+        async with uow:
+            if await uow.users.by_email(email) is not None:
+                raise Conflict(f"an account with email {email} exists already")
+            user = User.register(email=email, name=name, roles=roles, now=self._clock(),
+                                 password_hash=await self._hasher.hash(password))
+            try:
+                await uow.users.add(user)
+            except EmailAlreadyRegistered as exc:  # lost a race with a concurrent register
+                raise Conflict(str(exc)) from exc
+            await uow.commit()
+        log.info("user_registered", user_id=str(user.id), roles=user.role_names)
+        return user
+
+    async def create_admin(self, uow: IdentityUnitOfWork, *, email: str, password: str,
+                           name: str | None = None) -> tuple[User, AdminOutcome]:
+        """Creates an admin, or grants admin to the existing account with that email (whose
+        password is then left as it is: this must not become a password-reset backdoor)."""
+        try:
+            email = normalise_email(email)
+        except InvalidEmail as exc:
+            raise _unprocessable(exc) from exc
+        async with uow:
+            user = await uow.users.by_email(email, for_update=True)
+            if user is not None:
+                if not user.grant(Role.ADMIN):
+                    return user, AdminOutcome.ALREADY_ADMIN
+                await uow.users.save(user)
+                await uow.commit()
+                log.info("admin_granted", user_id=str(user.id))
+                return user, AdminOutcome.PROMOTED
+        user = await self.register(uow, email=email, password=password,
+                                   name=name or email.partition("@")[0],
+                                   roles=frozenset({Role.CUSTOMER, Role.ADMIN}))
+        return user, AdminOutcome.CREATED
+
+    async def me(self, uow: IdentityUnitOfWork, user_id: uuid.UUID) -> User:
+        async with uow:
+            user = await uow.users.get(user_id)
+        if user is None:
+            raise Unauthorized("the account behind this token no longer exists")
+        return user
+
+    async def add_address(self, uow: IdentityUnitOfWork, user_id: uuid.UUID,
+                          new: NewAddress) -> Address:
+        try:
+            address = Address.create(user_id=user_id, name=new.name, line1=new.line1,
+                                     line2=new.line2, city=new.city,
+                                     postal_code=new.postal_code, country=new.country,
+                                     phone=new.phone, now=self._clock())
+        except IdentityError as exc:
+            raise _unprocessable(exc) from exc
+        async with uow:
+            # Locks the owner row so two concurrent adds cannot both pass the limit.
+            if await uow.users.get(user_id, for_update=True) is None:
+                raise Unauthorized("the account behind this token no longer exists")
+            if await uow.addresses.count_for(user_id) >= self._max_addresses:
+                raise Conflict(f"an account keeps at most {self._max_addresses} addresses",
+                               title="Address book full")
+            await uow.addresses.add(address)
+            await uow.commit()
+        return address
+
+    async def list_addresses(self, uow: IdentityUnitOfWork,
+                             user_id: uuid.UUID) -> Sequence[Address]:
+        async with uow:
+            return await uow.addresses.list_for(user_id)
+
+    async def get_address(self, uow: IdentityUnitOfWork, owner_id: uuid.UUID,
+                          address_id: uuid.UUID) -> Address:
+        """The address if ``owner_id`` owns it; another owner's address is simply not found,
+        so ids cannot be probed for existence."""
+        async with uow:
+            address = await uow.addresses.get(address_id)
+        if address is None or address.user_id != owner_id:
+            raise NotFound(f"no address {address_id}")
+        return address
+
+
+class Sessions:
+    """Logins (password grant) and refresh-token rotation."""
+
+    def __init__(self, hasher: PasswordHasher, tokens: AccessTokenIssuer, *,
+                 throttle: LoginThrottle, refresh_ttl: timedelta, clock: Clock = utc_now) -> None:
+        self._hasher = hasher
+        self._tokens = tokens
+        self._throttle = throttle
+        self._refresh_ttl = refresh_ttl
+        self._clock = clock
+        self._dummy_hash: str | None = None
+
+    async def _spend_time_like_a_verify(self, password: str) -> None:
+        # Unknown accounts still cost one argon2 verify, so response times do not reveal
+        # which emails have accounts.
+        if self._dummy_hash is None:
+            self._dummy_hash = await self._hasher.hash(secrets.token_urlsafe(16))
+        await self._hasher.verify(self._dummy_hash, password)
+
+    async def authenticate(self, uow: IdentityUnitOfWork, *, username: str,
+                           password: str) -> TokenPair:
+        password = normalise_password(password)
+        try:
+            email = normalise_email(username)
+        except InvalidEmail:
+            await self._spend_time_like_a_verify(password)
+            raise InvalidGrant(BAD_CREDENTIALS) from None
+        async with uow:
+            # The row lock makes concurrent guesses for one account count one after another,
+            # so a burst cannot slip past the throttle.
+            user = await uow.users.by_email(email, for_update=True)
+            if user is None:
+                await self._spend_time_like_a_verify(password)
+                raise InvalidGrant(BAD_CREDENTIALS)
+            now = self._clock()
+            blocked = user.login_blocked_for(now, self._throttle)
+            if blocked is not None:
+                retry_after = max(1, int(-(-blocked.total_seconds() // 1)))
+                log.warning("login_throttled", user_id=str(user.id), retry_after=retry_after)
+                raise TooManyRequests("too many failed logins for this account; try again later",
+                                      headers={"Retry-After": str(retry_after)},
+                                      retry_after=retry_after)
+            if not await self._hasher.verify(user.password_hash, password):
+                user.record_login_failure(now, self._throttle)
+                await uow.users.save(user)
+                await uow.commit()  # the failure must count although the request fails
+                log.info("login_failed", user_id=str(user.id), failures=user.failed_logins)
+                raise InvalidGrant(BAD_CREDENTIALS)
+            user.record_login_success()
+            if self._hasher.needs_rehash(user.password_hash):
+                # Cost parameters were raised since this hash was made; upgrade it while the
+                # plain password is at hand.
+                user.password_hash = await self._hasher.hash(password)
+            await uow.users.save(user)
+            issued = RefreshToken.start_family(user.id, now, self._refresh_ttl)
+            await uow.refresh_tokens.add(issued.token)
+            access = await self._tokens.issue(user, now)
+            await uow.commit()
+        return TokenPair(access, issued.secret)
+
+    async def refresh(self, uow: IdentityUnitOfWork, refresh_token: str) -> TokenPair:
+        async with uow:
+            current = await uow.refresh_tokens.by_hash(hash_refresh_secret(refresh_token),
+                                                       for_update=True)
+            if current is None:
+                raise InvalidGrant("the refresh token is not valid")
+            now = self._clock()
+            try:
+                issued = current.rotate(now, self._refresh_ttl)
+            except RefreshTokenReused:
+                revoked = await uow.refresh_tokens.revoke_family(current.family_id, now)
+                await uow.commit()  # the revocation must stick although the request fails
+                log.warning("refresh_token_reused", user_id=str(current.user_id),
+                            family_id=str(current.family_id), revoked=revoked)
+                raise InvalidGrant("the refresh token was already used; this login is "
+                                   "revoked everywhere, log in again") from None
+            except RefreshTokenRejected as exc:
+                raise InvalidGrant(str(exc)) from None
+            # Roles are read again, so a promotion shows in the next access token.
+            user = await uow.users.get(current.user_id)
+            if user is None:
+                raise InvalidGrant("the account of this refresh token no longer exists")
+            await uow.refresh_tokens.save(current)
+            await uow.refresh_tokens.add(issued.token)
+            access = await self._tokens.issue(user, now)
+            await uow.commit()
+        return TokenPair(access, issued.secret)
+
+
+async def rotate_signing_key(keys: SigningKeys) -> str:
+    kid = await keys.rotate()
+    log.info("signing_key_rotated", kid=kid)
+    return kid
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityServices:
+    """What ``bootstrap`` wires and the API uses: one instance per process."""
+
+    accounts: Accounts
+    sessions: Sessions
+    keys: SigningKeys

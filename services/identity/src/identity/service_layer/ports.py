@@ -1,0 +1,93 @@
+"""What the use cases need from the outside world; adapters implement these."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, Self
+
+from identity.domain.model import Address, RefreshToken, User
+
+Clock = Callable[[], datetime]
+
+
+class UserRepository(Protocol):
+    async def add(self, user: User) -> None:
+        """Raises ``EmailAlreadyRegistered`` when the email is taken."""
+
+    async def get(self, user_id: uuid.UUID, *, for_update: bool = False) -> User | None: ...
+
+    async def by_email(self, email: str, *, for_update: bool = False) -> User | None: ...
+
+    async def save(self, user: User) -> None: ...
+
+
+class AddressRepository(Protocol):
+    async def add(self, address: Address) -> None: ...
+
+    async def get(self, address_id: uuid.UUID) -> Address | None: ...
+
+    async def list_for(self, user_id: uuid.UUID) -> Sequence[Address]: ...
+
+    async def count_for(self, user_id: uuid.UUID) -> int: ...
+
+
+class RefreshTokenRepository(Protocol):
+    async def add(self, token: RefreshToken) -> None: ...
+
+    async def by_hash(self, token_hash: str, *, for_update: bool = False) -> RefreshToken | None:
+        ...
+
+    async def save(self, token: RefreshToken) -> None: ...
+
+    async def revoke_family(self, family_id: uuid.UUID, now: datetime) -> int:
+        """Revokes every member of the family not revoked yet; returns how many."""
+        ...
+
+
+class IdentityUnitOfWork(Protocol):
+    """One transaction over identity's repositories; leaving without commit rolls back."""
+
+    @property
+    def users(self) -> UserRepository: ...
+
+    @property
+    def addresses(self) -> AddressRepository: ...
+
+    @property
+    def refresh_tokens(self) -> RefreshTokenRepository: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def commit(self) -> None: ...
+
+
+class PasswordHasher(Protocol):
+    async def hash(self, password: str) -> str: ...
+
+    async def verify(self, password_hash: str, password: str) -> bool: ...
+
+    def needs_rehash(self, password_hash: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    token: str
+    expires_in: int
+    kid: str
+
+
+class AccessTokenIssuer(Protocol):
+    async def issue(self, user: User, now: datetime) -> AccessToken: ...
+
+
+class SigningKeys(Protocol):
+    async def rotate(self) -> str:
+        """Makes a new key the active one and returns its kid."""
+        ...
+
+    async def jwks(self) -> dict[str, Any]: ...

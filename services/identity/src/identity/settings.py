@@ -1,0 +1,54 @@
+"""identity's settings: token lifetimes, login throttling and the argon2id cost."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from chassis.settings import ServiceSettings
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+
+class IdentitySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="IDENTITY_", extra="ignore", frozen=True)
+    service_name: ClassVar[str] = "identity"
+
+    access_token_ttl_s: int = Field(900, ge=30, le=86_400)
+    refresh_token_ttl_s: int = Field(30 * 86_400, ge=60)
+
+    # A fixed window per account that opens on the first failure; once it holds this many
+    # failures every login for that account is refused (429) until the window closes, even
+    # with the right password, so guessing cannot go on at full speed.
+    login_max_failures: int = Field(5, ge=1)
+    login_failure_window_s: int = Field(900, ge=1)
+
+    # argon2id cost. The defaults are argon2-cffi's (RFC 9106 "low memory"); tests lower them.
+    argon2_time_cost: int = Field(3, ge=1)
+    argon2_memory_cost_kib: int = Field(65_536, ge=8)
+    argon2_parallelism: int = Field(4, ge=1)
+    # Hashes running at once; more logins than this queue rather than exhaust memory.
+    argon2_max_concurrent: int = Field(4, ge=1)
+
+    # How stale an instance's view of the active signing key may be: after a rotation on
+    # another instance, this one keeps signing with the old key for at most this long.
+    signing_key_cache_s: float = Field(5.0, ge=0)
+    # Unknown kids re-read the key table at most this often, so forged kids cannot turn
+    # every request into a database query.
+    unknown_kid_refetch_s: float = Field(1.0, ge=0)
+
+    max_addresses_per_user: int = Field(50, ge=1)
+    # How often expired refresh tokens are deleted.
+    prune_interval_s: float = Field(3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _memory_covers_lanes(self) -> IdentitySettings:
+        # argon2 needs at least 8 KiB per lane; refuse at start rather than on first login.
+        if self.argon2_memory_cost_kib < 8 * self.argon2_parallelism:
+            raise ValueError("argon2_memory_cost_kib must be at least 8 * argon2_parallelism")
+        return self
+
+    @property
+    def key_publication_grace_s(self) -> float:
+        """How long a retired key stays in the JWKS: the last token it signed must verify
+        until it expires, on every instance, whatever their key caches and clock skew."""
+        return self.access_token_ttl_s + self.signing_key_cache_s + 60.0

@@ -1,0 +1,54 @@
+"""Helpers for driving identity's HTTP API in tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from httpx2 import Response
+
+API = "/api/identity"
+PASSWORD = "correct horse battery"
+PROBLEM = "application/problem+json"
+TABLES = ("users", "addresses", "refresh_tokens", "signing_keys")
+
+
+def register(client: TestClient, email: str = "ann@example.com", name: str = "Ann",
+             password: str = PASSWORD) -> Response:
+    return client.post(f"{API}/register", json={"email": email, "password": password,
+                                                "name": name})
+
+
+def login(client: TestClient, username: str = "ann@example.com",
+          password: str = PASSWORD) -> Response:
+    return client.post(f"{API}/token", data={"grant_type": "password", "username": username,
+                                             "password": password})
+
+
+def refresh(client: TestClient, token: str) -> Response:
+    return client.post(f"{API}/token", data={"grant_type": "refresh_token",
+                                             "refresh_token": token})
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def signed_up(client: TestClient, email: str = "ann@example.com") -> dict[str, Any]:
+    """Registers and logs in; returns the token response."""
+    assert register(client, email=email, name=email.split("@")[0]).status_code == 201
+    resp = login(client, username=email)
+    assert resp.status_code == 200, resp.text
+    return resp.json()  # type: ignore[no-any-return]
+
+
+def counts(sql: Any) -> dict[str, int]:
+    return {t: sql(f"SELECT count(*) FROM {t}") for t in TABLES}
+
+
+def assert_problem(resp: Response, status: int) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == PROBLEM
+    body: dict[str, Any] = resp.json()
+    assert body["status"] == status
+    return body
