@@ -1,0 +1,1 @@
+"""Benchmarks against a running platform (``mercato bench ...``); reports go to bench/reports/."""

@@ -1,0 +1,433 @@
+"""Envoy configuration as plain dicts: the bootstrap, LDS, CDS and one EDS document per cluster.
+
+Everything here is a pure function of the route table, the ports and the live instances, so
+the same input always gives byte-identical files: the control plane relies on that to skip
+writes that would change nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+from chassis.registry import Instance
+
+from mercato.gateway.routes import READ_METHODS, USER, Route, RouteTable
+
+LISTENER = "edge"
+JWT_PROVIDER = "mercato"
+REQUIRE_USER = "user"
+HEALTH_PATH = "/health/ready"
+
+_T = "type.googleapis.com/envoy"
+HCM_TYPE = f"{_T}.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+JWT_TYPE = f"{_T}.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
+JWT_ROUTE_TYPE = f"{_T}.extensions.filters.http.jwt_authn.v3.PerRouteConfig"
+RATELIMIT_TYPE = f"{_T}.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+BUFFER_TYPE = f"{_T}.extensions.filters.http.buffer.v3.Buffer"
+BUFFER_ROUTE_TYPE = f"{_T}.extensions.filters.http.buffer.v3.BufferPerRoute"
+ROUTER_TYPE = f"{_T}.extensions.filters.http.router.v3.Router"
+FILE_LOG_TYPE = f"{_T}.extensions.access_loggers.file.v3.FileAccessLog"
+UPSTREAM_HTTP_EXT = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+UPSTREAM_HTTP_TYPE = f"type.googleapis.com/{UPSTREAM_HTTP_EXT}"
+LISTENER_TYPE = f"{_T}.config.listener.v3.Listener"
+CLUSTER_TYPE = f"{_T}.config.cluster.v3.Cluster"
+CLA_TYPE = f"{_T}.config.endpoint.v3.ClusterLoadAssignment"
+CEL_FILTER_TYPE = f"{_T}.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
+CONN_LIMIT_TYPE = (f"{_T}.extensions.resource_monitors.downstream_connections.v3."
+                   "DownstreamConnectionsConfig")
+
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+RATELIMIT_FILTER = "envoy.filters.http.local_ratelimit"
+BUFFER_FILTER = "envoy.filters.http.buffer"
+
+# Envoy's own replies (401 from jwt_authn, 413, 429, 404 without a route, 503 without a
+# healthy upstream ...) get the same problem+json shape as the services' errors.
+PROBLEM_STATUSES = (400, 401, 403, 404, 405, 408, 413, 429, 431, 500, 502, 503, 504)
+ACCESS_LOG_FORMAT = {
+    "time": "%START_TIME%",
+    "logger": "envoy.access",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(:PATH)%",
+    "protocol": "%PROTOCOL%",
+    "status": "%RESPONSE_CODE%",
+    "flags": "%RESPONSE_FLAGS%",
+    "details": "%RESPONSE_CODE_DETAILS%",
+    "duration_ms": "%DURATION%",
+    "upstream_ms": "%RESPONSE_DURATION%",
+    "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+    "upstream_cluster": "%UPSTREAM_CLUSTER%",
+    "upstream_host": "%UPSTREAM_HOST%",
+    "bytes_in": "%BYTES_RECEIVED%",
+    "bytes_out": "%BYTES_SENT%",
+    "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "traceparent": "%REQ(TRACEPARENT)%",
+    "user_agent": "%REQ(USER-AGENT)%",
+}
+
+
+def lds_file(envoy_dir: Path) -> Path:
+    return envoy_dir / "lds.yaml"
+
+
+def cds_file(envoy_dir: Path) -> Path:
+    return envoy_dir / "cds.yaml"
+
+
+def eds_file(envoy_dir: Path, cluster: str) -> Path:
+    return envoy_dir / f"eds-{cluster}.yaml"
+
+
+def _path_source(path: Path, envoy_dir: Path) -> dict[str, Any]:
+    # Envoy only notices a file replaced by rename when it watches the directory.
+    return {"resource_api_version": "V3",
+            "path_config_source": {"path": str(path),
+                                   "watched_directory": {"path": str(envoy_dir)}}}
+
+
+def _addr(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+# -- bootstrap -----------------------------------------------------------------------------
+
+def bootstrap(envoy_dir: Path, *, admin_host: str, admin_port: int,
+              max_connections: int = 10_000) -> dict[str, Any]:
+    return {
+        "node": {"id": "mercato-edge", "cluster": "mercato-edge"},
+        "admin": {"address": _addr(admin_host, admin_port)},
+        "dynamic_resources": {
+            "lds_config": _path_source(lds_file(envoy_dir), envoy_dir),
+            "cds_config": _path_source(cds_file(envoy_dir), envoy_dir),
+        },
+        # Without a connection cap a flood of idle connections exhausts file descriptors.
+        "overload_manager": {"resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {"@type": CONN_LIMIT_TYPE,
+                             "max_active_downstream_connections": max_connections},
+        }]},
+    }
+
+
+# -- CDS -----------------------------------------------------------------------------------
+
+def cluster(service: str, envoy_dir: Path) -> dict[str, Any]:
+    return {
+        "@type": CLUSTER_TYPE,
+        "name": service,
+        "type": "EDS",
+        "eds_cluster_config": {"service_name": service,
+                               "eds_config": _path_source(eds_file(envoy_dir, service), envoy_dir)},
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        # uvicorn closes keep-alive connections idle for 5 s; closing ours first avoids
+        # sending a request down a connection the service is closing (a spurious 503).
+        "typed_extension_protocol_options": {UPSTREAM_HTTP_EXT: {
+            "@type": UPSTREAM_HTTP_TYPE,
+            "common_http_protocol_options": {"idle_timeout": "4s"},
+            "explicit_http_config": {"http_protocol_options": {}},
+        }},
+        # A new instance gets traffic only once /health/ready answers 200 (its database and
+        # NATS are up); a hung one is out after two failed checks.
+        "health_checks": [{
+            "timeout": "1s",
+            "interval": "2s",
+            "no_traffic_interval": "2s",
+            "interval_jitter": "0.2s",
+            "unhealthy_threshold": 2,
+            "healthy_threshold": 1,
+            "http_health_check": {"path": HEALTH_PATH},
+        }],
+        # A process killed without deregistering keeps its registry entry for up to 10 s;
+        # a refused connection ejects it at once instead.
+        "outlier_detection": {
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 1,
+            "enforcing_consecutive_local_origin_failure": 100,
+            "consecutive_gateway_failure": 3,
+            "enforcing_consecutive_gateway_failure": 100,
+            # Application 500s and success rates say nothing about reachability; ejecting on
+            # them could empty a cluster whose database hiccups.
+            "enforcing_consecutive_5xx": 0,
+            "enforcing_success_rate": 0,
+            "interval": "1s",
+            "base_ejection_time": "5s",
+            "max_ejection_time": "30s",
+            "max_ejection_percent": 100,
+        },
+        "common_lb_config": {
+            # The registry and the health checks are trusted: never spread traffic over hosts
+            # known to be down (Envoy's default "panic" mode does below 50 % healthy).
+            "healthy_panic_threshold": {"value": 0},
+            # Apply host set changes at once instead of batching them for 1 s: the set is
+            # small, and a just-healthy instance should take traffic now.
+            "update_merge_window": "0s",
+        },
+        # The registry is the source of truth: a deregistered instance leaves at once rather
+        # than lingering until its health check fails.
+        "ignore_health_on_host_removal": True,
+        "circuit_breakers": {"thresholds": [{
+            "priority": "DEFAULT",
+            "retry_budget": {"budget_percent": {"value": 20.0}, "min_retry_concurrency": 3},
+        }]},
+    }
+
+
+def cds(table: RouteTable, envoy_dir: Path) -> dict[str, Any]:
+    return {"resources": [cluster(s, envoy_dir) for s in table.services]}
+
+
+# -- EDS -----------------------------------------------------------------------------------
+
+def load_assignment(service: str, instances: Iterable[Instance]) -> dict[str, Any]:
+    """The service's live instances; none gives an empty assignment (Envoy answers 503)."""
+    mine = sorted((i for i in instances if i.service == service), key=lambda i: i.key)
+    cla: dict[str, Any] = {"@type": CLA_TYPE, "cluster_name": service, "endpoints": []}
+    if mine:
+        cla["endpoints"] = [{"lb_endpoints": [
+            {"endpoint": {"address": _addr(i.host, i.port), "hostname": i.instance_id}}
+            for i in mine
+        ]}]
+    return cla
+
+
+def eds(service: str, instances: Iterable[Instance]) -> dict[str, Any]:
+    return {"resources": [load_assignment(service, instances)]}
+
+
+# -- LDS -----------------------------------------------------------------------------------
+
+def lds(table: RouteTable, *, listen_host: str, listen_port: int, logs_dir: Path) -> dict[str, Any]:
+    return {"resources": [listener(table, listen_host=listen_host, listen_port=listen_port,
+                                   logs_dir=logs_dir)]}
+
+
+def listener(table: RouteTable, *, listen_host: str, listen_port: int,
+             logs_dir: Path) -> dict[str, Any]:
+    return {
+        "@type": LISTENER_TYPE,
+        "name": LISTENER,
+        "address": _addr(listen_host, listen_port),
+        # Envoy's edge guidance: small per-connection buffers; the buffer filter raises the
+        # limit for request bodies up to max_body_bytes.
+        "per_connection_buffer_limit_bytes": 32768,
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": http_connection_manager(table, logs_dir),
+        }]}],
+    }
+
+
+def http_connection_manager(table: RouteTable, logs_dir: Path) -> dict[str, Any]:
+    return {
+        "@type": HCM_TYPE,
+        "stat_prefix": LISTENER,
+        "codec_type": "AUTO",
+        "server_name": "mercato",
+        # This is the edge: the client address is the peer, not whatever X-Forwarded-For says.
+        "use_remote_address": True,
+        "always_set_request_id_in_response": True,
+        # Normalised paths make /api/identity//me or /api/identity/./me match the protected
+        # route; an encoded slash could still dodge it, so refuse those outright.
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+        "request_headers_timeout": "10s",
+        "stream_idle_timeout": "60s",
+        "common_http_protocol_options": {"idle_timeout": "300s",
+                                         "headers_with_underscores_action": "REJECT_REQUEST"},
+        "http2_protocol_options": {"max_concurrent_streams": 100,
+                                   "initial_stream_window_size": 65536,
+                                   "initial_connection_window_size": 1048576},
+        "access_log": [{
+            "name": "envoy.access_loggers.file",
+            "typed_config": {"@type": FILE_LOG_TYPE,
+                             "path": str(logs_dir / "envoy-access.log"),
+                             "log_format": {"json_format": ACCESS_LOG_FORMAT}},
+        }],
+        "local_reply_config": local_reply_config(),
+        "route_config": route_config(table),
+        # Order matters: shed excess load first, then refuse unauthenticated requests before
+        # reading (buffering) their bodies.
+        "http_filters": [
+            {"name": RATELIMIT_FILTER,
+             "typed_config": {"@type": RATELIMIT_TYPE, "stat_prefix": "edge_rate_limit"}},
+            {"name": JWT_FILTER, "typed_config": jwt_authn(table)},
+            {"name": BUFFER_FILTER,
+             "typed_config": {"@type": BUFFER_TYPE, "max_request_bytes": 1 << 20}},
+            {"name": "envoy.filters.http.router",
+             "typed_config": {"@type": ROUTER_TYPE, "suppress_envoy_headers": True}},
+        ],
+    }
+
+
+def jwt_authn(table: RouteTable) -> dict[str, Any]:
+    jwt = table.jwt
+    return {
+        "@type": JWT_TYPE,
+        "providers": {JWT_PROVIDER: {
+            "issuer": jwt.issuer,
+            "audiences": list(jwt.audiences),
+            "require_expiration": True,
+            # Services check the token again themselves, so it must reach them.
+            "forward": True,
+            # Only the header: the default also reads ?access_token=, which lands in logs.
+            "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
+            "remote_jwks": {
+                "http_uri": {"uri": f"http://{jwt.jwks_service}{jwt.jwks_path}",
+                             "cluster": jwt.jwks_service, "timeout": "2s"},
+                "cache_duration": _seconds(jwt.cache_s),
+                # Fetch in the background and serve at once: identity may start after the
+                # edge; until the first fetch succeeds, protected routes answer 401.
+                "async_fetch": {"fast_listener": True, "failed_refetch_duration": "1s"},
+                "retry_policy": {"num_retries": 2,
+                                 "retry_back_off": {"base_interval": "0.1s",
+                                                    "max_interval": "1s"}},
+            },
+        }},
+        "requirement_map": {REQUIRE_USER: {"provider_name": JWT_PROVIDER}},
+    }
+
+
+def local_reply_config() -> dict[str, Any]:
+    def body(title: str | None) -> dict[str, Any]:
+        doc: dict[str, Any] = {"type": "about:blank"}
+        if title:
+            doc["title"] = title
+        doc |= {"status": "%RESPONSE_CODE%", "detail": "%LOCAL_REPLY_BODY%"}
+        return {"json_format": doc, "content_type": "application/problem+json"}
+
+    # jwt_authn answers 403 to a valid token for another audience. For this resource server
+    # such a token is simply invalid (RFC 6750 invalid_token: 401), and the services say 401.
+    audience_to_401: dict[str, Any] = {
+        "filter": {"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": CEL_FILTER_TYPE,
+                "expression": "response.code == 403 && "
+                              "response.code_details.startsWith('jwt_authn_access_denied')",
+            },
+        }},
+        "status_code": 401,
+        "headers_to_add": [{"header": {"key": "www-authenticate",
+                                       "value": 'Bearer realm="mercato", error="invalid_token"'},
+                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+        "body_format_override": body(HTTPStatus(401).phrase),
+    }
+    mappers = [audience_to_401]
+    for status in PROBLEM_STATUSES:
+        mapper: dict[str, Any] = {
+            "filter": {"status_code_filter": {"comparison": {
+                "op": "EQ",
+                "value": {"default_value": status, "runtime_key": f"mercato.local_reply.{status}"},
+            }}},
+            "body_format_override": body(HTTPStatus(status).phrase),
+        }
+        if status == 404:
+            mapper["body"] = {"inline_string": "no route matches this path"}
+        if status == 429:
+            mapper["headers_to_add"] = [{"header": {"key": "retry-after", "value": "1"},
+                                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+        mappers.append(mapper)
+    return {"mappers": mappers, "body_format": body(None)}
+
+
+def route_config(table: RouteTable) -> dict[str, Any]:
+    routes: list[dict[str, Any]] = []
+    for route in table.routes:
+        routes.extend(envoy_routes(route))
+    return {
+        "name": "edge",
+        "virtual_hosts": [{"name": "edge", "domains": ["*"], "routes": routes}],
+    }
+
+
+def _match(route: Route, methods: tuple[str, ...] | None, negate: bool = False) -> dict[str, Any]:
+    match: dict[str, Any]
+    if route.path is not None:
+        match = {"path": route.path}
+    elif route.prefix == "/":
+        match = {"prefix": "/"}
+    else:
+        match = {"path_separated_prefix": route.prefix}
+    if methods:
+        regex = "^(" + "|".join(methods) + ")$"
+        match["headers"] = [{"name": ":method",
+                             "string_match": {"safe_regex": {"regex": regex}},
+                             "invert_match": negate}]
+    return match
+
+
+def envoy_routes(route: Route) -> list[dict[str, Any]]:
+    """Two Envoy routes per entry: reads (retried, maybe public) and writes (never retried)."""
+    name = route.match
+    read = {
+        "name": f"{name} read",
+        "match": _match(route, READ_METHODS),
+        "route": _route_action(route, retry=True),
+        "typed_per_filter_config": _per_filter(route, route.read_auth),
+    }
+    write = {
+        "name": f"{name} write",
+        "match": _match(route, READ_METHODS, negate=True),
+        "route": _route_action(route, retry=False),
+        "typed_per_filter_config": _per_filter(route, route.write_auth),
+    }
+    return [read, write]
+
+
+def _route_action(route: Route, *, retry: bool) -> dict[str, Any]:
+    action: dict[str, Any] = {"cluster": route.service, "timeout": _seconds(route.timeout_s)}
+    if retry:
+        # Only failures where the request cannot have reached the service: safe to resend.
+        action["retry_policy"] = {
+            "retry_on": "connect-failure,refused-stream,reset-before-request",
+            "num_retries": 2,
+            "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
+                                      "typed_config": {"@type": f"{_T}.extensions.retry.host."
+                                                       "previous_hosts.v3.PreviousHostsPredicate"}}],
+            "host_selection_retry_max_attempts": 3,
+            "retry_back_off": {"base_interval": "0.025s", "max_interval": "0.25s"},
+        }
+    return action
+
+
+def _per_filter(route: Route, auth: str) -> dict[str, Any]:
+    per: dict[str, Any] = {
+        JWT_FILTER: ({"@type": JWT_ROUTE_TYPE, "requirement_name": REQUIRE_USER}
+                     if auth == USER else {"@type": JWT_ROUTE_TYPE, "disabled": True}),
+    }
+    if route.rate_limit is not None:
+        rl = route.rate_limit
+        always = {"numerator": 100, "denominator": "HUNDRED"}
+        per[RATELIMIT_FILTER] = {
+            "@type": RATELIMIT_TYPE,
+            "stat_prefix": f"rate_limit_{route.service}",
+            "token_bucket": {"max_tokens": rl.burst, "tokens_per_fill": rl.per_second,
+                             "fill_interval": "1s"},
+            "filter_enabled": {"runtime_key": "mercato.rate_limit.enabled",
+                               "default_value": always},
+            "filter_enforced": {"runtime_key": "mercato.rate_limit.enforced",
+                                "default_value": always},
+        }
+    if route.max_body_bytes != 1 << 20:
+        per[BUFFER_FILTER] = {"@type": BUFFER_ROUTE_TYPE,
+                              "buffer": {"max_request_bytes": route.max_body_bytes}}
+    return per
+
+
+def documents(table: RouteTable, *, envoy_dir: Path, logs_dir: Path, listen_host: str,
+              listen_port: int) -> Mapping[Path, dict[str, Any]]:
+    """LDS and CDS: everything that depends on the routes, not on the registry."""
+    return {
+        lds_file(envoy_dir): lds(table, listen_host=listen_host, listen_port=listen_port,
+                                 logs_dir=logs_dir),
+        cds_file(envoy_dir): cds(table, envoy_dir),
+    }

@@ -1,0 +1,213 @@
+"""The edge route table: ``routes.yaml`` parsed and checked into plain dataclasses.
+
+Loading fails loudly on any unknown key or bad value: a typo in an auth setting must stop the
+gateway from starting, not silently make a route public.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PUBLIC = "public"
+USER = "user"
+AUTH_LEVELS = (PUBLIC, USER)
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
+
+# Registry service names become Envoy cluster names and file names (eds-<service>.yaml).
+_SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class RoutesError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    per_second: int
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    service: str
+    prefix: str | None = None
+    path: str | None = None
+    read_auth: str = PUBLIC
+    write_auth: str = PUBLIC
+    rate_limit: RateLimit | None = None
+    max_body_bytes: int = 1 << 20
+    timeout_s: float = 15.0
+
+    @property
+    def match(self) -> str:
+        return self.path if self.path is not None else f"{self.prefix}/*"
+
+    def sort_key(self) -> tuple[int, int, str]:
+        # Exact paths first, then the longest prefix: the most specific entry wins.
+        target = self.path if self.path is not None else self.prefix or ""
+        return (0 if self.path is not None else 1, -len(target), target)
+
+
+@dataclass(frozen=True, slots=True)
+class JwtSettings:
+    issuer: str = "mercato-identity"
+    audiences: tuple[str, ...] = ("mercato",)
+    jwks_service: str = "identity"
+    jwks_path: str = "/.well-known/jwks.json"
+    cache_s: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    routes: tuple[Route, ...]
+    jwt: JwtSettings
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """Every service the edge needs a cluster for, sorted (stable file output)."""
+        return tuple(sorted({r.service for r in self.routes} | {self.jwt.jwks_service}))
+
+
+def default_routes_file() -> Path:
+    return Path(str(resources.files("mercato.gateway").joinpath("routes.yaml")))
+
+
+def load_routes(path: Path | None = None) -> RouteTable:
+    path = path or default_routes_file()
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RoutesError(f"{path}: {exc}") from exc
+    try:
+        return parse_routes(doc)
+    except RoutesError as exc:
+        raise RoutesError(f"{path}: {exc}") from exc
+
+
+def parse_routes(doc: Any) -> RouteTable:
+    doc = _mapping(doc, "the document", {"defaults", "jwt", "routes"})
+    defaults = _mapping(doc.get("defaults") or {}, "defaults", {"timeout_s", "max_body_bytes"})
+    jwt = _parse_jwt(doc.get("jwt") or {})
+    entries = doc.get("routes")
+    if not isinstance(entries, list) or not entries:
+        raise RoutesError("`routes` must be a non-empty list")
+    routes = [_parse_route(entry, i, defaults) for i, entry in enumerate(entries)]
+    seen: dict[str, int] = {}
+    for i, route in enumerate(routes):
+        if route.match in seen:
+            raise RoutesError(
+                f"routes[{i}] repeats {route.match} (also routes[{seen[route.match]}])")
+        seen[route.match] = i
+    return RouteTable(routes=tuple(sorted(routes, key=Route.sort_key)), jwt=jwt)
+
+
+def _parse_jwt(raw: Any) -> JwtSettings:
+    raw = _mapping(raw, "jwt", {"issuer", "audiences", "jwks_service", "jwks_path", "cache_s"})
+    base = JwtSettings()
+    audiences = raw.get("audiences", list(base.audiences))
+    if not isinstance(audiences, list) or not all(isinstance(a, str) and a for a in audiences):
+        raise RoutesError("jwt.audiences must be a list of strings")
+    settings = JwtSettings(
+        issuer=_str(raw.get("issuer", base.issuer), "jwt.issuer"),
+        audiences=tuple(audiences),
+        jwks_service=_service(raw.get("jwks_service", base.jwks_service), "jwt.jwks_service"),
+        jwks_path=_abs_path(raw.get("jwks_path", base.jwks_path), "jwt.jwks_path"),
+        cache_s=_positive_int(raw.get("cache_s", base.cache_s), "jwt.cache_s"),
+    )
+    return settings
+
+
+def _parse_route(raw: Any, i: int, defaults: dict[str, Any]) -> Route:
+    where = f"routes[{i}]"
+    raw = _mapping(raw, where, {"prefix", "path", "service", "auth", "rate_limit",
+                                "max_body_bytes", "timeout_s"})
+    if ("prefix" in raw) == ("path" in raw):
+        raise RoutesError(f"{where}: give exactly one of `prefix` or `path`")
+    prefix = path = None
+    if "prefix" in raw:
+        prefix = _abs_path(raw["prefix"], f"{where}.prefix")
+        # "/api/x/" and "/api/x" mean the same subtree; only "/" itself keeps its slash.
+        prefix = prefix.rstrip("/") or "/"
+    else:
+        path = _abs_path(raw["path"], f"{where}.path")
+    read_auth, write_auth = _parse_auth(raw.get("auth", PUBLIC), where)
+    rate_limit = None
+    if "rate_limit" in raw:
+        rl = _mapping(raw["rate_limit"], f"{where}.rate_limit", {"per_second", "burst"})
+        per_second = _positive_int(rl.get("per_second"), f"{where}.rate_limit.per_second")
+        burst = _positive_int(rl.get("burst", per_second), f"{where}.rate_limit.burst")
+        rate_limit = RateLimit(per_second=per_second, burst=burst)
+    return Route(
+        service=_service(raw.get("service"), f"{where}.service"),
+        prefix=prefix,
+        path=path,
+        read_auth=read_auth,
+        write_auth=write_auth,
+        rate_limit=rate_limit,
+        max_body_bytes=_positive_int(raw.get("max_body_bytes",
+                                             defaults.get("max_body_bytes", 1 << 20)),
+                                     f"{where}.max_body_bytes"),
+        timeout_s=_positive_float(raw.get("timeout_s", defaults.get("timeout_s", 15)),
+                                  f"{where}.timeout_s"),
+    )
+
+
+def _parse_auth(raw: Any, where: str) -> tuple[str, str]:
+    if isinstance(raw, str):
+        return _auth_level(raw, f"{where}.auth"), _auth_level(raw, f"{where}.auth")
+    auth = _mapping(raw, f"{where}.auth", {"read", "write"})
+    if set(auth) != {"read", "write"}:
+        raise RoutesError(f"{where}.auth: give both `read` and `write`")
+    return (_auth_level(auth["read"], f"{where}.auth.read"),
+            _auth_level(auth["write"], f"{where}.auth.write"))
+
+
+def _auth_level(value: Any, where: str) -> str:
+    if value not in AUTH_LEVELS:
+        raise RoutesError(f"{where}: must be one of {', '.join(AUTH_LEVELS)}, not {value!r}")
+    return str(value)
+
+
+def _mapping(value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise RoutesError(f"{where} must be a mapping")
+    unknown = set(value) - allowed
+    if unknown:
+        raise RoutesError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    return value
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise RoutesError(f"{where} must be a non-empty string")
+    return value
+
+
+def _service(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _SERVICE_NAME.match(value):
+        raise RoutesError(f"{where} must be a service name like `catalog`, not {value!r}")
+    return value
+
+
+def _abs_path(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or any(c in value for c in "?#"):
+        raise RoutesError(f"{where} must be an absolute path without query, not {value!r}")
+    return value
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise RoutesError(f"{where} must be a positive integer, not {value!r}")
+    return value
+
+
+def _positive_float(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise RoutesError(f"{where} must be a positive number, not {value!r}")
+    return float(value)

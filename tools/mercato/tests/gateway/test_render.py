@@ -1,0 +1,184 @@
+"""Rendering: route table -> listener and route config, registry instances -> EDS."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chassis.registry import Instance
+from gateway_test_support import envoy_route_for
+from mercato.gateway import render
+from mercato.gateway.routes import load_routes
+
+ENVOY_DIR = Path("/srv/home/envoy")
+LOGS_DIR = Path("/srv/home/logs")
+
+
+@pytest.fixture(scope="module")
+def hcm() -> dict[str, Any]:
+    lds = render.lds(load_routes(), listen_host="127.0.0.1", listen_port=8080, logs_dir=LOGS_DIR)
+    listener = lds["resources"][0]
+    return dict(listener["filter_chains"][0]["filters"][0]["typed_config"])
+
+
+def _instance(service: str, n: int, port: int) -> Instance:
+    now = time.time()
+    return Instance(service=service, instance_id=f"{service}-{n}", host="127.0.0.1", port=port,
+                    pid=1000 + n, started_at=now, heartbeat_at=now)
+
+
+def test_listener_and_admin_bind_loopback_only() -> None:
+    lds = render.lds(load_routes(), listen_host="127.0.0.1", listen_port=8088, logs_dir=LOGS_DIR)
+    address = lds["resources"][0]["address"]["socket_address"]
+    assert address == {"address": "127.0.0.1", "port_value": 8088}
+    boot = render.bootstrap(ENVOY_DIR, admin_host="127.0.0.1", admin_port=9901)
+    assert boot["admin"]["address"]["socket_address"] == {"address": "127.0.0.1",
+                                                           "port_value": 9901}
+
+
+def test_bootstrap_loads_lds_and_cds_from_watched_files() -> None:
+    boot = render.bootstrap(ENVOY_DIR, admin_host="127.0.0.1", admin_port=9901)
+    for key, name in (("lds_config", "lds.yaml"), ("cds_config", "cds.yaml")):
+        source = boot["dynamic_resources"][key]["path_config_source"]
+        assert source == {"path": str(ENVOY_DIR / name), "watched_directory": {"path": str(ENVOY_DIR)}}
+
+
+@pytest.mark.parametrize(("method", "path", "cluster", "needs_user", "limited"), [
+    ("GET", "/.well-known/jwks.json", "identity", False, False),
+    ("POST", "/api/identity/register", "identity", False, False),
+    ("POST", "/api/identity/token", "identity", False, True),
+    ("GET", "/api/identity/me", "identity", True, False),
+    ("GET", "/api/identity/me/addresses", "identity", True, False),
+    ("POST", "/api/identity/me/addresses", "identity", True, False),
+    ("GET", "/api/identity/meow", "identity", False, False),
+    ("GET", "/api/catalog/products?page_size=20", "catalog", False, False),
+    ("HEAD", "/api/catalog/products/1", "catalog", False, False),
+    ("GET", "/api/catalog/categories", "catalog", False, False),
+    ("POST", "/api/catalog/products", "catalog", True, False),
+    ("PATCH", "/api/catalog/products/1", "catalog", True, False),
+    ("PUT", "/api/catalog/products/1", "catalog", True, False),
+    ("DELETE", "/api/catalog/products/1", "catalog", True, False),
+])
+def test_routes_pick_the_cluster_and_checks(hcm: dict[str, Any], method: str, path: str,
+                                            cluster: str, needs_user: bool,
+                                            limited: bool) -> None:
+    route = envoy_route_for(hcm["route_config"], method, path)
+    assert route is not None
+    assert route["route"]["cluster"] == cluster
+    # No prefix rewrite: services serve under /api/<service>/ themselves.
+    assert not {"prefix_rewrite", "regex_rewrite", "path_rewrite_policy"} & set(route["route"])
+    jwt = route["typed_per_filter_config"][render.JWT_FILTER]
+    assert (jwt.get("requirement_name") == render.REQUIRE_USER) is needs_user
+    assert jwt.get("disabled", False) is not needs_user
+    assert (render.RATELIMIT_FILTER in route["typed_per_filter_config"]) is limited
+
+
+@pytest.mark.parametrize("path", ["/api/catalogue", "/", "/api", "/health/ready"])
+def test_unknown_paths_have_no_route(hcm: dict[str, Any], path: str) -> None:
+    assert envoy_route_for(hcm["route_config"], "GET", path) is None
+
+
+def test_only_reads_are_retried_and_only_before_the_request_was_sent(hcm: dict[str, Any]) -> None:
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        route = envoy_route_for(hcm["route_config"], method, "/api/catalog/products")
+        assert route is not None
+        action = route["route"]
+        assert action["timeout"] == "15s"
+        policy = action.get("retry_policy")
+        if method in ("GET", "HEAD"):
+            assert policy is not None
+            assert set(policy["retry_on"].split(",")) <= {
+                "connect-failure", "refused-stream", "reset-before-request"}
+        else:
+            assert policy is None
+
+
+def test_jwt_provider_matches_the_token_contract(hcm: dict[str, Any]) -> None:
+    jwt = next(f for f in hcm["http_filters"] if f["name"] == render.JWT_FILTER)["typed_config"]
+    provider = jwt["providers"][render.JWT_PROVIDER]
+    assert provider["issuer"] == "mercato-identity"
+    assert provider["audiences"] == ["mercato"]
+    assert provider["forward"] is True
+    assert provider["from_headers"] == [{"name": "Authorization", "value_prefix": "Bearer "}]
+    remote = provider["remote_jwks"]
+    assert remote["http_uri"]["cluster"] == "identity"
+    assert remote["http_uri"]["uri"].endswith("/.well-known/jwks.json")
+    assert remote["async_fetch"]["fast_listener"] is True
+
+
+def test_filter_order_limits_then_authenticates_then_buffers(hcm: dict[str, Any]) -> None:
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names == [render.RATELIMIT_FILTER, render.JWT_FILTER, render.BUFFER_FILTER,
+                     "envoy.filters.http.router"]
+    buffer = hcm["http_filters"][2]["typed_config"]
+    assert buffer["max_request_bytes"] == 1 << 20
+
+
+def test_rate_limit_bucket_on_the_token_route(hcm: dict[str, Any]) -> None:
+    route = envoy_route_for(hcm["route_config"], "POST", "/api/identity/token")
+    assert route is not None
+    bucket = route["typed_per_filter_config"][render.RATELIMIT_FILTER]["token_bucket"]
+    assert bucket == {"max_tokens": 20, "tokens_per_fill": 20, "fill_interval": "1s"}
+
+
+def test_local_replies_are_problem_json(hcm: dict[str, Any]) -> None:
+    reply = hcm["local_reply_config"]
+    formats = [reply["body_format"]] + [m["body_format_override"] for m in reply["mappers"]]
+    for fmt in formats:
+        assert fmt["content_type"] == "application/problem+json"
+        assert fmt["json_format"]["status"] == "%RESPONSE_CODE%"
+        assert fmt["json_format"]["type"] == "about:blank"
+    statuses = {m["filter"]["status_code_filter"]["comparison"]["value"]["default_value"]
+                for m in reply["mappers"] if "status_code_filter" in m["filter"]}
+    assert {401, 404, 413, 429, 503} <= statuses
+
+
+def test_access_log_is_json_with_the_fields_operators_need(hcm: dict[str, Any]) -> None:
+    log = hcm["access_log"][0]["typed_config"]
+    assert log["path"] == str(LOGS_DIR / "envoy-access.log")
+    fields = log["log_format"]["json_format"]
+    for name in ("method", "path", "status", "duration_ms", "upstream_host", "traceparent",
+                 "request_id", "user_agent"):
+        assert name in fields
+
+
+def test_clusters_are_eds_from_one_file_each() -> None:
+    cds = render.cds(load_routes(), ENVOY_DIR)
+    names = [c["name"] for c in cds["resources"]]
+    assert names == ["catalog", "identity"]
+    for cluster in cds["resources"]:
+        assert cluster["type"] == "EDS"
+        assert cluster["connect_timeout"] == "1s"
+        source = cluster["eds_cluster_config"]["eds_config"]["path_config_source"]
+        assert source["path"] == str(ENVOY_DIR / f"eds-{cluster['name']}.yaml")
+        assert source["watched_directory"] == {"path": str(ENVOY_DIR)}
+        assert cluster["outlier_detection"]["consecutive_local_origin_failure"] == 1
+        assert cluster["ignore_health_on_host_removal"] is True
+
+
+def test_instances_are_grouped_by_service_and_sorted() -> None:
+    instances = [_instance("catalog", 2, 7002), _instance("identity", 1, 7101),
+                 _instance("catalog", 1, 7001)]
+    cla = render.load_assignment("catalog", instances)
+    endpoints = cla["endpoints"][0]["lb_endpoints"]
+    assert [e["endpoint"]["hostname"] for e in endpoints] == ["catalog-1", "catalog-2"]
+    assert [e["endpoint"]["address"]["socket_address"]["port_value"] for e in endpoints] == [
+        7001, 7002]
+    assert cla["cluster_name"] == "catalog"
+
+
+def test_a_service_without_instances_gets_an_empty_assignment() -> None:
+    cla = render.load_assignment("catalog", [_instance("identity", 1, 7101)])
+    assert cla["cluster_name"] == "catalog"
+    assert cla["endpoints"] == []
+
+
+def test_rendering_is_deterministic() -> None:
+    table = load_routes()
+    first = render.documents(table, envoy_dir=ENVOY_DIR, logs_dir=LOGS_DIR,
+                             listen_host="127.0.0.1", listen_port=8080)
+    second = render.documents(table, envoy_dir=ENVOY_DIR, logs_dir=LOGS_DIR,
+                              listen_host="127.0.0.1", listen_port=8080)
+    assert first == second

@@ -1,0 +1,90 @@
+"""routes.yaml parsing: the packaged table, and refusing anything ambiguous."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mercato.gateway.routes import (
+    PUBLIC,
+    USER,
+    RoutesError,
+    default_routes_file,
+    load_routes,
+    parse_routes,
+)
+
+
+def _doc(*routes: dict[str, object]) -> dict[str, object]:
+    return {"routes": list(routes)}
+
+
+def test_packaged_routes_cover_the_public_api() -> None:
+    table = load_routes()
+    by_match = {r.match: r for r in table.routes}
+    assert by_match["/.well-known/jwks.json"].service == "identity"
+    assert by_match["/api/identity/*"].read_auth == PUBLIC
+    me = by_match["/api/identity/me/*"]
+    assert (me.read_auth, me.write_auth) == (USER, USER)
+    catalog = by_match["/api/catalog/*"]
+    assert (catalog.service, catalog.read_auth, catalog.write_auth) == ("catalog", PUBLIC, USER)
+    token = by_match["/api/identity/token/*"]
+    assert token.rate_limit is not None and token.rate_limit.per_second == 20
+    assert all(r.max_body_bytes == 1 << 20 and r.timeout_s == 15 for r in table.routes)
+    assert table.services == ("catalog", "identity")
+    assert table.jwt.issuer == "mercato-identity" and table.jwt.audiences == ("mercato",)
+
+
+def test_most_specific_route_comes_first_whatever_the_file_order() -> None:
+    table = parse_routes(_doc(
+        {"prefix": "/api/identity", "service": "identity"},
+        {"prefix": "/api/identity/me", "service": "identity", "auth": "user"},
+        {"path": "/.well-known/jwks.json", "service": "identity"},
+        {"prefix": "/", "service": "storefront"},
+    ))
+    assert [r.match for r in table.routes] == [
+        "/.well-known/jwks.json", "/api/identity/me/*", "/api/identity/*", "//*"]
+
+
+def test_trailing_slash_on_a_prefix_means_the_same_subtree() -> None:
+    table = parse_routes(_doc({"prefix": "/api/catalog/", "service": "catalog"}))
+    assert table.routes[0].prefix == "/api/catalog"
+
+
+def test_a_new_service_is_one_line(tmp_path: Path) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(default_routes_file().read_text()
+                      + "  - {prefix: /api/cart, service: cart, auth: user}\n")
+    table = load_routes(routes)
+    assert "cart" in table.services
+    cart = next(r for r in table.routes if r.service == "cart")
+    assert (cart.read_auth, cart.write_auth) == (USER, USER)
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"prefix": "/a", "path": "/b", "service": "x"}, "exactly one of"),
+    ({"service": "x"}, "exactly one of"),
+    ({"prefix": "/a", "service": "x", "auth": "users"}, "must be one of"),
+    ({"prefix": "/a", "service": "x", "auth": {"read": "public"}}, "both `read` and `write`"),
+    ({"prefix": "/a", "service": "x", "auht": "user"}, "unknown key"),
+    ({"prefix": "a", "service": "x"}, "absolute path"),
+    ({"prefix": "/a?b", "service": "x"}, "absolute path"),
+    ({"prefix": "/a", "service": "Bad-Name"}, "service name"),
+    ({"prefix": "/a", "service": "x", "rate_limit": {"per_second": 0}}, "positive integer"),
+    ({"prefix": "/a", "service": "x", "max_body_bytes": -1}, "positive integer"),
+])
+def test_bad_entries_are_refused(entry: dict[str, object], message: str) -> None:
+    with pytest.raises(RoutesError, match=message):
+        parse_routes(_doc(entry))
+
+
+def test_duplicate_routes_are_refused() -> None:
+    with pytest.raises(RoutesError, match="repeats"):
+        parse_routes(_doc({"prefix": "/a", "service": "x"}, {"prefix": "/a/", "service": "y"}))
+
+
+def test_unreadable_file_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "routes.yaml"
+    bad.write_text("routes: [")
+    with pytest.raises(RoutesError, match=str(bad)):
+        load_routes(bad)
