@@ -82,7 +82,8 @@ async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
     db = ctx.require_db()
     keys = KeyRing(db, publication_grace=timedelta(seconds=settings.key_publication_grace_s),
                    cache_s=settings.signing_key_cache_s,
-                   unknown_kid_refetch_s=settings.unknown_kid_refetch_s, clock=utc_now)
+                   unknown_kid_refetch_s=settings.unknown_kid_refetch_s, clock=utc_now,
+                   publish_lead=timedelta(seconds=settings.signing_key_publish_lead_s))
     await keys.start()
     hasher = build_hasher(settings)
     ctx.state[KEY_RING] = keys

@@ -32,6 +32,10 @@ class IdentitySettings(ServiceSettings):
     # How stale an instance's view of the active signing key may be: after a rotation on
     # another instance, this one keeps signing with the old key for at most this long.
     signing_key_cache_s: float = Field(5.0, ge=0)
+    # A rotated key is published this long before it signs. The edge (Envoy jwt_authn) caches
+    # the JWKS for 30 s and does not refetch on an unknown kid, so a token signed with a key
+    # the edge has not fetched yet would get 401 there.
+    signing_key_publish_lead_s: float = Field(35.0, ge=0)
     # Unknown kids re-read the key table at most this often, so forged kids cannot turn
     # every request into a database query.
     unknown_kid_refetch_s: float = Field(1.0, ge=0)
@@ -51,4 +55,5 @@ class IdentitySettings(ServiceSettings):
     def key_publication_grace_s(self) -> float:
         """How long a retired key stays in the JWKS: the last token it signed must verify
         until it expires, on every instance, whatever their key caches and clock skew."""
-        return self.access_token_ttl_s + self.signing_key_cache_s + 60.0
+        return (self.access_token_ttl_s + self.signing_key_cache_s
+                + self.signing_key_publish_lead_s + 60.0)

@@ -26,7 +26,10 @@ PASSWORD = "correct horse battery"
 
 def settings_for(database_url: str, **overrides: Any) -> IdentitySettings:
     values: dict[str, Any] = {"database_url": database_url, "nats_url": "",
-                              "register_instance": False, **FAST_ARGON2, **overrides}
+                              "register_instance": False, **FAST_ARGON2,
+                              # signing with a new key at once keeps rotation tests direct;
+                              # the lead itself is tested on the key ring
+                              "signing_key_publish_lead_s": 0.0, **overrides}
     return IdentitySettings(**values)
 
 

@@ -91,6 +91,23 @@ async def test_retired_keys_leave_the_jwks_after_the_grace_period(db: Database) 
     assert set(stored) == {middle, newest}
 
 
+async def test_a_rotated_key_is_published_before_it_signs(db: Database) -> None:
+    """The edge caches the JWKS and never refetches for an unknown kid: a new key must be
+    in the JWKS for the whole lead before any token carries it."""
+    clock = Clock()
+    keys = KeyRing(db, publication_grace=GRACE, cache_s=0.0, unknown_kid_refetch_s=0.0,
+                   clock=clock, publish_lead=timedelta(seconds=35))
+    await keys.start()
+    old = (await keys.active_key()).kid  # the very first key signs at once: nothing to wait for
+    new = await keys.rotate()
+    assert {k["kid"] for k in (await keys.jwks())["keys"]} == {old, new}
+    assert (await keys.active_key()).kid == old
+    clock.now += timedelta(seconds=34)
+    assert (await keys.active_key()).kid == old
+    clock.now += timedelta(seconds=2)
+    assert (await keys.active_key()).kid == new
+
+
 async def _sessions(db: Database, keys: KeyRing) -> Sessions:
     return Sessions(Argon2Hasher(time_cost=1, memory_cost_kib=8, parallelism=1),
                     JwtIssuer(keys, issuer="mercato-identity", audience="mercato", ttl_s=900),

@@ -131,6 +131,8 @@ class OutboxRelay:
                     self._metrics.publish_errors.inc()
                 log.warning("outbox_relay_failed", error=f"{type(exc).__name__}: {exc}",
                             retry_in=backoff)
+                with contextlib.suppress(Exception):  # the backlog matters most during outages
+                    await self.update_gauges()
                 if listener is not None and not listener.is_closed():
                     with contextlib.suppress(Exception):
                         await listener.close()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+import structlog
 from chassis.db import UnitOfWork
 from chassis.errors import Conflict, NotFound, PreconditionFailed, Unprocessable
 
 from catalog.adapters.repository import CatalogRepository, ProductPage
 from catalog.domain.model import ACTIVE, CatalogError, Category, Money, Product
 from catalog.service_layer import events
+
+log = structlog.get_logger("catalog")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,7 @@ async def create_product(uow: UnitOfWork, cmd: NewProduct) -> Product:
         await repo.add(product, category_id)
         await events.product_created(uow.session, product)
         await uow.commit()
+        log.info("product_created", sku=product.sku, product_id=str(product.id))
         return product
 
 
@@ -79,6 +83,7 @@ async def update_product(uow: UnitOfWork, product_id: uuid.UUID, changes: Produc
         await repo.save(updated, await _category_id(repo, updated.category))
         await events.product_changed(uow.session, current, updated)
         await uow.commit()
+        log.info("product_updated", sku=updated.sku, version=updated.version)
         return updated
 
 
@@ -92,6 +97,7 @@ async def discontinue_product(uow: UnitOfWork, product_id: uuid.UUID) -> Product
         await repo.save(gone, await _category_id(repo, gone.category))
         await events.product_discontinued(uow.session, gone)
         await uow.commit()
+        log.info("product_discontinued", sku=gone.sku)
         return gone
 
 

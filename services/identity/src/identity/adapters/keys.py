@@ -89,9 +89,11 @@ class KeyRing:
     """identity's signing keys; also the chassis ``KeySource`` for identity's own checks."""
 
     def __init__(self, db: Database, *, publication_grace: timedelta, cache_s: float,
-                 unknown_kid_refetch_s: float, clock: Clock) -> None:
+                 unknown_kid_refetch_s: float, clock: Clock,
+                 publish_lead: timedelta = timedelta(0)) -> None:
         self._db = db
         self._grace = publication_grace
+        self._lead = publish_lead
         self._cache_s = cache_s
         self._refetch_s = unknown_kid_refetch_s
         self._clock = clock
@@ -164,10 +166,18 @@ class KeyRing:
         return material.kid
 
     async def active_key(self) -> SigningKey:
+        """The key to sign with now. For ``publish_lead`` after a rotation that is still the
+        key it replaced: the new one is published at once, but caches (the edge's JWKS) need
+        time to fetch it before tokens signed with it can be checked everywhere."""
         await self._reload_if_older_than(self._cache_s)
-        if self._active is None:
+        active = self._active
+        if active is None:
             raise RuntimeError("identity has no active signing key; was the key ring started?")
-        return self._active
+        if self._clock() >= active.created_at + self._lead:
+            return active
+        replaced = [k for k in self._keys.values()
+                    if k.retired_at is not None and k.retired_at >= active.created_at]
+        return max(replaced, key=lambda k: k.created_at, default=active)
 
     async def key_for(self, kid: str) -> Any | None:
         key = self._keys.get(kid)
