@@ -20,7 +20,7 @@ import jwt
 import structlog
 from jwt.algorithms import RSAAlgorithm
 
-from chassis.errors import Forbidden, Unauthorized
+from chassis.errors import Forbidden, ServiceUnavailable, Unauthorized
 
 ALLOWED_ALGORITHMS = ("RS256",)
 log = structlog.get_logger("chassis.auth")
@@ -70,21 +70,30 @@ class RemoteJwks:
                 return self._keys[kid]
             # Unknown kids must not turn every forged token into a JWKS request.
             if time.monotonic() - self._fetched_at >= self._min_refetch or not self._keys:
-                await self._refresh()
+                fetched = await self._refresh()
+                if not fetched and kid not in self._keys:
+                    # We cannot tell a new key from a forged one: say so, rather than a 401
+                    # that would log a valid user out, or a 500.
+                    raise ServiceUnavailable(
+                        "tokens cannot be checked right now: the identity keys are unreachable",
+                        headers={"Retry-After": "2"})
         return self._keys.get(kid)
 
-    async def _refresh(self) -> None:
-        url = await self._resolve(self._url) if self._resolve else self._url
+    async def _refresh(self) -> bool:
+        """Fetch the JWKS; on any failure keep the old keys and return False."""
         try:
+            url = await self._resolve(self._url) if self._resolve else self._url
             async with self._session().get(url, timeout=aiohttp.ClientTimeout(total=3)) as resp:
                 resp.raise_for_status()
                 document = await resp.json(content_type=None)
+            keys = keys_from_jwks(document)
         except Exception as exc:
-            log.warning("jwks_fetch_failed", url=url, error=str(exc))
+            log.warning("jwks_fetch_failed", url=self._url, error=f"{type(exc).__name__}: {exc}")
             self._fetched_at = time.monotonic()
-            return
-        self._keys = keys_from_jwks(document)
+            return False
+        self._keys = keys
         self._fetched_at = time.monotonic()
+        return True
 
 
 def keys_from_jwks(document: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ through the registry; anything else is used as written (production DNS, the edge
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from urllib.parse import urlsplit, urlunsplit
@@ -14,6 +15,8 @@ from chassis.errors import ServiceUnavailable
 from chassis.registry import Instance, RegistryClient
 
 _CACHE_S = 2.0
+_STALE_OK_S = 30.0
+_LOOKUP_TIMEOUT_S = 2.0
 
 
 def is_service_name(host: str) -> bool:
@@ -32,9 +35,17 @@ class Resolver:
         if cached and now - cached[0] < _CACHE_S and cached[1]:
             return cached[1]
         registry: RegistryClient | None = self._provider()  # type: ignore[operator]
-        if registry is None:
-            raise ServiceUnavailable(f"cannot resolve '{service}': the registry is not connected")
-        found = await registry.instances(service)
+        try:
+            if registry is None:
+                raise ConnectionError("the registry is not connected")
+            found = await asyncio.wait_for(registry.instances(service), _LOOKUP_TIMEOUT_S)
+        except Exception as exc:
+            # A slow or briefly unreachable registry must not fail calls to services that
+            # were alive a moment ago: serve the last answer for a while.
+            if cached and now - cached[0] < _STALE_OK_S and cached[1]:
+                return cached[1]
+            raise ServiceUnavailable(f"cannot resolve '{service}': {exc or type(exc).__name__}",
+                                     headers={"Retry-After": "2"}) from exc
         self._cache[service] = (now, found)
         return found
 

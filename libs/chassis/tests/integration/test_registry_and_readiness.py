@@ -161,3 +161,53 @@ async def test_remote_jwks_refetches_on_unknown_kid_after_rotation() -> None:
     finally:
         await session.close()
         await runner.cleanup()
+
+
+async def test_unreachable_jwks_is_503_not_500_and_not_401() -> None:
+    """A token with a key we cannot fetch: neither 'you are logged out' (401) nor a crash."""
+    from chassis.errors import ServiceUnavailable
+    from chassis.testing import TokenMinter
+
+    class Broken(Exception):
+        pass
+
+    async def resolve(_: str) -> str:
+        raise Broken("registry timed out")
+
+    import aiohttp
+
+    session = aiohttp.ClientSession()
+    try:
+        verifier = TokenVerifier(RemoteJwks("http://identity/jwks", lambda: session,
+                                            resolve=resolve), issuer="mercato-identity",
+                                 audience="mercato")
+        with pytest.raises(ServiceUnavailable):
+            await verifier.verify(TokenMinter().token())
+    finally:
+        await session.close()
+
+
+async def test_resolver_serves_the_last_answer_when_the_registry_stalls(nats_url: str) -> None:
+    import chassis.discovery as discovery
+
+    nc = await nats.connect(nats_url)
+    try:
+        client = reg.RegistryClient(nc)
+        r = reg.Registration(client, service="stally", instance_id="stally-1",
+                             host="127.0.0.1", port=4322)
+        await r.start()
+        resolver = Resolver(lambda: client)
+        assert await resolver.resolve_url("http://stally/x") == "http://127.0.0.1:4322/x"
+
+        async def stalled(service: str | None = None) -> list[reg.Instance]:
+            raise TimeoutError("nats: timeout")
+
+        client.instances = stalled  # type: ignore[method-assign]
+        resolver._cache = {k: (v[0] - discovery._CACHE_S - 1, v[1])
+                           for k, v in resolver._cache.items()}  # expire the fresh cache
+        assert await resolver.resolve_url("http://stally/x") == "http://127.0.0.1:4322/x"
+        with pytest.raises(ServiceUnavailable):
+            await resolver.resolve_url("http://never-seen/x")
+        await r.stop()
+    finally:
+        await nc.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-SERVICES = ["identity", "catalog"]
+SERVICES = ["identity", "catalog", "inventory"]
 
 _SCALE = re.compile(r"^([a-z][a-z0-9_]*)=(\d+)$")
 

@@ -1,0 +1,100 @@
+"""The inventory's message entrypoints: one durable consumer per stream it reads.
+
+Each handler decodes the contract and calls a service-layer function in the consumer's
+transaction (the same one that writes the inbox row), so a message takes effect once.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import structlog
+from chassis.messaging.consumer import ConsumerSpec, Handler
+from chassis.messaging.envelope import Envelope, PoisonMessage
+from chassis.messaging.streams import commands_stream_name, events_stream_name
+from contracts.base import Contract
+from contracts.catalog.v1 import (
+    PriceChanged,
+    ProductCreated,
+    ProductDiscontinued,
+    ProductUpdated,
+)
+from contracts.inventory.v1 import CommitReservation, ReleaseStock, ReserveStock
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from inventory.adapters.orm import ID_LENGTH, SKU_LENGTH
+from inventory.domain.model import Policy
+from inventory.service_layer import handlers
+
+log = structlog.get_logger("inventory")
+
+COMMANDS_CONSUMER = "inventory-commands"
+CATALOG_CONSUMER = "inventory-catalog-events"
+
+C = TypeVar("C", bound=Contract)
+
+
+def parse(model: type[C], envelope: Envelope) -> C:
+    """The contract in the message, or PoisonMessage (retried, then dead-lettered)."""
+    try:
+        parsed = model.model_validate(envelope.payload)
+    except ValidationError as exc:
+        raise PoisonMessage(f"{envelope.message_type}: invalid payload "
+                            f"({exc.error_count()} error(s))") from exc
+    for name in ("reservation_id", "order_id"):
+        value = getattr(parsed, name, None)
+        if value is not None and not 0 < len(value) <= ID_LENGTH:
+            raise PoisonMessage(f"{envelope.message_type}: {name} must be 1-{ID_LENGTH} chars")
+    return parsed
+
+
+def command_handlers(policy: Policy) -> dict[str, Handler]:
+    async def reserve(session: AsyncSession, envelope: Envelope) -> None:
+        await handlers.reserve_stock(session, parse(ReserveStock, envelope), policy,
+                                     causation_id=str(envelope.message_id))
+
+    async def release(session: AsyncSession, envelope: Envelope) -> None:
+        await handlers.release_stock(session, parse(ReleaseStock, envelope),
+                                     causation_id=str(envelope.message_id))
+
+    async def commit(session: AsyncSession, envelope: Envelope) -> None:
+        await handlers.commit_reservation(session, parse(CommitReservation, envelope),
+                                          causation_id=str(envelope.message_id))
+
+    return {ReserveStock.message_type(): reserve, ReleaseStock.message_type(): release,
+            CommitReservation.message_type(): commit}
+
+
+async def product_created(session: AsyncSession, envelope: Envelope) -> None:
+    event = parse(ProductCreated, envelope)
+    if not 0 < len(event.sku) <= SKU_LENGTH:
+        raise PoisonMessage(f"ProductCreated: SKU must be 1-{SKU_LENGTH} chars")
+    await handlers.ensure_stock(session, event.sku)
+
+
+async def product_discontinued(session: AsyncSession, envelope: Envelope) -> None:
+    # The row stays: units on hand still exist and live reservations must still commit or
+    # release. The catalog stops selling the product, so no new reservations should come.
+    event = parse(ProductDiscontinued, envelope)
+    log.info("product_discontinued", sku=event.sku)
+
+
+async def ignore(session: AsyncSession, envelope: Envelope) -> None:
+    """Names and prices do not touch stock; handled (and recorded in the inbox) as no-ops."""
+
+
+def catalog_handlers() -> dict[str, Handler]:
+    return {ProductCreated.message_type(): product_created,
+            ProductDiscontinued.message_type(): product_discontinued,
+            ProductUpdated.message_type(): ignore, PriceChanged.message_type(): ignore}
+
+
+def consumer_specs(policy: Policy) -> list[ConsumerSpec]:
+    return [
+        ConsumerSpec(COMMANDS_CONSUMER, commands_stream_name("inventory"),
+                     ["inventory.commands.>"], command_handlers(policy)),
+        # CATALOG_EVENTS is declared by catalog; until it exists the consumer loop retries.
+        ConsumerSpec(CATALOG_CONSUMER, events_stream_name("catalog"), ["catalog.events.>"],
+                     catalog_handlers()),
+    ]
