@@ -170,6 +170,7 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registration: Registration | None = None
+        background: list[asyncio.Task[Any]] = []
         ctx.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=60),
             timeout=aiohttp.ClientTimeout(total=5, connect=1))
@@ -181,6 +182,9 @@ def create_service_app(
             async def on_nats(nc: NATS) -> None:
                 nonlocal registration
                 ctx.registry = RegistryClient(nc)
+                keys = ctx.verifier.key_source if ctx.verifier is not None else None
+                if isinstance(keys, RemoteJwks):
+                    background.append(asyncio.create_task(keys.warm(), name="jwks-warm"))
                 if ctx.messaging is not None:
                     await ctx.messaging.start(nc)
                 if settings.register_instance:
@@ -196,6 +200,8 @@ def create_service_app(
                 log.info("service_started", port=settings.port)
                 yield
         finally:
+            for task in background:
+                task.cancel()
             if registration is not None:
                 await registration.stop()
             if ctx.messaging is not None:

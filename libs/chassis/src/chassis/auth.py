@@ -79,6 +79,21 @@ class RemoteJwks:
                         headers={"Retry-After": "2"})
         return self._keys.get(kid)
 
+    async def warm(self, give_up_after_s: float = 120.0) -> bool:
+        """Fetch the keys ahead of the first token, retrying while identity starts.
+
+        With the keys cached, token checks keep working through a registry (NATS) outage;
+        without them, the first token after such an outage could not be checked.
+        """
+        delay, deadline = 0.2, time.monotonic() + give_up_after_s
+        while time.monotonic() < deadline:
+            async with self._lock:
+                if await self._refresh():
+                    return True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        return False
+
     async def _refresh(self) -> bool:
         """Fetch the JWKS; on any failure keep the old keys and return False."""
         try:
@@ -110,6 +125,10 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_s
+
+    @property
+    def key_source(self) -> KeySource:
+        return self._keys
 
     async def verify(self, token: str) -> Principal:
         try:
