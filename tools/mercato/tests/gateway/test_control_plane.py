@@ -77,7 +77,7 @@ def test_prepare_writes_every_file_and_returns_the_envoy_argv(tmp_path: Path) ->
     argv = prepare(cfg)
     names = sorted(p.name for p in cfg.envoy_dir.iterdir())
     assert names == ["bootstrap.yaml", "cds.yaml", "eds-catalog.yaml", "eds-identity.yaml",
-                     "lds.yaml"]
+                     "eds-inventory.yaml", "lds.yaml"]
     assert argv[1:3] == ["-c", str(cfg.bootstrap_file)]
     assert argv[argv.index("--concurrency") + 1] == "1"
     assert argv[argv.index("--log-level") + 1] == "warn"

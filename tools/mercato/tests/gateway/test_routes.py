@@ -31,7 +31,9 @@ def test_packaged_routes_cover_the_public_api() -> None:
     token = by_match["/api/identity/token/*"]
     assert token.rate_limit is not None and token.rate_limit.per_second == 20
     assert all(r.max_body_bytes == 1 << 20 and r.timeout_s == 15 for r in table.routes)
-    assert table.services == ("catalog", "identity")
+    inventory = by_match["/api/inventory/*"]
+    assert (inventory.read_auth, inventory.write_auth) == (PUBLIC, USER)
+    assert table.services == ("catalog", "identity", "inventory")
     assert table.jwt.issuer == "mercato-identity" and table.jwt.audiences == ("mercato",)
 
 

@@ -12,7 +12,6 @@ from mercato.gateway.envoy import static_bootstrap, validate, validate_generated
 from mercato.gateway.routes import default_routes_file, load_routes
 
 LATER_SERVICES = """\
-  - {prefix: /api/inventory, service: inventory, auth: {read: public, write: user}}
   - {prefix: /api/cart, service: cart, auth: user}
   - {prefix: /api/orders, service: orders, auth: user, timeout_s: 30}
   - {prefix: /api/payments, service: payments, auth: user}
