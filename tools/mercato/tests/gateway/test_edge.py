@@ -250,15 +250,19 @@ async def test_access_log_lines_are_json_with_trace_context(platform: Platform) 
         if not log_file.exists():
             return None
         for raw in log_file.read_text().splitlines():
-            entry = json.loads(raw)
-            if entry["request_id"] == request_id:
+            try:
+                entry = json.loads(raw)
+            except json.JSONDecodeError:
+                continue  # Envoy may be half-way through writing the last line
+            if entry.get("request_id") == request_id:
                 return dict(entry)
         return None
 
     async def logged() -> bool:
         return line() is not None
 
-    await wait_for(logged, 5, "the access log line", every=0.1)
+    # Envoy flushes the file every second; a loaded machine can delay that further.
+    await wait_for(logged, 15, "the access log line", every=0.1)
     entry = line()
     assert entry is not None
     assert entry["method"] == "GET" and entry["path"] == "/api/catalog/products?log=1"
