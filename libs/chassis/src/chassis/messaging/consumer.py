@@ -121,7 +121,10 @@ class InboxConsumer:
                         else:
                             outcomes[i] = Outcome.DUPLICATE
                     await uow.commit()
-            except Exception:
+            except Exception as exc:
+                # Find the failing message by handling each alone.
+                log.info("batch_fell_back_to_single", consumer=self.spec.name,
+                         size=len(ready), error=f"{type(exc).__name__}: {exc}"[:300])
                 for i, delivery, _, _ in ready:
                     outcomes[i] = await self.process(delivery)
                 return [outcomes[i] for i in range(len(deliveries))]
