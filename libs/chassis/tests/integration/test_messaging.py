@@ -130,7 +130,11 @@ async def test_relay_and_consumer_over_jetstream_keep_the_trace(
     from chassis.tracing import configure_tracing
     from opentelemetry import trace
 
-    configure_tracing("toy", "toy-1", None)
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exported = InMemorySpanExporter()
+    configure_tracing("toy", "toy-1", None).add_span_processor(SimpleSpanProcessor(exported))
     producer = f"p{uuid.uuid4().hex[:8]}"
     await ensure_events_stream(js, producer)
     await ensure_dead_letter_stream(js)
@@ -163,6 +167,14 @@ async def test_relay_and_consumer_over_jetstream_keep_the_trace(
         await asyncio.wait_for(task, 5)
     assert await counter(db) == 3
     assert seen_traces == [trace_id] * 3  # the consumer's span continues the producer's trace
+    spans = [sp for sp in exported.get_finished_spans()
+             if format(sp.context.trace_id, "032x") == trace_id]
+    publishes = {sp.context.span_id: sp for sp in spans if sp.name.startswith("publish ")}
+    consumes = [sp for sp in spans if sp.name.startswith("consume ")]
+    assert len(publishes) == 3 and len(consumes) == 3
+    assert all(sp.kind == trace.SpanKind.PRODUCER for sp in publishes.values())
+    # request → publish (relay) → consume: each consume span is a child of a publish span
+    assert all(sp.parent is not None and sp.parent.span_id in publishes for sp in consumes)
 
 
 async def test_relay_survives_broker_outage_and_delivers_everything(

@@ -20,12 +20,15 @@ from datetime import datetime
 import asyncpg
 import orjson
 import structlog
+from opentelemetry import propagate, trace
 
 from chassis.messaging.broker import Outgoing, Publisher
+from chassis.messaging.envelope import H_MESSAGE_ID
 from chassis.messaging.metrics import MessagingMetrics
 from chassis.messaging.tables import OUTBOX_CHANNEL
 
 log = structlog.get_logger("chassis.relay")
+_tracer = trace.get_tracer("chassis.messaging")
 
 FaultHook = Callable[[str], Awaitable[None]]
 
@@ -36,6 +39,21 @@ WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 _MARK = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
 _BACKLOG = ("SELECT count(*), extract(epoch FROM now() - min(created_at)) "
             "FROM outbox WHERE published_at IS NULL")
+
+
+def _publish_span(subject: str, headers: dict[str, str]) -> trace.Span:
+    """A PRODUCER span in the trace captured when the row was written; its context replaces
+    the headers' traceparent, so the consumer's span is its child: request → publish →
+    consume, one trace across the broker."""
+    parent = propagate.extract(headers)
+    span = _tracer.start_span(f"publish {subject}", context=parent,
+                              kind=trace.SpanKind.PRODUCER,
+                              attributes={"messaging.system": "nats",
+                                          "messaging.destination.name": subject,
+                                          "messaging.message.id": headers.get(H_MESSAGE_ID, "")})
+    if span.get_span_context().is_valid:
+        propagate.inject(headers, context=trace.set_span_in_context(span, parent))
+    return span
 
 
 def asyncpg_dsn(sqlalchemy_url: str) -> str:
@@ -74,8 +92,16 @@ class OutboxRelay:
             rows = await conn.fetch(_CLAIM, self.batch_size)
             if not rows:
                 return 0
-            await self._publisher.publish_batch([
-                Outgoing(r["subject"], r["payload"], orjson.loads(r["headers"])) for r in rows])
+            outgoing, spans = [], []
+            for r in rows:
+                headers = orjson.loads(r["headers"])
+                spans.append(_publish_span(r["subject"], headers))
+                outgoing.append(Outgoing(r["subject"], r["payload"], headers))
+            try:
+                await self._publisher.publish_batch(outgoing)
+            finally:
+                for span in spans:
+                    span.end()
             if self._fault is not None:
                 await self._fault("after_publish")
             await conn.execute(_MARK, [r["id"] for r in rows])
