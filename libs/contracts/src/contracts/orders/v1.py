@@ -1,0 +1,53 @@
+"""Events the orders service publishes (ORDERS_EVENTS) about an order's life."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.base import Event
+
+
+class OrderLine(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    product_id: str
+    sku: str
+    name: str
+    quantity: int = Field(gt=0)
+    unit_price: str
+
+
+class _OrdersEvent(Event):
+    owner: ClassVar[str] = "orders"
+
+
+class OrderPlaced(_OrdersEvent):
+    order_id: str
+    customer_id: str
+    customer_email: str | None = None
+    lines: list[OrderLine]
+    total: str
+    currency: str
+
+
+class OrderApproved(_OrdersEvent):
+    order_id: str
+    customer_id: str
+    customer_email: str | None = None
+    total: str
+    currency: str
+
+
+class OrderRejected(_OrdersEvent):
+    order_id: str
+    customer_id: str
+    customer_email: str | None = None
+    reason: str
+
+
+class OrderCancelled(_OrdersEvent):
+    order_id: str
+    customer_id: str
+    customer_email: str | None = None
+    reason: str | None = None
