@@ -237,11 +237,16 @@ async def test_service_without_instances_is_503_problem(platform: Platform) -> N
 
 
 async def test_access_log_lines_are_json_with_trace_context(platform: Platform) -> None:
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    status, headers, _b = await fetch(platform.http, "GET",
-                                      platform.url("/api/catalog/products?log=1"),
-                                      headers={"traceparent": traceparent,
-                                               "User-Agent": "edge-test"})
+    # Another test in this process may have instrumented aiohttp globally (every service
+    # app does); it would replace our traceparent with one of its own.
+    with suppress_instrumentation():
+        status, headers, _b = await fetch(platform.http, "GET",
+                                          platform.url("/api/catalog/products?log=1"),
+                                          headers={"traceparent": traceparent,
+                                                   "User-Agent": "edge-test"})
     assert status == 200
     request_id = headers["x-request-id"]
     log_file = platform.edge.cfg.logs_dir / "envoy-access.log"
