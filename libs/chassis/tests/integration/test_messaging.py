@@ -129,7 +129,6 @@ async def test_relay_and_consumer_over_jetstream_keep_the_trace(
         db: Database, fresh_database: str, js: JetStreamContext) -> None:
     from chassis.tracing import configure_tracing
     from opentelemetry import trace
-
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 

@@ -1,0 +1,297 @@
+"""A resilient client for service-to-service HTTP calls, on aiohttp.
+
+``http://<service>/path`` is resolved through the registry on every attempt (so calls and
+retries spread over live instances). Every attempt has a timeout. Only requests that are safe
+to repeat are retried — idempotent methods, or any method carrying an ``Idempotency-Key`` —
+after a full-jitter exponential backoff, and only on transport errors, timeouts and
+502/503/504. Each target service has its own circuit breaker (stop calling a service that is
+failing, probe it again after a cool-down) and its own bulkhead (a cap on concurrent calls
+that fails fast, so one slow dependency cannot take every connection and task). What cannot
+be answered surfaces as ``UpstreamUnavailable``, a 503 problem the caller may map to a
+fallback. The W3C trace context and the caller's identity travel with each request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+from opentelemetry import propagate
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from chassis.errors import ServiceUnavailable
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+RETRYABLE_STATUSES = frozenset({502, 503, 504})
+H_IDEMPOTENCY_KEY = "Idempotency-Key"
+H_SERVICE_IDENTITY = "Mercato-Caller"  # the calling service, for logs and authorization
+
+
+class UrlResolver(Protocol):
+    async def resolve_url(self, url: str) -> str: ...
+
+
+class UpstreamUnavailable(ServiceUnavailable):
+    """The target could not answer usefully; ``reason`` says why (for logs and fallbacks)."""
+
+    def __init__(self, target: str, reason: str, *, status: int | None = None) -> None:
+        super().__init__(f"'{target}' is unavailable: {reason}", headers={"Retry-After": "2"})
+        self.target, self.reason, self.upstream_status = target, reason, status
+
+
+class CircuitOpen(UpstreamUnavailable):
+    pass
+
+
+class BulkheadFull(UpstreamUnavailable):
+    pass
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    consecutive_failures: int = 5
+    failure_ratio: float = 0.5  # over the last ``window`` calls, once ``min_calls`` were made
+    window: int = 20
+    min_calls: int = 10
+    cool_down_s: float = 5.0
+
+
+class CircuitBreaker:
+    CLOSED, HALF_OPEN, OPEN = 0, 1, 2  # also the values of the state gauge
+
+    def __init__(self, settings: BreakerSettings, clock: Callable[[], float] = time.monotonic,
+                 on_change: Callable[[int], None] | None = None) -> None:
+        self._s = settings
+        self._clock = clock
+        self._on_change = on_change
+        self._state = self.CLOSED
+        self._opened_at = 0.0
+        self._consecutive = 0
+        self._recent: deque[bool] = deque(maxlen=settings.window)  # True = failed
+        self._probing = False
+
+    @property
+    def state(self) -> int:
+        return self._state
+
+    def allow(self) -> bool:
+        """May a call go out now? In half-open, exactly one probe at a time may."""
+        if self._state == self.OPEN and self._clock() - self._opened_at >= self._s.cool_down_s:
+            self._set(self.HALF_OPEN)
+        if self._state == self.CLOSED:
+            return True
+        if self._state == self.HALF_OPEN and not self._probing:
+            self._probing = True
+            return True
+        return False
+
+    def success(self) -> None:
+        self._probing = False
+        self._consecutive = 0
+        if self._state != self.CLOSED:
+            self._recent.clear()  # the old failures say nothing about the recovered service
+            self._set(self.CLOSED)
+        self._recent.append(False)
+
+    def failure(self) -> None:
+        self._probing = False
+        self._consecutive += 1
+        self._recent.append(True)
+        if self._state == self.HALF_OPEN or self._tripped():
+            self._opened_at = self._clock()
+            self._set(self.OPEN)
+
+    def release(self) -> None:
+        """A call ended with no verdict (cancelled): let another probe go."""
+        self._probing = False
+
+    def _tripped(self) -> bool:
+        if self._consecutive >= self._s.consecutive_failures:
+            return True
+        n = len(self._recent)
+        return n >= self._s.min_calls and sum(self._recent) / n >= self._s.failure_ratio
+
+    def _set(self, state: int) -> None:
+        if state != self._state:
+            self._state = state
+            if self._on_change is not None:
+                self._on_change(state)
+
+
+@dataclass(frozen=True)
+class ServiceResponse:
+    """A read response: the connection is back in the pool before the caller sees it."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.calls = Counter("http_client_calls_total", "Service calls by target and outcome",
+                             ["target", "outcome"], registry=registry)
+        self.retries = Counter("http_client_retries_total", "Retried attempts by target",
+                               ["target"], registry=registry)
+        self.breaker = Gauge("http_client_breaker_state",
+                             "Circuit breaker state (0 closed, 1 half-open, 2 open)",
+                             ["target"], registry=registry)
+
+
+class ServiceClient:
+    def __init__(self, session_provider: Callable[[], aiohttp.ClientSession],
+                 resolver: UrlResolver, *, timeout_s: float = 2.0, retries: int = 2,
+                 backoff_base_s: float = 0.05, backoff_max_s: float = 1.0,
+                 breaker: BreakerSettings | None = None, bulkhead: int = 32,
+                 service_identity: str | None = None,
+                 registry: CollectorRegistry | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        # session_provider: the app's shared session is created in its lifespan, after us.
+        self._sessions = session_provider
+        self._resolver = resolver
+        self._timeout_s = timeout_s
+        self._retries = retries
+        self._backoff = (backoff_base_s, backoff_max_s)
+        self._breaker_settings = breaker or BreakerSettings()
+        self._bulkhead_size = bulkhead
+        self._identity = service_identity
+        self._clock = clock
+        self._metrics = _Metrics(registry) if registry is not None else None
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._bulkheads: dict[str, asyncio.Semaphore] = {}
+
+    def breaker(self, target: str) -> CircuitBreaker:
+        if target not in self._breakers:
+            gauge = self._metrics.breaker.labels(target) if self._metrics else None
+            self._breakers[target] = CircuitBreaker(
+                self._breaker_settings, self._clock,
+                on_change=(lambda s: gauge.set(s)) if gauge is not None else None)
+            if gauge is not None:
+                gauge.set(CircuitBreaker.CLOSED)
+        return self._breakers[target]
+
+    async def get(self, url: str, **kw: Any) -> ServiceResponse:
+        return await self.request("GET", url, **kw)
+
+    async def head(self, url: str, **kw: Any) -> ServiceResponse:
+        return await self.request("HEAD", url, **kw)
+
+    async def post(self, url: str, **kw: Any) -> ServiceResponse:
+        return await self.request("POST", url, **kw)
+
+    async def put(self, url: str, **kw: Any) -> ServiceResponse:
+        return await self.request("PUT", url, **kw)
+
+    async def patch(self, url: str, **kw: Any) -> ServiceResponse:
+        return await self.request("PATCH", url, **kw)
+
+    async def delete(self, url: str, **kw: Any) -> ServiceResponse:
+        return await self.request("DELETE", url, **kw)
+
+    async def request(self, method: str, url: str, *, params: Mapping[str, str] | None = None,
+                      json: Any = None, data: bytes | None = None,
+                      headers: Mapping[str, str] | None = None,
+                      authorization: str | None = None, idempotency_key: str | None = None,
+                      timeout_s: float | None = None) -> ServiceResponse:
+        """Call ``url``; a 2xx to 4xx answer is returned, anything else raises
+        ``UpstreamUnavailable`` (``CircuitOpen``/``BulkheadFull`` when refused locally)."""
+        method = method.upper()
+        target = urlsplit(url).hostname or url
+        out = dict(headers or {})
+        if authorization:
+            out["Authorization"] = authorization
+        if self._identity:
+            out[H_SERVICE_IDENTITY] = self._identity
+        if idempotency_key:
+            out[H_IDEMPOTENCY_KEY] = idempotency_key
+        # Instrumented aiohttp replaces this with its client span's context; without the
+        # instrumentation the callee still joins the caller's trace.
+        propagate.inject(out)
+        repeatable = method in IDEMPOTENT_METHODS or H_IDEMPOTENCY_KEY in out
+        body = orjson.dumps(json) if json is not None else data
+        if json is not None:
+            out.setdefault("Content-Type", "application/json")
+
+        bulkhead = self._bulkheads.setdefault(target, asyncio.Semaphore(self._bulkhead_size))
+        if bulkhead.locked():
+            self._count(target, "bulkhead_full")
+            raise BulkheadFull(target, f"{self._bulkhead_size} calls already in flight")
+        async with bulkhead:
+            return await self._attempts(method, url, target, params, body, out,
+                                        1 + (self._retries if repeatable else 0),
+                                        timeout_s or self._timeout_s)
+
+    async def _attempts(self, method: str, url: str, target: str,
+                        params: Mapping[str, str] | None, body: bytes | None,
+                        headers: dict[str, str], attempts: int,
+                        timeout_s: float) -> ServiceResponse:
+        breaker = self.breaker(target)
+        reason, status = "no attempt made", None
+        for attempt in range(attempts):
+            if attempt:
+                if self._metrics:
+                    self._metrics.retries.labels(target).inc()
+                base, cap = self._backoff
+                # Full jitter: callers that failed together do not retry together.
+                await asyncio.sleep(random.uniform(0, min(cap, base * 2 ** attempt)))  # noqa: S311
+            if not breaker.allow():
+                self._count(target, "circuit_open")
+                raise CircuitOpen(target, "circuit open after repeated failures")
+            try:
+                response = await self._once(method, url, params, body, headers, timeout_s)
+            except (TimeoutError, aiohttp.ClientError, ServiceUnavailable) as exc:
+                breaker.failure()
+                reason, status = _describe(exc, timeout_s), None
+                continue
+            except BaseException:
+                breaker.release()
+                raise
+            if response.status < 500:
+                breaker.success()
+                self._count(target, "ok" if response.status < 400 else "client_error")
+                return response
+            breaker.failure()
+            reason, status = f"answered {response.status}", response.status
+            if response.status not in RETRYABLE_STATUSES:
+                break  # a 500 is a bug over there; asking again rarely helps
+        self._count(target, "failed")
+        raise UpstreamUnavailable(target, reason, status=status)
+
+    async def _once(self, method: str, url: str, params: Mapping[str, str] | None,
+                    body: bytes | None, headers: dict[str, str],
+                    timeout_s: float) -> ServiceResponse:
+        # One bound for the lookup and the whole exchange, body included.
+        async with asyncio.timeout(timeout_s):
+            resolved = await self._resolver.resolve_url(url)
+            async with self._sessions().request(method, resolved, params=params, data=body,
+                                                headers=headers) as r:
+                return ServiceResponse(r.status, dict(r.headers), await r.read())
+
+    def _count(self, target: str, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.calls.labels(target, outcome).inc()
+
+
+def _describe(exc: BaseException, timeout_s: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout_s:g}s"
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+__all__ = ["BreakerSettings", "BulkheadFull", "CircuitBreaker", "CircuitOpen",
+           "ServiceClient", "ServiceResponse", "UpstreamUnavailable"]

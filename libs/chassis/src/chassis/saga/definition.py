@@ -1,0 +1,122 @@
+"""Declarative saga definitions: an ordered list of steps, each a command, the replies that
+end it, and the command that undoes it.
+
+Definitions hold no state and no I/O, so tools (docs, the CLI) can list and draw them.
+Builders receive the saga's data (a JSON object) and return a command contract: anything
+with ``subject()``, ``message_type()`` and ``to_payload()``, which every
+``contracts.base.Command`` has. The chassis does not import the contracts package.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Data = dict[str, Any]
+
+
+class CommandLike(Protocol):
+    @classmethod
+    def subject(cls) -> str: ...
+
+    @classmethod
+    def message_type(cls) -> str: ...
+
+    def to_payload(self) -> dict[str, Any]: ...
+
+
+CommandBuilder = Callable[[Data], CommandLike]
+# A reply handler gets the saga data and the reply's payload; it returns the keys to merge
+# into the data (a payment id, a tracking number, a reason) or None.
+ReplyHandler = Callable[[Data, dict[str, Any]], Mapping[str, Any] | None]
+
+
+def _keep(_data: Data, _payload: dict[str, Any]) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    command: CommandBuilder
+    success: Mapping[str, ReplyHandler | None]
+    failure: Mapping[str, ReplyHandler | None] = field(default_factory=dict)
+    compensation: CommandBuilder | None = None
+    deadline_s: float = 30.0
+    max_resends: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.success:
+            raise ValueError(f"step {self.name!r} needs at least one success reply")
+        both = set(self.success) & set(self.failure)
+        if both:
+            raise ValueError(f"step {self.name!r}: {sorted(both)} both succeed and fail")
+        if self.deadline_s <= 0 or self.max_resends < 0:
+            raise ValueError(f"step {self.name!r}: deadline_s > 0 and max_resends >= 0")
+
+    def outcome_of(self, message_type: str) -> tuple[bool, ReplyHandler] | None:
+        """(succeeded, handler) when this step awaits ``message_type``, else None."""
+        if message_type in self.success:
+            return True, self.success[message_type] or _keep
+        if message_type in self.failure:
+            return False, self.failure[message_type] or _keep
+        return None
+
+
+@dataclass(frozen=True)
+class SagaDefinition:
+    name: str
+    steps: list[Step]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            raise ValueError(f"saga {self.name!r} has no steps")
+        names = [s.name for s in self.steps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"saga {self.name!r}: step names must be unique")
+
+    def reply_types(self) -> list[str]:
+        """Every message type some step awaits: what the orchestrator's consumer reads."""
+        seen: dict[str, None] = {}
+        for step in self.steps:
+            for t in [*step.success, *step.failure]:
+                seen.setdefault(t, None)
+        return list(seen)
+
+    def describe(self) -> dict[str, Any]:
+        """A plain, JSON-ready description for tools and docs."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "steps": [{
+                "index": i,
+                "name": s.name,
+                "command": _type_name(s.command),
+                "success": list(s.success),
+                "failure": list(s.failure),
+                "compensation": _type_name(s.compensation) if s.compensation else None,
+                "deadline_s": s.deadline_s,
+                "max_resends": s.max_resends,
+            } for i, s in enumerate(self.steps)],
+        }
+
+    def to_mermaid(self) -> str:
+        from chassis.saga.diagram import mermaid
+
+        return mermaid(self.describe())
+
+
+def _type_name(builder: CommandBuilder) -> str:
+    """The command's message type, read from the builder's return annotation (definitions
+    are drawn without saga data, so the builder cannot be called); else its name."""
+    try:
+        annotation = typing.get_type_hints(builder).get("return")
+    except Exception:  # an unresolvable annotation: fall back to the name
+        annotation = None
+    message_type = getattr(annotation, "message_type", None)
+    if callable(message_type):
+        return str(message_type())
+    return str(getattr(builder, "saga_command", None) or getattr(builder, "__name__", builder))

@@ -1,0 +1,247 @@
+"""The orchestrator: start sagas, apply replies, re-drive overdue steps.
+
+Every transition happens in the caller's transaction (the request's, or the inbox
+consumer's): the new state, its history rows and the next command (staged in the outbox)
+commit together or not at all.
+
+Concurrency: a reply loads its instance ``FOR UPDATE``, so replies to one saga apply one at
+a time; the reconciler claims overdue rows with ``FOR UPDATE SKIP LOCKED``, so it never waits
+for (or doubles up with) a reply handler or another reconciler. The ``version`` column is
+checked on every write as a second line of defence.
+
+Compensation is fire-and-forget: on failure every done step's compensation is staged, in
+reverse order, in the failing transaction, and the saga is COMPENSATED at once. The outbox
+guarantees those commands are delivered; receivers apply them idempotently and must not
+refuse them (releasing stock, voiding a payment, cancelling a shipment always succeed or are
+retried by the receiver). Awaiting their replies would add states without adding safety;
+late replies to compensations are recorded in the history and otherwise ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chassis.messaging.envelope import Envelope, current_trace_headers
+from chassis.messaging.outbox import stage
+from chassis.saga import store
+from chassis.saga.definition import CommandBuilder, SagaDefinition, Step
+from chassis.saga.store import SagaInstance, Status
+
+log = structlog.get_logger("chassis.saga")
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class SagaEngine:
+    def __init__(self, definitions: Iterable[SagaDefinition], *, clock: Clock = _utcnow) -> None:
+        self.definitions = {d.name: d for d in definitions}
+        self._clock = clock
+
+    def handlers(self) -> dict[str, Callable[[AsyncSession, Envelope], Any]]:
+        """Handlers for a ``ConsumerSpec``: every reply type of every definition."""
+        return {t: self.handle_reply for d in self.definitions.values() for t in d.reply_types()}
+
+    async def start(self, session: AsyncSession, definition: SagaDefinition,
+                    saga_id: uuid.UUID, data: Mapping[str, Any], *,
+                    causation_id: str | None = None) -> SagaInstance:
+        """Insert the saga and stage its first command, in the caller's transaction."""
+        self.definitions.setdefault(definition.name, definition)
+        now = self._clock()
+        first = definition.steps[0]
+        inst = SagaInstance(
+            id=saga_id, saga_name=definition.name, status=Status.RUNNING, current_step=0,
+            resends=0, data=dict(data), trace_context=current_trace_headers(),
+            deadline_at=now + timedelta(seconds=first.deadline_s), created_at=now,
+            updated_at=now, version=1)
+        await store.insert(session, inst)
+        await store.record(session, saga_id, now, "started", detail={"data": inst.data})
+        # A builder error here is the caller's bug: let it raise and roll the request back.
+        await self._stage(session, inst, first, first.command(inst.data), "command_sent", now,
+                          causation_id)
+        return inst
+
+    async def handle_reply(self, session: AsyncSession, envelope: Envelope) -> None:
+        """Apply a reply event (an inbox handler: runs in the consumer's transaction)."""
+        saga_id = _uuid(envelope.correlation_id)
+        inst = await store.load(session, saga_id, lock=True) if saga_id else None
+        definition = self.definitions.get(inst.saga_name) if inst else None
+        if inst is None or definition is None:
+            # Events are shared by many readers: one not correlated to a saga of ours is
+            # normal (an event some other flow caused), not an error.
+            log.debug("saga_reply_unmatched", type=envelope.message_type,
+                      correlation_id=envelope.correlation_id)
+            return
+        now = self._clock()
+        step = definition.steps[inst.current_step] if inst.status == Status.RUNNING else None
+        outcome = step.outcome_of(envelope.message_type) if step else None
+        if step is None or outcome is None:
+            await store.record(session, inst.id, now, "reply", message_type=envelope.message_type,
+                               step=step.name if step else None,
+                               detail={"accepted": False, "why": _why_ignored(inst),
+                                       "message_id": str(envelope.message_id)})
+            return
+        succeeded, handler = outcome
+        updates = dict(handler(inst.data, envelope.payload) or {})
+        inst.data.update(updates)
+        await store.record(session, inst.id, now, "reply", step=step.name,
+                           message_type=envelope.message_type,
+                           detail={"accepted": True, "succeeded": succeeded,
+                                   "message_id": str(envelope.message_id),
+                                   "updates": updates})
+        causation = str(envelope.message_id)
+        if succeeded:
+            await self._advance(session, definition, inst, now, causation)
+        else:
+            reason = str(updates.get("reason") or envelope.payload.get("reason")
+                         or envelope.message_type)
+            # A refusal means the step took no effect: undo only the steps before it.
+            await self._compensate(session, definition, inst, now, causation,
+                                   failure={"step": step.name, "reason": reason,
+                                            "message_type": envelope.message_type},
+                                   undo_through=inst.current_step - 1)
+        await store.save(session, inst, now)
+
+    async def tick(self, session: AsyncSession, now: datetime | None = None, *,
+                   limit: int = 100) -> int:
+        """Re-send or give up on overdue steps; return how many sagas were driven.
+
+        Each saga is driven in a savepoint, so one that cannot be (a bug in a builder) is
+        logged and left for the next tick without holding back the others."""
+        now = now or self._clock()
+        claimed = await store.claim_overdue(session, now, list(self.definitions), limit)
+        for inst in claimed:
+            try:
+                async with session.begin_nested():
+                    await self._overdue(session, self.definitions[inst.saga_name], inst, now)
+            except Exception:
+                log.exception("saga_tick_failed", saga_id=str(inst.id), saga=inst.saga_name)
+        return len(claimed)
+
+    async def _overdue(self, session: AsyncSession, definition: SagaDefinition,
+                       inst: SagaInstance, now: datetime) -> None:
+        step = definition.steps[inst.current_step]
+        if inst.resends < step.max_resends:
+            inst.resends += 1
+            inst.deadline_at = now + timedelta(seconds=step.deadline_s)
+            await self._send(session, inst, step, step.command, "resent", now, None,
+                             attempt=inst.resends + 1)
+        else:
+            await store.record(session, inst.id, now, "timed_out", step=step.name,
+                               detail={"resends": inst.resends})
+            # The command may have taken effect with its reply lost: undo this step too
+            # (compensations are idempotent and receivers tolerate undoing nothing).
+            await self._compensate(session, definition, inst, now, None,
+                                   failure={"step": step.name, "reason": "timed_out"},
+                                   undo_through=inst.current_step)
+        await store.save(session, inst, now)
+
+    async def _advance(self, session: AsyncSession, definition: SagaDefinition,
+                       inst: SagaInstance, now: datetime, causation: str) -> None:
+        inst.current_step += 1
+        inst.resends = 0
+        if inst.current_step == len(definition.steps):
+            inst.status, inst.deadline_at = Status.COMPLETED, None
+            await store.record(session, inst.id, now, "completed")
+            return
+        step = definition.steps[inst.current_step]
+        inst.deadline_at = now + timedelta(seconds=step.deadline_s)
+        try:
+            built = step.command(inst.data)
+        except Exception as exc:
+            # The data cannot make the next command (a contract change, a missing id):
+            # nothing was asked of that step yet, so undo the ones before it.
+            await self._compensate(session, definition, inst, now, causation,
+                                   failure={"step": step.name, "reason": f"bad command: {exc}"},
+                                   undo_through=inst.current_step - 1)
+            return
+        await self._stage(session, inst, step, built, "command_sent", now, causation)
+
+    async def _compensate(self, session: AsyncSession, definition: SagaDefinition,
+                          inst: SagaInstance, now: datetime, causation: str | None, *,
+                          failure: dict[str, Any], undo_through: int) -> None:
+        inst.data["failure"] = failure
+        inst.deadline_at = None
+        broken: list[str] = []
+        for i in range(undo_through, -1, -1):
+            step = definition.steps[i]
+            if step.compensation is None:
+                continue
+            try:
+                await self._send(session, inst, step, step.compensation, "compensation_sent",
+                                 now, causation)
+            except _BuildError as exc:
+                broken.append(f"{step.name}: {exc}")
+        if broken:
+            # A compensation we cannot even build needs a person: FAILED, with the reason.
+            inst.status = Status.FAILED
+            await store.record(session, inst.id, now, "failed",
+                               detail={**failure, "compensations_not_sent": broken})
+        else:
+            inst.status = Status.COMPENSATED
+            await store.record(session, inst.id, now, "compensated", detail=failure)
+
+    async def _send(self, session: AsyncSession, inst: SagaInstance, step: Step,
+                    builder: CommandBuilder, kind: str, now: datetime,
+                    causation: str | None, **detail: Any) -> None:
+        try:
+            built = builder(inst.data)
+        except Exception as exc:
+            raise _BuildError(str(exc)) from exc
+        await self._stage(session, inst, step, built, kind, now, causation, **detail)
+
+    async def _stage(self, session: AsyncSession, inst: SagaInstance, step: Step, built: Any,
+                     kind: str, now: datetime, causation: str | None, **detail: Any) -> None:
+        with _in_trace(inst.trace_context):
+            envelope = await stage(session, built.subject(), built.message_type(),
+                                   built.to_payload(), correlation_id=str(inst.id),
+                                   causation_id=causation)
+        await store.record(session, inst.id, now, kind, step=step.name,
+                           message_type=envelope.message_type,
+                           detail={"message_id": str(envelope.message_id),
+                                   "subject": envelope.subject, **detail})
+
+
+class _BuildError(Exception):
+    pass
+
+
+def _uuid(value: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value) if value else None
+    except ValueError:
+        return None
+
+
+def _why_ignored(inst: SagaInstance) -> str:
+    if inst.status != Status.RUNNING:
+        return f"saga {inst.status.lower()}"
+    return "not awaited by the current step (late, duplicate or out of order)"
+
+
+@contextlib.contextmanager
+def _in_trace(trace_context: dict[str, str]) -> Iterator[None]:
+    """Stage within the saga's trace: keep the current span if it is already in that trace
+    (a reply's consumer span), else attach the stored one (the reconciler has none)."""
+    stored = propagate.extract(trace_context)
+    stored_id = trace.get_current_span(stored).get_span_context().trace_id
+    current_id = trace.get_current_span().get_span_context().trace_id
+    if not stored_id or stored_id == current_id:
+        yield
+        return
+    token = otel_context.attach(stored)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)

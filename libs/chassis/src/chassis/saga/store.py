@@ -1,0 +1,131 @@
+"""Reading and writing saga rows inside the caller's transaction (plain SQL, no ORM state)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+class Status:
+    RUNNING = "RUNNING"
+    # Kept in the schema for a saga that awaits its compensations' replies; this engine
+    # sends compensations fire-and-forget (see engine.py), so it never stays here.
+    COMPENSATING = "COMPENSATING"
+    COMPLETED = "COMPLETED"
+    COMPENSATED = "COMPENSATED"
+    FAILED = "FAILED"
+
+
+class ConcurrentSagaUpdate(RuntimeError):
+    """The row changed under us: the transaction must roll back and the message retry."""
+
+
+@dataclass
+class SagaInstance:
+    id: uuid.UUID
+    saga_name: str
+    status: str
+    current_step: int
+    resends: int
+    data: dict[str, Any]
+    trace_context: dict[str, str]
+    deadline_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+_COLUMNS = ("id, saga_name, status, current_step, resends, data, trace_context, deadline_at, "
+            "created_at, updated_at, version")
+_INSERT = text(
+    "INSERT INTO saga_instances (id, saga_name, status, current_step, resends, data, "
+    "trace_context, deadline_at, created_at, updated_at, version) VALUES (:id, :saga_name, "
+    ":status, :current_step, :resends, CAST(:data AS jsonb), CAST(:trace_context AS jsonb), "
+    ":deadline_at, :created_at, :updated_at, :version)")
+# _COLUMNS is a constant: nothing from outside reaches these strings.
+_LOAD = text(f"SELECT {_COLUMNS} FROM saga_instances WHERE id = :id")  # noqa: S608
+_LOAD_LOCKED = text(f"SELECT {_COLUMNS} FROM saga_instances WHERE id = :id FOR UPDATE")  # noqa: S608
+# SKIP LOCKED: several reconcilers (and reply handlers holding a row) never wait on each
+# other, and a row is driven by at most one of them at a time.
+_CLAIM_OVERDUE = text(
+    f"SELECT {_COLUMNS} FROM saga_instances WHERE status = 'RUNNING' "  # noqa: S608
+    "AND deadline_at <= :now AND saga_name = ANY(:names) "
+    "ORDER BY deadline_at LIMIT :limit FOR UPDATE SKIP LOCKED")
+_UPDATE = text(
+    "UPDATE saga_instances SET status = :status, current_step = :current_step, "
+    "resends = :resends, data = CAST(:data AS jsonb), deadline_at = :deadline_at, "
+    "updated_at = :updated_at, version = version + 1 WHERE id = :id AND version = :version")
+_RECORD = text(
+    "INSERT INTO saga_events (saga_id, at, kind, step, message_type, detail) "
+    "VALUES (:saga_id, :at, :kind, :step, :message_type, CAST(:detail AS jsonb))")
+_EVENTS = text("SELECT id, at, kind, step, message_type, detail FROM saga_events "
+               "WHERE saga_id = :id ORDER BY id")
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def _loads(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _instance(row: Any) -> SagaInstance:
+    m = row._mapping
+    return SagaInstance(
+        id=m["id"], saga_name=m["saga_name"], status=m["status"],
+        current_step=m["current_step"], resends=m["resends"], data=_loads(m["data"]),
+        trace_context=_loads(m["trace_context"]), deadline_at=m["deadline_at"],
+        created_at=m["created_at"], updated_at=m["updated_at"], version=m["version"])
+
+
+async def insert(session: AsyncSession, inst: SagaInstance) -> None:
+    await session.execute(_INSERT, {
+        "id": inst.id, "saga_name": inst.saga_name, "status": inst.status,
+        "current_step": inst.current_step, "resends": inst.resends, "data": _dumps(inst.data),
+        "trace_context": _dumps(inst.trace_context), "deadline_at": inst.deadline_at,
+        "created_at": inst.created_at, "updated_at": inst.updated_at, "version": inst.version})
+
+
+async def load(session: AsyncSession, saga_id: uuid.UUID, *,
+               lock: bool = False) -> SagaInstance | None:
+    row = (await session.execute(_LOAD_LOCKED if lock else _LOAD, {"id": saga_id})).first()
+    return _instance(row) if row is not None else None
+
+
+async def claim_overdue(session: AsyncSession, now: datetime, names: list[str],
+                        limit: int) -> list[SagaInstance]:
+    rows = await session.execute(_CLAIM_OVERDUE, {"now": now, "names": names, "limit": limit})
+    return [_instance(r) for r in rows]
+
+
+async def save(session: AsyncSession, inst: SagaInstance, now: datetime) -> None:
+    """Write the new state; the version check backs up the row lock (a caller that forgot
+    FOR UPDATE fails loudly instead of losing an update)."""
+    result = await session.execute(_UPDATE, {
+        "id": inst.id, "version": inst.version, "status": inst.status,
+        "current_step": inst.current_step, "resends": inst.resends, "data": _dumps(inst.data),
+        "deadline_at": inst.deadline_at, "updated_at": now})
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise ConcurrentSagaUpdate(f"saga {inst.id} changed concurrently (v{inst.version})")
+    inst.version += 1
+    inst.updated_at = now
+
+
+async def record(session: AsyncSession, saga_id: uuid.UUID, at: datetime, kind: str, *,
+                 step: str | None = None, message_type: str | None = None,
+                 detail: dict[str, Any] | None = None) -> None:
+    await session.execute(_RECORD, {
+        "saga_id": saga_id, "at": at, "kind": kind, "step": step,
+        "message_type": message_type, "detail": _dumps(detail or {})})
+
+
+async def events(session: AsyncSession, saga_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await session.execute(_EVENTS, {"id": saga_id})
+    return [{**r._mapping, "detail": _loads(r._mapping["detail"])} for r in rows]

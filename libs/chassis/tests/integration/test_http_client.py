@@ -1,0 +1,264 @@
+"""The service client against a tiny aiohttp server on 127.0.0.1 (no platform needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+from aiohttp import web
+from chassis.errors import ServiceUnavailable
+from chassis.http_client import (
+    BreakerSettings,
+    BulkheadFull,
+    CircuitBreaker,
+    CircuitOpen,
+    ServiceClient,
+    UpstreamUnavailable,
+)
+from prometheus_client import CollectorRegistry
+
+
+@dataclass
+class Upstream:
+    """The fake service's knobs and what it saw."""
+
+    hits: Counter[str] = field(default_factory=Counter)
+    fail_next: int = 0  # answer 503 to the next N requests
+    status: int = 200
+    in_flight: int = 0
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    seen_headers: list[dict[str, str]] = field(default_factory=list)
+
+
+UPSTREAM = web.AppKey("upstream", Upstream)
+
+
+async def _handle(request: web.Request) -> web.Response:
+    up = request.app[UPSTREAM]
+    up.hits[f"{request.method} {request.path}"] += 1
+    up.seen_headers.append(dict(request.headers))
+    if request.path == "/slow":
+        await asyncio.sleep(5)
+    if request.path == "/block":
+        up.in_flight += 1
+        await up.release.wait()
+        up.in_flight -= 1
+    if up.fail_next > 0:
+        up.fail_next -= 1
+        return web.json_response({"title": "busy"}, status=503)
+    return web.json_response({"path": request.path, "query": dict(request.query)},
+                             status=up.status)
+
+
+@dataclass
+class Server:
+    upstream: Upstream
+    port: int
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    app = web.Application()
+    app[UPSTREAM] = upstream = Upstream()
+    app.router.add_route("*", "/{tail:.*}", _handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield Server(upstream, port)
+    upstream.release.set()
+    await runner.cleanup()
+
+
+class FakeResolver:
+    """Stands in for chassis.discovery.Resolver: service name -> the test server."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.resolved: list[str] = []
+
+    async def resolve_url(self, url: str) -> str:
+        self.resolved.append(url)
+        host = url.split("/")[2]
+        return url.replace(f"http://{host}", f"http://127.0.0.1:{self.port}", 1)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    s = aiohttp.ClientSession()
+    yield s
+    await s.close()
+
+
+def client(session: aiohttp.ClientSession, server: Server, **kw: object) -> ServiceClient:
+    kw.setdefault("backoff_base_s", 0.001)
+    return ServiceClient(lambda: session, FakeResolver(server.port), **kw)  # type: ignore[arg-type]
+
+
+async def test_resolves_the_service_name_and_propagates_identity_and_trace(
+        session: aiohttp.ClientSession, server: Server) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    resolver = FakeResolver(server.port)
+    c = ServiceClient(lambda: session, resolver, service_identity="orders")
+    with TracerProvider().get_tracer("t").start_as_current_span("caller") as span:
+        r = await c.get("http://catalog/api/catalog/products/p1", params={"x": "1"},
+                        authorization="Bearer abc")
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    assert r.status == 200 and r.ok
+    assert r.json() == {"path": "/api/catalog/products/p1", "query": {"x": "1"}}
+    assert resolver.resolved == ["http://catalog/api/catalog/products/p1"]
+    seen = server.upstream.seen_headers[0]
+    assert seen["Authorization"] == "Bearer abc" and seen["Mercato-Caller"] == "orders"
+    assert seen["traceparent"].split("-")[1] == trace_id
+
+
+async def test_a_slow_answer_times_out_as_unavailable(
+        session: aiohttp.ClientSession, server: Server) -> None:
+    c = client(session, server, timeout_s=0.1, retries=1)
+    started = time.perf_counter()
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await c.get("http://catalog/slow")
+    assert time.perf_counter() - started < 1.5
+    assert "within 0.1s" in caught.value.reason
+    assert server.upstream.hits["GET /slow"] == 2  # one retry: GET is idempotent
+    assert isinstance(caught.value, ServiceUnavailable) and caught.value.status == 503
+
+
+async def test_get_is_retried_on_503_until_it_succeeds(
+        session: aiohttp.ClientSession, server: Server) -> None:
+    registry = CollectorRegistry()
+    c = client(session, server, retries=2, registry=registry)
+    server.upstream.fail_next = 2
+    r = await c.get("http://catalog/items")
+    assert r.status == 200 and server.upstream.hits["GET /items"] == 3
+    assert registry.get_sample_value("http_client_retries_total", {"target": "catalog"}) == 2
+    assert registry.get_sample_value("http_client_calls_total",
+                                     {"target": "catalog", "outcome": "ok"}) == 1
+
+
+async def test_post_without_idempotency_key_is_not_retried(
+        session: aiohttp.ClientSession, server: Server) -> None:
+    c = client(session, server, retries=3)
+    server.upstream.fail_next = 1
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await c.post("http://orders/api/orders", json={"a": 1})
+    assert caught.value.upstream_status == 503
+    assert server.upstream.hits["POST /api/orders"] == 1
+
+
+async def test_post_with_idempotency_key_is_retried(
+        session: aiohttp.ClientSession, server: Server) -> None:
+    c = client(session, server, retries=3)
+    server.upstream.fail_next = 1
+    r = await c.post("http://orders/api/orders", json={"a": 1}, idempotency_key="k-1")
+    assert r.status == 200 and server.upstream.hits["POST /api/orders"] == 2
+    assert all(h["Idempotency-Key"] == "k-1" for h in server.upstream.seen_headers)
+
+
+async def test_client_errors_are_returned_not_retried_and_do_not_trip_the_breaker(
+        session: aiohttp.ClientSession, server: Server) -> None:
+    c = client(session, server, breaker=BreakerSettings(consecutive_failures=1))
+    server.upstream.status = 404
+    for _ in range(3):
+        r = await c.get("http://catalog/missing")
+        assert r.status == 404 and not r.ok
+    assert server.upstream.hits["GET /missing"] == 3
+    assert c.breaker("catalog").state == CircuitBreaker.CLOSED
+
+
+async def test_breaker_opens_after_failures_and_half_opens_after_the_cool_down(
+        session: aiohttp.ClientSession, server: Server) -> None:
+    clock = FakeClock()
+    registry = CollectorRegistry()
+    c = client(session, server, retries=0, clock=clock, registry=registry,
+               breaker=BreakerSettings(consecutive_failures=3, cool_down_s=5))
+    server.upstream.fail_next = 100
+    for _ in range(3):
+        with pytest.raises(UpstreamUnavailable):
+            await c.get("http://catalog/x")
+    with pytest.raises(CircuitOpen):
+        await c.get("http://catalog/x")
+    assert server.upstream.hits["GET /x"] == 3  # the open breaker did not call out
+    assert registry.get_sample_value("http_client_breaker_state", {"target": "catalog"}) == 2
+    # Other targets have their own breaker.
+    server.upstream.fail_next = 0
+    assert (await c.get("http://identity/x")).status == 200
+
+    clock.now += 5  # cool-down over: one probe goes out; it fails, so the breaker reopens
+    server.upstream.fail_next = 1
+    with pytest.raises(UpstreamUnavailable) as probe:
+        await c.get("http://catalog/x")
+    assert not isinstance(probe.value, CircuitOpen)
+    with pytest.raises(CircuitOpen):
+        await c.get("http://catalog/x")
+
+    clock.now += 5  # the next probe succeeds and closes it
+    assert (await c.get("http://catalog/x")).status == 200
+    assert c.breaker("catalog").state == CircuitBreaker.CLOSED
+    assert (await c.get("http://catalog/x")).status == 200
+    assert registry.get_sample_value("http_client_breaker_state", {"target": "catalog"}) == 0
+
+
+def test_breaker_opens_on_failure_ratio_and_lets_one_probe_at_a_time() -> None:
+    clock = FakeClock()
+    b = CircuitBreaker(BreakerSettings(consecutive_failures=99, failure_ratio=0.5, window=10,
+                                       min_calls=10, cool_down_s=1), clock)
+    for i in range(9):
+        assert b.allow()
+        b.failure() if i % 2 else b.success()
+    assert b.state == CircuitBreaker.CLOSED  # 4 of 9: below the ratio and min_calls
+    b.failure()  # 5 of 10
+    assert b.state == CircuitBreaker.OPEN and not b.allow()
+    clock.now += 1
+    assert b.allow() and b.state == CircuitBreaker.HALF_OPEN
+    assert not b.allow()  # a second caller waits for the probe's verdict
+    b.release()  # the probe was cancelled: another may go
+    assert b.allow()
+    b.success()
+    assert b.state == CircuitBreaker.CLOSED and b.allow()
+
+
+async def test_bulkhead_rejects_when_full_and_isolates_targets(
+        session: aiohttp.ClientSession, server: Server) -> None:
+    registry = CollectorRegistry()
+    c = client(session, server, bulkhead=2, timeout_s=5, registry=registry)
+    held = [asyncio.create_task(c.get("http://catalog/block")) for _ in range(2)]
+    async with asyncio.timeout(5):
+        while server.upstream.in_flight < 2:
+            await asyncio.sleep(0.005)
+    with pytest.raises(BulkheadFull):
+        await c.get("http://catalog/other")
+    assert server.upstream.hits["GET /other"] == 0
+    assert (await c.get("http://identity/other")).status == 200  # another target's bulkhead
+    server.upstream.release.set()
+    assert [r.status for r in await asyncio.gather(*held)] == [200, 200]
+    assert (await c.get("http://catalog/other")).status == 200  # capacity is back
+    assert registry.get_sample_value("http_client_calls_total",
+                                     {"target": "catalog", "outcome": "bulkhead_full"}) == 1
+
+
+async def test_unresolvable_service_is_unavailable(
+        session: aiohttp.ClientSession, server: Server) -> None:
+    class NoInstances:
+        async def resolve_url(self, url: str) -> str:
+            raise ServiceUnavailable("no live instance of 'catalog' in the registry")
+
+    c = ServiceClient(lambda: session, NoInstances(), retries=1, backoff_base_s=0.001)
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await c.get("http://catalog/x")
+    assert "no live instance" in caught.value.reason

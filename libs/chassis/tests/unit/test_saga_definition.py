@@ -1,0 +1,112 @@
+"""Saga definitions are data tools can read: describe, reply types, a Mermaid drawing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from chassis.saga import SagaDefinition, Step
+from contracts.inventory.v1 import ReleaseStock, ReserveStock, StockLine
+from contracts.payments.v1 import AuthorizePayment, CapturePayment, VoidPayment
+
+Data = dict[str, Any]
+
+
+def reserve(d: Data) -> ReserveStock:
+    return ReserveStock(reservation_id=d["order_id"], lines=[StockLine(sku="A", quantity=1)])
+
+
+def release(d: Data) -> ReleaseStock:
+    return ReleaseStock(reservation_id=d["order_id"])
+
+
+def authorize(d: Data) -> AuthorizePayment:
+    return AuthorizePayment(payment_id=d["order_id"], order_id=d["order_id"], amount="1",
+                            currency="KRW", card_number="4242424242424242")
+
+
+def void(d: Data) -> VoidPayment:
+    return VoidPayment(payment_id=d["order_id"], order_id=d["order_id"])
+
+
+def capture(d: Data) -> CapturePayment:
+    return CapturePayment(payment_id=d["order_id"], order_id=d["order_id"])
+
+
+def definition() -> SagaDefinition:
+    return SagaDefinition("order", [
+        Step("reserve_stock", reserve, success={"StockReserved.v1": None},
+             failure={"StockReservationFailed.v1": None}, compensation=release, deadline_s=5),
+        Step("authorize_payment", authorize, success={"PaymentAuthorized.v1": None},
+             failure={"PaymentDeclined.v1": None}, compensation=void, max_resends=1),
+        Step("capture_payment", capture, success={"PaymentCaptured.v1": None},
+             failure={"PaymentFailed.v1": None}),
+    ], description="place an order")
+
+
+def test_describe_lists_steps_replies_and_compensations() -> None:
+    described = definition().describe()
+    assert described["name"] == "order" and described["description"] == "place an order"
+    first, second, third = described["steps"]
+    assert first == {"index": 0, "name": "reserve_stock", "command": "ReserveStock.v1",
+                     "success": ["StockReserved.v1"], "failure": ["StockReservationFailed.v1"],
+                     "compensation": "ReleaseStock.v1", "deadline_s": 5, "max_resends": 2}
+    assert second["compensation"] == "VoidPayment.v1" and second["max_resends"] == 1
+    assert third["compensation"] is None
+
+
+def test_reply_types_cover_every_awaited_event_once() -> None:
+    assert definition().reply_types() == [
+        "StockReserved.v1", "StockReservationFailed.v1", "PaymentAuthorized.v1",
+        "PaymentDeclined.v1", "PaymentCaptured.v1", "PaymentFailed.v1"]
+
+
+def test_outcome_of_tells_success_failure_and_unrelated() -> None:
+    step = Step("s", reserve, success={"Ok.v1": lambda d, p: {"x": p["x"]}},
+                failure={"No.v1": None})
+    ok, handler = step.outcome_of("Ok.v1") or (None, None)
+    assert ok is True and handler is not None and handler({}, {"x": 1}) == {"x": 1}
+    failed = step.outcome_of("No.v1")
+    assert failed is not None and failed[0] is False and failed[1]({}, {}) is None
+    assert step.outcome_of("Other.v1") is None
+
+
+def test_mermaid_draws_every_step_reply_and_compensation() -> None:
+    drawing = definition().to_mermaid()
+    assert drawing.startswith("flowchart TD\n")
+    for text in ("ReserveStock.v1", "AuthorizePayment.v1", "CapturePayment.v1",
+                 "StockReserved.v1", "StockReservationFailed.v1", "PaymentAuthorized.v1",
+                 "PaymentDeclined.v1", "PaymentCaptured.v1", "PaymentFailed.v1",
+                 "undo reserve_stock: ReleaseStock.v1", "undo authorize_payment: VoidPayment.v1",
+                 "COMPLETED", "COMPENSATED"):
+        assert text in drawing, text
+    edges = drawing.splitlines()
+    # Compensations run in reverse: void first, then release, then the saga is compensated.
+    assert "    c_authorize_payment --> c_reserve_stock" in edges
+    assert "    c_reserve_stock --> compensated" in edges
+    # A payment declined undoes only the reservation; a capture failure starts with the void.
+    assert '    s_authorize_payment -. "PaymentDeclined.v1" .-> c_reserve_stock' in edges
+    assert '    s_capture_payment -. "PaymentFailed.v1" .-> c_authorize_payment' in edges
+    assert '    s_capture_payment -- "PaymentCaptured.v1" --> completed' in edges
+    # A timeout may have taken effect: it undoes its own step too.
+    assert any(e.startswith("    s_authorize_payment -.") and e.endswith("-> c_authorize_payment")
+               for e in edges)
+
+
+def test_builders_without_annotations_are_named_after_the_function() -> None:
+    step = Step("s", lambda d: reserve(d), success={"Ok.v1": None})
+    described = SagaDefinition("x", [step]).describe()
+    assert described["steps"][0]["command"] == "<lambda>"
+
+
+@pytest.mark.parametrize("make", [
+    lambda: SagaDefinition("empty", []),
+    lambda: SagaDefinition("dup", [Step("a", reserve, success={"Ok.v1": None}),
+                                   Step("a", reserve, success={"Ok.v1": None})]),
+    lambda: Step("a", reserve, success={}),
+    lambda: Step("a", reserve, success={"X.v1": None}, failure={"X.v1": None}),
+    lambda: Step("a", reserve, success={"X.v1": None}, deadline_s=0),
+])
+def test_invalid_definitions_are_refused(make: Any) -> None:
+    with pytest.raises(ValueError):
+        make()

@@ -1,0 +1,1 @@
+"""mercato payments: payment intents, their ledger, and a simulated payment provider."""

@@ -1,0 +1,60 @@
+"""Wiring of the payments service: ``create_app`` for the process, ``bootstrap`` for start-up,
+``messaging`` for what it produces and consumes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+from chassis.app import ServiceContext, create_service_app
+from chassis.auth import KeySource
+from chassis.messaging.runtime import Messaging, StreamSpec
+from chassis.messaging.streams import commands_stream_name, events_stream_name
+from fastapi import FastAPI
+
+from payments.adapters.provider import ProviderClient
+from payments.entrypoints.api import router
+from payments.entrypoints.consumers import consumer_specs
+from payments.service_layer.handlers import Provider
+from payments.settings import PaymentsSettings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# payments owns its events stream and its command work queue, and publishes via its outbox.
+STREAMS = [StreamSpec(events_stream_name("payments"), ["payments.events.>"]),
+           StreamSpec(commands_stream_name("payments"), ["payments.commands.>"],
+                      work_queue=True)]
+
+
+def provider_client(settings: PaymentsSettings) -> ProviderClient:
+    """Makes no connection yet: the HTTP session opens on the first call, inside the loop."""
+    return ProviderClient(settings.provider_url, timeout_s=settings.provider_timeout_s,
+                          attempts=settings.provider_attempts,
+                          retry_delay_s=settings.provider_retry_delay_s)
+
+
+def messaging(settings: PaymentsSettings, provider: Provider | None = None) -> Messaging:
+    return Messaging(streams=STREAMS, outbox=True,
+                     consumers=consumer_specs(provider or provider_client(settings)))
+
+
+def bootstrap_for(provider: ProviderClient) -> Callable[
+        [ServiceContext], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await provider.close()
+
+    return bootstrap
+
+
+def create_app(settings: PaymentsSettings | None = None, *,
+               key_source: Callable[[ServiceContext], KeySource] | None = None) -> FastAPI:
+    settings = settings or PaymentsSettings()
+    provider = provider_client(settings)
+    return create_service_app(
+        settings, routers=[router], bootstrap=bootstrap_for(provider), key_source=key_source,
+        messaging=messaging(settings, provider),
+        description="Payment intents, their ledger, and calls to the card provider.")

@@ -1,0 +1,71 @@
+"""The payments' message entrypoint: the ``payments-commands`` consumer on PAYMENTS_COMMANDS.
+
+Each handler decodes the contract and calls a service-layer function in the consumer's
+transaction (the one that writes the inbox row), so a message takes effect once. A provider
+that cannot be reached raises ProviderUnavailable: the consumer naks with backoff (0.2 s, 1 s,
+5 s, 15 s) and after ``max_deliver`` (5) moves the command to DEAD_LETTERS, from where an
+operator replays it (``mercato dlq replay``) — safe, since every command is idempotent per
+payment id at the provider too.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from chassis.messaging.consumer import ConsumerSpec, Handler
+from chassis.messaging.envelope import Envelope, PoisonMessage
+from chassis.messaging.streams import commands_stream_name
+from contracts.base import Contract
+from contracts.payments.v1 import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payments.adapters.orm import ID_LENGTH
+from payments.service_layer import handlers
+from payments.service_layer.handlers import Provider
+
+COMMANDS_CONSUMER = "payments-commands"
+
+C = TypeVar("C", bound=Contract)
+
+
+def parse(model: type[C], envelope: Envelope) -> C:
+    """The contract in the message, or PoisonMessage (retried, then dead-lettered)."""
+    try:
+        parsed = model.model_validate(envelope.payload)
+    except ValidationError as exc:
+        # Only the count: the payload may hold a card number, which must not reach logs.
+        raise PoisonMessage(f"{envelope.message_type}: invalid payload "
+                            f"({exc.error_count()} error(s))") from None
+    for name in ("payment_id", "order_id"):
+        if not 0 < len(getattr(parsed, name)) <= ID_LENGTH:
+            raise PoisonMessage(f"{envelope.message_type}: {name} must be 1-{ID_LENGTH} chars")
+    return parsed
+
+
+def command_handlers(provider: Provider) -> dict[str, Handler]:
+    async def authorize(session: AsyncSession, envelope: Envelope) -> None:
+        await handlers.authorize_payment(session, parse(AuthorizePayment, envelope), provider,
+                                         causation_id=str(envelope.message_id))
+
+    async def capture(session: AsyncSession, envelope: Envelope) -> None:
+        await handlers.capture_payment(session, parse(CapturePayment, envelope), provider,
+                                       causation_id=str(envelope.message_id))
+
+    async def void(session: AsyncSession, envelope: Envelope) -> None:
+        await handlers.void_payment(session, parse(VoidPayment, envelope), provider,
+                                    causation_id=str(envelope.message_id))
+
+    async def refund(session: AsyncSession, envelope: Envelope) -> None:
+        await handlers.refund_payment(session, parse(RefundPayment, envelope), provider,
+                                      causation_id=str(envelope.message_id))
+
+    return {AuthorizePayment.message_type(): authorize, CapturePayment.message_type(): capture,
+            VoidPayment.message_type(): void, RefundPayment.message_type(): refund}
+
+
+def consumer_specs(provider: Provider) -> list[ConsumerSpec]:
+    # One command at a time per fetch: each may wait on the provider, and a batch shares one
+    # transaction (a slow or failing call would hold or roll back its neighbours).
+    return [ConsumerSpec(COMMANDS_CONSUMER, commands_stream_name("payments"),
+                         ["payments.commands.>"], command_handlers(provider), batch=1)]

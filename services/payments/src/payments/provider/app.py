@@ -1,0 +1,162 @@
+"""The simulated provider's HTTP protocol (aiohttp).
+
+- `POST /charges` `{idempotency_key, amount, currency, card_number}`: 201 a new charge, 200
+  the charge already made for that key (never a second one); 400 a malformed request.
+- `POST /charges/{id}/capture` (authorized → captured), `/void` (authorized → voided),
+  `/refund` (captured → refunded): 200 with the charge, also when already done; 409 from any
+  other state; 404 an unknown charge.
+- `GET /charges?idempotency_key=K`: `{"items": [charge]}`, empty if none; without K, all.
+- `GET /charges/{id}`: the charge or 404. `GET /health`: `{"status": "ok"}`.
+
+A charge is `{id, idempotency_key, status, decline_reason, amount, currency, card_last4,
+attempts, created_at, updated_at}`; `attempts` counts the POST /charges calls for its key (a
+test can see a client that charged twice). The card number is never stored, only its last 4.
+
+Test cards: 4242424242424242 approves; 4000000000000002 declines (`card_declined`);
+4000000000009995 declines (`insufficient_funds`); 4000000000000119 is recorded at once as
+declined (`provider_timeout`) but answered only after `timeout_card_delay_ms`, longer than any
+sane client timeout — the client must find the outcome by querying its key. Any other card
+number approves. Every request waits `latency_ms`; a share `failure_rate` of requests
+answers 503 before doing anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from payments.provider.store import ChargeStore
+
+APPROVE, DECLINE, INSUFFICIENT, TIMEOUT = (
+    "4242424242424242", "4000000000000002", "4000000000009995", "4000000000000119")
+DECLINES = {DECLINE: "card_declined", INSUFFICIENT: "insufficient_funds",
+            TIMEOUT: "provider_timeout"}
+
+# What each operation moves from and to.
+TRANSITIONS = {"capture": ("authorized", "captured"), "void": ("authorized", "voided"),
+               "refund": ("captured", "refunded")}
+
+STORE: web.AppKey[ChargeStore] = web.AppKey("store", ChargeStore)
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8790
+    latency_ms: int = 0
+    failure_rate: float = 0.0
+    timeout_card_delay_ms: int = 30_000
+
+
+CONFIG: web.AppKey[ProviderConfig] = web.AppKey("config", ProviderConfig)
+
+
+def _error(status: int, code: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": code, **extra}, status=status)
+
+
+@web.middleware
+async def chaos(request: web.Request, handler: Any) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    if request.path != "/health":
+        if config.latency_ms:
+            await asyncio.sleep(config.latency_ms / 1000)
+        if config.failure_rate and random.random() < config.failure_rate:  # noqa: S311
+            return _error(503, "temporarily_unavailable")
+    return await handler(request)
+
+
+def _valid_charge_request(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return "body must be an object"
+    for name in ("idempotency_key", "amount", "currency", "card_number"):
+        if not isinstance(body.get(name), str) or not body[name]:
+            return f"{name} is required"
+    if not body["card_number"].isdigit() or not 12 <= len(body["card_number"]) <= 19:
+        return "card_number must be 12-19 digits"
+    try:
+        if Decimal(body["amount"]) <= 0:
+            return "amount must be positive"
+    except InvalidOperation:
+        return "amount must be a decimal"
+    return None
+
+
+async def create_charge(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(400, "invalid_json")
+    problem = _valid_charge_request(body)
+    if problem:
+        return _error(400, "invalid_request", detail=problem)
+    card = body["card_number"]
+    reason = DECLINES.get(card)
+    charge, created = request.app[STORE].create_or_count(
+        body["idempotency_key"], status="declined" if reason else "authorized",
+        decline_reason=reason, amount=body["amount"], currency=body["currency"],
+        card_last4=card[-4:])
+    if card == TIMEOUT:
+        # Recorded (and committed) already; only the answer is late.
+        await asyncio.sleep(request.app[CONFIG].timeout_card_delay_ms / 1000)
+    return web.json_response(charge, status=201 if created else 200)
+
+
+async def list_charges(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    key = request.query.get("idempotency_key")
+    if key is None:
+        return web.json_response({"items": store.all()})
+    found = store.by_key(key)
+    return web.json_response({"items": [found] if found else []})
+
+
+async def get_charge(request: web.Request) -> web.Response:
+    found = request.app[STORE].get(request.match_info["charge_id"])
+    return web.json_response(found) if found else _error(404, "no_such_charge")
+
+
+async def change_charge(request: web.Request) -> web.Response:
+    operation = request.match_info["operation"]
+    if operation not in TRANSITIONS:
+        return _error(404, "no_such_operation")
+    store = request.app[STORE]
+    charge = store.get(request.match_info["charge_id"])
+    if charge is None:
+        return _error(404, "no_such_charge")
+    source, target = TRANSITIONS[operation]
+    if charge["status"] == source:
+        store.set_status(charge["id"], target)
+        return web.json_response(store.get(charge["id"]))
+    if charge["status"] == target:  # done before: the same answer again
+        return web.json_response(charge)
+    return _error(409, "invalid_state", charge_status=charge["status"])
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def make_app(config: ProviderConfig) -> web.Application:
+    app = web.Application(middlewares=[chaos], client_max_size=16 * 1024)
+    app[CONFIG] = config
+    store = ChargeStore(config.data_dir)
+    app[STORE] = store
+
+    async def close_store(_: web.Application) -> None:
+        store.close()
+
+    app.on_cleanup.append(close_store)
+    app.router.add_post("/charges", create_charge)
+    app.router.add_get("/charges", list_charges)
+    app.router.add_get("/charges/{charge_id}", get_charge)
+    app.router.add_post("/charges/{charge_id}/{operation}", change_charge)
+    app.router.add_get("/health", health)
+    return app

@@ -1,0 +1,252 @@
+"""Payments use cases.
+
+The command handlers are plain async functions over the caller's session: the inbox consumer
+runs them in the transaction that records the message as handled, tests call them directly.
+Each change, its ledger entry and the event announcing it commit together.
+
+The provider is called inside that transaction, under the payment's advisory lock. If the
+transaction then fails, the redelivered command calls the provider again with the same
+idempotency key or charge id, and the provider answers with what it already did: money moves
+once. ``ProviderUnavailable`` escapes on purpose: the consumer naks and retries.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+import structlog
+from chassis.db import UnitOfWork
+from chassis.errors import NotFound
+from contracts.payments.v1 import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payments.adapters.provider import Charge, ProviderRefused
+from payments.adapters.repository import PaymentsRepository
+from payments.domain.model import (
+    AUTHORIZED,
+    CAPTURE,
+    CAPTURED,
+    DECLINED,
+    PAYMENT_NOT_FOUND,
+    REFUND,
+    REFUNDED,
+    VOID,
+    VOIDED,
+    Balance,
+    LedgerEntry,
+    Payment,
+    PaymentError,
+    balance,
+    utc_now,
+)
+from payments.service_layer import events
+
+log = structlog.get_logger("payments")
+
+INVALID_AMOUNT = "invalid_amount"
+ORDER_MISMATCH = "order_mismatch"
+
+
+class Provider(Protocol):
+    async def authorize(self, idempotency_key: str, amount: str, currency: str,
+                        card_number: str) -> Charge: ...
+
+    async def change(self, charge_id: str, operation: str) -> Charge: ...
+
+    async def void_by_key(self, idempotency_key: str) -> Charge | None: ...
+
+
+# -- commands (from the payments-commands consumer) --------------------------------------------
+
+async def authorize_payment(session: AsyncSession, cmd: AuthorizePayment, provider: Provider,
+                            *, now: datetime | None = None,
+                            causation_id: str | None = None) -> Payment:
+    """Hold the amount: PaymentAuthorized or PaymentDeclined. A repeat re-announces the
+    outcome it had without calling the provider; a payment voided first is refused."""
+    now = now or utc_now()
+    repo = PaymentsRepository(session)
+    await repo.lock(cmd.payment_id)
+    known = await repo.get(cmd.payment_id)
+    if known is not None:
+        await _reannounce_authorize(session, known, causation_id)
+        return known
+    try:
+        payment = Payment.request(cmd.payment_id, cmd.order_id, cmd.amount, cmd.currency,
+                                  cmd.card_number, now=now)
+    except PaymentError:
+        payment = Payment(cmd.payment_id, cmd.order_id, DECLINED, currency=cmd.currency,
+                          card_last4=cmd.card_number[-4:], reason=INVALID_AMOUNT,
+                          created_at=now, updated_at=now)
+        await repo.add(payment)
+        await events.declined(session, payment, causation_id=causation_id)
+        return payment
+    assert payment.amount is not None
+    try:
+        charge = await provider.authorize(cmd.payment_id, str(payment.amount), cmd.currency,
+                                          cmd.card_number)
+    except ProviderRefused as exc:
+        charge = Charge("", "declined", f"provider_{exc.reason}")
+    entry: LedgerEntry | None = None
+    if charge.status == "authorized":
+        entry = payment.authorized(charge.id, now=now)
+    else:
+        payment.declined(charge.decline_reason or f"provider_{charge.status}",
+                         provider_ref=charge.id or None, now=now)
+    await repo.add(payment)
+    if entry is not None:
+        await repo.add_entry(entry)
+        await events.authorized(session, payment, causation_id=causation_id)
+    else:
+        await events.declined(session, payment, causation_id=causation_id)
+    log.info("payment_" + payment.status, payment_id=payment.payment_id,
+             order_id=payment.order_id, reason=payment.reason)
+    return payment
+
+
+async def _reannounce_authorize(session: AsyncSession, known: Payment,
+                                causation_id: str | None) -> None:
+    if known.status == DECLINED or known.amount is None:  # declined, or a void tombstone
+        await events.declined(session, known, causation_id=causation_id)
+    else:  # it was authorized (and may have moved on since)
+        await events.authorized(session, known, causation_id=causation_id)
+    log.info("authorize_repeated", payment_id=known.payment_id, status=known.status)
+
+
+async def _fail(session: AsyncSession, payment_id: str, order_id: str, operation: str,
+                reason: str, causation_id: str | None) -> None:
+    await events.failed(session, payment_id=payment_id, order_id=order_id,
+                        operation=operation, reason=reason, causation_id=causation_id)
+    log.warning("payment_operation_failed", payment_id=payment_id, order_id=order_id,
+                operation=operation, reason=reason)
+
+
+async def _load(session: AsyncSession, payment_id: str, order_id: str, operation: str,
+                causation_id: str | None) -> Payment | None:
+    """The locked payment, or None after announcing PaymentFailed."""
+    repo = PaymentsRepository(session)
+    await repo.lock(payment_id)
+    payment = await repo.get(payment_id)
+    if payment is None:
+        await _fail(session, payment_id, order_id, operation, PAYMENT_NOT_FOUND, causation_id)
+    elif payment.order_id != order_id:
+        await _fail(session, payment_id, order_id, operation, ORDER_MISMATCH, causation_id)
+        return None
+    return payment
+
+
+async def _provider_change(session: AsyncSession, provider: Provider, p: Payment,
+                           operation: str, causation_id: str | None) -> bool:
+    """Do ``operation`` at the provider; False (after PaymentFailed) if it refuses."""
+    assert p.provider_ref is not None
+    try:
+        await provider.change(p.provider_ref, operation)
+    except ProviderRefused as exc:
+        await _fail(session, p.payment_id, p.order_id, operation, f"provider_{exc.reason}",
+                    causation_id)
+        return False
+    return True
+
+
+async def capture_payment(session: AsyncSession, cmd: CapturePayment, provider: Provider, *,
+                          now: datetime | None = None,
+                          causation_id: str | None = None) -> Payment | None:
+    """Take the authorized amount (once): PaymentCaptured, or PaymentFailed."""
+    now = now or utc_now()
+    p = await _load(session, cmd.payment_id, cmd.order_id, CAPTURE, causation_id)
+    if p is None:
+        return None
+    if p.status == CAPTURED:
+        await events.captured(session, p, causation_id=causation_id)
+    elif p.status == AUTHORIZED:
+        if await _provider_change(session, provider, p, CAPTURE, causation_id):
+            await _record(session, p, p.captured(now=now))
+            await events.captured(session, p, causation_id=causation_id)
+    else:
+        await _fail(session, p.payment_id, p.order_id, CAPTURE, f"payment_{p.status}",
+                    causation_id)
+    return p
+
+
+async def void_payment(session: AsyncSession, cmd: VoidPayment, provider: Provider, *,
+                       now: datetime | None = None,
+                       causation_id: str | None = None) -> Payment | None:
+    """Release an uncaptured authorization: PaymentVoided, or PaymentFailed.
+
+    A void for a payment never seen leaves a tombstone (a later authorize is declined) and
+    voids any authorization the provider holds under our key: one whose transaction here
+    rolled back after the provider had already said yes."""
+    now = now or utc_now()
+    repo = PaymentsRepository(session)
+    await repo.lock(cmd.payment_id)
+    if await repo.get(cmd.payment_id) is None:
+        orphan = await provider.void_by_key(cmd.payment_id)
+        tombstone = Payment.void_tombstone(cmd.payment_id, cmd.order_id, reason=cmd.reason,
+                                           now=now)
+        tombstone.provider_ref = orphan.id if orphan else None
+        await repo.add(tombstone)
+        await events.voided(session, tombstone, causation_id=causation_id)
+        log.info("payment_voided_before_authorize", payment_id=cmd.payment_id,
+                 provider_charge_voided=orphan is not None and orphan.status == "voided")
+        return tombstone
+    p = await _load(session, cmd.payment_id, cmd.order_id, VOID, causation_id)
+    if p is None:
+        return None
+    if p.status == VOIDED:
+        await events.voided(session, p, causation_id=causation_id)
+    elif p.status == AUTHORIZED:
+        if await _provider_change(session, provider, p, VOID, causation_id):
+            await _record(session, p, p.voided(cmd.reason, now=now))
+            await events.voided(session, p, causation_id=causation_id)
+    else:
+        await _fail(session, p.payment_id, p.order_id, VOID, f"payment_{p.status}",
+                    causation_id)
+    return p
+
+
+async def refund_payment(session: AsyncSession, cmd: RefundPayment, provider: Provider, *,
+                         now: datetime | None = None,
+                         causation_id: str | None = None) -> Payment | None:
+    """Give back the whole captured amount (once): PaymentRefunded, or PaymentFailed."""
+    now = now or utc_now()
+    p = await _load(session, cmd.payment_id, cmd.order_id, REFUND, causation_id)
+    if p is None:
+        return None
+    if p.status == REFUNDED:
+        await events.refunded(session, p, causation_id=causation_id)
+    elif p.status == CAPTURED:
+        if await _provider_change(session, provider, p, REFUND, causation_id):
+            await _record(session, p, p.refunded(cmd.reason, now=now))
+            await events.refunded(session, p, causation_id=causation_id)
+    else:
+        await _fail(session, p.payment_id, p.order_id, REFUND, f"payment_{p.status}",
+                    causation_id)
+    return p
+
+
+async def _record(session: AsyncSession, p: Payment, entry: LedgerEntry) -> None:
+    repo = PaymentsRepository(session)
+    await repo.save(p)
+    await repo.add_entry(entry)
+    log.info("payment_" + p.status, payment_id=p.payment_id, order_id=p.order_id)
+
+
+# -- HTTP use cases ----------------------------------------------------------------------------
+
+async def get_payment(uow: UnitOfWork, payment_id: str) -> Payment:
+    async with uow:
+        found = await PaymentsRepository(uow.session).get(payment_id)
+    if found is None:
+        raise NotFound(f"no payment {payment_id}")
+    return found
+
+
+async def payments_for_order(uow: UnitOfWork, order_id: str) -> list[Payment]:
+    async with uow:
+        return await PaymentsRepository(uow.session).for_order(order_id)
+
+
+async def ledger_for_order(uow: UnitOfWork, order_id: str) -> tuple[list[LedgerEntry], Balance]:
+    async with uow:
+        entries = await PaymentsRepository(uow.session).entries_for_order(order_id)
+    return entries, balance(entries)

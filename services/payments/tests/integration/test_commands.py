@@ -1,0 +1,246 @@
+"""Payments commands through the real inbox consumer, PostgreSQL and provider process."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from chassis.db import Database
+from chassis.messaging.consumer import Outcome
+from contracts.payments.v1 import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
+from payments.adapters.provider import ProviderClient
+from payments_kit import Payments, ProviderProcess, delivery, envelope, free_port
+
+pytestmark = pytest.mark.integration
+
+APPROVE, DECLINE, INSUFFICIENT, TIMEOUT = (
+    "4242424242424242", "4000000000000002", "4000000000009995", "4000000000000119")
+
+
+@pytest.fixture
+async def pay(db: Database, provider: ProviderProcess) -> AsyncIterator[Payments]:
+    client = provider.client()
+    try:
+        yield Payments(db, client)
+    finally:
+        await client.close()
+
+
+def ids() -> tuple[str, str]:
+    token = uuid.uuid4().hex[:12]
+    return f"pay-{token}", f"order-{token}"
+
+
+def authorize(pid: str, oid: str, card: str = APPROVE, amount: str = "15000") -> AuthorizePayment:
+    return AuthorizePayment(payment_id=pid, order_id=oid, amount=amount, currency="KRW",
+                            card_number=card)
+
+
+def types(events: list[dict]) -> list[str]:
+    return [e["_type"] for e in events]
+
+
+async def test_approved_card_is_authorized_with_last4_only(pay: Payments,
+                                                           provider: ProviderProcess) -> None:
+    pid, oid = ids()
+    assert await pay.send(authorize(pid, oid)) == Outcome.HANDLED
+    row = await pay.payment(pid)
+    assert row is not None
+    [charge] = provider.charges(pid)
+    assert (row["status"], row["card_last4"], row["provider_ref"]) == ("authorized", "4242",
+                                                                       charge["id"])
+    [event] = await pay.events()
+    assert event == {"payment_id": pid, "order_id": oid, "amount": "15000",
+                     "currency": "KRW", "card_last4": "4242", "_type": "PaymentAuthorized.v1"}
+    assert await pay.ledger(oid) == [("authorize", "15000")]
+    assert "4242424242424242" not in await pay.outbox_text()
+
+
+@pytest.mark.parametrize(("card", "reason"), [(DECLINE, "card_declined"),
+                                              (INSUFFICIENT, "insufficient_funds")])
+async def test_declining_cards_are_declined_with_the_providers_reason(
+        pay: Payments, card: str, reason: str) -> None:
+    pid, oid = ids()
+    await pay.send(authorize(pid, oid, card))
+    row = await pay.payment(pid)
+    assert (row["status"], row["reason"]) == ("declined", reason)  # type: ignore[index]
+    [event] = await pay.events()
+    assert (event["_type"], event["reason"]) == ("PaymentDeclined.v1", reason)
+    assert await pay.ledger(oid) == []
+    # Capturing a declined payment is an invalid transition: PaymentFailed, nothing taken.
+    await pay.send(CapturePayment(payment_id=pid, order_id=oid))
+    [failed] = await pay.events("PaymentFailed.v1")
+    assert (failed["operation"], failed["reason"]) == ("capture", "payment_declined")
+    assert await pay.ledger(oid) == []
+
+
+async def test_timeout_card_ends_declined_by_query_with_one_charge_attempt(
+        pay: Payments, provider: ProviderProcess) -> None:
+    pid, oid = ids()
+    assert await pay.send(authorize(pid, oid, TIMEOUT)) == Outcome.HANDLED
+    row = await pay.payment(pid)
+    assert (row["status"], row["reason"]) == ("declined", "provider_timeout")  # type: ignore[index]
+    [charge] = provider.charges(pid)
+    assert (charge["status"], charge["attempts"]) == ("declined", 1)  # queried, not re-sent
+    assert types(await pay.events()) == ["PaymentDeclined.v1"]
+
+
+async def test_duplicate_authorize_charges_once_and_reannounces(
+        pay: Payments, provider: ProviderProcess) -> None:
+    pid, oid = ids()
+    first = envelope(authorize(pid, oid))
+    assert await pay.send(delivery(first)) == Outcome.HANDLED
+    assert await pay.send(delivery(first)) == Outcome.DUPLICATE  # same message id
+    assert await pay.send(authorize(pid, oid)) == Outcome.HANDLED  # re-sent: new id
+    [charge] = provider.charges(pid)
+    assert charge["attempts"] == 1  # the repeat never reached the provider
+    announced = await pay.events("PaymentAuthorized.v1")
+    assert len(announced) == 2 and announced[0] == announced[1]
+    assert await pay.ledger(oid) == [("authorize", "15000")]
+
+
+async def test_concurrent_duplicates_charge_once(pay: Payments,
+                                                 provider: ProviderProcess) -> None:
+    pid, oid = ids()
+    outcomes = await asyncio.gather(*(pay.send(authorize(pid, oid)) for _ in range(5)))
+    assert outcomes == [Outcome.HANDLED] * 5
+    [charge] = provider.charges(pid)
+    assert charge["attempts"] == 1
+    assert len(await pay.events("PaymentAuthorized.v1")) == 5
+    assert await pay.ledger(oid) == [("authorize", "15000")]
+
+
+async def test_capture_then_refund_each_once(pay: Payments, provider: ProviderProcess) -> None:
+    pid, oid = ids()
+    await pay.send(authorize(pid, oid, amount="99.5"))
+    for _ in range(2):
+        await pay.send(CapturePayment(payment_id=pid, order_id=oid))
+    assert provider.charges(pid)[0]["status"] == "captured"
+    await pay.send(VoidPayment(payment_id=pid, order_id=oid))  # too late to void
+    for _ in range(2):
+        await pay.send(RefundPayment(payment_id=pid, order_id=oid, reason="returned"))
+    assert provider.charges(pid)[0]["status"] == "refunded"
+    assert types(await pay.events()) == [
+        "PaymentAuthorized.v1", "PaymentCaptured.v1", "PaymentCaptured.v1", "PaymentFailed.v1",
+        "PaymentRefunded.v1", "PaymentRefunded.v1"]
+    [failed] = await pay.events("PaymentFailed.v1")
+    assert (failed["operation"], failed["reason"]) == ("void", "payment_captured")
+    assert await pay.ledger(oid) == [("authorize", "99.50"), ("capture", "99.50"),
+                                     ("refund", "99.50")]
+    row = await pay.payment(pid)
+    assert (row["status"], row["reason"]) == ("refunded", "returned")  # type: ignore[index]
+
+
+async def test_void_releases_the_hold_and_blocks_capture(pay: Payments,
+                                                         provider: ProviderProcess) -> None:
+    pid, oid = ids()
+    await pay.send(authorize(pid, oid))
+    await pay.send(VoidPayment(payment_id=pid, order_id=oid, reason="out_of_stock"))
+    await pay.send(VoidPayment(payment_id=pid, order_id=oid))
+    await pay.send(CapturePayment(payment_id=pid, order_id=oid))
+    await pay.send(RefundPayment(payment_id=pid, order_id=oid))
+    assert provider.charges(pid)[0]["status"] == "voided"
+    assert types(await pay.events()) == ["PaymentAuthorized.v1", "PaymentVoided.v1",
+                                         "PaymentVoided.v1", "PaymentFailed.v1",
+                                         "PaymentFailed.v1"]
+    assert [e["reason"] for e in await pay.events("PaymentFailed.v1")] == ["payment_voided"] * 2
+    assert await pay.ledger(oid) == [("authorize", "15000"), ("void", "15000")]
+
+
+async def test_void_before_authorize_leaves_a_tombstone_that_refuses_it(
+        pay: Payments, provider: ProviderProcess) -> None:
+    pid, oid = ids()
+    await pay.send(VoidPayment(payment_id=pid, order_id=oid, reason="saga_timeout"))
+    await pay.send(authorize(pid, oid))
+    assert provider.charges(pid) == []  # never charged
+    assert types(await pay.events()) == ["PaymentVoided.v1", "PaymentDeclined.v1"]
+    [declined] = await pay.events("PaymentDeclined.v1")
+    assert declined["reason"] == "saga_timeout"
+
+
+async def test_commands_for_unknown_or_other_orders_payment_fail(pay: Payments) -> None:
+    pid, oid = ids()
+    await pay.send(CapturePayment(payment_id=pid, order_id=oid))
+    await pay.send(authorize(pid, oid))
+    await pay.send(RefundPayment(payment_id=pid, order_id="someone-else"))
+    assert [(e["operation"], e["reason"]) for e in await pay.events("PaymentFailed.v1")] == [
+        ("capture", "payment_not_found"), ("refund", "order_mismatch")]
+    assert (await pay.payment(pid))["status"] == "authorized"  # type: ignore[index]
+
+
+async def test_invalid_amount_is_declined_without_calling_the_provider(
+        pay: Payments, provider: ProviderProcess) -> None:
+    pid, oid = ids()
+    await pay.send(authorize(pid, oid, amount="-5"))
+    [declined] = await pay.events("PaymentDeclined.v1")
+    assert declined["reason"] == "invalid_amount"
+    assert provider.charges(pid) == []
+
+
+async def test_unreachable_provider_naks_then_dead_letters_and_writes_nothing(
+        db: Database) -> None:
+    client = ProviderClient(f"http://127.0.0.1:{free_port()}", timeout_s=0.3, attempts=2,
+                            retry_delay_s=0)
+    pay = Payments(db, client)
+    try:
+        pid, oid = ids()
+        env = envelope(authorize(pid, oid))
+        first = delivery(env)
+        assert await pay.send(first) == Outcome.RETRY
+        assert first.state == "naked" and first.nak_delay == 0.2
+        last = delivery(env)
+        last.deliveries = 5
+        assert await pay.send(last) == Outcome.DEAD_LETTERED
+        [dead] = pay.dead_letters.messages
+        assert dead.subject == "dlq.payments-commands"
+        assert "ProviderUnavailable" in dead.headers["Mercato-Dlq-Error"]
+        assert await pay.payment(pid) is None and await pay.events() == []
+    finally:
+        await client.close()
+
+
+async def test_provider_restart_keeps_charges(db: Database, tmp_path: Path) -> None:
+    process = ProviderProcess(tmp_path / "provider")
+    process.start()
+    client = process.client()
+    pay = Payments(db, client)
+    try:
+        pid, oid = ids()
+        await pay.send(authorize(pid, oid))
+        process.stop()
+        process.start()  # same data dir and port
+        [charge] = process.charges(pid)
+        assert charge["status"] == "authorized"
+        await pay.send(CapturePayment(payment_id=pid, order_id=oid))
+        [charge] = process.charges(pid)
+        assert (charge["status"], charge["attempts"]) == ("captured", 1)
+        assert (await pay.payment(pid))["status"] == "captured"  # type: ignore[index]
+    finally:
+        await client.close()
+        process.stop()
+
+
+async def test_flaky_provider_still_charges_at_most_once(db: Database, tmp_path: Path) -> None:
+    """Half the provider's answers are 503s: commands are retried (as the consumer would) until
+    they succeed, and every payment ends with exactly one charge."""
+    process = ProviderProcess(tmp_path / "flaky",
+                              extra_env={"PAYMENTS_PROVIDER_FAILURE_RATE": "0.5"})
+    process.start()
+    client = ProviderClient(process.url, timeout_s=0.5, attempts=2, retry_delay_s=0)
+    pay = Payments(db, client)
+    try:
+        payments = [ids() for _ in range(6)]
+        for pid, oid in payments:
+            for _ in range(30):
+                if await pay.send(authorize(pid, oid)) == Outcome.HANDLED:
+                    break
+        for pid, _ in payments:
+            assert (await pay.payment(pid))["status"] == "authorized"  # type: ignore[index]
+        charges = process.charges()
+        assert sorted(c["idempotency_key"] for c in charges) == sorted(p for p, _ in payments)
+    finally:
+        await client.close()
+        process.stop()

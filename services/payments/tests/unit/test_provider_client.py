@@ -1,0 +1,110 @@
+"""The provider client against the simulated provider served in-process (aiohttp)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from payments.adapters.provider import ProviderClient, ProviderRefused, ProviderUnavailable
+from payments.provider.app import STORE, ProviderConfig, make_app
+
+Serve = Callable[..., Any]
+
+
+@pytest.fixture
+async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
+    servers: list[TestServer] = []
+
+    async def start(**config: Any) -> tuple[ProviderClient, web.Application]:
+        app = make_app(ProviderConfig(data_dir=tmp_path / uuid.uuid4().hex, **config))
+        server = TestServer(app)
+        await server.start_server()
+        servers.append(server)
+        client = ProviderClient(str(server.make_url("")), timeout_s=0.3, attempts=2,
+                                retry_delay_s=0.01)
+        clients.append(client)
+        return client, app
+
+    clients: list[ProviderClient] = []
+    yield start
+    for c in clients:
+        await c.close()
+    for s in servers:
+        await s.close()
+
+
+def key() -> str:
+    return f"p-{uuid.uuid4().hex}"
+
+
+@pytest.mark.parametrize(("card", "status", "reason"), [
+    ("4242424242424242", "authorized", None), ("4000000000000002", "declined", "card_declined"),
+    ("4000000000009995", "declined", "insufficient_funds"), ("5555555555554444", "authorized", None)])
+async def test_test_cards(serve: Serve, card: str, status: str, reason: str | None) -> None:
+    client, _ = await serve()
+    charge = await client.authorize(key(), "100", "KRW", card)
+    assert (charge.status, charge.decline_reason) == (status, reason)
+
+
+async def test_timeout_card_is_resolved_by_query_without_a_second_charge(serve: Serve) -> None:
+    client, app = await serve(timeout_card_delay_ms=2000)
+    k = key()
+    charge = await client.authorize(k, "100", "KRW", "4000000000000119")
+    assert (charge.status, charge.decline_reason) == ("declined", "provider_timeout")
+    assert app[STORE].by_key(k)["attempts"] == 1
+
+
+async def test_a_repeated_authorize_gets_the_same_charge(serve: Serve) -> None:
+    client, app = await serve()
+    k = key()
+    first = await client.authorize(k, "100", "KRW", "4242424242424242")
+    again = await client.authorize(k, "100", "KRW", "4242424242424242")
+    assert first == again
+    assert len(app[STORE].all()) == 1 and app[STORE].by_key(k)["attempts"] == 2
+
+
+async def test_capture_void_refund_are_idempotent_and_refuse_wrong_states(serve: Serve) -> None:
+    client, _ = await serve()
+    a = await client.authorize(key(), "100", "KRW", "4242424242424242")
+    assert (await client.change(a.id, "capture")).status == "captured"
+    assert (await client.change(a.id, "capture")).status == "captured"
+    with pytest.raises(ProviderRefused, match="invalid_state"):
+        await client.change(a.id, "void")
+    assert (await client.change(a.id, "refund")).status == "refunded"
+    b = await client.authorize(key(), "100", "KRW", "4242424242424242")
+    assert (await client.change(b.id, "void")).status == "voided"
+    with pytest.raises(ProviderRefused, match="no_such_charge"):
+        await client.change("ch_nope", "capture")
+
+
+async def test_a_provider_that_always_fails_is_unavailable_and_charges_nothing(
+        serve: Serve) -> None:
+    client, app = await serve(failure_rate=1.0)
+    with pytest.raises(ProviderUnavailable):
+        await client.authorize(key(), "100", "KRW", "4242424242424242")
+    assert app[STORE].all() == []
+
+
+async def test_an_unreachable_provider_is_unavailable() -> None:
+    client = ProviderClient("http://127.0.0.1:1", timeout_s=0.3, attempts=2, retry_delay_s=0)
+    try:
+        with pytest.raises(ProviderUnavailable):
+            await client.authorize(key(), "100", "KRW", "4242424242424242")
+        with pytest.raises(ProviderUnavailable):
+            await client.void_by_key(key())
+    finally:
+        await client.close()
+
+
+async def test_void_by_key_voids_an_orphaned_authorization(serve: Serve) -> None:
+    client, app = await serve()
+    k = key()
+    assert await client.void_by_key(k) is None
+    await client.authorize(k, "100", "KRW", "4242424242424242")
+    assert (await client.void_by_key(k)).status == "voided"  # type: ignore[union-attr]
+    assert app[STORE].by_key(k)["status"] == "voided"

@@ -1,0 +1,70 @@
+import subprocess
+import sys
+
+import pytest
+from chassis.messaging.envelope import Envelope, PoisonMessage
+from contracts.payments.v1 import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
+from payments.app import messaging
+from payments.entrypoints.consumers import parse
+from payments.provider.__main__ import config_from_env
+from payments.settings import PaymentsSettings
+
+
+def test_settings_come_from_payments_prefixed_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = PaymentsSettings()
+    assert defaults.provider_url == "http://127.0.0.1:8790"
+    assert defaults.api_prefix == "/api/payments"
+    monkeypatch.setenv("PAYMENTS_PROVIDER_URL", "http://pay.example:9000")
+    monkeypatch.setenv("PAYMENTS_PROVIDER_TIMEOUT_S", "1.5")
+    monkeypatch.setenv("PAYMENTS_PROVIDER_PORT", "9999")  # the provider's own: ignored here
+    s = PaymentsSettings()
+    assert (s.provider_url, s.provider_timeout_s) == ("http://pay.example:9000", 1.5)
+
+
+def test_placeholder_database_password_is_refused_outside_development() -> None:
+    with pytest.raises(ValueError, match="placeholder"):
+        PaymentsSettings(environment="production",
+                         database_url="postgresql+asyncpg://payments:changeme@db/payments")
+
+
+def test_messaging_declares_streams_and_handles_every_command() -> None:
+    spec = messaging(PaymentsSettings())
+    assert spec.outbox is True
+    assert {s.name: (s.subjects, s.work_queue) for s in spec.streams} == {
+        "PAYMENTS_EVENTS": (["payments.events.>"], False),
+        "PAYMENTS_COMMANDS": (["payments.commands.>"], True)}
+    [commands] = spec.consumers
+    assert (commands.name, commands.stream, commands.subjects) == (
+        "payments-commands", "PAYMENTS_COMMANDS", ["payments.commands.>"])
+    assert set(commands.handlers) == {c.message_type() for c in
+                                      (AuthorizePayment, CapturePayment, VoidPayment,
+                                       RefundPayment)}
+
+
+def test_parse_refuses_bad_commands_without_echoing_the_card() -> None:
+    env = Envelope.new(AuthorizePayment.subject(), AuthorizePayment.message_type(),
+                       {"payment_id": "p1", "order_id": "o1", "amount": "1",
+                        "currency": "krw", "card_number": "4242424242424242"})
+    with pytest.raises(PoisonMessage) as err:
+        parse(AuthorizePayment, env)
+    assert "4242" not in str(err.value)
+    long_id = Envelope.new(CapturePayment.subject(), CapturePayment.message_type(),
+                           {"payment_id": "x" * 201, "order_id": "o1"})
+    with pytest.raises(PoisonMessage):
+        parse(CapturePayment, long_id)
+
+
+def test_provider_config_from_environment() -> None:
+    c = config_from_env({"PAYMENTS_PROVIDER_PORT": "9100", "PAYMENTS_PROVIDER_DATA_DIR": "/x",
+                         "PAYMENTS_PROVIDER_LATENCY_MS": "5",
+                         "PAYMENTS_PROVIDER_FAILURE_RATE": "0.25"})
+    assert (c.port, str(c.data_dir), c.latency_ms, c.failure_rate) == (9100, "/x", 5, 0.25)
+    with pytest.raises(ValueError):
+        config_from_env({"PAYMENTS_PROVIDER_FAILURE_RATE": "2"})
+
+
+def test_the_provider_plays_a_third_party_and_imports_no_chassis() -> None:
+    code = ("import sys, payments.provider.__main__; "
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('chassis', 'contracts')]")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)

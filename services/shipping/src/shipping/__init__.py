@@ -1,0 +1,1 @@
+"""shipping: shipments for approved orders, moved along by a simulated carrier."""

@@ -1,0 +1,63 @@
+"""Wiring of the shipping service: ``create_app`` for the process, ``bootstrap`` for start-up
+(it runs the simulated carrier), ``messaging`` for what it produces and consumes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from chassis.app import ServiceContext, create_service_app
+from chassis.auth import KeySource
+from chassis.messaging.runtime import Messaging, StreamSpec
+from chassis.messaging.streams import commands_stream_name, events_stream_name
+from fastapi import FastAPI
+
+from shipping.entrypoints.api import router
+from shipping.entrypoints.carrier import run_carrier
+from shipping.entrypoints.consumers import consumer_specs
+from shipping.settings import ShippingSettings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# shipping owns its events stream and its command work queue, and publishes through its
+# outbox. It consumes only its own commands (from the order saga).
+STREAMS = [StreamSpec(events_stream_name("shipping"), ["shipping.events.>"]),
+           StreamSpec(commands_stream_name("shipping"), ["shipping.commands.>"],
+                      work_queue=True)]
+
+
+def messaging(settings: ShippingSettings) -> Messaging:
+    return Messaging(streams=STREAMS, outbox=True,
+                     consumers=consumer_specs(settings.timetable()))
+
+
+@asynccontextmanager
+async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
+    settings = ctx.settings
+    assert isinstance(settings, ShippingSettings)
+    stop = asyncio.Event()
+    carrier = None
+    if settings.carrier_interval_s > 0:
+        carrier = asyncio.create_task(
+            run_carrier(ctx.require_db(), stop, settings.timetable(),
+                        interval_s=settings.carrier_interval_s,
+                        batch_size=settings.carrier_batch_size),
+            name="shipping-carrier")
+    try:
+        yield
+    finally:
+        stop.set()
+        if carrier is not None:
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+                await asyncio.wait_for(carrier, 5)
+
+
+def create_app(settings: ShippingSettings | None = None, *,
+               key_source: Callable[[ServiceContext], KeySource] | None = None) -> FastAPI:
+    settings = settings or ShippingSettings()
+    return create_service_app(
+        settings, routers=[router], bootstrap=bootstrap, key_source=key_source,
+        messaging=messaging(settings),
+        description="Shipments for orders, moved along by a simulated carrier.")

@@ -1,0 +1,52 @@
+"""The shipping service's message entrypoint: one durable consumer on its command queue.
+
+Each handler decodes the contract and calls a service-layer function in the consumer's
+transaction (the same one that writes the inbox row), so a message takes effect once.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from chassis.messaging.consumer import ConsumerSpec, Handler
+from chassis.messaging.envelope import Envelope, PoisonMessage
+from chassis.messaging.streams import commands_stream_name
+from contracts.base import Contract
+from contracts.shipping.v1 import CancelShipment, CreateShipment
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shipping.domain.model import Timetable
+from shipping.service_layer import handlers
+
+COMMANDS_CONSUMER = "shipping-commands"
+
+C = TypeVar("C", bound=Contract)
+
+
+def parse(model: type[C], envelope: Envelope) -> C:
+    """The contract in the message, or PoisonMessage (retried, then dead-lettered).
+
+    The contracts bound ids to 1-200 characters, the width of the id columns."""
+    try:
+        return model.model_validate(envelope.payload)
+    except ValidationError as exc:
+        raise PoisonMessage(f"{envelope.message_type}: invalid payload "
+                            f"({exc.error_count()} error(s))") from exc
+
+
+def command_handlers(timetable: Timetable) -> dict[str, Handler]:
+    async def create(session: AsyncSession, envelope: Envelope) -> None:
+        await handlers.create_shipment(session, parse(CreateShipment, envelope), timetable,
+                                       causation_id=str(envelope.message_id))
+
+    async def cancel(session: AsyncSession, envelope: Envelope) -> None:
+        await handlers.cancel_shipment(session, parse(CancelShipment, envelope),
+                                       causation_id=str(envelope.message_id))
+
+    return {CreateShipment.message_type(): create, CancelShipment.message_type(): cancel}
+
+
+def consumer_specs(timetable: Timetable) -> list[ConsumerSpec]:
+    return [ConsumerSpec(COMMANDS_CONSUMER, commands_stream_name("shipping"),
+                         ["shipping.commands.>"], command_handlers(timetable))]

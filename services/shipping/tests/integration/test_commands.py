@@ -1,0 +1,135 @@
+"""Shipping commands through the real inbox consumer and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from chassis.db import Database
+from chassis.messaging.consumer import Outcome
+from chassis.messaging.envelope import Envelope
+from contracts.shipping.v1 import CancelShipment, CreateShipment
+from shipping.domain.model import Timetable, utc_now
+from shipping.service_layer.handlers import sweep_carrier
+from shipping_kit import Shipping, create, delivery, envelope
+
+pytestmark = pytest.mark.integration
+
+TIMES = Timetable(to_dispatched=timedelta(seconds=30), to_in_transit=timedelta(seconds=60),
+                  to_delivered=timedelta(seconds=120))
+
+
+@pytest.fixture
+def ship(db: Database) -> Shipping:
+    return Shipping(db, TIMES)
+
+
+def types(events: list[dict]) -> list[str]:
+    return [e["_type"] for e in events]
+
+
+def cancel(sid: str, reason: str | None = "payment_declined") -> CancelShipment:
+    return CancelShipment(shipment_id=sid, order_id=f"order-{sid}", reason=reason)
+
+
+async def test_create_makes_one_shipment_with_a_tracking_number(ship: Shipping) -> None:
+    assert await ship.send(create("s1")) == Outcome.HANDLED
+    [created] = await ship.events()
+    assert created["_type"] == "ShipmentCreated.v1"
+    assert (created["shipment_id"], created["order_id"], created["customer_id"]) == (
+        "s1", "order-s1", "cust-a")
+    assert created["tracking_number"].startswith("MS")
+    assert await ship.statuses() == {"s1": "CREATED"}
+    assert await ship.history("s1") == ["CREATED"]
+
+
+async def test_repeated_create_changes_nothing_and_reannounces(ship: Shipping) -> None:
+    first = envelope(create("s1"))
+    assert await ship.send(delivery(first)) == Outcome.HANDLED
+    assert await ship.send(delivery(first)) == Outcome.DUPLICATE  # same message id
+    assert await ship.send(create("s1")) == Outcome.HANDLED  # re-sent by the saga: new id
+    announced = await ship.events("ShipmentCreated.v1")
+    assert len(announced) == 2 and announced[0] == announced[1]  # same tracking number
+    assert await ship.statuses() == {"s1": "CREATED"}
+
+
+@pytest.mark.parametrize("address", [{"country": "KOR"}, {"country": "1"}, {"city": ""},
+                                     {"name": "  "}, {"postal_code": ""}])
+async def test_an_invalid_address_fails_the_creation_and_stores_nothing(
+        ship: Shipping, address: dict) -> None:
+    assert await ship.send(create("s1", **address)) == Outcome.HANDLED
+    [failed] = await ship.events()
+    assert failed == {"shipment_id": "s1", "order_id": "order-s1", "reason": "invalid_address",
+                      "_type": "ShipmentCreationFailed.v1"}
+    assert await ship.statuses() == {}
+
+
+async def test_cancel_before_dispatch_cancels_and_is_idempotent(ship: Shipping,
+                                                                db: Database) -> None:
+    await ship.send(create("s1"))
+    await ship.send(cancel("s1"))
+    await ship.send(cancel("s1", reason="again"))
+    assert types(await ship.events()) == ["ShipmentCreated.v1", "ShipmentCancelled.v1",
+                                          "ShipmentCancelled.v1"]
+    assert await ship.statuses() == {"s1": "CANCELLED"}
+    assert await ship.history("s1") == ["CREATED", "CANCELLED"]
+    # The carrier never picks up a cancelled shipment, however late it is.
+    assert await sweep_carrier(db.unit_of_work(), TIMES,
+                               now=utc_now() + timedelta(days=1)) == 0
+    # A create re-sent after the cancel is refused: the saga must not think it lives.
+    await ship.send(create("s1"))
+    [refused] = await ship.events("ShipmentCreationFailed.v1")
+    assert refused["reason"] == "cancelled"
+    assert await ship.statuses() == {"s1": "CANCELLED"}
+
+
+async def test_cancel_before_create_leaves_a_tombstone_that_refuses_it(
+        ship: Shipping) -> None:
+    assert await ship.send(cancel("s1", reason="saga_timeout")) == Outcome.HANDLED
+    [cancelled] = await ship.events()
+    assert cancelled == {"shipment_id": "s1", "order_id": "order-s1",
+                         "_type": "ShipmentCancelled.v1"}
+    await ship.send(create("s1"))
+    [refused] = await ship.events("ShipmentCreationFailed.v1")
+    assert (refused["shipment_id"], refused["reason"]) == ("s1", "cancelled")
+    await ship.send(cancel("s1"))  # and the tombstone answers a repeated cancel too
+    assert len(await ship.events("ShipmentCancelled.v1")) == 2
+    assert await ship.statuses() == {"s1": "CANCELLED"}
+    assert await ship.events("ShipmentCreated.v1") == []
+
+
+async def test_cancel_after_dispatch_is_refused_with_the_status(ship: Shipping,
+                                                                db: Database) -> None:
+    await ship.send(create("s1"))
+    assert await sweep_carrier(db.unit_of_work(), TIMES,
+                               now=utc_now() + timedelta(seconds=31)) == 1
+    await ship.send(cancel("s1"))
+    [refused] = await ship.events("ShipmentCancellationRefused.v1")
+    assert refused == {"shipment_id": "s1", "order_id": "order-s1", "status": "DISPATCHED",
+                       "_type": "ShipmentCancellationRefused.v1"}
+    assert await ship.statuses() == {"s1": "DISPATCHED"}
+    assert await ship.events("ShipmentCancelled.v1") == []
+
+
+async def test_create_racing_its_cancel_ends_cancelled_either_way(ship: Shipping) -> None:
+    for i in range(10):
+        sid = f"race-{i}"
+        await asyncio.gather(ship.send(create(sid)), ship.send(cancel(sid)))
+    assert set((await ship.statuses()).values()) == {"CANCELLED"}
+    assert len(await ship.events("ShipmentCancelled.v1")) == 10
+    # Each create either came first (then was cancelled) or was refused by the tombstone.
+    assert (len(await ship.events("ShipmentCreated.v1"))
+            + len(await ship.events("ShipmentCreationFailed.v1"))) == 10
+
+
+async def test_invalid_command_is_retried_then_dead_lettered(ship: Shipping) -> None:
+    bad = Envelope.new(CreateShipment.subject(), CreateShipment.message_type(),
+                       {"shipment_id": "s1", "order_id": "o1", "lines": []})
+    first = delivery(bad)
+    assert await ship.send(first) == Outcome.RETRY and first.state == "naked"
+    last = delivery(bad)
+    last.deliveries = 5
+    assert await ship.send(last) == Outcome.DEAD_LETTERED
+    assert [m.subject for m in ship.dead_letters.messages] == ["dlq.shipping-commands"]
+    assert await ship.statuses() == {} and await ship.events() == []
