@@ -50,3 +50,28 @@ class TokenMinter:
 
     def auth(self, roles: list[str] | None = None, **kw: Any) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(roles=roles, **kw)}"}
+
+
+def schema_drift(database_url: str, metadata: Any) -> list[Any]:
+    """Differences between a migrated database and the tables in code (empty: no drift).
+
+    Every service keeps its Alembic migrations and its table definitions side by side; this
+    is the one check that they describe the same schema.
+    """
+    import asyncio
+
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import pool
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def diff() -> list[Any]:
+        engine = create_async_engine(database_url, poolclass=pool.NullPool)
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(lambda c: compare_metadata(
+                    MigrationContext.configure(c, opts={"compare_type": True}), metadata))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(diff())

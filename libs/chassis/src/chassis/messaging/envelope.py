@@ -11,11 +11,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import uuid_utils
 from opentelemetry import propagate
+from pydantic import BaseModel, ValidationError
 
 H_NATS_MSG_ID = "Nats-Msg-Id"
 H_MESSAGE_ID = "Mercato-Message-Id"
@@ -29,6 +30,21 @@ H_TRACESTATE = "tracestate"
 
 class PoisonMessage(ValueError):
     """A message that can never be handled as it is (bad JSON, unknown type or version)."""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_payload(model: type[M], envelope: Envelope) -> M:
+    """The message's contract, or PoisonMessage (retried, then dead-lettered).
+
+    Only the error count is reported: a payload may hold a card number or an address, and
+    the error text ends up in logs and dead-letter headers.
+    """
+    try:
+        return model.model_validate(envelope.payload)
+    except ValidationError:
+        raise PoisonMessage(f"{envelope.message_type}: invalid payload") from None
 
 
 def new_message_id() -> uuid.UUID:

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import structlog
 from chassis.messaging.consumer import ConsumerSpec, Handler
-from chassis.messaging.envelope import Envelope, PoisonMessage
+from chassis.messaging.envelope import Envelope, PoisonMessage, parse_payload
 from chassis.messaging.streams import commands_stream_name, events_stream_name
 from contracts.base import Contract
 from contracts.catalog.v1 import (
@@ -20,7 +20,6 @@ from contracts.catalog.v1 import (
     ProductUpdated,
 )
 from contracts.inventory.v1 import CommitReservation, ReleaseStock, ReserveStock
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inventory.adapters.orm import ID_LENGTH, SKU_LENGTH
@@ -37,11 +36,7 @@ C = TypeVar("C", bound=Contract)
 
 def parse(model: type[C], envelope: Envelope) -> C:
     """The contract in the message, or PoisonMessage (retried, then dead-lettered)."""
-    try:
-        parsed = model.model_validate(envelope.payload)
-    except ValidationError as exc:
-        raise PoisonMessage(f"{envelope.message_type}: invalid payload "
-                            f"({exc.error_count()} error(s))") from exc
+    parsed = parse_payload(model, envelope)
     for name in ("reservation_id", "order_id"):
         value = getattr(parsed, name, None)
         if value is not None and not 0 < len(value) <= ID_LENGTH:

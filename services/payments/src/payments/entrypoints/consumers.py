@@ -13,11 +13,10 @@ from __future__ import annotations
 from typing import TypeVar
 
 from chassis.messaging.consumer import ConsumerSpec, Handler
-from chassis.messaging.envelope import Envelope, PoisonMessage
+from chassis.messaging.envelope import Envelope, PoisonMessage, parse_payload
 from chassis.messaging.streams import commands_stream_name
 from contracts.base import Contract
 from contracts.payments.v1 import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payments.adapters.orm import ID_LENGTH
@@ -31,12 +30,7 @@ C = TypeVar("C", bound=Contract)
 
 def parse(model: type[C], envelope: Envelope) -> C:
     """The contract in the message, or PoisonMessage (retried, then dead-lettered)."""
-    try:
-        parsed = model.model_validate(envelope.payload)
-    except ValidationError as exc:
-        # Only the count: the payload may hold a card number, which must not reach logs.
-        raise PoisonMessage(f"{envelope.message_type}: invalid payload "
-                            f"({exc.error_count()} error(s))") from None
+    parsed = parse_payload(model, envelope)
     for name in ("payment_id", "order_id"):
         if not 0 < len(getattr(parsed, name)) <= ID_LENGTH:
             raise PoisonMessage(f"{envelope.message_type}: {name} must be 1-{ID_LENGTH} chars")
