@@ -253,7 +253,7 @@ def _down(h: Home) -> None:
         active = {n: p.get("kind") for n, p in (state.get("processes") or {}).items()
                   if p.get("state") not in ("stopped", "failed")}
         # The supervisor stops services, then the gateway, then the engines: show that stage.
-        for kind in ("service", "gateway", "engine"):
+        for kind in ("service", "simulator", "gateway", "engine"):
             names = [n for n, k in active.items() if k == kind]
             if names:
                 if names != last:
@@ -321,6 +321,8 @@ async def _health(state: dict[str, Any]) -> dict[str, str]:
                 jobs.append(engine(name))
             elif name == "envoy":
                 jobs.append(http(name, f"http://127.0.0.1:{ports['envoy_admin']}/ready"))
+            elif proc.get("kind") == "simulator" and proc.get("port"):
+                jobs.append(http(name, f"http://127.0.0.1:{proc['port']}/health"))
             elif proc.get("port") and proc.get("pid"):
                 jobs.append(http(name, f"http://127.0.0.1:{proc['port']}/health/ready"))
             else:

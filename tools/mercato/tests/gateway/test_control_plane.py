@@ -76,8 +76,10 @@ def test_prepare_writes_every_file_and_returns_the_envoy_argv(tmp_path: Path) ->
     cfg = _cfg(tmp_path)
     argv = prepare(cfg)
     names = sorted(p.name for p in cfg.envoy_dir.iterdir())
-    assert names == ["bootstrap.yaml", "cds.yaml", "eds-catalog.yaml", "eds-identity.yaml",
-                     "eds-inventory.yaml", "lds.yaml"]
+    from mercato.gateway.routes import load_routes
+
+    eds = [f"eds-{service}.yaml" for service in load_routes().services]
+    assert names == sorted(["bootstrap.yaml", "cds.yaml", *eds, "lds.yaml"])
     assert argv[1:3] == ["-c", str(cfg.bootstrap_file)]
     assert argv[argv.index("--concurrency") + 1] == "1"
     assert argv[argv.index("--log-level") + 1] == "warn"

@@ -147,7 +147,8 @@ def test_access_log_is_json_with_the_fields_operators_need(hcm: dict[str, Any]) 
 def test_clusters_are_eds_from_one_file_each() -> None:
     cds = render.cds(load_routes(), ENVOY_DIR)
     names = [c["name"] for c in cds["resources"]]
-    assert names == ["catalog", "identity", "inventory"]
+    assert names == sorted({r.service for r in load_routes().routes})
+    assert {"identity", "catalog", "inventory", "payments", "shipping"} <= set(names)
     for cluster in cds["resources"]:
         assert cluster["type"] == "EDS"
         assert cluster["connect_timeout"] == "1s"

@@ -33,7 +33,11 @@ def test_packaged_routes_cover_the_public_api() -> None:
     assert all(r.max_body_bytes == 1 << 20 and r.timeout_s == 15 for r in table.routes)
     inventory = by_match["/api/inventory/*"]
     assert (inventory.read_auth, inventory.write_auth) == (PUBLIC, USER)
-    assert table.services == ("catalog", "identity", "inventory")
+    track = by_match["/api/shipping/track/*"]
+    assert (track.service, track.read_auth) == ("shipping", PUBLIC)
+    assert by_match["/api/shipping/*"].read_auth == USER
+    assert by_match["/api/payments/*"].read_auth == USER
+    assert table.services == tuple(sorted({r.service for r in table.routes}))
     assert table.jwt.issuer == "mercato-identity" and table.jwt.audiences == ("mercato",)
 
 

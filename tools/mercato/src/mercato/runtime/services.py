@@ -3,9 +3,35 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-SERVICES = ["identity", "catalog", "inventory"]
+SERVICES = ["identity", "catalog", "inventory", "payments", "shipping"]
+
+
+@dataclass(frozen=True)
+class Simulator:
+    """A stand-in for a third party (the payment provider, later an SMTP server), run beside
+    the services. Its port is chosen once per run: the services that call it are told it at
+    their start, so a restarted simulator must come back on the same one."""
+
+    name: str
+    module: str
+    health_path: str
+    env: Callable[[int, Path], dict[str, str]]  # (port, data dir) -> its environment
+    used_by: dict[str, Callable[[int], dict[str, str]]]  # service -> env pointing at it
+
+
+SIMULATORS = [
+    Simulator(
+        name="payments-provider", module="payments.provider", health_path="/health",
+        env=lambda port, data: {"PAYMENTS_PROVIDER_HOST": "127.0.0.1",
+                                "PAYMENTS_PROVIDER_PORT": str(port),
+                                "PAYMENTS_PROVIDER_DATA_DIR": str(data)},
+        used_by={"payments": lambda port: {"PAYMENTS_PROVIDER_URL": f"http://127.0.0.1:{port}"}},
+    ),
+]
 
 _SCALE = re.compile(r"^([a-z][a-z0-9_]*)=(\d+)$")
 

@@ -36,6 +36,7 @@ from mercato.runtime.postgres import Postgres
 from mercato.runtime.proc import deathsig_preexec
 from mercato.runtime.services import (
     SERVICES,
+    SIMULATORS,
     instance_ids,
     parse_scale,
     repo_root,
@@ -125,6 +126,7 @@ class Supervisor:
         self.pg = Postgres(home, self.ports.postgres)
         self.nats = Nats(home.nats_dir, self.ports.nats)
         self.db_urls: dict[str, str] = {}
+        self.simulator_ports: dict[str, int] = {}
         self.http: aiohttp.ClientSession | None = None
         self.nc: Any = None
         self.control_plane: asyncio.Task[None] | None = None
@@ -391,11 +393,39 @@ class Supervisor:
                 names.append(iid)
         return names
 
+    def start_simulators(self) -> list[str]:
+        names = []
+        for sim in SIMULATORS:
+            if not any(s in self.services for s in sim.used_by):
+                continue
+            port = self.simulator_ports.setdefault(sim.name, free_port())
+            data_dir = self.home.root / sim.name
+            data_dir.mkdir(parents=True, exist_ok=True)
+
+            url = f"http://127.0.0.1:{port}{sim.health_path}"
+
+            def ready(c: Child, url: str = url) -> Awaitable[bool]:
+                return self._http_ok(url)
+
+            self.add(Spec(name=sim.name, kind="simulator", argv=lambda _p, m=sim.module: [
+                sys.executable, "-m", m], port=lambda p=port: p,
+                env=lambda _p, s=sim, p=port, d=data_dir: s.env(p, d), ready=ready))
+            names.append(sim.name)
+        return names
+
+    def _simulator_env(self, service: str) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for sim in SIMULATORS:
+            if service in sim.used_by and sim.name in self.simulator_ports:
+                env.update(sim.used_by[service](self.simulator_ports[sim.name]))
+        return env
+
     def _service_spec(self, service: str, module: str, iid: str) -> Spec:
         def env(port: int | None) -> dict[str, str]:
             assert port is not None
-            return service_env(service, instance_id=iid, port=port,
-                               database_url=self.db_urls[service], nats_url=self.nats.url)
+            return {**service_env(service, instance_id=iid, port=port,
+                                  database_url=self.db_urls[service], nats_url=self.nats.url),
+                    **self._simulator_env(service)}
 
         return Spec(name=iid, kind="service", service=service,
                     argv=lambda _p: [sys.executable, "-m", module], port=free_port, env=env,
@@ -410,6 +440,7 @@ class Supervisor:
         if self.gateway:
             await self.start_gateway()
             names.append("envoy")
+        names += self.start_simulators()
         names += self.start_services()
         await self.wait_ready(names)
         self.ready_at = time.time()
@@ -425,6 +456,7 @@ class Supervisor:
         self.write_state()
         by_kind = lambda kind: [c for c in self.children.values() if c.spec.kind == kind]  # noqa: E731
         await asyncio.gather(*(self.stop_child(c) for c in by_kind("service")))
+        await asyncio.gather(*(self.stop_child(c) for c in by_kind("simulator")))
         self.gateway_stop.set()
         if self.control_plane is not None:
             done, _ = await asyncio.wait({self.control_plane}, timeout=5.0)
