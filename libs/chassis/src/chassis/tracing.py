@@ -36,9 +36,7 @@ def configure_tracing(service: str, instance: str, otlp_endpoint: str | None) ->
 
 
 def instrument_app(app: Any, engine: Any | None) -> None:
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="health/.*,metrics")
+    """Database spans; request spans come from FastAPI's native telemetry (see app.py)."""
     if engine is not None:
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
