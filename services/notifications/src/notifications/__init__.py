@@ -1,0 +1,1 @@
+"""notifications: emails about orders and shipments, sent through SMTP from a durable queue."""

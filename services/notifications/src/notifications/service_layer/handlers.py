@@ -1,0 +1,149 @@
+"""Notifications use cases.
+
+The event handlers only queue: they run inside the consumer's inbox transaction and INSERT
+one row per (order, kind) -- never an SMTP call there, so a slow or dead mail server can
+neither hold a transaction open nor make a redelivery send twice. The sender
+(``send_due``) mails what is queued, each result in its own short transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TypeAlias
+
+import structlog
+from chassis.db import Database, UnitOfWork
+from contracts.orders.v1 import OrderApproved, OrderCancelled, OrderPlaced, OrderRejected
+from contracts.shipping.v1 import ShipmentStatusChanged
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notifications.adapters.repository import NotificationsRepository
+from notifications.adapters.smtp import Mailer, OutgoingMail
+from notifications.domain.model import (
+    ORDER_APPROVED,
+    ORDER_CANCELLED,
+    ORDER_PLACED,
+    ORDER_REJECTED,
+    Facts,
+    Notification,
+    RetryPolicy,
+    render,
+    shipment_kind,
+    utc_now,
+)
+
+log = structlog.get_logger("notifications")
+
+OrderEvent: TypeAlias = OrderPlaced | OrderApproved | OrderRejected | OrderCancelled
+
+
+# -- events (from the notifications-orders and notifications-shipping consumers) ---------------
+
+def order_facts(event: OrderEvent) -> tuple[str, Facts]:
+    """The kind of notification an order event asks for, and what its email may say."""
+    if isinstance(event, OrderPlaced):
+        return ORDER_PLACED, Facts(event.order_id, total=event.total, currency=event.currency,
+                                   items=sum(line.quantity for line in event.lines))
+    if isinstance(event, OrderApproved):
+        return ORDER_APPROVED, Facts(event.order_id, total=event.total,
+                                     currency=event.currency)
+    if isinstance(event, OrderRejected):
+        return ORDER_REJECTED, Facts(event.order_id, reason=event.reason)
+    return ORDER_CANCELLED, Facts(event.order_id, reason=event.reason)
+
+
+async def on_order_event(session: AsyncSession, event: OrderEvent) -> bool:
+    """Learn the order's email (when the event has it) and queue its notification once.
+
+    True if a notification was queued, False if this (order, kind) had one already."""
+    repo = NotificationsRepository(session)
+    if event.customer_email:
+        await repo.learn_customer(event.order_id, event.customer_id, event.customer_email)
+    recipient = event.customer_email or await repo.email_for(event.order_id)
+    kind, facts = order_facts(event)
+    queued = await repo.enqueue(event.order_id, kind, recipient, render(kind, facts))
+    log.info("notification_queued" if queued else "notification_exists",
+             order_id=event.order_id, kind=kind, recipient_known=recipient is not None)
+    return queued
+
+
+async def on_shipment_status(session: AsyncSession, event: ShipmentStatusChanged) -> bool:
+    """Queue the shipment's email for DISPATCHED and DELIVERED (IN_TRANSIT sends none).
+
+    The event carries no email: the recipient is the one learnt from the order events, or
+    resolved by the sender later (failed with ``unknown_recipient`` if never learnt)."""
+    kind = shipment_kind(event.status)
+    if kind is None:
+        return False
+    repo = NotificationsRepository(session)
+    recipient = await repo.email_for(event.order_id)
+    mail = render(kind, Facts(event.order_id, tracking_number=event.tracking_number))
+    queued = await repo.enqueue(event.order_id, kind, recipient, mail)
+    log.info("notification_queued" if queued else "notification_exists",
+             order_id=event.order_id, kind=kind, recipient_known=recipient is not None)
+    return queued
+
+
+# -- the sender --------------------------------------------------------------------------------
+
+@dataclass
+class SendRound:
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+
+
+async def send_due(db: Database, mailer: Mailer, policy: RetryPolicy, *,
+                   now: datetime | None = None, limit: int = 20,
+                   lease: timedelta = timedelta(seconds=60)) -> SendRound:
+    """One sender round: claim due notifications, mail each, record each result at once.
+
+    At-least-once: the row is marked sent in its own transaction right after the SMTP server
+    accepted it. If the process dies between the two, the lease runs out and the mail is sent
+    again (with the same Message-ID). Nothing else can send a notification twice."""
+    now = now or utc_now()
+    async with db.unit_of_work() as uow:
+        claimed = await NotificationsRepository(uow.session).claim_due(now, limit, lease)
+        await uow.commit()
+    result = SendRound(claimed=len(claimed))
+    for n in claimed:
+        if n.recipient is None:  # the claim failed it: unknown_recipient
+            result.failed += 1
+            log.warning("notification_failed", notification_id=n.id, order_id=n.order_id,
+                        kind=n.kind, error="unknown_recipient")
+            continue
+        try:
+            await mailer.send(OutgoingMail(n.id, n.order_id, n.kind, n.recipient, n.subject,
+                                           n.body))
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            async with db.unit_of_work() as uow:
+                repo = NotificationsRepository(uow.session)
+                if policy.gives_up(n.attempts):
+                    await repo.give_up(n.id, error)
+                    result.failed += 1
+                else:
+                    await repo.retry_later(n.id, utc_now() + policy.delay(n.attempts), error)
+                    result.retried += 1
+                await uow.commit()
+            log.warning("notification_send_failed", notification_id=n.id, order_id=n.order_id,
+                        kind=n.kind, attempt=n.attempts, gave_up=policy.gives_up(n.attempts),
+                        error=error)
+            continue
+        async with db.unit_of_work() as uow:
+            await NotificationsRepository(uow.session).mark_sent(n.id, utc_now())
+            await uow.commit()
+        result.sent += 1
+        log.info("notification_sent", notification_id=n.id, order_id=n.order_id, kind=n.kind)
+    return result
+
+
+# -- HTTP use cases ----------------------------------------------------------------------------
+
+async def list_notifications(uow: UnitOfWork, *, order_id: str | None,
+                             limit: int) -> list[Notification]:
+    async with uow:
+        return await NotificationsRepository(uow.session).listing(order_id=order_id,
+                                                                  limit=limit)

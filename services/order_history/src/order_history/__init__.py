@@ -1,0 +1,1 @@
+"""order_history: the read model of every order across orders, payments and shipping."""

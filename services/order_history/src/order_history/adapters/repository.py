@@ -1,0 +1,92 @@
+"""order_history persistence: rows of ``order_view`` in, ``OrderView``s out.
+
+``lock`` makes sure the order's row exists and holds it for the transaction, so the three
+consumers (and a rebuild) merging events about the same order queue up instead of each
+merging into a stale copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from order_history.adapters.orm import order_view
+from order_history.domain.model import OrderView
+
+_FIELDS = ("customer_id", "status", "total", "currency", "lines", "reason", "payment_status",
+           "amount_captured", "amount_refunded", "shipment_status", "tracking_number",
+           "placed_at", "last_event_at")
+
+
+@dataclass(frozen=True)
+class StoredView:
+    view: OrderView
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[StoredView]
+    total: int
+
+
+def _stored(row: Row[Any]) -> StoredView:
+    m = row._mapping
+    return StoredView(OrderView(m["order_id"], **{f: m[f] for f in _FIELDS}), m["updated_at"])
+
+
+class OrderViewRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def lock(self, order_id: str, first_event_at: datetime) -> OrderView:
+        """The order's current view, its row created if new and locked until commit."""
+        await self.session.execute(
+            insert(order_view).values(order_id=order_id, last_event_at=first_event_at)
+            .on_conflict_do_nothing(index_elements=[order_view.c.order_id]))
+        row = (await self.session.execute(
+            select(order_view).where(order_view.c.order_id == order_id)
+            .with_for_update())).one()
+        return _stored(row).view
+
+    async def save(self, view: OrderView) -> None:
+        await self.session.execute(
+            order_view.update().where(order_view.c.order_id == view.order_id)
+            .values(**{f: getattr(view, f) for f in _FIELDS}, updated_at=datetime.now(UTC)))
+
+    async def get(self, order_id: str) -> StoredView | None:
+        row = (await self.session.execute(
+            select(order_view).where(order_view.c.order_id == order_id))).one_or_none()
+        return None if row is None else _stored(row)
+
+    async def page(self, *, customer_id: str | None, page: int, page_size: int,
+                   owned_only: bool) -> Page:
+        """Newest first (by when the order was placed, else by its latest event)."""
+        where = []
+        if customer_id is not None:
+            where.append(order_view.c.customer_id == customer_id)
+        elif owned_only:
+            where.append(order_view.c.customer_id.is_not(None))
+        total = (await self.session.execute(
+            select(func.count()).select_from(order_view).where(*where))).scalar_one()
+        rows = (await self.session.execute(
+            select(order_view).where(*where)
+            .order_by(func.coalesce(order_view.c.placed_at, order_view.c.last_event_at).desc(),
+                      order_view.c.order_id.desc())
+            .limit(page_size).offset((page - 1) * page_size))).all()
+        return Page([_stored(r) for r in rows], total)
+
+    async def clear(self, consumers: list[str]) -> None:
+        """Empty the view and forget what these consumers handled (for a rebuild)."""
+        await self.session.execute(text("TRUNCATE order_view"))
+        await self.session.execute(text("DELETE FROM inbox WHERE consumer = ANY(:names)"),
+                                   {"names": consumers})
+
+    async def count(self) -> int:
+        return (await self.session.execute(
+            select(func.count()).select_from(order_view))).scalar_one()
