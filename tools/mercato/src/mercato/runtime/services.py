@@ -7,33 +7,58 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-SERVICES = ["identity", "catalog", "inventory", "payments", "shipping"]
+SERVICES = ["identity", "catalog", "inventory", "payments", "shipping", "notifications",
+            "order_history"]
 
 
 @dataclass(frozen=True)
 class Simulator:
-    """A stand-in for a third party (the payment provider, later an SMTP server), run beside
-    the services. Its port is chosen once per run: the services that call it are told it at
-    their start, so a restarted simulator must come back on the same one."""
+    """A stand-in for a third party (the payment provider, the mail server), run beside the
+    services. Its ports are chosen once per run: the services that call it are told them at
+    their start, so a restarted simulator must come back on the same ones. The first port
+    answers ``health_path`` over HTTP."""
 
     name: str
     module: str
     health_path: str
-    env: Callable[[int, Path], dict[str, str]]  # (port, data dir) -> its environment
-    used_by: dict[str, Callable[[int], dict[str, str]]]  # service -> env pointing at it
+    ports: tuple[str, ...]
+    env: Callable[[dict[str, int], Path], dict[str, str]]  # (ports, data dir) -> its env
+    used_by: dict[str, Callable[[dict[str, int]], dict[str, str]]]  # service -> env for it
 
 
 SIMULATORS = [
     Simulator(
         name="payments-provider", module="payments.provider", health_path="/health",
-        env=lambda port, data: {"PAYMENTS_PROVIDER_HOST": "127.0.0.1",
-                                "PAYMENTS_PROVIDER_PORT": str(port),
-                                "PAYMENTS_PROVIDER_DATA_DIR": str(data)},
-        used_by={"payments": lambda port: {"PAYMENTS_PROVIDER_URL": f"http://127.0.0.1:{port}"}},
+        ports=("http",),
+        env=lambda p, data: {"PAYMENTS_PROVIDER_HOST": "127.0.0.1",
+                             "PAYMENTS_PROVIDER_PORT": str(p["http"]),
+                             "PAYMENTS_PROVIDER_DATA_DIR": str(data)},
+        used_by={"payments": lambda p: {
+            "PAYMENTS_PROVIDER_URL": f"http://127.0.0.1:{p['http']}"}},
+    ),
+    Simulator(
+        name="mailsink", module="notifications.mailsink", health_path="/health",
+        ports=("http", "smtp"),
+        env=lambda p, data: {"NOTIFICATIONS_SINK_HOST": "127.0.0.1",
+                             "NOTIFICATIONS_SINK_HTTP_PORT": str(p["http"]),
+                             "NOTIFICATIONS_SINK_SMTP_PORT": str(p["smtp"]),
+                             "NOTIFICATIONS_SINK_DATA_DIR": str(data)},
+        used_by={"notifications": lambda p: {
+            "NOTIFICATIONS_SMTP_HOST": "127.0.0.1",
+            "NOTIFICATIONS_SMTP_PORT": str(p["smtp"]),
+            "NOTIFICATIONS_SINK_HTTP_URL": f"http://127.0.0.1:{p['http']}"}},
     ),
 ]
 
+
 _SCALE = re.compile(r"^([a-z][a-z0-9_]*)=(\d+)$")
+
+# Where a service's public API lives under the edge, when it is not /api/<service>.
+API_PATHS = {"order_history": "/api/history"}
+
+
+def api_path(service: str) -> str:
+    return API_PATHS.get(service, f"/api/{service}")
 
 
 def parse_scale(items: list[str] | None, services: list[str]) -> dict[str, int]:

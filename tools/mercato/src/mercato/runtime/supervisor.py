@@ -37,6 +37,7 @@ from mercato.runtime.proc import deathsig_preexec
 from mercato.runtime.services import (
     SERVICES,
     SIMULATORS,
+    api_path,
     instance_ids,
     parse_scale,
     repo_root,
@@ -126,7 +127,7 @@ class Supervisor:
         self.pg = Postgres(home, self.ports.postgres)
         self.nats = Nats(home.nats_dir, self.ports.nats)
         self.db_urls: dict[str, str] = {}
-        self.simulator_ports: dict[str, int] = {}
+        self.simulator_ports: dict[str, dict[str, int]] = {}
         self.http: aiohttp.ClientSession | None = None
         self.nc: Any = None
         self.control_plane: asyncio.Task[None] | None = None
@@ -146,7 +147,7 @@ class Supervisor:
         }
         if self.gateway:
             urls.update(edge=edge, envoy_admin=f"http://127.0.0.1:{self.ports.envoy_admin}",
-                        docs={s: f"{edge}/api/{s}/docs" for s in self.services})
+                        docs={s: f"{edge}{api_path(s)}/docs" for s in self.services})
         return urls
 
     def write_state(self) -> None:
@@ -398,18 +399,18 @@ class Supervisor:
         for sim in SIMULATORS:
             if not any(s in self.services for s in sim.used_by):
                 continue
-            port = self.simulator_ports.setdefault(sim.name, free_port())
+            ports = self.simulator_ports.setdefault(
+                sim.name, {name: free_port() for name in sim.ports})
             data_dir = self.home.root / sim.name
             data_dir.mkdir(parents=True, exist_ok=True)
-
-            url = f"http://127.0.0.1:{port}{sim.health_path}"
+            url = f"http://127.0.0.1:{ports[sim.ports[0]]}{sim.health_path}"
 
             def ready(c: Child, url: str = url) -> Awaitable[bool]:
                 return self._http_ok(url)
 
             self.add(Spec(name=sim.name, kind="simulator", argv=lambda _p, m=sim.module: [
-                sys.executable, "-m", m], port=lambda p=port: p,
-                env=lambda _p, s=sim, p=port, d=data_dir: s.env(p, d), ready=ready))
+                sys.executable, "-m", m], port=lambda p=ports[sim.ports[0]]: p,
+                env=lambda _p, s=sim, p=ports, d=data_dir: s.env(p, d), ready=ready))
             names.append(sim.name)
         return names
 
