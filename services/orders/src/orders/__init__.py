@@ -1,0 +1,1 @@
+"""orders: the order lifecycle and the order saga that drives it."""

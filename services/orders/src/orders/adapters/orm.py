@@ -1,0 +1,63 @@
+"""Orders tables (SQLAlchemy Core), the saga tables, the outbox and the inbox.
+
+UNIQUE(customer_id, idempotency_key) is what makes order placement idempotent under
+concurrency: the insert of a repeat conflicts and the first order is read back instead.
+The card number is never stored here: it lives only in the saga's data until payments
+answered, and only its last four digits afterwards.
+"""
+
+from __future__ import annotations
+
+from chassis.messaging.tables import inbox_table, outbox_table
+from chassis.saga import saga_tables
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    false,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+ID_LENGTH = 200
+STATUS_CHECK = "status IN ('PENDING', 'APPROVED', 'REJECTED', 'CANCELLED')"
+
+orders = Table(
+    "orders", metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("customer_id", String(ID_LENGTH), nullable=False),
+    Column("customer_email", String(320)),
+    Column("idempotency_key", String(ID_LENGTH), nullable=False),
+    # sha256 of the canonical request: a repeat with another body is refused.
+    Column("request_hash", String(64), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("reason", Text),
+    # [{product_id, sku, name, quantity, unit_price}] with prices as decimal strings.
+    Column("lines", JSONB, nullable=False),
+    Column("total", Numeric(18, 2), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("shipping_address_id", String(ID_LENGTH), nullable=False),
+    Column("cancel_requested", Boolean, nullable=False, server_default=false()),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("customer_id", "idempotency_key", name="uq_orders_customer_idempotency"),
+    CheckConstraint(STATUS_CHECK, name="ck_orders_status"),
+    CheckConstraint("total >= 0", name="ck_orders_total"),
+)
+Index("ix_orders_customer", orders.c.customer_id, orders.c.created_at)
+Index("ix_orders_created", orders.c.created_at)
+
+saga_instances, saga_events = saga_tables(metadata)
+outbox = outbox_table(metadata)
+inbox = inbox_table(metadata)

@@ -1,0 +1,81 @@
+"""Wiring of the orders service: ``create_app`` for the process, ``bootstrap`` for start-up
+(the service client for identity and catalog, the saga reconciler), ``messaging`` for what
+it produces and consumes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from chassis.app import ServiceContext, create_service_app
+from chassis.auth import KeySource
+from chassis.http_client import ServiceClient
+from chassis.messaging.runtime import Messaging, StreamSpec
+from chassis.messaging.streams import events_stream_name
+from chassis.saga import run_reconciler
+from fastapi import FastAPI
+
+from orders.adapters.upstream import Upstreams
+from orders.entrypoints.api import router
+from orders.entrypoints.consumers import consumer_specs
+from orders.service_layer.orchestrator import OrderSagaEngine
+from orders.settings import OrdersSettings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# orders owns its events stream and publishes through its outbox (events, and the saga's
+# commands into the other services' command queues, which those services declare).
+STREAMS = [StreamSpec(events_stream_name("orders"), ["orders.events.>"])]
+
+
+def messaging(settings: OrdersSettings, engine: OrderSagaEngine) -> Messaging:
+    return Messaging(streams=STREAMS, outbox=True, consumers=consumer_specs(engine))
+
+
+def build_upstreams(ctx: ServiceContext, settings: OrdersSettings) -> Upstreams:
+    """The app's one ServiceClient, over the shared aiohttp session and the registry."""
+    client = ServiceClient(ctx.http_session, ctx.resolver,
+                           timeout_s=settings.upstream_timeout_s,
+                           retries=settings.upstream_retries, service_identity="orders",
+                           registry=ctx.metrics.registry)
+    return Upstreams(client, identity_url=settings.identity_url,
+                     catalog_url=settings.catalog_url)
+
+
+def make_bootstrap(engine: OrderSagaEngine) -> Callable[
+        [ServiceContext], contextlib.AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
+        settings = ctx.settings
+        assert isinstance(settings, OrdersSettings)
+        ctx.state["saga_engine"] = engine
+        ctx.state["upstreams"] = build_upstreams(ctx, settings)
+        stop = asyncio.Event()
+        reconciler = None
+        if settings.reconciler_interval_s > 0:
+            reconciler = asyncio.create_task(
+                run_reconciler(ctx.require_db(), engine, stop,
+                               interval_s=settings.reconciler_interval_s),
+                name="orders-saga-reconciler")
+        try:
+            yield
+        finally:
+            stop.set()
+            if reconciler is not None:
+                with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+                    await asyncio.wait_for(reconciler, 5)
+
+    return bootstrap
+
+
+def create_app(settings: OrdersSettings | None = None, *,
+               key_source: Callable[[ServiceContext], KeySource] | None = None) -> FastAPI:
+    settings = settings or OrdersSettings()
+    # One engine per app: the reply consumers, the reconciler and the API share it.
+    engine = OrderSagaEngine()
+    return create_service_app(
+        settings, routers=[router], bootstrap=make_bootstrap(engine), key_source=key_source,
+        messaging=messaging(settings, engine),
+        description="Orders and the order saga (stock, payment, shipment, capture).")

@@ -1,0 +1,160 @@
+"""Orders domain: an order, its lines and its lifecycle. Plain Python, no framework.
+
+    PENDING --saga completed--> APPROVED
+    PENDING --saga compensated--> REJECTED (with the failure's reason)
+    PENDING --cancel requested--> PENDING (cancel_requested) --saga completed--> CANCELLED
+                                                            \\--saga compensated--> REJECTED
+
+A customer's cancel of a PENDING order is not applied at once: the saga is left to finish
+(every step it started is then known), and what it did is undone in one go. APPROVED,
+REJECTED and CANCELLED are terminal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+PENDING, APPROVED, REJECTED, CANCELLED = "PENDING", "APPROVED", "REJECTED", "CANCELLED"
+STATUSES = (PENDING, APPROVED, REJECTED, CANCELLED)
+TERMINAL = frozenset({APPROVED, REJECTED, CANCELLED})
+CURRENCY = "KRW"
+MAX_QUANTITY = 100
+MAX_LINES = 50
+
+
+class OrderError(ValueError):
+    """A rule of ordering was broken; ``reason`` is the machine-readable cause."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLine:
+    product_id: str
+    sku: str
+    name: str
+    quantity: int
+    unit_price: Decimal
+
+    @property
+    def subtotal(self) -> Decimal:
+        return self.unit_price * self.quantity
+
+
+def format_amount(amount: Decimal) -> str:
+    """A KRW amount as its decimal string: KRW has no minor unit ("12900", never "12900.00")."""
+    return str(amount.quantize(Decimal(1)))
+
+
+def total_of(lines: Iterable[OrderLine]) -> Decimal:
+    return sum((line.subtotal for line in lines), Decimal(0))
+
+
+def check_items(items: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The requested (product id, quantity) pairs, or OrderError when they break a rule."""
+    found = list(items)
+    if not 1 <= len(found) <= MAX_LINES:
+        raise OrderError("invalid_items", f"an order has 1-{MAX_LINES} items")
+    ids = [product_id for product_id, _ in found]
+    if len(set(ids)) != len(ids):
+        raise OrderError("duplicate_product", "each product may appear once")
+    for product_id, quantity in found:
+        if not 1 <= quantity <= MAX_QUANTITY:
+            raise OrderError("invalid_quantity",
+                             f"{product_id}: quantity must be 1-{MAX_QUANTITY}")
+    return found
+
+
+def request_fingerprint(body: dict[str, Any]) -> str:
+    """A stable hash of an order request, to tell a retry from another request that reuses
+    its idempotency key. Items are compared as a set (their order does not matter); the card
+    number enters only as its last four digits and length, so no full PAN is hashed."""
+    items = sorted(body["items"], key=lambda i: str(i["product_id"]))
+    card = str(body["payment"]["card_number"])
+    canonical = {"items": [{"product_id": str(i["product_id"]), "quantity": int(i["quantity"])}
+                           for i in items],
+                 "shipping_address_id": str(body["shipping_address_id"]),
+                 "card": f"{len(card)}:{card[-4:]}"}
+    return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(slots=True)
+class Order:
+    id: str
+    customer_id: str
+    status: str
+    lines: tuple[OrderLine, ...]
+    total: Decimal
+    currency: str = CURRENCY
+    customer_email: str | None = None
+    shipping_address_id: str = ""
+    reason: str | None = None
+    cancel_requested: bool = False
+    created_at: datetime = field(default_factory=utc_now)
+    updated_at: datetime = field(default_factory=utc_now)
+
+    @classmethod
+    def place(cls, order_id: str, customer_id: str, lines: Iterable[OrderLine], *,
+              shipping_address_id: str, customer_email: str | None = None,
+              now: datetime | None = None) -> Order:
+        placed = tuple(lines)
+        if not placed:
+            raise OrderError("invalid_items", "an order needs at least one line")
+        now = now or utc_now()
+        return cls(order_id, customer_id, PENDING, placed, total_of(placed),
+                   customer_email=customer_email, shipping_address_id=shipping_address_id,
+                   created_at=now, updated_at=now)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def approve(self, now: datetime) -> None:
+        self._move(APPROVED, now)
+
+    def reject(self, reason: str, now: datetime) -> None:
+        self._move(REJECTED, now)
+        self.reason = reason
+
+    def cancel(self, now: datetime) -> None:
+        self._move(CANCELLED, now)
+        self.reason = "cancelled_by_customer"
+
+    def request_cancel(self, now: datetime) -> bool:
+        """Ask to cancel: allowed while PENDING (applied when the saga ends); True when
+        this call changed something, False for a repeat. OrderError once terminal."""
+        if self.status != PENDING:
+            raise OrderError("not_cancellable", f"an order {self.status} cannot be cancelled")
+        if self.cancel_requested:
+            return False
+        self.cancel_requested, self.updated_at = True, now
+        return True
+
+    def _move(self, status: str, now: datetime) -> None:
+        if self.status != PENDING:
+            raise OrderError("already_final", f"order {self.id} is {self.status} already")
+        self.status, self.updated_at = status, now
+
+
+def rejection_reason(failure: dict[str, Any] | None) -> str:
+    """The order's reason from the saga's failure record: the replying service's reason
+    ("card_declined", "insufficient_stock", ...), or "<step>_timed_out"."""
+    if not failure:
+        return "unknown"
+    reason = str(failure.get("reason") or "unknown")
+    if reason == "timed_out":
+        return f"{failure.get('step', 'saga')}_timed_out"
+    return reason

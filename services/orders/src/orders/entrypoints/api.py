@@ -1,0 +1,77 @@
+"""Orders HTTP API under /api/orders.
+
+A customer places orders and reads their own; an admin reads every order. Placing is
+idempotent per (customer, Idempotency-Key): a retry gets the first answer, a different body
+under the same key a 409.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from chassis.auth import require_role
+from chassis.errors import BadRequest
+from fastapi import APIRouter, Header, Path, Query
+
+from orders.domain.model import STATUSES
+from orders.entrypoints.deps import CurrentPrincipal, Engine, Uow, UpstreamsDep
+from orders.entrypoints.schemas import IdRef, OrderIn, OrderOut, PlacedOut, order_json
+from orders.service_layer import handlers
+
+router = APIRouter(prefix="/api/orders", tags=["orders"])
+
+MAX_PAGE = 100
+MAX_KEY_LENGTH = 200
+StatusFilter = Annotated[str, Query(pattern="^(" + "|".join(STATUSES) + ")$")]
+
+
+@router.post("", status_code=202, response_model=PlacedOut,
+             summary="Place an order (idempotent per Idempotency-Key); the saga runs after")
+async def place_order(
+    body: OrderIn, uow: Uow, principal: CurrentPrincipal, upstreams: UpstreamsDep,
+    engine: Engine,
+    idempotency_key: Annotated[str | None, Header(
+        description="1-200 characters; a retry with the same key and body gets the same "
+                    "answer")] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> dict[str, Any]:
+    require_role(principal, "customer")
+    if idempotency_key is None or not 1 <= len(idempotency_key) <= MAX_KEY_LENGTH:
+        raise BadRequest(f"the Idempotency-Key header (1-{MAX_KEY_LENGTH} characters) "
+                         "is required")
+    placed = await handlers.place_order(
+        uow, upstreams, engine, principal, body=body.model_dump(mode="json"),
+        idempotency_key=idempotency_key, authorization=authorization)
+    # A repeat gets the first answer: the order as it was accepted.
+    return {"id": placed.order.id, "status": "PENDING"}
+
+
+@router.get("", response_model=list[OrderOut],
+            summary="Orders, newest first: the caller's own, or all for an admin")
+async def list_orders(uow: Uow, principal: CurrentPrincipal,
+                      status: StatusFilter | None = None,
+                      limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+                      ) -> list[dict[str, Any]]:
+    found = await handlers.list_orders(uow, principal, status=status, limit=limit)
+    return [order_json(o) for o in found]
+
+
+@router.get("/{order_id}", response_model=OrderOut,
+            summary="One order (its customer or an admin; 404 for anyone else)")
+async def read_order(order_id: Annotated[IdRef, Path()], uow: Uow,
+                     principal: CurrentPrincipal) -> dict[str, Any]:
+    return order_json(await handlers.get_order(uow, principal, order_id))
+
+
+@router.get("/{order_id}/saga",
+            summary="The order saga's state and every step it took (customer or admin)")
+async def read_saga(order_id: Annotated[IdRef, Path()], uow: Uow,
+                    principal: CurrentPrincipal) -> dict[str, Any]:
+    return await handlers.saga_history(uow, principal, order_id)
+
+
+@router.post("/{order_id}/cancel", status_code=202, response_model=OrderOut,
+             summary="Cancel a PENDING order: applied when its saga ends (409 otherwise)")
+async def cancel_order(order_id: Annotated[IdRef, Path()], uow: Uow,
+                       principal: CurrentPrincipal, engine: Engine) -> dict[str, Any]:
+    return order_json(await handlers.request_cancel(uow, principal, order_id, engine))

@@ -1,0 +1,40 @@
+"""The orders service's message entrypoint: the order saga's replies.
+
+Inventory, payments and shipping publish their outcomes as events on their own streams. A
+ConsumerSpec reads one stream, so there is one durable consumer per stream, all sharing the
+saga engine's handlers (each runs in the consumer's transaction, with the inbox row).
+
+Each consumer filters on exactly the subjects of the replies the saga awaits, not on
+``<producer>.events.>``: the inbox consumer dead-letters a message type it has no handler
+for, and those streams carry many events the saga does not read (StockLow, PaymentVoided,
+ShipmentStatusChanged...).
+"""
+
+from __future__ import annotations
+
+from chassis.messaging.consumer import ConsumerSpec
+from chassis.messaging.streams import events_stream_name
+
+from orders.service_layer.orchestrator import OrderSagaEngine
+from orders.service_layer.saga import REPLIES
+
+SAGA_REPLIES_CONSUMER = "orders-saga-replies"
+REPLYING_SERVICES = ("inventory", "payments", "shipping")
+
+
+def consumer_name(producer: str) -> str:
+    # Durable names are per stream in JetStream, but dead letters and metrics are keyed by
+    # consumer name: one name per stream keeps them apart (and replayable).
+    return f"{SAGA_REPLIES_CONSUMER}-{producer}"
+
+
+def consumer_specs(engine: OrderSagaEngine) -> list[ConsumerSpec]:
+    handlers = engine.handlers()
+    specs = []
+    for producer in REPLYING_SERVICES:
+        replies = [r for r in REPLIES if r.owner == producer]
+        specs.append(ConsumerSpec(
+            consumer_name(producer), events_stream_name(producer),
+            sorted({r.subject() for r in replies}),
+            {r.message_type(): handlers[r.message_type()] for r in replies}))
+    return specs

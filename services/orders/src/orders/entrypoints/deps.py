@@ -1,0 +1,27 @@
+"""The orders service's FastAPI dependencies, as Annotated aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from chassis.deps import Ctx, CurrentPrincipal, Uow
+from fastapi import Depends
+
+from orders.adapters.upstream import Upstreams
+from orders.service_layer.orchestrator import OrderSagaEngine
+
+
+def get_upstreams(ctx: Ctx) -> Upstreams:
+    upstreams: Upstreams = ctx.state["upstreams"]
+    return upstreams
+
+
+def get_engine(ctx: Ctx) -> OrderSagaEngine:
+    engine: OrderSagaEngine = ctx.state["saga_engine"]
+    return engine
+
+
+UpstreamsDep = Annotated[Upstreams, Depends(get_upstreams)]
+Engine = Annotated[OrderSagaEngine, Depends(get_engine)]
+
+__all__ = ["CurrentPrincipal", "Engine", "Uow", "UpstreamsDep"]

@@ -1,0 +1,169 @@
+"""Orders use cases (HTTP). Each takes a unit of work and opens it itself.
+
+Placing an order validates everything before writing anything (the address with identity,
+prices with catalog); then one transaction inserts the order, stages OrderPlaced and starts
+the saga (its first command staged in the outbox).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from chassis.auth import Principal
+from chassis.db import UnitOfWork
+from chassis.errors import Conflict, NotFound, Unprocessable
+from chassis.saga import history
+
+from orders.adapters.repository import OrdersRepository
+from orders.adapters.upstream import Upstreams
+from orders.domain.model import (
+    CURRENCY,
+    Order,
+    OrderError,
+    OrderLine,
+    check_items,
+    format_amount,
+    request_fingerprint,
+)
+from orders.service_layer import events
+from orders.service_layer.orchestrator import OrderSagaEngine
+from orders.service_layer.saga import CARD_KEY
+
+log = structlog.get_logger("orders")
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    order: Order
+    created: bool  # False: a repeat of an earlier request, answered the same way
+
+
+def _same_request(found: tuple[Order, str], fingerprint: str) -> Placed:
+    order, known_hash = found
+    if known_hash != fingerprint:
+        raise Conflict("this Idempotency-Key was used for another request")
+    return Placed(order, created=False)
+
+
+async def _first_error(*aws: Any) -> list[Any]:
+    """Await in parallel; raise the first failure only after all are done (none is left
+    running behind the request)."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return list(results)
+
+
+async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: OrderSagaEngine,
+                      principal: Principal, *, body: dict[str, Any], idempotency_key: str,
+                      authorization: str | None) -> Placed:
+    fingerprint = request_fingerprint(body)
+    async with uow:  # a retry is answered without asking identity or catalog again
+        found = await OrdersRepository(uow.session).by_idempotency_key(principal.subject,
+                                                                       idempotency_key)
+    if found is not None:
+        return _same_request(found, fingerprint)
+
+    try:
+        items = check_items((i["product_id"], i["quantity"]) for i in body["items"])
+    except OrderError as exc:
+        raise Unprocessable(str(exc), reason=exc.reason) from exc
+    address, products = await _first_error(
+        upstreams.address(principal.subject, body["shipping_address_id"], authorization),
+        upstreams.products([product_id for product_id, _ in items]))
+    if address is None:
+        raise Unprocessable("unknown address", reason="unknown_address")
+    lines = []
+    for product_id, quantity in items:
+        product = products[product_id]
+        if product is None:
+            raise Unprocessable(f"unknown product {product_id}", reason="unknown_product")
+        if not product.active or product.currency != CURRENCY:
+            raise Unprocessable(f"product {product_id} cannot be ordered",
+                                reason="product_unavailable")
+        lines.append(OrderLine(product_id, product.sku, product.name, quantity, product.price))
+
+    order = Order.place(str(uuid.uuid4()), principal.subject, lines,
+                        shipping_address_id=body["shipping_address_id"],
+                        customer_email=principal.email)
+    async with uow:
+        repo = OrdersRepository(uow.session)
+        if not await repo.add_once(order, idempotency_key=idempotency_key,
+                                   request_hash=fingerprint):
+            # A concurrent identical request won the insert: answer as it did.
+            again = await repo.by_idempotency_key(principal.subject, idempotency_key)
+            assert again is not None  # the conflicting row is committed and never deleted
+            return _same_request(again, fingerprint)
+        await events.order_placed(uow.session, order, causation_id=None)
+        await engine.start_order(uow.session, order, saga_data(
+            order, address=address, card_number=body["payment"]["card_number"]))
+        await uow.commit()
+    log.info("order_placed", order_id=order.id, customer_id=order.customer_id,
+             total=format_amount(order.total), lines=len(order.lines))
+    return Placed(order, created=True)
+
+
+def saga_data(order: Order, *, address: dict[str, Any], card_number: str) -> dict[str, Any]:
+    """What the saga's steps need, and nothing more."""
+    return {"order_id": order.id, "customer_id": order.customer_id,
+            "lines": [{"sku": li.sku, "quantity": li.quantity} for li in order.lines],
+            "amount": format_amount(order.total), "currency": order.currency,
+            CARD_KEY: card_number, "address": address}
+
+
+async def get_order(uow: UnitOfWork, principal: Principal, order_id: str) -> Order:
+    """Another customer's order is a 404, not a 403: its existence is not told either."""
+    async with uow:
+        found = await OrdersRepository(uow.session).get(order_id)
+    if found is None or not principal.can_act_for(found.customer_id):
+        raise NotFound(f"no order {order_id}")
+    return found
+
+
+async def list_orders(uow: UnitOfWork, principal: Principal, *, status: str | None,
+                      limit: int) -> list[Order]:
+    customer = None if principal.is_admin else principal.subject
+    async with uow:
+        return await OrdersRepository(uow.session).listing(customer_id=customer, status=status,
+                                                           limit=limit)
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: ("<redacted>" if k == CARD_KEY else _redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
+async def saga_history(uow: UnitOfWork, principal: Principal, order_id: str) -> dict[str, Any]:
+    order = await get_order(uow, principal, order_id)
+    async with uow:
+        found = await history(uow.session, uuid.UUID(order.id))
+    if found is None:
+        raise NotFound(f"no saga for order {order_id}")
+    return _redact(found.to_dict())
+
+
+async def request_cancel(uow: UnitOfWork, principal: Principal, order_id: str,
+                         engine: OrderSagaEngine) -> Order:
+    """Cancel a PENDING order: recorded now, applied when its saga ends (see the domain)."""
+    async with uow:
+        repo = OrdersRepository(uow.session)
+        order = await repo.get(order_id, for_update=True)
+        if order is None or not principal.can_act_for(order.customer_id):
+            raise NotFound(f"no order {order_id}")
+        try:
+            changed = order.request_cancel(engine.now())
+        except OrderError as exc:
+            raise Conflict(str(exc), reason=exc.reason) from exc
+        if changed:
+            await repo.save(order)
+            await uow.commit()
+            log.info("order_cancel_requested", order_id=order.id)
+    return order

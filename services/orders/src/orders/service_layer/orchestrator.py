@@ -1,0 +1,118 @@
+"""The order saga's engine, and how a finished saga settles its order.
+
+The chassis engine has no completion hook, so ``OrderSagaEngine`` adds one where every
+saga transition happens: after ``handle_reply`` (the reply consumer's transaction) and after
+``tick`` (the reconciler's transaction, where a step that timed out is compensated). In both,
+an order still PENDING whose saga has ended is settled in that same transaction: APPROVED
+(+ CommitReservation, OrderApproved), REJECTED with the failure's reason (+ OrderRejected),
+or, when the customer asked to cancel meanwhile, CANCELLED with everything the completed
+saga did undone (+ OrderCancelled). A crash between the two cannot happen: they commit
+together or not at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import structlog
+from chassis.messaging.envelope import Envelope
+from chassis.messaging.outbox import stage
+from chassis.saga import SagaEngine, Status, store
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from orders.adapters.repository import OrdersRepository
+from orders.domain.model import PENDING, Order, rejection_reason
+from orders.service_layer import events
+from orders.service_layer.saga import (
+    CARD_KEY,
+    ORDER,
+    UNDO_COMPLETED,
+    commit_reservation,
+)
+
+log = structlog.get_logger("orders")
+
+# The card number is needed by one command only; once the saga has ended no trace of it
+# may remain in its data (a decline or a timeout ends the saga with it still there).
+_FORGET_CARD = text("UPDATE saga_instances SET data = data - 'card_number' "
+                    "WHERE id = :id AND data ? 'card_number'")
+# engine.start records the saga's initial data in its history: keep the card out of it.
+_SCRUB_STARTED = text("UPDATE saga_events SET detail = detail #- '{data,card_number}' "
+                      "WHERE saga_id = :id AND kind = 'started'")
+
+
+class OrderSagaEngine(SagaEngine):
+    def __init__(self, **kw: Any) -> None:
+        super().__init__([ORDER], **kw)
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    async def start_order(self, session: AsyncSession, order: Order,
+                          data: dict[str, Any]) -> None:
+        await self.start(session, ORDER, uuid.UUID(order.id), data)
+        await session.execute(_SCRUB_STARTED, {"id": uuid.UUID(order.id)})
+
+    async def handle_reply(self, session: AsyncSession, envelope: Envelope) -> None:
+        await super().handle_reply(session, envelope)
+        if envelope.correlation_id:
+            await settle(session, envelope.correlation_id, self._clock(),
+                         causation_id=str(envelope.message_id))
+
+    async def tick(self, session: AsyncSession, now: datetime | None = None, *,
+                   limit: int = 100) -> int:
+        driven = await super().tick(session, now, limit=limit)
+        repo = OrdersRepository(session)
+        for order_id in await repo.claim_pending_with_ended_saga(limit):
+            await settle(session, order_id, now or self._clock())
+        return driven
+
+
+async def settle(session: AsyncSession, order_id: str, now: datetime, *,
+                 causation_id: str | None = None) -> Order | None:
+    """Finish a PENDING order whose saga has ended; None when there is nothing to do."""
+    try:
+        saga_id = uuid.UUID(order_id)
+    except ValueError:
+        return None
+    # Locks in the order every path takes them: the saga (a reply handler holds it already),
+    # then the order (the cancel endpoint takes only that one).
+    inst = await store.load(session, saga_id, lock=True)
+    if inst is None or inst.status == Status.RUNNING:
+        return None
+    repo = OrdersRepository(session)
+    order = await repo.get(order_id, for_update=True)
+    if order is None or order.status != PENDING:
+        return None
+    data = {k: v for k, v in inst.data.items() if k != CARD_KEY}
+    sent: list[str] = []
+    if inst.status == Status.COMPLETED and order.cancel_requested:
+        undo_data = {**data, "cancel_reason": "cancelled_by_customer"}
+        for builder in UNDO_COMPLETED:
+            sent.append(await _send(session, builder(undo_data), order_id, causation_id))
+        order.cancel(now)
+        await events.order_cancelled(session, order)
+    elif inst.status == Status.COMPLETED:
+        sent.append(await _send(session, commit_reservation(data), order_id, causation_id))
+        order.approve(now)
+        await events.order_approved(session, order)
+    else:  # COMPENSATED, or FAILED (a compensation could not be built: logged by the engine)
+        order.reject(rejection_reason(data.get("failure")), now)
+        await events.order_rejected(session, order)
+    await repo.save(order)
+    await session.execute(_FORGET_CARD, {"id": saga_id})
+    await store.record(session, saga_id, now, f"order_{order.status.lower()}",
+                       detail={"reason": order.reason, "commands_sent": sent})
+    log.info("order_settled", order_id=order_id, status=order.status, reason=order.reason,
+             saga_status=inst.status)
+    return order
+
+
+async def _send(session: AsyncSession, command: Any, order_id: str,
+                causation_id: str | None) -> str:
+    await stage(session, command.subject(), command.message_type(), command.to_payload(),
+                correlation_id=order_id, causation_id=causation_id)
+    return str(command.message_type())

@@ -1,0 +1,177 @@
+"""The order saga: reserve stock, authorize payment, create the shipment, capture payment.
+
+The saga id is the order id: inventory, payments and shipping correlate the events they
+publish by order id. Every id a command carries is derived from the order id (reservation =
+order id, payment = ``pay-<order>``, shipment = ``shp-<order>``), so a command re-sent by the
+reconciler is the same command and stays idempotent at its receiver.
+
+Saga data (JSON): order_id, customer_id, lines [{sku, quantity}], amount, currency,
+card_number (only until payments answered the authorization), address (ShippingAddress
+fields), and what replies add (card_last4, tracking_number, reason).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chassis.saga import SagaDefinition, Step
+from contracts.base import Event
+from contracts.inventory.v1 import (
+    CommitReservation,
+    ReleaseStock,
+    ReserveStock,
+    StockLine,
+    StockReservationFailed,
+    StockReserved,
+)
+from contracts.payments.v1 import (
+    AuthorizePayment,
+    CapturePayment,
+    PaymentAuthorized,
+    PaymentCaptured,
+    PaymentDeclined,
+    PaymentFailed,
+    RefundPayment,
+    VoidPayment,
+)
+from contracts.shipping.v1 import (
+    CancelShipment,
+    CreateShipment,
+    ShipmentCreated,
+    ShipmentCreationFailed,
+    ShipmentLine,
+    ShippingAddress,
+)
+
+Data = dict[str, Any]
+SAGA_NAME = "order"
+STEP_DEADLINE_S = 10.0
+STEP_RESENDS = 2
+CARD_KEY = "card_number"
+
+
+def payment_id(order_id: str) -> str:
+    return f"pay-{order_id}"
+
+
+def shipment_id(order_id: str) -> str:
+    return f"shp-{order_id}"
+
+
+def _reason(d: Data) -> str | None:
+    failure = d.get("failure") or {}
+    return str(failure["reason"]) if failure.get("reason") else d.get("cancel_reason")
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+def reserve_stock(d: Data) -> ReserveStock:
+    return ReserveStock(reservation_id=d["order_id"], order_id=d["order_id"],
+                        lines=[StockLine(sku=li["sku"], quantity=li["quantity"])
+                               for li in d["lines"]])
+
+
+def release_stock(d: Data) -> ReleaseStock:
+    return ReleaseStock(reservation_id=d["order_id"], reason=_reason(d))
+
+
+def commit_reservation(d: Data) -> CommitReservation:
+    return CommitReservation(reservation_id=d["order_id"])
+
+
+def authorize_payment(d: Data) -> AuthorizePayment:
+    return AuthorizePayment(payment_id=payment_id(d["order_id"]), order_id=d["order_id"],
+                            amount=d["amount"], currency=d["currency"],
+                            card_number=d[CARD_KEY])
+
+
+def void_payment(d: Data) -> VoidPayment:
+    return VoidPayment(payment_id=payment_id(d["order_id"]), order_id=d["order_id"],
+                       reason=_reason(d))
+
+
+def create_shipment(d: Data) -> CreateShipment:
+    return CreateShipment(shipment_id=shipment_id(d["order_id"]), order_id=d["order_id"],
+                          customer_id=d["customer_id"],
+                          address=ShippingAddress(**d["address"]),
+                          lines=[ShipmentLine(sku=li["sku"], quantity=li["quantity"])
+                                 for li in d["lines"]])
+
+
+def cancel_shipment(d: Data) -> CancelShipment:
+    return CancelShipment(shipment_id=shipment_id(d["order_id"]), order_id=d["order_id"],
+                          reason=_reason(d))
+
+
+def capture_payment(d: Data) -> CapturePayment:
+    return CapturePayment(payment_id=payment_id(d["order_id"]), order_id=d["order_id"])
+
+
+def refund_payment(d: Data) -> RefundPayment:
+    return RefundPayment(payment_id=payment_id(d["order_id"]), order_id=d["order_id"],
+                         reason=_reason(d))
+
+
+# -- replies -----------------------------------------------------------------------------------
+
+def _failed(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"reason": str(payload.get("reason") or "unknown")}
+
+
+def _forget_card(d: Data) -> None:
+    # Payments answered: the card number is never needed again, so it leaves the saga data
+    # (the engine saves this same dict). Returned updates are recorded in the history, so
+    # the removal cannot travel through them.
+    d.pop(CARD_KEY, None)
+
+
+def payment_authorized(d: Data, p: dict[str, Any]) -> dict[str, Any]:
+    _forget_card(d)
+    return {"card_last4": p.get("card_last4")}
+
+
+def payment_declined(d: Data, p: dict[str, Any]) -> dict[str, Any]:
+    _forget_card(d)
+    return _failed(p)
+
+
+def shipment_created(_d: Data, p: dict[str, Any]) -> dict[str, Any]:
+    return {"tracking_number": p.get("tracking_number")}
+
+
+def failed(_d: Data, p: dict[str, Any]) -> dict[str, Any]:
+    return _failed(p)
+
+
+# Every event the saga awaits, by the service whose stream carries it.
+REPLIES: tuple[type[Event], ...] = (
+    StockReserved, StockReservationFailed, PaymentAuthorized, PaymentDeclined,
+    ShipmentCreated, ShipmentCreationFailed, PaymentCaptured, PaymentFailed)
+
+
+def _t(contract: type[Event]) -> str:
+    return contract.message_type()
+
+
+ORDER = SagaDefinition(SAGA_NAME, [
+    Step("reserve_stock", reserve_stock,
+         success={_t(StockReserved): None},
+         failure={_t(StockReservationFailed): failed},
+         compensation=release_stock, deadline_s=STEP_DEADLINE_S, max_resends=STEP_RESENDS),
+    Step("authorize_payment", authorize_payment,
+         success={_t(PaymentAuthorized): payment_authorized},
+         failure={_t(PaymentDeclined): payment_declined},
+         compensation=void_payment, deadline_s=STEP_DEADLINE_S, max_resends=STEP_RESENDS),
+    Step("create_shipment", create_shipment,
+         success={_t(ShipmentCreated): shipment_created},
+         failure={_t(ShipmentCreationFailed): failed},
+         compensation=cancel_shipment, deadline_s=STEP_DEADLINE_S, max_resends=STEP_RESENDS),
+    Step("capture_payment", capture_payment,
+         success={_t(PaymentCaptured): None},
+         failure={_t(PaymentFailed): failed},
+         compensation=refund_payment, deadline_s=STEP_DEADLINE_S, max_resends=STEP_RESENDS),
+], description="Place an order: stock, payment, shipment, capture; undone in reverse on "
+               "failure. The saga id is the order id.")
+
+# After a COMPLETED saga the customer asked to cancel: everything it did, undone.
+UNDO_COMPLETED = (cancel_shipment, refund_payment, release_stock)

@@ -1,0 +1,229 @@
+"""The orders API against a real PostgreSQL (embedded), without NATS, with identity and
+catalog played by a tiny aiohttp server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from chassis.db import Database
+from chassis.testing import TokenMinter
+from fastapi.testclient import TestClient
+from orders.app import create_app
+from orders.settings import OrdersSettings
+from orders_kit import ADDRESS, FakeUpstreams, count
+from sqlalchemy import text
+
+pytestmark = pytest.mark.integration
+
+minter = TokenMinter()
+ALICE_TOKEN = minter.token(subject="alice", roles=["customer"], email="alice@example.com")
+ALICE = {"Authorization": f"Bearer {ALICE_TOKEN}"}
+BOB = minter.auth(["customer"], subject="bob")
+ADMIN = minter.auth(["customer", "admin"], subject="admin-1")
+BODY = {"items": [{"product_id": "p-mug", "quantity": 2}, {"product_id": "p-tea", "quantity": 1}],
+        "shipping_address_id": "addr-1", "payment": {"card_number": "4242424242424242"}}
+
+
+@pytest.fixture
+def upstreams() -> Iterator[FakeUpstreams]:
+    fake = FakeUpstreams(addresses={("alice", "addr-1"): dict(ADDRESS),
+                                    ("bob", "addr-b"): dict(ADDRESS)}).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def client(database_url: str, upstreams: FakeUpstreams) -> Iterator[TestClient]:
+    settings = OrdersSettings(database_url=database_url, nats_url="", register_instance=False,
+                              reconciler_interval_s=0, identity_url=upstreams.url,
+                              catalog_url=upstreams.url, upstream_timeout_s=1.0,
+                              db_pool_size=15)
+    with TestClient(create_app(settings, key_source=minter.key_source()),
+                    raise_server_exceptions=False) as c:
+        yield c
+
+
+def post(client: TestClient, body: dict[str, Any] | None = None, *, key: str | None = "k-1",
+         headers: dict[str, str] | None = None) -> Any:
+    h = dict(headers or ALICE)
+    if key is not None:
+        h["Idempotency-Key"] = key
+    return client.post("/api/orders", json=body or BODY, headers=h)
+
+
+def assert_problem(resp: Any, status: int) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == "application/problem+json"
+    doc = resp.json()
+    assert doc["status"] == status
+    return doc
+
+
+def rows(database_url: str, sql: str) -> int:
+    """Run one statement in its own committed transaction; its single value."""
+    async def main() -> int:
+        db = Database(database_url, pool_size=1)
+        try:
+            async with db.engine.begin() as conn:
+                return int((await conn.execute(text(sql))).scalar_one())
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+def written(database_url: str) -> tuple[int, int, int]:
+    async def main() -> tuple[int, int, int]:
+        db = Database(database_url, pool_size=1)
+        try:
+            return (await count(db, "orders"), await count(db, "saga_instances"),
+                    await count(db, "outbox"))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+def test_placing_an_order_answers_202_pending_and_writes_order_saga_and_outbox(
+        client: TestClient, database_url: str, upstreams: FakeUpstreams) -> None:
+    resp = post(client)
+    assert resp.status_code == 202, resp.text
+    doc = resp.json()
+    assert doc["status"] == "PENDING" and set(doc) == {"id", "status"}
+    assert written(database_url) == (1, 1, 2)  # OrderPlaced + ReserveStock
+    assert upstreams.authorizations == [f"Bearer {ALICE_TOKEN}"]  # the caller's token
+    got = client.get(f"/api/orders/{doc['id']}", headers=ALICE)
+    assert got.status_code == 200, got.text
+    order = got.json()
+    assert (order["status"], order["total"], order["reason"]) == (
+        "PENDING", {"amount": "29300", "currency": "KRW"}, None)
+    assert [(i["sku"], i["quantity"], i["unit_price"]["amount"]) for i in order["items"]] == [
+        ("MUG-1", 2, "12900"), ("TEA-1", 1, "3500")]
+    assert "card" not in got.text
+    assert rows(database_url, "SELECT count(*) FROM orders WHERE customer_email = "
+                              "'alice@example.com'") == 1
+
+
+@pytest.mark.parametrize(("change", "detail"), [
+    ({"shipping_address_id": "addr-b"}, "unknown address"),  # bob's, not alice's
+    ({"items": [{"product_id": "nope", "quantity": 1}]}, "unknown product nope"),
+    ({"items": [{"product_id": "p-old", "quantity": 1}]}, "product p-old cannot be ordered"),
+])
+def test_unknown_address_or_product_is_422_and_writes_nothing(
+        client: TestClient, database_url: str, change: dict, detail: str) -> None:
+    doc = assert_problem(post(client, {**BODY, **change}), 422)
+    assert doc["detail"] == detail
+    assert written(database_url) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("body", [
+    {**BODY, "items": []},
+    {**BODY, "items": [{"product_id": "p-mug", "quantity": 0}]},
+    {**BODY, "items": [{"product_id": "p-mug", "quantity": 101}]},
+    {**BODY, "items": [{"product_id": "p-mug", "quantity": 1}] * 2},
+    {**BODY, "items": [{"product_id": f"p{i}", "quantity": 1} for i in range(51)]},
+    {**BODY, "payment": {"card_number": "42"}},
+    {k: v for k, v in BODY.items() if k != "shipping_address_id"},
+])
+def test_invalid_bodies_are_422_without_calling_anyone(
+        client: TestClient, database_url: str, upstreams: FakeUpstreams, body: dict) -> None:
+    assert_problem(post(client, body), 422)
+    assert sum(upstreams.hits.values()) == 0
+    assert written(database_url) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("key", [None, "", "k" * 201])
+def test_the_idempotency_key_is_required(client: TestClient, key: str | None) -> None:
+    assert_problem(post(client, key=key), 400)
+
+
+def test_auth_is_required_and_checked(client: TestClient) -> None:
+    assert_problem(client.post("/api/orders", json=BODY, headers={"Idempotency-Key": "x"}),
+                   401)
+    assert_problem(post(client, headers=minter.auth(["support"], subject="alice")), 403)
+    assert_problem(client.get("/api/orders"), 401)
+
+
+@pytest.mark.parametrize("down", ["identity", "catalog"])
+def test_an_unavailable_upstream_is_503_with_retry_after_and_writes_nothing(
+        client: TestClient, database_url: str, upstreams: FakeUpstreams, down: str) -> None:
+    upstreams.down.add(down)
+    # One product: identity and catalog share the fake's host, so they share a circuit
+    # breaker here; two failing products would open it (5 failures in a row).
+    resp = post(client, {**BODY, "items": [{"product_id": "p-mug", "quantity": 1}]})
+    assert_problem(resp, 503)
+    assert resp.headers["Retry-After"]
+    assert upstreams.hits[down] == 3  # a GET is retried twice
+    assert written(database_url) == (0, 0, 0)
+    upstreams.down.clear()
+    assert post(client, {**BODY, "items": [{"product_id": "p-mug", "quantity": 1}]}
+                ).status_code == 202  # the same key works once they are back
+
+
+def test_same_key_same_body_is_the_same_answer_and_one_order(
+        client: TestClient, database_url: str, upstreams: FakeUpstreams) -> None:
+    first = post(client)
+    reordered = {**BODY, "items": list(reversed(BODY["items"]))}
+    again = post(client, reordered)
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.json() == first.json()
+    assert written(database_url) == (1, 1, 2)
+    assert upstreams.hits["identity"] == 1  # the repeat was answered from the database
+    other = post(client, {**BODY, "items": [{"product_id": "p-mug", "quantity": 3}]})
+    assert_problem(other, 409)
+    # Keys are per customer: bob may use the same one.
+    assert post(client, {**BODY, "shipping_address_id": "addr-b"}, headers=BOB).status_code == 202
+    assert written(database_url)[0] == 2
+
+
+def test_ten_concurrent_identical_requests_make_one_order(
+        client: TestClient, database_url: str) -> None:
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda _: post(client, key="burst"), range(10)))
+    assert [a.status_code for a in answers] == [202] * 10, [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert written(database_url) == (1, 1, 2)
+
+
+def test_reads_are_object_level(client: TestClient) -> None:
+    mine = post(client).json()["id"]
+    bobs = post(client, {**BODY, "shipping_address_id": "addr-b"}, key="b",
+                headers=BOB).json()["id"]
+    assert [o["id"] for o in client.get("/api/orders", headers=ALICE).json()] == [mine]
+    assert {o["id"] for o in client.get("/api/orders", headers=ADMIN).json()} == {mine, bobs}
+    assert client.get("/api/orders?status=APPROVED", headers=ADMIN).json() == []
+    assert_problem(client.get("/api/orders?status=NOPE", headers=ADMIN), 422)
+    assert_problem(client.get(f"/api/orders/{bobs}", headers=ALICE), 404)
+    assert_problem(client.get("/api/orders/not-a-uuid", headers=ALICE), 404)
+    assert client.get(f"/api/orders/{bobs}", headers=ADMIN).status_code == 200
+    assert_problem(client.get(f"/api/orders/{bobs}/saga", headers=ALICE), 404)
+    assert_problem(client.post(f"/api/orders/{bobs}/cancel", headers=ALICE), 404)
+
+
+def test_the_saga_history_is_shown_to_the_owner_without_the_card(client: TestClient) -> None:
+    order_id = post(client).json()["id"]
+    resp = client.get(f"/api/orders/{order_id}/saga", headers=ALICE)
+    assert resp.status_code == 200, resp.text
+    doc = resp.json()
+    assert doc["instance"]["status"] == "RUNNING"
+    assert doc["instance"]["saga_name"] == "order"
+    assert [e["kind"] for e in doc["events"]] == ["started", "command_sent"]
+    assert doc["events"][1]["message_type"] == "ReserveStock.v1"
+    assert "4242424242424242" not in resp.text
+    assert doc["instance"]["data"]["card_number"] == "<redacted>"
+
+
+def test_cancel_is_accepted_while_pending_and_refused_once_final(
+        client: TestClient, database_url: str) -> None:
+    order_id = post(client).json()["id"]
+    resp = client.post(f"/api/orders/{order_id}/cancel", headers=ALICE)
+    assert resp.status_code == 202, resp.text
+    assert (resp.json()["status"], resp.json()["cancel_requested"]) == ("PENDING", True)
+    assert client.post(f"/api/orders/{order_id}/cancel", headers=ALICE).status_code == 202
+    rows(database_url, f"UPDATE orders SET status = 'APPROVED' WHERE id = '{order_id}' "
+                       "RETURNING 1")
+    assert_problem(client.post(f"/api/orders/{order_id}/cancel", headers=ALICE), 409)

@@ -1,0 +1,264 @@
+"""The order saga on real PostgreSQL: an order placed through the service layer, its
+commands relayed out of the outbox, the other services' events fed to the real inbox
+consumers (one per stream), and the order following the saga in the same transactions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from chassis.db import Database
+from chassis.messaging.consumer import Outcome
+from chassis.saga import Status, history
+from contracts.inventory.v1 import StockLine, StockReservationFailed, StockReserved
+from contracts.payments.v1 import (
+    PaymentAuthorized,
+    PaymentCaptured,
+    PaymentDeclined,
+    PaymentFailed,
+)
+from contracts.shipping.v1 import ShipmentCreated, ShipmentCreationFailed
+from orders.service_layer import handlers
+from orders.service_layer.orchestrator import OrderSagaEngine
+from orders_kit import Services, StubUpstreams, count, order_row, payload, types
+from sqlalchemy import text
+
+pytestmark = pytest.mark.integration
+
+CARD = "4242424242424242"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def engine(clock: Clock) -> OrderSagaEngine:
+    return OrderSagaEngine(clock=clock)
+
+
+@pytest.fixture
+async def services(db: Database, database_url: str,
+                   engine: OrderSagaEngine) -> AsyncIterator[Services]:
+    s = Services(db, database_url, engine)
+    yield s
+    await s.relay.close()
+
+
+def principal(subject: str = "alice"):  # a verified token's principal
+    from chassis.auth import Principal
+
+    return Principal(subject=subject, roles=frozenset({"customer"}), email="alice@example.com")
+
+
+async def place(db: Database, engine: OrderSagaEngine, key: str = "k1") -> str:
+    body = {"items": [{"product_id": "p-mug", "quantity": 2},
+                      {"product_id": "p-tea", "quantity": 1}],
+            "shipping_address_id": "addr-1", "payment": {"card_number": CARD}}
+    placed = await handlers.place_order(db.unit_of_work(), StubUpstreams(), engine,  # type: ignore[arg-type]
+                                        principal(), body=body, idempotency_key=key,
+                                        authorization=None)
+    return placed.order.id
+
+
+def reserved(o: str) -> StockReserved:
+    return StockReserved(reservation_id=o, order_id=o, lines=[StockLine(sku="MUG-1", quantity=2)],
+                         expires_at="2026-11-22T10:00:00+00:00")
+
+
+def authorized(o: str) -> PaymentAuthorized:
+    return PaymentAuthorized(payment_id=f"pay-{o}", order_id=o, amount="29300",
+                             currency="KRW", card_last4="4242")
+
+
+def shipped(o: str) -> ShipmentCreated:
+    return ShipmentCreated(shipment_id=f"shp-{o}", order_id=o, customer_id="alice",
+                           tracking_number="MS123")
+
+
+def captured(o: str) -> PaymentCaptured:
+    return PaymentCaptured(payment_id=f"pay-{o}", order_id=o, amount="29300", currency="KRW")
+
+
+async def saga(db: Database, order_id: str):
+    async with db.unit_of_work() as uow:
+        found = await history(uow.session, uuid.UUID(order_id))
+    assert found is not None
+    return found
+
+
+async def card_in(db: Database) -> dict[str, int]:
+    """Rows holding the card number, per table (the outbox's AuthorizePayment aside)."""
+    async with db.engine.connect() as conn:
+        return {table: (await conn.execute(text(
+            f"SELECT count(*) FROM {table} t WHERE CAST({column} AS text) LIKE :card"),
+            {"card": f"%{CARD}%"})).scalar_one()
+            for table, column in [("orders", "t.*"), ("saga_instances", "t.data"),
+                                  ("saga_events", "t.detail")]}
+
+
+async def card_anywhere(db: Database) -> bool:
+    return any((await card_in(db)).values())
+
+
+async def test_happy_path_approves_and_commits_the_reservation(
+        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+    o = await place(db, engine)
+    first = await services.sent()
+    assert types(first) == ["OrderPlaced.v1", "ReserveStock.v1"]
+    assert payload(first[0])["total"] == "29300"
+    assert payload(first[0])["customer_email"] == "alice@example.com"
+    assert payload(first[1])["lines"] == [{"sku": "MUG-1", "quantity": 2},
+                                          {"sku": "TEA-1", "quantity": 1}]
+    # Only the saga's data holds it (for AuthorizePayment), not the order, not the history.
+    assert await card_in(db) == {"orders": 0, "saga_instances": 1, "saga_events": 0}
+    sent = []
+    for event in (reserved(o), authorized(o), shipped(o), captured(o)):
+        assert await services.reply(o, event) == Outcome.HANDLED
+        sent += await services.sent()
+    assert types(sent) == ["AuthorizePayment.v1", "CreateShipment.v1", "CapturePayment.v1",
+                           "CommitReservation.v1", "OrderApproved.v1"]
+    auth = payload(sent[0])
+    assert (auth["payment_id"], auth["amount"], auth["card_number"]) == (
+        f"pay-{o}", "29300", CARD)
+    assert payload(sent[1])["shipment_id"] == f"shp-{o}"
+    assert payload(sent[1])["address"]["city"] == "Seoul"
+    assert payload(sent[3]) == {"reservation_id": o}
+    assert all(m.headers["Mercato-Correlation-Id"] == o for m in sent)
+    row = await order_row(db, o)
+    assert (row["status"], row["reason"]) == ("APPROVED", None)
+    story = await saga(db, o)
+    assert story.instance.status == Status.COMPLETED
+    assert story.instance.data["tracking_number"] == "MS123"
+    assert "card_number" not in story.instance.data
+    assert [e.kind for e in story.events][-2:] == ["completed", "order_approved"]
+    assert await card_anywhere(db) is False
+
+
+async def test_declined_card_rejects_releases_stock_and_voids_nothing(
+        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+    o = await place(db, engine)
+    await services.reply(o, reserved(o))
+    await services.sent()
+    await services.reply(o, PaymentDeclined(payment_id=f"pay-{o}", order_id=o,
+                                            reason="card_declined"))
+    after = await services.sent()
+    assert types(after) == ["ReleaseStock.v1", "OrderRejected.v1"]
+    assert payload(after[0]) == {"reservation_id": o, "reason": "card_declined"}
+    assert payload(after[1])["reason"] == "card_declined"
+    row = await order_row(db, o)
+    assert (row["status"], row["reason"]) == ("REJECTED", "card_declined")
+    assert "card_number" not in (await saga(db, o)).instance.data
+
+
+async def test_stock_shortage_rejects_with_nothing_to_undo(
+        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+    o = await place(db, engine)
+    await services.sent()
+    await services.reply(o, StockReservationFailed(reservation_id=o, order_id=o,
+                                                   reason="insufficient_stock",
+                                                   short_skus=["MUG-1"]))
+    assert types(await services.sent()) == ["OrderRejected.v1"]
+    row = await order_row(db, o)
+    assert (row["status"], row["reason"]) == ("REJECTED", "insufficient_stock")
+    # The saga ended before payments was asked: the card is forgotten all the same.
+    assert await card_anywhere(db) is False
+
+
+async def test_shipment_failure_voids_the_payment_and_releases_the_stock(
+        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+    o = await place(db, engine)
+    await services.reply(o, reserved(o))
+    await services.reply(o, authorized(o))
+    await services.sent()
+    await services.reply(o, ShipmentCreationFailed(shipment_id=f"shp-{o}", order_id=o,
+                                                   reason="invalid_address"))
+    after = await services.sent()
+    assert types(after) == ["VoidPayment.v1", "ReleaseStock.v1", "OrderRejected.v1"]
+    assert payload(after[0])["payment_id"] == f"pay-{o}"
+    row = await order_row(db, o)
+    assert (row["status"], row["reason"]) == ("REJECTED", "invalid_address")
+
+
+async def test_capture_failure_cancels_shipment_voids_and_releases(
+        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+    o = await place(db, engine)
+    for event in (reserved(o), authorized(o), shipped(o)):
+        await services.reply(o, event)
+    await services.sent()
+    await services.reply(o, PaymentFailed(payment_id=f"pay-{o}", order_id=o,
+                                          operation="capture", reason="authorization_expired"))
+    assert types(await services.sent()) == ["CancelShipment.v1", "VoidPayment.v1",
+                                            "ReleaseStock.v1", "OrderRejected.v1"]
+    assert (await order_row(db, o))["reason"] == "authorization_expired"
+
+
+async def test_duplicate_and_late_replies_are_harmless(
+        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+    o = await place(db, engine)
+    env = services.envelope(o, reserved(o))
+    assert await services.reply(o, reserved(o), env) == Outcome.HANDLED
+    assert await services.reply(o, reserved(o), env) == Outcome.DUPLICATE  # same message
+    assert await services.reply(o, reserved(o)) == Outcome.HANDLED  # republished: ignored
+    for event in (authorized(o), shipped(o), captured(o)):
+        await services.reply(o, event)
+    await services.reply(o, captured(o))  # after the end: recorded, changes nothing
+    await services.reply(o, authorized(o))
+    assert await services.reply(str(uuid.uuid4()), reserved(o)) == Outcome.HANDLED  # not ours
+    sent = types(await services.sent())
+    assert sent.count("CommitReservation.v1") == 1 and sent.count("OrderApproved.v1") == 1
+    assert sent.count("AuthorizePayment.v1") == 1
+    assert (await order_row(db, o))["status"] == "APPROVED"
+    ignored = [e for e in (await saga(db, o)).events
+               if e.kind == "reply" and not e.detail["accepted"]]
+    assert len(ignored) == 3
+
+
+async def test_a_timed_out_step_is_compensated_by_the_reconciler_and_the_order_rejected(
+        db: Database, engine: OrderSagaEngine, services: Services, clock: Clock) -> None:
+    o = await place(db, engine)
+    await services.reply(o, reserved(o))
+    await services.sent()
+
+    async def tick(after_s: float) -> int:
+        async with db.unit_of_work() as uow:
+            n = await engine.tick(uow.session, clock.now + timedelta(seconds=after_s))
+            await uow.commit()
+        return n
+
+    assert await tick(11) == 1 and await tick(22) == 1  # two resends, same command
+    assert types(await services.sent()) == ["AuthorizePayment.v1", "AuthorizePayment.v1"]
+    assert await tick(33) == 1  # gave up: undo payment (maybe authorized) and stock
+    assert types(await services.sent()) == ["VoidPayment.v1", "ReleaseStock.v1",
+                                            "OrderRejected.v1"]
+    row = await order_row(db, o)
+    assert (row["status"], row["reason"]) == ("REJECTED", "authorize_payment_timed_out")
+    assert await card_anywhere(db) is False
+
+
+async def test_cancel_of_a_pending_order_undoes_the_completed_saga(
+        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+    o = await place(db, engine)
+    await services.reply(o, reserved(o))
+    cancelled = await handlers.request_cancel(db.unit_of_work(), principal(), o, engine)
+    assert (cancelled.status, cancelled.cancel_requested) == ("PENDING", True)
+    for event in (authorized(o), shipped(o), captured(o)):
+        await services.reply(o, event)
+    sent = types(await services.sent())
+    assert sent[-4:] == ["CancelShipment.v1", "RefundPayment.v1", "ReleaseStock.v1",
+                         "OrderCancelled.v1"]
+    assert "CommitReservation.v1" not in sent and "OrderApproved.v1" not in sent
+    row = await order_row(db, o)
+    assert (row["status"], row["reason"]) == ("CANCELLED", "cancelled_by_customer")
+    assert await count(db, "orders") == 1

@@ -1,0 +1,107 @@
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from orders.domain.model import (
+    APPROVED,
+    CANCELLED,
+    PENDING,
+    REJECTED,
+    Order,
+    OrderError,
+    OrderLine,
+    check_items,
+    format_amount,
+    rejection_reason,
+    request_fingerprint,
+    total_of,
+)
+
+NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+
+
+def line(pid: str = "p1", qty: int = 1, price: str = "12900") -> OrderLine:
+    return OrderLine(pid, f"SKU-{pid}", f"Product {pid}", qty, Decimal(price))
+
+
+def order(**kw: object) -> Order:
+    return Order.place("o1", "alice", [line("p1", 2, "12900"), line("p2", 1, "3500")],
+                       shipping_address_id="a1", now=NOW, **kw)  # type: ignore[arg-type]
+
+
+def body(**kw: object) -> dict:
+    return {"items": [{"product_id": "p1", "quantity": 2}, {"product_id": "p2", "quantity": 1}],
+            "shipping_address_id": "a1", "payment": {"card_number": "4242424242424242"},
+            **kw}
+
+
+def test_total_is_the_sum_of_price_times_quantity_in_decimal() -> None:
+    assert total_of([line("p1", 3, "0.1"), line("p2", 1, "0.2")]) == Decimal("0.5")
+    o = order()
+    assert o.total == Decimal("29300") and o.status == PENDING and o.currency == "KRW"
+    assert format_amount(Decimal("29300.00")) == "29300"
+
+
+def test_an_order_needs_lines() -> None:
+    with pytest.raises(OrderError):
+        Order.place("o1", "alice", [], shipping_address_id="a1")
+
+
+@pytest.mark.parametrize(("items", "reason"), [
+    ([], "invalid_items"),
+    ([("p1", 1)] * 2, "duplicate_product"),
+    ([("p1", 0)], "invalid_quantity"),
+    ([("p1", 101)], "invalid_quantity"),
+    ([(f"p{i}", 1) for i in range(51)], "invalid_items"),
+])
+def test_items_rules(items: list, reason: str) -> None:
+    with pytest.raises(OrderError) as caught:
+        check_items(items)
+    assert caught.value.reason == reason
+
+
+def test_fingerprint_ignores_item_order_but_not_content() -> None:
+    same = body(items=[{"product_id": "p2", "quantity": 1}, {"product_id": "p1", "quantity": 2}])
+    assert request_fingerprint(body()) == request_fingerprint(same)
+    assert request_fingerprint(body()) != request_fingerprint(
+        body(items=[{"product_id": "p1", "quantity": 3}]))
+    assert request_fingerprint(body()) != request_fingerprint(body(shipping_address_id="a2"))
+    assert request_fingerprint(body()) != request_fingerprint(
+        body(payment={"card_number": "4000000000000002"}))
+
+
+def test_fingerprint_does_not_contain_the_card_number() -> None:
+    assert "4242424242424242" not in request_fingerprint(body())
+    assert len(request_fingerprint(body())) == 64
+
+
+def test_pending_moves_once_to_a_terminal_status() -> None:
+    o = order()
+    o.approve(NOW)
+    assert o.status == APPROVED and o.is_terminal
+    with pytest.raises(OrderError):
+        o.reject("card_declined", NOW)
+    r = order()
+    r.reject("card_declined", NOW)
+    assert (r.status, r.reason) == (REJECTED, "card_declined")
+
+
+def test_cancel_is_requested_while_pending_and_refused_after() -> None:
+    o = order()
+    assert o.request_cancel(NOW) is True
+    assert o.request_cancel(NOW) is False  # a repeat changes nothing
+    o.cancel(NOW)
+    assert (o.status, o.reason) == (CANCELLED, "cancelled_by_customer")
+    done = order()
+    done.approve(NOW)
+    with pytest.raises(OrderError) as caught:
+        done.request_cancel(NOW)
+    assert caught.value.reason == "not_cancellable"
+
+
+def test_rejection_reason_comes_from_the_saga_failure() -> None:
+    assert rejection_reason({"step": "authorize_payment", "reason": "card_declined"}) == (
+        "card_declined")
+    assert rejection_reason({"step": "reserve_stock", "reason": "timed_out"}) == (
+        "reserve_stock_timed_out")
+    assert rejection_reason(None) == "unknown"

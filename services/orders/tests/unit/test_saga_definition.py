@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+from contracts.payments.v1 import AuthorizePayment
+from orders.service_layer.saga import (
+    ORDER,
+    authorize_payment,
+    cancel_shipment,
+    create_shipment,
+    payment_authorized,
+    payment_declined,
+    release_stock,
+    reserve_stock,
+)
+
+DATA = {"order_id": "o-1", "customer_id": "alice", "amount": "29300", "currency": "KRW",
+        "card_number": "4242424242424242", "lines": [{"sku": "MUG", "quantity": 2}],
+        "address": {"name": "Kim", "line1": "1 Main", "line2": None, "city": "Seoul",
+                    "postal_code": "04524", "country": "KR", "phone": None}}
+
+
+def test_the_saga_is_four_steps_with_their_compensations() -> None:
+    d = ORDER.describe()
+    assert d["name"] == "order"
+    assert [(s["name"], s["command"], s["compensation"]) for s in d["steps"]] == [
+        ("reserve_stock", "ReserveStock.v1", "ReleaseStock.v1"),
+        ("authorize_payment", "AuthorizePayment.v1", "VoidPayment.v1"),
+        ("create_shipment", "CreateShipment.v1", "CancelShipment.v1"),
+        ("capture_payment", "CapturePayment.v1", "RefundPayment.v1")]
+    assert [s["failure"] for s in d["steps"]] == [
+        ["StockReservationFailed.v1"], ["PaymentDeclined.v1"], ["ShipmentCreationFailed.v1"],
+        ["PaymentFailed.v1"]]
+    assert all((s["deadline_s"], s["max_resends"]) == (10.0, 2) for s in d["steps"])
+
+
+def test_the_readme_shows_the_current_diagram() -> None:
+    mermaid = ORDER.to_mermaid()
+    assert mermaid.startswith("flowchart TD")
+    assert "undo authorize_payment: VoidPayment.v1" in mermaid
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert mermaid in readme
+
+
+def test_ids_are_derived_from_the_order_id_so_resends_are_the_same_command() -> None:
+    assert reserve_stock(DATA).reservation_id == "o-1"
+    assert release_stock({**DATA, "failure": {"reason": "card_declined"}}).reason == (
+        "card_declined")
+    auth = authorize_payment(DATA)
+    assert isinstance(auth, AuthorizePayment)
+    assert (auth.payment_id, auth.amount, auth.card_number) == (
+        "pay-o-1", "29300", "4242424242424242")
+    assert authorize_payment(DATA) == auth
+    ship = create_shipment(DATA)
+    assert (ship.shipment_id, ship.address.city, ship.lines[0].sku) == ("shp-o-1", "Seoul",
+                                                                        "MUG")
+    assert cancel_shipment(DATA).shipment_id == "shp-o-1"
+
+
+@pytest.mark.parametrize("handler", [payment_authorized, payment_declined])
+def test_the_card_number_leaves_the_data_once_payments_answered(handler) -> None:
+    data = dict(DATA)
+    updates = handler(data, {"card_last4": "4242", "reason": "card_declined"})
+    assert "card_number" not in data
+    assert "card_number" not in updates

@@ -1,0 +1,35 @@
+import pytest
+from orders.app import messaging
+from orders.service_layer.orchestrator import OrderSagaEngine
+from orders.service_layer.saga import ORDER
+from orders.settings import OrdersSettings
+
+
+def test_settings_come_from_orders_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = OrdersSettings()
+    assert (defaults.identity_url, defaults.catalog_url) == ("http://identity", "http://catalog")
+    assert defaults.upstream_timeout_s == 2.0 and defaults.api_prefix == "/api/orders"
+    monkeypatch.setenv("ORDERS_CATALOG_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("SHIPPING_CATALOG_URL", "http://elsewhere")
+    assert OrdersSettings().catalog_url == "http://127.0.0.1:9"
+
+
+def test_placeholder_database_password_is_refused_outside_development() -> None:
+    with pytest.raises(ValueError, match="placeholder"):
+        OrdersSettings(environment="production",
+                       database_url="postgresql+asyncpg://orders:changeme@db/orders")
+
+
+def test_messaging_reads_every_reply_of_the_saga_once_one_consumer_per_stream() -> None:
+    spec = messaging(OrdersSettings(), OrderSagaEngine())
+    assert spec.outbox is True
+    assert {s.name: s.subjects for s in spec.streams} == {"ORDERS_EVENTS": ["orders.events.>"]}
+    by_stream = {c.stream: c for c in spec.consumers}
+    assert set(by_stream) == {"INVENTORY_EVENTS", "PAYMENTS_EVENTS", "SHIPPING_EVENTS"}
+    assert len({c.name for c in spec.consumers}) == 3
+    handled = [t for c in spec.consumers for t in c.handlers]
+    assert sorted(handled) == sorted(ORDER.reply_types())
+    for c in spec.consumers:
+        producer = c.stream.split("_")[0].lower()
+        assert all(s.startswith(f"{producer}.events.") for s in c.subjects)
+        assert len(c.subjects) == len(c.handlers)
