@@ -87,6 +87,8 @@ def test_admin_creates_updates_and_discontinues(client: TestClient) -> None:
     assert created.status_code == 201, created.text
     product = created.json()
     assert product["price"] == {"amount": "15000", "currency": "KRW"}
+    read_back = client.get(f"/api/catalog/products/{product['id']}").json()
+    assert read_back["price"] == {"amount": "15000", "currency": "KRW"}  # not "15000.00"
     assert created.headers["location"] == f"/api/catalog/products/{product['id']}"
     assert count(client) == before + 1
     assert client.post("/api/catalog/products", json=NEW, headers=ADMIN).status_code == 409

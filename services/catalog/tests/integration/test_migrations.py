@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from catalog.adapters.orm import metadata
 from catalog.app import MIGRATIONS_DIR
 from chassis.migrations import upgrade_to_head

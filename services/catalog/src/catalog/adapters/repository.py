@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Row, func, literal_column, select, update
@@ -39,7 +38,7 @@ _PRODUCT_COLUMNS = (products.c.id, products.c.sku, products.c.name, products.c.d
 
 def _product(row: Row[Any]) -> Product:
     return Product(id=row.id, sku=row.sku, name=row.name, description=row.description,
-                   category=row.slug, price=Money(Decimal(row.price_amount), row.price_currency),
+                   category=row.slug, price=Money.stored(row.price_amount, row.price_currency),
                    status=row.status, version=row.version, created_at=row.created_at,
                    updated_at=row.updated_at)
 

@@ -41,6 +41,13 @@ class Money:
             raise CatalogError(f"{currency} amounts have at most {exponent} decimal places")
         return cls(value.quantize(Decimal(1).scaleb(-exponent)), currency)
 
+    @classmethod
+    def stored(cls, amount: Decimal, currency: str) -> Money:
+        """Money read back from the database (numeric(16,2)): shown with the currency's own
+        minor units, so KRW 99000.00 reads as "99000", as it was written."""
+        exponent = CURRENCY_EXPONENT.get(currency, 2)
+        return cls(Decimal(amount).quantize(Decimal(1).scaleb(-exponent)), currency)
+
     def as_dict(self) -> dict[str, str]:
         return {"amount": str(self.amount), "currency": self.currency}
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-SERVICES = ["identity", "catalog", "inventory", "payments", "shipping", "notifications",
-            "order_history"]
+SERVICES = ["identity", "catalog", "inventory", "payments", "shipping", "orders",
+            "notifications", "order_history"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,110 @@
+"""The shop working end to end through the edge: a customer orders, the saga runs across
+inventory, payments and shipping, and notifications and the read model follow."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx2 as httpx
+import pytest
+from edge_helpers import Platform, wait_until
+
+pytestmark = pytest.mark.e2e
+
+APPROVE, DECLINE = "4242424242424242", "4000000000000002"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def stocked_product(c: httpx.Client, admin: dict[str, str], on_hand: int) -> dict:
+    product = c.get("/api/catalog/products", params={"q": "kettle"}).json()["items"][0]
+    sku = product["sku"]
+    wait_until(lambda: c.get(f"/api/inventory/stock/{sku}").status_code == 200, 30,
+               "the stock row")
+    assert c.put(f"/api/inventory/stock/{sku}", json={"on_hand": on_hand},
+                 headers=admin).status_code == 200
+    return product
+
+
+def customer_with_address(platform: Platform, c: httpx.Client) -> tuple[dict, str]:
+    user = platform.register(c)
+    token = platform.login(c, user["email"], user["password"])["access_token"]
+    address = c.post("/api/identity/me/addresses", headers=bearer(token), json={
+        "name": "Ada", "line1": "1 Main St", "city": "Seoul", "postal_code": "04524",
+        "country": "KR"})
+    assert address.status_code == 201, address.text
+    return bearer(token), address.json()["id"]
+
+
+def place(c: httpx.Client, auth: dict, product: dict, address_id: str, card: str) -> str:
+    resp = c.post("/api/orders", headers={**auth, "Idempotency-Key": str(uuid.uuid4())},
+                  json={"items": [{"product_id": product["id"], "quantity": 1}],
+                        "shipping_address_id": address_id, "payment": {"card_number": card}})
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["status"] == "PENDING"
+    return resp.json()["id"]
+
+
+def settled(c: httpx.Client, auth: dict, order_id: str) -> dict:
+    return wait_until(lambda: (o := c.get(f"/api/orders/{order_id}", headers=auth).json())
+                      ["status"] != "PENDING" and o, 60, "the order to settle")
+
+
+def test_happy_path_order_is_approved_everywhere(platform: Platform) -> None:
+    with platform.client() as c:
+        admin = bearer(platform.admin_token(c))
+        product = stocked_product(c, admin, on_hand=50)
+        auth, address_id = customer_with_address(platform, c)
+        order_id = place(c, auth, product, address_id, APPROVE)
+        order = settled(c, auth, order_id)
+        assert order["status"] == "APPROVED", order
+        assert order["total"]["amount"] == product["price"]["amount"]
+
+        stock = wait_until(lambda: (s := c.get(f"/api/inventory/stock/{product['sku']}").json())
+                           ["on_hand"] == 49 and s, 30, "the reservation to be committed")
+        assert stock["reserved"] == 0
+        payment = c.get(f"/api/payments/payments/pay-{order_id}", headers=admin).json()
+        assert payment["status"] == "CAPTURED"
+        shipments = c.get("/api/shipping/shipments", params={"order_id": order_id},
+                          headers=auth).json()
+        items = shipments["items"] if isinstance(shipments, dict) else shipments
+        assert len(items) == 1 and items[0]["status"] in ("CREATED", "DISPATCHED")
+        history = wait_until(
+            lambda: (h := c.get(f"/api/history/orders/{order_id}", headers=auth)).status_code
+            == 200 and h.json()["status"] == "APPROVED" and h.json(), 30, "the history row")
+        assert history["payment_status"] == "CAPTURED"
+
+        def mails() -> set[str]:
+            found = c.get("/api/notifications/notifications", params={"order_id": order_id},
+                          headers=admin).json()
+            rows = found["items"] if isinstance(found, dict) else found
+            return {n["kind"] for n in rows if n["status"] == "sent"}
+
+        wait_until(lambda: {"order_placed", "order_approved"} <= mails(), 30,
+                   "one sent email per kind")
+
+
+def test_declined_card_is_rejected_with_stock_released(platform: Platform) -> None:
+    with platform.client() as c:
+        admin = bearer(platform.admin_token(c))
+        product = stocked_product(c, admin, on_hand=20)
+        auth, address_id = customer_with_address(platform, c)
+        order = settled(c, auth, place(c, auth, product, address_id, DECLINE))
+        assert order["status"] == "REJECTED" and order["reason"] == "card_declined", order
+        stock = wait_until(lambda: (s := c.get(f"/api/inventory/stock/{product['sku']}").json())
+                           ["reserved"] == 0 and s, 30, "the reservation to be released")
+        assert stock["on_hand"] == 20 and stock["available"] == 20
+
+
+def test_customer_b_cannot_read_customer_a_order(platform: Platform) -> None:
+    with platform.client() as c:
+        admin = bearer(platform.admin_token(c))
+        product = stocked_product(c, admin, on_hand=10)
+        a_auth, address_id = customer_with_address(platform, c)
+        b_auth, _ = customer_with_address(platform, c)
+        order_id = place(c, a_auth, product, address_id, APPROVE)
+        assert c.get(f"/api/orders/{order_id}", headers=b_auth).status_code == 404
+        assert c.get(f"/api/history/orders/{order_id}", headers=b_auth).status_code == 404
+        assert order_id not in str(c.get("/api/orders", headers=b_auth).json())
