@@ -108,3 +108,48 @@ def test_customer_b_cannot_read_customer_a_order(platform: Platform) -> None:
         assert c.get(f"/api/orders/{order_id}", headers=b_auth).status_code == 404
         assert c.get(f"/api/history/orders/{order_id}", headers=b_auth).status_code == 404
         assert order_id not in str(c.get("/api/orders", headers=b_auth).json())
+
+
+@pytest.mark.parametrize(("card", "reason"), [("4000000000009995", "insufficient_funds"),
+                                              ("4000000000000119", "provider_timeout")])
+def test_payment_failures_are_rejected_with_no_charge(platform: Platform, card: str,
+                                                      reason: str) -> None:
+    with platform.client() as c:
+        admin = bearer(platform.admin_token(c))
+        product = stocked_product(c, admin, on_hand=5)
+        auth, address_id = customer_with_address(platform, c)
+        order_id = place(c, auth, product, address_id, card)
+        order = settled(c, auth, order_id)
+        assert order["status"] == "REJECTED" and order["reason"] == reason, order
+        ledger = c.get("/api/payments/ledger", params={"order_id": order_id},
+                       headers=admin).json()
+        assert ledger["net_captured"] in ("0", "0.00", 0), ledger
+        wait_until(lambda: c.get(f"/api/inventory/stock/{product['sku']}").json()["reserved"]
+                   == 0, 30, "the reservation to be released")
+
+
+def test_out_of_stock_is_rejected_without_touching_payment(platform: Platform) -> None:
+    with platform.client() as c:
+        admin = bearer(platform.admin_token(c))
+        product = stocked_product(c, admin, on_hand=0)
+        auth, address_id = customer_with_address(platform, c)
+        order_id = place(c, auth, product, address_id, APPROVE)
+        order = settled(c, auth, order_id)
+        assert order["status"] == "REJECTED" and order["reason"] == "insufficient_stock", order
+        assert c.get(f"/api/payments/payments/pay-{order_id}", headers=admin).status_code == 404
+
+
+def test_history_rebuild_reproduces_the_read_model(platform: Platform) -> None:
+    import json
+
+    from edge_helpers import mercato
+
+    with platform.client() as c:
+        admin = bearer(platform.admin_token(c))
+        before = c.get("/api/history/orders", params={"page_size": 100}, headers=admin).json()
+        result = mercato(platform.home, "history", "rebuild", timeout=120)
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert report["rows"] >= before["total"] > 0
+        after = c.get("/api/history/orders", params={"page_size": 100}, headers=admin).json()
+        key = lambda page: sorted((o["id"], o["status"]) for o in page["items"])  # noqa: E731
+        assert key(after) == key(before)

@@ -174,9 +174,50 @@ def outbox_republish(
               "queued for the relay again")
 
 
+history_app = typer.Typer(no_args_is_help=True, help="Operate the order-history read model.")
+
+
+@history_app.command("rebuild")
+def history_rebuild(home: HomeOpt = None) -> None:
+    """Rebuild the order history from the orders, payments and shipping event streams.
+
+    The read model is emptied and every event still in the streams is replayed; the running
+    consumers keep going, and the inbox keeps any event from taking effect twice.
+    """
+    import os
+    import sys
+
+    from mercato.runtime.postgres import Postgres
+    from mercato.runtime.proc import run
+    from mercato.runtime.services import repo_root
+
+    h = _running(home)
+    ports = h.ports()
+    url = Postgres(h, ports.postgres).service_database_url("order_history")
+    if url is None:
+        err.print("[bold red]error:[/] the order_history database does not exist yet")
+        err.print("[dim]→[/] start the platform once with mercato up")
+        raise typer.Exit(1)
+    env = {**os.environ, "ORDER_HISTORY_DATABASE_URL": url,
+           "ORDER_HISTORY_NATS_URL": f"nats://127.0.0.1:{ports.nats}",
+           "ORDER_HISTORY_ENVIRONMENT": "development",
+           "ORDER_HISTORY_INSTANCE_ID": "order_history-rebuild"}
+    out.print("rebuilding the order history from the event streams …")
+    res = run([sys.executable, "-m", "order_history", "rebuild"], env=env,
+              cwd=str(repo_root()), check=False, capture_output=True, text=True)
+    report = (res.stdout or "").strip().splitlines()
+    if report:
+        out.print(report[-1])
+    if res.returncode != 0:
+        err.print((res.stderr or "").strip()[-2000:])
+        err.print("[dim]→[/] mercato logs order_history shows what the service saw")
+        raise typer.Exit(res.returncode)
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.add_typer(dlq_app, name="dlq")
     app.add_typer(outbox_app, name="outbox")
+    app.add_typer(history_app, name="history")
 
     @bench_app.command("events")
     def bench_events(
