@@ -153,3 +153,43 @@ def test_history_rebuild_reproduces_the_read_model(platform: Platform) -> None:
         after = c.get("/api/history/orders", params={"page_size": 100}, headers=admin).json()
         key = lambda page: sorted((o["id"], o["status"]) for o in page["items"])  # noqa: E731
         assert key(after) == key(before)
+
+
+def test_mercato_check_passes_and_catches_a_violation(platform: Platform) -> None:
+    """After the orders above, every invariant holds; a reservation held for a rejected
+    order (put there by hand) is reported with a non-zero exit."""
+    import asyncio
+    import json
+
+    import asyncpg
+    from edge_helpers import mercato
+
+    ok = mercato(platform.home, "check")
+    assert "all invariants hold" in ok.stdout
+    with platform.client() as c:
+        admin = bearer(platform.admin_token(c))
+        product = stocked_product(c, admin, on_hand=5)
+        auth, address_id = customer_with_address(platform, c)
+        order_id = place(c, auth, product, address_id, DECLINE)
+        assert settled(c, auth, order_id)["status"] == "REJECTED"
+    secrets = json.loads((platform.home / "secrets" / "postgres.json").read_text())
+    port = platform.state()["ports"]["postgres"]
+
+    async def set_status(status: str) -> None:
+        conn = await asyncpg.connect(host="127.0.0.1", port=port, user=secrets["user"],
+                                     password=secrets["password"], database="inventory")
+        try:
+            await conn.execute("UPDATE reservations SET status = $1 WHERE reservation_id = $2",
+                               status, order_id)
+        finally:
+            await conn.close()
+
+    asyncio.run(set_status("reserved"))
+    try:
+        bad = mercato(platform.home, "check", "--json", check=False)
+        assert bad.returncode == 1
+        violations = json.loads(bad.stdout)["violations"]
+        assert [v["subject"] for v in violations] == [order_id]
+    finally:
+        asyncio.run(set_status("released"))
+    assert mercato(platform.home, "check").returncode == 0

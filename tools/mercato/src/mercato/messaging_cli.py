@@ -214,7 +214,35 @@ def history_rebuild(home: HomeOpt = None) -> None:
         raise typer.Exit(res.returncode)
 
 
+def check_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Check the shop's invariants across every service's database; exit 1 on a violation."""
+    import json as jsonlib
+    from dataclasses import asdict
+
+    from mercato.check import check
+
+    h = _running(home)
+    found = asyncio.run(check(h))
+    if as_json:
+        out.print(jsonlib.dumps({"violations": [asdict(v) for v in found]}, indent=1))
+    elif not found:
+        out.print("[green]all invariants hold[/] (orders, payments, inventory, shipping, "
+                  "notifications)")
+    else:
+        table = Table(title=f"{len(found)} invariant violation(s)")
+        for col in ("invariant", "subject", "detail"):
+            table.add_column(col)
+        for v in found:
+            table.add_row(v.invariant, v.subject, v.detail)
+        out.print(table)
+    raise typer.Exit(1 if found else 0)
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.command("check")(check_command)
     app.add_typer(dlq_app, name="dlq")
     app.add_typer(outbox_app, name="outbox")
     app.add_typer(history_app, name="history")
