@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import orjson
 from nats.aio.client import Client as NATS
-from nats.js.errors import BucketNotFoundError, NoKeysError
+from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 BUCKET = "mercato_registry"
@@ -86,20 +86,25 @@ class RegistryClient:
         await kv.delete(instance.key)
 
     async def instances(self, service: str | None = None) -> list[Instance]:
-        """Live instances, optionally of one service, sorted by key."""
+        """Live instances, optionally of one service, sorted by key.
+
+        The keys come from the KV stream's subject list (one JetStream API call), not from
+        nats-py's ``kv.keys()``: that builds a throwaway consumer per call and, under load,
+        can end its initial pass early and report no keys at all — which would empty every
+        cluster at the edge for a moment.
+        """
         kv = await self.bucket()
-        try:
-            keys = await kv.keys()
-        except NoKeysError:
-            return []
+        prefix = f"$KV.{BUCKET}."
+        subjects_filter = f"{prefix}{service}.>" if service else f"{prefix}>"
+        info = await self._nc.jetstream().stream_info(f"KV_{BUCKET}",
+                                                      subjects_filter=subjects_filter)
+        keys = sorted(subject[len(prefix):] for subject in (info.state.subjects or {}))
         now = time.time()
         found: list[Instance] = []
-        for key in sorted(keys):
-            if service is not None and not key.startswith(f"{service}."):
-                continue
+        for key in keys:
             try:
                 entry = await kv.get(key)
-            except Exception:
+            except (KeyNotFoundError, KeyDeletedError):  # deregistered, or expired meanwhile
                 continue
             inst = _decode(entry.value)
             if inst is not None and inst.is_fresh(now):

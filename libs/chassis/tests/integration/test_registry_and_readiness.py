@@ -211,3 +211,26 @@ async def test_resolver_serves_the_last_answer_when_the_registry_stalls(nats_url
         await r.stop()
     finally:
         await nc.close()
+
+
+async def test_listing_never_comes_back_empty_while_instances_heartbeat(
+        nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under heartbeats from many instances the listing must always see them all: an empty
+    answer would empty the edge's clusters (seen with nats-py's kv.keys() under load)."""
+    monkeypatch.setattr(reg, "HEARTBEAT_EVERY_S", 0.01)
+    nc = await nats.connect(nats_url)
+    try:
+        client = reg.RegistryClient(nc)
+        regs = [reg.Registration(client, service="busy", instance_id=f"busy-{i}",
+                                 host="127.0.0.1", port=5000 + i) for i in range(8)]
+        for r in regs:
+            await r.start()
+        counts = [len(await client.instances("busy")) for _ in range(100)]
+        assert counts == [8] * 100
+        await regs[0].stop()  # a deregistered key leaves a delete marker behind
+        assert len(await client.instances("busy")) == 7
+        for r in regs[1:]:
+            await r.stop()
+        assert await client.instances("busy") == []
+    finally:
+        await nc.close()
