@@ -12,6 +12,7 @@ once. ``ProviderUnavailable`` escapes on purpose: the consumer naks and retries.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Protocol
 
@@ -148,23 +149,34 @@ async def _provider_change(session: AsyncSession, provider: Provider, p: Payment
     return True
 
 
+async def _operate(session: AsyncSession, provider: Provider, p: Payment, operation: str, *,
+                   done: str, from_status: str, apply: Callable[[], LedgerEntry],
+                   announce: Callable[..., Awaitable[None]],
+                   causation_id: str | None) -> None:
+    """The rule capture, void and refund share: already ``done`` → announce it again (the
+    command was repeated); in ``from_status`` → the provider, then the ledger, then the event;
+    any other status → PaymentFailed."""
+    if p.status == done:
+        await announce(session, p, causation_id=causation_id)
+    elif p.status == from_status:
+        if await _provider_change(session, provider, p, operation, causation_id):
+            await _record(session, p, apply())
+            await announce(session, p, causation_id=causation_id)
+    else:
+        await _fail(session, p.payment_id, p.order_id, operation, f"payment_{p.status}",
+                    causation_id)
+
+
 async def capture_payment(session: AsyncSession, cmd: CapturePayment, provider: Provider, *,
                           now: datetime | None = None,
                           causation_id: str | None = None) -> Payment | None:
     """Take the authorized amount (once): PaymentCaptured, or PaymentFailed."""
-    now = now or utc_now()
+    at = now or utc_now()
     p = await _load(session, cmd.payment_id, cmd.order_id, CAPTURE, causation_id)
-    if p is None:
-        return None
-    if p.status == CAPTURED:
-        await events.captured(session, p, causation_id=causation_id)
-    elif p.status == AUTHORIZED:
-        if await _provider_change(session, provider, p, CAPTURE, causation_id):
-            await _record(session, p, p.captured(now=now))
-            await events.captured(session, p, causation_id=causation_id)
-    else:
-        await _fail(session, p.payment_id, p.order_id, CAPTURE, f"payment_{p.status}",
-                    causation_id)
+    if p is not None:
+        await _operate(session, provider, p, CAPTURE, done=CAPTURED, from_status=AUTHORIZED,
+                       apply=lambda: p.captured(now=at), announce=events.captured,
+                       causation_id=causation_id)
     return p
 
 
@@ -190,17 +202,11 @@ async def void_payment(session: AsyncSession, cmd: VoidPayment, provider: Provid
                  provider_charge_voided=orphan is not None and orphan.status == "voided")
         return tombstone
     p = await _load(session, cmd.payment_id, cmd.order_id, VOID, causation_id)
-    if p is None:
-        return None
-    if p.status == VOIDED:
-        await events.voided(session, p, causation_id=causation_id)
-    elif p.status == AUTHORIZED:
-        if await _provider_change(session, provider, p, VOID, causation_id):
-            await _record(session, p, p.voided(cmd.reason, now=now))
-            await events.voided(session, p, causation_id=causation_id)
-    else:
-        await _fail(session, p.payment_id, p.order_id, VOID, f"payment_{p.status}",
-                    causation_id)
+    if p is not None:
+        at = now
+        await _operate(session, provider, p, VOID, done=VOIDED, from_status=AUTHORIZED,
+                       apply=lambda: p.voided(cmd.reason, now=at), announce=events.voided,
+                       causation_id=causation_id)
     return p
 
 
@@ -208,19 +214,12 @@ async def refund_payment(session: AsyncSession, cmd: RefundPayment, provider: Pr
                          now: datetime | None = None,
                          causation_id: str | None = None) -> Payment | None:
     """Give back the whole captured amount (once): PaymentRefunded, or PaymentFailed."""
-    now = now or utc_now()
+    at = now or utc_now()
     p = await _load(session, cmd.payment_id, cmd.order_id, REFUND, causation_id)
-    if p is None:
-        return None
-    if p.status == REFUNDED:
-        await events.refunded(session, p, causation_id=causation_id)
-    elif p.status == CAPTURED:
-        if await _provider_change(session, provider, p, REFUND, causation_id):
-            await _record(session, p, p.refunded(cmd.reason, now=now))
-            await events.refunded(session, p, causation_id=causation_id)
-    else:
-        await _fail(session, p.payment_id, p.order_id, REFUND, f"payment_{p.status}",
-                    causation_id)
+    if p is not None:
+        await _operate(session, provider, p, REFUND, done=REFUNDED, from_status=CAPTURED,
+                       apply=lambda: p.refunded(cmd.reason, now=at), announce=events.refunded,
+                       causation_id=causation_id)
     return p
 
 
