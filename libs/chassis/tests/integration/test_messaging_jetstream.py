@@ -14,12 +14,14 @@ from chassis.messaging.broker import JetStreamPublisher
 from chassis.messaging.consumer import ConsumerSpec, InboxConsumer, run_jetstream_consumer
 from chassis.messaging.dlq import list_dead_letters, replay_dead_letter, show_dead_letter
 from chassis.messaging.envelope import H_MESSAGE_ID, H_NATS_MSG_ID, H_OCCURRED_AT, H_TYPE, Envelope
+from chassis.messaging.metrics import MessagingMetrics
 from chassis.messaging.outbox import stage
 from chassis.messaging.relay import OutboxRelay
 from chassis.messaging.streams import ensure_dead_letter_stream, ensure_events_stream
 from chassis.messaging.tables import inbox_table, outbox_table
 from mercato.runtime.nats import Nats
 from mercato.testing.infra import free_port
+from prometheus_client import CollectorRegistry
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -123,8 +125,10 @@ async def test_poison_goes_to_dead_letters_others_flow_and_replay_after_a_fix(
     spec = ConsumerSpec(consumer_name, f"{producer.upper()}_EVENTS", [f"{producer}.events.>"],
                         handlers, max_deliver=3, backoff_s=(0.05,))
     stop = asyncio.Event()
+    registry = CollectorRegistry()
+    metrics = MessagingMetrics(registry)
     task = asyncio.create_task(run_jetstream_consumer(
-        InboxConsumer(spec, db, JetStreamPublisher(js)), js, stop))
+        InboxConsumer(spec, db, JetStreamPublisher(js), metrics), js, stop, metrics))
     try:
         async def two_dead() -> bool:
             return len(await list_dead_letters(js, consumer_name)) == 2
@@ -149,6 +153,20 @@ async def test_poison_goes_to_dead_letters_others_flow_and_replay_after_a_fix(
         await wait_for(handled_v2)
         remaining = await list_dead_letters(js, consumer_name)
         assert [letter.sequence for letter in remaining] == [broken.sequence]
+
+        # What an operator sees on /metrics: the dead letters, the outcomes, and the lag
+        # (nothing left to deliver once the replay is handled).
+        def sample(name: str, **labels: str) -> float | None:
+            return registry.get_sample_value(name, {"consumer": consumer_name, **labels})
+
+        assert sample("dead_letters_total") == 2
+        assert sample("consumer_messages_total", outcome="handled") == 2
+        assert sample("consumer_messages_total", outcome="retry") == 4
+
+        async def lag_reported() -> bool:
+            return sample("consumer_lag_messages") == 0
+
+        await wait_for(lag_reported, 10)
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
