@@ -13,6 +13,7 @@ ALL: list[type[Contract]] = [
     catalog_v1.ProductCreated, catalog_v1.ProductUpdated, catalog_v1.PriceChanged,
     catalog_v1.ProductDiscontinued,
     inventory_v1.ReserveStock, inventory_v1.ReleaseStock, inventory_v1.CommitReservation,
+    inventory_v1.RestockReservation,
     inventory_v1.StockReserved, inventory_v1.StockReservationFailed,
     inventory_v1.StockReleased, inventory_v1.ReservationCommitted, inventory_v1.StockLow,
     payments_v1.AuthorizePayment, payments_v1.CapturePayment, payments_v1.VoidPayment,

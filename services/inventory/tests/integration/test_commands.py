@@ -14,7 +14,13 @@ from chassis.messaging.consumer import Outcome
 from chassis.messaging.envelope import Envelope
 from chassis.tracing import configure_tracing
 from contracts.catalog.v1 import PriceChanged, ProductCreated, ProductDiscontinued
-from contracts.inventory.v1 import CommitReservation, ReleaseStock, ReserveStock, StockLine
+from contracts.inventory.v1 import (
+    CommitReservation,
+    ReleaseStock,
+    ReserveStock,
+    RestockReservation,
+    StockLine,
+)
 from inventory.domain.model import Policy, utc_now
 from inventory.service_layer.handlers import sweep_expired
 from inventory_kit import Inventory, delivery, envelope
@@ -133,6 +139,34 @@ async def test_commit_ships_once_and_cannot_be_released(inv: Inventory) -> None:
     assert await inv.levels() == {"MUG": (8, 0)}
     assert types(await inv.events()) == ["StockReserved.v1", "ReservationCommitted.v1"]
     assert await inv.statuses() == {"r1": "committed"}
+
+
+async def test_restock_returns_committed_units_once(inv: Inventory) -> None:
+    await inv.seed(MUG=10)
+    await inv.send(reserve("r1", MUG=2))
+    await inv.send(CommitReservation(reservation_id="r1"))
+    assert await inv.levels() == {"MUG": (8, 0)}
+    restock = RestockReservation(reservation_id="r1", reason="cancelled_by_customer")
+    await inv.send(restock)
+    await inv.send(restock)
+    await inv.send(CommitReservation(reservation_id="r1"))  # a stale commit: no-op
+    assert await inv.levels() == {"MUG": (10, 0)}
+    assert await inv.statuses() == {"r1": "restocked"}
+    assert types(await inv.events()) == ["StockReserved.v1", "ReservationCommitted.v1",
+                                         "StockReleased.v1"]
+    [released] = await inv.events("StockReleased.v1")
+    assert released["reason"] == "cancelled_by_customer"
+
+
+async def test_restock_overtaking_its_commit_releases_and_the_commit_is_ignored(
+        inv: Inventory) -> None:
+    await inv.seed(MUG=10)
+    await inv.send(reserve("r1", MUG=2))
+    await inv.send(RestockReservation(reservation_id="r1"))
+    await inv.send(CommitReservation(reservation_id="r1"))
+    await inv.send(RestockReservation(reservation_id="unknown"))
+    assert await inv.levels() == {"MUG": (10, 0)}
+    assert await inv.statuses() == {"r1": "released"}
 
 
 async def test_commit_of_unknown_or_failed_reservation_changes_nothing(

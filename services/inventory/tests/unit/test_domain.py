@@ -9,6 +9,7 @@ from inventory.domain.model import (
     RELEASED,
     RELEASED_BEFORE_RESERVE,
     RESERVED,
+    RESTOCKED,
     BelowReserved,
     InventoryError,
     Line,
@@ -111,6 +112,19 @@ def test_commit_ships_the_units_once() -> None:
     assert r.commit(stock, now=NOW) is False
     assert r.release(stock, reason="too late", now=NOW) is False  # cannot un-ship
     assert levels(stock) == {"A": (3, 0)}
+
+
+def test_restock_puts_committed_units_back_on_hand_once() -> None:
+    stock = shelf(A=5)
+    r = Reservation.attempt("r1", None, [("A", 2)], stock, now=NOW, ttl=TTL)
+    assert r.restock(stock, reason="cancelled", now=NOW) is False  # nothing shipped yet
+    r.commit(stock, now=NOW)
+    assert r.restock(stock, reason="cancelled_by_customer", now=NOW) is True
+    assert (r.status, r.reason) == (RESTOCKED, "cancelled_by_customer")
+    assert levels(stock) == {"A": (5, 0)}
+    assert r.restock(stock, reason="again", now=NOW) is False
+    assert r.commit(stock, now=NOW) is False and r.release(stock, reason="x", now=NOW) is False
+    assert levels(stock) == {"A": (5, 0)}
 
 
 def test_failed_reservation_holds_nothing_to_release_or_commit() -> None:

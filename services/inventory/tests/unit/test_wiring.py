@@ -3,7 +3,12 @@ from datetime import timedelta
 import pytest
 from chassis.messaging.envelope import Envelope, PoisonMessage
 from contracts.catalog.v1 import PriceChanged, ProductCreated, ProductDiscontinued, ProductUpdated
-from contracts.inventory.v1 import CommitReservation, ReleaseStock, ReserveStock
+from contracts.inventory.v1 import (
+    CommitReservation,
+    ReleaseStock,
+    ReserveStock,
+    RestockReservation,
+)
 from inventory.app import messaging
 from inventory.entrypoints.consumers import parse
 from inventory.settings import InventorySettings
@@ -38,7 +43,8 @@ def test_messaging_declares_streams_and_handles_every_catalog_event() -> None:
     assert (commands.stream, commands.subjects) == ("INVENTORY_COMMANDS",
                                                     ["inventory.commands.>"])
     assert set(commands.handlers) == {c.message_type() for c in
-                                      (ReserveStock, ReleaseStock, CommitReservation)}
+                                      (ReserveStock, ReleaseStock, CommitReservation,
+                                       RestockReservation)}
     catalog = consumers["inventory-catalog-events"]
     assert (catalog.stream, catalog.subjects) == ("CATALOG_EVENTS", ["catalog.events.>"])
     # An event type without a handler would be dead-lettered: every catalog event has one.

@@ -45,6 +45,14 @@ class CommitReservation(_InventoryCommand):
     reservation_id: str
 
 
+class RestockReservation(_InventoryCommand):
+    """An order cancelled after approval, before its parcel left: the units its committed
+    reservation took off the shelf are back on hand. Answered with StockReleased."""
+
+    reservation_id: str
+    reason: str | None = None
+
+
 class StockReserved(_InventoryEvent):
     reservation_id: str
     order_id: str | None = None

@@ -47,7 +47,7 @@ reservations = Table(
     Column("short_skus", ARRAY(Text), nullable=False, server_default="{}"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    CheckConstraint("status IN ('reserved', 'committed', 'released', 'failed')",
+    CheckConstraint("status IN ('reserved', 'committed', 'released', 'failed', 'restocked')",
                     name="ck_reservations_status"),
 )
 # The expiry sweep reads only live reservations, oldest deadline first.

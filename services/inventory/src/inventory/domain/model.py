@@ -5,9 +5,12 @@ A reservation holds units of one or more SKUs for an order, all lines or none. I
     (none) --reserve, fits--> RESERVED --commit--> COMMITTED   (units leave the warehouse)
     (none) --reserve, short-> FAILED                  \\--release/expire--> RELEASED
     (none) --release-------> RELEASED  (a tombstone: a late reserve for it is refused)
+    COMMITTED --restock--> RESTOCKED  (its order was cancelled before the parcel left: the
+                                       units are back on hand)
 
-COMMITTED, RELEASED and FAILED are terminal: every further command for the reservation is a
-no-op. That, with one row per reservation id, makes each command idempotent per reservation.
+RESTOCKED, RELEASED and FAILED are terminal, and COMMITTED is for every command but restock:
+every further command for the reservation is a no-op. That, with one row per reservation id,
+makes each command idempotent per reservation.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-RESERVED, COMMITTED, RELEASED, FAILED = "reserved", "committed", "released", "failed"
-STATUSES = (RESERVED, COMMITTED, RELEASED, FAILED)
-TERMINAL = frozenset({COMMITTED, RELEASED, FAILED})
+RESERVED, COMMITTED, RELEASED, FAILED, RESTOCKED = (
+    "reserved", "committed", "released", "failed", "restocked")
+STATUSES = (RESERVED, COMMITTED, RELEASED, FAILED, RESTOCKED)
+TERMINAL = frozenset({RELEASED, FAILED, RESTOCKED})
 
 INSUFFICIENT_STOCK = "insufficient_stock"
 EXPIRED = "expired"
@@ -79,6 +83,12 @@ class Stock:
         """Reserved units leave the warehouse: both on hand and reserved go down."""
         self.release(quantity)
         self.on_hand -= quantity
+
+    def put_back(self, quantity: int) -> None:
+        """Shipped units that never left (their order was cancelled) return to the shelf."""
+        if quantity <= 0:
+            raise InventoryError(f"{self.sku}: a quantity must be positive")
+        self.on_hand += quantity
 
     def set_on_hand(self, on_hand: int) -> None:
         if on_hand < 0:
@@ -171,6 +181,15 @@ class Reservation:
         for line in self.lines:
             _stock_for(stock, line).ship(line.quantity)
         self.status, self.updated_at = COMMITTED, now
+        return True
+
+    def restock(self, stock: Mapping[str, Stock], *, reason: str, now: datetime) -> bool:
+        """Undo a commit: the units go back on hand. False (and no change) unless committed."""
+        if self.status != COMMITTED:
+            return False
+        for line in self.lines:
+            _stock_for(stock, line).put_back(line.quantity)
+        self.status, self.reason, self.updated_at = RESTOCKED, reason, now
         return True
 
 

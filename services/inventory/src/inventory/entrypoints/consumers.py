@@ -19,7 +19,12 @@ from contracts.catalog.v1 import (
     ProductDiscontinued,
     ProductUpdated,
 )
-from contracts.inventory.v1 import CommitReservation, ReleaseStock, ReserveStock
+from contracts.inventory.v1 import (
+    CommitReservation,
+    ReleaseStock,
+    ReserveStock,
+    RestockReservation,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inventory.adapters.orm import ID_LENGTH, SKU_LENGTH
@@ -57,8 +62,13 @@ def command_handlers(policy: Policy) -> dict[str, Handler]:
         await handlers.commit_reservation(session, parse(CommitReservation, envelope),
                                           causation_id=str(envelope.message_id))
 
+    async def restock(session: AsyncSession, envelope: Envelope) -> None:
+        await handlers.restock_reservation(session, parse(RestockReservation, envelope),
+                                           causation_id=str(envelope.message_id))
+
     return {ReserveStock.message_type(): reserve, ReleaseStock.message_type(): release,
-            CommitReservation.message_type(): commit}
+            CommitReservation.message_type(): commit,
+            RestockReservation.message_type(): restock}
 
 
 async def product_created(session: AsyncSession, envelope: Envelope) -> None:

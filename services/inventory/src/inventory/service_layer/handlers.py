@@ -1,9 +1,10 @@
 """Inventory use cases.
 
 The message handlers (``reserve_stock``, ``release_stock``, ``commit_reservation``,
-``expire_reservations``, ``ensure_stock``) are plain async functions over the caller's
-session: the inbox consumer runs them in the transaction that records the message as handled,
-tests call them directly. Each change and the events announcing it commit together.
+``restock_reservation``, ``expire_reservations``, ``ensure_stock``) are plain async functions
+over the caller's session: the inbox consumer runs them in the transaction that records the
+message as handled, tests call them directly. Each change and the events announcing it
+commit together.
 
 The HTTP use cases take a unit of work and open it themselves, like the catalog's.
 """
@@ -16,7 +17,12 @@ from datetime import datetime
 import structlog
 from chassis.db import UnitOfWork
 from chassis.errors import Conflict, NotFound, Unprocessable
-from contracts.inventory.v1 import CommitReservation, ReleaseStock, ReserveStock
+from contracts.inventory.v1 import (
+    CommitReservation,
+    ReleaseStock,
+    ReserveStock,
+    RestockReservation,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inventory.adapters.repository import InventoryRepository
@@ -151,6 +157,35 @@ async def commit_reservation(session: AsyncSession, cmd: CommitReservation, *,
     await repo.save_reservation(known)
     await events.reservation_committed(session, known, causation_id=causation_id)
     log.info("reservation_committed", reservation_id=known.reservation_id)
+    return known
+
+
+async def restock_reservation(session: AsyncSession, cmd: RestockReservation, *,
+                              now: datetime | None = None,
+                              causation_id: str | None = None) -> Reservation | None:
+    """A committed reservation's order was cancelled before dispatch: its units go back on
+    hand; answer StockReleased. Restocked already: nothing to do. Still reserved (the commit
+    has not arrived yet, or never will): released instead, which gives the units back too.
+    Released, failed or unknown: nothing was taken, nothing to give back."""
+    now = now or utc_now()
+    repo = InventoryRepository(session)
+    await repo.lock_reservation_id(cmd.reservation_id)
+    known = await repo.get_reservation(cmd.reservation_id, for_update=True)
+    reason = cmd.reason or "restocked"
+    if known is None or known.status not in (COMMITTED, RESERVED):
+        log.info("restock_ignored", reservation_id=cmd.reservation_id,
+                 status=known.status if known else None)
+        return known
+    held = await repo.lock_stock(known.skus)
+    if known.status == COMMITTED:
+        known.restock(held, reason=reason, now=now)
+    else:
+        known.release(held, reason=reason, now=now)
+    await repo.save_stock(held.values())
+    await repo.save_reservation(known)
+    await events.stock_released(session, known, causation_id=causation_id)
+    log.info("stock_restocked", reservation_id=known.reservation_id, status=known.status,
+             reason=reason)
     return known
 
 
