@@ -11,7 +11,12 @@ import nats
 import pytest
 from chassis.db import Database
 from chassis.messaging.broker import JetStreamPublisher
-from chassis.messaging.consumer import ConsumerSpec, InboxConsumer, run_jetstream_consumer
+from chassis.messaging.consumer import (
+    ConsumerSpec,
+    InboxConsumer,
+    ensure_consumer,
+    run_jetstream_consumer,
+)
 from chassis.messaging.dlq import list_dead_letters, replay_dead_letter, show_dead_letter
 from chassis.messaging.envelope import H_MESSAGE_ID, H_NATS_MSG_ID, H_OCCURRED_AT, H_TYPE, Envelope
 from chassis.messaging.metrics import MessagingMetrics
@@ -21,6 +26,7 @@ from chassis.messaging.streams import ensure_dead_letter_stream, ensure_events_s
 from chassis.messaging.tables import inbox_table, outbox_table
 from mercato.runtime.nats import Nats
 from mercato.testing.infra import free_port
+from nats.js.api import ConsumerConfig
 from prometheus_client import CollectorRegistry
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -170,4 +176,25 @@ async def test_poison_goes_to_dead_letters_others_flow_and_replay_after_a_fix(
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+        await nc.close()
+
+
+async def test_a_new_release_handling_more_subjects_updates_the_durable_filter(
+        nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    producer = f"p{uuid.uuid4().hex[:8]}"
+    try:
+        await ensure_events_stream(js, producer)
+        stream = f"{producer.upper()}_EVENTS"
+        old = ConsumerConfig(durable_name="reader", filter_subject=f"{producer}.events.a")
+        await ensure_consumer(js, stream, old)
+        new = ConsumerConfig(durable_name="reader",
+                             filter_subjects=[f"{producer}.events.a", f"{producer}.events.b"])
+        await ensure_consumer(js, stream, new)
+        info = await js.consumer_info(stream, "reader")
+        filters = set(info.config.filter_subjects or []) | {info.config.filter_subject} - {None}
+        assert filters == {f"{producer}.events.a", f"{producer}.events.b"}
+        await ensure_consumer(js, stream, new)  # unchanged: no edit
+    finally:
         await nc.close()

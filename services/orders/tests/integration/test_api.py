@@ -224,6 +224,9 @@ def test_cancel_is_accepted_while_pending_and_refused_once_final(
     assert resp.status_code == 202, resp.text
     assert (resp.json()["status"], resp.json()["cancel_requested"]) == ("PENDING", True)
     assert client.post(f"/api/orders/{order_id}/cancel", headers=ALICE).status_code == 202
-    rows(database_url, f"UPDATE orders SET status = 'APPROVED' WHERE id = '{order_id}' "
+    rows(database_url, f"UPDATE orders SET status = 'REJECTED' WHERE id = '{order_id}' "
+                       "RETURNING 1")
+    assert_problem(client.post(f"/api/orders/{order_id}/cancel", headers=ALICE), 409)
+    rows(database_url, f"UPDATE orders SET status = 'CANCELLED' WHERE id = '{order_id}' "
                        "RETURNING 1")
     assert_problem(client.post(f"/api/orders/{order_id}/cancel", headers=ALICE), 409)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from chassis.db import Database
+from chassis.errors import Conflict
 from chassis.messaging.consumer import Outcome
 from chassis.saga import Status, history
 from contracts.inventory.v1 import StockLine, StockReservationFailed, StockReserved
@@ -19,7 +20,12 @@ from contracts.payments.v1 import (
     PaymentDeclined,
     PaymentFailed,
 )
-from contracts.shipping.v1 import ShipmentCreated, ShipmentCreationFailed
+from contracts.shipping.v1 import (
+    ShipmentCancellationRefused,
+    ShipmentCancelled,
+    ShipmentCreated,
+    ShipmentCreationFailed,
+)
 from orders.service_layer import handlers
 from orders.service_layer.orchestrator import OrderSagaEngine
 from orders_kit import Services, StubUpstreams, count, order_row, payload, types
@@ -262,3 +268,64 @@ async def test_cancel_of_a_pending_order_undoes_the_completed_saga(
     row = await order_row(db, o)
     assert (row["status"], row["reason"]) == ("CANCELLED", "cancelled_by_customer")
     assert await count(db, "orders") == 1
+
+
+async def approved(db: Database, engine: OrderSagaEngine, services: Services) -> str:
+    o = await place(db, engine)
+    for event in (reserved(o), authorized(o), shipped(o), captured(o)):
+        await services.reply(o, event)
+    await services.sent()
+    assert (await order_row(db, o))["status"] == "APPROVED"
+    return o
+
+
+async def test_cancel_of_an_approved_order_asks_shipping_then_refunds_and_restocks(
+        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+    o = await approved(db, engine, services)
+    asked = await handlers.request_cancel(db.unit_of_work(), principal(), o, engine)
+    assert (asked.status, asked.cancel_requested) == ("APPROVED", True)
+    again = await handlers.request_cancel(db.unit_of_work(), principal(), o, engine)
+    assert again.cancel_requested is True
+    sent = await services.sent()
+    assert types(sent) == ["CancelShipment.v1"]  # once, though asked twice
+    assert payload(sent[0])["shipment_id"] == f"shp-{o}"
+    # Nothing is refunded until shipping has cancelled: the parcel may have left already.
+    assert (await order_row(db, o))["status"] == "APPROVED"
+    done = ShipmentCancelled(shipment_id=f"shp-{o}", order_id=o)
+    assert await services.reply(o, done) == Outcome.HANDLED
+    assert await services.reply(o, done, services.envelope(o, done)) == Outcome.HANDLED
+    sent = await services.sent()
+    assert types(sent) == ["RefundPayment.v1", "RestockReservation.v1", "OrderCancelled.v1"]
+    assert payload(sent[0])["payment_id"] == f"pay-{o}"
+    assert payload(sent[1]) == {"reservation_id": o, "reason": "cancelled_by_customer"}
+    row = await order_row(db, o)
+    assert (row["status"], row["reason"]) == ("CANCELLED", "cancelled_by_customer")
+    kinds = [e.kind for e in (await saga(db, o)).events]
+    assert kinds[-2:] == ["cancel_requested", "order_cancelled"]
+    with pytest.raises(Conflict):
+        await handlers.request_cancel(db.unit_of_work(), principal(), o, engine)
+
+
+async def test_cancel_after_dispatch_is_refused_and_the_order_stays_approved(
+        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+    o = await approved(db, engine, services)
+    await handlers.request_cancel(db.unit_of_work(), principal(), o, engine)
+    await services.sent()
+    await services.reply(o, ShipmentCancellationRefused(shipment_id=f"shp-{o}", order_id=o,
+                                                        status="DISPATCHED"))
+    assert await services.sent() == []  # no refund, no restock
+    row = await order_row(db, o)
+    assert (row["status"], row["reason"], row["cancel_requested"]) == (
+        "APPROVED", "already_dispatched", False)
+    with pytest.raises(Conflict):
+        await handlers.request_cancel(db.unit_of_work(), principal(), o, engine)
+
+
+async def test_shipment_cancelled_by_a_compensation_changes_no_order(
+        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+    o = await approved(db, engine, services)
+    # No cancel was asked: a stray ShipmentCancelled (a rejected order's compensation, say)
+    # must not refund an approved order.
+    await services.reply(o, ShipmentCancelled(shipment_id=f"shp-{o}", order_id=o))
+    assert await services.sent() == []
+    assert (await order_row(db, o))["status"] == "APPROVED"

@@ -92,11 +92,31 @@ def test_cancel_is_requested_while_pending_and_refused_after() -> None:
     assert o.request_cancel(NOW) is False  # a repeat changes nothing
     o.cancel(NOW)
     assert (o.status, o.reason) == (CANCELLED, "cancelled_by_customer")
-    done = order()
-    done.approve(NOW)
-    with pytest.raises(OrderError) as caught:
-        done.request_cancel(NOW)
-    assert caught.value.reason == "not_cancellable"
+    for final in (REJECTED, CANCELLED):
+        done = order()
+        done.status = final
+        with pytest.raises(OrderError) as caught:
+            done.request_cancel(NOW)
+        assert caught.value.reason == "not_cancellable"
+
+
+def test_an_approved_order_is_cancelled_once_shipping_agrees_or_stays_approved() -> None:
+    agreed = order()
+    agreed.approve(NOW)
+    assert agreed.request_cancel(NOW) is True and agreed.status == APPROVED
+    agreed.cancel(NOW)
+    assert (agreed.status, agreed.reason) == (CANCELLED, "cancelled_by_customer")
+    refused = order()
+    refused.approve(NOW)
+    assert refused.refuse_cancel("already_dispatched", NOW) is False  # none was asked
+    refused.request_cancel(NOW)
+    assert refused.refuse_cancel("already_dispatched", NOW) is True
+    assert (refused.status, refused.reason, refused.cancel_requested) == (
+        APPROVED, "already_dispatched", False)
+    with pytest.raises(OrderError):
+        refused.request_cancel(NOW)  # the parcel has left: asking again cannot help
+    with pytest.raises(OrderError):
+        refused.cancel(NOW)
 
 
 def test_rejection_reason_comes_from_the_saga_failure() -> None:

@@ -265,9 +265,21 @@ async def _next_batch(sub: JetStreamContext.PullSubscription, batch: int) -> lis
         return []
 
 
+def _filters(config: ConsumerConfig) -> set[str]:
+    return set(config.filter_subjects or []) | ({config.filter_subject}
+                                                if config.filter_subject else set())
+
+
 async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
-    """Create the durable consumer once; an existing one keeps its position."""
+    """Create the durable consumer once; an existing one keeps its position. When a new
+    release handles other subjects, the existing consumer's filter is updated in place
+    (JetStream allows that edit), or it would never see the new messages."""
     try:
-        await js.consumer_info(stream, config.durable_name or "")
+        info = await js.consumer_info(stream, config.durable_name or "")
     except NotFoundError:
         await js.add_consumer(stream, config)
+        return
+    if _filters(info.config) != _filters(config):
+        await js.add_consumer(stream, config)
+        log.info("consumer_filter_updated", consumer=config.durable_name, stream=stream,
+                 subjects=sorted(_filters(config)))

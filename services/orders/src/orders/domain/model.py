@@ -4,10 +4,16 @@
     PENDING --saga compensated--> REJECTED (with the failure's reason)
     PENDING --cancel requested--> PENDING (cancel_requested) --saga completed--> CANCELLED
                                                             \\--saga compensated--> REJECTED
+    APPROVED --cancel requested--> APPROVED (cancel_requested) --shipment cancelled--> CANCELLED
+                                                 \\--carrier had dispatched--> APPROVED
+                                                     (cancel refused: reason already_dispatched)
 
 A customer's cancel of a PENDING order is not applied at once: the saga is left to finish
-(every step it started is then known), and what it did is undone in one go. APPROVED,
-REJECTED and CANCELLED are terminal.
+(every step it started is then known), and what it did is undone in one go. An APPROVED
+order can be cancelled until its parcel is dispatched: shipping decides (it alone knows
+whether the carrier has taken the parcel), and only once it has cancelled the shipment are
+the payment refunded and the units put back. REJECTED and CANCELLED are terminal; APPROVED
+is terminal for the saga (only a customer's cancel moves it on).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ PENDING, APPROVED, REJECTED, CANCELLED = "PENDING", "APPROVED", "REJECTED", "CAN
 STATUSES = (PENDING, APPROVED, REJECTED, CANCELLED)
 TERMINAL = frozenset({APPROVED, REJECTED, CANCELLED})
 CURRENCY = "KRW"
+CANCELLED_BY_CUSTOMER = "cancelled_by_customer"
+ALREADY_DISPATCHED = "already_dispatched"  # why a cancel of an APPROVED order was refused
 MAX_QUANTITY = 100
 MAX_LINES = 50
 
@@ -130,14 +138,31 @@ class Order:
         self.reason = reason
 
     def cancel(self, now: datetime) -> None:
-        self._move(CANCELLED, now)
-        self.reason = "cancelled_by_customer"
+        """Apply a requested cancel: from PENDING when the saga ends, from APPROVED once
+        shipping has cancelled the shipment."""
+        if self.status == APPROVED and self.cancel_requested:
+            self.status, self.updated_at = CANCELLED, now
+        else:
+            self._move(CANCELLED, now)
+        self.reason = CANCELLED_BY_CUSTOMER
+
+    def refuse_cancel(self, reason: str, now: datetime) -> bool:
+        """Shipping could not cancel (the parcel has left): the order stays APPROVED and
+        says why. False when no cancel was pending (a repeated refusal)."""
+        if self.status != APPROVED or not self.cancel_requested:
+            return False
+        self.cancel_requested, self.reason, self.updated_at = False, reason, now
+        return True
 
     def request_cancel(self, now: datetime) -> bool:
-        """Ask to cancel: allowed while PENDING (applied when the saga ends); True when
-        this call changed something, False for a repeat. OrderError once terminal."""
-        if self.status != PENDING:
+        """Ask to cancel: allowed while PENDING (applied when the saga ends) or APPROVED
+        (applied when shipping has cancelled the shipment); True when this call changed
+        something, False for a repeat. OrderError once REJECTED or CANCELLED, or when a
+        cancel of this APPROVED order was refused already."""
+        if self.status not in (PENDING, APPROVED):
             raise OrderError("not_cancellable", f"an order {self.status} cannot be cancelled")
+        if self.status == APPROVED and self.reason == ALREADY_DISPATCHED:
+            raise OrderError("not_cancellable", "the order has been dispatched already")
         if self.cancel_requested:
             return False
         self.cancel_requested, self.updated_at = True, now

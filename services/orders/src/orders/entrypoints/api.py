@@ -71,7 +71,8 @@ async def read_saga(order_id: Annotated[IdRef, Path()], uow: Uow,
 
 
 @router.post("/{order_id}/cancel", status_code=202, response_model=OrderOut,
-             summary="Cancel a PENDING order: applied when its saga ends (409 otherwise)")
+             summary="Cancel an order before dispatch: PENDING (when its saga ends) or "
+                     "APPROVED (once shipping has cancelled the shipment); 409 otherwise")
 async def cancel_order(order_id: Annotated[IdRef, Path()], uow: Uow,
                        principal: CurrentPrincipal, engine: Engine) -> dict[str, Any]:
     return order_json(await handlers.request_cancel(uow, principal, order_id, engine))

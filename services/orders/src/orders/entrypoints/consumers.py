@@ -4,6 +4,8 @@ Inventory, payments and shipping publish their outcomes as events on their own s
 ConsumerSpec reads one stream, so there is one durable consumer per stream, all sharing the
 saga engine's handlers (each runs in the consumer's transaction, with the inbox row).
 
+Shipping's consumer also reads its answers to the cancel of an APPROVED order.
+
 Each consumer filters on exactly the subjects of the replies the saga awaits, not on
 ``<producer>.events.>``: the inbox consumer dead-letters a message type it has no handler
 for, and those streams carry many events the saga does not read (StockLow, PaymentVoided,
@@ -14,9 +16,13 @@ from __future__ import annotations
 
 from chassis.messaging.consumer import ConsumerSpec
 from chassis.messaging.streams import events_stream_name
+from contracts.shipping.v1 import ShipmentCancellationRefused, ShipmentCancelled
 
 from orders.service_layer.orchestrator import OrderSagaEngine
 from orders.service_layer.saga import REPLIES
+
+# Shipping's answers to the cancel of an APPROVED order (after the saga, not part of it).
+CANCEL_REPLIES = (ShipmentCancelled, ShipmentCancellationRefused)
 
 SAGA_REPLIES_CONSUMER = "orders-saga-replies"
 REPLYING_SERVICES = ("inventory", "payments", "shipping")
@@ -29,10 +35,10 @@ def consumer_name(producer: str) -> str:
 
 
 def consumer_specs(engine: OrderSagaEngine) -> list[ConsumerSpec]:
-    handlers = engine.handlers()
+    handlers = {**engine.handlers(), **engine.cancel_handlers()}
     specs = []
     for producer in REPLYING_SERVICES:
-        replies = [r for r in REPLIES if r.owner == producer]
+        replies = [r for r in (*REPLIES, *CANCEL_REPLIES) if r.owner == producer]
         specs.append(ConsumerSpec(
             consumer_name(producer), events_stream_name(producer),
             sorted({r.subject() for r in replies}),

@@ -21,6 +21,7 @@ from chassis.saga import history
 from orders.adapters.repository import OrdersRepository
 from orders.adapters.upstream import Upstreams
 from orders.domain.model import (
+    APPROVED,
     CURRENCY,
     Order,
     OrderError,
@@ -29,7 +30,7 @@ from orders.domain.model import (
     format_amount,
     request_fingerprint,
 )
-from orders.service_layer import events
+from orders.service_layer import events, orchestrator
 from orders.service_layer.orchestrator import OrderSagaEngine
 from orders.service_layer.saga import CARD_KEY
 
@@ -152,7 +153,9 @@ async def saga_history(uow: UnitOfWork, principal: Principal, order_id: str) -> 
 
 async def request_cancel(uow: UnitOfWork, principal: Principal, order_id: str,
                          engine: OrderSagaEngine) -> Order:
-    """Cancel a PENDING order: recorded now, applied when its saga ends (see the domain)."""
+    """Cancel an order: recorded now, applied later (see the domain). A PENDING order is
+    cancelled when its saga ends; for an APPROVED one, shipping is asked to cancel the
+    shipment in the same transaction, and its answer decides."""
     async with uow:
         repo = OrdersRepository(uow.session)
         order = await repo.get(order_id, for_update=True)
@@ -164,6 +167,8 @@ async def request_cancel(uow: UnitOfWork, principal: Principal, order_id: str,
             raise Conflict(str(exc), reason=exc.reason) from exc
         if changed:
             await repo.save(order)
+            if order.status == APPROVED:
+                await orchestrator.ask_to_cancel_shipment(uow.session, order, engine.now())
             await uow.commit()
-            log.info("order_cancel_requested", order_id=order.id)
+            log.info("order_cancel_requested", order_id=order.id, status=order.status)
     return order

@@ -8,6 +8,10 @@ an order still PENDING whose saga has ended is settled in that same transaction:
 or, when the customer asked to cancel meanwhile, CANCELLED with everything the completed
 saga did undone (+ OrderCancelled). A crash between the two cannot happen: they commit
 together or not at all.
+
+An APPROVED order's cancel goes through shipping first (``ask_to_cancel_shipment``): on
+ShipmentCancelled the payment is refunded and the units restocked (+ OrderCancelled); on
+ShipmentCancellationRefused (the carrier has the parcel) the order stays APPROVED.
 """
 
 from __future__ import annotations
@@ -17,19 +21,29 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from chassis.messaging.envelope import Envelope
+from chassis.messaging.envelope import Envelope, parse_payload
 from chassis.messaging.outbox import stage
 from chassis.saga import SagaEngine, Status, store
+from contracts.shipping.v1 import ShipmentCancellationRefused, ShipmentCancelled
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orders.adapters.repository import OrdersRepository
-from orders.domain.model import PENDING, Order, rejection_reason
+from orders.domain.model import (
+    ALREADY_DISPATCHED,
+    APPROVED,
+    CANCELLED_BY_CUSTOMER,
+    PENDING,
+    Order,
+    rejection_reason,
+)
 from orders.service_layer import events
 from orders.service_layer.saga import (
     CARD_KEY,
     ORDER,
+    UNDO_APPROVED,
     UNDO_COMPLETED,
+    cancel_shipment,
     commit_reservation,
 )
 
@@ -47,6 +61,17 @@ _SCRUB_STARTED = text("UPDATE saga_events SET detail = detail #- '{data,card_num
 class OrderSagaEngine(SagaEngine):
     def __init__(self, **kw: Any) -> None:
         super().__init__([ORDER], **kw)
+
+    def cancel_handlers(self) -> dict[str, Any]:
+        """Handlers of shipping's answers to an APPROVED order's cancel, by message type."""
+        async def cancelled(session: AsyncSession, envelope: Envelope) -> None:
+            await shipment_cancelled(session, envelope, self._clock())
+
+        async def refused(session: AsyncSession, envelope: Envelope) -> None:
+            await shipment_cancellation_refused(session, envelope, self._clock())
+
+        return {ShipmentCancelled.message_type(): cancelled,
+                ShipmentCancellationRefused.message_type(): refused}
 
     def now(self) -> datetime:
         return self._clock()
@@ -116,3 +141,58 @@ async def _send(session: AsyncSession, command: Any, order_id: str,
     await stage(session, command.subject(), command.message_type(), command.to_payload(),
                 correlation_id=order_id, causation_id=causation_id)
     return str(command.message_type())
+
+
+# -- cancel of an APPROVED order ----------------------------------------------------------------
+
+def _order_data(order: Order) -> dict[str, Any]:
+    return {"order_id": order.id, "cancel_reason": CANCELLED_BY_CUSTOMER}
+
+
+async def ask_to_cancel_shipment(session: AsyncSession, order: Order, now: datetime) -> None:
+    """Stage CancelShipment for an APPROVED order whose customer asked to cancel."""
+    sent = await _send(session, cancel_shipment(_order_data(order)), order.id, None)
+    await store.record(session, uuid.UUID(order.id), now, "cancel_requested",
+                       detail={"commands_sent": [sent]})
+
+
+async def _approved_cancelling(session: AsyncSession, order_id: str) -> Order | None:
+    """The order, locked, if it is APPROVED with a cancel waiting for shipping's answer.
+    Shipping also answers the saga's own compensations (a rejected order): those are none
+    of this path's business."""
+    try:
+        uuid.UUID(order_id)
+    except ValueError:
+        return None
+    order = await OrdersRepository(session).get(order_id, for_update=True)
+    if order is None or order.status != APPROVED or not order.cancel_requested:
+        return None
+    return order
+
+
+async def shipment_cancelled(session: AsyncSession, envelope: Envelope, now: datetime) -> None:
+    event = parse_payload(ShipmentCancelled, envelope)
+    order = await _approved_cancelling(session, event.order_id)
+    if order is None:
+        return
+    causation = str(envelope.message_id)
+    data = _order_data(order)
+    sent = [await _send(session, build(data), order.id, causation) for build in UNDO_APPROVED]
+    order.cancel(now)
+    await OrdersRepository(session).save(order)
+    await events.order_cancelled(session, order)
+    await store.record(session, uuid.UUID(order.id), now, "order_cancelled",
+                       detail={"reason": order.reason, "commands_sent": sent})
+    log.info("order_cancelled_after_approval", order_id=order.id)
+
+
+async def shipment_cancellation_refused(session: AsyncSession, envelope: Envelope,
+                                        now: datetime) -> None:
+    event = parse_payload(ShipmentCancellationRefused, envelope)
+    order = await _approved_cancelling(session, event.order_id)
+    if order is None or not order.refuse_cancel(ALREADY_DISPATCHED, now):
+        return
+    await OrdersRepository(session).save(order)
+    await store.record(session, uuid.UUID(order.id), now, "cancel_refused",
+                       detail={"reason": order.reason, "shipment_status": event.status})
+    log.info("order_cancel_refused", order_id=order.id, reason=order.reason)

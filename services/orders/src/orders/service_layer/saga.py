@@ -20,6 +20,7 @@ from contracts.inventory.v1 import (
     CommitReservation,
     ReleaseStock,
     ReserveStock,
+    RestockReservation,
     StockLine,
     StockReservationFailed,
     StockReserved,
@@ -173,5 +174,11 @@ ORDER = SagaDefinition(SAGA_NAME, [
 ], description="Place an order: stock, payment, shipment, capture; undone in reverse on "
                "failure. The saga id is the order id.")
 
+def restock_reservation(d: Data) -> RestockReservation:
+    return RestockReservation(reservation_id=d["order_id"], reason=_reason(d))
+
+
 # After a COMPLETED saga the customer asked to cancel: everything it did, undone.
 UNDO_COMPLETED = (cancel_shipment, refund_payment, release_stock)
+# After an APPROVED order's shipment was cancelled: the money and the committed units back.
+UNDO_APPROVED = (refund_payment, restock_reservation)
