@@ -465,6 +465,35 @@ def bench_gateway(
     raise typer.Exit(run_gateway_bench(h.root, duration, connections))
 
 
+@bench_app.command("orders")
+def bench_orders(
+    rate: Annotated[float, typer.Option(help="Orders sent per second (constant arrivals).",
+                                        min=0.1)] = 60.0,
+    duration: Annotated[float, typer.Option(help="Seconds of measured load.", min=1)] = 30.0,
+    decline_share: Annotated[float, typer.Option(
+        help="Share of orders paid with a declining card.", min=0.0, max=1.0)] = 0.2,
+    customers: Annotated[int, typer.Option(help="Customers the orders rotate over.",
+                                           min=1)] = 20,
+    products: Annotated[int, typer.Option(help="Products the orders rotate over.",
+                                          min=1, max=100)] = 8,
+    warmup: Annotated[float, typer.Option(help="Seconds of uncounted load first.",
+                                          min=0)] = 3.0,
+    report: Annotated[Path | None, typer.Option(
+        help="JSON report file (default bench/reports/orders.json).",
+        show_default=False)] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Orders through the edge at a constant rate: throughput, latencies, CPU per order."""
+    h = _home(home)
+    if control.running_pid(h) is None:
+        fail("mercato is not running", f"start it first: mercato up --detach{_home_flag(h)}")
+    from mercato.bench.orders import run_orders_bench
+
+    raise typer.Exit(run_orders_bench(h.root, rate=rate, duration_s=duration,
+                                      decline_share=decline_share, customers=customers,
+                                      products=products, warmup_s=warmup, report_file=report))
+
+
 @admin_app.command("create-admin")
 def create_admin(
     email: Annotated[str, typer.Argument(help="E-mail of the admin account.")],
