@@ -284,3 +284,26 @@ async def produce_direct(broker: InMemoryBroker, n: int, bad_at: int | None = No
         env = Envelope.new("toy.events.incremented", "Incremented.v1",
                            {"counter": "bad" if i == bad_at else "hits", "by": 1})
         await broker.publish_batch([Outgoing(env.subject, env.body(), env.headers())])
+
+
+async def test_a_batch_is_handled_in_correlation_order_keeping_each_sagas_order(
+        db: Database) -> None:
+    from chassis.messaging.broker import Outgoing
+
+    broker = InMemoryBroker()
+    for corr, step in (("saga-b", 1), ("saga-a", 1), ("saga-b", 2), ("saga-a", 2)):
+        env = Envelope.new("toy.events.incremented", "Incremented.v1",
+                           {"counter": "hits", "by": 1, "step": f"{corr}/{step}"},
+                           correlation_id=corr)
+        await broker.publish_batch([Outgoing(env.subject, env.body(), env.headers())])
+    seen: list[str] = []
+
+    async def record(session: AsyncSession, env: Envelope) -> None:
+        seen.append(env.payload["step"])
+
+    consumer = InboxConsumer(ConsumerSpec("toy-order", "TOY_EVENTS", ["toy.events.>"],
+                                          {"Incremented.v1": record}), db, broker)
+    assert await consumer.process_batch(broker.deliveries("toy.events.>")) == [
+        Outcome.HANDLED] * 4
+    # Rows keyed by saga are locked in one order by every batch: no deadlock between two.
+    assert seen == ["saga-a/1", "saga-a/2", "saga-b/1", "saga-b/2"]

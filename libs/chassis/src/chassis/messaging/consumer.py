@@ -109,6 +109,11 @@ class InboxConsumer:
                 outcomes[i] = await self._failed(delivery, exc)
                 continue
             ready.append((i, delivery, envelope, handler))
+        # Handlers lock rows keyed by the correlation id (a saga, an order): two consumers
+        # whose batches held the same two sagas in opposite orders deadlocked. Handled in
+        # correlation order (stable, so one saga's messages keep their order), every batch
+        # takes those locks in the same order.
+        ready.sort(key=lambda r: r[2].correlation_id or "")
         if ready:
             try:
                 async with self._db.unit_of_work() as uow:
