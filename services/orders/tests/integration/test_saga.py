@@ -134,13 +134,14 @@ async def test_happy_path_approves_and_commits_the_reservation(
         assert await services.reply(o, event) == Outcome.HANDLED
         sent += await services.sent()
     assert types(sent) == ["AuthorizePayment.v1", "CreateShipment.v1", "CapturePayment.v1",
-                           "CommitReservation.v1", "OrderApproved.v1"]
+                           "CommitReservation.v1", "ReleaseShipment.v1", "OrderApproved.v1"]
     auth = payload(sent[0])
     assert (auth["payment_id"], auth["amount"], auth["card_number"]) == (
         f"pay-{o}", "29300", CARD)
     assert payload(sent[1])["shipment_id"] == f"shp-{o}"
     assert payload(sent[1])["address"]["city"] == "Seoul"
     assert payload(sent[3]) == {"reservation_id": o}
+    assert payload(sent[4]) == {"shipment_id": f"shp-{o}", "order_id": o}
     assert all(m.headers["Mercato-Correlation-Id"] == o for m in sent)
     row = await order_row(db, o)
     assert (row["status"], row["reason"]) == ("APPROVED", None)

@@ -12,7 +12,12 @@ from chassis.messaging.consumer import InboxConsumer
 from chassis.messaging.envelope import Envelope
 from chassis.messaging.memory import InMemoryBroker, MemoryDelivery
 from contracts.base import Contract
-from contracts.shipping.v1 import CreateShipment, ShipmentLine, ShippingAddress
+from contracts.shipping.v1 import (
+    CreateShipment,
+    ReleaseShipment,
+    ShipmentLine,
+    ShippingAddress,
+)
 from shipping.domain.model import Timetable
 from shipping.entrypoints.consumers import consumer_specs
 from sqlalchemy import text
@@ -25,6 +30,11 @@ def create(sid: str, *, customer: str = "cust-a", **address: Any) -> CreateShipm
     return CreateShipment(shipment_id=sid, order_id=f"order-{sid}", customer_id=customer,
                           address=ShippingAddress(**{**ADDRESS, **address}),
                           lines=[ShipmentLine(sku="MUG", quantity=2)])
+
+
+def release(sid: str) -> ReleaseShipment:
+    """The order of ``create(sid)`` is approved: the carrier may take the parcel."""
+    return ReleaseShipment(shipment_id=sid, order_id=f"order-{sid}")
 
 
 def envelope(message: Contract) -> Envelope:

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from chassis.db import Database
 from chassis.testing import TokenMinter
-from contracts.shipping.v1 import CancelShipment
+from contracts.shipping.v1 import CancelShipment, ReleaseShipment
 from fastapi.testclient import TestClient
 from shipping.app import create_app
 from shipping.domain.model import Timetable
-from shipping.service_layer.handlers import cancel_shipment, create_shipment
+from shipping.service_layer.handlers import cancel_shipment, create_shipment, release_shipment
 from shipping.settings import ShippingSettings
-from shipping_kit import Shipping, create
+from shipping_kit import Shipping, create, release
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +52,8 @@ def seed(database_url: str, *commands: Any, timetable: Timetable | None = None) 
                 async with db.unit_of_work() as uow:
                     if isinstance(cmd, CancelShipment):
                         await cancel_shipment(uow.session, cmd)
+                    elif isinstance(cmd, ReleaseShipment):
+                        await release_shipment(uow.session, cmd, timetable or Timetable())
                     else:
                         await create_shipment(uow.session, cmd, timetable or Timetable())
                     await uow.commit()
@@ -143,9 +145,10 @@ def test_the_running_service_moves_shipments_to_delivered(database_url: str) -> 
     fast = Timetable(*(timedelta(seconds=0.05),) * 3)
     with make_client(database_url, carrier_interval_s=0.02, dispatch_after_s=0.05,
                      in_transit_after_s=0.05, deliver_after_s=0.05) as client:
-        seed(database_url, create("slow", customer="alice"),
+        seed(database_url, create("slow", customer="alice"), release("slow"),
              timetable=Timetable(to_dispatched=timedelta(hours=1)))
-        seed(database_url, create("a1", customer="alice"), timetable=fast)
+        seed(database_url, create("held", customer="alice"))  # its order is not approved
+        seed(database_url, create("a1", customer="alice"), release("a1"), timetable=fast)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             body = client.get("/api/shipping/shipments/a1", headers=ALICE).json()
@@ -158,9 +161,11 @@ def test_the_running_service_moves_shipments_to_delivered(database_url: str) -> 
         assert ats == sorted(ats) and body["updated_at"] == ats[-1]
         tracked = client.get(f"/api/shipping/track/{body['tracking_number']}").json()
         assert tracked["status"] == "DELIVERED"
-        # Rounds ran all along; none moved the shipment whose hour is not up.
-        assert client.get("/api/shipping/shipments/slow", headers=ALICE).json()["status"] \
-            == "CREATED"
+        # Rounds ran all along; none moved the shipment whose hour is not up, nor the one
+        # never released.
+        for sid in ("slow", "held"):
+            assert client.get(f"/api/shipping/shipments/{sid}",
+                              headers=ALICE).json()["status"] == "CREATED"
 
     async def read_events() -> list[str]:
         db = Database(database_url, pool_size=1)

@@ -11,7 +11,7 @@ from chassis.db import Database
 from shipping.domain.model import Timetable, utc_now
 from shipping.entrypoints.carrier import run_carrier
 from shipping.service_layer.handlers import sweep_carrier
-from shipping_kit import Shipping, create
+from shipping_kit import Shipping, create, release
 from sqlalchemy import text
 
 pytestmark = pytest.mark.integration
@@ -29,6 +29,11 @@ async def test_two_concurrent_carriers_move_each_shipment_once_per_step(db: Data
     ship = Shipping(db, TIMES)
     for i in range(20):
         await ship.send(create(f"s{i}"))
+    # Held in the warehouse until released (the order approved), however long it waits.
+    assert await sweep_carrier(db.unit_of_work(), TIMES, now=utc_now() + timedelta(days=1)) == 0
+    for i in range(20):
+        await ship.send(release(f"s{i}"))
+        await ship.send(release(f"s{i}"))  # a repeat does not restart the clock
     start = utc_now()
     assert await sweep_carrier(db.unit_of_work(), TIMES, now=start) == 0  # nothing due yet
     at = start + timedelta(seconds=31)
@@ -52,6 +57,7 @@ async def test_a_round_is_batched_and_skips_a_shipment_a_command_holds(db: Datab
     ship = Shipping(db, TIMES)
     for i in range(5):
         await ship.send(create(f"s{i}"))
+        await ship.send(release(f"s{i}"))
     later = utc_now() + timedelta(seconds=31)
     async with db.unit_of_work() as holder:  # a CancelShipment working on s0 right now
         await holder.session.execute(text(
@@ -67,6 +73,7 @@ async def test_the_running_carrier_delivers_on_fast_timers(db: Database) -> None
                      to_delivered=timedelta(seconds=0.05))
     ship = Shipping(db, fast)
     await ship.send(create("s1"))
+    await ship.send(release("s1"))
     stop = asyncio.Event()
     # Two carriers, as with two instances of the service.
     carriers = [asyncio.create_task(run_carrier(db, stop, fast, interval_s=0.02))

@@ -12,7 +12,7 @@ from chassis.messaging.envelope import Envelope
 from contracts.shipping.v1 import CancelShipment, CreateShipment
 from shipping.domain.model import Timetable, utc_now
 from shipping.service_layer.handlers import sweep_carrier
-from shipping_kit import Shipping, create, delivery, envelope
+from shipping_kit import Shipping, create, delivery, envelope, release
 
 pytestmark = pytest.mark.integration
 
@@ -84,6 +84,23 @@ async def test_cancel_before_dispatch_cancels_and_is_idempotent(ship: Shipping,
     assert await ship.statuses() == {"s1": "CANCELLED"}
 
 
+async def test_release_hands_a_created_shipment_to_the_carrier_once(ship: Shipping,
+                                                                    db: Database) -> None:
+    await ship.send(create("s1"))
+    await ship.send(release("nope"))  # unknown: nothing to do
+    await ship.send(release("s1"))
+    assert await sweep_carrier(db.unit_of_work(), TIMES,
+                               now=utc_now() + timedelta(seconds=31)) == 1
+    await ship.send(release("s1"))  # dispatched already: no change
+    assert await ship.statuses() == {"s1": "DISPATCHED"}
+    await ship.send(create("s2"))
+    await ship.send(cancel("s2"))
+    await ship.send(release("s2"))  # cancelled stays cancelled
+    assert await sweep_carrier(db.unit_of_work(), TIMES,
+                               now=utc_now() + timedelta(days=1)) == 1  # s1 on to IN_TRANSIT
+    assert (await ship.statuses())["s2"] == "CANCELLED"
+
+
 async def test_cancel_before_create_leaves_a_tombstone_that_refuses_it(
         ship: Shipping) -> None:
     assert await ship.send(cancel("s1", reason="saga_timeout")) == Outcome.HANDLED
@@ -102,6 +119,7 @@ async def test_cancel_before_create_leaves_a_tombstone_that_refuses_it(
 async def test_cancel_after_dispatch_is_refused_with_the_status(ship: Shipping,
                                                                 db: Database) -> None:
     await ship.send(create("s1"))
+    await ship.send(release("s1"))
     assert await sweep_carrier(db.unit_of_work(), TIMES,
                                now=utc_now() + timedelta(seconds=31)) == 1
     await ship.send(cancel("s1"))

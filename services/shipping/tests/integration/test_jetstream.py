@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from nats.js.errors import NoStreamResponseError, NotFoundError
 from shipping.app import create_app
 from shipping.settings import ShippingSettings
-from shipping_kit import create
+from shipping_kit import create, release
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +73,7 @@ def test_commands_and_carrier_moves_over_jetstream(database_url: str, nats_url: 
     sid, late = str(uuid.uuid4()), str(uuid.uuid4())
     with TestClient(create_app(settings, key_source=minter.key_source())):
         send(nats_url, create(sid))
+        send(nats_url, release(sid))
         got = asyncio.run(events_for(nats_url, sid, 4))
         assert [kind for kind, _ in got] == ["ShipmentCreated.v1"] + \
             ["ShipmentStatusChanged.v1"] * 3

@@ -68,17 +68,27 @@ def test_tracking_numbers_are_unambiguous_and_distinct() -> None:
         assert not set(n[len(TRACKING_PREFIX):]) & set("0O1I")
 
 
-def test_a_new_shipment_waits_for_the_carrier() -> None:
+def test_a_new_shipment_is_held_until_released_then_waits_for_the_carrier() -> None:
     s = shipment()
-    assert (s.status, s.tracking_number, s.next_move_at) == (CREATED, "MSTEST0000001",
-                                                              NOW + timedelta(seconds=30))
+    assert (s.status, s.tracking_number, s.next_move_at) == (CREATED, "MSTEST0000001", None)
     assert [(h.status, h.at) for h in s.history] == [(CREATED, NOW)]
-    assert not s.is_tombstone and s.cancellable
-    assert not s.is_due(NOW + timedelta(seconds=29)) and s.is_due(NOW + timedelta(seconds=30))
+    assert not s.is_tombstone and s.cancellable and not s.released
+    assert not s.is_due(NOW + timedelta(days=1))  # held: the order is not approved yet
+    later = NOW + timedelta(seconds=5)
+    assert s.release(now=later, timetable=TIMES) is True and s.released
+    assert s.release(now=later + timedelta(seconds=9), timetable=TIMES) is False
+    assert s.next_move_at == later + timedelta(seconds=30) and s.cancellable
+    assert not s.is_due(later + timedelta(seconds=29)) and s.is_due(later + timedelta(seconds=30))
+
+
+def released(now: datetime = NOW) -> Shipment:
+    s = shipment(now)
+    s.release(now=now, timetable=TIMES)
+    return s
 
 
 def test_the_carrier_moves_it_along_every_status_then_stops() -> None:
-    s = shipment()
+    s = released()
     t1 = NOW + timedelta(seconds=30)
     assert s.advance(now=t1, timetable=TIMES) == DISPATCHED
     assert s.next_move_at == t1 + timedelta(seconds=60) and not s.cancellable

@@ -2,7 +2,7 @@ from datetime import timedelta
 
 import pytest
 from chassis.messaging.envelope import Envelope, PoisonMessage
-from contracts.shipping.v1 import CancelShipment, CreateShipment
+from contracts.shipping.v1 import CancelShipment, CreateShipment, ReleaseShipment
 from shipping.app import messaging
 from shipping.entrypoints.consumers import parse
 from shipping.settings import ShippingSettings
@@ -43,7 +43,8 @@ def test_messaging_declares_streams_and_handles_every_command() -> None:
     assert (commands.name, commands.stream, commands.subjects) == (
         "shipping-commands", "SHIPPING_COMMANDS", ["shipping.commands.>"])
     assert set(commands.handlers) == {CreateShipment.message_type(),
-                                      CancelShipment.message_type()}
+                                      CancelShipment.message_type(),
+                                      ReleaseShipment.message_type()}
 
 
 def message(payload: dict) -> Envelope:

@@ -55,6 +55,14 @@ class CancelShipment(_ShippingCommand):
     reason: str | None = None
 
 
+class ReleaseShipment(_ShippingCommand):
+    """The order is approved (paid): hand the parcel to the carrier. Until then a created
+    shipment waits in the warehouse, so a compensation can always cancel it."""
+
+    shipment_id: str = Id
+    order_id: str = Id
+
+
 class ShipmentCreated(_ShippingEvent):
     shipment_id: str
     order_id: str

@@ -4,10 +4,10 @@ The chassis engine has no completion hook, so ``OrderSagaEngine`` adds one where
 saga transition happens: after ``handle_reply`` (the reply consumer's transaction) and after
 ``tick`` (the reconciler's transaction, where a step that timed out is compensated). In both,
 an order still PENDING whose saga has ended is settled in that same transaction: APPROVED
-(+ CommitReservation, OrderApproved), REJECTED with the failure's reason (+ OrderRejected),
-or, when the customer asked to cancel meanwhile, CANCELLED with everything the completed
-saga did undone (+ OrderCancelled). A crash between the two cannot happen: they commit
-together or not at all.
+(+ CommitReservation, ReleaseShipment, OrderApproved), REJECTED with the failure's reason
+(+ OrderRejected), or, when the customer asked to cancel meanwhile, CANCELLED with
+everything the completed saga did undone (+ OrderCancelled). A crash between the two cannot
+happen: they commit together or not at all.
 
 An APPROVED order's cancel goes through shipping first (``ask_to_cancel_shipment``): on
 ShipmentCancelled the payment is refunded and the units restocked (+ OrderCancelled); on
@@ -40,11 +40,11 @@ from orders.domain.model import (
 from orders.service_layer import events
 from orders.service_layer.saga import (
     CARD_KEY,
+    ON_APPROVAL,
     ORDER,
     UNDO_APPROVED,
     UNDO_COMPLETED,
     cancel_shipment,
-    commit_reservation,
 )
 
 log = structlog.get_logger("orders")
@@ -121,7 +121,8 @@ async def settle(session: AsyncSession, order_id: str, now: datetime, *,
         order.cancel(now)
         await events.order_cancelled(session, order)
     elif inst.status == Status.COMPLETED:
-        sent.append(await _send(session, commit_reservation(data), order_id, causation_id))
+        for builder in ON_APPROVAL:
+            sent.append(await _send(session, builder(data), order_id, causation_id))
         order.approve(now)
         await events.order_approved(session, order)
     else:  # COMPENSATED, or FAILED (a compensation could not be built: logged by the engine)

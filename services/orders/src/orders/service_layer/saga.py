@@ -38,6 +38,7 @@ from contracts.payments.v1 import (
 from contracts.shipping.v1 import (
     CancelShipment,
     CreateShipment,
+    ReleaseShipment,
     ShipmentCreated,
     ShipmentCreationFailed,
     ShipmentLine,
@@ -102,6 +103,10 @@ def create_shipment(d: Data) -> CreateShipment:
 def cancel_shipment(d: Data) -> CancelShipment:
     return CancelShipment(shipment_id=shipment_id(d["order_id"]), order_id=d["order_id"],
                           reason=_reason(d))
+
+
+def release_shipment(d: Data) -> ReleaseShipment:
+    return ReleaseShipment(shipment_id=shipment_id(d["order_id"]), order_id=d["order_id"])
 
 
 def capture_payment(d: Data) -> CapturePayment:
@@ -177,6 +182,10 @@ ORDER = SagaDefinition(SAGA_NAME, [
 def restock_reservation(d: Data) -> RestockReservation:
     return RestockReservation(reservation_id=d["order_id"], reason=_reason(d))
 
+
+# A COMPLETED saga approves its order: the units leave stock and the parcel goes to the
+# carrier (shipping holds it until then, so the saga's compensation can always cancel it).
+ON_APPROVAL = (commit_reservation, release_shipment)
 
 # After a COMPLETED saga the customer asked to cancel: everything it did, undone.
 UNDO_COMPLETED = (cancel_shipment, refund_payment, release_stock)

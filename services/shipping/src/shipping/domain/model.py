@@ -2,11 +2,14 @@
 
 A shipment is created for an order (one per ``shipment_id``) and moved along by the carrier:
 
-    (none) --create--> CREATED --carrier--> DISPATCHED --carrier--> IN_TRANSIT --> DELIVERED
-                          \\--cancel--> CANCELLED
+    (none) --create--> CREATED --release, then carrier--> DISPATCHED --carrier--> IN_TRANSIT
+                          \\--cancel--> CANCELLED                          --> DELIVERED
     (none) --cancel--> CANCELLED  (a tombstone: a late create for it is refused)
 
-Only a CREATED shipment can be cancelled: once dispatched the parcel has left. DELIVERED and
+A created shipment waits in the warehouse until it is released (its order is approved, so
+paid); only then does the carrier's clock start. Only a CREATED shipment can be cancelled:
+once dispatched the parcel has left. Holding it until release means the order saga's
+compensation can always cancel it, however late its reply comes. DELIVERED and
 CANCELLED are terminal. One row per shipment id makes every command idempotent per shipment.
 """
 
@@ -153,10 +156,10 @@ class Shipment:
                lines: Iterable[tuple[str, int]], *, now: datetime, timetable: Timetable,
                tracking_number: Callable[[], str] = new_tracking_number) -> Shipment:
         merged = merge_lines(lines)
+        # No next move: held until released (``next_move_at`` None while CREATED).
         return cls(shipment_id, order_id, CREATED, customer_id=customer_id, address=address,
                    lines=merged, tracking_number=tracking_number(),
-                   next_move_at=now + timetable.to_dispatched, history=[Step(CREATED, now)],
-                   created_at=now, updated_at=now)
+                   history=[Step(CREATED, now)], created_at=now, updated_at=now)
 
     @classmethod
     def tombstone(cls, shipment_id: str, order_id: str, *, reason: str | None,
@@ -172,6 +175,18 @@ class Shipment:
     @property
     def cancellable(self) -> bool:
         return self.status == CREATED
+
+    @property
+    def released(self) -> bool:
+        return self.status != CREATED or self.next_move_at is not None
+
+    def release(self, *, now: datetime, timetable: Timetable) -> bool:
+        """Hand a held CREATED shipment to the carrier: dispatched after ``to_dispatched``.
+        False (and no change) when released already, cancelled or a tombstone."""
+        if self.status != CREATED or self.next_move_at is not None:
+            return False
+        self.next_move_at, self.updated_at = now + timetable.to_dispatched, now
+        return True
 
     def cancel(self, *, reason: str | None, now: datetime) -> bool:
         """CREATED -> CANCELLED. False (and no change) in any other status."""

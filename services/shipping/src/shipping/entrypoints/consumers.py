@@ -12,7 +12,7 @@ from chassis.messaging.consumer import ConsumerSpec, Handler
 from chassis.messaging.envelope import Envelope, PoisonMessage
 from chassis.messaging.streams import commands_stream_name
 from contracts.base import Contract
-from contracts.shipping.v1 import CancelShipment, CreateShipment
+from contracts.shipping.v1 import CancelShipment, CreateShipment, ReleaseShipment
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,7 +44,11 @@ def command_handlers(timetable: Timetable) -> dict[str, Handler]:
         await handlers.cancel_shipment(session, parse(CancelShipment, envelope),
                                        causation_id=str(envelope.message_id))
 
-    return {CreateShipment.message_type(): create, CancelShipment.message_type(): cancel}
+    async def release(session: AsyncSession, envelope: Envelope) -> None:
+        await handlers.release_shipment(session, parse(ReleaseShipment, envelope), timetable)
+
+    return {CreateShipment.message_type(): create, CancelShipment.message_type(): cancel,
+            ReleaseShipment.message_type(): release}
 
 
 def consumer_specs(timetable: Timetable) -> list[ConsumerSpec]:

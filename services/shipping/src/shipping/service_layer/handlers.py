@@ -16,7 +16,7 @@ import structlog
 from chassis.auth import Principal
 from chassis.db import UnitOfWork
 from chassis.errors import NotFound
-from contracts.shipping.v1 import CancelShipment, CreateShipment
+from contracts.shipping.v1 import CancelShipment, CreateShipment, ReleaseShipment
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shipping.adapters.repository import ShippingRepository
@@ -112,6 +112,26 @@ async def cancel_shipment(session: AsyncSession, cmd: CancelShipment, *,
     await events.cancellation_refused(session, known, causation_id=causation_id)
     log.info("shipment_cancellation_refused", shipment_id=known.shipment_id,
              status=known.status)
+    return known
+
+
+async def release_shipment(session: AsyncSession, cmd: ReleaseShipment, timetable: Timetable,
+                           *, now: datetime | None = None) -> Shipment | None:
+    """The order is approved: the carrier may take the parcel (its clock starts now).
+    Released already, cancelled or unknown: nothing to do (unknown is logged: the orders
+    service and shipping disagree)."""
+    now = now or utc_now()
+    repo = ShippingRepository(session)
+    await repo.lock_shipment_id(cmd.shipment_id)
+    known = await repo.get(cmd.shipment_id, for_update=True)
+    if known is None or known.is_tombstone:
+        log.warning("release_of_unknown_shipment", shipment_id=cmd.shipment_id,
+                    order_id=cmd.order_id)
+        return known
+    if known.release(now=now, timetable=timetable):
+        await repo.save(known)
+        log.info("shipment_released", shipment_id=known.shipment_id,
+                 dispatch_at=known.next_move_at.isoformat() if known.next_move_at else None)
     return known
 
 
