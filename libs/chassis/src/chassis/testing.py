@@ -39,7 +39,9 @@ class TokenMinter:
         return lambda _ctx: keys
 
     def token(self, subject: str | None = None, roles: list[str] | None = None,
-              ttl_s: int = 300, **overrides: Any) -> str:
+              ttl_s: int = 3600, **overrides: Any) -> str:
+        # An hour: test modules mint their tokens at import, and a slow run (a busy 2-core
+        # machine) reached tests more than 5 minutes after collection with expired ones.
         now = int(time.time())
         claims: dict[str, Any] = {"iss": self.issuer, "aud": self.audience,
                                   "sub": subject or str(uuid.uuid4()),

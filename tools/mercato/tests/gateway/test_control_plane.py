@@ -117,13 +117,13 @@ async def test_registry_changes_are_rendered_at_once(tmp_path: Path) -> None:
     async with running(cfg, registry):
         await wait_for(lambda: _async(_ports(cfg, "catalog") == [7001]), 3, "first render")
         registry.set([_instance("catalog", 1, 7001), _instance("catalog", 2, 7002),
-                      _instance("identity", 1, 7101), _instance("cart", 1, 7201)], notify=True)
+                      _instance("identity", 1, 7101), _instance("wishlist", 1, 7201)], notify=True)
         took = await wait_for(lambda: _async(_ports(cfg, "catalog") == [7001, 7002]), 3,
                               "re-render on change")
         assert took < 1.0
         assert _ports(cfg, "identity") == [7101]
-        # No route names cart, so it gets no cluster and no file.
-        assert not (cfg.envoy_dir / "eds-cart.yaml").exists()
+        # No route names wishlist, so it gets no cluster and no file.
+        assert not (cfg.envoy_dir / "eds-wishlist.yaml").exists()
 
 
 async def test_periodic_resync_catches_silent_expiry(tmp_path: Path) -> None:

@@ -64,7 +64,7 @@ async def platform(nats_url: str, tmp_path_factory: pytest.TempPathFactory
     # The packaged routes plus a service that never registers (for the empty-cluster case).
     routes = root / "routes.yaml"
     routes.write_text(default_routes_file().read_text()
-                      + "  - {prefix: /api/cart, service: cart, auth: public}\n")
+                      + "  - {prefix: /api/wishlist, service: wishlist, auth: public}\n")
     edge = start_envoy(root, routes)
     signer = Signer()
     stop = asyncio.Event()
@@ -233,7 +233,7 @@ async def test_unknown_path_is_404_problem(platform: Platform) -> None:
 
 
 async def test_service_without_instances_is_503_problem(platform: Platform) -> None:
-    await _problem(platform, "GET", "/api/cart", 503)
+    await _problem(platform, "GET", "/api/wishlist", 503)
 
 
 async def test_access_log_lines_are_json_with_trace_context(platform: Platform) -> None:
@@ -365,6 +365,6 @@ async def test_edge_files_live_in_the_envoy_dir(platform: Platform) -> None:
     files = sorted(p.name for p in Path(platform.edge.cfg.envoy_dir).iterdir())
     from mercato.gateway.routes import load_routes
 
-    services = {*load_routes().services, "cart"}  # the packaged routes plus this test's own
+    services = {*load_routes().services, "wishlist"}  # the packaged routes plus this test's own
     eds = [f"eds-{service}.yaml" for service in services]
     assert files == sorted(["bootstrap.yaml", "cds.yaml", *eds, "lds.yaml"])

@@ -60,11 +60,16 @@ def test_trailing_slash_on_a_prefix_means_the_same_subtree() -> None:
 def test_a_new_service_is_one_line(tmp_path: Path) -> None:
     routes = tmp_path / "routes.yaml"
     routes.write_text(default_routes_file().read_text()
-                      + "  - {prefix: /api/cart, service: cart, auth: user}\n")
+                      + "  - {prefix: /api/wishlist, service: wishlist, auth: user}\n")
     table = load_routes(routes)
-    assert "cart" in table.services
-    cart = next(r for r in table.routes if r.service == "cart")
-    assert (cart.read_auth, cart.write_auth) == (USER, USER)
+    assert "wishlist" in table.services
+    wishlist = next(r for r in table.routes if r.service == "wishlist")
+    assert (wishlist.read_auth, wishlist.write_auth) == (USER, USER)
+
+
+def test_the_packaged_routes_send_the_cart_to_the_cart_service_for_users_only() -> None:
+    cart = next(r for r in load_routes().routes if r.service == "cart")
+    assert (cart.match, cart.read_auth, cart.write_auth) == ("/api/cart/*", USER, USER)
 
 
 @pytest.mark.parametrize(("entry", "message"), [

@@ -12,7 +12,7 @@ from mercato.gateway.envoy import static_bootstrap, validate, validate_generated
 from mercato.gateway.routes import default_routes_file, load_routes
 
 LATER_SERVICES = """\
-  - {prefix: /api/cart, service: cart, auth: user}
+  - {prefix: /api/wishlist, service: wishlist, auth: user}
   - {prefix: /api/returns, service: returns, auth: user, timeout_s: 30}
   - {prefix: /api/identity/register, service: identity, rate_limit: {per_second: 5, burst: 10}}
   - {prefix: /api/catalog/images, service: catalog, auth: {read: public, write: user},

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-SERVICES = ["identity", "catalog", "inventory", "payments", "shipping", "orders",
+SERVICES = ["identity", "catalog", "inventory", "payments", "shipping", "orders", "cart",
             "notifications", "order_history"]
 
 

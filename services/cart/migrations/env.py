@@ -1,0 +1,4 @@
+from cart.adapters.orm import metadata
+from chassis.migrations import run_env
+
+run_env(metadata)

@@ -1,0 +1,1 @@
+"""cart: a cart per customer, priced from the catalog, checked out into an order."""

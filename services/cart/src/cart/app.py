@@ -1,0 +1,54 @@
+"""Wiring of the cart service: ``create_app`` for the process, ``bootstrap`` for start-up
+(the service client for catalog and orders), ``messaging`` for what it consumes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from chassis.app import ServiceContext, create_service_app
+from chassis.auth import KeySource
+from chassis.http_client import ServiceClient
+from chassis.messaging.runtime import Messaging
+from fastapi import FastAPI
+
+from cart.adapters.upstream import Upstreams
+from cart.entrypoints.api import router
+from cart.entrypoints.consumers import consumer_specs
+from cart.settings import CartSettings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def messaging(settings: CartSettings) -> Messaging:
+    # cart publishes nothing (no streams, no outbox); it follows the catalog's events.
+    return Messaging(consumers=consumer_specs())
+
+
+def build_upstreams(ctx: ServiceContext, settings: CartSettings) -> Upstreams:
+    """The app's one ServiceClient, over the shared aiohttp session and the registry."""
+    client = ServiceClient(ctx.http_session, ctx.resolver,
+                           timeout_s=settings.upstream_timeout_s,
+                           retries=settings.upstream_retries, service_identity="cart",
+                           registry=ctx.metrics.registry)
+    return Upstreams(client, catalog_url=settings.catalog_url, orders_url=settings.orders_url,
+                     orders_timeout_s=settings.orders_timeout_s)
+
+
+@asynccontextmanager
+async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
+    settings = ctx.settings
+    assert isinstance(settings, CartSettings)
+    ctx.state["upstreams"] = build_upstreams(ctx, settings)
+    yield
+
+
+def create_app(settings: CartSettings | None = None, *,
+               key_source: Callable[[ServiceContext], KeySource] | None = None) -> FastAPI:
+    settings = settings or CartSettings()
+    return create_service_app(
+        settings, routers=[router], bootstrap=bootstrap, key_source=key_source,
+        messaging=messaging(settings),
+        description="A cart per customer, priced from the catalog, checked out into an "
+                    "order.")

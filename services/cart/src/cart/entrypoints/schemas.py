@@ -1,0 +1,70 @@
+"""The cart service's public JSON shapes."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from cart.domain.model import MAX_QUANTITY, Cart, format_amount
+
+IdRef = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class ItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    quantity: int = Field(ge=1, le=MAX_QUANTITY, description=f"1-{MAX_QUANTITY}; replaces "
+                                                             "the quantity in the cart")
+
+
+class PaymentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    card_number: Annotated[str, StringConstraints(pattern=r"^\d{12,19}$")] = Field(
+        description="test cards: 4242424242424242 approves, 4000000000000002 declines")
+
+
+class CheckoutIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    shipping_address_id: IdRef
+    payment: PaymentIn
+
+
+class Money(BaseModel):
+    amount: str
+    currency: str
+
+
+class LineOut(BaseModel):
+    product_id: str
+    sku: str
+    name: str
+    quantity: int
+    unit_price: Money
+    subtotal: Money
+    available: bool = Field(description="false once the catalog stopped selling it: not in "
+                                        "the total, and checkout waits until it is removed")
+
+
+class CartOut(BaseModel):
+    items: list[LineOut]
+    total: Money
+    currency: str
+
+
+class CheckoutOut(BaseModel):
+    order_id: str
+    status: str
+
+
+def _money(amount: Decimal, currency: str) -> dict[str, str]:
+    return {"amount": format_amount(amount, currency), "currency": currency}
+
+
+def cart_json(c: Cart) -> dict[str, Any]:
+    return {"items": [{"product_id": li.product_id, "sku": li.sku, "name": li.name,
+                       "quantity": li.quantity,
+                       "unit_price": _money(li.unit_price, li.currency),
+                       "subtotal": _money(li.subtotal, li.currency),
+                       "available": li.available} for li in c.lines],
+            "total": _money(c.total, c.currency), "currency": c.currency}
