@@ -233,7 +233,7 @@ def create_service_app(
               StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-static")
     for router in routers:
         app.include_router(router)
-    instrument_app(app, db.engine if db else None)
+    instrument_app(app, db.engine if db else None, exporting=bool(settings.otlp_endpoint))
     instrument_http_client()
     # Outermost first: metrics see every answer, including 413s.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -35,9 +35,15 @@ def configure_tracing(service: str, instance: str, otlp_endpoint: str | None) ->
     return provider
 
 
-def instrument_app(app: Any, engine: Any | None) -> None:
-    """Database spans; request spans come from FastAPI's native telemetry (see app.py)."""
-    if engine is not None:
+def instrument_app(app: Any, engine: Any | None, *, exporting: bool) -> None:
+    """Database spans, only when spans are exported; request spans come from FastAPI's
+    native telemetry (see app.py).
+
+    A span per SQL statement cost ~0.15 ms CPU on top of ~0.33 ms for the statement itself
+    (measured here: +45 %), and the order saga runs dozens of statements per order. Without
+    an exporter nobody can see those spans; the request and message spans that carry trace
+    context (and the ids in the logs) are kept either way."""
+    if engine is not None and exporting:
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
         SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
