@@ -3,53 +3,13 @@ inventory, payments and shipping, and notifications and the read model follow.""
 
 from __future__ import annotations
 
-import uuid
-
-import httpx2 as httpx
 import pytest
 from edge_helpers import Platform, wait_until
+from shop import bearer, customer_with_address, place, settled, stocked_product
 
 pytestmark = pytest.mark.e2e
 
 APPROVE, DECLINE = "4242424242424242", "4000000000000002"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def stocked_product(c: httpx.Client, admin: dict[str, str], on_hand: int) -> dict:
-    product = c.get("/api/catalog/products", params={"q": "kettle"}).json()["items"][0]
-    sku = product["sku"]
-    wait_until(lambda: c.get(f"/api/inventory/stock/{sku}").status_code == 200, 30,
-               "the stock row")
-    assert c.put(f"/api/inventory/stock/{sku}", json={"on_hand": on_hand},
-                 headers=admin).status_code == 200
-    return product
-
-
-def customer_with_address(platform: Platform, c: httpx.Client) -> tuple[dict, str]:
-    user = platform.register(c)
-    token = platform.login(c, user["email"], user["password"])["access_token"]
-    address = c.post("/api/identity/me/addresses", headers=bearer(token), json={
-        "name": "Ada", "line1": "1 Main St", "city": "Seoul", "postal_code": "04524",
-        "country": "KR"})
-    assert address.status_code == 201, address.text
-    return bearer(token), address.json()["id"]
-
-
-def place(c: httpx.Client, auth: dict, product: dict, address_id: str, card: str) -> str:
-    resp = c.post("/api/orders", headers={**auth, "Idempotency-Key": str(uuid.uuid4())},
-                  json={"items": [{"product_id": product["id"], "quantity": 1}],
-                        "shipping_address_id": address_id, "payment": {"card_number": card}})
-    assert resp.status_code == 202, resp.text
-    assert resp.json()["status"] == "PENDING"
-    return resp.json()["id"]
-
-
-def settled(c: httpx.Client, auth: dict, order_id: str) -> dict:
-    return wait_until(lambda: (o := c.get(f"/api/orders/{order_id}", headers=auth).json())
-                      ["status"] != "PENDING" and o, 60, "the order to settle")
 
 
 def test_happy_path_order_is_approved_everywhere(platform: Platform) -> None:

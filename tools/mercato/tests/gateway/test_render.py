@@ -159,6 +159,18 @@ def test_clusters_are_eds_from_one_file_each() -> None:
         assert cluster["ignore_health_on_host_removal"] is True
 
 
+def test_only_unreachable_hosts_are_ejected_never_for_an_answer() -> None:
+    """A 503 is an answer (load shed, a dependency down): ejecting the only instance for it
+    would make every request to that service fail at the edge."""
+    for cluster in render.cds(load_routes(), ENVOY_DIR)["resources"]:
+        od = cluster["outlier_detection"]
+        assert od["split_external_local_origin_errors"] is True
+        assert od["enforcing_consecutive_local_origin_failure"] == 100
+        for status_based in ("enforcing_consecutive_5xx", "enforcing_consecutive_gateway_failure",
+                             "enforcing_success_rate"):
+            assert od.get(status_based) == 0, (cluster["name"], status_based)
+
+
 def test_instances_are_grouped_by_service_and_sorted() -> None:
     instances = [_instance("catalog", 2, 7002), _instance("identity", 1, 7101),
                  _instance("catalog", 1, 7001)]

@@ -146,15 +146,17 @@ def cluster(service: str, envoy_dir: Path) -> dict[str, Any]:
             "http_health_check": {"path": HEALTH_PATH},
         }],
         # A process killed without deregistering keeps its registry entry for up to 10 s;
-        # a refused connection ejects it at once instead.
+        # a refused connection ejects it at once instead (as do resets and timeouts: with
+        # the split, those are the local-origin failures).
         "outlier_detection": {
             "split_external_local_origin_errors": True,
             "consecutive_local_origin_failure": 1,
             "enforcing_consecutive_local_origin_failure": 100,
-            "consecutive_gateway_failure": 3,
-            "enforcing_consecutive_gateway_failure": 100,
-            # Application 500s and success rates say nothing about reachability; ejecting on
-            # them could empty a cluster whose database hiccups.
+            # Application 5xx, 502/503/504 included, and success rates say nothing about
+            # reachability: a service sheds load with 503 (a full bulkhead, an open circuit,
+            # a database hiccup), and ejecting its only instance for that turned a burst of
+            # orders into seconds of "no healthy upstream" for every orders request.
+            "enforcing_consecutive_gateway_failure": 0,
             "enforcing_consecutive_5xx": 0,
             "enforcing_success_rate": 0,
             "interval": "1s",
