@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import ClassVar
@@ -219,18 +220,25 @@ async def test_listing_never_comes_back_empty_while_instances_heartbeat(
     answer would empty the edge's clusters (seen with nats-py's kv.keys() under load)."""
     monkeypatch.setattr(reg, "HEARTBEAT_EVERY_S", 0.01)
     nc = await nats.connect(nats_url)
+    client = reg.RegistryClient(nc)
+    regs = [reg.Registration(client, service="busy", instance_id=f"busy-{i}",
+                             host="127.0.0.1", port=5000 + i) for i in range(8)]
     try:
-        client = reg.RegistryClient(nc)
-        regs = [reg.Registration(client, service="busy", instance_id=f"busy-{i}",
-                                 host="127.0.0.1", port=5000 + i) for i in range(8)]
-        for r in regs:
-            await r.start()
-        counts = [len(await client.instances("busy")) for _ in range(100)]
-        assert counts == [8] * 100
-        await regs[0].stop()  # a deregistered key leaves a delete marker behind
-        assert len(await client.instances("busy")) == 7
-        for r in regs[1:]:
-            await r.stop()
-        assert await client.instances("busy") == []
+        # Bounded: on a starved machine a request may time out, and the test must then fail
+        # rather than hang until pytest's own timeout.
+        async with asyncio.timeout(60):
+            for r in regs:
+                await r.start()
+            counts = [len(await client.instances("busy")) for _ in range(100)]
+            assert counts == [8] * 100
+            await regs[0].stop()  # a deregistered key leaves a delete marker behind
+            assert len(await client.instances("busy")) == 7
+            for r in regs[1:]:
+                await r.stop()
+            assert await client.instances("busy") == []
     finally:
-        await nc.close()
+        for r in regs:  # no heartbeat left running behind a failed assertion
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(r.stop(), 5)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 10)
