@@ -72,8 +72,10 @@ class SagaEngine:
                           causation_id)
         return inst
 
-    async def handle_reply(self, session: AsyncSession, envelope: Envelope) -> None:
-        """Apply a reply event (an inbox handler: runs in the consumer's transaction)."""
+    async def handle_reply(self, session: AsyncSession,
+                           envelope: Envelope) -> SagaInstance | None:
+        """Apply a reply event (an inbox handler: runs in the consumer's transaction); the
+        saga as it is now (locked until commit), or None when the reply matches none."""
         saga_id = _uuid(envelope.correlation_id)
         inst = await store.load(session, saga_id, lock=True) if saga_id else None
         definition = self.definitions.get(inst.saga_name) if inst else None
@@ -82,7 +84,7 @@ class SagaEngine:
             # normal (an event some other flow caused), not an error.
             log.debug("saga_reply_unmatched", type=envelope.message_type,
                       correlation_id=envelope.correlation_id)
-            return
+            return None
         now = self._clock()
         step = definition.steps[inst.current_step] if inst.status == Status.RUNNING else None
         outcome = step.outcome_of(envelope.message_type) if step else None
@@ -91,7 +93,7 @@ class SagaEngine:
                                step=step.name if step else None,
                                detail={"accepted": False, "why": _why_ignored(inst),
                                        "message_id": str(envelope.message_id)})
-            return
+            return inst
         succeeded, handler = outcome
         updates = dict(handler(inst.data, envelope.payload) or {})
         inst.data.update(updates)
@@ -112,6 +114,7 @@ class SagaEngine:
                                             "message_type": envelope.message_type},
                                    undo_through=inst.current_step - 1)
         await store.save(session, inst, now)
+        return inst
 
     async def tick(self, session: AsyncSession, now: datetime | None = None, *,
                    limit: int = 100) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 from chassis.messaging.envelope import Envelope, parse_payload
 from chassis.messaging.outbox import stage
-from chassis.saga import SagaEngine, Status, store
+from chassis.saga import SagaEngine, SagaInstance, Status, store
 from contracts.shipping.v1 import ShipmentCancellationRefused, ShipmentCancelled
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -81,11 +81,15 @@ class OrderSagaEngine(SagaEngine):
         await self.start(session, ORDER, uuid.UUID(order.id), data)
         await session.execute(_SCRUB_STARTED, {"id": uuid.UUID(order.id)})
 
-    async def handle_reply(self, session: AsyncSession, envelope: Envelope) -> None:
-        await super().handle_reply(session, envelope)
-        if envelope.correlation_id:
+    async def handle_reply(self, session: AsyncSession,
+                           envelope: Envelope) -> SagaInstance | None:
+        inst = await super().handle_reply(session, envelope)
+        # Most replies move a running saga one step on: nothing to settle, and no need to
+        # read the saga again to learn that.
+        if inst is not None and inst.status != Status.RUNNING and envelope.correlation_id:
             await settle(session, envelope.correlation_id, self._clock(),
                          causation_id=str(envelope.message_id))
+        return inst
 
     async def tick(self, session: AsyncSession, now: datetime | None = None, *,
                    limit: int = 100) -> int:
