@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import sqlite3
 from datetime import UTC, datetime
@@ -159,6 +160,9 @@ async def serve(settings: SinkSettings, stop: asyncio.Event) -> None:
 
 async def main() -> None:
     configure_logging("notifications-mailsink", "notifications-mailsink")
+    # aiosmtpd logs every line of every SMTP conversation at INFO (13 lines a mail, most of
+    # the sink's CPU under load); the sink's own sink_received line says what arrived.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
