@@ -1,16 +1,23 @@
-"""Test helpers services share: a signing key, a token minter and a static key source.
+"""Test helpers services share: a signing key, a token minter and a static key source;
+and a stand-in upstream server.
 
-Tests of a service's API need valid and invalid tokens without a running identity service.
+Tests of a service's API need valid and invalid tokens without a running identity service,
+and answers from the services it calls without running those.
 """
 
 from __future__ import annotations
 
+import abc
+import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Self
 
 import jwt
+from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chassis.auth import KeySource
@@ -77,3 +84,50 @@ def schema_drift(database_url: str, metadata: Any) -> list[Any]:
             await engine.dispose()
 
     return asyncio.run(diff())
+
+
+@dataclass
+class ThreadedUpstream(abc.ABC):
+    """An aiohttp app on 127.0.0.1 (a free port) in its own thread and event loop: the app
+    under test runs in the TestClient's loop while the test itself blocks, so a stand-in
+    upstream cannot share either. Subclasses add their routes."""
+
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @abc.abstractmethod
+    def add_routes(self, app: web.Application) -> None:
+        """Route the upstream's endpoints to this object's handlers."""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        self.add_routes(app)
+        runner = web.AppRunner(app, shutdown_timeout=0.1)
+        self._loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        self.port = runner.addresses[0][1]
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.run_until_complete(runner.cleanup())
+            self._loop.close()

@@ -5,7 +5,6 @@ tests use the real one)."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 from chassis.db import Database
+from chassis.testing import ThreadedUpstream
 from sqlalchemy import text
 
 PRODUCTS = {
@@ -28,7 +28,7 @@ PRODUCTS = {
 
 
 @dataclass
-class FakeUpstreams:
+class FakeUpstreams(ThreadedUpstream):
     """catalog (GET a product) and orders (POST an order, deduplicated per caller and
     Idempotency-Key like the real one), in their own thread and event loop."""
 
@@ -39,42 +39,9 @@ class FakeUpstreams:
     order_requests: list[dict[str, Any]] = field(default_factory=list)
     orders: dict[tuple[str, str], str] = field(default_factory=dict)  # (auth, key) -> id
     order_delay_s: float = 0.0
-    port: int = 0
-
-    def __post_init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> FakeUpstreams:
-        self._thread.start()
-        self._ready.wait(5)
-        return self
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/catalog/products/{product}", self._product)
         app.router.add_post("/api/orders", self._order)
-        runner = web.AppRunner(app, shutdown_timeout=0.1)
-        self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.port = runner.addresses[0][1]
-        self._ready.set()
-        try:
-            self._loop.run_forever()
-        finally:
-            self._loop.run_until_complete(runner.cleanup())
-            self._loop.close()
 
     async def _product(self, request: web.Request) -> web.Response:
         self.hits["catalog"] += 1

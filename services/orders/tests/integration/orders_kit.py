@@ -4,8 +4,6 @@ through the real inbox consumers)."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from chassis.messaging.envelope import H_TYPE, Envelope
 from chassis.messaging.memory import InMemoryBroker, MemoryDelivery
 from chassis.messaging.relay import OutboxRelay
 from chassis.messaging.streams import events_stream_name
+from chassis.testing import ThreadedUpstream
 from contracts.base import Event
 from orders.entrypoints.consumers import consumer_specs
 from orders.service_layer.orchestrator import OrderSagaEngine
@@ -38,7 +37,7 @@ PRODUCTS = {
 
 
 @dataclass
-class FakeUpstreams:
+class FakeUpstreams(ThreadedUpstream):
     """identity and catalog in one tiny aiohttp server on 127.0.0.1, in its own thread (the
     app under test runs in the TestClient's event loop, the test itself blocks)."""
 
@@ -47,42 +46,9 @@ class FakeUpstreams:
     down: set[str] = field(default_factory=set)  # "identity" and/or "catalog": answer 503
     hits: Counter[str] = field(default_factory=Counter)
     authorizations: list[str | None] = field(default_factory=list)
-    port: int = 0
-
-    def __post_init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> FakeUpstreams:
-        self._thread.start()
-        self._ready.wait(5)
-        return self
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/identity/users/{user}/addresses/{address}", self._address)
         app.router.add_get("/api/catalog/products/{product}", self._product)
-        runner = web.AppRunner(app, shutdown_timeout=0.1)
-        self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.port = runner.addresses[0][1]
-        self._ready.set()
-        try:
-            self._loop.run_forever()
-        finally:
-            self._loop.run_until_complete(runner.cleanup())
-            self._loop.close()
 
     async def _address(self, request: web.Request) -> web.Response:
         self.hits["identity"] += 1
