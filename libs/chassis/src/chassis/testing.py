@@ -131,3 +131,15 @@ class ThreadedUpstream(abc.ABC):
         finally:
             self._loop.run_until_complete(runner.cleanup())
             self._loop.close()
+
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def assert_problem(resp: Any, status: int) -> dict[str, Any]:
+    """``resp`` is an RFC 9457 problem with ``status``; its document, for further checks."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == PROBLEM_JSON
+    doc: dict[str, Any] = resp.json()
+    assert doc["status"] == status
+    return doc

@@ -13,7 +13,7 @@ from cart.app import create_app
 from cart.settings import CartSettings
 from cart_kit import PRODUCTS, FakeUpstreams, count
 from chassis.db import Database
-from chassis.testing import TokenMinter
+from chassis.testing import TokenMinter, assert_problem
 from fastapi.testclient import TestClient
 
 pytestmark = pytest.mark.integration
@@ -58,12 +58,6 @@ def checkout(client: TestClient, key: str | None = "k-1", body: dict | None = No
     return client.post("/api/cart/checkout", json=body or CHECKOUT, headers=h)
 
 
-def assert_problem(resp: Any, status: int) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"] == "application/problem+json"
-    doc = resp.json()
-    assert doc["status"] == status
-    return doc
 
 
 def table_count(database_url: str, table: str) -> int:

@@ -9,7 +9,6 @@ from httpx2 import Response
 
 API = "/api/identity"
 PASSWORD = "correct horse battery"
-PROBLEM = "application/problem+json"
 TABLES = ("users", "addresses", "refresh_tokens", "signing_keys")
 
 
@@ -46,9 +45,3 @@ def counts(sql: Any) -> dict[str, int]:
     return {t: sql(f"SELECT count(*) FROM {t}") for t in TABLES}
 
 
-def assert_problem(resp: Response, status: int) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = resp.json()
-    assert body["status"] == status
-    return body

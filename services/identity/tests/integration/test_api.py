@@ -7,8 +7,9 @@ from typing import Any
 
 import jwt
 import pytest
+from chassis.testing import assert_problem
 from fastapi.testclient import TestClient
-from identity_http import API, assert_problem, bearer, login, refresh, register, signed_up
+from identity_http import API, bearer, login, refresh, register, signed_up
 
 pytestmark = pytest.mark.integration
 

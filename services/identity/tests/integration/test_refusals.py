@@ -10,7 +10,8 @@ from typing import Any
 
 import jwt
 import pytest
-from identity_http import API, PASSWORD, PROBLEM, assert_problem, bearer, counts
+from chassis.testing import PROBLEM_JSON, assert_problem
+from identity_http import API, PASSWORD, bearer, counts
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +61,7 @@ def test_malformed_bodies_are_4xx_problems_and_write_nothing(shared: Any) -> Non
     ]
     for resp in attempts:
         assert 400 <= resp.status_code < 500, resp.text
-        assert resp.headers["content-type"] == PROBLEM
+        assert resp.headers["content-type"] == PROBLEM_JSON
     assert [r.status_code for r in attempts[-2:]] == [413, 413]
     assert counts(shared.sql) == before
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from chassis.db import Database
-from chassis.testing import TokenMinter
+from chassis.testing import TokenMinter, assert_problem
 from contracts.inventory.v1 import ReserveStock, StockLine
 from fastapi.testclient import TestClient
 from inventory.app import create_app
@@ -77,10 +77,6 @@ def reserve(database_url: str, rid: str, sku: str, quantity: int, *,
     asyncio.run(main())
 
 
-def assert_problem(resp: Any, status: int) -> None:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"] == "application/problem+json"
-    assert resp.json()["status"] == status
 
 
 def test_admin_sets_on_hand_and_anyone_reads_it(client: TestClient) -> None:

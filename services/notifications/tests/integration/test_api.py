@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from chassis.db import Database
-from chassis.testing import TokenMinter
+from chassis.testing import TokenMinter, assert_problem
 from contracts.base import Contract
 from fastapi.testclient import TestClient
 from notifications.app import create_app
@@ -42,10 +42,6 @@ def seed(database_url: str, *events: Contract) -> None:
     asyncio.run(main())
 
 
-def assert_problem(resp: Any, status: int) -> None:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"] == "application/problem+json"
-    assert resp.json()["status"] == status
 
 
 def test_only_an_admin_reads_notifications(database_url: str) -> None:

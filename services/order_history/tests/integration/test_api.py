@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from chassis.db import Database
-from chassis.testing import TokenMinter
+from chassis.testing import TokenMinter, assert_problem
 from contracts.base import Contract
 from contracts.payments.v1 import PaymentCaptured
 from fastapi.testclient import TestClient
@@ -49,10 +48,6 @@ def seed(database_url: str, *events: Contract) -> None:
     asyncio.run(main())
 
 
-def assert_problem(resp: Any, status: int) -> None:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"] == "application/problem+json"
-    assert resp.json()["status"] == status
 
 
 def test_a_customer_reads_only_their_own_orders_newest_first(client: TestClient,

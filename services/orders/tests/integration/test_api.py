@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from chassis.db import Database
-from chassis.testing import TokenMinter
+from chassis.testing import TokenMinter, assert_problem
 from fastapi.testclient import TestClient
 from orders.app import create_app
 from orders.settings import OrdersSettings
@@ -55,12 +55,6 @@ def post(client: TestClient, body: dict[str, Any] | None = None, *, key: str | N
     return client.post("/api/orders", json=body or BODY, headers=h)
 
 
-def assert_problem(resp: Any, status: int) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"] == "application/problem+json"
-    doc = resp.json()
-    assert doc["status"] == status
-    return doc
 
 
 def rows(database_url: str, sql: str) -> int:

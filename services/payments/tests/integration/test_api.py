@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from chassis.db import Database
-from chassis.testing import TokenMinter
+from chassis.testing import TokenMinter, assert_problem
 from contracts.payments.v1 import AuthorizePayment, CapturePayment
 from fastapi.testclient import TestClient
 from payments.app import create_app
@@ -54,9 +53,6 @@ def paid_order(database_url: str, provider: ProviderProcess) -> tuple[str, str]:
     return pid, oid
 
 
-def assert_problem(resp: Any, status: int) -> None:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"] == "application/problem+json"
 
 
 def test_admin_reads_payments_and_ledger_without_the_card_number(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from chassis.db import Database
-from chassis.testing import TokenMinter
+from chassis.testing import TokenMinter, assert_problem
 from contracts.shipping.v1 import CancelShipment, ReleaseShipment
 from fastapi.testclient import TestClient
 from shipping.app import create_app
@@ -63,10 +63,6 @@ def seed(database_url: str, *commands: Any, timetable: Timetable | None = None) 
     asyncio.run(main())
 
 
-def assert_problem(resp: Any, status: int) -> None:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"] == "application/problem+json"
-    assert resp.json()["status"] == status
 
 
 def test_a_customer_sees_only_their_own_shipments(client: TestClient,
