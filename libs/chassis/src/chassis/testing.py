@@ -12,8 +12,9 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Self
 
 import jwt
@@ -143,3 +144,30 @@ def assert_problem(resp: Any, status: int) -> dict[str, Any]:
     doc: dict[str, Any] = resp.json()
     assert doc["status"] == status
     return doc
+
+
+def service_database_fixtures(migrations_dir: Path, *, pool_size: int = 20) -> tuple[Any, Any]:
+    """A service's integration fixtures ``database_url`` (a fresh database, migrated to
+    head) and ``db`` (a Database over it). Bind both in the service's conftest:
+    ``database_url, db = service_database_fixtures(MIGRATIONS_DIR)``. They stand on the
+    ``fresh_database`` fixture of the workspace's infra plugin."""
+    import pytest
+
+    from chassis.db import Database
+    from chassis.migrations import upgrade_to_head
+
+    @pytest.fixture(name="database_url")
+    def database_url(fresh_database: str) -> str:
+        # Sync on purpose: Alembic runs its own event loop.
+        upgrade_to_head(migrations_dir, fresh_database)
+        return fresh_database
+
+    @pytest.fixture(name="db")
+    async def db(database_url: str) -> AsyncIterator[Database]:
+        database = Database(database_url, pool_size=pool_size)
+        try:
+            yield database
+        finally:
+            await database.dispose()
+
+    return database_url, db

@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-from chassis.db import Database
-from chassis.migrations import upgrade_to_head
+from chassis.testing import service_database_fixtures
 from order_history.app import MIGRATIONS_DIR
 
-
-@pytest.fixture
-def database_url(fresh_database: str) -> str:
-    # Sync on purpose: Alembic runs its own event loop.
-    upgrade_to_head(MIGRATIONS_DIR, fresh_database)
-    return fresh_database
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url, pool_size=10)
-    try:
-        yield database
-    finally:
-        await database.dispose()
+database_url, db = service_database_fixtures(MIGRATIONS_DIR, pool_size=10)
 
 
 # pytest's importlib mode leaves this folder off sys.path; the helper module is named after

@@ -4,12 +4,11 @@ simulated provider process (``python -m payments.provider``) on a free port."""
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from chassis.db import Database
-from chassis.migrations import upgrade_to_head
+from chassis.testing import service_database_fixtures
 from payments.app import MIGRATIONS_DIR
 
 # pytest's importlib mode leaves this folder off sys.path; the helper module is named after
@@ -18,21 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from payments_kit import ProviderProcess
 
-
-@pytest.fixture
-def database_url(fresh_database: str) -> str:
-    # Sync on purpose: Alembic runs its own event loop.
-    upgrade_to_head(MIGRATIONS_DIR, fresh_database)
-    return fresh_database
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url, pool_size=10)
-    try:
-        yield database
-    finally:
-        await database.dispose()
+database_url, db = service_database_fixtures(MIGRATIONS_DIR, pool_size=10)
 
 
 @pytest.fixture(scope="session")
