@@ -57,12 +57,13 @@ def settled(c: httpx.Client, auth: dict, order_id: str) -> dict:
                       ["status"] != "PENDING" and o, 60, "the order to settle")
 
 
-def new_product(c: httpx.Client, admin: dict[str, str], on_hand: int) -> dict:
-    """A product of its own (a fresh SKU), so that no other test touches its stock."""
+def new_product(c: httpx.Client, admin: dict[str, str], on_hand: int,
+                price: str = "39000") -> dict:
+    """A product of its own (a fresh SKU), so that no other test touches its price or stock."""
     sku = f"CC-{uuid.uuid4().hex[:10].upper()}"
     created = c.post("/api/catalog/products", headers=admin, json={
-        "sku": sku, "name": f"Concurrency kettle {sku}", "description": "e2e",
-        "category": "kitchen", "price": {"amount": "39000", "currency": "KRW"}})
+        "sku": sku, "name": f"E2E kettle {sku}", "description": "e2e",
+        "category": "kitchen", "price": {"amount": price, "currency": "KRW"}})
     assert created.status_code == 201, created.text
     wait_until(lambda: c.get(f"/api/inventory/stock/{sku}").status_code == 200, 30,
                "the stock row")

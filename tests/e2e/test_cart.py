@@ -10,42 +10,22 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2 as httpx
 import pytest
 from edge_helpers import Platform, wait_until
+from shop import APPROVE_CARD, bearer, customer_with_address, new_product, settled
 
 pytestmark = pytest.mark.e2e
 
-APPROVE = "4242424242424242"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def customer(platform: Platform, c: httpx.Client) -> tuple[dict[str, str], str]:
     """A new customer's auth header and the id of their one address."""
-    user = platform.register(c)
-    auth = bearer(platform.login(c, user["email"], user["password"])["access_token"])
-    address = c.post("/api/identity/me/addresses", headers=auth, json={
-        "name": "Ada", "line1": "1 Main St", "city": "Seoul", "postal_code": "04524",
-        "country": "KR"})
-    assert address.status_code == 201, address.text
+    auth, address_id = customer_with_address(platform, c)
     # The cart service may still be registering when the first test runs.
     wait_until(lambda: c.get("/api/cart", headers=auth).status_code == 200, 60,
                "the cart through the edge")
-    return auth, address.json()["id"]
+    return auth, address_id
 
 
 def product(c: httpx.Client, admin: dict[str, str], price: str, on_hand: int = 20) -> dict:
     """A product of its own (no other test changes its price or stock), in stock."""
-    sku = f"CART-{uuid.uuid4().hex[:10].upper()}"
-    created = c.post("/api/catalog/products", headers=admin, json={
-        "sku": sku, "name": f"Cart kettle {sku}", "category": "kitchen",
-        "price": {"amount": price, "currency": "KRW"}})
-    assert created.status_code == 201, created.text
-    wait_until(lambda: c.get(f"/api/inventory/stock/{sku}").status_code == 200, 30,
-               "the stock row")
-    assert c.put(f"/api/inventory/stock/{sku}", json={"on_hand": on_hand},
-                 headers=admin).status_code == 200
-    return created.json()
+    return new_product(c, admin, on_hand, price=price)
 
 
 def cart(c: httpx.Client, auth: dict[str, str]) -> dict:
@@ -60,12 +40,7 @@ def put(c: httpx.Client, auth: dict[str, str], product_id: str, quantity: int) -
 
 def checkout(c: httpx.Client, auth: dict[str, str], key: str, address_id: str) -> httpx.Response:
     return c.post("/api/cart/checkout", headers={**auth, "Idempotency-Key": key},
-                  json={"shipping_address_id": address_id, "payment": {"card_number": APPROVE}})
-
-
-def settled(c: httpx.Client, auth: dict[str, str], order_id: str) -> dict:
-    return wait_until(lambda: (o := c.get(f"/api/orders/{order_id}", headers=auth).json())
-                      ["status"] != "PENDING" and o, 60, "the order to settle")
+                  json={"shipping_address_id": address_id, "payment": {"card_number": APPROVE_CARD}})
 
 
 def test_add_change_and_remove_items(platform: Platform) -> None:

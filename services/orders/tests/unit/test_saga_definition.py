@@ -62,3 +62,10 @@ def test_the_card_number_leaves_the_data_once_payments_answered(handler) -> None
     updates = handler(data, {"card_last4": "4242", "reason": "card_declined"})
     assert "card_number" not in data
     assert "card_number" not in updates
+
+
+def test_the_documented_diagram_is_the_definitions_own() -> None:
+    """docs/saga.md shows every step, reply and compensation: it must be this definition's
+    diagram, not an older one (regenerate it with ``ORDER.to_mermaid()``)."""
+    doc = Path(__file__).resolve().parents[4] / "docs" / "saga.md"
+    assert ORDER.to_mermaid().strip() in doc.read_text()
