@@ -7,15 +7,68 @@ a failed request writes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import TextClause
+
+# -- rows written at commit -------------------------------------------------------------------
+# Append-only rows that nothing reads back inside the transaction that writes them (outbox
+# messages, saga history) are collected per transaction and written by one multi-row statement
+# just before COMMIT: a saga reply that staged a command and recorded two history rows costs
+# two statements instead of five. Same transaction, so they still commit or roll back with the
+# state change. Inside a savepoint they are written at once, so rolling the savepoint back
+# still undoes them.
+
+Flusher = Callable[[list[Any]], tuple[TextClause, dict[str, Any]]]
+_FLUSHERS: dict[str, Flusher] = {}
+_PENDING = "chassis_deferred_rows"
+
+
+def register_deferred(kind: str, flusher: Flusher) -> None:
+    """``flusher(rows)`` returns the one statement (and parameters) that writes ``rows``."""
+    _FLUSHERS[kind] = flusher
+
+
+async def write_at_commit(session: AsyncSession, kind: str, row: Any) -> None:
+    """Write ``row`` (of a registered ``kind``) in this transaction, at the latest at commit."""
+    if session.in_nested_transaction():
+        statement, params = _FLUSHERS[kind]([row])
+        await session.execute(statement, params)
+        return
+    session.sync_session.info.setdefault(_PENDING, {}).setdefault(kind, []).append(row)
+
+
+def _write_pending(session: Session) -> None:
+    pending: dict[str, list[Any]] | None = session.info.pop(_PENDING, None)
+    for kind, rows in (pending or {}).items():
+        statement, params = _FLUSHERS[kind](rows)
+        session.execute(statement, params)  # runs inside the async session's greenlet
+
+
+async def flush_deferred(session: AsyncSession) -> None:
+    """Write the collected rows now (before reading them back in the same transaction)."""
+    await session.run_sync(_write_pending)
+
+
+@event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    _write_pending(session)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _after_rollback(session: Session, previous_transaction: Any) -> None:
+    if previous_transaction.parent is None:  # the outer transaction: its rows are gone
+        session.info.pop(_PENDING, None)
 
 
 class Database:

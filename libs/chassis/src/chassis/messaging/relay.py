@@ -56,6 +56,10 @@ def _publish_span(subject: str, headers: dict[str, str]) -> trace.Span:
     return span
 
 
+async def _no_reset(_conn: asyncpg.Connection) -> None:
+    return None
+
+
 def asyncpg_dsn(sqlalchemy_url: str) -> str:
     return sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
@@ -82,7 +86,10 @@ class OutboxRelay:
 
     async def _ensure_pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=2)
+            # No reset query on release: the relay leaves no session state behind (every
+            # transaction ends in its block), and the reset was a round trip per pass.
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=2,
+                                                   reset=_no_reset)
         return self._pool
 
     async def relay_once(self) -> int:

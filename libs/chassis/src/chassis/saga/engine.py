@@ -55,8 +55,12 @@ class SagaEngine:
 
     async def start(self, session: AsyncSession, definition: SagaDefinition,
                     saga_id: uuid.UUID, data: Mapping[str, Any], *,
-                    causation_id: str | None = None) -> SagaInstance:
-        """Insert the saga and stage its first command, in the caller's transaction."""
+                    causation_id: str | None = None,
+                    secret_keys: Iterable[str] = ()) -> SagaInstance:
+        """Insert the saga and stage its first command, in the caller's transaction.
+
+        ``secret_keys`` of ``data`` (a card number) are kept out of the history, which lives
+        as long as the saga; the caller removes them from the instance when done with them."""
         self.definitions.setdefault(definition.name, definition)
         now = self._clock()
         first = definition.steps[0]
@@ -66,7 +70,10 @@ class SagaEngine:
             deadline_at=now + timedelta(seconds=first.deadline_s), created_at=now,
             updated_at=now, version=1)
         await store.insert(session, inst)
-        await store.record(session, saga_id, now, "started", detail={"data": inst.data})
+        hidden = set(secret_keys)
+        await store.record(session, saga_id, now, "started",
+                           detail={"data": {k: v for k, v in inst.data.items()
+                                            if k not in hidden}})
         # A builder error here is the caller's bug: let it raise and roll the request back.
         await self._stage(session, inst, first, first.command(inst.data), "command_sent", now,
                           causation_id)

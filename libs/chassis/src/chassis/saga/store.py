@@ -10,6 +10,9 @@ from typing import Any
 import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import TextClause
+
+from chassis.db import flush_deferred, register_deferred, write_at_commit
 
 
 class Status:
@@ -61,11 +64,26 @@ _UPDATE = text(
     "UPDATE saga_instances SET status = :status, current_step = :current_step, "
     "resends = :resends, data = CAST(:data AS jsonb), deadline_at = :deadline_at, "
     "updated_at = :updated_at, version = version + 1 WHERE id = :id AND version = :version")
-_RECORD = text(
+# History rows are written together at commit (chassis.db.write_at_commit), in order.
+_RECORD_MANY = text(
     "INSERT INTO saga_events (saga_id, at, kind, step, message_type, detail) "
-    "VALUES (:saga_id, :at, :kind, :step, :message_type, CAST(:detail AS jsonb))")
+    "SELECT s, a, k, st, mt, d FROM unnest(CAST(:saga_ids AS uuid[]), "
+    "CAST(:ats AS timestamptz[]), CAST(:kinds AS text[]), CAST(:steps AS text[]), "
+    "CAST(:message_types AS text[]), CAST(:details AS jsonb[])) "
+    "WITH ORDINALITY AS x(s, a, k, st, mt, d, n) ORDER BY n")
+_EVENTS_KIND = "saga_events"
 _EVENTS = text("SELECT id, at, kind, step, message_type, detail FROM saga_events "
                "WHERE saga_id = :id ORDER BY id")
+
+
+def _record_many(rows: list[tuple[Any, ...]]) -> tuple[TextClause, dict[str, Any]]:
+    saga_ids, ats, kinds, steps, message_types, details = zip(*rows, strict=True)
+    return _RECORD_MANY, {"saga_ids": list(saga_ids), "ats": list(ats), "kinds": list(kinds),
+                          "steps": list(steps), "message_types": list(message_types),
+                          "details": list(details)}
+
+
+register_deferred(_EVENTS_KIND, _record_many)
 
 
 def _dumps(value: Any) -> str:
@@ -121,11 +139,11 @@ async def save(session: AsyncSession, inst: SagaInstance, now: datetime) -> None
 async def record(session: AsyncSession, saga_id: uuid.UUID, at: datetime, kind: str, *,
                  step: str | None = None, message_type: str | None = None,
                  detail: dict[str, Any] | None = None) -> None:
-    await session.execute(_RECORD, {
-        "saga_id": saga_id, "at": at, "kind": kind, "step": step,
-        "message_type": message_type, "detail": _dumps(detail or {})})
+    await write_at_commit(session, _EVENTS_KIND,
+                          (saga_id, at, kind, step, message_type, _dumps(detail or {})))
 
 
 async def events(session: AsyncSession, saga_id: uuid.UUID) -> list[dict[str, Any]]:
+    await flush_deferred(session)  # this transaction's own rows too
     rows = await session.execute(_EVENTS, {"id": saga_id})
     return [{**r._mapping, "detail": _loads(r._mapping["detail"])} for r in rows]

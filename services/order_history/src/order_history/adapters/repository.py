@@ -45,13 +45,15 @@ class OrderViewRepository:
         self.session = session
 
     async def lock(self, order_id: str, first_event_at: datetime) -> OrderView:
-        """The order's current view, its row created if new and locked until commit."""
-        await self.session.execute(
-            insert(order_view).values(order_id=order_id, last_event_at=first_event_at)
-            .on_conflict_do_nothing(index_elements=[order_view.c.order_id]))
+        """The order's current view, its row created if new and locked until commit.
+
+        One statement: ON CONFLICT DO UPDATE (a no-op update) locks an existing row and
+        returns it as it is, where insert-if-missing then SELECT FOR UPDATE took two."""
+        new = insert(order_view).values(order_id=order_id, last_event_at=first_event_at)
         row = (await self.session.execute(
-            select(order_view).where(order_view.c.order_id == order_id)
-            .with_for_update())).one()
+            new.on_conflict_do_update(index_elements=[order_view.c.order_id],
+                                      set_={"order_id": new.excluded.order_id})
+            .returning(*order_view.c))).one()
         return _stored(row).view
 
     async def save(self, view: OrderView) -> None:

@@ -53,9 +53,6 @@ log = structlog.get_logger("orders")
 # may remain in its data (a decline or a timeout ends the saga with it still there).
 _FORGET_CARD = text("UPDATE saga_instances SET data = data - 'card_number' "
                     "WHERE id = :id AND data ? 'card_number'")
-# engine.start records the saga's initial data in its history: keep the card out of it.
-_SCRUB_STARTED = text("UPDATE saga_events SET detail = detail #- '{data,card_number}' "
-                      "WHERE saga_id = :id AND kind = 'started'")
 
 
 class OrderSagaEngine(SagaEngine):
@@ -78,8 +75,8 @@ class OrderSagaEngine(SagaEngine):
 
     async def start_order(self, session: AsyncSession, order: Order,
                           data: dict[str, Any]) -> None:
-        await self.start(session, ORDER, uuid.UUID(order.id), data)
-        await session.execute(_SCRUB_STARTED, {"id": uuid.UUID(order.id)})
+        # engine.start records the saga's initial data in its history: not the card.
+        await self.start(session, ORDER, uuid.UUID(order.id), data, secret_keys=("card_number",))
 
     async def handle_reply(self, session: AsyncSession,
                            envelope: Envelope) -> SagaInstance | None:

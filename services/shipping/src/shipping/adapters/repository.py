@@ -44,6 +44,9 @@ def _address(doc: dict[str, Any] | None) -> Address | None:
 class ShippingRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+        # How many history steps of each shipment this repository read: a save writes only
+        # the steps added since (re-sending all of them cost a statement per old step).
+        self._steps_read: dict[str, int] = {}
 
     async def lock_shipment_id(self, shipment_id: str) -> None:
         await self.session.execute(_LOCK_SHIPMENT, {"space": _SHIPMENT_LOCK_SPACE,
@@ -106,11 +109,13 @@ class ShippingRepository:
 
     async def _record_history(self, s: Shipment) -> None:
         # Steps already stored are skipped; the primary key refuses a status reached twice.
-        if s.history:
+        new = s.history[self._steps_read.get(s.shipment_id, 0):]
+        if new:
             await self.session.execute(
                 insert(shipment_history).on_conflict_do_nothing(),
                 [{"shipment_id": s.shipment_id, "status": step.status, "at": step.at}
-                 for step in s.history])
+                 for step in new])
+            self._steps_read[s.shipment_id] = len(s.history)
 
     async def _with_history(self, rows: Sequence[Row[Any]]) -> list[Shipment]:
         if not rows:
@@ -123,6 +128,8 @@ class ShippingRepository:
             steps.setdefault(h.shipment_id, []).append(Step(h.status, h.at))
         for history in steps.values():  # by time; steps at the same instant in route order
             history.sort(key=lambda step: (step.at, STATUSES.index(step.status)))
+        for shipment_id in ids:
+            self._steps_read[shipment_id] = len(steps.get(shipment_id, []))
         return [Shipment(
             shipment_id=r.shipment_id, order_id=r.order_id, status=r.status,
             customer_id=r.customer_id, address=_address(r.address),
