@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, func, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Row, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from order_history.adapters.orm import order_view
@@ -21,6 +20,17 @@ from order_history.domain.model import OrderView
 _FIELDS = ("customer_id", "status", "total", "currency", "lines", "reason", "payment_status",
            "amount_captured", "amount_refunded", "shipment_status", "tracking_number",
            "placed_at", "last_event_at")
+
+
+# Written once and reused: a statement built per event (and its ON CONFLICT clause, which
+# SQLAlchemy compiles afresh each time) cost more CPU than the database work it asked for.
+_COLUMNS = ("order_id", *_FIELDS, "updated_at")
+_LOCK = text(
+    "INSERT INTO order_view (order_id, last_event_at) VALUES (:order_id, :at) "  # noqa: S608
+    "ON CONFLICT (order_id) DO UPDATE SET order_id = EXCLUDED.order_id "
+    f"RETURNING {', '.join(_COLUMNS)}").columns(*(order_view.c[c] for c in _COLUMNS))
+_SAVE = order_view.update().where(order_view.c.order_id == bindparam("key")).values(
+    {f: bindparam(f"v_{f}", type_=order_view.c[f].type) for f in (*_FIELDS, "updated_at")})
 
 
 @dataclass(frozen=True)
@@ -49,17 +59,14 @@ class OrderViewRepository:
 
         One statement: ON CONFLICT DO UPDATE (a no-op update) locks an existing row and
         returns it as it is, where insert-if-missing then SELECT FOR UPDATE took two."""
-        new = insert(order_view).values(order_id=order_id, last_event_at=first_event_at)
         row = (await self.session.execute(
-            new.on_conflict_do_update(index_elements=[order_view.c.order_id],
-                                      set_={"order_id": new.excluded.order_id})
-            .returning(*order_view.c))).one()
+            _LOCK, {"order_id": order_id, "at": first_event_at})).one()
         return _stored(row).view
 
     async def save(self, view: OrderView) -> None:
-        await self.session.execute(
-            order_view.update().where(order_view.c.order_id == view.order_id)
-            .values(**{f: getattr(view, f) for f in _FIELDS}, updated_at=datetime.now(UTC)))
+        await self.session.execute(_SAVE, {
+            "key": view.order_id, **{f"v_{f}": getattr(view, f) for f in _FIELDS},
+            "v_updated_at": datetime.now(UTC)})
 
     async def get(self, order_id: str) -> StoredView | None:
         row = (await self.session.execute(
