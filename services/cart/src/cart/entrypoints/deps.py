@@ -11,7 +11,7 @@ from fastapi import Depends
 from cart.adapters.upstream import Upstreams
 
 
-def get_upstreams(ctx: Ctx) -> Upstreams:
+async def get_upstreams(ctx: Ctx) -> Upstreams:
     upstreams: Upstreams = ctx.state["upstreams"]
     return upstreams
 

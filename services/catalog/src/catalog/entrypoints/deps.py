@@ -10,7 +10,7 @@ from fastapi import Depends
 from catalog.settings import CatalogSettings
 
 
-def get_settings(ctx: Ctx) -> CatalogSettings:
+async def get_settings(ctx: Ctx) -> CatalogSettings:
     settings = ctx.settings
     assert isinstance(settings, CatalogSettings)
     return settings

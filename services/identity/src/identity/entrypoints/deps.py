@@ -16,7 +16,7 @@ from identity.service_layer.ports import IdentityUnitOfWork
 STATE_KEY = "identity"
 
 
-def get_services(ctx: Ctx) -> IdentityServices:
+async def get_services(ctx: Ctx) -> IdentityServices:
     services: IdentityServices = ctx.state[STATE_KEY]
     return services
 
@@ -24,14 +24,14 @@ def get_services(ctx: Ctx) -> IdentityServices:
 Services = Annotated[IdentityServices, Depends(get_services)]
 
 
-def get_identity_uow(uow: Uow) -> IdentityUnitOfWork:
+async def get_identity_uow(uow: Uow) -> IdentityUnitOfWork:
     return SqlIdentityUnitOfWork(uow)
 
 
 IdentityUow = Annotated[IdentityUnitOfWork, Depends(get_identity_uow)]
 
 
-def current_user_id(principal: CurrentPrincipal) -> uuid.UUID:
+async def current_user_id(principal: CurrentPrincipal) -> uuid.UUID:
     try:
         return uuid.UUID(principal.subject)
     except ValueError:

@@ -11,7 +11,7 @@ from inventory.domain.model import Policy
 from inventory.settings import InventorySettings
 
 
-def get_settings(ctx: Ctx) -> InventorySettings:
+async def get_settings(ctx: Ctx) -> InventorySettings:
     settings = ctx.settings
     assert isinstance(settings, InventorySettings)
     return settings
@@ -20,7 +20,7 @@ def get_settings(ctx: Ctx) -> InventorySettings:
 Settings = Annotated[InventorySettings, Depends(get_settings)]
 
 
-def get_policy(settings: Settings) -> Policy:
+async def get_policy(settings: Settings) -> Policy:
     return settings.policy()
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from chassis.deps import CurrentPrincipal, Uow, get_ctx
-from fastapi import Depends, Request
+from chassis.deps import Ctx, CurrentPrincipal, Uow
+from fastapi import Depends
 
 from order_history.settings import OrderHistorySettings
 
 
-def get_settings(request: Request) -> OrderHistorySettings:
-    settings = get_ctx(request).settings
+async def get_settings(ctx: Ctx) -> OrderHistorySettings:
+    settings = ctx.settings
     assert isinstance(settings, OrderHistorySettings)
     return settings
 

@@ -11,12 +11,12 @@ from orders.adapters.upstream import Upstreams
 from orders.service_layer.orchestrator import OrderSagaEngine
 
 
-def get_upstreams(ctx: Ctx) -> Upstreams:
+async def get_upstreams(ctx: Ctx) -> Upstreams:
     upstreams: Upstreams = ctx.state["upstreams"]
     return upstreams
 
 
-def get_engine(ctx: Ctx) -> OrderSagaEngine:
+async def get_engine(ctx: Ctx) -> OrderSagaEngine:
     engine: OrderSagaEngine = ctx.state["saga_engine"]
     return engine
 
