@@ -157,3 +157,26 @@ async def test_the_sink_keeps_its_messages_across_restarts(db: Database,
     assert sink.stop() == 0  # SIGTERM is a clean exit
     sink.start()
     assert [m["notification"] for m in sink.messages()] == ["o1/order_placed"]
+
+
+async def test_one_kept_connection_carries_many_mails_and_outlives_a_sink_restart(
+        db: Database, sink: MailSink) -> None:
+    sink.start()
+    notes = Notifications(db)
+    for order in ("o1", "o2", "o3"):
+        await notes.send(placed(order))
+    kept = mailer(sink)
+    assert (await send_due(db, kept, FAST)).sent == 3
+    connection = kept._smtp
+    assert connection is not None and connection.is_connected  # kept for the next email
+    await notes.send(placed("o4"))
+    assert (await send_due(db, kept, FAST)).sent == 1
+    assert kept._smtp is connection  # the same one, not a connect per email
+    assert sink.stop() == 0  # the kept connection goes stale
+    sink.start()
+    await notes.send(placed("o5"))
+    assert (await send_due(db, kept, FAST)).sent == 1  # retried once on a fresh connection
+    assert kept._smtp is not connection
+    await kept.close_connection()
+    assert sorted(m["notification"] for m in sink.messages()) == [
+        f"o{i}/order_placed" for i in range(1, 6)]

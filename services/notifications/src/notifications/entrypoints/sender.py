@@ -31,3 +31,6 @@ async def run_sender(db: Database, stop: asyncio.Event, mailer: Mailer, policy: 
             log.warning("sender_round_failed", error=f"{type(exc).__name__}: {exc}"[:300])
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
+    close = getattr(mailer, "close_connection", None)  # a kept SMTP connection says QUIT
+    if close is not None:
+        await close()
