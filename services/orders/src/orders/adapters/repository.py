@@ -6,8 +6,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Row, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orders.adapters.orm import orders
@@ -37,6 +36,17 @@ def _order(r: Row[Any]) -> Order:
         cancel_requested=r.cancel_requested, created_at=r.created_at, updated_at=r.updated_at)
 
 
+# Built once: SQLAlchemy does not cache an INSERT ... ON CONFLICT, and compiled this one
+# afresh for every order placed.
+_ORDER_COLUMNS = ("id", "customer_id", "customer_email", "idempotency_key", "request_hash",
+                  "status", "reason", "lines", "total", "currency", "shipping_address_id",
+                  "cancel_requested", "created_at", "updated_at")
+_INSERT_ORDER = text(
+    f"INSERT INTO orders ({', '.join(_ORDER_COLUMNS)}) "  # noqa: S608 -- constant names
+    f"VALUES ({', '.join(':' + c for c in _ORDER_COLUMNS)}) "
+    "ON CONFLICT ON CONSTRAINT uq_orders_customer_idempotency DO NOTHING RETURNING id",
+).bindparams(bindparam("lines", type_=orders.c.lines.type))
+
 class OrdersRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -47,17 +57,14 @@ class OrdersRepository:
 
         A concurrent insert with the same key waits for the first to commit, then does
         nothing: exactly one order per (customer, key), whatever the interleaving."""
-        result = await self.session.execute(
-            insert(orders).values(
-                id=uuid.UUID(order.id), customer_id=order.customer_id,
-                customer_email=order.customer_email, idempotency_key=idempotency_key,
-                request_hash=request_hash, status=order.status, reason=order.reason,
-                lines=_lines_json(order.lines), total=order.total, currency=order.currency,
-                shipping_address_id=order.shipping_address_id,
-                cancel_requested=order.cancel_requested, created_at=order.created_at,
-                updated_at=order.updated_at)
-            .on_conflict_do_nothing(constraint="uq_orders_customer_idempotency")
-            .returning(orders.c.id))
+        result = await self.session.execute(_INSERT_ORDER, {
+            "id": uuid.UUID(order.id), "customer_id": order.customer_id,
+            "customer_email": order.customer_email, "idempotency_key": idempotency_key,
+            "request_hash": request_hash, "status": order.status, "reason": order.reason,
+            "lines": _lines_json(order.lines), "total": order.total, "currency": order.currency,
+            "shipping_address_id": order.shipping_address_id,
+            "cancel_requested": order.cancel_requested, "created_at": order.created_at,
+            "updated_at": order.updated_at})
         return result.first() is not None
 
     async def by_idempotency_key(self, customer_id: str,

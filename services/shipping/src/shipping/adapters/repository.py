@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, select, text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shipping.adapters.orm import shipment_history, shipments
@@ -39,6 +38,12 @@ def _address(doc: dict[str, Any] | None) -> Address | None:
     return Address(name=doc["name"], line1=doc["line1"], line2=doc.get("line2"),
                    city=doc["city"], postal_code=doc["postal_code"], country=doc["country"],
                    phone=doc.get("phone"))
+
+
+# Built once: SQLAlchemy does not cache an INSERT ... ON CONFLICT (it compiled this one
+# afresh for every status change).
+_ADD_STEPS = text("INSERT INTO shipment_history (shipment_id, status, at) "
+                  "VALUES (:shipment_id, :status, :at) ON CONFLICT DO NOTHING")
 
 
 class ShippingRepository:
@@ -112,9 +117,8 @@ class ShippingRepository:
         new = s.history[self._steps_read.get(s.shipment_id, 0):]
         if new:
             await self.session.execute(
-                insert(shipment_history).on_conflict_do_nothing(),
-                [{"shipment_id": s.shipment_id, "status": step.status, "at": step.at}
-                 for step in new])
+                _ADD_STEPS, [{"shipment_id": s.shipment_id, "status": step.status,
+                              "at": step.at} for step in new])
             self._steps_read[s.shipment_id] = len(s.history)
 
     async def _with_history(self, rows: Sequence[Row[Any]]) -> list[Shipment]:
