@@ -198,3 +198,48 @@ async def test_a_new_release_handling_more_subjects_updates_the_durable_filter(
         await ensure_consumer(js, stream, new)  # unchanged: no edit
     finally:
         await nc.close()
+
+
+async def test_a_consumer_lingers_after_a_small_batch_so_the_next_carries_more(
+        db: Database, nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    producer = f"p{uuid.uuid4().hex[:8]}"
+    await ensure_events_stream(js, producer)
+    await ensure_dead_letter_stream(js)
+    subject = f"{producer}.events.thing"
+
+    async def publish(n: int) -> None:
+        for _ in range(n):
+            mid = str(uuid.uuid4())
+            await js.publish(subject, b"{}", headers={
+                H_NATS_MSG_ID: mid, H_MESSAGE_ID: mid, H_TYPE: "Thing.v1",
+                H_OCCURRED_AT: "2026-01-01T00:00:00+00:00"})
+
+    batches: list[int] = []
+
+    class Recording(InboxConsumer):
+        async def process_batch(self, deliveries):  # type: ignore[no-untyped-def]
+            batches.append(len(deliveries))
+            return await super().process_batch(deliveries)
+
+    spec = ConsumerSpec(f"{producer}-seen", f"{producer.upper()}_EVENTS",
+                        [f"{producer}.events.>"], {"Thing.v1": remember}, linger_s=1.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_jetstream_consumer(
+        Recording(spec, db, JetStreamPublisher(js)), js, stop))
+    try:
+        await publish(1)
+
+        async def handled(n: int) -> bool:
+            return len(await seen(db)) == n
+
+        await wait_for(lambda: handled(1))
+        assert batches == [1]  # the first message after a quiet spell is not held
+        await publish(5)  # arrives while the consumer lingers
+        await wait_for(lambda: handled(6))
+        assert batches == [1, 5]  # one fetch, one transaction for all five
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await nc.close()
