@@ -338,13 +338,15 @@ async def test_deadline_resends_then_compensates_including_the_timed_out_step(
     assert await tick(T0 + timedelta(seconds=9)) == 0  # not yet due
     assert await tick(T0 + timedelta(seconds=11)) == 1
     assert await tick(T0 + timedelta(seconds=12)) == 0  # the resend moved the deadline
-    assert await tick(T0 + timedelta(seconds=22)) == 1
+    assert await tick(T0 + timedelta(seconds=30)) == 0  # ... by twice the step's deadline
+    assert await tick(T0 + timedelta(seconds=32)) == 1
     resent = await services.commands()
     assert types(resent) == ["AuthorizePayment.v1", "AuthorizePayment.v1"]
     # Same payload (receivers are idempotent by payment_id), fresh message ids.
     assert len({m.payload for m in resent}) == 1
     assert len({m.headers["Mercato-Message-Id"] for m in resent}) == 2
-    assert await tick(T0 + timedelta(seconds=33)) == 1  # resends used up: give up
+    assert await tick(T0 + timedelta(seconds=71)) == 0  # the second resend waits 40 s
+    assert await tick(T0 + timedelta(seconds=73)) == 1  # resends used up: give up
     assert types(await services.commands()) == ["VoidPayment.v1", "ReleaseStock.v1"]
     assert await tick(T0 + timedelta(hours=1)) == 0  # terminal sagas are left alone
 
@@ -374,7 +376,7 @@ async def test_two_reconcilers_drive_each_stuck_saga_once(
     # And truly concurrently, on the next deadline.
     async def run(e: SagaEngine) -> int:
         async with db.unit_of_work() as uow:
-            n = await e.tick(uow.session, due + timedelta(seconds=11))
+            n = await e.tick(uow.session, due + timedelta(seconds=21))
             await uow.commit()
         return n
 
@@ -400,7 +402,7 @@ async def test_run_reconciler_redrives_a_saga_left_past_its_deadline(
         await asyncio.wait_for(task, 5)
     story = await instance(db, saga_id)
     assert [e.kind for e in story.events][-1] == "resent"
-    assert story.instance.deadline_at == T0 + timedelta(seconds=21)
+    assert story.instance.deadline_at == T0 + timedelta(seconds=31)  # 11 + twice 10
 
 
 async def test_history_is_complete_ordered_and_in_one_trace(

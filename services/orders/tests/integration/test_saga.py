@@ -244,9 +244,9 @@ async def test_a_timed_out_step_is_compensated_by_the_reconciler_and_the_order_r
             await uow.commit()
         return n
 
-    assert await tick(11) == 1 and await tick(22) == 1  # two resends, same command
+    assert await tick(11) == 1 and await tick(32) == 1  # two resends (10 s, then 20 s)
     assert types(await services.sent()) == ["AuthorizePayment.v1", "AuthorizePayment.v1"]
-    assert await tick(33) == 1  # gave up: undo payment (maybe authorized) and stock
+    assert await tick(73) == 1  # after 40 s more, gave up: undo payment and stock
     assert types(await services.sent()) == ["VoidPayment.v1", "ReleaseStock.v1",
                                             "OrderRejected.v1"]
     row = await order_row(db, o)

@@ -33,7 +33,8 @@ def mermaid(described: dict[str, Any]) -> str:
         lines.append(f"    {sid} -- {_label(' | '.join(step['success']))} --> {after}")
         for reply in step["failure"]:
             lines.append(f"    {sid} -. {_label(reply)} .-> {_undo_from(steps, i - 1)}")
-        timeout = f"timed out: {step['deadline_s']:g}s each, {step['max_resends']} resends"
+        timeout = (f"timed out: {step['deadline_s']:g}s, then {step['max_resends']} resends "
+                   "each waiting twice as long")
         # A timed-out command may still have taken effect: undo this step too.
         lines.append(f"    {sid} -. {_label(timeout)} .-> {_undo_from(steps, i)}")
     for i in range(len(steps) - 1, -1, -1):

@@ -144,7 +144,10 @@ class SagaEngine:
         step = definition.steps[inst.current_step]
         if inst.resends < step.max_resends:
             inst.resends += 1
-            inst.deadline_at = now + timedelta(seconds=step.deadline_s)
+            # Each resend waits twice as long as the last: a reply that is late because the
+            # receiver is behind must not be answered with more commands for it to work
+            # through (under overload, fixed deadlines resent most commands twice).
+            inst.deadline_at = now + timedelta(seconds=step.deadline_s * 2 ** inst.resends)
             await self._send(session, inst, step, step.command, "resent", now, None,
                              attempt=inst.resends + 1)
         else:
