@@ -223,8 +223,12 @@ async def test_a_consumer_lingers_after_a_small_batch_so_the_next_carries_more(
             batches.append(len(deliveries))
             return await super().process_batch(deliveries)
 
+    async def slow(session: AsyncSession, env: Envelope) -> None:
+        await remember(session, env)
+        await asyncio.sleep(0.3)  # a busy machine: the linger grows with the handling time
+
     spec = ConsumerSpec(f"{producer}-seen", f"{producer.upper()}_EVENTS",
-                        [f"{producer}.events.>"], {"Thing.v1": remember}, linger_s=1.0)
+                        [f"{producer}.events.>"], {"Thing.v1": slow}, linger_s=1.0)
     stop = asyncio.Event()
     task = asyncio.create_task(run_jetstream_consumer(
         Recording(spec, db, JetStreamPublisher(js)), js, stop))

@@ -61,9 +61,11 @@ class ConsumerSpec:
     backoff_s: tuple[float, ...] = (0.2, 1.0, 5.0, 15.0)
     ack_wait_s: float = 30.0
     batch: int = 64
-    # After a batch that did not fill, wait this long before the next fetch so the next one
-    # carries what arrived meanwhile: each fetch, inbox insert, commit and relay pass is then
-    # shared by more messages. The first message after a quiet spell is never held.
+    # After a batch that did not fill, wait as long as handling it took (at most this long)
+    # before the next fetch, so the next one carries what arrived meanwhile: each fetch,
+    # inbox insert and commit is then shared by more messages. A busy machine (slow batches)
+    # batches more; a quiet one adds a few milliseconds. The first message after a quiet
+    # spell is never held.
     linger_s: float = 0.02
     deliver_all: bool = True
     extra: dict[str, object] = field(default_factory=dict)
@@ -236,10 +238,12 @@ async def run_jetstream_consumer(consumer: InboxConsumer, js: JetStreamContext,
                 sub = await js.pull_subscribe_bind(durable=spec.name, stream=spec.stream)
             msgs = await _next_batch(sub, spec.batch)
             if msgs:
+                started = time.perf_counter()
                 await consumer.process_batch([JetStreamDelivery(m) for m in msgs])
-                if len(msgs) < spec.batch and spec.linger_s > 0:
+                linger = min(spec.linger_s, time.perf_counter() - started)
+                if len(msgs) < spec.batch and linger > 0:
                     with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(stop.wait(), spec.linger_s)
+                        await asyncio.wait_for(stop.wait(), linger)
             if metrics is not None and time.monotonic() - last_lag > 2.0:
                 last_lag = time.monotonic()
                 info = await sub.consumer_info()

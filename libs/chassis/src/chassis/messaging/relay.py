@@ -68,7 +68,7 @@ class OutboxRelay:
     def __init__(self, database_url: str, publisher: Publisher, *, batch_size: int = 500,
                  poll_interval_s: float = 1.0, retention_s: float = 7 * 86400,
                  metrics: MessagingMetrics | None = None,
-                 fault_hook: FaultHook | None = None, gather_s: float = 0.015) -> None:
+                 fault_hook: FaultHook | None = None, gather_s: float = 0.004) -> None:
         self._dsn = asyncpg_dsn(database_url)
         self._publisher = publisher
         self.batch_size = batch_size
