@@ -45,6 +45,10 @@ async def write_at_commit(session: AsyncSession, kind: str, row: Any) -> None:
         statement, params = _FLUSHERS[kind]([row])
         await session.execute(statement, params)
         return
+    if not session.in_transaction():
+        # Begin the session's transaction (no round trip yet), so that a rollback before
+        # anything else ran still ends a transaction and drops these rows with it.
+        await session.connection()
     session.sync_session.info.setdefault(_PENDING, {}).setdefault(kind, []).append(row)
 
 
