@@ -24,10 +24,10 @@ from sqlalchemy.sql.elements import TextClause
 # -- rows written at commit -------------------------------------------------------------------
 # Append-only rows that nothing reads back inside the transaction that writes them (outbox
 # messages, saga history) are collected per transaction and written by one multi-row statement
-# just before COMMIT: a saga reply that staged a command and recorded two history rows costs
-# two statements instead of five. Same transaction, so they still commit or roll back with the
-# state change. Inside a savepoint they are written at once, so rolling the savepoint back
-# still undoes them.
+# just before COMMIT: a saga reply that staged a command (an INSERT and a NOTIFY before) and
+# recorded two history rows costs two statements instead of four. Same transaction, so they
+# still commit or roll back with the state change. Inside a savepoint they are written at
+# once, so rolling the savepoint back still undoes them.
 
 Flusher = Callable[[list[Any]], tuple[TextClause, dict[str, Any]]]
 _FLUSHERS: dict[str, Flusher] = {}
