@@ -24,11 +24,10 @@ _FIELDS = ("customer_id", "status", "total", "currency", "lines", "reason", "pay
 
 # Written once and reused: a statement built per event (and its ON CONFLICT clause, which
 # SQLAlchemy compiles afresh each time) cost more CPU than the database work it asked for.
-_COLUMNS = ("order_id", *_FIELDS, "updated_at")
 _LOCK = text(
     "INSERT INTO order_view (order_id, last_event_at) VALUES (:order_id, :at) "  # noqa: S608
     "ON CONFLICT (order_id) DO UPDATE SET order_id = EXCLUDED.order_id "
-    f"RETURNING {', '.join(_COLUMNS)}").columns(*(order_view.c[c] for c in _COLUMNS))
+    f"RETURNING {', '.join(order_view.c.keys())}").columns(*order_view.c)
 _SAVE = order_view.update().where(order_view.c.order_id == bindparam("key")).values(
     {f: bindparam(f"v_{f}", type_=order_view.c[f].type) for f in (*_FIELDS, "updated_at")})
 

@@ -38,14 +38,13 @@ def _order(r: Row[Any]) -> Order:
 
 # Built once: SQLAlchemy does not cache an INSERT ... ON CONFLICT, and compiled this one
 # afresh for every order placed.
-_ORDER_COLUMNS = ("id", "customer_id", "customer_email", "idempotency_key", "request_hash",
-                  "status", "reason", "lines", "total", "currency", "shipping_address_id",
-                  "cancel_requested", "created_at", "updated_at")
+_ORDER_COLUMNS = tuple(orders.c.keys())  # every column: add_once sets them all
 _INSERT_ORDER = text(
     f"INSERT INTO orders ({', '.join(_ORDER_COLUMNS)}) "  # noqa: S608 -- constant names
     f"VALUES ({', '.join(':' + c for c in _ORDER_COLUMNS)}) "
     "ON CONFLICT ON CONSTRAINT uq_orders_customer_idempotency DO NOTHING RETURNING id",
 ).bindparams(bindparam("lines", type_=orders.c.lines.type))
+
 
 class OrdersRepository:
     def __init__(self, session: AsyncSession) -> None:
