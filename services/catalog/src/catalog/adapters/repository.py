@@ -7,8 +7,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, func, literal_column, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Row, cast, func, literal_column, select, update
+from sqlalchemy.dialects.postgresql import TSQUERY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.adapters.orm import catalog_meta, categories, products
@@ -99,7 +99,11 @@ class CatalogRepository:
             tsq = prefix_tsquery(q)
             if tsq is None:
                 return ProductPage([], 0)
-            query = func.to_tsquery("simple", tsq)
+            # PostgreSQL's parser reads "84e2f740" in a query as the number 84e2 then f740,
+            # but keeps it whole inside a hyphenated SKU ("E2E-84E2F740") in the vector: also
+            # match the words as typed, taken as lexemes without parsing.
+            as_typed = " & ".join(f"'{term[:-2]}':*" for term in tsq.split(" & "))
+            query = func.to_tsquery("simple", tsq).op("||")(cast(as_typed, TSQUERY))
             conditions.append(products.c.search.op("@@")(query))
             order.append(func.ts_rank(products.c.search, query).desc())
         order += [products.c.name, products.c.id]
