@@ -17,13 +17,14 @@ import pytest
 from chassis.db import Database
 from chassis.messaging.broker import JetStreamPublisher
 from chassis.messaging.consumer import (
+    H_DLQ_DELIVERIES,
     H_DLQ_ERROR,
     ConsumerSpec,
     InboxConsumer,
     Outcome,
     run_jetstream_consumer,
 )
-from chassis.messaging.envelope import H_TYPE, Envelope
+from chassis.messaging.envelope import H_TYPE, Envelope, PoisonMessage
 from chassis.messaging.memory import InMemoryBroker, MemoryDelivery
 from chassis.messaging.metrics import MessagingMetrics
 from chassis.messaging.outbox import stage
@@ -194,7 +195,8 @@ async def test_relay_survives_broker_outage_and_delivers_everything(
     assert metrics.publish_errors._value.get() == 3
 
 
-async def test_poison_message_is_dead_lettered_after_max_deliver(db: Database) -> None:
+async def test_a_malformed_message_is_dead_lettered_on_its_first_delivery(
+        db: Database) -> None:
     dead = InMemoryBroker()
     spec = ConsumerSpec("toy-counter", "TOY_EVENTS", ["toy.events.>"],
                         {"Incremented.v1": increment}, max_deliver=3)
@@ -202,22 +204,50 @@ async def test_poison_message_is_dead_lettered_after_max_deliver(db: Database) -
     poison = MemoryDelivery("toy.events.incremented",
                             {"Nats-Msg-Id": str(uuid.uuid4()), H_TYPE: "Incremented.v1"},
                             b"{not json", sequence=1)
-    first = await consumer.process(poison)
-    assert first == Outcome.RETRY and poison.state == "naked" and poison.nak_delay
-    again = poison.redelivered()
+    assert await consumer.process(poison) == Outcome.DEAD_LETTERED
+    assert poison.state == "acked"
+    [letter] = dead.messages
+    assert letter.subject == "dlq.toy-counter" and letter.payload == b"{not json"
+    assert "not JSON" in letter.headers[H_DLQ_ERROR]
+    assert letter.headers[H_DLQ_DELIVERIES] == "1"
+
+    # A payload the handler's own contract rejects, inside a batch with a good message:
+    # the good one is handled, the bad one dead-lettered without a retry.
+    async def strict(session: AsyncSession, env: Envelope) -> None:
+        if not isinstance(env.payload.get("by"), int):
+            raise PoisonMessage("Incremented.v1: invalid payload")
+        await increment(session, env)
+
+    batch_consumer = InboxConsumer(ConsumerSpec("toy-strict", "TOY_EVENTS", ["toy.events.>"],
+                                                {"Incremented.v1": strict}), db, dead)
+    good, bad = (MemoryDelivery("toy.events.incremented",
+                                {"Nats-Msg-Id": str(uuid.uuid4()), H_TYPE: "Incremented.v1",
+                                 "Mercato-Message-Id": str(uuid.uuid4())},
+                                orjson.dumps({"counter": "hits", "by": by}), sequence=seq)
+                 for seq, by in ((2, 1), (3, "one")))
+    outcomes = await batch_consumer.process_batch([good, bad])
+    assert outcomes == [Outcome.HANDLED, Outcome.DEAD_LETTERED]
+    assert good.state == bad.state == "acked" and len(dead.messages) == 2
+    assert await counter(db) == 1
+
+
+async def test_an_unknown_message_type_is_retried_then_dead_lettered(db: Database) -> None:
+    """Another instance of a newer release may know the type: no dead letter at once."""
+    dead = InMemoryBroker()
+    spec = ConsumerSpec("toy-counter", "TOY_EVENTS", ["toy.events.>"],
+                        {"Incremented.v1": increment}, max_deliver=3)
+    consumer = InboxConsumer(spec, db, dead)
+    unknown = MemoryDelivery("toy.events.incremented",
+                             {"Nats-Msg-Id": str(uuid.uuid4()), H_TYPE: "Incremented.v9"},
+                             orjson.dumps({"counter": "hits", "by": 1}), sequence=2)
+    assert await consumer.process(unknown) == Outcome.RETRY
+    assert unknown.state == "naked" and unknown.nak_delay
+    again = unknown.redelivered()
     assert await consumer.process(again) == Outcome.RETRY
     last = again.redelivered()
     assert await consumer.process(last) == Outcome.DEAD_LETTERED and last.state == "acked"
     [letter] = dead.messages
-    assert letter.subject == "dlq.toy-counter" and letter.payload == b"{not json"
-    assert "not JSON" in letter.headers[H_DLQ_ERROR]
-
-    unknown = MemoryDelivery("toy.events.incremented",
-                             {"Nats-Msg-Id": str(uuid.uuid4()), H_TYPE: "Incremented.v9"},
-                             orjson.dumps({"counter": "hits", "by": 1}), sequence=2,
-                             deliveries=3)
-    assert await consumer.process(unknown) == Outcome.DEAD_LETTERED
-    assert len(dead.messages) == 2
+    assert "no handler" in letter.headers[H_DLQ_ERROR]
     assert await counter(db) == 0
 
 

@@ -4,7 +4,10 @@ For each delivery: decode the envelope; in one transaction insert ``(consumer, m
 into the inbox (a conflict means it was handled before: ack and skip) and run the handler;
 commit; then ack. A crash before the commit redelivers; a crash after it redelivers a message
 the inbox then skips. Failures nak with a growing delay; on the ``max_deliver``-th failure the
-message goes to the dead-letter stream with its headers and the error, and is acked.
+message goes to the dead-letter stream with its headers and the error, and is acked. A
+malformed message (``PoisonMessage``) goes there on its first failure: retrying it would only
+delay the operator's alert and hold a slot. A message type with no handler is retried like a
+transient failure: during a rolling upgrade another instance of the newer release may know it.
 """
 
 from __future__ import annotations
@@ -69,6 +72,10 @@ class ConsumerSpec:
     linger_s: float = 0.02
     deliver_all: bool = True
     extra: dict[str, object] = field(default_factory=dict)
+
+
+class UnknownMessageType(LookupError):
+    """No handler here for the message's type (or version): retried, then dead-lettered."""
 
 
 class Outcome:
@@ -149,7 +156,7 @@ class InboxConsumer:
         envelope = Envelope.decode(delivery.subject, delivery.headers, delivery.data)
         handler = self.spec.handlers.get(envelope.message_type)
         if handler is None:
-            raise PoisonMessage(f"no handler for message type {envelope.message_type!r}")
+            raise UnknownMessageType(f"no handler for message type {envelope.message_type!r}")
         return envelope, handler
 
     def _observe(self, outcomes: list[str], seconds: float) -> None:
@@ -194,7 +201,7 @@ class InboxConsumer:
     async def _failed(self, delivery: Delivery, exc: Exception) -> str:
         error = f"{type(exc).__name__}: {exc}"[:1000]
         attempt = delivery.num_delivered
-        if attempt >= self.spec.max_deliver:
+        if attempt >= self.spec.max_deliver or isinstance(exc, PoisonMessage):
             headers = {**delivery.headers, H_DLQ_CONSUMER: self.spec.name,
                        H_DLQ_SUBJECT: delivery.subject, H_DLQ_ERROR: error,
                        H_DLQ_DELIVERIES: str(attempt),

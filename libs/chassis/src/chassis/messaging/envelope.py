@@ -29,14 +29,15 @@ H_TRACESTATE = "tracestate"
 
 
 class PoisonMessage(ValueError):
-    """A message that can never be handled as it is (bad JSON, unknown type or version)."""
+    """A message no release can ever handle as it is (bad JSON, a payload its own contract
+    rejects): dead-lettered on its first delivery, since retrying cannot change the outcome."""
 
 
 M = TypeVar("M", bound=BaseModel)
 
 
 def parse_payload(model: type[M], envelope: Envelope) -> M:
-    """The message's contract, or PoisonMessage (retried, then dead-lettered).
+    """The message's contract, or PoisonMessage (dead-lettered at once).
 
     Only the error count is reported: a payload may hold a card number or an address, and
     the error text ends up in logs and dead-letter headers.

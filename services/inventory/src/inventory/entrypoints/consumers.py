@@ -40,7 +40,7 @@ C = TypeVar("C", bound=Contract)
 
 
 def parse(model: type[C], envelope: Envelope) -> C:
-    """The contract in the message, or PoisonMessage (retried, then dead-lettered)."""
+    """The contract in the message, or PoisonMessage (dead-lettered at once)."""
     parsed = parse_payload(model, envelope)
     for name in ("reservation_id", "order_id"):
         value = getattr(parsed, name, None)

@@ -29,7 +29,7 @@ C = TypeVar("C", bound=Contract)
 
 
 def parse(model: type[C], envelope: Envelope) -> C:
-    """The contract in the message, or PoisonMessage (retried, then dead-lettered)."""
+    """The contract in the message, or PoisonMessage (dead-lettered at once)."""
     parsed = parse_payload(model, envelope)
     for name in ("payment_id", "order_id"):
         if not 0 < len(getattr(parsed, name)) <= ID_LENGTH:

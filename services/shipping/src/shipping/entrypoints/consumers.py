@@ -25,7 +25,7 @@ C = TypeVar("C", bound=Contract)
 
 
 def parse(model: type[C], envelope: Envelope) -> C:
-    """The contract in the message, or PoisonMessage (retried, then dead-lettered).
+    """The contract in the message, or PoisonMessage (dead-lettered at once).
 
     The contracts bound ids to 1-200 characters, the width of the id columns."""
     try:
