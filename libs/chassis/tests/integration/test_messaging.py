@@ -7,8 +7,10 @@ applies them to a counters table. The invariants: nothing is lost, nothing takes
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import nats
@@ -25,11 +27,14 @@ from chassis.messaging.consumer import (
     run_jetstream_consumer,
 )
 from chassis.messaging.envelope import H_TYPE, Envelope, PoisonMessage
+from chassis.messaging.inbox import INBOX_RETENTION, purge_inbox, uuid7_floor
 from chassis.messaging.memory import InMemoryBroker, MemoryDelivery
 from chassis.messaging.metrics import MessagingMetrics
 from chassis.messaging.outbox import stage
 from chassis.messaging.relay import OutboxRelay, asyncpg_dsn
+from chassis.messaging.runtime import Messaging, MessagingRuntime, StreamSpec
 from chassis.messaging.streams import (
+    DEAD_LETTER_MAX_AGE_S,
     DEAD_LETTER_STREAM,
     ensure_dead_letter_stream,
     ensure_events_stream,
@@ -401,3 +406,65 @@ async def test_the_commit_sends_one_notify_for_the_relay(db: Database,
         assert heard == [OUTBOX_CHANNEL]
     finally:
         await listener.close()
+
+
+def handled_id(at: datetime) -> uuid.UUID:
+    """A UUIDv7 made at ``at`` (the timestamp in its first 48 bits), like new_message_id's."""
+    return uuid.UUID(int=uuid7_floor(at).int | (0x7 << 76) | random.getrandbits(62))
+
+
+async def inbox_rows(db: Database) -> set[tuple[str, uuid.UUID]]:
+    async with db.engine.connect() as conn:
+        return {(r[0], r[1]) for r in await conn.execute(
+            text("SELECT consumer, message_id FROM inbox"))}
+
+
+async def add_inbox_rows(db: Database, rows: list[tuple[str, uuid.UUID, datetime]]) -> None:
+    async with db.engine.begin() as conn:
+        for consumer, message_id, handled_at in rows:
+            await conn.execute(text(
+                "INSERT INTO inbox (consumer, message_id, message_type, handled_at) "
+                "VALUES (:c, :m, 'X.v1', :h)"), {"c": consumer, "m": message_id, "h": handled_at})
+
+
+async def test_the_inbox_purge_forgets_only_what_no_copy_can_come_back_for(
+        db: Database) -> None:
+    now = datetime.now(UTC)
+    old, recent = now - timedelta(days=40), now - timedelta(days=1)
+    expired = [("toy-a", handled_id(old - timedelta(minutes=i)), old) for i in range(5)]
+    kept = [
+        ("toy-a", handled_id(recent), recent),
+        # an old message handled only lately (a dead-letter replay): kept 35 days from then
+        ("toy-a", handled_id(old), recent),
+        # another service's consumer sharing nothing with this one
+        ("toy-other", handled_id(old), old),
+    ]
+    await add_inbox_rows(db, expired + kept)
+    assert await purge_inbox(db, ["toy-a"], now=now, batch=2) == 5
+    assert await inbox_rows(db) == {(c, m) for c, m, _ in kept}
+    assert await purge_inbox(db, ["toy-a"], now=now) == 0
+    # The retention outlives every way a copy can come back: the dead-letter stream's 30 days.
+    assert INBOX_RETENTION > timedelta(seconds=DEAD_LETTER_MAX_AGE_S)
+
+
+async def test_a_service_with_consumers_purges_its_inbox_while_it_runs(
+        db: Database, fresh_database: str, nats_url: str) -> None:
+    old = datetime.now(UTC) - timedelta(days=40)
+    spec = ConsumerSpec("toy-purged", "TOY_EVENTS", ["toy.events.>"],
+                        {"Incremented.v1": increment})
+    await add_inbox_rows(db, [("toy-purged", handled_id(old), old)])
+    runtime = MessagingRuntime(
+        Messaging(streams=[StreamSpec("TOY_EVENTS", ["toy.events.>"])], consumers=[spec],
+                  inbox_purge_interval_s=0.05),
+        db, fresh_database, MessagingMetrics(CollectorRegistry()))
+    nc = await nats.connect(nats_url)
+    try:
+        await runtime.start(nc)
+        for _ in range(100):
+            if not await inbox_rows(db):
+                break
+            await asyncio.sleep(0.05)
+        assert await inbox_rows(db) == set()
+    finally:
+        await runtime.stop()
+        await nc.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import structlog
 from nats.aio.client import Client as NATS
@@ -16,6 +17,7 @@ from nats.aio.client import Client as NATS
 from chassis.db import Database
 from chassis.messaging.broker import JetStreamPublisher
 from chassis.messaging.consumer import ConsumerSpec, InboxConsumer, run_jetstream_consumer
+from chassis.messaging.inbox import INBOX_PURGE_INTERVAL_S, INBOX_RETENTION, run_inbox_purge
 from chassis.messaging.metrics import MessagingMetrics
 from chassis.messaging.relay import OutboxRelay
 from chassis.messaging.streams import ensure_dead_letter_stream, ensure_stream
@@ -38,6 +40,8 @@ class Messaging:
     outbox: bool = False
     consumers: list[ConsumerSpec] = field(default_factory=list)
     relay_batch_size: int = 500
+    inbox_retention: timedelta = INBOX_RETENTION
+    inbox_purge_interval_s: float = INBOX_PURGE_INTERVAL_S
 
 
 class MessagingRuntime:
@@ -67,6 +71,11 @@ class MessagingRuntime:
             self._tasks.append(asyncio.create_task(
                 run_jetstream_consumer(consumer, js, self._stop, self.metrics),
                 name=f"consumer-{consumer_spec.name}"))
+        if self.spec.consumers:
+            self._tasks.append(asyncio.create_task(run_inbox_purge(
+                self._db, [c.name for c in self.spec.consumers], self._stop,
+                retention=self.spec.inbox_retention,
+                interval_s=self.spec.inbox_purge_interval_s), name="inbox-purge"))
         log.info("messaging_started", outbox=self.spec.outbox,
                  consumers=[c.name for c in self.spec.consumers])
 

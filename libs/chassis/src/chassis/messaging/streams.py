@@ -9,6 +9,7 @@ from nats.js.errors import NotFoundError
 DEAD_LETTER_STREAM = "DEAD_LETTERS"
 DEAD_LETTER_PREFIX = "dlq"
 DUPLICATE_WINDOW_S = 120.0
+DEAD_LETTER_MAX_AGE_S = 30 * 86400.0
 
 
 def events_stream_name(producer: str) -> str:
@@ -43,4 +44,4 @@ async def ensure_events_stream(js: JetStreamContext, producer: str) -> None:
 
 async def ensure_dead_letter_stream(js: JetStreamContext) -> None:
     await ensure_stream(js, DEAD_LETTER_STREAM, [f"{DEAD_LETTER_PREFIX}.>"],
-                        max_age_s=30 * 86400)
+                        max_age_s=DEAD_LETTER_MAX_AGE_S)
