@@ -6,6 +6,7 @@ never points at a port that is not listening yet.
 
 from __future__ import annotations
 
+import gc
 import signal
 import socket
 import sys
@@ -26,6 +27,17 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def freeze_startup_heap() -> None:
+    """Take what start-up built out of the garbage collector's reach.
+
+    Modules, the app, its routes, models and SQLAlchemy metadata (~150k objects) live as long
+    as the process, yet every full collection walked them all: 70-80 ms each here, measured
+    at 100-360 ms under load, a stall for every request and message in flight, about once per
+    30 s of load per service. Frozen, a full collection walks only what came later."""
+    gc.collect()
+    gc.freeze()
 
 
 def _exit_zero_after_drain(signum: int, frame: object) -> None:
@@ -51,4 +63,5 @@ def run_service(settings: ServiceSettings, app_factory: Callable[[ServiceSetting
     # uvicorn re-raises the SIGTERM it caught once it has drained; with the default action
     # that would end the process as "killed by SIGTERM" (-15) instead of a clean exit 0.
     signal.signal(signal.SIGTERM, _exit_zero_after_drain)
+    freeze_startup_heap()
     uvicorn.Server(config).run(sockets=[sock])
