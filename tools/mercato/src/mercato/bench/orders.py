@@ -179,6 +179,57 @@ def cpu_per_order(before: dict[str, float], after: dict[str, float],
                        key=lambda kv: -kv[1]))
 
 
+# -- work per order: what the platform did, whoever did it -----------------------------------
+
+async def sample_work(home: Path, nc: Any) -> dict[str, int]:
+    """Counters that only grow: messages stored in the platform's streams (their last
+    sequence numbers; work-queue streams delete what was acked), deliveries to its
+    consumers (redeliveries included), and PostgreSQL transactions and rows written in the
+    services' databases (``pg_stat_database``)."""
+    import asyncpg
+
+    from mercato.runtime.paths import Home
+    from mercato.runtime.postgres import Postgres
+    from mercato.runtime.services import SERVICES
+
+    work = {"messages published": 0, "messages delivered": 0, "transactions": 0,
+            "rows written": 0}
+    js = nc.jetstream()
+    for stream in await js.streams_info():
+        if stream.config.name.startswith("KV_"):  # the service registry, not shop work
+            continue
+        work["messages published"] += stream.state.last_seq
+        for consumer in await js.consumers_info(stream.config.name):
+            work["messages delivered"] += consumer.delivered.consumer_seq
+    h = Home(home)
+    conn = await asyncpg.connect(Postgres(h, h.ports().postgres).superuser_dsn, timeout=5)
+    try:
+        row = await conn.fetchrow(
+            "SELECT sum(xact_commit + xact_rollback)::bigint AS xacts, "
+            "sum(tup_inserted + tup_updated + tup_deleted)::bigint AS rows "
+            "FROM pg_stat_database WHERE datname = ANY($1::text[])", SERVICES)
+    finally:
+        await conn.close()
+    work["transactions"], work["rows written"] = int(row["xacts"] or 0), int(row["rows"] or 0)
+    return work
+
+
+async def _sample_work_or_none(home: Path, nc: Any,
+                               say: Callable[[str], None]) -> dict[str, int] | None:
+    try:
+        return await sample_work(home, nc)
+    except Exception as exc:  # a bonus, like the step breakdown: the run goes on without it
+        say(f"[yellow]note:[/] no work-per-order counts ({type(exc).__name__}: {exc})")
+        return None
+
+
+def work_per_order(before: dict[str, int], after: dict[str, int],
+                   orders: int) -> dict[str, float]:
+    if orders <= 0:
+        return {}
+    return {k: round((after[k] - before[k]) / orders, 2) for k in after if k in before}
+
+
 def cpu_above_idle(per_order: dict[str, float], idle_cores: dict[str, float],
                    window_s: float, orders: int) -> dict[str, float]:
     """Per-order CPU less what each process burns idle (timers, polls, heartbeats) over the
@@ -672,6 +723,7 @@ async def _run(home: Path, *, rate: float, duration_s: float, decline_share: flo
                 f"{decline_share:.0%} declined cards, {len(shop.customers)} customers, "
                 f"{len(shop.products)} products …")
             load_before = os.getloadavg()
+            work0 = await _sample_work_or_none(home, nc, say)
             cpu0, cpu_t0 = sample_cpu(target.groups), time.monotonic()
             records = await place_orders(session, target.edge_url, shop, rate=rate,
                                          duration_s=duration_s, decline_share=decline_share,
@@ -679,6 +731,7 @@ async def _run(home: Path, *, rate: float, duration_s: float, decline_share: flo
             say("waiting for every order to be terminal …")
             await wait_terminal(session, target.edge_url, shop, records, drain_s)
             cpu1, cpu_wall = sample_cpu(target.groups), time.monotonic() - cpu_t0
+            work1 = await _sample_work_or_none(home, nc, say) if work0 is not None else None
             load_after = os.getloadavg()
         finally:
             await nc.close()
@@ -699,6 +752,8 @@ async def _run(home: Path, *, rate: float, duration_s: float, decline_share: flo
         "cpu_s_per_order_above_idle": cpu_above_idle(per_order, idle, cpu_wall,
                                                      summary["completed"]),
         "cpu_s_total": {k: round(cpu1[k] - cpu0[k], 3) for k in cpu1 if k in cpu0},
+        "work_per_order": (work_per_order(work0, work1, summary["completed"])
+                           if work0 is not None and work1 is not None else {}),
         "cpu_window_s": cpu_wall,
         "cores": cores_used(cpu0, cpu1, cpu_wall),
         "idle_cpu_cores": idle,
@@ -792,6 +847,10 @@ def print_report(report: dict[str, Any]) -> None:
     cpu.add_row("[bold]total[/]", f"[bold]{total * 1000:.2f}[/]", "",
                 f"[bold]{sum(marginal.values()) * 1000:.2f}[/]", "")
     console.print(cpu)
+    work = report.get("work_per_order") or {}
+    if work:
+        console.print("work per completed order (over the run): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in work.items()))
     cores = report.get("cores") or {}
     if cores:
         console.print("cores busy during the run: " + ", ".join(
