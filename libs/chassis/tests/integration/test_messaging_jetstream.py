@@ -144,7 +144,10 @@ async def test_poison_goes_to_dead_letters_others_flow_and_replay_after_a_fix(
         letters = await list_dead_letters(js, consumer_name)
         assert {letter.message_type for letter in letters} == {"Thing.v1", "Thing.v2"}
         broken = next(letter for letter in letters if letter.data == b"{broken json")
-        assert "not JSON" in broken.error and broken.deliveries == 3
+        # Malformed: dead-lettered on its first delivery. The unknown version was retried.
+        assert "not JSON" in broken.error and broken.deliveries == 1
+        assert next(letter for letter in letters if letter.message_type == "Thing.v2"
+                    ).deliveries == 3
         shown = await show_dead_letter(js, broken.sequence)
         assert shown is not None and shown.subject == subject
 
@@ -167,7 +170,7 @@ async def test_poison_goes_to_dead_letters_others_flow_and_replay_after_a_fix(
 
         assert sample("dead_letters_total") == 2
         assert sample("consumer_messages_total", outcome="handled") == 2
-        assert sample("consumer_messages_total", outcome="retry") == 4
+        assert sample("consumer_messages_total", outcome="retry") == 2
 
         async def lag_reported() -> bool:
             return sample("consumer_lag_messages") == 0
