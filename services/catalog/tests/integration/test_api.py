@@ -72,6 +72,20 @@ def test_a_sku_that_reads_like_a_number_is_found_by_search(client: TestClient) -
         assert [p["sku"] for p in found["items"]] == ["E2E-84E2F740"], q
 
 
+def test_a_sku_with_a_numbered_part_is_found_by_any_part(client: TestClient) -> None:
+    # PostgreSQL's parser reads "MUG-001" as mug and the negative number -001: neither "001"
+    # nor "MUG-001" found it. The e2e edge test met this with a random all-digit SKU.
+    for sku, name in (("MUG-001", "Mug-2 enamel"), ("E2E-59351642", "Edge-tested kettle")):
+        body = {**NEW, "sku": sku, "name": name}
+        assert client.post("/api/catalog/products", json=body, headers=ADMIN).status_code == 201
+    for q, sku in (("MUG-001", "MUG-001"), ("001", "MUG-001"), ("mug-00", "MUG-001"),
+                   ("mug-2 enamel", "MUG-001"), ("E2E-59351642", "E2E-59351642"),
+                   ("59351642", "E2E-59351642"), ("e2e-5935", "E2E-59351642"),
+                   ("edge-tested", "E2E-59351642")):
+        found = client.get("/api/catalog/products", params={"q": q}).json()
+        assert [p["sku"] for p in found["items"]] == [sku], q
+
+
 @pytest.mark.parametrize("params", [{"page": 0}, {"page_size": 0}, {"page_size": 101},
                                     {"page": "x"}, {"page_size": -1}, {"q": "x" * 201}])
 def test_bad_paging_is_422_problem(client: TestClient, params: dict[str, object]) -> None:

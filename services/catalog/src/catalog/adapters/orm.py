@@ -29,6 +29,16 @@ categories = Table(
     Column("name", String(200), nullable=False),
 )
 
+# Hyphens become spaces before PostgreSQL's parser sees the text: it reads "MUG-001" as the
+# word mug and the negative number -001, which no search for "001" ever matched. The SKU skips
+# the parser altogether: its alphanumeric parts and the whole SKU are lexemes as they are (the
+# parser also splits "84E2F740" into the number 84e2 and f740). Search matches what users type
+# against both: see CatalogRepository.search. Migration 0003 installs this expression.
+SEARCH_VECTOR = (
+    "to_tsvector('simple', translate(name || ' ' || description, '-', ' ')) || "
+    "array_to_tsvector(array_remove(regexp_split_to_array(lower(sku), '[^[:alnum:]]+'), '') "
+    "|| lower(sku))")
+
 products = Table(
     "products", metadata,
     Column("id", Uuid, primary_key=True),
@@ -42,8 +52,7 @@ products = Table(
     Column("version", Integer, nullable=False, server_default="1"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("search", TSVECTOR, Computed(
-        "to_tsvector('simple', name || ' ' || description || ' ' || sku)", persisted=True)),
+    Column("search", TSVECTOR, Computed(SEARCH_VECTOR, persisted=True)),
 )
 Index("ix_products_search", products.c.search, postgresql_using="gin")
 Index("ix_products_category_status", products.c.category_id, products.c.status)
