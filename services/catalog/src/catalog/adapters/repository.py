@@ -100,8 +100,8 @@ class CatalogRepository:
             if tsq is None:
                 return ProductPage([], 0)
             # PostgreSQL's parser reads "84e2f740" in a query as the number 84e2 then f740,
-            # but keeps it whole inside a hyphenated SKU ("E2E-84E2F740") in the vector: also
-            # match the words as typed, taken as lexemes without parsing.
+            # while the vector holds a SKU's parts unparsed (orm.SEARCH_VECTOR): also match
+            # the words as typed, taken as lexemes without parsing.
             as_typed = " & ".join(f"'{term[:-2]}':*" for term in tsq.split(" & "))
             query = func.to_tsquery("simple", tsq).op("||")(cast(as_typed, TSQUERY))
             conditions.append(products.c.search.op("@@")(query))
