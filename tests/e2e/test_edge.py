@@ -258,3 +258,31 @@ def test_up_twice_says_already_running_and_status_reports(platform: Platform) ->
     text = json.dumps(status)
     for name in ("postgres", "nats", "envoy", "identity-1", "catalog-1", "catalog-2"):
         assert name in text, name
+
+
+def test_identity_keeps_its_signing_keys_encrypted_with_the_homes_secret(
+        platform: Platform) -> None:
+    """A dump of identity's database alone must not let anyone forge tokens: `mercato up`
+    gives identity a secret of the home's own, and the stored private keys are encrypted."""
+    import asyncio
+
+    import asyncpg
+    from chassis.messaging.relay import asyncpg_dsn
+    from mercato.runtime.paths import Home
+    from mercato.runtime.postgres import Postgres
+
+    home = Home(platform.home)
+    url = Postgres(home, home.ports().postgres).service_database_url("identity")
+    assert url is not None
+
+    async def pems() -> list[str]:
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            return [r["private_pem"] for r in await conn.fetch(
+                "SELECT private_pem FROM signing_keys")]
+        finally:
+            await conn.close()
+
+    stored = asyncio.run(pems())
+    assert stored and all(p.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----") for p in stored)
+    assert (home.read_secret("identity-signing-key") or {}).get("secret")

@@ -83,7 +83,9 @@ async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
     keys = KeyRing(db, publication_grace=timedelta(seconds=settings.key_publication_grace_s),
                    cache_s=settings.signing_key_cache_s,
                    unknown_kid_refetch_s=settings.unknown_kid_refetch_s, clock=utc_now,
-                   publish_lead=timedelta(seconds=settings.signing_key_publish_lead_s))
+                   publish_lead=timedelta(seconds=settings.signing_key_publish_lead_s),
+                   secret=(settings.signing_key_secret.get_secret_value().encode()
+                           if settings.signing_key_secret is not None else None))
     await keys.start()
     hasher = build_hasher(settings)
     ctx.state[KEY_RING] = keys

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from chassis.settings import ServiceSettings
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 
@@ -40,9 +40,23 @@ class IdentitySettings(ServiceSettings):
     # every request into a database query.
     unknown_kid_refetch_s: float = Field(1.0, ge=0)
 
+    # Encrypts the private signing keys in the database (PKCS#8, AES-256): a database dump or
+    # backup alone must not let anyone forge tokens. Required outside development; `mercato
+    # up` makes one per home (secrets/identity-signing-key.json). Keys stored before it was
+    # set are encrypted at the next start.
+    signing_key_secret: SecretStr | None = None
+
     max_addresses_per_user: int = Field(50, ge=1)
     # How often expired refresh tokens are deleted.
     prune_interval_s: float = Field(3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _signing_keys_encrypted_outside_development(self) -> IdentitySettings:
+        if self.environment != "development" and self.signing_key_secret is None:
+            raise ValueError(f"IDENTITY_SIGNING_KEY_SECRET is required when environment="
+                             f"{self.environment}: the private signing keys are stored "
+                             "encrypted with it")
+        return self
 
     @model_validator(mode="after")
     def _memory_covers_lanes(self) -> IdentitySettings:

@@ -12,7 +12,7 @@ from chassis.auth import TokenVerifier
 from chassis.db import Database
 from chassis.errors import TooManyRequests
 from identity.adapters.hashing import Argon2Hasher
-from identity.adapters.keys import KeyRing
+from identity.adapters.keys import KeyRing, SigningKeySecretError
 from identity.adapters.repositories import SqlIdentityUnitOfWork
 from identity.adapters.tokens import JwtIssuer
 from identity.domain.model import LoginThrottle
@@ -152,3 +152,42 @@ async def test_a_burst_of_guesses_cannot_exceed_the_throttle(db: Database) -> No
           for i in range(12)), return_exceptions=True)
     assert sum(isinstance(r, InvalidGrant) for r in results) == 5
     assert sum(isinstance(r, TooManyRequests) for r in results) == 7
+
+
+async def stored_pems(db: Database) -> dict[str, str]:
+    async with db.sessions() as session:
+        rows = (await session.execute(text("SELECT kid, private_pem FROM signing_keys"))).all()
+    return {kid: pem for kid, pem in rows}
+
+
+async def test_private_keys_are_stored_encrypted_and_clear_ones_encrypted_at_start(
+        db: Database) -> None:
+    clock = Clock()
+    secret = b"a long random secret from the vault"
+    clear = ring(db, clock)
+    await clear.start()  # an install from before the secret: its key is stored in the clear
+    kid = (await clear.active_key()).kid
+    assert (await stored_pems(db))[kid].startswith("-----BEGIN PRIVATE KEY-----")
+
+    keys = KeyRing(db, publication_grace=GRACE, cache_s=0.0, unknown_kid_refetch_s=0.0,
+                   clock=clock, secret=secret)
+    await keys.start()
+    new = await keys.rotate()
+    pems = await stored_pems(db)
+    assert set(pems) == {kid, new}
+    assert all(pem.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----") for pem in pems.values())
+    assert all("BEGIN PRIVATE KEY" not in pem for pem in pems.values())
+    # Still the same keys: a token the old key signed verifies, the new key signs.
+    issuer = JwtIssuer(keys, issuer="mercato-identity", audience="mercato", ttl_s=900)
+    user = await Accounts(Argon2Hasher(time_cost=1, memory_cost_kib=8, parallelism=1),
+                          max_addresses=5).register(SqlIdentityUnitOfWork(db.unit_of_work()),
+                                                    email="eve@example.com",
+                                                    password="correct horse", name="Eve")
+    token = (await issuer.issue(user, clock())).token
+    verifier = TokenVerifier(keys, issuer="mercato-identity", audience="mercato")
+    assert (await verifier.verify(token)).subject == str(user.id)
+
+    for wrong, says in ((None, "is stored encrypted"), (b"another secret", "cannot be decrypted")):
+        with pytest.raises(SigningKeySecretError, match=says):
+            await KeyRing(db, publication_grace=GRACE, cache_s=0.0, unknown_kid_refetch_s=0.0,
+                          clock=clock, secret=wrong).start()

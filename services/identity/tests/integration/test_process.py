@@ -40,7 +40,8 @@ def test_serve_migrates_answers_ready_and_stops_cleanly_on_sigterm(fresh_databas
     port = _free_port()
     env = {**os.environ, **FAST, "IDENTITY_DATABASE_URL": fresh_database,
            "IDENTITY_NATS_URL": "", "IDENTITY_PORT": str(port),
-           "IDENTITY_INSTANCE_ID": "identity-7", "IDENTITY_ENVIRONMENT": "test"}
+           "IDENTITY_INSTANCE_ID": "identity-7", "IDENTITY_ENVIRONMENT": "test",
+           "IDENTITY_SIGNING_KEY_SECRET": "a long random secret from the vault"}
     proc = subprocess.Popen([sys.executable, "-m", "identity"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

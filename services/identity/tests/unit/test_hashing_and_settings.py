@@ -95,3 +95,12 @@ def test_settings_refuse_impossible_argon2_parameters() -> None:
         IdentitySettings(argon2_memory_cost_kib=16, argon2_parallelism=4)
     with pytest.raises(ValidationError):
         IdentitySettings(argon2_time_cost=0)
+
+
+def test_signing_keys_must_be_encrypted_outside_development() -> None:
+    with pytest.raises(ValidationError, match="IDENTITY_SIGNING_KEY_SECRET"):
+        IdentitySettings(environment="production")
+    settings = IdentitySettings(environment="production",
+                                signing_key_secret="a long random secret from the vault")
+    assert settings.signing_key_secret is not None
+    assert IdentitySettings().signing_key_secret is None  # development may keep them clear

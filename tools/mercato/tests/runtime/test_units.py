@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mercato import logview
 from mercato.runtime.paths import Home, proposed_port, write_atomic
-from mercato.runtime.services import instance_ids, parse_scale, service_env
+from mercato.runtime.services import instance_ids, parse_scale, service_env, service_secrets
 
 
 def test_ports_chosen_once_and_edge_override_remembered(tmp_path):
@@ -124,3 +124,17 @@ def test_envoy_access_log_lines():
     assert entry.ts == _ts("2026-01-01T10:00:03+00:00")
     assert logview.matches_trace(entry, "4bf92f35")
     assert "GET /api/x 200" in logview.render(entry).plain
+
+
+def test_service_secrets_are_made_once_per_home_and_kept(tmp_path):
+    home = Home(tmp_path / "home")
+    first = service_secrets(home, "identity")
+    assert set(first) == {"IDENTITY_SIGNING_KEY_SECRET"}
+    assert len(first["IDENTITY_SIGNING_KEY_SECRET"]) >= 40
+    # The next start (another process, same home) gets the same one: the keys it encrypted
+    # must stay readable.
+    assert service_secrets(Home(tmp_path / "home"), "identity") == first
+    kept = home.secrets_dir / "identity-signing-key.json"
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert service_secrets(home, "catalog") == {}
+    assert service_secrets(Home(tmp_path / "other"), "identity") != first

@@ -3,6 +3,10 @@
 One key is active (it signs); retired keys stay published for a grace period so that every
 token they signed can still be verified until it expires. Instances share the table, so a
 rotation done on one is picked up by the others within ``cache_s``.
+
+With a secret, private keys are stored as encrypted PKCS#8 (cryptography's best available
+scheme: AES-256-CBC, key from PBKDF2-HMAC-SHA256), so the table alone signs nothing. Keys
+stored in the clear before the secret was set are encrypted when the ring starts.
 """
 
 from __future__ import annotations
@@ -34,6 +38,13 @@ log = structlog.get_logger("identity.keys")
 _KEYS_LOCK = 4_242_001
 
 
+_ENCRYPTED_PEM = "-----BEGIN ENCRYPTED PRIVATE KEY-----"
+
+
+class SigningKeySecretError(RuntimeError):
+    """The stored keys cannot be read with the configured secret (or without one)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SigningKey:
     kid: str
@@ -63,11 +74,18 @@ def jwk_thumbprint(jwk: dict[str, Any]) -> str:
         .rstrip(b"=").decode()
 
 
-def generate_key_material() -> NewKeyMaterial:
+def _pem(private: rsa.RSAPrivateKey, secret: bytes | None) -> str:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(secret) if secret
+        else serialization.NoEncryption())
+    return private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 encryption).decode()
+
+
+def generate_key_material(secret: bytes | None = None) -> NewKeyMaterial:
     """A fresh RSA 2048 key (CPU-heavy for ~0.1 s: call it in a thread)."""
     private = rsa.generate_private_key(public_exponent=65_537, key_size=2048)
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
+    pem = _pem(private, secret)
     jwk: dict[str, Any] = RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
     kid = jwk_thumbprint(jwk)
     # "use" alone: RFC 7517 §4.3 advises against publishing both "use" and "key_ops".
@@ -76,10 +94,28 @@ def generate_key_material() -> NewKeyMaterial:
     return NewKeyMaterial(kid=kid, private_pem=pem, public_jwk=jwk)
 
 
-def _load(row: SigningKeyRow) -> SigningKey:
-    private = serialization.load_pem_private_key(row.private_pem.encode(), password=None)
+def _private_key(pem: str, secret: bytes | None, kid: str) -> rsa.RSAPrivateKey:
+    encrypted = pem.startswith(_ENCRYPTED_PEM)
+    if encrypted and not secret:
+        raise SigningKeySecretError(
+            f"signing key {kid} is stored encrypted: set IDENTITY_SIGNING_KEY_SECRET to the "
+            "secret it was encrypted with")
+    try:
+        private = serialization.load_pem_private_key(
+            pem.encode(), password=secret if encrypted else None)
+    except ValueError as exc:
+        if not encrypted:
+            raise
+        raise SigningKeySecretError(
+            f"signing key {kid} cannot be decrypted: IDENTITY_SIGNING_KEY_SECRET is not the "
+            "secret it was encrypted with") from exc
     if not isinstance(private, rsa.RSAPrivateKey):
-        raise ValueError(f"signing key {row.kid} is not an RSA key")
+        raise ValueError(f"signing key {kid} is not an RSA key")
+    return private
+
+
+def _load(row: SigningKeyRow, secret: bytes | None) -> SigningKey:
+    private = _private_key(row.private_pem, secret, row.kid)
     return SigningKey(kid=row.kid, private_key=private, public_key=private.public_key(),
                       public_jwk=dict(row.public_jwk), created_at=row.created_at,
                       retired_at=row.retired_at)
@@ -90,8 +126,9 @@ class KeyRing:
 
     def __init__(self, db: Database, *, publication_grace: timedelta, cache_s: float,
                  unknown_kid_refetch_s: float, clock: Clock,
-                 publish_lead: timedelta = timedelta(0)) -> None:
+                 publish_lead: timedelta = timedelta(0), secret: bytes | None = None) -> None:
         self._db = db
+        self._secret = secret or None
         self._grace = publication_grace
         self._lead = publish_lead
         self._cache_s = cache_s
@@ -103,11 +140,25 @@ class KeyRing:
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        """Loads the keys; creates the first one on the very first start."""
+        """Loads the keys; creates the first one on the very first start. With a secret,
+        keys stored in the clear are encrypted first."""
+        if self._secret:
+            await self._encrypt_stored_keys()
         await self._reload()
         if self._active is None:
-            material = await asyncio.to_thread(generate_key_material)
+            material = await asyncio.to_thread(generate_key_material, self._secret)
             await self._install(material, retire_current=False)
+
+    async def _encrypt_stored_keys(self) -> None:
+        async with self._db.sessions() as session, session.begin():
+            await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _KEYS_LOCK})
+            rows = (await session.scalars(select(SigningKeyRow).where(
+                ~SigningKeyRow.private_pem.startswith(_ENCRYPTED_PEM)))).all()
+            for row in rows:
+                private = _private_key(row.private_pem, None, row.kid)
+                row.private_pem = await asyncio.to_thread(_pem, private, self._secret)
+        if rows:
+            log.info("signing_keys_encrypted", kids=[row.kid for row in rows])
 
     def _published(self, key: SigningKey, now: datetime) -> bool:
         return key.retired_at is None or now < key.retired_at + self._grace
@@ -122,7 +173,7 @@ class KeyRing:
         for row in rows:
             cached = self._keys.get(row.kid)
             # Parsing a PEM costs milliseconds; only keys new to this instance are parsed.
-            key = _load(row) if cached is None else cached
+            key = _load(row, self._secret) if cached is None else cached
             if key.retired_at != row.retired_at:
                 key = SigningKey(kid=key.kid, private_key=key.private_key,
                                  public_key=key.public_key, public_jwk=key.public_jwk,
@@ -161,7 +212,7 @@ class KeyRing:
         log.info("signing_key_installed", kid=material.kid, rotated=retire_current)
 
     async def rotate(self) -> str:
-        material = await asyncio.to_thread(generate_key_material)
+        material = await asyncio.to_thread(generate_key_material, self._secret)
         await self._install(material, retire_current=True)
         return material.kid
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 SERVICES = ["identity", "catalog", "inventory", "payments", "shipping", "orders", "cart",
             "notifications", "order_history"]
@@ -93,6 +95,34 @@ def service_env(service: str, *, instance_id: str, port: int, database_url: str,
         f"{p}NATS_URL": nats_url,
         f"{p}ENVIRONMENT": "development",
     }
+
+
+# Secrets a service needs besides its database password: environment variable -> the file
+# under the home's secrets/ that keeps it, made at the first `mercato up` and reused after.
+SERVICE_SECRETS: dict[str, dict[str, str]] = {
+    "identity": {"IDENTITY_SIGNING_KEY_SECRET": "identity-signing-key"},
+}
+
+
+class SecretStore(Protocol):
+    """What service_secrets needs of a runtime home (mercato.runtime.paths.Home)."""
+
+    def read_secret(self, name: str) -> dict[str, Any] | None: ...
+
+    def write_secret(self, name: str, value: dict[str, Any]) -> None: ...
+
+
+def service_secrets(home: SecretStore, service: str) -> dict[str, str]:
+    """The service's secret environment, each secret made once per home and kept: identity's
+    signing keys stay readable across restarts only with the same secret."""
+    env: dict[str, str] = {}
+    for variable, name in SERVICE_SECRETS.get(service, {}).items():
+        stored = home.read_secret(name)
+        if stored is None or not stored.get("secret"):
+            stored = {"secret": secrets.token_urlsafe(32)}
+            home.write_secret(name, stored)
+        env[variable] = str(stored["secret"])
+    return env
 
 
 def repo_root() -> Path:

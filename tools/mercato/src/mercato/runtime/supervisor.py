@@ -42,6 +42,7 @@ from mercato.runtime.services import (
     parse_scale,
     repo_root,
     service_env,
+    service_secrets,
 )
 
 BACKOFF_START_S = 0.5
@@ -426,7 +427,7 @@ class Supervisor:
             assert port is not None
             return {**service_env(service, instance_id=iid, port=port,
                                   database_url=self.db_urls[service], nats_url=self.nats.url),
-                    **self._simulator_env(service)}
+                    **self._simulator_env(service), **service_secrets(self.home, service)}
 
         return Spec(name=iid, kind="service", service=service,
                     argv=lambda _p: [sys.executable, "-m", module], port=free_port, env=env,
