@@ -139,7 +139,8 @@ def _bad_tokens(platform: Platform) -> dict[str, str]:
 
 
 def platform_signing_key(platform: Platform) -> object:
-    """The identity service's active private key, read from its database (test-only forgery)."""
+    """The identity service's active private key, read from its database and decrypted with
+    the home's secret (test-only forgery)."""
     import asyncio
 
     import asyncpg
@@ -158,7 +159,10 @@ def platform_signing_key(platform: Platform) -> object:
             await conn.close()
 
     pem = asyncio.run(read())
-    return serialization.load_pem_private_key(pem.encode(), password=None)
+    # Stored encrypted: the database alone is not enough, the home's secret is needed too.
+    key_secret = json.loads(
+        (platform.home / "secrets" / "identity-signing-key.json").read_text())["secret"]
+    return serialization.load_pem_private_key(pem.encode(), password=key_secret.encode())
 
 
 def test_bad_tokens_get_401_at_the_edge_and_at_the_service(platform: Platform) -> None:
