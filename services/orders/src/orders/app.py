@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from orders.adapters.upstream import Upstreams
 from orders.entrypoints.api import router
 from orders.entrypoints.consumers import consumer_specs
+from orders.service_layer.admission import Admission, run_admission
 from orders.service_layer.orchestrator import OrderSagaEngine
 from orders.settings import OrdersSettings
 
@@ -52,7 +53,15 @@ def make_bootstrap(engine: OrderSagaEngine) -> Callable[
         assert isinstance(settings, OrdersSettings)
         ctx.state["saga_engine"] = engine
         ctx.state["upstreams"] = build_upstreams(ctx, settings)
+        admission = Admission(settings.max_sagas_in_flight, ctx.metrics.registry)
+        ctx.state["admission"] = admission
         stop = asyncio.Event()
+        counter = None
+        if settings.max_sagas_in_flight:
+            counter = asyncio.create_task(
+                run_admission(ctx.require_db(), admission, stop,
+                              interval_s=settings.admission_refresh_s),
+                name="orders-admission")
         reconciler = None
         if settings.reconciler_interval_s > 0:
             reconciler = asyncio.create_task(
@@ -63,9 +72,10 @@ def make_bootstrap(engine: OrderSagaEngine) -> Callable[
             yield
         finally:
             stop.set()
-            if reconciler is not None:
-                with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
-                    await asyncio.wait_for(reconciler, 5)
+            for task in (reconciler, counter):
+                if task is not None:
+                    with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+                        await asyncio.wait_for(task, 5)
 
     return bootstrap
 

@@ -19,3 +19,7 @@ class OrdersSettings(ServiceSettings):
     upstream_retries: int = Field(default=2, ge=0)
     # How often each instance re-drives sagas past their step's deadline; 0 turns it off.
     reconciler_interval_s: float = Field(default=1.0, ge=0)
+    # New orders get 503 (Retry-After) while this many order sagas are running (0: no limit),
+    # counted every admission_refresh_s. See service_layer/admission.py.
+    max_sagas_in_flight: int = Field(default=500, ge=0)
+    admission_refresh_s: float = Field(default=0.5, gt=0)

@@ -4,6 +4,7 @@ catalog played by a tiny aiohttp server on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -224,3 +225,28 @@ def test_cancel_is_accepted_while_pending_and_refused_once_final(
     rows(database_url, f"UPDATE orders SET status = 'CANCELLED' WHERE id = '{order_id}' "
                        "RETURNING 1")
     assert_problem(client.post(f"/api/orders/{order_id}/cancel", headers=ALICE), 409)
+
+
+def test_new_orders_are_refused_with_503_while_too_many_sagas_run(
+        database_url: str, upstreams: FakeUpstreams) -> None:
+    settings = OrdersSettings(database_url=database_url, nats_url="", register_instance=False,
+                              reconciler_interval_s=0, identity_url=upstreams.url,
+                              catalog_url=upstreams.url, upstream_timeout_s=1.0,
+                              max_sagas_in_flight=1, admission_refresh_s=0.05)
+    with TestClient(create_app(settings, key_source=minter.key_source()),
+                    raise_server_exceptions=False) as c:
+        first = post(c)
+        assert first.status_code == 202  # no saga was running: admitted
+        deadline = time.monotonic() + 10
+        while "orders_sagas_running 1.0" not in c.get("/metrics").text:
+            assert time.monotonic() < deadline, "the running saga was never counted"
+            time.sleep(0.05)
+        refused = post(c, key="k-2")
+        assert_problem(refused, 503)
+        assert refused.headers["Retry-After"]
+        assert "in progress" in refused.json()["detail"]
+        assert upstreams.hits["identity"] == 1  # refused before anyone else was asked
+        assert written(database_url)[0] == 1
+        again = post(c)  # a retry of the order already accepted is still answered
+        assert again.status_code == 202 and again.json() == first.json()
+        assert "orders_refused_overload_total 1.0" in c.get("/metrics").text

@@ -71,6 +71,9 @@ _RECORD_MANY = text(
     "CAST(:ats AS timestamptz[]), CAST(:kinds AS text[]), CAST(:steps AS text[]), "
     "CAST(:message_types AS text[]), CAST(:details AS jsonb[])) "
     "WITH ORDINALITY AS x(s, a, k, st, mt, d, n) ORDER BY n")
+# Served by the partial index of running sagas (ix_saga_instances_deadline).
+_COUNT_RUNNING = text("SELECT count(*) FROM saga_instances WHERE status = 'RUNNING' "
+                      "AND saga_name = ANY(:names)")
 _EVENTS_KIND = "saga_events"
 _EVENTS = text("SELECT id, at, kind, step, message_type, detail FROM saga_events "
                "WHERE saga_id = :id ORDER BY id")
@@ -141,6 +144,10 @@ async def record(session: AsyncSession, saga_id: uuid.UUID, at: datetime, kind: 
                  detail: dict[str, Any] | None = None) -> None:
     await write_at_commit(session, _EVENTS_KIND,
                           (saga_id, at, kind, step, message_type, _dumps(detail or {})))
+
+
+async def count_running(session: AsyncSession, names: list[str]) -> int:
+    return int((await session.execute(_COUNT_RUNNING, {"names": names})).scalar_one())
 
 
 async def events(session: AsyncSession, saga_id: uuid.UUID) -> list[dict[str, Any]]:

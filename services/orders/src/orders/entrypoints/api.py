@@ -14,7 +14,7 @@ from chassis.errors import BadRequest
 from fastapi import APIRouter, Header, Path, Query
 
 from orders.domain.model import STATUSES
-from orders.entrypoints.deps import CurrentPrincipal, Engine, Uow, UpstreamsDep
+from orders.entrypoints.deps import AdmissionDep, CurrentPrincipal, Engine, Uow, UpstreamsDep
 from orders.entrypoints.schemas import IdRef, OrderIn, OrderOut, PlacedOut, order_json
 from orders.service_layer import handlers
 
@@ -29,7 +29,7 @@ StatusFilter = Annotated[str, Query(pattern="^(" + "|".join(STATUSES) + ")$")]
              summary="Place an order (idempotent per Idempotency-Key); the saga runs after")
 async def place_order(
     body: OrderIn, uow: Uow, principal: CurrentPrincipal, upstreams: UpstreamsDep,
-    engine: Engine,
+    engine: Engine, admission: AdmissionDep,
     idempotency_key: Annotated[str | None, Header(
         description="1-200 characters; a retry with the same key and body gets the same "
                     "answer")] = None,
@@ -41,7 +41,7 @@ async def place_order(
                          "is required")
     placed = await handlers.place_order(
         uow, upstreams, engine, principal, body=body.model_dump(mode="json"),
-        idempotency_key=idempotency_key, authorization=authorization)
+        idempotency_key=idempotency_key, authorization=authorization, admission=admission)
     # A repeat gets the first answer: the order as it was accepted.
     return {"id": placed.order.id, "status": "PENDING"}
 

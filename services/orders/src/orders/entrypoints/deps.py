@@ -8,6 +8,7 @@ from chassis.deps import Ctx, CurrentPrincipal, Uow
 from fastapi import Depends
 
 from orders.adapters.upstream import Upstreams
+from orders.service_layer.admission import Admission
 from orders.service_layer.orchestrator import OrderSagaEngine
 
 
@@ -21,7 +22,13 @@ async def get_engine(ctx: Ctx) -> OrderSagaEngine:
     return engine
 
 
+async def get_admission(ctx: Ctx) -> Admission:
+    admission: Admission = ctx.state["admission"]
+    return admission
+
+
 UpstreamsDep = Annotated[Upstreams, Depends(get_upstreams)]
+AdmissionDep = Annotated[Admission, Depends(get_admission)]
 Engine = Annotated[OrderSagaEngine, Depends(get_engine)]
 
-__all__ = ["CurrentPrincipal", "Engine", "Uow", "UpstreamsDep"]
+__all__ = ["AdmissionDep", "CurrentPrincipal", "Engine", "Uow", "UpstreamsDep"]

@@ -31,6 +31,7 @@ from orders.domain.model import (
     request_fingerprint,
 )
 from orders.service_layer import events, orchestrator
+from orders.service_layer.admission import Admission
 from orders.service_layer.orchestrator import OrderSagaEngine
 from orders.service_layer.saga import CARD_KEY
 
@@ -62,13 +63,15 @@ async def _first_error(*aws: Any) -> list[Any]:
 
 async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: OrderSagaEngine,
                       principal: Principal, *, body: dict[str, Any], idempotency_key: str,
-                      authorization: str | None) -> Placed:
+                      authorization: str | None, admission: Admission | None = None) -> Placed:
     fingerprint = request_fingerprint(body)
     async with uow:  # a retry is answered without asking identity or catalog again
         found = await OrdersRepository(uow.session).by_idempotency_key(principal.subject,
                                                                        idempotency_key)
     if found is not None:
         return _same_request(found, fingerprint)
+    if admission is not None:
+        admission.admit()  # before identity and catalog are asked anything
 
     try:
         items = check_items((i["product_id"], i["quantity"]) for i in body["items"])
