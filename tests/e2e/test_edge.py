@@ -138,31 +138,43 @@ def _bad_tokens(platform: Platform) -> dict[str, str]:
     }
 
 
-def platform_signing_key(platform: Platform) -> object:
-    """The identity service's active private key, read from its database and decrypted with
-    the home's secret (test-only forgery)."""
+def stored_private_pems(platform: Platform, *, active_only: bool = False) -> list[str]:
+    """identity's stored private keys (newest first), read from its database as a dump
+    would show them."""
     import asyncio
 
     import asyncpg
-    from cryptography.hazmat.primitives import serialization
 
     secrets = json.loads((platform.home / "secrets" / "postgres.json").read_text())
     port = platform.state()["ports"]["postgres"]
 
-    async def read() -> str:
+    async def read() -> list[str]:
         conn = await asyncpg.connect(host="127.0.0.1", port=port, user=secrets["user"],
                                      password=secrets["password"], database="identity")
         try:
-            return await conn.fetchval(
-                "SELECT private_pem FROM signing_keys WHERE active ORDER BY created_at DESC LIMIT 1")
+            return [r["private_pem"] for r in await conn.fetch(
+                "SELECT private_pem FROM signing_keys WHERE active OR NOT $1 "
+                "ORDER BY created_at DESC", active_only)]
         finally:
             await conn.close()
 
-    pem = asyncio.run(read())
+    return asyncio.run(read())
+
+
+def signing_key_secret(platform: Platform) -> str:
+    return str(json.loads(
+        (platform.home / "secrets" / "identity-signing-key.json").read_text())["secret"])
+
+
+def platform_signing_key(platform: Platform) -> object:
+    """The identity service's active private key, read from its database and decrypted with
+    the home's secret (test-only forgery)."""
+    from cryptography.hazmat.primitives import serialization
+
+    pem = stored_private_pems(platform, active_only=True)[0]
     # Stored encrypted: the database alone is not enough, the home's secret is needed too.
-    key_secret = json.loads(
-        (platform.home / "secrets" / "identity-signing-key.json").read_text())["secret"]
-    return serialization.load_pem_private_key(pem.encode(), password=key_secret.encode())
+    return serialization.load_pem_private_key(pem.encode(),
+                                              password=signing_key_secret(platform).encode())
 
 
 def test_bad_tokens_get_401_at_the_edge_and_at_the_service(platform: Platform) -> None:
@@ -268,25 +280,6 @@ def test_identity_keeps_its_signing_keys_encrypted_with_the_homes_secret(
         platform: Platform) -> None:
     """A dump of identity's database alone must not let anyone forge tokens: `mercato up`
     gives identity a secret of the home's own, and the stored private keys are encrypted."""
-    import asyncio
-
-    import asyncpg
-    from chassis.messaging.relay import asyncpg_dsn
-    from mercato.runtime.paths import Home
-    from mercato.runtime.postgres import Postgres
-
-    home = Home(platform.home)
-    url = Postgres(home, home.ports().postgres).service_database_url("identity")
-    assert url is not None
-
-    async def pems() -> list[str]:
-        conn = await asyncpg.connect(asyncpg_dsn(url))
-        try:
-            return [r["private_pem"] for r in await conn.fetch(
-                "SELECT private_pem FROM signing_keys")]
-        finally:
-            await conn.close()
-
-    stored = asyncio.run(pems())
+    stored = stored_private_pems(platform)
     assert stored and all(p.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----") for p in stored)
-    assert (home.read_secret("identity-signing-key") or {}).get("secret")
+    assert signing_key_secret(platform)
