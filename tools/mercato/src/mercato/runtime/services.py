@@ -7,7 +7,8 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+
+from mercato.runtime.paths import Home
 
 SERVICES = ["identity", "catalog", "inventory", "payments", "shipping", "orders", "cart",
             "notifications", "order_history"]
@@ -104,15 +105,7 @@ SERVICE_SECRETS: dict[str, dict[str, str]] = {
 }
 
 
-class SecretStore(Protocol):
-    """What service_secrets needs of a runtime home (mercato.runtime.paths.Home)."""
-
-    def read_secret(self, name: str) -> dict[str, Any] | None: ...
-
-    def write_secret(self, name: str, value: dict[str, Any]) -> None: ...
-
-
-def service_secrets(home: SecretStore, service: str) -> dict[str, str]:
+def service_secrets(home: Home, service: str) -> dict[str, str]:
     """The service's secret environment, each secret made once per home and kept: identity's
     signing keys stay readable across restarts only with the same secret."""
     env: dict[str, str] = {}
