@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import structlog
 from nats.aio.client import Client as NATS
@@ -17,7 +16,7 @@ from nats.aio.client import Client as NATS
 from chassis.db import Database
 from chassis.messaging.broker import JetStreamPublisher
 from chassis.messaging.consumer import ConsumerSpec, InboxConsumer, run_jetstream_consumer
-from chassis.messaging.inbox import INBOX_PURGE_INTERVAL_S, INBOX_RETENTION, run_inbox_purge
+from chassis.messaging.inbox import INBOX_PURGE_INTERVAL_S, run_inbox_purge
 from chassis.messaging.metrics import MessagingMetrics
 from chassis.messaging.relay import OutboxRelay
 from chassis.messaging.streams import ensure_dead_letter_stream, ensure_stream
@@ -40,7 +39,6 @@ class Messaging:
     outbox: bool = False
     consumers: list[ConsumerSpec] = field(default_factory=list)
     relay_batch_size: int = 500
-    inbox_retention: timedelta = INBOX_RETENTION
     inbox_purge_interval_s: float = INBOX_PURGE_INTERVAL_S
 
 
@@ -74,7 +72,6 @@ class MessagingRuntime:
         if self.spec.consumers:
             self._tasks.append(asyncio.create_task(run_inbox_purge(
                 self._db, [c.name for c in self.spec.consumers], self._stop,
-                retention=self.spec.inbox_retention,
                 interval_s=self.spec.inbox_purge_interval_s), name="inbox-purge"))
         log.info("messaging_started", outbox=self.spec.outbox,
                  consumers=[c.name for c in self.spec.consumers])

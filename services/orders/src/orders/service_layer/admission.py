@@ -28,20 +28,19 @@ log = structlog.get_logger("orders.admission")
 
 
 class Admission:
-    def __init__(self, limit: int, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, limit: int, registry: CollectorRegistry) -> None:
         self.limit = limit  # 0: no limit
         self.running = 0
         self._refused = Counter("orders_refused_overload_total",
                                 "New orders refused while too many sagas were running",
-                                registry=registry) if registry is not None else None
+                                registry=registry)
         self._running = Gauge("orders_sagas_running", "Order sagas running (last count)",
-                              registry=registry) if registry is not None else None
+                              registry=registry)
 
     def admit(self) -> None:
         """Raise 503 (Retry-After) when the last count reached the limit."""
         if self.limit and self.running >= self.limit:
-            if self._refused is not None:
-                self._refused.inc()
+            self._refused.inc()
             raise ServiceUnavailable(
                 f"{self.running} orders are in progress (the limit is {self.limit}); "
                 "try again in a few seconds", headers={"Retry-After": "5"})
@@ -49,8 +48,7 @@ class Admission:
     async def refresh(self, db: Database) -> int:
         async with db.sessions() as session:
             self.running = await store.count_running(session, [ORDER.name])
-        if self._running is not None:
-            self._running.set(self.running)
+        self._running.set(self.running)
         return self.running
 
 
