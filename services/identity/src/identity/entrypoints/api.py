@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from typing import Annotated, Any
 
 from chassis.errors import Forbidden
-from fastapi import APIRouter, Form, Response
+from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import JSONResponse
 
 from identity.entrypoints.deps import (
@@ -62,6 +63,23 @@ def _required(value: str | None, field: str, max_chars: int) -> str:
     return value
 
 
+# Set by the edge to the address it sees (and rate-limits by), replacing any a client sent.
+# Only the edge and mercato's own processes reach identity, so the header is trusted; a
+# direct caller without it is keyed by its own socket address.
+CLIENT_ADDRESS_HEADER = "x-mercato-client-address"
+
+
+def client_address(request: Request) -> str:
+    for candidate in (request.headers.get(CLIENT_ADDRESS_HEADER),
+                      request.client.host if request.client else None):
+        if candidate:
+            try:
+                return str(ipaddress.ip_address(candidate.strip()))
+            except ValueError:
+                continue
+    return "unknown"
+
+
 def _token_response(pair: TokenPair) -> JSONResponse:
     body = {"access_token": pair.access.token, "token_type": "bearer",
             "expires_in": pair.access.expires_in, "refresh_token": pair.refresh_token}
@@ -72,11 +90,11 @@ def _token_response(pair: TokenPair) -> JSONResponse:
 @router.post("/token", response_model=TokenOut,
              responses={400: {"description": "invalid_request, invalid_grant or "
                               "unsupported_grant_type (RFC 6749 §5.2)", **_PROBLEM},
-                        429: {"description": "too many failed logins; see Retry-After",
-                              **_PROBLEM}},
+                        429: {"description": "too many failed sign-ins for this account from "
+                              "this client; see Retry-After", **_PROBLEM}},
              summary="OAuth 2 token endpoint: password and refresh_token grants")
 async def token(
-    uow: IdentityUow, services: Services,
+    request: Request, uow: IdentityUow, services: Services,
     grant_type: Annotated[str | None, Form()] = None,
     username: Annotated[str | None, Form(description="the account's email")] = None,
     password: Annotated[str | None, Form()] = None,
@@ -89,7 +107,8 @@ async def token(
     if grant_type == "password":
         pair = await services.sessions.authenticate(
             uow, username=_required(username, "username", _MAX_USERNAME),
-            password=_required(password, "password", _MAX_PASSWORD))
+            password=_required(password, "password", _MAX_PASSWORD),
+            client=client_address(request))
     elif grant_type == "refresh_token":
         pair = await services.sessions.refresh(
             uow, _required(refresh_token, "refresh_token", _MAX_REFRESH_TOKEN))
