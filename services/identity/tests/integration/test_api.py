@@ -30,6 +30,7 @@ def test_register_then_token_then_me(client: TestClient) -> None:
 
     me = client.get(f"{API}/me", headers=bearer(pair["access_token"]))
     assert me.status_code == 200
+    assert me.headers["cache-control"] == "no-store"  # one person's data
     assert me.json() == {"id": body["id"], "email": "ann@example.com", "name": "Ann Lee",
                          "roles": ["customer"]}
     claims = jwt.decode(pair["access_token"], options={"verify_signature": False})

@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated, Any
 
 from chassis.errors import Forbidden
+from chassis.security_headers import PERSONAL_DATA
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -38,12 +39,14 @@ router = APIRouter(prefix=PREFIX, tags=["identity"])
 jwks_router = APIRouter(tags=["keys"])
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+# Answers holding one person's data (profile, addresses) are never cached.
+_PERSONAL = [PERSONAL_DATA]
 # Generous bounds, far above anything legitimate, so one form cannot make the service
 # hash megabytes or look up absurd keys.
 _MAX_USERNAME, _MAX_PASSWORD, _MAX_REFRESH_TOKEN = 320, 1024, 256
 
 
-@router.post("/register", status_code=201, response_model=UserOut,
+@router.post("/register", status_code=201, response_model=UserOut, dependencies=_PERSONAL,
              responses={409: {"description": "email taken", **_PROBLEM},
                         422: {"description": "invalid email, password or name", **_PROBLEM}},
              summary="Create a customer account")
@@ -118,12 +121,12 @@ async def token(
     return _token_response(pair)
 
 
-@router.get("/me", response_model=MeOut, summary="The signed-in account")
+@router.get("/me", response_model=MeOut, dependencies=_PERSONAL, summary="The signed-in account")
 async def me(user_id: CurrentUserId, uow: IdentityUow, services: Services) -> dict[str, Any]:
     return me_json(await services.accounts.me(uow, user_id))
 
 
-@router.post("/me/addresses", status_code=201, response_model=AddressOut,
+@router.post("/me/addresses", status_code=201, response_model=AddressOut, dependencies=_PERSONAL,
              responses={409: {"description": "address book full", **_PROBLEM}},
              summary="Add an address to the signed-in account")
 async def add_address(body: AddressIn, user_id: CurrentUserId, uow: IdentityUow,
@@ -135,7 +138,7 @@ async def add_address(body: AddressIn, user_id: CurrentUserId, uow: IdentityUow,
     return address_json(address)
 
 
-@router.get("/me/addresses", response_model=AddressListOut,
+@router.get("/me/addresses", response_model=AddressListOut, dependencies=_PERSONAL,
             summary="The signed-in account's addresses, oldest first")
 async def list_addresses(user_id: CurrentUserId, uow: IdentityUow,
                          services: Services) -> dict[str, Any]:
@@ -143,7 +146,7 @@ async def list_addresses(user_id: CurrentUserId, uow: IdentityUow,
     return {"items": [address_json(a) for a in found]}
 
 
-@router.get("/me/addresses/{address_id}", response_model=AddressOut,
+@router.get("/me/addresses/{address_id}", response_model=AddressOut, dependencies=_PERSONAL,
             responses={404: {"description": "no such address of yours", **_PROBLEM}},
             summary="One of the signed-in account's addresses")
 async def read_address(address_id: uuid.UUID, user_id: CurrentUserId, uow: IdentityUow,
@@ -152,6 +155,7 @@ async def read_address(address_id: uuid.UUID, user_id: CurrentUserId, uow: Ident
 
 
 @router.get("/users/{user_id}/addresses/{address_id}", response_model=AddressOut,
+            dependencies=_PERSONAL,
             responses={403: {"description": "neither the owner nor an admin", **_PROBLEM},
                        404: {"description": "no such address of that user", **_PROBLEM}},
             summary="An account's address, for other services (the owner or an admin)")
