@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -47,6 +49,19 @@ def processes_of(home: Path) -> list[psutil.Process]:
     return found
 
 
+_next_address = itertools.count(1)
+_address_lock = threading.Lock()
+
+
+def new_client_address() -> str:
+    """A loopback address no other client of this test session used: 127.1.x.y. Linux
+    routes all of 127.0.0.0/8 on lo, and the edge limits rates per client address, so each
+    simulated customer gets its own buckets, as real customers on their own devices do."""
+    with _address_lock:
+        n = next(_next_address)
+    return f"127.1.{n // 250 % 250}.{n % 250 + 2}"
+
+
 @dataclass
 class Platform:
     home: Path
@@ -55,8 +70,34 @@ class Platform:
     def state(self) -> dict[str, Any]:
         return json.loads((self.home / "run" / "state.json").read_text())
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=10)
+    def client(self, address: str | None = None) -> httpx.Client:
+        """A client of the edge connecting from ``address`` (a fresh one by default)."""
+        transport = httpx.HTTPTransport(local_address=address or new_client_address())
+        return httpx.Client(base_url=self.base_url, timeout=10, transport=transport)
+
+    def access_log(self) -> list[dict[str, Any]]:
+        """The edge's access log lines (Envoy flushes the file every second)."""
+        path = self.home / "logs" / "envoy-access.log"
+        lines = []
+        for raw in path.read_text().splitlines() if path.exists() else ():
+            try:
+                lines.append(json.loads(raw))
+            except ValueError:
+                continue  # a line Envoy is still writing
+        return lines
+
+    def served_by(self, request_ids: list[str], timeout: float = 15) -> dict[str, str]:
+        """Which instance served each request, from the access log: the edge keeps instance
+        names out of its responses."""
+        wanted = set(request_ids)
+
+        def found() -> dict[str, str] | None:
+            seen = {e["request_id"]: e["upstream_instance"] for e in self.access_log()
+                    if e.get("request_id") in wanted}
+            return seen if set(seen) == wanted else None
+
+        return wait_until(found, timeout, "the requests in the edge's access log",
+                          interval=0.1)  # type: ignore[no-any-return]
 
     def register(self, client: httpx.Client, password: str = "correct horse battery") -> dict:
         email = f"user-{uuid.uuid4().hex[:12]}@example.com"

@@ -142,8 +142,10 @@ async def _on_db(request: Request, exc: Exception) -> ProblemResponse:
 
 async def _on_unexpected(request: Request, exc: Exception) -> ProblemResponse:
     log.exception("unhandled_error", path=request.url.path)
+    # Starlette answers this one outside every middleware, the security headers' too.
     return problem_response(500, "Internal server error", "an unexpected error occurred",
-                            instance=request.url.path)
+                            instance=request.url.path,
+                            headers={"X-Content-Type-Options": "nosniff"})
 
 
 def install_error_handlers(app: FastAPI) -> None:

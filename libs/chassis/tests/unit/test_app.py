@@ -1,4 +1,5 @@
-"""The app factory's built-ins: health, metrics, problem+json, body limit, offline docs."""
+"""The app factory's built-ins: health, metrics, problem+json, body limit, offline docs,
+security headers."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import ClassVar
 import pytest
 from chassis.app import create_service_app
 from chassis.errors import Conflict, NotFound
+from chassis.security_headers import PERSONAL_DATA
 from chassis.settings import ServiceSettings
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
@@ -39,8 +42,24 @@ def build_app(**overrides: object) -> TestClient:
     async def boom() -> None:
         raise RuntimeError("unexpected")
 
+    # One person's data, declared once for the whole router.
+    mine = APIRouter(prefix="/api/demo/me", dependencies=[PERSONAL_DATA])
+
+    @mine.get("")
+    async def me() -> dict[str, str]:
+        return {"email": "ann@example.com"}
+
+    @mine.get("/cached")
+    async def cached() -> JSONResponse:
+        return JSONResponse({"email": "ann@example.com"},
+                            headers={"Cache-Control": "public, max-age=600"})
+
+    @mine.get("/missing")
+    async def missing() -> None:
+        raise NotFound("nothing here")
+
     settings = DemoSettings(nats_url="", database_url="", max_body_bytes=1024, **overrides)
-    app = create_service_app(settings, routers=[router])
+    app = create_service_app(settings, routers=[router, mine])
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -107,6 +126,58 @@ def test_docs_are_served_offline(client: TestClient) -> None:
     assert "cdn" not in html.lower()
     assert client.get("/api/demo/docs/static/swagger-ui-bundle.js").status_code == 200
     assert client.get("/api/demo/openapi.json").json()["info"]["title"] == "mercato demo"
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/health/live", 200), ("GET", "/metrics", 200), ("GET", "/api/demo/docs", 200),
+    ("GET", "/api/demo/openapi.json", 200), ("GET", "/api/demo/items/1", 404),
+    ("POST", "/api/demo/items", 422), ("GET", "/api/demo/boom", 500),
+    ("GET", "/api/demo/nowhere", 404), ("GET", "/api/demo/docs/static/swagger-ui.css", 200),
+])
+def test_every_answer_says_nosniff(client: TestClient, method: str, path: str,
+                                   status: int) -> None:
+    resp = client.request(method, path)
+    assert resp.status_code == status
+    assert resp.headers.get_list("x-content-type-options") == ["nosniff"]
+
+
+def test_oversize_bodies_say_nosniff_too(client: TestClient) -> None:
+    resp = client.post("/api/demo/items", content=b"x" * 2048)
+    assert resp.status_code == 413 and resp.headers["x-content-type-options"] == "nosniff"
+
+
+def test_personal_data_is_never_stored_by_caches(client: TestClient) -> None:
+    for path in ("/api/demo/me", "/api/demo/me/cached", "/api/demo/me/missing"):
+        resp = client.get(path)
+        assert resp.headers.get_list("cache-control") == ["no-store"], path
+    # Routes that did not declare it are left alone.
+    assert "cache-control" not in client.get("/api/demo/items/1").headers
+
+
+def test_the_docs_page_has_a_csp_allowing_exactly_its_inline_script(
+        client: TestClient) -> None:
+    import base64
+    import hashlib
+    import re
+
+    resp = client.get("/api/demo/docs")
+    csp = resp.headers["content-security-policy"]
+    assert resp.headers["x-frame-options"] == "DENY"
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    assert directives["frame-ancestors"] == "'none'"
+    assert directives["default-src"] == "'none'"
+    assert "unsafe-inline" not in directives["script-src"]
+    assert "unsafe-eval" not in directives["script-src"]
+    # Swagger UI starts from one inline script: the policy names exactly its hash, so the
+    # page works and no injected script would.
+    (inline,) = re.findall(r"<script>(.*?)</script>", resp.text, flags=re.DOTALL)
+    digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+    assert directives["script-src"] == f"'self' 'sha256-{digest}'"
+    # The bundle and the spec it fetches come from the service itself.
+    assert re.search(r'<script src="/api/demo/docs/static/swagger-ui-bundle.js">', resp.text)
+    assert "'self'" in directives["connect-src"]
+    # Only the docs page: JSON answers need no CSP.
+    assert "content-security-policy" not in client.get("/api/demo/openapi.json").headers
 
 
 def test_placeholder_secret_refused_outside_development() -> None:

@@ -19,7 +19,7 @@ from sqlalchemy import delete
 
 from identity.adapters.hashing import Argon2Hasher
 from identity.adapters.keys import KeyRing
-from identity.adapters.orm import RefreshTokenRow
+from identity.adapters.orm import LoginFailureRow, RefreshTokenRow
 from identity.adapters.tokens import JwtIssuer
 from identity.domain.model import LoginThrottle
 from identity.entrypoints.api import jwks_router, router
@@ -37,6 +37,14 @@ def build_hasher(settings: IdentitySettings) -> Argon2Hasher:
                         memory_cost_kib=settings.argon2_memory_cost_kib,
                         parallelism=settings.argon2_parallelism,
                         max_concurrent=settings.argon2_max_concurrent)
+
+
+def login_throttle(settings: IdentitySettings) -> LoginThrottle:
+    return LoginThrottle(
+        free_failures=settings.login_free_failures,
+        base_delay=timedelta(seconds=settings.login_base_delay_s),
+        max_delay=timedelta(seconds=settings.login_max_delay_s),
+        forget_after=timedelta(seconds=settings.login_failures_forgotten_after_s))
 
 
 def build_accounts(settings: IdentitySettings) -> Accounts:
@@ -59,20 +67,25 @@ def _own_keys(ctx: ServiceContext) -> KeySource:
     return OwnKeys(ctx.state)
 
 
-async def _prune_refresh_tokens(db: Database, every_s: float) -> None:
-    # Expired refresh tokens can be exchanged for nothing; dropping them keeps the table
-    # (and its unique index) the size of the live sessions.
+async def _prune(db: Database, every_s: float, forget_failures_after: timedelta) -> None:
+    # Expired refresh tokens can be exchanged for nothing, forgotten sign-in failures count
+    # for nothing; dropping them keeps the tables the size of the live sessions and of the
+    # guessing going on now.
     while True:
         await asyncio.sleep(every_s)
         try:
             async with db.sessions() as session, session.begin():
-                result = await session.execute(delete(RefreshTokenRow).where(
-                    RefreshTokenRow.expires_at < utc_now() - timedelta(days=1)))
-            deleted = int(result.rowcount or 0)  # type: ignore[attr-defined]
-            if deleted:
-                log.info("refresh_tokens_pruned", deleted=deleted)
+                now = utc_now()
+                tokens = await session.execute(delete(RefreshTokenRow).where(
+                    RefreshTokenRow.expires_at < now - timedelta(days=1)))
+                failures = await session.execute(delete(LoginFailureRow).where(
+                    LoginFailureRow.last_failure_at < now - forget_failures_after))
+            deleted = {"refresh_tokens": int(tokens.rowcount or 0),  # type: ignore[attr-defined]
+                       "login_failures": int(failures.rowcount or 0)}  # type: ignore[attr-defined]
+            if any(deleted.values()):
+                log.info("identity_pruned", **deleted)
         except Exception as exc:  # the next round retries; a hiccup must not end the loop
-            log.warning("refresh_token_prune_failed", error=str(exc))
+            log.warning("identity_prune_failed", error=str(exc))
 
 
 @asynccontextmanager
@@ -95,12 +108,13 @@ async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
             hasher,
             JwtIssuer(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                       ttl_s=settings.access_token_ttl_s),
-            throttle=LoginThrottle(max_failures=settings.login_max_failures,
-                                   window=timedelta(seconds=settings.login_failure_window_s)),
+            throttle=login_throttle(settings),
             refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s)),
         keys=keys)
-    pruner = asyncio.create_task(_prune_refresh_tokens(db, settings.prune_interval_s),
-                                 name="identity-prune-refresh-tokens")
+    pruner = asyncio.create_task(
+        _prune(db, settings.prune_interval_s,
+               timedelta(seconds=settings.login_failures_forgotten_after_s)),
+        name="identity-prune")
     try:
         yield
     finally:

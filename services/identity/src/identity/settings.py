@@ -16,11 +16,15 @@ class IdentitySettings(ServiceSettings):
     access_token_ttl_s: int = Field(900, ge=30, le=86_400)
     refresh_token_ttl_s: int = Field(30 * 86_400, ge=60)
 
-    # A fixed window per account that opens on the first failure; once it holds this many
-    # failures every login for that account is refused (429) until the window closes, even
-    # with the right password, so guessing cannot go on at full speed.
-    login_max_failures: int = Field(5, ge=1)
-    login_failure_window_s: int = Field(900, ge=1)
+    # Sign-in throttling per (account, client): this many failures cost nothing; from then
+    # on each failure makes that pair wait 1 s, 2 s, 4 s ... (at most login_max_delay_s)
+    # before its next attempt is checked, answered 429 with Retry-After alike for unknown
+    # accounts. Other clients (the owner's own) are never delayed by it: no lockout.
+    login_free_failures: int = Field(5, ge=1)
+    login_base_delay_s: float = Field(1.0, gt=0)
+    login_max_delay_s: float = Field(900.0, gt=0)
+    # A pair's failures are forgotten this long after its last one.
+    login_failures_forgotten_after_s: float = Field(86_400.0, gt=0)
 
     # argon2id cost. The defaults are argon2-cffi's (RFC 9106 "low memory"); tests lower them.
     argon2_time_cost: int = Field(3, ge=1)

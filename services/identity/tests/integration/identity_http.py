@@ -9,6 +9,7 @@ from httpx2 import Response
 
 API = "/api/identity"
 PASSWORD = "correct horse battery"
+# login_failures is left out: a failed sign-in is a refusal that must be remembered.
 TABLES = ("users", "addresses", "refresh_tokens", "signing_keys")
 
 
@@ -19,9 +20,11 @@ def register(client: TestClient, email: str = "ann@example.com", name: str = "An
 
 
 def login(client: TestClient, username: str = "ann@example.com",
-          password: str = PASSWORD) -> Response:
+          password: str = PASSWORD, from_address: str | None = None) -> Response:
+    """The password grant; ``from_address`` is the client address the edge would set."""
+    headers = {"x-mercato-client-address": from_address} if from_address else {}
     return client.post(f"{API}/token", data={"grant_type": "password", "username": username,
-                                             "password": password})
+                                             "password": password}, headers=headers)
 
 
 def refresh(client: TestClient, token: str) -> Response:

@@ -30,6 +30,7 @@ def test_register_then_token_then_me(client: TestClient) -> None:
 
     me = client.get(f"{API}/me", headers=bearer(pair["access_token"]))
     assert me.status_code == 200
+    assert me.headers["cache-control"] == "no-store"  # one person's data
     assert me.json() == {"id": body["id"], "email": "ann@example.com", "name": "Ann Lee",
                          "roles": ["customer"]}
     claims = jwt.decode(pair["access_token"], options={"verify_signature": False})
@@ -44,18 +45,52 @@ def test_duplicate_email_is_409_whatever_its_case(client: TestClient, sql: Any) 
     assert sql("SELECT count(*) FROM users") == 1
 
 
-def test_login_is_throttled_with_retry_after(client: TestClient, sql: Any) -> None:
+OWNER, ATTACKER = "198.51.100.1", "203.0.113.66"
+
+
+def test_a_guessing_client_is_delayed_and_the_owner_still_signs_in(
+        client: TestClient, sql: Any) -> None:
     signed_up(client)
     for _ in range(5):
-        body = assert_problem(login(client, password="wrong password"), 400)
+        body = assert_problem(login(client, password="wrong password", from_address=ATTACKER),
+                              400)
         assert body["error"] == "invalid_grant"
-    throttled = login(client)  # the right password, too late
+    throttled = login(client, from_address=ATTACKER)  # the right password, too soon
     body = assert_problem(throttled, 429)
-    retry_after = int(throttled.headers["retry-after"])
-    assert 0 < retry_after <= 900 and body["retry_after"] == retry_after
-    assert sql("SELECT failed_logins FROM users") == 5
-    # Another account is not affected.
+    assert throttled.headers["retry-after"] == "1" and body["retry_after"] == 1
+    # The owner, on their own client, is not locked out.
+    assert login(client, from_address=OWNER).status_code == 200
+    assert sql("SELECT failures FROM login_failures WHERE client = '203.0.113.66'") == 5
+    assert sql("SELECT count(*) FROM login_failures") == 1
+    # Another account is not affected either.
     assert signed_up(client, "bob@example.com")["access_token"]
+
+
+def test_unknown_accounts_get_the_same_answers_as_known_ones(client: TestClient) -> None:
+    signed_up(client)
+
+    def answers(username: str) -> list[tuple[int, str | None, dict[str, Any]]]:
+        seen = []
+        for _ in range(7):
+            resp = login(client, username=username, password="wrong password",
+                         from_address=ATTACKER)
+            seen.append((resp.status_code, resp.headers.get("retry-after"), resp.json()))
+        return seen
+
+    known = answers("ann@example.com")
+    assert [status for status, _r, _b in known] == [400] * 5 + [429] * 2
+    assert answers("nobody@example.com") == known
+    assert answers("not even an email") == known
+
+
+def test_the_client_address_is_read_from_the_edges_header(client: TestClient,
+                                                            sql: Any) -> None:
+    signed_up(client)
+    login(client, password="wrong password", from_address="2001:DB8::0:1")
+    login(client, password="wrong password", from_address="not an address")
+    clients = sql("SELECT string_agg(client, ',' ORDER BY client) FROM login_failures")
+    # Normalised; a value that is no address falls back to the peer (none here).
+    assert clients == "2001:db8::1,unknown"
 
 
 def test_refresh_rotates_and_reuse_revokes_the_family(client: TestClient, sql: Any) -> None:

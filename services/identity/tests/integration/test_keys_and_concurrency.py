@@ -111,7 +111,9 @@ async def test_a_rotated_key_is_published_before_it_signs(db: Database) -> None:
 async def _sessions(db: Database, keys: KeyRing) -> Sessions:
     return Sessions(Argon2Hasher(time_cost=1, memory_cost_kib=8, parallelism=1),
                     JwtIssuer(keys, issuer="mercato-identity", audience="mercato", ttl_s=900),
-                    throttle=LoginThrottle(max_failures=5, window=timedelta(minutes=15)),
+                    throttle=LoginThrottle(free_failures=5, base_delay=timedelta(seconds=60),
+                                           max_delay=timedelta(minutes=15),
+                                           forget_after=timedelta(days=1)),
                     refresh_ttl=timedelta(days=30))
 
 
@@ -125,7 +127,8 @@ async def test_concurrent_exchanges_of_one_refresh_token_let_one_win_and_revoke_
                             password="correct horse", name="Ann")
     sessions = await _sessions(db, keys)
     pair = await sessions.authenticate(SqlIdentityUnitOfWork(db.unit_of_work()),
-                                       username="ann@example.com", password="correct horse")
+                                       username="ann@example.com", password="correct horse",
+                                       client="192.0.2.1")
     results = await asyncio.gather(
         *(sessions.refresh(SqlIdentityUnitOfWork(db.unit_of_work()), pair.refresh_token)
           for _ in range(4)), return_exceptions=True)
@@ -148,10 +151,13 @@ async def test_a_burst_of_guesses_cannot_exceed_the_throttle(db: Database) -> No
     sessions = await _sessions(db, keys)
     results = await asyncio.gather(
         *(sessions.authenticate(SqlIdentityUnitOfWork(db.unit_of_work()),
-                                username="ann@example.com", password=f"guess {i}")
-          for i in range(12)), return_exceptions=True)
-    assert sum(isinstance(r, InvalidGrant) for r in results) == 5
-    assert sum(isinstance(r, TooManyRequests) for r in results) == 7
+                                username=username, password=f"guess {i}", client="192.0.2.1")
+          for i in range(12) for username in ("ann@example.com", "nobody@example.com")),
+        return_exceptions=True)
+    # Per (account, client) pair, known or unknown account alike: five checked guesses, and
+    # the rest wait their delay (the row lock judges them one after another).
+    assert sum(isinstance(r, InvalidGrant) for r in results) == 2 * 5
+    assert sum(isinstance(r, TooManyRequests) for r in results) == 2 * 7
 
 
 async def stored_pems(db: Database) -> dict[str, str]:

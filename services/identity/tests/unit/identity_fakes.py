@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Self
 
 from identity.domain.errors import EmailAlreadyRegistered
-from identity.domain.model import Address, RefreshToken, User
+from identity.domain.model import Address, LoginFailures, RefreshToken, User
 from identity.service_layer.ports import AccessToken
 
 
@@ -19,6 +19,7 @@ class Store:
     users: dict[uuid.UUID, User] = field(default_factory=dict)
     addresses: dict[uuid.UUID, Address] = field(default_factory=dict)
     refresh_tokens: dict[uuid.UUID, RefreshToken] = field(default_factory=dict)
+    login_failures: dict[tuple[str, str], LoginFailures] = field(default_factory=dict)
 
 
 class FakeUsers:
@@ -83,6 +84,21 @@ class FakeRefreshTokens:
         return len(members)
 
 
+class FakeLoginFailures:
+    def __init__(self, store: Store) -> None:
+        self._s = store
+
+    async def lock(self, account_key: str, client: str) -> LoginFailures:
+        found = self._s.login_failures.get((account_key, client))
+        return copy.copy(found) if found else LoginFailures(account_key, client)
+
+    async def save(self, record: LoginFailures) -> None:
+        self._s.login_failures[(record.account_key, record.client)] = copy.copy(record)
+
+    async def clear(self, account_key: str, client: str) -> None:
+        self._s.login_failures.pop((account_key, client), None)
+
+
 class FakeUnitOfWork:
     """Changes go to a copy of the store and replace it only on commit, like a transaction."""
 
@@ -95,6 +111,7 @@ class FakeUnitOfWork:
         self.users = FakeUsers(self._work)
         self.addresses = FakeAddresses(self._work)
         self.refresh_tokens = FakeRefreshTokens(self._work)
+        self.login_failures = FakeLoginFailures(self._work)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -17,16 +17,19 @@ from identity.domain.errors import (
 )
 from identity.domain.model import (
     Address,
+    LoginFailures,
     LoginThrottle,
     RefreshToken,
     Role,
     User,
     hash_refresh_secret,
+    login_account_key,
 )
 from identity.domain.policy import check_name, check_new_password, normalise_email
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-THROTTLE = LoginThrottle(max_failures=5, window=timedelta(minutes=15))
+THROTTLE = LoginThrottle(free_failures=5, base_delay=timedelta(seconds=1),
+                         max_delay=timedelta(minutes=15), forget_after=timedelta(days=1))
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -89,32 +92,37 @@ def test_every_user_is_a_customer_and_admin_comes_on_top() -> None:
     assert user.grant(Role.ADMIN) is False
 
 
-def test_login_throttle_blocks_after_max_failures_until_the_window_closes() -> None:
-    user = _user()
-    for i in range(5):
-        assert user.login_blocked_for(NOW + timedelta(minutes=i), THROTTLE) is None
-        user.record_login_failure(NOW + timedelta(minutes=i), THROTTLE)
-    assert user.failed_logins == 5
-    blocked = user.login_blocked_for(NOW + timedelta(minutes=5), THROTTLE)
-    assert blocked == timedelta(minutes=10)  # the window opened with the first failure
-    assert user.login_blocked_for(NOW + timedelta(minutes=15), THROTTLE) is None
+def test_failures_past_the_free_ones_make_the_pair_wait_longer_each_time() -> None:
+    pair = LoginFailures(login_account_key("ann@example.com"), "192.0.2.7")
+    for i in range(4):
+        pair.record_failure(NOW + timedelta(minutes=i), THROTTLE)
+        assert pair.wait_before_next_attempt(NOW + timedelta(minutes=i)) is None
+    waits = []
+    now = NOW + timedelta(minutes=10)
+    for _ in range(13):
+        pair.record_failure(now, THROTTLE)
+        wait = pair.wait_before_next_attempt(now)
+        assert wait is not None
+        waits.append(int(wait.total_seconds()))
+        now += wait  # the attacker waits exactly as long as told, then guesses again
+        assert pair.wait_before_next_attempt(now) is None
+    # 1 s, 2 s, 4 s ... and never more than the cap: a delay, not a lock.
+    assert waits == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900, 900]
 
 
-def test_a_failure_after_the_window_starts_a_new_one() -> None:
-    user = _user()
-    for _ in range(4):
-        user.record_login_failure(NOW, THROTTLE)
-    user.record_login_failure(NOW + timedelta(minutes=16), THROTTLE)
-    assert user.failed_logins == 1
-    assert user.failure_window_started_at == NOW + timedelta(minutes=16)
+def test_failures_are_forgotten_a_while_after_the_last_one() -> None:
+    pair = LoginFailures("k", "192.0.2.7")
+    for _ in range(7):
+        pair.record_failure(NOW, THROTTLE)
+    pair.record_failure(NOW + timedelta(days=1, seconds=1), THROTTLE)
+    assert pair.failures == 1 and pair.retry_at is None
 
 
-def test_a_successful_login_clears_the_failures() -> None:
-    user = _user()
-    for _ in range(4):
-        user.record_login_failure(NOW, THROTTLE)
-    user.record_login_success()
-    assert user.failed_logins == 0 and user.failure_window_started_at is None
+def test_the_account_key_is_a_digest_of_what_was_typed_known_or_not() -> None:
+    assert login_account_key(" Ann@Example.com ") == login_account_key("ann@example.com")
+    assert login_account_key("ann@example.com") != login_account_key("bob@example.com")
+    assert "ann" not in login_account_key("ann@example.com")
+    assert len(login_account_key("not an email at all")) == 64
 
 
 def test_refresh_token_stores_only_a_digest_of_its_secret() -> None:

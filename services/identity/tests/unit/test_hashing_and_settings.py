@@ -82,7 +82,8 @@ def test_settings_defaults_and_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.service_name == "identity" and settings.api_prefix == "/api/identity"
     assert settings.access_token_ttl_s == 600
     assert settings.refresh_token_ttl_s == 30 * 86_400
-    assert (settings.login_max_failures, settings.login_failure_window_s) == (5, 900)
+    assert (settings.login_free_failures, settings.login_base_delay_s,
+            settings.login_max_delay_s) == (5, 1.0, 900.0)
     assert (settings.argon2_time_cost, settings.argon2_memory_cost_kib,
             settings.argon2_parallelism) == (3, 65_536, 4)
     assert settings.jwt_issuer == "mercato-identity" and settings.jwt_audience == "mercato"

@@ -141,9 +141,11 @@ async def start_upstream(name: str, extra: Callable[[web.Application], None] | N
         body = await request.read()
         info = {"instance": name, "method": request.method, "path": request.path_qs,
                 "authorization": request.headers.get("Authorization"),
+                "client_address": request.headers.get("x-mercato-client-address"),
                 "body_bytes": len(body)}
         seen.append(info)
-        return web.json_response(info)
+        # As the chassis does: the edge must not pass the instance name on to the public.
+        return web.json_response(info, headers={"x-mercato-instance": name})
 
     async def ready(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -208,6 +210,13 @@ async def register(registry: RegistryClient, service: str, upstream: Upstream) -
                        port=upstream.port)
     await reg.start()
     return reg
+
+
+def client_from(address: str, **kw: Any) -> aiohttp.ClientSession:
+    """A client whose connections leave from ``address``: Linux routes all of 127.0.0.0/8 on
+    lo, so 127.0.0.2, 127.0.0.3 ... are distinct clients to Envoy (its remote address)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0)),
+                                 timeout=aiohttp.ClientTimeout(total=10), **kw)
 
 
 async def fetch(session: aiohttp.ClientSession, method: str, url: str,

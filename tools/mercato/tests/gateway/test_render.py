@@ -10,7 +10,7 @@ import pytest
 from chassis.registry import Instance
 from gateway_test_support import envoy_route_for
 from mercato.gateway import render
-from mercato.gateway.routes import load_routes
+from mercato.gateway.routes import load_routes, parse_routes
 
 ENVOY_DIR = Path("/srv/home/envoy")
 LOGS_DIR = Path("/srv/home/logs")
@@ -47,13 +47,18 @@ def test_bootstrap_loads_lds_and_cds_from_watched_files() -> None:
 
 @pytest.mark.parametrize(("method", "path", "cluster", "needs_user", "limited"), [
     ("GET", "/.well-known/jwks.json", "identity", False, False),
-    ("POST", "/api/identity/register", "identity", False, False),
+    ("POST", "/api/identity/register", "identity", False, True),
     ("POST", "/api/identity/token", "identity", False, True),
     ("GET", "/api/identity/me", "identity", True, False),
     ("GET", "/api/identity/me/addresses", "identity", True, False),
     ("POST", "/api/identity/me/addresses", "identity", True, False),
     ("GET", "/api/identity/meow", "identity", False, False),
     ("GET", "/api/catalog/products?page_size=20", "catalog", False, False),
+    ("POST", "/api/orders", "orders", True, True),
+    ("GET", "/api/orders", "orders", True, False),
+    ("POST", "/api/orders/1/cancel", "orders", True, False),
+    ("POST", "/api/cart/checkout", "cart", True, True),
+    ("PUT", "/api/cart/items/1", "cart", True, False),
     ("HEAD", "/api/catalog/products/1", "catalog", False, False),
     ("GET", "/api/catalog/categories", "catalog", False, False),
     ("POST", "/api/catalog/products", "catalog", True, False),
@@ -116,11 +121,43 @@ def test_filter_order_limits_then_authenticates_then_buffers(hcm: dict[str, Any]
     assert buffer["max_request_bytes"] == 1 << 20
 
 
-def test_rate_limit_bucket_on_the_token_route(hcm: dict[str, Any]) -> None:
+def test_token_route_has_a_bucket_per_client_address_under_a_total_ceiling(
+        hcm: dict[str, Any]) -> None:
     route = envoy_route_for(hcm["route_config"], "POST", "/api/identity/token")
     assert route is not None
-    bucket = route["typed_per_filter_config"][render.RATELIMIT_FILTER]["token_bucket"]
-    assert bucket == {"max_tokens": 20, "tokens_per_fill": 20, "fill_interval": "1s"}
+    limit = route["typed_per_filter_config"][render.RATELIMIT_FILTER]
+    assert limit["token_bucket"] == {"max_tokens": 100, "tokens_per_fill": 100,
+                                     "fill_interval": "1s"}
+    assert limit["always_consume_default_token_bucket"] is True
+    # The descriptor entry has no value: one bucket per remote address seen (dynamic).
+    assert limit["rate_limits"] == [{"actions": [{"remote_address": {}}]}]
+    assert limit["descriptors"] == [{
+        "entries": [{"key": "remote_address"}],
+        "token_bucket": {"max_tokens": 10, "tokens_per_fill": 5, "fill_interval": "1s"}}]
+    assert limit["max_dynamic_descriptors"] == render.MAX_CLIENT_BUCKETS
+
+
+def test_a_per_client_limit_alone_never_consumes_a_shared_bucket() -> None:
+    table = parse_routes({"routes": [{"path": "/a", "service": "x",
+                                      "rate_limit": {"per_client": {"per_second": 2}}}]})
+    limit = render.rate_limit(table.routes[0], table.routes[0].rate_limit)  # type: ignore[arg-type]
+    assert limit["always_consume_default_token_bucket"] is False
+
+
+def test_the_client_address_header_is_the_edges_own(hcm: dict[str, Any]) -> None:
+    added = hcm["route_config"]["request_headers_to_add"]
+    assert added == [{"header": {"key": render.CLIENT_ADDRESS_HEADER,
+                                 "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+                      "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+
+
+def test_responses_get_nosniff_and_lose_instance_names(hcm: dict[str, Any]) -> None:
+    config = hcm["route_config"]
+    assert render.NOSNIFF in config["response_headers_to_add"]
+    assert config["response_headers_to_remove"] == ["x-mercato-instance"]
+    # Every local reply too, a 404 without a route included.
+    for mapper in hcm["local_reply_config"]["mappers"]:
+        assert render.NOSNIFF in mapper["headers_to_add"], mapper["filter"]
 
 
 def test_local_replies_are_problem_json(hcm: dict[str, Any]) -> None:
@@ -140,8 +177,10 @@ def test_access_log_is_json_with_the_fields_operators_need(hcm: dict[str, Any]) 
     assert log["path"] == str(LOGS_DIR / "envoy-access.log")
     fields = log["log_format"]["json_format"]
     for name in ("method", "path", "status", "duration_ms", "upstream_host", "traceparent",
-                 "request_id", "user_agent"):
+                 "request_id", "user_agent", "upstream_instance"):
         assert name in fields
+    assert fields["path"] == "%REQ_WITHOUT_QUERY(:PATH)%"
+    assert not any("%REQ(:PATH)%" in value for value in fields.values())
 
 
 def test_clusters_are_eds_from_one_file_each() -> None:

@@ -8,6 +8,8 @@ import pytest
 from mercato.gateway.routes import (
     PUBLIC,
     USER,
+    Bucket,
+    RateLimit,
     RoutesError,
     default_routes_file,
     load_routes,
@@ -28,8 +30,12 @@ def test_packaged_routes_cover_the_public_api() -> None:
     assert (me.read_auth, me.write_auth) == (USER, USER)
     catalog = by_match["/api/catalog/*"]
     assert (catalog.service, catalog.read_auth, catalog.write_auth) == ("catalog", PUBLIC, USER)
-    token = by_match["/api/identity/token/*"]
-    assert token.rate_limit is not None and token.rate_limit.per_second == 20
+    # Writes that cost a hash or a saga are limited per client, under a total ceiling.
+    for limited in ("/api/identity/token/*", "/api/identity/register", "/api/orders",
+                    "/api/cart/checkout"):
+        rl = by_match[limited].rate_limit
+        assert rl is not None and rl.per_client is not None and rl.total is not None, limited
+        assert rl.total.per_second >= 10 * rl.per_client.per_second, limited
     assert all(r.max_body_bytes == 1 << 20 and r.timeout_s == 15 for r in table.routes)
     inventory = by_match["/api/inventory/*"]
     assert (inventory.read_auth, inventory.write_auth) == (PUBLIC, USER)
@@ -68,8 +74,22 @@ def test_a_new_service_is_one_line(tmp_path: Path) -> None:
 
 
 def test_the_packaged_routes_send_the_cart_to_the_cart_service_for_users_only() -> None:
-    cart = next(r for r in load_routes().routes if r.service == "cart")
-    assert (cart.match, cart.read_auth, cart.write_auth) == ("/api/cart/*", USER, USER)
+    cart = [r for r in load_routes().routes if r.service == "cart"]
+    assert [(r.match, r.read_auth, r.write_auth) for r in cart] == [
+        ("/api/cart/checkout", USER, USER), ("/api/cart/*", USER, USER)]
+
+
+def test_rate_limits_take_a_per_client_bucket_a_total_bucket_or_both() -> None:
+    table = parse_routes(_doc(
+        {"path": "/a", "service": "x", "rate_limit": {"per_client": {"per_second": 2}}},
+        {"path": "/b", "service": "x", "rate_limit": {"total": {"per_second": 5, "burst": 9}}},
+        {"path": "/c", "service": "x", "rate_limit": {"per_client": {"per_second": 1, "burst": 3},
+                                                      "total": {"per_second": 50}}},
+    ))
+    a, b, c = (next(r.rate_limit for r in table.routes if r.path == p) for p in ("/a", "/b", "/c"))
+    assert a == RateLimit(per_client=Bucket(2, 2))
+    assert b == RateLimit(total=Bucket(5, 9))
+    assert c == RateLimit(per_client=Bucket(1, 3), total=Bucket(50, 50))
 
 
 @pytest.mark.parametrize(("entry", "message"), [
@@ -81,7 +101,13 @@ def test_the_packaged_routes_send_the_cart_to_the_cart_service_for_users_only() 
     ({"prefix": "a", "service": "x"}, "absolute path"),
     ({"prefix": "/a?b", "service": "x"}, "absolute path"),
     ({"prefix": "/a", "service": "Bad-Name"}, "service name"),
-    ({"prefix": "/a", "service": "x", "rate_limit": {"per_second": 0}}, "positive integer"),
+    ({"prefix": "/a", "service": "x", "rate_limit": {"total": {"per_second": 0}}},
+     "positive integer"),
+    # The old one-bucket form would silently be one bucket over all clients again.
+    ({"prefix": "/a", "service": "x", "rate_limit": {"per_second": 5}}, "unknown key"),
+    ({"prefix": "/a", "service": "x", "rate_limit": {}}, "per_client"),
+    ({"prefix": "/a", "service": "x", "rate_limit": {"per_client": {"per_second": 5},
+                                                     "total": {"per_second": 1}}}, "below"),
     ({"prefix": "/a", "service": "x", "max_body_bytes": -1}, "positive integer"),
 ])
 def test_bad_entries_are_refused(entry: dict[str, object], message: str) -> None:

@@ -14,7 +14,9 @@ from mercato.gateway.routes import default_routes_file, load_routes
 LATER_SERVICES = """\
   - {prefix: /api/wishlist, service: wishlist, auth: user}
   - {prefix: /api/returns, service: returns, auth: user, timeout_s: 30}
-  - {prefix: /api/identity/register, service: identity, rate_limit: {per_second: 5, burst: 10}}
+  - {prefix: /api/reviews, service: reviews, rate_limit: {total: {per_second: 5, burst: 10}}}
+  - {path: /api/wishlist/share, service: wishlist, auth: user,
+     rate_limit: {per_client: {per_second: 1}}}
   - {prefix: /api/catalog/images, service: catalog, auth: {read: public, write: user},
      max_body_bytes: 8388608}
   - {prefix: /, service: storefront, auth: public}

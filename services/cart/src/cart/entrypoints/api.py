@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from chassis.errors import BadRequest
+from chassis.security_headers import PERSONAL_DATA
 from fastapi import APIRouter, Header, Path
 from starlette.responses import Response
 
@@ -16,7 +17,8 @@ from cart.entrypoints.deps import Customer, Uow, UpstreamsDep
 from cart.entrypoints.schemas import CartOut, CheckoutIn, CheckoutOut, IdRef, ItemIn, cart_json
 from cart.service_layer import handlers
 
-router = APIRouter(prefix="/api/cart", tags=["cart"])
+# Every answer here is one customer's data: never cached.
+router = APIRouter(prefix="/api/cart", tags=["cart"], dependencies=[PERSONAL_DATA])
 
 MAX_KEY_LENGTH = 200
 ProductId = Annotated[IdRef, Path(description="the catalog product id")]

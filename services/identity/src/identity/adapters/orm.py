@@ -39,7 +39,6 @@ class UserRow(Base):
         CheckConstraint("email = lower(email)", name="ck_users_email_lower"),
         CheckConstraint("roles <@ ARRAY['customer', 'admin']::varchar[] "
                         "AND 'customer' = ANY(roles)", name="ck_users_roles"),
-        CheckConstraint("failed_logins >= 0", name="ck_users_failed_logins"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -49,8 +48,23 @@ class UserRow(Base):
     roles: Mapped[list[str]] = mapped_column(ARRAY(String(20)))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
                                                  server_default=func.now())
-    failed_logins: Mapped[int] = mapped_column(Integer, server_default=text("0"))
-    failure_window_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LoginFailureRow(Base):
+    """Failed sign-ins per (account, client): see ``LoginThrottle``. The account is a digest
+    of what was typed, so rows exist for unknown accounts too (no foreign key)."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        CheckConstraint("failures >= 0", name="ck_login_failures_failures"),
+        Index("ix_login_failures_last_failure", "last_failure_at"),
+    )
+
+    account_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class AddressRow(Base):

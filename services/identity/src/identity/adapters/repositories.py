@@ -8,20 +8,19 @@ from datetime import datetime
 from typing import Self
 
 from chassis.db import UnitOfWork
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from identity.adapters.orm import AddressRow, RefreshTokenRow, UserRow
+from identity.adapters.orm import AddressRow, LoginFailureRow, RefreshTokenRow, UserRow
 from identity.domain.errors import EmailAlreadyRegistered
-from identity.domain.model import Address, RefreshToken, Role, User
+from identity.domain.model import Address, LoginFailures, RefreshToken, Role, User
 
 
 def _user(row: UserRow) -> User:
     return User(id=row.id, email=row.email, name=row.name, password_hash=row.password_hash,
-                roles=frozenset(Role(r) for r in row.roles), created_at=row.created_at,
-                failed_logins=row.failed_logins,
-                failure_window_started_at=row.failure_window_started_at)
+                roles=frozenset(Role(r) for r in row.roles), created_at=row.created_at)
 
 
 def _address(row: AddressRow) -> Address:
@@ -44,9 +43,7 @@ class SqlUserRepository:
     async def add(self, user: User) -> None:
         self._session.add(UserRow(
             id=user.id, email=user.email, name=user.name, password_hash=user.password_hash,
-            roles=user.role_names, created_at=user.created_at,
-            failed_logins=user.failed_logins,
-            failure_window_started_at=user.failure_window_started_at))
+            roles=user.role_names, created_at=user.created_at))
         try:
             await self._session.flush()
         except IntegrityError as exc:
@@ -71,8 +68,7 @@ class SqlUserRepository:
         await self._session.execute(
             update(UserRow).where(UserRow.id == user.id).values(
                 email=user.email, name=user.name, password_hash=user.password_hash,
-                roles=user.role_names, failed_logins=user.failed_logins,
-                failure_window_started_at=user.failure_window_started_at))
+                roles=user.role_names))
 
 
 class SqlAddressRepository:
@@ -133,12 +129,44 @@ class SqlRefreshTokenRepository:
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+class SqlLoginFailureRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def lock(self, account_key: str, client: str) -> LoginFailures:
+        # Insert-if-absent, then lock: concurrent attempts of one pair queue on the row, so a
+        # burst of guesses cannot all pass the check before the first failure is counted.
+        await self._session.execute(
+            insert(LoginFailureRow).values(account_key=account_key, client=client, failures=0)
+            .on_conflict_do_nothing())
+        row = (await self._session.execute(
+            select(LoginFailureRow).where(LoginFailureRow.account_key == account_key,
+                                          LoginFailureRow.client == client)
+            .with_for_update())).scalar_one()
+        return LoginFailures(account_key=row.account_key, client=row.client,
+                             failures=row.failures, last_failure_at=row.last_failure_at,
+                             retry_at=row.retry_at)
+
+    async def save(self, record: LoginFailures) -> None:
+        await self._session.execute(
+            update(LoginFailureRow).where(LoginFailureRow.account_key == record.account_key,
+                                          LoginFailureRow.client == record.client)
+            .values(failures=record.failures, last_failure_at=record.last_failure_at,
+                    retry_at=record.retry_at))
+
+    async def clear(self, account_key: str, client: str) -> None:
+        await self._session.execute(
+            delete(LoginFailureRow).where(LoginFailureRow.account_key == account_key,
+                                          LoginFailureRow.client == client))
+
+
 class SqlIdentityUnitOfWork:
     """The chassis unit of work (one transaction) with identity's repositories on it."""
 
     users: SqlUserRepository
     addresses: SqlAddressRepository
     refresh_tokens: SqlRefreshTokenRepository
+    login_failures: SqlLoginFailureRepository
 
     def __init__(self, uow: UnitOfWork) -> None:
         self._uow = uow
@@ -149,6 +177,7 @@ class SqlIdentityUnitOfWork:
         self.users = SqlUserRepository(session)
         self.addresses = SqlAddressRepository(session)
         self.refresh_tokens = SqlRefreshTokenRepository(session)
+        self.login_failures = SqlLoginFailureRepository(session)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -27,10 +27,60 @@ class Role(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class LoginThrottle:
-    """At most ``max_failures`` failed logins per account in a window opened by the first."""
+    """Growing delays per (account, client), never a lock of the account.
 
-    max_failures: int
-    window: timedelta
+    ``free_failures`` failures cost nothing; each failure from then on makes that pair wait
+    ``base_delay * 2 ** (failures - free_failures)`` (at most ``max_delay``) before its next
+    attempt is even checked. Another client, the owner's own device, is not delayed at all.
+    A success clears the pair; its failures are forgotten ``forget_after`` the last one.
+    """
+
+    free_failures: int
+    base_delay: timedelta
+    max_delay: timedelta
+    forget_after: timedelta
+
+    def delay_after(self, failures: int) -> timedelta | None:
+        if failures < self.free_failures:
+            return None
+        # Capped exponent: 2 ** 40 seconds already dwarfs any max_delay.
+        doubling = min(failures - self.free_failures, 40)
+        return min(self.base_delay * (2 ** doubling), self.max_delay)
+
+
+def login_account_key(username: str) -> str:
+    """The account half of a throttle key, whether or not such an account exists.
+
+    Keyed by what was typed (trimmed, lower-cased as emails are stored), so an unknown
+    account is throttled exactly like a known one and the answers cannot tell them apart;
+    only a digest is stored, not the addresses people tried.
+    """
+    return hashlib.sha256(username.strip().lower().encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class LoginFailures:
+    """Failed sign-ins of one (account, client) pair."""
+
+    account_key: str
+    client: str
+    failures: int = 0
+    last_failure_at: datetime | None = None
+    retry_at: datetime | None = None
+
+    def wait_before_next_attempt(self, now: datetime) -> timedelta | None:
+        """How long this pair must still wait, or None when it may try now."""
+        if self.retry_at is None or now >= self.retry_at:
+            return None
+        return self.retry_at - now
+
+    def record_failure(self, now: datetime, throttle: LoginThrottle) -> None:
+        if self.last_failure_at is not None and now >= self.last_failure_at + throttle.forget_after:
+            self.failures = 0
+        self.failures += 1
+        self.last_failure_at = now
+        delay = throttle.delay_after(self.failures)
+        self.retry_at = now + delay if delay is not None else None
 
 
 @dataclass(slots=True)
@@ -41,8 +91,6 @@ class User:
     password_hash: str
     roles: frozenset[Role]
     created_at: datetime
-    failed_logins: int = 0
-    failure_window_started_at: datetime | None = None
 
     @classmethod
     def register(cls, *, email: str, name: str, password_hash: str, now: datetime,
@@ -66,25 +114,6 @@ class User:
             return False
         self.roles = self.roles | {role}
         return True
-
-    def login_blocked_for(self, now: datetime, throttle: LoginThrottle) -> timedelta | None:
-        """How long logins stay refused, or None when this account may try now."""
-        if self.failure_window_started_at is None or self.failed_logins < throttle.max_failures:
-            return None
-        reopens = self.failure_window_started_at + throttle.window
-        return reopens - now if now < reopens else None
-
-    def record_login_failure(self, now: datetime, throttle: LoginThrottle) -> None:
-        started = self.failure_window_started_at
-        if started is None or now >= started + throttle.window:
-            self.failure_window_started_at = now
-            self.failed_logins = 1
-        else:
-            self.failed_logins += 1
-
-    def record_login_success(self) -> None:
-        self.failed_logins = 0
-        self.failure_window_started_at = None
 
 
 _POSTAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9 -]{0,18}[A-Za-z0-9]|[A-Za-z0-9]")

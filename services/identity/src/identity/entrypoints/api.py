@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from typing import Annotated, Any
 
 from chassis.errors import Forbidden
-from fastapi import APIRouter, Form, Response
+from chassis.security_headers import PERSONAL_DATA
+from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import JSONResponse
 
 from identity.entrypoints.deps import (
@@ -37,12 +39,14 @@ router = APIRouter(prefix=PREFIX, tags=["identity"])
 jwks_router = APIRouter(tags=["keys"])
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+# Answers holding one person's data (profile, addresses) are never cached.
+_PERSONAL = [PERSONAL_DATA]
 # Generous bounds, far above anything legitimate, so one form cannot make the service
 # hash megabytes or look up absurd keys.
 _MAX_USERNAME, _MAX_PASSWORD, _MAX_REFRESH_TOKEN = 320, 1024, 256
 
 
-@router.post("/register", status_code=201, response_model=UserOut,
+@router.post("/register", status_code=201, response_model=UserOut, dependencies=_PERSONAL,
              responses={409: {"description": "email taken", **_PROBLEM},
                         422: {"description": "invalid email, password or name", **_PROBLEM}},
              summary="Create a customer account")
@@ -62,6 +66,23 @@ def _required(value: str | None, field: str, max_chars: int) -> str:
     return value
 
 
+# Set by the edge to the address it sees (and rate-limits by), replacing any a client sent.
+# Only the edge and mercato's own processes reach identity, so the header is trusted; a
+# direct caller without it is keyed by its own socket address.
+CLIENT_ADDRESS_HEADER = "x-mercato-client-address"
+
+
+def client_address(request: Request) -> str:
+    for candidate in (request.headers.get(CLIENT_ADDRESS_HEADER),
+                      request.client.host if request.client else None):
+        if candidate:
+            try:
+                return str(ipaddress.ip_address(candidate.strip()))
+            except ValueError:
+                continue
+    return "unknown"
+
+
 def _token_response(pair: TokenPair) -> JSONResponse:
     body = {"access_token": pair.access.token, "token_type": "bearer",
             "expires_in": pair.access.expires_in, "refresh_token": pair.refresh_token}
@@ -72,11 +93,11 @@ def _token_response(pair: TokenPair) -> JSONResponse:
 @router.post("/token", response_model=TokenOut,
              responses={400: {"description": "invalid_request, invalid_grant or "
                               "unsupported_grant_type (RFC 6749 §5.2)", **_PROBLEM},
-                        429: {"description": "too many failed logins; see Retry-After",
-                              **_PROBLEM}},
+                        429: {"description": "too many failed sign-ins for this account from "
+                              "this client; see Retry-After", **_PROBLEM}},
              summary="OAuth 2 token endpoint: password and refresh_token grants")
 async def token(
-    uow: IdentityUow, services: Services,
+    request: Request, uow: IdentityUow, services: Services,
     grant_type: Annotated[str | None, Form()] = None,
     username: Annotated[str | None, Form(description="the account's email")] = None,
     password: Annotated[str | None, Form()] = None,
@@ -89,7 +110,8 @@ async def token(
     if grant_type == "password":
         pair = await services.sessions.authenticate(
             uow, username=_required(username, "username", _MAX_USERNAME),
-            password=_required(password, "password", _MAX_PASSWORD))
+            password=_required(password, "password", _MAX_PASSWORD),
+            client=client_address(request))
     elif grant_type == "refresh_token":
         pair = await services.sessions.refresh(
             uow, _required(refresh_token, "refresh_token", _MAX_REFRESH_TOKEN))
@@ -99,12 +121,12 @@ async def token(
     return _token_response(pair)
 
 
-@router.get("/me", response_model=MeOut, summary="The signed-in account")
+@router.get("/me", response_model=MeOut, dependencies=_PERSONAL, summary="The signed-in account")
 async def me(user_id: CurrentUserId, uow: IdentityUow, services: Services) -> dict[str, Any]:
     return me_json(await services.accounts.me(uow, user_id))
 
 
-@router.post("/me/addresses", status_code=201, response_model=AddressOut,
+@router.post("/me/addresses", status_code=201, response_model=AddressOut, dependencies=_PERSONAL,
              responses={409: {"description": "address book full", **_PROBLEM}},
              summary="Add an address to the signed-in account")
 async def add_address(body: AddressIn, user_id: CurrentUserId, uow: IdentityUow,
@@ -116,7 +138,7 @@ async def add_address(body: AddressIn, user_id: CurrentUserId, uow: IdentityUow,
     return address_json(address)
 
 
-@router.get("/me/addresses", response_model=AddressListOut,
+@router.get("/me/addresses", response_model=AddressListOut, dependencies=_PERSONAL,
             summary="The signed-in account's addresses, oldest first")
 async def list_addresses(user_id: CurrentUserId, uow: IdentityUow,
                          services: Services) -> dict[str, Any]:
@@ -124,7 +146,7 @@ async def list_addresses(user_id: CurrentUserId, uow: IdentityUow,
     return {"items": [address_json(a) for a in found]}
 
 
-@router.get("/me/addresses/{address_id}", response_model=AddressOut,
+@router.get("/me/addresses/{address_id}", response_model=AddressOut, dependencies=_PERSONAL,
             responses={404: {"description": "no such address of yours", **_PROBLEM}},
             summary="One of the signed-in account's addresses")
 async def read_address(address_id: uuid.UUID, user_id: CurrentUserId, uow: IdentityUow,
@@ -133,6 +155,7 @@ async def read_address(address_id: uuid.UUID, user_id: CurrentUserId, uow: Ident
 
 
 @router.get("/users/{user_id}/addresses/{address_id}", response_model=AddressOut,
+            dependencies=_PERSONAL,
             responses={403: {"description": "neither the owner nor an admin", **_PROBLEM},
                        404: {"description": "no such address of that user", **_PROBLEM}},
             summary="An account's address, for other services (the owner or an admin)")

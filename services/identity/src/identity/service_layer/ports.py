@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, Self
 
-from identity.domain.model import Address, RefreshToken, User
+from identity.domain.model import Address, LoginFailures, RefreshToken, User
 
 Clock = Callable[[], datetime]
 
@@ -47,6 +47,17 @@ class RefreshTokenRepository(Protocol):
         ...
 
 
+class LoginFailureRepository(Protocol):
+    async def lock(self, account_key: str, client: str) -> LoginFailures:
+        """The pair's failures (none yet: a fresh record), locked until the transaction ends,
+        so concurrent attempts of one pair are judged one after another."""
+        ...
+
+    async def save(self, record: LoginFailures) -> None: ...
+
+    async def clear(self, account_key: str, client: str) -> None: ...
+
+
 class IdentityUnitOfWork(Protocol):
     """One transaction over identity's repositories; leaving without commit rolls back."""
 
@@ -58,6 +69,9 @@ class IdentityUnitOfWork(Protocol):
 
     @property
     def refresh_tokens(self) -> RefreshTokenRepository: ...
+
+    @property
+    def login_failures(self) -> LoginFailureRepository: ...
 
     async def __aenter__(self) -> Self: ...
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import aiohttp
 from chassis.errors import ServiceUnavailable
+from chassis.security_headers import PERSONAL_DATA
 from fastapi import APIRouter, Query
 
 from notifications.entrypoints.deps import AdminPrincipal, Ctx, Uow
@@ -22,7 +23,9 @@ from notifications.entrypoints.schemas import (
 from notifications.service_layer import handlers
 from notifications.settings import NotificationsSettings
 
-router = APIRouter(prefix="/api/notifications", tags=["notifications"])
+# Every answer here is one customer's data: never cached.
+router = APIRouter(prefix="/api/notifications", tags=["notifications"],
+                   dependencies=[PERSONAL_DATA])
 
 MAX_PAGE = 200
 SINK_TIMEOUT_S = 3.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from chassis.security_headers import PERSONAL_DATA
 from fastapi import APIRouter, Path, Query
 
 from order_history.entrypoints.deps import CurrentPrincipal, Settings, Uow
@@ -20,7 +21,8 @@ from order_history.entrypoints.schemas import (
 from order_history.service_layer import handlers
 from order_history.settings import API_PREFIX
 
-router = APIRouter(prefix=API_PREFIX, tags=["order_history"])
+# Every answer here is one customer's data: never cached.
+router = APIRouter(prefix=API_PREFIX, tags=["order_history"], dependencies=[PERSONAL_DATA])
 
 
 @router.get("/orders", response_model=OrderViewPageOut,

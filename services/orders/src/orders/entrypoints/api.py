@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from chassis.auth import require_role
 from chassis.errors import BadRequest
+from chassis.security_headers import PERSONAL_DATA
 from fastapi import APIRouter, Header, Path, Query
 
 from orders.domain.model import STATUSES
@@ -18,7 +19,8 @@ from orders.entrypoints.deps import AdmissionDep, CurrentPrincipal, Engine, Uow,
 from orders.entrypoints.schemas import IdRef, OrderIn, OrderOut, PlacedOut, order_json
 from orders.service_layer import handlers
 
-router = APIRouter(prefix="/api/orders", tags=["orders"])
+# Every answer here is one customer's data: never cached.
+router = APIRouter(prefix="/api/orders", tags=["orders"], dependencies=[PERSONAL_DATA])
 
 MAX_PAGE = 100
 MAX_KEY_LENGTH = 200

@@ -14,7 +14,7 @@ from typing import Any
 
 from chassis.registry import Instance
 
-from mercato.gateway.routes import READ_METHODS, USER, Route, RouteTable
+from mercato.gateway.routes import READ_METHODS, USER, Bucket, RateLimit, Route, RouteTable
 
 LISTENER = "edge"
 JWT_PROVIDER = "mercato"
@@ -36,6 +36,8 @@ LISTENER_TYPE = f"{_T}.config.listener.v3.Listener"
 CLUSTER_TYPE = f"{_T}.config.cluster.v3.Cluster"
 CLA_TYPE = f"{_T}.config.endpoint.v3.ClusterLoadAssignment"
 CEL_FILTER_TYPE = f"{_T}.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
+REQ_WITHOUT_QUERY_TYPE = (f"{_T}.extensions.formatter.req_without_query.v3."
+                          "ReqWithoutQuery")
 CONN_LIMIT_TYPE = (f"{_T}.extensions.resource_monitors.downstream_connections.v3."
                    "DownstreamConnectionsConfig")
 
@@ -46,11 +48,24 @@ BUFFER_FILTER = "envoy.filters.http.buffer"
 # Envoy's own replies (401 from jwt_authn, 413, 429, 404 without a route, 503 without a
 # healthy upstream ...) get the same problem+json shape as the services' errors.
 PROBLEM_STATUSES = (400, 401, 403, 404, 405, 408, 413, 429, 431, 500, 502, 503, 504)
+# The edge sets this request header to the client address it rate-limits by, replacing any
+# the client sent; identity throttles sign-ins per (account, client) with it.
+CLIENT_ADDRESS_HEADER = "x-mercato-client-address"
+# Names of service instances are for operators (the access log's upstream_instance, direct
+# calls to a service), not for the public: the edge drops the header the services set.
+INTERNAL_RESPONSE_HEADERS = ("x-mercato-instance",)
+NOSNIFF = {"header": {"key": "x-content-type-options", "value": "nosniff"},
+           "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+# Per-client buckets live in an LRU of this many client addresses; one flooding from more
+# addresses than this only recycles buckets, and meets the route's total ceiling.
+MAX_CLIENT_BUCKETS = 10_000
 ACCESS_LOG_FORMAT = {
     "time": "%START_TIME%",
     "logger": "envoy.access",
     "method": "%REQ(:METHOD)%",
-    "path": "%REQ(:PATH)%",
+    # Never the query string: clients put anything there, passwords and tokens included
+    # (a password sent as ?password= was logged in clear). Services log what they need.
+    "path": "%REQ_WITHOUT_QUERY(:PATH)%",
     "protocol": "%PROTOCOL%",
     "status": "%RESPONSE_CODE%",
     "flags": "%RESPONSE_FLAGS%",
@@ -60,6 +75,7 @@ ACCESS_LOG_FORMAT = {
     "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
     "upstream_cluster": "%UPSTREAM_CLUSTER%",
     "upstream_host": "%UPSTREAM_HOST%",
+    "upstream_instance": "%UPSTREAM_HOST_NAME%",
     "bytes_in": "%BYTES_RECEIVED%",
     "bytes_out": "%BYTES_SENT%",
     "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
@@ -252,7 +268,11 @@ def http_connection_manager(table: RouteTable, logs_dir: Path) -> dict[str, Any]
             "name": "envoy.access_loggers.file",
             "typed_config": {"@type": FILE_LOG_TYPE,
                              "path": str(logs_dir / "envoy-access.log"),
-                             "log_format": {"json_format": ACCESS_LOG_FORMAT}},
+                             "log_format": {"json_format": ACCESS_LOG_FORMAT,
+                                            "formatters": [{
+                                                "name": "envoy.formatter.req_without_query",
+                                                "typed_config": {
+                                                    "@type": REQ_WITHOUT_QUERY_TYPE}}]}},
         }],
         "local_reply_config": local_reply_config(),
         "route_config": route_config(table),
@@ -320,7 +340,7 @@ def local_reply_config() -> dict[str, Any]:
         "status_code": 401,
         "headers_to_add": [{"header": {"key": "www-authenticate",
                                        "value": 'Bearer realm="mercato", error="invalid_token"'},
-                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}, NOSNIFF],
         "body_format_override": body(HTTPStatus(401).phrase),
     }
     mappers = [audience_to_401]
@@ -331,13 +351,25 @@ def local_reply_config() -> dict[str, Any]:
                 "value": {"default_value": status, "runtime_key": f"mercato.local_reply.{status}"},
             }}},
             "body_format_override": body(HTTPStatus(status).phrase),
+            # Local replies pass no route's response headers when no route matched (404).
+            "headers_to_add": [NOSNIFF],
         }
         if status == 404:
             mapper["body"] = {"inline_string": "no route matches this path"}
         if status == 429:
+            # Every bucket refills each second (routes.py has per_second only).
             mapper["headers_to_add"] = [{"header": {"key": "retry-after", "value": "1"},
-                                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+                                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
+                                        NOSNIFF]
         mappers.append(mapper)
+    # Any other status Envoy answers itself: same body shape, same header.
+    mappers.append({
+        "filter": {"status_code_filter": {"comparison": {
+            "op": "GE", "value": {"default_value": 100, "runtime_key": "mercato.local_reply.any"},
+        }}},
+        "body_format_override": body(None),
+        "headers_to_add": [NOSNIFF],
+    })
     return {"mappers": mappers, "body_format": body(None)}
 
 
@@ -348,6 +380,14 @@ def route_config(table: RouteTable) -> dict[str, Any]:
     return {
         "name": "edge",
         "virtual_hosts": [{"name": "edge", "domains": ["*"], "routes": routes}],
+        # The client address as the edge sees it (use_remote_address): a client-sent header
+        # of the same name is replaced, never trusted.
+        "request_headers_to_add": [{
+            "header": {"key": CLIENT_ADDRESS_HEADER,
+                       "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+        "response_headers_to_add": [NOSNIFF],
+        "response_headers_to_remove": list(INTERNAL_RESPONSE_HEADERS),
     }
 
 
@@ -374,13 +414,13 @@ def envoy_routes(route: Route) -> list[dict[str, Any]]:
         "name": f"{name} read",
         "match": _match(route, READ_METHODS),
         "route": _route_action(route, retry=True),
-        "typed_per_filter_config": _per_filter(route, route.read_auth),
+        "typed_per_filter_config": _per_filter(route, route.read_auth, limited=False),
     }
     write = {
         "name": f"{name} write",
         "match": _match(route, READ_METHODS, negate=True),
         "route": _route_action(route, retry=False),
-        "typed_per_filter_config": _per_filter(route, route.write_auth),
+        "typed_per_filter_config": _per_filter(route, route.write_auth, limited=True),
     }
     return [read, write]
 
@@ -401,24 +441,46 @@ def _route_action(route: Route, *, retry: bool) -> dict[str, Any]:
     return action
 
 
-def _per_filter(route: Route, auth: str) -> dict[str, Any]:
+def _bucket(bucket: Bucket) -> dict[str, Any]:
+    return {"max_tokens": bucket.burst, "tokens_per_fill": bucket.per_second,
+            "fill_interval": "1s"}
+
+
+def rate_limit(route: Route, limit: RateLimit) -> dict[str, Any]:
+    """The route's local_ratelimit config: a bucket per client address (a dynamic descriptor:
+    the entry without a value gets one bucket per value seen) and the route's total bucket."""
+    always = {"numerator": 100, "denominator": "HUNDRED"}
+    config: dict[str, Any] = {
+        "@type": RATELIMIT_TYPE,
+        "stat_prefix": f"rate_limit_{route.service}",
+        "filter_enabled": {"runtime_key": "mercato.rate_limit.enabled", "default_value": always},
+        "filter_enforced": {"runtime_key": "mercato.rate_limit.enforced",
+                            "default_value": always},
+    }
+    # Envoy needs a route bucket; without a total it is the client's, consumed only when no
+    # descriptor matches (never: every request has a remote address).
+    route_bucket = limit.total if limit.total is not None else limit.per_client
+    assert route_bucket is not None, "routes.py refuses a rate_limit without buckets"
+    config["token_bucket"] = _bucket(route_bucket)
+    if limit.per_client is not None:
+        config |= {
+            "always_consume_default_token_bucket": limit.total is not None,
+            "rate_limits": [{"actions": [{"remote_address": {}}]}],
+            "descriptors": [{"entries": [{"key": "remote_address"}],
+                             "token_bucket": _bucket(limit.per_client)}],
+            "max_dynamic_descriptors": MAX_CLIENT_BUCKETS,
+        }
+    return config
+
+
+def _per_filter(route: Route, auth: str, *, limited: bool) -> dict[str, Any]:
     per: dict[str, Any] = {
         JWT_FILTER: ({"@type": JWT_ROUTE_TYPE, "requirement_name": REQUIRE_USER}
                      if auth == USER else {"@type": JWT_ROUTE_TYPE, "disabled": True}),
     }
-    if route.rate_limit is not None:
-        rl = route.rate_limit
-        always = {"numerator": 100, "denominator": "HUNDRED"}
-        per[RATELIMIT_FILTER] = {
-            "@type": RATELIMIT_TYPE,
-            "stat_prefix": f"rate_limit_{route.service}",
-            "token_bucket": {"max_tokens": rl.burst, "tokens_per_fill": rl.per_second,
-                             "fill_interval": "1s"},
-            "filter_enabled": {"runtime_key": "mercato.rate_limit.enabled",
-                               "default_value": always},
-            "filter_enforced": {"runtime_key": "mercato.rate_limit.enforced",
-                                "default_value": always},
-        }
+    # Reads are not limited: the limits guard the writes that cost work (a hash, a saga).
+    if limited and route.rate_limit is not None:
+        per[RATELIMIT_FILTER] = rate_limit(route, route.rate_limit)
     if route.max_body_bytes != 1 << 20:
         per[BUFFER_FILTER] = {"@type": BUFFER_ROUTE_TYPE,
                               "buffer": {"max_request_bytes": route.max_body_bytes}}

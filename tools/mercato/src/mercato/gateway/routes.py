@@ -28,9 +28,24 @@ class RoutesError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class RateLimit:
+class Bucket:
+    """A token bucket: ``burst`` requests at once, refilled by ``per_second`` every second."""
+
     per_second: int
     burst: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Limits on a route's writes (every method but GET, HEAD, OPTIONS).
+
+    ``per_client`` is one bucket per client address, so a flooding client runs out of its own
+    tokens and nobody else's; ``total`` is one bucket over all clients, the last-resort
+    ceiling that protects the service from many clients at once. Either may be absent.
+    """
+
+    per_client: Bucket | None = None
+    total: Bucket | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +152,7 @@ def _parse_route(raw: Any, i: int, defaults: dict[str, Any]) -> Route:
     else:
         path = _abs_path(raw["path"], f"{where}.path")
     read_auth, write_auth = _parse_auth(raw.get("auth", PUBLIC), where)
-    rate_limit = None
-    if "rate_limit" in raw:
-        rl = _mapping(raw["rate_limit"], f"{where}.rate_limit", {"per_second", "burst"})
-        per_second = _positive_int(rl.get("per_second"), f"{where}.rate_limit.per_second")
-        burst = _positive_int(rl.get("burst", per_second), f"{where}.rate_limit.burst")
-        rate_limit = RateLimit(per_second=per_second, burst=burst)
+    rate_limit = _parse_rate_limit(raw["rate_limit"], where) if "rate_limit" in raw else None
     return Route(
         service=_service(raw.get("service"), f"{where}.service"),
         prefix=prefix,
@@ -156,6 +166,29 @@ def _parse_route(raw: Any, i: int, defaults: dict[str, Any]) -> Route:
         timeout_s=_positive_float(raw.get("timeout_s", defaults.get("timeout_s", 15)),
                                   f"{where}.timeout_s"),
     )
+
+
+def _parse_rate_limit(raw: Any, where: str) -> RateLimit:
+    where = f"{where}.rate_limit"
+    rl = _mapping(raw, where, {"per_client", "total"})
+    if not rl:
+        raise RoutesError(f"{where}: give `per_client`, `total` or both")
+    limit = RateLimit(
+        per_client=_parse_bucket(rl["per_client"], f"{where}.per_client")
+        if "per_client" in rl else None,
+        total=_parse_bucket(rl["total"], f"{where}.total") if "total" in rl else None)
+    if limit.per_client is not None and limit.total is not None \
+            and limit.total.burst < limit.per_client.burst:
+        raise RoutesError(f"{where}: the `total` burst is below one client's: the ceiling "
+                          "would bite before any client's own limit")
+    return limit
+
+
+def _parse_bucket(raw: Any, where: str) -> Bucket:
+    bucket = _mapping(raw, where, {"per_second", "burst"})
+    per_second = _positive_int(bucket.get("per_second"), f"{where}.per_second")
+    return Bucket(per_second=per_second,
+                  burst=_positive_int(bucket.get("burst", per_second), f"{where}.burst"))
 
 
 def _parse_auth(raw: Any, where: str) -> tuple[str, str]:
