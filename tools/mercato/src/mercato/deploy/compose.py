@@ -54,11 +54,12 @@ def service(unit: Unit) -> dict[str, Any]:
         f"{p}HOST": "0.0.0.0",
         f"{p}PORT": str(HTTP_PORT),
         f"{p}REGISTER_INSTANCE": "false",
-        f"{p}JWKS_URL": f"http://identity:{HTTP_PORT}/.well-known/jwks.json",
         f"{p}DATABASE_URL": f"postgresql+asyncpg://{unit.service}:"
                             + _secret(f"{p}DATABASE_PASSWORD") + f"@postgres:5432/{unit.service}",
         f"{p}NATS_URL": "nats://nats:4222",
     }
+    if unit.service != "identity":  # identity checks tokens with its own keys
+        environment[f"{p}JWKS_URL"] = f"http://identity:{HTTP_PORT}/.well-known/jwks.json"
     environment |= {p + key: value for key, value in unit.config.items()}
     for var in unit.secrets:
         environment[p + var] = _secret(p + var)

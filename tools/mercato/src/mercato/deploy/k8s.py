@@ -69,9 +69,10 @@ def config_map(unit: Unit) -> Obj:
         f"{p}PORT": str(HTTP_PORT),
         # In the cluster, Services are found by DNS; the NATS KV registry is the laptop's.
         f"{p}REGISTER_INSTANCE": "false",
-        f"{p}JWKS_URL": f"http://identity:{HTTP_PORT}/.well-known/jwks.json",
         f"{p}LOG_LEVEL": "info",
     }
+    if unit.service != "identity":  # identity checks tokens with its own keys
+        data[f"{p}JWKS_URL"] = f"http://identity:{HTTP_PORT}/.well-known/jwks.json"
     data |= {p + key: value for key, value in unit.config.items()}
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(f"{unit.name}-config",
                                                                        unit.name),
