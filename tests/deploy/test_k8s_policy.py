@@ -69,8 +69,8 @@ def test_every_pod_is_locked_down(overlay: str) -> None:
                 if set(res.get(part, {})) < {"cpu", "memory"}:
                     errors.append(f"{where}: no {part} for cpu and memory")
             image = c["image"]
-            if overlay != "base" and (":" not in image.rsplit("/", 1)[-1] and "@" not in image
-                                      or image.endswith(":latest")):
+            untagged = ":" not in image.rsplit("/", 1)[-1] and "@" not in image
+            if overlay != "base" and (untagged or image.endswith(":latest")):
                 errors.append(f"{where}: image {image} has no pinned tag")
         for c in spec["containers"]:
             for probe in ("startupProbe", "livenessProbe", "readinessProbe"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
@@ -40,3 +41,28 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
         if not changed:
             out.print("deploy/: every generated file is up to date")
+
+    @deploy_app.command("ci-matrix")
+    def ci_matrix(
+        changed: Annotated[str, typer.Argument(
+            help="Changed services, comma- or space-separated, or `all`.")],
+    ) -> None:
+        """Print the GitHub Actions matrix for the services that changed: each with its
+        Kubernetes name and the tests of the services that depend on it (readers of its
+        events, its HTTP callers)."""
+        from mercato.deploy.units import contract_consumers, units
+
+        known = {u.service: u for u in units()}
+        wanted = [w for w in changed.replace(",", " ").split() if w]
+        if wanted == ["all"]:
+            wanted = list(known)
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            err.print(f"mercato deploy ci-matrix: unknown service(s) {', '.join(unknown)}; "
+                      f"services are {', '.join(known)}")
+            raise typer.Exit(2)
+        include = [{"service": s, "name": known[s].name,
+                    "consumer_tests": " ".join(f"services/{c.service}/tests/unit"
+                                               for c in contract_consumers(s))}
+                   for s in known if s in wanted]
+        print(json.dumps({"include": include}))

@@ -17,6 +17,8 @@ POSTGRES_IMAGE = "postgres:18.6-bookworm"
 NATS_IMAGE = "nats:2.15.1-alpine"
 ENVOY_IMAGE = "envoyproxy/envoy:v1.40.0"
 IMAGE = "mercato/{name}:${{MERCATO_TAG:-dev}}"
+# The container's own /tmp: a small tmpfs, since the root filesystem is read-only.
+TMP = "/tmp:size=64m"  # noqa: S108
 
 
 def _secret(var: str) -> str:
@@ -40,7 +42,7 @@ COMMON: dict[str, Any] = {
     "user": "10001:10001",
     "cap_drop": ["ALL"],
     "security_opt": ["no-new-privileges:true"],
-    "tmpfs": ["/tmp:size=64m"],
+    "tmpfs": [TMP],
     "restart": "unless-stopped",
     "depends_on": {"postgres": {"condition": "service_healthy"},
                    "nats": {"condition": "service_started"}},
@@ -112,7 +114,7 @@ def document() -> dict[str, Any]:
                                 "PAYMENTS_PROVIDER_PORT": str(PSP.port),
                                 "PAYMENTS_PROVIDER_DATA_DIR": "/data"},
                 # Simulated state only: kept in memory, gone with the container.
-                "tmpfs": ["/tmp:size=64m", "/data:mode=1777,size=64m"],
+                "tmpfs": [TMP, "/data:mode=1777,size=64m"],
                 "healthcheck": _python_health(f"http://127.0.0.1:{PSP.port}/health"),
                 "read_only": True, "user": "10001:10001", "cap_drop": ["ALL"],
                 "security_opt": ["no-new-privileges:true"], "restart": "unless-stopped",
@@ -124,7 +126,7 @@ def document() -> dict[str, Any]:
                                 "NOTIFICATIONS_SINK_SMTP_PORT": str(SMTP.port),
                                 "NOTIFICATIONS_SINK_HTTP_PORT": "8026",
                                 "NOTIFICATIONS_SINK_DATA_DIR": "/data"},
-                "tmpfs": ["/tmp:size=64m", "/data:mode=1777,size=64m"],
+                "tmpfs": [TMP, "/data:mode=1777,size=64m"],
                 "healthcheck": _python_health("http://127.0.0.1:8026/health"),
                 "read_only": True, "user": "10001:10001", "cap_drop": ["ALL"],
                 "security_opt": ["no-new-privileges:true"], "restart": "unless-stopped",

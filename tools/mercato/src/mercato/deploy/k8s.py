@@ -134,7 +134,8 @@ def resources(unit: Unit) -> Obj:
 
 
 def tmp_volume_mount() -> Obj:
-    return {"name": "tmp", "mountPath": "/tmp"}
+    # The container's own /tmp on an emptyDir: the root filesystem is read-only.
+    return {"name": "tmp", "mountPath": "/tmp"}  # noqa: S108
 
 
 def deployment(unit: Unit) -> Obj:

@@ -132,3 +132,11 @@ def callers(service: str) -> list[Unit]:
     JWKS to check tokens)."""
     return [u for u in units() if service in u.calls or (service == "identity"
                                                          and u.service != "identity")]
+
+
+def contract_consumers(service: str) -> list[Unit]:
+    """Who depends on ``service``'s behaviour besides itself: the readers of its events and
+    its HTTP callers. CI runs their tests when ``service`` changes."""
+    stream = f"{service.upper()}_EVENTS"
+    return [u for u in units() if u.service != service
+            and (service in u.calls or any(c.stream == stream for c in u.consumers))]
