@@ -1,7 +1,9 @@
 """Client-side discovery: turn ``http://<service>/path`` into a live instance's URL.
 
-A host without a dot, a colon or "localhost" is taken as a service name and resolved
-through the registry; anything else is used as written (production DNS, the edge, tests).
+A host without a dot, a port or "localhost" is taken as a service name and resolved
+through the registry; anything else is used as written (production DNS, the edge, tests):
+``http://identity:8000`` is Kubernetes' or compose's DNS name for the service, and
+``http://identity`` the registry's.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class Resolver:
     async def resolve_url(self, url: str) -> str:
         parts = urlsplit(url)
         host = parts.hostname or ""
-        if not is_service_name(host):
+        if parts.port is not None or not is_service_name(host):
             return url
         found = await self.instances(host)
         if not found:

@@ -1,4 +1,5 @@
-"""Process entry for a service: migrate its database, bind, serve with uvicorn.
+"""Process entry for a service: migrate its database, bind, serve with uvicorn (or, with
+``<SERVICE>_MIGRATE_ONLY=true``, migrate and exit).
 
 The socket is bound before the app starts so the registry entry written during startup
 never points at a port that is not listening yet.
@@ -51,6 +52,8 @@ def run_service(settings: ServiceSettings, app_factory: Callable[[ServiceSetting
         from chassis.migrations import upgrade_to_head
 
         upgrade_to_head(migrations_dir, settings.database_url)
+    if settings.migrate_only:
+        return
     try:
         sock = bind_socket(settings.host, settings.port)
     except OSError as exc:

@@ -43,6 +43,10 @@ class ServiceSettings(BaseSettings):
     log_level: str = "info"
     register_instance: bool = True
     db_pool_size: int = 10
+    # Migrate the database, then exit 0 without serving: a Kubernetes init container runs
+    # the service's own command this way, so a new version's schema is in place (and a
+    # failed migration shows as the pod's init error) before any of its instances serve.
+    migrate_only: bool = False
 
     @property
     def instance(self) -> str:

@@ -77,6 +77,9 @@ async def test_resolver_turns_service_names_into_instance_urls(nats_url: str) ->
         resolver = Resolver(lambda: client)
         assert await resolver.resolve_url("http://pricing/a?b=1") == "http://127.0.0.1:4321/a?b=1"
         assert await resolver.resolve_url("http://127.0.0.1:80/x") == "http://127.0.0.1:80/x"
+        # A name with a port is a DNS name (Kubernetes, compose): used as written, even when
+        # the registry knows a service of that name.
+        assert await resolver.resolve_url("http://pricing:8000/a") == "http://pricing:8000/a"
         with pytest.raises(ServiceUnavailable):
             await resolver.resolve_url("http://nobody/x")
         await r.stop()

@@ -42,3 +42,17 @@ def test_the_heap_built_at_start_up_is_frozen_before_serving(
         gc.unfreeze()
         if "socket" in seen:
             seen["socket"].close()
+
+
+def test_migrate_only_migrates_and_returns_without_binding_or_serving(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr("chassis.migrations.upgrade_to_head",
+                        lambda directory, url: calls.append(f"migrate {url}"))
+    monkeypatch.setattr("chassis.serve.bind_socket",
+                        lambda *_: calls.append("bind"))  # type: ignore[func-returns-value]
+    monkeypatch.setattr(uvicorn.Server, "run", lambda *_, **__: calls.append("serve"))
+    settings = DemoSettings(nats_url="", database_url="postgresql+asyncpg://u:p@db/demo",
+                            migrate_only=True)
+    run_service(settings, lambda s: create_service_app(s, routers=[]), tmp_path)
+    assert calls == ["migrate postgresql+asyncpg://u:p@db/demo"]

@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mercato import logview, messaging_cli
+from mercato.deploy import cli as deploy_cli
 from mercato.runtime import control
 from mercato.runtime.paths import Home, port_is_free
 from mercato.runtime.proc import run
@@ -36,6 +37,7 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figure
 app.add_typer(admin_app, name="admin")
 app.add_typer(bench_app, name="bench")
 messaging_cli.register(app, bench_app)
+deploy_cli.register(app)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -1,0 +1,68 @@
+"""``mercato deploy render [--check]``: write (or check) the generated files under deploy/."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    deploy_app = typer.Typer(no_args_is_help=True,
+                             help="Production manifests, compose file and edge configuration.")
+    app.add_typer(deploy_app, name="deploy")
+
+    @deploy_app.command("render")
+    def render_command(
+        check: Annotated[bool, typer.Option(
+            "--check", help="Change nothing; exit 1 if a generated file is out of date.")]
+            = False,
+    ) -> None:
+        """Write the per-service Kubernetes objects, the database roles, the prod Rollouts,
+        the compose file and the edge's Envoy configuration under deploy/."""
+        from mercato.deploy import render
+        from mercato.runtime.services import repo_root
+
+        root = repo_root()
+        try:
+            changed = render.stale(root) if check else render.write(root)
+        except LookupError as exc:
+            err.print(f"mercato deploy render: {exc}")
+            raise typer.Exit(2) from exc
+        for path in changed:
+            out.print(f"{'out of date' if check else 'wrote'}: {path}")
+        if check and changed:
+            err.print("run `mercato deploy render` and commit the result")
+            raise typer.Exit(1)
+        if not changed:
+            out.print("deploy/: every generated file is up to date")
+
+    @deploy_app.command("ci-matrix")
+    def ci_matrix(
+        changed: Annotated[str, typer.Argument(
+            help="Changed services, comma- or space-separated, or `all`.")],
+    ) -> None:
+        """Print the GitHub Actions matrix for the services that changed: each with its
+        Kubernetes name and the tests of the services that depend on it (readers of its
+        events, its HTTP callers)."""
+        from mercato.deploy.units import contract_consumers, units
+
+        known = {u.service: u for u in units()}
+        wanted = [w for w in changed.replace(",", " ").split() if w]
+        if wanted == ["all"]:
+            wanted = list(known)
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            err.print(f"mercato deploy ci-matrix: unknown service(s) {', '.join(unknown)}; "
+                      f"services are {', '.join(known)}")
+            raise typer.Exit(2)
+        include = [{"service": s, "name": known[s].name,
+                    "consumer_tests": " ".join(f"services/{c.service}/tests/unit"
+                                               for c in contract_consumers(s))}
+                   for s in known if s in wanted]
+        print(json.dumps({"include": include}))
