@@ -29,6 +29,7 @@ import aiohttp
 import structlog
 from chassis.logging import configure_logging
 
+from mercato.runtime import broker
 from mercato.runtime.cleanup import ENV_MARK
 from mercato.runtime.nats import Nats
 from mercato.runtime.paths import Home, free_port, write_atomic
@@ -318,6 +319,8 @@ class Supervisor:
     async def start_engines(self) -> None:
         self.set_phase("starting engines")
         await asyncio.to_thread(self.prepare_postgres)
+        # Only the home's identities may connect; each service to its own subjects.
+        self.nats.authorization = broker.authorization(self.home, list(self.services))
         self.nats.write_config()
         pg, nats = self.pg, self.nats
         self.add(Spec(name="postgres", kind="engine", argv=lambda _p: pg.argv(),
@@ -327,6 +330,22 @@ class Supervisor:
         self.add(Spec(name="nats", kind="engine", argv=lambda _p: nats.argv(),
                       port=lambda: nats.port, ready=self._nats_ready))
         await self.wait_ready(["postgres", "nats"])
+        await self.declare_shared_streams()
+
+    async def declare_shared_streams(self) -> None:
+        """The registry bucket and the dead letters, as the runtime identity: services may
+        read and write in them, not create or reconfigure them."""
+        import nats as nats_client
+        from chassis.messaging.streams import ensure_dead_letter_stream
+        from chassis.registry import open_bucket
+
+        nc = await nats_client.connect(self.nats.url, name="mercato-runtime",
+                                       **broker.connect_options(self.home, broker.RUNTIME))
+        try:
+            await open_bucket(nc)
+            await ensure_dead_letter_stream(nc.jetstream())
+        finally:
+            await nc.close()
 
     def prepare_postgres(self) -> None:
         self.pg.init()
@@ -348,13 +367,17 @@ class Supervisor:
             raise StartupError(f"the gateway cannot be loaded ({exc})", "envoy") from exc
         import nats as nats_client
         from chassis.registry import RegistryClient
+        from chassis.registry_keys import TrustedKeys
 
         cfg = GatewayConfig(envoy_dir=self.home.envoy_dir, logs_dir=self.home.logs_dir,
                             edge_port=self.ports.edge, admin_port=self.ports.envoy_admin)
         argv = await asyncio.to_thread(prepare, cfg)
-        self.nc = await nats_client.connect(self.nats.url, name="mercato-supervisor",
-                                            max_reconnect_attempts=-1)
-        registry = RegistryClient(self.nc)
+        self.nc = await nats_client.connect(self.nats.url, name="mercato-gateway",
+                                            max_reconnect_attempts=-1,
+                                            **broker.connect_options(self.home, broker.GATEWAY))
+        # The edge routes only to instances whose entry their own service signed.
+        registry = RegistryClient(self.nc, trusted=TrustedKeys(
+            broker.trusted_registry_keys(self.home, list(self.services))))
         self.control_plane = asyncio.create_task(
             self._run_control_plane(run_control_plane, cfg, registry), name="control-plane")
         self.add(Spec(name="envoy", kind="gateway", argv=lambda _p: list(argv),
@@ -427,7 +450,8 @@ class Supervisor:
             assert port is not None
             return {**service_env(service, instance_id=iid, port=port,
                                   database_url=self.db_urls[service], nats_url=self.nats.url),
-                    **self._simulator_env(service), **service_secrets(self.home, service)}
+                    **self._simulator_env(service), **service_secrets(self.home, service),
+                    **broker.service_broker_env(self.home, service, list(self.services))}
 
         return Spec(name=iid, kind="service", service=service,
                     argv=lambda _p: [sys.executable, "-m", module], port=free_port, env=env,
