@@ -280,7 +280,13 @@ class Postgres:
         return res.stdout
 
     def create_role_and_database(self, name: str, password: str) -> None:
-        """Idempotent: a login role ``name`` owning database ``name``, reachable by it alone."""
+        """Idempotent: a login role ``name`` owning database ``name``, reachable by it alone.
+
+        ``postgres`` and ``template1`` are closed to PUBLIC as well (every call, so a home
+        made before this rule gets it at its next ``up``): a service role can connect to its
+        own database and no other. What PostgreSQL shows every login regardless (the names
+        in ``pg_database`` and ``pg_roles``) stays visible; ``docs/security.md`` says why.
+        """
         check_identifier(name)
         pw = _literal(password)
         lit = _literal(name)
@@ -293,6 +299,8 @@ SELECT format('CREATE DATABASE %I OWNER %I', {lit}, {lit})
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = {lit}) \\gexec
 REVOKE CONNECT, TEMPORARY ON DATABASE "{name}" FROM PUBLIC;
 GRANT CONNECT, TEMPORARY ON DATABASE "{name}" TO "{name}";
+REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC;
+REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC;
 """)  # noqa: S608
 
     def drop_role_and_database(self, name: str) -> None:
