@@ -96,11 +96,13 @@ def test_pg_ctl_stop_stops_a_server_it_did_not_start(home: Home):
 async def test_a_service_role_reaches_its_own_database_and_no_other(pg: Postgres, home: Home):
     pg.start()
     # A home from before the rule: PostgreSQL's default lets every role into postgres and
-    # template1. The next `up` (ensure_service_database) closes them, idempotently.
+    # template1. The next `up` closes them (the supervisor's database phase), idempotently.
     pg.psql("GRANT CONNECT ON DATABASE postgres TO PUBLIC;\n"
             "GRANT CONNECT ON DATABASE template1 TO PUBLIC;\n")
     catalog = pg.ensure_service_database("catalog")
     orders = pg.ensure_service_database("orders")
+    pg.close_shared_databases()
+    pg.close_shared_databases()
     assert pg.ensure_service_database("catalog") == catalog
     base = catalog.rsplit("/", 1)[0]
     assert await _fetch(catalog, "SELECT current_database()") == "catalog"

@@ -281,11 +281,8 @@ class Postgres:
 
     def create_role_and_database(self, name: str, password: str) -> None:
         """Idempotent: a login role ``name`` owning database ``name``, reachable by it alone.
-
-        ``postgres`` and ``template1`` are closed to PUBLIC as well (every call, so a home
-        made before this rule gets it at its next ``up``): a service role can connect to its
-        own database and no other. What PostgreSQL shows every login regardless (the names
-        in ``pg_database`` and ``pg_roles``) stays visible; ``docs/security.md`` says why.
+        With ``close_shared_databases`` a service role can connect to its own database and
+        no other.
         """
         check_identifier(name)
         pw = _literal(password)
@@ -299,9 +296,19 @@ SELECT format('CREATE DATABASE %I OWNER %I', {lit}, {lit})
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = {lit}) \\gexec
 REVOKE CONNECT, TEMPORARY ON DATABASE "{name}" FROM PUBLIC;
 GRANT CONNECT, TEMPORARY ON DATABASE "{name}" TO "{name}";
-REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC;
-REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC;
 """)  # noqa: S608
+
+    def close_shared_databases(self) -> None:
+        """Close ``postgres`` and ``template1`` to PUBLIC (PostgreSQL lets every role in).
+
+        Idempotent and run on every ``up``, so a home made before this rule gets it too. Run
+        it once, not beside the per-service statements: concurrent GRANT/REVOKE on one
+        database's row fail with "tuple concurrently updated". What PostgreSQL shows every
+        login regardless (the names in ``pg_database`` and ``pg_roles``) stays visible;
+        ``docs/security.md`` says why.
+        """
+        self.psql("REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC;\n"
+                  "REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC;\n")
 
     def drop_role_and_database(self, name: str) -> None:
         check_identifier(name)

@@ -44,6 +44,7 @@ from mercato.runtime.services import (
     repo_root,
     service_env,
     service_secrets,
+    simulator_token,
 )
 
 BACKOFF_START_S = 0.5
@@ -148,7 +149,7 @@ class Supervisor:
             "nats": self.nats.url,
         }
         if self.gateway:
-            urls.update(edge=edge, envoy_admin=f"http://127.0.0.1:{self.ports.envoy_admin}",
+            urls.update(edge=edge, envoy_admin=f"unix:{self.home.envoy_admin_socket}",
                         docs={s: f"{edge}{api_path(s)}/docs" for s in self.services})
         return urls
 
@@ -190,7 +191,9 @@ class Supervisor:
         return await self._http_ok(f"http://127.0.0.1:{c.port}/health/ready")
 
     async def _envoy_ready(self, c: Child) -> bool:
-        return await self._http_ok(f"http://127.0.0.1:{self.ports.envoy_admin}/ready")
+        from mercato.gateway.envoy import admin_ready
+
+        return await admin_ready(self.home.envoy_admin_socket)
 
     async def _pg_ready(self, c: Child) -> bool:
         return await asyncio.to_thread(self.pg.is_ready)
@@ -356,6 +359,7 @@ class Supervisor:
 
     async def create_databases(self) -> None:
         self.set_phase("preparing databases")
+        await asyncio.to_thread(self.pg.close_shared_databases)
         urls = await asyncio.gather(*(asyncio.to_thread(self.pg.ensure_service_database, s)
                                       for s in self.services))
         self.db_urls = dict(zip(self.services, urls, strict=True))
@@ -369,8 +373,13 @@ class Supervisor:
         from chassis.registry import RegistryClient
         from chassis.registry_keys import TrustedKeys
 
+        socket = self.home.envoy_admin_socket
+        if len(str(socket).encode()) > 100:  # sun_path holds 108 bytes
+            raise StartupError(f"the home's path is too long for Envoy's admin socket "
+                               f"({socket}); use a shorter MERCATO_HOME", "envoy")
         cfg = GatewayConfig(envoy_dir=self.home.envoy_dir, logs_dir=self.home.logs_dir,
-                            edge_port=self.ports.edge, admin_port=self.ports.envoy_admin)
+                            edge_port=self.ports.edge, admin_port=self.ports.envoy_admin,
+                            admin_socket=socket)
         argv = await asyncio.to_thread(prepare, cfg)
         self.nc = await nats_client.connect(self.nats.url, name="mercato-gateway",
                                             max_reconnect_attempts=-1,
@@ -434,7 +443,9 @@ class Supervisor:
 
             self.add(Spec(name=sim.name, kind="simulator", argv=lambda _p, m=sim.module: [
                 sys.executable, "-m", m], port=lambda p=ports[sim.ports[0]]: p,
-                env=lambda _p, s=sim, p=ports, d=data_dir: s.env(p, d), ready=ready))
+                env=lambda _p, s=sim, p=ports, d=data_dir: {
+                    **s.env(p, d), s.token_env: simulator_token(self.home, s.name)},
+                ready=ready))
             names.append(sim.name)
         return names
 
@@ -443,6 +454,7 @@ class Supervisor:
         for sim in SIMULATORS:
             if service in sim.used_by and sim.name in self.simulator_ports:
                 env.update(sim.used_by[service](self.simulator_ports[sim.name]))
+                env[sim.token_env] = simulator_token(self.home, sim.name)
         return env
 
     def _service_spec(self, service: str, module: str, iid: str) -> Spec:
