@@ -8,6 +8,10 @@
 - `GET /charges?idempotency_key=K`: `{"items": [charge]}`, empty if none; without K, all.
 - `GET /charges/{id}`: the charge or 404. `GET /health`: `{"status": "ok"}`.
 
+With an ``api_token`` (``mercato up`` always gives one) every call but `GET /health` needs
+`Authorization: Bearer <token>` (401 otherwise): the simulator moves money, and it listens
+where every local process can reach it.
+
 A charge is `{id, idempotency_key, status, decline_reason, amount, currency, card_last4,
 attempts, created_at, updated_at}`; `attempts` counts the POST /charges calls for its key (a
 test can see a client that charged twice). The card number is never stored, only its last 4.
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from chassis.sidedoor import require_token
 
 from payments.provider.store import ChargeStore
 
@@ -53,6 +58,7 @@ class ProviderConfig:
     latency_ms: int = 0
     failure_rate: float = 0.0
     timeout_card_delay_ms: int = 30_000
+    api_token: str | None = None
 
 
 CONFIG: web.AppKey[ProviderConfig] = web.AppKey("config", ProviderConfig)
@@ -145,7 +151,8 @@ async def health(request: web.Request) -> web.Response:
 
 
 def make_app(config: ProviderConfig) -> web.Application:
-    app = web.Application(middlewares=[chaos], client_max_size=16 * 1024)
+    app = web.Application(middlewares=[require_token(config.api_token), chaos],
+                          client_max_size=16 * 1024)
     app[CONFIG] = config
     store = ChargeStore(config.data_dir)
     app[STORE] = store
