@@ -12,13 +12,17 @@ from chassis.messaging.envelope import Envelope
 from contracts.payments.v1 import AuthorizePayment
 from contracts.shipping.v1 import CreateShipment, ShipmentLine, ShippingAddress
 from edge_helpers import Platform, wait_until
+from mercato.runtime.broker import connect_options
+from mercato.runtime.paths import Home
 
 pytestmark = pytest.mark.e2e
 
 
 def send(platform: Platform, command: AuthorizePayment | CreateShipment, order_id: str) -> None:
     async def publish() -> None:
-        nc = await nats.connect(f"nats://127.0.0.1:{platform.state()['ports']['nats']}")
+        # As the operator's CLI identity: the broker refuses anonymous connections.
+        nc = await nats.connect(f"nats://127.0.0.1:{platform.state()['ports']['nats']}",
+                                **connect_options(Home(platform.home)))
         try:
             env = Envelope.new(command.subject(), command.message_type(), command.to_payload(),
                                correlation_id=order_id)

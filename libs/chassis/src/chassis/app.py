@@ -33,8 +33,9 @@ from chassis.logging import configure_logging
 from chassis.messaging.metrics import MessagingMetrics
 from chassis.messaging.runtime import Messaging, MessagingRuntime
 from chassis.metrics import HttpMetrics, MetricsMiddleware
-from chassis.nats_conn import NatsConnection
+from chassis.nats_conn import NatsConnection, connect_options
 from chassis.registry import Registration, RegistryClient
+from chassis.registry_keys import EntrySigner, TrustedKeys
 from chassis.security_headers import SecurityHeadersMiddleware, docs_policy
 from chassis.settings import ServiceSettings
 from chassis.tracing import configure_tracing, instrument_app, instrument_http_client
@@ -178,6 +179,10 @@ def create_service_app(
     if messaging is not None and db is not None:
         ctx.messaging = MessagingRuntime(messaging, db, settings.database_url,
                                          MessagingMetrics(ctx.metrics.registry))
+    # Bad keys stop the service here, at start, rather than at its first registration.
+    signer = (EntrySigner(settings.registry_signing_key.get_secret_value())
+              if settings.registry_signing_key is not None else None)
+    trusted = TrustedKeys(settings.registry_trusted_keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -189,11 +194,12 @@ def create_service_app(
         ctx.verifier = TokenVerifier((key_source or _default_key_source)(ctx),
                                      issuer=settings.jwt_issuer, audience=settings.jwt_audience)
         if settings.nats_url:
-            ctx.nats = NatsConnection(settings.nats_url, name=settings.instance)
+            ctx.nats = NatsConnection(settings.nats_url, name=settings.instance,
+                                      options=connect_options(settings))
 
             async def on_nats(nc: NATS) -> None:
                 nonlocal registration
-                ctx.registry = RegistryClient(nc)
+                ctx.registry = RegistryClient(nc, signer=signer, trusted=trusted)
                 keys = ctx.verifier.key_source if ctx.verifier is not None else None
                 if isinstance(keys, RemoteJwks):
                     background.append(asyncio.create_task(keys.warm(), name="jwks-warm"))

@@ -9,18 +9,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import nats
 import structlog
 from nats.aio.client import Client as NATS
 
+from chassis.broker_permissions import inbox_prefix
+from chassis.settings import ServiceSettings
+
 log = structlog.get_logger("chassis.nats")
 
 
+def connect_options(settings: ServiceSettings) -> dict[str, Any]:
+    """The service's credentials for ``nats.connect``: its NKey seed (if any) and its own
+    reply-inbox prefix, the only inbox its broker permissions let it subscribe to."""
+    options: dict[str, Any] = {"inbox_prefix": inbox_prefix(settings.service_name)}
+    if settings.nats_nkey_seed is not None:
+        options["nkeys_seed_str"] = settings.nats_nkey_seed.get_secret_value()
+    return options
+
+
 class NatsConnection:
-    def __init__(self, url: str, *, name: str) -> None:
+    def __init__(self, url: str, *, name: str, options: dict[str, Any] | None = None) -> None:
         self.url = url
         self.name = name
+        self._options = options or {}
         self.nc: NATS | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -50,7 +64,7 @@ class NatsConnection:
                     self.url, name=self.name, connect_timeout=2, allow_reconnect=True,
                     max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                     error_cb=self._on_error, disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected)
+                    reconnected_cb=self._on_reconnected, **self._options)
                 break
             except Exception as exc:
                 log.warning("nats_connect_failed", url=self.url, error=str(exc), retry_in=delay)

@@ -3,6 +3,10 @@
 Readers (the gateway control plane, service discovery) list live instances. An entry whose
 heartbeat is older than ``STALE_AFTER`` seconds counts as gone even before the bucket's TTL
 removes it, so a killed process stops receiving traffic within seconds.
+
+Given trusted keys, a reader also ignores every entry that is not signed by the service it
+names, or that sits under another service's key (``chassis.registry_keys``): a forged entry
+cannot send the edge's traffic or a token check's key fetch to an impostor.
 """
 
 from __future__ import annotations
@@ -15,14 +19,19 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
 import orjson
+import structlog
 from nats.aio.client import Client as NATS
 from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
+
+from chassis.registry_keys import SIGNATURE_FIELD, EntrySigner, TrustedKeys
 
 BUCKET = "mercato_registry"
 BUCKET_TTL_S = 15.0
 HEARTBEAT_EVERY_S = 3.0
 STALE_AFTER_S = 10.0
+
+log = structlog.get_logger("chassis.registry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,21 +65,34 @@ async def open_bucket(nc: NATS) -> KeyValue:
         return await js.create_key_value(bucket=BUCKET, ttl=BUCKET_TTL_S, history=1)
 
 
-def _decode(raw: bytes | None) -> Instance | None:
+def _decode(raw: bytes | None) -> tuple[Instance, dict[str, object]] | None:
     if not raw:
         return None
     try:
-        return Instance(**orjson.loads(raw))
+        fields = orjson.loads(raw)
+        if not isinstance(fields, dict):
+            return None
+        plain = {k: v for k, v in fields.items() if k != SIGNATURE_FIELD}
+        return Instance(**plain), fields
     except (orjson.JSONDecodeError, TypeError):
         return None
 
 
 class RegistryClient:
-    """Reads and writes the registry bucket over one NATS connection."""
+    """Reads and writes the registry bucket over one NATS connection.
 
-    def __init__(self, nc: NATS) -> None:
+    ``signer`` signs what this client puts; ``trusted`` (when given) makes it ignore every
+    entry that does not verify. Without ``trusted`` every well-formed entry counts: that is
+    for tests and tools only, the runtime always passes the keys.
+    """
+
+    def __init__(self, nc: NATS, *, signer: EntrySigner | None = None,
+                 trusted: TrustedKeys | None = None) -> None:
         self._nc = nc
         self._kv: KeyValue | None = None
+        self._signer = signer
+        self._trusted = trusted if trusted else None
+        self._warned: set[tuple[str, int]] = set()
 
     async def bucket(self) -> KeyValue:
         if self._kv is None:
@@ -79,7 +101,25 @@ class RegistryClient:
 
     async def put(self, instance: Instance) -> None:
         kv = await self.bucket()
-        await kv.put(instance.key, orjson.dumps(asdict(instance)))
+        fields: dict[str, object] = asdict(instance)
+        if self._signer is not None:
+            fields[SIGNATURE_FIELD] = self._signer.sign(fields)
+        await kv.put(instance.key, orjson.dumps(fields))
+
+    def _accepts(self, key: str, revision: int, decoded: tuple[Instance, dict[str, object]]
+                 ) -> bool:
+        inst, fields = decoded
+        if self._trusted is None:
+            return True
+        if inst.key == key and self._trusted.verifies(inst.service, fields):
+            return True
+        if (key, revision) not in self._warned:  # once per write, not once per re-list
+            if len(self._warned) > 1000:
+                self._warned.clear()
+            self._warned.add((key, revision))
+            log.warning("registry_entry_rejected", key=key, service=inst.service,
+                        reason="not signed by the service it names, or under another key")
+        return False
 
     async def delete(self, instance: Instance) -> None:
         kv = await self.bucket()
@@ -106,9 +146,11 @@ class RegistryClient:
                 entry = await kv.get(key)
             except (KeyNotFoundError, KeyDeletedError):  # deregistered, or expired meanwhile
                 continue
-            inst = _decode(entry.value)
-            if inst is not None and inst.is_fresh(now):
-                found.append(inst)
+            decoded = _decode(entry.value)
+            if decoded is None or not self._accepts(key, entry.revision or 0, decoded):
+                continue
+            if decoded[0].is_fresh(now):
+                found.append(decoded[0])
         return found
 
     async def changes(self) -> AsyncIterator[None]:

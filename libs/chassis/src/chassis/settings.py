@@ -34,6 +34,13 @@ class ServiceSettings(BaseSettings):
     database_url: str = ""
     # Empty means "run without NATS" (unit and API tests); readiness then ignores it.
     nats_url: str = "nats://127.0.0.1:4222"
+    # The service's NATS NKey seed (SU...): the broker knows only its public key and the
+    # subjects it may use. None connects anonymously (a test broker without authorization).
+    nats_nkey_seed: SecretStr | None = None
+    # ed25519 key (base64url) this service signs its registry entries with, and the public
+    # key of every service whose entries it trusts; with no trusted keys, entries go unchecked.
+    registry_signing_key: SecretStr | None = None
+    registry_trusted_keys: dict[str, str] = {}
     # A bare service name as host ("identity") is resolved through the registry.
     jwks_url: str = "http://identity/.well-known/jwks.json"
     jwt_issuer: str = "mercato-identity"

@@ -6,7 +6,9 @@ server shows them (``GET /messages``, oldest first, ``?to=`` filters; ``GET /hea
 
 Environment (all optional): ``NOTIFICATIONS_SINK_HOST`` (127.0.0.1),
 ``NOTIFICATIONS_SINK_SMTP_PORT`` (8025), ``NOTIFICATIONS_SINK_HTTP_PORT`` (8026),
-``NOTIFICATIONS_SINK_DATA_DIR`` (./.mercato/mailsink). SIGTERM or SIGINT stops it (exit 0).
+``NOTIFICATIONS_SINK_DATA_DIR`` (./.mercato/mailsink), ``NOTIFICATIONS_SINK_API_TOKEN``
+(``mercato up`` always sets one: ``GET /messages`` then needs ``Authorization: Bearer <it>``;
+without one the sink answers anyone on the machine). SIGTERM or SIGINT stops it (exit 0).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import structlog
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from chassis.logging import configure_logging
-from pydantic import Field
+from chassis.sidedoor import require_token
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = structlog.get_logger("notifications.mailsink")
@@ -56,6 +59,7 @@ class SinkSettings(BaseSettings):
     smtp_port: int = Field(default=8025, gt=0, lt=65536)
     http_port: int = Field(default=8026, gt=0, lt=65536)
     data_dir: Path = Path(".mercato/mailsink")
+    api_token: SecretStr | None = None
 
 
 def _header(msg: EmailMessage, name: str) -> str | None:
@@ -122,14 +126,14 @@ class StoringHandler:
         return "250 Message accepted for delivery"
 
 
-def http_app(store: MessageStore) -> web.Application:
+def http_app(store: MessageStore, token: str | None = None) -> web.Application:
     async def messages(request: web.Request) -> web.Response:
         return web.json_response(store.listing(request.query.get("to")))
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    app = web.Application()
+    app = web.Application(middlewares=[require_token(token)])
     app.router.add_get("/messages", messages)
     app.router.add_get("/health", health)
     return app
@@ -142,7 +146,10 @@ async def serve(settings: SinkSettings, stop: asyncio.Event) -> None:
         partial(SMTP, StoringHandler(store), data_size_limit=MAX_MESSAGE_BYTES,
                 hostname="mailsink.mercato.local"),
         host=settings.host, port=settings.smtp_port)
-    runner = web.AppRunner(http_app(store), access_log=None)
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    if token is None:
+        log.warning("sink_without_token", detail="GET /messages answers anyone on this machine")
+    runner = web.AppRunner(http_app(store, token), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.http_port)
     try:

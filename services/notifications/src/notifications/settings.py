@@ -4,7 +4,7 @@ from datetime import timedelta
 from typing import ClassVar
 
 from chassis.settings import ServiceSettings
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from notifications.domain.model import RetryPolicy
@@ -21,6 +21,8 @@ class NotificationsSettings(ServiceSettings):
     mail_from: str = "mercato <no-reply@mercato.local>"
     # The sink's HTTP base (e.g. http://127.0.0.1:8026) for GET /sink/messages; "" = none.
     sink_http_url: str = ""
+    # The sink's API token (the same variable the sink reads), sent as a bearer token.
+    sink_api_token: SecretStr | None = None
     # The sender: how often each instance looks for queued mail (0 turns it off), how many
     # it claims per round, and how long a claim holds a row before another may take it.
     sender_interval_s: float = Field(default=1.0, ge=0)

@@ -14,6 +14,7 @@ import orjson
 from chassis.db import Database
 from chassis.logging import configure_logging
 from chassis.migrations import upgrade_to_head
+from chassis.nats_conn import connect_options
 from chassis.serve import run_service
 
 from order_history.app import MIGRATIONS_DIR, create_app
@@ -26,7 +27,8 @@ async def run_rebuild(settings: OrderHistorySettings) -> RebuildReport:
 
     db = Database(settings.database_url, pool_size=2,
                   application_name=f"{settings.instance}-rebuild")
-    nc = await nats.connect(settings.nats_url, name=f"{settings.instance}-rebuild")
+    nc = await nats.connect(settings.nats_url, name=f"{settings.instance}-rebuild",
+                            **connect_options(settings))
     try:
         return await rebuild(db, nc.jetstream())
     finally:

@@ -27,12 +27,15 @@ from orders.settings import OrdersSettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 # orders owns its events stream and publishes through its outbox (events, and the saga's
-# commands into the other services' command queues, which those services declare).
+# commands into the other services' command queues, which those services declare). The
+# broker lets it publish exactly these: a command to a new service must be added here.
 STREAMS = [StreamSpec(events_stream_name("orders"), ["orders.events.>"])]
+SENDS = [f"{target}.commands.>" for target in ("inventory", "payments", "shipping")]
 
 
 def messaging(settings: OrdersSettings, engine: OrderSagaEngine) -> Messaging:
-    return Messaging(streams=STREAMS, outbox=True, consumers=consumer_specs(engine))
+    return Messaging(streams=STREAMS, outbox=True, sends=SENDS,
+                     consumers=consumer_specs(engine))
 
 
 def build_upstreams(ctx: ServiceContext, settings: OrdersSettings) -> Upstreams:

@@ -30,7 +30,9 @@ def provider_client(settings: PaymentsSettings) -> ProviderClient:
     """Makes no connection yet: the HTTP session opens on the first call, inside the loop."""
     return ProviderClient(settings.provider_url, timeout_s=settings.provider_timeout_s,
                           attempts=settings.provider_attempts,
-                          retry_delay_s=settings.provider_retry_delay_s)
+                          retry_delay_s=settings.provider_retry_delay_s,
+                          api_token=(settings.provider_api_token.get_secret_value()
+                                     if settings.provider_api_token else None))
 
 
 def messaging(settings: PaymentsSettings, provider: Provider | None = None) -> Messaging:

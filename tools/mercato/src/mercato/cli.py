@@ -75,10 +75,7 @@ def _check_ports(home: Home, edge_port: int | None, gateway: bool) -> None:
     if gateway and not port_is_free(ports.edge, "0.0.0.0"):
         fail(f"port {ports.edge} (the edge) is in use by another program",
              f"pick another one: mercato up --port {ports.edge + 1}{_home_flag(home)}", 2)
-    for name, port in (("postgres", ports.postgres), ("nats", ports.nats),
-                       ("envoy admin", ports.envoy_admin)):
-        if name == "envoy admin" and not gateway:
-            continue
+    for name, port in (("postgres", ports.postgres), ("nats", ports.nats)):
         if not port_is_free(port):
             fail(f"port {port} ({name}, saved in {home.config_file}) is in use by another "
                  "program",
@@ -309,6 +306,11 @@ async def _health(state: dict[str, Any]) -> dict[str, str]:
         except (aiohttp.ClientError, OSError, TimeoutError):
             results[name] = "down"
 
+    async def envoy(name: str) -> None:
+        from mercato.gateway.envoy import admin_ready
+
+        results[name] = "ok" if await admin_ready(home.envoy_admin_socket) else "down"
+
     async def engine(name: str) -> None:
         if name == "postgres":
             ok = await asyncio.to_thread(Postgres(home, ports["postgres"]).is_ready)
@@ -322,7 +324,7 @@ async def _health(state: dict[str, Any]) -> dict[str, str]:
             if proc.get("kind") == "engine":
                 jobs.append(engine(name))
             elif name == "envoy":
-                jobs.append(http(name, f"http://127.0.0.1:{ports['envoy_admin']}/ready"))
+                jobs.append(envoy(name))
             elif proc.get("kind") == "simulator" and proc.get("port"):
                 jobs.append(http(name, f"http://127.0.0.1:{proc['port']}/health"))
             elif proc.get("port") and proc.get("pid"):

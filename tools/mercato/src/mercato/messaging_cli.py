@@ -37,7 +37,10 @@ def _running(home: Path | None) -> Home:
 async def _with_js(h: Home, work: Any) -> Any:
     import nats
 
-    nc = await nats.connect(f"nats://127.0.0.1:{h.ports().nats}", connect_timeout=3)
+    from mercato.runtime.broker import connect_options
+
+    nc = await nats.connect(f"nats://127.0.0.1:{h.ports().nats}", connect_timeout=3,
+                            **connect_options(h))
     try:
         return await work(nc.jetstream())
     finally:
@@ -187,6 +190,7 @@ def history_rebuild(home: HomeOpt = None) -> None:
     import os
     import sys
 
+    from mercato.runtime.broker import nats_user
     from mercato.runtime.postgres import Postgres
     from mercato.runtime.proc import run
     from mercato.runtime.services import repo_root
@@ -200,6 +204,8 @@ def history_rebuild(home: HomeOpt = None) -> None:
         raise typer.Exit(1)
     env = {**os.environ, "ORDER_HISTORY_DATABASE_URL": url,
            "ORDER_HISTORY_NATS_URL": f"nats://127.0.0.1:{ports.nats}",
+           # The replay is order_history's own work: its broker identity may do it.
+           "ORDER_HISTORY_NATS_NKEY_SEED": nats_user(h, "order_history").seed,
            "ORDER_HISTORY_ENVIRONMENT": "development",
            "ORDER_HISTORY_INSTANCE_ID": "order_history-rebuild"}
     out.print("rebuilding the order history from the event streams …")

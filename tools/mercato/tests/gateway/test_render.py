@@ -38,6 +38,13 @@ def test_listener_and_admin_bind_loopback_only() -> None:
                                                            "port_value": 9901}
 
 
+def test_the_runtime_puts_the_admin_on_a_private_unix_socket() -> None:
+    socket = ENVOY_DIR.parent / "sockets" / "envoy-admin.sock"
+    boot = render.bootstrap(ENVOY_DIR, admin_host="127.0.0.1", admin_port=9901,
+                            admin_socket=socket)
+    assert boot["admin"]["address"] == {"pipe": {"path": str(socket), "mode": 0o600}}
+
+
 def test_bootstrap_loads_lds_and_cds_from_watched_files() -> None:
     boot = render.bootstrap(ENVOY_DIR, admin_host="127.0.0.1", admin_port=9901)
     for key, name in (("lds_config", "lds.yaml"), ("cds_config", "cds.yaml")):

@@ -91,3 +91,32 @@ def test_pg_ctl_stop_stops_a_server_it_did_not_start(home: Home):
     assert Postgres(home, first.port).pg_ctl_stop() is True
     first.proc.wait(10)
     assert not first.is_ready()
+
+
+async def test_a_service_role_reaches_its_own_database_and_no_other(pg: Postgres, home: Home):
+    pg.start()
+    # A home from before the rule: PostgreSQL's default lets every role into postgres and
+    # template1. The next `up` closes them (the supervisor's database phase), idempotently.
+    pg.psql("GRANT CONNECT ON DATABASE postgres TO PUBLIC;\n"
+            "GRANT CONNECT ON DATABASE template1 TO PUBLIC;\n")
+    catalog = pg.ensure_service_database("catalog")
+    orders = pg.ensure_service_database("orders")
+    pg.close_shared_databases()
+    pg.close_shared_databases()
+    assert pg.ensure_service_database("catalog") == catalog
+    base = catalog.rsplit("/", 1)[0]
+    assert await _fetch(catalog, "SELECT current_database()") == "catalog"
+    for database in ("postgres", "template1", "orders"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+            await _fetch(f"{base}/{database}", "SELECT 1")
+    assert await _fetch(orders, "SELECT current_database()") == "orders"
+    # template0 never accepts connections; password hashes are the superuser's alone.
+    with pytest.raises(asyncpg.PostgresError):
+        await _fetch(f"{base}/template0", "SELECT 1")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await _fetch(catalog, "SELECT count(*) FROM pg_authid")
+    # What PostgreSQL shows every login and cannot be revoked without breaking clients: the
+    # names of databases and roles (docs/security.md). Only names: orders' data stays out of
+    # reach, as its database does.
+    names = await _fetch(catalog, "SELECT string_agg(datname, ',') FROM pg_database")
+    assert "orders" in names.split(",")

@@ -33,10 +33,16 @@ class StreamSpec:
 
 @dataclass
 class Messaging:
-    """What a service produces (streams it owns, an outbox) and consumes."""
+    """What a service produces (streams it owns, an outbox) and consumes.
+
+    The broker's permissions are derived from it (``chassis.broker_permissions``): the
+    outbox may publish to the owned streams that are not work queues (its events) and to
+    ``sends`` (commands into other services' queues), nothing else.
+    """
 
     streams: list[StreamSpec] = field(default_factory=list)
     outbox: bool = False
+    sends: list[str] = field(default_factory=list)
     consumers: list[ConsumerSpec] = field(default_factory=list)
     relay_batch_size: int = 500
     inbox_purge_interval_s: float = INBOX_PURGE_INTERVAL_S
@@ -57,7 +63,8 @@ class MessagingRuntime:
         js = nc.jetstream()
         for stream in self.spec.streams:
             await ensure_stream(js, stream.name, stream.subjects, work_queue=stream.work_queue)
-        await ensure_dead_letter_stream(js)
+        if self.spec.consumers:  # only consumers dead-letter
+            await ensure_dead_letter_stream(js)
         publisher = JetStreamPublisher(js)
         if self.spec.outbox:
             self.relay = OutboxRelay(self._url, publisher, batch_size=self.spec.relay_batch_size,

@@ -31,11 +31,18 @@ async def ensure_stream(js: JetStreamContext, name: str, subjects: list[str], *,
         retention=RetentionPolicy.WORK_QUEUE if work_queue else RetentionPolicy.LIMITS,
         max_age=max_age_s, duplicate_window=DUPLICATE_WINDOW_S)
     try:
-        await js.stream_info(name)
+        info = await js.stream_info(name)
     except NotFoundError:
         await js.add_stream(config)
         return
-    await js.update_stream(config)
+    # Update only what differs: a service may read a shared stream (the dead letters) that
+    # the runtime declared, without the right to change it.
+    have = info.config
+    if (sorted(have.subjects or []) != sorted(subjects) or have.retention != config.retention
+            or have.max_age != config.max_age
+            or have.duplicate_window != config.duplicate_window
+            or have.storage != config.storage):
+        await js.update_stream(config)
 
 
 async def ensure_events_stream(js: JetStreamContext, producer: str) -> None:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import aiohttp
 from chassis.errors import ServiceUnavailable
 from chassis.security_headers import PERSONAL_DATA
+from chassis.sidedoor import bearer_header
 from fastapi import APIRouter, Query
 
 from notifications.entrypoints.deps import AdminPrincipal, Ctx, Uow
@@ -51,8 +52,10 @@ async def sink_messages(ctx: Ctx, _: AdminPrincipal) -> Any:
         raise ServiceUnavailable("no mail sink is configured (NOTIFICATIONS_SINK_HTTP_URL)")
     url = settings.sink_http_url.rstrip("/") + "/messages"
     try:
+        token = settings.sink_api_token.get_secret_value() if settings.sink_api_token else None
         async with ctx.http_session().get(
-                url, timeout=aiohttp.ClientTimeout(total=SINK_TIMEOUT_S)) as resp:
+                url, timeout=aiohttp.ClientTimeout(total=SINK_TIMEOUT_S),
+                headers=bearer_header(token)) as resp:
             if resp.status != 200:
                 raise ServiceUnavailable(f"the mail sink answered {resp.status}")
             return await resp.json()

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import structlog
+from chassis.sidedoor import bearer_header
 
 log = structlog.get_logger("payments.provider_client")
 
@@ -55,8 +56,9 @@ class ProviderClient:
     """One per service process; the aiohttp session is made on first use (inside the loop)."""
 
     def __init__(self, base_url: str, *, timeout_s: float, attempts: int = 3,
-                 retry_delay_s: float = 0.2) -> None:
+                 retry_delay_s: float = 0.2, api_token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self._headers = bearer_header(api_token)
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.attempts = max(1, attempts)
         self.retry_delay_s = retry_delay_s
@@ -69,7 +71,7 @@ class ProviderClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
+            self._session = aiohttp.ClientSession(timeout=self.timeout, headers=self._headers)
         return self._session
 
     async def _call(self, method: str, path: str, **kw: Any) -> tuple[int, dict[str, Any]]:

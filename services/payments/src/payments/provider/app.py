@@ -8,6 +8,10 @@
 - `GET /charges?idempotency_key=K`: `{"items": [charge]}`, empty if none; without K, all.
 - `GET /charges/{id}`: the charge or 404. `GET /health`: `{"status": "ok"}`.
 
+With an ``api_token`` (``mercato up`` always gives one) every call but `GET /health` needs
+`Authorization: Bearer <token>` (401 otherwise): the simulator moves money, and it listens
+where every local process can reach it.
+
 A charge is `{id, idempotency_key, status, decline_reason, amount, currency, card_last4,
 attempts, created_at, updated_at}`; `attempts` counts the POST /charges calls for its key (a
 test can see a client that charged twice). The card number is never stored, only its last 4.
@@ -23,6 +27,7 @@ answers 503 before doing anything.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import random
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -53,6 +58,7 @@ class ProviderConfig:
     latency_ms: int = 0
     failure_rate: float = 0.0
     timeout_card_delay_ms: int = 30_000
+    api_token: str | None = None
 
 
 CONFIG: web.AppKey[ProviderConfig] = web.AppKey("config", ProviderConfig)
@@ -60,6 +66,22 @@ CONFIG: web.AppKey[ProviderConfig] = web.AppKey("config", ProviderConfig)
 
 def _error(status: int, code: str, **extra: Any) -> web.Response:
     return web.json_response({"error": code, **extra}, status=status)
+
+
+def require_token(token: str | None) -> Any:
+    """401 for every call but /health without ``Bearer <token>`` (none: open to all). Written
+    here rather than taken from the chassis: the simulator plays a third party."""
+    expected = f"Bearer {token}".encode() if token else None
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        if expected is not None and request.path != "/health" and not hmac.compare_digest(
+                request.headers.get("Authorization", "").encode(), expected):
+            return web.json_response({"error": "unauthorized"}, status=401,
+                                     headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    return auth
 
 
 @web.middleware
@@ -145,7 +167,8 @@ async def health(request: web.Request) -> web.Response:
 
 
 def make_app(config: ProviderConfig) -> web.Application:
-    app = web.Application(middlewares=[chaos], client_max_size=16 * 1024)
+    app = web.Application(middlewares=[require_token(config.api_token), chaos],
+                          client_max_size=16 * 1024)
     app[CONFIG] = config
     store = ChargeStore(config.data_dir)
     app[STORE] = store

@@ -693,6 +693,9 @@ async def _run(home: Path, *, rate: float, duration_s: float, decline_share: flo
     import aiohttp
     import nats
 
+    from mercato.runtime.broker import connect_options
+    from mercato.runtime.paths import Home
+
     target = read_platform(home)
     say("mercato check before the run …")
     before, _ = await run_check(home)
@@ -713,7 +716,8 @@ async def _run(home: Path, *, rate: float, duration_s: float, decline_share: flo
         shop = await prepare_shop(session, home, target.edge_url, customers=customers,
                                   products=products, orders=total, say=say)
         try:
-            nc = await nats.connect(target.nats_url, connect_timeout=3)
+            nc = await nats.connect(target.nats_url, connect_timeout=3,
+                                    **connect_options(Home(home)))
         except Exception as exc:  # counted and reported, the run goes on
             await shop.close()
             raise BenchError(f"NATS at {target.nats_url} does not answer ({exc}): see "

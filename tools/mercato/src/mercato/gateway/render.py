@@ -115,10 +115,14 @@ def _seconds(value: float) -> str:
 # -- bootstrap -----------------------------------------------------------------------------
 
 def bootstrap(envoy_dir: Path, *, admin_host: str, admin_port: int,
-              max_connections: int = 10_000) -> dict[str, Any]:
+              admin_socket: Path | None = None, max_connections: int = 10_000) -> dict[str, Any]:
+    # Envoy's admin has no authentication of its own: on a unix socket (0600, in a 0700
+    # directory) only the home's owner can reach it; on loopback TCP every local user can.
+    admin = ({"pipe": {"path": str(admin_socket), "mode": 0o600}} if admin_socket is not None
+             else _addr(admin_host, admin_port))
     return {
         "node": {"id": "mercato-edge", "cluster": "mercato-edge"},
-        "admin": {"address": _addr(admin_host, admin_port)},
+        "admin": {"address": admin},
         "dynamic_resources": {
             "lds_config": _path_source(lds_file(envoy_dir), envoy_dir),
             "cds_config": _path_source(cds_file(envoy_dir), envoy_dir),

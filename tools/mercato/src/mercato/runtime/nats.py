@@ -1,4 +1,9 @@
-"""Embedded NATS with JetStream: config and store under ``home/nats``, loopback only."""
+"""Embedded NATS with JetStream: config and store under ``home/nats``, loopback only.
+
+With ``authorization`` (the runtime always gives it: ``mercato.runtime.broker``) only the
+listed NKey users may connect, each limited to its own subjects; without it (throw-away
+test servers) anyone on the machine may.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +35,10 @@ class Nats:
     """A nats-server whose config (``nats.conf``) and JetStream store live in ``directory``."""
 
     def __init__(self, directory: Path, port: int, *, host: str = "127.0.0.1",
-                 monitor_port: int | None = None, log_file: Path | None = None) -> None:
+                 monitor_port: int | None = None, log_file: Path | None = None,
+                 authorization: dict[str, Any] | None = None) -> None:
         self.dir = Path(directory)
+        self.authorization = authorization
         self.host = host
         self.port = port
         self.monitor_port = monitor_port
@@ -64,7 +71,11 @@ class Nats:
         ]
         if self.monitor_port:
             lines.append(f"http: {self.host}:{self.monitor_port}")
-        write_atomic(self.conf_file, "\n".join(lines) + "\n")
+        if self.authorization is not None:
+            # JSON is valid nats.conf; quoted strings keep "$JS.API..." from being variables.
+            lines.append(f"authorization: {json.dumps(self.authorization, indent=1)}")
+        # 0600: the file names every user's permissions (public keys only, no secrets).
+        write_atomic(self.conf_file, "\n".join(lines) + "\n", mode=0o600)
 
     def argv(self) -> list[str]:
         return [nats_server_bin(), "-c", str(self.conf_file)]

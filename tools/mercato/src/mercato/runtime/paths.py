@@ -102,6 +102,9 @@ class Home:
     envoy_dir = property(lambda self: self.root / "envoy")
     logs_dir = property(lambda self: self.root / "logs")
     run_dir = property(lambda self: self.root / "run")
+    # 0700: unix sockets only the home's owner may reach (Envoy's admin).
+    sockets_dir = property(lambda self: self.root / "sockets")
+    envoy_admin_socket = property(lambda self: self.root / "sockets" / "envoy-admin.sock")
     pid_file = property(lambda self: self.root / "run" / "supervisor.pid")
     state_file = property(lambda self: self.root / "run" / "state.json")
 
@@ -112,8 +115,9 @@ class Home:
         for d in (self.root, self.pg_dir, self.nats_dir, self.envoy_dir, self.logs_dir,
                   self.run_dir):
             d.mkdir(parents=True, exist_ok=True)
-        self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(self.secrets_dir, 0o700)
+        for private in (self.secrets_dir, self.sockets_dir):
+            private.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(private, 0o700)
 
     # -- config.json -------------------------------------------------------------------------
 

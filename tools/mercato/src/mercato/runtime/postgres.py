@@ -280,7 +280,10 @@ class Postgres:
         return res.stdout
 
     def create_role_and_database(self, name: str, password: str) -> None:
-        """Idempotent: a login role ``name`` owning database ``name``, reachable by it alone."""
+        """Idempotent: a login role ``name`` owning database ``name``, reachable by it alone.
+        With ``close_shared_databases`` a service role can connect to its own database and
+        no other.
+        """
         check_identifier(name)
         pw = _literal(password)
         lit = _literal(name)
@@ -294,6 +297,18 @@ SELECT format('CREATE DATABASE %I OWNER %I', {lit}, {lit})
 REVOKE CONNECT, TEMPORARY ON DATABASE "{name}" FROM PUBLIC;
 GRANT CONNECT, TEMPORARY ON DATABASE "{name}" TO "{name}";
 """)  # noqa: S608
+
+    def close_shared_databases(self) -> None:
+        """Close ``postgres`` and ``template1`` to PUBLIC (PostgreSQL lets every role in).
+
+        Idempotent and run on every ``up``, so a home made before this rule gets it too. Run
+        it once, not beside the per-service statements: concurrent GRANT/REVOKE on one
+        database's row fail with "tuple concurrently updated". What PostgreSQL shows every
+        login regardless (the names in ``pg_database`` and ``pg_roles``) stays visible;
+        ``docs/security.md`` says why.
+        """
+        self.psql("REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC;\n"
+                  "REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC;\n")
 
     def drop_role_and_database(self, name: str) -> None:
         check_identifier(name)

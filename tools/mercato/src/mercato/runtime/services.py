@@ -19,7 +19,8 @@ class Simulator:
     """A stand-in for a third party (the payment provider, the mail server), run beside the
     services. Its ports are chosen once per run: the services that call it are told them at
     their start, so a restarted simulator must come back on the same ones. The first port
-    answers ``health_path`` over HTTP."""
+    answers ``health_path`` over HTTP. ``token_env`` names the variable that carries the
+    home's bearer token for its API, to the simulator and to the services that call it."""
 
     name: str
     module: str
@@ -27,6 +28,7 @@ class Simulator:
     ports: tuple[str, ...]
     env: Callable[[dict[str, int], Path], dict[str, str]]  # (ports, data dir) -> its env
     used_by: dict[str, Callable[[dict[str, int]], dict[str, str]]]  # service -> env for it
+    token_env: str
 
 
 SIMULATORS = [
@@ -38,6 +40,7 @@ SIMULATORS = [
                              "PAYMENTS_PROVIDER_DATA_DIR": str(data)},
         used_by={"payments": lambda p: {
             "PAYMENTS_PROVIDER_URL": f"http://127.0.0.1:{p['http']}"}},
+        token_env="PAYMENTS_PROVIDER_API_TOKEN",  # noqa: S106 - a variable name
     ),
     Simulator(
         name="mailsink", module="notifications.mailsink", health_path="/health",
@@ -50,6 +53,7 @@ SIMULATORS = [
             "NOTIFICATIONS_SMTP_HOST": "127.0.0.1",
             "NOTIFICATIONS_SMTP_PORT": str(p["smtp"]),
             "NOTIFICATIONS_SINK_HTTP_URL": f"http://127.0.0.1:{p['http']}"}},
+        token_env="NOTIFICATIONS_SINK_API_TOKEN",  # noqa: S106 - a variable name
     ),
 ]
 
@@ -116,6 +120,15 @@ def service_secrets(home: Home, service: str) -> dict[str, str]:
             home.write_secret(name, stored)
         env[variable] = str(stored["secret"])
     return env
+
+
+def simulator_token(home: Home, simulator: str) -> str:
+    """The bearer token of one simulator's API, made once per home (``<name>-api-token``)."""
+    stored = home.read_secret(f"{simulator}-api-token")
+    if stored is None or not stored.get("token"):
+        stored = {"token": secrets.token_urlsafe(32)}
+        home.write_secret(f"{simulator}-api-token", stored)
+    return str(stored["token"])
 
 
 def repo_root() -> Path:

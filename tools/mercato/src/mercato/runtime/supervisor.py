@@ -29,6 +29,7 @@ import aiohttp
 import structlog
 from chassis.logging import configure_logging
 
+from mercato.runtime import broker
 from mercato.runtime.cleanup import ENV_MARK
 from mercato.runtime.nats import Nats
 from mercato.runtime.paths import Home, free_port, write_atomic
@@ -43,6 +44,7 @@ from mercato.runtime.services import (
     repo_root,
     service_env,
     service_secrets,
+    simulator_token,
 )
 
 BACKOFF_START_S = 0.5
@@ -147,7 +149,7 @@ class Supervisor:
             "nats": self.nats.url,
         }
         if self.gateway:
-            urls.update(edge=edge, envoy_admin=f"http://127.0.0.1:{self.ports.envoy_admin}",
+            urls.update(edge=edge, envoy_admin=f"unix:{self.home.envoy_admin_socket}",
                         docs={s: f"{edge}{api_path(s)}/docs" for s in self.services})
         return urls
 
@@ -189,7 +191,9 @@ class Supervisor:
         return await self._http_ok(f"http://127.0.0.1:{c.port}/health/ready")
 
     async def _envoy_ready(self, c: Child) -> bool:
-        return await self._http_ok(f"http://127.0.0.1:{self.ports.envoy_admin}/ready")
+        from mercato.gateway.envoy import admin_ready
+
+        return await admin_ready(self.home.envoy_admin_socket)
 
     async def _pg_ready(self, c: Child) -> bool:
         return await asyncio.to_thread(self.pg.is_ready)
@@ -318,6 +322,8 @@ class Supervisor:
     async def start_engines(self) -> None:
         self.set_phase("starting engines")
         await asyncio.to_thread(self.prepare_postgres)
+        # Only the home's identities may connect; each service to its own subjects.
+        self.nats.authorization = broker.authorization(self.home, list(self.services))
         self.nats.write_config()
         pg, nats = self.pg, self.nats
         self.add(Spec(name="postgres", kind="engine", argv=lambda _p: pg.argv(),
@@ -327,6 +333,22 @@ class Supervisor:
         self.add(Spec(name="nats", kind="engine", argv=lambda _p: nats.argv(),
                       port=lambda: nats.port, ready=self._nats_ready))
         await self.wait_ready(["postgres", "nats"])
+        await self.declare_shared_streams()
+
+    async def declare_shared_streams(self) -> None:
+        """The registry bucket and the dead letters, as the runtime identity: services may
+        read and write in them, not create or reconfigure them."""
+        import nats as nats_client
+        from chassis.messaging.streams import ensure_dead_letter_stream
+        from chassis.registry import open_bucket
+
+        nc = await nats_client.connect(self.nats.url, name="mercato-runtime",
+                                       **broker.connect_options(self.home, broker.RUNTIME))
+        try:
+            await open_bucket(nc)
+            await ensure_dead_letter_stream(nc.jetstream())
+        finally:
+            await nc.close()
 
     def prepare_postgres(self) -> None:
         self.pg.init()
@@ -337,6 +359,7 @@ class Supervisor:
 
     async def create_databases(self) -> None:
         self.set_phase("preparing databases")
+        await asyncio.to_thread(self.pg.close_shared_databases)
         urls = await asyncio.gather(*(asyncio.to_thread(self.pg.ensure_service_database, s)
                                       for s in self.services))
         self.db_urls = dict(zip(self.services, urls, strict=True))
@@ -348,13 +371,22 @@ class Supervisor:
             raise StartupError(f"the gateway cannot be loaded ({exc})", "envoy") from exc
         import nats as nats_client
         from chassis.registry import RegistryClient
+        from chassis.registry_keys import TrustedKeys
 
+        socket = self.home.envoy_admin_socket
+        if len(str(socket).encode()) > 100:  # sun_path holds 108 bytes
+            raise StartupError(f"the home's path is too long for Envoy's admin socket "
+                               f"({socket}); use a shorter MERCATO_HOME", "envoy")
         cfg = GatewayConfig(envoy_dir=self.home.envoy_dir, logs_dir=self.home.logs_dir,
-                            edge_port=self.ports.edge, admin_port=self.ports.envoy_admin)
+                            edge_port=self.ports.edge, admin_port=self.ports.envoy_admin,
+                            admin_socket=socket)
         argv = await asyncio.to_thread(prepare, cfg)
-        self.nc = await nats_client.connect(self.nats.url, name="mercato-supervisor",
-                                            max_reconnect_attempts=-1)
-        registry = RegistryClient(self.nc)
+        self.nc = await nats_client.connect(self.nats.url, name="mercato-gateway",
+                                            max_reconnect_attempts=-1,
+                                            **broker.connect_options(self.home, broker.GATEWAY))
+        # The edge routes only to instances whose entry their own service signed.
+        registry = RegistryClient(self.nc, trusted=TrustedKeys(
+            broker.trusted_registry_keys(self.home, list(self.services))))
         self.control_plane = asyncio.create_task(
             self._run_control_plane(run_control_plane, cfg, registry), name="control-plane")
         self.add(Spec(name="envoy", kind="gateway", argv=lambda _p: list(argv),
@@ -411,7 +443,9 @@ class Supervisor:
 
             self.add(Spec(name=sim.name, kind="simulator", argv=lambda _p, m=sim.module: [
                 sys.executable, "-m", m], port=lambda p=ports[sim.ports[0]]: p,
-                env=lambda _p, s=sim, p=ports, d=data_dir: s.env(p, d), ready=ready))
+                env=lambda _p, s=sim, p=ports, d=data_dir: {
+                    **s.env(p, d), s.token_env: simulator_token(self.home, s.name)},
+                ready=ready))
             names.append(sim.name)
         return names
 
@@ -420,6 +454,7 @@ class Supervisor:
         for sim in SIMULATORS:
             if service in sim.used_by and sim.name in self.simulator_ports:
                 env.update(sim.used_by[service](self.simulator_ports[sim.name]))
+                env[sim.token_env] = simulator_token(self.home, sim.name)
         return env
 
     def _service_spec(self, service: str, module: str, iid: str) -> Spec:
@@ -427,7 +462,8 @@ class Supervisor:
             assert port is not None
             return {**service_env(service, instance_id=iid, port=port,
                                   database_url=self.db_urls[service], nats_url=self.nats.url),
-                    **self._simulator_env(service), **service_secrets(self.home, service)}
+                    **self._simulator_env(service), **service_secrets(self.home, service),
+                    **broker.service_broker_env(self.home, service, list(self.services))}
 
         return Spec(name=iid, kind="service", service=service,
                     argv=lambda _p: [sys.executable, "-m", module], port=free_port, env=env,

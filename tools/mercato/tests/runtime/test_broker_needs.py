@@ -1,0 +1,47 @@
+"""The runtime's table of what each service does on the broker matches the services' own
+Messaging declarations: a new consumer, stream or command cannot silently lack permission."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+from chassis.broker_permissions import BrokerNeeds, service_permissions, subject_matches
+from contracts.base import Command
+from contracts.registry import ALL
+from mercato.runtime.broker import SERVICE_BROKER_NEEDS
+from mercato.runtime.services import SERVICES
+
+
+def declared_needs(service: str, monkeypatch: pytest.MonkeyPatch) -> BrokerNeeds:
+    """Build the service's app the way the runtime starts it and read what it declared."""
+    prefix = service.upper() + "_"
+    monkeypatch.setenv(prefix + "DATABASE_URL",
+                       f"postgresql+asyncpg://{service}:pw@127.0.0.1:1/{service}")
+    monkeypatch.setenv(prefix + "NATS_URL", "")
+    app = importlib.import_module(f"{service}.app").create_app()
+    runtime = app.state.ctx.messaging
+    return BrokerNeeds.of(runtime.spec if runtime is not None else None)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_table_is_what_the_service_declares(service: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    assert SERVICE_BROKER_NEEDS[service] == declared_needs(service, monkeypatch), (
+        f"update SERVICE_BROKER_NEEDS[{service!r}] in mercato/runtime/broker.py")
+
+
+def test_every_command_a_saga_sends_is_a_subject_orders_may_publish() -> None:
+    allowed = service_permissions("orders", SERVICE_BROKER_NEEDS["orders"]).publish
+    commands = [c for c in ALL if issubclass(c, Command)]
+    assert commands
+    for command in commands:
+        assert any(subject_matches(p, command.subject()) for p in allowed), command
+
+
+def test_a_service_publishes_only_its_own_events() -> None:
+    for service, needs in SERVICE_BROKER_NEEDS.items():
+        for pattern in needs.publishes:
+            owner, kind = pattern.split(".")[:2]
+            assert (owner, kind) == (service, "events") or (service, kind) == (
+                "orders", "commands"), (service, pattern)
