@@ -1,0 +1,34 @@
+"""Card numbers: ASCII digits with a valid Luhn check digit, and errors that never quote one."""
+
+from __future__ import annotations
+
+import pytest
+from chassis.cards import CardNumber, is_card_number
+from pydantic import BaseModel, ValidationError
+
+TEST_CARDS = ["4242424242424242", "4000000000000002", "4000000000009995", "4000000000000119",
+              "5555555555554444", "378282246310005"]
+
+
+class Payment(BaseModel):
+    card_number: CardNumber
+
+
+@pytest.mark.parametrize("card", TEST_CARDS)
+def test_the_test_cards_are_valid(card: str) -> None:
+    assert is_card_number(card)
+    assert Payment(card_number=card).card_number == card
+
+
+@pytest.mark.parametrize("card", [
+    "４２４２４２４２４２４２４２４２",  # full-width digits: str.isdigit() and \d say yes
+    "٤٢٤٢٤٢٤٢٤٢٤٢٤٢٤٢",  # Arabic-Indic digits
+    "4242424242424241",  # one digit off: the Luhn check fails
+    "4242 4242 4242 4242", "42", "4" * 20, "", "424242424242424x",
+])
+def test_look_alikes_and_typos_are_refused_without_echoing_the_number(card: str) -> None:
+    assert not is_card_number(card)
+    with pytest.raises(ValidationError) as err:
+        Payment(card_number=card)
+    shown = str(err.value.errors(include_input=False, include_url=False))
+    assert card not in shown or card == ""
