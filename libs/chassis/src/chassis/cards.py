@@ -2,7 +2,7 @@
 
 Every place a card number enters (orders, cart, payments) validates it with ``CardNumber``,
 so a typo is a 422 before anything is stored or sent, and a look-alike such as full-width
-digits ("４２４２…") never reaches the provider. ``\\d`` in a pydantic pattern is not enough:
+digits (U+FF10-U+FF19) never reaches the provider. ``\\d`` in a pydantic pattern is not enough:
 pydantic's regex engine matches any Unicode digit with it.
 
 Error messages never quote the number: validation errors end up in problem+json answers
