@@ -177,6 +177,57 @@ def stream_messages(platform: Platform) -> dict[str, list[bytes]]:
     return asyncio.run(read())
 
 
+class Wiretap:
+    """Every message published on the platform's broker while it runs, as headers and body:
+    a plain NATS subscription to every subject, so it sees what travelled (a work queue's
+    command, deleted once handled, included), not only what the streams still hold. Used as
+    ``with Wiretap(platform) as tap: ...`` then ``tap.messages``."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.messages: list[bytes] = []
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Wiretap:
+        self._thread.start()
+        if not self._ready.wait(30) or self._error is not None:
+            raise AssertionError(f"the wiretap did not start: {self._error!r}")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        async def tap() -> None:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            nc = await nats_connect(self.platform)
+            try:
+                async def keep(msg: Any) -> None:
+                    self.messages.append(f"{msg.subject} {json.dumps(msg.headers or {})}\n"
+                                         .encode() + (msg.data or b""))
+
+                await nc.subscribe(">", cb=keep, pending_msgs_limit=1_000_000,
+                                   pending_bytes_limit=1 << 30)
+                await nc.flush()
+                self._ready.set()
+                await self._stop.wait()
+                await nc.flush()
+            finally:
+                await nc.close()
+
+        try:
+            asyncio.run(tap())
+        except BaseException as exc:  # reported by __enter__
+            self._error = exc
+            self._ready.set()
+
+
 def log_files(platform: Platform) -> dict[str, str]:
     """Every file under the home's logs/, as text."""
     logs = platform.home / "logs"
