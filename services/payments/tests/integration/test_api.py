@@ -122,6 +122,7 @@ def test_a_customer_exchanges_a_card_for_a_payment_method_of_their_own(
     method = made.json()
     assert (method["last4"], method["brand"]) == ("4242", "visa")
     assert method["id"].startswith("pm_") and CARD not in made.text
+    assert made.headers["cache-control"] == "no-store"  # one customer's card
     assert client.get(f"/api/payments/payment-methods/{method['id']}",
                       headers=ALICE).json() == method
     assert [m["id"] for m in client.get("/api/payments/payment-methods",

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from chassis.auth import require_role
 from chassis.errors import BadRequest
+from chassis.security_headers import PERSONAL_DATA
 from fastapi import APIRouter, Header, Path, Query
 
 from payments.entrypoints.deps import AdminPrincipal, CurrentPrincipal, ProviderDep, Uow
@@ -29,7 +30,8 @@ from payments.entrypoints.schemas import (
 )
 from payments.service_layer import handlers
 
-router = APIRouter(prefix="/api/payments", tags=["payments"])
+# A customer's cards and an order's payments: kept by no cache (Cache-Control: no-store).
+router = APIRouter(prefix="/api/payments", tags=["payments"], dependencies=[PERSONAL_DATA])
 
 MAX_KEY_LENGTH = 200
 
