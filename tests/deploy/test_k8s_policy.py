@@ -199,11 +199,13 @@ def _ports(docs: tuple[Obj, ...], name: str) -> set[int]:
 
 def architecture_flows() -> set[tuple[str, str]]:
     """docs/architecture.md: the edge routes to every public API; every service fetches
-    identity's JWKS; orders asks identity and catalog, cart asks catalog and orders."""
+    identity's JWKS; orders asks identity, catalog and payments (a payment method, or a card
+    exchanged for one), cart asks catalog and orders."""
     names = [k8s_name(s) for s in services()]
     flows = {("edge", n) for n in names}
     flows |= {(n, "identity") for n in names if n != "identity"}
-    flows |= {("orders", "catalog"), ("cart", "catalog"), ("cart", "orders")}
+    flows |= {("orders", "catalog"), ("orders", "payments"), ("cart", "catalog"),
+              ("cart", "orders")}
     return flows
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import socket
@@ -131,3 +132,162 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.2)
             last = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+# -- what a platform keeps: streams, logs, databases (for scans such as the card-number one) --
+
+async def nats_connect(platform: Platform) -> Any:
+    """A NATS connection to the platform's broker: every test that reads streams connects
+    here, so a change of how one connects (credentials) is made once."""
+    import nats
+    from mercato.runtime.broker import connect_options
+    from mercato.runtime.paths import Home
+
+    # As the operator's CLI identity: the broker refuses anonymous connections.
+    return await nats.connect(f"nats://127.0.0.1:{platform.state()['ports']['nats']}",
+                              **connect_options(Home(platform.home)))
+
+
+def stream_messages(platform: Platform) -> dict[str, list[bytes]]:
+    """Every message every JetStream stream holds (dead letters and the registry included),
+    headers and body, by stream."""
+    from nats.js.errors import NotFoundError
+
+    async def read() -> dict[str, list[bytes]]:
+        nc = await nats_connect(platform)
+        try:
+            js = nc.jetstream()
+            found: dict[str, list[bytes]] = {}
+            for info in await js.streams_info():
+                name, state = info.config.name, info.state
+
+                async def one(seq: int, stream: str = name) -> bytes | None:
+                    try:
+                        msg = await js.get_msg(stream, seq)
+                    except NotFoundError:  # deleted (a work queue's acked message)
+                        return None
+                    return json.dumps(msg.headers or {}).encode() + b"\n" + (msg.data or b"")
+
+                messages: list[bytes] = []
+                if state.messages:
+                    for start in range(state.first_seq, state.last_seq + 1, 200):
+                        chunk = range(start, min(start + 200, state.last_seq + 1))
+                        messages += [m for m in await asyncio.gather(*map(one, chunk)) if m]
+                found[name] = messages
+            return found
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+class Wiretap:
+    """Every message published on the platform's broker while it runs, as headers and body:
+    a plain NATS subscription to every subject, so it sees what travelled (a work queue's
+    command, deleted once handled, included), not only what the streams still hold. Used as
+    ``with Wiretap(platform) as tap: ...`` then ``tap.messages``."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.messages: list[bytes] = []
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Wiretap:
+        self._thread.start()
+        if not self._ready.wait(30) or self._error is not None:
+            raise AssertionError(f"the wiretap did not start: {self._error!r}")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        async def tap() -> None:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            nc = await nats_connect(self.platform)
+            try:
+                async def keep(msg: Any) -> None:
+                    self.messages.append(f"{msg.subject} {json.dumps(msg.headers or {})}\n"
+                                         .encode() + (msg.data or b""))
+
+                await nc.subscribe(">", cb=keep, pending_msgs_limit=1_000_000,
+                                   pending_bytes_limit=1 << 30)
+                await nc.flush()
+                self._ready.set()
+                await self._stop.wait()
+                await nc.flush()
+            finally:
+                await nc.close()
+
+        try:
+            asyncio.run(tap())
+        except BaseException as exc:  # reported by __enter__
+            self._error = exc
+            self._ready.set()
+
+
+def log_files(platform: Platform) -> dict[str, str]:
+    """Every file under the home's logs/, as text."""
+    logs = platform.home / "logs"
+    return {str(p.relative_to(logs)): p.read_text(errors="replace")
+            for p in sorted(logs.rglob("*")) if p.is_file()}
+
+
+def superuser_connect(platform: Platform, database: str) -> Any:
+    """An asyncpg connection (a coroutine) to one of the platform's databases as the
+    PostgreSQL superuser, with the password the home keeps."""
+    import asyncpg
+
+    secrets = json.loads((platform.home / "secrets" / "postgres.json").read_text())
+    return asyncpg.connect(host="127.0.0.1", port=platform.state()["ports"]["postgres"],
+                           user=secrets["user"], password=secrets["password"],
+                           database=database)
+
+
+def database_dump(platform: Platform) -> dict[str, list[str]]:
+    """Every row of every table of every database (each service's, and any other), as text,
+    by "database.schema.table"."""
+    async def dump() -> dict[str, list[str]]:
+        conn = await superuser_connect(platform, "postgres")
+        try:
+            names = [r["datname"] for r in await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate")]
+        finally:
+            await conn.close()
+        found: dict[str, list[str]] = {}
+        for database in names:
+            conn = await superuser_connect(platform, database)
+            try:
+                tables = await conn.fetch(
+                    "SELECT table_schema, table_name FROM information_schema.tables "
+                    "WHERE table_type = 'BASE TABLE' AND table_schema NOT IN "
+                    "('pg_catalog', 'information_schema')")
+                for t in tables:
+                    schema, table = t["table_schema"], t["table_name"]
+                    rows = await conn.fetch(f'SELECT t::text AS row FROM "{schema}"."{table}" t')
+                    found[f"{database}.{schema}.{table}"] = [r["row"] for r in rows]
+            finally:
+                await conn.close()
+        return found
+
+    return asyncio.run(dump())
+
+
+def provider_charges(platform: Platform) -> list[dict[str, Any]]:
+    """Every charge the simulated card provider has made (its own API, not the edge's)."""
+    provider = next(p for n, p in platform.state()["processes"].items()
+                    if n.startswith("payments-provider"))
+    from mercato.runtime.paths import Home
+    from mercato.runtime.services import simulator_token
+
+    token = simulator_token(Home(platform.home), "payments-provider")
+    resp = httpx.get(f"http://127.0.0.1:{provider['port']}/charges", timeout=10,
+                     headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 200, resp.text
+    return list(resp.json()["items"])

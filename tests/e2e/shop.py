@@ -52,6 +52,25 @@ def place(c: httpx.Client, auth: dict, product: dict, address_id: str, card: str
     return resp.json()["id"]
 
 
+def payment_method(c: httpx.Client, auth: dict, card: str) -> dict:
+    """The card exchanged for a payment method of the customer's, as a storefront does
+    before placing an order: {id, last4, brand, created_at}."""
+    resp = c.post("/api/payments/payment-methods", headers=auth, json={"card_number": card})
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def place_with(c: httpx.Client, auth: dict, product: dict, address_id: str,
+               payment: dict[str, str]) -> str:
+    """POST /api/orders with a payment of either form ({payment_method_id} or
+    {card_number}); the order's id."""
+    resp = c.post("/api/orders", headers={**auth, "Idempotency-Key": str(uuid.uuid4())},
+                  json={"items": [{"product_id": product["id"], "quantity": 1}],
+                        "shipping_address_id": address_id, "payment": payment})
+    assert resp.status_code == 202, resp.text
+    return resp.json()["id"]
+
+
 def settled(c: httpx.Client, auth: dict, order_id: str) -> dict:
     return wait_until(lambda: (o := c.get(f"/api/orders/{order_id}", headers=auth).json())
                       ["status"] != "PENDING" and o, 60, "the order to settle")

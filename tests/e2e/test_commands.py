@@ -6,23 +6,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import nats
 import pytest
 from chassis.messaging.envelope import Envelope
-from contracts.payments.v1 import AuthorizePayment
+from contracts.payments.v2 import AuthorizePayment
 from contracts.shipping.v1 import CreateShipment, ShipmentLine, ShippingAddress
-from edge_helpers import Platform, wait_until
-from mercato.runtime.broker import connect_options
-from mercato.runtime.paths import Home
+from edge_helpers import Platform, nats_connect, wait_until
 
 pytestmark = pytest.mark.e2e
 
 
 def send(platform: Platform, command: AuthorizePayment | CreateShipment, order_id: str) -> None:
     async def publish() -> None:
-        # As the operator's CLI identity: the broker refuses anonymous connections.
-        nc = await nats.connect(f"nats://127.0.0.1:{platform.state()['ports']['nats']}",
-                                **connect_options(Home(platform.home)))
+        nc = await nats_connect(platform)
         try:
             env = Envelope.new(command.subject(), command.message_type(), command.to_payload(),
                                correlation_id=order_id)
@@ -35,9 +30,18 @@ def send(platform: Platform, command: AuthorizePayment | CreateShipment, order_i
 
 def test_payment_authorized_through_the_provider_process(platform: Platform) -> None:
     order_id, payment_id = str(uuid.uuid4()), f"pay-{uuid.uuid4().hex[:12]}"
-    send(platform, AuthorizePayment(payment_id=payment_id, order_id=order_id, amount="45000",
-                                    currency="KRW", card_number="4242424242424242"), order_id)
     with platform.client() as c:
+        user = platform.register(c)
+        customer = {"Authorization": "Bearer " + platform.login(
+            c, user["email"], user["password"])["access_token"]}
+        made = c.post("/api/payments/payment-methods", headers=customer,
+                      json={"card_number": "4242424242424242"})
+        assert made.status_code == 201, made.text
+        method = made.json()
+        send(platform, AuthorizePayment(
+            payment_id=payment_id, order_id=order_id, customer_id=user["id"], amount="45000",
+            currency="KRW", payment_method_id=method["id"], card_last4=method["last4"]),
+            order_id)
         admin = {"Authorization": f"Bearer {platform.admin_token(c)}"}
         url = f"/api/payments/payments/{payment_id}"
         payment = wait_until(lambda: c.get(url, headers=admin).status_code == 200

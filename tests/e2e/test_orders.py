@@ -3,9 +3,19 @@ inventory, payments and shipping, and notifications and the read model follow.""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from edge_helpers import Platform, wait_until
-from shop import bearer, customer_with_address, place, settled, stocked_product
+from shop import (
+    bearer,
+    customer_with_address,
+    new_product,
+    payment_method,
+    place,
+    settled,
+    stocked_product,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -153,3 +163,31 @@ def test_mercato_check_passes_and_catches_a_violation(platform: Platform) -> Non
     finally:
         asyncio.run(set_status("released"))
     assert mercato(platform.home, "check").returncode == 0
+
+
+def test_an_order_of_fifty_lines_is_approved(platform: Platform) -> None:
+    """The most lines an order may have. Prices come from the catalog in one call: a call
+    per line made any order of 33 or more lines meet orders' own bulkhead (503)."""
+    with platform.client() as c:
+        admin = bearer(platform.admin_token(c))
+
+        def stocked(i: int) -> dict:
+            with platform.client() as own:
+                return new_product(own, admin, on_hand=3, price=str(1000 + i))
+
+        with ThreadPoolExecutor(8) as pool:
+            products = list(pool.map(stocked, range(50)))
+        auth, address_id = customer_with_address(platform, c)
+        method = payment_method(c, auth, APPROVE)
+        resp = c.post("/api/orders", headers={**auth, "Idempotency-Key": "fifty-lines"}, json={
+            "items": [{"product_id": p["id"], "quantity": 2} for p in products],
+            "shipping_address_id": address_id, "payment": {"payment_method_id": method["id"]}})
+        assert resp.status_code == 202, resp.text
+        order = settled(c, auth, resp.json()["id"])
+        assert order["status"] == "APPROVED", order
+        assert len(order["items"]) == 50
+        assert order["total"]["amount"] == str(2 * sum(1000 + i for i in range(50)))
+        for p in (products[0], products[-1]):
+            wait_until(lambda sku=p["sku"]: (s := c.get(f"/api/inventory/stock/{sku}").json())
+                       ["on_hand"] == 1 and s["reserved"] == 0, 30,
+                       "the reservation to be committed")

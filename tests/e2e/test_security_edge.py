@@ -197,6 +197,7 @@ def test_personal_data_is_never_cached(platform: Platform) -> None:
             c.get("/api/orders", headers=auth),
             c.get("/api/cart", headers=auth),
             c.get("/api/history/orders", headers=auth),
+            c.get("/api/payments/payment-methods", headers=auth),
         ]
         public = c.get("/api/catalog/products", params={"page_size": 1})
     for resp in personal:

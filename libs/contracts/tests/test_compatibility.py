@@ -99,3 +99,14 @@ def test_a_breaking_change_to_a_published_contract_is_caught() -> None:
 def test_older_consumers_ignore_unknown_fields() -> None:
     parsed = V1.model_validate({"sku": "A", "quantity": 1, "added_later": True})
     assert parsed.sku == "A"
+
+
+def test_authorize_payment_v2_carries_a_token_on_the_v1_subject() -> None:
+    from contracts.payments import v1, v2
+
+    assert BY_TYPE["AuthorizePayment.v2"] is v2.AuthorizePayment
+    assert BY_TYPE["AuthorizePayment.v1"] is v1.AuthorizePayment
+    assert v2.AuthorizePayment.subject() == v1.AuthorizePayment.subject()
+    fields = set(v2.AuthorizePayment.model_fields)
+    assert "card_number" not in fields
+    assert {"payment_method_id", "card_last4", "customer_id"} <= fields

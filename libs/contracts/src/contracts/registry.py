@@ -7,6 +7,7 @@ from contracts.catalog import v1 as catalog_v1
 from contracts.inventory import v1 as inventory_v1
 from contracts.orders import v1 as orders_v1
 from contracts.payments import v1 as payments_v1
+from contracts.payments import v2 as payments_v2
 from contracts.shipping import v1 as shipping_v1
 
 ALL: list[type[Contract]] = [
@@ -19,7 +20,7 @@ ALL: list[type[Contract]] = [
     payments_v1.AuthorizePayment, payments_v1.CapturePayment, payments_v1.VoidPayment,
     payments_v1.RefundPayment, payments_v1.PaymentAuthorized, payments_v1.PaymentDeclined,
     payments_v1.PaymentCaptured, payments_v1.PaymentVoided, payments_v1.PaymentRefunded,
-    payments_v1.PaymentFailed,
+    payments_v1.PaymentFailed, payments_v2.AuthorizePayment,
     shipping_v1.CreateShipment, shipping_v1.CancelShipment, shipping_v1.ReleaseShipment,
     shipping_v1.ShipmentCreated,
     shipping_v1.ShipmentCreationFailed, shipping_v1.ShipmentCancelled,

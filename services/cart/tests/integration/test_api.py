@@ -15,6 +15,7 @@ from cart_kit import PRODUCTS, FakeUpstreams, count
 from chassis.db import Database
 from chassis.testing import TokenMinter, assert_problem
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 pytestmark = pytest.mark.integration
 
@@ -301,3 +302,62 @@ def test_ten_concurrent_identical_checkouts_make_one_order(
     assert len(upstreams.orders) == 1  # orders made one order
     assert table_count(database_url, "checkouts") == 1
     assert lines(client) == []
+
+
+def database_text(database_url: str) -> str:
+    async def main() -> str:
+        db = Database(database_url, pool_size=1)
+        try:
+            async with db.engine.connect() as conn:
+                tables = list((await conn.execute(text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))).scalars())
+                dumped = []
+                for table in tables:
+                    rows = (await conn.execute(text(f'SELECT t::text FROM "{table}" t'))).scalars()
+                    dumped += [f"{table}: {r}" for r in rows]
+            return "\n".join(dumped)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+CARD = CHECKOUT["payment"]["card_number"]
+
+
+def test_a_card_is_passed_on_to_orders_and_kept_nowhere_in_the_cart(
+        client: TestClient, upstreams: FakeUpstreams, database_url: str) -> None:
+    put(client, "p-mug", 1)
+    assert checkout(client).status_code == 202
+    [sent] = upstreams.order_requests
+    assert sent["body"]["payment"] == {"card_number": CARD}
+    assert CARD not in database_text(database_url)
+
+
+def test_checkout_with_a_payment_method_passes_it_on(
+        client: TestClient, upstreams: FakeUpstreams) -> None:
+    put(client, "p-mug", 1)
+    body = {"shipping_address_id": "addr-1", "payment": {"payment_method_id": "pm_1"}}
+    first = checkout(client, body=body)
+    assert first.status_code == 202, first.text
+    [sent] = upstreams.order_requests
+    assert sent["body"]["payment"] == {"payment_method_id": "pm_1"}
+    assert checkout(client, body=body).json() == first.json()  # a retry: the same order
+    assert_problem(checkout(client, body={**body, "payment": {"payment_method_id": "pm_2"}}),
+                   409)
+
+
+def full_width(card: str) -> str:
+    return card.translate({ord(d): 0xFF10 + int(d) for d in "0123456789"})
+
+
+@pytest.mark.parametrize("payment", [
+    {"card_number": full_width(CARD)}, {"card_number": "4242424242424241"},
+    {"card_number": CARD, "payment_method_id": "pm_1"}, {}])
+def test_a_card_that_is_not_ascii_digits_passing_luhn_is_422_and_never_sent(
+        client: TestClient, upstreams: FakeUpstreams, payment: dict[str, str]) -> None:
+    put(client, "p-mug", 1)
+    resp = checkout(client, body={**CHECKOUT, "payment": payment})
+    doc = assert_problem(resp, 422)
+    assert "4242" not in str(doc.get("errors"))
+    assert upstreams.hits["orders"] == 0

@@ -86,3 +86,15 @@ def test_fingerprints_ignore_key_order_but_not_values() -> None:
     b = {"payment": {"card_number": "4242424242424242"}, "shipping_address_id": "x"}
     assert request_fingerprint(a) == request_fingerprint(b)
     assert request_fingerprint(a) != request_fingerprint({**a, "shipping_address_id": "y"})
+
+
+def test_a_fingerprint_holds_nothing_derived_from_the_whole_card_number() -> None:
+    card = {"shipping_address_id": "x", "payment": {"card_number": "4242424242424242"}}
+    same_last4 = {"shipping_address_id": "x", "payment": {"card_number": "4000000000024242"}}
+    other = {"shipping_address_id": "x", "payment": {"card_number": "4000000000000002"}}
+    assert request_fingerprint(card) == request_fingerprint(same_last4)
+    assert request_fingerprint(card) != request_fingerprint(other)
+    method = {"shipping_address_id": "x", "payment": {"payment_method_id": "pm_1"}}
+    assert request_fingerprint(method) != request_fingerprint(
+        {**method, "payment": {"payment_method_id": "pm_2"}})
+    assert request_fingerprint(method) != request_fingerprint(card)

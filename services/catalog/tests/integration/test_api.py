@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -10,7 +11,7 @@ from catalog.app import MIGRATIONS_DIR, create_app
 from catalog.seed import PRODUCTS
 from catalog.settings import CatalogSettings
 from chassis.migrations import upgrade_to_head
-from chassis.testing import TokenMinter
+from chassis.testing import TokenMinter, assert_problem
 from fastapi.testclient import TestClient
 
 pytestmark = pytest.mark.integration
@@ -84,6 +85,36 @@ def test_a_sku_with_a_numbered_part_is_found_by_any_part(client: TestClient) -> 
                    ("edge-tested", "E2E-59351642")):
         found = client.get("/api/catalog/products", params={"q": q}).json()
         assert [p["sku"] for p in found["items"]] == [sku], q
+
+
+def test_products_listed_by_id_come_in_one_page_without_the_ones_not_on_sale(
+        client: TestClient) -> None:
+    """One call prices a whole order: 50 lines (the most an order has) and beyond."""
+    every = [p["id"] for page in (1, 2, 3)
+             for p in client.get("/api/catalog/products",
+                                 params={"page": page, "page_size": 20}).json()["items"]]
+    assert len(every) >= 50
+    gone = client.post("/api/catalog/products", json={**NEW, "sku": "GONE-1"}, headers=ADMIN)
+    assert client.delete(f"/api/catalog/products/{gone.json()['id']}",
+                         headers=ADMIN).status_code == 204
+    unknown = "00000000-0000-4000-8000-000000000000"
+    wanted = [*every[:50], gone.json()["id"], unknown]
+    found = client.get("/api/catalog/products", params={"ids": ",".join(wanted)})
+    assert found.status_code == 200, found.text
+    doc = found.json()
+    assert sorted(p["id"] for p in doc["items"]) == sorted(every[:50])
+    assert (doc["total"], doc["page"]) == (50, 1)
+    assert all(p["status"] == "active" and p["price"]["amount"] for p in doc["items"])
+    # They combine with the other filters, and page like any listing when asked to.
+    one = client.get("/api/catalog/products", params={"ids": ",".join(every[:3]),
+                                                      "page_size": 2}).json()
+    assert (len(one["items"]), one["total"]) == (2, 3)
+
+
+@pytest.mark.parametrize("ids", ["", "not-a-uuid", ",".join(["00000000-0000-4000-8000-000000000000"] * 2)
+                                 + ",x", ",".join(str(uuid.uuid4()) for _ in range(101))])
+def test_bad_ids_are_422_problem(client: TestClient, ids: str) -> None:
+    assert_problem(client.get("/api/catalog/products", params={"ids": ids}), 422)
 
 
 @pytest.mark.parametrize("params", [{"page": 0}, {"page_size": 0}, {"page_size": 101},

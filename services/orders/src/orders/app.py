@@ -1,5 +1,5 @@
 """Wiring of the orders service: ``create_app`` for the process, ``bootstrap`` for start-up
-(the service client for identity and catalog, the saga reconciler), ``messaging`` for what
+(the service client for identity, catalog and payments, the saga reconciler), ``messaging`` for what
 it produces and consumes."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def build_upstreams(ctx: ServiceContext, settings: OrdersSettings) -> Upstreams:
                            retries=settings.upstream_retries, service_identity="orders",
                            registry=ctx.metrics.registry)
     return Upstreams(client, identity_url=settings.identity_url,
-                     catalog_url=settings.catalog_url)
+                     catalog_url=settings.catalog_url, payments_url=settings.payments_url)
 
 
 def make_bootstrap(engine: OrderSagaEngine) -> Callable[
@@ -56,6 +56,7 @@ def make_bootstrap(engine: OrderSagaEngine) -> Callable[
         assert isinstance(settings, OrdersSettings)
         ctx.state["saga_engine"] = engine
         ctx.state["upstreams"] = build_upstreams(ctx, settings)
+        ctx.state["card_fingerprint_key"] = settings.card_fingerprint_key
         admission = Admission(settings.max_sagas_in_flight, ctx.metrics.registry)
         ctx.state["admission"] = admission
         stop = asyncio.Event()

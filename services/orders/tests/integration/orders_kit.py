@@ -1,14 +1,16 @@
-"""Helpers for the orders integration tests: fake identity/catalog servers, and the saga's
-other side (commands relayed out of the outbox into an in-memory broker, replies delivered
+"""Helpers for the orders integration tests: fake identity/catalog/payments servers, and the
+saga's other side (commands relayed out of the outbox into an in-memory broker, replies delivered
 through the real inbox consumers)."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import jwt
 import orjson
 from aiohttp import web
 from chassis.db import Database
@@ -26,14 +28,26 @@ from sqlalchemy import text
 
 ADDRESS = {"name": "Kim Min-ji", "line1": "1 Sejong-daero", "line2": None, "city": "Seoul",
            "postal_code": "04524", "country": "KR", "phone": None}
+# Catalog product ids are UUIDs.
+MUG, TEA, OLD = ("00000000-0000-4000-8000-00000000a001", "00000000-0000-4000-8000-00000000a002",
+                 "00000000-0000-4000-8000-00000000a003")
 PRODUCTS = {
-    "p-mug": {"id": "p-mug", "sku": "MUG-1", "name": "Mug", "status": "active",
-              "price": {"amount": "12900", "currency": "KRW"}},
-    "p-tea": {"id": "p-tea", "sku": "TEA-1", "name": "Tea", "status": "active",
-              "price": {"amount": "3500", "currency": "KRW"}},
-    "p-old": {"id": "p-old", "sku": "OLD-1", "name": "Old", "status": "discontinued",
-              "price": {"amount": "100", "currency": "KRW"}},
+    MUG: {"id": MUG, "sku": "MUG-1", "name": "Mug", "status": "active",
+          "price": {"amount": "12900", "currency": "KRW"}},
+    TEA: {"id": TEA, "sku": "TEA-1", "name": "Tea", "status": "active",
+          "price": {"amount": "3500", "currency": "KRW"}},
+    OLD: {"id": OLD, "sku": "OLD-1", "name": "Old", "status": "discontinued",
+          "price": {"amount": "100", "currency": "KRW"}},
 }
+
+
+def subject_of(authorization: str | None) -> str | None:
+    """The caller a forwarded token names (the real services verify it; the fake trusts it)."""
+    if not authorization:
+        return None
+    claims = jwt.decode(authorization.removeprefix("Bearer "),
+                        options={"verify_signature": False})
+    return str(claims["sub"])
 
 
 @dataclass
@@ -43,12 +57,23 @@ class FakeUpstreams(ThreadedUpstream):
 
     addresses: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     products: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(PRODUCTS))
-    down: set[str] = field(default_factory=set)  # "identity" and/or "catalog": answer 503
+    # payment method id -> (owner, last4); the fake vault's (owner, key) -> (card, id)
+    methods: dict[str, tuple[str, str]] = field(default_factory=dict)
+    vault: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    cards_received: list[str] = field(default_factory=list)
+    down: set[str] = field(default_factory=set)  # "identity", "catalog", "payments": 503
     hits: Counter[str] = field(default_factory=Counter)
     authorizations: list[str | None] = field(default_factory=list)
+
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/identity/users/{user}/addresses/{address}", self._address)
-        app.router.add_get("/api/catalog/products/{product}", self._product)
+        app.router.add_get("/api/catalog/products", self._products)
+        app.router.add_get("/api/payments/payment-methods/{method}", self._method)
+        app.router.add_post("/api/payments/payment-methods", self._tokenize)
+
+    def add_method(self, method_id: str, owner: str, last4: str = "4242") -> str:
+        self.methods[method_id] = (owner, last4)
+        return method_id
 
     async def _address(self, request: web.Request) -> web.Response:
         self.hits["identity"] += 1
@@ -60,18 +85,59 @@ class FakeUpstreams(ThreadedUpstream):
             return web.json_response({"title": "Not found"}, status=404)
         return web.json_response({"id": key[1], "user_id": key[0], **self.addresses[key]})
 
-    async def _product(self, request: web.Request) -> web.Response:
+    async def _products(self, request: web.Request) -> web.Response:
+        """GET /api/catalog/products?ids=...: those on sale, one page."""
         self.hits["catalog"] += 1
         if "catalog" in self.down:
             return web.json_response({"title": "down"}, status=503)
-        found = self.products.get(request.match_info["product"])
-        if found is None:
+        ids = request.query["ids"].split(",")
+        found = [p for i in ids if (p := self.products.get(i)) and p["status"] == "active"]
+        return web.json_response({"items": found, "total": len(found), "page": 1,
+                                  "page_size": len(ids)})
+
+    async def _method(self, request: web.Request) -> web.Response:
+        self.hits["payments"] += 1
+        if "payments" in self.down:
+            return web.json_response({"title": "down"}, status=503)
+        method_id = request.match_info["method"]
+        owner, last4 = self.methods.get(method_id, (None, ""))
+        if owner is None or owner != subject_of(request.headers.get("Authorization")):
             return web.json_response({"title": "Not found"}, status=404)
-        return web.json_response(found)
+        return web.json_response({"id": method_id, "last4": last4, "brand": "visa"})
+
+    async def _tokenize(self, request: web.Request) -> web.Response:
+        self.hits["payments_tokenize"] += 1
+        if "payments" in self.down:
+            return web.json_response({"title": "down"}, status=503)
+        card = (await request.json())["card_number"]
+        self.cards_received.append(card)
+        owner = subject_of(request.headers.get("Authorization")) or ""
+        key = (owner, request.headers.get("Idempotency-Key") or uuid.uuid4().hex)
+        if key in self.vault and self.vault[key][0] != card:
+            return web.json_response({"title": "Conflict"}, status=409)
+        if key not in self.vault:
+            made = "pm_" + hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+            self.vault[key] = (card, made)
+            self.add_method(made, owner, card[-4:])
+        method_id = self.vault[key][1]
+        return web.json_response({"id": method_id, "last4": card[-4:], "brand": "visa"},
+                                 status=201)
 
 
 class StubUpstreams:
     """Stands in for orders.adapters.upstream.Upstreams when only the saga is under test."""
+
+    async def payment_method(self, method_id: str, authorization: str | None) -> Any:
+        from orders.adapters.upstream import PaymentMethodRef
+
+        return PaymentMethodRef(method_id, "4242")
+
+    async def tokenize(self, card_number: str, *, authorization: str | None,
+                       idempotency_key: str) -> Any:
+        from orders.adapters.upstream import PaymentMethodRef
+
+        return PaymentMethodRef("pm_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:16],
+                                card_number[-4:])
 
     async def address(self, customer_id: str, address_id: str,
                       authorization: str | None) -> dict[str, Any]:
@@ -132,6 +198,18 @@ async def order_row(db: Database, order_id: str) -> dict[str, Any]:
                                   {"id": uuid.UUID(order_id)})).first()
     assert row is not None
     return dict(row._mapping)
+
+
+async def database_text(db: Database) -> str:
+    """Every row of every table of the orders database, as text (a PAN scan)."""
+    async with db.engine.connect() as conn:
+        tables = list((await conn.execute(text(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))).scalars())
+        dumped = []
+        for table in tables:
+            rows = (await conn.execute(text(f'SELECT t::text FROM "{table}" t'))).scalars()
+            dumped += [f"{table}: {r}" for r in rows]
+    return "\n".join(dumped)
 
 
 async def count(db: Database, table: str) -> int:

@@ -15,7 +15,7 @@ from chassis.testing import TokenMinter, assert_problem
 from fastapi.testclient import TestClient
 from orders.app import create_app
 from orders.settings import OrdersSettings
-from orders_kit import ADDRESS, FakeUpstreams, count
+from orders_kit import ADDRESS, MUG, OLD, TEA, FakeUpstreams, count, database_text
 from sqlalchemy import text
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ ALICE_TOKEN = minter.token(subject="alice", roles=["customer"], email="alice@exa
 ALICE = {"Authorization": f"Bearer {ALICE_TOKEN}"}
 BOB = minter.auth(["customer"], subject="bob")
 ADMIN = minter.auth(["customer", "admin"], subject="admin-1")
-BODY = {"items": [{"product_id": "p-mug", "quantity": 2}, {"product_id": "p-tea", "quantity": 1}],
+BODY = {"items": [{"product_id": MUG, "quantity": 2}, {"product_id": TEA, "quantity": 1}],
         "shipping_address_id": "addr-1", "payment": {"card_number": "4242424242424242"}}
 
 
@@ -41,8 +41,9 @@ def upstreams() -> Iterator[FakeUpstreams]:
 def client(database_url: str, upstreams: FakeUpstreams) -> Iterator[TestClient]:
     settings = OrdersSettings(database_url=database_url, nats_url="", register_instance=False,
                               reconciler_interval_s=0, identity_url=upstreams.url,
-                              catalog_url=upstreams.url, upstream_timeout_s=1.0,
-                              db_pool_size=15)
+                              catalog_url=upstreams.url, payments_url=upstreams.url,
+                              upstream_timeout_s=1.0, db_pool_size=15,
+                              card_fingerprint_secret="a secret from the vault")
     with TestClient(create_app(settings, key_source=minter.key_source()),
                     raise_server_exceptions=False) as c:
         yield c
@@ -106,7 +107,7 @@ def test_placing_an_order_answers_202_pending_and_writes_order_saga_and_outbox(
 @pytest.mark.parametrize(("change", "detail"), [
     ({"shipping_address_id": "addr-b"}, "unknown address"),  # bob's, not alice's
     ({"items": [{"product_id": "nope", "quantity": 1}]}, "unknown product nope"),
-    ({"items": [{"product_id": "p-old", "quantity": 1}]}, "product p-old cannot be ordered"),
+    ({"items": [{"product_id": OLD, "quantity": 1}]}, f"unknown product {OLD}"),
 ])
 def test_unknown_address_or_product_is_422_and_writes_nothing(
         client: TestClient, database_url: str, change: dict, detail: str) -> None:
@@ -117,9 +118,9 @@ def test_unknown_address_or_product_is_422_and_writes_nothing(
 
 @pytest.mark.parametrize("body", [
     {**BODY, "items": []},
-    {**BODY, "items": [{"product_id": "p-mug", "quantity": 0}]},
-    {**BODY, "items": [{"product_id": "p-mug", "quantity": 101}]},
-    {**BODY, "items": [{"product_id": "p-mug", "quantity": 1}] * 2},
+    {**BODY, "items": [{"product_id": MUG, "quantity": 0}]},
+    {**BODY, "items": [{"product_id": MUG, "quantity": 101}]},
+    {**BODY, "items": [{"product_id": MUG, "quantity": 1}] * 2},
     {**BODY, "items": [{"product_id": f"p{i}", "quantity": 1} for i in range(51)]},
     {**BODY, "payment": {"card_number": "42"}},
     {k: v for k, v in BODY.items() if k != "shipping_address_id"},
@@ -149,13 +150,13 @@ def test_an_unavailable_upstream_is_503_with_retry_after_and_writes_nothing(
     upstreams.down.add(down)
     # One product: identity and catalog share the fake's host, so they share a circuit
     # breaker here; two failing products would open it (5 failures in a row).
-    resp = post(client, {**BODY, "items": [{"product_id": "p-mug", "quantity": 1}]})
+    resp = post(client, {**BODY, "items": [{"product_id": MUG, "quantity": 1}]})
     assert_problem(resp, 503)
     assert resp.headers["Retry-After"]
     assert upstreams.hits[down] == 3  # a GET is retried twice
     assert written(database_url) == (0, 0, 0)
     upstreams.down.clear()
-    assert post(client, {**BODY, "items": [{"product_id": "p-mug", "quantity": 1}]}
+    assert post(client, {**BODY, "items": [{"product_id": MUG, "quantity": 1}]}
                 ).status_code == 202  # the same key works once they are back
 
 
@@ -168,7 +169,7 @@ def test_same_key_same_body_is_the_same_answer_and_one_order(
     assert again.json() == first.json()
     assert written(database_url) == (1, 1, 2)
     assert upstreams.hits["identity"] == 1  # the repeat was answered from the database
-    other = post(client, {**BODY, "items": [{"product_id": "p-mug", "quantity": 3}]})
+    other = post(client, {**BODY, "items": [{"product_id": MUG, "quantity": 3}]})
     assert_problem(other, 409)
     # Keys are per customer: bob may use the same one.
     assert post(client, {**BODY, "shipping_address_id": "addr-b"}, headers=BOB).status_code == 202
@@ -208,8 +209,9 @@ def test_the_saga_history_is_shown_to_the_owner_without_the_card(client: TestCli
     assert doc["instance"]["saga_name"] == "order"
     assert [e["kind"] for e in doc["events"]] == ["started", "command_sent"]
     assert doc["events"][1]["message_type"] == "ReserveStock.v1"
-    assert "4242424242424242" not in resp.text
-    assert doc["instance"]["data"]["card_number"] == "<redacted>"
+    assert "4242424242424242" not in resp.text and "card_number" not in resp.text
+    assert doc["instance"]["data"]["payment_method_id"] == "<redacted>"
+    assert doc["instance"]["data"]["card_last4"] == "4242"
 
 
 def test_cancel_is_accepted_while_pending_and_refused_once_final(
@@ -231,8 +233,9 @@ def test_new_orders_are_refused_with_503_while_too_many_sagas_run(
         database_url: str, upstreams: FakeUpstreams) -> None:
     settings = OrdersSettings(database_url=database_url, nats_url="", register_instance=False,
                               reconciler_interval_s=0, identity_url=upstreams.url,
-                              catalog_url=upstreams.url, upstream_timeout_s=1.0,
-                              max_sagas_in_flight=1, admission_refresh_s=0.05)
+                              catalog_url=upstreams.url, payments_url=upstreams.url,
+                              upstream_timeout_s=1.0, max_sagas_in_flight=1,
+                              admission_refresh_s=0.05)
     with TestClient(create_app(settings, key_source=minter.key_source()),
                     raise_server_exceptions=False) as c:
         first = post(c)
@@ -250,3 +253,130 @@ def test_new_orders_are_refused_with_503_while_too_many_sagas_run(
         again = post(c)  # a retry of the order already accepted is still answered
         assert again.status_code == 202 and again.json() == first.json()
         assert "orders_refused_overload_total 1.0" in c.get("/metrics").text
+
+
+def dump(database_url: str) -> str:
+    async def main() -> str:
+        db = Database(database_url, pool_size=1)
+        try:
+            return await database_text(db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+def saga_data(database_url: str) -> dict[str, Any]:
+    async def main() -> dict[str, Any]:
+        db = Database(database_url, pool_size=1)
+        try:
+            async with db.engine.connect() as conn:
+                return dict((await conn.execute(text(
+                    "SELECT data FROM saga_instances"))).scalar_one())
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+CARD = "4242424242424242"
+
+
+def full_width(card: str) -> str:
+    return card.translate({ord(d): 0xFF10 + int(d) for d in "0123456789"})
+
+
+def test_a_card_is_exchanged_for_a_payment_method_before_anything_is_stored(
+        client: TestClient, database_url: str, upstreams: FakeUpstreams) -> None:
+    first = post(client)
+    assert first.status_code == 202, first.text
+    assert upstreams.cards_received == [CARD]  # to payments, and to no one else
+    data = saga_data(database_url)
+    assert data["payment_method_id"].startswith("pm_") and data["card_last4"] == "4242"
+    assert "card_number" not in data
+    assert CARD not in dump(database_url)  # orders, saga, history, outbox, every table
+    # A retry is answered from the database: the card is not exchanged again.
+    assert post(client).json() == first.json()
+    assert upstreams.hits["payments_tokenize"] == 1
+
+
+def test_concurrent_identical_card_orders_exchange_the_card_for_one_payment_method(
+        client: TestClient, database_url: str, upstreams: FakeUpstreams) -> None:
+    with ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(lambda _: post(client, key="burst-card"), range(5)))
+    assert [a.status_code for a in answers] == [202] * 5, [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert len(upstreams.vault) == 1  # every exchange carried the same Idempotency-Key
+
+
+def test_the_same_key_with_another_card_of_the_same_last_four_is_409(
+        client: TestClient, upstreams: FakeUpstreams) -> None:
+    assert post(client).status_code == 202
+    other = {**BODY, "payment": {"card_number": "4000000000024242"}}  # also ends in 4242
+    assert_problem(post(client, other), 409)
+    assert upstreams.hits["payments_tokenize"] == 1
+
+
+def test_a_payment_method_order_names_the_callers_own_method(
+        client: TestClient, database_url: str, upstreams: FakeUpstreams) -> None:
+    mine = upstreams.add_method("pm_alice", "alice", "1111")
+    bobs = upstreams.add_method("pm_bob", "bob", "2222")
+    body = {**BODY, "payment": {"payment_method_id": mine}}
+    placed = post(client, body)
+    assert placed.status_code == 202, placed.text
+    assert saga_data(database_url)["payment_method_id"] == mine
+    assert saga_data(database_url)["card_last4"] == "1111"
+    assert upstreams.hits["payments_tokenize"] == 0
+    assert post(client, body).json() == placed.json()  # a retry: the same answer
+    assert_problem(post(client, {**BODY, "payment": {"payment_method_id": "pm_bob"}}), 409)
+    doc = assert_problem(post(client, {**BODY, "payment": {"payment_method_id": bobs}},
+                              key="k-bob"), 422)
+    assert (doc["detail"], doc["reason"]) == ("unknown payment method", "unknown_payment_method")
+    assert_problem(post(client, {**BODY, "payment": {"payment_method_id": "pm_nope"}},
+                        key="k-nope"), 422)
+    assert written(database_url)[0] == 1
+
+
+@pytest.mark.parametrize("payment", [
+    {"card_number": full_width(CARD)},  # str.isdigit() and pydantic's \d accept these
+    {"card_number": "4242424242424241"},  # the Luhn check fails
+    {"card_number": CARD, "payment_method_id": "pm_1"},  # one of them, not both
+    {},
+])
+def test_a_card_that_is_not_ascii_digits_passing_luhn_is_422_and_never_sent(
+        client: TestClient, database_url: str, upstreams: FakeUpstreams,
+        payment: dict[str, str]) -> None:
+    resp = post(client, {**BODY, "payment": payment})
+    doc = assert_problem(resp, 422)
+    assert CARD not in resp.text and full_width(CARD) not in resp.text
+    assert "4242" not in str(doc.get("errors"))
+    assert sum(upstreams.hits.values()) == 0 and upstreams.cards_received == []
+    assert written(database_url) == (0, 0, 0)
+
+
+def test_payments_unavailable_for_the_exchange_is_503_and_writes_nothing(
+        client: TestClient, database_url: str, upstreams: FakeUpstreams) -> None:
+    upstreams.down.add("payments")
+    resp = post(client)
+    assert_problem(resp, 503)
+    assert resp.headers["Retry-After"]
+    assert written(database_url) == (0, 0, 0)
+    upstreams.down.clear()
+    assert post(client).status_code == 202
+
+
+def test_a_fifty_line_order_prices_every_line_in_one_catalog_call(
+        client: TestClient, database_url: str, upstreams: FakeUpstreams) -> None:
+    """A call per line made an order of 33+ lines meet the client's bulkhead (32 calls in
+    flight per target): 503 for an order the schema accepts."""
+    ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(50)]
+    for i, product_id in enumerate(ids):
+        upstreams.products[product_id] = {
+            "id": product_id, "sku": f"SKU-{i}", "name": f"Thing {i}", "status": "active",
+            "price": {"amount": "1000", "currency": "KRW"}}
+    body = {**BODY, "items": [{"product_id": p, "quantity": 1} for p in ids]}
+    resp = post(client, body)
+    assert resp.status_code == 202, resp.text
+    assert upstreams.hits["catalog"] == 1
+    order = client.get(f"/api/orders/{resp.json()['id']}", headers=ALICE).json()
+    assert (len(order["items"]), order["total"]["amount"]) == (50, "50000")

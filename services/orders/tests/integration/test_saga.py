@@ -28,7 +28,17 @@ from contracts.shipping.v1 import (
 )
 from orders.service_layer import handlers
 from orders.service_layer.orchestrator import OrderSagaEngine
-from orders_kit import Services, StubUpstreams, count, order_row, payload, types
+from orders_kit import (
+    MUG,
+    TEA,
+    Services,
+    StubUpstreams,
+    count,
+    database_text,
+    order_row,
+    payload,
+    types,
+)
 from sqlalchemy import text
 
 pytestmark = pytest.mark.integration
@@ -69,8 +79,8 @@ def principal(subject: str = "alice"):  # a verified token's principal
 
 
 async def place(db: Database, engine: OrderSagaEngine, key: str = "k1") -> str:
-    body = {"items": [{"product_id": "p-mug", "quantity": 2},
-                      {"product_id": "p-tea", "quantity": 1}],
+    body = {"items": [{"product_id": MUG, "quantity": 2},
+                      {"product_id": TEA, "quantity": 1}],
             "shipping_address_id": "addr-1", "payment": {"card_number": CARD}}
     placed = await handlers.place_order(db.unit_of_work(), StubUpstreams(), engine,  # type: ignore[arg-type]
                                         principal(), body=body, idempotency_key=key,
@@ -104,18 +114,20 @@ async def saga(db: Database, order_id: str):
     return found
 
 
-async def card_in(db: Database) -> dict[str, int]:
-    """Rows holding the card number, per table (the outbox's AuthorizePayment aside)."""
+async def token_in(db: Database) -> dict[str, int]:
+    """Rows holding a payment method id, per table (the outbox's AuthorizePayment aside)."""
     async with db.engine.connect() as conn:
         return {table: (await conn.execute(text(
-            f"SELECT count(*) FROM {table} t WHERE CAST({column} AS text) LIKE :card"),
-            {"card": f"%{CARD}%"})).scalar_one()
+            f"SELECT count(*) FROM {table} t WHERE CAST({column} AS text) LIKE '%pm\\_%'")
+            )).scalar_one()
             for table, column in [("orders", "t.*"), ("saga_instances", "t.data"),
                                   ("saga_events", "t.detail")]}
 
 
 async def card_anywhere(db: Database) -> bool:
-    return any((await card_in(db)).values())
+    """The card number in any row of any table (the outbox included), or the payment
+    method still in the saga's data or history."""
+    return CARD in await database_text(db) or any((await token_in(db)).values())
 
 
 async def test_happy_path_approves_and_commits_the_reservation(
@@ -127,17 +139,20 @@ async def test_happy_path_approves_and_commits_the_reservation(
     assert payload(first[0])["customer_email"] == "alice@example.com"
     assert payload(first[1])["lines"] == [{"sku": "MUG-1", "quantity": 2},
                                           {"sku": "TEA-1", "quantity": 1}]
-    # Only the saga's data holds it (for AuthorizePayment), not the order, not the history.
-    assert await card_in(db) == {"orders": 0, "saga_instances": 1, "saga_events": 0}
+    # The card was exchanged for a payment method before anything was stored: the number is
+    # nowhere, and only the saga's data holds the token (for AuthorizePayment).
+    assert CARD not in await database_text(db)
+    assert await token_in(db) == {"orders": 0, "saga_instances": 1, "saga_events": 0}
     sent = []
     for event in (reserved(o), authorized(o), shipped(o), captured(o)):
         assert await services.reply(o, event) == Outcome.HANDLED
         sent += await services.sent()
-    assert types(sent) == ["AuthorizePayment.v1", "CreateShipment.v1", "CapturePayment.v1",
+    assert types(sent) == ["AuthorizePayment.v2", "CreateShipment.v1", "CapturePayment.v1",
                            "CommitReservation.v1", "ReleaseShipment.v1", "OrderApproved.v1"]
     auth = payload(sent[0])
-    assert (auth["payment_id"], auth["amount"], auth["card_number"]) == (
-        f"pay-{o}", "29300", CARD)
+    assert (auth["payment_id"], auth["amount"], auth["customer_id"], auth["card_last4"]) == (
+        f"pay-{o}", "29300", "alice", "4242")
+    assert auth["payment_method_id"].startswith("pm_") and "card_number" not in auth
     assert payload(sent[1])["shipment_id"] == f"shp-{o}"
     assert payload(sent[1])["address"]["city"] == "Seoul"
     assert payload(sent[3]) == {"reservation_id": o}
@@ -148,7 +163,8 @@ async def test_happy_path_approves_and_commits_the_reservation(
     story = await saga(db, o)
     assert story.instance.status == Status.COMPLETED
     assert story.instance.data["tracking_number"] == "MS123"
-    assert "card_number" not in story.instance.data
+    assert "payment_method_id" not in story.instance.data
+    assert story.instance.data["card_last4"] == "4242"
     assert [e.kind for e in story.events][-2:] == ["completed", "order_approved"]
     assert await card_anywhere(db) is False
 
@@ -166,7 +182,7 @@ async def test_declined_card_rejects_releases_stock_and_voids_nothing(
     assert payload(after[1])["reason"] == "card_declined"
     row = await order_row(db, o)
     assert (row["status"], row["reason"]) == ("REJECTED", "card_declined")
-    assert "card_number" not in (await saga(db, o)).instance.data
+    assert "payment_method_id" not in (await saga(db, o)).instance.data
 
 
 async def test_stock_shortage_rejects_with_nothing_to_undo(
@@ -225,7 +241,7 @@ async def test_duplicate_and_late_replies_are_harmless(
     assert await services.reply(str(uuid.uuid4()), reserved(o)) == Outcome.HANDLED  # not ours
     sent = types(await services.sent())
     assert sent.count("CommitReservation.v1") == 1 and sent.count("OrderApproved.v1") == 1
-    assert sent.count("AuthorizePayment.v1") == 1
+    assert sent.count("AuthorizePayment.v2") == 1
     assert (await order_row(db, o))["status"] == "APPROVED"
     ignored = [e for e in (await saga(db, o)).events
                if e.kind == "reply" and not e.detail["accepted"]]
@@ -245,12 +261,38 @@ async def test_a_timed_out_step_is_compensated_by_the_reconciler_and_the_order_r
         return n
 
     assert await tick(11) == 1 and await tick(32) == 1  # two resends (10 s, then 20 s)
-    assert types(await services.sent()) == ["AuthorizePayment.v1", "AuthorizePayment.v1"]
+    assert types(await services.sent()) == ["AuthorizePayment.v2", "AuthorizePayment.v2"]
     assert await tick(73) == 1  # after 40 s more, gave up: undo payment and stock
     assert types(await services.sent()) == ["VoidPayment.v1", "ReleaseStock.v1",
                                             "OrderRejected.v1"]
     row = await order_row(db, o)
     assert (row["status"], row["reason"]) == ("REJECTED", "authorize_payment_timed_out")
+    assert await card_anywhere(db) is False
+
+
+async def test_a_saga_an_older_release_started_with_a_card_resends_v1_then_forgets_it(
+        db: Database, engine: OrderSagaEngine, services: Services, clock: Clock) -> None:
+    """An upgrade can meet a saga whose data holds card_number: its re-sent AuthorizePayment
+    is v1 (payments vaults the card on receipt), and the card leaves the data on the answer."""
+    o = await place(db, engine)
+    async with db.engine.begin() as conn:
+        await conn.execute(text(
+            "UPDATE saga_instances SET data = (data - 'payment_method_id' - 'card_last4') || "
+            "jsonb_build_object('card_number', CAST(:card AS text)) WHERE id = :id"),
+            {"card": CARD, "id": uuid.UUID(o)})
+    await services.sent()
+    await services.reply(o, reserved(o))
+    [first] = await services.sent()
+    assert (first.headers["Mercato-Type"], payload(first)["card_number"]) == (
+        "AuthorizePayment.v1", CARD)
+    await services.reply(o, authorized(o))
+    assert "card_number" not in (await saga(db, o)).instance.data
+    for event in (shipped(o), captured(o)):
+        await services.reply(o, event)
+    await services.sent()
+    assert (await order_row(db, o))["status"] == "APPROVED"
+    async with db.engine.begin() as conn:  # the outbox row has been relayed: purge it
+        await conn.execute(text("DELETE FROM outbox WHERE message_type = 'AuthorizePayment.v1'"))
     assert await card_anywhere(db) is False
 
 

@@ -10,6 +10,7 @@ from orders.domain.model import (
     Order,
     OrderError,
     OrderLine,
+    card_fingerprint,
     check_items,
     format_amount,
     rejection_reason,
@@ -73,6 +74,29 @@ def test_fingerprint_ignores_item_order_but_not_content() -> None:
 def test_fingerprint_does_not_contain_the_card_number() -> None:
     assert "4242424242424242" not in request_fingerprint(body())
     assert len(request_fingerprint(body())) == 64
+
+
+KEY = b"a secret from the vault"
+
+
+def test_a_keyed_fingerprint_tells_cards_with_the_same_last_four_apart() -> None:
+    # 4000000000024242 and 4242424242424242: same length and last four digits.
+    other = body(payment={"card_number": "4000000000024242"})
+    assert request_fingerprint(body(), KEY) != request_fingerprint(other, KEY)
+    assert request_fingerprint(body(), KEY) == request_fingerprint(body(), KEY)
+    assert request_fingerprint(body(), KEY) != request_fingerprint(body(), b"another key")
+    # Unkeyed (development without the secret): only length and last four digits count.
+    assert request_fingerprint(body()) == request_fingerprint(other)
+    assert card_fingerprint("4242424242424242", None) == "len-last4:16:4242"
+    assert "4242424242424242" not in card_fingerprint("4242424242424242", KEY)
+
+
+def test_a_payment_method_order_is_fingerprinted_by_the_method() -> None:
+    pm = body(payment={"payment_method_id": "pm_1", "card_number": None})
+    assert request_fingerprint(pm) == request_fingerprint(pm, KEY)
+    assert request_fingerprint(pm) != request_fingerprint(
+        body(payment={"payment_method_id": "pm_2"}))
+    assert request_fingerprint(pm) != request_fingerprint(body())
 
 
 def test_pending_moves_once_to_a_terminal_status() -> None:

@@ -1,7 +1,8 @@
 from pathlib import Path
 
 import pytest
-from contracts.payments.v1 import AuthorizePayment
+from contracts.payments import v1
+from contracts.payments.v2 import AuthorizePayment
 from orders.service_layer.saga import (
     ORDER,
     authorize_payment,
@@ -14,7 +15,8 @@ from orders.service_layer.saga import (
 )
 
 DATA = {"order_id": "o-1", "customer_id": "alice", "amount": "29300", "currency": "KRW",
-        "card_number": "4242424242424242", "lines": [{"sku": "MUG", "quantity": 2}],
+        "payment_method_id": "pm_1", "card_last4": "4242",
+        "lines": [{"sku": "MUG", "quantity": 2}],
         "address": {"name": "Kim", "line1": "1 Main", "line2": None, "city": "Seoul",
                     "postal_code": "04524", "country": "KR", "phone": None}}
 
@@ -24,7 +26,7 @@ def test_the_saga_is_four_steps_with_their_compensations() -> None:
     assert d["name"] == "order"
     assert [(s["name"], s["command"], s["compensation"]) for s in d["steps"]] == [
         ("reserve_stock", "ReserveStock.v1", "ReleaseStock.v1"),
-        ("authorize_payment", "AuthorizePayment.v1", "VoidPayment.v1"),
+        ("authorize_payment", "AuthorizePayment.v2", "VoidPayment.v1"),
         ("create_shipment", "CreateShipment.v1", "CancelShipment.v1"),
         ("capture_payment", "CapturePayment.v1", "RefundPayment.v1")]
     assert [s["failure"] for s in d["steps"]] == [
@@ -47,8 +49,9 @@ def test_ids_are_derived_from_the_order_id_so_resends_are_the_same_command() -> 
         "card_declined")
     auth = authorize_payment(DATA)
     assert isinstance(auth, AuthorizePayment)
-    assert (auth.payment_id, auth.amount, auth.card_number) == (
-        "pay-o-1", "29300", "4242424242424242")
+    assert (auth.payment_id, auth.amount, auth.customer_id, auth.payment_method_id,
+            auth.card_last4) == ("pay-o-1", "29300", "alice", "pm_1", "4242")
+    assert "card_number" not in auth.to_payload()
     assert authorize_payment(DATA) == auth
     ship = create_shipment(DATA)
     assert (ship.shipment_id, ship.address.city, ship.lines[0].sku) == ("shp-o-1", "Seoul",
@@ -56,12 +59,20 @@ def test_ids_are_derived_from_the_order_id_so_resends_are_the_same_command() -> 
     assert cancel_shipment(DATA).shipment_id == "shp-o-1"
 
 
+def test_a_saga_an_older_release_started_resends_its_card_as_v1() -> None:
+    """Its data holds card_number (no payment method): payments still handles v1."""
+    old = {k: v for k, v in DATA.items() if k not in ("payment_method_id", "card_last4")}
+    auth = authorize_payment({**old, "card_number": "4242424242424242"})
+    assert isinstance(auth, v1.AuthorizePayment)
+    assert (auth.payment_id, auth.card_number) == ("pay-o-1", "4242424242424242")
+
+
 @pytest.mark.parametrize("handler", [payment_authorized, payment_declined])
-def test_the_card_number_leaves_the_data_once_payments_answered(handler) -> None:
-    data = dict(DATA)
-    updates = handler(data, {"card_last4": "4242", "reason": "card_declined"})
-    assert "card_number" not in data
-    assert "card_number" not in updates
+def test_the_payment_method_leaves_the_data_once_payments_answered(handler) -> None:
+    for data in (dict(DATA), {**DATA, "card_number": "4242424242424242"}):
+        updates = handler(data, {"card_last4": "4242", "reason": "card_declined"})
+        assert "payment_method_id" not in data and "card_number" not in data
+        assert "payment_method_id" not in updates and "card_number" not in updates
 
 
 def test_the_documented_diagram_is_the_definitions_own() -> None:

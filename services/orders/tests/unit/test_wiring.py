@@ -20,6 +20,17 @@ def test_placeholder_database_password_is_refused_outside_development() -> None:
                        database_url="postgresql+asyncpg://orders:changeme@db/orders")
 
 
+def test_the_card_fingerprint_secret_is_required_outside_development() -> None:
+    real_db = "postgresql+asyncpg://orders:a-real-password@db/orders"
+    with pytest.raises(ValueError, match="ORDERS_CARD_FINGERPRINT_SECRET"):
+        OrdersSettings(environment="production", database_url=real_db)
+    keyed = OrdersSettings(environment="production", database_url=real_db,
+                           card_fingerprint_secret="from the vault")
+    assert keyed.card_fingerprint_key == b"from the vault"
+    assert OrdersSettings().card_fingerprint_key is None  # development may go without
+    assert OrdersSettings().payments_url == "http://payments"
+
+
 def test_messaging_reads_every_reply_of_the_saga_once_one_consumer_per_stream() -> None:
     spec = messaging(OrdersSettings(), OrderSagaEngine())
     assert spec.outbox is True

@@ -44,6 +44,7 @@ def bootstrap_for(provider: ProviderClient) -> Callable[
         [ServiceContext], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
+        ctx.state["provider"] = provider  # the card vault, for POST /payment-methods
         try:
             yield
         finally:

@@ -22,8 +22,10 @@ from chassis.messaging.consumer import InboxConsumer
 from chassis.messaging.envelope import Envelope
 from chassis.messaging.memory import InMemoryBroker, MemoryDelivery
 from contracts.base import Contract
-from payments.adapters.provider import ProviderClient
-from payments.domain.model import money_text
+from contracts.payments import v2
+from payments.adapters.provider import ProviderClient, ProviderUnavailable
+from payments.adapters.repository import PaymentsRepository
+from payments.domain.model import PaymentMethod, money_text
 from payments.entrypoints.consumers import consumer_specs
 from sqlalchemy import text
 
@@ -116,9 +118,53 @@ class Payments:
     provider: ProviderClient
     dead_letters: InMemoryBroker = field(default_factory=InMemoryBroker)
 
+    customer: str = "cust-1"
+
     def __post_init__(self) -> None:
         [spec] = consumer_specs(self.provider)
         self.commands = InboxConsumer(spec, self.db, self.dead_letters)
+
+    async def add_method(self, method: PaymentMethod) -> None:
+        async with self.db.unit_of_work() as uow:
+            await PaymentsRepository(uow.session).add_method(method)
+            await uow.commit()
+
+    async def method(self, card: str, customer: str | None = None) -> PaymentMethod:
+        """The card vaulted at the provider and recorded as the customer's, as
+        POST /payment-methods does it (a flaky provider is asked again)."""
+        for _ in range(30):
+            try:
+                vaulted = await self.provider.tokenize(card, f"test-{os.urandom(8).hex()}")
+                break
+            except ProviderUnavailable:
+                continue
+        else:
+            raise AssertionError("the provider never vaulted the card")
+        method = PaymentMethod(vaulted.id, customer or self.customer, vaulted.last4,
+                               vaulted.brand)
+        await self.add_method(method)
+        return method
+
+    async def authorize(self, pid: str, oid: str, card: str = "4242424242424242",
+                        amount: str = "15000", *, customer: str | None = None,
+                        method: PaymentMethod | None = None) -> v2.AuthorizePayment:
+        """AuthorizePayment.v2 as the order saga sends it, on the customer's own card."""
+        method = method or await self.method(card)
+        return v2.AuthorizePayment(payment_id=pid, order_id=oid,
+                                   customer_id=customer or method.customer_id, amount=amount,
+                                   currency="KRW", payment_method_id=method.id,
+                                   card_last4=method.last4)
+
+    async def database_text(self) -> str:
+        """Every row of every table of the payments database, as text (a PAN scan)."""
+        async with self.db.engine.connect() as conn:
+            tables = (await conn.execute(text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))).scalars()
+            dumped = []
+            for table in list(tables):
+                rows = (await conn.execute(text(f'SELECT t::text FROM "{table}" t'))).scalars()
+                dumped += [f"{table}: {r}" for r in rows]
+        return "\n".join(dumped)
 
     async def send(self, message: Contract | MemoryDelivery) -> str:
         d = message if isinstance(message, MemoryDelivery) else delivery(envelope(message))

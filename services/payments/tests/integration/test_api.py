@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from chassis.db import Database
 from chassis.testing import TokenMinter, assert_problem
-from contracts.payments.v1 import AuthorizePayment, CapturePayment
+from contracts.payments.v1 import CapturePayment
 from fastapi.testclient import TestClient
 from payments.app import create_app
 from payments.settings import PaymentsSettings
@@ -42,8 +43,7 @@ def paid_order(database_url: str, provider: ProviderProcess) -> tuple[str, str]:
         provider_client = provider.client()
         try:
             pay = Payments(db, provider_client)
-            await pay.send(AuthorizePayment(payment_id=pid, order_id=oid, amount="15000",
-                                            currency="KRW", card_number=CARD))
+            await pay.send(await pay.authorize(pid, oid, CARD))
             await pay.send(CapturePayment(payment_id=pid, order_id=oid))
         finally:
             await provider_client.close()
@@ -93,3 +93,79 @@ def test_unknown_payment_is_404_and_unknown_order_is_empty(client: TestClient) -
     assert (empty.json()["entries"], empty.json()["net_captured"]) == ([], "0")
     assert_problem(client.get("/api/payments/payments", headers=ADMIN), 422)
     assert_problem(client.get("/api/payments/payments/" + "x" * 201, headers=ADMIN), 422)
+
+
+def dump(database_url: str) -> str:
+    async def main() -> str:
+        db = Database(database_url, pool_size=1)
+        try:
+            return await Payments(db, None).database_text()  # type: ignore[arg-type]
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+ALICE = minter.auth(["customer"], subject="alice")
+BOB = minter.auth(["customer"], subject="bob")
+
+
+def full_width(card: str) -> str:
+    return card.translate({ord(d): 0xFF10 + int(d) for d in "0123456789"})
+
+
+def test_a_customer_exchanges_a_card_for_a_payment_method_of_their_own(
+        client: TestClient, database_url: str) -> None:
+    made = client.post("/api/payments/payment-methods", json={"card_number": CARD},
+                       headers=ALICE)
+    assert made.status_code == 201, made.text
+    method = made.json()
+    assert (method["last4"], method["brand"]) == ("4242", "visa")
+    assert method["id"].startswith("pm_") and CARD not in made.text
+    assert made.headers["cache-control"] == "no-store"  # one customer's card
+    assert client.get(f"/api/payments/payment-methods/{method['id']}",
+                      headers=ALICE).json() == method
+    assert [m["id"] for m in client.get("/api/payments/payment-methods",
+                                        headers=ALICE).json()["items"]] == [method["id"]]
+    # Another customer cannot see it (nor learn that it exists); an admin can.
+    assert_problem(client.get(f"/api/payments/payment-methods/{method['id']}", headers=BOB),
+                   404)
+    assert client.get("/api/payments/payment-methods", headers=BOB).json() == {"items": []}
+    assert client.get(f"/api/payments/payment-methods/{method['id']}",
+                      headers=ADMIN).status_code == 200
+    assert CARD not in dump(database_url)
+
+
+def test_the_same_idempotency_key_and_card_is_the_same_payment_method(
+        client: TestClient) -> None:
+    def make(card: str, who: dict[str, str] = ALICE) -> Any:
+        return client.post("/api/payments/payment-methods", json={"card_number": card},
+                           headers={**who, "Idempotency-Key": "pm-key-1"})
+
+    first, again = make(CARD), make(CARD)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert first.json() == again.json()
+    assert_problem(make("5555555555554444"), 409)
+    # Keys are per customer: bob's same key is his own card.
+    bobs = make(CARD, BOB)
+    assert bobs.status_code == 201 and bobs.json()["id"] != first.json()["id"]
+
+
+@pytest.mark.parametrize("card", [full_width(CARD), "4242424242424241", "42", "4242 4242 4242 4242"])
+def test_a_card_that_is_not_ascii_digits_with_a_valid_check_digit_is_422(
+        client: TestClient, database_url: str, card: str) -> None:
+    before = dump(database_url).count("payment_methods: ")
+    resp = client.post("/api/payments/payment-methods", json={"card_number": card},
+                       headers=ALICE)
+    doc = assert_problem(resp, 422)
+    assert "4242" not in str(doc.get("errors"))  # the number is not echoed
+    assert dump(database_url).count("payment_methods: ") == before
+
+
+def test_payment_methods_need_a_customer(client: TestClient) -> None:
+    body = {"card_number": CARD}
+    assert_problem(client.post("/api/payments/payment-methods", json=body), 401)
+    assert_problem(client.post("/api/payments/payment-methods", json=body,
+                               headers=minter.auth(["support"])), 403)
+    assert_problem(client.post("/api/payments/payment-methods", json=body,
+                               headers={**ALICE, "Idempotency-Key": "k" * 201}), 400)

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from chassis.db import Database
 from chassis.messaging.consumer import Outcome
-from contracts.payments.v1 import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
+from contracts.payments import v1
+from contracts.payments.v1 import CapturePayment, RefundPayment, VoidPayment
 from payments.adapters.provider import ProviderClient
+from payments.domain.model import PaymentMethod
 from payments_kit import Payments, ProviderProcess, delivery, envelope, free_port
 
 pytestmark = pytest.mark.integration
@@ -34,11 +36,6 @@ def ids() -> tuple[str, str]:
     return f"pay-{token}", f"order-{token}"
 
 
-def authorize(pid: str, oid: str, card: str = APPROVE, amount: str = "15000") -> AuthorizePayment:
-    return AuthorizePayment(payment_id=pid, order_id=oid, amount=amount, currency="KRW",
-                            card_number=card)
-
-
 def types(events: list[dict]) -> list[str]:
     return [e["_type"] for e in events]
 
@@ -46,7 +43,7 @@ def types(events: list[dict]) -> list[str]:
 async def test_approved_card_is_authorized_with_last4_only(pay: Payments,
                                                            provider: ProviderProcess) -> None:
     pid, oid = ids()
-    assert await pay.send(authorize(pid, oid)) == Outcome.HANDLED
+    assert await pay.send(await pay.authorize(pid, oid)) == Outcome.HANDLED
     row = await pay.payment(pid)
     assert row is not None
     [charge] = provider.charges(pid)
@@ -56,7 +53,9 @@ async def test_approved_card_is_authorized_with_last4_only(pay: Payments,
     assert event == {"payment_id": pid, "order_id": oid, "amount": "15000",
                      "currency": "KRW", "card_last4": "4242", "_type": "PaymentAuthorized.v1"}
     assert await pay.ledger(oid) == [("authorize", "15000")]
+    assert row["payment_method_id"] == charge["payment_method"]
     assert "4242424242424242" not in await pay.outbox_text()
+    assert "4242424242424242" not in await pay.database_text()
 
 
 @pytest.mark.parametrize(("card", "reason"), [(DECLINE, "card_declined"),
@@ -64,7 +63,7 @@ async def test_approved_card_is_authorized_with_last4_only(pay: Payments,
 async def test_declining_cards_are_declined_with_the_providers_reason(
         pay: Payments, card: str, reason: str) -> None:
     pid, oid = ids()
-    await pay.send(authorize(pid, oid, card))
+    await pay.send(await pay.authorize(pid, oid, card))
     row = await pay.payment(pid)
     assert (row["status"], row["reason"]) == ("declined", reason)  # type: ignore[index]
     [event] = await pay.events()
@@ -80,7 +79,7 @@ async def test_declining_cards_are_declined_with_the_providers_reason(
 async def test_timeout_card_ends_declined_by_query_with_one_charge_attempt(
         pay: Payments, provider: ProviderProcess) -> None:
     pid, oid = ids()
-    assert await pay.send(authorize(pid, oid, TIMEOUT)) == Outcome.HANDLED
+    assert await pay.send(await pay.authorize(pid, oid, TIMEOUT)) == Outcome.HANDLED
     row = await pay.payment(pid)
     assert (row["status"], row["reason"]) == ("declined", "provider_timeout")  # type: ignore[index]
     [charge] = provider.charges(pid)
@@ -91,10 +90,10 @@ async def test_timeout_card_ends_declined_by_query_with_one_charge_attempt(
 async def test_duplicate_authorize_charges_once_and_reannounces(
         pay: Payments, provider: ProviderProcess) -> None:
     pid, oid = ids()
-    first = envelope(authorize(pid, oid))
+    first = envelope(await pay.authorize(pid, oid))
     assert await pay.send(delivery(first)) == Outcome.HANDLED
     assert await pay.send(delivery(first)) == Outcome.DUPLICATE  # same message id
-    assert await pay.send(authorize(pid, oid)) == Outcome.HANDLED  # re-sent: new id
+    assert await pay.send(await pay.authorize(pid, oid)) == Outcome.HANDLED  # re-sent: new id
     [charge] = provider.charges(pid)
     assert charge["attempts"] == 1  # the repeat never reached the provider
     announced = await pay.events("PaymentAuthorized.v1")
@@ -105,7 +104,8 @@ async def test_duplicate_authorize_charges_once_and_reannounces(
 async def test_concurrent_duplicates_charge_once(pay: Payments,
                                                  provider: ProviderProcess) -> None:
     pid, oid = ids()
-    outcomes = await asyncio.gather(*(pay.send(authorize(pid, oid)) for _ in range(5)))
+    command = await pay.authorize(pid, oid)
+    outcomes = await asyncio.gather(*(pay.send(command) for _ in range(5)))
     assert outcomes == [Outcome.HANDLED] * 5
     [charge] = provider.charges(pid)
     assert charge["attempts"] == 1
@@ -115,7 +115,7 @@ async def test_concurrent_duplicates_charge_once(pay: Payments,
 
 async def test_capture_then_refund_each_once(pay: Payments, provider: ProviderProcess) -> None:
     pid, oid = ids()
-    await pay.send(authorize(pid, oid, amount="99.5"))
+    await pay.send(await pay.authorize(pid, oid, amount="99.5"))
     for _ in range(2):
         await pay.send(CapturePayment(payment_id=pid, order_id=oid))
     assert provider.charges(pid)[0]["status"] == "captured"
@@ -137,7 +137,7 @@ async def test_capture_then_refund_each_once(pay: Payments, provider: ProviderPr
 async def test_void_releases_the_hold_and_blocks_capture(pay: Payments,
                                                          provider: ProviderProcess) -> None:
     pid, oid = ids()
-    await pay.send(authorize(pid, oid))
+    await pay.send(await pay.authorize(pid, oid))
     await pay.send(VoidPayment(payment_id=pid, order_id=oid, reason="out_of_stock"))
     await pay.send(VoidPayment(payment_id=pid, order_id=oid))
     await pay.send(CapturePayment(payment_id=pid, order_id=oid))
@@ -154,7 +154,7 @@ async def test_void_before_authorize_leaves_a_tombstone_that_refuses_it(
         pay: Payments, provider: ProviderProcess) -> None:
     pid, oid = ids()
     await pay.send(VoidPayment(payment_id=pid, order_id=oid, reason="saga_timeout"))
-    await pay.send(authorize(pid, oid))
+    await pay.send(await pay.authorize(pid, oid))
     assert provider.charges(pid) == []  # never charged
     assert types(await pay.events()) == ["PaymentVoided.v1", "PaymentDeclined.v1"]
     [declined] = await pay.events("PaymentDeclined.v1")
@@ -164,7 +164,7 @@ async def test_void_before_authorize_leaves_a_tombstone_that_refuses_it(
 async def test_commands_for_unknown_or_other_orders_payment_fail(pay: Payments) -> None:
     pid, oid = ids()
     await pay.send(CapturePayment(payment_id=pid, order_id=oid))
-    await pay.send(authorize(pid, oid))
+    await pay.send(await pay.authorize(pid, oid))
     await pay.send(RefundPayment(payment_id=pid, order_id="someone-else"))
     assert [(e["operation"], e["reason"]) for e in await pay.events("PaymentFailed.v1")] == [
         ("capture", "payment_not_found"), ("refund", "order_mismatch")]
@@ -174,7 +174,7 @@ async def test_commands_for_unknown_or_other_orders_payment_fail(pay: Payments) 
 async def test_invalid_amount_is_declined_without_calling_the_provider(
         pay: Payments, provider: ProviderProcess) -> None:
     pid, oid = ids()
-    await pay.send(authorize(pid, oid, amount="-5"))
+    await pay.send(await pay.authorize(pid, oid, amount="-5"))
     [declined] = await pay.events("PaymentDeclined.v1")
     assert declined["reason"] == "invalid_amount"
     assert provider.charges(pid) == []
@@ -187,7 +187,9 @@ async def test_unreachable_provider_naks_then_dead_letters_and_writes_nothing(
     pay = Payments(db, client)
     try:
         pid, oid = ids()
-        env = envelope(authorize(pid, oid))
+        method = PaymentMethod("pm_never_charged", pay.customer, "4242", "visa")
+        await pay.add_method(method)
+        env = envelope(await pay.authorize(pid, oid, method=method))
         first = delivery(env)
         assert await pay.send(first) == Outcome.RETRY
         assert first.state == "naked" and first.nak_delay == 0.2
@@ -209,7 +211,7 @@ async def test_provider_restart_keeps_charges(db: Database, tmp_path: Path) -> N
     pay = Payments(db, client)
     try:
         pid, oid = ids()
-        await pay.send(authorize(pid, oid))
+        await pay.send(await pay.authorize(pid, oid))
         process.stop()
         process.start()  # same data dir and port
         [charge] = process.charges(pid)
@@ -234,8 +236,9 @@ async def test_flaky_provider_still_charges_at_most_once(db: Database, tmp_path:
     try:
         payments = [ids() for _ in range(6)]
         for pid, oid in payments:
+            command = await pay.authorize(pid, oid)
             for _ in range(30):
-                if await pay.send(authorize(pid, oid)) == Outcome.HANDLED:
+                if await pay.send(command) == Outcome.HANDLED:
                     break
         for pid, _ in payments:
             assert (await pay.payment(pid))["status"] == "authorized"  # type: ignore[index]
@@ -244,3 +247,55 @@ async def test_flaky_provider_still_charges_at_most_once(db: Database, tmp_path:
     finally:
         await client.close()
         process.stop()
+
+
+async def test_another_customers_payment_method_is_declined_without_a_charge(
+        pay: Payments, provider: ProviderProcess) -> None:
+    pid, oid = ids()
+    bobs = await pay.method(APPROVE, customer="bob")
+    command = await pay.authorize(pid, oid, customer="alice", method=bobs)
+    assert await pay.send(command) == Outcome.HANDLED
+    assert provider.charges(pid) == []
+    [declined] = await pay.events("PaymentDeclined.v1")
+    assert declined["reason"] == "payment_method_not_found"
+    unknown_pid, unknown_oid = ids()
+    await pay.send(command.model_copy(update={"payment_id": unknown_pid,
+                                              "order_id": unknown_oid,
+                                              "payment_method_id": "pm_nope"}))
+    assert provider.charges(unknown_pid) == []
+    assert [e["reason"] for e in await pay.events("PaymentDeclined.v1")] == [
+        "payment_method_not_found"] * 2
+
+
+def legacy(pid: str, oid: str, card: str) -> v1.AuthorizePayment:
+    return v1.AuthorizePayment(payment_id=pid, order_id=oid, amount="15000", currency="KRW",
+                               card_number=card)
+
+
+@pytest.mark.parametrize(("card", "status", "reason"), [
+    (APPROVE, "authorized", None), (DECLINE, "declined", "card_declined"),
+    (INSUFFICIENT, "declined", "insufficient_funds")])
+async def test_a_v1_command_in_flight_is_vaulted_on_receipt_and_charged_by_token(
+        pay: Payments, provider: ProviderProcess, card: str, status: str,
+        reason: str | None) -> None:
+    pid, oid = ids()
+    assert await pay.send(legacy(pid, oid, card)) == Outcome.HANDLED
+    [charge] = provider.charges(pid)
+    assert charge["payment_method"].startswith("pm_")
+    row = await pay.payment(pid)
+    assert (row["status"], row["reason"], row["card_last4"]) == (status, reason, card[-4:])  # type: ignore[index]
+    assert row["payment_method_id"] == charge["payment_method"]  # type: ignore[index]
+    assert card not in await pay.database_text()  # outbox and inbox included
+
+
+@pytest.mark.parametrize("card", [
+    APPROVE.translate({ord(d): 0xFF10 + int(d) for d in "0123456789"}),  # full-width digits
+    "4242424242424241"])  # Luhn fails
+async def test_a_v1_command_with_a_bad_card_is_declined_and_never_charged(
+        pay: Payments, provider: ProviderProcess, card: str) -> None:
+    pid, oid = ids()
+    assert await pay.send(legacy(pid, oid, card)) == Outcome.HANDLED
+    assert provider.charges(pid) == []
+    [declined] = await pay.events("PaymentDeclined.v1")
+    assert declined["reason"] == "invalid_card"
+    assert card not in await pay.database_text()

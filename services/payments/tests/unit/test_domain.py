@@ -17,6 +17,7 @@ from payments.domain.model import (
     LedgerEntry,
     Payment,
     PaymentError,
+    PaymentMethod,
     balance,
     money_text,
     parse_amount,
@@ -26,14 +27,20 @@ NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def requested(amount: str = "15000") -> Payment:
-    return Payment.request("p1", "o1", amount, "KRW", "4242424242424242", now=NOW)
+    return Payment.request("p1", "o1", amount, "KRW", card_last4="4242",
+                           payment_method_id="pm_1", now=NOW)
 
 
-def test_a_request_keeps_only_the_last_four_digits() -> None:
+def test_a_request_keeps_the_payment_method_and_last_four_digits() -> None:
     p = requested()
-    assert (p.status, p.amount, p.currency, p.card_last4) == (REQUESTED, Decimal(15000), "KRW",
-                                                              "4242")
-    assert "4242424242424242" not in repr(p)
+    assert (p.status, p.amount, p.currency, p.card_last4, p.payment_method_id) == (
+        REQUESTED, Decimal(15000), "KRW", "4242", "pm_1")
+
+
+def test_a_payment_method_is_usable_by_its_owner_only() -> None:
+    m = PaymentMethod("pm_1", "alice", "4242", "visa")
+    assert m.usable_by("alice")
+    assert not m.usable_by("bob") and not m.usable_by(None)
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "abc", "NaN", "Infinity", "1.001", "1e13", ""])

@@ -80,9 +80,11 @@ async def platform(nats_url: str, tmp_path_factory: pytest.TempPathFactory
         identity = await start_identity(signer)
         catalog = [await start_upstream("catalog-1"), await start_upstream("catalog-2")]
         orders, cart = await start_upstream("orders-1"), await start_upstream("cart-1")
+        payments = await start_upstream("payments-1")
         regs = {"identity-1": await register(registry, "identity", identity),
                 "orders-1": await register(registry, "orders", orders),
-                "cart-1": await register(registry, "cart", cart)}
+                "cart-1": await register(registry, "cart", cart),
+                "payments-1": await register(registry, "payments", payments)}
         for up in catalog:
             regs[up.name] = await register(registry, "catalog", up)
         http = await stack.enter_async_context(aiohttp.ClientSession(
@@ -101,8 +103,10 @@ async def platform(nats_url: str, tmp_path_factory: pytest.TempPathFactory
                                             headers=p.bearer(signer.token()))
             cart_up, _h, _b = await fetch(http, "GET", p.url("/api/cart"),
                                           headers=p.bearer(signer.token()))
+            payments_up, _h, _b = await fetch(http, "GET", p.url("/api/payments/x"),
+                                              headers=p.bearer(signer.token()))
             return (names == {"catalog-1", "catalog-2"} and status == 200
-                    and orders_up == 200 and cart_up == 200)
+                    and orders_up == 200 and cart_up == 200 and payments_up == 200)
 
         try:
             await wait_for(both_catalog_instances_and_jwks_ready, 15, "edge ready",
@@ -204,7 +208,8 @@ async def test_normalised_paths_cannot_dodge_the_token_check(platform: Platform)
 
 
 LIMITED_WRITES = [("/api/identity/token", False), ("/api/identity/register", False),
-                  ("/api/orders", True), ("/api/cart/checkout", True)]
+                  ("/api/orders", True), ("/api/cart/checkout", True),
+                  ("/api/payments/payment-methods", True)]
 
 
 @pytest.mark.parametrize(("path", "needs_token"), LIMITED_WRITES)

@@ -65,6 +65,8 @@ def test_bootstrap_loads_lds_and_cds_from_watched_files() -> None:
     ("GET", "/api/orders", "orders", True, False),
     ("POST", "/api/orders/1/cancel", "orders", True, False),
     ("POST", "/api/cart/checkout", "cart", True, True),
+    ("POST", "/api/payments/payment-methods", "payments", True, True),
+    ("GET", "/api/payments/payment-methods", "payments", True, False),
     ("PUT", "/api/cart/items/1", "cart", True, False),
     ("HEAD", "/api/catalog/products/1", "catalog", False, False),
     ("GET", "/api/catalog/categories", "catalog", False, False),

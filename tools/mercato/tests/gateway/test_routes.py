@@ -32,7 +32,7 @@ def test_packaged_routes_cover_the_public_api() -> None:
     assert (catalog.service, catalog.read_auth, catalog.write_auth) == ("catalog", PUBLIC, USER)
     # Writes that cost a hash or a saga are limited per client, under a total ceiling.
     for limited in ("/api/identity/token/*", "/api/identity/register", "/api/orders",
-                    "/api/cart/checkout"):
+                    "/api/cart/checkout", "/api/payments/payment-methods"):
         rl = by_match[limited].rate_limit
         assert rl is not None and rl.per_client is not None and rl.total is not None, limited
         assert rl.total.per_second >= 10 * rl.per_client.per_second, limited

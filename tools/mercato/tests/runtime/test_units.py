@@ -137,4 +137,7 @@ def test_service_secrets_are_made_once_per_home_and_kept(tmp_path):
     kept = home.secrets_dir / "identity-signing-key.json"
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
     assert service_secrets(home, "catalog") == {}
+    orders = service_secrets(home, "orders")
+    assert set(orders) == {"ORDERS_CARD_FINGERPRINT_SECRET"}
+    assert service_secrets(Home(tmp_path / "home"), "orders") == orders
     assert service_secrets(Home(tmp_path / "other"), "identity") != first

@@ -25,8 +25,10 @@ class _PaymentsEvent(Event):
 
 
 class AuthorizePayment(_PaymentsCommand):
-    """Hold the amount on the card. The card number never leaves payments' boundary again:
-    events carry only its last four digits."""
+    """Hold the amount on the card. Superseded by ``AuthorizePayment.v2`` (a payment method
+    token instead of the card number): nothing sends v1 any more, and payments still handles
+    one already in flight by tokenizing its card on receipt. Events carry the last four
+    digits only."""
 
     payment_id: str = Id
     order_id: str = Id

@@ -109,6 +109,15 @@ def order_idempotency_key(checkout_key: str) -> str:
     return "cart-checkout-" + hashlib.sha256(checkout_key.encode()).hexdigest()
 
 
-def request_fingerprint(body: Any) -> str:
-    """A stable hash of a checkout request: the same key with another body is refused."""
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+def request_fingerprint(body: dict[str, Any]) -> str:
+    """A stable hash of a checkout request: the same key with another body is refused. A
+    card enters as its length and last four digits only: the stored hash of a whole card
+    number is reversed by trying the few million numbers that share its first six and last
+    four digits (so another card with the same last four under the same key counts as the
+    same checkout; orders tells them apart with a keyed hash when it is asked)."""
+    payment = dict(body.get("payment") or {})
+    card = payment.pop("card_number", None)
+    if card is not None:
+        payment["card"] = f"{len(card)}:{card[-4:]}"
+    canonical = {**body, "payment": payment}
+    return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()

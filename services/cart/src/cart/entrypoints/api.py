@@ -57,6 +57,6 @@ async def checkout(
         raise BadRequest(f"the Idempotency-Key header (1-{MAX_KEY_LENGTH} characters) "
                          "is required")
     done = await handlers.checkout(uow, upstreams, principal,
-                                   body=body.model_dump(mode="json"),
+                                   body=body.model_dump(mode="json", exclude_none=True),
                                    idempotency_key=idempotency_key, authorization=authorization)
     return {"order_id": done.order_id, "status": done.status}

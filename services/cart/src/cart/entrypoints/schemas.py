@@ -5,7 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from chassis.cards import CardNumber
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from cart.domain.model import MAX_QUANTITY, Cart, format_amount
 
@@ -19,9 +20,20 @@ class ItemIn(BaseModel):
 
 
 class PaymentIn(BaseModel):
+    """One of the two, passed on to orders: a payment method of the customer's (preferred),
+    or a card number (orders exchanges it for one; the cart never stores it)."""
+
     model_config = ConfigDict(extra="forbid")
-    card_number: Annotated[str, StringConstraints(pattern=r"^\d{12,19}$")] = Field(
-        description="test cards: 4242424242424242 approves, 4000000000000002 declines")
+    payment_method_id: IdRef | None = Field(
+        default=None, description="a payment method of the caller's, from POST "
+                                  "/api/payments/payment-methods")
+    card_number: CardNumber | None = None
+
+    @model_validator(mode="after")
+    def _one_of_them(self) -> PaymentIn:
+        if (self.payment_method_id is None) == (self.card_number is None):
+            raise ValueError("give either payment_method_id or card_number")
+        return self
 
 
 class CheckoutIn(BaseModel):

@@ -90,9 +90,11 @@ class CatalogRepository:
             status=product.status, version=product.version, updated_at=product.updated_at))
 
     async def search(self, *, q: str | None, category: str | None, page: int,
-                     page_size: int) -> ProductPage:
+                     page_size: int, ids: list[uuid.UUID] | None = None) -> ProductPage:
         conditions = [products.c.status == ACTIVE]
         order: list[Any] = []
+        if ids is not None:
+            conditions.append(products.c.id.in_(ids))
         if category is not None:
             conditions.append(categories.c.slug == category)
         if q is not None and q.strip():

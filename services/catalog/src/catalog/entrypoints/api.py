@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated, Any
 
 import orjson
+from chassis.errors import Unprocessable
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import Response as RawResponse
 
@@ -24,6 +25,10 @@ from catalog.entrypoints.schemas import (
 from catalog.service_layer import handlers
 
 router = APIRouter(prefix="/api/catalog", tags=["catalog"])
+
+# Products one listing can name by id: a page's most (an order has at most 50 lines).
+MAX_IDS = 100
+DEFAULT_PAGE_SIZE = 20
 
 
 def _cacheable(request: Request, body: dict[str, Any] | list[Any], max_age: int,
@@ -45,14 +50,33 @@ async def list_products(
     q: Annotated[str | None, Query(max_length=200, description="words to search for")] = None,
     category: Annotated[str | None, Query(max_length=63)] = None,
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
-    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    page_size: Annotated[int | None, Query(ge=1, le=100, description=(
+        f"{DEFAULT_PAGE_SIZE} by default; with ids, as many as ids are named"))] = None,
+    ids: Annotated[str | None, Query(max_length=MAX_IDS * 37, description=(
+        f"only these products: up to {MAX_IDS} comma-separated product ids. Those not on "
+        "sale (unknown or discontinued) are left out; all fit on the first page. One call "
+        "prices a whole order."))] = None,
 ) -> RawResponse:
+    wanted = _product_ids(ids) if ids is not None else None
+    if page_size is None:
+        page_size = len(wanted) if wanted else DEFAULT_PAGE_SIZE
     page_size = min(page_size, settings.max_page_size)
     found = await handlers.search_products(uow, q=q, category=category, page=page,
-                                           page_size=page_size)
+                                           page_size=page_size, ids=wanted)
     body = {"items": [product_json(p) for p in found.items], "total": found.total,
             "page": page, "page_size": page_size}
     return _cacheable(request, body, settings.read_max_age_s)
+
+
+def _product_ids(ids: str) -> list[uuid.UUID]:
+    parts = [p.strip() for p in ids.split(",") if p.strip()]
+    if not 1 <= len(parts) <= MAX_IDS:
+        raise Unprocessable(f"ids names 1-{MAX_IDS} products", reason="invalid_ids")
+    try:
+        return list(dict.fromkeys(uuid.UUID(p) for p in parts))
+    except ValueError:
+        raise Unprocessable("ids must be product ids (UUIDs), separated by commas",
+                            reason="invalid_ids") from None
 
 
 @router.get("/products/{product_id}", response_model=ProductOut, summary="One product (public)")

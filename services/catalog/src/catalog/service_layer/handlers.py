@@ -110,10 +110,10 @@ async def get_product(uow: UnitOfWork, product_id: uuid.UUID) -> Product:
 
 
 async def search_products(uow: UnitOfWork, *, q: str | None, category: str | None, page: int,
-                          page_size: int) -> ProductPage:
+                          page_size: int, ids: list[uuid.UUID] | None = None) -> ProductPage:
     async with uow:
         return await CatalogRepository(uow.session).search(
-            q=q, category=category, page=page, page_size=page_size)
+            q=q, category=category, page=page, page_size=page_size, ids=ids)
 
 
 async def list_categories(uow: UnitOfWork) -> list[Category]:

@@ -19,6 +19,7 @@ is terminal for the saga (only a customer's cancel moves it on).
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -86,16 +87,31 @@ def check_items(items: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
     return found
 
 
-def request_fingerprint(body: dict[str, Any]) -> str:
+def card_fingerprint(card_number: str, key: bytes | None) -> str:
+    """How a card enters an order's fingerprint: an HMAC-SHA256 of the number under a secret
+    key (a stored hash of a card number alone is reversed by trying the few million numbers
+    that share its first six and last four digits); without a key, only its length and last
+    four digits, which is coarser but holds nothing derived from the rest of the number."""
+    if key is None:
+        return f"len-last4:{len(card_number)}:{card_number[-4:]}"
+    return "hmac:" + hmac.new(key, card_number.encode(), hashlib.sha256).hexdigest()
+
+
+def request_fingerprint(body: dict[str, Any], card_key: bytes | None = None) -> str:
     """A stable hash of an order request, to tell a retry from another request that reuses
-    its idempotency key. Items are compared as a set (their order does not matter); the card
-    number enters only as its last four digits and length, so no full PAN is hashed."""
+    its idempotency key. Items are compared as a set (their order does not matter); the
+    payment as its payment method id, or its card as ``card_fingerprint`` (never the number
+    itself)."""
     items = sorted(body["items"], key=lambda i: str(i["product_id"]))
-    card = str(body["payment"]["card_number"])
+    payment = body["payment"]
+    if payment.get("payment_method_id"):
+        paid_with = "payment_method:" + str(payment["payment_method_id"])
+    else:
+        paid_with = "card:" + card_fingerprint(str(payment["card_number"]), card_key)
     canonical = {"items": [{"product_id": str(i["product_id"]), "quantity": int(i["quantity"])}
                            for i in items],
                  "shipping_address_id": str(body["shipping_address_id"]),
-                 "card": f"{len(card)}:{card[-4:]}"}
+                 "payment": paid_with}
     return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 

@@ -15,7 +15,14 @@ from chassis.security_headers import PERSONAL_DATA
 from fastapi import APIRouter, Header, Path, Query
 
 from orders.domain.model import STATUSES
-from orders.entrypoints.deps import AdmissionDep, CurrentPrincipal, Engine, Uow, UpstreamsDep
+from orders.entrypoints.deps import (
+    AdmissionDep,
+    CardKey,
+    CurrentPrincipal,
+    Engine,
+    Uow,
+    UpstreamsDep,
+)
 from orders.entrypoints.schemas import IdRef, OrderIn, OrderOut, PlacedOut, order_json
 from orders.service_layer import handlers
 
@@ -31,7 +38,7 @@ StatusFilter = Annotated[str, Query(pattern="^(" + "|".join(STATUSES) + ")$")]
              summary="Place an order (idempotent per Idempotency-Key); the saga runs after")
 async def place_order(
     body: OrderIn, uow: Uow, principal: CurrentPrincipal, upstreams: UpstreamsDep,
-    engine: Engine, admission: AdmissionDep,
+    engine: Engine, admission: AdmissionDep, card_key: CardKey,
     idempotency_key: Annotated[str | None, Header(
         description="1-200 characters; a retry with the same key and body gets the same "
                     "answer")] = None,
@@ -43,7 +50,8 @@ async def place_order(
                          "is required")
     placed = await handlers.place_order(
         uow, upstreams, engine, principal, body=body.model_dump(mode="json"),
-        idempotency_key=idempotency_key, authorization=authorization, admission=admission)
+        idempotency_key=idempotency_key, authorization=authorization, admission=admission,
+        card_key=card_key)
     # A repeat gets the first answer: the order as it was accepted.
     return {"id": placed.order.id, "status": "PENDING"}
 

@@ -22,6 +22,11 @@ async def get_engine(ctx: Ctx) -> OrderSagaEngine:
     return engine
 
 
+async def get_card_key(ctx: Ctx) -> bytes | None:
+    key: bytes | None = ctx.state.get("card_fingerprint_key")
+    return key
+
+
 async def get_admission(ctx: Ctx) -> Admission:
     admission: Admission = ctx.state["admission"]
     return admission
@@ -29,6 +34,7 @@ async def get_admission(ctx: Ctx) -> Admission:
 
 UpstreamsDep = Annotated[Upstreams, Depends(get_upstreams)]
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
+CardKey = Annotated[bytes | None, Depends(get_card_key)]
 Engine = Annotated[OrderSagaEngine, Depends(get_engine)]
 
-__all__ = ["AdmissionDep", "CurrentPrincipal", "Engine", "Uow", "UpstreamsDep"]
+__all__ = ["AdmissionDep", "CardKey", "CurrentPrincipal", "Engine", "Uow", "UpstreamsDep"]

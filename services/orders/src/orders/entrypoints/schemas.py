@@ -6,7 +6,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from chassis.cards import CardNumber
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from orders.domain.model import MAX_LINES, MAX_QUANTITY, Order, format_amount
 
@@ -20,9 +28,20 @@ class ItemIn(BaseModel):
 
 
 class PaymentIn(BaseModel):
+    """One of the two: a payment method of the customer's (preferred), or a card number,
+    exchanged for a payment method before anything is stored or sent."""
+
     model_config = ConfigDict(extra="forbid")
-    card_number: Annotated[str, StringConstraints(pattern=r"^\d{12,19}$")] = Field(
-        description="test cards: 4242424242424242 approves, 4000000000000002 declines")
+    payment_method_id: IdRef | None = Field(
+        default=None, description="a payment method of the caller's, from POST "
+                                  "/api/payments/payment-methods")
+    card_number: CardNumber | None = None
+
+    @model_validator(mode="after")
+    def _one_of_them(self) -> PaymentIn:
+        if (self.payment_method_id is None) == (self.card_number is None):
+            raise ValueError("give either payment_method_id or card_number")
+        return self
 
 
 class OrderIn(BaseModel):

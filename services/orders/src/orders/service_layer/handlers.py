@@ -1,13 +1,19 @@
 """Orders use cases (HTTP). Each takes a unit of work and opens it itself.
 
 Placing an order validates everything before writing anything (the address with identity,
-prices with catalog); then one transaction inserts the order, stages OrderPlaced and starts
-the saga (its first command staged in the outbox).
+prices with catalog, the payment method with payments); then one transaction inserts the
+order, stages OrderPlaced and starts the saga (its first command staged in the outbox).
+
+A card number never goes further than this module: an order placed with ``card_number`` has
+its card exchanged for a payment method (payments vaults it with the provider) before
+anything is stored, staged or logged, and the saga carries only the payment method's id and
+the card's last four digits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +25,7 @@ from chassis.errors import Conflict, NotFound, Unprocessable
 from chassis.saga import history
 
 from orders.adapters.repository import OrdersRepository
-from orders.adapters.upstream import Upstreams
+from orders.adapters.upstream import PaymentMethodRef, Upstreams
 from orders.domain.model import (
     APPROVED,
     CURRENCY,
@@ -33,7 +39,7 @@ from orders.domain.model import (
 from orders.service_layer import events, orchestrator
 from orders.service_layer.admission import Admission
 from orders.service_layer.orchestrator import OrderSagaEngine
-from orders.service_layer.saga import CARD_KEY
+from orders.service_layer.saga import CARD_LAST4_KEY, PAYMENT_METHOD_KEY, SECRET_KEYS
 
 log = structlog.get_logger("orders")
 
@@ -61,10 +67,18 @@ async def _first_error(*aws: Any) -> list[Any]:
     return list(results)
 
 
+def _tokenize_key(idempotency_key: str, fingerprint: str) -> str:
+    """The Idempotency-Key of the card's exchange at payments: every retry of this request
+    (and every concurrent duplicate) gets the one payment method; another request under the
+    same order key is another exchange. Payments scopes keys per customer."""
+    return "order-" + hashlib.sha256(f"{idempotency_key}\n{fingerprint}".encode()).hexdigest()
+
+
 async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: OrderSagaEngine,
                       principal: Principal, *, body: dict[str, Any], idempotency_key: str,
-                      authorization: str | None, admission: Admission | None = None) -> Placed:
-    fingerprint = request_fingerprint(body)
+                      authorization: str | None, admission: Admission | None = None,
+                      card_key: bytes | None = None) -> Placed:
+    fingerprint = request_fingerprint(body, card_key)
     async with uow:  # a retry is answered without asking identity or catalog again
         found = await OrdersRepository(uow.session).by_idempotency_key(principal.subject,
                                                                        idempotency_key)
@@ -77,11 +91,16 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: OrderSagaEn
         items = check_items((i["product_id"], i["quantity"]) for i in body["items"])
     except OrderError as exc:
         raise Unprocessable(str(exc), reason=exc.reason) from exc
-    address, products = await _first_error(
+    payment = body["payment"]
+    method_id = payment.get("payment_method_id")
+    address, products, method = await _first_error(
         upstreams.address(principal.subject, body["shipping_address_id"], authorization),
-        upstreams.products([product_id for product_id, _ in items]))
+        upstreams.products([product_id for product_id, _ in items]),
+        upstreams.payment_method(method_id, authorization) if method_id else _none())
     if address is None:
         raise Unprocessable("unknown address", reason="unknown_address")
+    if method_id and method is None:
+        raise Unprocessable("unknown payment method", reason="unknown_payment_method")
     lines = []
     for product_id, quantity in items:
         product = products[product_id]
@@ -91,6 +110,11 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: OrderSagaEn
             raise Unprocessable(f"product {product_id} cannot be ordered",
                                 reason="product_unavailable")
         lines.append(OrderLine(product_id, product.sku, product.name, quantity, product.price))
+
+    if method is None:  # a card: exchanged now, after everything else was found valid
+        method = await upstreams.tokenize(
+            payment["card_number"], authorization=authorization,
+            idempotency_key=_tokenize_key(idempotency_key, fingerprint))
 
     order = Order.place(str(uuid.uuid4()), principal.subject, lines,
                         shipping_address_id=body["shipping_address_id"],
@@ -104,20 +128,26 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: OrderSagaEn
             assert again is not None  # the conflicting row is committed and never deleted
             return _same_request(again, fingerprint)
         await events.order_placed(uow.session, order, causation_id=None)
-        await engine.start_order(uow.session, order, saga_data(
-            order, address=address, card_number=body["payment"]["card_number"]))
+        await engine.start_order(uow.session, order,
+                                 saga_data(order, address=address, payment_method=method))
         await uow.commit()
     log.info("order_placed", order_id=order.id, customer_id=order.customer_id,
              total=format_amount(order.total), lines=len(order.lines))
     return Placed(order, created=True)
 
 
-def saga_data(order: Order, *, address: dict[str, Any], card_number: str) -> dict[str, Any]:
-    """What the saga's steps need, and nothing more."""
+async def _none() -> None:
+    return None
+
+
+def saga_data(order: Order, *, address: dict[str, Any],
+              payment_method: PaymentMethodRef) -> dict[str, Any]:
+    """What the saga's steps need, and nothing more: the payment method, never a card."""
     return {"order_id": order.id, "customer_id": order.customer_id,
             "lines": [{"sku": li.sku, "quantity": li.quantity} for li in order.lines],
             "amount": format_amount(order.total), "currency": order.currency,
-            CARD_KEY: card_number, "address": address}
+            PAYMENT_METHOD_KEY: payment_method.id, CARD_LAST4_KEY: payment_method.last4,
+            "address": address}
 
 
 async def get_order(uow: UnitOfWork, principal: Principal, order_id: str) -> Order:
@@ -139,7 +169,7 @@ async def list_orders(uow: UnitOfWork, principal: Principal, *, status: str | No
 
 def _redact(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: ("<redacted>" if k == CARD_KEY else _redact(v)) for k, v in value.items()}
+        return {k: ("<redacted>" if k in SECRET_KEYS else _redact(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [_redact(v) for v in value]
     return value

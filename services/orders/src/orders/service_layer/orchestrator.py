@@ -39,9 +39,9 @@ from orders.domain.model import (
 )
 from orders.service_layer import events
 from orders.service_layer.saga import (
-    CARD_KEY,
     ON_APPROVAL,
     ORDER,
+    SECRET_KEYS,
     UNDO_APPROVED,
     UNDO_COMPLETED,
     cancel_shipment,
@@ -49,10 +49,11 @@ from orders.service_layer.saga import (
 
 log = structlog.get_logger("orders")
 
-# The card number is needed by one command only; once the saga has ended no trace of it
-# may remain in its data (a decline or a timeout ends the saga with it still there).
-_FORGET_CARD = text("UPDATE saga_instances SET data = data - 'card_number' "
-                    "WHERE id = :id AND data ? 'card_number'")
+# The payment method (or, in a saga an older release started, the card number) is needed by
+# one command only; once the saga has ended it leaves the data (a decline or a timeout ends
+# the saga with it still there).
+_FORGET_PAYMENT = text("UPDATE saga_instances SET data = data - CAST(:keys AS text[]) "
+                       "WHERE id = :id AND data ?| CAST(:keys AS text[])")
 
 
 class OrderSagaEngine(SagaEngine):
@@ -75,8 +76,8 @@ class OrderSagaEngine(SagaEngine):
 
     async def start_order(self, session: AsyncSession, order: Order,
                           data: dict[str, Any]) -> None:
-        # engine.start records the saga's initial data in its history: not the card.
-        await self.start(session, ORDER, uuid.UUID(order.id), data, secret_keys=("card_number",))
+        # engine.start records the saga's initial data in its history: not the payment method.
+        await self.start(session, ORDER, uuid.UUID(order.id), data, secret_keys=SECRET_KEYS)
 
     async def handle_reply(self, session: AsyncSession,
                            envelope: Envelope) -> SagaInstance | None:
@@ -113,7 +114,7 @@ async def settle(session: AsyncSession, order_id: str, now: datetime, *,
     order = await repo.get(order_id, for_update=True)
     if order is None or order.status != PENDING:
         return None
-    data = {k: v for k, v in inst.data.items() if k != CARD_KEY}
+    data = {k: v for k, v in inst.data.items() if k not in SECRET_KEYS}
     sent: list[str] = []
     if inst.status == Status.COMPLETED and order.cancel_requested:
         undo_data = {**data, "cancel_reason": "cancelled_by_customer"}
@@ -130,7 +131,7 @@ async def settle(session: AsyncSession, order_id: str, now: datetime, *,
         order.reject(rejection_reason(data.get("failure")), now)
         await events.order_rejected(session, order)
     await repo.save(order)
-    await session.execute(_FORGET_CARD, {"id": saga_id})
+    await session.execute(_FORGET_PAYMENT, {"id": saga_id, "keys": list(SECRET_KEYS)})
     await store.record(session, saga_id, now, f"order_{order.status.lower()}",
                        detail={"reason": order.reason, "commands_sent": sent})
     log.info("order_settled", order_id=order_id, status=order.status, reason=order.reason,

@@ -6,8 +6,11 @@ order id, payment = ``pay-<order>``, shipment = ``shp-<order>``), so a command r
 reconciler is the same command and stays idempotent at its receiver.
 
 Saga data (JSON): order_id, customer_id, lines [{sku, quantity}], amount, currency,
-card_number (only until payments answered the authorization), address (ShippingAddress
-fields), and what replies add (card_last4, tracking_number, reason).
+payment_method_id (payments' token for the customer's card; only until payments answered the
+authorization), card_last4, address (ShippingAddress fields), and what replies add
+(tracking_number, reason). No card number: orders exchanges a card for a payment method
+before the saga starts. A saga started by an older release may still hold ``card_number``
+until payments answers: its AuthorizePayment is re-sent as v1, which payments still handles.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from contracts.inventory.v1 import (
     StockReservationFailed,
     StockReserved,
 )
+from contracts.payments import v1
 from contracts.payments.v1 import (
-    AuthorizePayment,
     CapturePayment,
     PaymentAuthorized,
     PaymentCaptured,
@@ -35,6 +38,7 @@ from contracts.payments.v1 import (
     RefundPayment,
     VoidPayment,
 )
+from contracts.payments.v2 import AuthorizePayment
 from contracts.shipping.v1 import (
     CancelShipment,
     CreateShipment,
@@ -49,7 +53,11 @@ Data = dict[str, Any]
 SAGA_NAME = "order"
 STEP_DEADLINE_S = 10.0
 STEP_RESENDS = 2
-CARD_KEY = "card_number"
+PAYMENT_METHOD_KEY = "payment_method_id"
+CARD_LAST4_KEY = "card_last4"
+LEGACY_CARD_KEY = "card_number"  # in the data of sagas started before payment methods
+# Kept out of the saga's history and removed from its data once payments answered.
+SECRET_KEYS = (PAYMENT_METHOD_KEY, LEGACY_CARD_KEY)
 
 
 def payment_id(order_id: str) -> str:
@@ -81,10 +89,19 @@ def commit_reservation(d: Data) -> CommitReservation:
     return CommitReservation(reservation_id=d["order_id"])
 
 
-def authorize_payment(d: Data) -> AuthorizePayment:
+def authorize_payment(d: Data) -> AuthorizePayment | v1.AuthorizePayment:
+    if LEGACY_CARD_KEY in d:  # a saga started by an older release, re-sent
+        return v1.AuthorizePayment(payment_id=payment_id(d["order_id"]),
+                                   order_id=d["order_id"], amount=d["amount"],
+                                   currency=d["currency"], card_number=d[LEGACY_CARD_KEY])
     return AuthorizePayment(payment_id=payment_id(d["order_id"]), order_id=d["order_id"],
-                            amount=d["amount"], currency=d["currency"],
-                            card_number=d[CARD_KEY])
+                            customer_id=d["customer_id"], amount=d["amount"],
+                            currency=d["currency"], payment_method_id=d[PAYMENT_METHOD_KEY],
+                            card_last4=d[CARD_LAST4_KEY])
+
+
+# What the step sends (the diagram reads it): v1 only for sagas started before v2 existed.
+authorize_payment.saga_command = AuthorizePayment.message_type()  # type: ignore[attr-defined]
 
 
 def void_payment(d: Data) -> VoidPayment:
@@ -124,20 +141,21 @@ def _failed(payload: dict[str, Any]) -> dict[str, Any]:
     return {"reason": str(payload.get("reason") or "unknown")}
 
 
-def _forget_card(d: Data) -> None:
-    # Payments answered: the card number is never needed again, so it leaves the saga data
-    # (the engine saves this same dict). Returned updates are recorded in the history, so
-    # the removal cannot travel through them.
-    d.pop(CARD_KEY, None)
+def _forget_payment_method(d: Data) -> None:
+    # Payments answered: the payment method (or an older saga's card number) is never needed
+    # again, so it leaves the saga data (the engine saves this same dict). Returned updates
+    # are recorded in the history, so the removal cannot travel through them.
+    for key in SECRET_KEYS:
+        d.pop(key, None)
 
 
 def payment_authorized(d: Data, p: dict[str, Any]) -> dict[str, Any]:
-    _forget_card(d)
-    return {"card_last4": p.get("card_last4")}
+    _forget_payment_method(d)
+    return {CARD_LAST4_KEY: p.get("card_last4") or d.get(CARD_LAST4_KEY)}
 
 
 def payment_declined(d: Data, p: dict[str, Any]) -> dict[str, Any]:
-    _forget_card(d)
+    _forget_payment_method(d)
     return _failed(p)
 
 

@@ -9,7 +9,11 @@ the command consumer naks and retries with backoff, and after ``max_deliver`` th
 to the dead-letter stream (operators replay it with ``mercato dlq replay``).
 
 Capture, void and refund name the provider's charge and are idempotent there, so they are
-simply retried.
+simply retried. So is vaulting a card (``tokenize``): it always carries an idempotency key,
+and the provider answers a repeat with the payment method it made the first time.
+
+The card number handed to ``tokenize`` goes into the request body only: it is never logged,
+and no exception raised here quotes it.
 """
 
 from __future__ import annotations
@@ -35,6 +39,19 @@ class ProviderRefused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class VaultedCard:
+    """A payment method as the provider's vault answers it: never the number."""
+
+    id: str
+    last4: str
+    brand: str
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> VaultedCard:
+        return cls(str(body["id"]), str(body["last4"]), str(body.get("brand") or "unknown"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +107,31 @@ class ProviderClient:
         items = body.get("items") or []
         return Charge.of(items[0]) if items else None
 
+    async def tokenize(self, card_number: str, idempotency_key: str) -> VaultedCard:
+        """Vault the card; the same key and card get the same payment method again.
+        ProviderRefused("invalid_card" | "idempotency_key_reused"), or ProviderUnavailable."""
+        payload = {"card_number": card_number, "idempotency_key": idempotency_key}
+        last_error = ""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                status, body = await self._call("POST", "/payment-methods", json=payload)
+            except _Transient as exc:
+                last_error = str(exc)
+                if attempt < self.attempts:
+                    await asyncio.sleep(self.retry_delay_s * attempt)
+                continue
+            if status >= 400:
+                raise ProviderRefused(str(body.get("error") or f"http_{status}"))
+            try:
+                return VaultedCard.of(body)
+            except KeyError as exc:
+                raise ProviderUnavailable("tokenize: the provider's answer has no id") from exc
+        raise ProviderUnavailable(f"tokenize: {last_error}")
+
     async def authorize(self, idempotency_key: str, amount: str, currency: str,
-                        card_number: str) -> Charge:
+                        payment_method: str) -> Charge:
         payload = {"idempotency_key": idempotency_key, "amount": amount, "currency": currency,
-                   "card_number": card_number}
+                   "payment_method": payment_method}
         last_error = ""
         for attempt in range(1, self.attempts + 1):
             try:

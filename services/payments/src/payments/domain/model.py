@@ -32,6 +32,10 @@ ENTRY_KINDS = (AUTHORIZE, CAPTURE, VOID, REFUND)
 
 # Decline reasons of our own (the provider's come through as it sends them).
 VOIDED_BEFORE_AUTHORIZE = "voided_before_authorize"
+# AuthorizePayment named a payment method that is not the order's customer's (or none).
+PAYMENT_METHOD_NOT_FOUND = "payment_method_not_found"
+# AuthorizePayment.v1 carried a card number that is not 12-19 ASCII digits passing Luhn.
+INVALID_CARD = "invalid_card"
 PAYMENT_NOT_FOUND = "payment_not_found"
 PROVIDER_TIMEOUT = "provider_timeout"
 
@@ -79,10 +83,18 @@ def money_text(amount: Decimal) -> str:
     return str(cents.quantize(Decimal(1))) if cents == cents.to_integral_value() else str(cents)
 
 
-def last4(card_number: str) -> str:
-    if not card_number.isdigit() or len(card_number) < 12:
-        raise PaymentError("a card number is 12-19 digits")
-    return card_number[-4:]
+@dataclass(frozen=True, slots=True)
+class PaymentMethod:
+    """A customer's card as payments knows it: the provider's token, never the number."""
+
+    id: str
+    customer_id: str
+    last4: str
+    brand: str
+    created_at: datetime = field(default_factory=utc_now)
+
+    def usable_by(self, customer_id: str | None) -> bool:
+        return customer_id is not None and customer_id == self.customer_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +119,14 @@ class Payment:
     reason: str | None = None
     created_at: datetime = field(default_factory=utc_now)
     updated_at: datetime = field(default_factory=utc_now)
+    payment_method_id: str | None = None
 
     @classmethod
-    def request(cls, payment_id: str, order_id: str, amount: str, currency: str,
-                card_number: str, *, now: datetime) -> Payment:
+    def request(cls, payment_id: str, order_id: str, amount: str, currency: str, *,
+                card_last4: str, payment_method_id: str, now: datetime) -> Payment:
         return cls(payment_id, order_id, REQUESTED, parse_amount(amount), currency,
-                   last4(card_number), created_at=now, updated_at=now)
+                   card_last4, created_at=now, updated_at=now,
+                   payment_method_id=payment_method_id)
 
     @classmethod
     def void_tombstone(cls, payment_id: str, order_id: str, *, reason: str | None,

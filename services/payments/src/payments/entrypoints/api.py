@@ -1,28 +1,70 @@
-"""Payments HTTP API under /api/payments: admin-only reads.
+"""Payments HTTP API under /api/payments: a customer's payment methods, and admin reads.
 
+A customer (or a storefront acting with their token) exchanges a card number for a payment
+method once; orders name it by id. The number goes to the provider's vault and nowhere else.
 Payments are made, captured, voided and refunded by commands (from the order saga), never over
-HTTP. Payments does not know customers, so there is no customer view here: the customer sees
-the order's status through orders.
+HTTP; the customer sees the order's status through orders.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from chassis.auth import require_role
+from chassis.errors import BadRequest
+from chassis.security_headers import PERSONAL_DATA
+from fastapi import APIRouter, Header, Path, Query
 
-from payments.entrypoints.deps import AdminPrincipal, Uow
+from payments.entrypoints.deps import AdminPrincipal, CurrentPrincipal, ProviderDep, Uow
 from payments.entrypoints.schemas import (
     IdRef,
     LedgerOut,
     PaymentListOut,
+    PaymentMethodIn,
+    PaymentMethodListOut,
+    PaymentMethodOut,
     PaymentOut,
     ledger_json,
     payment_json,
+    payment_method_json,
 )
 from payments.service_layer import handlers
 
-router = APIRouter(prefix="/api/payments", tags=["payments"])
+# A customer's cards and an order's payments: kept by no cache (Cache-Control: no-store).
+router = APIRouter(prefix="/api/payments", tags=["payments"], dependencies=[PERSONAL_DATA])
+
+MAX_KEY_LENGTH = 200
+
+
+@router.post("/payment-methods", status_code=201, response_model=PaymentMethodOut,
+             summary="Exchange a card for a payment method (the caller's own)")
+async def create_payment_method(
+    body: PaymentMethodIn, uow: Uow, principal: CurrentPrincipal, provider: ProviderDep,
+    idempotency_key: Annotated[str | None, Header(
+        description="optional, 1-200 characters: a retry with the same key and card gets "
+                    "the same payment method")] = None,
+) -> dict[str, Any]:
+    require_role(principal, "customer")
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_KEY_LENGTH:
+        raise BadRequest(f"the Idempotency-Key header must be 1-{MAX_KEY_LENGTH} characters")
+    method = await handlers.create_payment_method(
+        uow, provider, principal, card_number=body.card_number,
+        idempotency_key=idempotency_key)
+    return payment_method_json(method)
+
+
+@router.get("/payment-methods", response_model=PaymentMethodListOut,
+            summary="The caller's payment methods, newest first")
+async def list_payment_methods(uow: Uow, principal: CurrentPrincipal) -> dict[str, Any]:
+    found = await handlers.payment_methods_of(uow, principal)
+    return {"items": [payment_method_json(m) for m in found]}
+
+
+@router.get("/payment-methods/{method_id}", response_model=PaymentMethodOut,
+            summary="One payment method (its owner or an admin; 404 for anyone else)")
+async def read_payment_method(method_id: Annotated[IdRef, Path()], uow: Uow,
+                              principal: CurrentPrincipal) -> dict[str, Any]:
+    return payment_method_json(await handlers.get_payment_method(uow, principal, method_id))
 
 
 @router.get("/payments", response_model=PaymentListOut, summary="Payments of an order (admin)")

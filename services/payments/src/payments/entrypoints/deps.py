@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
-from chassis.deps import AdminPrincipal, Uow
+from typing import Annotated
 
-__all__ = ["AdminPrincipal", "Uow"]
+from chassis.deps import AdminPrincipal, Ctx, CurrentPrincipal, Uow
+from fastapi import Depends
+
+from payments.service_layer.handlers import Provider
+
+
+async def get_provider(ctx: Ctx) -> Provider:
+    provider: Provider = ctx.state["provider"]
+    return provider
+
+
+ProviderDep = Annotated[Provider, Depends(get_provider)]
+
+__all__ = ["AdminPrincipal", "CurrentPrincipal", "ProviderDep", "Uow"]

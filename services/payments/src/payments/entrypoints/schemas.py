@@ -1,15 +1,33 @@
-"""The payments' public JSON shapes. A card appears as its last four digits only."""
+"""The payments' public JSON shapes. A card comes in once, to be exchanged for a payment
+method; after that it appears as its last four digits only."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, StringConstraints
+from chassis.cards import CardNumber
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from payments.domain.model import Balance, LedgerEntry, Payment, money_text
+from payments.domain.model import Balance, LedgerEntry, Payment, PaymentMethod, money_text
 
 IdRef = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class PaymentMethodIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    card_number: CardNumber
+
+
+class PaymentMethodOut(BaseModel):
+    id: str
+    last4: str
+    brand: str
+    created_at: datetime
+
+
+class PaymentMethodListOut(BaseModel):
+    items: list[PaymentMethodOut]
 
 
 class Money(BaseModel):
@@ -72,3 +90,8 @@ def ledger_json(order_id: str, entries: list[LedgerEntry], b: Balance) -> dict[s
             "authorized": money_text(b.authorized), "captured": money_text(b.captured),
             "voided": money_text(b.voided), "refunded": money_text(b.refunded),
             "held": money_text(b.held), "net_captured": money_text(b.net_captured)}
+
+
+def payment_method_json(m: PaymentMethod) -> dict[str, Any]:
+    return {"id": m.id, "last4": m.last4, "brand": m.brand,
+            "created_at": m.created_at.isoformat()}

@@ -1,7 +1,13 @@
-"""The simulated provider's HTTP protocol (aiohttp).
+"""The simulated provider's HTTP protocol (aiohttp): a card vault and charges on its tokens.
 
-- `POST /charges` `{idempotency_key, amount, currency, card_number}`: 201 a new charge, 200
-  the charge already made for that key (never a second one); 400 a malformed request.
+- `POST /payment-methods` `{card_number, idempotency_key?}`: 201 a new payment method
+  `{id, last4, brand, created_at}`; 200 the one made before under that key for the same card;
+  409 `idempotency_key_reused` (that key was used for another card); 400 `invalid_card`
+  (not 12-19 ASCII digits with a valid Luhn check digit). The vault keeps the number; no
+  answer ever carries it again.
+- `POST /charges` `{idempotency_key, amount, currency, payment_method}`: 201 a new charge on
+  the vaulted card, 200 the charge already made for that key (never a second one); 404
+  `no_such_payment_method`; 400 a malformed request.
 - `POST /charges/{id}/capture` (authorized → captured), `/void` (authorized → voided),
   `/refund` (captured → refunded): 200 with the charge, also when already done; 409 from any
   other state; 404 an unknown charge.
@@ -13,15 +19,18 @@ With an ``api_token`` (``mercato up`` always gives one) every call but `GET /hea
 where every local process can reach it.
 
 A charge is `{id, idempotency_key, status, decline_reason, amount, currency, card_last4,
-attempts, created_at, updated_at}`; `attempts` counts the POST /charges calls for its key (a
-test can see a client that charged twice). The card number is never stored, only its last 4.
+payment_method, attempts, created_at, updated_at}`; `attempts` counts the POST /charges calls
+for its key (a test can see a client that charged twice).
 
-Test cards: 4242424242424242 approves; 4000000000000002 declines (`card_declined`);
-4000000000009995 declines (`insufficient_funds`); 4000000000000119 is recorded at once as
-declined (`provider_timeout`) but answered only after `timeout_card_delay_ms`, longer than any
-sane client timeout — the client must find the outcome by querying its key. Any other card
-number approves. Every request waits `latency_ms`; a share `failure_rate` of requests
-answers 503 before doing anything.
+Test cards (their behaviour follows the vaulted number): 4242424242424242 approves;
+4000000000000002 declines (`card_declined`); 4000000000009995 declines (`insufficient_funds`);
+4000000000000119 is recorded at once as declined (`provider_timeout`) but answered only after
+`timeout_card_delay_ms`, longer than any sane client timeout — the client must find the
+outcome by querying its key. Any other valid number approves. Every request waits
+`latency_ms`; a share `failure_rate` of requests answers 503 before doing anything.
+
+Nothing here logs a request body, and the access log is off: a card number sent to the vault
+stays in the vault's file.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from stdnum import luhn
 
 from payments.provider.store import ChargeStore
 
@@ -95,14 +105,48 @@ async def chaos(request: web.Request, handler: Any) -> web.StreamResponse:
     return await handler(request)
 
 
+def _valid_card(card: Any) -> bool:
+    # ASCII digits only: str.isdigit() also says yes to full-width and other scripts' digits.
+    return (isinstance(card, str) and 12 <= len(card) <= 19 and card.isascii()
+            and card.isdigit() and luhn.is_valid(card))
+
+
+def brand_of(card: str) -> str:
+    """The card network from the number's first digits (enough for the test cards)."""
+    if card.startswith("4"):
+        return "visa"
+    if card[:2] in ("34", "37"):
+        return "amex"
+    if "51" <= card[:2] <= "55" or "2221" <= card[:4] <= "2720":
+        return "mastercard"
+    return "unknown"
+
+
+async def create_payment_method(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(400, "invalid_json")
+    if not isinstance(body, dict) or not _valid_card(body.get("card_number")):
+        return _error(400, "invalid_card",
+                      detail="card_number must be 12-19 digits (0-9) with a valid check digit")
+    key = body.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 200):
+        return _error(400, "invalid_request", detail="idempotency_key must be 1-200 chars")
+    card = body["card_number"]
+    made = request.app[STORE].vault(card, brand=brand_of(card), idempotency_key=key)
+    if made is None:
+        return _error(409, "idempotency_key_reused")
+    method, created = made
+    return web.json_response(method, status=201 if created else 200)
+
+
 def _valid_charge_request(body: Any) -> str | None:
     if not isinstance(body, dict):
         return "body must be an object"
-    for name in ("idempotency_key", "amount", "currency", "card_number"):
+    for name in ("idempotency_key", "amount", "currency", "payment_method"):
         if not isinstance(body.get(name), str) or not body[name]:
             return f"{name} is required"
-    if not body["card_number"].isdigit() or not 12 <= len(body["card_number"]) <= 19:
-        return "card_number must be 12-19 digits"
     try:
         if Decimal(body["amount"]) <= 0:
             return "amount must be positive"
@@ -119,12 +163,15 @@ async def create_charge(request: web.Request) -> web.Response:
     problem = _valid_charge_request(body)
     if problem:
         return _error(400, "invalid_request", detail=problem)
-    card = body["card_number"]
+    store = request.app[STORE]
+    card = store.card_of(body["payment_method"])
+    if card is None:
+        return _error(404, "no_such_payment_method")
     reason = DECLINES.get(card)
-    charge, created = request.app[STORE].create_or_count(
+    charge, created = store.create_or_count(
         body["idempotency_key"], status="declined" if reason else "authorized",
         decline_reason=reason, amount=body["amount"], currency=body["currency"],
-        card_last4=card[-4:])
+        card_last4=card[-4:], payment_method=body["payment_method"])
     if card == TIMEOUT:
         # Recorded (and committed) already; only the answer is late.
         await asyncio.sleep(request.app[CONFIG].timeout_card_delay_ms / 1000)
@@ -177,6 +224,7 @@ def make_app(config: ProviderConfig) -> web.Application:
         store.close()
 
     app.on_cleanup.append(close_store)
+    app.router.add_post("/payment-methods", create_payment_method)
     app.router.add_post("/charges", create_charge)
     app.router.add_get("/charges", list_charges)
     app.router.add_get("/charges/{charge_id}", get_charge)

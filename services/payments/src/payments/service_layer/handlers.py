@@ -8,27 +8,39 @@ The provider is called inside that transaction, under the payment's advisory loc
 transaction then fails, the redelivered command calls the provider again with the same
 idempotency key or charge id, and the provider answers with what it already did: money moves
 once. ``ProviderUnavailable`` escapes on purpose: the consumer naks and retries.
+
+Cards: ``AuthorizePayment.v2`` names a payment method (a token of the provider's vault) that
+must belong to the order's customer. A v1 command still in flight carries the card number:
+it is vaulted on receipt and charged through the token like any other, and it is never
+logged or stored (only its last four digits are).
 """
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Protocol
 
 import structlog
+from chassis.auth import Principal
+from chassis.cards import is_card_number
 from chassis.db import UnitOfWork
-from chassis.errors import NotFound
-from contracts.payments.v1 import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
+from chassis.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
+from contracts.payments import v1, v2
+from contracts.payments.v1 import CapturePayment, RefundPayment, VoidPayment
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payments.adapters.provider import Charge, ProviderRefused
+from payments.adapters.provider import Charge, ProviderRefused, ProviderUnavailable, VaultedCard
 from payments.adapters.repository import PaymentsRepository
 from payments.domain.model import (
     AUTHORIZED,
     CAPTURE,
     CAPTURED,
     DECLINED,
+    INVALID_CARD,
+    PAYMENT_METHOD_NOT_FOUND,
     PAYMENT_NOT_FOUND,
     REFUND,
     REFUNDED,
@@ -38,7 +50,9 @@ from payments.domain.model import (
     LedgerEntry,
     Payment,
     PaymentError,
+    PaymentMethod,
     balance,
+    parse_amount,
     utc_now,
 )
 from payments.service_layer import events
@@ -50,8 +64,10 @@ ORDER_MISMATCH = "order_mismatch"
 
 
 class Provider(Protocol):
+    async def tokenize(self, card_number: str, idempotency_key: str) -> VaultedCard: ...
+
     async def authorize(self, idempotency_key: str, amount: str, currency: str,
-                        card_number: str) -> Charge: ...
+                        payment_method: str) -> Charge: ...
 
     async def change(self, charge_id: str, operation: str) -> Charge: ...
 
@@ -60,11 +76,14 @@ class Provider(Protocol):
 
 # -- commands (from the payments-commands consumer) --------------------------------------------
 
-async def authorize_payment(session: AsyncSession, cmd: AuthorizePayment, provider: Provider,
-                            *, now: datetime | None = None,
+async def authorize_payment(session: AsyncSession,
+                            cmd: v2.AuthorizePayment | v1.AuthorizePayment,
+                            provider: Provider, *, now: datetime | None = None,
                             causation_id: str | None = None) -> Payment:
     """Hold the amount: PaymentAuthorized or PaymentDeclined. A repeat re-announces the
-    outcome it had without calling the provider; a payment voided first is refused."""
+    outcome it had without calling the provider; a payment voided first is refused. The card
+    is the v2 command's payment method (the order's customer's own, or declined
+    ``payment_method_not_found``), or a v1 command's card number, vaulted first."""
     now = now or utc_now()
     repo = PaymentsRepository(session)
     await repo.lock(cmd.payment_id)
@@ -72,20 +91,28 @@ async def authorize_payment(session: AsyncSession, cmd: AuthorizePayment, provid
     if known is not None:
         await _reannounce_authorize(session, known, causation_id)
         return known
+    card_last4 = cmd.card_last4 if isinstance(cmd, v2.AuthorizePayment) else None
     try:
-        payment = Payment.request(cmd.payment_id, cmd.order_id, cmd.amount, cmd.currency,
-                                  cmd.card_number, now=now)
+        parse_amount(cmd.amount)
     except PaymentError:
-        payment = Payment(cmd.payment_id, cmd.order_id, DECLINED, currency=cmd.currency,
-                          card_last4=cmd.card_number[-4:], reason=INVALID_AMOUNT,
-                          created_at=now, updated_at=now)
-        await repo.add(payment)
-        await events.declined(session, payment, causation_id=causation_id)
-        return payment
+        return await _decline(session, cmd, INVALID_AMOUNT, card_last4, now, causation_id)
+    if isinstance(cmd, v2.AuthorizePayment):
+        method = await repo.method(cmd.payment_method_id)
+        if method is None or not method.usable_by(cmd.customer_id):
+            return await _decline(session, cmd, PAYMENT_METHOD_NOT_FOUND, card_last4, now,
+                                  causation_id)
+        token, card_last4 = method.id, method.last4
+    else:
+        vaulted = await _vault_v1_card(cmd, provider)
+        if vaulted is None:
+            return await _decline(session, cmd, INVALID_CARD, None, now, causation_id)
+        token, card_last4 = vaulted.id, vaulted.last4
+    payment = Payment.request(cmd.payment_id, cmd.order_id, cmd.amount, cmd.currency,
+                              card_last4=card_last4, payment_method_id=token, now=now)
     assert payment.amount is not None
     try:
         charge = await provider.authorize(cmd.payment_id, str(payment.amount), cmd.currency,
-                                          cmd.card_number)
+                                          token)
     except ProviderRefused as exc:
         charge = Charge("", "declined", f"provider_{exc.reason}")
     entry: LedgerEntry | None = None
@@ -103,6 +130,30 @@ async def authorize_payment(session: AsyncSession, cmd: AuthorizePayment, provid
     log.info("payment_" + payment.status, payment_id=payment.payment_id,
              order_id=payment.order_id, reason=payment.reason)
     return payment
+
+
+async def _decline(session: AsyncSession, cmd: v2.AuthorizePayment | v1.AuthorizePayment,
+                   reason: str, card_last4: str | None, now: datetime,
+                   causation_id: str | None) -> Payment:
+    """Refused before the provider was asked: recorded (a repeat re-announces it) and told."""
+    payment = Payment(cmd.payment_id, cmd.order_id, DECLINED, currency=cmd.currency,
+                      card_last4=card_last4, reason=reason, created_at=now, updated_at=now)
+    await PaymentsRepository(session).add(payment)
+    await events.declined(session, payment, causation_id=causation_id)
+    log.info("payment_declined", payment_id=payment.payment_id, order_id=payment.order_id,
+             reason=reason)
+    return payment
+
+
+async def _vault_v1_card(cmd: v1.AuthorizePayment, provider: Provider) -> VaultedCard | None:
+    """The token for an old command's card number, or None when it is no card number. The
+    key is the payment's, so a redelivery gets the same token."""
+    if not is_card_number(cmd.card_number):
+        return None
+    try:
+        return await provider.tokenize(cmd.card_number, f"authorize-v1-{cmd.payment_id}")
+    except ProviderRefused:
+        return None
 
 
 async def _reannounce_authorize(session: AsyncSession, known: Payment,
@@ -231,6 +282,58 @@ async def _record(session: AsyncSession, p: Payment, entry: LedgerEntry) -> None
 
 
 # -- HTTP use cases ----------------------------------------------------------------------------
+
+def vault_key(customer_id: str, idempotency_key: str | None) -> str:
+    """The provider's idempotency key for a customer's card: one per (customer, key), so a
+    retried request gets the same payment method and one customer's key never names another
+    customer's; without a key, a fresh one (still the same across this request's retries)."""
+    if idempotency_key is None:
+        return f"pm-{uuid.uuid4()}"
+    digest = hashlib.sha256(f"{customer_id}\n{idempotency_key}".encode()).hexdigest()
+    return f"pm-{digest}"
+
+
+async def create_payment_method(uow: UnitOfWork, provider: Provider, principal: Principal, *,
+                                card_number: str,
+                                idempotency_key: str | None) -> PaymentMethod:
+    """Exchange the caller's card for a payment method (the provider vaults the number;
+    payments keeps the token, last four digits, brand and owner)."""
+    try:
+        vaulted = await provider.tokenize(card_number,
+                                          vault_key(principal.subject, idempotency_key))
+    except ProviderRefused as exc:
+        if exc.reason == "idempotency_key_reused":
+            raise Conflict("this Idempotency-Key was used for another card",
+                           reason="idempotency_key_reused") from None
+        raise Unprocessable("the card was refused", reason="invalid_card") from None
+    except ProviderUnavailable:
+        raise ServiceUnavailable("the card provider cannot be reached",
+                                 headers={"Retry-After": "2"}) from None
+    async with uow:
+        method = await PaymentsRepository(uow.session).add_method(PaymentMethod(
+            vaulted.id, principal.subject, vaulted.last4, vaulted.brand))
+        await uow.commit()
+    if method.customer_id != principal.subject:  # cannot happen: the key names the customer
+        raise Conflict("this payment method belongs to someone else")
+    log.info("payment_method_created", payment_method_id=method.id,
+             customer_id=method.customer_id, brand=method.brand)
+    return method
+
+
+async def payment_methods_of(uow: UnitOfWork, principal: Principal) -> list[PaymentMethod]:
+    async with uow:
+        return await PaymentsRepository(uow.session).methods_of(principal.subject)
+
+
+async def get_payment_method(uow: UnitOfWork, principal: Principal,
+                             method_id: str) -> PaymentMethod:
+    """Another customer's payment method is a 404: its existence is not told either."""
+    async with uow:
+        found = await PaymentsRepository(uow.session).method(method_id)
+    if found is None or not principal.can_act_for(found.customer_id):
+        raise NotFound(f"no payment method {method_id}")
+    return found
+
 
 async def get_payment(uow: UnitOfWork, payment_id: str) -> Payment:
     async with uow:

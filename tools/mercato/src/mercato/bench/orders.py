@@ -3,9 +3,10 @@
 Like ``mercato bench gateway`` it measures a running platform (``mercato up --detach``). It
 sets itself up through the edge as a shop would be used: a throw-away admin (``mercato admin
 create-admin``) stocks a few products (``PUT /api/inventory/stock/{sku}``), and a few
-customers register, log in and add an address. Then it places orders,
-``POST /api/orders`` with an Idempotency-Key, each customer in turn and each product in turn,
-a share of them with a declining card (4000000000000002, the rest 4242424242424242).
+customers register, log in, add an address and exchange two cards for payment methods (as a
+storefront does once per card). Then it places orders, ``POST /api/orders`` with an
+Idempotency-Key and a ``payment_method_id``, each customer in turn and each product in turn,
+a share of them with the declining card (4000000000000002, the rest 4242424242424242).
 
 Open model. Sends are scheduled at fixed instants (order i at ``start + i / rate``) whatever
 the answers: a slow platform shows up as latency and a growing backlog, never as a lower
@@ -406,6 +407,9 @@ class Customer:
     address_id: str
     # The customer's own connections, from its own address (see customer_session).
     session: Any = None
+    # Payment methods of the approving and the declining test card.
+    approve_method: str = ""
+    decline_method: str = ""
 
 
 @dataclass
@@ -510,7 +514,7 @@ async def prepare_shop(session: Any, home: Path, edge: str, *, customers: int, p
             await asyncio.sleep(0.5)
         await _json(session, "PUT", url, headers=admin,
                     json={"on_hand": int(stock["on_hand"]) + per_product})
-    say(f"registering {customers} customers (login, address) …")
+    say(f"registering {customers} customers (login, address, payment methods) …")
     shop = Shop(admin=admin, customers=[], products=chosen)
 
     async def one(i: int) -> Customer:
@@ -525,10 +529,15 @@ async def prepare_shop(session: Any, home: Path, edge: str, *, customers: int, p
                                   expect=(201,), headers=auth,
                                   json={"name": "Ada", "line1": "1 Main St", "city": "Seoul",
                                         "postal_code": "04524", "country": "KR"})
+            methods = [await _json(own, "POST", f"{edge}/api/payments/payment-methods",
+                                   expect=(201,), headers=auth, json={"card_number": card})
+                       for card in (APPROVE_CARD, DECLINE_CARD)]
         except BaseException:
             await own.close()
             raise
-        return Customer(auth=auth, address_id=str(address["id"]), session=own)
+        return Customer(auth=auth, address_id=str(address["id"]), session=own,
+                        approve_method=str(methods[0]["id"]),
+                        decline_method=str(methods[1]["id"]))
 
     # A few at a time: registration hashes the password (argon2id) on identity's one core.
     for start in range(0, customers, 4):
@@ -562,14 +571,14 @@ async def place_orders(session: Any, edge: str, shop: Shop, *, rate: float, dura
     inflight: set[asyncio.Task[None]] = set()
 
     async def send(record: OrderRecord, customer: Customer, product: dict[str, Any]) -> None:
-        card = DECLINE_CARD if record.declined_card else APPROVE_CARD
+        method = customer.decline_method if record.declined_card else customer.approve_method
         try:
             async with (customer.session or session).post(
                     f"{edge}/api/orders",
                     headers={**customer.auth, "Idempotency-Key": str(uuid.uuid4())},
                     json={"items": [{"product_id": product["id"], "quantity": 1}],
                           "shipping_address_id": customer.address_id,
-                          "payment": {"card_number": card}}) as resp:
+                          "payment": {"payment_method_id": method}}) as resp:
                 body = await resp.read()
                 record.accepted_at = time.time()
                 record.http_status = resp.status

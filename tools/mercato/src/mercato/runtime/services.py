@@ -106,12 +106,15 @@ def service_env(service: str, *, instance_id: str, port: int, database_url: str,
 # under the home's secrets/ that keeps it, made at the first `mercato up` and reused after.
 SERVICE_SECRETS: dict[str, dict[str, str]] = {
     "identity": {"IDENTITY_SIGNING_KEY_SECRET": "identity-signing-key"},
+    # Keys the hash of a card in an order's idempotency fingerprint (every instance the same).
+    "orders": {"ORDERS_CARD_FINGERPRINT_SECRET": "orders-card-fingerprint"},
 }
 
 
 def service_secrets(home: Home, service: str) -> dict[str, str]:
     """The service's secret environment, each secret made once per home and kept: identity's
-    signing keys stay readable across restarts only with the same secret."""
+    signing keys stay readable across restarts only with the same secret, and an order
+    retried after a restart is recognised only with the same fingerprint key."""
     env: dict[str, str] = {}
     for variable, name in SERVICE_SECRETS.get(service, {}).items():
         stored = home.read_secret(name)
