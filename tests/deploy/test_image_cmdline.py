@@ -176,7 +176,9 @@ async def durable_consumers(nats_url: str) -> set[tuple[str, str]]:
             if stream.config.name.startswith("KV_"):
                 continue
             for consumer in await js.consumers_info(stream.config.name):
-                if consumer.config.durable_name:
+                # The session's NATS is shared with other tests' streams and consumers.
+                name = consumer.config.durable_name
+                if name and any(name.startswith(f"{s}-") for s in services()):
                     found.add((stream.config.name, consumer.config.durable_name))
         return found
     finally:

@@ -118,23 +118,31 @@ def test_cpu_accounting() -> None:
 
 
 def test_a_process_tree_counts_its_children_but_not_the_listed_ones() -> None:
+    import psutil
+
+    # The tree measured is an idle parent of its own, not this (busy) pytest process: pytest's
+    # CPU, and the servers other tests left running under it, move between two readings.
     burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n" \
            "time.sleep(30)"
-    child = subprocess.Popen([sys.executable, "-c", burn])
+    spawn = ("import subprocess, sys, time\n"
+             f"p = subprocess.Popen([sys.executable, '-c', {burn!r}])\n"
+             "print(p.pid, flush=True)\ntime.sleep(30)")
+    parent = subprocess.Popen([sys.executable, "-c", spawn], stdout=subprocess.PIPE, text=True)
     try:
+        assert parent.stdout is not None
+        child_pid = int(parent.stdout.readline())
         deadline = time.monotonic() + 20
-        import psutil
-
-        while sum(psutil.Process(child.pid).cpu_times()[:2]) < 0.29:
+        while sum(psutil.Process(child_pid).cpu_times()[:2]) < 0.29:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        me = os.getpid()
-        with_child = _tree_cpu(me, set())
-        without = _tree_cpu(me, {child.pid})
+        with_child = _tree_cpu(parent.pid, set())
+        without = _tree_cpu(parent.pid, {child_pid})
         assert with_child - without >= 0.25
     finally:
-        child.kill()
-        child.wait()
+        for p in psutil.Process(parent.pid).children():
+            p.kill()
+        parent.kill()
+        parent.wait()
 
 
 def _state(home: Path, **extra: object) -> None:
