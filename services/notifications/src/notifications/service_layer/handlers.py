@@ -14,6 +14,7 @@ from typing import TypeAlias
 
 import structlog
 from chassis.db import Database, UnitOfWork
+from chassis.messaging.consumer import dropped
 from contracts.orders.v1 import OrderApproved, OrderCancelled, OrderPlaced, OrderRejected
 from contracts.shipping.v1 import ShipmentStatusChanged
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -63,8 +64,7 @@ async def on_order_event(session: AsyncSession, event: OrderEvent) -> bool:
     recipient = event.customer_email or await repo.email_for(event.order_id)
     kind, facts = order_facts(event)
     queued = await repo.enqueue(event.order_id, kind, recipient, render(kind, facts))
-    log.info("notification_queued" if queued else "notification_exists",
-             order_id=event.order_id, kind=kind, recipient_known=recipient is not None)
+    _queued_or_exists(queued, event.order_id, kind, recipient)
     return queued
 
 
@@ -80,9 +80,16 @@ async def on_shipment_status(session: AsyncSession, event: ShipmentStatusChanged
     recipient = await repo.email_for(event.order_id)
     mail = render(kind, Facts(event.order_id, tracking_number=event.tracking_number))
     queued = await repo.enqueue(event.order_id, kind, recipient, mail)
-    log.info("notification_queued" if queued else "notification_exists",
-             order_id=event.order_id, kind=kind, recipient_known=recipient is not None)
+    _queued_or_exists(queued, event.order_id, kind, recipient)
     return queued
+
+
+def _queued_or_exists(queued: bool, order_id: str, kind: str, recipient: str | None) -> None:
+    if queued:
+        log.info("notification_queued", order_id=order_id, kind=kind,
+                 recipient_known=recipient is not None)
+    else:  # the event again under a new message id (re-published): logged and counted
+        dropped("notification_exists", f"{order_id}/{kind} is queued or sent already")
 
 
 # -- the sender --------------------------------------------------------------------------------
