@@ -16,6 +16,12 @@ SHIPMENT_DELIVERED = "shipment_delivered"
 KINDS = (ORDER_PLACED, ORDER_APPROVED, ORDER_REJECTED, ORDER_CANCELLED, SHIPMENT_DISPATCHED,
          SHIPMENT_DELIVERED)
 
+# The order a customer reads an order's emails in: one is not sent while an email of the
+# same order earlier in this sequence is still queued. Kinds that exclude each other share a
+# place (an order is approved or rejected; cancelled before dispatch, or dispatched).
+SEQUENCE = {ORDER_PLACED: 0, ORDER_APPROVED: 1, ORDER_REJECTED: 1, ORDER_CANCELLED: 2,
+            SHIPMENT_DISPATCHED: 2, SHIPMENT_DELIVERED: 3}
+
 QUEUED, SENT, FAILED = "queued", "sent", "failed"
 STATUSES = (QUEUED, SENT, FAILED)
 

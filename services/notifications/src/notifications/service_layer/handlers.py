@@ -100,19 +100,25 @@ class SendRound:
     sent: int = 0
     retried: int = 0
     failed: int = 0
+    lost: int = 0  # claimed, then taken over by another sender before it was sent
 
 
-async def send_due(db: Database, mailer: Mailer, policy: RetryPolicy, *,
+async def send_due(db: Database, mailer: Mailer, policy: RetryPolicy, *, me: str,
                    now: datetime | None = None, limit: int = 20,
-                   lease: timedelta = timedelta(seconds=60)) -> SendRound:
-    """One sender round: claim due notifications, mail each, record each result at once.
+                   lease: timedelta = timedelta(seconds=60),
+                   stale_after: timedelta = timedelta(seconds=10)) -> SendRound:
+    """One sender round as ``me``: claim due notifications (the first queued one of each
+    order), mail each, record each result at once.
 
     At-least-once: the row is marked sent in its own transaction right after the SMTP server
-    accepted it. If the process dies between the two, the lease runs out and the mail is sent
-    again (with the same Message-ID). Nothing else can send a notification twice."""
+    accepted it. If the process dies between the two, the email is sent again (with the same
+    Message-ID) once its claim is released: at the sender's restart, or by another sender
+    when its heartbeat is ``stale_after`` old. That is the only way a notification is mailed
+    twice: before each send the claim is checked to be still ours."""
     now = now or utc_now()
     async with db.unit_of_work() as uow:
-        claimed = await NotificationsRepository(uow.session).claim_due(now, limit, lease)
+        claimed = await NotificationsRepository(uow.session).claim_due(
+            now, limit, lease, me=me, stale_after=stale_after)
         await uow.commit()
     result = SendRound(claimed=len(claimed))
     for n in claimed:
@@ -120,6 +126,13 @@ async def send_due(db: Database, mailer: Mailer, policy: RetryPolicy, *,
             result.failed += 1
             log.warning("notification_failed", notification_id=n.id, order_id=n.order_id,
                         kind=n.kind, error="unknown_recipient")
+            continue
+        async with db.unit_of_work() as uow:
+            mine = await NotificationsRepository(uow.session).still_mine(n.id, me)
+        if not mine:  # we were paused past our heartbeat and another sender took it
+            result.lost += 1
+            log.warning("notification_claim_lost", notification_id=n.id, order_id=n.order_id,
+                        kind=n.kind)
             continue
         try:
             await mailer.send(OutgoingMail(n.id, n.order_id, n.kind, n.recipient, n.subject,
@@ -145,6 +158,28 @@ async def send_due(db: Database, mailer: Mailer, policy: RetryPolicy, *,
         result.sent += 1
         log.info("notification_sent", notification_id=n.id, order_id=n.order_id, kind=n.kind)
     return result
+
+
+async def register_sender(db: Database, me: str) -> int:
+    """A sender starts: beat, and release what a dead predecessor under ``me`` held."""
+    async with db.unit_of_work() as uow:
+        released = await NotificationsRepository(uow.session).register_sender(me, utc_now())
+        await uow.commit()
+    if released:
+        log.info("sender_claims_released", instance=me, notifications=released)
+    return released
+
+
+async def beat(db: Database, me: str) -> None:
+    async with db.unit_of_work() as uow:
+        await NotificationsRepository(uow.session).beat(me, utc_now())
+        await uow.commit()
+
+
+async def retire_sender(db: Database, me: str) -> None:
+    async with db.unit_of_work() as uow:
+        await NotificationsRepository(uow.session).retire_sender(me)
+        await uow.commit()
 
 
 # -- HTTP use cases ----------------------------------------------------------------------------
