@@ -66,7 +66,8 @@ def dlq_list(consumer: Annotated[str | None, typer.Option(help="Only this consum
         table.add_row(str(d.sequence), d.consumer, d.subject, d.message_type,
                       str(d.deliveries), d.error[:80])
     out.print(table)
-    out.print("[dim]→ mercato dlq show SEQ · mercato dlq replay SEQ (or --all) after a fix[/]")
+    out.print("[dim]→ mercato dlq show SEQ · mercato dlq replay SEQ (or --all) after a fix · "
+              "mercato dlq discard SEQ if harmless[/]")
 
 
 @dlq_app.command("show")
@@ -120,6 +121,20 @@ def dlq_replay(seq: Annotated[int | None, typer.Argument(help="Sequence to repla
         raise typer.Exit(1)
     out.print(f"replayed {len(done)} dead letter(s)")
 
+
+@dlq_app.command("discard")
+def dlq_discard(seq: Annotated[int, typer.Argument(help="Sequence from `mercato dlq list`.")],
+                home: HomeOpt = None) -> None:
+    """Delete one dead letter without replaying it (read it first: mercato dlq show SEQ)."""
+    from chassis.messaging.dlq import discard_dead_letter
+
+    h = _running(home)
+    letter = asyncio.run(_with_js(h, lambda js: discard_dead_letter(js, seq)))
+    if letter is None:
+        err.print(f"[bold red]error:[/] no dead letter {seq}")
+        err.print("[dim]→[/] mercato dlq list")
+        raise typer.Exit(1)
+    out.print(f"discarded dead letter {seq} ({letter.message_type} from {letter.consumer})")
 
 
 def _parse_since(since: str) -> datetime:
