@@ -47,7 +47,8 @@ async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
                        me=settings.instance, interval_s=settings.sender_interval_s,
                        batch_size=settings.sender_batch_size,
                        lease=timedelta(seconds=settings.sender_lease_s),
-                       stale_after=timedelta(seconds=settings.sender_stale_after_s)),
+                       stale_after=timedelta(seconds=settings.sender_stale_after_s),
+                       order_wait=timedelta(seconds=settings.sender_order_wait_s)),
             name="notifications-sender")
     try:
         yield

@@ -30,6 +30,9 @@ class NotificationsSettings(ServiceSettings):
     sender_batch_size: int = Field(default=20, gt=0)
     sender_lease_s: float = Field(default=60.0, gt=0)
     sender_stale_after_s: float = Field(default=10.0, gt=0)
+    # How long an email waits for the one it follows (an order's "placed" before its
+    # "approved"), whose event may come later -- redelivered after a crash, 30 s on.
+    sender_order_wait_s: float = Field(default=120.0, ge=0)
     # Failed sends: tried up to max_attempts times, waiting retry_base_s * 2^(n-1) (capped).
     max_attempts: int = Field(default=5, gt=0)
     retry_base_s: float = Field(default=2.0, gt=0)

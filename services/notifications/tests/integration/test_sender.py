@@ -306,6 +306,25 @@ async def test_an_orders_emails_go_out_in_order_whatever_happens_to_one(
     await smtp.close_connection()
 
 
+async def test_an_email_waits_for_the_one_it_follows_to_exist(db: Database,
+                                                              sink: MailSink) -> None:
+    """After a crash the "placed" event is redelivered 30 s later, while "approved" came at
+    once: the approval email waits for the placed one rather than overtake it."""
+    sink.start()
+    notes = Notifications(db)
+    await notes.send(approved("o1"))
+    assert (await send_all(db, mailer(sink))).sent == 0  # o1/order_placed does not exist
+    await notes.send(placed("o1"))  # the redelivery
+    assert (await send_all(db, mailer(sink))).sent == 2
+    assert order_kinds(sink.messages(), "o1") == ["order_placed", "order_approved"]
+    # An event that never comes holds nothing for ever: it is sent after order_wait.
+    await notes.send(shipment("o2", "DELIVERED"))
+    await notes.send(placed("o2"))
+    assert (await send_all(db, mailer(sink))).sent == 1
+    assert (await send_all(db, mailer(sink), now=utc_now() + timedelta(seconds=121))).sent == 1
+    assert order_kinds(sink.messages(), "o2") == ["order_placed", "shipment_delivered"]
+
+
 async def test_the_sink_keeps_its_messages_across_restarts(db: Database,
                                                           sink: MailSink) -> None:
     sink.start()

@@ -38,8 +38,10 @@ notifications = Table(
     Column("body", Text, nullable=False),
     Column("status", String(10), nullable=False, server_default=text("'queued'")),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
-    # Its place among the order's emails (domain.model.SEQUENCE): sent after earlier ones.
+    # Its place among the order's emails (domain.model.SEQUENCE): sent after earlier ones,
+    # and not before the kind it follows (FOLLOWS) exists, for a while.
     Column("sequence", SmallInteger, nullable=False, server_default=text("0")),
+    Column("follows", String(40)),
     # When the sender may (re)try it; a claim pushes it ahead as a lease.
     Column("next_attempt_at", DateTime(timezone=True), nullable=False,
            server_default=func.now()),

@@ -12,7 +12,9 @@ Rules that keep "one email per (order, kind)" true with several instances:
    claim is still its own, so an instance that was paused past its beat cannot send what
    another one took over.
 3. An email is claimed only when no email of the same order earlier in the sequence is still
-   queued (unsent, retrying, or claimed by anyone): a customer reads them in order.
+   queued (unsent, retrying, or claimed by anyone), and the email it follows exists (its
+   event may come late: redelivered after a crash) or it has waited ``order_wait`` for it:
+   a customer reads them in order.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notifications.adapters.orm import customers, notifications
 from notifications.domain.model import (
     FAILED,
+    FOLLOWS,
     QUEUED,
     SENT,
     SEQUENCE,
@@ -49,6 +52,8 @@ WITH due AS (
           SELECT 1 FROM notifications e
           WHERE e.order_id = n.order_id AND e.status = 'queued'
             AND (e.sequence, e.id) < (n.sequence, n.id))
+      AND (n.follows IS NULL OR n.created_at <= :waited_since OR EXISTS (
+          SELECT 1 FROM notifications p WHERE p.order_id = n.order_id AND p.kind = n.follows))
     ORDER BY n.next_attempt_at, n.id
     LIMIT :limit
     FOR UPDATE OF n SKIP LOCKED
@@ -87,8 +92,9 @@ _STILL_MINE = text("SELECT 1 FROM notifications WHERE id = :id AND status = 'que
 _LEARN = text("INSERT INTO customers (order_id, customer_id, email) "
               "VALUES (:order_id, :customer_id, :email) ON CONFLICT (order_id) DO NOTHING")
 _ENQUEUE = text("INSERT INTO notifications (order_id, kind, recipient, subject, body, status, "
-                "sequence) VALUES (:order_id, :kind, :recipient, :subject, :body, :status, "
-                ":sequence) ON CONFLICT (order_id, kind) DO NOTHING RETURNING id")
+                "sequence, follows) VALUES (:order_id, :kind, :recipient, :subject, :body, "
+                ":status, :sequence, :follows) ON CONFLICT (order_id, kind) DO NOTHING "
+                "RETURNING id")
 _MARK_SENT = text("UPDATE notifications SET status = :sent, sent_at = :now, last_error = NULL, "
                   "claimed_by = NULL WHERE id = :id")
 
@@ -128,16 +134,17 @@ class NotificationsRepository:
         row = (await self.session.execute(_ENQUEUE, {
             "order_id": order_id, "kind": kind, "recipient": recipient,
             "subject": mail.subject, "body": mail.body, "status": QUEUED,
-            "sequence": SEQUENCE[kind]})).first()
+            "sequence": SEQUENCE[kind], "follows": FOLLOWS.get(kind)})).first()
         return row is not None
 
     # -- used by the sender ---------------------------------------------------------------
 
     async def claim_due(self, now: datetime, limit: int, lease: timedelta, *, me: str,
-                        stale_after: timedelta) -> list[Claimed]:
+                        stale_after: timedelta, order_wait: timedelta) -> list[Claimed]:
         rows = (await self.session.execute(_CLAIM, {
             "now": now, "limit": limit, "lease_until": now + lease, "me": me,
-            "stale_before": now - stale_after, "unknown": UNKNOWN_RECIPIENT})).all()
+            "stale_before": now - stale_after, "waited_since": now - order_wait,
+            "unknown": UNKNOWN_RECIPIENT})).all()
         return [Claimed(*row) for row in rows]
 
     async def still_mine(self, notification_id: int, me: str) -> bool:

@@ -21,7 +21,8 @@ log = structlog.get_logger("notifications.sender")
 async def run_sender(db: Database, stop: asyncio.Event, mailer: Mailer, policy: RetryPolicy, *,
                      me: str, interval_s: float, batch_size: int = 20,
                      lease: timedelta = timedelta(seconds=60),
-                     stale_after: timedelta = timedelta(seconds=10)) -> None:
+                     stale_after: timedelta = timedelta(seconds=10),
+                     order_wait: timedelta = timedelta(seconds=120)) -> None:
     """Register (releasing what a dead predecessor under ``me`` held), then a round now and
     every ``interval_s`` until ``stop``; rounds follow each other at once while they claim
     something (the next email of an order becomes claimable when the one before is sent)."""
@@ -39,7 +40,8 @@ async def run_sender(db: Database, stop: asyncio.Event, mailer: Mailer, policy: 
             try:
                 while not stop.is_set():
                     done = await send_due(db, mailer, policy, me=me, limit=batch_size,
-                                          lease=lease, stale_after=stale_after)
+                                          lease=lease, stale_after=stale_after,
+                                          order_wait=order_wait)
                     if not done.claimed:
                         break
             except Exception as exc:  # the next round retries; a hiccup must not end the loop

@@ -106,9 +106,11 @@ class SendRound:
 async def send_due(db: Database, mailer: Mailer, policy: RetryPolicy, *, me: str,
                    now: datetime | None = None, limit: int = 20,
                    lease: timedelta = timedelta(seconds=60),
-                   stale_after: timedelta = timedelta(seconds=10)) -> SendRound:
+                   stale_after: timedelta = timedelta(seconds=10),
+                   order_wait: timedelta = timedelta(seconds=120)) -> SendRound:
     """One sender round as ``me``: claim due notifications (the first queued one of each
-    order), mail each, record each result at once.
+    order, once the one it follows exists or it waited ``order_wait``), mail each, record
+    each result at once.
 
     At-least-once: the row is marked sent in its own transaction right after the SMTP server
     accepted it. If the process dies between the two, the email is sent again (with the same
@@ -118,7 +120,7 @@ async def send_due(db: Database, mailer: Mailer, policy: RetryPolicy, *, me: str
     now = now or utc_now()
     async with db.unit_of_work() as uow:
         claimed = await NotificationsRepository(uow.session).claim_due(
-            now, limit, lease, me=me, stale_after=stale_after)
+            now, limit, lease, me=me, stale_after=stale_after, order_wait=order_wait)
         await uow.commit()
     result = SendRound(claimed=len(claimed))
     for n in claimed:
