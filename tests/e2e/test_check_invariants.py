@@ -17,11 +17,12 @@ from collections.abc import Iterator
 from email.message import EmailMessage
 from typing import Any
 
-import asyncpg
 import httpx2 as httpx
 import psutil
 import pytest
-from edge_helpers import Platform, mercato, wait_until
+from edge_helpers import Platform, mercato, superuser_connect, wait_until
+from mercato.runtime.paths import Home
+from mercato.runtime.services import simulator_token
 from shop import bearer, customer_with_address, new_product, place, settled
 
 pytestmark = pytest.mark.e2e
@@ -41,16 +42,9 @@ def about(found: list[dict[str, str]], subject: str) -> list[tuple[str, str]]:
     return [(v["invariant"], v["detail"]) for v in found if v["subject"] == subject]
 
 
-def superuser(platform: Platform, database: str) -> asyncpg.Connection:
-    secrets = json.loads((platform.home / "secrets" / "postgres.json").read_text())
-    return asyncpg.connect(host="127.0.0.1", port=platform.state()["ports"]["postgres"],
-                           user=secrets["user"], password=secrets["password"],
-                           database=database)
-
-
 def sql(platform: Platform, database: str, statement: str, *args: Any) -> list[Any]:
     async def run() -> list[Any]:
-        conn = await superuser(platform, database)
+        conn = await superuser_connect(platform, database)
         try:
             return list(await conn.fetch(statement, *args))
         finally:
@@ -66,7 +60,7 @@ class Held:
 
     def __init__(self, platform: Platform, database: str, plant: str, lock: str) -> None:
         self.loop = asyncio.new_event_loop()
-        self.conn = self.loop.run_until_complete(superuser(platform, database))
+        self.conn = self.loop.run_until_complete(superuser_connect(platform, database))
         # Simple query protocol (no arguments): several statements in one message.
         self.loop.run_until_complete(self.conn.execute(
             f"BEGIN; {plant}; COMMIT; BEGIN; {lock} FOR UPDATE;"))
@@ -179,17 +173,21 @@ def test_a_shipment_the_carrier_did_not_move_in_time(platform: Platform) -> None
     assert f"shipment {shipment_id} is DISPATCHED; the carrier was due to move it 30" in detail
 
 
-def simulator_url(platform: Platform, name: str) -> str:
-    return f"http://127.0.0.1:{platform.state()['processes'][name]['port']}"
+def simulator(platform: Platform, name: str) -> httpx.Client:
+    """The simulator's own API, with the home's token for it."""
+    token = simulator_token(Home(platform.home), name)
+    return httpx.Client(base_url=f"http://127.0.0.1:{platform.state()['processes'][name]['port']}",
+                        headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
 
 def test_a_second_capture_at_the_provider(platform: Platform, order: str) -> None:
     """payments books a second payment for the order and the provider captured it."""
     key = f"planted-{uuid.uuid4().hex[:8]}"
-    provider = simulator_url(platform, "payments-provider")
-    with httpx.Client(base_url=provider, timeout=10) as c:
+    with simulator(platform, "payments-provider") as c:
+        card = c.post("/payment-methods", json={"card_number": "4242424242424242"})
+        assert card.status_code == 201, card.text
         made = c.post("/charges", json={"idempotency_key": key, "amount": "100",
-                                        "currency": "KRW", "card_number": "4242424242424242"})
+                                        "currency": "KRW", "payment_method": card.json()["id"]})
         assert made.status_code == 201, made.text
         charge = made.json()["id"]
         assert c.post(f"/charges/{charge}/capture").status_code == 200

@@ -5,34 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import uuid
 from collections import Counter
 from typing import Any
 
-import asyncpg
 import httpx2 as httpx
-import nats
 import psutil
 import pytest
 from chassis.messaging.dlq import list_dead_letters
 from chassis.messaging.envelope import Envelope
 from contracts.inventory.v1 import StockLine, StockReserved
-from edge_helpers import Platform, mercato, wait_until
+from edge_helpers import Platform, mercato, nats_connect, superuser_connect, wait_until
+from mercato.runtime.paths import Home
+from mercato.runtime.services import simulator_token
 from shop import bearer, customer_with_address, new_product, place, settled
 
 pytestmark = pytest.mark.e2e
 
 
 def sql(platform: Platform, database: str, statement: str, *args: Any) -> list[Any]:
-    secrets = json.loads((platform.home / "secrets" / "postgres.json").read_text())
-
     async def run() -> list[Any]:
-        conn = await asyncpg.connect(host="127.0.0.1",
-                                     port=platform.state()["ports"]["postgres"],
-                                     user=secrets["user"], password=secrets["password"],
-                                     database=database)
+        conn = await superuser_connect(platform, database)
         try:
             return list(await conn.fetch(statement, *args))
         finally:
@@ -100,7 +94,9 @@ def test_emails_claimed_by_a_killed_sender_go_out_at_its_restart_in_order(
         assert rows[claim["id"]]["sent_at"] < claim["lease_until"], (claim, rows[claim["id"]])
 
     url = f"http://127.0.0.1:{platform.state()['processes']['mailsink']['port']}/messages"
-    mails = [m for m in httpx.get(url, timeout=10).json() if m["notification"] in expected]
+    token = simulator_token(Home(platform.home), "mailsink")
+    mails = [m for m in httpx.get(url, timeout=10, headers={"Authorization": f"Bearer {token}"})
+             .json() if m["notification"] in expected]
     got = Counter(m["notification"] for m in mails)
     assert set(got) == expected
     assert sum(got.values()) - len(expected) <= 1, got  # one crash: at most one extra
@@ -120,7 +116,7 @@ def test_a_reply_for_a_saga_that_does_not_exist_is_logged_counted_and_dead_lette
                             correlation_id=ghost)
 
     async def publish() -> None:
-        nc = await nats.connect(f"nats://127.0.0.1:{platform.state()['ports']['nats']}")
+        nc = await nats_connect(platform)
         try:
             await nc.jetstream().publish(envelope.subject, envelope.body(),
                                          headers=envelope.headers())
@@ -132,7 +128,7 @@ def test_a_reply_for_a_saga_that_does_not_exist_is_logged_counted_and_dead_lette
 
     def dead_letter() -> str | None:
         async def find() -> str | None:
-            nc = await nats.connect(f"nats://127.0.0.1:{platform.state()['ports']['nats']}")
+            nc = await nats_connect(platform)
             try:
                 for letter in await list_dead_letters(nc.jetstream(), consumer, 10_000):
                     if letter.message_id == str(envelope.message_id):

@@ -70,17 +70,18 @@ async def _outbox(urls: dict[str, str | None], service: str) -> dict[str, Any] |
 
 
 async def side_door(home: Home, simulator: str, path: str) -> Any:
-    """GET ``path`` from a simulator's HTTP side door; None when this platform runs none.
-
-    The one place that reads the simulators: a credential they require goes here."""
+    """GET ``path`` from a simulator's HTTP side door, with the home's token for it; None
+    when this platform runs no such simulator. The one place that reads the simulators."""
     state = control.read_state(home) or {}
     port = ((state.get("processes") or {}).get(simulator) or {}).get("port")
     if port is None:
         return None
     url = f"http://127.0.0.1:{port}{path}"
+    token = (home.read_secret(f"{simulator}-api-token") or {}).get("token")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http, \
-                http.get(url) as resp:
+                http.get(url, headers=headers) as resp:
             if resp.status != 200:
                 raise SideDoorError(f"GET {url} answered {resp.status}")
             return await resp.json()
