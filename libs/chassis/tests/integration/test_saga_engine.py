@@ -16,10 +16,12 @@ from typing import Any
 import orjson
 import pytest
 from chassis.db import Database
+from chassis.logging import configure_logging
 from chassis.messaging.broker import Outgoing
 from chassis.messaging.consumer import ConsumerSpec, InboxConsumer, Outcome
 from chassis.messaging.envelope import H_CAUSATION, H_CORRELATION, H_TYPE, Envelope
 from chassis.messaging.memory import InMemoryBroker, MemoryDelivery
+from chassis.messaging.metrics import MessagingMetrics
 from chassis.messaging.relay import OutboxRelay
 from chassis.messaging.tables import inbox_table, outbox_table
 from chassis.saga import (
@@ -55,6 +57,7 @@ from contracts.shipping.v1 import (
     ShipmentLine,
     ShippingAddress,
 )
+from prometheus_client import CollectorRegistry
 from sqlalchemy import MetaData, text
 
 pytestmark = pytest.mark.integration
@@ -152,10 +155,12 @@ class Services:
 
     def __init__(self, db: Database, url: str, engine: SagaEngine) -> None:
         self.broker = InMemoryBroker()
+        self.dead_letters = InMemoryBroker()
+        self.metrics = MessagingMetrics(CollectorRegistry())
         self.relay = OutboxRelay(url, self.broker)
         self.consumer = InboxConsumer(
             ConsumerSpec("orders-saga-replies", "X_EVENTS", ["*.events.>"], engine.handlers()),
-            db, self.broker)
+            db, self.dead_letters, self.metrics)
         self._seen = 0
         self._seq = 0
 
@@ -289,8 +294,21 @@ async def test_failure_at_step_one_compensates_nothing_and_keeps_the_reason(
     assert story.instance.data["failure"]["reason"] == "out_of_stock"
 
 
-async def test_duplicate_late_and_foreign_replies_are_recorded_and_ignored(
-        db: Database, engine: SagaEngine, services: Services) -> None:
+def dropped_count(services: Services, reason: str) -> float:
+    value = services.metrics.dropped.labels("orders-saga-replies", reason)._value.get()
+    return float(value)
+
+
+def json_logs(capsys: pytest.CaptureFixture[str], event: str) -> list[dict[str, Any]]:
+    lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()
+             if line.startswith("{")]
+    return [line for line in lines if line.get("event") == event]
+
+
+async def test_duplicate_late_and_foreign_replies_are_recorded_counted_and_logged(
+        db: Database, engine: SagaEngine, services: Services,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("orders", "orders-test")  # JSON lines on stdout, as in a service
     saga_id = await start(db, engine)
     o = str(saga_id)
     first = Envelope.new(reserved(o).subject(), "StockReserved.v1", reserved(o).to_payload(),
@@ -298,16 +316,15 @@ async def test_duplicate_late_and_foreign_replies_are_recorded_and_ignored(
     assert await services.reply(saga_id, reserved(o), first) == Outcome.HANDLED
     # The same message again: the inbox drops it before the engine sees it.
     assert await services.reply(saga_id, reserved(o), first) == Outcome.DUPLICATE
-    # The receiver published its outcome again (a resent command): a new message id.
-    assert await services.reply(saga_id, reserved(o)) == Outcome.HANDLED
+    # The receiver published its outcome again (a resent command): a new message id. Normal:
+    # counted and logged, not dead-lettered (replaying it later could change nothing).
+    assert await services.reply(saga_id, reserved(o)) == Outcome.DROPPED
     # A reply for a later step, out of order: not what the current step awaits.
-    assert await services.reply(saga_id, captured(o)) == Outcome.HANDLED
-    # An event about something that is not one of our sagas.
-    assert await services.reply(uuid.uuid4(), authorized(o)) == Outcome.HANDLED
+    assert await services.reply(saga_id, captured(o)) == Outcome.DROPPED
     await services.reply(saga_id, PaymentDeclined(payment_id=f"pay-{o}", order_id=o,
                                                   reason="card_declined"))
     # A late success after the saga was compensated changes nothing.
-    await services.reply(saga_id, authorized(o))
+    assert await services.reply(saga_id, authorized(o)) == Outcome.DROPPED
 
     assert types(await services.commands()) == ["ReserveStock.v1", "AuthorizePayment.v1",
                                                 "ReleaseStock.v1"]
@@ -318,8 +335,50 @@ async def test_duplicate_late_and_foreign_replies_are_recorded_and_ignored(
     assert [(t, ok) for t, ok, _ in replies] == [
         ("StockReserved.v1", True), ("StockReserved.v1", False), ("PaymentCaptured.v1", False),
         ("PaymentDeclined.v1", True), ("PaymentAuthorized.v1", False)]
-    assert "late, duplicate or out of order" in replies[1][2]
+    assert "late" in replies[1][2] and "out of order" in replies[2][2]
     assert replies[4][2] == "saga compensated"
+    assert {r: dropped_count(services, r) for r in ("late_reply", "not_awaited", "saga_ended",
+                                                    "unknown_saga")} == {
+        "late_reply": 1, "not_awaited": 1, "saga_ended": 1, "unknown_saga": 0}
+    logged = json_logs(capsys, "message_dropped")
+    assert [(d["reason"], d["level"], d["type"]) for d in logged] == [
+        ("late_reply", "info", "StockReserved.v1"),
+        ("not_awaited", "warning", "PaymentCaptured.v1"),
+        ("saga_ended", "info", "PaymentAuthorized.v1")]
+    assert all(d["correlation_id"] == o and d["consumer"] == "orders-saga-replies"
+               for d in logged)
+    assert services.dead_letters.messages == []
+
+
+async def test_a_reply_for_a_saga_that_does_not_exist_is_dead_lettered(
+        db: Database, engine: SagaEngine, services: Services,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Valid, but about no saga here: before, it was acked with no trace at all."""
+    configure_logging("orders", "orders-test")
+    ghost = uuid.uuid4()
+    reply = authorized(str(ghost))
+    envelope = Envelope.new(reply.subject(), reply.message_type(), reply.to_payload(),
+                            correlation_id=str(ghost))
+    assert await services.reply(ghost, reply, envelope) == Outcome.DEAD_LETTERED
+    # Not a uuid at all: no saga of ours either.
+    assert await services.reply(ghost, reply, Envelope.new(
+        reply.subject(), reply.message_type(), reply.to_payload(),
+        correlation_id="order-42")) == Outcome.DEAD_LETTERED
+
+    first, second = services.dead_letters.messages
+    assert first.subject == "dlq.orders-saga-replies"
+    assert first.headers["Mercato-Message-Id"] == str(envelope.message_id)
+    assert first.headers["Mercato-Dlq-Deliveries"] == "1"  # no retry: none could help
+    assert f"saga '{ghost}', which does not exist here" in first.headers["Mercato-Dlq-Error"]
+    assert "'order-42'" in second.headers["Mercato-Dlq-Error"]
+    assert first.payload == envelope.body()  # replayable as it was
+    assert dropped_count(services, "unknown_saga") == 2
+    assert services.metrics.dead_letters.labels("orders-saga-replies")._value.get() == 2
+    [logged, _] = json_logs(capsys, "message_dead_lettered")
+    assert (logged["level"], logged["reason"], logged["correlation_id"], logged["type"]) == (
+        "error", "unknown_saga", str(ghost), "PaymentAuthorized.v1")
+    async with db.unit_of_work() as uow:  # and nothing of it was written
+        assert (await uow.session.execute(text("SELECT count(*) FROM inbox"))).scalar() == 0
 
 
 async def test_deadline_resends_then_compensates_including_the_timed_out_step(
@@ -502,7 +561,7 @@ async def test_concurrent_replies_to_one_saga_apply_one_at_a_time(
     # two consumer workers: the row lock serialises them, so exactly one advances the saga.
     outcomes = await asyncio.gather(services.reply(saga_id, reserved(o)),
                                     services.reply(saga_id, reserved(o)))
-    assert outcomes == [Outcome.HANDLED, Outcome.HANDLED]
+    assert sorted(outcomes) == [Outcome.DROPPED, Outcome.HANDLED]  # the second came late
     assert types(await services.commands()) == ["ReserveStock.v1", "AuthorizePayment.v1"]
     story = await instance(db, saga_id)
     assert story.instance.current_step == 1 and story.instance.version == 2

@@ -174,13 +174,14 @@ async def test_commit_of_unknown_or_failed_reservation_changes_nothing(
     logs = json_logs(capsys)
     await inv.seed(MUG=1)
     await inv.send(reserve("r1", MUG=2))  # fails
-    assert await inv.send(CommitReservation(reservation_id="r1")) == Outcome.HANDLED
-    assert await inv.send(CommitReservation(reservation_id="nope")) == Outcome.HANDLED
+    assert await inv.send(CommitReservation(reservation_id="r1")) == Outcome.DROPPED
+    assert await inv.send(CommitReservation(reservation_id="nope")) == Outcome.DROPPED
     assert await inv.levels() == {"MUG": (1, 0)}
     assert await inv.statuses() == {"r1": "failed"}  # no row for "nope"
-    warned = logs("commit_of_unreserved_ignored")
-    assert [(w["level"], w["reservation_id"]) for w in warned] == [("warning", "r1"),
-                                                                   ("warning", "nope")]
+    warned = logs("message_dropped")
+    assert [(w["level"], w["reason"], w["detail"]) for w in warned] == [
+        ("warning", "commit_of_unreserved", "reservation r1 is failed"),
+        ("warning", "commit_of_unreserved", "reservation nope is unknown")]
     assert types(await inv.events()) == ["StockReservationFailed.v1"]
 
 

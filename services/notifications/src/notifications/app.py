@@ -44,9 +44,11 @@ async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
     if settings.sender_interval_s > 0:
         sender = asyncio.create_task(
             run_sender(ctx.require_db(), stop, mailer_for(settings), settings.retry_policy(),
-                       interval_s=settings.sender_interval_s,
+                       me=settings.instance, interval_s=settings.sender_interval_s,
                        batch_size=settings.sender_batch_size,
-                       lease=timedelta(seconds=settings.sender_lease_s)),
+                       lease=timedelta(seconds=settings.sender_lease_s),
+                       stale_after=timedelta(seconds=settings.sender_stale_after_s),
+                       order_wait=timedelta(seconds=settings.sender_order_wait_s)),
             name="notifications-sender")
     try:
         yield

@@ -24,10 +24,15 @@ class NotificationsSettings(ServiceSettings):
     # The sink's API token (the same variable the sink reads), sent as a bearer token.
     sink_api_token: SecretStr | None = None
     # The sender: how often each instance looks for queued mail (0 turns it off), how many
-    # it claims per round, and how long a claim holds a row before another may take it.
+    # it claims per round, how long a claim holds a row at most, and how old a sender's
+    # heartbeat (written every fifth of it) may be before its claims are taken over.
     sender_interval_s: float = Field(default=1.0, ge=0)
     sender_batch_size: int = Field(default=20, gt=0)
     sender_lease_s: float = Field(default=60.0, gt=0)
+    sender_stale_after_s: float = Field(default=10.0, gt=0)
+    # How long an email waits for the one it follows (an order's "placed" before its
+    # "approved"), whose event may come later -- redelivered after a crash, 30 s on.
+    sender_order_wait_s: float = Field(default=120.0, ge=0)
     # Failed sends: tried up to max_attempts times, waiting retry_base_s * 2^(n-1) (capped).
     max_attempts: int = Field(default=5, gt=0)
     retry_base_s: float = Field(default=2.0, gt=0)

@@ -1,5 +1,6 @@
-"""The sender against a real mail sink process: one email per (order, kind), retries while
-SMTP is down, and several senders never mail the same notification twice."""
+"""The sender against a real mail sink process: one email per (order, kind), in order per
+order, retries while SMTP is down, several senders never mail the same notification twice,
+and a crashed sender's emails go out again within seconds (not after the lease)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import asyncio
 import contextlib
 from collections import Counter
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from chassis.db import Database
-from notifications.adapters.smtp import SmtpMailer
-from notifications.domain.model import RetryPolicy
+from notifications.adapters.smtp import OutgoingMail, SmtpMailer
+from notifications.domain.model import RetryPolicy, utc_now
 from notifications.entrypoints.sender import run_sender
-from notifications.service_layer.handlers import send_due
+from notifications.service_layer.handlers import SendRound, register_sender, send_due
 from notifications_kit import (
     MailSink,
     Notifications,
@@ -23,6 +25,7 @@ from notifications_kit import (
     rejected,
     shipment,
 )
+from sqlalchemy import text
 
 pytestmark = pytest.mark.integration
 
@@ -30,8 +33,33 @@ FROM = "mercato <no-reply@mercato.local>"
 FAST = RetryPolicy(max_attempts=50, base=timedelta(seconds=0.05), cap=timedelta(seconds=0.2))
 
 
+ME, OTHER = "notifications-1", "notifications-2"
+HOUR = timedelta(hours=1)
+
+
 def mailer(sink: MailSink) -> SmtpMailer:
     return SmtpMailer("127.0.0.1", sink.smtp_port, mail_from=FROM, timeout_s=2)
+
+
+async def send_all(db: Database, mail: Any, me: str = ME, **kw: Any) -> SendRound:
+    """Rounds until one claims nothing (an order's next email waits for the one before)."""
+    total = SendRound()
+    while (done := await send_due(db, mail, FAST, me=me, **kw)).claimed:
+        for name in ("claimed", "sent", "retried", "failed", "lost"):
+            setattr(total, name, getattr(total, name) + getattr(done, name))
+    return total
+
+
+class Dying:
+    """The process dies in the middle of the SMTP exchange (the server got nothing)."""
+
+    async def send(self, mail: object) -> None:
+        raise asyncio.CancelledError
+
+
+def order_kinds(messages: list[dict[str, Any]], order: str) -> list[str]:
+    return [m["notification"].split("/")[1] for m in messages
+            if m["notification"].startswith(order + "/")]
 
 
 async def wait_for(condition, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -49,10 +77,12 @@ async def test_each_notification_reaches_the_sink_exactly_once(db: Database,
                  placed("o2"), rejected("o2")]
     for event in lifecycle + lifecycle:  # everything re-published once more
         await notes.send(event)
-    done = await send_due(db, mailer(sink), FAST)
+    done = await send_all(db, mailer(sink))
     assert (done.claimed, done.sent, done.retried, done.failed) == (6, 6, 0, 0)
-    assert (await send_due(db, mailer(sink), FAST)).claimed == 0  # nothing left to send
+    assert (await send_due(db, mailer(sink), FAST, me=ME)).claimed == 0  # nothing left
     got = sink.messages()
+    assert order_kinds(got, "o1") == ["order_placed", "order_approved", "shipment_dispatched",
+                                      "shipment_delivered"]
     assert Counter(m["notification"] for m in got) == {
         "o1/order_placed": 1, "o1/order_approved": 1, "o1/shipment_dispatched": 1,
         "o1/shipment_delivered": 1, "o2/order_placed": 1, "o2/order_rejected": 1}
@@ -71,9 +101,9 @@ async def test_two_senders_share_the_work_and_never_send_twice(db: Database,
     notes = Notifications(db)
     for i in range(12):
         await notes.send(placed(f"o{i}"))
-    rounds = await asyncio.gather(*(send_due(db, mailer(sink), FAST, limit=4)
-                                    for _ in range(3)))
-    while (more := await send_due(db, mailer(sink), FAST, limit=4)).claimed:
+    rounds = await asyncio.gather(*(send_due(db, mailer(sink), FAST, me=f"notifications-{i}",
+                                             limit=4) for i in range(3)))
+    while (more := await send_due(db, mailer(sink), FAST, me=ME, limit=4)).claimed:
         rounds.append(more)
     assert sum(r.sent for r in rounds) == 12
     assert sorted(m["notification"] for m in sink.messages()) == sorted(
@@ -85,7 +115,8 @@ async def test_smtp_down_is_retried_until_the_sink_comes_up(db: Database,
     notes = Notifications(db)
     await notes.send(placed("o1"))
     stop = asyncio.Event()
-    sender = asyncio.create_task(run_sender(db, stop, mailer(sink), FAST, interval_s=0.05))
+    sender = asyncio.create_task(run_sender(db, stop, mailer(sink), FAST, me=ME,
+                                            interval_s=0.05))
     try:
         async def retried() -> bool:
             [row] = await notes.rows()
@@ -113,7 +144,8 @@ async def test_a_send_that_keeps_failing_ends_failed(db: Database, sink: MailSin
     policy = RetryPolicy(max_attempts=3, base=timedelta(seconds=0.02),
                          cap=timedelta(seconds=0.05))
     stop = asyncio.Event()
-    sender = asyncio.create_task(run_sender(db, stop, mailer(sink), policy, interval_s=0.02))
+    sender = asyncio.create_task(run_sender(db, stop, mailer(sink), policy, me=ME,
+                                            interval_s=0.02))
     try:
         async def failed() -> bool:
             return (await notes.rows())[0]["status"] == "failed"
@@ -127,25 +159,170 @@ async def test_a_send_that_keeps_failing_ends_failed(db: Database, sink: MailSin
     assert "connect" in row["last_error"].lower()
 
 
-async def test_a_crash_after_claiming_resends_only_after_the_lease(db: Database,
-                                                                   sink: MailSink) -> None:
-    """The documented at-least-once edge: a claim whose sender died is taken again only
-    once its lease has run out."""
+async def claimed_by(notes: Notifications) -> dict[str, str | None]:
+    return {f"{r['order_id']}/{r['kind']}": r["claimed_by"] for r in await notes.rows()
+            if r["status"] == "queued"}
+
+
+async def test_a_restarted_sender_releases_its_claims_at_once(db: Database,
+                                                              sink: MailSink) -> None:
+    """kill -9 with emails claimed under a long lease: the same instance, restarted, sends
+    them straight away instead of when the lease runs out."""
     sink.start()
     notes = Notifications(db)
     await notes.send(placed("o1"))
-
-    class Dying:
-        async def send(self, mail: object) -> None:
-            raise asyncio.CancelledError  # the process dies mid-send
-
+    await register_sender(db, ME)
     with pytest.raises(asyncio.CancelledError):
-        await send_due(db, Dying(), FAST, lease=timedelta(seconds=0.5))
-    assert (await send_due(db, mailer(sink), FAST)).claimed == 0  # leased
-    await asyncio.sleep(0.6)
-    assert (await send_due(db, mailer(sink), FAST)).sent == 1
+        await send_due(db, Dying(), FAST, me=ME, lease=HOUR)
+    assert await claimed_by(notes) == {"o1/order_placed": ME}
+    # Held: neither the (live) holder's lease nor another sender lets it go.
+    assert (await send_due(db, mailer(sink), FAST, me=OTHER)).claimed == 0
+    assert await register_sender(db, ME) == 1  # the restart: its predecessor's claim is void
+    assert (await send_due(db, mailer(sink), FAST, me=ME)).sent == 1
     [row] = await notes.rows()
-    assert (row["status"], row["attempts"]) == ("sent", 2)
+    assert (row["status"], row["attempts"], row["claimed_by"]) == ("sent", 2, None)
+    assert row["sent_at"] - row["created_at"] < HOUR  # not after the lease
+    assert [m["notification"] for m in sink.messages()] == ["o1/order_placed"]
+
+
+async def test_the_sender_loop_releases_at_start_beats_and_retires(db: Database,
+                                                                    sink: MailSink) -> None:
+    sink.start()
+    notes = Notifications(db)
+    await notes.send(placed("o1"))
+    with pytest.raises(asyncio.CancelledError):  # a predecessor under this name died
+        await send_due(db, Dying(), FAST, me=ME, lease=HOUR)
+    stop = asyncio.Event()
+    sender = asyncio.create_task(run_sender(db, stop, mailer(sink), FAST, me=ME,
+                                            interval_s=0.05, stale_after=timedelta(seconds=1)))
+
+    async def beats() -> list[Any]:
+        async with db.engine.connect() as conn:
+            return list((await conn.execute(text(
+                "SELECT beat_at FROM senders WHERE instance_id = :me"), {"me": ME})).scalars())
+
+    try:
+        async def sent() -> bool:
+            return (await notes.rows())[0]["status"] == "sent"
+        await wait_for(sent)  # at once, not after the hour-long lease
+        [first] = await beats()
+
+        async def beat_again() -> bool:
+            return (await beats())[0] > first
+        await wait_for(beat_again)  # every fifth of stale_after
+    finally:
+        stop.set()
+        await asyncio.wait_for(sender, 5)
+    assert await beats() == []  # a clean stop leaves no beat to wait on
+
+
+async def test_claims_of_a_sender_whose_heartbeat_stopped_are_taken_over(
+        db: Database, sink: MailSink) -> None:
+    """A sender paused past its heartbeat (SIGSTOP, a frozen VM) loses its claims to another,
+    and once it runs again it sends only the email it was in the middle of -- the one
+    duplicate the mail protocol leaves open -- not the rest of its batch."""
+    sink.start()
+    notes = Notifications(db)
+    for order in ("o1", "o2", "o3"):
+        await notes.send(placed(order))
+    await register_sender(db, ME)
+    await register_sender(db, OTHER)
+    smtp = mailer(sink)
+    in_flight, resume = asyncio.Event(), asyncio.Event()
+
+    class Paused:
+        async def send(self, mail: OutgoingMail) -> None:
+            in_flight.set()
+            await resume.wait()  # the process stops right here, mid-send
+            await smtp.send(mail)
+
+    paused = asyncio.create_task(send_due(db, Paused(), FAST, me=ME, lease=HOUR))
+    await asyncio.wait_for(in_flight.wait(), 10)
+    assert set((await claimed_by(notes)).values()) == {ME}
+    # While its heartbeat is fresh nobody else takes them; 11 s later it is stale. The other
+    # sender mails the first and fails on the others (back to queued, held by nobody).
+    assert (await send_due(db, smtp, FAST, me=OTHER)).claimed == 0
+    sent_by_other: list[str] = []
+
+    class FirstOnly:
+        async def send(self, mail: OutgoingMail) -> None:
+            if sent_by_other:
+                raise ConnectionError("the mail server hung up")
+            sent_by_other.append(mail.order_id)
+            await smtp.send(mail)
+
+    later = utc_now() + timedelta(seconds=11)
+    taken = await send_due(db, FirstOnly(), FAST, me=OTHER, now=later)
+    assert (taken.claimed, taken.sent, taken.retried) == (3, 1, 2)
+    resume.set()
+    was_paused = await paused
+    # Its in-flight email goes out (again); the two it no longer holds do not.
+    assert (was_paused.claimed, was_paused.sent, was_paused.lost) == (3, 1, 2)
+
+    async def retried() -> bool:  # the other's retries, once their delay (50 ms) is over
+        await send_all(db, smtp, me=OTHER)
+        return {r["status"] for r in await notes.rows()} == {"sent"}
+    await wait_for(retried)
+    got = Counter(m["notification"] for m in sink.messages())
+    assert got == {"o1/order_placed": 2, "o2/order_placed": 1, "o3/order_placed": 1}
+    await smtp.close_connection()
+
+
+async def test_an_orders_emails_go_out_in_order_whatever_happens_to_one(
+        db: Database, sink: MailSink) -> None:
+    """An email is not sent while an earlier one of its order is unsent: being retried, or
+    claimed by another sender (the crash that once let "dispatched" overtake "approved")."""
+    sink.start()
+    notes = Notifications(db)
+    for event in (shipment("o1", "DISPATCHED"), approved("o1"), placed("o1"), placed("o2")):
+        await notes.send(event)  # queued out of order, as events may arrive
+    await register_sender(db, ME)
+    await register_sender(db, OTHER)
+    with pytest.raises(asyncio.CancelledError):  # ME holds o1's first email and dies
+        await send_due(db, Dying(), FAST, me=ME, lease=HOUR, limit=1)
+    assert await claimed_by(notes) == {"o1/order_placed": ME, "o1/order_approved": None,
+                                       "o1/shipment_dispatched": None, "o2/order_placed": None}
+    # The other sender mails o2, and nothing of o1 while its first email is held.
+    assert (await send_all(db, mailer(sink), me=OTHER)).sent == 1
+    smtp = mailer(sink)
+    failing = {"o1/order_approved"}
+
+    class FailsOnce:
+        async def send(self, mail: OutgoingMail) -> None:
+            if f"{mail.order_id}/{mail.kind}" in failing:
+                failing.clear()
+                raise ConnectionError("the mail server hung up")
+            await smtp.send(mail)
+
+    await register_sender(db, ME)  # ME restarts; the approval fails once and is retried
+
+    async def all_sent() -> bool:  # rounds until the retry's delay (FAST: 50 ms) has passed
+        await send_all(db, FailsOnce())
+        return {r["status"] for r in await notes.rows()} == {"sent"}
+    await wait_for(all_sent)
+    assert not failing  # it did fail once
+    assert order_kinds(sink.messages(), "o1") == ["order_placed", "order_approved",
+                                                  "shipment_dispatched"]
+    await smtp.close_connection()
+
+
+async def test_an_email_waits_for_the_one_it_follows_to_exist(db: Database,
+                                                              sink: MailSink) -> None:
+    """After a crash the "placed" event is redelivered 30 s later, while "approved" came at
+    once: the approval email waits for the placed one rather than overtake it."""
+    sink.start()
+    notes = Notifications(db)
+    await notes.send(approved("o1"))
+    assert (await send_all(db, mailer(sink))).sent == 0  # o1/order_placed does not exist
+    await notes.send(placed("o1"))  # the redelivery
+    assert (await send_all(db, mailer(sink))).sent == 2
+    assert order_kinds(sink.messages(), "o1") == ["order_placed", "order_approved"]
+    # An event that never comes holds nothing for ever: it is sent after order_wait.
+    await notes.send(shipment("o2", "DELIVERED"))
+    await notes.send(placed("o2"))
+    assert (await send_all(db, mailer(sink))).sent == 1
+    assert (await send_all(db, mailer(sink), now=utc_now() + timedelta(seconds=121))).sent == 1
+    assert order_kinds(sink.messages(), "o2") == ["order_placed", "shipment_delivered"]
 
 
 async def test_the_sink_keeps_its_messages_across_restarts(db: Database,
@@ -153,7 +330,7 @@ async def test_the_sink_keeps_its_messages_across_restarts(db: Database,
     sink.start()
     notes = Notifications(db)
     await notes.send(placed("o1"))
-    assert (await send_due(db, mailer(sink), FAST)).sent == 1
+    assert (await send_due(db, mailer(sink), FAST, me=ME)).sent == 1
     assert sink.stop() == 0  # SIGTERM is a clean exit
     sink.start()
     assert [m["notification"] for m in sink.messages()] == ["o1/order_placed"]
@@ -166,16 +343,16 @@ async def test_one_kept_connection_carries_many_mails_and_outlives_a_sink_restar
     for order in ("o1", "o2", "o3"):
         await notes.send(placed(order))
     kept = mailer(sink)
-    assert (await send_due(db, kept, FAST)).sent == 3
+    assert (await send_due(db, kept, FAST, me=ME)).sent == 3
     connection = kept._smtp
     assert connection is not None and connection.is_connected  # kept for the next email
     await notes.send(placed("o4"))
-    assert (await send_due(db, kept, FAST)).sent == 1
+    assert (await send_due(db, kept, FAST, me=ME)).sent == 1
     assert kept._smtp is connection  # the same one, not a connect per email
     assert sink.stop() == 0  # the kept connection goes stale
     sink.start()
     await notes.send(placed("o5"))
-    assert (await send_due(db, kept, FAST)).sent == 1  # retried once on a fresh connection
+    assert (await send_due(db, kept, FAST, me=ME)).sent == 1  # retried once, fresh connection
     assert kept._smtp is not connection
     await kept.close_connection()
     assert sorted(m["notification"] for m in sink.messages()) == [

@@ -87,7 +87,11 @@ async def test_cancel_before_dispatch_cancels_and_is_idempotent(ship: Shipping,
 async def test_release_hands_a_created_shipment_to_the_carrier_once(ship: Shipping,
                                                                     db: Database) -> None:
     await ship.send(create("s1"))
-    await ship.send(release("nope"))  # unknown: nothing to do
+    # Unknown: orders approved an order shipping has no parcel for; an operator must see it.
+    assert await ship.send(release("nope")) == Outcome.DEAD_LETTERED
+    [letter] = ship.dead_letters.messages
+    assert "shipment 'nope'" in letter.headers["Mercato-Dlq-Error"]
+    assert "does not exist" in letter.headers["Mercato-Dlq-Error"]
     await ship.send(release("s1"))
     assert await sweep_carrier(db.unit_of_work(), TIMES,
                                now=utc_now() + timedelta(seconds=31)) == 1

@@ -186,11 +186,23 @@ def up(
         "--port", metavar="PORT", help="Edge port (default 8080; remembered).", min=1,
         max=65535)] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for all-ready.")] = 120.0,
+    liveness_timeout: Annotated[float | None, typer.Option(
+        "--liveness-timeout", metavar="SECONDS", min=0.5,
+        help="Kill and restart a process whose liveness probe fails this long (default 15, "
+             "or MERCATO_LIVENESS_TIMEOUT_S).", show_default=False)] = None,
     home: HomeOpt = None,
     service: Annotated[list[str] | None, typer.Option("--service", hidden=True)] = None,
     no_gateway: Annotated[bool, typer.Option("--no-gateway", hidden=True)] = False,
 ) -> None:
     """Start PostgreSQL, NATS, the gateway and every service; wait until all are ready."""
+    from mercato.runtime.supervisor import (
+        DEFAULT_LIVENESS_TIMEOUT_S,
+        DEFAULT_STARTUP_TIMEOUT_S,
+        LIVENESS_TIMEOUT_ENV,
+        STARTUP_TIMEOUT_ENV,
+        seconds_from_env,
+    )
+
     h = _home(home)
     pid = control.running_pid(h)
     if pid is not None:
@@ -203,6 +215,15 @@ def up(
         parse_scale(scale, names)
     except ValueError as exc:
         fail(str(exc), "example: mercato up --scale catalog=2", 2)
+    supervisor_env: dict[str, str] = {}
+    try:
+        seconds_from_env(STARTUP_TIMEOUT_ENV, DEFAULT_STARTUP_TIMEOUT_S)
+        if liveness_timeout is None:
+            seconds_from_env(LIVENESS_TIMEOUT_ENV, DEFAULT_LIVENESS_TIMEOUT_S)
+        else:
+            supervisor_env[LIVENESS_TIMEOUT_ENV] = str(liveness_timeout)
+    except ValueError as exc:
+        fail(str(exc), "unset it, or give a number of seconds like 15", 2)
     try:
         h.ensure()
     except OSError as exc:
@@ -213,7 +234,8 @@ def up(
     if leftovers:
         out.print(f"[yellow]stopped {len(leftovers)} leftover process(es) of an earlier run[/]")
     t0 = time.monotonic()
-    sup = control.spawn_supervisor(h, scale=scale, services=service, gateway=not no_gateway)
+    sup = control.spawn_supervisor(h, scale=scale, services=service, gateway=not no_gateway,
+                                   env=supervisor_env)
     try:
         ok, state, why = _wait_until_ready(h, sup, timeout, t0)
     except KeyboardInterrupt:
@@ -361,6 +383,18 @@ def _ago(ts: float | None) -> str:
     return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
 
 
+RESTART_CAUSES = {"liveness_timeout": "liveness timeout", "startup_timeout": "startup timeout",
+                  "exited": "exited"}
+
+
+def _last_restart(last: dict[str, Any] | None) -> str:
+    """``liveness timeout 2m ago: no liveness answer for 15.2 s …`` or ``-``."""
+    if not last:
+        return "-"
+    cause = RESTART_CAUSES.get(str(last.get("cause")), str(last.get("cause")))
+    return f"{cause} {_ago(last.get('at'))} ago: {last.get('detail', '')}".rstrip(": ")
+
+
 @app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -386,6 +420,8 @@ def status(
             "health": health.get(name, "-"),
             "rss_bytes": _rss(proc.get("pid"), proc.get("kind") == "engine"),
             "restarts": proc.get("restarts", 0), "started_at": proc.get("started_at"),
+            "last_restart": proc.get("last_restart"),
+            "not_live_since": proc.get("not_live_since"),
         })
     cp = state.get("control_plane")
     if as_json:
@@ -397,20 +433,23 @@ def status(
     table = Table(title=f"mercato — {state.get('phase')} — {h.root}", title_justify="left")
     for col, just in (("process", "left"), ("pid", "right"), ("port", "right"),
                       ("state", "left"), ("health", "left"), ("RSS", "right"),
-                      ("restarts", "right"), ("up", "right")):
+                      ("restarts", "right"), ("up", "right"), ("last restart", "left")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     table.add_row("supervisor", str(pid), "-", "running", "ok", _mb(_rss(pid, False)), "0",
-                  _ago(state.get("started_at")))
+                  _ago(state.get("started_at")), "-")
     if cp:
         # A task inside the supervisor, listed because Envoy's routes depend on it.
         table.add_row("control-plane", str(pid), "-", cp["state"], "-", "-",
-                      str(cp["restarts"]), "-")
+                      str(cp["restarts"]), "-", "-")
     for r in rows:
         hstyle = "green" if r["health"] == "ok" else "red"
-        table.add_row(r["process"], str(r["pid"] or "-"), str(r["port"] or "-"),
-                      f"[{STATE_STYLE.get(r['state'], '')}]{r['state']}[/]",
+        shown = f"[{STATE_STYLE.get(r['state'], '')}]{r['state']}[/]"
+        if r["not_live_since"]:
+            shown += f" [bold red](not live {_ago(r['not_live_since'])})[/]"
+        table.add_row(r["process"], str(r["pid"] or "-"), str(r["port"] or "-"), shown,
                       f"[{hstyle}]{r['health']}[/]", _mb(r["rss_bytes"]), str(r["restarts"]),
-                      _ago(r["started_at"]) if r["pid"] else "-")
+                      _ago(r["started_at"]) if r["pid"] else "-",
+                      _last_restart(r["last_restart"]))
     out.print(table)
     urls = state.get("urls") or {}
     if "edge" in urls:

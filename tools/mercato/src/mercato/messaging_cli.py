@@ -66,7 +66,8 @@ def dlq_list(consumer: Annotated[str | None, typer.Option(help="Only this consum
         table.add_row(str(d.sequence), d.consumer, d.subject, d.message_type,
                       str(d.deliveries), d.error[:80])
     out.print(table)
-    out.print("[dim]→ mercato dlq show SEQ · mercato dlq replay SEQ (or --all) after a fix[/]")
+    out.print("[dim]→ mercato dlq show SEQ · mercato dlq replay SEQ (or --all) after a fix · "
+              "mercato dlq discard SEQ if harmless[/]")
 
 
 @dlq_app.command("show")
@@ -119,6 +120,21 @@ def dlq_replay(seq: Annotated[int | None, typer.Argument(help="Sequence to repla
         err.print(f"[bold red]error:[/] no dead letter {seq}")
         raise typer.Exit(1)
     out.print(f"replayed {len(done)} dead letter(s)")
+
+
+@dlq_app.command("discard")
+def dlq_discard(seq: Annotated[int, typer.Argument(help="Sequence from `mercato dlq list`.")],
+                home: HomeOpt = None) -> None:
+    """Delete one dead letter without replaying it (read it first: mercato dlq show SEQ)."""
+    from chassis.messaging.dlq import discard_dead_letter
+
+    h = _running(home)
+    letter = asyncio.run(_with_js(h, lambda js: discard_dead_letter(js, seq)))
+    if letter is None:
+        err.print(f"[bold red]error:[/] no dead letter {seq}")
+        err.print("[dim]→[/] mercato dlq list")
+        raise typer.Exit(1)
+    out.print(f"discarded dead letter {seq} ({letter.message_type} from {letter.consumer})")
 
 
 def _parse_since(since: str) -> datetime:
@@ -222,21 +238,30 @@ def history_rebuild(home: HomeOpt = None) -> None:
 
 def check_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    grace: Annotated[float, typer.Option(
+        "--grace", metavar="SECONDS", min=0,
+        help="How long the platform may take to catch up: orders changed more recently are "
+             "not compared with the other services yet, and a carrier move or saga deadline "
+             "is late only past it.")] = 30.0,
+    outbox_bound: Annotated[float, typer.Option(
+        "--outbox-bound", metavar="SECONDS", min=0,
+        help="Oldest age an unpublished outbox row may have.")] = 30.0,
     home: HomeOpt = None,
 ) -> None:
-    """Check the shop's invariants across every service's database; exit 1 on a violation."""
+    """Check the shop's invariants across every service and simulator; exit 1 on a violation."""
     import json as jsonlib
     from dataclasses import asdict
 
     from mercato.check import check
 
     h = _running(home)
-    found = asyncio.run(check(h))
+    found = asyncio.run(check(h, grace_s=grace, outbox_bound_s=outbox_bound))
     if as_json:
         out.print(jsonlib.dumps({"violations": [asdict(v) for v in found]}, indent=1))
     elif not found:
-        out.print("[green]all invariants hold[/] (orders, payments, inventory, shipping, "
-                  "notifications)")
+        out.print("[green]all invariants hold[/] (orders, payments and the provider, "
+                  "inventory, shipping, notifications and the mail sink, order history, "
+                  "outboxes)")
     else:
         table = Table(title=f"{len(found)} invariant violation(s)")
         for col in ("invariant", "subject", "detail"):
@@ -244,6 +269,7 @@ def check_command(
         for v in found:
             table.add_row(v.invariant, v.subject, v.detail)
         out.print(table)
+        out.print("[dim]→ what each one means and what to do: docs/operations.md[/]")
     raise typer.Exit(1 if found else 0)
 
 

@@ -1,10 +1,13 @@
 """A stand-in service for the supervisor tests: ``python -m fakesvc``.
 
 It honours the runtime's contract the way a real service does (``<P>_PORT`` and friends,
-``GET /health/ready``, JSON log lines, clean exit on SIGTERM) in a fraction of the start-up
-time. ``FAKESVC_NAME`` picks the env prefix (default ``fake``); ``<P>_CRASH=1`` makes it
-exit at once, ``<P>_NEVER_READY=1`` answers 503 forever,
-``<P>_CHECK_DB=1`` makes it connect to its database before answering ready.
+``GET /health/ready`` and ``/health/live``, JSON log lines, clean exit on SIGTERM) in a
+fraction of the start-up time. ``FAKESVC_NAME`` picks the env prefix (default ``fake``);
+``<P>_CRASH=1`` makes it exit at once, ``<P>_NEVER_READY=1`` answers 503 forever,
+``<P>_CHECK_DB=1`` makes it connect to its database before answering ready,
+``<P>_LISTEN_AFTER_S=N`` makes it start listening only after N seconds (a slow start), and
+``<P>_HELPER=1`` starts a helper process in its group (its pid is in the "listening" line).
+``POST /debug/block`` blocks its event loop for good, like a handler stuck in a sync call.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -37,6 +42,15 @@ async def ready(_: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
+async def live(_: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def block(_: web.Request) -> web.Response:
+    time.sleep(3600)  # the point: nothing else runs on this loop any more
+    return web.json_response({"status": "unblocked"})
+
+
 async def check_db() -> None:
     import asyncpg
 
@@ -58,11 +72,21 @@ def main() -> None:
         sys.exit(3)
     if env("CHECK_DB") == "1":
         asyncio.run(check_db())
+    if env("LISTEN_AFTER_S"):
+        time.sleep(float(env("LISTEN_AFTER_S")))
+    helper = None
+    if env("HELPER") == "1":
+        helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
     app = web.Application()
     app.router.add_get("/health/ready", ready)
-    log("listening", port=int(env("PORT")), pid=os.getpid(), trace_id="abc123")
+    app.router.add_get("/health/live", live)
+    app.router.add_post("/debug/block", block)
+    log("listening", port=int(env("PORT")), pid=os.getpid(), trace_id="abc123",
+        helper_pid=helper.pid if helper else None)
     web.run_app(app, host=env("HOST", "127.0.0.1"), port=int(env("PORT")), print=None,
                 shutdown_timeout=1)
+    if helper is not None:
+        helper.terminate()
     log("stopped")
 
 

@@ -8,6 +8,14 @@ message goes to the dead-letter stream with its headers and the error, and is ac
 malformed message (``PoisonMessage``) goes there on its first failure: retrying it would only
 delay the operator's alert and hold a slot. A message type with no handler is retried like a
 transient failure: during a rolling upgrade another instance of the newer release may know it.
+
+No message is dropped unseen. A handler that finds a well-formed message about something this
+service does not have (a reply for a saga that does not exist) raises ``UnmatchedMessage``:
+it is dead-lettered on its first delivery, where an operator can read it and replay it once
+the cause is fixed. A handler that acks a message on purpose without effect (a late duplicate
+reply) calls ``dropped(reason)``: the message is logged and counted, not dead-lettered. Both
+count in ``consumer_messages_dropped_total{consumer, reason}``, with malformed and exhausted
+messages.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import structlog
@@ -31,7 +40,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chassis.db import Database
 from chassis.messaging.broker import Delivery, JetStreamDelivery, Outgoing, Publisher
-from chassis.messaging.envelope import H_NATS_MSG_ID, Envelope, PoisonMessage
+from chassis.messaging.envelope import (
+    H_CORRELATION,
+    H_MESSAGE_ID,
+    H_NATS_MSG_ID,
+    H_TYPE,
+    Envelope,
+    PoisonMessage,
+)
 from chassis.messaging.metrics import MessagingMetrics
 from chassis.messaging.streams import DEAD_LETTER_PREFIX
 
@@ -78,8 +94,41 @@ class UnknownMessageType(LookupError):
     """No handler here for the message's type (or version): retried, then dead-lettered."""
 
 
+class UnmatchedMessage(LookupError):
+    """Raised by a handler: the message is well-formed but names something this service does
+    not have (a saga, a shipment), so no retry can help. It is dead-lettered on its first
+    delivery, with ``reason`` (a short slug, the metric label) and the message as its error.
+    The handler's transaction rolls back: nothing of it is written."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    reason: str
+    detail: str
+    expected: bool
+
+
+# The drops the running handler declared (set around each handler call by the consumer).
+_drops: ContextVar[list[Drop] | None] = ContextVar("mercato_consumer_drops", default=None)
+
+
+def dropped(reason: str, detail: str = "", *, expected: bool = True) -> None:
+    """Called by a handler that acks its message on purpose without effect: the consumer
+    logs it (info when ``expected`` -- a normal repeat --, else warning) and counts it under
+    ``reason`` once the transaction committed. Outside a consumer it does nothing."""
+    declared = _drops.get()
+    if declared is not None:
+        declared.append(Drop(reason, detail, expected))
+
+
 class Outcome:
     HANDLED, DUPLICATE, RETRY, DEAD_LETTERED = "handled", "duplicate", "retry", "dead_lettered"
+    # Acked on purpose without effect (see ``dropped``).
+    DROPPED = "dropped"
 
 
 class InboxConsumer:
@@ -95,11 +144,12 @@ class InboxConsumer:
         started = time.perf_counter()
         try:
             envelope, handler = self._decode(delivery)
-            outcome = await self._handle_one(envelope, handler)
+            outcome, drops = await self._handle_one(envelope, handler)
         except Exception as exc:
             outcome = await self._failed(delivery, exc)
         else:
             await delivery.ack()
+            self._report_drops(envelope, drops)
         self._observe([outcome], time.perf_counter() - started)
         return outcome
 
@@ -127,6 +177,7 @@ class InboxConsumer:
         # correlation order (stable, so one saga's messages keep their order), every batch
         # takes those locks in the same order.
         ready.sort(key=lambda r: r[2].correlation_id or "")
+        dropped_here: list[tuple[Envelope, list[Drop]]] = []
         if ready:
             try:
                 async with self._db.unit_of_work() as uow:
@@ -134,8 +185,10 @@ class InboxConsumer:
                     for i, _, envelope, handler in ready:
                         if envelope.message_id in fresh:
                             fresh.discard(envelope.message_id)  # a repeat in this batch is a dup
-                            await self._run_handler(uow.session, envelope, handler)
-                            outcomes[i] = Outcome.HANDLED
+                            drops = await self._run_handler(uow.session, envelope, handler)
+                            outcomes[i] = Outcome.DROPPED if drops else Outcome.HANDLED
+                            if drops:
+                                dropped_here.append((envelope, drops))
                         else:
                             outcomes[i] = Outcome.DUPLICATE
                     await uow.commit()
@@ -148,6 +201,8 @@ class InboxConsumer:
                 return [outcomes[i] for i in range(len(deliveries))]
             for _, delivery, _, _ in ready:
                 await delivery.ack()
+            for envelope, drops in dropped_here:
+                self._report_drops(envelope, drops)
         result = [outcomes[i] for i in range(len(deliveries))]
         self._observe(result, time.perf_counter() - started)
         return result
@@ -177,8 +232,11 @@ class InboxConsumer:
         return {row[0] for row in result}
 
     async def _run_handler(self, session: AsyncSession, envelope: Envelope,
-                           handler: Handler) -> None:
+                           handler: Handler) -> list[Drop]:
+        """Run the handler; the drops it declared (empty: it took effect)."""
         token = otel_context.attach(propagate.extract(envelope.trace))
+        drops: list[Drop] = []
+        declared = _drops.set(drops)
         try:
             with tracer.start_as_current_span(
                     f"consume {envelope.subject}", kind=trace.SpanKind.CONSUMER,
@@ -188,20 +246,36 @@ class InboxConsumer:
                                 "messaging.consumer.group.name": self.spec.name}):
                 await handler(session, envelope)
         finally:
+            _drops.reset(declared)
             otel_context.detach(token)
+        return drops
 
-    async def _handle_one(self, envelope: Envelope, handler: Handler) -> str:
+    async def _handle_one(self, envelope: Envelope,
+                          handler: Handler) -> tuple[str, list[Drop]]:
         async with self._db.unit_of_work() as uow:
             if not await self._claim_inbox(uow.session, [envelope]):
-                return Outcome.DUPLICATE
-            await self._run_handler(uow.session, envelope, handler)
+                return Outcome.DUPLICATE, []
+            drops = await self._run_handler(uow.session, envelope, handler)
             await uow.commit()
-        return Outcome.HANDLED
+        return (Outcome.DROPPED if drops else Outcome.HANDLED), drops
+
+    def _report_drops(self, envelope: Envelope, drops: list[Drop]) -> None:
+        """Log and count what a committed handler acked without effect."""
+        for drop in drops:
+            (log.info if drop.expected else log.warning)(
+                "message_dropped", consumer=self.spec.name, subject=envelope.subject,
+                type=envelope.message_type, message_id=str(envelope.message_id),
+                correlation_id=envelope.correlation_id, reason=drop.reason, detail=drop.detail)
+            self._count_drop(drop.reason)
+
+    def _count_drop(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.dropped.labels(self.spec.name, reason).inc()
 
     async def _failed(self, delivery: Delivery, exc: Exception) -> str:
         error = f"{type(exc).__name__}: {exc}"[:1000]
         attempt = delivery.num_delivered
-        if attempt >= self.spec.max_deliver or isinstance(exc, PoisonMessage):
+        if attempt >= self.spec.max_deliver or isinstance(exc, PoisonMessage | UnmatchedMessage):
             headers = {**delivery.headers, H_DLQ_CONSUMER: self.spec.name,
                        H_DLQ_SUBJECT: delivery.subject, H_DLQ_ERROR: error,
                        H_DLQ_DELIVERIES: str(attempt),
@@ -211,10 +285,16 @@ class InboxConsumer:
             await self._dead_letters.publish_batch(
                 [Outgoing(f"{DEAD_LETTER_PREFIX}.{self.spec.name}", delivery.data, headers)])
             await delivery.ack()
+            reason = (exc.reason if isinstance(exc, UnmatchedMessage) else
+                      "malformed" if isinstance(exc, PoisonMessage) else "max_deliver")
             log.error("message_dead_lettered", consumer=self.spec.name,
-                      subject=delivery.subject, deliveries=attempt, error=error)
+                      subject=delivery.subject, type=delivery.headers.get(H_TYPE),
+                      message_id=delivery.headers.get(H_MESSAGE_ID),
+                      correlation_id=delivery.headers.get(H_CORRELATION), reason=reason,
+                      deliveries=attempt, error=error)
             if self._metrics is not None:
                 self._metrics.dead_letters.labels(self.spec.name).inc()
+            self._count_drop(reason)
             return Outcome.DEAD_LETTERED
         delay = self.spec.backoff_s[min(attempt - 1, len(self.spec.backoff_s) - 1)]
         log.warning("message_failed", consumer=self.spec.name, subject=delivery.subject,

@@ -1,10 +1,11 @@
-"""Operator tools over the dead-letter stream: list, show, replay.
+"""Operator tools over the dead-letter stream: list, show, replay, discard.
 
 A replay publishes the original body and headers back to the original subject under a fresh
 ``Nats-Msg-Id`` (the broker must not drop it as a duplicate) but the same
 ``Mercato-Message-Id``: every consumer of that subject sees it again, and the ones that had
 already handled it skip it through their inbox. The dead letter is deleted once the broker
-has acknowledged the replay.
+has acknowledged the replay. A discard deletes a dead letter an operator judged harmless (a
+reply for a saga that was never ours, say) without replaying it.
 """
 
 from __future__ import annotations
@@ -85,5 +86,13 @@ async def replay_dead_letter(js: JetStreamContext, seq: int) -> DeadLetter | Non
     headers = letter.original_headers()
     headers[H_NATS_MSG_ID] = f"{letter.message_id}-replay-{seq}"
     await js.publish(letter.subject, letter.data, headers=headers)
+    await js.delete_msg(DEAD_LETTER_STREAM, seq)
+    return letter
+
+
+async def discard_dead_letter(js: JetStreamContext, seq: int) -> DeadLetter | None:
+    letter = await _get(js, seq)
+    if letter is None:
+        return None
     await js.delete_msg(DEAD_LETTER_STREAM, seq)
     return letter

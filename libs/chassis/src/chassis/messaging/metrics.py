@@ -26,6 +26,11 @@ class MessagingMetrics:
         self.consumer_lag = Gauge("consumer_lag_messages",
                                   "Messages in the stream not yet delivered to the consumer",
                                   ["consumer"], registry=registry)
+        # Every message acked without effect, by why: declared by a handler (a late reply),
+        # unmatched or malformed (dead-lettered at once), or out of deliveries.
+        self.dropped = Counter("consumer_messages_dropped_total",
+                               "Messages acked without taking effect, by reason",
+                               ["consumer", "reason"], registry=registry)
         self.dead_letters = Counter("dead_letters_total",
                                     "Messages moved to the dead-letter stream", ["consumer"],
                                     registry=registry)

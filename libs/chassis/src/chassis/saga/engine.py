@@ -15,6 +15,19 @@ guarantees those commands are delivered; receivers apply them idempotently and m
 refuse them (releasing stock, voiding a payment, cancelling a shipment always succeed or are
 retried by the receiver). Awaiting their replies would add states without adding safety;
 late replies to compensations are recorded in the history and otherwise ignored.
+
+No reply is ignored unseen (``chassis.messaging.consumer``):
+- a reply for a saga that does not exist (its id names no saga of this orchestrator) is
+  dead-lettered: nothing here can apply it, and an operator may need it (the saga's rows were
+  lost or restored from an older backup, a receiver answered with the wrong correlation id,
+  someone sent the command by hand). It is logged and counted as ``unknown_saga``.
+- a reply the saga no longer awaits is recorded in its history, logged and counted, not
+  dead-lettered: ``late_reply`` (what an earlier step awaited: the answer to a re-sent command
+  after the first answer moved the saga on -- normal), ``saga_ended`` (the saga completed or
+  compensated meanwhile -- normal after a timeout), or ``not_awaited`` (a step not reached
+  yet, or a type no step awaits: an anomaly, logged as a warning). Replaying any of them
+  later could only apply an answer to a question the saga has not asked, so they are kept in
+  the history, not in the dead-letter stream.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chassis.messaging.consumer import UnknownMessageType, UnmatchedMessage, dropped
 from chassis.messaging.envelope import Envelope, current_trace_headers
 from chassis.messaging.outbox import stage
 from chassis.saga import store
@@ -82,24 +96,31 @@ class SagaEngine:
     async def handle_reply(self, session: AsyncSession,
                            envelope: Envelope) -> SagaInstance | None:
         """Apply a reply event (an inbox handler: runs in the consumer's transaction); the
-        saga as it is now (locked until commit), or None when the reply matches none."""
+        saga as it is now (locked until commit).
+
+        Raises ``UnmatchedMessage`` (dead-lettered at once) when no saga has the reply's
+        correlation id, and ``UnknownMessageType`` (retried: a newer instance may know it)
+        when the saga is of a kind this engine does not define."""
         saga_id = _uuid(envelope.correlation_id)
         inst = await store.load(session, saga_id, lock=True) if saga_id else None
-        definition = self.definitions.get(inst.saga_name) if inst else None
-        if inst is None or definition is None:
-            # Events are shared by many readers: one not correlated to a saga of ours is
-            # normal (an event some other flow caused), not an error.
-            log.debug("saga_reply_unmatched", type=envelope.message_type,
-                      correlation_id=envelope.correlation_id)
-            return None
+        if inst is None:
+            raise UnmatchedMessage(
+                "unknown_saga", f"{envelope.message_type} for saga "
+                f"{envelope.correlation_id!r}, which does not exist here")
+        definition = self.definitions.get(inst.saga_name)
+        if definition is None:
+            raise UnknownMessageType(f"saga {inst.id} is a {inst.saga_name!r} saga, which this "
+                                     "release does not define")
         now = self._clock()
         step = definition.steps[inst.current_step] if inst.status == Status.RUNNING else None
         outcome = step.outcome_of(envelope.message_type) if step else None
         if step is None or outcome is None:
+            why, reason = _why_ignored(definition, inst, envelope.message_type)
             await store.record(session, inst.id, now, "reply", message_type=envelope.message_type,
                                step=step.name if step else None,
-                               detail={"accepted": False, "why": _why_ignored(inst),
+                               detail={"accepted": False, "why": why,
                                        "message_id": str(envelope.message_id)})
+            dropped(reason, why, expected=reason != NOT_AWAITED)
             return inst
         succeeded, handler = outcome
         updates = dict(handler(inst.data, envelope.payload) or {})
@@ -237,10 +258,18 @@ def _uuid(value: str | None) -> uuid.UUID | None:
         return None
 
 
-def _why_ignored(inst: SagaInstance) -> str:
+# Why a reply was not applied (the dropped-message reason; see the module docstring).
+SAGA_ENDED, LATE_REPLY, NOT_AWAITED = "saga_ended", "late_reply", "not_awaited"
+
+
+def _why_ignored(definition: SagaDefinition, inst: SagaInstance,
+                 message_type: str) -> tuple[str, str]:
+    """(what the history says, the dropped reason) for a reply the saga does not apply."""
     if inst.status != Status.RUNNING:
-        return f"saga {inst.status.lower()}"
-    return "not awaited by the current step (late, duplicate or out of order)"
+        return f"saga {inst.status.lower()}", SAGA_ENDED
+    if any(s.outcome_of(message_type) for s in definition.steps[:inst.current_step]):
+        return "late: an earlier step's reply (duplicate or after a resend)", LATE_REPLY
+    return "not awaited by the current step (out of order)", NOT_AWAITED
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from datetime import datetime
 import structlog
 from chassis.db import UnitOfWork
 from chassis.errors import Conflict, NotFound, Unprocessable
+from chassis.messaging.consumer import dropped
 from contracts.inventory.v1 import (
     CommitReservation,
     ReleaseStock,
@@ -124,8 +125,11 @@ async def release_stock(session: AsyncSession, cmd: ReleaseStock, *,
         log.info("reservation_tombstoned", reservation_id=cmd.reservation_id)
         return tombstone
     if known.status != RESERVED:
-        if known.status == COMMITTED:
-            log.warning("release_after_commit_ignored", reservation_id=known.reservation_id)
+        # Released already: a repeat. Committed: the order was approved, so a release now
+        # (a late compensation) must not give its units back; the consumer warns.
+        dropped("release_after_commit" if known.status == COMMITTED else "already_released",
+                f"reservation {known.reservation_id} is {known.status}",
+                expected=known.status != COMMITTED)
         return known
     held = await repo.lock_stock(known.skus)
     known.release(held, reason=cmd.reason or "released", now=now)
@@ -147,9 +151,10 @@ async def commit_reservation(session: AsyncSession, cmd: CommitReservation, *,
     await repo.lock_reservation_id(cmd.reservation_id)
     known = await repo.get_reservation(cmd.reservation_id, for_update=True)
     if known is None or known.status != RESERVED:
-        if known is None or known.status != COMMITTED:
-            log.warning("commit_of_unreserved_ignored", reservation_id=cmd.reservation_id,
-                        status=known.status if known else None)
+        repeat = known is not None and known.status == COMMITTED
+        dropped("already_committed" if repeat else "commit_of_unreserved",
+                f"reservation {cmd.reservation_id} is {known.status if known else 'unknown'}",
+                expected=repeat)
         return known
     held = await repo.lock_stock(known.skus)
     known.commit(held, now=now)
@@ -173,8 +178,8 @@ async def restock_reservation(session: AsyncSession, cmd: RestockReservation, *,
     known = await repo.get_reservation(cmd.reservation_id, for_update=True)
     reason = cmd.reason or "restocked"
     if known is None or known.status not in (COMMITTED, RESERVED):
-        log.info("restock_ignored", reservation_id=cmd.reservation_id,
-                 status=known.status if known else None)
+        dropped("nothing_to_restock", f"reservation {cmd.reservation_id} is "
+                f"{known.status if known else 'unknown'}")
         return known
     held = await repo.lock_stock(known.skus)
     if known.status == COMMITTED:

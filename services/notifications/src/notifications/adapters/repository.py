@@ -4,8 +4,17 @@ Rules that keep "one email per (order, kind)" true with several instances:
 1. A notification is only ever INSERTed by the consumers, with ON CONFLICT DO NOTHING on
    UNIQUE(order_id, kind): a redelivered or re-published event adds nothing.
 2. The sender claims due rows with FOR UPDATE SKIP LOCKED and, in the same short
-   transaction, pushes their ``next_attempt_at`` ahead by a lease, so no other instance takes
-   them while the SMTP call runs (no lock is held during it).
+   transaction, names itself in ``claimed_by`` and pushes their ``next_attempt_at`` ahead by
+   a lease, so no other instance takes them while the SMTP call runs (no lock is held during
+   it). A claim is only as good as its holder's heartbeat (``senders``): the claims of an
+   instance whose beat is stale are taken over at once, and an instance releases its own at
+   its start (a restart under the same id). Right before each send the holder checks the
+   claim is still its own, so an instance that was paused past its beat cannot send what
+   another one took over.
+3. An email is claimed only when no email of the same order earlier in the sequence is still
+   queued (unsent, retrying, or claimed by anyone), and the email it follows exists (its
+   event may come late: redelivered after a crash) or it has waited ``order_wait`` for it:
+   a customer reads them in order.
 """
 
 from __future__ import annotations
@@ -17,17 +26,37 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifications.adapters.orm import customers, notifications
-from notifications.domain.model import FAILED, QUEUED, SENT, UNKNOWN_RECIPIENT, Mail, Notification
+from notifications.domain.model import (
+    FAILED,
+    FOLLOWS,
+    QUEUED,
+    SENT,
+    SEQUENCE,
+    UNKNOWN_RECIPIENT,
+    Mail,
+    Notification,
+)
 
-# Claim due rows, take a lease on them, and resolve a missing recipient from what the order
-# events taught us. A row whose recipient is still unknown is not counted as an attempt.
+# Claim due rows (or rows whose holder's heartbeat is stale), first of their order only, take
+# a lease on them, and resolve a missing recipient from what the order events taught us. A
+# row whose recipient is still unknown is not counted as an attempt.
 _CLAIM = text("""
 WITH due AS (
-    SELECT id FROM notifications
-    WHERE status = 'queued' AND next_attempt_at <= :now
-    ORDER BY next_attempt_at, id
+    SELECT n.id FROM notifications n
+    WHERE n.status = 'queued'
+      AND (n.next_attempt_at <= :now
+           OR (n.claimed_by IS NOT NULL AND NOT EXISTS (
+               SELECT 1 FROM senders s
+               WHERE s.instance_id = n.claimed_by AND s.beat_at > :stale_before)))
+      AND NOT EXISTS (
+          SELECT 1 FROM notifications e
+          WHERE e.order_id = n.order_id AND e.status = 'queued'
+            AND (e.sequence, e.id) < (n.sequence, n.id))
+      AND (n.follows IS NULL OR n.created_at <= :waited_since OR EXISTS (
+          SELECT 1 FROM notifications p WHERE p.order_id = n.order_id AND p.kind = n.follows))
+    ORDER BY n.next_attempt_at, n.id
     LIMIT :limit
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF n SKIP LOCKED
 ), resolved AS (
     SELECT due.id, COALESCE(n.recipient, c.email) AS recipient
     FROM due JOIN notifications n ON n.id = due.id
@@ -37,23 +66,37 @@ UPDATE notifications n
 SET recipient = r.recipient,
     attempts = n.attempts + CASE WHEN r.recipient IS NULL THEN 0 ELSE 1 END,
     next_attempt_at = :lease_until,
+    claimed_by = CASE WHEN r.recipient IS NULL THEN NULL ELSE :me END,
     status = CASE WHEN r.recipient IS NULL THEN 'failed' ELSE n.status END,
     last_error = CASE WHEN r.recipient IS NULL THEN :unknown ELSE n.last_error END
 FROM resolved r
 WHERE n.id = r.id
 RETURNING n.id, n.order_id, n.kind, n.recipient, n.subject, n.body, n.status, n.attempts
 """)
+# A sender at its start: any claim under its id is a dead predecessor's (the same instance
+# restarted), so its emails are due again now rather than when the lease ends.
+_RELEASE_OWN = text("UPDATE notifications SET claimed_by = NULL, next_attempt_at = :now "
+                    "WHERE status = 'queued' AND claimed_by = :me")
+_BEAT = text("INSERT INTO senders (instance_id, started_at, beat_at) VALUES (:me, :now, :now) "
+             "ON CONFLICT (instance_id) DO UPDATE SET beat_at = EXCLUDED.beat_at")
+_REGISTER = text("INSERT INTO senders (instance_id, started_at, beat_at) "
+                 "VALUES (:me, :now, :now) ON CONFLICT (instance_id) DO UPDATE "
+                 "SET started_at = EXCLUDED.started_at, beat_at = EXCLUDED.beat_at")
+_RETIRE = text("DELETE FROM senders WHERE instance_id = :me")
+_STILL_MINE = text("SELECT 1 FROM notifications WHERE id = :id AND status = 'queued' "
+                   "AND claimed_by = :me")
 
 
 # The consumers' writes, built once: SQLAlchemy compiled an insert ... ON CONFLICT afresh on
 # every execution, which cost more CPU than the database work.
 _LEARN = text("INSERT INTO customers (order_id, customer_id, email) "
               "VALUES (:order_id, :customer_id, :email) ON CONFLICT (order_id) DO NOTHING")
-_ENQUEUE = text("INSERT INTO notifications (order_id, kind, recipient, subject, body, status) "
-                "VALUES (:order_id, :kind, :recipient, :subject, :body, :status) "
-                "ON CONFLICT (order_id, kind) DO NOTHING RETURNING id")
-_MARK_SENT = text("UPDATE notifications SET status = :sent, sent_at = :now, last_error = NULL "
-                  "WHERE id = :id")
+_ENQUEUE = text("INSERT INTO notifications (order_id, kind, recipient, subject, body, status, "
+                "sequence, follows) VALUES (:order_id, :kind, :recipient, :subject, :body, "
+                ":status, :sequence, :follows) ON CONFLICT (order_id, kind) DO NOTHING "
+                "RETURNING id")
+_MARK_SENT = text("UPDATE notifications SET status = :sent, sent_at = :now, last_error = NULL, "
+                  "claimed_by = NULL WHERE id = :id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,16 +133,23 @@ class NotificationsRepository:
         """Queue the notification unless this (order, kind) exists; True if it is new."""
         row = (await self.session.execute(_ENQUEUE, {
             "order_id": order_id, "kind": kind, "recipient": recipient,
-            "subject": mail.subject, "body": mail.body, "status": QUEUED})).first()
+            "subject": mail.subject, "body": mail.body, "status": QUEUED,
+            "sequence": SEQUENCE[kind], "follows": FOLLOWS.get(kind)})).first()
         return row is not None
 
     # -- used by the sender ---------------------------------------------------------------
 
-    async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[Claimed]:
+    async def claim_due(self, now: datetime, limit: int, lease: timedelta, *, me: str,
+                        stale_after: timedelta, order_wait: timedelta) -> list[Claimed]:
         rows = (await self.session.execute(_CLAIM, {
-            "now": now, "limit": limit, "lease_until": now + lease,
+            "now": now, "limit": limit, "lease_until": now + lease, "me": me,
+            "stale_before": now - stale_after, "waited_since": now - order_wait,
             "unknown": UNKNOWN_RECIPIENT})).all()
         return [Claimed(*row) for row in rows]
+
+    async def still_mine(self, notification_id: int, me: str) -> bool:
+        return (await self.session.execute(
+            _STILL_MINE, {"id": notification_id, "me": me})).first() is not None
 
     async def mark_sent(self, notification_id: int, now: datetime) -> None:
         await self.session.execute(_MARK_SENT, {"sent": SENT, "now": now, "id": notification_id})
@@ -108,13 +158,29 @@ class NotificationsRepository:
         await self.session.execute(
             update(notifications)
             .where(notifications.c.id == notification_id, notifications.c.status == QUEUED)
-            .values(next_attempt_at=at, last_error=error))
+            .values(next_attempt_at=at, last_error=error, claimed_by=None))
 
     async def give_up(self, notification_id: int, error: str) -> None:
         await self.session.execute(
             update(notifications)
             .where(notifications.c.id == notification_id, notifications.c.status == QUEUED)
-            .values(status=FAILED, last_error=error))
+            .values(status=FAILED, last_error=error, claimed_by=None))
+
+    # -- the senders' heartbeats -----------------------------------------------------------
+
+    async def register_sender(self, me: str, now: datetime) -> int:
+        """Beat for ``me`` and release the claims a dead predecessor left under its id;
+        how many were released."""
+        await self.session.execute(_REGISTER, {"me": me, "now": now})
+        released = await self.session.execute(_RELEASE_OWN, {"me": me, "now": now})
+        return int(released.rowcount)  # type: ignore[attr-defined]
+
+    async def beat(self, me: str, now: datetime) -> None:
+        await self.session.execute(_BEAT, {"me": me, "now": now})
+
+    async def retire_sender(self, me: str) -> None:
+        """A clean stop: its claims are settled; the beat goes so nobody waits on it."""
+        await self.session.execute(_RETIRE, {"me": me})
 
     # -- read by the API ------------------------------------------------------------------
 

@@ -16,6 +16,18 @@ SHIPMENT_DELIVERED = "shipment_delivered"
 KINDS = (ORDER_PLACED, ORDER_APPROVED, ORDER_REJECTED, ORDER_CANCELLED, SHIPMENT_DISPATCHED,
          SHIPMENT_DELIVERED)
 
+# The order a customer reads an order's emails in: one is not sent while an email of the
+# same order earlier in this sequence is still queued. Kinds that exclude each other share a
+# place (an order is approved or rejected; cancelled before dispatch, or dispatched).
+SEQUENCE = {ORDER_PLACED: 0, ORDER_APPROVED: 1, ORDER_REJECTED: 1, ORDER_CANCELLED: 2,
+            SHIPMENT_DISPATCHED: 2, SHIPMENT_DELIVERED: 3}
+# The email each one follows, which must exist before it is sent: its event can come later
+# than the next one's (redelivered after a crash, from another stream). An email whose
+# predecessor never comes is sent anyway after a while (settings.sender_order_wait_s).
+FOLLOWS = {ORDER_APPROVED: ORDER_PLACED, ORDER_REJECTED: ORDER_PLACED,
+           ORDER_CANCELLED: ORDER_PLACED, SHIPMENT_DISPATCHED: ORDER_APPROVED,
+           SHIPMENT_DELIVERED: SHIPMENT_DISPATCHED}
+
 QUEUED, SENT, FAILED = "queued", "sent", "failed"
 STATUSES = (QUEUED, SENT, FAILED)
 

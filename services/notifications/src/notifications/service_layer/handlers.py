@@ -14,6 +14,7 @@ from typing import TypeAlias
 
 import structlog
 from chassis.db import Database, UnitOfWork
+from chassis.messaging.consumer import dropped
 from contracts.orders.v1 import OrderApproved, OrderCancelled, OrderPlaced, OrderRejected
 from contracts.shipping.v1 import ShipmentStatusChanged
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -63,8 +64,7 @@ async def on_order_event(session: AsyncSession, event: OrderEvent) -> bool:
     recipient = event.customer_email or await repo.email_for(event.order_id)
     kind, facts = order_facts(event)
     queued = await repo.enqueue(event.order_id, kind, recipient, render(kind, facts))
-    log.info("notification_queued" if queued else "notification_exists",
-             order_id=event.order_id, kind=kind, recipient_known=recipient is not None)
+    _queued_or_exists(queued, event.order_id, kind, recipient)
     return queued
 
 
@@ -80,9 +80,16 @@ async def on_shipment_status(session: AsyncSession, event: ShipmentStatusChanged
     recipient = await repo.email_for(event.order_id)
     mail = render(kind, Facts(event.order_id, tracking_number=event.tracking_number))
     queued = await repo.enqueue(event.order_id, kind, recipient, mail)
-    log.info("notification_queued" if queued else "notification_exists",
-             order_id=event.order_id, kind=kind, recipient_known=recipient is not None)
+    _queued_or_exists(queued, event.order_id, kind, recipient)
     return queued
+
+
+def _queued_or_exists(queued: bool, order_id: str, kind: str, recipient: str | None) -> None:
+    if queued:
+        log.info("notification_queued", order_id=order_id, kind=kind,
+                 recipient_known=recipient is not None)
+    else:  # the event again under a new message id (re-published): logged and counted
+        dropped("notification_exists", f"{order_id}/{kind} is queued or sent already")
 
 
 # -- the sender --------------------------------------------------------------------------------
@@ -93,19 +100,27 @@ class SendRound:
     sent: int = 0
     retried: int = 0
     failed: int = 0
+    lost: int = 0  # claimed, then taken over by another sender before it was sent
 
 
-async def send_due(db: Database, mailer: Mailer, policy: RetryPolicy, *,
+async def send_due(db: Database, mailer: Mailer, policy: RetryPolicy, *, me: str,
                    now: datetime | None = None, limit: int = 20,
-                   lease: timedelta = timedelta(seconds=60)) -> SendRound:
-    """One sender round: claim due notifications, mail each, record each result at once.
+                   lease: timedelta = timedelta(seconds=60),
+                   stale_after: timedelta = timedelta(seconds=10),
+                   order_wait: timedelta = timedelta(seconds=120)) -> SendRound:
+    """One sender round as ``me``: claim due notifications (the first queued one of each
+    order, once the one it follows exists or it waited ``order_wait``), mail each, record
+    each result at once.
 
     At-least-once: the row is marked sent in its own transaction right after the SMTP server
-    accepted it. If the process dies between the two, the lease runs out and the mail is sent
-    again (with the same Message-ID). Nothing else can send a notification twice."""
+    accepted it. If the process dies between the two, the email is sent again (with the same
+    Message-ID) once its claim is released: at the sender's restart, or by another sender
+    when its heartbeat is ``stale_after`` old. That is the only way a notification is mailed
+    twice: before each send the claim is checked to be still ours."""
     now = now or utc_now()
     async with db.unit_of_work() as uow:
-        claimed = await NotificationsRepository(uow.session).claim_due(now, limit, lease)
+        claimed = await NotificationsRepository(uow.session).claim_due(
+            now, limit, lease, me=me, stale_after=stale_after, order_wait=order_wait)
         await uow.commit()
     result = SendRound(claimed=len(claimed))
     for n in claimed:
@@ -113,6 +128,13 @@ async def send_due(db: Database, mailer: Mailer, policy: RetryPolicy, *,
             result.failed += 1
             log.warning("notification_failed", notification_id=n.id, order_id=n.order_id,
                         kind=n.kind, error="unknown_recipient")
+            continue
+        async with db.unit_of_work() as uow:
+            mine = await NotificationsRepository(uow.session).still_mine(n.id, me)
+        if not mine:  # we were paused past our heartbeat and another sender took it
+            result.lost += 1
+            log.warning("notification_claim_lost", notification_id=n.id, order_id=n.order_id,
+                        kind=n.kind)
             continue
         try:
             await mailer.send(OutgoingMail(n.id, n.order_id, n.kind, n.recipient, n.subject,
@@ -138,6 +160,28 @@ async def send_due(db: Database, mailer: Mailer, policy: RetryPolicy, *,
         result.sent += 1
         log.info("notification_sent", notification_id=n.id, order_id=n.order_id, kind=n.kind)
     return result
+
+
+async def register_sender(db: Database, me: str) -> int:
+    """A sender starts: beat, and release what a dead predecessor under ``me`` held."""
+    async with db.unit_of_work() as uow:
+        released = await NotificationsRepository(uow.session).register_sender(me, utc_now())
+        await uow.commit()
+    if released:
+        log.info("sender_claims_released", instance=me, notifications=released)
+    return released
+
+
+async def beat(db: Database, me: str) -> None:
+    async with db.unit_of_work() as uow:
+        await NotificationsRepository(uow.session).beat(me, utc_now())
+        await uow.commit()
+
+
+async def retire_sender(db: Database, me: str) -> None:
+    async with db.unit_of_work() as uow:
+        await NotificationsRepository(uow.session).retire_sender(me)
+        await uow.commit()
 
 
 # -- HTTP use cases ----------------------------------------------------------------------------

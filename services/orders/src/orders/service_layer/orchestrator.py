@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from chassis.messaging.consumer import UnmatchedMessage, dropped
 from chassis.messaging.envelope import Envelope, parse_payload
 from chassis.messaging.outbox import stage
 from chassis.saga import SagaEngine, SagaInstance, Status, store
@@ -162,13 +163,20 @@ async def ask_to_cancel_shipment(session: AsyncSession, order: Order, now: datet
 async def _approved_cancelling(session: AsyncSession, order_id: str) -> Order | None:
     """The order, locked, if it is APPROVED with a cancel waiting for shipping's answer.
     Shipping also answers the saga's own compensations (a rejected order): those are none
-    of this path's business."""
+    of this path's business (logged and counted by the consumer). An answer about an order
+    that does not exist here is dead-lettered, like a reply for an unknown saga."""
     try:
         uuid.UUID(order_id)
+        order = await OrdersRepository(session).get(order_id, for_update=True)
     except ValueError:
-        return None
-    order = await OrdersRepository(session).get(order_id, for_update=True)
-    if order is None or order.status != APPROVED or not order.cancel_requested:
+        order = None
+    if order is None:
+        raise UnmatchedMessage("unknown_order", f"shipping answered about order {order_id!r}, "
+                               "which does not exist here")
+    if order.status != APPROVED or not order.cancel_requested:
+        # Normal: the answer to a compensation, or a repeat after the cancel was settled.
+        dropped("no_cancel_awaited", f"order {order_id} is {order.status}, no cancel awaits "
+                "shipping's answer")
         return None
     return order
 

@@ -16,6 +16,7 @@ import structlog
 from chassis.auth import Principal
 from chassis.db import UnitOfWork
 from chassis.errors import NotFound
+from chassis.messaging.consumer import UnmatchedMessage
 from contracts.shipping.v1 import CancelShipment, CreateShipment, ReleaseShipment
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -118,16 +119,17 @@ async def cancel_shipment(session: AsyncSession, cmd: CancelShipment, *,
 async def release_shipment(session: AsyncSession, cmd: ReleaseShipment, timetable: Timetable,
                            *, now: datetime | None = None) -> Shipment | None:
     """The order is approved: the carrier may take the parcel (its clock starts now).
-    Released already, cancelled or unknown: nothing to do (unknown is logged: the orders
-    service and shipping disagree)."""
+    Released already or cancelled: nothing to do. Unknown (or only a tombstone): the orders
+    service approved an order whose shipment shipping does not have -- no parcel would ever
+    leave, so the command is dead-lettered (``UnmatchedMessage``) for an operator."""
     now = now or utc_now()
     repo = ShippingRepository(session)
     await repo.lock_shipment_id(cmd.shipment_id)
     known = await repo.get(cmd.shipment_id, for_update=True)
     if known is None or known.is_tombstone:
-        log.warning("release_of_unknown_shipment", shipment_id=cmd.shipment_id,
-                    order_id=cmd.order_id)
-        return known
+        what = "was cancelled before it was created" if known else "does not exist"
+        raise UnmatchedMessage("unknown_shipment", f"release of shipment {cmd.shipment_id!r} "
+                               f"(order {cmd.order_id}), which {what}")
     if known.release(now=now, timetable=timetable):
         await repo.save(known)
         log.info("shipment_released", shipment_id=known.shipment_id,

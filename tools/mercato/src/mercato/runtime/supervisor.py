@@ -3,9 +3,15 @@
 ``python -m mercato.runtime.supervisor --home DIR`` (``mercato up`` spawns it detached):
 PostgreSQL and NATS first, then a database and role per service, then the gateway and every
 service instance in parallel. A child that exits without being asked is restarted with
-exponential backoff. Everything it knows goes to ``run/state.json`` (rewritten atomically
-on every change) which ``mercato up/status/down`` read; it never needs to be asked anything.
-SIGTERM stops services, the gateway, NATS and PostgreSQL in that order, then exits.
+exponential backoff. Once ready, every child is also watched for liveness (a service's
+``/health/live``, a simulator's health path, PostgreSQL, NATS and Envoy their own probes):
+one that stops answering for ``MERCATO_LIVENESS_TIMEOUT_S`` (a SIGSTOP, a deadlock, a blocked
+event loop) has its whole process group killed with SIGKILL and is restarted like a crash.
+PostgreSQL, NATS and Envoy, which everything depends on, restart at once instead of backing
+off. Everything it knows goes to ``run/state.json`` (rewritten atomically on every change),
+including why each process last restarted, which ``mercato up/status/down`` read; it never
+needs to be asked anything. SIGTERM stops services, the gateway, NATS and PostgreSQL in that
+order, then exits.
 """
 
 from __future__ import annotations
@@ -55,6 +61,24 @@ SERVICE_STOP_TIMEOUT_S = 10.0
 # Exits before the first "ready" that make startup give up (a broken build, a bad config):
 # waiting out the backoff forever would only hide the error from `mercato up`.
 STARTUP_EXIT_LIMIT = 3
+# Infrastructure (quick_restart) comes back at once this many crashes in a row; past that it
+# is broken rather than unlucky (a full disk, a port taken) and backs off like the rest.
+QUICK_RESTARTS = 5
+QUICK_RESTART_DELAY_S = 0.1
+
+# Liveness: probed every LIVENESS_INTERVAL_S once a child is ready; failing without a break
+# for the timeout gets it killed. The default leaves room for a stop-the-world pause under
+# load; `mercato up --liveness-timeout S` or MERCATO_LIVENESS_TIMEOUT_S changes it.
+LIVENESS_TIMEOUT_ENV = "MERCATO_LIVENESS_TIMEOUT_S"
+DEFAULT_LIVENESS_TIMEOUT_S = 15.0
+LIVENESS_INTERVAL_S = 1.0
+# A restarted child (the platform was ready) that is not ready after this long is killed and
+# started again; the first start is bounded by `mercato up --timeout` instead.
+STARTUP_TIMEOUT_ENV = "MERCATO_STARTUP_TIMEOUT_S"
+DEFAULT_STARTUP_TIMEOUT_S = 120.0
+
+# Why a child last restarted (state.json ``last_restart.cause``).
+EXITED, LIVENESS_TIMEOUT, STARTUP_TIMEOUT = "exited", "liveness_timeout", "startup_timeout"
 
 log = structlog.get_logger("mercato.supervisor")
 
@@ -87,6 +111,11 @@ class Spec:
     # PostgreSQL's backends share its group and read SIGINT as "cancel query": signal only it.
     signal_group: bool = True
     stop_timeout: float = SERVICE_STOP_TIMEOUT_S
+    # Answers while the process works, once it was ready; None: only an exit is noticed.
+    live: Callable[[Child], Awaitable[bool]] | None = None
+    # What everything else depends on (PostgreSQL, NATS, Envoy): a growing backoff would only
+    # stretch everyone's outage, so it restarts at once (see QUICK_RESTARTS).
+    quick_restart: bool = False
 
 
 @dataclass
@@ -105,18 +134,27 @@ class Child:
     stop_requested: bool = False
     proc: asyncio.subprocess.Process | None = None
     task: asyncio.Task[None] | None = None
+    # Set by the watcher before it kills a hung child: (cause, detail) of that kill.
+    kill_reason: tuple[str, str] | None = None
+    # Wall time the liveness probe started failing (None while it answers).
+    not_live_since: float | None = None
+    last_restart: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {"kind": self.spec.kind, "service": self.spec.service, "pid": self.pid,
                 "port": self.port, "state": self.state, "restarts": self.restarts,
                 "started_at": self.started_at, "ready_at": self.ready_at,
-                "exit_code": self.exit_code, "log": self.log_path}
+                "exit_code": self.exit_code, "log": self.log_path,
+                "not_live_since": self.not_live_since, "last_restart": self.last_restart}
 
 
 class Supervisor:
     def __init__(self, home: Home, *, services: dict[str, str], scale: dict[str, int],
-                 gateway: bool = True) -> None:
+                 gateway: bool = True, liveness_timeout: float = DEFAULT_LIVENESS_TIMEOUT_S,
+                 startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S) -> None:
         self.home = home
+        self.liveness_timeout = liveness_timeout
+        self.startup_timeout = startup_timeout
         self.services = services  # service name -> module run with `python -m`
         self.scale = scale
         self.gateway = gateway
@@ -179,16 +217,26 @@ class Supervisor:
 
     # -- readiness checks ----------------------------------------------------------------------
 
-    async def _http_ok(self, url: str) -> bool:
+    async def _http_ok(self, url: str, timeout_s: float = 1.0) -> bool:
         assert self.http is not None
         try:
-            async with self.http.get(url) as resp:
+            async with self.http.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
                 return resp.status == 200
         except (aiohttp.ClientError, OSError, TimeoutError):
             return False
 
     async def _service_ready(self, c: Child) -> bool:
         return await self._http_ok(f"http://127.0.0.1:{c.port}/health/ready")
+
+    async def _service_live(self, c: Child) -> bool:
+        # Answered by the event loop alone (no database, no NATS): it fails only when the
+        # process itself does not run its loop -- stopped, deadlocked or blocked.
+        return await self._http_ok(f"http://127.0.0.1:{c.port}/health/live",
+                                   self.probe_timeout)
+
+    @property
+    def probe_timeout(self) -> float:
+        return min(2.0, max(0.5, self.liveness_timeout / 2))
 
     async def _envoy_ready(self, c: Child) -> bool:
         from mercato.gateway.envoy import admin_ready
@@ -236,13 +284,13 @@ class Supervisor:
                 self.fail(f"could not start {c.spec.name}: {exc}", c.spec.name)
                 return
             c.pid, c.state, c.started_at, c.ready_at = c.proc.pid, "starting", time.time(), None
-            c.exit_code = None
+            c.exit_code, c.kill_reason, c.not_live_since = None, None, None
             emit(logging.INFO, "process_started", process=c.spec.name, pid=c.pid, port=c.port)
             self.write_state()
-            watcher = asyncio.create_task(self._watch_ready(c))
+            watcher = asyncio.create_task(self._watch(c, c.proc))
             rc = await c.proc.wait()
             watcher.cancel()
-            c.exit_code, c.pid = rc, None
+            c.exit_code, c.pid, c.not_live_since = rc, None, None
             if self.stop_event.is_set() or c.stop_requested:
                 break
             up_for = time.time() - (c.started_at or time.time())
@@ -256,19 +304,28 @@ class Supervisor:
                     self.fail(f"{c.spec.name} exited {c.exits_before_ready} times before "
                               f"becoming ready (last exit code {rc})", c.spec.name)
                     return
-            delay = min(BACKOFF_START_S * 2 ** (crashes_in_a_row - 1), BACKOFF_CAP_S)
+            delay = restart_delay(crashes_in_a_row, quick=c.spec.quick_restart)
+            cause, detail = c.kill_reason or (EXITED, describe_exit(rc))
             c.restarts += 1
             c.state = "restarting"
+            c.last_restart = {"at": time.time(), "cause": cause, "detail": detail,
+                              "exit_code": rc, "backoff_s": delay}
             emit(logging.WARNING, "process_exited", process=c.spec.name, exit_code=rc,
-                 restart_in_s=delay, restarts=c.restarts)
+                 cause=cause, detail=detail, restart_in_s=delay, restarts=c.restarts)
             self.write_state()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), delay)
         c.state = "stopped"
         self.write_state()
 
-    async def _watch_ready(self, c: Child) -> None:
+    async def _watch(self, c: Child, proc: asyncio.subprocess.Process) -> None:
+        """Until this run of the child ends: wait for it to be ready, then for it to hang."""
+        if await self._watch_ready(c, proc) and c.spec.live is not None:
+            await self._watch_live(c, proc)
+
+    async def _watch_ready(self, c: Child, proc: asyncio.subprocess.Process) -> bool:
         delay = 0.05
+        started = time.monotonic()
         while True:
             try:
                 ok = await c.spec.ready(c)
@@ -279,9 +336,61 @@ class Supervisor:
                 emit(logging.INFO, "process_ready", process=c.spec.name,
                      after_s=round(c.ready_at - (c.started_at or c.ready_at), 3))
                 self.write_state()
-                return
+                return True
+            # Only a restart has this limit: the platform's first start is bounded (and its
+            # stuck process reported) by `mercato up --timeout`.
+            waited = time.monotonic() - started
+            if self.phase == "ready" and waited > self.startup_timeout:
+                self._kill_hung(c, proc, STARTUP_TIMEOUT,
+                                f"not ready {waited:.0f} s after its start "
+                                f"(limit {self.startup_timeout:g} s, {STARTUP_TIMEOUT_ENV})")
+                return False
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.25)
+
+    async def _watch_live(self, c: Child, proc: asyncio.subprocess.Process) -> None:
+        """Probe every LIVENESS_INTERVAL_S; kill the child once it failed for the timeout."""
+        assert c.spec.live is not None
+        failing_since: float | None = None
+        while True:
+            await asyncio.sleep(LIVENESS_INTERVAL_S)
+            if self.stop_event.is_set() or c.stop_requested or proc.returncode is not None:
+                return  # a stop in progress answers nothing: that is not a hang
+            try:
+                ok = await asyncio.wait_for(c.spec.live(c), self.probe_timeout + 1.0)
+            except Exception:
+                ok = False
+            now = time.monotonic()
+            if ok:
+                if failing_since is not None:
+                    emit(logging.INFO, "process_live_again", process=c.spec.name,
+                         after_s=round(now - failing_since, 1))
+                    failing_since, c.not_live_since = None, None
+                    self.write_state()
+                continue
+            if failing_since is None:
+                failing_since, c.not_live_since = now, time.time()
+                emit(logging.WARNING, "process_not_live", process=c.spec.name, pid=proc.pid,
+                     kill_after_s=self.liveness_timeout)
+                self.write_state()
+            elif now - failing_since >= self.liveness_timeout:
+                self._kill_hung(c, proc, LIVENESS_TIMEOUT,
+                                f"no liveness answer for {now - failing_since:.1f} s (limit "
+                                f"{self.liveness_timeout:g} s, {LIVENESS_TIMEOUT_ENV})")
+                return
+
+    def _kill_hung(self, c: Child, proc: asyncio.subprocess.Process, cause: str,
+                   detail: str) -> None:
+        """SIGKILL the child's whole process group: a hung process may not read SIGTERM (a
+        stopped one cannot), and helpers it started must not outlive it. Its exit then
+        restarts it like any crash, with ``cause`` as the reason."""
+        if proc.returncode is not None or self.stop_event.is_set() or c.stop_requested:
+            return
+        c.kill_reason = (cause, detail)
+        emit(logging.ERROR, "process_hung_killed", process=c.spec.name, pid=proc.pid,
+             cause=cause, detail=detail)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
     async def stop_child(self, c: Child) -> None:
         c.stop_requested = True
@@ -326,12 +435,15 @@ class Supervisor:
         self.nats.authorization = broker.authorization(self.home, list(self.services))
         self.nats.write_config()
         pg, nats = self.pg, self.nats
+        # pg_isready and NATS' INFO line need the server's own loop to answer: a listening
+        # socket alone (the kernel accepts for a stopped process) does not pass.
         self.add(Spec(name="postgres", kind="engine", argv=lambda _p: pg.argv(),
-                      port=lambda: pg.port, ready=self._pg_ready,
+                      port=lambda: pg.port, ready=self._pg_ready, live=self._pg_ready,
                       popen_kwargs=pg.popen_kwargs(), stop_signal=signal.SIGINT,
-                      signal_group=False, stop_timeout=30.0))
+                      signal_group=False, stop_timeout=30.0, quick_restart=True))
         self.add(Spec(name="nats", kind="engine", argv=lambda _p: nats.argv(),
-                      port=lambda: nats.port, ready=self._nats_ready))
+                      port=lambda: nats.port, ready=self._nats_ready, live=self._nats_ready,
+                      quick_restart=True))
         await self.wait_ready(["postgres", "nats"])
         await self.declare_shared_streams()
 
@@ -390,7 +502,8 @@ class Supervisor:
         self.control_plane = asyncio.create_task(
             self._run_control_plane(run_control_plane, cfg, registry), name="control-plane")
         self.add(Spec(name="envoy", kind="gateway", argv=lambda _p: list(argv),
-                      port=lambda: self.ports.edge, ready=self._envoy_ready))
+                      port=lambda: self.ports.edge, ready=self._envoy_ready,
+                      live=self._envoy_ready, quick_restart=True))
 
     async def _run_control_plane(self, run: Callable[..., Awaitable[None]], cfg: Any,
                                  registry: Any) -> None:
@@ -441,11 +554,14 @@ class Supervisor:
             def ready(c: Child, url: str = url) -> Awaitable[bool]:
                 return self._http_ok(url)
 
+            def live(c: Child, url: str = url) -> Awaitable[bool]:
+                return self._http_ok(url, self.probe_timeout)
+
             self.add(Spec(name=sim.name, kind="simulator", argv=lambda _p, m=sim.module: [
                 sys.executable, "-m", m], port=lambda p=ports[sim.ports[0]]: p,
                 env=lambda _p, s=sim, p=ports, d=data_dir: {
                     **s.env(p, d), s.token_env: simulator_token(self.home, s.name)},
-                ready=ready))
+                ready=ready, live=live))
             names.append(sim.name)
         return names
 
@@ -467,7 +583,7 @@ class Supervisor:
 
         return Spec(name=iid, kind="service", service=service,
                     argv=lambda _p: [sys.executable, "-m", module], port=free_port, env=env,
-                    ready=self._service_ready)
+                    ready=self._service_ready, live=self._service_live)
 
     async def startup(self) -> None:
         t0 = time.monotonic()
@@ -552,6 +668,38 @@ class Supervisor:
             self.stop_event.set()
 
 
+def restart_delay(crashes_in_a_row: int, *, quick: bool = False) -> float:
+    """Seconds before restart number ``crashes_in_a_row`` (1 = the first in a row)."""
+    if quick:
+        if crashes_in_a_row <= QUICK_RESTARTS:
+            return QUICK_RESTART_DELAY_S
+        crashes_in_a_row -= QUICK_RESTARTS
+    return min(BACKOFF_START_S * 2 ** (crashes_in_a_row - 1), BACKOFF_CAP_S)
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}"
+    return f"exited with code {returncode}"
+
+
+def seconds_from_env(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be more than 0 seconds, got {raw}")
+    return value
+
+
 def _exc_text(exc: BaseException | None = None) -> str:
     import traceback
 
@@ -586,6 +734,8 @@ def main(argv: list[str] | None = None) -> int:
     services = parse_services(args.service)
     try:
         scale = parse_scale(args.scale, list(services))
+        liveness_timeout = seconds_from_env(LIVENESS_TIMEOUT_ENV, DEFAULT_LIVENESS_TIMEOUT_S)
+        startup_timeout = seconds_from_env(STARTUP_TIMEOUT_ENV, DEFAULT_STARTUP_TIMEOUT_S)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -599,7 +749,9 @@ def main(argv: list[str] | None = None) -> int:
     write_atomic(home.pid_file, f"{os.getpid()}\n")
     try:
         return asyncio.run(Supervisor(home, services=services, scale=scale,
-                                      gateway=not args.no_gateway).run())
+                                      gateway=not args.no_gateway,
+                                      liveness_timeout=liveness_timeout,
+                                      startup_timeout=startup_timeout).run())
     finally:
         with contextlib.suppress(FileNotFoundError):
             # Only our own pid file: a newer supervisor may have written its own already.
