@@ -14,6 +14,10 @@ Fixtures (engines start lazily, on first use, once per session, on free loopback
 ``nats_url`` (session)
     ``nats://127.0.0.1:<port>`` of a JetStream-enabled nats-server. Streams and KV buckets
     persist for the whole session: use unique names per test.
+``private_nats`` (function)
+    ``NatsProcess``: a nats-server of the test's own, for broker outages: ``.stall()``
+    (SIGSTOP: a hung broker), ``.resume()``, ``.stop()`` and ``.start()`` again (same port,
+    same JetStream store).
 
 The cluster runs with fsync off (throw-away data). Both servers die with the pytest process,
 even on SIGKILL.
@@ -25,6 +29,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -38,7 +43,7 @@ from mercato.runtime.paths import Home, free_port
 from mercato.runtime.postgres import Postgres
 from mercato.runtime.proc import pid_alive
 
-__all__ = ["PgServer", "fresh_database", "nats_url", "pg_server"]
+__all__ = ["NatsProcess", "PgServer", "fresh_database", "nats_url", "pg_server", "private_nats"]
 
 
 @dataclass
@@ -117,5 +122,48 @@ def nats_url() -> Iterator[str]:
         server.start()
         yield server.url
     finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class NatsProcess:
+    """A nats-server a test may stall, stop and start again."""
+
+    _server: Nats
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    def _signal(self, sig: signal.Signals) -> None:
+        assert self._server.proc is not None, "the server is not running"
+        os.kill(self._server.proc.pid, sig)
+
+    def stall(self) -> None:
+        """SIGSTOP: connections stay open, nothing answers (a hung broker)."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def start(self) -> None:
+        self._server.start()
+
+
+@pytest.fixture
+def private_nats() -> Iterator[NatsProcess]:
+    root = _scratch_dir("mercato-nats-")
+    server = Nats(root, free_port())
+    try:
+        server.start()
+        yield NatsProcess(server)
+    finally:
+        if server.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(server.proc.pid, signal.SIGCONT)  # a stalled server cannot stop
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
