@@ -1,5 +1,8 @@
-"""The edge starts before identity: protected routes answer 401 until JWKS can be fetched,
-then accept tokens without restarting anything. Also pins down key rotation behaviour."""
+"""The edge starts before identity: until the control plane has read the signing keys, a
+route that needs a user answers 503 with Retry-After — never 401, which would tell a client
+to throw a valid token away — and once it has them, tokens are checked without restarting
+anything. A rotated key is taken up within the refresh period (identity publishes a key
+35 s before it signs with it)."""
 
 from __future__ import annotations
 
@@ -22,11 +25,13 @@ from gateway_test_support import (
     wait_for,
 )
 from mercato.gateway import run_control_plane
+from mercato.gateway.routes import load_routes
 
 pytestmark = [pytest.mark.integration]
 
 
-async def test_tokens_work_once_identity_comes_up(nats_url: str, tmp_path: Path) -> None:
+async def test_tokens_get_503_until_the_edge_has_the_keys_never_401(
+        nats_url: str, tmp_path: Path) -> None:
     edge = start_envoy(tmp_path)
     signer = Signer()
     stop = asyncio.Event()
@@ -46,33 +51,53 @@ async def test_tokens_work_once_identity_comes_up(nats_url: str, tmp_path: Path)
             return (await fetch(http, "GET", f"{edge.url}/api/catalog/products"))[0] == 200
 
         await wait_for(public_route_up, 10, "catalog through the edge")
-        # No identity yet: the edge is up, public routes work, tokens cannot be checked.
-        status, headers, body = await fetch(http, "GET", me, headers=auth)
-        assert status == 401 and headers["Content-Type"] == "application/problem+json"
-        assert "jwks" in body["detail"].lower()
+        # No identity yet: the edge is up and public routes work; tokens cannot be checked,
+        # and the edge says so (come back), whether the token is good, bad or absent.
+        for headers in (auth, {"Authorization": "Bearer not.a.token"}, {}):
+            status, h, body = await fetch(http, "GET", me, headers=headers)
+            assert status == 503, (status, body)
+            assert h["Retry-After"] == "2"
+            assert h["Content-Type"] == "application/problem+json"
+            assert body["status"] == 503 and "signing keys" in body["detail"]
+        status, _h, _b = await fetch(http, "POST", f"{edge.url}/api/catalog/products",
+                                     headers=auth, json={})
+        assert status == 503
 
         identity = await start_identity(signer)
         stack.push_async_callback(identity.close)
         id_reg = await register(registry, "identity", identity)
         stack.push_async_callback(id_reg.stop)
 
+        statuses: list[int] = []
+
         async def accepted() -> bool:
-            return (await fetch(http, "GET", me, headers=auth))[0] == 200
+            statuses.append((await fetch(http, "GET", me, headers=auth))[0])
+            return statuses[-1] == 200
 
-        # JWKS is re-fetched every second after a failure (failed_refetch_duration).
-        took = await wait_for(accepted, 10, "the token to be accepted", every=0.1)
+        took = await wait_for(accepted, 10, "the token to be accepted", every=0.05)
         print(f"tokens accepted {took:.2f} s after identity registered")
-        assert took < 5
+        assert set(statuses) <= {503, 200}, statuses  # never a 401 on the way
+        status, _h, _b = await fetch(http, "GET", me,
+                                     headers={"Authorization": "Bearer not.a.token"})
+        assert status == 401
 
-        # Rotation: identity now publishes and signs with a new key. jwt_authn does not
-        # re-fetch JWKS on an unknown kid, so the new tokens are refused until its cache
-        # (jwt.cache_s in routes.yaml) expires: identity must publish a key that long before
-        # signing with it.
+        # Rotation: identity publishes a new key; the edge has it within the refresh period,
+        # well before identity would sign with it.
+        old_token = signer.token()
         signer.kid = "test-key-2"
         signer.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        status, _h, body = await fetch(http, "GET", me,
-                                       headers={"Authorization": f"Bearer {signer.token()}"})
-        assert status == 401 and "kid" in body["detail"]
+        new_token = signer.token()
+
+        async def new_key_accepted() -> bool:
+            got = await fetch(http, "GET", me, headers={"Authorization": f"Bearer {new_token}"})
+            return got[0] == 200
+
+        await wait_for(new_key_accepted, load_routes().jwt.refresh_s + 10, "the new key")
+        # This fake identity stopped publishing the old key with the rotation (identity
+        # keeps it for the tokens it signed): the edge follows what identity publishes.
+        status, _h, _b = await fetch(http, "GET", me,
+                                     headers={"Authorization": f"Bearer {old_token}"})
+        assert status == 401
 
         stop.set()
         await asyncio.wait_for(control, 5)
