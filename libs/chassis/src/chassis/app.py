@@ -197,6 +197,10 @@ def create_service_app(
                 nonlocal registration
                 if ctx.registry is None:
                     ctx.registry = RegistryClient(nc, signer=signer, trusted=trusted)
+                    # Know the other services' instances (and identity's keys) before the
+                    # first call needs them: both then survive a later broker outage.
+                    background.append(asyncio.create_task(ctx.resolver.warm(),
+                                                          name="discovery-warm"))
                     keys = ctx.verifier.key_source if ctx.verifier is not None else None
                     if isinstance(keys, RemoteJwks):
                         background.append(asyncio.create_task(keys.warm(), name="jwks-warm"))

@@ -6,11 +6,13 @@ through the registry; anything else is used as written (production DNS, the edge
 ``http://identity`` the registry's.
 
 A call never waits on a registry that is slow or gone once an answer is known: the last
-known instances are served at once and refreshed in the background (stale while
-revalidate). The registry is the broker's KV store, so a broker outage must not stop calls to
-services that are alive; calling an instance that died meanwhile fails fast (connection
-refused) and the caller's retry picks another. Only a service never resolved before waits
-for the registry, and then for ``COLD_LOOKUP_S`` at most.
+listing is served at once and refreshed in the background (stale while revalidate). The
+registry is the broker's KV store, so a broker outage must not stop calls to services that
+are alive; calling an instance that died meanwhile fails fast (connection refused) and the
+caller's retry picks another. The whole registry is listed at once (a dozen entries), and
+``warm`` lists it as soon as the broker is reachable, so a service knows every instance
+before its first call — and through an outage that begins before it. Only a service no
+listing showed waits for the registry, and then for ``COLD_LOOKUP_S`` at most.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import structlog
@@ -31,9 +32,9 @@ from chassis.registry import STALE_AFTER_S, Instance, RegistryClient
 
 log = structlog.get_logger("chassis.discovery")
 
-FRESH_FOR_S = 2.0  # an answer this recent is served without asking the registry again
-COLD_LOOKUP_S = 1.0  # the longest a call waits for the registry (nothing known yet)
-REFRESH_TIMEOUT_S = 5.0  # a background refresh gives up after this
+FRESH_FOR_S = 2.0  # a listing this recent is served without asking the registry again
+COLD_LOOKUP_S = 1.0  # the longest a call waits for the registry (its service never listed)
+REFRESH_TIMEOUT_S = 5.0  # a background listing gives up after this
 # After the registry was unreachable, instances missing from its answers are kept this long:
 # their heartbeats could not be written during the outage, so their entries look stale (or
 # expired) until they have beaten again, although the processes never went away.
@@ -44,69 +45,75 @@ def is_service_name(host: str) -> bool:
     return bool(host) and "." not in host and ":" not in host and host != "localhost"
 
 
-@dataclass(frozen=True, slots=True)
-class _Known:
-    instances: list[Instance]
-    confirmed_at: float
-
-
 class Resolver:
     def __init__(self, registry_provider: Callable[[], RegistryClient | None], *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         # registry_provider() -> RegistryClient | None; NATS may connect after we start.
         self._provider = registry_provider
         self._clock = clock
-        self._known: dict[str, _Known] = {}
-        self._refreshing: dict[str, asyncio.Task[list[Instance]]] = {}
+        self._known: dict[str, list[Instance]] = {}
+        self._listed_at = -math.inf
+        self._listing: asyncio.Task[None] | None = None
         self._trouble_at = -math.inf
 
+    def known(self, service: str) -> list[Instance]:
+        """The instances of ``service`` in the last listing (no lookup)."""
+        return list(self._known.get(service, []))
+
     async def instances(self, service: str) -> list[Instance]:
-        known = self._known.get(service)
-        if known is not None and known.instances:
-            if self._clock() - known.confirmed_at >= FRESH_FOR_S:
-                self._refresh(service)
-            return known.instances
-        task = self._refresh(service)
+        found = self._known.get(service)
+        fresh = self._clock() - self._listed_at < FRESH_FOR_S
+        if found:
+            if not fresh:
+                self._refresh()
+            return found
+        if fresh:
+            return []  # the registry said so a moment ago: no need to ask again
         try:
-            # shield: a lookup that outlives this call still fills the cache for the next.
-            return await asyncio.wait_for(asyncio.shield(task), COLD_LOOKUP_S)
+            # shield: a listing that outlives this call still serves the next one.
+            await asyncio.wait_for(asyncio.shield(self._refresh()), COLD_LOOKUP_S)
         except Exception as exc:
             reason = f"no answer within {COLD_LOOKUP_S:g}s" if isinstance(
                 exc, TimeoutError) else (str(exc) or type(exc).__name__)
             raise ServiceUnavailable(f"cannot resolve '{service}': {reason}",
                                      headers={"Retry-After": "2"}) from exc
+        return self._known.get(service, [])
 
-    def _refresh(self, service: str) -> asyncio.Task[list[Instance]]:
-        """The one lookup of ``service`` in flight, started if there is none."""
-        task = self._refreshing.get(service)
-        if task is None or task.done():
-            task = asyncio.create_task(self._lookup(service), name=f"discovery-{service}")
-            self._refreshing[service] = task
-            task.add_done_callback(lambda done: self._finished(service, done))
-        return task
+    async def warm(self, give_up_after_s: float = 120.0) -> bool:
+        """List the registry once it answers, so calls never wait on it later."""
+        delay, deadline = 0.2, time.monotonic() + give_up_after_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                await self._refresh()
+                return True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        return False
 
-    def _finished(self, service: str, task: asyncio.Task[list[Instance]]) -> None:
-        if self._refreshing.get(service) is task:
-            del self._refreshing[service]
-        if not task.cancelled() and task.exception() is not None:
-            log.info("discovery_refresh_failed", service=service,
-                     error=repr(task.exception())[:200])
+    def _refresh(self) -> asyncio.Task[None]:
+        """The one listing in flight, started if there is none."""
+        if self._listing is None or self._listing.done():
+            self._listing = asyncio.create_task(self._list(), name="discovery-listing")
+            self._listing.add_done_callback(_log_failure)
+        return self._listing
 
-    async def _lookup(self, service: str) -> list[Instance]:
+    async def _list(self) -> None:
         registry = self._provider()
         try:
             if registry is None:
                 raise ConnectionError("the registry is not connected")
-            found = await asyncio.wait_for(registry.instances(service), REFRESH_TIMEOUT_S)
+            listed = await asyncio.wait_for(registry.instances(), REFRESH_TIMEOUT_S)
         except Exception:
             self._trouble_at = self._clock()
             raise
-        known = self._known.get(service)
-        if (not found and known is not None and known.instances
-                and self._clock() - self._trouble_at < REJOIN_GRACE_S):
-            return known.instances
-        self._known[service] = _Known(found, self._clock())
-        return found
+        if self._clock() - self._trouble_at < REJOIN_GRACE_S:
+            keys = {i.key for i in listed}
+            listed += [i for known in self._known.values() for i in known if i.key not in keys]
+        by_service: dict[str, list[Instance]] = {}
+        for instance in listed:
+            by_service.setdefault(instance.service, []).append(instance)
+        self._known = by_service
+        self._listed_at = self._clock()
 
     async def resolve_url(self, url: str) -> str:
         parts = urlsplit(url)
@@ -122,8 +129,12 @@ class Resolver:
                            parts.query, parts.fragment))
 
     async def close(self) -> None:
-        for task in list(self._refreshing.values()):
-            task.cancel()
+        if self._listing is not None:
+            self._listing.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._refreshing.clear()
+                await self._listing
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.info("discovery_listing_failed", error=repr(task.exception())[:200])

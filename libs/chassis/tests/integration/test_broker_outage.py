@@ -118,7 +118,7 @@ async def test_discovery_serves_the_last_instances_at_once_while_the_registry_ha
         await second.start()
         clock.now += discovery.FRESH_FOR_S + 1
         assert (await client.get("http://pricing/price")).status == 200
-        await until(lambda: len(resolver._known["pricing"].instances) == 2,
+        await until(lambda: len(resolver.known("pricing")) == 2,
                     "the refresh to bring in the new instance")
         await second.stop()
     await pricing.stop()
@@ -138,6 +138,28 @@ async def test_a_service_never_resolved_fails_within_its_bound_while_the_registr
     await resolver.close()
 
 
+def _idle(resolver: discovery.Resolver) -> bool:
+    """No listing in flight."""
+    return resolver._listing is None or resolver._listing.done()
+
+
+async def test_a_warmed_resolver_knows_every_service_through_an_outage_that_starts_first(
+        private_nats: NatsProcess, broker: NATS) -> None:
+    """The first call to a service may come after the broker went away: the listing made
+    when the service connected already knows its instances."""
+    registry = reg.RegistryClient(broker)
+    ledger = reg.Registration(registry, service="ledger", instance_id="ledger-1",
+                              host="127.0.0.1", port=4323)
+    await ledger.start()
+    resolver = discovery.Resolver(lambda: registry)
+    assert await resolver.warm()
+    private_nats.stall()
+    assert await resolver.resolve_url("http://ledger/x") == "http://127.0.0.1:4323/x"
+    private_nats.resume()
+    await ledger.stop()
+    await resolver.close()
+
+
 async def test_an_empty_answer_right_after_an_outage_keeps_the_known_instances(
         private_nats: NatsProcess, broker: NATS) -> None:
     """Heartbeats could not be written during the outage: for a moment after it the
@@ -147,26 +169,26 @@ async def test_an_empty_answer_right_after_an_outage_keeps_the_known_instances(
     clock = Clock()
     resolver = discovery.Resolver(lambda: registry, clock=clock)
     now = time.time()
-    alive = reg.Instance(service="ledger", instance_id="ledger-1", host="127.0.0.1", port=7,
+    alive = reg.Instance(service="ledger", instance_id="ledger-2", host="127.0.0.1", port=7,
                          pid=1, started_at=now, heartbeat_at=now)
     await registry.put(alive)
     assert await resolver.instances("ledger") == [alive]
     private_nats.stall()
     clock.now += discovery.FRESH_FOR_S + 1
     assert await resolver.instances("ledger") == [alive]  # at once, refreshing meanwhile
-    clock.now += 1
-    await until(lambda: not resolver._refreshing, "the refresh to give up", timeout=15)
+    await until(lambda: _idle(resolver), "the listing to give up", timeout=15)
     private_nats.resume()
-    stale = dataclasses.replace(alive, heartbeat_at=now - 60)
-    await registry.put(stale)  # as the registry looks before the instance beats again
+    # As the registry looks before the instance has beaten again.
+    await registry.put(dataclasses.replace(alive, heartbeat_at=now - 60))
     clock.now += discovery.FRESH_FOR_S + 1
     assert await resolver.instances("ledger") == [alive]
-    await until(lambda: not resolver._refreshing, "the refresh after the outage")
+    await until(lambda: _idle(resolver), "the listing after the outage")
+    assert registry.answered >= 2  # the registry did answer: without the instance
     assert await resolver.instances("ledger") == [alive]
     # Long after the outage an empty answer means what it says.
     clock.now += discovery.REJOIN_GRACE_S + discovery.FRESH_FOR_S
     await resolver.instances("ledger")
-    await until(lambda: not resolver._refreshing, "a refresh")
+    await until(lambda: _idle(resolver), "a listing")
     with pytest.raises(ServiceUnavailable):
         await resolver.resolve_url("http://ledger/x")
     await resolver.close()
