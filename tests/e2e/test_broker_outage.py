@@ -9,6 +9,7 @@ written meanwhile are relayed."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 import uuid
@@ -16,7 +17,7 @@ import uuid
 import httpx2 as httpx
 import psutil
 import pytest
-from edge_helpers import Platform, keep_until
+from edge_helpers import Platform, keep_until, mercato
 from shop import all_terminal, bearer, customer_with_address, new_product, order_body
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
@@ -109,6 +110,10 @@ def test_the_shop_stays_open_through_a_broker_outage(platform: Platform) -> None
             return True
 
         keep_until(every_service_degraded, 30, "every service to report the broker degraded")
+        status = json.loads(mercato(platform.home, "status", "--json").stdout)
+        health = {p["process"]: p["health"] for p in status["processes"]
+                  if p["kind"] == "service"}
+        assert set(health.values()) == {"degraded (nats)"}, health
         with platform.client() as c:
             while not placed or time.monotonic() - stalled_at < OUTAGE_AT_LEAST_S:
                 placed.append(shop_round(platform, user, auth, body))

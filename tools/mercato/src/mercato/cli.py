@@ -413,7 +413,8 @@ def status(
         table.add_row("control-plane", str(pid), "-", cp["state"], "-", "-",
                       str(cp["restarts"]), "-")
     for r in rows:
-        hstyle = "green" if r["health"] == "ok" else "red"
+        hstyle = ("green" if r["health"] == "ok"
+                  else "yellow" if r["health"].startswith("degraded") else "red")
         table.add_row(r["process"], str(r["pid"] or "-"), str(r["port"] or "-"),
                       f"[{STATE_STYLE.get(r['state'], '')}]{r['state']}[/]",
                       f"[{hstyle}]{r['health']}[/]", _mb(r["rss_bytes"]), str(r["restarts"]),
