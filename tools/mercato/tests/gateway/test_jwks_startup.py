@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from pathlib import Path
 
 import aiohttp
 import pytest
+from chassis.registry import Instance
 from cryptography.hazmat.primitives.asymmetric import rsa
 from gateway_test_support import (
     Signer,
@@ -24,7 +26,8 @@ from gateway_test_support import (
     stop_process,
     wait_for,
 )
-from mercato.gateway import run_control_plane
+from mercato.gateway import render, run_control_plane
+from mercato.gateway.control import write_endpoints, write_static
 from mercato.gateway.routes import load_routes
 
 pytestmark = [pytest.mark.integration]
@@ -101,3 +104,48 @@ async def test_tokens_get_503_until_the_edge_has_the_keys_never_401(
 
         stop.set()
         await asyncio.wait_for(control, 5)
+
+
+async def test_an_edge_fetching_the_keys_itself_answers_503_until_it_has_them(
+        tmp_path: Path) -> None:
+    """The production edge (static config, no control plane) fetches identity's JWKS with
+    remote_jwks: until its first fetch succeeds, jwt_authn fails every token
+    (Jwks_remote_fetch_is_failed), and the edge says 503 + Retry-After for it, not 401."""
+    edge = start_envoy(tmp_path)
+    table = load_routes()
+    signer = Signer()
+    write_static(edge.cfg, table, render.REMOTE_JWKS)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(stop_process, edge.proc)
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+
+        async def fetching_itself() -> bool:
+            async with http.get(f"{edge.admin}/config_dump",
+                                params={"resource": "dynamic_listeners"}) as resp:
+                return "remote_jwks" in await resp.text()
+
+        await wait_for(fetching_itself, 10, "the listener that fetches the keys")
+        me = f"{edge.url}/api/identity/me"
+        auth = {"Authorization": f"Bearer {signer.token()}"}
+        status, headers, body = await fetch(http, "GET", me, headers=auth)
+        assert status == 503, (status, body)
+        assert headers["Retry-After"] == "2"
+        assert headers["Content-Type"] == "application/problem+json"
+        assert "signing keys" in body["detail"]
+
+        identity = await start_identity(signer)
+        stack.push_async_callback(identity.close)
+        write_endpoints(edge.cfg, table, [Instance(
+            service="identity", instance_id="identity-1", host="127.0.0.1",
+            port=identity.port, pid=1, started_at=time.time(), heartbeat_at=time.time())])
+        statuses: list[int] = []
+
+        async def accepted() -> bool:
+            statuses.append((await fetch(http, "GET", me, headers=auth))[0])
+            return statuses[-1] == 200
+
+        await wait_for(accepted, 15, "the token to be accepted", every=0.1)
+        assert set(statuses) <= {503, 200}, statuses
+        status, _h, _b = await fetch(http, "GET", me,
+                                     headers={"Authorization": "Bearer not.a.token"})
+        assert status == 401

@@ -306,3 +306,22 @@ def test_rendering_is_deterministic() -> None:
                                   jwks=json.loads(json.dumps(jwks)))
         assert dump(first[render.lds_file(ENVOY_DIR)]) == dump(second[render.lds_file(ENVOY_DIR)])
         assert first == second
+
+
+def test_an_edge_without_a_control_plane_fetches_the_keys_itself() -> None:
+    """The static production config (mercato deploy render) has no control plane to hand
+    it keys: Envoy fetches identity's JWKS, and a fetch that has not succeeded yet is a 503
+    with Retry-After, like the laptop's edge before it has keys."""
+    hcm = _hcm(render.REMOTE_JWKS)
+    jwt = next(f for f in hcm["http_filters"] if f["name"] == render.JWT_FILTER)["typed_config"]
+    remote = jwt["providers"][render.JWT_PROVIDER]["remote_jwks"]
+    assert remote["http_uri"]["cluster"] == "identity"
+    assert remote["http_uri"]["uri"] == "http://identity/.well-known/jwks.json"
+    assert remote["cache_duration"] == f"{load_routes().jwt.refresh_s}s"
+    assert remote["async_fetch"]["fast_listener"] is True
+    assert hcm["route_config"] == _hcm(JWKS)["route_config"]
+    (not_fetched,) = [m for m in hcm["local_reply_config"]["mappers"]
+                      if "Jwks_remote_fetch_is_failed" in str(m["filter"])]
+    assert not_fetched["status_code"] == 503
+    assert not_fetched["headers_to_add"][0]["header"] == {"key": "retry-after",
+                                                          "value": render.RETRY_AFTER_S}

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
 from chassis.registry import Instance
 
@@ -237,16 +237,21 @@ def eds(service: str, instances: Iterable[Instance]) -> dict[str, Any]:
 # -- LDS -----------------------------------------------------------------------------------
 
 Jwks = Mapping[str, Any]
+# The edge's signing keys: a JWKS handed over by the control plane; REMOTE_JWKS for an edge
+# with no control plane (the static production config), which fetches identity's JWKS
+# itself; None while the control plane has none yet.
+REMOTE_JWKS: Final = "remote"
+EdgeKeys = Jwks | Literal["remote"] | None
 
 
 def lds(table: RouteTable, *, listen_host: str, listen_port: int, logs_dir: Path,
-        jwks: Jwks | None = None) -> dict[str, Any]:
+        jwks: EdgeKeys = None) -> dict[str, Any]:
     return {"resources": [listener(table, listen_host=listen_host, listen_port=listen_port,
                                    logs_dir=logs_dir, jwks=jwks)]}
 
 
 def listener(table: RouteTable, *, listen_host: str, listen_port: int,
-             logs_dir: Path, jwks: Jwks | None = None) -> dict[str, Any]:
+             logs_dir: Path, jwks: EdgeKeys = None) -> dict[str, Any]:
     return {
         "@type": LISTENER_TYPE,
         "name": LISTENER,
@@ -262,7 +267,7 @@ def listener(table: RouteTable, *, listen_host: str, listen_port: int,
 
 
 def http_connection_manager(table: RouteTable, logs_dir: Path,
-                            jwks: Jwks | None = None) -> dict[str, Any]:
+                            jwks: EdgeKeys = None) -> dict[str, Any]:
     # Without keys no token can be checked: the jwt_authn filter is left out (Envoy refuses
     # a provider with no key) and every route that needs a user answers 503 itself.
     authenticate = [{"name": JWT_FILTER, "typed_config": jwt_authn(table, jwks)}] if jwks else []
@@ -312,8 +317,29 @@ def http_connection_manager(table: RouteTable, logs_dir: Path,
     }
 
 
-def jwt_authn(table: RouteTable, jwks: Jwks) -> dict[str, Any]:
+def jwt_authn(table: RouteTable, jwks: Jwks | Literal["remote"]) -> dict[str, Any]:
     jwt = table.jwt
+    keys: dict[str, Any]
+    if jwks == REMOTE_JWKS:
+        keys = {"remote_jwks": {
+            "http_uri": {"uri": f"http://{jwt.jwks_service}{jwt.jwks_path}",
+                         "cluster": jwt.jwks_service, "timeout": "2s"},
+            "cache_duration": _seconds(jwt.refresh_s),
+            # Fetch in the background and serve at once: identity may start after the edge.
+            # Until the first fetch succeeds jwt_authn fails tokens with
+            # Jwks_remote_fetch_is_failed, which local_reply_config turns into a 503.
+            "async_fetch": {"fast_listener": True, "failed_refetch_duration": "1s"},
+            "retry_policy": {"num_retries": 2,
+                             "retry_back_off": {"base_interval": "0.1s",
+                                                "max_interval": "1s"}},
+        }}
+    else:
+        # The keys come inline from the control plane, which fetches identity's JWKS and
+        # renders again when it changes. Envoy's own remote_jwks answered 401 to valid
+        # tokens until its first fetch succeeded (a client may then throw good tokens
+        # away), and never refetched for an unknown kid.
+        keys = {"local_jwks": {"inline_string": json.dumps(jwks, sort_keys=True,
+                                                           separators=(",", ":"))}}
     return {
         "@type": JWT_TYPE,
         "providers": {JWT_PROVIDER: {
@@ -324,12 +350,7 @@ def jwt_authn(table: RouteTable, jwks: Jwks) -> dict[str, Any]:
             "forward": True,
             # Only the header: the default also reads ?access_token=, which lands in logs.
             "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
-            # The keys come inline from the control plane, which fetches identity's JWKS
-            # and renders again when it changes. Envoy's own remote_jwks answered 401 to
-            # valid tokens until its first fetch succeeded (a client may then throw good
-            # tokens away), and never refetched for an unknown kid.
-            "local_jwks": {"inline_string": json.dumps(jwks, sort_keys=True,
-                                                       separators=(",", ":"))},
+            **keys,
         }},
         "requirement_map": {REQUIRE_USER: {"provider_name": JWT_PROVIDER}},
     }
@@ -360,7 +381,24 @@ def local_reply_config() -> dict[str, Any]:
                             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}, NOSNIFF],
         "body_format_override": body(HTTPStatus(401).phrase),
     }
-    mappers = [audience_to_401]
+    # An edge fetching the keys itself (REMOTE_JWKS) that could not fetch them yet cannot
+    # tell a valid token from a forged one: come back (503), not "your token is bad" (401).
+    keys_not_fetched: dict[str, Any] = {
+        "filter": {"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": CEL_FILTER_TYPE,
+                "expression": "response.code == 401 && "
+                              "response.code_details.contains('Jwks_remote_fetch_is_failed')",
+            },
+        }},
+        "status_code": 503,
+        "body": {"inline_string": KEYS_NOT_LOADED},
+        "headers_to_add": [{"header": {"key": "retry-after", "value": RETRY_AFTER_S},
+                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}, NOSNIFF],
+        "body_format_override": body(HTTPStatus(503).phrase),
+    }
+    mappers = [keys_not_fetched, audience_to_401]
     for status in PROBLEM_STATUSES:
         mapper: dict[str, Any] = {
             "filter": {"status_code_filter": {"comparison": {
