@@ -31,6 +31,7 @@ import secrets
 import shutil
 import signal
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -141,8 +142,15 @@ class NatsProcess:
         os.kill(self._server.proc.pid, sig)
 
     def stall(self) -> None:
-        """SIGSTOP: connections stay open, nothing answers (a hung broker)."""
+        """SIGSTOP: connections stay open, nothing answers (a hung broker). Returns once every
+        thread of the server has stopped: one still running could answer one more request."""
         self._signal(signal.SIGSTOP)
+        assert self._server.proc is not None
+        tasks = Path(f"/proc/{self._server.proc.pid}/task")
+        deadline = time.monotonic() + 5
+        while not all(_stopped(t) for t in tasks.iterdir()):
+            assert time.monotonic() < deadline, "nats-server did not stop"
+            time.sleep(0.005)
 
     def resume(self) -> None:
         self._signal(signal.SIGCONT)
@@ -152,6 +160,12 @@ class NatsProcess:
 
     def start(self) -> None:
         self._server.start()
+
+
+def _stopped(task: Path) -> bool:
+    with contextlib.suppress(OSError):  # a thread that ended meanwhile
+        return (task / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    return True
 
 
 @pytest.fixture
