@@ -20,10 +20,13 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+import nats.js.errors
 import structlog
+from nats.aio.client import Client as NATS
 from prometheus_client import CollectorRegistry, Gauge
 
 from chassis.nats_conn import NatsConnection
+from chassis.registry import BUCKET
 
 log = structlog.get_logger("chassis.health")
 
@@ -33,6 +36,7 @@ BROKER = "nats"
 CHECK_TIMEOUT_S = 2.0
 BROKER_PROBE_EVERY_S = 2.0
 BROKER_PROBE_TIMEOUT_S = 1.0
+REGISTRY_STREAM = f"KV_{BUCKET}"
 
 
 class DependencyGauge:
@@ -45,15 +49,28 @@ class DependencyGauge:
         self._gauge.labels(dependency).set(1 if up else 0)
 
 
-class BrokerMonitor:
-    """Probes the broker every couple of seconds; readiness reads the last verdict.
+async def probe_jetstream(nc: NATS) -> str | None:
+    """None if JetStream answers, else what is wrong.
 
-    The probe is a JetStream API request, answered by the server itself: a hung broker keeps
-    its TCP connection open (nats-py still says "connected" until its pings go unanswered),
-    and JetStream is what the outbox, the consumers and the registry need. A request that
-    times out is harmless; a timed-out ``flush()`` is not (nats-py 2.16 then fails its read
-    loop on the late PONG).
+    A JetStream API request, answered by the server itself: a hung broker keeps its TCP
+    connection open (nats-py still says "connected" until its pings go unanswered), and
+    JetStream is what the outbox, the consumers and the registry need. It asks about the
+    registry's stream, which every identity may read (the broker's permissions); any answer,
+    "not found" included, means JetStream is there. A request that times out is harmless; a
+    timed-out ``flush()`` is not (nats-py 2.16 then fails its read loop on the late PONG).
     """
+    try:
+        await nc.jetstream(timeout=BROKER_PROBE_TIMEOUT_S).stream_info(REGISTRY_STREAM)
+    except nats.js.errors.APIError as exc:
+        # JetStream answered; a 503 says it is there but cannot serve.
+        return None if exc.code != 503 else "JetStream unavailable"
+    except Exception as exc:
+        return f"no answer from JetStream ({type(exc).__name__})"
+    return None
+
+
+class BrokerMonitor:
+    """Probes the broker every couple of seconds; readiness reads the last verdict."""
 
     def __init__(self, connection: NatsConnection, gauge: DependencyGauge) -> None:
         self._conn = connection
@@ -66,11 +83,7 @@ class BrokerMonitor:
         if nc is None or not nc.is_connected:
             problem: str | None = "not connected" if nc is not None else "not connected yet"
         else:
-            try:
-                await nc.jetstream(timeout=BROKER_PROBE_TIMEOUT_S).account_info()
-                problem = None
-            except Exception as exc:
-                problem = f"no answer from JetStream ({type(exc).__name__})"
+            problem = await probe_jetstream(nc)
         if problem != self.problem:
             if problem is None:
                 log.info("dependency_up", dependency=BROKER)
