@@ -59,7 +59,9 @@ def test_the_routes_are_the_laptops(where: str) -> None:
     hcm = edge["filter_chains"][0]["filters"][0]["typed_config"]
     table = load_routes()
     assert hcm["route_config"] == gateway.route_config(table)
-    assert hcm["http_filters"] == gateway.http_connection_manager(table, REPO)["http_filters"]
+    # With no control plane to hand it the keys, this edge fetches identity's JWKS itself.
+    laptop = gateway.http_connection_manager(table, REPO, gateway.REMOTE_JWKS)
+    assert hcm["http_filters"] == laptop["http_filters"]
 
 
 def _cluster_hosts(where: str) -> dict[str, str]:

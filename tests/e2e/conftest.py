@@ -41,6 +41,10 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
                        "the catalog through the edge")
             wait_until(lambda: c.get("/.well-known/jwks.json").status_code == 200, 60,
                        "the JWKS through the edge")
+            # 503 until the gateway has handed Envoy identity's keys; then a missing token
+            # is a plain 401.
+            wait_until(lambda: c.get("/api/identity/me").status_code == 401, 60,
+                       "the edge to check tokens")
         yield p
     finally:
         mercato(home, "down", timeout=120, check=False)

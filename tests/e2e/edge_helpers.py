@@ -291,3 +291,15 @@ def provider_charges(platform: Platform) -> list[dict[str, Any]]:
                      headers={"Authorization": f"Bearer {token}"})
     assert resp.status_code == 200, resp.text
     return list(resp.json()["items"])
+
+def keep_until(step: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Run ``step`` until it returns something true; unlike ``wait_until``, a failure in
+    ``step`` fails at once: for checks that must hold all along while waiting."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = step()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

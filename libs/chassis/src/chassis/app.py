@@ -10,7 +10,7 @@ adds its routers and a ``bootstrap`` (its wiring) and nothing else.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import structlog
 import swagger_ui_bundle
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Query
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 from nats.aio.client import Client as NATS
@@ -28,6 +28,7 @@ from chassis.auth import KeySource, RemoteJwks, TokenVerifier
 from chassis.db import Database
 from chassis.discovery import Resolver
 from chassis.errors import install_error_handlers, problem_response
+from chassis.health import BrokerMonitor, DependencyGauge, ReadinessCheck, evaluate
 from chassis.limits import BodySizeLimitMiddleware
 from chassis.logging import configure_logging
 from chassis.messaging.metrics import MessagingMetrics
@@ -42,7 +43,6 @@ from chassis.tracing import configure_tracing, instrument_app, instrument_http_c
 
 log = structlog.get_logger("chassis.app")
 
-ReadinessCheck = Callable[[], Awaitable[None]]
 Bootstrap = Callable[["ServiceContext"], AbstractAsyncContextManager[None]]
 
 
@@ -58,12 +58,16 @@ class ServiceContext:
     resolver: Resolver = field(init=False)
     verifier: TokenVerifier | None = None
     http: aiohttp.ClientSession | None = None
+    # Checks a service adds are required: failing, the instance leaves the edge's rotation.
     readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
     messaging: MessagingRuntime | None = None
+    broker: BrokerMonitor | None = None
+    dependencies: DependencyGauge = field(init=False)
 
     def __post_init__(self) -> None:
         self.resolver = Resolver(lambda: self.registry)
+        self.dependencies = DependencyGauge(self.metrics.registry)
 
     def http_session(self) -> aiohttp.ClientSession:
         if self.http is None:
@@ -89,30 +93,12 @@ def _default_key_source(ctx: ServiceContext) -> KeySource:
     return RemoteJwks(ctx.settings.jwks_url, ctx.http_session, resolve=ctx.resolver.resolve_url)
 
 
-async def _readiness(ctx: ServiceContext) -> tuple[bool, dict[str, str]]:
+def _required_checks(ctx: ServiceContext) -> dict[str, ReadinessCheck]:
     checks: dict[str, ReadinessCheck] = {}
     if ctx.db is not None:
         checks["database"] = ctx.db.ping
-    if ctx.nats is not None:
-        nats_conn = ctx.nats
-
-        async def nats_check() -> None:
-            if not nats_conn.is_connected:
-                raise ConnectionError("not connected")
-
-        checks["nats"] = nats_check
     checks.update(ctx.readiness_checks)
-    results: dict[str, str] = {}
-
-    async def run(name: str, check: ReadinessCheck) -> None:
-        try:
-            await asyncio.wait_for(check(), 2.0)
-            results[name] = "ok"
-        except Exception as exc:
-            results[name] = f"failing: {exc.__class__.__name__}: {exc}"[:200]
-
-    await asyncio.gather(*(run(n, c) for n, c in checks.items()))
-    return all(v == "ok" for v in results.values()), results
+    return checks
 
 
 def _ops_router(ctx: ServiceContext) -> APIRouter:
@@ -123,14 +109,20 @@ def _ops_router(ctx: ServiceContext) -> APIRouter:
         return {"status": "alive", "instance": ctx.settings.instance}
 
     @router.get("/health/ready")
-    async def ready() -> Response:
-        ok, checks = await _readiness(ctx)
-        if ok:
-            return JSONResponse({"status": "ready", "checks": checks})
-        return problem_response(503, "Not ready", "a dependency is not available", checks=checks)
+    async def ready(strict: bool = Query(False)) -> Response:
+        # Lenient (the edge's health check): can this instance take requests? Strict (start-up):
+        # is it fully up, the broker included? See chassis.health.
+        result = await evaluate(_required_checks(ctx), ctx.broker, ctx.dependencies,
+                                strict=strict)
+        if result.ready:
+            return JSONResponse({"status": result.status, "checks": result.checks})
+        return problem_response(503, "Not ready", "a required dependency is not available",
+                                headers={"Retry-After": "2"}, checks=result.checks)
 
     @router.get("/metrics")
     async def metrics() -> Response:
+        # The database's gauge is as fresh as the scrape; the broker's monitor keeps its own.
+        await evaluate(_required_checks(ctx), ctx.broker, ctx.dependencies)
         return ctx.metrics.render()
 
     return router
@@ -196,22 +188,41 @@ def create_service_app(
         if settings.nats_url:
             ctx.nats = NatsConnection(settings.nats_url, name=settings.instance,
                                       options=connect_options(settings))
+            ctx.broker = broker = BrokerMonitor(ctx.nats, ctx.dependencies)
+            background.append(asyncio.create_task(broker.run(), name="broker-monitor"))
 
             async def on_nats(nc: NATS) -> None:
+                # Run again until it succeeds (the broker may drop out half-way): every step
+                # is done once.
                 nonlocal registration
-                ctx.registry = RegistryClient(nc, signer=signer, trusted=trusted)
-                keys = ctx.verifier.key_source if ctx.verifier is not None else None
-                if isinstance(keys, RemoteJwks):
-                    background.append(asyncio.create_task(keys.warm(), name="jwks-warm"))
+                if ctx.registry is None:
+                    ctx.registry = RegistryClient(nc, signer=signer, trusted=trusted)
+                    # Know the other services' instances (and identity's keys) before the
+                    # first call needs them: both then survive a later broker outage.
+                    background.append(asyncio.create_task(ctx.resolver.warm(),
+                                                          name="discovery-warm"))
+                    keys = ctx.verifier.key_source if ctx.verifier is not None else None
+                    if isinstance(keys, RemoteJwks):
+                        background.append(asyncio.create_task(keys.warm(), name="jwks-warm"))
                 if ctx.messaging is not None:
                     await ctx.messaging.start(nc)
-                if settings.register_instance:
-                    registration = Registration(ctx.registry, service=service,
-                                                instance_id=settings.instance,
-                                                host=settings.host, port=settings.port)
-                    await registration.start()
+                if settings.register_instance and registration is None:
+                    fresh = Registration(ctx.registry, service=service,
+                                         instance_id=settings.instance,
+                                         host=settings.host, port=settings.port)
+                    await fresh.start()
+                    registration = fresh
+                await broker.probe()
+
+            async def on_reconnect() -> None:
+                # Heartbeats could not be written during the outage: readers (the edge, other
+                # services' discovery) see this instance as gone until it beats again.
+                if registration is not None:
+                    await registration.beat_now()
+                await broker.probe()
 
             ctx.nats.on_connect(on_nats)
+            ctx.nats.on_reconnect(on_reconnect)
             ctx.nats.start()
         try:
             async with (bootstrap or _no_bootstrap)(ctx):
@@ -220,6 +231,7 @@ def create_service_app(
         finally:
             for task in background:
                 task.cancel()
+            await ctx.resolver.close()
             if registration is not None:
                 await registration.stop()
             if ctx.messaging is not None:

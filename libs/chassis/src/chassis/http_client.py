@@ -1,14 +1,17 @@
 """A resilient client for service-to-service HTTP calls, on aiohttp.
 
 ``http://<service>/path`` is resolved through the registry on every attempt (so calls and
-retries spread over live instances). Every attempt has a timeout. Only requests that are safe
-to repeat are retried — idempotent methods, or any method carrying an ``Idempotency-Key`` —
-after a full-jitter exponential backoff, and only on transport errors, timeouts and
-502/503/504. Each target service has its own circuit breaker (stop calling a service that is
-failing, probe it again after a cool-down) and its own bulkhead (a cap on concurrent calls
-that fails fast, so one slow dependency cannot take every connection and task). What cannot
-be answered surfaces as ``UpstreamUnavailable``, a 503 problem the caller may map to a
-fallback. The W3C trace context and the caller's identity travel with each request.
+retries spread over live instances). Every attempt has a timeout; the lookup is not part of
+it (discovery answers from what it knows at once, or gives up after its own short bound), so
+a slow registry can neither eat a call's budget nor count against a healthy target. Only
+requests that are safe to repeat are retried — idempotent methods, or any method carrying an
+``Idempotency-Key`` — after a full-jitter exponential backoff, and only on transport errors,
+timeouts and 502/503/504. Each target service has its own circuit breaker (stop calling a
+service that is failing, probe it again after a cool-down) and its own bulkhead (a cap on
+concurrent calls that fails fast, so one slow dependency cannot take every connection and
+task). What cannot be answered surfaces as ``UpstreamUnavailable``, a 503 problem the
+caller may map to a fallback. The W3C trace context and the caller's identity travel with
+each request.
 """
 
 from __future__ import annotations
@@ -249,12 +252,19 @@ class ServiceClient:
                 base, cap = self._backoff
                 # Full jitter: callers that failed together do not retry together.
                 await asyncio.sleep(random.uniform(0, min(cap, base * 2 ** attempt)))  # noqa: S311
+            try:
+                resolved = await self._resolver.resolve_url(url)
+            except ServiceUnavailable as exc:
+                # Discovery already waited as long as it should; asking again at once finds
+                # the registry no better. Not the target's failure: its breaker is untouched.
+                self._count(target, "unresolved")
+                raise UpstreamUnavailable(target, exc.detail or str(exc)) from exc
             if not breaker.allow():
                 self._count(target, "circuit_open")
                 raise CircuitOpen(target, "circuit open after repeated failures")
             try:
-                response = await self._once(method, url, params, body, headers, timeout_s)
-            except (TimeoutError, aiohttp.ClientError, ServiceUnavailable) as exc:
+                response = await self._once(method, resolved, params, body, headers, timeout_s)
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 breaker.failure()
                 reason, status = _describe(exc, timeout_s), None
                 continue
@@ -275,10 +285,9 @@ class ServiceClient:
     async def _once(self, method: str, url: str, params: Mapping[str, str] | None,
                     body: bytes | None, headers: dict[str, str],
                     timeout_s: float) -> ServiceResponse:
-        # One bound for the lookup and the whole exchange, body included.
+        # One bound for the whole exchange, body included.
         async with asyncio.timeout(timeout_s):
-            resolved = await self._resolver.resolve_url(url)
-            async with self._sessions().request(method, resolved, params=params, data=body,
+            async with self._sessions().request(method, url, params=params, data=body,
                                                 headers=headers) as r:
                 return ServiceResponse(r.status, dict(r.headers), await r.read())
 

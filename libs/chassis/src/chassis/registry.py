@@ -192,11 +192,14 @@ class Registration:
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_EVERY_S)
-            self._instance = Instance(**{**asdict(self._instance), "heartbeat_at": time.time()})
-            try:
-                await self._registry.put(self._instance)
-            except Exception:
-                continue
+            with contextlib.suppress(Exception):
+                await self.beat_now()
+
+    async def beat_now(self) -> None:
+        """Refresh the entry at once: after a broker outage it may be stale (or expired), and
+        readers would drop this instance until the next regular beat."""
+        self._instance = Instance(**{**asdict(self._instance), "heartbeat_at": time.time()})
+        await self._registry.put(self._instance)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -262,3 +262,31 @@ async def test_unresolvable_service_is_unavailable(
     with pytest.raises(UpstreamUnavailable) as caught:
         await c.get("http://catalog/x")
     assert "no live instance" in caught.value.reason
+
+
+async def test_a_registry_that_cannot_answer_neither_trips_the_breaker_nor_is_retried(
+        session: aiohttp.ClientSession, server: Server) -> None:
+    """A lookup failure says nothing about the target: opening its breaker would refuse
+    calls to a healthy service once the registry is back. Discovery waited as long as it
+    should already, so the call fails at once rather than asking again."""
+
+    class RegistryDown(FakeResolver):
+        down = True
+
+        async def resolve_url(self, url: str) -> str:
+            self.resolved.append(url)
+            if self.down:
+                raise ServiceUnavailable("cannot resolve 'catalog': no answer within 1s")
+            return await super().resolve_url(url)
+
+    resolver = RegistryDown(server.port)
+    c = ServiceClient(lambda: session, resolver, retries=2, backoff_base_s=0.001)
+    for _ in range(BreakerSettings().consecutive_failures + 2):
+        with pytest.raises(UpstreamUnavailable) as caught:
+            await c.get("http://catalog/x")
+        assert not isinstance(caught.value, CircuitOpen)
+        assert "cannot resolve" in caught.value.reason
+    assert len(resolver.resolved) == BreakerSettings().consecutive_failures + 2
+    assert c.breaker("catalog").state == CircuitBreaker.CLOSED
+    resolver.down = False
+    assert (await c.get("http://catalog/x")).status == 200

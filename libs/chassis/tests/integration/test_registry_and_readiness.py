@@ -109,14 +109,31 @@ def test_ready_checks_database_and_nats(fresh_database: str, nats_url: str) -> N
     assert asyncio.run(registered()) == []  # deregistered on clean shutdown
 
 
-def test_ready_is_503_when_nats_is_unreachable(fresh_database: str) -> None:
+def test_nats_unreachable_is_degraded_not_unready(fresh_database: str) -> None:
+    """The instance can take requests (writes wait in the outbox): routable, the broker
+    reported; only the strict form (what start-up waits for) says no."""
     settings = ProbeSettings(database_url=fresh_database, nats_url="nats://127.0.0.1:1")
     with TestClient(create_service_app(settings, routers=[])) as client:
         assert client.get("/health/live").status_code == 200
         resp = client.get("/health/ready")
-        assert resp.status_code == 503
+        assert resp.status_code == 200
+        assert resp.json()["status"] == "degraded"
         assert resp.json()["checks"]["database"] == "ok"
-        assert resp.json()["checks"]["nats"].startswith("failing")
+        assert resp.json()["checks"]["nats"].startswith("degraded: not connected")
+        strict = client.get("/health/ready?strict=true")
+        assert strict.status_code == 503 and strict.headers["Retry-After"] == "2"
+        assert strict.json()["checks"]["nats"].startswith("failing: not connected")
+
+
+def test_database_unreachable_is_not_ready(nats_url: str) -> None:
+    settings = ProbeSettings(database_url="postgresql+asyncpg://probe:pw@127.0.0.1:1/probe",
+                             nats_url=nats_url)
+    with TestClient(create_service_app(settings, routers=[])) as client:
+        resp = client.get("/health/ready")
+        assert resp.status_code == 503 and resp.headers["Retry-After"] == "2"
+        assert resp.headers["content-type"] == "application/problem+json"
+        assert resp.json()["checks"]["database"].startswith("failing: ConnectionRefusedError")
+        assert 'dependency_up{dependency="database"} 0.0' in client.get("/metrics").text
 
 
 async def test_remote_jwks_refetches_on_unknown_kid_after_rotation() -> None:
@@ -191,7 +208,7 @@ async def test_unreachable_jwks_is_503_not_500_and_not_401() -> None:
         await session.close()
 
 
-async def test_resolver_serves_the_last_answer_when_the_registry_stalls(nats_url: str) -> None:
+async def test_resolver_serves_the_last_answer_when_the_registry_fails(nats_url: str) -> None:
     import chassis.discovery as discovery
 
     nc = await nats.connect(nats_url)
@@ -200,19 +217,20 @@ async def test_resolver_serves_the_last_answer_when_the_registry_stalls(nats_url
         r = reg.Registration(client, service="stally", instance_id="stally-1",
                              host="127.0.0.1", port=4322)
         await r.start()
-        resolver = Resolver(lambda: client)
+        now = [0.0]
+        resolver = Resolver(lambda: client, clock=lambda: now[0])
         assert await resolver.resolve_url("http://stally/x") == "http://127.0.0.1:4322/x"
 
-        async def stalled(service: str | None = None) -> list[reg.Instance]:
+        async def failing(service: str | None = None) -> list[reg.Instance]:
             raise TimeoutError("nats: timeout")
 
-        client.instances = stalled  # type: ignore[method-assign]
-        resolver._cache = {k: (v[0] - discovery._CACHE_S - 1, v[1])
-                           for k, v in resolver._cache.items()}  # expire the fresh cache
+        client.instances = failing  # type: ignore[method-assign]
+        now[0] += discovery.FRESH_FOR_S + 1  # what the resolver knows is stale now
         assert await resolver.resolve_url("http://stally/x") == "http://127.0.0.1:4322/x"
         with pytest.raises(ServiceUnavailable):
             await resolver.resolve_url("http://never-seen/x")
         await r.stop()
+        await resolver.close()
     finally:
         await nc.close()
 

@@ -36,9 +36,9 @@ class IdentitySettings(ServiceSettings):
     # How stale an instance's view of the active signing key may be: after a rotation on
     # another instance, this one keeps signing with the old key for at most this long.
     signing_key_cache_s: float = Field(5.0, ge=0)
-    # A rotated key is published this long before it signs. The edge (Envoy jwt_authn) caches
-    # the JWKS for 30 s and does not refetch on an unknown kid, so a token signed with a key
-    # the edge has not fetched yet would get 401 there.
+    # A rotated key is published this long before it signs: the edge takes up identity's
+    # keys every few seconds (the gateway's jwt.refresh_s) and services refetch for an unknown
+    # kid at most every 5 s; a token signed with a key a checker has not fetched yet gets 401.
     signing_key_publish_lead_s: float = Field(35.0, ge=0)
     # Unknown kids re-read the key table at most this often, so forged kids cannot turn
     # every request into a database query.

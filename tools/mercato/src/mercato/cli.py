@@ -325,6 +325,13 @@ async def _health(state: dict[str, Any]) -> dict[str, str]:
         try:
             async with session.get(url) as resp:
                 results[name] = "ok" if resp.status == 200 else f"http {resp.status}"
+                if resp.status == 200 and url.endswith("/health/ready"):
+                    # Serving, with a dependency down (the broker): say which.
+                    with contextlib.suppress(ValueError, AttributeError, KeyError, TypeError):
+                        body = await resp.json(content_type=None)
+                        down = sorted(k for k, v in body["checks"].items() if v != "ok")
+                        if body.get("status") == "degraded" and down:
+                            results[name] = f"degraded ({', '.join(down)})"
         except (aiohttp.ClientError, OSError, TimeoutError):
             results[name] = "down"
 
@@ -442,7 +449,8 @@ def status(
         table.add_row("control-plane", str(pid), "-", cp["state"], "-", "-",
                       str(cp["restarts"]), "-", "-")
     for r in rows:
-        hstyle = "green" if r["health"] == "ok" else "red"
+        hstyle = ("green" if r["health"] == "ok"
+                  else "yellow" if r["health"].startswith("degraded") else "red")
         shown = f"[{STATE_STYLE.get(r['state'], '')}]{r['state']}[/]"
         if r["not_live_since"]:
             shown += f" [bold red](not live {_ago(r['not_live_since'])})[/]"

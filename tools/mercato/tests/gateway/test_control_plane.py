@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 from collections.abc import AsyncIterator
@@ -12,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 from chassis.registry import Instance
-from gateway_test_support import wait_for
-from mercato.gateway import GatewayConfig, prepare, run_control_plane
+from gateway_test_support import Signer, start_identity, wait_for
+from mercato.gateway import GatewayConfig, control, prepare, render, run_control_plane
 from mercato.gateway.files import write_if_changed
 
 
@@ -80,6 +81,7 @@ def test_prepare_writes_every_file_and_returns_the_envoy_argv(tmp_path: Path) ->
 
     eds = [f"eds-{service}.yaml" for service in load_routes().services]
     assert names == sorted(["bootstrap.yaml", "cds.yaml", *eds, "lds.yaml"])
+    assert _jwks(cfg) is None  # no keys yet: routes that need a user answer 503
     assert argv[1:3] == ["-c", str(cfg.bootstrap_file)]
     assert argv[argv.index("--concurrency") + 1] == "1"
     assert argv[argv.index("--log-level") + 1] == "warn"
@@ -154,7 +156,9 @@ async def test_unchanged_registry_rewrites_nothing(tmp_path: Path) -> None:
         assert {p.name: p.stat().st_ino for p in cfg.envoy_dir.iterdir()} == stamp
 
 
-async def test_an_unreachable_registry_keeps_the_last_endpoints(tmp_path: Path) -> None:
+async def test_an_unreachable_registry_keeps_the_last_endpoints(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(control, "REJOIN_GRACE_S", 0.5)
     cfg = _cfg(tmp_path, resync=0.05)
     prepare(cfg)
     registry = FakeRegistry()
@@ -168,6 +172,73 @@ async def test_an_unreachable_registry_keeps_the_last_endpoints(tmp_path: Path) 
         registry.fail = False
         registry.set([], notify=False)
         await wait_for(lambda: _async(_ports(cfg, "catalog") == []), 3, "recovery")
+
+
+async def test_after_a_registry_outage_missing_instances_stay_until_they_could_beat_again(
+        tmp_path: Path) -> None:
+    """During the outage no heartbeat could be written: when the registry answers again its
+    entries look stale (or expired), and it lists none of the instances that kept serving
+    all along. Emptying the clusters then would take the site down just as it recovers."""
+    cfg = _cfg(tmp_path, resync=0.05)
+    prepare(cfg)
+    registry = FakeRegistry()
+    registry.set([_instance("catalog", 1, 7001), _instance("catalog", 2, 7002)], notify=False)
+    async with running(cfg, registry):
+        await wait_for(lambda: _async(_ports(cfg, "catalog") == [7001, 7002]), 3, "render")
+        registry.fail = True
+        lists = registry.lists
+        await wait_for(lambda: _async(registry.lists >= lists + 3), 3, "failed resyncs")
+        # Back, with only the entry that has beaten since (catalog-2 restarted elsewhere).
+        registry.set([_instance("catalog", 2, 7012)], notify=False)
+        registry.fail = False
+        lists = registry.lists
+        await wait_for(lambda: _async(registry.lists >= lists + 5), 3, "resyncs after it")
+        assert _ports(cfg, "catalog") == [7001, 7012]
+        assert _ports(cfg, "identity") == []
+
+
+async def test_keys_are_rendered_once_identity_answers_and_kept_while_it_cannot(
+        tmp_path: Path) -> None:
+    cfg = GatewayConfig(envoy_dir=tmp_path / "envoy", logs_dir=tmp_path / "logs",
+                        edge_port=18080, admin_port=19901, resync_every_s=0.05,
+                        jwks_retry_s=0.05)
+    prepare(cfg)
+    signer = Signer()
+    registry = FakeRegistry()
+    async with running(cfg, registry):
+        identity = await start_identity(signer)
+        try:
+            registry.set([_instance("identity", 1, identity.port)], notify=True)
+            await wait_for(lambda: _async(_jwks(cfg) == _published(signer)), 5, "the keys")
+            assert json.loads(cfg.jwks_file.read_text()) == _published(signer)
+        finally:
+            await identity.close()
+        # identity gone: the edge keeps checking tokens with the keys it has.
+        lists = registry.lists
+        await wait_for(lambda: _async(registry.lists >= lists + 5), 3, "resyncs")
+        assert _jwks(cfg) == _published(signer)
+    # A control plane started again (the supervisor restarts it) starts from those keys.
+    async with running(cfg, FakeRegistry()):
+        assert _jwks(cfg) == _published(signer)
+    prepare(cfg)  # a new platform start does not
+    assert _jwks(cfg) is None and not cfg.jwks_file.exists()
+
+
+def _published(signer: Signer) -> dict:
+    """The signer's JWKS as the edge is handed it: each key's RS256 fields, by kid."""
+    (jwk,) = signer.jwks()["keys"]
+    return {"keys": [{"kty": "RSA", "kid": jwk["kid"], "alg": "RS256", "use": "sig",
+                      "n": jwk["n"], "e": jwk["e"]}]}
+
+
+def _jwks(cfg: GatewayConfig) -> dict | None:
+    lds = yaml.safe_load((cfg.envoy_dir / "lds.yaml").read_text())
+    hcm = lds["resources"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    jwt = next((f for f in hcm["http_filters"] if f["name"] == render.JWT_FILTER), None)
+    if jwt is None:
+        return None
+    provider = jwt["typed_config"]["providers"][render.JWT_PROVIDER]
+    return dict(json.loads(provider["local_jwks"]["inline_string"]))
 
 
 async def test_stop_event_ends_the_loop_promptly(tmp_path: Path) -> None:
@@ -194,3 +265,24 @@ def test_a_bad_routes_file_stops_prepare(tmp_path: Path, bad: str) -> None:
 
 async def _async(value: bool) -> bool:
     return value
+
+
+def test_only_well_formed_rs256_signing_keys_reach_envoy() -> None:
+    """One odd key in identity's answer must not make Envoy refuse the whole listener."""
+    good = {"kty": "RSA", "kid": "b", "n": "n1", "e": "AQAB", "alg": "RS256", "use": "sig",
+            "key_ops": ["verify"], "x5c": ["..."]}
+    document = {"keys": [
+        good,
+        {"kty": "EC", "kid": "ec", "crv": "P-256", "x": "x", "y": "y"},
+        {"kty": "RSA", "kid": "hs", "n": "n", "e": "AQAB", "alg": "HS256"},
+        {"kty": "RSA", "kid": "enc", "n": "n", "e": "AQAB", "use": "enc"},
+        {"kty": "RSA", "kid": "", "n": "n", "e": "AQAB"},
+        {"kty": "RSA", "kid": "no-n", "e": "AQAB"},
+        {"kty": "RSA", "kid": "a", "n": "n0", "e": "AQAB"},
+        "not a key",
+    ]}
+    assert control._usable_jwks(document) == {"keys": [
+        {"kty": "RSA", "kid": "a", "alg": "RS256", "use": "sig", "n": "n0", "e": "AQAB"},
+        {"kty": "RSA", "kid": "b", "alg": "RS256", "use": "sig", "n": "n1", "e": "AQAB"}]}
+    for nothing in ({"keys": [document["keys"][1]]}, {"keys": []}, {}, [], "x", None):
+        assert control._usable_jwks(nothing) is None

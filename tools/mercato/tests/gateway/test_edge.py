@@ -62,11 +62,13 @@ class Platform:
 async def platform(nats_url: str, tmp_path_factory: pytest.TempPathFactory
                    ) -> AsyncIterator[Platform]:
     root = tmp_path_factory.mktemp("edge")
-    # The packaged routes plus a service that never registers (for the empty-cluster case).
+    # The packaged routes plus a service that never registers (for the empty-cluster case)
+    # and one whose instances the retry tests kill.
     routes = root / "routes.yaml"
     # A route with a tiny total ceiling, to see it bite before any client's own limit.
     routes.write_text(default_routes_file().read_text()
                       + "  - {prefix: /api/wishlist, service: wishlist, auth: public}\n"
+                      + "  - {prefix: /api/flaky, service: flaky, auth: public}\n"
                       + "  - {path: /api/identity/ceiling, service: identity, auth: public,\n"
                       + "     rate_limit: {per_client: {per_second: 1, burst: 4},"
                       + " total: {per_second: 1, burst: 6}}}\n")
@@ -492,6 +494,70 @@ async def test_edge_files_live_in_the_envoy_dir(platform: Platform) -> None:
     files = sorted(p.name for p in Path(platform.edge.cfg.envoy_dir).iterdir())
     from mercato.gateway.routes import load_routes
 
-    services = {*load_routes().services, "wishlist"}  # the packaged routes plus this test's own
+    services = {*load_routes().services, "wishlist", "flaky"}  # packaged + this test's own
     eds = [f"eds-{service}.yaml" for service in services]
-    assert files == sorted(["bootstrap.yaml", "cds.yaml", *eds, "lds.yaml"])
+    assert files == sorted(["bootstrap.yaml", "cds.yaml", *eds, "jwks.json", "lds.yaml"])
+
+
+async def _healthy_hosts(platform: Platform, cluster: str) -> set[int]:
+    """Ports of the cluster's hosts that Envoy's health checks passed (no traffic sent)."""
+    async with platform.http.get(f"{platform.edge.admin}/clusters") as resp:
+        text = await resp.text()
+    ports = set()
+    for line in text.splitlines():
+        parts = line.split("::")
+        if len(parts) == 4 and parts[0] == cluster and parts[2] == "health_flags" \
+                and parts[3] == "healthy":
+            ports.add(int(parts[1].rsplit(":", 1)[1]))
+    return ports
+
+
+async def _retries(platform: Platform, cluster: str) -> int:
+    async with platform.http.get(f"{platform.edge.admin}/stats",
+                                 params={"filter": f"^cluster\\.{cluster}\\.upstream_rq_retry$"}
+                                 ) as resp:
+        text = await resp.text()
+    return int(text.split(":")[-1]) if text.strip() else 0
+
+
+@pytest.mark.parametrize(("method", "headers", "retried"), [
+    ("GET", {}, True),
+    ("POST", {"Idempotency-Key": "order-key-1"}, True),
+    ("POST", {}, False),
+], ids=["GET", "POST with Idempotency-Key", "POST without"])
+async def test_a_request_that_finds_its_instance_dead_is_retried_when_safe(
+        platform: Platform, method: str, headers: dict[str, str], retried: bool) -> None:
+    """An instance dies (a restart) while the edge still routes to it: the connection is
+    refused. A request that is safe to repeat — a read, or a write carrying an
+    Idempotency-Key the service dedupes on — is sent again to another instance; any other
+    write is not (the edge cannot know what the service did with it)."""
+    dying, survivor = await start_upstream("flaky-a"), await start_upstream("flaky-b")
+    regs = [await register(platform.registry, "flaky", up) for up in (dying, survivor)]
+    try:
+        async def both_healthy() -> bool:
+            return await _healthy_hosts(platform, "flaky") == {dying.port, survivor.port}
+
+        # Checked through the admin port: traffic would open pooled connections to them.
+        await wait_for(both_healthy, 10, "both flaky instances healthy at the edge")
+        assert regs[0]._task is not None
+        regs[0]._task.cancel()  # no more heartbeats, no deregistration: like SIGKILL
+        await dying.close()
+        retries = await _retries(platform, "flaky")
+        # Round robin: of two requests, one is sent to the dead instance first.
+        results = [await fetch(platform.http, method, platform.url("/api/flaky/orders"),
+                               headers=headers, json={"n": i}) for i in range(2)]
+        statuses = sorted(status for status, _h, _b in results)
+        if retried:
+            assert statuses == [200, 200], results
+            assert await _retries(platform, "flaky") == retries + 1
+            assert [s["body_bytes"] for s in survivor.seen] == [8, 8]  # the body went along
+        else:
+            assert statuses == [200, 503], results
+            assert await _retries(platform, "flaky") == retries
+            assert len(survivor.seen) == 1
+        assert dying.seen == []
+    finally:
+        for reg in regs:
+            with contextlib.suppress(Exception):
+                await reg.stop()
+        await survivor.close()

@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from chassis.registry import Instance
-from gateway_test_support import envoy_route_for
+from gateway_test_support import Signer, envoy_route_for
 from mercato.gateway import render
+from mercato.gateway.files import dump
 from mercato.gateway.routes import load_routes, parse_routes
 
 ENVOY_DIR = Path("/srv/home/envoy")
 LOGS_DIR = Path("/srv/home/logs")
+JWKS = Signer().jwks()
+
+
+def _hcm(jwks: dict[str, Any] | None) -> dict[str, Any]:
+    lds = render.lds(load_routes(), listen_host="127.0.0.1", listen_port=8080, logs_dir=LOGS_DIR,
+                     jwks=jwks)
+    listener = lds["resources"][0]
+    return dict(listener["filter_chains"][0]["filters"][0]["typed_config"])
 
 
 @pytest.fixture(scope="module")
 def hcm() -> dict[str, Any]:
-    lds = render.lds(load_routes(), listen_host="127.0.0.1", listen_port=8080, logs_dir=LOGS_DIR)
-    listener = lds["resources"][0]
-    return dict(listener["filter_chains"][0]["filters"][0]["typed_config"])
+    """The listener once the control plane has the signing keys (the usual state)."""
+    return _hcm(JWKS)
 
 
 def _instance(service: str, n: int, port: int) -> Instance:
@@ -94,19 +103,38 @@ def test_unknown_paths_have_no_route(hcm: dict[str, Any], path: str) -> None:
     assert envoy_route_for(hcm["route_config"], "GET", path) is None
 
 
-def test_only_reads_are_retried_and_only_before_the_request_was_sent(hcm: dict[str, Any]) -> None:
+@pytest.mark.parametrize("path", ["/api/catalog/products", "/api/orders",
+                                  "/.well-known/jwks.json"])
+def test_reads_and_keyed_writes_are_retried_only_before_the_request_was_sent(
+        hcm: dict[str, Any], path: str) -> None:
+    """Repeating them is safe (a service dedupes on the key); other writes never are."""
     for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
-        route = envoy_route_for(hcm["route_config"], method, "/api/catalog/products")
-        assert route is not None
-        action = route["route"]
-        assert action["timeout"] == "15s"
-        policy = action.get("retry_policy")
-        if method in ("GET", "HEAD"):
-            assert policy is not None
-            assert set(policy["retry_on"].split(",")) <= {
-                "connect-failure", "refused-stream", "reset-before-request"}
-        else:
-            assert policy is None
+        for headers in ({}, {"Idempotency-Key": "k-1"}):
+            route = envoy_route_for(hcm["route_config"], method, path, headers)
+            assert route is not None
+            action = route["route"]
+            policy = action.get("retry_policy")
+            if method in ("GET", "HEAD") or headers:
+                assert policy is not None, (method, headers)
+                assert set(policy["retry_on"].split(",")) <= {
+                    "connect-failure", "refused-stream", "reset-before-request"}
+                assert "retriable_status_codes" not in policy  # a 503 is load shed
+            else:
+                assert policy is None, (method, headers)
+
+
+def test_a_keyed_write_keeps_the_route_s_auth_and_limits(hcm: dict[str, Any]) -> None:
+    for method, path, needs_user in (("POST", "/api/orders", True),
+                                     ("POST", "/api/identity/register", False),
+                                     ("PATCH", "/api/catalog/products/1", True)):
+        plain = envoy_route_for(hcm["route_config"], method, path)
+        keyed = envoy_route_for(hcm["route_config"], method, path, {"Idempotency-Key": "k"})
+        assert plain is not None and keyed is not None and plain is not keyed
+        assert keyed["name"] == plain["name"].replace(" write", " write with key")
+        assert keyed["typed_per_filter_config"] == plain["typed_per_filter_config"]
+        assert keyed["route"]["timeout"] == plain["route"]["timeout"]
+        jwt = keyed["typed_per_filter_config"][render.JWT_FILTER]
+        assert (jwt.get("requirement_name") == render.REQUIRE_USER) is needs_user
 
 
 def test_jwt_provider_matches_the_token_contract(hcm: dict[str, Any]) -> None:
@@ -116,10 +144,32 @@ def test_jwt_provider_matches_the_token_contract(hcm: dict[str, Any]) -> None:
     assert provider["audiences"] == ["mercato"]
     assert provider["forward"] is True
     assert provider["from_headers"] == [{"name": "Authorization", "value_prefix": "Bearer "}]
-    remote = provider["remote_jwks"]
-    assert remote["http_uri"]["cluster"] == "identity"
-    assert remote["http_uri"]["uri"].endswith("/.well-known/jwks.json")
-    assert remote["async_fetch"]["fast_listener"] is True
+    # Handed over by the control plane, not fetched by Envoy (which answered 401 until its
+    # first fetch succeeded).
+    assert "remote_jwks" not in provider
+    assert json.loads(provider["local_jwks"]["inline_string"]) == JWKS
+
+
+def test_without_keys_protected_routes_answer_503_with_retry_after() -> None:
+    """Before the control plane has read identity's keys, no token can be checked: a route
+    that needs a user answers 503 (come back), never 401 (your token is bad)."""
+    hcm = _hcm(None)
+    assert render.JWT_FILTER not in [f["name"] for f in hcm["http_filters"]]
+    for method, path, headers in (("GET", "/api/identity/me", {}),
+                                  ("POST", "/api/orders", {"Idempotency-Key": "k"}),
+                                  ("POST", "/api/orders", {}),
+                                  ("DELETE", "/api/catalog/products/1", {})):
+        route = envoy_route_for(hcm["route_config"], method, path, headers)
+        assert route is not None and "route" not in route
+        assert route["direct_response"]["status"] == 503
+        assert render.JWT_FILTER not in route["typed_per_filter_config"]
+        assert route["response_headers_to_add"][0]["header"] == {
+            "key": "retry-after", "value": render.RETRY_AFTER_S}
+    for method, path in (("GET", "/api/catalog/products"), ("GET", "/.well-known/jwks.json"),
+                         ("POST", "/api/identity/token")):
+        route = envoy_route_for(hcm["route_config"], method, path)
+        assert route is not None and "direct_response" not in route
+        assert render.JWT_FILTER not in route["typed_per_filter_config"]
 
 
 def test_filter_order_limits_then_authenticates_then_buffers(hcm: dict[str, Any]) -> None:
@@ -127,6 +177,8 @@ def test_filter_order_limits_then_authenticates_then_buffers(hcm: dict[str, Any]
     assert names == [render.RATELIMIT_FILTER, render.JWT_FILTER, render.BUFFER_FILTER,
                      "envoy.filters.http.router"]
     buffer = hcm["http_filters"][2]["typed_config"]
+    assert [f["name"] for f in _hcm(None)["http_filters"]] == [
+        render.RATELIMIT_FILTER, render.BUFFER_FILTER, "envoy.filters.http.router"]
     assert buffer["max_request_bytes"] == 1 << 20
 
 
@@ -179,6 +231,10 @@ def test_local_replies_are_problem_json(hcm: dict[str, Any]) -> None:
     statuses = {m["filter"]["status_code_filter"]["comparison"]["value"]["default_value"]
                 for m in reply["mappers"] if "status_code_filter" in m["filter"]}
     assert {401, 404, 413, 429, 503} <= statuses
+    unavailable = next(m for m in reply["mappers"] if m["filter"].get("status_code_filter", {})
+                       .get("comparison", {}).get("value", {}).get("default_value") == 503)
+    assert unavailable["headers_to_add"][0]["header"] == {"key": "retry-after",
+                                                          "value": render.RETRY_AFTER_S}
 
 
 def test_access_log_is_json_with_the_fields_operators_need(hcm: dict[str, Any]) -> None:
@@ -205,6 +261,10 @@ def test_clusters_are_eds_from_one_file_each() -> None:
         assert source["watched_directory"] == {"path": str(ENVOY_DIR)}
         assert cluster["outlier_detection"]["consecutive_local_origin_failure"] == 1
         assert cluster["ignore_health_on_host_removal"] is True
+        # The lenient readiness: an instance whose broker is down still takes requests.
+        check = cluster["health_checks"][0]
+        assert check["http_health_check"]["path"] == "/health/ready"
+        assert check["unhealthy_interval"] == "0.5s"
 
 
 def test_only_unreachable_hosts_are_ejected_never_for_an_answer() -> None:
@@ -238,8 +298,30 @@ def test_a_service_without_instances_gets_an_empty_assignment() -> None:
 
 def test_rendering_is_deterministic() -> None:
     table = load_routes()
-    first = render.documents(table, envoy_dir=ENVOY_DIR, logs_dir=LOGS_DIR,
-                             listen_host="127.0.0.1", listen_port=8080)
-    second = render.documents(table, envoy_dir=ENVOY_DIR, logs_dir=LOGS_DIR,
-                              listen_host="127.0.0.1", listen_port=8080)
-    assert first == second
+    for jwks in (None, JWKS):
+        first = render.documents(table, envoy_dir=ENVOY_DIR, logs_dir=LOGS_DIR,
+                                 listen_host="127.0.0.1", listen_port=8080, jwks=jwks)
+        second = render.documents(table, envoy_dir=ENVOY_DIR, logs_dir=LOGS_DIR,
+                                  listen_host="127.0.0.1", listen_port=8080,
+                                  jwks=json.loads(json.dumps(jwks)))
+        assert dump(first[render.lds_file(ENVOY_DIR)]) == dump(second[render.lds_file(ENVOY_DIR)])
+        assert first == second
+
+
+def test_an_edge_without_a_control_plane_fetches_the_keys_itself() -> None:
+    """The static production config (mercato deploy render) has no control plane to hand
+    it keys: Envoy fetches identity's JWKS, and a fetch that has not succeeded yet is a 503
+    with Retry-After, like the laptop's edge before it has keys."""
+    hcm = _hcm(render.REMOTE_JWKS)
+    jwt = next(f for f in hcm["http_filters"] if f["name"] == render.JWT_FILTER)["typed_config"]
+    remote = jwt["providers"][render.JWT_PROVIDER]["remote_jwks"]
+    assert remote["http_uri"]["cluster"] == "identity"
+    assert remote["http_uri"]["uri"] == "http://identity/.well-known/jwks.json"
+    assert remote["cache_duration"] == f"{load_routes().jwt.refresh_s}s"
+    assert remote["async_fetch"]["fast_listener"] is True
+    assert hcm["route_config"] == _hcm(JWKS)["route_config"]
+    (not_fetched,) = [m for m in hcm["local_reply_config"]["mappers"]
+                      if "Jwks_remote_fetch_is_failed" in str(m["filter"])]
+    assert not_fetched["status_code"] == 503
+    assert not_fetched["headers_to_add"][0]["header"] == {"key": "retry-after",
+                                                          "value": render.RETRY_AFTER_S}

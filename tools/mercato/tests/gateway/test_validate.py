@@ -6,8 +6,9 @@ import time
 from pathlib import Path
 
 from chassis.registry import Instance
+from gateway_test_support import Signer
 from mercato.gateway import GatewayConfig, prepare
-from mercato.gateway.control import write_endpoints
+from mercato.gateway.control import write_endpoints, write_static
 from mercato.gateway.envoy import static_bootstrap, validate, validate_generated
 from mercato.gateway.routes import default_routes_file, load_routes
 
@@ -41,12 +42,13 @@ def test_prepared_files_validate(tmp_path: Path) -> None:
     _check(cfg.envoy_dir)
 
 
-def test_files_with_endpoints_validate(tmp_path: Path) -> None:
+def test_files_with_endpoints_and_keys_validate(tmp_path: Path) -> None:
     cfg = GatewayConfig(envoy_dir=tmp_path / "envoy", logs_dir=tmp_path / "logs")
     prepare(cfg)
     write_endpoints(cfg, load_routes(), [_instance("catalog", 1, 7001),
                                          _instance("catalog", 2, 7002),
                                          _instance("identity", 1, 7101)])
+    assert cfg.envoy_dir / "lds.yaml" in write_static(cfg, load_routes(), Signer().jwks())
     _check(cfg.envoy_dir)
 
 
@@ -56,6 +58,8 @@ def test_every_kind_of_route_validates(tmp_path: Path) -> None:
     cfg = GatewayConfig(envoy_dir=tmp_path / "envoy", logs_dir=tmp_path / "logs",
                         routes_file=routes)
     prepare(cfg)
+    _check(cfg.envoy_dir)
+    write_static(cfg, load_routes(routes), Signer().jwks())
     _check(cfg.envoy_dir)
     inlined = static_bootstrap(cfg.envoy_dir)["static_resources"]
     # The check must really have inlined everything, or it proves nothing.

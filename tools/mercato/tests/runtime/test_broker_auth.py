@@ -163,6 +163,20 @@ async def test_each_service_identity_does_its_own_work(as_identity) -> None:  # 
         assert conn.errors == []
 
 
+async def test_every_service_may_probe_the_broker_and_list_the_registry(as_identity) -> None:  # type: ignore[no-untyped-def]
+    """What the chassis does for every service whatever it declares: readiness probes
+    JetStream every 2 s, and discovery lists the whole registry when it connects. A probe
+    the broker refused would keep every service from ever being fully up."""
+    from chassis.discovery import Resolver
+    from chassis.health import probe_jetstream
+
+    for service in SERVICES:
+        conn = await as_identity(service)
+        assert await probe_jetstream(conn.nc) is None, service
+        assert await Resolver(lambda c=conn: RegistryClient(c.nc)).warm(give_up_after_s=5)
+        assert conn.errors == [], (service, conn.errors)
+
+
 async def test_publishing_on_another_services_subjects_is_refused(as_identity) -> None:  # type: ignore[no-untyped-def]
     catalog = await as_identity("catalog")
     await catalog.nc.publish("orders.events.order_approved", b"{}")

@@ -341,6 +341,11 @@ async def run_jetstream_consumer(consumer: InboxConsumer, js: JetStreamContext,
         except Exception as exc:
             log.warning("consumer_loop_failed", consumer=spec.name, error=str(exc),
                         retry_in=backoff)
+            if sub is not None:
+                # Bound again on the next pass; the old subscription would stay registered
+                # in the client, one more for every failure during an outage.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(sub.unsubscribe(), 1.0)
             sub = None
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff)

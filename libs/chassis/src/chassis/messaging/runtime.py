@@ -60,6 +60,10 @@ class MessagingRuntime:
         self.relay: OutboxRelay | None = None
 
     async def start(self, nc: NATS) -> None:
+        """Declare the streams, then start the relay and consumers. Safe to call again after
+        a failure (the broker dropped out while declaring): the tasks start only once."""
+        if self._tasks:
+            return
         js = nc.jetstream()
         for stream in self.spec.streams:
             await ensure_stream(js, stream.name, stream.subjects, work_queue=stream.work_queue)

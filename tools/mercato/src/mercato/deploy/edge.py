@@ -1,9 +1,11 @@
 """The edge's Envoy configuration for a cluster or a compose host: static, from the routes.
 
 The same listener, routes, filters and cluster settings as the laptop's control plane
-(``mercato.gateway.render``), with two differences: every cluster is STRICT_DNS on a name
+(``mercato.gateway.render``), with three differences: every cluster is STRICT_DNS on a name
 that resolves to each ready instance (a headless Kubernetes Service, a compose service),
-instead of EDS files written from the registry; and the access log goes to stdout. A second
+instead of EDS files written from the registry; Envoy fetches identity's JWKS itself
+(``remote_jwks``; until it has them, routes that need a user answer 503, as on the laptop)
+instead of being handed the keys; and the access log goes to stdout. A second
 listener serves Envoy's readiness and Prometheus statistics, so the admin interface itself
 stays on loopback.
 """
@@ -44,7 +46,7 @@ def dns_cluster(service: str, host: str, port: int) -> dict[str, Any]:
 
 def edge_listener(table: RouteTable) -> dict[str, Any]:
     listener = render.listener(table, listen_host="0.0.0.0", listen_port=LISTEN_PORT,
-                               logs_dir=_UNUSED_DIR)
+                               logs_dir=_UNUSED_DIR, jwks=render.REMOTE_JWKS)
     for chain in listener["filter_chains"]:
         for network_filter in chain["filters"]:
             if network_filter["name"] != HCM_FILTER:

@@ -1,25 +1,40 @@
-"""The gateway control plane: routes + registry in, Envoy's file-based xDS out.
+"""The gateway control plane: routes + registry + signing keys in, Envoy's file-based xDS out.
 
 ``prepare`` writes everything Envoy needs to start; ``run_control_plane`` then keeps each
 cluster's EDS file equal to the registry's live instances. It re-lists on every registry
 change and every ``resync_every_s`` as well, because an instance that dies without
 deregistering produces no event: its entry just stops being fresh.
+
+It also reads identity's JWKS (every ``jwt.refresh_s``) and renders the keys into the
+listener, so Envoy checks tokens against keys it was handed rather than fetched itself:
+until the first keys arrive, routes that need a user answer 503 with Retry-After, never a
+401 to a valid token. Known keys are kept while identity cannot be reached.
+
+A registry that cannot be reached (the broker is down) changes nothing: the last endpoints
+stay. Right after it comes back, instances missing from its answers are kept for a while
+too: their heartbeats could not be written during the outage, so their entries look stale
+until they have beaten again, although the processes never went away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import math
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import structlog
-from chassis.registry import Instance, RegistryClient
+from chassis.registry import STALE_AFTER_S, Instance, RegistryClient
 
 from mercato.gateway import render
 from mercato.gateway.envoy import envoy_argv
-from mercato.gateway.files import write_doc
+from mercato.gateway.files import write_doc, write_if_changed
 from mercato.gateway.routes import RouteTable, load_routes
 
 log = structlog.get_logger("mercato.gateway")
@@ -39,19 +54,44 @@ class GatewayConfig:
     admin_socket: Path | None = None
     resync_every_s: float = 2.0
     log_level: str = "warn"
+    # While the edge has no keys yet, identity's JWKS is asked for this often.
+    jwks_retry_s: float = 0.5
 
     @property
     def bootstrap_file(self) -> Path:
         return self.envoy_dir / "bootstrap.yaml"
 
+    @property
+    def jwks_file(self) -> Path:
+        """The keys the listener was last rendered with (a restarted control plane starts
+        from them; ``prepare`` clears them)."""
+        return self.envoy_dir / "jwks.json"
 
-def write_static(cfg: GatewayConfig, table: RouteTable) -> list[Path]:
+
+# Instances missing from the registry's answers right after it was unreachable are kept this
+# long (they beat every few seconds; this is when a reader would call them gone).
+REJOIN_GRACE_S = STALE_AFTER_S
+REGISTRY_TIMEOUT_S = 5.0
+
+
+@dataclass
+class _Seen:
+    """What the control plane knows between passes."""
+
+    instances: list[Instance] = field(default_factory=list)
+    registry_trouble_at: float = -math.inf
+    jwks: dict[str, Any] | None = None
+
+
+def write_static(cfg: GatewayConfig, table: RouteTable,
+                 jwks: render.Jwks | None = None) -> list[Path]:
     """Bootstrap, LDS and CDS; returns the files that changed."""
     docs = {cfg.bootstrap_file: render.bootstrap(cfg.envoy_dir, admin_host=cfg.admin_host,
                                                  admin_port=cfg.admin_port,
                                                  admin_socket=cfg.admin_socket)}
     docs.update(render.documents(table, envoy_dir=cfg.envoy_dir, logs_dir=cfg.logs_dir,
-                                 listen_host=cfg.listen_host, listen_port=cfg.edge_port))
+                                 listen_host=cfg.listen_host, listen_port=cfg.edge_port,
+                                 jwks=jwks))
     return [path for path, doc in docs.items() if write_doc(path, doc)]
 
 
@@ -66,12 +106,14 @@ def prepare(cfg: GatewayConfig) -> list[str]:
     """Write the bootstrap and initial LDS/CDS/EDS files; return Envoy's argv.
 
     Every cluster starts empty: endpoints left from an earlier run may point at ports now used
-    by other processes. Call it once per platform start; to restart only Envoy, re-run the argv
-    and it picks up the control plane's current files.
+    by other processes; and without keys (routes that need a user answer 503 until the control
+    plane has read identity's). Call it once per platform start; to restart only Envoy, re-run
+    the argv and it picks up the control plane's current files.
     """
     table = load_routes(cfg.routes_file)
     cfg.envoy_dir.mkdir(parents=True, exist_ok=True)
     cfg.logs_dir.mkdir(parents=True, exist_ok=True)
+    cfg.jwks_file.unlink(missing_ok=True)
     write_static(cfg, table)
     write_endpoints(cfg, table, [])
     return envoy_argv(cfg.bootstrap_file, log_level=cfg.log_level)
@@ -79,39 +121,126 @@ def prepare(cfg: GatewayConfig) -> list[str]:
 
 async def run_control_plane(cfg: GatewayConfig, registry: RegistryClient,
                             stop_event: asyncio.Event) -> None:
-    """Keep the EDS files in step with the registry until ``stop_event`` is set."""
+    """Keep the EDS files in step with the registry, and the listener's keys in step with
+    identity's JWKS, until ``stop_event`` is set."""
     table = load_routes(cfg.routes_file)
-    write_static(cfg, table)
+    seen = _Seen(jwks=_saved_jwks(cfg))
+    write_static(cfg, table, seen.jwks)
     wake = asyncio.Event()
     watcher = asyncio.create_task(_watch(registry, wake), name="gateway-registry-watch")
+    keys = asyncio.create_task(_keep_keys(cfg, table, seen, stop_event), name="gateway-jwks")
     stopping = asyncio.create_task(stop_event.wait(), name="gateway-stop")
     try:
         while not stop_event.is_set():
             wake.clear()
-            await _sync(cfg, table, registry)
+            await _sync(cfg, table, registry, seen)
             waker = asyncio.create_task(wake.wait())
             await asyncio.wait({waker, stopping}, timeout=cfg.resync_every_s,
                                return_when=asyncio.FIRST_COMPLETED)
             waker.cancel()
     finally:
-        for task in (watcher, stopping):
+        for task in (watcher, keys, stopping):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
 
-async def _sync(cfg: GatewayConfig, table: RouteTable, registry: RegistryClient) -> None:
+async def _sync(cfg: GatewayConfig, table: RouteTable, registry: RegistryClient,
+                seen: _Seen) -> None:
     try:
-        instances = await registry.instances()
+        # Bounded: a hung broker would otherwise hold every pass (and the keys' view of
+        # identity's instances) for as long as it hangs.
+        instances = await asyncio.wait_for(registry.instances(), REGISTRY_TIMEOUT_S)
     except Exception as exc:
         # Keep serving the last known endpoints: an unreachable registry says nothing about
         # whether the services are up, and emptying every cluster would take the site down.
+        seen.registry_trouble_at = time.monotonic()
         log.warning("gateway.registry_unavailable", error=repr(exc))
         return
+    if time.monotonic() - seen.registry_trouble_at < REJOIN_GRACE_S:
+        instances = _keep_missing(instances, seen.instances)
+    seen.instances = instances
     changed = write_endpoints(cfg, table, instances)
     if changed:
         counts = {s: sum(1 for i in instances if i.service == s) for s in changed}
         log.info("gateway.endpoints_updated", clusters=counts)
+
+
+def _keep_missing(listed: list[Instance], before: list[Instance]) -> list[Instance]:
+    """``listed`` plus the instances of ``before`` it lacks (an instance listed again, maybe
+    restarted on another port, is taken as listed). Envoy's health checks still take out any
+    of them that is really gone."""
+    keys = {i.key for i in listed}
+    return listed + [i for i in before if i.key not in keys]
+
+
+# -- signing keys ----------------------------------------------------------------------------
+
+def _usable_jwks(document: Any) -> dict[str, Any] | None:
+    """The RS256 signing keys of a JWKS, in a stable order; None if it holds none.
+
+    Only what Envoy needs is kept: one malformed or foreign key must not make Envoy reject
+    the whole listener, and the same keys must always render the same bytes.
+    """
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        return None
+    keys = []
+    for jwk in document["keys"]:
+        if not isinstance(jwk, dict) or jwk.get("kty") != "RSA":
+            continue
+        if jwk.get("alg", "RS256") != "RS256" or jwk.get("use", "sig") != "sig":
+            continue
+        if not all(isinstance(jwk.get(f), str) and jwk[f] for f in ("kid", "n", "e")):
+            continue
+        keys.append({"kty": "RSA", "kid": jwk["kid"], "alg": "RS256", "use": "sig",
+                     "n": jwk["n"], "e": jwk["e"]})
+    if not keys:
+        return None
+    return {"keys": sorted(keys, key=lambda k: k["kid"])}
+
+
+def _saved_jwks(cfg: GatewayConfig) -> dict[str, Any] | None:
+    try:
+        return _usable_jwks(json.loads(cfg.jwks_file.read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+async def _fetch_jwks(http: aiohttp.ClientSession, table: RouteTable,
+                      instances: Sequence[Instance]) -> dict[str, Any] | None:
+    """identity's keys, from the first of its instances that answers; None if none does."""
+    for instance in (i for i in instances if i.service == table.jwt.jwks_service):
+        try:
+            async with http.get(f"{instance.base_url}{table.jwt.jwks_path}") as resp:
+                if resp.status != 200:
+                    continue
+                keys = _usable_jwks(await resp.json(content_type=None))
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            continue
+        if keys is not None:
+            return keys
+    return None
+
+
+async def _keep_keys(cfg: GatewayConfig, table: RouteTable, seen: _Seen,
+                     stop_event: asyncio.Event) -> None:
+    timeout = aiohttp.ClientTimeout(total=2, connect=1)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        while not stop_event.is_set():
+            try:
+                fetched = await _fetch_jwks(http, table, seen.instances)
+                if fetched is not None and fetched != seen.jwks:
+                    write_static(cfg, table, fetched)
+                    write_if_changed(cfg.jwks_file, json.dumps(fetched, indent=1) + "\n")
+                    log.info("gateway.jwks_updated",
+                             kids=[k["kid"] for k in fetched["keys"]],
+                             first=seen.jwks is None)
+                    seen.jwks = fetched
+            except Exception as exc:  # never let the keys loop die: the edge needs it
+                log.warning("gateway.jwks_refresh_failed", error=repr(exc))
+            wait = table.jwt.refresh_s if seen.jwks is not None else cfg.jwks_retry_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop_event.wait(), wait)
 
 
 async def _watch(registry: RegistryClient, wake: asyncio.Event) -> None:

@@ -1,16 +1,17 @@
 """Envoy configuration as plain dicts: the bootstrap, LDS, CDS and one EDS document per cluster.
 
-Everything here is a pure function of the route table, the ports and the live instances, so
-the same input always gives byte-identical files: the control plane relies on that to skip
-writes that would change nothing.
+Everything here is a pure function of the route table, the ports, the token signing keys
+and the live instances, so the same input always gives byte-identical files: the control
+plane relies on that to skip writes that would change nothing.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
 from chassis.registry import Instance
 
@@ -42,6 +43,11 @@ CONN_LIMIT_TYPE = (f"{_T}.extensions.resource_monitors.downstream_connections.v3
                    "DownstreamConnectionsConfig")
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
+IDEMPOTENCY_KEY = "idempotency-key"
+# How long a client should wait before trying again after a 503 the edge answers itself.
+RETRY_AFTER_S = "2"
+KEYS_NOT_LOADED = ("tokens cannot be checked yet: the edge has not loaded the signing keys; "
+                   "try again shortly")
 RATELIMIT_FILTER = "envoy.filters.http.local_ratelimit"
 BUFFER_FILTER = "envoy.filters.http.buffer"
 
@@ -154,12 +160,16 @@ def cluster(service: str, envoy_dir: Path) -> dict[str, Any]:
             "common_http_protocol_options": {"idle_timeout": "4s"},
             "explicit_http_config": {"http_protocol_options": {}},
         }},
-        # A new instance gets traffic only once /health/ready answers 200 (its database and
-        # NATS are up); a hung one is out after two failed checks.
+        # A new instance gets traffic only once /health/ready answers 200 (it has started and
+        # its database answers; a broker outage does not make it fail: writes wait in the
+        # outbox); a hung one is out after two failed checks. One found unhealthy (still
+        # starting, or its database was down) is checked again every half second, so it is
+        # back as soon as it can serve.
         "health_checks": [{
             "timeout": "1s",
             "interval": "2s",
             "no_traffic_interval": "2s",
+            "unhealthy_interval": "0.5s",
             "interval_jitter": "0.2s",
             "unhealthy_threshold": 2,
             "healthy_threshold": 1,
@@ -226,13 +236,22 @@ def eds(service: str, instances: Iterable[Instance]) -> dict[str, Any]:
 
 # -- LDS -----------------------------------------------------------------------------------
 
-def lds(table: RouteTable, *, listen_host: str, listen_port: int, logs_dir: Path) -> dict[str, Any]:
+Jwks = Mapping[str, Any]
+# The edge's signing keys: a JWKS handed over by the control plane; REMOTE_JWKS for an edge
+# with no control plane (the static production config), which fetches identity's JWKS
+# itself; None while the control plane has none yet.
+REMOTE_JWKS: Final = "remote"
+EdgeKeys = Jwks | Literal["remote"] | None
+
+
+def lds(table: RouteTable, *, listen_host: str, listen_port: int, logs_dir: Path,
+        jwks: EdgeKeys = None) -> dict[str, Any]:
     return {"resources": [listener(table, listen_host=listen_host, listen_port=listen_port,
-                                   logs_dir=logs_dir)]}
+                                   logs_dir=logs_dir, jwks=jwks)]}
 
 
 def listener(table: RouteTable, *, listen_host: str, listen_port: int,
-             logs_dir: Path) -> dict[str, Any]:
+             logs_dir: Path, jwks: EdgeKeys = None) -> dict[str, Any]:
     return {
         "@type": LISTENER_TYPE,
         "name": LISTENER,
@@ -242,12 +261,16 @@ def listener(table: RouteTable, *, listen_host: str, listen_port: int,
         "per_connection_buffer_limit_bytes": 32768,
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": http_connection_manager(table, logs_dir),
+            "typed_config": http_connection_manager(table, logs_dir, jwks),
         }]}],
     }
 
 
-def http_connection_manager(table: RouteTable, logs_dir: Path) -> dict[str, Any]:
+def http_connection_manager(table: RouteTable, logs_dir: Path,
+                            jwks: EdgeKeys = None) -> dict[str, Any]:
+    # Without keys no token can be checked: the jwt_authn filter is left out (Envoy refuses
+    # a provider with no key) and every route that needs a user answers 503 itself.
+    authenticate = [{"name": JWT_FILTER, "typed_config": jwt_authn(table, jwks)}] if jwks else []
     return {
         "@type": HCM_TYPE,
         "stat_prefix": LISTENER,
@@ -279,13 +302,13 @@ def http_connection_manager(table: RouteTable, logs_dir: Path) -> dict[str, Any]
                                                     "@type": REQ_WITHOUT_QUERY_TYPE}}]}},
         }],
         "local_reply_config": local_reply_config(),
-        "route_config": route_config(table),
+        "route_config": route_config(table, keys_loaded=bool(jwks)),
         # Order matters: shed excess load first, then refuse unauthenticated requests before
         # reading (buffering) their bodies.
         "http_filters": [
             {"name": RATELIMIT_FILTER,
              "typed_config": {"@type": RATELIMIT_TYPE, "stat_prefix": "edge_rate_limit"}},
-            {"name": JWT_FILTER, "typed_config": jwt_authn(table)},
+            *authenticate,
             {"name": BUFFER_FILTER,
              "typed_config": {"@type": BUFFER_TYPE, "max_request_bytes": 1 << 20}},
             {"name": "envoy.filters.http.router",
@@ -294,8 +317,29 @@ def http_connection_manager(table: RouteTable, logs_dir: Path) -> dict[str, Any]
     }
 
 
-def jwt_authn(table: RouteTable) -> dict[str, Any]:
+def jwt_authn(table: RouteTable, jwks: Jwks | Literal["remote"]) -> dict[str, Any]:
     jwt = table.jwt
+    keys: dict[str, Any]
+    if jwks == REMOTE_JWKS:
+        keys = {"remote_jwks": {
+            "http_uri": {"uri": f"http://{jwt.jwks_service}{jwt.jwks_path}",
+                         "cluster": jwt.jwks_service, "timeout": "2s"},
+            "cache_duration": _seconds(jwt.refresh_s),
+            # Fetch in the background and serve at once: identity may start after the edge.
+            # Until the first fetch succeeds jwt_authn fails tokens with
+            # Jwks_remote_fetch_is_failed, which local_reply_config turns into a 503.
+            "async_fetch": {"fast_listener": True, "failed_refetch_duration": "1s"},
+            "retry_policy": {"num_retries": 2,
+                             "retry_back_off": {"base_interval": "0.1s",
+                                                "max_interval": "1s"}},
+        }}
+    else:
+        # The keys come inline from the control plane, which fetches identity's JWKS and
+        # renders again when it changes. Envoy's own remote_jwks answered 401 to valid
+        # tokens until its first fetch succeeded (a client may then throw good tokens
+        # away), and never refetched for an unknown kid.
+        keys = {"local_jwks": {"inline_string": json.dumps(jwks, sort_keys=True,
+                                                           separators=(",", ":"))}}
     return {
         "@type": JWT_TYPE,
         "providers": {JWT_PROVIDER: {
@@ -306,17 +350,7 @@ def jwt_authn(table: RouteTable) -> dict[str, Any]:
             "forward": True,
             # Only the header: the default also reads ?access_token=, which lands in logs.
             "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
-            "remote_jwks": {
-                "http_uri": {"uri": f"http://{jwt.jwks_service}{jwt.jwks_path}",
-                             "cluster": jwt.jwks_service, "timeout": "2s"},
-                "cache_duration": _seconds(jwt.cache_s),
-                # Fetch in the background and serve at once: identity may start after the
-                # edge; until the first fetch succeeds, protected routes answer 401.
-                "async_fetch": {"fast_listener": True, "failed_refetch_duration": "1s"},
-                "retry_policy": {"num_retries": 2,
-                                 "retry_back_off": {"base_interval": "0.1s",
-                                                    "max_interval": "1s"}},
-            },
+            **keys,
         }},
         "requirement_map": {REQUIRE_USER: {"provider_name": JWT_PROVIDER}},
     }
@@ -347,7 +381,24 @@ def local_reply_config() -> dict[str, Any]:
                             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}, NOSNIFF],
         "body_format_override": body(HTTPStatus(401).phrase),
     }
-    mappers = [audience_to_401]
+    # An edge fetching the keys itself (REMOTE_JWKS) that could not fetch them yet cannot
+    # tell a valid token from a forged one: come back (503), not "your token is bad" (401).
+    keys_not_fetched: dict[str, Any] = {
+        "filter": {"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": CEL_FILTER_TYPE,
+                "expression": "response.code == 401 && "
+                              "response.code_details.contains('Jwks_remote_fetch_is_failed')",
+            },
+        }},
+        "status_code": 503,
+        "body": {"inline_string": KEYS_NOT_LOADED},
+        "headers_to_add": [{"header": {"key": "retry-after", "value": RETRY_AFTER_S},
+                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}, NOSNIFF],
+        "body_format_override": body(HTTPStatus(503).phrase),
+    }
+    mappers = [keys_not_fetched, audience_to_401]
     for status in PROBLEM_STATUSES:
         mapper: dict[str, Any] = {
             "filter": {"status_code_filter": {"comparison": {
@@ -365,6 +416,12 @@ def local_reply_config() -> dict[str, Any]:
             mapper["headers_to_add"] = [{"header": {"key": "retry-after", "value": "1"},
                                          "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"},
                                         NOSNIFF]
+        if status == 503:
+            # No instance can take the request right now (none started yet, or their
+            # database is down): the client should come back, not give up.
+            mapper["headers_to_add"] = [{"header": {"key": "retry-after",
+                                                    "value": RETRY_AFTER_S},
+                                         "append_action": "ADD_IF_ABSENT"}, NOSNIFF]
         mappers.append(mapper)
     # Any other status Envoy answers itself: same body shape, same header.
     mappers.append({
@@ -377,10 +434,10 @@ def local_reply_config() -> dict[str, Any]:
     return {"mappers": mappers, "body_format": body(None)}
 
 
-def route_config(table: RouteTable) -> dict[str, Any]:
+def route_config(table: RouteTable, *, keys_loaded: bool = True) -> dict[str, Any]:
     routes: list[dict[str, Any]] = []
     for route in table.routes:
-        routes.extend(envoy_routes(route))
+        routes.extend(envoy_routes(route, keys_loaded=keys_loaded))
     return {
         "name": "edge",
         "virtual_hosts": [{"name": "edge", "domains": ["*"], "routes": routes}],
@@ -395,7 +452,8 @@ def route_config(table: RouteTable) -> dict[str, Any]:
     }
 
 
-def _match(route: Route, methods: tuple[str, ...] | None, negate: bool = False) -> dict[str, Any]:
+def _match(route: Route, methods: tuple[str, ...] | None, negate: bool = False,
+           keyed: bool = False) -> dict[str, Any]:
     match: dict[str, Any]
     if route.path is not None:
         match = {"path": route.path}
@@ -408,31 +466,48 @@ def _match(route: Route, methods: tuple[str, ...] | None, negate: bool = False) 
         match["headers"] = [{"name": ":method",
                              "string_match": {"safe_regex": {"regex": regex}},
                              "invert_match": negate}]
+    if keyed:
+        match.setdefault("headers", []).append({"name": IDEMPOTENCY_KEY, "present_match": True})
     return match
 
 
-def envoy_routes(route: Route) -> list[dict[str, Any]]:
-    """Two Envoy routes per entry: reads (retried, maybe public) and writes (never retried)."""
+def envoy_routes(route: Route, *, keys_loaded: bool = True) -> list[dict[str, Any]]:
+    """Three Envoy routes per entry, most specific first: reads, and writes carrying an
+    ``Idempotency-Key`` (both safe to repeat: retried when the request cannot have reached
+    the service), then other writes (never retried)."""
     name = route.match
-    read = {
-        "name": f"{name} read",
-        "match": _match(route, READ_METHODS),
-        "route": _route_action(route, retry=True),
-        "typed_per_filter_config": _per_filter(route, route.read_auth, limited=False),
-    }
-    write = {
-        "name": f"{name} write",
-        "match": _match(route, READ_METHODS, negate=True),
-        "route": _route_action(route, retry=False),
-        "typed_per_filter_config": _per_filter(route, route.write_auth, limited=True),
-    }
-    return [read, write]
+    # (name, match, retried, auth, rate limited): reads are not limited, the limits guard
+    # the writes that cost work (a hash, a saga).
+    variants = [(f"{name} read", _match(route, READ_METHODS), True, route.read_auth, False),
+                (f"{name} write with key", _match(route, READ_METHODS, negate=True, keyed=True),
+                 True, route.write_auth, True),
+                (f"{name} write", _match(route, READ_METHODS, negate=True), False,
+                 route.write_auth, True)]
+    return [_envoy_route(route, variant, match, retry, auth, limited, keys_loaded)
+            for variant, match, retry, auth, limited in variants]
+
+
+def _envoy_route(route: Route, name: str, match: dict[str, Any], retry: bool, auth: str,
+                 limited: bool, keys_loaded: bool) -> dict[str, Any]:
+    per_filter = _per_filter(route, auth, limited=limited, keys_loaded=keys_loaded)
+    if auth == USER and not keys_loaded:
+        # Not 401: the token may well be valid, and a client told so would throw it away.
+        return {"name": name, "match": match,
+                "direct_response": {"status": 503, "body": {"inline_string": KEYS_NOT_LOADED}},
+                "response_headers_to_add": [{"header": {"key": "retry-after",
+                                                        "value": RETRY_AFTER_S},
+                                             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+                "typed_per_filter_config": per_filter}
+    return {"name": name, "match": match, "route": _route_action(route, retry=retry),
+            "typed_per_filter_config": per_filter}
 
 
 def _route_action(route: Route, *, retry: bool) -> dict[str, Any]:
     action: dict[str, Any] = {"cluster": route.service, "timeout": _seconds(route.timeout_s)}
     if retry:
         # Only failures where the request cannot have reached the service: safe to resend.
+        # A 503 the service answered is not retried: services shed load with it, and a
+        # retry would add to the load it sheds.
         action["retry_policy"] = {
             "retry_on": "connect-failure,refused-stream,reset-before-request",
             "num_retries": 2,
@@ -477,11 +552,12 @@ def rate_limit(route: Route, limit: RateLimit) -> dict[str, Any]:
     return config
 
 
-def _per_filter(route: Route, auth: str, *, limited: bool) -> dict[str, Any]:
-    per: dict[str, Any] = {
-        JWT_FILTER: ({"@type": JWT_ROUTE_TYPE, "requirement_name": REQUIRE_USER}
-                     if auth == USER else {"@type": JWT_ROUTE_TYPE, "disabled": True}),
-    }
+def _per_filter(route: Route, auth: str, *, limited: bool,
+                keys_loaded: bool = True) -> dict[str, Any]:
+    per: dict[str, Any] = {}
+    if keys_loaded:  # without keys the jwt_authn filter is not there
+        per[JWT_FILTER] = ({"@type": JWT_ROUTE_TYPE, "requirement_name": REQUIRE_USER}
+                           if auth == USER else {"@type": JWT_ROUTE_TYPE, "disabled": True})
     # Reads are not limited: the limits guard the writes that cost work (a hash, a saga).
     if limited and route.rate_limit is not None:
         per[RATELIMIT_FILTER] = rate_limit(route, route.rate_limit)
@@ -492,10 +568,11 @@ def _per_filter(route: Route, auth: str, *, limited: bool) -> dict[str, Any]:
 
 
 def documents(table: RouteTable, *, envoy_dir: Path, logs_dir: Path, listen_host: str,
-              listen_port: int) -> Mapping[Path, dict[str, Any]]:
-    """LDS and CDS: everything that depends on the routes, not on the registry."""
+              listen_port: int, jwks: Jwks | None = None) -> Mapping[Path, dict[str, Any]]:
+    """LDS and CDS: everything that depends on the routes and the signing keys, not on the
+    registry. ``jwks`` None: the keys are not known yet."""
     return {
         lds_file(envoy_dir): lds(table, listen_host=listen_host, listen_port=listen_port,
-                                 logs_dir=logs_dir),
+                                 logs_dir=logs_dir, jwks=jwks),
         cds_file(envoy_dir): cds(table, envoy_dir),
     }

@@ -75,7 +75,8 @@ class JwtSettings:
     audiences: tuple[str, ...] = ("mercato",)
     jwks_service: str = "identity"
     jwks_path: str = "/.well-known/jwks.json"
-    cache_s: int = 30
+    # The control plane reads the JWKS this often and hands Envoy what changed.
+    refresh_s: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +124,8 @@ def parse_routes(doc: Any) -> RouteTable:
 
 
 def _parse_jwt(raw: Any) -> JwtSettings:
-    raw = _mapping(raw, "jwt", {"issuer", "audiences", "jwks_service", "jwks_path", "cache_s"})
+    raw = _mapping(raw, "jwt", {"issuer", "audiences", "jwks_service", "jwks_path",
+                                 "refresh_s"})
     base = JwtSettings()
     audiences = raw.get("audiences", list(base.audiences))
     if not isinstance(audiences, list) or not all(isinstance(a, str) and a for a in audiences):
@@ -133,7 +135,7 @@ def _parse_jwt(raw: Any) -> JwtSettings:
         audiences=tuple(audiences),
         jwks_service=_service(raw.get("jwks_service", base.jwks_service), "jwt.jwks_service"),
         jwks_path=_abs_path(raw.get("jwks_path", base.jwks_path), "jwt.jwks_path"),
-        cache_s=_positive_int(raw.get("cache_s", base.cache_s), "jwt.cache_s"),
+        refresh_s=_positive_int(raw.get("refresh_s", base.refresh_s), "jwt.refresh_s"),
     )
     return settings
 

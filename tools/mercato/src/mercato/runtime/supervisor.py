@@ -226,7 +226,9 @@ class Supervisor:
             return False
 
     async def _service_ready(self, c: Child) -> bool:
-        return await self._http_ok(f"http://127.0.0.1:{c.port}/health/ready")
+        # Strict: fully up, the broker included (registered, so the edge routes to it; its
+        # messaging running). The edge's own health checks accept a broker outage.
+        return await self._http_ok(f"http://127.0.0.1:{c.port}/health/ready?strict=true")
 
     async def _service_live(self, c: Child) -> bool:
         # Answered by the event loop alone (no database, no NATS): it fails only when the

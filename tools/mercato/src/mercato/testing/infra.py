@@ -14,6 +14,10 @@ Fixtures (engines start lazily, on first use, once per session, on free loopback
 ``nats_url`` (session)
     ``nats://127.0.0.1:<port>`` of a JetStream-enabled nats-server. Streams and KV buckets
     persist for the whole session: use unique names per test.
+``private_nats`` (function)
+    ``NatsProcess``: a nats-server of the test's own, for broker outages: ``.stall()``
+    (SIGSTOP: a hung broker), ``.resume()``, ``.stop()`` and ``.start()`` again (same port,
+    same JetStream store).
 
 The cluster runs with fsync off (throw-away data). Both servers die with the pytest process,
 even on SIGKILL.
@@ -25,7 +29,9 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,7 +44,7 @@ from mercato.runtime.paths import Home, free_port
 from mercato.runtime.postgres import Postgres
 from mercato.runtime.proc import pid_alive
 
-__all__ = ["PgServer", "fresh_database", "nats_url", "pg_server"]
+__all__ = ["NatsProcess", "PgServer", "fresh_database", "nats_url", "pg_server", "private_nats"]
 
 
 @dataclass
@@ -117,5 +123,61 @@ def nats_url() -> Iterator[str]:
         server.start()
         yield server.url
     finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class NatsProcess:
+    """A nats-server a test may stall, stop and start again."""
+
+    _server: Nats
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    def _signal(self, sig: signal.Signals) -> None:
+        assert self._server.proc is not None, "the server is not running"
+        os.kill(self._server.proc.pid, sig)
+
+    def stall(self) -> None:
+        """SIGSTOP: connections stay open, nothing answers (a hung broker). Returns once every
+        thread of the server has stopped: one still running could answer one more request."""
+        self._signal(signal.SIGSTOP)
+        assert self._server.proc is not None
+        tasks = Path(f"/proc/{self._server.proc.pid}/task")
+        deadline = time.monotonic() + 5
+        while not all(_stopped(t) for t in tasks.iterdir()):
+            assert time.monotonic() < deadline, "nats-server did not stop"
+            time.sleep(0.005)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def start(self) -> None:
+        self._server.start()
+
+
+def _stopped(task: Path) -> bool:
+    with contextlib.suppress(OSError):  # a thread that ended meanwhile
+        return (task / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    return True
+
+
+@pytest.fixture
+def private_nats() -> Iterator[NatsProcess]:
+    root = _scratch_dir("mercato-nats-")
+    server = Nats(root, free_port())
+    try:
+        server.start()
+        yield NatsProcess(server)
+    finally:
+        if server.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(server.proc.pid, signal.SIGCONT)  # a stalled server cannot stop
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
