@@ -6,7 +6,10 @@ Everything goes through the real CLI, the real engines and the edge, as a user w
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from edge_helpers import Platform, free_port, mercato, processes_of, wait_until
@@ -16,8 +19,11 @@ E2E_ARGON2 = {"IDENTITY_ARGON2_TIME_COST": "1", "IDENTITY_ARGON2_MEMORY_COST_KIB
 
 
 @pytest.fixture(scope="session")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    home = tmp_path_factory.mktemp("mercato-e2e")
+def platform() -> Iterator[Platform]:
+    # Not under pytest's own temp root: every pytest session of the machine makes that 0700
+    # again, and PostgreSQL runs as mercato_pg when started by root: a second session on the
+    # machine would take its data directory away mid-run.
+    home = Path(tempfile.mkdtemp(prefix="mercato-e2e-"))
     port = free_port()
     os.environ.pop("MERCATO_HOME", None)
     # A cheap argon2id for this platform's identity (the supervisor passes its environment
@@ -50,3 +56,6 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         mercato(home, "down", timeout=120, check=False)
         # `mercato down` must leave no process of this home behind.
         wait_until(lambda: not processes_of(home), 20, "no mercato process left after down")
+        # The engines' data goes (hundreds of MB); the logs stay for whoever reads a failure.
+        for data in ("pg", "nats"):
+            shutil.rmtree(home / data, ignore_errors=True)
