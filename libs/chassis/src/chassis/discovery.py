@@ -1,18 +1,19 @@
 """Client-side discovery: turn ``http://<service>/path`` into a live instance's URL.
 
-A host without a dot, a port or "localhost" is taken as a service name and resolved
-through the registry; anything else is used as written (production DNS, the edge, tests):
+A host without a dot, a port or "localhost" is taken as a service name and resolved through
+the registry; anything else is used as written (production DNS, the edge, tests):
 ``http://identity:8000`` is Kubernetes' or compose's DNS name for the service, and
 ``http://identity`` the registry's.
 
 A call never waits on a registry that is slow or gone once an answer is known: the last
 listing is served at once and refreshed in the background (stale while revalidate). The
 registry is the broker's KV store, so a broker outage must not stop calls to services that
-are alive; calling an instance that died meanwhile fails fast (connection refused) and the
-caller's retry picks another. The whole registry is listed at once (a dozen entries), and
-``warm`` lists it as soon as the broker is reachable, so a service knows every instance
-before its first call — and through an outage that begins before it. Only a service no
-listing showed waits for the registry, and then for ``COLD_LOOKUP_S`` at most.
+are alive; calling an instance that died meanwhile fails fast (connection refused), the
+caller ``forget``s it and tries another (the HTTP client does, for any method: nothing was
+sent), and the next call lists the registry again. The whole registry is listed at once (a
+dozen entries), and ``warm`` lists it as soon as the broker is reachable, so a service knows
+every instance before its first call — and through an outage that begins before it. Only a
+service no listing showed waits for the registry, and then for ``COLD_LOOKUP_S`` at most.
 """
 
 from __future__ import annotations
@@ -114,6 +115,17 @@ class Resolver:
             by_service.setdefault(instance.service, []).append(instance)
         self._known = by_service
         self._listed_at = self._clock()
+
+    def forget(self, url: str) -> None:
+        """Drop the instance ``url`` points at (it refused a connection) until a listing
+        shows it again, and list the registry again on the next call."""
+        parts = urlsplit(url)
+        for service, instances in self._known.items():
+            kept = [i for i in instances
+                    if (i.host, i.port) != (parts.hostname, parts.port)]
+            if len(kept) != len(instances):
+                self._known[service] = kept
+                self._listed_at = -math.inf
 
     async def resolve_url(self, url: str) -> str:
         parts = urlsplit(url)

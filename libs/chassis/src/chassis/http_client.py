@@ -6,12 +6,14 @@ it (discovery answers from what it knows at once, or gives up after its own shor
 a slow registry can neither eat a call's budget nor count against a healthy target. Only
 requests that are safe to repeat are retried — idempotent methods, or any method carrying an
 ``Idempotency-Key`` — after a full-jitter exponential backoff, and only on transport errors,
-timeouts and 502/503/504. Each target service has its own circuit breaker (stop calling a
-service that is failing, probe it again after a cool-down) and its own bulkhead (a cap on
-concurrent calls that fails fast, so one slow dependency cannot take every connection and
-task). What cannot be answered surfaces as ``UpstreamUnavailable``, a 503 problem the
-caller may map to a fallback. The W3C trace context and the caller's identity travel with
-each request.
+timeouts and 502/503/504. A connection that could not even be opened (the instance discovery
+listed has died and its port is closed) sent nothing, so any request gets one more attempt,
+on another instance: the resolver is told to forget the dead one. Each target service has
+its own circuit breaker (stop calling a service that is failing, probe it again after a
+cool-down) and its own bulkhead (a cap on concurrent calls that fails fast, so one slow
+dependency cannot take every connection and task). What cannot be answered surfaces as
+``UpstreamUnavailable``, a 503 problem the caller may map to a fallback. The W3C trace
+context and the caller's identity travel with each request.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ H_SERVICE_IDENTITY = "Mercato-Caller"  # the calling service, for logs and autho
 
 class UrlResolver(Protocol):
     async def resolve_url(self, url: str) -> str: ...
+
+
+class ForgetfulResolver(UrlResolver, Protocol):
+    def forget(self, url: str) -> None:
+        """The instance ``url`` points at refused a connection: stop choosing it."""
 
 
 class UpstreamUnavailable(ServiceUnavailable):
@@ -245,7 +252,11 @@ class ServiceClient:
                         timeout_s: float) -> ServiceResponse:
         breaker = self.breaker(target)
         reason, status = "no attempt made", None
-        for attempt in range(attempts):
+        forget = getattr(self._resolver, "forget", None)
+        refused_once = False
+        attempt = -1
+        while attempt + 1 < attempts:
+            attempt += 1
             if attempt:
                 if self._metrics:
                     self._metrics.retries.labels(target).inc()
@@ -264,6 +275,17 @@ class ServiceClient:
                 raise CircuitOpen(target, "circuit open after repeated failures")
             try:
                 response = await self._once(method, resolved, params, body, headers, timeout_s)
+            except aiohttp.ClientConnectorError as exc:
+                # Nothing was sent: safe to send again, whatever the method, to an instance
+                # that is alive (a restarted one listens on a new port).
+                breaker.failure()
+                reason, status = _describe(exc, timeout_s), None
+                if forget is not None:
+                    forget(resolved)
+                if not refused_once and attempt + 1 == attempts:
+                    refused_once = True
+                    attempts += 1
+                continue
             except (TimeoutError, aiohttp.ClientError) as exc:
                 breaker.failure()
                 reason, status = _describe(exc, timeout_s), None
@@ -302,5 +324,5 @@ def _describe(exc: BaseException, timeout_s: float) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
-__all__ = ["BreakerSettings", "BulkheadFull", "CircuitBreaker", "CircuitOpen",
+__all__ = ["BreakerSettings", "BulkheadFull", "CircuitBreaker", "CircuitOpen", "ForgetfulResolver",
            "ServiceClient", "ServiceResponse", "UpstreamUnavailable"]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 from aiohttp import web
+from chassis.discovery import Resolver
 from chassis.errors import ServiceUnavailable
 from chassis.http_client import (
     BreakerSettings,
@@ -20,6 +21,8 @@ from chassis.http_client import (
     ServiceClient,
     UpstreamUnavailable,
 )
+from chassis.registry import Instance
+from mercato.runtime.paths import free_port
 from prometheus_client import CollectorRegistry
 
 
@@ -290,3 +293,47 @@ async def test_a_registry_that_cannot_answer_neither_trips_the_breaker_nor_is_re
     assert c.breaker("catalog").state == CircuitBreaker.CLOSED
     resolver.down = False
     assert (await c.get("http://catalog/x")).status == 200
+
+
+class _Registry:
+    """A registry whose listing the test changes: an instance restarted on another port."""
+
+    def __init__(self, *instances: Instance) -> None:
+        self.listing = list(instances)
+        self.listed = 0
+
+    async def instances(self) -> list[Instance]:
+        self.listed += 1
+        return list(self.listing)
+
+
+def _instance(port: int) -> Instance:
+    now = time.time()
+    return Instance(service="catalog", instance_id="catalog-1", host="127.0.0.1", port=port,
+                    pid=1, started_at=now, heartbeat_at=now)
+
+
+async def test_an_instance_that_refuses_the_connection_is_forgotten_and_any_call_tried_again(
+        session: aiohttp.ClientSession, server: Server) -> None:
+    # catalog-1 was killed and came back on another port; discovery still lists the old one
+    # (its listing is served at once and refreshed behind the call).
+    dead_port = free_port()
+    registry = _Registry(_instance(dead_port))
+    resolver = Resolver(lambda: registry)  # type: ignore[arg-type, return-value]
+    await resolver.warm()
+    registry.listing = [_instance(server.port)]
+    c = ServiceClient(lambda: session, resolver, retries=0, backoff_base_s=0.001)
+    # A POST without an Idempotency-Key is never retried once sent; this one never was.
+    r = await c.post("http://catalog/api/catalog/products", json={"a": 1})
+    assert r.status == 200 and server.upstream.hits["POST /api/catalog/products"] == 1
+    assert [i.port for i in resolver.known("catalog")] == [server.port]
+
+
+async def test_a_call_is_tried_once_more_after_a_refused_connection_not_forever(
+        session: aiohttp.ClientSession) -> None:
+    dead = _Registry(_instance(free_port()))
+    resolver = Resolver(lambda: dead)  # type: ignore[arg-type, return-value]
+    c = ServiceClient(lambda: session, resolver, retries=0, backoff_base_s=0.001)
+    with pytest.raises(UpstreamUnavailable):
+        await c.post("http://catalog/api/catalog/products", json={"a": 1})
+    assert dead.listed == 2  # the first lookup, and one after the refused connection
