@@ -9,7 +9,7 @@ export UV_COMPILE_BYTECODE := 1
 export UV_LINK_MODE := copy
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: up down status test lint bench install clean
+.PHONY: up down status test lint bench install browser clean
 
 $(UV):
 	@echo "==> bootstrapping uv into $(TOOLS)/ (one time)"
@@ -33,7 +33,20 @@ down: install
 status: install
 	@$(VENV)/bin/mercato status
 
-test: install
+# The API docs' browser test (tests/e2e/test_api_docs.py) drives Debian's chromium. CI runs
+# as root on a fresh machine, so it is installed here; without root (or apt-get) the test
+# is skipped, and says how to install it.
+CHROMIUM := /usr/bin/chromium
+
+browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "==> installing Debian's chromium for the API docs browser test (one time)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends chromium >/dev/null; \
+	else echo "==> no $(CHROMIUM): the API docs browser test is skipped (apt-get install chromium)"; fi
+
+test: install browser
 	@$(VENV)/bin/lint-imports --no-cache >/dev/null || $(VENV)/bin/lint-imports --no-cache
 	@$(VENV)/bin/pytest
 

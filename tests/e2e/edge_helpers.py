@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,11 @@ import httpx2 as httpx
 import psutil
 
 MERCATO = str(Path(sys.executable).with_name("mercato"))
+# A cheap argon2id for a test platform's identity (the supervisor passes its environment
+# on): the concurrency tests register and log in 200 customers, which at the production
+# cost (64 MiB, t=3, p=4: ~0.3 s a hash here) took over 3 minutes on 2 cores.
+E2E_ARGON2 = {"IDENTITY_ARGON2_TIME_COST": "1", "IDENTITY_ARGON2_MEMORY_COST_KIB": "8192",
+              "IDENTITY_ARGON2_PARALLELISM": "1"}
 
 
 def free_port() -> int:
@@ -118,6 +128,60 @@ class Platform:
         password = "admin password 1"
         mercato(self.home, "admin", "create-admin", email, "--password", password)
         return self.login(client, email, password)["access_token"]
+
+
+def scratch_home(prefix: str) -> Path:
+    """A home for a test platform. Not under pytest's own temp root: every pytest session of
+    the machine makes that 0700 again, and PostgreSQL runs as mercato_pg when started by
+    root: a second session on the machine would take its data directory away mid-run."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+@contextmanager
+def running_platform(home: Path, *up_args: str) -> Iterator[Platform]:
+    """``mercato up --detach`` in ``home`` on a free port, ready through the edge; ``mercato
+    down`` after, leaving no process behind and the logs (not the engines' data) in place."""
+    os.environ.pop("MERCATO_HOME", None)
+    saved = {name: os.environ.get(name) for name in E2E_ARGON2}
+    os.environ.update({name: saved[name] or value for name, value in E2E_ARGON2.items()})
+    try:
+        for attempt in range(3):
+            port = free_port()
+            started = mercato(home, "up", "--detach", "--port", str(port), *up_args,
+                              timeout=300, check=False)
+            # Another program (another test run on this machine) may take the free port
+            # between our look and the edge's bind.
+            if started.returncode == 0 or "is in use" not in started.stdout + started.stderr \
+                    or attempt == 2:
+                break
+        if started.returncode != 0:
+            raise AssertionError(f"mercato up failed ({started.returncode}):\n"
+                                 f"{started.stdout}\n{started.stderr}")
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name)
+            else:
+                os.environ[name] = value
+    p = Platform(home=home, base_url=f"http://127.0.0.1:{port}")
+    try:
+        with p.client() as c:
+            wait_until(lambda: c.get("/api/catalog/products").status_code == 200, 60,
+                       "the catalog through the edge")
+            wait_until(lambda: c.get("/.well-known/jwks.json").status_code == 200, 60,
+                       "the JWKS through the edge")
+            # 503 until the gateway has handed Envoy identity's keys; then a missing token
+            # is a plain 401.
+            wait_until(lambda: c.get("/api/identity/me").status_code == 401, 60,
+                       "the edge to check tokens")
+        yield p
+    finally:
+        mercato(home, "down", timeout=120, check=False)
+        # `mercato down` must leave no process of this home behind.
+        wait_until(lambda: not processes_of(home), 20, "no mercato process left after down")
+        # The engines' data goes (hundreds of MB); the logs stay for whoever reads a failure.
+        for data in ("pg", "nats"):
+            shutil.rmtree(home / data, ignore_errors=True)
 
 
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> Any:

@@ -35,6 +35,7 @@ from chassis.messaging.metrics import MessagingMetrics
 from chassis.messaging.runtime import Messaging, MessagingRuntime
 from chassis.metrics import HttpMetrics, MetricsMiddleware
 from chassis.nats_conn import NatsConnection, connect_options
+from chassis.openapi import install_openapi
 from chassis.registry import Registration, RegistryClient
 from chassis.registry_keys import EntrySigner, TrustedKeys
 from chassis.security_headers import SecurityHeadersMiddleware, docs_policy
@@ -260,6 +261,7 @@ def create_service_app(
               StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-static")
     for router in routers:
         app.include_router(router)
+    install_openapi(app)
     instrument_app(app, db.engine if db else None, exporting=bool(settings.otlp_endpoint))
     instrument_http_client()
     # Outermost first: metrics see every answer, including 413s.

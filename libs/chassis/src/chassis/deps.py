@@ -14,6 +14,8 @@ from fastapi import Depends, Header, Request
 from chassis.app import ServiceContext
 from chassis.auth import Principal, bearer_token, require_role
 from chassis.db import UnitOfWork
+from chassis.errors import BadRequest
+from chassis.openapi import reads_header, responds
 
 
 async def get_ctx(request: Request) -> ServiceContext:
@@ -31,6 +33,7 @@ async def get_uow(ctx: Ctx) -> UnitOfWork:
 Uow = Annotated[UnitOfWork, Depends(get_uow)]
 
 
+@responds(401)
 async def current_principal(
     ctx: Ctx, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
 ) -> Principal:
@@ -42,8 +45,29 @@ async def current_principal(
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
+@responds(403, "The token lacks the admin role")
 async def admin_principal(principal: CurrentPrincipal) -> Principal:
     return require_role(principal, "admin")
 
 
 AdminPrincipal = Annotated[Principal, Depends(admin_principal)]
+
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+@reads_header("Idempotency-Key", {"type": "string", "minLength": 1,
+                                  "maxLength": MAX_IDEMPOTENCY_KEY},
+              "1-200 characters; a retry with the same key and body gets the first answer")
+@responds(400, "The Idempotency-Key header is missing or longer than 200 characters")
+async def idempotency_key(request: Request) -> str:
+    """A write that must happen once per key: a missing key is a 400 (the Idempotency-Key
+    draft's answer), which is why this reads the header itself instead of FastAPI (422)."""
+    key = request.headers.get("idempotency-key")
+    if key is None or not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise BadRequest(f"the Idempotency-Key header (1-{MAX_IDEMPOTENCY_KEY} characters) "
+                         "is required")
+    return key
+
+
+IdempotencyKey = Annotated[str, Depends(idempotency_key)]

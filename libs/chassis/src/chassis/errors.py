@@ -22,10 +22,12 @@ import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_S = "2"
@@ -188,11 +190,24 @@ async def _on_validation(request: Request, exc: Exception) -> ProblemResponse:
                             instance=request.url.path, errors=_validation_errors(exc))
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path: Starlette's 405 names only the first
+    route that matched the path, but RFC 9110 wants the resource's."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        if route.methods and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 async def _on_http(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
     return problem_response(exc.status_code, None, detail, instance=request.url.path,
-                            headers=getattr(exc, "headers", None))
+                            headers=headers)
 
 
 async def _on_db(request: Request, exc: Exception) -> ProblemResponse:

@@ -104,7 +104,15 @@ def test_customer_gets_403_and_anonymous_401(client: TestClient) -> None:
 
 
 BAD_BODIES = [{"on_hand": -1}, {"on_hand": "5"}, {"on_hand": 1.5}, {"on_hand": None},
-              {"on_hand": 2_000_000_000}, {"on_hand": 5, "unexpected": 1}, {}, [5], "5"]
+              {"on_hand": True}, {"on_hand": 2_000_000_000}, {"on_hand": 5, "unexpected": 1},
+              {}, [5], "5"]
+
+
+def test_a_whole_number_written_with_a_fraction_is_a_whole_number(client: TestClient) -> None:
+    # JSON has one number type, and JSON Schema's "integer" takes 7.0: so does the service.
+    put = client.put("/api/inventory/stock/MUG-1", json={"on_hand": 7.0}, headers=ADMIN)
+    assert put.status_code == 200, put.text
+    assert put.json()["on_hand"] == 7
 
 
 def test_bad_bodies_are_422_and_write_nothing(client: TestClient) -> None:

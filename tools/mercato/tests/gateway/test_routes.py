@@ -11,6 +11,7 @@ from mercato.gateway.routes import (
     Bucket,
     RateLimit,
     RoutesError,
+    RouteTable,
     default_routes_file,
     load_routes,
     parse_routes,
@@ -19,6 +20,12 @@ from mercato.gateway.routes import (
 
 def _doc(*routes: dict[str, object]) -> dict[str, object]:
     return {"routes": list(routes)}
+
+
+def _written(table: RouteTable) -> list[str]:
+    """The entries of the file, without the generated docs routes."""
+    return [r.match for r in table.routes
+            if not r.match.endswith(("/docs/*", "/openapi.json"))]
 
 
 def test_packaged_routes_cover_the_public_api() -> None:
@@ -54,13 +61,13 @@ def test_most_specific_route_comes_first_whatever_the_file_order() -> None:
         {"path": "/.well-known/jwks.json", "service": "identity"},
         {"prefix": "/", "service": "storefront"},
     ))
-    assert [r.match for r in table.routes] == [
+    assert _written(table) == [
         "/.well-known/jwks.json", "/api/identity/me/*", "/api/identity/*", "//*"]
 
 
 def test_trailing_slash_on_a_prefix_means_the_same_subtree() -> None:
     table = parse_routes(_doc({"prefix": "/api/catalog/", "service": "catalog"}))
-    assert table.routes[0].prefix == "/api/catalog"
+    assert _written(table) == ["/api/catalog/*"]
 
 
 def test_a_new_service_is_one_line(tmp_path: Path) -> None:
@@ -69,14 +76,46 @@ def test_a_new_service_is_one_line(tmp_path: Path) -> None:
                       + "  - {prefix: /api/wishlist, service: wishlist, auth: user}\n")
     table = load_routes(routes)
     assert "wishlist" in table.services
-    wishlist = next(r for r in table.routes if r.service == "wishlist")
+    wishlist = next(r for r in table.routes if r.match == "/api/wishlist/*")
     assert (wishlist.read_auth, wishlist.write_auth) == (USER, USER)
 
 
 def test_the_packaged_routes_send_the_cart_to_the_cart_service_for_users_only() -> None:
     cart = [r for r in load_routes().routes if r.service == "cart"]
     assert [(r.match, r.read_auth, r.write_auth) for r in cart] == [
-        ("/api/cart/checkout", USER, USER), ("/api/cart/*", USER, USER)]
+        ("/api/cart/openapi.json", PUBLIC, USER), ("/api/cart/checkout", USER, USER),
+        ("/api/cart/docs/*", PUBLIC, USER), ("/api/cart/*", USER, USER)]
+
+
+def test_every_services_docs_and_openapi_document_are_public_to_read() -> None:
+    table = load_routes()
+    by_match = {r.match: r for r in table.routes}
+    roots = {"identity": "/api/identity", "catalog": "/api/catalog",
+             "inventory": "/api/inventory", "cart": "/api/cart", "orders": "/api/orders",
+             "payments": "/api/payments", "shipping": "/api/shipping",
+             "notifications": "/api/notifications", "order_history": "/api/history"}
+    for service, root in roots.items():
+        for match in (f"{root}/docs/*", f"{root}/openapi.json"):
+            route = by_match[match]
+            assert (route.service, route.read_auth, route.write_auth) == (service, PUBLIC, USER)
+    # Only the page, its files and the document: the API under the same root is not.
+    assert by_match["/api/history/*"].read_auth == USER
+
+
+def test_docs_routes_are_generated_from_each_services_shortest_prefix() -> None:
+    table = parse_routes(_doc(
+        {"prefix": "/api/wishlist", "service": "wishlist", "auth": "user"},
+        {"prefix": "/api/wishlist/shared", "service": "wishlist", "auth": "public"},
+        {"path": "/api/other/openapi.json", "service": "other", "auth": "user"},
+        {"prefix": "/api/other", "service": "other", "auth": "user"},
+    ))
+    by_match = {r.match: r for r in table.routes}
+    assert by_match["/api/wishlist/docs/*"].read_auth == PUBLIC
+    assert by_match["/api/wishlist/openapi.json"].read_auth == PUBLIC
+    assert "/api/wishlist/shared/docs/*" not in by_match
+    # An entry written in the file for the same path wins over the generated one.
+    assert by_match["/api/other/openapi.json"].read_auth == USER
+    assert by_match["/api/other/docs/*"].read_auth == PUBLIC
 
 
 def test_rate_limits_take_a_per_client_bucket_a_total_bucket_or_both() -> None:

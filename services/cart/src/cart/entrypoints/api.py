@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from chassis.errors import BadRequest
+from chassis.deps import IdempotencyKey
 from chassis.security_headers import PERSONAL_DATA
 from fastapi import APIRouter, Header, Path
 from starlette.responses import Response
@@ -20,7 +20,6 @@ from cart.service_layer import handlers
 # Every answer here is one customer's data: never cached.
 router = APIRouter(prefix="/api/cart", tags=["cart"], dependencies=[PERSONAL_DATA])
 
-MAX_KEY_LENGTH = 200
 ProductId = Annotated[IdRef, Path(description="the catalog product id")]
 
 
@@ -48,14 +47,9 @@ async def delete_item(product_id: ProductId, uow: Uow, principal: Customer) -> R
              summary="Turn the cart into an order (idempotent per Idempotency-Key)")
 async def checkout(
     body: CheckoutIn, uow: Uow, principal: Customer, upstreams: UpstreamsDep,
-    idempotency_key: Annotated[str | None, Header(
-        description="1-200 characters; a retry with the same key and body gets the same "
-                    "order")] = None,
+    idempotency_key: IdempotencyKey,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> dict[str, Any]:
-    if idempotency_key is None or not 1 <= len(idempotency_key) <= MAX_KEY_LENGTH:
-        raise BadRequest(f"the Idempotency-Key header (1-{MAX_KEY_LENGTH} characters) "
-                         "is required")
     done = await handlers.checkout(uow, upstreams, principal,
                                    body=body.model_dump(mode="json", exclude_none=True),
                                    idempotency_key=idempotency_key, authorization=authorization)

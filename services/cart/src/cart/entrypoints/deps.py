@@ -6,6 +6,7 @@ from typing import Annotated
 
 from chassis.auth import Principal, require_role
 from chassis.deps import Ctx, CurrentPrincipal, Uow
+from chassis.openapi import responds
 from fastapi import Depends
 
 from cart.adapters.upstream import Upstreams
@@ -16,6 +17,7 @@ async def get_upstreams(ctx: Ctx) -> Upstreams:
     return upstreams
 
 
+@responds(403, "The token lacks the customer role")
 async def customer_principal(principal: CurrentPrincipal) -> Principal:
     """A cart is a customer's: the role is required, and the subject picks the cart."""
     return require_role(principal, "customer")

@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from chassis.cards import CardNumber
+from chassis.openapi import exactly_one_of
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from cart.domain.model import MAX_QUANTITY, Cart, format_amount
@@ -23,7 +24,8 @@ class PaymentIn(BaseModel):
     """One of the two, passed on to orders: a payment method of the customer's (preferred),
     or a card number (orders exchanges it for one; the cart never stores it)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=exactly_one_of(
+        "payment_method_id", "card_number"))
     payment_method_id: IdRef | None = Field(
         default=None, description="a payment method of the caller's, from POST "
                                   "/api/payments/payment-methods")

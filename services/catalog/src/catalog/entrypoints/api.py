@@ -13,6 +13,7 @@ from fastapi.responses import Response as RawResponse
 
 from catalog.entrypoints.deps import AdminPrincipal, Settings, Uow
 from catalog.entrypoints.schemas import (
+    SPACE,
     CategoryIn,
     CategoryOut,
     ProductIn,
@@ -28,6 +29,10 @@ router = APIRouter(prefix="/api/catalog", tags=["catalog"])
 
 # Products one listing can name by id: a page's most (an order has at most 50 lines).
 MAX_IDS = 100
+_UUID = "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+# What _product_ids takes, as the schema says it: product ids between commas and whitespace
+# (at most MAX_IDS: the field's maxLength has no room for more).
+IDS_PATTERN = rf"^[{SPACE},]*{_UUID}(?:[{SPACE}]*,[{SPACE},]*{_UUID})*[{SPACE},]*$"
 DEFAULT_PAGE_SIZE = 20
 
 
@@ -52,7 +57,8 @@ async def list_products(
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
     page_size: Annotated[int | None, Query(ge=1, le=100, description=(
         f"{DEFAULT_PAGE_SIZE} by default; with ids, as many as ids are named"))] = None,
-    ids: Annotated[str | None, Query(max_length=MAX_IDS * 37, description=(
+    ids: Annotated[str | None, Query(max_length=MAX_IDS * 37,
+                                     json_schema_extra={"pattern": IDS_PATTERN}, description=(
         f"only these products: up to {MAX_IDS} comma-separated product ids. Those not on "
         "sale (unknown or discontinued) are left out; all fit on the first page. One call "
         "prices a whole order."))] = None,
@@ -95,6 +101,7 @@ async def list_categories(request: Request, uow: Uow, settings: Settings) -> Raw
 
 
 @router.post("/products", status_code=201, response_model=ProductOut,
+             responses={409: {"description": "a product with this SKU exists"}},
              summary="Create a product (admin)")
 async def create_product(body: ProductIn, uow: Uow, _: AdminPrincipal,
                          response: Response) -> dict[str, Any]:
@@ -107,6 +114,7 @@ async def create_product(body: ProductIn, uow: Uow, _: AdminPrincipal,
 
 
 @router.patch("/products/{product_id}", response_model=ProductOut,
+              responses={412: {"description": "If-Match names another version"}},
               summary="Change a product (admin); If-Match guards against lost updates")
 async def update_product(product_id: uuid.UUID, body: ProductPatch, uow: Uow, _: AdminPrincipal,
                          response: Response,
@@ -127,6 +135,7 @@ async def delete_product(product_id: uuid.UUID, uow: Uow, _: AdminPrincipal) -> 
 
 
 @router.post("/categories", status_code=201, response_model=CategoryOut,
+             responses={409: {"description": "a category with this slug exists"}},
              summary="Create a category (admin)")
 async def create_category(body: CategoryIn, uow: Uow, _: AdminPrincipal) -> dict[str, Any]:
     return category_json(await handlers.create_category(uow, body.slug, body.name))

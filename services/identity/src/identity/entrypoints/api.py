@@ -98,7 +98,8 @@ def _token_response(pair: TokenPair) -> JSONResponse:
              summary="OAuth 2 token endpoint: password and refresh_token grants")
 async def token(
     request: Request, uow: IdentityUow, services: Services,
-    grant_type: Annotated[str | None, Form()] = None,
+    grant_type: Annotated[str | None, Form(
+        json_schema_extra={"enum": ["password", "refresh_token"]})] = None,
     username: Annotated[str | None, Form(description="the account's email")] = None,
     password: Annotated[str | None, Form()] = None,
     refresh_token: Annotated[str | None, Form()] = None,

@@ -7,9 +7,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from identity.domain.countries import ISO_3166_ALPHA2
 from identity.domain.errors import IdentityError
 from identity.domain.model import Address, User
-from identity.domain.policy import check_name, check_new_password, normalise_email
+from identity.domain.policy import (
+    EMAIL_MAX_CHARS,
+    check_name,
+    check_new_password,
+    normalise_email,
+)
 
 
 def _domain_rule(rule: Any) -> AfterValidator:
@@ -24,11 +30,60 @@ def _domain_rule(rule: Any) -> AfterValidator:
     return AfterValidator(check)
 
 
-Email = Annotated[str, Field(max_length=320, examples=["ann@example.com"]),
+# The domain's rules as JSON Schema patterns (ECMA 262), so the published schema accepts
+# exactly what the service does; the domain functions above stay the validation, and
+# tests/unit/test_schema_patterns.py checks each pattern against its rule.
+# Python's str.strip() whitespace, and the characters clean_text refuses inside a text.
+_VISIBLE_SPACE = r" \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f\x85" + _VISIBLE_SPACE
+_CC = r"\x00-\x1f\x7f-\x9f"
+_CONTROL = _CC + r"\u2028\u2029\u202a-\u202e\u2066-\u2069"
+
+
+def _trimmed(core: str) -> str:
+    """``core`` with any whitespace around it, which the domain trims."""
+    return rf"^[{_SPACE}]*{core}[{_SPACE}]*$"
+
+
+# policy.clean_text: not empty once trimmed, no control characters or line breaks inside.
+_TEXT = rf"[^{_CONTROL}{_SPACE}](?:[^{_CONTROL}]*[^{_CONTROL}{_SPACE}])?"
+SINGLE_LINE = _trimmed(_TEXT)
+# The same when the field may be left blank (it is then stored as null).
+OPTIONAL_LINE = _trimmed(f"(?:{_TEXT})?")
+# policy.check_new_password: no control characters, not only spaces.
+PASSWORD = rf"^[^{_CC}]*[^{_CC}{_VISIBLE_SPACE}][^{_CC}]*$"
+# domain.model._POSTAL and _PHONE once trimmed; a blank phone means none.
+POSTAL_CODE = _trimmed(r"(?:[A-Za-z0-9][A-Za-z0-9 -]{0,18}[A-Za-z0-9]|[A-Za-z0-9])")
+PHONE = _trimmed(r"(?:\+?[0-9][0-9 ().-]{3,30}[0-9])?")
+
+
+def _any_case(letter: str) -> str:
+    return f"{letter}{letter.lower()}"
+
+
+# The assigned ISO 3166-1 alpha-2 codes in any case (stored upper-cased), by first letter.
+COUNTRY = "^(?:" + "|".join(
+    f"[{_any_case(first)}]"
+    f"[{''.join(_any_case(code[1]) for code in sorted(ISO_3166_ALPHA2) if code[0] == first)}]"
+    for first in sorted({code[0] for code in ISO_3166_ALPHA2})) + ")$"
+
+
+def _pattern(pattern: str) -> dict[str, Any]:
+    return {"pattern": pattern}
+
+
+# policy.normalise_email takes a dot-atom mailbox @ a DNS name: JSON Schema's "email" format
+# says as much (a pattern would need a look-ahead for the mailbox's 64 characters, which
+# makes generating examples from the schema very slow). At most 254 characters as sent.
+Email = Annotated[str, Field(max_length=EMAIL_MAX_CHARS, examples=["ann@example.com"],
+                             json_schema_extra={"format": "email"}),
                   _domain_rule(normalise_email)]
-NewPassword = Annotated[str, Field(min_length=8, max_length=128), _domain_rule(check_new_password)]
-Name = Annotated[str, Field(min_length=1, max_length=200), _domain_rule(check_name)]
-Line = Annotated[str, Field(min_length=1, max_length=200)]
+NewPassword = Annotated[str, Field(min_length=8, max_length=128,
+                                   json_schema_extra=_pattern(PASSWORD)),
+                        _domain_rule(check_new_password)]
+Name = Annotated[str, Field(min_length=1, max_length=200, json_schema_extra=_pattern(SINGLE_LINE)),
+                 _domain_rule(check_name)]
+Line = Annotated[str, Field(min_length=1, max_length=200, json_schema_extra=_pattern(SINGLE_LINE))]
 
 
 class RegisterIn(BaseModel):
@@ -63,12 +118,16 @@ class AddressIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Line = Field(description="who receives the parcel")
     line1: Line
-    line2: Annotated[str, Field(max_length=200)] | None = None
-    city: Annotated[str, Field(min_length=1, max_length=100)]
-    postal_code: Annotated[str, Field(min_length=1, max_length=20)]
+    line2: Annotated[str, Field(max_length=200, json_schema_extra=_pattern(OPTIONAL_LINE))] \
+        | None = None
+    city: Annotated[str, Field(min_length=1, max_length=100,
+                               json_schema_extra=_pattern(SINGLE_LINE))]
+    postal_code: Annotated[str, Field(min_length=1, max_length=20,
+                                      json_schema_extra=_pattern(POSTAL_CODE))]
     country: Annotated[str, Field(pattern=r"^[A-Za-z]{2}$",
-                                  description="ISO 3166-1 alpha-2, e.g. KR")]
-    phone: Annotated[str, Field(max_length=32)] | None = None
+                                  json_schema_extra=_pattern(COUNTRY),
+                                  description="ISO 3166-1 alpha-2, e.g. KR (any case)")]
+    phone: Annotated[str, Field(max_length=32, json_schema_extra=_pattern(PHONE))] | None = None
 
 
 class AddressOut(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from inventory.domain.model import Reservation, Stock
 
@@ -16,10 +16,16 @@ SkuRef = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MAX_ON_HAND = 1_000_000_000
 
 
+def _whole_number(value: Any) -> Any:
+    # JSON has one number type: 5.0 is the integer 5 (JSON Schema says so too); strict
+    # refuses the rest of what lax mode would take ("5", true).
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 class OnHandIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    on_hand: int = Field(ge=0, le=MAX_ON_HAND, strict=True,
-                         description="units physically in the warehouse")
+    on_hand: Annotated[int, BeforeValidator(_whole_number)] = Field(
+        ge=0, le=MAX_ON_HAND, strict=True, description="units physically in the warehouse")
 
 
 class StockOut(BaseModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from chassis.auth import require_role
-from chassis.errors import BadRequest
+from chassis.deps import IdempotencyKey
 from chassis.security_headers import PERSONAL_DATA
 from fastapi import APIRouter, Header, Path, Query
 
@@ -30,24 +30,21 @@ from orders.service_layer import handlers
 router = APIRouter(prefix="/api/orders", tags=["orders"], dependencies=[PERSONAL_DATA])
 
 MAX_PAGE = 100
-MAX_KEY_LENGTH = 200
 StatusFilter = Annotated[str, Query(pattern="^(" + "|".join(STATUSES) + ")$")]
 
 
 @router.post("", status_code=202, response_model=PlacedOut,
+             responses={403: {"description": "the token lacks the customer role"},
+                        409: {"description": "this Idempotency-Key was used for another "
+                                             "order"}},
              summary="Place an order (idempotent per Idempotency-Key); the saga runs after")
 async def place_order(
     body: OrderIn, uow: Uow, principal: CurrentPrincipal, upstreams: UpstreamsDep,
     engine: Engine, admission: AdmissionDep, card_key: CardKey,
-    idempotency_key: Annotated[str | None, Header(
-        description="1-200 characters; a retry with the same key and body gets the same "
-                    "answer")] = None,
+    idempotency_key: IdempotencyKey,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> dict[str, Any]:
     require_role(principal, "customer")
-    if idempotency_key is None or not 1 <= len(idempotency_key) <= MAX_KEY_LENGTH:
-        raise BadRequest(f"the Idempotency-Key header (1-{MAX_KEY_LENGTH} characters) "
-                         "is required")
     placed = await handlers.place_order(
         uow, upstreams, engine, principal, body=body.model_dump(mode="json"),
         idempotency_key=idempotency_key, authorization=authorization, admission=admission,

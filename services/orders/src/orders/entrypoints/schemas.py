@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from chassis.cards import CardNumber
+from chassis.openapi import exactly_one_of
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -31,7 +32,8 @@ class PaymentIn(BaseModel):
     """One of the two: a payment method of the customer's (preferred), or a card number,
     exchanged for a payment method before anything is stored or sent."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=exactly_one_of(
+        "payment_method_id", "card_number"))
     payment_method_id: IdRef | None = Field(
         default=None, description="a payment method of the caller's, from POST "
                                   "/api/payments/payment-methods")

@@ -37,12 +37,15 @@ MAX_KEY_LENGTH = 200
 
 
 @router.post("/payment-methods", status_code=201, response_model=PaymentMethodOut,
+             responses={403: {"description": "the token lacks the customer role"},
+                        409: {"description": "this Idempotency-Key was used for another card"}},
              summary="Exchange a card for a payment method (the caller's own)")
 async def create_payment_method(
     body: PaymentMethodIn, uow: Uow, principal: CurrentPrincipal, provider: ProviderDep,
     idempotency_key: Annotated[str | None, Header(
         description="optional, 1-200 characters: a retry with the same key and card gets "
-                    "the same payment method")] = None,
+                    "the same payment method",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_KEY_LENGTH})] = None,
 ) -> dict[str, Any]:
     require_role(principal, "customer")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_KEY_LENGTH:

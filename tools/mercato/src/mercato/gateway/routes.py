@@ -120,7 +120,33 @@ def parse_routes(doc: Any) -> RouteTable:
             raise RoutesError(
                 f"routes[{i}] repeats {route.match} (also routes[{seen[route.match]}])")
         seen[route.match] = i
+    routes += [r for r in api_docs_routes(routes) if r.match not in seen]
     return RouteTable(routes=tuple(sorted(routes, key=Route.sort_key)), jwt=jwt)
+
+
+def api_docs_routes(routes: list[Route]) -> list[Route]:
+    """Every service's API docs page (with its static files) and OpenAPI document, public
+    for reading whatever the service's own routes require.
+
+    A service serves them under its API root, the shortest ``prefix`` entry it has
+    (``/api/history`` for order_history): ``<root>/docs`` and ``<root>/openapi.json``. They
+    describe the API and hold no data; a browser loading the docs page sends no token.
+    """
+    roots: dict[str, Route] = {}
+    for route in routes:
+        if route.prefix is None:
+            continue
+        known = roots.get(route.service)
+        if known is None or len(route.prefix) < len(known.prefix or ""):
+            roots[route.service] = route
+    docs: list[Route] = []
+    for service, root in sorted(roots.items()):
+        base = (root.prefix or "").rstrip("/")
+        common = {"service": service, "read_auth": PUBLIC, "write_auth": USER,
+                  "timeout_s": root.timeout_s}
+        docs += [Route(prefix=f"{base}/docs", **common),  # type: ignore[arg-type]
+                 Route(path=f"{base}/openapi.json", **common)]  # type: ignore[arg-type]
+    return docs
 
 
 def _parse_jwt(raw: Any) -> JwtSettings:
