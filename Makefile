@@ -9,7 +9,7 @@ export UV_COMPILE_BYTECODE := 1
 export UV_LINK_MODE := copy
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: up down status test lint bench install clean
+.PHONY: up down status test lint bench install observability-tools clean
 
 $(UV):
 	@echo "==> bootstrapping uv into $(TOOLS)/ (one time)"
@@ -24,6 +24,11 @@ $(VENV)/.synced: $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml s
 
 install: $(VENV)/.synced
 
+# promtool (and prometheus) for the alert rules' tests: Debian's build, pinned by hash in
+# tools/mercato/src/mercato/toolfetch.py, unpacked into .tools/prometheus/ on first use.
+observability-tools: install
+	@$(VENV)/bin/python -m mercato.toolfetch prometheus >/dev/null
+
 up: install
 	@$(VENV)/bin/mercato up --detach
 
@@ -33,7 +38,7 @@ down: install
 status: install
 	@$(VENV)/bin/mercato status
 
-test: install
+test: install observability-tools
 	@$(VENV)/bin/lint-imports --no-cache >/dev/null || $(VENV)/bin/lint-imports --no-cache
 	@$(VENV)/bin/pytest
 

@@ -138,6 +138,10 @@ SAGA_RESENDS = _c("saga_resends_total", "Step commands re-sent after their deadl
 SAGA_TIMEOUTS = _c("saga_timeouts_total", "Steps given up after their last deadline "
                    "(the saga compensates)", ("saga", "step"), "saga")
 
+# -- dependencies (chassis.health) ------------------------------------------------------------
+DEPENDENCY_UP = _g("dependency_up", "1 while the service reaches the dependency (database, "
+                   "nats), 0 while it does not", ("dependency",), "dependency")
+
 # -- the process (prometheus_client's ProcessCollector; Linux only) ---------------------------
 PROCESS_METRICS = (
     _g("process_start_time_seconds", "Start time of the process since the epoch, in seconds",
@@ -159,5 +163,5 @@ SAGA_METRICS = (SAGA_RUNNING, SAGA_OVERDUE, SAGA_OVERDUE_SECONDS, SAGA_STARTED, 
                 SAGA_RESENDS, SAGA_TIMEOUTS)
 
 CHASSIS_METRICS: tuple[MetricSpec, ...] = (
-    *HTTP_METRICS, *PROCESS_METRICS, *OUTBOX_METRICS, *CONSUMER_METRICS, *CLIENT_METRICS,
-    *SAGA_METRICS)
+    *HTTP_METRICS, DEPENDENCY_UP, *PROCESS_METRICS, *OUTBOX_METRICS, *CONSUMER_METRICS,
+    *CLIENT_METRICS, *SAGA_METRICS)
