@@ -125,7 +125,7 @@ def test_every_series_names_its_service_and_only_catalogued_metrics_are_served(
     """Queries group by ``service`` wherever the service runs: the registry adds it to every
     series, the process's too; and what is served is what the catalogue lists (the alert
     rules and dashboards are checked against the catalogue)."""
-    from chassis.metric_catalogue import HTTP_METRICS, PROCESS_METRICS
+    from chassis.metric_catalogue import DEPENDENCY_UP, HTTP_METRICS, PROCESS_METRICS
     from prometheus_client.parser import text_string_to_metric_families
 
     client.get("/api/demo/boom")
@@ -136,7 +136,7 @@ def test_every_series_names_its_service_and_only_catalogued_metrics_are_served(
                                          "process_start_time_seconds"}
     assert not [s.name for s in samples if s.name.endswith("_created")]
     served = {f.name for f in families}
-    catalogued = {spec.name.removesuffix("_total") for spec in (*HTTP_METRICS,
+    catalogued = {spec.name.removesuffix("_total") for spec in (*HTTP_METRICS, DEPENDENCY_UP,
                                                                 *PROCESS_METRICS)}
     assert served == catalogued
 
