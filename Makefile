@@ -9,7 +9,7 @@ export UV_COMPILE_BYTECODE := 1
 export UV_LINK_MODE := copy
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: up down status test lint bench install browser clean
+.PHONY: up down status test lint bench install browser observability-tools clean
 
 $(UV):
 	@echo "==> bootstrapping uv into $(TOOLS)/ (one time)"
@@ -23,6 +23,11 @@ $(VENV)/.synced: $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml s
 	@touch $@
 
 install: $(VENV)/.synced
+
+# promtool (and prometheus) for the alert rules' tests: Debian's build, pinned by hash in
+# tools/mercato/src/mercato/toolfetch.py, unpacked into .tools/prometheus/ on first use.
+observability-tools: install
+	@$(VENV)/bin/python -m mercato.toolfetch prometheus >/dev/null
 
 up: install
 	@$(VENV)/bin/mercato up --detach
@@ -46,7 +51,7 @@ browser:
 			--no-install-recommends chromium >/dev/null; \
 	else echo "==> no $(CHROMIUM): the API docs browser test is skipped (apt-get install chromium)"; fi
 
-test: install browser
+test: install browser observability-tools
 	@$(VENV)/bin/lint-imports --no-cache >/dev/null || $(VENV)/bin/lint-imports --no-cache
 	@$(VENV)/bin/pytest
 

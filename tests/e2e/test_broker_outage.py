@@ -48,7 +48,7 @@ def broker_state(port: int) -> tuple[int, str, float | None]:
         ready = c.get("/health/ready")
         gauge = None
         for line in c.get("/metrics").text.splitlines():
-            if line.startswith('dependency_up{dependency="nats"}'):
+            if line.startswith('dependency_up{dependency="nats",'):
                 gauge = float(line.split()[-1])
     return ready.status_code, ready.json()["checks"]["nats"], gauge
 

@@ -55,7 +55,7 @@ def _backlog(platform: Platform) -> float:
     for name, proc in platform.state()["processes"].items():
         if name.startswith("catalog") and proc["port"]:
             text = httpx.get(f"http://127.0.0.1:{proc['port']}/metrics", timeout=5).text
-            m = re.search(r"^outbox_backlog (\S+)$", text, re.M)
+            m = re.search(r'^outbox_backlog\{service="catalog"\} (\S+)$', text, re.M)
             total += float(m.group(1)) if m else 0.0
     return total
 

@@ -7,6 +7,7 @@ a failed request writes nothing.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -69,10 +70,50 @@ def _before_commit(session: Session) -> None:
     _write_pending(session)
 
 
+# -- work done once the transaction committed ------------------------------------------------
+# Counting a saga finished (or anything else that must match what was stored) belongs after
+# the commit: a consumer batch that rolls back and is handled again message by message would
+# otherwise count twice. Each callback remembers the transaction (or savepoint) it was added
+# in, so rolling a savepoint back drops only what was added inside it.
+_AFTER_COMMIT = "chassis_after_commit"
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Call ``callback()`` once the session's outer transaction has committed; never if that
+    transaction, or the savepoint it was added in, rolls back. Callbacks run in order; one
+    that raises is skipped, the others still run."""
+    sync = session.sync_session
+    scope = sync.get_nested_transaction() or sync.get_transaction()
+    sync.info.setdefault(_AFTER_COMMIT, []).append((scope, callback))
+
+
+def _inside(scope: Any, transaction: Any) -> bool:
+    while scope is not None:
+        if scope is transaction:
+            return True
+        scope = scope.parent
+    return False
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: its callbacks wait for the outer commit
+    for _, callback in session.info.pop(_AFTER_COMMIT, ()):
+        with contextlib.suppress(Exception):
+            callback()
+
+
 @event.listens_for(Session, "after_soft_rollback")
 def _after_rollback(session: Session, previous_transaction: Any) -> None:
     if previous_transaction.parent is None:  # the outer transaction: its rows are gone
         session.info.pop(_PENDING, None)
+        session.info.pop(_AFTER_COMMIT, None)
+        return
+    waiting = session.info.get(_AFTER_COMMIT)
+    if waiting:
+        session.info[_AFTER_COMMIT] = [(scope, callback) for scope, callback in waiting
+                                       if not _inside(scope, previous_transaction)]
 
 
 class Database:

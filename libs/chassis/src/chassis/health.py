@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import nats.js.errors
 import structlog
 from nats.aio.client import Client as NATS
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
 
+from chassis.metric_catalogue import DEPENDENCY_UP
 from chassis.nats_conn import NatsConnection
 from chassis.registry import BUCKET
 
@@ -41,9 +42,7 @@ REGISTRY_STREAM = f"KV_{BUCKET}"
 
 class DependencyGauge:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self._gauge = Gauge("dependency_up",
-                            "1 while the dependency answers, 0 while it does not",
-                            ["dependency"], registry=registry)
+        self._gauge = DEPENDENCY_UP.gauge(registry)
 
     def set(self, dependency: str, up: bool) -> None:
         self._gauge.labels(dependency).set(1 if up else 0)

@@ -30,8 +30,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 from opentelemetry import propagate
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
+from chassis import metric_catalogue as m
 from chassis.errors import ServiceUnavailable
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -76,6 +77,7 @@ class BreakerSettings:
 
 class CircuitBreaker:
     CLOSED, HALF_OPEN, OPEN = 0, 1, 2  # also the values of the state gauge
+    NAMES = ("closed", "half_open", "open")  # the transitions counter's ``state`` label
 
     def __init__(self, settings: BreakerSettings, clock: Callable[[], float] = time.monotonic,
                  on_change: Callable[[int], None] | None = None) -> None:
@@ -154,13 +156,24 @@ class ServiceResponse:
 
 class _Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.calls = Counter("http_client_calls_total", "Service calls by target and outcome",
-                             ["target", "outcome"], registry=registry)
-        self.retries = Counter("http_client_retries_total", "Retried attempts by target",
-                               ["target"], registry=registry)
-        self.breaker = Gauge("http_client_breaker_state",
-                             "Circuit breaker state (0 closed, 1 half-open, 2 open)",
-                             ["target"], registry=registry)
+        self.calls = m.CLIENT_CALLS.counter(registry)
+        self.retries = m.CLIENT_RETRIES.counter(registry)
+        self.breaker = m.BREAKER_STATE.gauge(registry)
+        self.transitions = m.BREAKER_TRANSITIONS.counter(registry)
+
+    def breaker_watcher(self, target: str) -> Callable[[int], None]:
+        """The gauge follows the breaker; each change is counted by the state entered, so
+        a breaker that opened and closed between two scrapes still shows."""
+        gauge = self.breaker.labels(target)
+        gauge.set(CircuitBreaker.CLOSED)
+        entered = {state: self.transitions.labels(target, name)
+                   for state, name in enumerate(CircuitBreaker.NAMES)}
+
+        def changed(state: int) -> None:
+            gauge.set(state)
+            entered[state].inc()
+
+        return changed
 
 
 class ServiceClient:
@@ -187,12 +200,9 @@ class ServiceClient:
 
     def breaker(self, target: str) -> CircuitBreaker:
         if target not in self._breakers:
-            gauge = self._metrics.breaker.labels(target) if self._metrics else None
             self._breakers[target] = CircuitBreaker(
                 self._breaker_settings, self._clock,
-                on_change=(lambda s: gauge.set(s)) if gauge is not None else None)
-            if gauge is not None:
-                gauge.set(CircuitBreaker.CLOSED)
+                on_change=self._metrics.breaker_watcher(target) if self._metrics else None)
         return self._breakers[target]
 
     async def get(self, url: str, **kw: Any) -> ServiceResponse:

@@ -217,7 +217,7 @@ async def test_work_done_on_connect_is_retried_until_it_succeeds(nats_url: str) 
 
 def _metric(client: TestClient, dependency: str) -> float | None:
     for line in client.get("/metrics").text.splitlines():
-        if line.startswith(f'dependency_up{{dependency="{dependency}"}}'):
+        if line.startswith(f'dependency_up{{dependency="{dependency}",'):
             return float(line.split()[-1])
     return None
 

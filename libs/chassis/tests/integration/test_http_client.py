@@ -215,6 +215,14 @@ async def test_breaker_opens_after_failures_and_half_opens_after_the_cool_down(
     assert c.breaker("catalog").state == CircuitBreaker.CLOSED
     assert (await c.get("http://catalog/x")).status == 200
     assert registry.get_sample_value("http_client_breaker_state", {"target": "catalog"}) == 0
+    # Every change is counted by the state entered: opened twice (the failed probe reopened
+    # it), half-open twice, closed once, so a flap between two scrapes still shows.
+    entered = {state: registry.get_sample_value("http_client_breaker_transitions_total",
+                                                {"target": "catalog", "state": state})
+               for state in ("open", "half_open", "closed")}
+    assert entered == {"open": 2, "half_open": 2, "closed": 1}
+    assert registry.get_sample_value("http_client_breaker_transitions_total",
+                                     {"target": "identity", "state": "open"}) == 0
 
 
 def test_breaker_opens_on_failure_ratio_and_lets_one_probe_at_a_time() -> None:

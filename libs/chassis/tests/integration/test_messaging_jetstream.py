@@ -22,6 +22,7 @@ from chassis.messaging.envelope import H_MESSAGE_ID, H_NATS_MSG_ID, H_OCCURRED_A
 from chassis.messaging.metrics import MessagingMetrics
 from chassis.messaging.outbox import stage
 from chassis.messaging.relay import OutboxRelay
+from chassis.messaging.sampler import sample_consumers
 from chassis.messaging.streams import ensure_dead_letter_stream, ensure_events_stream
 from chassis.messaging.tables import inbox_table, outbox_table
 from mercato.runtime.nats import Nats
@@ -134,7 +135,7 @@ async def test_poison_goes_to_dead_letters_others_flow_and_replay_after_a_fix(
     registry = CollectorRegistry()
     metrics = MessagingMetrics(registry)
     task = asyncio.create_task(run_jetstream_consumer(
-        InboxConsumer(spec, db, JetStreamPublisher(js), metrics), js, stop, metrics))
+        InboxConsumer(spec, db, JetStreamPublisher(js), metrics), js, stop))
     try:
         async def two_dead() -> bool:
             return len(await list_dead_letters(js, consumer_name)) == 2
@@ -163,22 +164,74 @@ async def test_poison_goes_to_dead_letters_others_flow_and_replay_after_a_fix(
         remaining = await list_dead_letters(js, consumer_name)
         assert [letter.sequence for letter in remaining] == [broken.sequence]
 
-        # What an operator sees on /metrics: the dead letters, the outcomes, and the lag
-        # (nothing left to deliver once the replay is handled).
+        # What an operator sees on /metrics: the dead letters, the outcomes by message type
+        # (a type this consumer has no handler for is "unknown": no unbounded label values),
+        # and, sampled apart from the consumer, no lag once the replay is handled and the one
+        # dead letter still waiting.
         def sample(name: str, **labels: str) -> float | None:
             return registry.get_sample_value(name, {"consumer": consumer_name, **labels})
 
         assert sample("dead_letters_total") == 2
-        assert sample("consumer_messages_total", outcome="handled") == 2
-        assert sample("consumer_messages_total", outcome="retry") == 2
+        assert sample("consumer_messages_total", type="Thing.v1", outcome="handled") == 1
+        assert sample("consumer_messages_total", type="Thing.v2", outcome="handled") == 1
+        assert sample("consumer_messages_total", type="Thing.v1",
+                      outcome="dead_lettered") == 1
+        assert sample("consumer_messages_total", type="unknown", outcome="retry") == 2
+        assert sample("consumer_messages_total", type="unknown",
+                      outcome="dead_lettered") == 1
+        assert sample("consumer_handler_seconds_count", type="Thing.v1") == 2
 
-        async def lag_reported() -> bool:
-            return sample("consumer_lag_messages") == 0
+        async def sampled() -> bool:
+            await sample_consumers(js, [spec], metrics)
+            return (sample("consumer_lag_messages") == 0
+                    and sample("consumer_ack_pending_messages") == 0
+                    and sample("dead_letters_waiting") == 1)
 
-        await wait_for(lag_reported, 10)
+        await wait_for(sampled, 10)
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+        await nc.close()
+
+
+async def test_consumer_lag_counts_messages_delivered_and_not_yet_acknowledged(
+        nats_url: str) -> None:
+    """A handler that hangs holds its batch delivered and unacknowledged: the lag must still
+    count those messages, or a stuck consumer would look as if it was catching up."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    producer = f"p{uuid.uuid4().hex[:8]}"
+    try:
+        await ensure_events_stream(js, producer)
+        await ensure_dead_letter_stream(js)
+        stream = f"{producer.upper()}_EVENTS"
+        spec = ConsumerSpec(f"{producer}-reader", stream, [f"{producer}.events.>"], {})
+        await ensure_consumer(js, stream, ConsumerConfig(
+            durable_name=spec.name, filter_subject=f"{producer}.events.>", ack_wait=60))
+        for i in range(5):
+            await js.publish(f"{producer}.events.thing", str(i).encode())
+        registry = CollectorRegistry()
+        metrics = MessagingMetrics(registry)
+        labels = {"consumer": spec.name}
+
+        await sample_consumers(js, [spec], metrics)
+        assert registry.get_sample_value("consumer_lag_messages", labels) == 5
+        assert registry.get_sample_value("consumer_ack_pending_messages", labels) == 0
+        assert registry.get_sample_value("dead_letters_waiting", labels) == 0
+
+        sub = await js.pull_subscribe_bind(durable=spec.name, stream=stream)
+        taken = await sub.fetch(2, timeout=2)  # delivered, never acknowledged: a hung handler
+        assert len(taken) == 2
+        await sample_consumers(js, [spec], metrics)
+        assert registry.get_sample_value("consumer_lag_messages", labels) == 5
+        assert registry.get_sample_value("consumer_ack_pending_messages", labels) == 2
+
+        for msg in taken:
+            await msg.ack_sync()
+        await sample_consumers(js, [spec], metrics)
+        assert registry.get_sample_value("consumer_lag_messages", labels) == 3
+        assert registry.get_sample_value("consumer_ack_pending_messages", labels) == 0
+    finally:
         await nc.close()
 
 

@@ -133,7 +133,7 @@ def test_database_unreachable_is_not_ready(nats_url: str) -> None:
         assert resp.status_code == 503 and resp.headers["Retry-After"] == "2"
         assert resp.headers["content-type"] == "application/problem+json"
         assert resp.json()["checks"]["database"].startswith("failing: ConnectionRefusedError")
-        assert 'dependency_up{dependency="database"} 0.0' in client.get("/metrics").text
+        assert 'dependency_up{dependency="database",service="probe"} 0.0' in client.get("/metrics").text
 
 
 async def test_remote_jwks_refetches_on_unknown_kid_after_rotation() -> None:

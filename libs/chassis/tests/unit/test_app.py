@@ -120,6 +120,27 @@ def test_metrics_count_requests_per_route_template(client: TestClient) -> None:
     assert "http_request_duration_seconds_bucket" in text
 
 
+def test_every_series_names_its_service_and_only_catalogued_metrics_are_served(
+        client: TestClient) -> None:
+    """Queries group by ``service`` wherever the service runs: the registry adds it to every
+    series, the process's too; and what is served is what the catalogue lists (the alert
+    rules and dashboards are checked against the catalogue)."""
+    from chassis.metric_catalogue import DEPENDENCY_UP, HTTP_METRICS, PROCESS_METRICS
+    from prometheus_client.parser import text_string_to_metric_families
+
+    client.get("/api/demo/boom")
+    families = list(text_string_to_metric_families(client.get("/metrics").text))
+    samples = [s for f in families for s in f.samples]
+    assert samples and all(s.labels.get("service") == "demo" for s in samples)
+    assert {s.name for s in samples} >= {"http_request_errors_total",
+                                         "process_start_time_seconds"}
+    assert not [s.name for s in samples if s.name.endswith("_created")]
+    served = {f.name for f in families}
+    catalogued = {spec.name.removesuffix("_total") for spec in (*HTTP_METRICS, DEPENDENCY_UP,
+                                                                *PROCESS_METRICS)}
+    assert served == catalogued
+
+
 def test_docs_are_served_offline(client: TestClient) -> None:
     html = client.get("/api/demo/docs").text
     assert "/api/demo/docs/static/swagger-ui-bundle.js" in html

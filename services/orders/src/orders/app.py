@@ -1,6 +1,6 @@
 """Wiring of the orders service: ``create_app`` for the process, ``bootstrap`` for start-up
-(the service client for identity, catalog and payments, the saga reconciler), ``messaging`` for what
-it produces and consumes."""
+(the service client for identity, catalog and payments, the saga reconciler and the sagas'
+metrics sampler), ``messaging`` for what it produces and consumes."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from chassis.http_client import ServiceClient
 from chassis.messaging.runtime import Messaging, StreamSpec
 from chassis.messaging.streams import events_stream_name
 from chassis.saga import run_reconciler
+from chassis.saga.metrics import SagaMetrics, run_saga_sampler
 from fastapi import FastAPI
 
 from orders.adapters.upstream import Upstreams
@@ -66,6 +67,11 @@ def make_bootstrap(engine: OrderSagaEngine) -> Callable[
                 run_admission(ctx.require_db(), admission, stop,
                               interval_s=settings.admission_refresh_s),
                 name="orders-admission")
+        saga_metrics = SagaMetrics(ctx.metrics.registry)
+        engine.observe(saga_metrics)
+        sampler = asyncio.create_task(
+            run_saga_sampler(ctx.require_db(), engine.definitions, saga_metrics, stop),
+            name="orders-saga-sampler")
         reconciler = None
         if settings.reconciler_interval_s > 0:
             reconciler = asyncio.create_task(
@@ -76,7 +82,7 @@ def make_bootstrap(engine: OrderSagaEngine) -> Callable[
             yield
         finally:
             stop.set()
-            for task in (reconciler, counter):
+            for task in (reconciler, counter, sampler):
                 if task is not None:
                     with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
                         await asyncio.wait_for(task, 5)

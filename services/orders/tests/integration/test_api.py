@@ -241,9 +241,16 @@ def test_new_orders_are_refused_with_503_while_too_many_sagas_run(
         first = post(c)
         assert first.status_code == 202  # no saga was running: admitted
         deadline = time.monotonic() + 10
-        while "orders_sagas_running 1.0" not in c.get("/metrics").text:
+        while 'orders_sagas_running{service="orders"} 1.0' not in c.get("/metrics").text:
             assert time.monotonic() < deadline, "the running saga was never counted"
             time.sleep(0.05)
+        # The chassis's saga metrics are wired too: the start counted at commit, the
+        # running saga sampled by the step it waits in.
+        assert 'saga_started_total{saga="order",service="orders"} 1.0' in c.get("/metrics").text
+        waiting = 'saga_running{saga="order",service="orders",step="reserve_stock"} 1.0'
+        while waiting not in c.get("/metrics").text:
+            assert time.monotonic() < deadline + 10, "the saga sampler never ran"
+            time.sleep(0.1)
         refused = post(c, key="k-2")
         assert_problem(refused, 503)
         assert refused.headers["Retry-After"]
@@ -252,7 +259,7 @@ def test_new_orders_are_refused_with_503_while_too_many_sagas_run(
         assert written(database_url)[0] == 1
         again = post(c)  # a retry of the order already accepted is still answered
         assert again.status_code == 202 and again.json() == first.json()
-        assert "orders_refused_overload_total 1.0" in c.get("/metrics").text
+        assert 'orders_refused_overload_total{service="orders"} 1.0' in c.get("/metrics").text
 
 
 def dump(database_url: str) -> str:

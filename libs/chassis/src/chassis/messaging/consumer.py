@@ -138,6 +138,8 @@ class InboxConsumer:
         self._db = db
         self._dead_letters = dead_letters
         self._metrics = metrics
+        if metrics is not None:
+            metrics.declare_consumer(spec.name)
 
     async def process(self, delivery: Delivery) -> str:
         """Handle one delivery end to end (ack/nak/dead-letter); return the outcome."""
@@ -150,7 +152,7 @@ class InboxConsumer:
         else:
             await delivery.ack()
             self._report_drops(envelope, drops)
-        self._observe([outcome], time.perf_counter() - started)
+        self._observe([delivery], [outcome], time.perf_counter() - started)
         return outcome
 
     async def process_batch(self, deliveries: list[Delivery]) -> list[str]:
@@ -204,7 +206,7 @@ class InboxConsumer:
             for envelope, drops in dropped_here:
                 self._report_drops(envelope, drops)
         result = [outcomes[i] for i in range(len(deliveries))]
-        self._observe(result, time.perf_counter() - started)
+        self._observe(deliveries, result, time.perf_counter() - started)
         return result
 
     def _decode(self, delivery: Delivery) -> tuple[Envelope, Handler]:
@@ -214,14 +216,22 @@ class InboxConsumer:
             raise UnknownMessageType(f"no handler for message type {envelope.message_type!r}")
         return envelope, handler
 
-    def _observe(self, outcomes: list[str], seconds: float) -> None:
+    def _type_label(self, delivery: Delivery) -> str:
+        """The message type as a metric label: only the types this consumer handles, so a
+        stray header cannot create series without bound."""
+        message_type = delivery.headers.get(H_TYPE, "")
+        return message_type if message_type in self.spec.handlers else "unknown"
+
+    def _observe(self, deliveries: list[Delivery], outcomes: list[str],
+                 seconds: float) -> None:
         if self._metrics is None:
             return
-        for outcome in outcomes:
-            self._metrics.handled.labels(self.spec.name, outcome).inc()
         per_message = seconds / max(len(outcomes), 1)
-        for _ in outcomes:
-            self._metrics.handler_latency.labels(self.spec.name).observe(per_message)
+        for delivery, outcome in zip(deliveries, outcomes, strict=True):
+            message_type = self._type_label(delivery)
+            self._metrics.handled.labels(self.spec.name, message_type, outcome).inc()
+            self._metrics.handler_latency.labels(self.spec.name, message_type).observe(
+                per_message)
 
     async def _claim_inbox(self, session: AsyncSession,
                            envelopes: list[Envelope]) -> set[uuid.UUID]:
@@ -304,9 +314,10 @@ class InboxConsumer:
 
 
 async def run_jetstream_consumer(consumer: InboxConsumer, js: JetStreamContext,
-                                 stop: asyncio.Event,
-                                 metrics: MessagingMetrics | None = None) -> None:
-    """Pull and process until ``stop``; reconnect-tolerant (errors back off and retry)."""
+                                 stop: asyncio.Event) -> None:
+    """Pull and process until ``stop``; reconnect-tolerant (errors back off and retry).
+    Its lag is sampled apart (``chassis.messaging.sampler``), so a handler that hangs still
+    shows as a growing lag."""
     spec = consumer.spec
     config = ConsumerConfig(
         durable_name=spec.name, ack_policy=AckPolicy.EXPLICIT, max_deliver=spec.max_deliver,
@@ -317,7 +328,6 @@ async def run_jetstream_consumer(consumer: InboxConsumer, js: JetStreamContext,
         max_ack_pending=max(1000, spec.batch * 4))
     backoff = 0.2
     sub = None
-    last_lag = 0.0
     while not stop.is_set():
         try:
             if sub is None:
@@ -331,10 +341,6 @@ async def run_jetstream_consumer(consumer: InboxConsumer, js: JetStreamContext,
                 if len(msgs) < spec.batch and linger > 0:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(stop.wait(), linger)
-            if metrics is not None and time.monotonic() - last_lag > 2.0:
-                last_lag = time.monotonic()
-                info = await sub.consumer_info()
-                metrics.consumer_lag.labels(spec.name).set(info.num_pending or 0)
             backoff = 0.2
         except asyncio.CancelledError:
             raise

@@ -1,36 +1,37 @@
-"""Prometheus metrics of the messaging loop, registered on the service's own registry."""
+"""Prometheus metrics of the messaging loop, registered on the service's own registry.
+
+Counters move with the messages; the gauges (outbox backlog, consumer lag, dead letters
+waiting) are sampled on a timer, never per message (``chassis.messaging.sampler``). Names
+and help live in ``chassis.metric_catalogue``.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
+
+from chassis import metric_catalogue as m
 
 
 class MessagingMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.outbox_backlog = Gauge("outbox_backlog", "Outbox rows not yet published",
-                                    registry=registry)
-        self.outbox_oldest_age = Gauge("outbox_oldest_unpublished_age_seconds",
-                                       "Age of the oldest unpublished outbox row",
-                                       registry=registry)
-        self.outbox_published = Counter("outbox_published_total", "Outbox rows published",
-                                        registry=registry)
-        self.publish_errors = Counter("outbox_publish_errors_total",
-                                      "Failed outbox publish attempts (batches)",
-                                      registry=registry)
-        self.handled = Counter("consumer_messages_total", "Messages handled by consumers",
-                               ["consumer", "outcome"], registry=registry)
-        self.handler_latency = Histogram(
-            "consumer_handler_seconds", "Handler time including its transaction", ["consumer"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-            registry=registry)
-        self.consumer_lag = Gauge("consumer_lag_messages",
-                                  "Messages in the stream not yet delivered to the consumer",
-                                  ["consumer"], registry=registry)
+        self.outbox_backlog = m.OUTBOX_BACKLOG.gauge(registry)
+        self.outbox_oldest_age = m.OUTBOX_OLDEST_AGE.gauge(registry)
+        self.outbox_published = m.OUTBOX_PUBLISHED.counter(registry)
+        self.publish_errors = m.OUTBOX_PUBLISH_ERRORS.counter(registry)
+        self.handled = m.CONSUMER_MESSAGES.counter(registry)
+        self.handler_latency = m.CONSUMER_HANDLER_SECONDS.histogram(registry)
+        self.consumer_lag = m.CONSUMER_LAG.gauge(registry)
+        self.consumer_ack_pending = m.CONSUMER_ACK_PENDING.gauge(registry)
         # Every message acked without effect, by why: declared by a handler (a late reply),
         # unmatched or malformed (dead-lettered at once), or out of deliveries.
-        self.dropped = Counter("consumer_messages_dropped_total",
-                               "Messages acked without taking effect, by reason",
-                               ["consumer", "reason"], registry=registry)
-        self.dead_letters = Counter("dead_letters_total",
-                                    "Messages moved to the dead-letter stream", ["consumer"],
-                                    registry=registry)
+        self.dropped = m.CONSUMER_DROPPED.counter(registry)
+        self.dead_letters = m.DEAD_LETTERS.counter(registry)
+        self.dead_letters_waiting = m.DEAD_LETTERS_WAITING.gauge(registry)
+
+    def declare_consumer(self, consumer: str) -> None:
+        """Create the consumer's series at zero when it starts: a counter whose first sample
+        is already 1 shows no increase, so the first dead letter would raise no alert."""
+        self.dead_letters.labels(consumer)
+        self.consumer_lag.labels(consumer)
+        self.consumer_ack_pending.labels(consumer)
+        self.dead_letters_waiting.labels(consumer)

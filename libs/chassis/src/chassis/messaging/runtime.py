@@ -19,6 +19,7 @@ from chassis.messaging.consumer import ConsumerSpec, InboxConsumer, run_jetstrea
 from chassis.messaging.inbox import INBOX_PURGE_INTERVAL_S, run_inbox_purge
 from chassis.messaging.metrics import MessagingMetrics
 from chassis.messaging.relay import OutboxRelay
+from chassis.messaging.sampler import SAMPLE_INTERVAL_S, run_consumer_sampler
 from chassis.messaging.streams import ensure_dead_letter_stream, ensure_stream
 
 log = structlog.get_logger("chassis.messaging")
@@ -46,6 +47,7 @@ class Messaging:
     consumers: list[ConsumerSpec] = field(default_factory=list)
     relay_batch_size: int = 500
     inbox_purge_interval_s: float = INBOX_PURGE_INTERVAL_S
+    sample_interval_s: float = SAMPLE_INTERVAL_S  # the consumers' lag and dead letters
 
 
 class MessagingRuntime:
@@ -78,12 +80,15 @@ class MessagingRuntime:
         for consumer_spec in self.spec.consumers:
             consumer = InboxConsumer(consumer_spec, self._db, publisher, self.metrics)
             self._tasks.append(asyncio.create_task(
-                run_jetstream_consumer(consumer, js, self._stop, self.metrics),
+                run_jetstream_consumer(consumer, js, self._stop),
                 name=f"consumer-{consumer_spec.name}"))
         if self.spec.consumers:
             self._tasks.append(asyncio.create_task(run_inbox_purge(
                 self._db, [c.name for c in self.spec.consumers], self._stop,
                 interval_s=self.spec.inbox_purge_interval_s), name="inbox-purge"))
+            self._tasks.append(asyncio.create_task(run_consumer_sampler(
+                js, self.spec.consumers, self.metrics, self._stop,
+                interval_s=self.spec.sample_interval_s), name="consumer-sampler"))
         log.info("messaging_started", outbox=self.spec.outbox,
                  consumers=[c.name for c in self.spec.consumers])
 

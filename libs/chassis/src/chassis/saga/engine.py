@@ -43,11 +43,13 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chassis.db import after_commit
 from chassis.messaging.consumer import UnknownMessageType, UnmatchedMessage, dropped
 from chassis.messaging.envelope import Envelope, current_trace_headers
 from chassis.messaging.outbox import stage
 from chassis.saga import store
 from chassis.saga.definition import CommandBuilder, SagaDefinition, Step
+from chassis.saga.metrics import SagaMetrics
 from chassis.saga.store import SagaInstance, Status
 
 log = structlog.get_logger("chassis.saga")
@@ -59,9 +61,26 @@ def _utcnow() -> datetime:
 
 
 class SagaEngine:
-    def __init__(self, definitions: Iterable[SagaDefinition], *, clock: Clock = _utcnow) -> None:
+    def __init__(self, definitions: Iterable[SagaDefinition], *, clock: Clock = _utcnow,
+                 metrics: SagaMetrics | None = None) -> None:
         self.definitions = {d.name: d for d in definitions}
         self._clock = clock
+        self.metrics: SagaMetrics | None = None
+        if metrics is not None:
+            self.observe(metrics)
+
+    def observe(self, metrics: SagaMetrics) -> None:
+        """Count transitions in ``metrics`` from now on (each once its transaction has
+        committed). Separate from the constructor: the registry is the app's, made after
+        the engine."""
+        self.metrics = metrics
+        for definition in self.definitions.values():
+            metrics.declare(definition)
+
+    def _count(self, session: AsyncSession, counter: str, *labels: str) -> None:
+        if self.metrics is not None:
+            child = getattr(self.metrics, counter).labels(*labels)
+            after_commit(session, child.inc)
 
     def handlers(self) -> dict[str, Callable[[AsyncSession, Envelope], Any]]:
         """Handlers for a ``ConsumerSpec``: every reply type of every definition."""
@@ -75,7 +94,10 @@ class SagaEngine:
 
         ``secret_keys`` of ``data`` (a card number) are kept out of the history, which lives
         as long as the saga; the caller removes them from the instance when done with them."""
-        self.definitions.setdefault(definition.name, definition)
+        if definition.name not in self.definitions:
+            self.definitions[definition.name] = definition
+            if self.metrics is not None:
+                self.metrics.declare(definition)
         now = self._clock()
         first = definition.steps[0]
         inst = SagaInstance(
@@ -91,6 +113,7 @@ class SagaEngine:
         # A builder error here is the caller's bug: let it raise and roll the request back.
         await self._stage(session, inst, first, first.command(inst.data), "command_sent", now,
                           causation_id)
+        self._count(session, "started", definition.name)
         return inst
 
     async def handle_reply(self, session: AsyncSession,
@@ -171,9 +194,11 @@ class SagaEngine:
             inst.deadline_at = now + timedelta(seconds=step.deadline_s * 2 ** inst.resends)
             await self._send(session, inst, step, step.command, "resent", now, None,
                              attempt=inst.resends + 1)
+            self._count(session, "resends", definition.name, step.name)
         else:
             await store.record(session, inst.id, now, "timed_out", step=step.name,
                                detail={"resends": inst.resends})
+            self._count(session, "timeouts", definition.name, step.name)
             # The command may have taken effect with its reply lost: undo this step too
             # (compensations are idempotent and receivers tolerate undoing nothing).
             await self._compensate(session, definition, inst, now, None,
@@ -188,6 +213,7 @@ class SagaEngine:
         if inst.current_step == len(definition.steps):
             inst.status, inst.deadline_at = Status.COMPLETED, None
             await store.record(session, inst.id, now, "completed")
+            self._count(session, "finished", definition.name, "completed")
             return
         step = definition.steps[inst.current_step]
         inst.deadline_at = now + timedelta(seconds=step.deadline_s)
@@ -225,6 +251,7 @@ class SagaEngine:
         else:
             inst.status = Status.COMPENSATED
             await store.record(session, inst.id, now, "compensated", detail=failure)
+        self._count(session, "finished", definition.name, inst.status.lower())
 
     async def _send(self, session: AsyncSession, inst: SagaInstance, step: Step,
                     builder: CommandBuilder, kind: str, now: datetime,

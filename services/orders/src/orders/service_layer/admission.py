@@ -20,8 +20,9 @@ import structlog
 from chassis.db import Database
 from chassis.errors import ServiceUnavailable
 from chassis.saga import store
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
+from orders.metrics import REFUSED_OVERLOAD, SAGAS_RUNNING
 from orders.service_layer.saga import ORDER
 
 log = structlog.get_logger("orders.admission")
@@ -31,11 +32,8 @@ class Admission:
     def __init__(self, limit: int, registry: CollectorRegistry) -> None:
         self.limit = limit  # 0: no limit
         self.running = 0
-        self._refused = Counter("orders_refused_overload_total",
-                                "New orders refused while too many sagas were running",
-                                registry=registry)
-        self._running = Gauge("orders_sagas_running", "Order sagas running (last count)",
-                              registry=registry)
+        self._refused = REFUSED_OVERLOAD.counter(registry)
+        self._running = SAGAS_RUNNING.gauge(registry)
 
     def admit(self) -> None:
         """Raise 503 (Retry-After) when the last count reached the limit."""

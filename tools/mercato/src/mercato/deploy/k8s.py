@@ -27,6 +27,8 @@ from mercato.deploy.units import (
 
 PART_OF = "mercato"
 EDGE = "edge"
+OTEL_COLLECTOR = "otel-collector"
+OTLP_HTTP_PORT = 4318
 RUN_AS = 10001
 # A Python process uses at most one core: scale out well before it is busy, whatever the
 # request says (AverageValue, not a percentage of the request).
@@ -290,6 +292,9 @@ def network_policy(unit: Unit) -> Obj:
     for ext in unit.external:
         # Base: the dev stand-in in the namespace; the prod overlay opens the real endpoint.
         egress.append({"to": [_pods(ext.simulator, "simulator")], "ports": _tcp(ext.port)})
+    # Traces to the OpenTelemetry Collector (deploy/observability; prod runs it).
+    egress.append({"to": [_pods(OTEL_COLLECTOR, "observability")],
+                   "ports": _tcp(OTLP_HTTP_PORT)})
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": meta(unit.name, unit.name),
             "spec": {"podSelector": {"matchLabels": selector(unit.name)},

@@ -62,6 +62,7 @@ class Unit:
     secrets: dict[str, tuple[str, str]] = field(default_factory=dict)  # VAR -> (secret, key)
     external: tuple[External, ...] = ()
     public: bool = True                # routed by the edge
+    sagas: tuple[str, ...] = ()        # sagas it orchestrates (its dashboard shows them)
     cpu_request: str = "100m"
     memory_request: str = "160Mi"
     memory_limit: str = "384Mi"
@@ -105,6 +106,7 @@ UNITS: dict[str, Unit] = {u.service: u for u in [
     Unit("shipping", consumers=(Consumer("SHIPPING_COMMANDS", "shipping-commands"),)),
     # payments: a card_number order's card is exchanged for a payment method (ADR 0013).
     Unit("orders", calls=("identity", "catalog", "payments"), cpu_request="250m",
+         sagas=("order",),
          secrets={"CARD_FINGERPRINT_SECRET": ("orders-card-fingerprint", "secret")},
          consumers=(Consumer("INVENTORY_EVENTS", "orders-saga-replies-inventory"),
                     Consumer("PAYMENTS_EVENTS", "orders-saga-replies-payments"),

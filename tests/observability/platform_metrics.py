@@ -1,0 +1,104 @@
+"""What the observability tests read: every metric the platform exports (the chassis's
+catalogue, the services' own, and the few from outside), the files under
+deploy/observability, and the metric names a PromQL expression reads."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import promql_parser
+import yaml
+from chassis.metric_catalogue import CHASSIS_METRICS, MetricSpec
+from mercato.deploy.dashboards import EXTERNAL_METRICS
+from mercato.toolfetch import PrometheusTools, ensure_prometheus
+from orders.metrics import ORDERS_METRICS
+
+REPO = Path(__file__).resolve().parents[2]
+OBSERVABILITY = REPO / "deploy" / "observability"
+RULES = OBSERVABILITY / "prometheus" / "rules"
+RULE_TESTS = OBSERVABILITY / "prometheus" / "tests"
+DASHBOARDS = OBSERVABILITY / "grafana" / "dashboards"
+OPERATIONS = REPO / "docs" / "operations.md"
+
+SERVICE_METRICS: tuple[MetricSpec, ...] = (*CHASSIS_METRICS, *ORDERS_METRICS)
+ALL_METRICS: tuple[MetricSpec, ...] = (*SERVICE_METRICS, *EXTERNAL_METRICS)
+
+# Grafana's own variables that cannot stand in PromQL as written (the others sit inside
+# label matchers' strings, which PromQL accepts as they are).
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
+
+
+def exported_series() -> set[str]:
+    """Every sample name the platform's scrapes can show (a histogram's _bucket, ...)."""
+    return {name for spec in ALL_METRICS for name in spec.series_names()}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names an expression reads; raises ValueError when it is not PromQL."""
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            name = node.name or next((m.value for m in node.matchers.matchers
+                                      if m.name == "__name__"), None)
+            if name is None:
+                raise ValueError(f"a selector without a metric name in {expr!r}")
+            names.add(name)
+        elif isinstance(node, promql_parser.MatrixSelector):
+            walk(node.vector_selector)
+        elif isinstance(node, promql_parser.BinaryExpr):
+            walk(node.lhs)
+            walk(node.rhs)
+        elif isinstance(node, promql_parser.AggregateExpr):
+            walk(node.expr)
+            if node.param is not None:
+                walk(node.param)
+        elif isinstance(node, promql_parser.Call):
+            for arg in node.args:
+                walk(arg)
+        elif isinstance(node, promql_parser.ParenExpr | promql_parser.UnaryExpr
+                        | promql_parser.SubqueryExpr):
+            walk(node.expr)
+        elif not isinstance(node, promql_parser.NumberLiteral | promql_parser.StringLiteral):
+            raise ValueError(f"unexpected PromQL node {type(node).__name__} in {expr!r}")
+
+    walk(promql_parser.parse(expr))
+    return names
+
+
+def rule_files() -> list[Path]:
+    return sorted(RULES.glob("*.rules.yaml"))
+
+
+def rule_test_files() -> list[Path]:
+    return sorted(RULE_TESTS.glob("*.test.yaml"))
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def rules(path: Path) -> list[dict[str, Any]]:
+    return [rule for group in load(path)["groups"] for rule in group["rules"]]
+
+
+def alerts() -> dict[str, dict[str, Any]]:
+    """Every alerting rule by name, with the file it is in under ``file``."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in rule_files():
+        for rule in rules(path):
+            if "alert" in rule:
+                assert rule["alert"] not in found, f"alert {rule['alert']} defined twice"
+                found[rule["alert"]] = {**rule, "file": path}
+    return found
+
+
+@functools.cache
+def prometheus_tools() -> PrometheusTools:
+    """promtool and prometheus (fetched into .tools/prometheus/ by `make
+    observability-tools`, or here on first use)."""
+    return ensure_prometheus(progress=False)
