@@ -8,30 +8,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from mercato.runtime import control
+from mercato.cli.common import HomeOpt, err, out, running_home
 from mercato.runtime.paths import Home
 
 dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and re-drive dead letters.")
 outbox_app = typer.Typer(no_args_is_help=True, help="Operate a service's transactional outbox.")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-HomeOpt = Annotated[Path | None, typer.Option(
-    "--home", envvar="MERCATO_HOME", help="Runtime home (default ./.mercato).",
-    show_default=False)]
-
-
 def _running(home: Path | None) -> Home:
-    h = Home(home)
-    if control.running_pid(h) is None:
-        err.print("[bold red]error:[/] mercato is not running")
-        err.print("[dim]→[/] start it first: mercato up --detach")
-        raise typer.Exit(1)
-    return h
+    return running_home(home)
 
 
 async def _with_js(h: Home, work: Any) -> Any:
@@ -273,22 +259,10 @@ def check_command(
     raise typer.Exit(1 if found else 0)
 
 
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    app.command("check")(check_command)
+def register(app: typer.Typer) -> None:
+    checks = typer.Typer()
+    checks.command("check")(check_command)
+    app.add_typer(checks)
     app.add_typer(dlq_app, name="dlq")
     app.add_typer(outbox_app, name="outbox")
     app.add_typer(history_app, name="history")
-
-    @bench_app.command("events")
-    def bench_events(
-        events: Annotated[int, typer.Option(help="Events per throughput round.")] = 20_000,
-        rate: Annotated[int, typer.Option(help="Events/s for the latency run.")] = 1000,
-        seconds: Annotated[float, typer.Option(help="Length of the latency run.")] = 10.0,
-        repeats: Annotated[int, typer.Option(help="Throughput rounds (median).")] = 3,
-    ) -> None:
-        """Outbox relay throughput and commit-to-handler latency, beside raw JetStream."""
-        from mercato.bench.events import run_events_bench
-        from mercato.runtime.services import repo_root
-
-        raise typer.Exit(run_events_bench(events, rate, seconds, repeats,
-                                          report_dir=repo_root() / "bench" / "reports"))

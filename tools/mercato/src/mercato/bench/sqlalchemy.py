@@ -2,7 +2,7 @@
 
 The figures behind ADR 0011. Against a running platform's PostgreSQL:
 
-    .venv/bin/python bench/sqlalchemy_overhead.py [--home .mercato] [--n 3000]
+    mercato bench sqlalchemy [--home .mercato] [--n 3000] [--rounds 3]
 
 Each variant runs ``n`` transactions of ``SELECT 1`` (one or two statements) on one
 connection; rounds alternate, and the medians of the rounds are printed with their ratio.
@@ -10,23 +10,20 @@ connection; rounds alternate, and the medians of the rounds are printed with the
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
-from pathlib import Path
 
 import asyncpg
-import uvloop
-from mercato.runtime.paths import Home
-from mercato.runtime.postgres import Postgres
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+from mercato.runtime.paths import Home
+from mercato.runtime.postgres import Postgres
 
 SELECT_1 = text("SELECT 1")
 
 
-async def main(home: Path, n: int, rounds: int) -> None:
-    h = Home(home)
+async def _measure(h: Home, n: int, rounds: int) -> None:
     dsn = Postgres(h, h.ports().postgres).superuser_dsn
     engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"),
                                  pool_size=1)
@@ -75,10 +72,8 @@ async def main(home: Path, n: int, rounds: int) -> None:
           f"asyncpg {med['asyncpg_two'] - med['asyncpg_one']:.0f} µs")
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, default=Path(".mercato"))
-    parser.add_argument("--n", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    uvloop.run(main(args.home, args.n, args.rounds))
+def run_sqlalchemy_bench(home: Home, n: int, rounds: int) -> int:
+    import uvloop
+
+    uvloop.run(_measure(home, n, rounds))
+    return 0

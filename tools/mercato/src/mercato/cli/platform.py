@@ -1,70 +1,32 @@
-"""The ``mercato`` command: run the platform locally and look inside it.
-
-User errors end with a one-line explanation and the command to run next, never a traceback.
-"""
+"""``mercato up``, ``down``, ``status`` and ``logs``: run the platform and look inside it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import psutil
 import typer
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from mercato import logview, messaging_cli
-from mercato.deploy import cli as deploy_cli
+from mercato import logview
+from mercato.cli.common import HomeOpt, err, fail, home_flag, home_of, out
 from mercato.runtime import control
 from mercato.runtime.paths import Home, port_is_free
-from mercato.runtime.proc import run
-from mercato.runtime.services import SERVICES, parse_scale, repo_root
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="mercato: run the commerce platform on this machine.")
-admin_app = typer.Typer(no_args_is_help=True, help="Administrative tasks on a running platform.")
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figures side by side.")
-app.add_typer(admin_app, name="admin")
-app.add_typer(bench_app, name="bench")
-messaging_cli.register(app, bench_app)
-deploy_cli.register(app)
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-HomeOpt = Annotated[Path | None, typer.Option(
-    "--home", envvar="MERCATO_HOME", help="Runtime home (default ./.mercato).",
-    show_default=False)]
+from mercato.runtime.services import SERVICES, parse_scale
 
 STATE_STYLE = {"ready": "green", "starting": "yellow", "restarting": "yellow",
                "stopping": "yellow", "stopped": "dim", "failed": "bold red"}
 
-
-def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}")
-    if hint:
-        err.print(f"[dim]→[/] {hint}")
-    raise typer.Exit(code)
-
-
-def _home(home: Path | None) -> Home:
-    return Home(home)
-
-
-def _home_flag(home: Home) -> str:
-    """Repeat ``--home`` in hints only when it is not the default one."""
-    default = Home(None).root
-    return "" if home.root == default else f" --home {home.root}"
+app = typer.Typer()
 
 
 # -- up ----------------------------------------------------------------------------------------
@@ -74,7 +36,7 @@ def _check_ports(home: Home, edge_port: int | None, gateway: bool) -> None:
     ports = home.ports(edge_port=edge_port)
     if gateway and not port_is_free(ports.edge, "0.0.0.0"):
         fail(f"port {ports.edge} (the edge) is in use by another program",
-             f"pick another one: mercato up --port {ports.edge + 1}{_home_flag(home)}", 2)
+             f"pick another one: mercato up --port {ports.edge + 1}{home_flag(home)}", 2)
     for name, port in (("postgres", ports.postgres), ("nats", ports.nats)):
         if not port_is_free(port):
             fail(f"port {port} ({name}, saved in {home.config_file}) is in use by another "
@@ -111,7 +73,7 @@ def _print_ready(state: dict[str, Any], took: float, home: Home) -> None:
     rows += [("postgres", urls.get("postgres", "")), ("nats", urls.get("nats", ""))]
     for label, url in rows:
         out.print(f"  {label:<12} {url}")
-    flag = _home_flag(home)
+    flag = home_flag(home)
     out.print(f"[dim]  status: mercato status{flag} · logs: mercato logs --follow{flag} · "
               f"stop: mercato down{flag}[/]")
 
@@ -133,7 +95,7 @@ def _explain_failure(home: Home, state: dict[str, Any] | None, reason: str) -> N
     target = suspects[0] if suspects[0] != "supervisor" else ""
     svc = target.rsplit("-", 1)[0] if target and target[-1].isdigit() else target
     err.print(f"\n[dim]→[/] fix the error above, then run mercato up again. Full log: "
-              f"mercato logs {svc}{_home_flag(home)}".rstrip())
+              f"mercato logs {svc}{home_flag(home)}".rstrip())
 
 
 def _wait_until_ready(home: Home, sup: subprocess.Popen[bytes], timeout: float,
@@ -203,12 +165,12 @@ def up(
         seconds_from_env,
     )
 
-    h = _home(home)
+    h = home_of(home)
     pid = control.running_pid(h)
     if pid is not None:
         out.print(f"mercato is already running (supervisor pid {pid}, home {h.root}).")
-        out.print(f"[dim]→ see it with mercato status{_home_flag(h)}; restart with "
-                  f"mercato down{_home_flag(h)} then mercato up[/]")
+        out.print(f"[dim]→ see it with mercato status{home_flag(h)}; restart with "
+                  f"mercato down{home_flag(h)} then mercato up[/]")
         raise typer.Exit(0)
     names = [s.partition("=")[0] for s in service] if service else SERVICES
     try:
@@ -257,7 +219,7 @@ def up(
         pass
     if sup.poll() is not None:
         fail(f"the supervisor exited (code {sup.returncode})",
-             f"see mercato logs supervisor{_home_flag(h)}")
+             f"see mercato logs supervisor{home_flag(h)}")
     _down(h)
 
 
@@ -305,7 +267,7 @@ def _down(h: Home) -> None:
 @app.command()
 def down(home: HomeOpt = None) -> None:
     """Stop everything `up` started; the data stays for the next `up`."""
-    _down(_home(home))
+    _down(home_of(home))
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -408,7 +370,7 @@ def status(
     home: HomeOpt = None,
 ) -> None:
     """Processes, ports, live health, memory and restarts of the running platform."""
-    h = _home(home)
+    h = home_of(home)
     pid = control.running_pid(h)
     state = control.read_state(h) if pid is not None else None
     if pid is None or state is None:
@@ -416,7 +378,7 @@ def status(
             print(json.dumps({"running": False, "home": str(h.root)}))
         else:
             out.print(f"mercato is [bold]not running[/] (home {h.root}).")
-            out.print(f"[dim]→ start it with mercato up{_home_flag(h)}[/]")
+            out.print(f"[dim]→ start it with mercato up{home_flag(h)}[/]")
         return
     health = asyncio.run(_health(state))
     rows = []
@@ -480,9 +442,9 @@ def logs(
     home: HomeOpt = None,
 ) -> None:
     """Merged logs of every process, ordered by time."""
-    h = _home(home)
+    h = home_of(home)
     if not logview.log_files_exist(h.logs_dir):
-        fail(f"no logs in {h.logs_dir}", f"start the platform first: mercato up{_home_flag(h)}")
+        fail(f"no logs in {h.logs_dir}", f"start the platform first: mercato up{home_flag(h)}")
     files = logview.select_logs(h.logs_dir, service)
     if not files:
         fail(f"no logs for {service!r}",
@@ -494,97 +456,3 @@ def logs(
     if follow:
         with contextlib.suppress(KeyboardInterrupt):
             logview.follow(out, h.logs_dir, service, trace)
-
-
-# -- bench, admin ------------------------------------------------------------------------------
-
-
-@bench_app.command("gateway")
-def bench_gateway(
-    duration: Annotated[float, typer.Option(help="Seconds of load.")] = 10.0,
-    connections: Annotated[int, typer.Option(help="Concurrent connections.")] = 16,
-    home: HomeOpt = None,
-) -> None:
-    """Load the edge through Envoy and report latency and throughput."""
-    h = _home(home)
-    if control.running_pid(h) is None:
-        fail("mercato is not running", f"start it first: mercato up --detach{_home_flag(h)}")
-    try:
-        from mercato.bench.gateway import run_gateway_bench
-    except ImportError as exc:
-        fail(f"the gateway benchmark is not available ({exc})")
-    raise typer.Exit(run_gateway_bench(h.root, duration, connections))
-
-
-@bench_app.command("orders")
-def bench_orders(
-    rate: Annotated[float, typer.Option(help="Orders sent per second (constant arrivals).",
-                                        min=0.1)] = 60.0,
-    duration: Annotated[float, typer.Option(help="Seconds of measured load.", min=1)] = 30.0,
-    decline_share: Annotated[float, typer.Option(
-        help="Share of orders paid with a declining card.", min=0.0, max=1.0)] = 0.2,
-    customers: Annotated[int, typer.Option(help="Customers the orders rotate over.",
-                                           min=1)] = 20,
-    products: Annotated[int, typer.Option(help="Products the orders rotate over.",
-                                          min=1, max=100)] = 8,
-    warmup: Annotated[float, typer.Option(help="Seconds of uncounted load first.",
-                                          min=0)] = 3.0,
-    report: Annotated[Path | None, typer.Option(
-        help="JSON report file (default bench/reports/orders.json).",
-        show_default=False)] = None,
-    home: HomeOpt = None,
-) -> None:
-    """Orders through the edge at a constant rate: throughput, latencies, CPU per order."""
-    h = _home(home)
-    if control.running_pid(h) is None:
-        fail("mercato is not running", f"start it first: mercato up --detach{_home_flag(h)}")
-    from mercato.bench.orders import run_orders_bench
-
-    raise typer.Exit(run_orders_bench(h.root, rate=rate, duration_s=duration,
-                                      decline_share=decline_share, customers=customers,
-                                      products=products, warmup_s=warmup, report_file=report))
-
-
-@admin_app.command("create-admin")
-def create_admin(
-    email: Annotated[str, typer.Argument(help="E-mail of the admin account.")],
-    password: Annotated[str, typer.Option(
-        prompt=True, hide_input=True, confirmation_prompt=True,
-        help="Prompted for when omitted.")],
-    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
-    home: HomeOpt = None,
-) -> None:
-    """Create an admin account, or grant admin to an existing one (identity service)."""
-    from mercato.runtime.postgres import Postgres
-
-    h = _home(home)
-    if control.running_pid(h) is None:
-        fail("mercato is not running", f"start it first: mercato up --detach{_home_flag(h)}")
-    ports = h.ports()
-    url = Postgres(h, ports.postgres).service_database_url("identity")
-    if url is None:
-        fail("the identity database does not exist yet",
-             f"run mercato up{_home_flag(h)} once with the identity service")
-    env = {**os.environ, "IDENTITY_DATABASE_URL": url,
-           "IDENTITY_NATS_URL": f"nats://127.0.0.1:{ports.nats}",
-           "IDENTITY_ENVIRONMENT": "development", "IDENTITY_INSTANCE_ID": "identity-admin"}
-    argv = [sys.executable, "-m", "identity", "create-admin", email, "--password-stdin"]
-    if name:
-        argv += ["--name", name]
-    # The password travels on stdin: never in argv (ps) or the environment (/proc).
-    res = run(argv, input=password + "\n", text=True, env=env, cwd=str(repo_root()),
-              check=False)
-    if res.returncode != 0:
-        # identity has printed what went wrong; exit with its code.
-        raise typer.Exit(res.returncode)
-
-
-def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
-
-
-if __name__ == "__main__":
-    main()

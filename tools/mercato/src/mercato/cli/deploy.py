@@ -6,10 +6,8 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+from mercato.cli.common import err, out
 
 
 def register(app: typer.Typer) -> None:

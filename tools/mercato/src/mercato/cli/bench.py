@@ -1,0 +1,90 @@
+"""``mercato bench …``: benchmarks that print figures side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mercato.cli.common import HomeOpt, fail, home_flag, home_of
+from mercato.runtime import control
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figures side by side.")
+
+
+@bench_app.command("gateway")
+def bench_gateway(
+    duration: Annotated[float, typer.Option(help="Seconds of load.")] = 10.0,
+    connections: Annotated[int, typer.Option(help="Concurrent connections.")] = 16,
+    home: HomeOpt = None,
+) -> None:
+    """Load the edge through Envoy and report latency and throughput."""
+    h = home_of(home)
+    if control.running_pid(h) is None:
+        fail("mercato is not running", f"start it first: mercato up --detach{home_flag(h)}")
+    try:
+        from mercato.bench.gateway import run_gateway_bench
+    except ImportError as exc:
+        fail(f"the gateway benchmark is not available ({exc})")
+    raise typer.Exit(run_gateway_bench(h.root, duration, connections))
+
+
+@bench_app.command("orders")
+def bench_orders(
+    rate: Annotated[float, typer.Option(help="Orders sent per second (constant arrivals).",
+                                        min=0.1)] = 60.0,
+    duration: Annotated[float, typer.Option(help="Seconds of measured load.", min=1)] = 30.0,
+    decline_share: Annotated[float, typer.Option(
+        help="Share of orders paid with a declining card.", min=0.0, max=1.0)] = 0.2,
+    customers: Annotated[int, typer.Option(help="Customers the orders rotate over.",
+                                           min=1)] = 20,
+    products: Annotated[int, typer.Option(help="Products the orders rotate over.",
+                                          min=1, max=100)] = 8,
+    warmup: Annotated[float, typer.Option(help="Seconds of uncounted load first.",
+                                          min=0)] = 3.0,
+    report: Annotated[Path | None, typer.Option(
+        help="JSON report file (default bench/reports/orders.json).",
+        show_default=False)] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Orders through the edge at a constant rate: throughput, latencies, CPU per order."""
+    h = home_of(home)
+    if control.running_pid(h) is None:
+        fail("mercato is not running", f"start it first: mercato up --detach{home_flag(h)}")
+    from mercato.bench.orders import run_orders_bench
+
+    raise typer.Exit(run_orders_bench(h.root, rate=rate, duration_s=duration,
+                                      decline_share=decline_share, customers=customers,
+                                      products=products, warmup_s=warmup, report_file=report))
+
+
+@bench_app.command("events")
+def bench_events(
+    events: Annotated[int, typer.Option(help="Events per throughput round.")] = 20_000,
+    rate: Annotated[int, typer.Option(help="Events/s for the latency run.")] = 1000,
+    seconds: Annotated[float, typer.Option(help="Length of the latency run.")] = 10.0,
+    repeats: Annotated[int, typer.Option(help="Throughput rounds (median).")] = 3,
+) -> None:
+    """Outbox relay throughput and commit-to-handler latency, beside raw JetStream."""
+    from mercato.bench.events import run_events_bench
+    from mercato.runtime.services import repo_root
+
+    raise typer.Exit(run_events_bench(events, rate, seconds, repeats,
+                                      report_dir=repo_root() / "bench" / "reports"))
+
+
+@bench_app.command("sqlalchemy")
+def bench_sqlalchemy(
+    n: Annotated[int, typer.Option("--n", help="Transactions per round and variant.",
+                                   min=100)] = 3000,
+    rounds: Annotated[int, typer.Option(help="Alternating rounds (medians).", min=1)] = 3,
+    home: HomeOpt = None,
+) -> None:
+    """Client CPU per transaction: SQLAlchemy's AsyncSession beside asyncpg alone."""
+    h = home_of(home)
+    if control.running_pid(h) is None:
+        fail("mercato is not running", f"start it first: mercato up --detach{home_flag(h)}")
+    from mercato.bench.sqlalchemy import run_sqlalchemy_bench
+
+    raise typer.Exit(run_sqlalchemy_bench(h, n, rounds))
