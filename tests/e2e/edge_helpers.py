@@ -7,7 +7,6 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from typing import Any
 
 import httpx2 as httpx
 import psutil
+from mercato.runtime.paths import free_port
 
 MERCATO = str(Path(sys.executable).with_name("mercato"))
 # A cheap argon2id for a test platform's identity (the supervisor passes its environment
@@ -29,12 +29,6 @@ MERCATO = str(Path(sys.executable).with_name("mercato"))
 # cost (64 MiB, t=3, p=4: ~0.3 s a hash here) took over 3 minutes on 2 cores.
 E2E_ARGON2 = {"IDENTITY_ARGON2_TIME_COST": "1", "IDENTITY_ARGON2_MEMORY_COST_KIB": "8192",
               "IDENTITY_ARGON2_PARALLELISM": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def mercato(home: Path, *args: str, timeout: float = 120, input: str | None = None,

@@ -88,7 +88,9 @@ def _shop(c: httpx.Client, user: dict, auth: dict, body: dict) -> str:
 def test_the_shop_stays_open_through_a_broker_outage(platform: Platform) -> None:
     with platform.client() as c:
         admin = bearer(platform.admin_token(c))
-        product = new_product(c, admin, on_hand=100)
+        # Enough for every round: a fast machine places one every ~0.15 s for a minute or
+        # more, and an order refused for want of stock would hide what this test looks for.
+        product = new_product(c, admin, on_hand=10_000)
         user = platform.register(c)
         auth, address_id = customer_with_address(platform, c)
         body = order_body(product, address_id)
@@ -144,4 +146,5 @@ def test_the_shop_stays_open_through_a_broker_outage(platform: Platform) -> None
         print(f"outage {resumed_at - stalled_at:.1f} s, {len(placed)} orders; back after "
               f"{time.monotonic() - resumed_at:.1f} s ({rounds} rounds)")
         orders = all_terminal(c, admin, placed, timeout=120)
-        assert {o["status"] for o in orders.values()} == {"APPROVED"}, orders
+        refused = {i: o.get("reason") for i, o in orders.items() if o["status"] != "APPROVED"}
+        assert not refused, f"{len(refused)} of {len(orders)} orders not approved: {refused}"

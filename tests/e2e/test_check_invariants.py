@@ -82,6 +82,12 @@ def order(platform: Platform) -> str:
         auth, address_id = customer_with_address(platform, c)
         order_id = place(c, auth, product, address_id, "4242424242424242")
         assert settled(c, auth, order_id)["status"] == "APPROVED"
+    # The checker judges only orders unchanged for the grace: until then a planted
+    # disagreement would pass unseen, whatever the checker can do.
+    wait_until(lambda: sql(platform, "orders", "SELECT updated_at < now() - make_interval("
+                           "secs => $2) AS settled FROM orders WHERE id = $1",
+                           uuid.UUID(order_id), float(GRACE[1]))[0]["settled"], 30,
+               "the order to stay unchanged for the checker's grace")
     wait_until(lambda: not about(violations(platform, *GRACE)[1], order_id), 60,
                "every service to agree on the new order")
     return order_id

@@ -10,7 +10,6 @@ The same Prometheus loads every rule file."""
 from __future__ import annotations
 
 import http.server
-import socket
 import subprocess
 import threading
 import time
@@ -21,16 +20,11 @@ import httpx2 as httpx
 import pytest
 import yaml
 from chassis.metrics import HttpMetrics
+from mercato.runtime.paths import free_port
 from platform_metrics import OBSERVABILITY, RULES, prometheus_tools
 from prometheus_client import generate_latest
 
 CONFIG = OBSERVABILITY / "prometheus" / "prometheus.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

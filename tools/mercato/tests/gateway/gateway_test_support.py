@@ -11,7 +11,6 @@ import contextlib
 import ctypes
 import json
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,16 +25,11 @@ from chassis.registry import Registration, RegistryClient
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from mercato.gateway import GatewayConfig, prepare
+from mercato.runtime.paths import free_port
 from multidict import CIMultiDict
 
 ISSUER = "mercato-identity"
 AUDIENCE = "mercato"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def die_with_parent() -> None:

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import socket
 import sys
 import tempfile
@@ -56,7 +57,30 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port no program listens on, chosen below the kernel's ephemeral range.
+
+    A port the kernel hands out with ``bind(0)`` comes from the ephemeral range, the same pool
+    every outgoing connection takes its source port from: by the time PostgreSQL, NATS or
+    Envoy binds it (at once, or at the next ``up``), some connection may be using it and the
+    bind fails. Ports below that range are only ever taken by listeners, which we check for.
+    """
+    low, _ = _ephemeral_range()
+    floor = 10_000
+    if low - floor >= 1_000:
+        rng = random.SystemRandom()
+        for _ in range(64):
+            port = rng.randrange(floor, low)
+            if port_is_free(port, host) and port_is_free(port, "0.0.0.0"):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
