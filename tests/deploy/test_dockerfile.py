@@ -48,4 +48,5 @@ def test_every_service_builds_with_this_dockerfile(service: str) -> None:
     assert (folder / "src" / service / "__main__.py").is_file()
     assert (folder / "migrations" / "env.py").is_file()
     copies = " ".join(final_stage().all("COPY"))
-    assert "/app/services/${SERVICE}" in copies
+    assert "/app/${PACKAGE_DIR}" in copies  # PACKAGE_DIR defaults to services/${SERVICE}
+    assert "ARG PACKAGE_DIR=services/${SERVICE}" in (DEPLOY / "Dockerfile").read_text()

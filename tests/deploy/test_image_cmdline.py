@@ -100,7 +100,9 @@ def image_paths(service: str) -> list[Path]:
     for rest in final_stage().all("COPY"):
         words = rest.split()
         if words[0] == "--from=build" and words[1].startswith("/app/"):
-            paths.append(REPO / words[1].removeprefix("/app/").replace("${SERVICE}", service))
+            paths.append(REPO / words[1].removeprefix("/app/")
+                         .replace("${PACKAGE_DIR}", f"services/{service}")
+                         .replace("${SERVICE}", service))
     return paths
 
 

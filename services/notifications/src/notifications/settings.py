@@ -14,7 +14,7 @@ class NotificationsSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFICATIONS_", extra="ignore", frozen=True)
     service_name: ClassVar[str] = "notifications"
 
-    # Where mail goes: the local mail sink by default (`python -m notifications.mailsink`).
+    # Where mail goes: the local mail sink by default (`python -m simulators.mail_sink`).
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=8025, gt=0, lt=65536)
     smtp_timeout_s: float = Field(default=10.0, gt=0)

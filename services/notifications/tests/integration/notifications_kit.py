@@ -109,7 +109,7 @@ def free_port() -> int:
 
 
 class MailSink:
-    """``python -m notifications.mailsink`` as a child process on free ports."""
+    """``python -m simulators.mail_sink`` as a child process on free ports."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
@@ -128,7 +128,7 @@ class MailSink:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log = self.data_dir / "mailsink.log"
         with self.log.open("ab") as log:  # a file, not a pipe: a full pipe would block it
-            self.proc = subprocess.Popen([sys.executable, "-m", "notifications.mailsink"],
+            self.proc = subprocess.Popen([sys.executable, "-m", "simulators.mail_sink"],
                                          env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

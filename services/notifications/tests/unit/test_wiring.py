@@ -19,9 +19,9 @@ from notifications.domain.model import (
     ORDER_PLACED,
     ORDER_REJECTED,
 )
-from notifications.mailsink import MessageStore, SinkSettings
 from notifications.service_layer.handlers import order_facts
 from notifications.settings import NotificationsSettings
+from simulators.mail_sink import MessageStore, SinkSettings
 
 
 def test_settings_come_from_notifications_prefixed_environment(

@@ -13,7 +13,7 @@ class PaymentsSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore", frozen=True)
     service_name: ClassVar[str] = "payments"
 
-    # The simulated provider (``python -m payments.provider``) or a real one's base URL.
+    # The simulated provider (``python -m simulators.payment_provider``) or a real one's base URL.
     provider_url: str = f"http://127.0.0.1:{DEFAULT_PROVIDER_PORT}"
     # Sent as a bearer token (the simulator reads the same variable, PAYMENTS_PROVIDER_API_TOKEN).
     provider_api_token: SecretStr | None = None

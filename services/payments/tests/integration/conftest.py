@@ -1,5 +1,5 @@
 """Payments on a fresh, migrated embedded-PostgreSQL database, without NATS, talking to a real
-simulated provider process (``python -m payments.provider``) on a free port."""
+simulated provider process (``python -m simulators.payment_provider``) on a free port."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ class ProviderProcess:
                "PAYMENTS_PROVIDER_DATA_DIR": str(self.data_dir),
                "PAYMENTS_PROVIDER_TIMEOUT_CARD_DELAY_MS": str(TIMEOUT_CARD_DELAY_MS),
                **self.extra_env}
-        self.proc = subprocess.Popen([sys.executable, "-m", "payments.provider"], env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "simulators.payment_provider"], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

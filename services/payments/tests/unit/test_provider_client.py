@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from payments.adapters.provider import ProviderClient, ProviderRefused, ProviderUnavailable
-from payments.provider.app import STORE, ProviderConfig, make_app
+from simulators.payment_provider.app import STORE, ProviderConfig, make_app
 
 Serve = Callable[..., Any]
 
@@ -160,7 +160,7 @@ async def test_a_data_dir_from_before_the_vault_is_upgraded(tmp_path: Path) -> N
                 "'KRW', '4242', 1, 'then', 'then')")
     old.commit()
     old.close()
-    from payments.provider.store import ChargeStore
+    from simulators.payment_provider.store import ChargeStore
 
     store = ChargeStore(tmp_path)
     try:

@@ -7,8 +7,8 @@ from contracts.payments import v2
 from contracts.payments.v1 import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
 from payments.app import messaging
 from payments.entrypoints.consumers import parse
-from payments.provider.__main__ import config_from_env
 from payments.settings import PaymentsSettings
+from simulators.payment_provider.__main__ import config_from_env
 
 
 def test_settings_come_from_payments_prefixed_environment(
@@ -67,6 +67,6 @@ def test_provider_config_from_environment() -> None:
 
 
 def test_the_provider_plays_a_third_party_and_imports_no_chassis() -> None:
-    code = ("import sys, payments.provider.__main__; "
+    code = ("import sys, simulators.payment_provider.__main__; "
             "assert not [m for m in sys.modules if m.split('.')[0] in ('chassis', 'contracts')]")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)

@@ -29,6 +29,11 @@ def _build(service: str) -> dict[str, Any]:
     return {"context": "../..", "dockerfile": "deploy/Dockerfile", "args": {"SERVICE": service}}
 
 
+# The stand-ins for third parties: one image of their own (simulators/), not a service's.
+SIMULATORS_BUILD = {"context": "../..", "dockerfile": "deploy/Dockerfile",
+                    "args": {"SERVICE": "simulators", "PACKAGE_DIR": "simulators"}}
+
+
 def _python_health(url: str) -> dict[str, Any]:
     return {"test": ["CMD", "python", "-c",
                      f"import urllib.request; urllib.request.urlopen('{url}', timeout=2)"],
@@ -108,8 +113,8 @@ def document() -> dict[str, Any]:
                 "restart": "unless-stopped",
             },
             "payments-provider": {
-                "image": IMAGE.format(name="payments"), "build": _build("payments"),
-                "command": ["python", "-m", "payments.provider"],
+                "image": IMAGE.format(name="simulators"), "build": SIMULATORS_BUILD,
+                "command": ["python", "-m", "simulators.payment_provider"],
                 "environment": {"PAYMENTS_PROVIDER_HOST": "0.0.0.0",
                                 "PAYMENTS_PROVIDER_PORT": str(PSP.port),
                                 "PAYMENTS_PROVIDER_DATA_DIR": "/data"},
@@ -120,8 +125,8 @@ def document() -> dict[str, Any]:
                 "security_opt": ["no-new-privileges:true"], "restart": "unless-stopped",
             },
             "mailsink": {
-                "image": IMAGE.format(name="notifications"), "build": _build("notifications"),
-                "command": ["python", "-m", "notifications.mailsink"],
+                "image": IMAGE.format(name="simulators"), "build": SIMULATORS_BUILD,
+                "command": ["python", "-m", "simulators.mail_sink"],
                 "environment": {"NOTIFICATIONS_SINK_HOST": "0.0.0.0",
                                 "NOTIFICATIONS_SINK_SMTP_PORT": str(SMTP.port),
                                 "NOTIFICATIONS_SINK_HTTP_PORT": "8026",

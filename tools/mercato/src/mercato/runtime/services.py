@@ -33,7 +33,7 @@ class Simulator:
 
 SIMULATORS = [
     Simulator(
-        name="payments-provider", module="payments.provider", health_path="/health",
+        name="payments-provider", module="simulators.payment_provider", health_path="/health",
         ports=("http",),
         env=lambda p, data: {"PAYMENTS_PROVIDER_HOST": "127.0.0.1",
                              "PAYMENTS_PROVIDER_PORT": str(p["http"]),
@@ -43,7 +43,7 @@ SIMULATORS = [
         token_env="PAYMENTS_PROVIDER_API_TOKEN",  # noqa: S106 - a variable name
     ),
     Simulator(
-        name="mailsink", module="notifications.mailsink", health_path="/health",
+        name="mailsink", module="simulators.mail_sink", health_path="/health",
         ports=("http", "smtp"),
         env=lambda p, data: {"NOTIFICATIONS_SINK_HOST": "127.0.0.1",
                              "NOTIFICATIONS_SINK_HTTP_PORT": str(p["http"]),

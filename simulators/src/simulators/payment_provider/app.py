@@ -46,7 +46,7 @@ from typing import Any
 from aiohttp import web
 from stdnum import luhn
 
-from payments.provider.store import ChargeStore
+from simulators.payment_provider.store import ChargeStore
 
 APPROVE, DECLINE, INSUFFICIENT, TIMEOUT = (
     "4242424242424242", "4000000000000002", "4000000000009995", "4000000000000119")

@@ -1,4 +1,4 @@
-"""`python -m notifications.mailsink`: a local SMTP server that keeps every email it gets.
+"""`python -m simulators.mail_sink`: a local SMTP server that keeps every email it gets.
 
 For laptops and tests, where no real mail server exists: an aiosmtpd SMTP server stores each
 received message (from, to, subject, body, received_at) in a SQLite file, and a tiny aiohttp
@@ -33,7 +33,7 @@ from chassis.sidedoor import require_token
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-log = structlog.get_logger("notifications.mailsink")
+log = structlog.get_logger("simulators.mail_sink")
 
 DB_FILE = "messages.sqlite3"
 MAX_MESSAGE_BYTES = 1_048_576

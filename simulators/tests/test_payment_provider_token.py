@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
-from payments.provider.__main__ import config_from_env
-from payments.provider.app import ProviderConfig, make_app
+from simulators.payment_provider.__main__ import config_from_env
+from simulators.payment_provider.app import ProviderConfig, make_app
 
 
 async def test_calls_without_the_token_are_refused(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`python -m payments.provider`: serve the simulated provider until SIGTERM/SIGINT.
+"""`python -m simulators.payment_provider`: serve the simulated provider until SIGTERM/SIGINT.
 
 Environment (all optional):
   PAYMENTS_PROVIDER_HOST (127.0.0.1), PAYMENTS_PROVIDER_PORT (8790),
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from payments.provider.app import ProviderConfig, make_app
+from simulators.payment_provider.app import ProviderConfig, make_app
 
 
 def config_from_env(env: Mapping[str, str]) -> ProviderConfig:
@@ -40,9 +40,9 @@ def main() -> None:
     try:
         config = config_from_env(os.environ)
     except ValueError as exc:
-        print(f"payments.provider: bad configuration: {exc}", file=sys.stderr)
+        print(f"simulators.payment_provider: bad configuration: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
-    print(f"payments.provider: listening on http://{config.host}:{config.port} "
+    print(f"simulators.payment_provider: listening on http://{config.host}:{config.port} "
           f"(data {config.data_dir})", flush=True)
     web.run_app(make_app(config), host=config.host, port=config.port, print=None,
                 handle_signals=True, access_log=None)
