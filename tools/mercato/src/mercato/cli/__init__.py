@@ -1,14 +1,15 @@
 """The ``mercato`` command: run the platform locally and look inside it.
 
 One module per command group: ``platform`` (up, down, status, logs), ``messaging`` (check,
-dlq, outbox, history), ``bench``, ``admin`` and ``deploy``; ``common`` holds what they share.
+dlq, outbox, history), ``bench``, ``admin``, ``deploy`` and ``docs``; ``common`` holds what
+they share.
 """
 
 from __future__ import annotations
 
 import typer
 
-from mercato.cli import admin, bench, deploy, messaging, platform
+from mercato.cli import admin, bench, deploy, docs, messaging, platform
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="mercato: run the commerce platform on this machine.")
@@ -17,6 +18,7 @@ messaging.register(app)
 app.add_typer(bench.bench_app, name="bench")
 app.add_typer(admin.admin_app, name="admin")
 deploy.register(app)
+app.add_typer(docs.docs_app, name="docs")
 
 
 def main() -> None:
