@@ -1,8 +1,9 @@
-"""`python -m identity`: migrate the identity database, then serve; see ``identity.cli``."""
+"""`python -m identity`: migrate the identity database, then serve; or create an admin
+(see ``identity.entrypoints.cli``)."""
 
 import sys
 
-from identity.cli import main
+from identity.entrypoints.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,7 +16,7 @@ import pytest
 from chassis.migrations import upgrade_to_head
 from fastapi.testclient import TestClient
 from identity.app import MIGRATIONS_DIR, create_app
-from identity.cli import main
+from identity.entrypoints.cli import main
 from identity.settings import IdentitySettings
 
 # argon2's cheapest legal cost: these tests are about the flows, not the hash strength.

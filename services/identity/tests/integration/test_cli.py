@@ -6,7 +6,7 @@ import io
 from typing import Any
 
 import pytest
-from identity.cli import main
+from identity.entrypoints.cli import main
 from identity_http import API, PASSWORD, bearer, login
 
 pytestmark = pytest.mark.integration

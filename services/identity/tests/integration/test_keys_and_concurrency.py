@@ -13,7 +13,7 @@ from chassis.db import Database
 from chassis.errors import TooManyRequests
 from identity.adapters.hashing import Argon2Hasher
 from identity.adapters.keys import KeyRing, SigningKeySecretError
-from identity.adapters.repositories import SqlIdentityUnitOfWork
+from identity.adapters.repository import SqlIdentityUnitOfWork
 from identity.adapters.tokens import JwtIssuer
 from identity.domain.model import LoginThrottle
 from identity.service_layer.errors import InvalidGrant

@@ -19,8 +19,8 @@ from chassis.messaging.streams import ensure_stream
 from contracts.payments.v1 import PaymentCaptured
 from nats.js import JetStreamContext
 from order_history.adapters.repository import OrderViewRepository
+from order_history.entrypoints.cli import rebuild, replay_stream
 from order_history.entrypoints.consumers import CONSUMERS, consumer_specs
-from order_history.entrypoints.rebuild import rebuild, replay_stream
 from order_history_kit import History, envelope, life, refunded_cancel
 from sqlalchemy import text
 

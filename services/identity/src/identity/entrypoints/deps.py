@@ -9,7 +9,7 @@ from chassis.deps import AdminPrincipal, Ctx, CurrentPrincipal, Uow
 from chassis.errors import Unauthorized
 from fastapi import Depends
 
-from identity.adapters.repositories import SqlIdentityUnitOfWork
+from identity.adapters.repository import SqlIdentityUnitOfWork
 from identity.service_layer.handlers import IdentityServices
 from identity.service_layer.ports import IdentityUnitOfWork
 

@@ -20,7 +20,7 @@ from chassis.migrations import upgrade_to_head
 from chassis.serve import run_service
 from pydantic import ValidationError
 
-from identity.adapters.repositories import SqlIdentityUnitOfWork
+from identity.adapters.repository import SqlIdentityUnitOfWork
 from identity.app import MIGRATIONS_DIR, build_accounts, create_app
 from identity.domain.errors import InvalidEmail
 from identity.domain.model import User

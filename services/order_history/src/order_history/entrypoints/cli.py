@@ -1,4 +1,10 @@
-"""Rebuild the read model from the producers' streams.
+"""``python -m order_history``: migrate the database, then serve.
+
+``python -m order_history rebuild``: migrate, then empty the view and replay the producers'
+streams into it (``rebuild`` below); prints the counts as JSON and
+exits 0, or 1 if any message failed. The running service may stay up meanwhile.
+
+How the read model is rebuilt from the producers' streams.
 
 ``rebuild(db, js)``:
 1. in one transaction, empty ``order_view`` and delete this service's inbox rows;
@@ -24,22 +30,31 @@ retried or dead-lettered again: the durable consumer dead-lettered it the first 
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import nats.errors
+import orjson
 import structlog
 from chassis.db import Database
+from chassis.logging import configure_logging
 from chassis.messaging.broker import Outgoing
 from chassis.messaging.consumer import ConsumerSpec, InboxConsumer, Outcome
+from chassis.migrations import upgrade_to_head
+from chassis.nats_conn import connect_options
+from chassis.serve import run_service
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from order_history.adapters.repository import OrderViewRepository
+from order_history.app import MIGRATIONS_DIR, create_app
 from order_history.entrypoints.consumers import CONSUMERS, consumer_specs
+from order_history.settings import OrderHistorySettings
 
 log = structlog.get_logger("order_history.rebuild")
 
@@ -170,3 +185,36 @@ async def rebuild(db: Database, js: JetStreamContext, *, batch: int = BATCH,
     report.seconds = time.perf_counter() - started
     log.info("rebuild_done", rows=report.rows, seconds=round(report.seconds, 3))
     return report
+
+
+async def run_rebuild(settings: OrderHistorySettings) -> RebuildReport:
+    import nats
+
+    db = Database(settings.database_url, pool_size=2,
+                  application_name=f"{settings.instance}-rebuild")
+    nc = await nats.connect(settings.nats_url, name=f"{settings.instance}-rebuild",
+                            **connect_options(settings))
+    try:
+        return await rebuild(db, nc.jetstream())
+    finally:
+        await nc.close()
+        await db.dispose()
+
+
+def main(argv: list[str]) -> int:
+    settings = OrderHistorySettings()
+    if not argv:
+        run_service(settings, create_app, MIGRATIONS_DIR)  # type: ignore[arg-type]
+        return 0
+    if argv != ["rebuild"]:
+        print("usage: python -m order_history [rebuild]", file=sys.stderr)
+        return 2
+    if not settings.database_url or not settings.nats_url:
+        print("order_history rebuild: ORDER_HISTORY_DATABASE_URL and ORDER_HISTORY_NATS_URL "
+              "must be set", file=sys.stderr)
+        return 2
+    configure_logging(settings.service_name, settings.instance, settings.log_level)
+    upgrade_to_head(MIGRATIONS_DIR, settings.database_url)
+    report = asyncio.run(run_rebuild(settings))
+    sys.stdout.write(orjson.dumps(report.as_dict()).decode() + "\n")
+    return 1 if any(s.failed for s in report.streams) else 0
