@@ -15,7 +15,7 @@ from chassis.auth import KeySource
 from chassis.http_client import ServiceClient
 from chassis.messaging.runtime import Messaging, StreamSpec
 from chassis.messaging.streams import events_stream_name
-from chassis.saga import run_reconciler
+from chassis.saga import SagaEngine, run_reconciler
 from chassis.saga.metrics import SagaMetrics, run_saga_sampler
 from fastapi import FastAPI
 
@@ -23,7 +23,7 @@ from orders.adapters.upstream import Upstreams
 from orders.entrypoints.api import router
 from orders.entrypoints.consumers import consumer_specs
 from orders.service_layer.admission import Admission, run_admission
-from orders.service_layer.orchestrator import OrderSagaEngine
+from orders.service_layer.saga import ORDER
 from orders.settings import OrdersSettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -34,7 +34,7 @@ STREAMS = [StreamSpec(events_stream_name("orders"), ["orders.events.>"])]
 SENDS = [f"{target}.commands.>" for target in ("inventory", "payments", "shipping")]
 
 
-def messaging(settings: OrdersSettings, engine: OrderSagaEngine) -> Messaging:
+def messaging(settings: OrdersSettings, engine: SagaEngine) -> Messaging:
     return Messaging(streams=STREAMS, outbox=True, sends=SENDS,
                      consumers=consumer_specs(engine))
 
@@ -49,7 +49,7 @@ def build_upstreams(ctx: ServiceContext, settings: OrdersSettings) -> Upstreams:
                      catalog_url=settings.catalog_url, payments_url=settings.payments_url)
 
 
-def make_bootstrap(engine: OrderSagaEngine) -> Callable[
+def make_bootstrap(engine: SagaEngine) -> Callable[
         [ServiceContext], contextlib.AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
@@ -94,7 +94,7 @@ def create_app(settings: OrdersSettings | None = None, *,
                key_source: Callable[[ServiceContext], KeySource] | None = None) -> FastAPI:
     settings = settings or OrdersSettings()
     # One engine per app: the reply consumers, the reconciler and the API share it.
-    engine = OrderSagaEngine()
+    engine = SagaEngine([ORDER])
     return create_service_app(
         settings, routers=[router], bootstrap=make_bootstrap(engine), key_source=key_source,
         messaging=messaging(settings, engine),

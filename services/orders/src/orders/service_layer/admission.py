@@ -19,7 +19,7 @@ import contextlib
 import structlog
 from chassis.db import Database
 from chassis.errors import ServiceUnavailable
-from chassis.saga import store
+from chassis.saga import count_running
 from prometheus_client import CollectorRegistry
 
 from orders.metrics import REFUSED_OVERLOAD, SAGAS_RUNNING
@@ -45,7 +45,7 @@ class Admission:
 
     async def refresh(self, db: Database) -> int:
         async with db.sessions() as session:
-            self.running = await store.count_running(session, [ORDER.name])
+            self.running = await count_running(session, [ORDER.name])
         self._running.set(self.running)
         return self.running
 

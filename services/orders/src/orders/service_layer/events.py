@@ -20,6 +20,13 @@ async def publish(session: AsyncSession, message: Contract, *, correlation_id: s
                 correlation_id=correlation_id, causation_id=causation_id)
 
 
+async def send(session: AsyncSession, command: Contract, order_id: str, *,
+               causation_id: str | None = None) -> str:
+    """Stage a command about an order; its message type (what the saga's history lists)."""
+    await publish(session, command, correlation_id=order_id, causation_id=causation_id)
+    return command.message_type()
+
+
 async def order_placed(session: AsyncSession, o: Order, *, causation_id: str | None) -> None:
     await publish(session, OrderPlaced(
         order_id=o.id, customer_id=o.customer_id, customer_email=o.customer_email,
