@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -39,6 +40,35 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
         if not changed:
             out.print("deploy/: every generated file is up to date")
+
+    @deploy_app.command("nats-auth")
+    def nats_auth(
+        out_dir: Annotated[Path, typer.Option(
+            "--out", help="Where the seeds, the chart values and the Secret script go "
+                          "(keep it out of git: it holds private keys).")],
+        nats_url: Annotated[str, typer.Option(
+            help="The broker's URL in each service's Secret (tls://nats:4222 once the chart "
+                 "serves TLS, docs/security.md).")] = "nats://nats:4222",
+    ) -> None:
+        """The broker's users for a cluster: an NKey per service and for the CLI, with the
+        laptop's permissions, as NATS chart values and kubectl Secret commands."""
+        from mercato.deploy.nats_auth import write
+        from mercato.runtime.services import repo_root
+
+        target = out_dir.resolve()
+        if target.is_relative_to(repo_root()):
+            err.print(f"mercato deploy nats-auth: {out_dir} is inside the repository; the "
+                      "seeds are private keys")
+            err.print("[dim]→[/] choose a directory outside it, e.g. --out ~/mercato-prod-nats")
+            raise typer.Exit(2)
+        try:
+            identities = write(target, nats_url=nats_url)
+        except (OSError, ValueError) as exc:
+            err.print(f"mercato deploy nats-auth: {exc}")
+            raise typer.Exit(2) from exc
+        out.print(f"{len(identities)} identities in {target}/seeds (0600)")
+        out.print(f"chart values: {target}/nats-auth-values.yaml")
+        out.print(f"Secrets:      sh {target}/create-secrets.sh")
 
     @deploy_app.command("ci-matrix")
     def ci_matrix(
