@@ -9,6 +9,7 @@ the saga), heard on plain NATS subscriptions: nothing is acked or stored for the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -86,8 +87,9 @@ def subscribe_terminal(shop: Shop) -> Callable[[Any], Any]:
 async def place_orders(session: Any, edge: str, shop: Shop, *, rate: float, duration_s: float,
                        decline_share: float, first_index: int,
                        progress: Callable[[list[OrderRecord]], None] | None = None,
-                       ) -> list[OrderRecord]:
-    """Send at the scheduled instants, without waiting for answers (open model)."""
+                       stop: asyncio.Event | None = None) -> list[OrderRecord]:
+    """Send at the scheduled instants, without waiting for answers (open model); for
+    ``duration_s`` or until ``stop`` is set, whichever comes first."""
     records: list[OrderRecord] = []
     inflight: set[asyncio.Task[None]] = set()
 
@@ -116,7 +118,13 @@ async def place_orders(session: Any, edge: str, shop: Shop, *, rate: float, dura
     next_progress = start + 5.0
     for n, offset in enumerate(offsets):
         delay = start + offset - loop.time()
-        if delay > 0:
+        if stop is not None:
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                break
+        elif delay > 0:
             await asyncio.sleep(delay)
         i = first_index + n
         record = OrderRecord(index=i, declined_card=is_decline(i, decline_share),

@@ -79,6 +79,9 @@ class Customer:
     # Payment methods of the approving and the declining test card.
     approve_method: str = ""
     decline_method: str = ""
+    # To sign in again before the access token expires (long chaos and soak runs).
+    email: str = ""
+    token_at: float = 0.0
 
 
 @dataclass
@@ -87,6 +90,8 @@ class Shop:
     customers: list[Customer]
     products: list[dict[str, Any]]
     events: dict[str, tuple[str, float | None, float]] = field(default_factory=dict)
+    admin_login: tuple[str, str] = ("", "")
+    admin_at: float = 0.0
 
     async def close(self) -> None:
         for customer in self.customers:
@@ -184,7 +189,8 @@ async def prepare_shop(session: Any, home: Path, edge: str, *, customers: int, p
         await fetch_json(session, "PUT", url, headers=admin,
                     json={"on_hand": int(stock["on_hand"]) + per_product})
     say(f"registering {customers} customers (login, address, payment methods) …")
-    shop = Shop(admin=admin, customers=[], products=chosen)
+    shop = Shop(admin=admin, customers=[], products=chosen,
+                admin_login=(admin_email, admin_password), admin_at=time.monotonic())
 
     async def one(i: int) -> Customer:
         email = f"bench-{tag}-{i}@example.com"
@@ -206,7 +212,8 @@ async def prepare_shop(session: Any, home: Path, edge: str, *, customers: int, p
             raise
         return Customer(auth=auth, address_id=str(address["id"]), session=own,
                         approve_method=str(methods[0]["id"]),
-                        decline_method=str(methods[1]["id"]))
+                        decline_method=str(methods[1]["id"]), email=email,
+                        token_at=time.monotonic())
 
     # A few at a time: registration hashes the password (argon2id) on identity's one core.
     for start in range(0, customers, 4):
@@ -214,3 +221,19 @@ async def prepare_shop(session: Any, home: Path, edge: str, *, customers: int, p
                                                  range(start, min(customers, start + 4))))
     return shop
 
+
+async def refresh_tokens(session: Any, edge: str, shop: Shop, *, older_than_s: float) -> int:
+    """Sign in again every account whose access token is older than ``older_than_s``
+    (tokens last 15 minutes by default), updating the headers in place so senders in flight
+    use the new one. Returns how many were renewed."""
+    renewed = 0
+    now = time.monotonic()
+    if shop.admin_login[0] and now - shop.admin_at > older_than_s:
+        shop.admin.update(bearer(await login(session, edge, *shop.admin_login)))
+        shop.admin_at, renewed = time.monotonic(), renewed + 1
+    for customer in shop.customers:
+        if customer.email and now - customer.token_at > older_than_s:
+            customer.auth.update(bearer(await login(customer.session or session, edge,
+                                                    customer.email, CUSTOMER_PASSWORD)))
+            customer.token_at, renewed = time.monotonic(), renewed + 1
+    return renewed
