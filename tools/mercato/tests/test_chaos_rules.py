@@ -52,7 +52,7 @@ def test_a_clean_scenario_passes_and_503s_are_only_reported() -> None:
      "not dead-lettered: unknown version"),
     (with_(check={"violations": [{"invariant": "at most one capture per order",
                                   "subject": "o-1", "detail": "2 captures"}]}),
-     "mercato check: 1 violation(s): at most one capture per order (o-1)"),
+     "mercato check: 1 new violation(s): at most one capture per order (o-1)"),
 ])
 def test_each_rule_fires_on_its_own(result: dict[str, Any], expected: str) -> None:
     why = verdict.failures(result)
@@ -206,3 +206,22 @@ def test_the_exit_code_and_the_saved_reports_follow_the_verdict(
     saved = __import__("json").loads(report.read_text())
     assert [s["name"] for s in saved["scenarios"]] == ["kill-payments", "kill-nats"]
     assert "verdict: FAIL: kill-nats" in report.with_suffix(".txt").read_text()
+
+
+def test_a_scenario_answers_for_the_violations_it_brought_and_the_baseline_for_its_own(
+        ) -> None:
+    old = {"invariant": "the mail sink got one email per order and kind", "subject": "o-1",
+           "detail": "2 emails"}
+    left_over = with_(check={"violations": [old], "new": []})
+    assert verdict.failures(left_over) == []
+    text = "\n".join(verdict.report_lines({
+        "at": "now", "config": {"rate": 5.0}, "took_s": 30, "machine": "2 cores",
+        "scenarios": [{"name": "before the run", "what": "check", "baseline": True,
+                       "check": {"violations": [], "new": []}}, left_over]}))
+    assert "(left by an earlier scenario)" in text and "1 scenario(s)" in text
+    assert verdict.failures(with_(check={"violations": [old], "new": [old]}))
+    dirty = {"name": "before the run", "what": "check", "baseline": True,
+             "check": {"violations": [old], "new": [old]}}
+    assert verdict.failures(dirty) == [
+        "mercato check before the run: 1 violation(s): the mail sink got one email per "
+        "order and kind (o-1)"]

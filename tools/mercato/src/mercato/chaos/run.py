@@ -40,7 +40,7 @@ from mercato.bench.load import (
     subscribe_terminal,
     wait_terminal,
 )
-from mercato.bench.measure import run_check
+from mercato.bench.measure import new_violations, run_check
 from mercato.bench.shop import (
     CUSTOMER_PASSWORD,
     BenchError,
@@ -80,6 +80,9 @@ class Run:
     say: Callable[[str], None]
     rate: float
     next_index: int = 0
+    # Violations already reported (before the run, or by an earlier scenario): a scenario
+    # is judged on the ones it brought.
+    known: set[tuple[str, str]] = field(default_factory=set)
     extra: list[OrderRecord] = field(default_factory=list)  # canary and probe orders
 
 
@@ -274,8 +277,12 @@ async def run_scenario(run: Run, sc: Scenario) -> dict[str, Any]:
     if probes is not None:
         result["probes"] = probes
     run.say("  mercato check …")
-    violations, attempts = await run_check(run.home.root, settle_s=CHECK_SETTLE_S)
-    result["check"] = {"violations": violations, "attempts": attempts}
+    before = [{"invariant": i, "subject": s} for i, s in run.known]
+    violations, attempts = await run_check(run.home.root, settle_s=CHECK_SETTLE_S,
+                                           before=before)
+    new = new_violations(violations, run.known)
+    run.known |= {(v["invariant"], v["subject"]) for v in violations}
+    result["check"] = {"violations": violations, "new": new, "attempts": attempts}
     result["took_s"] = round(time.monotonic() - t_start, 1)
     why = failures(result)
     run.say(f"  {'[red]FAIL[/]' if why else '[green]pass[/]'} {sc.name} in "
@@ -320,6 +327,15 @@ async def _chaos(home: Home, scenarios: list[Scenario], *, rate: float, customer
         run = Run(home=home, edge=target.edge_url, nats_url=target.nats_url, session=session,
                   shop=shop, canary=canary, prober=prober, say=say, rate=rate)
         results = []
+        say("mercato check before the run …")
+        found, _ = await run_check(home.root)
+        run.known = {(v["invariant"], v["subject"]) for v in found}
+        if found:
+            say(f"[yellow]note:[/] {len(found)} violation(s) before the run; each scenario "
+                "is judged on the ones it adds (the run still fails)")
+        results.append({"name": "before the run", "what": "mercato check on the platform "
+                        "as found", "check": {"violations": found, "new": found},
+                        "baseline": True})
         try:
             handler = subscribe_terminal(shop)
             for subject in TERMINAL_SUBJECTS:
@@ -397,14 +413,20 @@ def print_table(report: dict[str, Any]) -> None:
         if r.get("skipped"):
             table.add_row(r["name"], "", "", "", "", "", f"[dim]skipped: {r['skipped']}[/]")
             continue
+        if r.get("baseline"):
+            found = (r.get("check") or {}).get("violations") or []
+            table.add_row(r["name"], "", "", "", "", "clean" if not found else
+                          f"{len(found)} violation(s)", "[red]✘[/]" if found else "")
+            continue
         o = r.get("orders") or {}
         errors = ", ".join(f"{k}: {v}" for k, v in (r.get("client_errors") or {}).items())
-        violations = (r.get("check") or {}).get("violations") or []
+        check = r.get("check") or {}
+        violations = check.get("new", check.get("violations")) or []
         rec = r.get("recovered_s")
         table.add_row(r["name"], f"{o.get('sent', 0)} / {o.get('accepted', 0)} / "
                       f"{o.get('terminal', 0)}", f"{o.get('stuck', 0)} / {o.get('lost', 0)}",
                       errors or "-", "-" if rec is None else f"{rec:.1f} s",
-                      "clean" if not violations else f"{len(violations)} violation(s)",
+                      "clean" if not violations else f"{len(violations)} new violation(s)",
                       "[red]✘[/]" if failures(r) else "[green]✔[/]")
     console = Console(highlight=False)
     if not console.is_terminal:

@@ -44,6 +44,13 @@ def failures(result: dict[str, Any]) -> list[str]:
     """Why the scenario failed; empty when it passed (or was skipped)."""
     if result.get("skipped"):
         return []
+    check = result.get("check") or {}
+    # A violation an earlier scenario (or the platform before the run) left is reported
+    # there; this scenario answers for the new ones.
+    violations = check["new"] if "new" in check else check.get("violations") or []
+    if result.get("baseline"):
+        return [f"mercato check before the run: {len(violations)} violation(s): " + "; ".join(
+            f"{v['invariant']} ({v['subject']})" for v in violations[:3])] if violations else []
     why: list[str] = []
     if result.get("fault_error"):
         why.append(f"the fault could not be injected: {result['fault_error']}")
@@ -68,9 +75,8 @@ def failures(result: dict[str, Any]) -> list[str]:
     missing = (result.get("fault") or {}).get("not_dead_lettered")
     if missing:
         why.append("not dead-lettered: " + ", ".join(missing))
-    violations = (result.get("check") or {}).get("violations") or []
     if violations:
-        why.append(f"mercato check: {len(violations)} violation(s): " + "; ".join(
+        why.append(f"mercato check: {len(violations)} new violation(s): " + "; ".join(
             f"{v['invariant']} ({v['subject']})" for v in violations[:3]))
     return why
 
@@ -86,6 +92,12 @@ def report_lines(report: dict[str, Any]) -> list[str]:
              f"machine: {report['machine']}", ""]
     for r in report["scenarios"]:
         head = f"{r['name']}: {r['what']}"
+        if r.get("baseline"):
+            found = (r.get("check") or {}).get("violations") or []
+            lines += [f"{head}: " + ("clean" if not found else f"{len(found)} violation(s)")]
+            lines += [f"  {v['invariant']}: {v['subject']}: {v['detail']}" for v in found[:10]]
+            lines.append("")
+            continue
         if r.get("skipped"):
             lines += [f"{head}\n  SKIPPED: {r['skipped']}", ""]
             continue
@@ -107,12 +119,18 @@ def report_lines(report: dict[str, Any]) -> list[str]:
                      f"; fault: {r.get('fault') or r.get('fault_error')}")
         for probe, statuses in (r.get("probes") or {}).items():
             lines.append(f"  probe {probe} during the fault: {_fmt_statuses(statuses)}")
-        violations = (r.get("check") or {}).get("violations") or []
+        check = r.get("check") or {}
+        violations = check.get("violations") or []
+        new = {(v["invariant"], v["subject"]) for v in check.get("new", violations)}
         lines.append(f"  mercato check: {'clean' if not violations else ''}"
                      + "; ".join(f"{v['invariant']}: {v['subject']}: {v['detail']}"
+                                 + ("" if (v["invariant"], v["subject"]) in new
+                                    else " (left by an earlier scenario)")
                                  for v in violations[:10]))
         lines += [f"  ✘ {w}" for w in why]
         lines.append("")
+    n = sum(1 for r in report["scenarios"] if not r.get("baseline"))
+    lines[0] = lines[0].replace(f"{len(report['scenarios'])} scenario(s)", f"{n} scenario(s)")
     failed = [r["name"] for r in report["scenarios"] if failures(r)]
     skipped = [r["name"] for r in report["scenarios"] if r.get("skipped")]
     lines.append(f"verdict: {'FAIL: ' + ', '.join(failed) if failed else 'pass'}"
