@@ -25,6 +25,7 @@ def chaos_platform() -> Iterator[Platform]:
         yield p
 
 
+@pytest.mark.timeout(900)  # the chaos run bounds itself; a busy machine stretches it
 def test_the_short_chaos_set_passes_with_every_order_terminal_and_a_clean_check(
         chaos_platform: Platform, tmp_path: Path) -> None:
     report = tmp_path / "chaos.json"
@@ -56,6 +57,7 @@ def test_the_short_chaos_set_passes_with_every_order_terminal_and_a_clean_check(
     assert "verdict: pass" in res.stdout
 
 
+@pytest.mark.timeout(600)
 def test_a_short_soak_reports_every_window_and_its_rules_fire_on_its_figures(
         chaos_platform: Platform, tmp_path: Path) -> None:
     report = tmp_path / "soak.json"
