@@ -29,6 +29,7 @@ from chassis.db import Database
 from chassis.discovery import Resolver
 from chassis.errors import install_error_handlers, problem_response
 from chassis.health import BrokerMonitor, DependencyGauge, ReadinessCheck, evaluate
+from chassis.http_client import ServiceClient
 from chassis.limits import BodySizeLimitMiddleware
 from chassis.logging import configure_logging
 from chassis.messaging.metrics import MessagingMetrics
@@ -39,7 +40,7 @@ from chassis.openapi import install_openapi
 from chassis.registry import Registration, RegistryClient
 from chassis.registry_keys import EntrySigner, TrustedKeys
 from chassis.security_headers import SecurityHeadersMiddleware, docs_policy
-from chassis.settings import ServiceSettings
+from chassis.settings import ServiceSettings, UpstreamSettings
 from chassis.tracing import configure_tracing, instrument_app, instrument_http_client
 
 log = structlog.get_logger("chassis.app")
@@ -79,6 +80,17 @@ class ServiceContext:
         if self.db is None:
             raise RuntimeError("this service has no database_url configured")
         return self.db
+
+
+def service_client(ctx: ServiceContext, settings: UpstreamSettings) -> ServiceClient:
+    """The app's client for calls to other services: resolved through the registry, over
+    the app's shared aiohttp session, bounded and retried as ``settings`` say, calling as
+    this service, its breakers and latencies on the app's ``/metrics``. Build one per app
+    (in ``bootstrap``): breakers and bulkheads are per client."""
+    return ServiceClient(ctx.http_session, ctx.resolver, timeout_s=settings.upstream_timeout_s,
+                         retries=settings.upstream_retries,
+                         service_identity=settings.service_name,
+                         registry=ctx.metrics.registry)
 
 
 def _not_traced(scope: Any) -> bool:

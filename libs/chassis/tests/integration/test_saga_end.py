@@ -21,7 +21,7 @@ from chassis.messaging.consumer import ConsumerSpec, InboxConsumer, Outcome
 from chassis.messaging.envelope import Envelope
 from chassis.messaging.memory import InMemoryBroker, MemoryDelivery
 from chassis.messaging.metrics import MessagingMetrics
-from chassis.messaging.outbox import stage
+from chassis.messaging.outbox import stage_message
 from chassis.messaging.relay import OutboxRelay
 from chassis.messaging.tables import inbox_table, outbox_table
 from chassis.saga import (
@@ -99,7 +99,7 @@ class Ends:
         # What a service does at the end: a history row and a message, in this transaction.
         await record_event(session, saga.id, "settled", at=end.at,
                            detail={"status": end.status})
-        await stage(session, "orders.events.order_settled", "OrderSettled.v1",
+        await stage_message(session, "orders.events.order_settled", "OrderSettled.v1",
                     {"order_id": str(saga.id), "status": end.status},
                     correlation_id=str(saga.id), causation_id=end.causation_id)
 

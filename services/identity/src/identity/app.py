@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from chassis.app import ServiceContext, create_service_app
 from chassis.auth import KeySource
+from chassis.clock import utc_now
 from chassis.db import Database
 from fastapi import FastAPI
 from sqlalchemy import delete
@@ -24,7 +25,7 @@ from identity.adapters.tokens import JwtIssuer
 from identity.domain.model import LoginThrottle
 from identity.entrypoints.api import jwks_router, router
 from identity.entrypoints.deps import STATE_KEY
-from identity.service_layer.handlers import Accounts, IdentityServices, Sessions, utc_now
+from identity.service_layer.handlers import Accounts, IdentityServices, Sessions
 from identity.settings import IdentitySettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"

@@ -11,9 +11,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from chassis.clock import utc_now
 from chassis.db import Database
 from notifications.adapters.smtp import OutgoingMail, SmtpMailer
-from notifications.domain.model import RetryPolicy, utc_now
+from notifications.domain.model import RetryPolicy
 from notifications.entrypoints.sender import run_sender
 from notifications.service_layer.handlers import SendRound, register_sender, send_due
 from notifications_kit import (

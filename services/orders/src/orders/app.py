@@ -10,9 +10,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from chassis.app import ServiceContext, create_service_app
+from chassis.app import ServiceContext, create_service_app, service_client
 from chassis.auth import KeySource
-from chassis.http_client import ServiceClient
 from chassis.messaging.runtime import Messaging, StreamSpec
 from chassis.messaging.streams import events_stream_name
 from chassis.saga import SagaEngine, run_reconciler
@@ -40,12 +39,7 @@ def messaging(settings: OrdersSettings, engine: SagaEngine) -> Messaging:
 
 
 def build_upstreams(ctx: ServiceContext, settings: OrdersSettings) -> Upstreams:
-    """The app's one ServiceClient, over the shared aiohttp session and the registry."""
-    client = ServiceClient(ctx.http_session, ctx.resolver,
-                           timeout_s=settings.upstream_timeout_s,
-                           retries=settings.upstream_retries, service_identity="orders",
-                           registry=ctx.metrics.registry)
-    return Upstreams(client, identity_url=settings.identity_url,
+    return Upstreams(service_client(ctx, settings), identity_url=settings.identity_url,
                      catalog_url=settings.catalog_url, payments_url=settings.payments_url)
 
 

@@ -7,8 +7,9 @@ import contextlib
 from datetime import timedelta
 
 import pytest
+from chassis.clock import utc_now
 from chassis.db import Database
-from shipping.domain.model import Timetable, utc_now
+from shipping.domain.model import Timetable
 from shipping.entrypoints.carrier import run_carrier
 from shipping.service_layer.handlers import sweep_carrier
 from shipping_kit import Shipping, create, release

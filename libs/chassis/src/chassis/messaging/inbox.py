@@ -24,11 +24,12 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import text
 
+from chassis.clock import utc_now
 from chassis.db import Database
 from chassis.messaging.streams import DEAD_LETTER_MAX_AGE_S
 
@@ -52,7 +53,7 @@ async def purge_inbox(db: Database, consumers: Sequence[str], *,
                       retention: timedelta = INBOX_RETENTION, now: datetime | None = None,
                       batch: int = 5000) -> int:
     """Delete the inbox rows of ``consumers`` older than ``retention``; return how many."""
-    cutoff = (now or datetime.now(UTC)) - retention
+    cutoff = (now or utc_now()) - retention
     below = uuid7_floor(cutoff)
     purged = 0
     for consumer in consumers:

@@ -15,7 +15,9 @@ import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+from chassis.messaging.outbox import ContractLike
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,14 +27,8 @@ if TYPE_CHECKING:
 Data = dict[str, Any]
 
 
-class CommandLike(Protocol):
-    @classmethod
-    def subject(cls) -> str: ...
-
-    @classmethod
-    def message_type(cls) -> str: ...
-
-    def to_payload(self) -> dict[str, Any]: ...
+# A command contract (what ``chassis.messaging.outbox.stage`` takes).
+CommandLike = ContractLike
 
 
 CommandBuilder = Callable[[Data], CommandLike]

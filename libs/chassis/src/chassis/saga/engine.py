@@ -42,7 +42,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -50,6 +50,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chassis.clock import utc_now
 from chassis.db import after_commit
 from chassis.messaging.consumer import UnknownMessageType, UnmatchedMessage, dropped
 from chassis.messaging.envelope import Envelope, current_trace_headers
@@ -65,12 +66,8 @@ log = structlog.get_logger("chassis.saga")
 Clock = Callable[[], datetime]
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class SagaEngine:
-    def __init__(self, definitions: Iterable[SagaDefinition], *, clock: Clock = _utcnow,
+    def __init__(self, definitions: Iterable[SagaDefinition], *, clock: Clock = utc_now,
                  metrics: SagaMetrics | None = None) -> None:
         self.definitions = {d.name: d for d in definitions}
         self._clock = clock
@@ -314,8 +311,7 @@ class SagaEngine:
                      step: Step, built: Any, kind: str, now: datetime, causation: str | None,
                      **detail: Any) -> None:
         with _in_trace(inst.trace_context):
-            envelope = await stage(session, built.subject(), built.message_type(),
-                                   built.to_payload(), correlation_id=str(inst.id),
+            envelope = await stage(session, built, correlation_id=str(inst.id),
                                    causation_id=causation)
         await store.record(session, inst.id, now, kind, step=step.name,
                            message_type=envelope.message_type,

@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 
 import structlog
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
 from chassis import metric_catalogue as m
+from chassis.clock import utc_now
 from chassis.db import Database
 from chassis.saga.definition import SagaDefinition
 
@@ -38,10 +39,6 @@ _RUNNING = text(
     "count(*) FILTER (WHERE deadline_at < :now) AS overdue, "
     "coalesce(extract(epoch FROM :now - min(deadline_at)), 0) AS most_overdue_s "
     "FROM saga_instances WHERE status = 'RUNNING' GROUP BY saga_name, current_step")
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 FINISHED_STATUSES = ("completed", "compensated", "failed")
 
@@ -96,7 +93,7 @@ class SagaMetrics:
 
 
 async def sample_sagas(db: Database, definitions: Mapping[str, SagaDefinition],
-                       metrics: SagaMetrics, *, clock: Callable[[], datetime] = _utcnow) -> None:
+                       metrics: SagaMetrics, *, clock: Callable[[], datetime] = utc_now) -> None:
     async with db.sessions() as session:
         rows = (await session.execute(_RUNNING, {"now": clock()})).all()
     metrics.set_running(definitions, [(r[0], int(r[1]), int(r[2]), int(r[3]), float(r[4]))
@@ -106,7 +103,7 @@ async def sample_sagas(db: Database, definitions: Mapping[str, SagaDefinition],
 async def run_saga_sampler(db: Database, definitions: Mapping[str, SagaDefinition],
                            metrics: SagaMetrics, stop: asyncio.Event, *,
                            interval_s: float = SAMPLE_INTERVAL_S,
-                           clock: Callable[[], datetime] = _utcnow) -> None:
+                           clock: Callable[[], datetime] = utc_now) -> None:
     """Sample until ``stop``; a failed round (the database away) keeps the last values and
     is logged once until a round succeeds again."""
     failing = False

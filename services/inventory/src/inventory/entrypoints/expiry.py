@@ -9,9 +9,9 @@ from collections.abc import Callable
 from datetime import datetime
 
 import structlog
+from chassis.clock import utc_now
 from chassis.db import Database
 
-from inventory.domain.model import utc_now
 from inventory.service_layer.handlers import sweep_expired
 
 log = structlog.get_logger("inventory.expiry")

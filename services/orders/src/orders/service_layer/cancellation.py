@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from chassis.messaging.consumer import UnmatchedMessage, dropped
 from chassis.messaging.envelope import Envelope, parse_payload
+from chassis.messaging.outbox import stage
 from chassis.saga import record_event
 from contracts.shipping.v1 import ShipmentCancellationRefused, ShipmentCancelled
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -49,7 +50,8 @@ def _order_data(order: Order) -> dict[str, Any]:
 
 async def ask_to_cancel_shipment(session: AsyncSession, order: Order, now: datetime) -> None:
     """Stage CancelShipment for an APPROVED order whose customer asked to cancel."""
-    sent = await events.send(session, cancel_shipment(_order_data(order)), order.id)
+    sent = (await stage(session, cancel_shipment(_order_data(order)),
+                        correlation_id=order.id)).message_type
     await record_event(session, uuid.UUID(order.id), "cancel_requested", at=now,
                        detail={"commands_sent": [sent]})
 
@@ -82,8 +84,8 @@ async def shipment_cancelled(session: AsyncSession, envelope: Envelope, now: dat
         return
     causation = str(envelope.message_id)
     data = _order_data(order)
-    sent = [await events.send(session, build(data), order.id, causation_id=causation)
-            for build in UNDO_APPROVED]
+    sent = [(await stage(session, build(data), correlation_id=order.id,
+                         causation_id=causation)).message_type for build in UNDO_APPROVED]
     order.cancel(now)
     await OrdersRepository(session).save(order)
     await events.order_cancelled(session, order)

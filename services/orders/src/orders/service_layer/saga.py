@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
+from chassis.messaging.outbox import stage
 from chassis.saga import SagaDefinition, SagaEnd, SagaInstance, Status, Step, record_event
 from contracts.base import Event
 from contracts.inventory.v1 import (
@@ -228,14 +229,14 @@ async def settle(session: AsyncSession, saga: SagaInstance, end: SagaEnd) -> Non
     if end.status == Status.COMPLETED and order.cancel_requested:
         undo_data = {**saga.data, "cancel_reason": "cancelled_by_customer"}
         for builder in UNDO_COMPLETED:
-            sent.append(await events.send(session, builder(undo_data), order_id,
-                                          causation_id=end.causation_id))
+            sent.append((await stage(session, builder(undo_data), correlation_id=order_id,
+                                     causation_id=end.causation_id)).message_type)
         order.cancel(end.at)
         await events.order_cancelled(session, order)
     elif end.status == Status.COMPLETED:
         for builder in ON_APPROVAL:
-            sent.append(await events.send(session, builder(saga.data), order_id,
-                                          causation_id=end.causation_id))
+            sent.append((await stage(session, builder(saga.data), correlation_id=order_id,
+                                     causation_id=end.causation_id)).message_type)
         order.approve(end.at)
         await events.order_approved(session, order)
     else:

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from datetime import datetime
 
 import structlog
+from chassis.clock import utc_now
 from chassis.db import Database
 
-from shipping.domain.model import Timetable, utc_now
+from shipping.domain.model import Timetable
 from shipping.service_layer.handlers import sweep_carrier
 
 log = structlog.get_logger("shipping.carrier")
