@@ -40,6 +40,7 @@ from chassis.openapi import install_openapi
 from chassis.registry import Registration, RegistryClient
 from chassis.registry_keys import EntrySigner, TrustedKeys
 from chassis.security_headers import SecurityHeadersMiddleware, docs_policy
+from chassis.service_identity import CallerSigner, CallerVerifier
 from chassis.settings import ServiceSettings, UpstreamSettings
 from chassis.tracing import configure_tracing, instrument_app, instrument_http_client
 
@@ -66,6 +67,10 @@ class ServiceContext:
     messaging: MessagingRuntime | None = None
     broker: BrokerMonitor | None = None
     dependencies: DependencyGauge = field(init=False)
+    # This service's identity on its calls to others, and the check of its callers' (made
+    # from the registry keys; None without them, and then no caller is ever verified).
+    caller_signer: CallerSigner | None = None
+    caller_verifier: CallerVerifier | None = None
 
     def __post_init__(self) -> None:
         self.resolver = Resolver(lambda: self.registry)
@@ -90,7 +95,7 @@ def service_client(ctx: ServiceContext, settings: UpstreamSettings) -> ServiceCl
     return ServiceClient(ctx.http_session, ctx.resolver, timeout_s=settings.upstream_timeout_s,
                          retries=settings.upstream_retries,
                          service_identity=settings.service_name,
-                         registry=ctx.metrics.registry)
+                         caller_signer=ctx.caller_signer, registry=ctx.metrics.registry)
 
 
 def _not_traced(scope: Any) -> bool:
@@ -188,6 +193,10 @@ def create_service_app(
     signer = (EntrySigner(settings.registry_signing_key.get_secret_value())
               if settings.registry_signing_key is not None else None)
     trusted = TrustedKeys(settings.registry_trusted_keys)
+    if settings.registry_signing_key is not None:
+        ctx.caller_signer = CallerSigner(service, settings.registry_signing_key.get_secret_value())
+    if trusted:
+        ctx.caller_verifier = CallerVerifier(service, trusted)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -99,9 +99,14 @@ def env(unit: Unit) -> list[Obj]:
                   f":5432/{role}"},
         # The broker's address (tls://nats:4222 in production) and the service's own NKey:
         # the broker knows only its public key, with the service's permissions
-        # (`mercato deploy nats-auth` makes both halves).
+        # (`mercato deploy credentials` makes both halves).
         secret(f"{p}NATS_URL", f"{unit.name}-nats", "url"),
         secret(f"{p}NATS_NKEY_SEED", f"{unit.name}-nats", "nkey-seed"),
+        # The key that signs this service's calls to others (chassis.service_identity), and
+        # every service's public key, which it checks its callers against.
+        secret(f"{p}REGISTRY_SIGNING_KEY", f"{unit.name}-service-key", "signing-key"),
+        {"name": f"{p}REGISTRY_TRUSTED_KEYS",
+         "valueFrom": {"configMapKeyRef": {"name": "service-keys", "key": "trusted"}}},
     ]
     items += [secret(p + var, name, key) for var, (name, key) in unit.secrets.items()]
     return items

@@ -1,5 +1,6 @@
-"""`mercato deploy nats-auth`: the cluster's broker users are the laptop's, with keys of their
-own, and the seeds never leave the directory they are written to."""
+"""`mercato deploy credentials`: the cluster's broker users are the laptop's, with keys of
+their own, every service gets a signing key all others trust, and no key leaves the directory
+it is written to."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import nkeys
 import yaml
-from mercato.deploy.nats_auth import write
+from mercato.deploy.credentials import write
 from mercato.runtime.broker import CLI, permissions_of
 from mercato.runtime.services import SERVICES
 
@@ -28,7 +29,7 @@ def test_every_service_and_the_cli_get_a_user_with_the_laptops_permissions(tmp_p
         assert user["permissions"] == permissions_of(identity.name).as_config()
     assert identity.seed not in (tmp_path / "nats-auth-values.yaml").read_text()
     script = (tmp_path / "create-secrets.sh").read_text()
-    assert script.count("create secret generic") == len(SERVICES)
+    assert script.count("create secret generic") == 2 * len(SERVICES)
     assert "order-history-nats" in script and "seeds/order_history.nk" in script
 
 
@@ -46,7 +47,28 @@ def test_a_second_run_keeps_the_keys_and_a_bad_seed_is_refused(tmp_path: Path) -
 
 def test_the_command_refuses_to_write_keys_into_the_repository() -> None:
     repo = Path(__file__).resolve().parents[3]
-    res = subprocess.run([sys.executable, "-m", "mercato.cli", "deploy", "nats-auth", "--out",
+    res = subprocess.run([sys.executable, "-m", "mercato.cli", "deploy", "credentials", "--out",
                           str(repo / "nats-keys")], capture_output=True, text=True, check=False)
     assert res.returncode == 2 and "inside the repository" in res.stderr
     assert "Traceback" not in res.stderr and not (repo / "nats-keys").exists()
+
+
+def test_each_service_signs_with_its_own_key_and_every_service_trusts_all(
+        tmp_path: Path) -> None:
+    import json
+
+    from chassis.registry_keys import public_key_of
+    from chassis.service_identity import CallerSigner, CallerVerifier
+
+    write(tmp_path)
+    script = (tmp_path / "create-secrets.sh").read_text()
+    trusted = json.loads(script.split("--from-literal=trusted='")[1].split("'")[0])
+    assert sorted(trusted) == sorted(SERVICES)
+    for service in SERVICES:
+        key = tmp_path / "seeds" / f"{service}.service-key"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        assert public_key_of(key.read_text()) == trusted[service]
+        assert key.read_text() not in script
+    token = CallerSigner("orders", (tmp_path / "seeds" / "orders.service-key").read_text()
+                         ).token_for("identity")
+    assert CallerVerifier("identity", trusted).verify(token) == "orders"
