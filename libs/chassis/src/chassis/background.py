@@ -129,9 +129,8 @@ class BackgroundTasks:
         _, late = await asyncio.wait(self._tasks, timeout=timeout)
         for task in late:
             task.cancel()
-        for task in late:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Their errors are theirs; a cancel of this stop itself still propagates.
+        await asyncio.gather(*late, return_exceptions=True)
         if late:
             log.warning("background_stop_cancelled", tasks=sorted(t.get_name() for t in late))
         self._tasks.clear()
