@@ -25,6 +25,7 @@ from nats.aio.client import Client as NATS
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from chassis.auth import KeySource, RemoteJwks, TokenVerifier
+from chassis.background import BackgroundTasks
 from chassis.db import Database
 from chassis.discovery import Resolver
 from chassis.errors import install_error_handlers, problem_response
@@ -32,6 +33,7 @@ from chassis.health import BrokerMonitor, DependencyGauge, ReadinessCheck, evalu
 from chassis.http_client import ServiceClient
 from chassis.limits import BodySizeLimitMiddleware
 from chassis.logging import configure_logging
+from chassis.messaging.inbox import inbox_purger
 from chassis.messaging.metrics import MessagingMetrics
 from chassis.messaging.runtime import Messaging, MessagingRuntime
 from chassis.metrics import HttpMetrics, MetricsMiddleware
@@ -71,10 +73,14 @@ class ServiceContext:
     # from the registry keys; None without them, and then no caller is ever verified).
     caller_signer: CallerSigner | None = None
     caller_verifier: CallerVerifier | None = None
+    # Periodic and long-running work (chassis.background): declared in bootstrap, started
+    # once it has run, stopped at shutdown before it is torn down.
+    background: BackgroundTasks = field(init=False)
 
     def __post_init__(self) -> None:
         self.resolver = Resolver(lambda: self.registry)
         self.dependencies = DependencyGauge(self.metrics.registry)
+        self.background = BackgroundTasks(self.metrics.registry)
 
     def http_session(self) -> aiohttp.ClientSession:
         if self.http is None:
@@ -246,10 +252,20 @@ def create_service_app(
             ctx.nats.on_connect(on_nats)
             ctx.nats.on_reconnect(on_reconnect)
             ctx.nats.start()
+        if messaging is not None and db is not None and messaging.consumers:
+            # Only the database is needed: the purge runs whether or not the broker is up.
+            ctx.background.every(
+                "inbox-purge", messaging.inbox_purge_interval_s,
+                inbox_purger(db, [c.name for c in messaging.consumers]),
+                first_delay_s=messaging.inbox_purge_interval_s)
         try:
             async with (bootstrap or _no_bootstrap)(ctx):
-                log.info("service_started", port=settings.port)
-                yield
+                ctx.background.start()
+                try:
+                    log.info("service_started", port=settings.port)
+                    yield
+                finally:
+                    await ctx.background.stop()
         finally:
             for task in background:
                 task.cancel()

@@ -32,7 +32,7 @@ from chassis.messaging.memory import InMemoryBroker, MemoryDelivery
 from chassis.messaging.metrics import MessagingMetrics
 from chassis.messaging.outbox import stage, stage_message
 from chassis.messaging.relay import OutboxRelay, asyncpg_dsn
-from chassis.messaging.runtime import Messaging, MessagingRuntime, StreamSpec
+from chassis.messaging.runtime import Messaging
 from chassis.messaging.streams import (
     DEAD_LETTER_MAX_AGE_S,
     DEAD_LETTER_STREAM,
@@ -468,23 +468,29 @@ async def test_the_inbox_purge_forgets_only_what_no_copy_can_come_back_for(
 
 
 async def test_a_service_with_consumers_purges_its_inbox_while_it_runs(
-        db: Database, fresh_database: str, nats_url: str) -> None:
+        db: Database, fresh_database: str) -> None:
+    """The app runs the purge as its background task "inbox-purge" (the database is all it
+    needs: no broker here)."""
+    from typing import ClassVar
+
+    from chassis.app import create_service_app
+    from chassis.settings import ServiceSettings
+    from fastapi.testclient import TestClient
+
+    class ToySettings(ServiceSettings):
+        service_name: ClassVar[str] = "toy"
+
     old = datetime.now(UTC) - timedelta(days=40)
     spec = ConsumerSpec("toy-purged", "TOY_EVENTS", ["toy.events.>"],
                         {"Incremented.v1": increment})
     await add_inbox_rows(db, [("toy-purged", handled_id(old), old)])
-    runtime = MessagingRuntime(
-        Messaging(streams=[StreamSpec("TOY_EVENTS", ["toy.events.>"])], consumers=[spec],
-                  inbox_purge_interval_s=0.05),
-        db, fresh_database, MessagingMetrics(CollectorRegistry()))
-    nc = await nats.connect(nats_url)
-    try:
-        await runtime.start(nc)
+    app = create_service_app(
+        ToySettings(database_url=fresh_database, nats_url=""), routers=[],
+        messaging=Messaging(consumers=[spec], inbox_purge_interval_s=0.05))
+    with TestClient(app) as client:
         for _ in range(100):
             if not await inbox_rows(db):
                 break
             await asyncio.sleep(0.05)
         assert await inbox_rows(db) == set()
-    finally:
-        await runtime.stop()
-        await nc.close()
+        assert 'task="inbox-purge"' in client.get("/metrics").text

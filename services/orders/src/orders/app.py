@@ -4,7 +4,6 @@ metrics sampler), ``messaging`` for what it produces and consumes."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,14 +13,14 @@ from chassis.app import ServiceContext, create_service_app, service_client
 from chassis.auth import KeySource
 from chassis.messaging.runtime import Messaging, StreamSpec
 from chassis.messaging.streams import events_stream_name
-from chassis.saga import SagaEngine, run_reconciler
-from chassis.saga.metrics import SagaMetrics, run_saga_sampler
+from chassis.saga import SagaEngine, reconciler
+from chassis.saga.metrics import SAMPLE_INTERVAL_S, SagaMetrics, saga_sampler
 from fastapi import FastAPI
 
 from orders.adapters.upstream import Upstreams
 from orders.entrypoints.api import router
 from orders.entrypoints.consumers import consumer_specs
-from orders.service_layer.admission import Admission, run_admission
+from orders.service_layer.admission import Admission, admission_counter
 from orders.service_layer.saga import ORDER
 from orders.settings import OrdersSettings
 
@@ -54,32 +53,18 @@ def make_bootstrap(engine: SagaEngine) -> Callable[
         ctx.state["card_fingerprint_key"] = settings.card_fingerprint_key
         admission = Admission(settings.max_sagas_in_flight, ctx.metrics.registry)
         ctx.state["admission"] = admission
-        stop = asyncio.Event()
-        counter = None
+        db = ctx.require_db()
         if settings.max_sagas_in_flight:
-            counter = asyncio.create_task(
-                run_admission(ctx.require_db(), admission, stop,
-                              interval_s=settings.admission_refresh_s),
-                name="orders-admission")
+            ctx.background.every("admission-count", settings.admission_refresh_s,
+                                 admission_counter(db, admission))
         saga_metrics = SagaMetrics(ctx.metrics.registry)
         engine.observe(saga_metrics)
-        sampler = asyncio.create_task(
-            run_saga_sampler(ctx.require_db(), engine.definitions, saga_metrics, stop),
-            name="orders-saga-sampler")
-        reconciler = None
+        ctx.background.every("saga-sampler", SAMPLE_INTERVAL_S,
+                             saga_sampler(db, engine.definitions, saga_metrics))
         if settings.reconciler_interval_s > 0:
-            reconciler = asyncio.create_task(
-                run_reconciler(ctx.require_db(), engine, stop,
-                               interval_s=settings.reconciler_interval_s),
-                name="orders-saga-reconciler")
-        try:
-            yield
-        finally:
-            stop.set()
-            for task in (reconciler, counter, sampler):
-                if task is not None:
-                    with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
-                        await asyncio.wait_for(task, 5)
+            ctx.background.every("saga-reconciler", settings.reconciler_interval_s,
+                                 reconciler(db, engine))
+        yield
 
     return bootstrap
 
