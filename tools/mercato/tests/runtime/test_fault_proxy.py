@@ -155,3 +155,13 @@ async def test_a_bad_file_keeps_the_faults_and_is_reported_once(
     await asyncio.sleep(0.6)
     assert proxy.routes["orders->postgres"].fault.latency_ms == 10
     assert len(errors) == 1 and "not JSON" in errors[0]
+
+
+def test_with_port_keeps_credentials_path_and_scheme() -> None:
+    from mercato.runtime.faultproxy import with_port
+
+    assert with_port("postgresql+asyncpg://orders:s3cr%40t@127.0.0.1:5432/orders", 40001) == \
+        "postgresql+asyncpg://orders:s3cr%40t@127.0.0.1:40001/orders"
+    assert with_port("nats://127.0.0.1:4222", 40002) == "nats://127.0.0.1:40002"
+    with pytest.raises(ValueError, match="no host"):
+        with_port("orders", 1)

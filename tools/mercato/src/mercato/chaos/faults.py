@@ -218,8 +218,9 @@ async def poison_messages(home: Home, nats_url: str, wait_s: float = 60.0) -> di
     command stream, wait until both are dead letters, then discard them (they would only
     litter the operator's list). The saga traffic around them must not notice."""
     import nats
-    from chassis.messaging.dlq import discard_dead_letter, list_dead_letters
+    from chassis.messaging.dlq import discard_dead_letter, show_dead_letter
     from chassis.messaging.envelope import H_MESSAGE_ID, H_NATS_MSG_ID, H_TYPE
+    from chassis.messaging.streams import DEAD_LETTER_STREAM
 
     from mercato.runtime.broker import connect_options
 
@@ -232,14 +233,20 @@ async def poison_messages(home: Home, nats_url: str, wait_s: float = 60.0) -> di
     nc = await nats.connect(nats_url, connect_timeout=3, **connect_options(home))
     try:
         js = nc.jetstream()
+        # Only letters from now on are read: an old platform may keep many.
+        next_seq = (await js.stream_info(DEAD_LETTER_STREAM)).state.last_seq + 1
         for mid, (_kind, mtype, body) in sent.items():
             await js.publish(POISON_SUBJECT, body, headers={
                 H_NATS_MSG_ID: mid, H_MESSAGE_ID: mid, H_TYPE: mtype})
         t0 = time.monotonic()
         found: dict[str, float] = {}
         while time.monotonic() - t0 < wait_s and len(found) < len(sent):
-            for letter in await list_dead_letters(js, POISON_CONSUMER, 100_000):
-                if letter.message_id in sent and letter.message_id not in found:
+            last = (await js.stream_info(DEAD_LETTER_STREAM)).state.last_seq
+            while next_seq <= last:
+                letter = await show_dead_letter(js, next_seq)
+                next_seq += 1
+                if letter is not None and letter.consumer == POISON_CONSUMER \
+                        and letter.message_id in sent:
                     found[letter.message_id] = round(time.monotonic() - t0, 1)
                     await discard_dead_letter(js, letter.sequence)
             await asyncio.sleep(0.5)
