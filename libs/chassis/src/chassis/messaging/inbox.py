@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chassis.clock import utc_now
 from chassis.db import Database
@@ -65,6 +66,15 @@ async def purge_inbox(db: Database, consumers: Sequence[str], *,
     return purged
 
 
+_FORGET = text("DELETE FROM inbox WHERE consumer = ANY(:names)")
+
+
+async def forget_consumers(session: AsyncSession, consumers: Sequence[str]) -> None:
+    """Forget every message these consumers handled, in the caller's transaction: a read
+    model rebuilt from the streams must handle them all again."""
+    await session.execute(_FORGET, {"names": list(consumers)})
+
+
 def inbox_purger(db: Database, consumers: Sequence[str], *,
                  retention: timedelta = INBOX_RETENTION) -> Callable[[], Awaitable[None]]:
     """One purge round for ``chassis.background`` (the app runs it every
@@ -79,4 +89,4 @@ def inbox_purger(db: Database, consumers: Sequence[str], *,
     return purge
 
 
-__all__ = ["INBOX_RETENTION", "inbox_purger", "purge_inbox", "uuid7_floor"]
+__all__ = ["INBOX_RETENTION", "forget_consumers", "inbox_purger", "purge_inbox", "uuid7_floor"]

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from chassis.clock import utc_now
+from chassis.messaging.inbox import forget_consumers
 from sqlalchemy import Row, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -93,8 +94,7 @@ class OrderViewRepository:
     async def clear(self, consumers: list[str]) -> None:
         """Empty the view and forget what these consumers handled (for a rebuild)."""
         await self.session.execute(text("TRUNCATE order_view"))
-        await self.session.execute(text("DELETE FROM inbox WHERE consumer = ANY(:names)"),
-                                   {"names": consumers})
+        await forget_consumers(self.session, consumers)
 
     async def count(self) -> int:
         return (await self.session.execute(
