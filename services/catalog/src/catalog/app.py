@@ -14,7 +14,7 @@ from chassis.messaging.streams import events_stream_name
 from fastapi import FastAPI
 
 from catalog.entrypoints.api import router
-from catalog.seed import seed_demo_catalog
+from catalog.service_layer.seed import seed_demo_catalog
 from catalog.settings import CatalogSettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from catalog.app import MIGRATIONS_DIR, create_app
-from catalog.seed import PRODUCTS
+from catalog.service_layer.seed import PRODUCTS
 from catalog.settings import CatalogSettings
 from chassis.migrations import upgrade_to_head
 from chassis.testing import TokenMinter, assert_problem
@@ -204,7 +204,7 @@ def test_unknown_product_is_404_and_bad_id_422(client: TestClient) -> None:
 
 
 def test_seed_runs_once_even_with_two_instances(fresh_database: str) -> None:
-    from catalog.seed import seed_demo_catalog
+    from catalog.service_layer.seed import seed_demo_catalog
     from chassis.db import Database
 
     upgrade_to_head(MIGRATIONS_DIR, fresh_database)

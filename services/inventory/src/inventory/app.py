@@ -14,8 +14,8 @@ from chassis.messaging.streams import commands_stream_name, events_stream_name
 from fastapi import FastAPI
 
 from inventory.entrypoints.api import router
+from inventory.entrypoints.background import expiry_sweep
 from inventory.entrypoints.consumers import consumer_specs
-from inventory.entrypoints.expiry import expiry_sweep
 from inventory.settings import InventorySettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"

@@ -15,8 +15,8 @@ from fastapi import FastAPI
 
 from notifications.adapters.smtp import Mailer, SmtpMailer
 from notifications.entrypoints.api import router
+from notifications.entrypoints.background import Sender
 from notifications.entrypoints.consumers import consumer_specs
-from notifications.entrypoints.sender import Sender
 from notifications.settings import NotificationsSettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"

@@ -15,7 +15,7 @@ from chassis.clock import utc_now
 from chassis.db import Database
 from notifications.adapters.smtp import OutgoingMail, SmtpMailer
 from notifications.domain.model import RetryPolicy
-from notifications.entrypoints.sender import Sender
+from notifications.entrypoints.background import Sender
 from notifications.service_layer.handlers import SendRound, register_sender, send_due
 from notifications_kit import (
     MailSink,

@@ -14,7 +14,7 @@ from chassis.messaging.streams import commands_stream_name, events_stream_name
 from fastapi import FastAPI
 
 from shipping.entrypoints.api import router
-from shipping.entrypoints.carrier import carrier_round
+from shipping.entrypoints.background import carrier_round
 from shipping.entrypoints.consumers import consumer_specs
 from shipping.settings import ShippingSettings
 

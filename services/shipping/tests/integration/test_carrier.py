@@ -11,7 +11,7 @@ from chassis.clock import utc_now
 from chassis.db import Database
 from prometheus_client import CollectorRegistry
 from shipping.domain.model import Timetable
-from shipping.entrypoints.carrier import carrier_round
+from shipping.entrypoints.background import carrier_round
 from shipping.service_layer.handlers import sweep_carrier
 from shipping_kit import Shipping, create, release
 from sqlalchemy import text
