@@ -636,11 +636,14 @@ class Supervisor:
         names += self.start_services()
         try:
             await self.wait_ready(names)
+            await registration
         finally:
-            if not registration.done():
+            if not registration.done():  # startup failed or was cancelled meanwhile
                 registration.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await registration
+                with contextlib.suppress(asyncio.CancelledError):
+                    await registration
+        if self.error is not None:
+            raise StartupError(self.error["message"], self.error.get("process"))
         self.ready_at = time.time()
         emit(logging.INFO, "platform_ready", after_s=round(time.monotonic() - t0, 2))
         self.set_phase("ready")
