@@ -144,6 +144,8 @@ def _client_credentials(authorization: str | None, client_id: str | None,
                               "secret (authorization_code grant)", **_PROBLEM},
                         429: {"description": "too many failed sign-ins for this account from "
                               "this client; see Retry-After", **_PROBLEM}},
+             # Its 401 is a client's HTTP Basic credentials, not a missing bearer token.
+             openapi_extra={"security": []},
              summary="OAuth 2 token endpoint: password, refresh_token and authorization_code "
                      "grants")
 async def token(
