@@ -17,6 +17,7 @@ import getpass
 import sys
 from collections.abc import Sequence
 
+from chassis.clock import utc_now
 from chassis.db import Database
 from chassis.errors import ProblemError
 from chassis.logging import configure_logging
@@ -30,7 +31,7 @@ from identity.domain.errors import InvalidEmail
 from identity.domain.model import User
 from identity.domain.oauth import OAuthClient, OAuthClientError, check_client_secret
 from identity.domain.policy import normalise_email
-from identity.service_layer.handlers import AdminOutcome, utc_now
+from identity.service_layer.handlers import AdminOutcome
 from identity.service_layer.oauth import ClientOutcome, Clients
 from identity.settings import IdentitySettings
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import structlog
+from chassis.clock import utc_now
 from chassis.errors import Conflict, Unprocessable
 
 from identity.domain.oauth import (
@@ -23,7 +24,7 @@ from identity.domain.oauth import (
     digest,
 )
 from identity.service_layer.errors import InvalidClient, InvalidGrant
-from identity.service_layer.handlers import Sessions, TokenPair, utc_now
+from identity.service_layer.handlers import Sessions, TokenPair
 from identity.service_layer.ports import Clock, IdentityUnitOfWork
 
 log = structlog.get_logger("identity.oauth")
