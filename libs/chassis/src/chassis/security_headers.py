@@ -5,8 +5,9 @@
 * ``Cache-Control: no-store`` on routes that answer with one person's data: a shared cache
   or the browser's disk must not keep it. A router or route declares it with the
   ``PERSONAL_DATA`` dependency, so the chassis holds no list of paths.
-* A Content-Security-Policy and frame protection on the API docs page: it is the only HTML
-  a service serves; nothing may frame it (clickjacking) and it runs only its own scripts.
+* A Content-Security-Policy and frame protection on the API docs page; a service serving
+  HTML of its own (identity's sign-in page) sets ``html_page_headers`` on those answers:
+  nothing may frame it (clickjacking) and it runs and styles only what it ships inline.
 
 A pure ASGI middleware (not BaseHTTPMiddleware): one header append per response.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Iterable
 
 from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,6 +34,32 @@ async def personal_data(request: Request) -> None:
 
 # ``APIRouter(dependencies=[PERSONAL_DATA])`` or ``@router.get(..., dependencies=[...])``.
 PERSONAL_DATA = Depends(personal_data)
+
+
+def _inline_hashes(html: str, tag: str) -> str:
+    return " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(block.encode()).digest()).decode()}'"
+        for block in re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.DOTALL))
+
+
+def html_page_headers(html: str, *, form_action: Iterable[str] = ()) -> dict[str, str]:
+    """Headers for a server-rendered page that loads nothing from anywhere: its inline
+    ``<style>`` and ``<script>`` blocks run by hash, nothing else. ``form_action`` lists the
+    origins its forms may post to, or be redirected to after posting (browsers apply
+    form-action to the redirect too): besides 'self', e.g. an OAuth client's redirect URI."""
+    scripts = _inline_hashes(html, "script")
+    styles = _inline_hashes(html, "style")
+    none = "'none'"
+    targets = " ".join(["'self'", *form_action]) if form_action else none
+    policy = (f"default-src {none}; "
+              f"script-src {scripts or none}; "
+              f"style-src {styles or none}; "
+              "img-src 'self' data:; "
+              f"base-uri 'none'; form-action {targets}; frame-ancestors 'none'")
+    # The page may carry personal data (a name, an email typed in) and its URL OAuth state:
+    # not cached, not sent on as a Referer.
+    return {"Content-Security-Policy": policy, "X-Frame-Options": "DENY",
+            "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
 
 
 def docs_policy(html: str) -> str:

@@ -18,12 +18,15 @@ from sqlalchemy import delete
 
 from identity.adapters.hashing import Argon2Hasher
 from identity.adapters.keys import KeyRing
-from identity.adapters.orm import LoginFailureRow, RefreshTokenRow
+from identity.adapters.orm import AuthorizationCodeRow, LoginFailureRow, RefreshTokenRow
 from identity.adapters.tokens import JwtIssuer
 from identity.domain.model import LoginThrottle
 from identity.entrypoints.api import jwks_router, router
+from identity.entrypoints.authorize import CSRF_STATE_KEY, CsrfTokens
+from identity.entrypoints.authorize import router as authorize_router
 from identity.entrypoints.deps import STATE_KEY
 from identity.service_layer.handlers import Accounts, IdentityServices, Sessions
+from identity.service_layer.oauth import Authorizations, Clients
 from identity.settings import IdentitySettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -66,7 +69,8 @@ def _own_keys(ctx: ServiceContext) -> KeySource:
     return OwnKeys(ctx.state)
 
 
-def pruner(db: Database, forget_failures_after: timedelta) -> Callable[[], Awaitable[None]]:
+def pruner(db: Database, forget_failures_after: timedelta,
+           refresh_ttl: timedelta) -> Callable[[], Awaitable[None]]:
     """One pruning round (``chassis.background``). Expired refresh tokens can be exchanged for
     nothing, forgotten sign-in failures count for nothing; dropping them keeps the tables the
     size of the live sessions and of the guessing going on now."""
@@ -77,8 +81,13 @@ def pruner(db: Database, forget_failures_after: timedelta) -> Callable[[], Await
                 RefreshTokenRow.expires_at < now - timedelta(days=1)))
             failures = await session.execute(delete(LoginFailureRow).where(
                 LoginFailureRow.last_failure_at < now - forget_failures_after))
+            # A spent code is kept as long as the tokens issued from it live, so that its
+            # replay can still revoke them; an unspent one only until it expired.
+            codes = await session.execute(delete(AuthorizationCodeRow).where(
+                AuthorizationCodeRow.expires_at < now - refresh_ttl))
         deleted = {"refresh_tokens": int(tokens.rowcount or 0),  # type: ignore[attr-defined]
-                   "login_failures": int(failures.rowcount or 0)}  # type: ignore[attr-defined]
+                   "login_failures": int(failures.rowcount or 0),  # type: ignore[attr-defined]
+                   "authorization_codes": int(codes.rowcount or 0)}  # type: ignore[attr-defined]
         if any(deleted.values()):
             log.info("identity_pruned", **deleted)
 
@@ -99,30 +108,38 @@ async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
     await keys.start()
     hasher = build_hasher(settings)
     ctx.state[KEY_RING] = keys
+    sessions = Sessions(
+        hasher,
+        JwtIssuer(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+                  ttl_s=settings.access_token_ttl_s),
+        throttle=login_throttle(settings),
+        refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s))
     ctx.state[STATE_KEY] = IdentityServices(
         accounts=Accounts(hasher, max_addresses=settings.max_addresses_per_user),
-        sessions=Sessions(
-            hasher,
-            JwtIssuer(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
-                      ttl_s=settings.access_token_ttl_s),
-            throttle=login_throttle(settings),
-            refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s)),
-        keys=keys)
+        sessions=sessions, keys=keys, authorizations=Authorizations(sessions),
+        clients=Clients())
+    ctx.state[CSRF_STATE_KEY] = CsrfTokens.from_secret(
+        settings.signing_key_secret.get_secret_value().encode()
+        if settings.signing_key_secret is not None else None)
     # The first round one interval after start, as before: not in the start-up rush.
     ctx.background.every(
         "token-pruning", settings.prune_interval_s,
-        pruner(db, timedelta(seconds=settings.login_failures_forgotten_after_s)),
+        pruner(db, timedelta(seconds=settings.login_failures_forgotten_after_s),
+               timedelta(seconds=settings.refresh_token_ttl_s)),
         first_delay_s=settings.prune_interval_s)
     try:
         yield
     finally:
         ctx.state.pop(STATE_KEY, None)
         ctx.state.pop(KEY_RING, None)
+        ctx.state.pop(CSRF_STATE_KEY, None)
 
 
 def create_app(settings: IdentitySettings | None = None) -> FastAPI:
     return create_service_app(
-        settings or IdentitySettings(), routers=[router, jwks_router], bootstrap=bootstrap,
+        settings or IdentitySettings(), routers=[router, authorize_router, jwks_router],
+        bootstrap=bootstrap,
         key_source=_own_keys,
         description="Accounts, argon2id passwords, RS256 tokens with refresh rotation, "
-                    "the JWKS, profiles and addresses.")
+                    "the JWKS, profiles and addresses; an OAuth 2 authorization server "
+                    "(password, refresh_token and authorization_code with PKCE).")

@@ -11,6 +11,7 @@ from typing import Self
 
 from identity.domain.errors import EmailAlreadyRegistered
 from identity.domain.model import Address, LoginFailures, RefreshToken, User
+from identity.domain.oauth import AuthorizationCode, OAuthClient
 from identity.service_layer.ports import AccessToken
 
 
@@ -20,6 +21,8 @@ class Store:
     addresses: dict[uuid.UUID, Address] = field(default_factory=dict)
     refresh_tokens: dict[uuid.UUID, RefreshToken] = field(default_factory=dict)
     login_failures: dict[tuple[str, str], LoginFailures] = field(default_factory=dict)
+    oauth_clients: dict[str, OAuthClient] = field(default_factory=dict)
+    authorization_codes: dict[str, AuthorizationCode] = field(default_factory=dict)
 
 
 class FakeUsers:
@@ -99,6 +102,40 @@ class FakeLoginFailures:
         self._s.login_failures.pop((account_key, client), None)
 
 
+class FakeOAuthClients:
+    def __init__(self, store: Store) -> None:
+        self._s = store
+
+    async def get(self, client_id: str, *, for_update: bool = False) -> OAuthClient | None:
+        found = self._s.oauth_clients.get(client_id)
+        return copy.copy(found) if found else None
+
+    async def put(self, client: OAuthClient) -> None:
+        existing = self._s.oauth_clients.get(client.client_id)
+        kept = copy.copy(client)
+        if existing is not None:
+            kept.created_at = existing.created_at
+        self._s.oauth_clients[client.client_id] = kept
+
+    async def list(self) -> Sequence[OAuthClient]:
+        return [copy.copy(c) for _, c in sorted(self._s.oauth_clients.items())]
+
+
+class FakeAuthorizationCodes:
+    def __init__(self, store: Store) -> None:
+        self._s = store
+
+    async def add(self, code: AuthorizationCode) -> None:
+        self._s.authorization_codes[code.code_hash] = copy.copy(code)
+
+    async def by_hash(self, code_hash: str) -> AuthorizationCode | None:
+        found = self._s.authorization_codes.get(code_hash)
+        return copy.copy(found) if found else None
+
+    async def save(self, code: AuthorizationCode) -> None:
+        self._s.authorization_codes[code.code_hash] = copy.copy(code)
+
+
 class FakeUnitOfWork:
     """Changes go to a copy of the store and replace it only on commit, like a transaction."""
 
@@ -112,6 +149,8 @@ class FakeUnitOfWork:
         self.addresses = FakeAddresses(self._work)
         self.refresh_tokens = FakeRefreshTokens(self._work)
         self.login_failures = FakeLoginFailures(self._work)
+        self.oauth_clients = FakeOAuthClients(self._work)
+        self.authorization_codes = FakeAuthorizationCodes(self._work)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

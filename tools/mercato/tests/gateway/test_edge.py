@@ -195,7 +195,7 @@ async def test_catalog_reads_are_public_and_writes_need_a_user(platform: Platfor
 
 
 async def test_public_identity_routes_need_no_token(platform: Platform) -> None:
-    for path in ("/api/identity/register", "/api/identity/token"):
+    for path in ("/api/identity/register", "/api/identity/token", "/api/identity/authorize"):
         status, _h, _b = await fetch(platform.http, "POST", platform.url(path), data={"a": "b"})
         assert status == 200
     status, _h, body = await fetch(platform.http, "GET", platform.url("/.well-known/jwks.json"))
@@ -210,6 +210,7 @@ async def test_normalised_paths_cannot_dodge_the_token_check(platform: Platform)
 
 
 LIMITED_WRITES = [("/api/identity/token", False), ("/api/identity/register", False),
+                  ("/api/identity/authorize", False),
                   ("/api/orders", True), ("/api/cart/checkout", True),
                   ("/api/payments/payment-methods", True)]
 

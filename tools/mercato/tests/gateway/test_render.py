@@ -65,6 +65,8 @@ def test_bootstrap_loads_lds_and_cds_from_watched_files() -> None:
     ("GET", "/.well-known/jwks.json", "identity", False, False),
     ("POST", "/api/identity/register", "identity", False, True),
     ("POST", "/api/identity/token", "identity", False, True),
+    ("GET", "/api/identity/authorize?client_id=storefront", "identity", False, False),
+    ("POST", "/api/identity/authorize", "identity", False, True),
     ("GET", "/api/identity/me", "identity", True, False),
     ("GET", "/api/identity/me/addresses", "identity", True, False),
     ("POST", "/api/identity/me/addresses", "identity", True, False),

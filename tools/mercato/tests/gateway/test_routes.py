@@ -33,12 +33,16 @@ def test_packaged_routes_cover_the_public_api() -> None:
     by_match = {r.match: r for r in table.routes}
     assert by_match["/.well-known/jwks.json"].service == "identity"
     assert by_match["/api/identity/*"].read_auth == PUBLIC
+    # The OAuth 2 sign-in page and its form: the person has no token yet.
+    authorize = by_match["/api/identity/authorize"]
+    assert (authorize.read_auth, authorize.write_auth) == (PUBLIC, PUBLIC)
     me = by_match["/api/identity/me/*"]
     assert (me.read_auth, me.write_auth) == (USER, USER)
     catalog = by_match["/api/catalog/*"]
     assert (catalog.service, catalog.read_auth, catalog.write_auth) == ("catalog", PUBLIC, USER)
     # Writes that cost a hash or a saga are limited per client, under a total ceiling.
-    for limited in ("/api/identity/token/*", "/api/identity/register", "/api/orders",
+    for limited in ("/api/identity/token/*", "/api/identity/register",
+                    "/api/identity/authorize", "/api/orders",
                     "/api/cart/checkout", "/api/payments/payment-methods"):
         rl = by_match[limited].rate_limit
         assert rl is not None and rl.per_client is not None and rl.total is not None, limited

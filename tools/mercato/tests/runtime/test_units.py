@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 from mercato import logview
 from mercato.runtime.paths import Home, proposed_port, write_atomic
-from mercato.runtime.services import instance_ids, parse_scale, service_env, service_secrets
+from mercato.runtime.services import (
+    instance_ids,
+    parse_scale,
+    register_storefront_client_argv,
+    service_env,
+    service_secrets,
+)
 
 
 def test_ports_chosen_once_and_edge_override_remembered(tmp_path):
@@ -141,3 +147,19 @@ def test_service_secrets_are_made_once_per_home_and_kept(tmp_path):
     assert set(orders) == {"ORDERS_CARD_FINGERPRINT_SECRET"}
     assert service_secrets(Home(tmp_path / "home"), "orders") == orders
     assert service_secrets(Home(tmp_path / "other"), "identity") != first
+
+
+def test_the_storefront_gets_its_oauth_client_secret_and_the_registration_the_same(tmp_path):
+    home = Home(tmp_path / "home")
+    secret = service_secrets(home, "storefront")["STOREFRONT_OAUTH_CLIENT_SECRET"]
+    # identity takes client secrets of 32+ characters; this one has 256 random bits.
+    assert len(secret) >= 43
+    assert service_secrets(Home(tmp_path / "home"), "storefront") == {
+        "STOREFRONT_OAUTH_CLIENT_SECRET": secret}
+    kept = home.secrets_dir / "storefront-oauth-client.json"
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    argv = register_storefront_client_argv("python", 8080)
+    assert argv[:5] == ["python", "-m", "identity", "register-client", "storefront"]
+    assert secret not in " ".join(argv)  # it goes on stdin
+    uris = [argv[i + 1] for i, a in enumerate(argv) if a == "--redirect-uri"]
+    assert uris == ["http://localhost:8080/auth/callback", "http://127.0.0.1:8080/auth/callback"]

@@ -119,3 +119,38 @@ class SigningKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     active: Mapped[bool] = mapped_column(server_default=false())
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OAuthClientRow(Base):
+    """A registered OAuth 2 client; a confidential one keeps only its secret's digest."""
+
+    __tablename__ = "oauth_clients"
+    __table_args__ = (
+        CheckConstraint("cardinality(redirect_uris) >= 1", name="ck_oauth_clients_redirects"),
+    )
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    redirect_uris: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    secret_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuthorizationCodeRow(Base):
+    """An authorization code by its digest, bound to client, redirect URI and challenge."""
+
+    __tablename__ = "authorization_codes"
+    __table_args__ = (
+        Index("ix_authorization_codes_expires", "expires_at"),
+    )
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("oauth_clients.client_id", ondelete="CASCADE"))
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"))
+    code_challenge: Mapped[str] = mapped_column(String(43))
+    scope: Mapped[str] = mapped_column(String(200))
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    refresh_family_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)

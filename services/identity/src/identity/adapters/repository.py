@@ -13,9 +13,17 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from identity.adapters.orm import AddressRow, LoginFailureRow, RefreshTokenRow, UserRow
+from identity.adapters.orm import (
+    AddressRow,
+    AuthorizationCodeRow,
+    LoginFailureRow,
+    OAuthClientRow,
+    RefreshTokenRow,
+    UserRow,
+)
 from identity.domain.errors import EmailAlreadyRegistered
 from identity.domain.model import Address, LoginFailures, RefreshToken, Role, User
+from identity.domain.oauth import AuthorizationCode, OAuthClient
 
 
 def _user(row: UserRow) -> User:
@@ -160,6 +168,71 @@ class SqlLoginFailureRepository:
                                           LoginFailureRow.client == client))
 
 
+def _client(row: OAuthClientRow) -> OAuthClient:
+    return OAuthClient(client_id=row.client_id, redirect_uris=tuple(row.redirect_uris),
+                       secret_hash=row.secret_hash, created_at=row.created_at)
+
+
+def _code(row: AuthorizationCodeRow) -> AuthorizationCode:
+    return AuthorizationCode(code_hash=row.code_hash, client_id=row.client_id,
+                             redirect_uri=row.redirect_uri, user_id=row.user_id,
+                             code_challenge=row.code_challenge, scope=row.scope,
+                             issued_at=row.issued_at, expires_at=row.expires_at,
+                             used_at=row.used_at, refresh_family_id=row.refresh_family_id)
+
+
+class SqlOAuthClientRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, client_id: str, *, for_update: bool = False) -> OAuthClient | None:
+        stmt = select(OAuthClientRow).where(OAuthClientRow.client_id == client_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = (await self._session.execute(stmt)).scalar_one_or_none()
+        return _client(row) if row is not None else None
+
+    async def put(self, client: OAuthClient) -> None:
+        # Insert or replace the registration; created_at stays the first one's.
+        await self._session.execute(
+            insert(OAuthClientRow).values(
+                client_id=client.client_id, redirect_uris=list(client.redirect_uris),
+                secret_hash=client.secret_hash, created_at=client.created_at)
+            .on_conflict_do_update(index_elements=[OAuthClientRow.client_id], set_={
+                "redirect_uris": list(client.redirect_uris),
+                "secret_hash": client.secret_hash}))
+
+    async def list(self) -> Sequence[OAuthClient]:
+        rows = await self._session.scalars(
+            select(OAuthClientRow).order_by(OAuthClientRow.client_id))
+        return [_client(r) for r in rows]
+
+
+class SqlAuthorizationCodeRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, code: AuthorizationCode) -> None:
+        self._session.add(AuthorizationCodeRow(
+            code_hash=code.code_hash, client_id=code.client_id, redirect_uri=code.redirect_uri,
+            user_id=code.user_id, code_challenge=code.code_challenge, scope=code.scope,
+            issued_at=code.issued_at, expires_at=code.expires_at, used_at=code.used_at,
+            refresh_family_id=code.refresh_family_id))
+        await self._session.flush()
+
+    async def by_hash(self, code_hash: str) -> AuthorizationCode | None:
+        # Locked: two exchanges of one code race on the row, and the second sees it spent.
+        row = (await self._session.execute(
+            select(AuthorizationCodeRow).where(AuthorizationCodeRow.code_hash == code_hash)
+            .with_for_update())).scalar_one_or_none()
+        return _code(row) if row is not None else None
+
+    async def save(self, code: AuthorizationCode) -> None:
+        await self._session.execute(
+            update(AuthorizationCodeRow).where(AuthorizationCodeRow.code_hash == code.code_hash)
+            .values(used_at=code.used_at, refresh_family_id=code.refresh_family_id))
+
+
 class SqlIdentityUnitOfWork:
     """The chassis unit of work (one transaction) with identity's repositories on it."""
 
@@ -167,6 +240,8 @@ class SqlIdentityUnitOfWork:
     addresses: SqlAddressRepository
     refresh_tokens: SqlRefreshTokenRepository
     login_failures: SqlLoginFailureRepository
+    oauth_clients: SqlOAuthClientRepository
+    authorization_codes: SqlAuthorizationCodeRepository
 
     def __init__(self, uow: UnitOfWork) -> None:
         self._uow = uow
@@ -178,6 +253,8 @@ class SqlIdentityUnitOfWork:
         self.addresses = SqlAddressRepository(session)
         self.refresh_tokens = SqlRefreshTokenRepository(session)
         self.login_failures = SqlLoginFailureRepository(session)
+        self.oauth_clients = SqlOAuthClientRepository(session)
+        self.authorization_codes = SqlAuthorizationCodeRepository(session)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
+import secrets
 import uuid
 from typing import Annotated, Any
+from urllib.parse import unquote_plus
 
 from chassis.errors import Forbidden
 from chassis.security_headers import PERSONAL_DATA
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Form, Header, Request, Response
 from fastapi.responses import JSONResponse
 
+from identity.domain.oauth import OAuthClient
 from identity.entrypoints.deps import (
     AdminPrincipal,
     CurrentPrincipal,
@@ -23,6 +28,9 @@ from identity.entrypoints.schemas import (
     AddressIn,
     AddressListOut,
     AddressOut,
+    ClientCreatedOut,
+    ClientIn,
+    ClientListOut,
     JwksOut,
     KeyRotatedOut,
     MeOut,
@@ -32,7 +40,7 @@ from identity.entrypoints.schemas import (
     address_json,
     me_json,
 )
-from identity.service_layer.errors import InvalidRequest, UnsupportedGrantType
+from identity.service_layer.errors import InvalidClient, InvalidRequest, UnsupportedGrantType
 from identity.service_layer.handlers import NewAddress, TokenPair, rotate_signing_key
 
 PREFIX = "/api/identity"
@@ -45,6 +53,8 @@ _PERSONAL = [PERSONAL_DATA]
 # Generous bounds, far above anything legitimate, so one form cannot make the service
 # hash megabytes or look up absurd keys.
 _MAX_USERNAME, _MAX_PASSWORD, _MAX_REFRESH_TOKEN = 320, 1024, 256
+_MAX_CODE, _MAX_REDIRECT_URI, _MAX_VERIFIER, _MAX_CLIENT_ID, _MAX_SECRET = \
+    100, 2000, 128, 64, 256
 
 
 @router.post("/register", status_code=201, response_model=UserOut, dependencies=_PERSONAL,
@@ -94,19 +104,73 @@ def _token_response(pair: TokenPair) -> JSONResponse:
     return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
+def _basic_credentials(authorization: str | None) -> tuple[str, str] | None:
+    """HTTP Basic client credentials (RFC 6749 §2.3.1: each part form-urlencoded first)."""
+    if authorization is None:
+        return None
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        raise InvalidClient("client authentication uses HTTP Basic or client_secret in the "
+                            "form")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidClient("the Basic credentials are not valid base64") from None
+    client_id, colon, secret = decoded.partition(":")
+    if not colon:
+        raise InvalidClient("the Basic credentials are not client_id:client_secret")
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+def _client_credentials(authorization: str | None, client_id: str | None,
+                        client_secret: str | None) -> tuple[str, str | None]:
+    basic = _basic_credentials(authorization)
+    if basic is not None:
+        if client_secret is not None:
+            raise InvalidRequest("use one client authentication method: HTTP Basic or "
+                                 "client_secret in the form, not both")
+        if client_id is not None and client_id != basic[0]:
+            raise InvalidRequest("client_id differs from the one in the Basic credentials")
+        return basic
+    if not client_id:
+        raise InvalidClient("the client is not identified: HTTP Basic, or client_id "
+                            "(and client_secret for a confidential client) in the form")
+    if len(client_id) > _MAX_CLIENT_ID or (client_secret is not None
+                                            and len(client_secret) > _MAX_SECRET):
+        raise InvalidClient("unknown client or wrong client secret")
+    return client_id, client_secret
+
+
 @router.post("/token", response_model=TokenOut,
              responses={400: {"description": "invalid_request, invalid_grant or "
                               "unsupported_grant_type (RFC 6749 §5.2)", **_PROBLEM},
+                        401: {"description": "invalid_client: unknown client or wrong "
+                              "secret (authorization_code grant)", **_PROBLEM},
                         429: {"description": "too many failed sign-ins for this account from "
                               "this client; see Retry-After", **_PROBLEM}},
-             summary="OAuth 2 token endpoint: password and refresh_token grants")
+             # Its 401 is a client's HTTP Basic credentials, not a missing bearer token.
+             openapi_extra={"security": []},
+             summary="OAuth 2 token endpoint: password, refresh_token and authorization_code "
+                     "grants")
 async def token(
     request: Request, uow: IdentityUow, services: Services,
     grant_type: Annotated[str | None, Form(
-        json_schema_extra={"enum": ["password", "refresh_token"]})] = None,
+        json_schema_extra={"enum": ["password", "refresh_token", "authorization_code"]})] = None,
     username: Annotated[str | None, Form(description="the account's email")] = None,
     password: Annotated[str | None, Form()] = None,
     refresh_token: Annotated[str | None, Form()] = None,
+    code: Annotated[str | None, Form(description="authorization_code: the code")] = None,
+    redirect_uri: Annotated[str | None, Form(
+        description="authorization_code: the redirect_uri the code was asked with")] = None,
+    code_verifier: Annotated[str | None, Form(
+        description="authorization_code: the PKCE verifier (RFC 7636)")] = None,
+    client_id: Annotated[str | None, Form(
+        description="authorization_code: the client, unless HTTP Basic names it")] = None,
+    client_secret: Annotated[str | None, Form(
+        description="authorization_code: a confidential client's secret, unless sent by "
+                    "HTTP Basic")] = None,
+    authorization: Annotated[str | None, Header(
+        include_in_schema=False, description="HTTP Basic client credentials")] = None,
 ) -> JSONResponse:
     # Fields are checked here rather than by the form model so that a missing one is an
     # OAuth "invalid_request" (400), which token clients understand, not a generic 422.
@@ -120,9 +184,16 @@ async def token(
     elif grant_type == "refresh_token":
         pair = await services.sessions.refresh(
             uow, _required(refresh_token, "refresh_token", _MAX_REFRESH_TOKEN))
+    elif grant_type == "authorization_code":
+        the_client, secret = _client_credentials(authorization, client_id, client_secret)
+        pair = await services.authorizations.exchange(
+            uow, client_id=the_client, client_secret=secret,
+            code=_required(code, "code", _MAX_CODE),
+            redirect_uri=_required(redirect_uri, "redirect_uri", _MAX_REDIRECT_URI),
+            code_verifier=_required(code_verifier, "code_verifier", _MAX_VERIFIER))
     else:
         raise UnsupportedGrantType(
-            "grant_type must be 'password' or 'refresh_token'")
+            "grant_type must be 'password', 'refresh_token' or 'authorization_code'")
     return _token_response(pair)
 
 
@@ -185,6 +256,34 @@ async def read_user_address(user_id: uuid.UUID, address_id: uuid.UUID,
                      "until the tokens it signed have expired")
 async def rotate_key(_: AdminPrincipal, services: Services) -> dict[str, str]:
     return {"kid": await rotate_signing_key(services.keys)}
+
+
+def _client_json(client: OAuthClient) -> dict[str, Any]:
+    return {"client_id": client.client_id, "redirect_uris": list(client.redirect_uris),
+            "confidential": client.confidential}
+
+
+@router.post("/admin/clients", status_code=201, response_model=ClientCreatedOut,
+             responses={409: {"description": "a client with this id exists", **_PROBLEM},
+                        422: {"description": "invalid client id or redirect URI", **_PROBLEM}},
+             summary="Register an OAuth 2 client (admin); a confidential one's secret is "
+                     "made here and shown only in this answer")
+async def register_client(body: ClientIn, _: AdminPrincipal, uow: IdentityUow,
+                          services: Services) -> JSONResponse:
+    secret = secrets.token_urlsafe(32) if body.confidential else None
+    client, _created = await services.clients.register(
+        uow, client_id=body.client_id, redirect_uris=body.redirect_uris, secret=secret,
+        replace=False)
+    return JSONResponse({**_client_json(client), "client_secret": secret}, status_code=201,
+                        headers={"Cache-Control": "no-store",
+                                 "Location": f"{PREFIX}/admin/clients"})
+
+
+@router.get("/admin/clients", response_model=ClientListOut,
+            summary="The registered OAuth 2 clients (admin)")
+async def list_clients(_: AdminPrincipal, uow: IdentityUow,
+                       services: Services) -> dict[str, Any]:
+    return {"items": [_client_json(c) for c in await services.clients.list(uow)]}
 
 
 async def _jwks(services: Services) -> JSONResponse:

@@ -1,8 +1,12 @@
-"""``python -m identity``: serve (the default), or create the first admin.
+"""``python -m identity``: serve (the default), create the first admin, register clients.
 
 ``python -m identity create-admin EMAIL [--name NAME] --password-stdin`` migrates the
 database, then creates an account with the roles customer and admin, or grants admin to the
 existing account with that email. ``mercato admin create-admin`` runs this command.
+
+``python -m identity register-client CLIENT_ID --redirect-uri URI... (--secret-stdin |
+--public)`` migrates the database, then registers an OAuth 2 client, or sets an existing
+one's redirect URIs and secret to these. ``mercato up`` runs it for the storefront.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import getpass
 import sys
 from collections.abc import Sequence
 
+from chassis.clock import utc_now
 from chassis.db import Database
 from chassis.errors import ProblemError
 from chassis.logging import configure_logging
@@ -24,8 +29,10 @@ from identity.adapters.repository import SqlIdentityUnitOfWork
 from identity.app import MIGRATIONS_DIR, build_accounts, create_app
 from identity.domain.errors import InvalidEmail
 from identity.domain.model import User
+from identity.domain.oauth import OAuthClient, OAuthClientError, check_client_secret
 from identity.domain.policy import normalise_email
 from identity.service_layer.handlers import AdminOutcome
+from identity.service_layer.oauth import ClientOutcome, Clients
 from identity.settings import IdentitySettings
 
 PROG = "python -m identity"
@@ -45,11 +52,25 @@ def _parser() -> argparse.ArgumentParser:
     admin.add_argument("--password-stdin", action="store_true", required=True,
                        help="read the password from standard input (one line), so it never "
                             "shows in the process list or the shell history")
+    client = commands.add_parser(
+        "register-client", help="register an OAuth 2 client, or update its registration",
+        description="Registers a client of the authorization code flow (with PKCE), or sets "
+                    "an existing one's redirect URIs and secret to these. Needs "
+                    "IDENTITY_DATABASE_URL; runs the migrations first.")
+    client.add_argument("client_id")
+    client.add_argument("--redirect-uri", action="append", required=True, dest="redirect_uris",
+                        metavar="URI", help="an exact redirect URI (repeat for more)")
+    kind = client.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--secret-stdin", action="store_true",
+                      help="a confidential client: read its secret (32+ random characters) "
+                           "from standard input, so it never shows in the process list")
+    kind.add_argument("--public", action="store_true",
+                      help="a public client (no secret; PKCE alone binds its codes)")
     return parser
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"{PROG} create-admin: error: {message}", file=sys.stderr)
+def _fail(message: str, code: int, command: str = "create-admin") -> int:
+    print(f"{PROG} {command}: error: {message}", file=sys.stderr)
     return code
 
 
@@ -103,10 +124,61 @@ def create_admin(email: str, name: str | None) -> int:
     return 0
 
 
+async def _register_client(settings: IdentitySettings, client_id: str,
+                           redirect_uris: list[str], secret: str | None) -> ClientOutcome:
+    db = Database(settings.database_url, pool_size=1, application_name=f"{settings.instance}-cli")
+    try:
+        _, outcome = await Clients().register(
+            SqlIdentityUnitOfWork(db.unit_of_work()), client_id=client_id,
+            redirect_uris=redirect_uris, secret=secret)
+        return outcome
+    finally:
+        await db.dispose()
+
+
+def register_client(client_id: str, redirect_uris: list[str], public: bool) -> int:
+    def fail(message: str, code: int) -> int:
+        return _fail(message, code, "register-client")
+
+    try:
+        OAuthClient.register(client_id=client_id, redirect_uris=redirect_uris,
+                             secret=None, now=utc_now())
+    except OAuthClientError as exc:
+        return fail(str(exc), 2)
+    try:
+        settings = IdentitySettings()
+    except ValidationError as exc:
+        return fail(f"bad IDENTITY_* settings: {exc.errors()[0]['msg']}", 2)
+    if not settings.database_url:
+        return fail("IDENTITY_DATABASE_URL is not set", 2)
+    secret = None if public else sys.stdin.readline().rstrip("\r\n")
+    if secret is not None:
+        try:
+            check_client_secret(secret)
+        except OAuthClientError as exc:
+            return fail(f"the secret on standard input: {exc}", 2)
+    configure_logging(settings.service_name, settings.instance, "warning")
+    try:
+        upgrade_to_head(MIGRATIONS_DIR, settings.database_url)
+        outcome = asyncio.run(_register_client(settings, client_id, redirect_uris, secret))
+    except ProblemError as exc:
+        return fail(exc.detail or exc.title, 2 if exc.status == 422 else 1)
+    except (OSError, ConnectionError) as exc:
+        return fail(f"cannot reach the database: {exc}", 1)
+    except Exception as exc:  # sqlalchemy/asyncpg errors: say what, without a traceback
+        return fail(f"{exc.__class__.__name__}: {exc}".splitlines()[0], 1)
+    kind = "public" if public else "confidential"
+    print(f"{outcome.value} {kind} client {client_id} "
+          f"(redirect URIs: {', '.join(dict.fromkeys(redirect_uris))})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "create-admin":
         return create_admin(args.email, args.name)
+    if args.command == "register-client":
+        return register_client(args.client_id, args.redirect_uris, args.public)
     try:
         settings = IdentitySettings()
     except ValidationError as exc:

@@ -159,3 +159,30 @@ class KeyRotatedOut(BaseModel):
 
 class JwksOut(BaseModel):
     keys: list[dict[str, Any]]
+
+
+class ClientIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    client_id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
+                                    examples=["storefront"])]
+    redirect_uris: Annotated[list[Annotated[str, Field(min_length=1, max_length=2000)]],
+                             Field(min_length=1, max_length=10, description=(
+                                 "exact URIs the client may be sent back to: https, or http "
+                                 "to localhost, 127.0.0.1 or [::1]; no fragment"))]
+    confidential: bool = Field(True, description="a server that keeps a secret (true), or "
+                                                 "a browser or mobile app that cannot (false)")
+
+
+class ClientOut(BaseModel):
+    client_id: str
+    redirect_uris: list[str]
+    confidential: bool
+
+
+class ClientCreatedOut(ClientOut):
+    client_secret: str | None = Field(
+        description="only here, only once: identity keeps its digest (null: public client)")
+
+
+class ClientListOut(BaseModel):
+    items: list[ClientOut]

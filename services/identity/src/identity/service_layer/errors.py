@@ -27,3 +27,18 @@ class InvalidGrant(OAuthError):
 
 class UnsupportedGrantType(OAuthError):
     title, error_code = "Unsupported grant type", "unsupported_grant_type"
+
+
+class UnauthorizedClient(OAuthError):
+    title, error_code = "Unauthorized client", "unauthorized_client"
+
+
+class InvalidClient(OAuthError):
+    """RFC 6749 §5.2: client authentication failed; 401 with a challenge for the scheme
+    the client may use (HTTP Basic)."""
+
+    status = 401
+    title, error_code = "Invalid client", "invalid_client"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Basic realm="mercato"'})

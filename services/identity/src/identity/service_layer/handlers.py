@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import structlog
 from chassis.clock import utc_now
@@ -46,6 +47,9 @@ from identity.service_layer.ports import (
     PasswordHasher,
     SigningKeys,
 )
+
+if TYPE_CHECKING:  # oauth builds on Sessions, so it imports this module
+    from identity.service_layer.oauth import Authorizations, Clients
 
 log = structlog.get_logger("identity")
 
@@ -202,53 +206,71 @@ class Sessions:
 
     async def authenticate(self, uow: IdentityUnitOfWork, *, username: str, password: str,
                            client: str) -> TokenPair:
-        """The password grant, throttled per (typed account, ``client`` address).
+        """The password grant, throttled per (typed account, ``client`` address)."""
+        async with uow:
+            user = await self.verify_sign_in(uow, username=username, password=password,
+                                             client=client)
+            pair, _ = await self.start_session(uow, user)
+            await uow.commit()
+        return pair
+
+    async def verify_sign_in(self, uow: IdentityUnitOfWork, *, username: str, password: str,
+                             client: str) -> User:
+        """The account ``username`` names if ``password`` is its password, in the open unit
+        of work ``uow``; the password grant and the authorization endpoint's sign-in form
+        both go through here, so both share one throttle per (account, client) (ADR 0012).
 
         Every path costs the same work whether the account exists or not: the throttle row
         (keyed by what was typed), one user lookup and one argon2 verify (against a dummy
-        hash for an unknown account); a throttled pair gets 429 before any of the rest.
+        hash for an unknown account); a throttled pair gets 429 before any of the rest. A
+        failure is committed before ``InvalidGrant`` is raised: it must count.
         """
         password = normalise_password(password)
         account_key = login_account_key(username)
-        async with uow:
-            failures = await uow.login_failures.lock(account_key, client)
-            now = self._clock()
-            wait = failures.wait_before_next_attempt(now)
-            if wait is not None:
-                retry_after = max(1, math.ceil(wait.total_seconds()))
-                log.warning("login_throttled", failures=failures.failures,
-                            retry_after=retry_after, client=client)
-                raise TooManyRequests(
-                    "too many failed sign-ins for this account from this client; "
-                    "try again later", headers={"Retry-After": str(retry_after)},
-                    retry_after=retry_after)
-            try:
-                user = await uow.users.by_email(normalise_email(username))
-            except InvalidEmail:
-                user = None
-            if user is None:
-                await self._spend_time_like_a_verify(password)
-                verified = False
-            else:
-                verified = await self._hasher.verify(user.password_hash, password)
-            if user is None or not verified:
-                failures.record_failure(now, self._throttle)
-                await uow.login_failures.save(failures)
-                await uow.commit()  # the failure must count although the request fails
-                log.info("login_failed", user_id=str(user.id) if user else None,
-                         failures=failures.failures, client=client)
-                raise InvalidGrant(BAD_CREDENTIALS)
-            await uow.login_failures.clear(account_key, client)
-            if self._hasher.needs_rehash(user.password_hash):
-                # Cost parameters were raised since this hash was made; upgrade it while the
-                # plain password is at hand.
-                user.password_hash = await self._hasher.hash(password)
-                await uow.users.save(user)
-            issued = RefreshToken.start_family(user.id, now, self._refresh_ttl)
-            await uow.refresh_tokens.add(issued.token)
-            access = await self._tokens.issue(user, now)
-            await uow.commit()
-        return TokenPair(access, issued.secret)
+        failures = await uow.login_failures.lock(account_key, client)
+        now = self._clock()
+        wait = failures.wait_before_next_attempt(now)
+        if wait is not None:
+            retry_after = max(1, math.ceil(wait.total_seconds()))
+            log.warning("login_throttled", failures=failures.failures,
+                        retry_after=retry_after, client=client)
+            raise TooManyRequests(
+                "too many failed sign-ins for this account from this client; "
+                "try again later", headers={"Retry-After": str(retry_after)},
+                retry_after=retry_after)
+        try:
+            user = await uow.users.by_email(normalise_email(username))
+        except InvalidEmail:
+            user = None
+        if user is None:
+            await self._spend_time_like_a_verify(password)
+            verified = False
+        else:
+            verified = await self._hasher.verify(user.password_hash, password)
+        if user is None or not verified:
+            failures.record_failure(now, self._throttle)
+            await uow.login_failures.save(failures)
+            await uow.commit()  # the failure must count although the request fails
+            log.info("login_failed", user_id=str(user.id) if user else None,
+                     failures=failures.failures, client=client)
+            raise InvalidGrant(BAD_CREDENTIALS)
+        await uow.login_failures.clear(account_key, client)
+        if self._hasher.needs_rehash(user.password_hash):
+            # Cost parameters were raised since this hash was made; upgrade it while the
+            # plain password is at hand.
+            user.password_hash = await self._hasher.hash(password)
+            await uow.users.save(user)
+        return user
+
+    async def start_session(self, uow: IdentityUnitOfWork,
+                            user: User) -> tuple[TokenPair, uuid.UUID]:
+        """A new refresh-token family and an access token for ``user``, written in the open
+        unit of work (the caller commits); returns the pair and the family's id."""
+        now = self._clock()
+        issued = RefreshToken.start_family(user.id, now, self._refresh_ttl)
+        await uow.refresh_tokens.add(issued.token)
+        access = await self._tokens.issue(user, now)
+        return TokenPair(access, issued.secret), issued.token.family_id
 
     async def refresh(self, uow: IdentityUnitOfWork, refresh_token: str) -> TokenPair:
         async with uow:
@@ -292,3 +314,5 @@ class IdentityServices:
     accounts: Accounts
     sessions: Sessions
     keys: SigningKeys
+    authorizations: Authorizations
+    clients: Clients

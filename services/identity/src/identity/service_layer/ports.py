@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Protocol, Self
 
 from identity.domain.model import Address, LoginFailures, RefreshToken, User
+from identity.domain.oauth import AuthorizationCode, OAuthClient
 
 Clock = Callable[[], datetime]
 
@@ -58,6 +59,26 @@ class LoginFailureRepository(Protocol):
     async def clear(self, account_key: str, client: str) -> None: ...
 
 
+class OAuthClientRepository(Protocol):
+    async def get(self, client_id: str, *, for_update: bool = False) -> OAuthClient | None: ...
+
+    async def put(self, client: OAuthClient) -> None:
+        """Adds the client, or replaces the registration with that client id."""
+        ...
+
+    async def list(self) -> Sequence[OAuthClient]: ...
+
+
+class AuthorizationCodeRepository(Protocol):
+    async def add(self, code: AuthorizationCode) -> None: ...
+
+    async def by_hash(self, code_hash: str) -> AuthorizationCode | None:
+        """The code, locked until the transaction ends (two redemptions queue)."""
+        ...
+
+    async def save(self, code: AuthorizationCode) -> None: ...
+
+
 class IdentityUnitOfWork(Protocol):
     """One transaction over identity's repositories; leaving without commit rolls back."""
 
@@ -72,6 +93,12 @@ class IdentityUnitOfWork(Protocol):
 
     @property
     def login_failures(self) -> LoginFailureRepository: ...
+
+    @property
+    def oauth_clients(self) -> OAuthClientRepository: ...
+
+    @property
+    def authorization_codes(self) -> AuthorizationCodeRepository: ...
 
     async def __aenter__(self) -> Self: ...
 

@@ -108,7 +108,31 @@ SERVICE_SECRETS: dict[str, dict[str, str]] = {
     "identity": {"IDENTITY_SIGNING_KEY_SECRET": "identity-signing-key"},
     # Keys the hash of a card in an order's idempotency fingerprint (every instance the same).
     "orders": {"ORDERS_CARD_FINGERPRINT_SECRET": "orders-card-fingerprint"},
+    # The storefront's OAuth 2 client secret at identity (registered by `mercato up`).
+    "storefront": {"STOREFRONT_OAUTH_CLIENT_SECRET": "storefront-oauth-client"},
 }
+
+# The storefront signs people in through identity's authorization endpoint as this
+# confidential client; `mercato up` registers it with these redirect URIs on the edge.
+STOREFRONT_CLIENT_ID = "storefront"
+STOREFRONT_CALLBACK_PATH = "/auth/callback"
+
+
+def storefront_redirect_uris(edge_port: int) -> list[str]:
+    # Both spellings of the machine: a browser opened at either must be sent back to it
+    # (the cookie the storefront set before the redirect lives on that host name).
+    return [f"http://{host}:{edge_port}{STOREFRONT_CALLBACK_PATH}"
+            for host in ("localhost", "127.0.0.1")]
+
+
+def register_storefront_client_argv(python: str, edge_port: int) -> list[str]:
+    """``python -m identity register-client`` for the storefront; its secret goes on stdin
+    (``service_secrets(home, "storefront")``), never in argv."""
+    argv = [python, "-m", "identity", "register-client", STOREFRONT_CLIENT_ID,
+            "--secret-stdin"]
+    for uri in storefront_redirect_uris(edge_port):
+        argv += ["--redirect-uri", uri]
+    return argv
 
 
 def service_secrets(home: Home, service: str) -> dict[str, str]:

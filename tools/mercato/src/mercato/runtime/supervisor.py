@@ -48,6 +48,7 @@ from mercato.runtime.services import (
     api_path,
     instance_ids,
     parse_scale,
+    register_storefront_client_argv,
     repo_root,
     service_env,
     service_secrets,
@@ -618,6 +619,37 @@ class Supervisor:
                     argv=lambda _p: [sys.executable, "-m", module], port=free_port, env=env,
                     ready=self._service_ready, live=self._service_live)
 
+    async def register_oauth_clients(self) -> None:
+        """Registers the storefront at identity as a confidential OAuth 2 client with the
+        home's secret (made once, 0600 under secrets/, handed to the storefront as
+        STOREFRONT_OAUTH_CLIENT_SECRET) and the edge's callback URIs, through identity's
+        own command line, as ``mercato admin create-admin`` does. Idempotent: an unchanged
+        registration writes nothing."""
+        if self.services.get("identity") != "identity":
+            return  # no identity here (tests running stand-ins): nobody to register with
+        secret = service_secrets(self.home, "storefront")["STOREFRONT_OAUTH_CLIENT_SECRET"]
+        env = {**self.base_env, "IDENTITY_DATABASE_URL": self.db_urls["identity"],
+               "IDENTITY_NATS_URL": self.nats.url, "IDENTITY_ENVIRONMENT": "development",
+               "IDENTITY_INSTANCE_ID": "identity-register-client"}
+        proc = await asyncio.create_subprocess_exec(
+            *register_storefront_client_argv(sys.executable, self.ports.edge),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, cwd=str(repo_root()))
+        try:
+            out, err = await proc.communicate((secret + "\n").encode())
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
+        if proc.returncode != 0:
+            message = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            self.fail(f"registering the storefront's OAuth client failed: {message[0]}",
+                      "identity")
+            return
+        emit(logging.INFO, "oauth_client_registered", client="storefront",
+             outcome=out.decode(errors="replace").strip())
+
     async def startup(self) -> None:
         t0 = time.monotonic()
         await self.start_engines()
@@ -628,8 +660,21 @@ class Supervisor:
             await self.start_gateway()
             names.append("envoy")
         names += self.start_simulators()
+        # Beside the services' start, not before it: both migrate identity's database under
+        # its advisory lock, and the registration must be done before the platform is ready.
+        registration = asyncio.create_task(self.register_oauth_clients(),
+                                           name="register-oauth-clients")
         names += self.start_services()
-        await self.wait_ready(names)
+        try:
+            await self.wait_ready(names)
+            await registration
+        finally:
+            if not registration.done():  # startup failed or was cancelled meanwhile
+                registration.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await registration
+        if self.error is not None:
+            raise StartupError(self.error["message"], self.error.get("process"))
         self.ready_at = time.time()
         emit(logging.INFO, "platform_ready", after_s=round(time.monotonic() - t0, 2))
         self.set_phase("ready")
