@@ -22,9 +22,9 @@ from identity.adapters.orm import AuthorizationCodeRow, LoginFailureRow, Refresh
 from identity.adapters.tokens import JwtIssuer
 from identity.domain.model import LoginThrottle
 from identity.entrypoints.api import jwks_router, router
-from identity.entrypoints.authorize import CSRF_STATE_KEY, CsrfTokens
-from identity.entrypoints.authorize import router as authorize_router
 from identity.entrypoints.deps import STATE_KEY
+from identity.entrypoints.pages import CSRF_STATE_KEY, CsrfTokens
+from identity.entrypoints.pages import router as authorize_router
 from identity.service_layer.handlers import Accounts, IdentityServices, Sessions
 from identity.service_layer.oauth import Authorizations, Clients
 from identity.settings import IdentitySettings
