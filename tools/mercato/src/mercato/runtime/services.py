@@ -11,7 +11,7 @@ from pathlib import Path
 from mercato.runtime.paths import Home
 
 SERVICES = ["identity", "catalog", "inventory", "payments", "shipping", "orders", "cart",
-            "notifications", "order_history"]
+            "notifications", "order_history", "storefront"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,9 @@ SERVICE_SECRETS: dict[str, dict[str, str]] = {
     "identity": {"IDENTITY_SIGNING_KEY_SECRET": "identity-signing-key"},
     # Keys the hash of a card in an order's idempotency fingerprint (every instance the same).
     "orders": {"ORDERS_CARD_FINGERPRINT_SECRET": "orders-card-fingerprint"},
+    # Keys the CSRF tokens of the shop's forms (every instance the same, kept across
+    # restarts so an open form still posts).
+    "storefront": {"STOREFRONT_SESSION_SECRET": "storefront-session"},
 }
 
 
