@@ -40,6 +40,10 @@ class StorefrontSettings(ServiceSettings):
     # The console's base URL for trace links in the back office; empty: no links.
     console_url: str = ""
     page_size: int = Field(default=12, ge=1, le=100)
+    # Every page looks its session up, and a checkout holds its row lock (and so a
+    # connection) while payments and orders answer: more connections than the chassis'
+    # default 10, so slow checkouts cannot starve the pages (and /health/ready) of them.
+    db_pool_size: int = 20
     # GraphQL limits: a query nested deeper, or costing more, is refused before it runs.
     graphql_max_depth: int = Field(default=8, ge=2)
     graphql_max_cost: int = Field(default=5000, ge=10)

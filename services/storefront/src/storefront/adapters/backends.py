@@ -10,6 +10,10 @@ BFF can never show a customer more than the services would give them.
 
 from __future__ import annotations
 
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -45,12 +49,40 @@ def _q(value: str) -> str:
     return quote(value, safe="")
 
 
+MAX_CACHED = 2000
+MAX_AGE = re.compile(r"max-age=(\d+)")
+
+
 class Backends:
     def __init__(self, client: ServiceClient, urls: Urls, *,
-                 orders_timeout_s: float | None = None) -> None:
+                 orders_timeout_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.urls = urls
         self._orders_timeout_s = orders_timeout_s
+        self._clock = clock
+        # Public catalog reads, kept as long as the catalog's Cache-Control allows (10 s by
+        # default): the same product and category documents are asked for by every page.
+        self._cache: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+
+    async def _public_get(self, service: str, url: str,
+                          params: dict[str, str] | None = None) -> Any:
+        key = url + ("?" + "&".join(f"{k}={v}" for k, v in sorted(params.items()))
+                     if params else "")
+        hit = self._cache.get(key)
+        now = self._clock()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        response = await self.client.get(url, params=params)
+        doc = self._answer(service, response)
+        age = MAX_AGE.search(response.headers.get("Cache-Control", "")) \
+            if "public" in response.headers.get("Cache-Control", "") else None
+        if age and int(age.group(1)) > 0:
+            self._cache[key] = (now + min(int(age.group(1)), 60), doc)
+            self._cache.move_to_end(key)
+            while len(self._cache) > MAX_CACHED:
+                self._cache.popitem(last=False)
+        return doc
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -91,8 +123,8 @@ class Backends:
             params["q"] = q
         if category:
             params["category"] = category
-        found = await self._get("catalog", f"{self.urls.catalog}/api/catalog/products",
-                                params=params)
+        found = await self._public_get("catalog", f"{self.urls.catalog}/api/catalog/products",
+                                       params=params)
         return found or {"items": [], "total": 0, "page": page, "page_size": page_size}
 
     async def products_by_id(self, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -110,12 +142,16 @@ class Backends:
                 found[str(item["id"])] = item
         return found
 
-    async def product(self, product_id: str) -> dict[str, Any] | None:
-        return await self._get("catalog",  # type: ignore[no-any-return]
-                               f"{self.urls.catalog}/api/catalog/products/{_q(product_id)}")
+    async def product(self, product_id: str, *, fresh: bool = False) -> dict[str, Any] | None:
+        """``fresh``: not from the cache (the back office edits what it shows)."""
+        url = f"{self.urls.catalog}/api/catalog/products/{_q(product_id)}"
+        if fresh:
+            return await self._get("catalog", url)  # type: ignore[no-any-return]
+        return await self._public_get("catalog", url)  # type: ignore[no-any-return]
 
     async def categories(self) -> list[dict[str, Any]]:
-        found = await self._get("catalog", f"{self.urls.catalog}/api/catalog/categories")
+        found = await self._public_get("catalog",
+                                       f"{self.urls.catalog}/api/catalog/categories")
         return list((found or {}).get("items", []))
 
     async def create_product(self, token: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -95,7 +95,7 @@ async def _product(shop: ShopDep, product_id: str) -> dict[str, Any] | None:
         uuid.UUID(product_id)
     except ValueError:
         return None
-    return await shop.backends.product(product_id)
+    return await shop.backends.product(product_id, fresh=True)
 
 
 @router.get("/products/{product_id}")
