@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,11 +31,6 @@ class SessionRows:
 
     async def delete(self, id_hash: str) -> None:
         await self.s.execute(sa.delete(sessions).where(sessions.c.id_hash == id_hash))
-
-    async def delete_idle(self, before: datetime) -> int:
-        result = await self.s.execute(sa.delete(sessions)
-                                      .where(sessions.c.last_seen_at < before))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 class CheckoutRows:
