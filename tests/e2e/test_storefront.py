@@ -84,6 +84,17 @@ def test_a_double_submitted_checkout_makes_one_order_and_tokens_stay_on_the_serv
         assert set(s.http.cookies.keys()) == {"sf_sid"}
         for path in ("/", "/cart", "/orders", order_path, "/checkout"):
             assert "eyJ" not in s.get(path).text, path
+        # Shipping stopped: the order page still renders, and says what it is missing.
+        shipping = psutil.Process(platform.state()["processes"]["shipping-1"]["pid"])
+        assert shipping.environ().get("MERCATO_RUNTIME_HOME") == str(platform.home)
+        shipping.suspend()
+        try:
+            page = s.get(order_path)
+        finally:
+            shipping.resume()
+        assert page.status_code == 200
+        assert "APPROVED" in page.text and "ending in 4242" in page.text
+        assert "Shipment tracking is unavailable right now" in page.text
 
 
 def test_a_declined_card_shows_the_reason_and_leaves_the_cart_usable(
