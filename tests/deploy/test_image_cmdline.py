@@ -32,7 +32,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nats
+import nkeys
 import pytest
+from chassis.registry_keys import new_key_pair
 from deploy_manifests import (
     REPO,
     dockerfile_stages,
@@ -140,7 +142,12 @@ def pod_env(service: str, port: int, database_url: str, nats_url: str) -> dict[s
     deployment = one(render("base"), "Deployment", name)
     for var in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
         if "valueFrom" in var and var["name"] not in env and "secretKeyRef" in var["valueFrom"]:
-            if not var["name"].endswith("DATABASE_PASSWORD"):
+            if var["name"].endswith("NATS_NKEY_SEED"):
+                env[var["name"]] = nkeys.encode_seed(os.urandom(32),
+                                                     nkeys.PREFIX_BYTE_USER).decode()
+            elif var["name"].endswith("REGISTRY_SIGNING_KEY"):
+                env[var["name"]] = new_key_pair()[0]
+            elif not var["name"].endswith("DATABASE_PASSWORD"):
                 env[var["name"]] = secrets.token_urlsafe(32)
     return env
 

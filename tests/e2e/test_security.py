@@ -189,3 +189,32 @@ def test_side_doors_answer_only_the_homes_owner(platform: Platform) -> None:
     status = json.loads(mercato(platform.home, "status", "--json").stdout)
     health = {p["process"]: p["health"] for p in status["processes"]}
     assert health["envoy"] == health["payments-provider"] == health["mailsink"] == "ok"
+
+
+def test_a_call_without_a_service_identity_is_refused_and_orders_own_is_accepted(
+        platform: Platform) -> None:
+    from chassis.registry_keys import new_key_pair
+    from chassis.service_identity import CallerSigner
+    from shop import bearer, customer_with_address, new_product, place, settled
+
+    with platform.client() as c:
+        admin = bearer(platform.admin_token(c))
+        auth, address_id = customer_with_address(platform, c)
+        user_id = c.get("/api/identity/me", headers=auth).json()["id"]
+        # orders reads the shipping address from identity as itself: the order goes through.
+        order_id = place(c, auth, new_product(c, admin, on_hand=5), address_id,
+                         "4242424242424242")
+        assert settled(c, auth, order_id)["status"] == "APPROVED"
+
+        path = f"/api/identity/users/{user_id}/addresses/{address_id}"
+        orders_key = _secret(platform, "registry-orders")["private_key"]
+        as_orders = CallerSigner("orders", orders_key).token_for("identity")
+        impostor = CallerSigner("orders", new_key_pair()[0]).token_for("identity")
+        for caller in (None, "orders", impostor,
+                       CallerSigner("orders", orders_key).token_for("catalog")):
+            headers = {**auth, **({"Mercato-Caller": caller} if caller else {})}
+            refused = c.get(path, headers=headers)
+            assert refused.status_code == 403, (caller, refused.text)
+            assert refused.headers["content-type"] == "application/problem+json"
+        accepted = c.get(path, headers={**auth, "Mercato-Caller": as_orders})
+        assert accepted.status_code == 200 and accepted.json()["id"] == address_id

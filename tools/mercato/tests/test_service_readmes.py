@@ -42,3 +42,23 @@ def test_a_stale_block_is_replaced_and_a_missing_one_added() -> None:
     stale = fresh.replace("A.v1", "Old.v1")
     assert rendered(stale, block) == fresh
     assert rendered("# y\n", block) == f"# y\n\n## Messaging\n{block}\n"
+
+
+def test_the_deploy_sizing_table_is_computed_from_the_reference_report() -> None:
+    from mercato.deploy import sizing
+    from mercato.runtime.services import repo_root
+
+    text = (repo_root() / "docs" / "deploy.md").read_text()
+    report = sizing.load(repo_root() / "bench" / "reference" / "orders.json")
+    assert sizing.rendered(text, sizing.table(report)) == text, "run `mercato docs render`"
+
+
+def test_sizing_grows_with_the_rate_and_names_postgres_when_one_primary_is_too_small() -> None:
+    from mercato.deploy import sizing
+
+    per_order = {"orders": 0.02, "inventory": 0.01, "postgres": 0.016, "nats": 0.007}
+    small, large = sizing.plan(per_order, 10), sizing.plan(per_order, 1000)
+    assert small.instances == {"inventory": 2, "orders": 2}  # at least two for the PDB
+    assert large.instances["orders"] == 34  # 1000 * 20 ms / 0.6 = 33.3 cores, one each
+    assert small.breaks_first.startswith("nothing: orders")
+    assert large.breaks_first.startswith("PostgreSQL: 27 cores")

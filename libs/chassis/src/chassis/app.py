@@ -25,12 +25,15 @@ from nats.aio.client import Client as NATS
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from chassis.auth import KeySource, RemoteJwks, TokenVerifier
+from chassis.background import BackgroundTasks
 from chassis.db import Database
 from chassis.discovery import Resolver
 from chassis.errors import install_error_handlers, problem_response
 from chassis.health import BrokerMonitor, DependencyGauge, ReadinessCheck, evaluate
+from chassis.http_client import ServiceClient
 from chassis.limits import BodySizeLimitMiddleware
 from chassis.logging import configure_logging
+from chassis.messaging.inbox import inbox_purger
 from chassis.messaging.metrics import MessagingMetrics
 from chassis.messaging.runtime import Messaging, MessagingRuntime
 from chassis.metrics import HttpMetrics, MetricsMiddleware
@@ -39,7 +42,8 @@ from chassis.openapi import install_openapi
 from chassis.registry import Registration, RegistryClient
 from chassis.registry_keys import EntrySigner, TrustedKeys
 from chassis.security_headers import SecurityHeadersMiddleware, docs_policy
-from chassis.settings import ServiceSettings
+from chassis.service_identity import CallerSigner, CallerVerifier
+from chassis.settings import ServiceSettings, UpstreamSettings
 from chassis.tracing import configure_tracing, instrument_app, instrument_http_client
 
 log = structlog.get_logger("chassis.app")
@@ -65,10 +69,18 @@ class ServiceContext:
     messaging: MessagingRuntime | None = None
     broker: BrokerMonitor | None = None
     dependencies: DependencyGauge = field(init=False)
+    # This service's identity on its calls to others, and the check of its callers' (made
+    # from the registry keys; None without them, and then no caller is ever verified).
+    caller_signer: CallerSigner | None = None
+    caller_verifier: CallerVerifier | None = None
+    # Periodic and long-running work (chassis.background): declared in bootstrap, started
+    # once it has run, stopped at shutdown before it is torn down.
+    background: BackgroundTasks = field(init=False)
 
     def __post_init__(self) -> None:
         self.resolver = Resolver(lambda: self.registry)
         self.dependencies = DependencyGauge(self.metrics.registry)
+        self.background = BackgroundTasks(self.metrics.registry)
 
     def http_session(self) -> aiohttp.ClientSession:
         if self.http is None:
@@ -79,6 +91,17 @@ class ServiceContext:
         if self.db is None:
             raise RuntimeError("this service has no database_url configured")
         return self.db
+
+
+def service_client(ctx: ServiceContext, settings: UpstreamSettings) -> ServiceClient:
+    """The app's client for calls to other services: resolved through the registry, over
+    the app's shared aiohttp session, bounded and retried as ``settings`` say, calling as
+    this service, its breakers and latencies on the app's ``/metrics``. Build one per app
+    (in ``bootstrap``): breakers and bulkheads are per client."""
+    return ServiceClient(ctx.http_session, ctx.resolver, timeout_s=settings.upstream_timeout_s,
+                         retries=settings.upstream_retries,
+                         service_identity=settings.service_name,
+                         caller_signer=ctx.caller_signer, registry=ctx.metrics.registry)
 
 
 def _not_traced(scope: Any) -> bool:
@@ -176,6 +199,10 @@ def create_service_app(
     signer = (EntrySigner(settings.registry_signing_key.get_secret_value())
               if settings.registry_signing_key is not None else None)
     trusted = TrustedKeys(settings.registry_trusted_keys)
+    if settings.registry_signing_key is not None:
+        ctx.caller_signer = CallerSigner(service, settings.registry_signing_key.get_secret_value())
+    if trusted:
+        ctx.caller_verifier = CallerVerifier(service, trusted)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -225,10 +252,20 @@ def create_service_app(
             ctx.nats.on_connect(on_nats)
             ctx.nats.on_reconnect(on_reconnect)
             ctx.nats.start()
+        if messaging is not None and db is not None and messaging.consumers:
+            # Only the database is needed: the purge runs whether or not the broker is up.
+            ctx.background.every(
+                "inbox-purge", messaging.inbox_purge_interval_s,
+                inbox_purger(db, [c.name for c in messaging.consumers]),
+                first_delay_s=messaging.inbox_purge_interval_s)
         try:
             async with (bootstrap or _no_bootstrap)(ctx):
-                log.info("service_started", port=settings.port)
-                yield
+                ctx.background.start()
+                try:
+                    log.info("service_started", port=settings.port)
+                    yield
+                finally:
+                    await ctx.background.stop()
         finally:
             for task in background:
                 task.cancel()

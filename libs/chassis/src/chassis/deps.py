@@ -14,8 +14,10 @@ from fastapi import Depends, Header, Request
 from chassis.app import ServiceContext
 from chassis.auth import Principal, bearer_token, require_role
 from chassis.db import UnitOfWork
-from chassis.errors import BadRequest
+from chassis.errors import BadRequest, Forbidden
+from chassis.http_client import H_SERVICE_IDENTITY
 from chassis.openapi import reads_header, responds
+from chassis.service_identity import InvalidCaller
 
 
 async def get_ctx(request: Request) -> ServiceContext:
@@ -71,3 +73,23 @@ async def idempotency_key(request: Request) -> str:
 
 
 IdempotencyKey = Annotated[str, Depends(idempotency_key)]
+
+
+@responds(403, "The call does not carry a verified service identity")
+async def service_caller(ctx: Ctx, request: Request) -> str | None:
+    """The calling service, verified (``chassis.service_identity``), or None when the call
+    carries no service identity at all (a person through the edge). A present but invalid
+    identity is refused: a forged or stolen-and-expired token must not pass as no token."""
+    token = request.headers.get(H_SERVICE_IDENTITY)
+    if not token:
+        return None
+    if ctx.caller_verifier is None:
+        raise Forbidden("this service trusts no caller keys, so it cannot verify the caller "
+                        f"in {H_SERVICE_IDENTITY}")
+    try:
+        return ctx.caller_verifier.verify(token)
+    except InvalidCaller as exc:
+        raise Forbidden(f"the {H_SERVICE_IDENTITY} identity is not valid: {exc}") from exc
+
+
+ServiceCaller = Annotated[str | None, Depends(service_caller)]

@@ -34,11 +34,12 @@ from prometheus_client import CollectorRegistry
 
 from chassis import metric_catalogue as m
 from chassis.errors import ServiceUnavailable
+from chassis.service_identity import CallerSigner
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
 H_IDEMPOTENCY_KEY = "Idempotency-Key"
-H_SERVICE_IDENTITY = "Mercato-Caller"  # the calling service, for logs and authorization
+H_SERVICE_IDENTITY = "Mercato-Caller"  # the caller's signed identity (chassis.service_identity)
 
 
 class UrlResolver(Protocol):
@@ -176,12 +177,19 @@ class _Metrics:
         return changed
 
 
+def service_of_host(host: str) -> str:
+    """The service a host name stands for: ``identity`` on a laptop (the registry's name),
+    ``identity.mercato.svc.cluster.local`` or ``order-history`` in a cluster (DNS labels)."""
+    return host.split(".", 1)[0].replace("-", "_")
+
+
 class ServiceClient:
     def __init__(self, session_provider: Callable[[], aiohttp.ClientSession],
                  resolver: UrlResolver, *, timeout_s: float = 2.0, retries: int = 2,
                  backoff_base_s: float = 0.05, backoff_max_s: float = 1.0,
                  breaker: BreakerSettings | None = None, bulkhead: int = 32,
                  service_identity: str | None = None,
+                 caller_signer: CallerSigner | None = None,
                  registry: CollectorRegistry | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         # session_provider: the app's shared session is created in its lifespan, after us.
@@ -193,6 +201,7 @@ class ServiceClient:
         self._breaker_settings = breaker or BreakerSettings()
         self._bulkhead_size = bulkhead
         self._identity = service_identity
+        self._signer = caller_signer
         self._clock = clock
         self._metrics = _Metrics(registry) if registry is not None else None
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -235,7 +244,10 @@ class ServiceClient:
         out = dict(headers or {})
         if authorization:
             out["Authorization"] = authorization
-        if self._identity:
+        if self._signer is not None:
+            # Verifiable by the callee (chassis.service_identity); the bare name is not.
+            out[H_SERVICE_IDENTITY] = self._signer.token_for(service_of_host(target))
+        elif self._identity:
             out[H_SERVICE_IDENTITY] = self._identity
         if idempotency_key:
             out[H_IDEMPOTENCY_KEY] = idempotency_key

@@ -142,6 +142,11 @@ SAGA_TIMEOUTS = _c("saga_timeouts_total", "Steps given up after their last deadl
 DEPENDENCY_UP = _g("dependency_up", "1 while the service reaches the dependency (database, "
                    "nats), 0 while it does not", ("dependency",), "dependency")
 
+# -- background tasks (chassis.background) ----------------------------------------------------
+BACKGROUND_RUNS = _c("background_task_runs_total", "Rounds of a background task (expiry sweep, "
+                     "saga reconciler, sender, ...) by outcome (ok, failed)",
+                     ("task", "outcome"), "background")
+
 # -- the process (prometheus_client's ProcessCollector; Linux only) ---------------------------
 PROCESS_METRICS = (
     _g("process_start_time_seconds", "Start time of the process since the epoch, in seconds",
@@ -164,4 +169,4 @@ SAGA_METRICS = (SAGA_RUNNING, SAGA_OVERDUE, SAGA_OVERDUE_SECONDS, SAGA_STARTED, 
 
 CHASSIS_METRICS: tuple[MetricSpec, ...] = (
     *HTTP_METRICS, DEPENDENCY_UP, *PROCESS_METRICS, *OUTBOX_METRICS, *CONSUMER_METRICS,
-    *CLIENT_METRICS, *SAGA_METRICS)
+    *CLIENT_METRICS, *SAGA_METRICS, BACKGROUND_RUNS)

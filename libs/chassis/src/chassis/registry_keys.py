@@ -45,6 +45,14 @@ def public_key_of(private_b64: str) -> str:
     return _b64(private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
 
 
+def private_key_of(private_b64: str) -> Ed25519PrivateKey:
+    try:
+        return Ed25519PrivateKey.from_private_bytes(_unb64(private_b64))
+    except (ValueError, binascii.Error) as exc:
+        raise ValueError("the registry signing key is not a base64url ed25519 "
+                         "private key") from exc
+
+
 def signed_bytes(fields: Mapping[str, Any]) -> bytes:
     return orjson.dumps({k: v for k, v in fields.items() if k != SIGNATURE_FIELD},
                         option=orjson.OPT_SORT_KEYS)
@@ -54,11 +62,7 @@ class EntrySigner:
     """Signs this service's own entries."""
 
     def __init__(self, private_b64: str) -> None:
-        try:
-            self._key = Ed25519PrivateKey.from_private_bytes(_unb64(private_b64))
-        except (ValueError, binascii.Error) as exc:
-            raise ValueError("the registry signing key is not a base64url ed25519 "
-                             "private key") from exc
+        self._key = private_key_of(private_b64)
 
     def sign(self, fields: Mapping[str, Any]) -> str:
         return _b64(self._key.sign(signed_bytes(fields)))
@@ -78,6 +82,9 @@ class TrustedKeys:
 
     def __bool__(self) -> bool:
         return bool(self._keys)
+
+    def public_key(self, service: str) -> Ed25519PublicKey | None:
+        return self._keys.get(service)
 
     def verifies(self, service: str, fields: Mapping[str, Any]) -> bool:
         """True if ``fields`` carry a valid signature by ``service``'s key."""

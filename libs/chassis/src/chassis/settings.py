@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset(
@@ -83,3 +83,14 @@ class ServiceSettings(BaseSettings):
                 + ", ".join(bad) + "; set real values in the environment"
             )
         return self
+
+
+class UpstreamSettings(ServiceSettings):
+    """Settings of a service that calls other services over HTTP: what
+    ``chassis.app.service_client`` builds its client from (``<PREFIX>_UPSTREAM_TIMEOUT_S``,
+    ``<PREFIX>_UPSTREAM_RETRIES``)."""
+
+    # One bound per attempt; a call that is safe to repeat (an idempotent method, or one
+    # carrying an Idempotency-Key) is retried this many times.
+    upstream_timeout_s: float = Field(default=2.0, gt=0)
+    upstream_retries: int = Field(default=2, ge=0)

@@ -345,3 +345,33 @@ async def test_a_call_is_tried_once_more_after_a_refused_connection_not_forever(
     with pytest.raises(UpstreamUnavailable):
         await c.post("http://catalog/api/catalog/products", json={"a": 1})
     assert dead.listed == 2  # the first lookup, and one after the refused connection
+
+
+async def test_service_client_is_built_from_the_service_settings(
+        session: aiohttp.ClientSession, server: Server) -> None:
+    """cart and orders build theirs with ``chassis.app.service_client``: timeout, retries,
+    the caller's name and the metrics all come from the app."""
+    from typing import ClassVar
+
+    from chassis.app import ServiceContext, service_client
+    from chassis.metrics import HttpMetrics
+    from chassis.settings import UpstreamSettings
+    from pydantic_settings import SettingsConfigDict
+
+    class ToySettings(UpstreamSettings):
+        model_config = SettingsConfigDict(env_prefix="TOY_", extra="ignore", frozen=True)
+        service_name: ClassVar[str] = "toy"
+
+    settings = ToySettings(upstream_timeout_s=0.1, upstream_retries=1)
+    ctx = ServiceContext(settings=settings, metrics=HttpMetrics("toy"))
+    ctx.http = session
+    ctx.resolver = FakeResolver(server.port)  # type: ignore[assignment]
+    c = service_client(ctx, settings)
+    assert (await c.get("http://catalog/items")).ok
+    assert server.upstream.seen_headers[0]["Mercato-Caller"] == "toy"
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await c.get("http://catalog/slow")
+    assert "within 0.1s" in caught.value.reason
+    assert server.upstream.hits["GET /slow"] == 2  # one retry, as the settings say
+    assert ctx.metrics.registry.get_sample_value(
+        "http_client_retries_total", {"target": "catalog", "service": "toy"}) == 1

@@ -26,13 +26,13 @@ from chassis.messaging.consumer import (
     Outcome,
     run_jetstream_consumer,
 )
-from chassis.messaging.envelope import H_TYPE, Envelope, PoisonMessage
+from chassis.messaging.envelope import H_CAUSATION, H_CORRELATION, H_TYPE, Envelope, PoisonMessage
 from chassis.messaging.inbox import INBOX_RETENTION, purge_inbox, uuid7_floor
 from chassis.messaging.memory import InMemoryBroker, MemoryDelivery
 from chassis.messaging.metrics import MessagingMetrics
-from chassis.messaging.outbox import stage
+from chassis.messaging.outbox import stage, stage_message
 from chassis.messaging.relay import OutboxRelay, asyncpg_dsn
-from chassis.messaging.runtime import Messaging, MessagingRuntime, StreamSpec
+from chassis.messaging.runtime import Messaging
 from chassis.messaging.streams import (
     DEAD_LETTER_MAX_AGE_S,
     DEAD_LETTER_STREAM,
@@ -72,7 +72,7 @@ async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
 async def produce(db: Database, producer: str, n: int, name: str = "hits") -> None:
     async with db.unit_of_work() as uow:
         for _ in range(n):
-            await stage(uow.session, f"{producer}.events.incremented", "Incremented.v1",
+            await stage_message(uow.session, f"{producer}.events.incremented", "Incremented.v1",
                         {"counter": name, "by": 1})
         await uow.commit()
 
@@ -99,9 +99,29 @@ async def unpublished(db: Database) -> int:
 
 async def test_rolled_back_transaction_stages_nothing(db: Database) -> None:
     async with db.unit_of_work() as uow:
-        await stage(uow.session, "p.events.x", "X.v1", {"a": 1})
+        await stage_message(uow.session, "p.events.x", "X.v1", {"a": 1})
         # no commit: leaving the unit of work rolls the message back with the change
     assert await unpublished(db) == 0
+
+
+async def test_a_contract_is_staged_under_its_own_subject_type_and_payload(
+        db: Database, fresh_database: str) -> None:
+    from contracts.inventory.v1 import ReleaseStock
+
+    command = ReleaseStock(reservation_id="r-1", reason="card_declined")
+    async with db.unit_of_work() as uow:
+        envelope = await stage(uow.session, command, correlation_id="o-1",
+                               causation_id="m-0")
+        await uow.commit()
+    broker = InMemoryBroker()
+    relay = OutboxRelay(fresh_database, broker)
+    assert await relay.relay_once() == 1
+    await relay.close()
+    [sent] = broker.messages
+    assert sent.subject == "inventory.commands.release_stock" == envelope.subject
+    assert sent.headers[H_TYPE] == "ReleaseStock.v1" == envelope.message_type
+    assert (sent.headers[H_CORRELATION], sent.headers[H_CAUSATION]) == ("o-1", "m-0")
+    assert orjson.loads(sent.payload) == command.to_payload()
 
 
 async def test_crash_between_publish_and_mark_delivers_again_and_takes_effect_once(
@@ -356,7 +376,7 @@ async def outbox_subjects(db: Database) -> list[str]:
 async def test_staged_rows_are_written_at_commit_in_staging_order(db: Database) -> None:
     async with db.unit_of_work() as uow:
         for n in range(5):
-            await stage(uow.session, f"t.events.e{n}", "E.v1", {"n": n})
+            await stage_message(uow.session, f"t.events.e{n}", "E.v1", {"n": n})
         # Not written yet: one statement writes them all just before COMMIT.
         assert (await uow.session.execute(text("SELECT count(*) FROM outbox"))).scalar() == 0
         await uow.commit()
@@ -365,26 +385,26 @@ async def test_staged_rows_are_written_at_commit_in_staging_order(db: Database) 
 
 async def test_a_rolled_back_transaction_leaves_no_row_behind(db: Database) -> None:
     async with db.unit_of_work() as uow:
-        await stage(uow.session, "t.events.lost", "E.v1", {})
+        await stage_message(uow.session, "t.events.lost", "E.v1", {})
         await uow.rollback()
-        await stage(uow.session, "t.events.kept", "E.v1", {})
+        await stage_message(uow.session, "t.events.kept", "E.v1", {})
         await uow.commit()
     async with db.unit_of_work() as uow:  # left without commit: rolled back
-        await stage(uow.session, "t.events.abandoned", "E.v1", {})
+        await stage_message(uow.session, "t.events.abandoned", "E.v1", {})
     assert await outbox_subjects(db) == ["t.events.kept"]
 
 
 async def test_a_savepoint_rolls_back_its_own_rows_and_keeps_the_outer_ones(
         db: Database) -> None:
     async with db.unit_of_work() as uow:
-        await stage(uow.session, "t.events.before", "E.v1", {})
+        await stage_message(uow.session, "t.events.before", "E.v1", {})
         with pytest.raises(RuntimeError):
             async with uow.session.begin_nested():
-                await stage(uow.session, "t.events.inside", "E.v1", {})
+                await stage_message(uow.session, "t.events.inside", "E.v1", {})
                 raise RuntimeError("the savepoint's work fails")
         async with uow.session.begin_nested():
-            await stage(uow.session, "t.events.inside_ok", "E.v1", {})
-        await stage(uow.session, "t.events.after", "E.v1", {})
+            await stage_message(uow.session, "t.events.inside_ok", "E.v1", {})
+        await stage_message(uow.session, "t.events.after", "E.v1", {})
         await uow.commit()
     assert sorted(await outbox_subjects(db)) == sorted(
         ["t.events.before", "t.events.inside_ok", "t.events.after"])
@@ -399,8 +419,8 @@ async def test_the_commit_sends_one_notify_for_the_relay(db: Database,
     await listener.add_listener(OUTBOX_CHANNEL, lambda *args: heard.append(args[2]))
     try:
         async with db.unit_of_work() as uow:
-            await stage(uow.session, "t.events.a", "E.v1", {})
-            await stage(uow.session, "t.events.b", "E.v1", {})
+            await stage_message(uow.session, "t.events.a", "E.v1", {})
+            await stage_message(uow.session, "t.events.b", "E.v1", {})
             await uow.commit()
         await listener.execute("SELECT 1")  # let the notification arrive
         assert heard == [OUTBOX_CHANNEL]
@@ -448,23 +468,29 @@ async def test_the_inbox_purge_forgets_only_what_no_copy_can_come_back_for(
 
 
 async def test_a_service_with_consumers_purges_its_inbox_while_it_runs(
-        db: Database, fresh_database: str, nats_url: str) -> None:
+        db: Database, fresh_database: str) -> None:
+    """The app runs the purge as its background task "inbox-purge" (the database is all it
+    needs: no broker here)."""
+    from typing import ClassVar
+
+    from chassis.app import create_service_app
+    from chassis.settings import ServiceSettings
+    from fastapi.testclient import TestClient
+
+    class ToySettings(ServiceSettings):
+        service_name: ClassVar[str] = "toy"
+
     old = datetime.now(UTC) - timedelta(days=40)
     spec = ConsumerSpec("toy-purged", "TOY_EVENTS", ["toy.events.>"],
                         {"Incremented.v1": increment})
     await add_inbox_rows(db, [("toy-purged", handled_id(old), old)])
-    runtime = MessagingRuntime(
-        Messaging(streams=[StreamSpec("TOY_EVENTS", ["toy.events.>"])], consumers=[spec],
-                  inbox_purge_interval_s=0.05),
-        db, fresh_database, MessagingMetrics(CollectorRegistry()))
-    nc = await nats.connect(nats_url)
-    try:
-        await runtime.start(nc)
+    app = create_service_app(
+        ToySettings(database_url=fresh_database, nats_url=""), routers=[],
+        messaging=Messaging(consumers=[spec], inbox_purge_interval_s=0.05))
+    with TestClient(app) as client:
         for _ in range(100):
             if not await inbox_rows(db):
                 break
             await asyncio.sleep(0.05)
         assert await inbox_rows(db) == set()
-    finally:
-        await runtime.stop()
-        await nc.close()
+        assert 'task="inbox-purge"' in client.get("/metrics").text

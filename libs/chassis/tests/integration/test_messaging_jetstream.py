@@ -20,7 +20,7 @@ from chassis.messaging.consumer import (
 from chassis.messaging.dlq import list_dead_letters, replay_dead_letter, show_dead_letter
 from chassis.messaging.envelope import H_MESSAGE_ID, H_NATS_MSG_ID, H_OCCURRED_AT, H_TYPE, Envelope
 from chassis.messaging.metrics import MessagingMetrics
-from chassis.messaging.outbox import stage
+from chassis.messaging.outbox import stage_message
 from chassis.messaging.relay import OutboxRelay
 from chassis.messaging.sampler import sample_consumers
 from chassis.messaging.streams import ensure_dead_letter_stream, ensure_events_stream
@@ -84,7 +84,7 @@ async def test_nats_outage_grows_the_outbox_and_everything_arrives_after(
         server.stop()  # the broker goes away while the service keeps taking writes
         for _ in range(20):
             async with db.unit_of_work() as uow:  # writes never fail for the user
-                await stage(uow.session, "toy.events.thing_happened", "ThingHappened.v1", {})
+                await stage_message(uow.session, "toy.events.thing_happened", "ThingHappened.v1", {})
                 await uow.commit()
 
         async def backlog() -> int:

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+from chassis.background import BackgroundTasks
 from chassis.db import Database
 from chassis.logging import configure_logging
 from chassis.messaging.broker import Outgoing
@@ -30,7 +31,7 @@ from chassis.saga import (
     Status,
     Step,
     history,
-    run_reconciler,
+    reconciler,
     saga_tables,
 )
 from contracts.base import Event
@@ -446,19 +447,19 @@ async def test_two_reconcilers_drive_each_stuck_saga_once(
         assert story.instance.resends == 2 and story.instance.version == 3
 
 
-async def test_run_reconciler_redrives_a_saga_left_past_its_deadline(
+async def test_the_reconciler_redrives_a_saga_left_past_its_deadline(
         db: Database, engine: SagaEngine, clock: Clock) -> None:
     saga_id = await start(db, engine)
     clock.now = T0 + timedelta(seconds=11)  # the orchestrator was down past the deadline
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_reconciler(db, engine, stop, interval_s=0.02))
+    tasks = BackgroundTasks(CollectorRegistry())
+    tasks.every("saga-reconciler", 0.02, reconciler(db, engine))
+    tasks.start()
     try:
         async with asyncio.timeout(10):
             while (await instance(db, saga_id)).instance.resends == 0:
                 await asyncio.sleep(0.02)
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 5)
+        await tasks.stop()
     story = await instance(db, saga_id)
     assert [e.kind for e in story.events][-1] == "resent"
     assert story.instance.deadline_at == T0 + timedelta(seconds=31)  # 11 + twice 10

@@ -110,3 +110,14 @@ def test_builders_without_annotations_are_named_after_the_function() -> None:
 def test_invalid_definitions_are_refused(make: Any) -> None:
     with pytest.raises(ValueError):
         make()
+
+
+def test_secret_keys_and_the_end_hook_are_part_of_the_definition() -> None:
+    async def settle(session: Any, saga: Any, end: Any) -> None:
+        return None
+
+    saga = SagaDefinition("x", [Step("s", reserve, success={"Ok.v1": None})],
+                          on_end=settle, secret_keys=iter(["card", "token"]))
+    assert saga.secret_keys == ("card", "token")  # kept, not an exhausted iterator
+    assert saga.on_end is settle
+    assert SagaDefinition("y", [Step("s", reserve, success={"Ok.v1": None})]).on_end is None

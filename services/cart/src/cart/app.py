@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from chassis.app import ServiceContext, create_service_app
+from chassis.app import ServiceContext, create_service_app, service_client
 from chassis.auth import KeySource
-from chassis.http_client import ServiceClient
 from chassis.messaging.runtime import Messaging
 from fastapi import FastAPI
 
@@ -27,13 +26,9 @@ def messaging(settings: CartSettings) -> Messaging:
 
 
 def build_upstreams(ctx: ServiceContext, settings: CartSettings) -> Upstreams:
-    """The app's one ServiceClient, over the shared aiohttp session and the registry."""
-    client = ServiceClient(ctx.http_session, ctx.resolver,
-                           timeout_s=settings.upstream_timeout_s,
-                           retries=settings.upstream_retries, service_identity="cart",
-                           registry=ctx.metrics.registry)
-    return Upstreams(client, catalog_url=settings.catalog_url, orders_url=settings.orders_url,
-                     orders_timeout_s=settings.orders_timeout_s)
+    """The app's one client for catalog and orders (``chassis.app.service_client``)."""
+    return Upstreams(service_client(ctx, settings), catalog_url=settings.catalog_url,
+                     orders_url=settings.orders_url, orders_timeout_s=settings.orders_timeout_s)
 
 
 @asynccontextmanager

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 import structlog
 from chassis.app import ServiceContext, create_service_app
 from chassis.auth import KeySource
+from chassis.clock import utc_now
 from chassis.db import Database
 from fastapi import FastAPI
 from sqlalchemy import delete
@@ -24,7 +23,7 @@ from identity.adapters.tokens import JwtIssuer
 from identity.domain.model import LoginThrottle
 from identity.entrypoints.api import jwks_router, router
 from identity.entrypoints.deps import STATE_KEY
-from identity.service_layer.handlers import Accounts, IdentityServices, Sessions, utc_now
+from identity.service_layer.handlers import Accounts, IdentityServices, Sessions
 from identity.settings import IdentitySettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -67,25 +66,23 @@ def _own_keys(ctx: ServiceContext) -> KeySource:
     return OwnKeys(ctx.state)
 
 
-async def _prune(db: Database, every_s: float, forget_failures_after: timedelta) -> None:
-    # Expired refresh tokens can be exchanged for nothing, forgotten sign-in failures count
-    # for nothing; dropping them keeps the tables the size of the live sessions and of the
-    # guessing going on now.
-    while True:
-        await asyncio.sleep(every_s)
-        try:
-            async with db.sessions() as session, session.begin():
-                now = utc_now()
-                tokens = await session.execute(delete(RefreshTokenRow).where(
-                    RefreshTokenRow.expires_at < now - timedelta(days=1)))
-                failures = await session.execute(delete(LoginFailureRow).where(
-                    LoginFailureRow.last_failure_at < now - forget_failures_after))
-            deleted = {"refresh_tokens": int(tokens.rowcount or 0),  # type: ignore[attr-defined]
-                       "login_failures": int(failures.rowcount or 0)}  # type: ignore[attr-defined]
-            if any(deleted.values()):
-                log.info("identity_pruned", **deleted)
-        except Exception as exc:  # the next round retries; a hiccup must not end the loop
-            log.warning("identity_prune_failed", error=str(exc))
+def pruner(db: Database, forget_failures_after: timedelta) -> Callable[[], Awaitable[None]]:
+    """One pruning round (``chassis.background``). Expired refresh tokens can be exchanged for
+    nothing, forgotten sign-in failures count for nothing; dropping them keeps the tables the
+    size of the live sessions and of the guessing going on now."""
+    async def prune() -> None:
+        async with db.sessions() as session, session.begin():
+            now = utc_now()
+            tokens = await session.execute(delete(RefreshTokenRow).where(
+                RefreshTokenRow.expires_at < now - timedelta(days=1)))
+            failures = await session.execute(delete(LoginFailureRow).where(
+                LoginFailureRow.last_failure_at < now - forget_failures_after))
+        deleted = {"refresh_tokens": int(tokens.rowcount or 0),  # type: ignore[attr-defined]
+                   "login_failures": int(failures.rowcount or 0)}  # type: ignore[attr-defined]
+        if any(deleted.values()):
+            log.info("identity_pruned", **deleted)
+
+    return prune
 
 
 @asynccontextmanager
@@ -111,16 +108,14 @@ async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
             throttle=login_throttle(settings),
             refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s)),
         keys=keys)
-    pruner = asyncio.create_task(
-        _prune(db, settings.prune_interval_s,
-               timedelta(seconds=settings.login_failures_forgotten_after_s)),
-        name="identity-prune")
+    # The first round one interval after start, as before: not in the start-up rush.
+    ctx.background.every(
+        "token-pruning", settings.prune_interval_s,
+        pruner(db, timedelta(seconds=settings.login_failures_forgotten_after_s)),
+        first_delay_s=settings.prune_interval_s)
     try:
         yield
     finally:
-        pruner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pruner
         ctx.state.pop(STATE_KEY, None)
         ctx.state.pop(KEY_RING, None)
 

@@ -25,11 +25,16 @@ PASSWORD = "correct horse battery"
 
 
 def settings_for(database_url: str, **overrides: Any) -> IdentitySettings:
+    from identity_http import CALLER_KEYS  # a sibling module: importable once tests load
+
     values: dict[str, Any] = {"database_url": database_url, "nats_url": "",
                               "register_instance": False, **FAST_ARGON2,
                               # signing with a new key at once keeps rotation tests direct;
                               # the lead itself is tested on the key ring
-                              "signing_key_publish_lead_s": 0.0, **overrides}
+                              "signing_key_publish_lead_s": 0.0,
+                              "registry_trusted_keys": {name: public for name, (_, public)
+                                                        in CALLER_KEYS.items()},
+                              **overrides}
     return IdentitySettings(**values)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from chassis.registry_keys import new_key_pair
+from chassis.service_identity import CallerSigner
 from fastapi.testclient import TestClient
 from httpx2 import Response
 
@@ -48,3 +50,10 @@ def counts(sql: Any) -> dict[str, int]:
     return {t: sql(f"SELECT count(*) FROM {t}") for t in TABLES}
 
 
+# The keys two services sign their calls with (chassis.service_identity); identity trusts both.
+CALLER_KEYS = {name: new_key_pair() for name in ("orders", "cart")}
+
+
+def calling_as(service: str, target: str = "identity") -> dict[str, str]:
+    """The Mercato-Caller header a service's client sends (signed with its key)."""
+    return {"Mercato-Caller": CallerSigner(service, CALLER_KEYS[service][0]).token_for(target)}

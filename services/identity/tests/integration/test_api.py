@@ -9,7 +9,7 @@ import jwt
 import pytest
 from chassis.testing import assert_problem
 from fastapi.testclient import TestClient
-from identity_http import API, bearer, login, refresh, register, signed_up
+from identity_http import API, bearer, calling_as, login, refresh, register, signed_up
 
 pytestmark = pytest.mark.integration
 
@@ -135,12 +135,21 @@ def test_addresses_are_per_user(client: TestClient) -> None:
     assert client.get(f"{API}/me/addresses", headers=bob).json() == {"items": []}
     assert_problem(client.get(f"{API}/me/addresses/{address['id']}", headers=bob), 404)
 
+    # The route for services: the calling service's signed identity and the customer's token.
     user_path = f"{API}/users/{address['user_id']}/addresses/{address['id']}"
-    assert client.get(user_path, headers=ann).json() == address
-    assert_problem(client.get(user_path, headers=bob), 403)
+    assert client.get(user_path, headers={**ann, **calling_as("orders")}).json() == address
+    assert_problem(client.get(user_path, headers={**bob, **calling_as("orders")}), 403)
     bob_id = client.get(f"{API}/me", headers=bob).json()["id"]
     assert_problem(client.get(f"{API}/users/{bob_id}/addresses/{address['id']}",
-                              headers=bob), 404)
+                              headers={**bob, **calling_as("orders")}), 404)
+    # Without a service identity, with a forged or misdirected one, or from a service that
+    # has no business reading addresses: refused, whoever the customer is.
+    refused = [{}, {"Mercato-Caller": "orders"}, calling_as("orders", target="catalog"),
+               calling_as("cart"),
+               {"Mercato-Caller": calling_as("orders")["Mercato-Caller"][:-4] + "AAAA"}]
+    for caller in refused:
+        problem = assert_problem(client.get(user_path, headers={**ann, **caller}), 403)
+        assert "service" in problem["detail"] or "Mercato-Caller" in problem["detail"], problem
     assert_problem(client.get(f"{API}/me/addresses"), 401)
 
 

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +15,7 @@ from fastapi import FastAPI
 
 from inventory.entrypoints.api import router
 from inventory.entrypoints.consumers import consumer_specs
-from inventory.entrypoints.expiry import run_expiry
+from inventory.entrypoints.expiry import expiry_sweep
 from inventory.settings import InventorySettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -36,20 +34,10 @@ def messaging(settings: InventorySettings) -> Messaging:
 async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
     settings = ctx.settings
     assert isinstance(settings, InventorySettings)
-    stop = asyncio.Event()
-    sweeper = None
     if settings.expiry_interval_s > 0:
-        sweeper = asyncio.create_task(
-            run_expiry(ctx.require_db(), stop, interval_s=settings.expiry_interval_s,
-                       batch_size=settings.expiry_batch_size),
-            name="inventory-expiry")
-    try:
-        yield
-    finally:
-        stop.set()
-        if sweeper is not None:
-            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
-                await asyncio.wait_for(sweeper, 5)
+        ctx.background.every("expiry", settings.expiry_interval_s, expiry_sweep(
+            ctx.require_db(), batch_size=settings.expiry_batch_size))
+    yield
 
 
 def create_app(settings: InventorySettings | None = None, *,

@@ -9,12 +9,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from chassis.clock import utc_now
 from chassis.db import Database
 from chassis.testing import TokenMinter, assert_problem
 from contracts.inventory.v1 import ReserveStock, StockLine
 from fastapi.testclient import TestClient
 from inventory.app import create_app
-from inventory.domain.model import Policy, utc_now
+from inventory.domain.model import Policy
 from inventory.service_layer.handlers import reserve_stock
 from inventory.settings import InventorySettings
 from inventory_kit import Inventory

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import orjson
 import pytest
+from chassis.clock import utc_now
 from chassis.db import Database
 from chassis.logging import configure_logging
 from chassis.messaging.consumer import Outcome
@@ -21,7 +22,7 @@ from contracts.inventory.v1 import (
     RestockReservation,
     StockLine,
 )
-from inventory.domain.model import Policy, utc_now
+from inventory.domain.model import Policy
 from inventory.service_layer.handlers import sweep_expired
 from inventory_kit import Inventory, delivery, envelope
 from opentelemetry import trace

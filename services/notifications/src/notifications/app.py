@@ -3,8 +3,6 @@ start-up (it runs the sender), ``messaging`` for what it consumes."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -18,7 +16,7 @@ from fastapi import FastAPI
 from notifications.adapters.smtp import Mailer, SmtpMailer
 from notifications.entrypoints.api import router
 from notifications.entrypoints.consumers import consumer_specs
-from notifications.entrypoints.sender import run_sender
+from notifications.entrypoints.sender import Sender
 from notifications.settings import NotificationsSettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -39,24 +37,16 @@ def mailer_for(settings: NotificationsSettings) -> Mailer:
 async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
     settings = ctx.settings
     assert isinstance(settings, NotificationsSettings)
-    stop = asyncio.Event()
-    sender = None
     if settings.sender_interval_s > 0:
-        sender = asyncio.create_task(
-            run_sender(ctx.require_db(), stop, mailer_for(settings), settings.retry_policy(),
-                       me=settings.instance, interval_s=settings.sender_interval_s,
-                       batch_size=settings.sender_batch_size,
-                       lease=timedelta(seconds=settings.sender_lease_s),
-                       stale_after=timedelta(seconds=settings.sender_stale_after_s),
-                       order_wait=timedelta(seconds=settings.sender_order_wait_s)),
-            name="notifications-sender")
-    try:
-        yield
-    finally:
-        stop.set()
-        if sender is not None:
-            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
-                await asyncio.wait_for(sender, settings.smtp_timeout_s + 5)
+        Sender(ctx.require_db(), mailer_for(settings), settings.retry_policy(),
+               me=settings.instance, batch_size=settings.sender_batch_size,
+               lease=timedelta(seconds=settings.sender_lease_s),
+               stale_after=timedelta(seconds=settings.sender_stale_after_s),
+               order_wait=timedelta(seconds=settings.sender_order_wait_s),
+               ).declare(ctx.background, interval_s=settings.sender_interval_s,
+                         # a send in flight at shutdown may finish (up to the SMTP timeout)
+                         stop_timeout_s=settings.smtp_timeout_s + 5)
+    yield
 
 
 def create_app(settings: NotificationsSettings | None = None, *,

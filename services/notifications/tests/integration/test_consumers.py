@@ -7,11 +7,12 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from chassis.clock import utc_now
 from chassis.db import Database
 from chassis.messaging.consumer import Outcome
 from chassis.messaging.envelope import Envelope
 from contracts.orders.v1 import OrderPlaced
-from notifications.domain.model import RetryPolicy, utc_now
+from notifications.domain.model import RetryPolicy
 from notifications.service_layer.handlers import send_due
 from notifications_kit import (
     Notifications,

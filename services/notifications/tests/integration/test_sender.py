@@ -5,16 +5,17 @@ and a crashed sender's emails go out again within seconds (not after the lease).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from chassis.background import BackgroundTasks
+from chassis.clock import utc_now
 from chassis.db import Database
 from notifications.adapters.smtp import OutgoingMail, SmtpMailer
-from notifications.domain.model import RetryPolicy, utc_now
-from notifications.entrypoints.sender import run_sender
+from notifications.domain.model import RetryPolicy
+from notifications.entrypoints.sender import Sender
 from notifications.service_layer.handlers import SendRound, register_sender, send_due
 from notifications_kit import (
     MailSink,
@@ -25,6 +26,7 @@ from notifications_kit import (
     rejected,
     shipment,
 )
+from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
 pytestmark = pytest.mark.integration
@@ -60,6 +62,15 @@ class Dying:
 def order_kinds(messages: list[dict[str, Any]], order: str) -> list[str]:
     return [m["notification"].split("/")[1] for m in messages
             if m["notification"].startswith(order + "/")]
+
+
+def start_sender(db: Database, smtp: SmtpMailer, policy: RetryPolicy, *, interval_s: float,
+                 **kw: Any) -> BackgroundTasks:
+    """The sender as the app runs it: its tasks on a background runner."""
+    tasks = BackgroundTasks(CollectorRegistry())
+    Sender(db, smtp, policy, me=ME, **kw).declare(tasks, interval_s=interval_s)
+    tasks.start()
+    return tasks
 
 
 async def wait_for(condition, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -114,9 +125,7 @@ async def test_smtp_down_is_retried_until_the_sink_comes_up(db: Database,
                                                             sink: MailSink) -> None:
     notes = Notifications(db)
     await notes.send(placed("o1"))
-    stop = asyncio.Event()
-    sender = asyncio.create_task(run_sender(db, stop, mailer(sink), FAST, me=ME,
-                                            interval_s=0.05))
+    sender = start_sender(db, mailer(sink), FAST, interval_s=0.05)
     try:
         async def retried() -> bool:
             [row] = await notes.rows()
@@ -130,9 +139,7 @@ async def test_smtp_down_is_retried_until_the_sink_comes_up(db: Database,
             return (await notes.rows())[0]["status"] == "sent"
         await wait_for(sent)
     finally:
-        stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(sender, 5)
+        await sender.stop()
     [row] = await notes.rows()
     assert row["last_error"] is None and row["sent_at"] is not None
     assert [m["notification"] for m in sink.messages()] == ["o1/order_placed"]
@@ -143,17 +150,13 @@ async def test_a_send_that_keeps_failing_ends_failed(db: Database, sink: MailSin
     await notes.send(placed("o1"))
     policy = RetryPolicy(max_attempts=3, base=timedelta(seconds=0.02),
                          cap=timedelta(seconds=0.05))
-    stop = asyncio.Event()
-    sender = asyncio.create_task(run_sender(db, stop, mailer(sink), policy, me=ME,
-                                            interval_s=0.02))
+    sender = start_sender(db, mailer(sink), policy, interval_s=0.02)
     try:
         async def failed() -> bool:
             return (await notes.rows())[0]["status"] == "failed"
         await wait_for(failed)
     finally:
-        stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(sender, 5)
+        await sender.stop()
     [row] = await notes.rows()
     assert row["attempts"] == 3 and row["sent_at"] is None
     assert "connect" in row["last_error"].lower()
@@ -192,9 +195,8 @@ async def test_the_sender_loop_releases_at_start_beats_and_retires(db: Database,
     await notes.send(placed("o1"))
     with pytest.raises(asyncio.CancelledError):  # a predecessor under this name died
         await send_due(db, Dying(), FAST, me=ME, lease=HOUR)
-    stop = asyncio.Event()
-    sender = asyncio.create_task(run_sender(db, stop, mailer(sink), FAST, me=ME,
-                                            interval_s=0.05, stale_after=timedelta(seconds=1)))
+    sender = start_sender(db, mailer(sink), FAST, interval_s=0.05,
+                          stale_after=timedelta(seconds=1))
 
     async def beats() -> list[Any]:
         async with db.engine.connect() as conn:
@@ -211,8 +213,7 @@ async def test_the_sender_loop_releases_at_start_beats_and_retires(db: Database,
             return (await beats())[0] > first
         await wait_for(beat_again)  # every fifth of stale_after
     finally:
-        stop.set()
-        await asyncio.wait_for(sender, 5)
+        await sender.stop()
     assert await beats() == []  # a clean stop leaves no beat to wait on
 
 

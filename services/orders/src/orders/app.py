@@ -4,26 +4,24 @@ metrics sampler), ``messaging`` for what it produces and consumes."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from chassis.app import ServiceContext, create_service_app
+from chassis.app import ServiceContext, create_service_app, service_client
 from chassis.auth import KeySource
-from chassis.http_client import ServiceClient
 from chassis.messaging.runtime import Messaging, StreamSpec
 from chassis.messaging.streams import events_stream_name
-from chassis.saga import run_reconciler
-from chassis.saga.metrics import SagaMetrics, run_saga_sampler
+from chassis.saga import SagaEngine, reconciler
+from chassis.saga.metrics import SAMPLE_INTERVAL_S, SagaMetrics, saga_sampler
 from fastapi import FastAPI
 
 from orders.adapters.upstream import Upstreams
 from orders.entrypoints.api import router
 from orders.entrypoints.consumers import consumer_specs
-from orders.service_layer.admission import Admission, run_admission
-from orders.service_layer.orchestrator import OrderSagaEngine
+from orders.service_layer.admission import Admission, admission_counter
+from orders.service_layer.saga import ORDER
 from orders.settings import OrdersSettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -34,22 +32,17 @@ STREAMS = [StreamSpec(events_stream_name("orders"), ["orders.events.>"])]
 SENDS = [f"{target}.commands.>" for target in ("inventory", "payments", "shipping")]
 
 
-def messaging(settings: OrdersSettings, engine: OrderSagaEngine) -> Messaging:
+def messaging(settings: OrdersSettings, engine: SagaEngine) -> Messaging:
     return Messaging(streams=STREAMS, outbox=True, sends=SENDS,
                      consumers=consumer_specs(engine))
 
 
 def build_upstreams(ctx: ServiceContext, settings: OrdersSettings) -> Upstreams:
-    """The app's one ServiceClient, over the shared aiohttp session and the registry."""
-    client = ServiceClient(ctx.http_session, ctx.resolver,
-                           timeout_s=settings.upstream_timeout_s,
-                           retries=settings.upstream_retries, service_identity="orders",
-                           registry=ctx.metrics.registry)
-    return Upstreams(client, identity_url=settings.identity_url,
+    return Upstreams(service_client(ctx, settings), identity_url=settings.identity_url,
                      catalog_url=settings.catalog_url, payments_url=settings.payments_url)
 
 
-def make_bootstrap(engine: OrderSagaEngine) -> Callable[
+def make_bootstrap(engine: SagaEngine) -> Callable[
         [ServiceContext], contextlib.AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
@@ -60,32 +53,18 @@ def make_bootstrap(engine: OrderSagaEngine) -> Callable[
         ctx.state["card_fingerprint_key"] = settings.card_fingerprint_key
         admission = Admission(settings.max_sagas_in_flight, ctx.metrics.registry)
         ctx.state["admission"] = admission
-        stop = asyncio.Event()
-        counter = None
+        db = ctx.require_db()
         if settings.max_sagas_in_flight:
-            counter = asyncio.create_task(
-                run_admission(ctx.require_db(), admission, stop,
-                              interval_s=settings.admission_refresh_s),
-                name="orders-admission")
+            ctx.background.every("admission-count", settings.admission_refresh_s,
+                                 admission_counter(db, admission))
         saga_metrics = SagaMetrics(ctx.metrics.registry)
         engine.observe(saga_metrics)
-        sampler = asyncio.create_task(
-            run_saga_sampler(ctx.require_db(), engine.definitions, saga_metrics, stop),
-            name="orders-saga-sampler")
-        reconciler = None
+        ctx.background.every("saga-sampler", SAMPLE_INTERVAL_S,
+                             saga_sampler(db, engine.definitions, saga_metrics))
         if settings.reconciler_interval_s > 0:
-            reconciler = asyncio.create_task(
-                run_reconciler(ctx.require_db(), engine, stop,
-                               interval_s=settings.reconciler_interval_s),
-                name="orders-saga-reconciler")
-        try:
-            yield
-        finally:
-            stop.set()
-            for task in (reconciler, counter, sampler):
-                if task is not None:
-                    with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
-                        await asyncio.wait_for(task, 5)
+            ctx.background.every("saga-reconciler", settings.reconciler_interval_s,
+                                 reconciler(db, engine))
+        yield
 
     return bootstrap
 
@@ -94,7 +73,7 @@ def create_app(settings: OrdersSettings | None = None, *,
                key_source: Callable[[ServiceContext], KeySource] | None = None) -> FastAPI:
     settings = settings or OrdersSettings()
     # One engine per app: the reply consumers, the reconciler and the API share it.
-    engine = OrderSagaEngine()
+    engine = SagaEngine([ORDER])
     return create_service_app(
         settings, routers=[router], bootstrap=make_bootstrap(engine), key_source=key_source,
         messaging=messaging(settings, engine),

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from chassis.settings import ServiceSettings
+from chassis.settings import UpstreamSettings
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 
-class OrdersSettings(ServiceSettings):
+class OrdersSettings(UpstreamSettings):
     model_config = SettingsConfigDict(env_prefix="ORDERS_", extra="ignore", frozen=True)
     service_name: ClassVar[str] = "orders"
 
@@ -16,9 +16,8 @@ class OrdersSettings(ServiceSettings):
     catalog_url: str = "http://catalog"
     # Exchanges a card_number order's card for a payment method before anything is stored.
     payments_url: str = "http://payments"
-    # One bound per attempt on identity/catalog; GETs are retried this many times.
-    upstream_timeout_s: float = Field(default=2.0, gt=0)
-    upstream_retries: int = Field(default=2, ge=0)
+    # upstream_timeout_s, upstream_retries (UpstreamSettings): one bound per attempt on
+    # identity, catalog and payments; GETs are retried.
     # How often each instance re-drives sagas past their step's deadline; 0 turns it off.
     reconciler_interval_s: float = Field(default=1.0, ge=0)
     # New orders get 503 (Retry-After) while this many order sagas are running (0: no limit),

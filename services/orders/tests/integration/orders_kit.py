@@ -20,10 +20,10 @@ from chassis.messaging.envelope import H_TYPE, Envelope
 from chassis.messaging.memory import InMemoryBroker, MemoryDelivery
 from chassis.messaging.relay import OutboxRelay
 from chassis.messaging.streams import events_stream_name
+from chassis.saga import SagaEngine
 from chassis.testing import ThreadedUpstream
 from contracts.base import Event
 from orders.entrypoints.consumers import consumer_specs
-from orders.service_layer.orchestrator import OrderSagaEngine
 from sqlalchemy import text
 
 ADDRESS = {"name": "Kim Min-ji", "line1": "1 Sejong-daero", "line2": None, "city": "Seoul",
@@ -157,7 +157,7 @@ class Services:
     """Inventory, payments and shipping as the orders service sees them: commands come out
     of its outbox (through the real relay), their events go into its inbox consumers."""
 
-    def __init__(self, db: Database, url: str, engine: OrderSagaEngine) -> None:
+    def __init__(self, db: Database, url: str, engine: SagaEngine) -> None:
         self.broker = InMemoryBroker()
         self.relay = OutboxRelay(url, self.broker)
         self.consumers = {spec.stream: InboxConsumer(spec, db, self.broker)

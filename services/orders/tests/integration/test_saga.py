@@ -12,7 +12,7 @@ import pytest
 from chassis.db import Database
 from chassis.errors import Conflict
 from chassis.messaging.consumer import Outcome
-from chassis.saga import Status, history
+from chassis.saga import SagaEngine, Status, history
 from contracts.inventory.v1 import StockLine, StockReservationFailed, StockReserved
 from contracts.payments.v1 import (
     PaymentAuthorized,
@@ -27,7 +27,7 @@ from contracts.shipping.v1 import (
     ShipmentCreationFailed,
 )
 from orders.service_layer import handlers
-from orders.service_layer.orchestrator import OrderSagaEngine
+from orders.service_layer.saga import ORDER
 from orders_kit import (
     MUG,
     TEA,
@@ -60,13 +60,13 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def engine(clock: Clock) -> OrderSagaEngine:
-    return OrderSagaEngine(clock=clock)
+def engine(clock: Clock) -> SagaEngine:
+    return SagaEngine([ORDER], clock=clock)
 
 
 @pytest.fixture
 async def services(db: Database, database_url: str,
-                   engine: OrderSagaEngine) -> AsyncIterator[Services]:
+                   engine: SagaEngine) -> AsyncIterator[Services]:
     s = Services(db, database_url, engine)
     yield s
     await s.relay.close()
@@ -78,7 +78,7 @@ def principal(subject: str = "alice"):  # a verified token's principal
     return Principal(subject=subject, roles=frozenset({"customer"}), email="alice@example.com")
 
 
-async def place(db: Database, engine: OrderSagaEngine, key: str = "k1") -> str:
+async def place(db: Database, engine: SagaEngine, key: str = "k1") -> str:
     body = {"items": [{"product_id": MUG, "quantity": 2},
                       {"product_id": TEA, "quantity": 1}],
             "shipping_address_id": "addr-1", "payment": {"card_number": CARD}}
@@ -131,7 +131,7 @@ async def card_anywhere(db: Database) -> bool:
 
 
 async def test_happy_path_approves_and_commits_the_reservation(
-        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+        db: Database, engine: SagaEngine, services: Services) -> None:
     o = await place(db, engine)
     first = await services.sent()
     assert types(first) == ["OrderPlaced.v1", "ReserveStock.v1"]
@@ -170,7 +170,7 @@ async def test_happy_path_approves_and_commits_the_reservation(
 
 
 async def test_declined_card_rejects_releases_stock_and_voids_nothing(
-        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+        db: Database, engine: SagaEngine, services: Services) -> None:
     o = await place(db, engine)
     await services.reply(o, reserved(o))
     await services.sent()
@@ -186,7 +186,7 @@ async def test_declined_card_rejects_releases_stock_and_voids_nothing(
 
 
 async def test_stock_shortage_rejects_with_nothing_to_undo(
-        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+        db: Database, engine: SagaEngine, services: Services) -> None:
     o = await place(db, engine)
     await services.sent()
     await services.reply(o, StockReservationFailed(reservation_id=o, order_id=o,
@@ -200,7 +200,7 @@ async def test_stock_shortage_rejects_with_nothing_to_undo(
 
 
 async def test_shipment_failure_voids_the_payment_and_releases_the_stock(
-        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+        db: Database, engine: SagaEngine, services: Services) -> None:
     o = await place(db, engine)
     await services.reply(o, reserved(o))
     await services.reply(o, authorized(o))
@@ -215,7 +215,7 @@ async def test_shipment_failure_voids_the_payment_and_releases_the_stock(
 
 
 async def test_capture_failure_cancels_shipment_voids_and_releases(
-        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+        db: Database, engine: SagaEngine, services: Services) -> None:
     o = await place(db, engine)
     for event in (reserved(o), authorized(o), shipped(o)):
         await services.reply(o, event)
@@ -228,7 +228,7 @@ async def test_capture_failure_cancels_shipment_voids_and_releases(
 
 
 async def test_duplicate_and_late_replies_are_harmless(
-        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+        db: Database, engine: SagaEngine, services: Services) -> None:
     o = await place(db, engine)
     env = services.envelope(o, reserved(o))
     assert await services.reply(o, reserved(o), env) == Outcome.HANDLED
@@ -250,7 +250,7 @@ async def test_duplicate_and_late_replies_are_harmless(
 
 
 async def test_a_timed_out_step_is_compensated_by_the_reconciler_and_the_order_rejected(
-        db: Database, engine: OrderSagaEngine, services: Services, clock: Clock) -> None:
+        db: Database, engine: SagaEngine, services: Services, clock: Clock) -> None:
     o = await place(db, engine)
     await services.reply(o, reserved(o))
     await services.sent()
@@ -272,7 +272,7 @@ async def test_a_timed_out_step_is_compensated_by_the_reconciler_and_the_order_r
 
 
 async def test_a_saga_an_older_release_started_with_a_card_resends_v1_then_forgets_it(
-        db: Database, engine: OrderSagaEngine, services: Services, clock: Clock) -> None:
+        db: Database, engine: SagaEngine, services: Services, clock: Clock) -> None:
     """An upgrade can meet a saga whose data holds card_number: its re-sent AuthorizePayment
     is v1 (payments vaults the card on receipt), and the card leaves the data on the answer."""
     o = await place(db, engine)
@@ -298,7 +298,7 @@ async def test_a_saga_an_older_release_started_with_a_card_resends_v1_then_forge
 
 
 async def test_cancel_of_a_pending_order_undoes_the_completed_saga(
-        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+        db: Database, engine: SagaEngine, services: Services) -> None:
     o = await place(db, engine)
     await services.reply(o, reserved(o))
     cancelled = await handlers.request_cancel(db.unit_of_work(), principal(), o, engine)
@@ -314,7 +314,7 @@ async def test_cancel_of_a_pending_order_undoes_the_completed_saga(
     assert await count(db, "orders") == 1
 
 
-async def approved(db: Database, engine: OrderSagaEngine, services: Services) -> str:
+async def approved(db: Database, engine: SagaEngine, services: Services) -> str:
     o = await place(db, engine)
     for event in (reserved(o), authorized(o), shipped(o), captured(o)):
         await services.reply(o, event)
@@ -324,7 +324,7 @@ async def approved(db: Database, engine: OrderSagaEngine, services: Services) ->
 
 
 async def test_cancel_of_an_approved_order_asks_shipping_then_refunds_and_restocks(
-        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+        db: Database, engine: SagaEngine, services: Services) -> None:
     o = await approved(db, engine, services)
     asked = await handlers.request_cancel(db.unit_of_work(), principal(), o, engine)
     assert (asked.status, asked.cancel_requested) == ("APPROVED", True)
@@ -352,7 +352,7 @@ async def test_cancel_of_an_approved_order_asks_shipping_then_refunds_and_restoc
 
 
 async def test_cancel_after_dispatch_is_refused_and_the_order_stays_approved(
-        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+        db: Database, engine: SagaEngine, services: Services) -> None:
     o = await approved(db, engine, services)
     await handlers.request_cancel(db.unit_of_work(), principal(), o, engine)
     await services.sent()
@@ -367,7 +367,7 @@ async def test_cancel_after_dispatch_is_refused_and_the_order_stays_approved(
 
 
 async def test_shipment_cancelled_by_a_compensation_changes_no_order(
-        db: Database, engine: OrderSagaEngine, services: Services) -> None:
+        db: Database, engine: SagaEngine, services: Services) -> None:
     o = await approved(db, engine, services)
     # No cancel was asked: a stray ShipmentCancelled (a rejected order's compensation, say)
     # must not refund an approved order.

@@ -1,6 +1,6 @@
 import pytest
+from chassis.saga import SagaEngine
 from orders.app import messaging
-from orders.service_layer.orchestrator import OrderSagaEngine
 from orders.service_layer.saga import ORDER
 from orders.settings import OrdersSettings
 
@@ -32,7 +32,7 @@ def test_the_card_fingerprint_secret_is_required_outside_development() -> None:
 
 
 def test_messaging_reads_every_reply_of_the_saga_once_one_consumer_per_stream() -> None:
-    spec = messaging(OrdersSettings(), OrderSagaEngine())
+    spec = messaging(OrdersSettings(), SagaEngine([ORDER]))
     assert spec.outbox is True
     assert {s.name: s.subjects for s in spec.streams} == {"ORDERS_EVENTS": ["orders.events.>"]}
     by_stream = {c.stream: c for c in spec.consumers}

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,7 +14,7 @@ from chassis.messaging.streams import commands_stream_name, events_stream_name
 from fastapi import FastAPI
 
 from shipping.entrypoints.api import router
-from shipping.entrypoints.carrier import run_carrier
+from shipping.entrypoints.carrier import carrier_round
 from shipping.entrypoints.consumers import consumer_specs
 from shipping.settings import ShippingSettings
 
@@ -37,21 +35,10 @@ def messaging(settings: ShippingSettings) -> Messaging:
 async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
     settings = ctx.settings
     assert isinstance(settings, ShippingSettings)
-    stop = asyncio.Event()
-    carrier = None
     if settings.carrier_interval_s > 0:
-        carrier = asyncio.create_task(
-            run_carrier(ctx.require_db(), stop, settings.timetable(),
-                        interval_s=settings.carrier_interval_s,
-                        batch_size=settings.carrier_batch_size),
-            name="shipping-carrier")
-    try:
-        yield
-    finally:
-        stop.set()
-        if carrier is not None:
-            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
-                await asyncio.wait_for(carrier, 5)
+        ctx.background.every("carrier", settings.carrier_interval_s, carrier_round(
+            ctx.require_db(), settings.timetable(), batch_size=settings.carrier_batch_size))
+    yield
 
 
 def create_app(settings: ShippingSettings | None = None, *,

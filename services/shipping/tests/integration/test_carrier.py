@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import timedelta
 
 import pytest
+from chassis.background import BackgroundTasks
+from chassis.clock import utc_now
 from chassis.db import Database
-from shipping.domain.model import Timetable, utc_now
-from shipping.entrypoints.carrier import run_carrier
+from prometheus_client import CollectorRegistry
+from shipping.domain.model import Timetable
+from shipping.entrypoints.carrier import carrier_round
 from shipping.service_layer.handlers import sweep_carrier
 from shipping_kit import Shipping, create, release
 from sqlalchemy import text
@@ -74,18 +76,17 @@ async def test_the_running_carrier_delivers_on_fast_timers(db: Database) -> None
     ship = Shipping(db, fast)
     await ship.send(create("s1"))
     await ship.send(release("s1"))
-    stop = asyncio.Event()
     # Two carriers, as with two instances of the service.
-    carriers = [asyncio.create_task(run_carrier(db, stop, fast, interval_s=0.02))
-                for _ in range(2)]
+    instances = [BackgroundTasks(CollectorRegistry()) for _ in range(2)]
+    for tasks in instances:
+        tasks.every("carrier", 0.02, carrier_round(db, fast))
+        tasks.start()
     try:
         async with asyncio.timeout(10):
             while (await ship.statuses())["s1"] != "DELIVERED":
                 await asyncio.sleep(0.02)
     finally:
-        stop.set()
-        for task in carriers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 5)
+        for tasks in instances:
+            await tasks.stop()
     assert [e["status"] for e in await ship.events("ShipmentStatusChanged.v1")] == ROUTE
     assert await ship.history("s1") == ["CREATED", *ROUTE]

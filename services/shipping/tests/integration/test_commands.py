@@ -6,11 +6,12 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from chassis.clock import utc_now
 from chassis.db import Database
 from chassis.messaging.consumer import Outcome
 from chassis.messaging.envelope import Envelope
 from contracts.shipping.v1 import CancelShipment, CreateShipment
-from shipping.domain.model import Timetable, utc_now
+from shipping.domain.model import Timetable
 from shipping.service_layer.handlers import sweep_carrier
 from shipping_kit import Shipping, create, delivery, envelope, release
 

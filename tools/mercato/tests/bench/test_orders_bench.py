@@ -11,25 +11,21 @@ import time
 from pathlib import Path
 
 import pytest
-from mercato.bench.orders import (
+from mercato.bench.load import OrderRecord, is_decline, parse_occurred_at, send_offsets
+from mercato.bench.measure import (
     MACHINE,
-    BenchError,
-    OrderRecord,
     _tree_cpu,
     cores_used,
     cpu_above_idle,
     cpu_per_order,
-    is_decline,
-    meets_target,
     new_violations,
-    parse_occurred_at,
     percentile,
-    read_platform,
-    send_offsets,
     step_breakdown,
     summarise,
     uuid7_time,
 )
+from mercato.bench.report import meets_target
+from mercato.bench.shop import BenchError, read_platform
 
 
 def test_declines_are_the_asked_share_spread_evenly() -> None:

@@ -117,9 +117,11 @@ def test_failing_service_fails_up_with_its_log(home: Home, mercato, waiter):
 
 
 def test_startup_timeout_reports_the_stuck_process(home: Home, mercato, waiter):
-    res = mercato("up", "--detach", "--timeout", "10", env={"FAKE_NEVER_READY": "1"})
+    # Long enough for the engines to come up on a loaded machine: the fake never gets ready,
+    # and the report must name it (not an engine still starting).
+    res = mercato("up", "--detach", "--timeout", "25", env={"FAKE_NEVER_READY": "1"})
     assert res.returncode == 1
-    assert "not ready after 10 s" in res.stderr
+    assert "not ready after 25 s" in res.stderr
     assert "fake-1.log" in res.stderr and "listening" in res.stderr
     waiter(lambda: not control.find_leftovers(home), 20, "platform stopped after timeout")
     assert control.running_pid(home) is None
@@ -164,3 +166,42 @@ def test_with_gateway_envoy_becomes_ready(home: Home, mercato, waiter):
     assert mercato("down").returncode == 0
     assert not psutil.pid_exists(envoy_pid) or \
         psutil.Process(envoy_pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_fault_proxy_sits_between_a_service_and_its_engines(home: Home, mercato, waiter):
+    from mercato.runtime.faultproxy import Fault, faults_path, write_faults
+
+    res = mercato("up", "--detach", "--fault-proxy", "--scale", "fake=1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    st = state(home)
+    assert st["options"] == {"scale": ["fake=1"], "fault_proxy": True}
+    routes = st["fault_proxy"]["routes"]
+    assert set(routes) == {"fake->postgres", "fake->nats"}
+    assert routes["fake->postgres"]["upstream"].endswith(f":{home.ports().postgres}")
+    env = psutil.Process(proc(home, "fake-1")["pid"]).environ()
+    assert f"@127.0.0.1:{routes['fake->postgres']['port']}/" in env["FAKE_DATABASE_URL"]
+    assert env["FAKE_NATS_URL"] == f"nats://127.0.0.1:{routes['fake->nats']['port']}"
+    # The fake checked its database before answering ready: through the proxy.
+    assert routes["fake->postgres"]["accepted"] >= 1
+
+    # A fault set in the file reaches the route and shows in the state.
+    write_faults(faults_path(home), {"fake->postgres": Fault(latency_ms=25, reset_seq=1)})
+
+    def applied() -> bool:
+        # state.json is rewritten on any change; the kill below makes some.
+        route = state(home)["fault_proxy"]["routes"]["fake->postgres"]
+        return route["fault"]["latency_ms"] == 25 and route["resets"] == 1
+
+    os.kill(proc(home, "fake-1")["pid"], signal.SIGKILL)
+    waiter(lambda: proc(home, "fake-1").get("restarts") == 1
+           and proc(home, "fake-1").get("state") == "ready", 30, "fake-1 restarted")
+    waiter(applied, 10, "the fault applied to the route")
+
+
+def test_without_the_flag_services_reach_the_engines_directly(home: Home, mercato):
+    res = mercato("up", "--detach")
+    assert res.returncode == 0, res.stdout + res.stderr
+    st = state(home)
+    assert "fault_proxy" not in st and st["options"]["fault_proxy"] is False
+    env = psutil.Process(proc(home, "fake-1")["pid"]).environ()
+    assert f":{home.ports().postgres}/" in env["FAKE_DATABASE_URL"]

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
 import uuid_utils
 from opentelemetry import propagate
 from pydantic import BaseModel, ValidationError
+
+from chassis.clock import utc_now
 
 H_NATS_MSG_ID = "Nats-Msg-Id"
 H_MESSAGE_ID = "Mercato-Message-Id"
@@ -84,7 +86,7 @@ class Envelope:
     def new(cls, subject: str, message_type: str, payload: dict[str, Any], *,
             correlation_id: str | None = None, causation_id: str | None = None) -> Envelope:
         return cls(message_id=new_message_id(), message_type=message_type, subject=subject,
-                   payload=payload, occurred_at=datetime.now(UTC),
+                   payload=payload, occurred_at=utc_now(),
                    correlation_id=correlation_id, causation_id=causation_id,
                    trace=current_trace_headers())
 
@@ -122,7 +124,7 @@ class Envelope:
         try:
             occurred_at = datetime.fromisoformat(h[H_OCCURRED_AT])
         except (KeyError, ValueError):
-            occurred_at = datetime.now(UTC)
+            occurred_at = utc_now()
         return cls(message_id=message_id, message_type=message_type, subject=subject,
                    payload=payload, occurred_at=occurred_at,
                    correlation_id=h.get(H_CORRELATION), causation_id=h.get(H_CAUSATION),

@@ -20,15 +20,15 @@ kept for the full retention after it was handled.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from chassis.clock import utc_now
 from chassis.db import Database
 from chassis.messaging.streams import DEAD_LETTER_MAX_AGE_S
 
@@ -52,7 +52,7 @@ async def purge_inbox(db: Database, consumers: Sequence[str], *,
                       retention: timedelta = INBOX_RETENTION, now: datetime | None = None,
                       batch: int = 5000) -> int:
     """Delete the inbox rows of ``consumers`` older than ``retention``; return how many."""
-    cutoff = (now or datetime.now(UTC)) - retention
+    cutoff = (now or utc_now()) - retention
     below = uuid7_floor(cutoff)
     purged = 0
     for consumer in consumers:
@@ -66,24 +66,27 @@ async def purge_inbox(db: Database, consumers: Sequence[str], *,
     return purged
 
 
-async def run_inbox_purge(db: Database, consumers: Sequence[str], stop: asyncio.Event, *,
-                          retention: timedelta = INBOX_RETENTION,
-                          interval_s: float = INBOX_PURGE_INTERVAL_S) -> None:
-    """Purge every ``interval_s`` until ``stop`` (the first round one interval after start,
-    away from the start-up rush); a failed round is logged and tried again next time."""
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
-        if stop.is_set():
-            return
-        try:
-            purged = await purge_inbox(db, consumers, retention=retention)
-        except Exception as exc:
-            log.warning("inbox_purge_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-            continue
+_FORGET = text("DELETE FROM inbox WHERE consumer = ANY(:names)")
+
+
+async def forget_consumers(session: AsyncSession, consumers: Sequence[str]) -> None:
+    """Forget every message these consumers handled, in the caller's transaction: a read
+    model rebuilt from the streams must handle them all again."""
+    await session.execute(_FORGET, {"names": list(consumers)})
+
+
+def inbox_purger(db: Database, consumers: Sequence[str], *,
+                 retention: timedelta = INBOX_RETENTION) -> Callable[[], Awaitable[None]]:
+    """One purge round for ``chassis.background`` (the app runs it every
+    ``Messaging.inbox_purge_interval_s``, the first one interval after start, away from the
+    start-up rush)."""
+    async def purge() -> None:
+        purged = await purge_inbox(db, consumers, retention=retention)
         if purged:
             log.info("inbox_purged", rows=purged, consumers=list(consumers),
                      retention_days=retention / timedelta(days=1))
 
+    return purge
 
-__all__ = ["INBOX_RETENTION", "purge_inbox", "run_inbox_purge", "uuid7_floor"]
+
+__all__ = ["INBOX_RETENTION", "forget_consumers", "inbox_purger", "purge_inbox", "uuid7_floor"]

@@ -1,6 +1,12 @@
 """Writing to the outbox inside the caller's unit of work.
 
-``stage`` writes the message row and a NOTIFY in the same transaction as the state change:
+``stage(session, contract, correlation_id=..., causation_id=...)`` is how a service publishes
+an event or sends a command: the contract (anything with ``subject()``, ``message_type()``
+and ``to_payload()``, which every ``contracts.base.Contract`` has; the chassis does not
+import the contracts package) names its own subject and type. ``stage_message`` is the same
+for a message that has no contract class (tools, tests of the outbox itself).
+
+Staging writes the message row and a NOTIFY in the same transaction as the state change:
 if the transaction commits, the relay will publish the message (at least once); if it rolls
 back, neither the change nor the message exists. The rows a transaction stages are written
 together just before its COMMIT, by one statement that also sends the NOTIFY
@@ -10,7 +16,7 @@ write time, so a consumer's span continues the request that caused the message.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import text
@@ -41,9 +47,28 @@ def _insert_many(rows: list[tuple[Any, ...]]) -> tuple[TextClause, dict[str, Any
 register_deferred(_KIND, _insert_many)
 
 
-async def stage(session: AsyncSession, subject: str, message_type: str,
-                payload: dict[str, Any], *, correlation_id: str | None = None,
+class ContractLike(Protocol):
+    @classmethod
+    def subject(cls) -> str: ...
+
+    @classmethod
+    def message_type(cls) -> str: ...
+
+    def to_payload(self) -> dict[str, Any]: ...
+
+
+async def stage(session: AsyncSession, contract: ContractLike, *,
+                correlation_id: str | None = None,
                 causation_id: str | None = None) -> Envelope:
+    """Stage ``contract`` in the caller's transaction; its envelope (message id, type)."""
+    return await stage_message(session, contract.subject(), contract.message_type(),
+                               contract.to_payload(), correlation_id=correlation_id,
+                               causation_id=causation_id)
+
+
+async def stage_message(session: AsyncSession, subject: str, message_type: str,
+                        payload: dict[str, Any], *, correlation_id: str | None = None,
+                        causation_id: str | None = None) -> Envelope:
     envelope = Envelope.new(subject, message_type, payload, correlation_id=correlation_id,
                             causation_id=causation_id)
     await write_at_commit(session, _KIND, (

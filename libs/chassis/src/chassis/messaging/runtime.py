@@ -16,7 +16,7 @@ from nats.aio.client import Client as NATS
 from chassis.db import Database
 from chassis.messaging.broker import JetStreamPublisher
 from chassis.messaging.consumer import ConsumerSpec, InboxConsumer, run_jetstream_consumer
-from chassis.messaging.inbox import INBOX_PURGE_INTERVAL_S, run_inbox_purge
+from chassis.messaging.inbox import INBOX_PURGE_INTERVAL_S
 from chassis.messaging.metrics import MessagingMetrics
 from chassis.messaging.relay import OutboxRelay
 from chassis.messaging.sampler import SAMPLE_INTERVAL_S, run_consumer_sampler
@@ -46,6 +46,7 @@ class Messaging:
     sends: list[str] = field(default_factory=list)
     consumers: list[ConsumerSpec] = field(default_factory=list)
     relay_batch_size: int = 500
+    # The inbox purge runs as the app's background task "inbox-purge" (chassis.app).
     inbox_purge_interval_s: float = INBOX_PURGE_INTERVAL_S
     sample_interval_s: float = SAMPLE_INTERVAL_S  # the consumers' lag and dead letters
 
@@ -83,9 +84,6 @@ class MessagingRuntime:
                 run_jetstream_consumer(consumer, js, self._stop),
                 name=f"consumer-{consumer_spec.name}"))
         if self.spec.consumers:
-            self._tasks.append(asyncio.create_task(run_inbox_purge(
-                self._db, [c.name for c in self.spec.consumers], self._stop,
-                interval_s=self.spec.inbox_purge_interval_s), name="inbox-purge"))
             self._tasks.append(asyncio.create_task(run_consumer_sampler(
                 js, self.spec.consumers, self.metrics, self._stop,
                 interval_s=self.spec.sample_interval_s), name="consumer-sampler"))

@@ -2,6 +2,8 @@
 end it, and the command that undoes it.
 
 Definitions hold no state and no I/O, so tools (docs, the CLI) can list and draw them.
+What a saga does when it ends (settle the order it was for) is the definition's ``on_end``;
+the data it must not keep (a payment token) is named in ``secret_keys``.
 Builders receive the saga's data (a JSON object) and return a command contract: anything
 with ``subject()``, ``message_type()`` and ``to_payload()``, which every
 ``contracts.base.Command`` has. The chassis does not import the contracts package.
@@ -10,27 +12,49 @@ with ``subject()``, ``message_type()`` and ``to_payload()``, which every
 from __future__ import annotations
 
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from chassis.messaging.outbox import ContractLike
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from chassis.saga.store import SagaInstance
 
 Data = dict[str, Any]
 
 
-class CommandLike(Protocol):
-    @classmethod
-    def subject(cls) -> str: ...
-
-    @classmethod
-    def message_type(cls) -> str: ...
-
-    def to_payload(self) -> dict[str, Any]: ...
+# A command contract (what ``chassis.messaging.outbox.stage`` takes).
+CommandLike = ContractLike
 
 
 CommandBuilder = Callable[[Data], CommandLike]
 # A reply handler gets the saga data and the reply's payload; it returns the keys to merge
 # into the data (a payment id, a tracking number, a reason) or None.
 ReplyHandler = Callable[[Data, dict[str, Any]], Mapping[str, Any] | None]
+
+
+
+
+@dataclass(frozen=True)
+class SagaEnd:
+    """How a saga ended, as its definition's ``on_end`` is told."""
+
+    status: str  # COMPLETED, COMPENSATED or FAILED: the instance's status
+    at: datetime  # the engine's clock, the time the history records
+    cause: str  # "reply" (a reply ended it) or "deadline" (its step timed out)
+    causation_id: str | None  # the reply's message id; None when a deadline ended it
+    failure: Mapping[str, Any] | None = None  # step and reason, unless COMPLETED
+
+
+# Runs in the transaction that ends the saga, after its secret keys left the data and before
+# the instance is saved: whatever it writes or stages commits with the end, or not at all
+# (a reply is retried, a reconciler round is retried at the next tick). What it changes in
+# ``instance.data`` is saved too.
+EndHook = Callable[["AsyncSession", "SagaInstance", SagaEnd], Awaitable[None]]
 
 
 def _keep(_data: Data, _payload: dict[str, Any]) -> None:
@@ -70,8 +94,13 @@ class SagaDefinition:
     name: str
     steps: list[Step]
     description: str = ""
+    on_end: EndHook | None = None
+    # Keys of the data that hold secrets: never in the history, in ``history()`` or in an
+    # error the engine lets out, and dropped from the data when the saga ends.
+    secret_keys: Iterable[str] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "secret_keys", tuple(self.secret_keys))
         if not self.steps:
             raise ValueError(f"saga {self.name!r} has no steps")
         names = [s.name for s in self.steps]

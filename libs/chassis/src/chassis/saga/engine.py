@@ -16,6 +16,13 @@ refuse them (releasing stock, voiding a payment, cancelling a shipment always su
 retried by the receiver). Awaiting their replies would add states without adding safety;
 late replies to compensations are recorded in the history and otherwise ignored.
 
+Ending: every path that ends a saga -- the last success reply (COMPLETED), a failure reply
+or a command that cannot be built (COMPENSATED), a deadline past its last resend
+(COMPENSATED), a compensation that cannot be built (FAILED) -- goes through ``_end``, which
+drops the definition's ``secret_keys`` from the data and runs its ``on_end`` hook in the
+same transaction. Secrets are also kept out of every history row and every error the
+engine lets out (``chassis.saga.secrets``).
+
 No reply is ignored unseen (``chassis.messaging.consumer``):
 - a reply for a saga that does not exist (its id names no saga of this orchestrator) is
   dead-lettered: nothing here can apply it, and an operator may need it (the saga's rows were
@@ -35,7 +42,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -43,25 +50,24 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chassis.clock import utc_now
 from chassis.db import after_commit
 from chassis.messaging.consumer import UnknownMessageType, UnmatchedMessage, dropped
 from chassis.messaging.envelope import Envelope, current_trace_headers
 from chassis.messaging.outbox import stage
 from chassis.saga import store
-from chassis.saga.definition import CommandBuilder, SagaDefinition, Step
+from chassis.saga.definition import CommandBuilder, SagaDefinition, SagaEnd, Step
+from chassis.saga.history import SagaHistory, history
 from chassis.saga.metrics import SagaMetrics
+from chassis.saga.secrets import Redactor
 from chassis.saga.store import SagaInstance, Status
 
 log = structlog.get_logger("chassis.saga")
 Clock = Callable[[], datetime]
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class SagaEngine:
-    def __init__(self, definitions: Iterable[SagaDefinition], *, clock: Clock = _utcnow,
+    def __init__(self, definitions: Iterable[SagaDefinition], *, clock: Clock = utc_now,
                  metrics: SagaMetrics | None = None) -> None:
         self.definitions = {d.name: d for d in definitions}
         self._clock = clock
@@ -77,6 +83,16 @@ class SagaEngine:
         for definition in self.definitions.values():
             metrics.declare(definition)
 
+    def now(self) -> datetime:
+        """The engine's clock: the time its history and deadlines are written in."""
+        return self._clock()
+
+    async def history(self, session: AsyncSession, saga_id: uuid.UUID) -> SagaHistory | None:
+        """``chassis.saga.history`` with the secret keys of every saga this engine runs
+        redacted."""
+        keys = {k for d in self.definitions.values() for k in d.secret_keys}
+        return await history(session, saga_id, secret_keys=keys)
+
     def _count(self, session: AsyncSession, counter: str, *labels: str) -> None:
         if self.metrics is not None:
             child = getattr(self.metrics, counter).labels(*labels)
@@ -88,12 +104,12 @@ class SagaEngine:
 
     async def start(self, session: AsyncSession, definition: SagaDefinition,
                     saga_id: uuid.UUID, data: Mapping[str, Any], *,
-                    causation_id: str | None = None,
-                    secret_keys: Iterable[str] = ()) -> SagaInstance:
+                    causation_id: str | None = None) -> SagaInstance:
         """Insert the saga and stage its first command, in the caller's transaction.
 
-        ``secret_keys`` of ``data`` (a card number) are kept out of the history, which lives
-        as long as the saga; the caller removes them from the instance when done with them."""
+        The definition's ``secret_keys`` of ``data`` (a payment token) are kept out of the
+        history, which lives as long as the saga; the engine drops them from the data when
+        the saga ends (a step's reply handler may drop them sooner)."""
         if definition.name not in self.definitions:
             self.definitions[definition.name] = definition
             if self.metrics is not None:
@@ -106,13 +122,13 @@ class SagaEngine:
             deadline_at=now + timedelta(seconds=first.deadline_s), created_at=now,
             updated_at=now, version=1)
         await store.insert(session, inst)
-        hidden = set(secret_keys)
+        secrets = Redactor(definition.secret_keys, inst.data)
         await store.record(session, saga_id, now, "started",
-                           detail={"data": {k: v for k, v in inst.data.items()
-                                            if k not in hidden}})
+                           detail={"data": secrets.omit(inst.data)})
         # A builder error here is the caller's bug: let it raise and roll the request back.
-        await self._stage(session, inst, first, first.command(inst.data), "command_sent", now,
-                          causation_id)
+        with secrets.scrubbing():
+            await self._stage(session, secrets, inst, first, first.command(inst.data),
+                              "command_sent", now, causation_id)
         self._count(session, "started", definition.name)
         return inst
 
@@ -135,6 +151,14 @@ class SagaEngine:
             raise UnknownMessageType(f"saga {inst.id} is a {inst.saga_name!r} saga, which this "
                                      "release does not define")
         now = self._clock()
+        secrets = Redactor(definition.secret_keys, inst.data)
+        with secrets.scrubbing():
+            await self._apply(session, definition, inst, envelope, now, secrets)
+        return inst
+
+    async def _apply(self, session: AsyncSession, definition: SagaDefinition,
+                     inst: SagaInstance, envelope: Envelope, now: datetime,
+                     secrets: Redactor) -> None:
         step = definition.steps[inst.current_step] if inst.status == Status.RUNNING else None
         outcome = step.outcome_of(envelope.message_type) if step else None
         if step is None or outcome is None:
@@ -144,28 +168,27 @@ class SagaEngine:
                                detail={"accepted": False, "why": why,
                                        "message_id": str(envelope.message_id)})
             dropped(reason, why, expected=reason != NOT_AWAITED)
-            return inst
+            return
         succeeded, handler = outcome
         updates = dict(handler(inst.data, envelope.payload) or {})
         inst.data.update(updates)
         await store.record(session, inst.id, now, "reply", step=step.name,
                            message_type=envelope.message_type,
-                           detail={"accepted": True, "succeeded": succeeded,
-                                   "message_id": str(envelope.message_id),
-                                   "updates": updates})
+                           detail=secrets.value({"accepted": True, "succeeded": succeeded,
+                                                 "message_id": str(envelope.message_id),
+                                                 "updates": updates}))
         causation = str(envelope.message_id)
         if succeeded:
-            await self._advance(session, definition, inst, now, causation)
+            await self._advance(session, definition, inst, now, causation, secrets)
         else:
             reason = str(updates.get("reason") or envelope.payload.get("reason")
                          or envelope.message_type)
             # A refusal means the step took no effect: undo only the steps before it.
-            await self._compensate(session, definition, inst, now, causation,
+            await self._compensate(session, definition, inst, now, causation, secrets,
                                    failure={"step": step.name, "reason": reason,
                                             "message_type": envelope.message_type},
                                    undo_through=inst.current_step - 1)
         await store.save(session, inst, now)
-        return inst
 
     async def tick(self, session: AsyncSession, now: datetime | None = None, *,
                    limit: int = 100) -> int:
@@ -185,6 +208,12 @@ class SagaEngine:
 
     async def _overdue(self, session: AsyncSession, definition: SagaDefinition,
                        inst: SagaInstance, now: datetime) -> None:
+        secrets = Redactor(definition.secret_keys, inst.data)
+        with secrets.scrubbing():
+            await self._drive_overdue(session, definition, inst, now, secrets)
+
+    async def _drive_overdue(self, session: AsyncSession, definition: SagaDefinition,
+                             inst: SagaInstance, now: datetime, secrets: Redactor) -> None:
         step = definition.steps[inst.current_step]
         if inst.resends < step.max_resends:
             inst.resends += 1
@@ -192,7 +221,7 @@ class SagaEngine:
             # receiver is behind must not be answered with more commands for it to work
             # through (under overload, fixed deadlines resent most commands twice).
             inst.deadline_at = now + timedelta(seconds=step.deadline_s * 2 ** inst.resends)
-            await self._send(session, inst, step, step.command, "resent", now, None,
+            await self._send(session, secrets, inst, step, step.command, "resent", now, None,
                              attempt=inst.resends + 1)
             self._count(session, "resends", definition.name, step.name)
         else:
@@ -201,19 +230,21 @@ class SagaEngine:
             self._count(session, "timeouts", definition.name, step.name)
             # The command may have taken effect with its reply lost: undo this step too
             # (compensations are idempotent and receivers tolerate undoing nothing).
-            await self._compensate(session, definition, inst, now, None,
+            await self._compensate(session, definition, inst, now, None, secrets,
                                    failure={"step": step.name, "reason": "timed_out"},
                                    undo_through=inst.current_step)
         await store.save(session, inst, now)
 
     async def _advance(self, session: AsyncSession, definition: SagaDefinition,
-                       inst: SagaInstance, now: datetime, causation: str) -> None:
+                       inst: SagaInstance, now: datetime, causation: str,
+                       secrets: Redactor) -> None:
         inst.current_step += 1
         inst.resends = 0
         if inst.current_step == len(definition.steps):
             inst.status, inst.deadline_at = Status.COMPLETED, None
             await store.record(session, inst.id, now, "completed")
             self._count(session, "finished", definition.name, "completed")
+            await self._end(session, definition, inst, now, causation, None)
             return
         step = definition.steps[inst.current_step]
         inst.deadline_at = now + timedelta(seconds=step.deadline_s)
@@ -222,15 +253,17 @@ class SagaEngine:
         except Exception as exc:
             # The data cannot make the next command (a contract change, a missing id):
             # nothing was asked of that step yet, so undo the ones before it.
-            await self._compensate(session, definition, inst, now, causation,
+            await self._compensate(session, definition, inst, now, causation, secrets,
                                    failure={"step": step.name, "reason": f"bad command: {exc}"},
                                    undo_through=inst.current_step - 1)
             return
-        await self._stage(session, inst, step, built, "command_sent", now, causation)
+        await self._stage(session, secrets, inst, step, built, "command_sent", now, causation)
 
     async def _compensate(self, session: AsyncSession, definition: SagaDefinition,
-                          inst: SagaInstance, now: datetime, causation: str | None, *,
-                          failure: dict[str, Any], undo_through: int) -> None:
+                          inst: SagaInstance, now: datetime, causation: str | None,
+                          secrets: Redactor, *, failure: dict[str, Any],
+                          undo_through: int) -> None:
+        failure = secrets.value(failure)  # a reason may quote the data (a builder's error)
         inst.data["failure"] = failure
         inst.deadline_at = None
         broken: list[str] = []
@@ -239,10 +272,10 @@ class SagaEngine:
             if step.compensation is None:
                 continue
             try:
-                await self._send(session, inst, step, step.compensation, "compensation_sent",
-                                 now, causation)
+                await self._send(session, secrets, inst, step, step.compensation,
+                                 "compensation_sent", now, causation)
             except _BuildError as exc:
-                broken.append(f"{step.name}: {exc}")
+                broken.append(secrets.text(f"{step.name}: {exc}"))
         if broken:
             # A compensation we cannot even build needs a person: FAILED, with the reason.
             inst.status = Status.FAILED
@@ -252,26 +285,38 @@ class SagaEngine:
             inst.status = Status.COMPENSATED
             await store.record(session, inst.id, now, "compensated", detail=failure)
         self._count(session, "finished", definition.name, inst.status.lower())
+        await self._end(session, definition, inst, now, causation, failure)
 
-    async def _send(self, session: AsyncSession, inst: SagaInstance, step: Step,
-                    builder: CommandBuilder, kind: str, now: datetime,
+    async def _end(self, session: AsyncSession, definition: SagaDefinition,
+                   inst: SagaInstance, now: datetime, causation: str | None,
+                   failure: dict[str, Any] | None) -> None:
+        """The one place a saga ends (see the module docstring)."""
+        for key in definition.secret_keys:
+            inst.data.pop(key, None)
+        if definition.on_end is not None:
+            await definition.on_end(session, inst, SagaEnd(
+                status=inst.status, at=now, cause="reply" if causation else "deadline",
+                causation_id=causation, failure=failure))
+
+    async def _send(self, session: AsyncSession, secrets: Redactor, inst: SagaInstance,
+                    step: Step, builder: CommandBuilder, kind: str, now: datetime,
                     causation: str | None, **detail: Any) -> None:
         try:
             built = builder(inst.data)
         except Exception as exc:
             raise _BuildError(str(exc)) from exc
-        await self._stage(session, inst, step, built, kind, now, causation, **detail)
+        await self._stage(session, secrets, inst, step, built, kind, now, causation, **detail)
 
-    async def _stage(self, session: AsyncSession, inst: SagaInstance, step: Step, built: Any,
-                     kind: str, now: datetime, causation: str | None, **detail: Any) -> None:
+    async def _stage(self, session: AsyncSession, secrets: Redactor, inst: SagaInstance,
+                     step: Step, built: Any, kind: str, now: datetime, causation: str | None,
+                     **detail: Any) -> None:
         with _in_trace(inst.trace_context):
-            envelope = await stage(session, built.subject(), built.message_type(),
-                                   built.to_payload(), correlation_id=str(inst.id),
+            envelope = await stage(session, built, correlation_id=str(inst.id),
                                    causation_id=causation)
         await store.record(session, inst.id, now, kind, step=step.name,
                            message_type=envelope.message_type,
-                           detail={"message_id": str(envelope.message_id),
-                                   "subject": envelope.subject, **detail})
+                           detail=secrets.value({"message_id": str(envelope.message_id),
+                                                 "subject": envelope.subject, **detail}))
 
 
 class _BuildError(Exception):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from opentelemetry import propagate, trace
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chassis.saga import store
+from chassis.saga.secrets import Redactor
 from chassis.saga.store import SagaInstance
 
 
@@ -53,14 +55,32 @@ def trace_id_of(trace_context: dict[str, str]) -> str | None:
     return format(ctx.trace_id, "032x") if ctx.trace_id else None
 
 
-async def history(session: AsyncSession, saga_id: uuid.UUID) -> SagaHistory | None:
+async def history(session: AsyncSession, saga_id: uuid.UUID, *,
+                  secret_keys: Iterable[str] = ()) -> SagaHistory | None:
+    """The saga and its events, with ``secret_keys`` (and their values, wherever quoted)
+    redacted: a saga still running holds them in its data. ``SagaEngine.history`` passes its
+    definitions' keys."""
     inst = await store.load(session, saga_id)
     if inst is None:
         return None
+    secrets = Redactor(secret_keys, inst.data)
     started = inst.created_at
     events = [SagaEvent(id=e["id"], at=e["at"],
                         elapsed_ms=round((e["at"] - started).total_seconds() * 1000, 3),
                         kind=e["kind"], step=e["step"], message_type=e["message_type"],
-                        detail=e["detail"])
+                        detail=secrets.value(e["detail"]))
               for e in await store.events(session, saga_id)]
-    return SagaHistory(instance=inst, trace_id=trace_id_of(inst.trace_context), events=events)
+    return SagaHistory(instance=replace(inst, data=secrets.value(inst.data)),
+                       trace_id=trace_id_of(inst.trace_context), events=events)
+
+
+async def record_event(session: AsyncSession, saga_id: uuid.UUID, kind: str, *,
+                       at: datetime, detail: dict[str, Any] | None = None) -> None:
+    """Add what the orchestrating service did about a saga (settled its order, was asked to
+    cancel) to the saga's history, in the caller's transaction."""
+    await store.record(session, saga_id, at, kind, detail=detail)
+
+
+async def count_running(session: AsyncSession, saga_names: Iterable[str]) -> int:
+    """How many sagas of these kinds are running now (one indexed count)."""
+    return await store.count_running(session, list(saga_names))

@@ -4,7 +4,7 @@ Two kinds of numbers. Transitions (started, finished by status, step re-sends an
 are counted by the engine once the transaction that made them has committed
 (``chassis.db.after_commit``): a consumer batch that rolls back and is handled again message
 by message counts each transition once. The sagas running now, per step, and those past
-their step's deadline are read by ``run_saga_sampler`` every few seconds with one query
+their step's deadline are read by ``saga_sampler`` every few seconds with one query
 over the running sagas only (the partial index of running sagas serves it), never per
 message. A saga overdue for long is one nothing drives any more: the reconciler re-sends or
 compensates within a second of a deadline, so ``saga_overdue_seconds`` staying high means
@@ -13,16 +13,15 @@ the reconciler is not running, cannot reach the database, or fails on that saga.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 
 import structlog
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
 from chassis import metric_catalogue as m
+from chassis.clock import utc_now
 from chassis.db import Database
 from chassis.saga.definition import SagaDefinition
 
@@ -38,10 +37,6 @@ _RUNNING = text(
     "count(*) FILTER (WHERE deadline_at < :now) AS overdue, "
     "coalesce(extract(epoch FROM :now - min(deadline_at)), 0) AS most_overdue_s "
     "FROM saga_instances WHERE status = 'RUNNING' GROUP BY saga_name, current_step")
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 FINISHED_STATUSES = ("completed", "compensated", "failed")
 
@@ -96,31 +91,19 @@ class SagaMetrics:
 
 
 async def sample_sagas(db: Database, definitions: Mapping[str, SagaDefinition],
-                       metrics: SagaMetrics, *, clock: Callable[[], datetime] = _utcnow) -> None:
+                       metrics: SagaMetrics, *, clock: Callable[[], datetime] = utc_now) -> None:
     async with db.sessions() as session:
         rows = (await session.execute(_RUNNING, {"now": clock()})).all()
     metrics.set_running(definitions, [(r[0], int(r[1]), int(r[2]), int(r[3]), float(r[4]))
                                       for r in rows])
 
 
-async def run_saga_sampler(db: Database, definitions: Mapping[str, SagaDefinition],
-                           metrics: SagaMetrics, stop: asyncio.Event, *,
-                           interval_s: float = SAMPLE_INTERVAL_S,
-                           clock: Callable[[], datetime] = _utcnow) -> None:
-    """Sample until ``stop``; a failed round (the database away) keeps the last values and
-    is logged once until a round succeeds again."""
-    failing = False
-    while not stop.is_set():
-        try:
-            await sample_sagas(db, definitions, metrics, clock=clock)
-            if failing:
-                log.info("saga_sampling_recovered")
-            failing = False
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if not failing:
-                log.warning("saga_sampling_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-            failing = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+def saga_sampler(db: Database, definitions: Mapping[str, SagaDefinition],
+                 metrics: SagaMetrics, *,
+                 clock: Callable[[], datetime] = utc_now) -> Callable[[], Awaitable[None]]:
+    """One sampling round for ``chassis.background`` (every ``SAMPLE_INTERVAL_S``); a failed
+    round (the database away) keeps the last values."""
+    async def sample() -> None:
+        await sample_sagas(db, definitions, metrics, clock=clock)
+
+    return sample

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
+
+from chassis.clock import utc_now
 
 # ISO 4217 minor units for the currencies the shop accepts; KRW has none.
 CURRENCY_EXPONENT = {"KRW": 0, "USD": 2, "EUR": 2, "JPY": 0}
@@ -70,10 +72,6 @@ class Category:
 ACTIVE, DISCONTINUED = "active", "discontinued"
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass(frozen=True, slots=True)
 class Product:
     id: uuid.UUID
@@ -84,8 +82,8 @@ class Product:
     price: Money
     status: str = ACTIVE
     version: int = 1
-    created_at: datetime = field(default_factory=_now)
-    updated_at: datetime = field(default_factory=_now)
+    created_at: datetime = field(default_factory=utc_now)
+    updated_at: datetime = field(default_factory=utc_now)
 
     @classmethod
     def new(cls, *, sku: str, name: str, description: str, category: str, price: Money) -> Product:
@@ -109,11 +107,11 @@ class Product:
             category=category if category is not None else self.category,
             price=price if price is not None else self.price,
             version=self.version + 1,
-            updated_at=_now(),
+            updated_at=utc_now(),
         )
 
     def discontinued(self) -> Product:
-        return replace(self, status=DISCONTINUED, version=self.version + 1, updated_at=_now())
+        return replace(self, status=DISCONTINUED, version=self.version + 1, updated_at=utc_now())
 
     @property
     def etag(self) -> str:

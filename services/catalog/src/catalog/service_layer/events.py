@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 from chassis.messaging.outbox import stage
-from contracts.base import Event
 from contracts.catalog.v1 import PriceChanged, ProductCreated, ProductDiscontinued, ProductUpdated
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.domain.model import Product
 
 
-async def publish(session: AsyncSession, event: Event, *, correlation_id: str) -> None:
-    await stage(session, event.subject(), event.message_type(), event.to_payload(),
-                correlation_id=correlation_id)
-
-
 async def product_created(session: AsyncSession, p: Product) -> None:
-    await publish(session, ProductCreated(
+    await stage(session, ProductCreated(
         product_id=str(p.id), sku=p.sku, name=p.name, category=p.category,
         price_amount=str(p.price.amount), price_currency=p.price.currency),
         correlation_id=str(p.id))
@@ -25,16 +19,16 @@ async def product_created(session: AsyncSession, p: Product) -> None:
 async def product_changed(session: AsyncSession, before: Product, after: Product) -> None:
     if (before.name, before.category, before.description) != \
             (after.name, after.category, after.description):
-        await publish(session, ProductUpdated(
+        await stage(session, ProductUpdated(
             product_id=str(after.id), sku=after.sku, name=after.name, category=after.category,
             product_version=after.version), correlation_id=str(after.id))
     if before.price != after.price:
-        await publish(session, PriceChanged(
+        await stage(session, PriceChanged(
             product_id=str(after.id), sku=after.sku, old_amount=str(before.price.amount),
             new_amount=str(after.price.amount), currency=after.price.currency),
             correlation_id=str(after.id))
 
 
 async def product_discontinued(session: AsyncSession, p: Product) -> None:
-    await publish(session, ProductDiscontinued(product_id=str(p.id), sku=p.sku),
-                  correlation_id=str(p.id))
+    await stage(session, ProductDiscontinued(product_id=str(p.id), sku=p.sku),
+                correlation_id=str(p.id))

@@ -16,6 +16,7 @@ from identity.entrypoints.deps import (
     CurrentPrincipal,
     CurrentUserId,
     IdentityUow,
+    ServiceCaller,
     Services,
 )
 from identity.entrypoints.schemas import (
@@ -69,6 +70,9 @@ def _required(value: str | None, field: str, max_chars: int) -> str:
 # Set by the edge to the address it sees (and rate-limits by), replacing any a client sent.
 # Only the edge and mercato's own processes reach identity, so the header is trusted; a
 # direct caller without it is keyed by its own socket address.
+# The services that read an account's address while acting for its owner (orders, for the
+# shipping address of an order).
+ADDRESS_READERS = frozenset({"orders"})
 CLIENT_ADDRESS_HEADER = "x-mercato-client-address"
 
 
@@ -157,14 +161,22 @@ async def read_address(address_id: uuid.UUID, user_id: CurrentUserId, uow: Ident
 
 @router.get("/users/{user_id}/addresses/{address_id}", response_model=AddressOut,
             dependencies=_PERSONAL,
-            responses={403: {"description": "neither the owner nor an admin", **_PROBLEM},
+            responses={403: {"description": "not a verified service acting for the owner, nor "
+                                             "an admin", **_PROBLEM},
                        404: {"description": "no such address of that user", **_PROBLEM}},
-            summary="An account's address, for other services (the owner or an admin)")
+            summary="An account's address, for a service acting for its owner, or an admin")
 async def read_user_address(user_id: uuid.UUID, address_id: uuid.UUID,
-                            principal: CurrentPrincipal, uow: IdentityUow,
-                            services: Services) -> dict[str, Any]:
-    if not principal.can_act_for(str(user_id)):
-        raise Forbidden("only the owner or an admin may read this account's addresses")
+                            principal: CurrentPrincipal, caller: ServiceCaller,
+                            uow: IdentityUow, services: Services) -> dict[str, Any]:
+    # Two checks, both needed: the service says who it is (its signed identity), the
+    # customer's token says for whom it acts. An admin may read any account's.
+    if not principal.is_admin:
+        if caller not in ADDRESS_READERS:
+            raise Forbidden("this route is for services acting for a customer, with a verified "
+                            "service identity; a customer reads their own addresses at "
+                            "/api/identity/me/addresses/{id}")
+        if not principal.can_act_for(str(user_id)):
+            raise Forbidden("the customer's token is not for this account")
     return address_json(await services.accounts.get_address(uow, user_id, address_id))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from chassis.deps import AdminPrincipal, Ctx, CurrentPrincipal, Uow
+from chassis.deps import AdminPrincipal, Ctx, CurrentPrincipal, ServiceCaller, Uow
 from chassis.errors import Unauthorized
 from fastapi import Depends
 
@@ -41,4 +41,5 @@ async def current_user_id(principal: CurrentPrincipal) -> uuid.UUID:
 
 CurrentUserId = Annotated[uuid.UUID, Depends(current_user_id)]
 
-__all__ = ["AdminPrincipal", "CurrentPrincipal", "CurrentUserId", "IdentityUow", "Services"]
+__all__ = ["AdminPrincipal", "CurrentPrincipal", "CurrentUserId", "IdentityUow", "ServiceCaller",
+           "Services"]

@@ -8,10 +8,11 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 
 import structlog
+from chassis.clock import utc_now
 from chassis.errors import Conflict, NotFound, TooManyRequests, Unauthorized, Unprocessable
 
 from identity.domain.errors import (
@@ -51,10 +52,6 @@ log = structlog.get_logger("identity")
 # One message for every credential failure, so answers do not tell which part was wrong
 # (or whether the account exists).
 BAD_CREDENTIALS = "the email or password is wrong"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)

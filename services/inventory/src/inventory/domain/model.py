@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+
+from chassis.clock import utc_now
 
 RESERVED, COMMITTED, RELEASED, FAILED, RESTOCKED = (
     "reserved", "committed", "released", "failed", "restocked")
@@ -45,10 +47,6 @@ class Policy:
 
     reservation_ttl: timedelta = timedelta(seconds=900)
     low_stock_threshold: int = 5
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(slots=True)

@@ -8,7 +8,6 @@ is the command that led to the event.
 from __future__ import annotations
 
 from chassis.messaging.outbox import stage
-from contracts.base import Event
 from contracts.inventory.v1 import (
     ReservationCommitted,
     StockLine,
@@ -22,12 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from inventory.domain.model import Reservation, Stock
 
 
-async def publish(session: AsyncSession, event: Event, *, correlation_id: str,
-                  causation_id: str | None = None) -> None:
-    await stage(session, event.subject(), event.message_type(), event.to_payload(),
-                correlation_id=correlation_id, causation_id=causation_id)
-
-
 def _correlation(r: Reservation) -> str:
     return r.order_id or r.reservation_id
 
@@ -35,7 +28,7 @@ def _correlation(r: Reservation) -> str:
 async def stock_reserved(session: AsyncSession, r: Reservation, *,
                          causation_id: str | None) -> None:
     assert r.expires_at is not None
-    await publish(session, StockReserved(
+    await stage(session, StockReserved(
         reservation_id=r.reservation_id, order_id=r.order_id,
         lines=[StockLine(sku=line.sku, quantity=line.quantity) for line in r.lines],
         expires_at=r.expires_at.isoformat()),
@@ -44,7 +37,7 @@ async def stock_reserved(session: AsyncSession, r: Reservation, *,
 
 async def reservation_failed(session: AsyncSession, r: Reservation, *, reason: str,
                              causation_id: str | None) -> None:
-    await publish(session, StockReservationFailed(
+    await stage(session, StockReservationFailed(
         reservation_id=r.reservation_id, order_id=r.order_id, reason=reason,
         short_skus=list(r.short_skus)),
         correlation_id=_correlation(r), causation_id=causation_id)
@@ -52,14 +45,14 @@ async def reservation_failed(session: AsyncSession, r: Reservation, *, reason: s
 
 async def stock_released(session: AsyncSession, r: Reservation, *,
                          causation_id: str | None) -> None:
-    await publish(session, StockReleased(
+    await stage(session, StockReleased(
         reservation_id=r.reservation_id, order_id=r.order_id, reason=r.reason or "released"),
         correlation_id=_correlation(r), causation_id=causation_id)
 
 
 async def reservation_committed(session: AsyncSession, r: Reservation, *,
                                 causation_id: str | None) -> None:
-    await publish(session, ReservationCommitted(
+    await stage(session, ReservationCommitted(
         reservation_id=r.reservation_id, order_id=r.order_id),
         correlation_id=_correlation(r), causation_id=causation_id)
 
@@ -67,5 +60,5 @@ async def reservation_committed(session: AsyncSession, r: Reservation, *,
 async def stock_low(session: AsyncSession, items: list[Stock], *, threshold: int,
                     causation_id: str | None) -> None:
     for s in items:
-        await publish(session, StockLow(sku=s.sku, available=s.available, threshold=threshold),
-                      correlation_id=s.sku, causation_id=causation_id)
+        await stage(session, StockLow(sku=s.sku, available=s.available, threshold=threshold),
+                    correlation_id=s.sku, causation_id=causation_id)

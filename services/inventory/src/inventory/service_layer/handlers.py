@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 import structlog
+from chassis.clock import utc_now
 from chassis.db import UnitOfWork
 from chassis.errors import Conflict, NotFound, Unprocessable
 from chassis.messaging.consumer import dropped
@@ -40,7 +41,6 @@ from inventory.domain.model import (
     Reservation,
     Stock,
     fell_below,
-    utc_now,
 )
 from inventory.service_layer import events
 

@@ -4,7 +4,7 @@ and when a failed send is tried again. No framework, no I/O."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 # One notification per (order, kind); the kinds are the emails a customer can get.
 ORDER_PLACED = "order_placed"
@@ -39,10 +39,6 @@ _SHIPMENT_KINDS = {"DISPATCHED": SHIPMENT_DISPATCHED, "DELIVERED": SHIPMENT_DELI
 
 # Room for the variable parts of a mail: a reason or id never makes a subject unbounded.
 _FIELD_LIMIT = 200
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def shipment_kind(status: str) -> str | None:

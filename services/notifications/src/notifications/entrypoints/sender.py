@@ -1,70 +1,61 @@
-"""The sender: a background task in every instance mailing queued notifications. Instances
-share the work safely: each round claims with SKIP LOCKED, under the instance's name, and a
-heartbeat beside it tells the others the claims are still held (see the repository)."""
+"""The sender: background tasks in every instance (``chassis.background``) mailing queued
+notifications. Instances share the work safely: each round claims with SKIP LOCKED, under the
+instance's name, and a heartbeat beside it tells the others the claims are still held (see
+the repository)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import timedelta
 
-import structlog
+from chassis.background import BackgroundTasks
 from chassis.db import Database
 
 from notifications.adapters.smtp import Mailer
 from notifications.domain.model import RetryPolicy
 from notifications.service_layer.handlers import beat, register_sender, retire_sender, send_due
 
-log = structlog.get_logger("notifications.sender")
 
+class Sender:
+    """The instance ``me``'s sender: its first round registers (releasing what a dead
+    predecessor under ``me`` held), every round sends what is due and asks for the next at
+    once while it claims something (the next email of an order becomes claimable when the one
+    before is sent); a heartbeat of its own beats while a round waits on a slow SMTP server;
+    at shutdown it retires (a clean stop: nobody needs to wait on its beat)."""
 
-async def run_sender(db: Database, stop: asyncio.Event, mailer: Mailer, policy: RetryPolicy, *,
-                     me: str, interval_s: float, batch_size: int = 20,
-                     lease: timedelta = timedelta(seconds=60),
-                     stale_after: timedelta = timedelta(seconds=10),
-                     order_wait: timedelta = timedelta(seconds=120)) -> None:
-    """Register (releasing what a dead predecessor under ``me`` held), then a round now and
-    every ``interval_s`` until ``stop``; rounds follow each other at once while they claim
-    something (the next email of an order becomes claimable when the one before is sent)."""
-    heart = asyncio.create_task(_beat(db, stop, me, stale_after / 5), name="sender-heartbeat")
-    try:
-        while not stop.is_set():
-            try:
-                await register_sender(db, me)
-                break
-            except Exception as exc:  # the database is not there yet: try again shortly
-                log.warning("sender_register_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), max(interval_s, 1.0))
-        while not stop.is_set():
-            try:
-                while not stop.is_set():
-                    done = await send_due(db, mailer, policy, me=me, limit=batch_size,
-                                          lease=lease, stale_after=stale_after,
-                                          order_wait=order_wait)
-                    if not done.claimed:
-                        break
-            except Exception as exc:  # the next round retries; a hiccup must not end the loop
-                log.warning("sender_round_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_s)
-    finally:
-        heart.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await heart
-    with contextlib.suppress(Exception):  # a clean stop: nobody needs to wait on our beat
-        await retire_sender(db, me)
-    close = getattr(mailer, "close_connection", None)  # a kept SMTP connection says QUIT
-    if close is not None:
-        await close()
+    def __init__(self, db: Database, mailer: Mailer, policy: RetryPolicy, *, me: str,
+                 batch_size: int = 20, lease: timedelta = timedelta(seconds=60),
+                 stale_after: timedelta = timedelta(seconds=10),
+                 order_wait: timedelta = timedelta(seconds=120)) -> None:
+        self._db, self._mailer, self._policy, self.me = db, mailer, policy, me
+        self._batch_size, self._lease = batch_size, lease
+        self._stale_after, self._order_wait = stale_after, order_wait
+        self._registered = False
+        self._retiring = False
 
+    def declare(self, tasks: BackgroundTasks, *, interval_s: float,
+                stop_timeout_s: float = 0.0) -> None:
+        tasks.every("sender", interval_s, self.send_round, on_stop=self.retire,
+                    stop_timeout_s=stop_timeout_s)
+        tasks.every("sender-heartbeat", self._stale_after.total_seconds() / 5, self.beat)
 
-async def _beat(db: Database, stop: asyncio.Event, me: str, every: timedelta) -> None:
-    """Its own task: a round blocked on a slow SMTP server still beats, a dead process not."""
-    while not stop.is_set():
+    async def send_round(self) -> bool:
+        if not self._registered:
+            await register_sender(self._db, self.me)
+            self._registered = True
+        done = await send_due(self._db, self._mailer, self._policy, me=self.me,
+                              limit=self._batch_size, lease=self._lease,
+                              stale_after=self._stale_after, order_wait=self._order_wait)
+        return bool(done.claimed)
+
+    async def beat(self) -> None:
+        if not self._retiring:  # a beat after the retirement would bring the row back
+            await beat(self._db, self.me)
+
+    async def retire(self) -> None:
+        self._retiring = True
         try:
-            await beat(db, me)
-        except Exception as exc:
-            log.warning("sender_heartbeat_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every.total_seconds())
+            await retire_sender(self._db, self.me)
+        finally:
+            close = getattr(self._mailer, "close_connection", None)  # a kept SMTP connection
+            if close is not None:                                    # says QUIT
+                await close()

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import TypeAlias
 
 import structlog
+from chassis.clock import utc_now
 from chassis.db import Database, UnitOfWork
 from chassis.messaging.consumer import dropped
 from contracts.orders.v1 import OrderApproved, OrderCancelled, OrderPlaced, OrderRejected
@@ -31,7 +32,6 @@ from notifications.domain.model import (
     RetryPolicy,
     render,
     shipment_kind,
-    utc_now,
 )
 
 log = structlog.get_logger("notifications")

@@ -8,9 +8,11 @@ merging into a stale copy.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from chassis.clock import utc_now
+from chassis.messaging.inbox import forget_consumers
 from sqlalchemy import Row, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -65,7 +67,7 @@ class OrderViewRepository:
     async def save(self, view: OrderView) -> None:
         await self.session.execute(_SAVE, {
             "key": view.order_id, **{f"v_{f}": getattr(view, f) for f in _FIELDS},
-            "v_updated_at": datetime.now(UTC)})
+            "v_updated_at": utc_now()})
 
     async def get(self, order_id: str) -> StoredView | None:
         row = (await self.session.execute(
@@ -92,8 +94,7 @@ class OrderViewRepository:
     async def clear(self, consumers: list[str]) -> None:
         """Empty the view and forget what these consumers handled (for a rebuild)."""
         await self.session.execute(text("TRUNCATE order_view"))
-        await self.session.execute(text("DELETE FROM inbox WHERE consumer = ANY(:names)"),
-                                   {"names": consumers})
+        await forget_consumers(self.session, consumers)
 
     async def count(self) -> int:
         return (await self.session.execute(

@@ -12,14 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from orders.adapters.orm import orders
 from orders.domain.model import Order, OrderLine
 
-# Orders still PENDING whose saga has ended: what ``settle`` must finish. Both rows are
-# locked (saga first, like a reply handler) with SKIP LOCKED: one a reply handler or another
-# reconciler holds is theirs to settle, and this caller never waits (nor deadlocks).
-_PENDING_WITH_ENDED_SAGA = text(
-    "SELECT o.id FROM orders o JOIN saga_instances s ON s.id = o.id "
-    "WHERE o.status = 'PENDING' AND s.status <> 'RUNNING' "
-    "ORDER BY o.created_at LIMIT :limit FOR UPDATE OF s, o SKIP LOCKED")
-
 
 def _lines_json(lines: tuple[OrderLine, ...]) -> list[dict[str, Any]]:
     return [{"product_id": li.product_id, "sku": li.sku, "name": li.name,
@@ -101,7 +93,3 @@ class OrdersRepository:
             update(orders).where(orders.c.id == uuid.UUID(order.id))
             .values(status=order.status, reason=order.reason,
                     cancel_requested=order.cancel_requested, updated_at=order.updated_at))
-
-    async def claim_pending_with_ended_saga(self, limit: int) -> list[str]:
-        rows = await self.session.execute(_PENDING_WITH_ENDED_SAGA, {"limit": limit})
-        return [str(r.id) for r in rows]

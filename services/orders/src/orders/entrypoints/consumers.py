@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from chassis.messaging.consumer import ConsumerSpec
 from chassis.messaging.streams import events_stream_name
+from chassis.saga import SagaEngine
 from contracts.shipping.v1 import ShipmentCancellationRefused, ShipmentCancelled
 
-from orders.service_layer.orchestrator import OrderSagaEngine
+from orders.service_layer import cancellation
 from orders.service_layer.saga import REPLIES
 
 # Shipping's answers to the cancel of an APPROVED order (after the saga, not part of it).
@@ -34,8 +35,8 @@ def consumer_name(producer: str) -> str:
     return f"{SAGA_REPLIES_CONSUMER}-{producer}"
 
 
-def consumer_specs(engine: OrderSagaEngine) -> list[ConsumerSpec]:
-    handlers = {**engine.handlers(), **engine.cancel_handlers()}
+def consumer_specs(engine: SagaEngine) -> list[ConsumerSpec]:
+    handlers = {**engine.handlers(), **cancellation.handlers(engine.now)}
     specs = []
     for producer in REPLYING_SERVICES:
         replies = [r for r in (*REPLIES, *CANCEL_REPLIES) if r.owner == producer]

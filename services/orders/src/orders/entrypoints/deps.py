@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from chassis.deps import Ctx, CurrentPrincipal, Uow
+from chassis.saga import SagaEngine
 from fastapi import Depends
 
 from orders.adapters.upstream import Upstreams
 from orders.service_layer.admission import Admission
-from orders.service_layer.orchestrator import OrderSagaEngine
 
 
 async def get_upstreams(ctx: Ctx) -> Upstreams:
@@ -17,8 +17,8 @@ async def get_upstreams(ctx: Ctx) -> Upstreams:
     return upstreams
 
 
-async def get_engine(ctx: Ctx) -> OrderSagaEngine:
-    engine: OrderSagaEngine = ctx.state["saga_engine"]
+async def get_engine(ctx: Ctx) -> SagaEngine:
+    engine: SagaEngine = ctx.state["saga_engine"]
     return engine
 
 
@@ -35,6 +35,6 @@ async def get_admission(ctx: Ctx) -> Admission:
 UpstreamsDep = Annotated[Upstreams, Depends(get_upstreams)]
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
 CardKey = Annotated[bytes | None, Depends(get_card_key)]
-Engine = Annotated[OrderSagaEngine, Depends(get_engine)]
+Engine = Annotated[SagaEngine, Depends(get_engine)]
 
 __all__ = ["AdmissionDep", "CardKey", "CurrentPrincipal", "Engine", "Uow", "UpstreamsDep"]

@@ -13,19 +13,15 @@ sagas of every instance), so a burst can overshoot the limit by what arrives mea
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+from collections.abc import Awaitable, Callable
 
-import structlog
 from chassis.db import Database
 from chassis.errors import ServiceUnavailable
-from chassis.saga import store
+from chassis.saga import count_running
 from prometheus_client import CollectorRegistry
 
 from orders.metrics import REFUSED_OVERLOAD, SAGAS_RUNNING
 from orders.service_layer.saga import ORDER
-
-log = structlog.get_logger("orders.admission")
 
 
 class Admission:
@@ -45,18 +41,15 @@ class Admission:
 
     async def refresh(self, db: Database) -> int:
         async with db.sessions() as session:
-            self.running = await store.count_running(session, [ORDER.name])
+            self.running = await count_running(session, [ORDER.name])
         self._running.set(self.running)
         return self.running
 
 
-async def run_admission(db: Database, admission: Admission, stop: asyncio.Event, *,
-                        interval_s: float) -> None:
-    """Refresh the count every ``interval_s`` until ``stop``; a failed read keeps the last."""
-    while not stop.is_set():
-        try:
-            await admission.refresh(db)
-        except Exception as exc:
-            log.warning("admission_count_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+def admission_counter(db: Database, admission: Admission) -> Callable[[], Awaitable[None]]:
+    """The background round that refreshes the count (every ``admission_refresh_s``); a
+    failed read keeps the last count."""
+    async def count() -> None:
+        await admission.refresh(db)
+
+    return count

@@ -7,42 +7,35 @@ The correlation id is the order id (which is also the saga id).
 from __future__ import annotations
 
 from chassis.messaging.outbox import stage
-from contracts.base import Contract
 from contracts.orders.v1 import OrderApproved, OrderCancelled, OrderLine, OrderPlaced, OrderRejected
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orders.domain.model import Order, format_amount
 
 
-async def publish(session: AsyncSession, message: Contract, *, correlation_id: str,
-                  causation_id: str | None = None) -> None:
-    await stage(session, message.subject(), message.message_type(), message.to_payload(),
-                correlation_id=correlation_id, causation_id=causation_id)
-
-
 async def order_placed(session: AsyncSession, o: Order, *, causation_id: str | None) -> None:
-    await publish(session, OrderPlaced(
+    await stage(session, OrderPlaced(
         order_id=o.id, customer_id=o.customer_id, customer_email=o.customer_email,
         lines=[OrderLine(product_id=li.product_id, sku=li.sku, name=li.name,
-                         quantity=li.quantity, unit_price=format_amount(li.unit_price))
+                       quantity=li.quantity, unit_price=format_amount(li.unit_price))
                for li in o.lines],
         total=format_amount(o.total), currency=o.currency),
         correlation_id=o.id, causation_id=causation_id)
 
 
 async def order_approved(session: AsyncSession, o: Order) -> None:
-    await publish(session, OrderApproved(
+    await stage(session, OrderApproved(
         order_id=o.id, customer_id=o.customer_id, customer_email=o.customer_email,
         total=format_amount(o.total), currency=o.currency), correlation_id=o.id)
 
 
 async def order_rejected(session: AsyncSession, o: Order) -> None:
-    await publish(session, OrderRejected(
+    await stage(session, OrderRejected(
         order_id=o.id, customer_id=o.customer_id, customer_email=o.customer_email,
         reason=o.reason or "unknown"), correlation_id=o.id)
 
 
 async def order_cancelled(session: AsyncSession, o: Order) -> None:
-    await publish(session, OrderCancelled(
+    await stage(session, OrderCancelled(
         order_id=o.id, customer_id=o.customer_id, customer_email=o.customer_email,
         reason=o.reason), correlation_id=o.id)

@@ -22,7 +22,7 @@ import structlog
 from chassis.auth import Principal
 from chassis.db import UnitOfWork
 from chassis.errors import Conflict, NotFound, Unprocessable
-from chassis.saga import history
+from chassis.saga import SagaEngine, history
 
 from orders.adapters.repository import OrdersRepository
 from orders.adapters.upstream import PaymentMethodRef, Upstreams
@@ -36,10 +36,9 @@ from orders.domain.model import (
     format_amount,
     request_fingerprint,
 )
-from orders.service_layer import events, orchestrator
+from orders.service_layer import cancellation, events
 from orders.service_layer.admission import Admission
-from orders.service_layer.orchestrator import OrderSagaEngine
-from orders.service_layer.saga import CARD_LAST4_KEY, PAYMENT_METHOD_KEY, SECRET_KEYS
+from orders.service_layer.saga import CARD_LAST4_KEY, ORDER, PAYMENT_METHOD_KEY
 
 log = structlog.get_logger("orders")
 
@@ -74,7 +73,7 @@ def _tokenize_key(idempotency_key: str, fingerprint: str) -> str:
     return "order-" + hashlib.sha256(f"{idempotency_key}\n{fingerprint}".encode()).hexdigest()
 
 
-async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: OrderSagaEngine,
+async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
                       principal: Principal, *, body: dict[str, Any], idempotency_key: str,
                       authorization: str | None, admission: Admission | None = None,
                       card_key: bytes | None = None) -> Placed:
@@ -128,8 +127,9 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: OrderSagaEn
             assert again is not None  # the conflicting row is committed and never deleted
             return _same_request(again, fingerprint)
         await events.order_placed(uow.session, order, causation_id=None)
-        await engine.start_order(uow.session, order,
-                                 saga_data(order, address=address, payment_method=method))
+        # The saga's history never shows the payment method (ORDER.secret_keys).
+        await engine.start(uow.session, ORDER, uuid.UUID(order.id),
+                           saga_data(order, address=address, payment_method=method))
         await uow.commit()
     log.info("order_placed", order_id=order.id, customer_id=order.customer_id,
              total=format_amount(order.total), lines=len(order.lines))
@@ -167,25 +167,18 @@ async def list_orders(uow: UnitOfWork, principal: Principal, *, status: str | No
                                                            limit=limit)
 
 
-def _redact(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: ("<redacted>" if k in SECRET_KEYS else _redact(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v) for v in value]
-    return value
-
-
 async def saga_history(uow: UnitOfWork, principal: Principal, order_id: str) -> dict[str, Any]:
     order = await get_order(uow, principal, order_id)
     async with uow:
-        found = await history(uow.session, uuid.UUID(order.id))
+        found = await history(uow.session, uuid.UUID(order.id),
+                              secret_keys=ORDER.secret_keys)
     if found is None:
         raise NotFound(f"no saga for order {order_id}")
-    return _redact(found.to_dict())
+    return found.to_dict()
 
 
 async def request_cancel(uow: UnitOfWork, principal: Principal, order_id: str,
-                         engine: OrderSagaEngine) -> Order:
+                         engine: SagaEngine) -> Order:
     """Cancel an order: recorded now, applied later (see the domain). A PENDING order is
     cancelled when its saga ends; for an APPROVED one, shipping is asked to cancel the
     shipment in the same transaction, and its answer decides."""
@@ -201,7 +194,7 @@ async def request_cancel(uow: UnitOfWork, principal: Principal, order_id: str,
         if changed:
             await repo.save(order)
             if order.status == APPROVED:
-                await orchestrator.ask_to_cancel_shipment(uow.session, order, engine.now())
+                await cancellation.ask_to_cancel_shipment(uow.session, order, engine.now())
             await uow.commit()
             log.info("order_cancel_requested", order_id=order.id, status=order.status)
     return order

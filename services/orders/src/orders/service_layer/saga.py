@@ -1,4 +1,9 @@
-"""The order saga: reserve stock, authorize payment, create the shipment, capture payment.
+"""The order saga: reserve stock, authorize payment, create the shipment, capture payment,
+and how its end settles the order.
+
+Read top to bottom: the commands each step sends, what each reply changes in the saga's
+data, what happens to the order when the saga ends (``settle``, the definition's ``on_end``,
+run by the engine in the transaction that ends the saga), then the definition itself.
 
 The saga id is the order id: inventory, payments and shipping correlate the events they
 publish by order id. Every id a command carries is derived from the order id (reservation =
@@ -17,7 +22,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from chassis.saga import SagaDefinition, Step
+import structlog
+from chassis.messaging.outbox import stage
+from chassis.saga import SagaDefinition, SagaEnd, SagaInstance, Status, Step, record_event
 from contracts.base import Event
 from contracts.inventory.v1 import (
     CommitReservation,
@@ -48,6 +55,13 @@ from contracts.shipping.v1 import (
     ShipmentLine,
     ShippingAddress,
 )
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from orders.adapters.repository import OrdersRepository
+from orders.domain.model import PENDING, rejection_reason
+from orders.service_layer import events
+
+log = structlog.get_logger("orders")
 
 Data = dict[str, Any]
 SAGA_NAME = "order"
@@ -56,7 +70,8 @@ STEP_RESENDS = 2
 PAYMENT_METHOD_KEY = "payment_method_id"
 CARD_LAST4_KEY = "card_last4"
 LEGACY_CARD_KEY = "card_number"  # in the data of sagas started before payment methods
-# Kept out of the saga's history and removed from its data once payments answered.
+# Kept out of the saga's history and removed from its data once payments answered (the
+# engine removes them anyway when the saga ends: a decline or a timeout ends it with them).
 SECRET_KEYS = (PAYMENT_METHOD_KEY, LEGACY_CARD_KEY)
 
 
@@ -177,6 +192,65 @@ def _t(contract: type[Event]) -> str:
     return contract.message_type()
 
 
+def restock_reservation(d: Data) -> RestockReservation:
+    return RestockReservation(reservation_id=d["order_id"], reason=_reason(d))
+
+
+# A COMPLETED saga approves its order: the units leave stock and the parcel goes to the
+# carrier (shipping holds it until then, so the saga's compensation can always cancel it).
+ON_APPROVAL = (commit_reservation, release_shipment)
+
+# After a COMPLETED saga the customer asked to cancel: everything it did, undone.
+UNDO_COMPLETED = (cancel_shipment, refund_payment, release_stock)
+# After an APPROVED order's shipment was cancelled: the money and the committed units back
+# (service_layer/cancellation.py).
+UNDO_APPROVED = (refund_payment, restock_reservation)
+
+
+# -- the end -----------------------------------------------------------------------------------
+
+async def settle(session: AsyncSession, saga: SagaInstance, end: SagaEnd) -> None:
+    """The saga has ended: finish its order, still PENDING, in the same transaction.
+
+    COMPLETED: APPROVED (+ CommitReservation, ReleaseShipment, OrderApproved), or, when the
+    customer asked to cancel meanwhile, CANCELLED with everything the saga did undone
+    (+ CancelShipment, RefundPayment, ReleaseStock, OrderCancelled). COMPENSATED (or FAILED:
+    a compensation could not be built, logged by the engine): REJECTED with the failure's
+    reason (+ OrderRejected). A crash between the saga's end and the order's cannot happen:
+    they commit together or not at all."""
+    order_id = str(saga.id)
+    # The engine holds the saga's row; the cancel endpoint takes only the order's: locks are
+    # always taken saga first.
+    repo = OrdersRepository(session)
+    order = await repo.get(order_id, for_update=True)
+    if order is None or order.status != PENDING:
+        return
+    sent: list[str] = []
+    if end.status == Status.COMPLETED and order.cancel_requested:
+        undo_data = {**saga.data, "cancel_reason": "cancelled_by_customer"}
+        for builder in UNDO_COMPLETED:
+            sent.append((await stage(session, builder(undo_data), correlation_id=order_id,
+                                     causation_id=end.causation_id)).message_type)
+        order.cancel(end.at)
+        await events.order_cancelled(session, order)
+    elif end.status == Status.COMPLETED:
+        for builder in ON_APPROVAL:
+            sent.append((await stage(session, builder(saga.data), correlation_id=order_id,
+                                     causation_id=end.causation_id)).message_type)
+        order.approve(end.at)
+        await events.order_approved(session, order)
+    else:
+        order.reject(rejection_reason(saga.data.get("failure")), end.at)
+        await events.order_rejected(session, order)
+    await repo.save(order)
+    await record_event(session, saga.id, f"order_{order.status.lower()}", at=end.at,
+                       detail={"reason": order.reason, "commands_sent": sent})
+    log.info("order_settled", order_id=order_id, status=order.status, reason=order.reason,
+             saga_status=end.status)
+
+
+# -- the definition ----------------------------------------------------------------------------
+
 ORDER = SagaDefinition(SAGA_NAME, [
     Step("reserve_stock", reserve_stock,
          success={_t(StockReserved): None},
@@ -195,17 +269,5 @@ ORDER = SagaDefinition(SAGA_NAME, [
          failure={_t(PaymentFailed): failed},
          compensation=refund_payment, deadline_s=STEP_DEADLINE_S, max_resends=STEP_RESENDS),
 ], description="Place an order: stock, payment, shipment, capture; undone in reverse on "
-               "failure. The saga id is the order id.")
-
-def restock_reservation(d: Data) -> RestockReservation:
-    return RestockReservation(reservation_id=d["order_id"], reason=_reason(d))
-
-
-# A COMPLETED saga approves its order: the units leave stock and the parcel goes to the
-# carrier (shipping holds it until then, so the saga's compensation can always cancel it).
-ON_APPROVAL = (commit_reservation, release_shipment)
-
-# After a COMPLETED saga the customer asked to cancel: everything it did, undone.
-UNDO_COMPLETED = (cancel_shipment, refund_payment, release_stock)
-# After an APPROVED order's shipment was cancelled: the money and the committed units back.
-UNDO_APPROVED = (refund_payment, restock_reservation)
+               "failure. The saga id is the order id.",
+   on_end=settle, secret_keys=SECRET_KEYS)

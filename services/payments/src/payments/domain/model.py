@@ -19,8 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
+
+from chassis.clock import utc_now
 
 REQUESTED, AUTHORIZED, DECLINED = "requested", "authorized", "declined"
 CAPTURED, VOIDED, REFUNDED = "captured", "voided", "refunded"
@@ -57,10 +59,6 @@ class InvalidTransition(PaymentError):
     @property
     def reason(self) -> str:
         return f"payment_{self.status}"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def parse_amount(text: str) -> Decimal:

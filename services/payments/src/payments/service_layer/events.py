@@ -8,7 +8,6 @@ Events carry the card's last four digits only, never the number.
 from __future__ import annotations
 
 from chassis.messaging.outbox import stage
-from contracts.base import Event
 from contracts.payments.v1 import (
     PaymentAuthorized,
     PaymentCaptured,
@@ -22,48 +21,42 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from payments.domain.model import Payment, money_text
 
 
-async def publish(session: AsyncSession, event: Event, *, correlation_id: str,
-                  causation_id: str | None) -> None:
-    await stage(session, event.subject(), event.message_type(), event.to_payload(),
-                correlation_id=correlation_id, causation_id=causation_id)
-
-
 def _money(p: Payment) -> dict[str, str]:
     assert p.amount is not None and p.currency is not None
     return {"amount": money_text(p.amount), "currency": p.currency}
 
 
 async def authorized(session: AsyncSession, p: Payment, *, causation_id: str | None) -> None:
-    await publish(session, PaymentAuthorized(
+    await stage(session, PaymentAuthorized(
         payment_id=p.payment_id, order_id=p.order_id, card_last4=p.card_last4 or "",
         **_money(p)), correlation_id=p.order_id, causation_id=causation_id)
 
 
 async def declined(session: AsyncSession, p: Payment, *, causation_id: str | None) -> None:
-    await publish(session, PaymentDeclined(
+    await stage(session, PaymentDeclined(
         payment_id=p.payment_id, order_id=p.order_id, reason=p.reason or "declined"),
         correlation_id=p.order_id, causation_id=causation_id)
 
 
 async def captured(session: AsyncSession, p: Payment, *, causation_id: str | None) -> None:
-    await publish(session, PaymentCaptured(payment_id=p.payment_id, order_id=p.order_id,
-                                           **_money(p)),
-                  correlation_id=p.order_id, causation_id=causation_id)
+    await stage(session, PaymentCaptured(payment_id=p.payment_id, order_id=p.order_id,
+                                         **_money(p)),
+                correlation_id=p.order_id, causation_id=causation_id)
 
 
 async def voided(session: AsyncSession, p: Payment, *, causation_id: str | None) -> None:
-    await publish(session, PaymentVoided(payment_id=p.payment_id, order_id=p.order_id),
-                  correlation_id=p.order_id, causation_id=causation_id)
+    await stage(session, PaymentVoided(payment_id=p.payment_id, order_id=p.order_id),
+                correlation_id=p.order_id, causation_id=causation_id)
 
 
 async def refunded(session: AsyncSession, p: Payment, *, causation_id: str | None) -> None:
-    await publish(session, PaymentRefunded(payment_id=p.payment_id, order_id=p.order_id,
-                                           **_money(p)),
-                  correlation_id=p.order_id, causation_id=causation_id)
+    await stage(session, PaymentRefunded(payment_id=p.payment_id, order_id=p.order_id,
+                                         **_money(p)),
+                correlation_id=p.order_id, causation_id=causation_id)
 
 
 async def failed(session: AsyncSession, *, payment_id: str, order_id: str, operation: str,
                  reason: str, causation_id: str | None) -> None:
-    await publish(session, PaymentFailed(payment_id=payment_id, order_id=order_id,
-                                         operation=operation, reason=reason),
-                  correlation_id=order_id, causation_id=causation_id)
+    await stage(session, PaymentFailed(payment_id=payment_id, order_id=order_id,
+                                       operation=operation, reason=reason),
+                correlation_id=order_id, causation_id=causation_id)

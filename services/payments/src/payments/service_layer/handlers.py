@@ -26,6 +26,7 @@ from typing import Protocol
 import structlog
 from chassis.auth import Principal
 from chassis.cards import is_card_number
+from chassis.clock import utc_now
 from chassis.db import UnitOfWork
 from chassis.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from contracts.payments import v1, v2
@@ -53,7 +54,6 @@ from payments.domain.model import (
     PaymentMethod,
     balance,
     parse_amount,
-    utc_now,
 )
 from payments.service_layer import events
 

@@ -19,7 +19,9 @@ import re
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+
+from chassis.clock import utc_now
 
 CREATED, DISPATCHED, IN_TRANSIT, DELIVERED, CANCELLED = (
     "CREATED", "DISPATCHED", "IN_TRANSIT", "DELIVERED", "CANCELLED")
@@ -47,10 +49,6 @@ class ShippingError(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def new_tracking_number() -> str:

@@ -14,6 +14,7 @@ from datetime import datetime
 
 import structlog
 from chassis.auth import Principal
+from chassis.clock import utc_now
 from chassis.db import UnitOfWork
 from chassis.errors import NotFound
 from chassis.messaging.consumer import UnmatchedMessage
@@ -28,7 +29,6 @@ from shipping.domain.model import (
     Shipment,
     ShippingError,
     Timetable,
-    utc_now,
 )
 from shipping.service_layer import events
 

@@ -27,18 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mercato.bench.orders import (
-    MACHINE,
-    BenchError,
-    _bearer,
-    _json,
-    _login,
-    create_admin,
-    percentile,
-    read_platform,
-    sample_cpu,
-    send_offsets,
-)
+from mercato.bench.load import send_offsets
+from mercato.bench.measure import MACHINE, percentile, sample_cpu
+from mercato.bench.shop import BenchError, bearer, create_admin, fetch_json, login, read_platform
 
 TARGET_PAGE = "product"
 TARGET_P99_MS = 150.0
@@ -101,14 +92,14 @@ async def prepare(edge: str, home: Path, like: Any, customers: int,
                   products: int) -> tuple[list[Shopper], list[dict[str, Any]]]:
     email = f"bench-admin-{uuid.uuid4().hex[:8]}@example.com"
     await asyncio.to_thread(create_admin, home, email, PASSWORD)
-    admin = _bearer(await _login(like, edge, email, PASSWORD))
-    page = await _json(like, "GET", f"{edge}/api/catalog/products",
+    admin = bearer(await login(like, edge, email, PASSWORD))
+    page = await fetch_json(like, "GET", f"{edge}/api/catalog/products",
                        params={"page_size": str(products)})
     stocked = page["items"][:products]
     if not stocked:
         raise BenchError("the catalog has no products")
     for p in stocked:
-        await _json(like, "PUT", f"{edge}/api/inventory/stock/{p['sku']}", headers=admin,
+        await fetch_json(like, "PUT", f"{edge}/api/inventory/stock/{p['sku']}", headers=admin,
                     json={"on_hand": 1_000_000})
     shoppers = []
     for i in range(customers):
@@ -272,7 +263,7 @@ def run_storefront_bench(home: Path, *, rate: float = 50.0, duration_s: float = 
     """0: target met; 1: page errors; 2: could not run; 3: ran clean, missed the target."""
     from rich.console import Console
 
-    from mercato.bench.orders import default_reports_dir
+    from mercato.bench.report import default_reports_dir
 
     console = Console(stderr=True, highlight=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -39,6 +40,38 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
         if not changed:
             out.print("deploy/: every generated file is up to date")
+
+    @deploy_app.command("credentials")
+    def credentials(
+        out_dir: Annotated[Path, typer.Option(
+            "--out", help="Where the seeds, the chart values and the Secret script go "
+                          "(keep it out of git: it holds private keys).")],
+        nats_url: Annotated[str, typer.Option(
+            help="The broker's URL in each service's Secret (tls://nats:4222 once the chart "
+                 "serves TLS, docs/security.md).")] = "nats://nats:4222",
+    ) -> None:
+        """A cluster's credentials: an NKey per service and for the CLI with the laptop's
+        broker permissions (NATS chart values), each service's signing key for its calls to
+        other services, and the kubectl commands for the Secrets."""
+        from mercato.deploy.credentials import write
+        from mercato.runtime.services import repo_root
+
+        target = out_dir.resolve()
+        if target.is_relative_to(repo_root()):
+            err.print(f"mercato deploy credentials: {out_dir} is inside the repository; the "
+                      "seeds are private keys")
+            err.print("[dim]→[/] choose a directory outside it, e.g. "
+                      "--out ~/mercato-prod-credentials")
+            raise typer.Exit(2)
+        try:
+            identities = write(target, nats_url=nats_url)
+        except (OSError, ValueError) as exc:
+            err.print(f"mercato deploy credentials: {exc}")
+            raise typer.Exit(2) from exc
+        out.print(f"{len(identities)} broker identities and their services' signing keys in "
+                  f"{target}/seeds (0600)")
+        out.print(f"chart values: {target}/nats-auth-values.yaml")
+        out.print(f"Secrets:      sh {target}/create-secrets.sh")
 
     @deploy_app.command("ci-matrix")
     def ci_matrix(

@@ -154,6 +154,9 @@ def up(
         "--liveness-timeout", metavar="SECONDS", min=0.5,
         help="Kill and restart a process whose liveness probe fails this long (default 15, "
              "or MERCATO_LIVENESS_TIMEOUT_S).", show_default=False)] = None,
+    fault_proxy: Annotated[bool, typer.Option(
+        "--fault-proxy", help="Route every service's PostgreSQL and NATS connections through "
+        "a TCP fault proxy that mercato chaos can slow down or cut at run time.")] = False,
     home: HomeOpt = None,
     service: Annotated[list[str] | None, typer.Option("--service", hidden=True)] = None,
     no_gateway: Annotated[bool, typer.Option("--no-gateway", hidden=True)] = False,
@@ -199,7 +202,7 @@ def up(
         out.print(f"[yellow]stopped {len(leftovers)} leftover process(es) of an earlier run[/]")
     t0 = time.monotonic()
     sup = control.spawn_supervisor(h, scale=scale, services=service, gateway=not no_gateway,
-                                   env=supervisor_env)
+                                   env=supervisor_env, fault_proxy=fault_proxy)
     try:
         ok, state, why = _wait_until_ready(h, sup, timeout, t0)
     except KeyboardInterrupt:

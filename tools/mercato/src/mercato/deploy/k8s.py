@@ -97,8 +97,16 @@ def env(unit: Unit) -> list[Obj]:
         {"name": f"{p}DATABASE_URL",
          "value": f"postgresql+asyncpg://{role}:$({p}DATABASE_PASSWORD)@{DATABASE_CLUSTER}-rw"
                   f":5432/{role}"},
-        # nats://user:password@nats:4222 or the URL for the service's own NATS credentials.
+        # The broker's address (tls://nats:4222 in production) and the service's own NKey:
+        # the broker knows only its public key, with the service's permissions
+        # (`mercato deploy credentials` makes both halves).
         secret(f"{p}NATS_URL", f"{unit.name}-nats", "url"),
+        secret(f"{p}NATS_NKEY_SEED", f"{unit.name}-nats", "nkey-seed"),
+        # The key that signs this service's calls to others (chassis.service_identity), and
+        # every service's public key, which it checks its callers against.
+        secret(f"{p}REGISTRY_SIGNING_KEY", f"{unit.name}-service-key", "signing-key"),
+        {"name": f"{p}REGISTRY_TRUSTED_KEYS",
+         "valueFrom": {"configMapKeyRef": {"name": "service-keys", "key": "trusted"}}},
     ]
     items += [secret(p + var, name, key) for var, (name, key) in unit.secrets.items()]
     return items

@@ -1,4 +1,5 @@
-"""Each service README's messaging table, made from the service's own Messaging declaration.
+"""Each service README's messaging table, made from the service's own Messaging declaration
+(and, beside it, docs/deploy.md's sizing table: ``mercato.deploy.sizing``).
 
 What a service consumes (each durable consumer, its stream and the message types it handles)
 and what its outbox may publish (every contract whose subject its declaration lets it publish
@@ -102,8 +103,19 @@ def rendered(text: str, block: str) -> str:
 
 
 def render_readmes(check: bool) -> list[Path]:
-    """Rewrite (or with ``check``, only compare) each service README; return the stale ones."""
+    """Rewrite (or with ``check``, only compare) each service README and the sizing table of
+    docs/deploy.md; return the stale ones."""
+    from mercato.deploy import sizing
+
     stale = []
+    deploy_md = repo_root() / "docs" / "deploy.md"
+    text = deploy_md.read_text()
+    new = sizing.rendered(text, sizing.table(sizing.load(
+        repo_root() / "bench" / "reference" / "orders.json")))
+    if new != text:
+        stale.append(deploy_md)
+        if not check:
+            deploy_md.write_text(new)
     for service in SERVICES:
         path = readme_path(service)
         text = path.read_text() if path.is_file() else f"# {service}\n"

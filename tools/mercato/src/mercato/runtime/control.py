@@ -61,7 +61,8 @@ def running_pid(home: Home) -> int | None:
 
 def spawn_supervisor(home: Home, *, scale: list[str] | None = None,
                      services: list[str] | None = None, gateway: bool = True,
-                     env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+                     env: dict[str, str] | None = None,
+                     fault_proxy: bool = False) -> subprocess.Popen[bytes]:
     """Start the supervisor detached (own session, no controlling terminal)."""
     home.ensure()
     argv = [sys.executable, "-m", "mercato.runtime.supervisor", "--home", str(home.root)]
@@ -71,6 +72,8 @@ def spawn_supervisor(home: Home, *, scale: list[str] | None = None,
         argv += ["--service", item]
     if not gateway:
         argv.append("--no-gateway")
+    if fault_proxy:
+        argv.append("--fault-proxy")
     log = open(home.log_file("supervisor"), "ab")
     try:
         return popen(argv, stdin=subprocess.DEVNULL, stdout=log,

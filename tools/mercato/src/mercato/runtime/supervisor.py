@@ -37,6 +37,7 @@ from chassis.logging import configure_logging
 
 from mercato.runtime import broker
 from mercato.runtime.cleanup import ENV_MARK
+from mercato.runtime.faultproxy import FaultProxy, faults_path, route_name, with_port
 from mercato.runtime.nats import Nats
 from mercato.runtime.paths import Home, free_port, write_atomic
 from mercato.runtime.postgres import Postgres
@@ -151,8 +152,15 @@ class Child:
 class Supervisor:
     def __init__(self, home: Home, *, services: dict[str, str], scale: dict[str, int],
                  gateway: bool = True, liveness_timeout: float = DEFAULT_LIVENESS_TIMEOUT_S,
-                 startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S) -> None:
+                 startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S,
+                 fault_proxy: bool = False, scale_args: list[str] | None = None) -> None:
         self.home = home
+        # What `mercato up` was asked, so a tool that restarts the platform (`mercato chaos`
+        # after killing the supervisor) can start it the same way.
+        self.options = {"scale": list(scale_args or []), "fault_proxy": fault_proxy}
+        self.fault_proxy: FaultProxy | None = FaultProxy(
+            faults_path(home), on_error=lambda m: emit(logging.ERROR, "faults_file_invalid",
+                                                       error=m)) if fault_proxy else None
         self.liveness_timeout = liveness_timeout
         self.startup_timeout = startup_timeout
         self.services = services  # service name -> module run with `python -m`
@@ -168,6 +176,7 @@ class Supervisor:
         self.pg = Postgres(home, self.ports.postgres)
         self.nats = Nats(home.nats_dir, self.ports.nats)
         self.db_urls: dict[str, str] = {}
+        self.nats_urls: dict[str, str] = {}
         self.simulator_ports: dict[str, dict[str, int]] = {}
         self.http: aiohttp.ClientSession | None = None
         self.nc: Any = None
@@ -207,7 +216,12 @@ class Supervisor:
                       "edge": self.ports.edge, "envoy_admin": self.ports.envoy_admin},
             "urls": self.urls(),
             "processes": {name: c.as_json() for name, c in self.children.items()},
+            "options": self.options,
         }
+        if self.fault_proxy is not None:
+            state["fault_proxy"] = {"faults_file": str(self.fault_proxy.faults_file),
+                                    "routes": {n: r.describe() for n, r in
+                                               self.fault_proxy.routes.items()}}
         if self.control_plane is not None:
             state["control_plane"] = dict(self.control_plane_state)
         write_atomic(self.home.state_file, json.dumps(state, indent=1) + "\n")
@@ -479,6 +493,22 @@ class Supervisor:
         urls = await asyncio.gather(*(asyncio.to_thread(self.pg.ensure_service_database, s)
                                       for s in self.services))
         self.db_urls = dict(zip(self.services, urls, strict=True))
+        self.nats_urls = dict.fromkeys(self.services, self.nats.url)
+        if self.fault_proxy is not None:
+            await self.open_fault_routes()
+
+    async def open_fault_routes(self) -> None:
+        """Each service reaches PostgreSQL and NATS through its own proxy routes."""
+        assert self.fault_proxy is not None
+        await self.fault_proxy.start()
+        for service in self.services:
+            pg = await self.fault_proxy.add(route_name(service, "postgres"),
+                                            ("127.0.0.1", self.ports.postgres))
+            nats = await self.fault_proxy.add(route_name(service, "nats"),
+                                              ("127.0.0.1", self.ports.nats))
+            self.db_urls[service] = with_port(self.db_urls[service], pg)
+            self.nats_urls[service] = with_port(self.nats.url, nats)
+        emit(logging.INFO, "fault_proxy_ready", routes=len(self.fault_proxy.routes))
 
     async def start_gateway(self) -> None:
         try:
@@ -581,7 +611,8 @@ class Supervisor:
         def env(port: int | None) -> dict[str, str]:
             assert port is not None
             return {**service_env(service, instance_id=iid, port=port,
-                                  database_url=self.db_urls[service], nats_url=self.nats.url),
+                                  database_url=self.db_urls[service],
+                                  nats_url=self.nats_urls[service]),
                     **self._simulator_env(service), **service_secrets(self.home, service),
                     **broker.service_broker_env(self.home, service, list(self.services))}
 
@@ -615,6 +646,8 @@ class Supervisor:
         by_kind = lambda kind: [c for c in self.children.values() if c.spec.kind == kind]  # noqa: E731
         await asyncio.gather(*(self.stop_child(c) for c in by_kind("service")))
         await asyncio.gather(*(self.stop_child(c) for c in by_kind("simulator")))
+        if self.fault_proxy is not None:
+            await self.fault_proxy.close()
         self.gateway_stop.set()
         if self.control_plane is not None:
             done, _ = await asyncio.wait({self.control_plane}, timeout=5.0)
@@ -729,6 +762,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", action="append", default=[])
     ap.add_argument("--service", action="append", default=[])
     ap.add_argument("--no-gateway", action="store_true")
+    ap.add_argument("--fault-proxy", action="store_true")
     args = ap.parse_args(argv)
 
     configure_logging("supervisor", "supervisor")
@@ -755,7 +789,9 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(Supervisor(home, services=services, scale=scale,
                                       gateway=not args.no_gateway,
                                       liveness_timeout=liveness_timeout,
-                                      startup_timeout=startup_timeout).run())
+                                      startup_timeout=startup_timeout,
+                                      fault_proxy=args.fault_proxy,
+                                      scale_args=args.scale).run())
     finally:
         with contextlib.suppress(FileNotFoundError):
             # Only our own pid file: a newer supervisor may have written its own already.

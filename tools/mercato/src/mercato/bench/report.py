@@ -1,0 +1,111 @@
+"""``mercato bench orders``' verdict and tables: its targets and the Rich report."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+TARGET_ORDERS_PER_S = 50.0
+TARGET_TTT_P99_MS = 1000.0
+
+
+def meets_target(summary: dict[str, Any]) -> bool:
+    rate, p99 = summary.get("completed_per_s"), summary.get("ttt_p99_ms")
+    return (rate is not None and p99 is not None and rate >= TARGET_ORDERS_PER_S
+            and p99 < TARGET_TTT_P99_MS and summary.get("not_terminal") == 0)
+
+
+
+def default_reports_dir() -> Path:
+    from mercato.bench.gateway import default_reports_dir as reports
+
+    return reports()
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    s = report["summary"]
+    cfg = report["config"]
+    ok_rate = s["completed_per_s"] is not None and s["completed_per_s"] >= TARGET_ORDERS_PER_S
+    ok_p99 = s["ttt_p99_ms"] is not None and s["ttt_p99_ms"] < TARGET_TTT_P99_MS
+    ok_check = not report["check"]["violations"]
+    table = Table(title=f"mercato bench orders: {cfg['rate']:g} orders/s offered for "
+                        f"{cfg['duration_s']:g} s, {cfg['decline_share']:.0%} declined cards")
+    for col in ("measure", "value", "target", ""):
+        table.add_column(col, justify="right" if col == "value" else "left")
+
+    def mark(ok: bool) -> str:
+        return "[green]✔[/]" if ok else "[red]✘[/]"
+
+    table.add_row("offered (achieved send rate)", f"{_fmt(s['offered_per_s'], '.1f')} /s",
+                  "", "")
+    table.add_row("completed orders", f"{_fmt(s['completed_per_s'], '.1f')} /s",
+                  f"≥ {TARGET_ORDERS_PER_S:g} /s", mark(ok_rate))
+    table.add_row("acceptance latency p50 / p99",
+                  f"{_fmt(s['accept_p50_ms'], '.0f')} / {_fmt(s['accept_p99_ms'], '.0f')} ms",
+                  "", "")
+    table.add_row("time to terminal p50 / p99",
+                  f"{_fmt(s['ttt_p50_ms'], '.0f')} / {_fmt(s['ttt_p99_ms'], '.0f')} ms",
+                  f"p99 < {TARGET_TTT_P99_MS:g} ms", mark(ok_p99))
+    table.add_row("  terminal event seen p50 / p99",
+                  f"{_fmt(s['seen_p50_ms'], '.0f')} / {_fmt(s['seen_p99_ms'], '.0f')} ms", "", "")
+    table.add_row("sent / accepted / terminal",
+                  f"{s['sent']} / {s['accepted']} / {s['completed']}", "", "")
+    table.add_row("outcomes", ", ".join(f"{k} {v}" for k, v in s["outcomes"].items())
+                  or "-", "", "" if not s["unexpected_outcomes"] else
+                  f"[yellow]{s['unexpected_outcomes']} unexpected[/]")
+    others = {k: v for k, v in s["http_statuses"].items() if k != "202"}
+    if others:
+        table.add_row("[yellow]not accepted[/]", ", ".join(f"{k}: {v}" for k, v in
+                                                           others.items()), "", "")
+    chk = report["check"]
+    table.add_row("mercato check", "clean" if ok_check else
+                  f"{len(chk['violations'])} violation(s), {len(chk['new_violations'])} new "
+                  f"in this run", "clean", mark(ok_check))
+    console.print(table)
+    if report.get("steps"):
+        steps = Table(title="saga steps: out = command staged -> reply staged by the service; "
+                            "back = reply staged -> handled by orders")
+        for col in ("step", "replies", "out p50 / p99 ms", "back p50 / p99 ms", "resends"):
+            steps.add_column(col, justify="left" if col == "step" else "right")
+        for name, st in report["steps"].items():
+            steps.add_row(name, str(st["replies"]),
+                          f"{_fmt(st['out_p50_ms'], '.0f')} / {_fmt(st['out_p99_ms'], '.0f')}",
+                          f"{_fmt(st['back_p50_ms'], '.0f')} / "
+                          f"{_fmt(st['back_p99_ms'], '.0f')}", str(st["resends"]))
+        console.print(steps)
+    cpu = Table(title="CPU per completed order (over the run, incl. idle work)")
+    cpu.add_column("process")
+    cpu.add_column("CPU ms/order", justify="right")
+    cpu.add_column("share", justify="right")
+    cpu.add_column("above idle\nms/order", justify="right")
+    cpu.add_column("idle cores", justify="right")
+    total = sum(report["cpu_s_per_order"].values()) or 1.0
+    marginal = report.get("cpu_s_per_order_above_idle") or {}
+    for who, sec in report["cpu_s_per_order"].items():
+        cpu.add_row(who, f"{sec * 1000:.2f}", f"{sec / total:.0%}",
+                    _fmt(None if who not in marginal else marginal[who] * 1000, ".2f"),
+                    _fmt(report["idle_cpu_cores"].get(who), ".3f"))
+    cpu.add_row("[bold]total[/]", f"[bold]{total * 1000:.2f}[/]", "",
+                f"[bold]{sum(marginal.values()) * 1000:.2f}[/]", "")
+    console.print(cpu)
+    work = report.get("work_per_order") or {}
+    if work:
+        console.print("work per completed order (over the run): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in work.items()))
+    cores = report.get("cores") or {}
+    if cores:
+        console.print("cores busy during the run: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in cores.items()) + f" (of {os.cpu_count()})")
+    for v in chk["new_violations"][:10]:
+        console.print(f"[red]violation:[/] {v['invariant']}: {v['subject']}: {v['detail']}")
+    console.print(f"report: {report['report_file']}")
+
