@@ -200,12 +200,15 @@ def _ports(docs: tuple[Obj, ...], name: str) -> set[int]:
 def architecture_flows() -> set[tuple[str, str]]:
     """docs/architecture.md: the edge routes to every public API; every service fetches
     identity's JWKS; orders asks identity, catalog and payments (a payment method, or a card
-    exchanged for one), cart asks catalog and orders."""
+    exchanged for one), cart asks catalog and orders, the storefront (the BFF) asks every
+    service whose data its pages compose."""
     names = [k8s_name(s) for s in services()]
     flows = {("edge", n) for n in names}
     flows |= {(n, "identity") for n in names if n != "identity"}
     flows |= {("orders", "catalog"), ("orders", "payments"), ("cart", "catalog"),
               ("cart", "orders")}
+    flows |= {("storefront", n) for n in ("catalog", "inventory", "cart", "orders", "payments",
+                                          "shipping", "order-history")}
     return flows
 
 

@@ -64,10 +64,11 @@ def test_the_matrix_names_each_service_and_the_tests_of_those_depending_on_it() 
     include = {row["service"]: row for row in json.loads(done.stdout)["include"]}
     assert set(include) == {"catalog", "order_history"}
     assert include["order_history"]["name"] == "order-history"
-    # catalog's events feed inventory and cart; orders and cart call it over HTTP
+    # catalog's events feed inventory and cart; orders, cart and the storefront call it
     assert set(include["catalog"]["consumer_tests"].split()) == {
-        f"services/{s}/tests/unit" for s in ("inventory", "cart", "orders")}
-    assert include["order_history"]["consumer_tests"] == ""  # nothing depends on it
+        f"services/{s}/tests/unit" for s in ("inventory", "cart", "orders", "storefront")}
+    # only the storefront reads it (the order page)
+    assert include["order_history"]["consumer_tests"] == "services/storefront/tests/unit"
     every = json.loads(subprocess.run([str(BIN / "mercato"), "deploy", "ci-matrix", "all"],
                                       capture_output=True, text=True, timeout=60,
                                       check=True).stdout)

@@ -85,6 +85,13 @@ def test_bootstrap_loads_lds_and_cds_from_watched_files() -> None:
     ("PATCH", "/api/catalog/products/1", "catalog", True, False),
     ("PUT", "/api/catalog/products/1", "catalog", True, False),
     ("DELETE", "/api/catalog/products/1", "catalog", True, False),
+    # The storefront's pages: its own session decides who may do what.
+    ("GET", "/", "storefront", False, False),
+    ("GET", "/products/1", "storefront", False, False),
+    ("POST", "/signin", "storefront", False, True),
+    ("POST", "/checkout", "storefront", False, True),
+    ("POST", "/api/graphql", "storefront", False, False),
+    ("GET", "/static/shop.css", "storefront", False, False),
 ])
 def test_routes_pick_the_cluster_and_checks(hcm: dict[str, Any], method: str, path: str,
                                             cluster: str, needs_user: bool,
@@ -100,7 +107,8 @@ def test_routes_pick_the_cluster_and_checks(hcm: dict[str, Any], method: str, pa
     assert (render.RATELIMIT_FILTER in route["typed_per_filter_config"]) is limited
 
 
-@pytest.mark.parametrize("path", ["/api/catalogue", "/", "/api", "/health/ready"])
+@pytest.mark.parametrize("path", ["/api/catalogue", "/api", "/health/ready", "/metrics",
+                                  "/productsx", "/nowhere"])
 def test_unknown_paths_have_no_route(hcm: dict[str, Any], path: str) -> None:
     assert envoy_route_for(hcm["route_config"], "GET", path) is None
 

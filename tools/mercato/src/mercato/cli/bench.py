@@ -59,6 +59,34 @@ def bench_orders(
                                       products=products, warmup_s=warmup, report_file=report))
 
 
+@bench_app.command("storefront")
+def bench_storefront(
+    rate: Annotated[float, typer.Option(help="Pages requested per second (constant arrivals).",
+                                        min=0.1)] = 50.0,
+    duration: Annotated[float, typer.Option(help="Seconds of measured load.", min=1)] = 30.0,
+    warmup: Annotated[float, typer.Option(help="Seconds of uncounted load first.",
+                                          min=0)] = 5.0,
+    customers: Annotated[int, typer.Option(help="Signed-in customers the pages rotate over.",
+                                           min=1, max=200)] = 10,
+    products: Annotated[int, typer.Option(help="Products stocked and browsed.",
+                                          min=1, max=100)] = 8,
+    report: Annotated[Path | None, typer.Option(
+        help="JSON report file (default bench/reports/storefront.json).",
+        show_default=False)] = None,
+    home: HomeOpt = None,
+) -> None:
+    """The shop's pages (browse, search, cart, checkout) through the edge at a constant rate:
+    p50/p99 per page type and the storefront's share of the CPU."""
+    h = home_of(home)
+    if control.running_pid(h) is None:
+        fail("mercato is not running", f"start it first: mercato up --detach{home_flag(h)}")
+    from mercato.bench.storefront import run_storefront_bench
+
+    raise typer.Exit(run_storefront_bench(h.root, rate=rate, duration_s=duration,
+                                          warmup_s=warmup, customers=customers,
+                                          products=products, report_file=report))
+
+
 @bench_app.command("events")
 def bench_events(
     events: Annotated[int, typer.Option(help="Events per throughput round.")] = 20_000,

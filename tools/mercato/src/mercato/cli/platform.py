@@ -65,6 +65,8 @@ def _print_ready(state: dict[str, Any], took: float, home: Home) -> None:
     urls = state.get("urls") or {}
     out.print(f"[bold green]mercato is ready[/] in [bold]{took:.1f} s[/]")
     rows: list[tuple[str, str]] = []
+    if "storefront" in urls:
+        rows.append(("storefront", urls["storefront"]))
     if "edge" in urls:
         rows.append(("edge", urls["edge"]))
         for i, (_svc, url) in enumerate((urls.get("docs") or {}).items()):

@@ -124,6 +124,14 @@ UNITS: dict[str, Unit] = {u.service: u for u in [
          consumers=(Consumer("ORDERS_EVENTS", "order_history-orders"),
                     Consumer("PAYMENTS_EVENTS", "order_history-payments"),
                     Consumer("SHIPPING_EVENTS", "order_history-shipping"))),
+    # The web shop's backend-for-frontend: it composes pages from the services it calls.
+    Unit("storefront", calls=("identity", "catalog", "inventory", "cart", "orders", "payments",
+                              "shipping", "order_history"),
+         secrets={"SESSION_SECRET": ("storefront-session", "secret")},
+         config={"IDENTITY_URL": _url("identity"), "CATALOG_URL": _url("catalog"),
+                 "INVENTORY_URL": _url("inventory"), "CART_URL": _url("cart"),
+                 "ORDERS_URL": _url("orders"), "PAYMENTS_URL": _url("payments"),
+                 "SHIPPING_URL": _url("shipping"), "HISTORY_URL": _url("order_history")}),
 ]}
 
 

@@ -134,7 +134,9 @@ def api_docs_routes(routes: list[Route]) -> list[Route]:
     """
     roots: dict[str, Route] = {}
     for route in routes:
-        if route.prefix is None:
+        # The storefront's page prefixes (/products...) are no API root: a service's API
+        # lives under /api/.
+        if route.prefix is None or not route.prefix.startswith("/api"):
             continue
         known = roots.get(route.service)
         if known is None or len(route.prefix) < len(known.prefix or ""):

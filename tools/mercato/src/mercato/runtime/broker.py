@@ -72,6 +72,8 @@ SERVICE_BROKER_NEEDS: dict[str, BrokerNeeds] = {
     "order_history": BrokerNeeds(consumers=(("ORDERS_EVENTS", "order_history-orders"),
                                             ("PAYMENTS_EVENTS", "order_history-payments"),
                                             ("SHIPPING_EVENTS", "order_history-shipping"))),
+    # The storefront neither publishes nor consumes: the registry is all it uses.
+    "storefront": BrokerNeeds(),
 }
 
 

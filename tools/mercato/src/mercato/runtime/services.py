@@ -11,7 +11,7 @@ from pathlib import Path
 from mercato.runtime.paths import Home
 
 SERVICES = ["identity", "catalog", "inventory", "payments", "shipping", "orders", "cart",
-            "notifications", "order_history"]
+            "notifications", "order_history", "storefront"]
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,11 @@ SERVICE_SECRETS: dict[str, dict[str, str]] = {
     "identity": {"IDENTITY_SIGNING_KEY_SECRET": "identity-signing-key"},
     # Keys the hash of a card in an order's idempotency fingerprint (every instance the same).
     "orders": {"ORDERS_CARD_FINGERPRINT_SECRET": "orders-card-fingerprint"},
-    # The storefront's OAuth 2 client secret at identity (registered by `mercato up`).
-    "storefront": {"STOREFRONT_OAUTH_CLIENT_SECRET": "storefront-oauth-client"},
+    # The storefront: the key of its forms' CSRF tokens (every instance the same, kept across
+    # restarts so an open form still posts), and its OAuth 2 client secret at identity
+    # (registered by `mercato up`).
+    "storefront": {"STOREFRONT_SESSION_SECRET": "storefront-session",
+                   "STOREFRONT_OAUTH_CLIENT_SECRET": "storefront-oauth-client"},
 }
 
 # The storefront signs people in through identity's authorization endpoint as this

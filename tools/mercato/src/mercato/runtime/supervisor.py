@@ -197,6 +197,8 @@ class Supervisor:
             "nats": self.nats.url,
         }
         if self.gateway:
+            if "storefront" in self.services:
+                urls["storefront"] = f"{edge}/"
             urls.update(edge=edge, envoy_admin=f"unix:{self.home.envoy_admin_socket}",
                         docs={s: f"{edge}{api_path(s)}/docs" for s in self.services})
         return urls
