@@ -225,3 +225,30 @@ def test_a_scenario_answers_for_the_violations_it_brought_and_the_baseline_for_i
     assert verdict.failures(dirty) == [
         "mercato check before the run: 1 violation(s): the mail sink got one email per "
         "order and kind (o-1)"]
+
+
+def test_a_process_memory_leaves_out_the_platform_processes_below_it() -> None:
+    """The supervisor is the parent of every process: its figure must not be theirs too."""
+    import subprocess
+    import sys
+
+    from mercato.soak import _memory
+
+    child = subprocess.Popen([sys.executable, "-c",
+                              "b = bytearray(200_000_000); import time; time.sleep(30)"])
+    try:
+        import os
+        import time
+
+        import psutil
+        deadline = time.monotonic() + 20
+        while psutil.Process(child.pid).memory_info().rss < 150e6:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        me = os.getpid()
+        assert _memory(me, set(), private=False) > _memory(me, {child.pid}, private=False) \
+            + 150
+        assert _memory(child.pid, set(), private=True) > 150
+    finally:
+        child.kill()
+        child.wait()

@@ -6,9 +6,9 @@ measures first (``PROBE_S`` seconds offered at ``PROBE_RATE``; completed orders 
 is the saturation when the platform could not keep up). At the end of every window (a
 minute by default) it samples:
 
-- the memory of every process of the platform (RSS of the process and its children; for
-  PostgreSQL, whose backends map the same shared buffers, the proportional set size of its
-  tree, so the buffers count once);
+- the memory of every process of the platform (RSS of the process and its own children;
+  for PostgreSQL, whose backends map the same shared buffers, the unique set size of its
+  tree: memory private to its processes, so a buffer cache warming up is not growth);
 - the age of the oldest unpublished outbox row across the services;
 - consumer lag: messages pending or awaiting ack on every JetStream consumer;
 - dead letters waiting.
@@ -106,29 +106,36 @@ def window_figures(records: list[OrderRecord], start: float, window_s: float,
 # -- sampling the platform ----------------------------------------------------------------
 
 
-def _memory(pid: int, proportional: bool) -> float:
-    """MB of a process and its live children (RSS, or PSS when ``proportional``)."""
+def _memory(pid: int, others: set[int], private: bool) -> float:
+    """MB of a process and its live descendants, except the processes in ``others`` and
+    theirs (the supervisor is every process's parent: they count apart). RSS, or USS (the
+    memory private to each process) when ``private``."""
     import psutil
 
     total = 0
     try:
-        procs = [psutil.Process(pid)]
-        procs += procs[0].children(recursive=True)
+        stack = [psutil.Process(pid)]
     except psutil.Error:
         return 0.0
-    for p in procs:
+    while stack:
+        p = stack.pop()
         with contextlib.suppress(psutil.Error):
-            total += p.memory_full_info().pss if proportional else p.memory_info().rss
+            total += p.memory_full_info().uss if private else p.memory_info().rss
+            stack.extend(c for c in p.children() if c.pid not in others)
     return total / 1e6
 
 
 def sample_memory(home: Home) -> dict[str, dict[str, Any]]:
+    """Per process of the platform: its pid and MB. PostgreSQL counts the private memory
+    of its tree: every backend maps the shared buffers, which fill up as data is touched
+    (a cache warming, not growth) and would count once per backend in RSS."""
     state = control.read_state(home) or {}
     pids = {name: p["pid"] for name, p in (state.get("processes") or {}).items()
             if p.get("pid")}
     if state.get("supervisor_pid"):
         pids["supervisor"] = state["supervisor_pid"]
-    return {name: {"pid": pid, "mb": round(_memory(pid, name == "postgres"), 1)}
+    known = set(pids.values())
+    return {name: {"pid": pid, "mb": round(_memory(pid, known - {pid}, name == "postgres"), 1)}
             for name, pid in sorted(pids.items())}
 
 
