@@ -37,6 +37,8 @@ from chassis.logging import configure_logging
 
 from mercato.runtime import broker
 from mercato.runtime.cleanup import ENV_MARK
+from mercato.runtime.databases import create_service_databases, prepare_data_dir
+from mercato.runtime.edge import EdgeError, EdgeWiring
 from mercato.runtime.nats import Nats
 from mercato.runtime.paths import Home, free_port, write_atomic
 from mercato.runtime.postgres import Postgres
@@ -170,10 +172,7 @@ class Supervisor:
         self.db_urls: dict[str, str] = {}
         self.simulator_ports: dict[str, dict[str, int]] = {}
         self.http: aiohttp.ClientSession | None = None
-        self.nc: Any = None
-        self.control_plane: asyncio.Task[None] | None = None
-        self.gateway_stop = asyncio.Event()
-        self.control_plane_state: dict[str, Any] = {"state": "stopped", "restarts": 0}
+        self.edge: EdgeWiring | None = None
         self.base_env = {**os.environ, ENV_MARK: str(home.root), "PYTHONUNBUFFERED": "1"}
         self.cwd = str(repo_root())
         self._logs: list[IO[bytes]] = []
@@ -206,8 +205,8 @@ class Supervisor:
             "urls": self.urls(),
             "processes": {name: c.as_json() for name, c in self.children.items()},
         }
-        if self.control_plane is not None:
-            state["control_plane"] = dict(self.control_plane_state)
+        if self.edge is not None and self.edge.task is not None:
+            state["control_plane"] = dict(self.edge.state)
         write_atomic(self.home.state_file, json.dumps(state, indent=1) + "\n")
 
     def set_phase(self, phase: str) -> None:
@@ -432,7 +431,7 @@ class Supervisor:
 
     async def start_engines(self) -> None:
         self.set_phase("starting engines")
-        await asyncio.to_thread(self.prepare_postgres)
+        await asyncio.to_thread(prepare_data_dir, self.pg)
         # Only the home's identities may connect; each service to its own subjects.
         self.nats.authorization = broker.authorization(self.home, list(self.services))
         self.nats.write_config()
@@ -464,75 +463,23 @@ class Supervisor:
         finally:
             await nc.close()
 
-    def prepare_postgres(self) -> None:
-        self.pg.init()
-        # A server of this PGDATA may still be finishing the shutdown its parent's death asked
-        # for; starting beside it would fail on the lock file.
-        self.pg.pg_ctl_stop()
-        self.pg.clear_stale_pidfile()
-
     async def create_databases(self) -> None:
         self.set_phase("preparing databases")
-        await asyncio.to_thread(self.pg.close_shared_databases)
-        urls = await asyncio.gather(*(asyncio.to_thread(self.pg.ensure_service_database, s)
-                                      for s in self.services))
-        self.db_urls = dict(zip(self.services, urls, strict=True))
+        self.db_urls = await create_service_databases(self.pg, self.services)
 
     async def start_gateway(self) -> None:
+        edge = self.edge = EdgeWiring(self.home, nats_url=self.nats.url,
+                                      services=list(self.services), edge_port=self.ports.edge,
+                                      admin_port=self.ports.envoy_admin,
+                                      on_change=self.write_state)
         try:
-            from mercato.gateway import GatewayConfig, prepare, run_control_plane
-        except ImportError as exc:
-            raise StartupError(f"the gateway cannot be loaded ({exc})", "envoy") from exc
-        import nats as nats_client
-        from chassis.registry import RegistryClient
-        from chassis.registry_keys import TrustedKeys
-
-        socket = self.home.envoy_admin_socket
-        if len(str(socket).encode()) > 100:  # sun_path holds 108 bytes
-            raise StartupError(f"the home's path is too long for Envoy's admin socket "
-                               f"({socket}); use a shorter MERCATO_HOME", "envoy")
-        cfg = GatewayConfig(envoy_dir=self.home.envoy_dir, logs_dir=self.home.logs_dir,
-                            edge_port=self.ports.edge, admin_port=self.ports.envoy_admin,
-                            admin_socket=socket)
-        argv = await asyncio.to_thread(prepare, cfg)
-        self.nc = await nats_client.connect(self.nats.url, name="mercato-gateway",
-                                            max_reconnect_attempts=-1,
-                                            **broker.connect_options(self.home, broker.GATEWAY))
-        # The edge routes only to instances whose entry their own service signed.
-        registry = RegistryClient(self.nc, trusted=TrustedKeys(
-            broker.trusted_registry_keys(self.home, list(self.services))))
-        self.control_plane = asyncio.create_task(
-            self._run_control_plane(run_control_plane, cfg, registry), name="control-plane")
+            argv = await edge.prepare()
+        except EdgeError as exc:
+            raise StartupError(str(exc), "envoy") from exc
+        await edge.start_control_plane()
         self.add(Spec(name="envoy", kind="gateway", argv=lambda _p: list(argv),
                       port=lambda: self.ports.edge, ready=self._envoy_ready,
                       live=self._envoy_ready, quick_restart=True))
-
-    async def _run_control_plane(self, run: Callable[..., Awaitable[None]], cfg: Any,
-                                 registry: Any) -> None:
-        """Keep the control plane running: it is what keeps Envoy's routes current."""
-        delay = BACKOFF_START_S
-        cps = self.control_plane_state
-        while not self.gateway_stop.is_set():
-            started = time.monotonic()
-            cps["state"] = "ready"
-            self.write_state()
-            try:
-                await run(cfg, registry, self.gateway_stop)
-            except asyncio.CancelledError:
-                cps["state"] = "stopped"
-                raise
-            except Exception:
-                emit(logging.ERROR, "control_plane_crashed", exception=_exc_text())
-            if self.gateway_stop.is_set():
-                cps["state"] = "stopped"
-                return
-            cps["state"] = "restarting"
-            cps["restarts"] += 1
-            self.write_state()
-            delay = BACKOFF_START_S if time.monotonic() - started > STABLE_AFTER_S else delay
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.gateway_stop.wait(), delay)
-            delay = min(delay * 2, BACKOFF_CAP_S)
 
     def start_services(self) -> list[str]:
         names = []
@@ -613,17 +560,11 @@ class Supervisor:
         by_kind = lambda kind: [c for c in self.children.values() if c.spec.kind == kind]  # noqa: E731
         await asyncio.gather(*(self.stop_child(c) for c in by_kind("service")))
         await asyncio.gather(*(self.stop_child(c) for c in by_kind("simulator")))
-        self.gateway_stop.set()
-        if self.control_plane is not None:
-            done, _ = await asyncio.wait({self.control_plane}, timeout=5.0)
-            if not done:
-                self.control_plane.cancel()
-            with contextlib.suppress(BaseException):  # logged by the wrapper; stopping anyway
-                await self.control_plane
+        if self.edge is not None:
+            await self.edge.stop_control_plane()
         await asyncio.gather(*(self.stop_child(c) for c in by_kind("gateway")))
-        if self.nc is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.nc.close(), 2.0)
+        if self.edge is not None:
+            await self.edge.close()
         for name in ("nats", "postgres"):
             if name in self.children:
                 await self.stop_child(self.children[name])
