@@ -65,6 +65,10 @@ def _print_ready(state: dict[str, Any], took: float, home: Home) -> None:
     urls = state.get("urls") or {}
     out.print(f"[bold green]mercato is ready[/] in [bold]{took:.1f} s[/]")
     rows: list[tuple[str, str]] = []
+    if "console" in urls:
+        from mercato.runtime.telemetry import console_url
+
+        rows.append(("console", console_url(home, int(state["ports"]["console"]))))
     if "edge" in urls:
         rows.append(("edge", urls["edge"]))
         for i, (_svc, url) in enumerate((urls.get("docs") or {}).items()):
@@ -152,11 +156,19 @@ def up(
         "--liveness-timeout", metavar="SECONDS", min=0.5,
         help="Kill and restart a process whose liveness probe fails this long (default 15, "
              "or MERCATO_LIVENESS_TIMEOUT_S).", show_default=False)] = None,
+    no_telemetry: Annotated[bool, typer.Option(
+        "--no-telemetry", help="No console and no span export (services, Envoy).")] = False,
+    trace_sampling: Annotated[str, typer.Option(
+        "--trace-sampling", metavar="RATIO",
+        help="Share of new traces kept: 1 (all, the default), 0.1 or 10%.")] = "1",
+    trace_sql: Annotated[bool, typer.Option(
+        "--trace-sql", help="A span per SQL statement too (costs CPU per order).")] = False,
     home: HomeOpt = None,
     service: Annotated[list[str] | None, typer.Option("--service", hidden=True)] = None,
     no_gateway: Annotated[bool, typer.Option("--no-gateway", hidden=True)] = False,
 ) -> None:
-    """Start PostgreSQL, NATS, the gateway and every service; wait until all are ready."""
+    """Start PostgreSQL, NATS, the gateway, every service and the console; wait until all
+    are ready."""
     from mercato.runtime.supervisor import (
         DEFAULT_LIVENESS_TIMEOUT_S,
         DEFAULT_STARTUP_TIMEOUT_S,
@@ -164,6 +176,7 @@ def up(
         STARTUP_TIMEOUT_ENV,
         seconds_from_env,
     )
+    from mercato.runtime.telemetry import parse_sampling
 
     h = home_of(home)
     pid = control.running_pid(h)
@@ -177,6 +190,10 @@ def up(
         parse_scale(scale, names)
     except ValueError as exc:
         fail(str(exc), "example: mercato up --scale catalog=2", 2)
+    try:
+        parse_sampling(trace_sampling)
+    except ValueError as exc:
+        fail(str(exc), "example: mercato up --trace-sampling 0.1", 2)
     supervisor_env: dict[str, str] = {}
     try:
         seconds_from_env(STARTUP_TIMEOUT_ENV, DEFAULT_STARTUP_TIMEOUT_S)
@@ -197,7 +214,8 @@ def up(
         out.print(f"[yellow]stopped {len(leftovers)} leftover process(es) of an earlier run[/]")
     t0 = time.monotonic()
     sup = control.spawn_supervisor(h, scale=scale, services=service, gateway=not no_gateway,
-                                   env=supervisor_env)
+                                   env=supervisor_env, telemetry=not no_telemetry,
+                                   trace_sampling=trace_sampling, trace_sql=trace_sql)
     try:
         ok, state, why = _wait_until_ready(h, sup, timeout, t0)
     except KeyboardInterrupt:
@@ -449,7 +467,8 @@ def logs(
     if not files:
         fail(f"no logs for {service!r}",
              "known: " + ", ".join(logview.known_sources(h.logs_dir)))
-    entries = logview.merged(files, trace)
+    indexed = logview.from_index(h.telemetry_db, trace, service) if trace else None
+    entries = indexed if indexed is not None else logview.merged(files, trace)
     if lines > 0:
         entries = entries[-lines:]
     logview.print_entries(out, entries)

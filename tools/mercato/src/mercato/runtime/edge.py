@@ -35,13 +35,15 @@ class EdgeError(Exception):
 
 class EdgeWiring:
     def __init__(self, home: Home, *, nats_url: str, services: list[str], edge_port: int,
-                 admin_port: int, on_change: Callable[[], None]) -> None:
+                 admin_port: int, on_change: Callable[[], None],
+                 telemetry: Any = None) -> None:
         self.home = home
         self.nats_url = nats_url
         self.services = services
         self.edge_port = edge_port
         self.admin_port = admin_port
         self.on_change = on_change  # the supervisor rewrites state.json
+        self.telemetry = telemetry  # mercato.gateway.render.EdgeTelemetry, or None
         self.state: dict[str, Any] = {"state": "stopped", "restarts": 0}
         self.stop_event = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -60,7 +62,7 @@ class EdgeWiring:
                             f"({socket}); use a shorter MERCATO_HOME")
         self.cfg = GatewayConfig(envoy_dir=self.home.envoy_dir, logs_dir=self.home.logs_dir,
                                  edge_port=self.edge_port, admin_port=self.admin_port,
-                                 admin_socket=socket)
+                                 admin_socket=socket, telemetry=self.telemetry)
         return await asyncio.to_thread(prepare, self.cfg)
 
     async def start_control_plane(self) -> None:

@@ -23,7 +23,7 @@ DEFAULT_EDGE_PORT = 8080
 # say a developer's and a test's, do not propose the same ones). Taken ones fall back to a
 # free ephemeral port; either way config.json then keeps them.
 _PORT_BASE, _PORT_SLOTS = 20000, 900
-_PORT_OFFSETS = {"postgres": 0, "nats": 1, "envoy_admin": 2}
+_PORT_OFFSETS = {"postgres": 0, "nats": 1, "envoy_admin": 2, "console": 3}
 
 
 def proposed_port(root: Path, name: str) -> int:
@@ -83,6 +83,8 @@ class Ports:
     nats: int
     edge: int
     envoy_admin: int
+    # The console: its web UI and the OTLP/HTTP receiver every process exports to.
+    console: int
 
 
 class Home:
@@ -107,6 +109,8 @@ class Home:
     envoy_admin_socket = property(lambda self: self.root / "sockets" / "envoy-admin.sock")
     pid_file = property(lambda self: self.root / "run" / "supervisor.pid")
     state_file = property(lambda self: self.root / "run" / "state.json")
+    telemetry_db = property(lambda self: self.root / "telemetry" / "telemetry.db")
+    supervisor_socket = property(lambda self: self.root / "sockets" / "supervisor.sock")
 
     def log_file(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
@@ -137,7 +141,7 @@ class Home:
         changed = False
         chosen: dict[str, int] = {}
         taken: set[int] = set()
-        for name in ("postgres", "nats", "envoy_admin"):
+        for name in ("postgres", "nats", "envoy_admin", "console"):
             port = saved.get(name)
             if not isinstance(port, int):
                 proposed = proposed_port(self.root, name)
@@ -151,7 +155,7 @@ class Home:
         if edge != saved.get("edge"):
             changed = True
         ports = Ports(postgres=chosen["postgres"], nats=chosen["nats"], edge=int(edge),
-                      envoy_admin=chosen["envoy_admin"])
+                      envoy_admin=chosen["envoy_admin"], console=chosen["console"])
         if changed:
             cfg["ports"] = asdict(ports)
             self.root.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ import aiohttp
 import structlog
 from chassis.logging import configure_logging
 
-from mercato.runtime import broker
+from mercato.runtime import broker, commands
 from mercato.runtime.cleanup import ENV_MARK
 from mercato.runtime.databases import create_service_databases, prepare_data_dir
 from mercato.runtime.edge import EdgeError, EdgeWiring
@@ -54,6 +54,7 @@ from mercato.runtime.services import (
     service_secrets,
     simulator_token,
 )
+from mercato.runtime.telemetry import Telemetry, parse_sampling
 
 BACKOFF_START_S = 0.5
 BACKOFF_CAP_S = 30.0
@@ -81,6 +82,9 @@ DEFAULT_STARTUP_TIMEOUT_S = 120.0
 
 # Why a child last restarted (state.json ``last_restart.cause``).
 EXITED, LIVENESS_TIMEOUT, STARTUP_TIMEOUT = "exited", "liveness_timeout", "startup_timeout"
+REQUESTED = "requested"  # through the command channel (the console's restart button)
+# What the command channel may stop, start and restart: not what everything depends on.
+COMMANDABLE_KINDS = ("service", "simulator", "console", "gateway")
 
 log = structlog.get_logger("mercato.supervisor")
 
@@ -153,8 +157,10 @@ class Child:
 class Supervisor:
     def __init__(self, home: Home, *, services: dict[str, str], scale: dict[str, int],
                  gateway: bool = True, liveness_timeout: float = DEFAULT_LIVENESS_TIMEOUT_S,
-                 startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S) -> None:
+                 startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S,
+                 telemetry: Telemetry | None = None) -> None:
         self.home = home
+        self.telemetry = telemetry
         self.liveness_timeout = liveness_timeout
         self.startup_timeout = startup_timeout
         self.services = services  # service name -> module run with `python -m`
@@ -185,6 +191,8 @@ class Supervisor:
             "postgres": f"postgresql://127.0.0.1:{self.ports.postgres}",
             "nats": self.nats.url,
         }
+        if self.telemetry is not None:
+            urls["console"] = f"http://127.0.0.1:{self.ports.console}/"
         if self.gateway:
             urls.update(edge=edge, envoy_admin=f"unix:{self.home.envoy_admin_socket}",
                         docs={s: f"{edge}{api_path(s)}/docs" for s in self.services})
@@ -201,7 +209,9 @@ class Supervisor:
             "updated_at": time.time(),
             "error": self.error,
             "ports": {"postgres": self.ports.postgres, "nats": self.ports.nats,
-                      "edge": self.ports.edge, "envoy_admin": self.ports.envoy_admin},
+                      "edge": self.ports.edge, "envoy_admin": self.ports.envoy_admin,
+                      "console": self.ports.console},
+            "telemetry": self.telemetry.as_json() if self.telemetry else None,
             "urls": self.urls(),
             "processes": {name: c.as_json() for name, c in self.children.items()},
         }
@@ -305,8 +315,12 @@ class Supervisor:
                     self.fail(f"{c.spec.name} exited {c.exits_before_ready} times before "
                               f"becoming ready (last exit code {rc})", c.spec.name)
                     return
-            delay = restart_delay(crashes_in_a_row, quick=c.spec.quick_restart)
             cause, detail = c.kill_reason or (EXITED, describe_exit(rc))
+            if cause == REQUESTED:
+                crashes_in_a_row -= 1  # asked for, not a crash: no backoff
+                delay = QUICK_RESTART_DELAY_S
+            else:
+                delay = restart_delay(crashes_in_a_row, quick=c.spec.quick_restart)
             c.restarts += 1
             c.state = "restarting"
             c.last_restart = {"at": time.time(), "cause": cause, "detail": detail,
@@ -471,7 +485,9 @@ class Supervisor:
         edge = self.edge = EdgeWiring(self.home, nats_url=self.nats.url,
                                       services=list(self.services), edge_port=self.ports.edge,
                                       admin_port=self.ports.envoy_admin,
-                                      on_change=self.write_state)
+                                      on_change=self.write_state,
+                                      telemetry=self.telemetry.edge(self.home, self.ports)
+                                      if self.telemetry else None)
         try:
             argv = await edge.prepare()
         except EdgeError as exc:
@@ -528,11 +544,48 @@ class Supervisor:
             return {**service_env(service, instance_id=iid, port=port,
                                   database_url=self.db_urls[service], nats_url=self.nats.url),
                     **self._simulator_env(service), **service_secrets(self.home, service),
+                    **(self.telemetry.service_env(self.home, self.ports, service)
+                       if self.telemetry else {}),
                     **broker.service_broker_env(self.home, service, list(self.services))}
 
         return Spec(name=iid, kind="service", service=service,
                     argv=lambda _p: [sys.executable, "-m", module], port=free_port, env=env,
                     ready=self._service_ready, live=self._service_live)
+
+    def _console_spec(self, telemetry: Telemetry) -> Spec:
+        url = f"http://127.0.0.1:{self.ports.console}/health"
+        return Spec(name="console", kind="console",
+                    argv=lambda _p: telemetry.console_argv(self.home),
+                    port=lambda: self.ports.console, env=lambda _p: telemetry.console_env(),
+                    ready=lambda _c: self._http_ok(url),
+                    live=lambda _c: self._http_ok(url, self.probe_timeout))
+
+    async def command(self, command: str, name: str) -> dict[str, Any]:
+        """A command from the channel (mercato.runtime.commands)."""
+        c = self.children.get(name)
+        if c is None:
+            return {"ok": False, "error": f"no process {name!r}"}
+        if c.spec.kind not in COMMANDABLE_KINDS:
+            return {"ok": False, "error": f"{name} is an {c.spec.kind}: restart the platform"}
+        if self.phase != "ready":
+            return {"ok": False, "error": f"the platform is {self.phase}"}
+        emit(logging.INFO, "command", command=command, process=name)
+        if command == "stop":
+            await self.stop_child(c)
+            return {"ok": True, "state": c.state}
+        if command == "start" or (command == "restart" and c.stop_requested):
+            if not c.stop_requested:
+                return {"ok": False, "error": f"{name} is not stopped"}
+            c.stop_requested = False
+            c.task = asyncio.create_task(self._run_child(c), name=f"child-{name}")
+            return {"ok": True, "state": "starting"}
+        proc = c.proc
+        if proc is None or proc.returncode is not None:
+            return {"ok": False, "error": f"{name} is not running ({c.state})"}
+        c.kill_reason = (REQUESTED, "restart asked through the supervisor's command channel")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, c.spec.stop_signal)
+        return {"ok": True, "state": "restarting"}
 
     async def startup(self) -> None:
         t0 = time.monotonic()
@@ -540,6 +593,9 @@ class Supervisor:
         await self.create_databases()
         self.set_phase("starting services")
         names: list[str] = []
+        if self.telemetry is not None:
+            self.add(self._console_spec(self.telemetry))
+            names.append("console")
         if self.gateway:
             await self.start_gateway()
             names.append("envoy")
@@ -560,6 +616,7 @@ class Supervisor:
         by_kind = lambda kind: [c for c in self.children.values() if c.spec.kind == kind]  # noqa: E731
         await asyncio.gather(*(self.stop_child(c) for c in by_kind("service")))
         await asyncio.gather(*(self.stop_child(c) for c in by_kind("simulator")))
+        await asyncio.gather(*(self.stop_child(c) for c in by_kind("console")))
         if self.edge is not None:
             await self.edge.stop_control_plane()
         await asyncio.gather(*(self.stop_child(c) for c in by_kind("gateway")))
@@ -583,6 +640,7 @@ class Supervisor:
             loop.add_signal_handler(sig, self.request_stop)
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
         self.write_state()
+        channel = await commands.serve(self.home.supervisor_socket, self.command)
         startup = asyncio.create_task(self.startup(), name="startup")
         stop_wait = asyncio.create_task(self.stop_event.wait())
         try:
@@ -601,7 +659,9 @@ class Supervisor:
             await self.stop_event.wait()
         finally:
             stop_wait.cancel()
+            channel.close()
             await self.shutdown()
+            self.home.supervisor_socket.unlink(missing_ok=True)
         emit(logging.INFO, "supervisor_exit", phase=self.phase)
         return 1 if self.error else 0
 
@@ -668,6 +728,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", action="append", default=[])
     ap.add_argument("--service", action="append", default=[])
     ap.add_argument("--no-gateway", action="store_true")
+    ap.add_argument("--no-telemetry", action="store_true")
+    ap.add_argument("--trace-sampling", default="1")
+    ap.add_argument("--trace-sql", action="store_true")
     args = ap.parse_args(argv)
 
     configure_logging("supervisor", "supervisor")
@@ -679,6 +742,8 @@ def main(argv: list[str] | None = None) -> int:
         scale = parse_scale(args.scale, list(services))
         liveness_timeout = seconds_from_env(LIVENESS_TIMEOUT_ENV, DEFAULT_LIVENESS_TIMEOUT_S)
         startup_timeout = seconds_from_env(STARTUP_TIMEOUT_ENV, DEFAULT_STARTUP_TIMEOUT_S)
+        telemetry = None if args.no_telemetry else Telemetry(
+            sampling=parse_sampling(args.trace_sampling), trace_sql=args.trace_sql)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -694,7 +759,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(Supervisor(home, services=services, scale=scale,
                                       gateway=not args.no_gateway,
                                       liveness_timeout=liveness_timeout,
-                                      startup_timeout=startup_timeout).run())
+                                      startup_timeout=startup_timeout,
+                                      telemetry=telemetry).run())
     finally:
         with contextlib.suppress(FileNotFoundError):
             # Only our own pid file: a newer supervisor may have written its own already.
