@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from mercato.console import otlp
 from mercato.console.store import (
     Bounds,

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from mercato.gateway import GatewayConfig, prepare, render
 from mercato.runtime import commands
 from mercato.runtime.paths import Home
