@@ -108,7 +108,16 @@ class Console:
                 token = request.headers.get("X-CSRF-Token") or form.get("csrf")
                 if not self.auth.csrf_ok(str(token) if token is not None else None):
                     return problem(403, "Forbidden", "missing or wrong CSRF token")
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            # The broker or the orders database is down or refused us: say so, not 500.
+            log.warning("console_backend_unavailable", path=request.path,
+                        error=f"{type(exc).__name__}: {exc}")
+            return problem(503, "Service Unavailable",
+                           f"{type(exc).__name__}: {exc}"[:300])
 
     def who(self, request: web.Request) -> str:
         how = "api" if request.headers.get("Authorization") else "console"
@@ -352,11 +361,13 @@ class Console:
         if self.nc is None or self.nc.is_closed:
             import nats
 
-            from mercato.runtime.broker import RUNTIME, connect_options
+            from mercato.runtime.broker import connect_options
 
+            # The operator's identity, as `mercato dlq` has: the console does what it does.
             self.nc = await nats.connect(f"nats://127.0.0.1:{self.home.ports().nats}",
                                          connect_timeout=3, name="mercato-console",
-                                         **connect_options(self.home, RUNTIME))
+                                         max_reconnect_attempts=3,
+                                         **connect_options(self.home))
         return self.nc.jetstream()
 
     async def _letters(self) -> list[dict[str, Any]]:
