@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jinja2
 import structlog
 from aiohttp import web
@@ -27,6 +28,7 @@ from aiohttp import web
 from mercato.console import otlp
 from mercato.console.auth import COOKIE, Auth
 from mercato.console.logtail import LogIndexer
+from mercato.console.prom import Prom
 from mercato.console.resources import Resources
 from mercato.console.sagas import STATES, Sagas
 from mercato.console.store import (
@@ -37,7 +39,8 @@ from mercato.console.store import (
     trace_spans,
     traces_of_order,
 )
-from mercato.runtime import commands
+from mercato.runtime import commands, prometheus
+from mercato.runtime.control import read_state
 from mercato.runtime.paths import Home
 
 log = structlog.get_logger("mercato.console")
@@ -73,6 +76,11 @@ class Console:
         self.templates.filters["mb"] = lambda b: f"{b / 1048576:.0f} MB" if b else ""
         self.templates.filters["pretty"] = lambda v: json.dumps(v, indent=1, default=str)
         self.nc: Any = None
+        self._prom = Prom(None)
+        try:
+            self.scale = prometheus.for_scale()
+        except ValueError:
+            self.scale = 1.0
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -210,11 +218,14 @@ class Console:
 
     async def restart(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
+        command = request.match_info.get("command", "restart")
+        if command not in commands.COMMANDS:
+            return problem(404, "Not Found", f"commands are {', '.join(commands.COMMANDS)}")
         try:
-            answer = await commands.send(self.home.supervisor_socket, "restart", name)
+            answer = await commands.send(self.home.supervisor_socket, command, name)
         except OSError as exc:
             return problem(503, "Service Unavailable", f"the supervisor did not answer: {exc}")
-        await asyncio.to_thread(self.store.audit, self.who(request), "restart",
+        await asyncio.to_thread(self.store.audit, self.who(request), command,
                                 {"process": name, "answer": answer})
         if not answer.get("ok"):
             return problem(409, "Conflict", str(answer.get("error")))
@@ -408,6 +419,36 @@ class Console:
             "SELECT * FROM audit ORDER BY id DESC LIMIT 200")])
         return web.json_response({"audit": rows})
 
+    # -- metrics and alerts (the supervisor's Prometheus) ----------------------------------
+
+    def prom(self) -> Prom:
+        url = ((read_state(self.home) or {}).get("urls") or {}).get("prometheus")
+        if self._prom.base_url != url:
+            self._prom.base_url = url
+        return self._prom
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        return self.page(request, "metrics.html")
+
+    async def api_metrics(self, request: web.Request) -> web.Response:
+        try:
+            return web.json_response({"panels": await self.prom().panels()})
+        except (LookupError, aiohttp.ClientError, TimeoutError) as exc:
+            return problem(503, "Service Unavailable", str(exc))
+
+    async def alerts_page(self, request: web.Request) -> web.Response:
+        try:
+            rules, error = await self.prom().alerts(), None
+        except (LookupError, aiohttp.ClientError, TimeoutError) as exc:
+            rules, error = [], str(exc)
+        return self.page(request, "alerts.html", rules=rules, error=error, scale=self.scale)
+
+    async def api_alerts(self, request: web.Request) -> web.Response:
+        try:
+            return web.json_response({"rules": await self.prom().alerts()})
+        except (LookupError, aiohttp.ClientError, TimeoutError) as exc:
+            return problem(503, "Service Unavailable", str(exc))
+
     # -- background ----------------------------------------------------------------------
 
     async def index_logs_forever(self) -> None:
@@ -438,8 +479,12 @@ class Console:
         r.add_route("*", "/login", self.login)
         r.add_get("/", self.resources_page)
         r.add_get("/api/resources", self.api_resources)
-        r.add_post("/resources/{name}/restart", self.restart)
-        r.add_post("/api/resources/{name}/restart", self.restart)
+        r.add_post("/resources/{name}/{command}", self.restart)
+        r.add_post("/api/resources/{name}/{command}", self.restart)
+        r.add_get("/metrics", self.metrics_page)
+        r.add_get("/api/metrics", self.api_metrics)
+        r.add_get("/alerts", self.alerts_page)
+        r.add_get("/api/alerts", self.api_alerts)
         r.add_get("/traces", self.traces_page)
         r.add_get("/traces/{trace_id}", self.trace_page)
         r.add_get("/api/traces", self.api_traces)
@@ -519,6 +564,7 @@ async def serve(home: Home, port: int) -> None:
         t.cancel()
     await runner.cleanup()
     await console.sagas.close()
+    await console._prom.close()
     if console.nc is not None:
         with contextlib.suppress(Exception):
             await console.nc.close()

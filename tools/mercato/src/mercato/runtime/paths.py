@@ -23,7 +23,7 @@ DEFAULT_EDGE_PORT = 8080
 # say a developer's and a test's, do not propose the same ones). Taken ones fall back to a
 # free ephemeral port; either way config.json then keeps them.
 _PORT_BASE, _PORT_SLOTS = 20000, 900
-_PORT_OFFSETS = {"postgres": 0, "nats": 1, "envoy_admin": 2, "console": 3}
+_PORT_OFFSETS = {"postgres": 0, "nats": 1, "envoy_admin": 2, "console": 3, "prometheus": 4}
 
 
 def proposed_port(root: Path, name: str) -> int:
@@ -85,6 +85,8 @@ class Ports:
     envoy_admin: int
     # The console: its web UI and the OTLP/HTTP receiver every process exports to.
     console: int
+    # The console's alert evaluator (Prometheus), when installed.
+    prometheus: int
 
 
 class Home:
@@ -141,7 +143,7 @@ class Home:
         changed = False
         chosen: dict[str, int] = {}
         taken: set[int] = set()
-        for name in ("postgres", "nats", "envoy_admin", "console"):
+        for name in ("postgres", "nats", "envoy_admin", "console", "prometheus"):
             port = saved.get(name)
             if not isinstance(port, int):
                 proposed = proposed_port(self.root, name)
@@ -155,7 +157,8 @@ class Home:
         if edge != saved.get("edge"):
             changed = True
         ports = Ports(postgres=chosen["postgres"], nats=chosen["nats"], edge=int(edge),
-                      envoy_admin=chosen["envoy_admin"], console=chosen["console"])
+                      envoy_admin=chosen["envoy_admin"], console=chosen["console"],
+                      prometheus=chosen["prometheus"])
         if changed:
             cfg["ports"] = asdict(ports)
             self.root.mkdir(parents=True, exist_ok=True)

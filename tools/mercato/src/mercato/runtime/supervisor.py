@@ -35,7 +35,7 @@ import aiohttp
 import structlog
 from chassis.logging import configure_logging
 
-from mercato.runtime import broker, commands
+from mercato.runtime import broker, commands, prometheus
 from mercato.runtime.cleanup import ENV_MARK
 from mercato.runtime.databases import create_service_databases, prepare_data_dir
 from mercato.runtime.edge import EdgeError, EdgeWiring
@@ -193,6 +193,8 @@ class Supervisor:
         }
         if self.telemetry is not None:
             urls["console"] = f"http://127.0.0.1:{self.ports.console}/"
+        if "prometheus" in self.children:
+            urls["prometheus"] = f"http://127.0.0.1:{self.ports.prometheus}"
         if self.gateway:
             urls.update(edge=edge, envoy_admin=f"unix:{self.home.envoy_admin_socket}",
                         docs={s: f"{edge}{api_path(s)}/docs" for s in self.services})
@@ -218,6 +220,8 @@ class Supervisor:
         if self.edge is not None and self.edge.task is not None:
             state["control_plane"] = dict(self.edge.state)
         write_atomic(self.home.state_file, json.dumps(state, indent=1) + "\n")
+        if "prometheus" in self.children:
+            prometheus.write_targets(self.home, state["processes"])
 
     def set_phase(self, phase: str) -> None:
         self.phase = phase
@@ -560,6 +564,18 @@ class Supervisor:
                     ready=lambda _c: self._http_ok(url),
                     live=lambda _c: self._http_ok(url, self.probe_timeout))
 
+    def _prometheus_spec(self) -> Spec:
+        try:
+            scale = prometheus.for_scale()
+        except ValueError as exc:
+            raise StartupError(str(exc), "prometheus") from exc
+        argv = prometheus.prepare(self.home, self.ports.prometheus, scale)
+        url = f"http://127.0.0.1:{self.ports.prometheus}/-/ready"
+        return Spec(name="prometheus", kind="console", argv=lambda _p: argv,
+                    port=lambda: self.ports.prometheus,
+                    ready=lambda _c: self._http_ok(url),
+                    live=lambda _c: self._http_ok(url, self.probe_timeout))
+
     async def command(self, command: str, name: str) -> dict[str, Any]:
         """A command from the channel (mercato.runtime.commands)."""
         c = self.children.get(name)
@@ -596,6 +612,12 @@ class Supervisor:
         if self.telemetry is not None:
             self.add(self._console_spec(self.telemetry))
             names.append("console")
+            if prometheus.binary() is not None:
+                self.add(self._prometheus_spec())
+                names.append("prometheus")
+            else:
+                emit(logging.INFO, "alerts_off", reason="no Prometheus binary: run "
+                     "`make observability-tools` for the console's alerts")
         if self.gateway:
             await self.start_gateway()
             names.append("envoy")
