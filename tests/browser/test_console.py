@@ -213,3 +213,48 @@ def test_replay_a_dead_letter_and_see_who_did_it(page: Any, platform: Platform) 
                                 if d.sequence != letter.sequence], 30,
                        "the replayed message handled by its consumer")
     assert again[0].consumer == letter.consumer and again[0].deliveries == 1
+
+
+def test_metrics_are_charted_live(page: Any, platform: Platform) -> None:
+    page.goto(f"{console_base(platform)}/metrics")
+
+    def drawn() -> bool:
+        return (page.locator("#panel-lag canvas").count() > 0
+                and int(page.locator("#panel-lag").get_attribute("data-series") or 0) > 0
+                and page.locator("#panel-http_rate canvas").count() > 0)
+
+    wait_until(drawn, 60, "the lag and request-rate charts drawn")
+    assert "refreshed every 5 s" in page.locator("#metrics-note").inner_text()
+    shot(page, "console-metrics.png")
+
+
+def test_an_alert_fires_when_a_consumer_is_stopped_and_clears_when_it_is_back(
+        page: Any, platform: Platform) -> None:
+    base = console_base(platform)
+    victim = "notifications-1"  # consumes every order's events; nothing waits on it
+
+    def rule_state(name: str) -> str | None:
+        page.goto(f"{base}/alerts")
+        row = page.locator(f"#alerts tr[data-rule='{name}']")
+        return row.get_attribute("data-state") if row.count() else None
+
+    assert rule_state("MetricsTargetDown") == "inactive"
+    page.goto(f"{base}/")
+    page.locator(f"#resources tr[data-process='{victim}']").get_by_role(
+        "button", name="stop").click()
+    row = page.locator(f"#resources tr[data-process='{victim}'] td.health")
+    assert row.inner_text() == "stopped"
+    try:
+        wait_until(lambda: rule_state("MetricsTargetDown") == "firing", 90,
+                   "MetricsTargetDown firing")
+        firing = page.locator("#alerts tr[data-rule='MetricsTargetDown']").inner_text()
+        assert victim in firing
+        shot(page, "console-alerts.png")
+    finally:
+        page.goto(f"{base}/")
+        page.locator(f"#resources tr[data-process='{victim}']").get_by_role(
+            "button", name="start").click()
+    wait_until(lambda: platform.state()["processes"][victim]["state"] == "ready", 60,
+               f"{victim} ready again")
+    wait_until(lambda: rule_state("MetricsTargetDown") == "inactive", 60,
+               "MetricsTargetDown cleared")
