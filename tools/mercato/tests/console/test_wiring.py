@@ -92,3 +92,15 @@ async def test_the_command_channel_answers_one_line(tmp_path: Path) -> None:
     finally:
         server.close()
     assert asked == [("restart", "cart-1")]
+
+
+def test_up_refuses_a_bad_sampling_before_starting_anything(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "mercato.cli", "up", "--detach",
+                          "--trace-sampling", "150%", "--home", str(tmp_path / "h")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert "--trace-sampling must be between 0 and 1" in res.stdout + res.stderr
+    assert not (tmp_path / "h" / "run" / "supervisor.pid").exists()
