@@ -56,3 +56,41 @@ def test_targets_are_the_service_instances_stopped_ones_included(tmp_path: Path)
     assert [(g["targets"], g["labels"]["instance"]) for g in groups] == [
         (["127.0.0.1:7002"], "notifications-1"), (["127.0.0.1:7001"], "orders-1")]
     assert all("service" not in g["labels"] for g in groups)
+
+
+def test_the_prometheus_api_needs_the_homes_password(tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    import httpx2 as httpx
+    from mercato.runtime.paths import free_port
+    from mercato.runtime.telemetry import PROMETHEUS_USER, prometheus_password
+
+    if prometheus.binary() is None:
+        pytest.skip("no .tools/prometheus: make observability-tools")
+    home = Home(tmp_path)
+    home.ensure()
+    port = free_port()
+    argv = prometheus.prepare(home, port, 1.0)
+    assert (prometheus.directory(home) / "web.yml").stat().st_mode & 0o777 == 0o600
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/api/v1/rules"
+        auth = (PROMETHEUS_USER, prometheus_password(home))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                ok = httpx.get(url, auth=auth, timeout=2)
+                if ok.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "prometheus did not start"
+            time.sleep(0.2)
+        groups = {g["name"] for g in ok.json()["data"]["groups"]}
+        assert groups, "the rule files were not loaded"
+        assert httpx.get(url, timeout=2).status_code == 401
+        assert httpx.get(url, auth=(PROMETHEUS_USER, "guess"), timeout=2).status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -35,8 +35,9 @@ PANELS: list[tuple[str, str, str, str]] = [
 
 
 class Prom:
-    def __init__(self, base_url: str | None) -> None:
+    def __init__(self, base_url: str | None, auth: aiohttp.BasicAuth | None = None) -> None:
         self.base_url = base_url
+        self.auth = auth
         self.session: aiohttp.ClientSession | None = None
 
     async def _get(self, path: str, **params: Any) -> Any:
@@ -45,7 +46,8 @@ class Prom:
                               "then `mercato down` and `mercato up`")
         if self.session is None:
             self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
-        async with self.session.get(f"{self.base_url}{path}", params=params) as resp:
+        async with self.session.get(f"{self.base_url}{path}", params=params,
+                                    auth=self.auth) as resp:
             doc = await resp.json()
         if doc.get("status") != "success":
             raise LookupError(f"Prometheus: {doc.get('error')}")

@@ -76,7 +76,9 @@ class Console:
         self.templates.filters["mb"] = lambda b: f"{b / 1048576:.0f} MB" if b else ""
         self.templates.filters["pretty"] = lambda v: json.dumps(v, indent=1, default=str)
         self.nc: Any = None
-        self._prom = Prom(None)
+        from mercato.runtime.telemetry import PROMETHEUS_USER, prometheus_password
+
+        self._prom = Prom(None, aiohttp.BasicAuth(PROMETHEUS_USER, prometheus_password(home)))
         try:
             self.scale = prometheus.for_scale()
         except ValueError:

@@ -98,10 +98,20 @@ def prepare(home: Home, port: int, scale: float) -> list[str]:
             {"files": [str(targets_file(home))], "refresh_interval": f"{INTERVAL_S}s"}]}],
     }
     write_atomic(d / "prometheus.yml", yaml.safe_dump(config, sort_keys=False))
+    # Basic auth on every endpoint (its API would otherwise be open to every local user);
+    # Prometheus takes only bcrypt hashes.
+    import bcrypt
+
+    from mercato.runtime.telemetry import PROMETHEUS_USER, prometheus_password
+
+    hashed = bcrypt.hashpw(prometheus_password(home).encode(), bcrypt.gensalt(rounds=10))
+    write_atomic(d / "web.yml", yaml.safe_dump(
+        {"basic_auth_users": {PROMETHEUS_USER: hashed.decode()}}), mode=0o600)
     return [str(exe), f"--config.file={d / 'prometheus.yml'}",
             f"--storage.tsdb.path={d / 'data'}",
             f"--storage.tsdb.retention.time={RETENTION}",
-            f"--web.listen-address=127.0.0.1:{port}", "--log.format=json",
+            f"--web.listen-address=127.0.0.1:{port}", f"--web.config.file={d / 'web.yml'}",
+            "--log.format=json",
             "--log.level=warn"]
 
 

@@ -54,7 +54,12 @@ from mercato.runtime.services import (
     service_secrets,
     simulator_token,
 )
-from mercato.runtime.telemetry import Telemetry, parse_sampling
+from mercato.runtime.telemetry import (
+    PROMETHEUS_USER,
+    Telemetry,
+    parse_sampling,
+    prometheus_password,
+)
 
 BACKOFF_START_S = 0.5
 BACKOFF_CAP_S = 30.0
@@ -230,10 +235,12 @@ class Supervisor:
 
     # -- readiness checks ----------------------------------------------------------------------
 
-    async def _http_ok(self, url: str, timeout_s: float = 1.0) -> bool:
+    async def _http_ok(self, url: str, timeout_s: float = 1.0,
+                       auth: aiohttp.BasicAuth | None = None) -> bool:
         assert self.http is not None
         try:
-            async with self.http.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            async with self.http.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                     auth=auth) as resp:
                 return resp.status == 200
         except (aiohttp.ClientError, OSError, TimeoutError):
             return False
@@ -571,10 +578,11 @@ class Supervisor:
             raise StartupError(str(exc), "prometheus") from exc
         argv = prometheus.prepare(self.home, self.ports.prometheus, scale)
         url = f"http://127.0.0.1:{self.ports.prometheus}/-/ready"
+        auth = aiohttp.BasicAuth(PROMETHEUS_USER, prometheus_password(self.home))
         return Spec(name="prometheus", kind="console", argv=lambda _p: argv,
                     port=lambda: self.ports.prometheus,
-                    ready=lambda _c: self._http_ok(url),
-                    live=lambda _c: self._http_ok(url, self.probe_timeout))
+                    ready=lambda _c: self._http_ok(url, auth=auth),
+                    live=lambda _c: self._http_ok(url, self.probe_timeout, auth))
 
     async def command(self, command: str, name: str) -> dict[str, Any]:
         """A command from the channel (mercato.runtime.commands)."""

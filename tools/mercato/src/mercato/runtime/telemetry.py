@@ -20,6 +20,8 @@ from mercato.runtime.paths import Home, Ports
 
 INGEST_SECRET = "telemetry-ingest-token"  # noqa: S105 - a file name
 CONSOLE_SECRET = "console-token"  # noqa: S105 - a file name
+PROMETHEUS_SECRET = "prometheus-password"  # noqa: S105 - a file name
+PROMETHEUS_USER = "mercato"
 
 
 def _token(home: Home, name: str) -> str:
@@ -36,6 +38,12 @@ def ingest_token(home: Home) -> str:
 
 def console_token(home: Home) -> str:
     return _token(home, CONSOLE_SECRET)
+
+
+def prometheus_password(home: Home) -> str:
+    """The password of the console's Prometheus (user ``mercato``): its HTTP API has no
+    other door, and every local side door needs the home's credentials."""
+    return _token(home, PROMETHEUS_SECRET)
 
 
 def console_url(home: Home, port: int) -> str:
