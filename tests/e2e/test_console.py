@@ -143,3 +143,13 @@ def test_the_console_asks_for_the_homes_token(platform: Platform) -> None:
         procs = c.get("/api/resources").json()["processes"]
     assert {p["name"] for p in procs} >= {"console", "envoy", "orders-1", "postgres"}
     assert all(p["healthy"] for p in procs), [p for p in procs if not p["healthy"]]
+    # Its Prometheus, when installed (make test installs it), is no open door either.
+    if "prometheus" in state["urls"]:
+        rules = f"{state['urls']['prometheus']}/api/v1/rules"
+        assert httpx.get(rules, timeout=5).status_code == 401
+        password = json.loads((platform.home / "secrets" / "prometheus-password.json")
+                              .read_text())["token"]
+        assert httpx.get(rules, timeout=5, auth=("mercato", password)).status_code == 200
+    status = json.loads(mercato(platform.home, "status", "--json").stdout)
+    health = {p["process"]: p["health"] for p in status["processes"]}
+    assert health["console"] == "ok" and health.get("prometheus", "ok") == "ok", health

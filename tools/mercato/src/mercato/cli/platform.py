@@ -254,7 +254,7 @@ def _down(h: Home) -> None:
         active = {n: p.get("kind") for n, p in (state.get("processes") or {}).items()
                   if p.get("state") not in ("stopped", "failed")}
         # The supervisor stops services, then the gateway, then the engines: show that stage.
-        for kind in ("service", "simulator", "gateway", "engine"):
+        for kind in ("service", "simulator", "console", "gateway", "engine"):
             names = [n for n, k in active.items() if k == kind]
             if names:
                 if names != last:
@@ -301,9 +301,9 @@ async def _health(state: dict[str, Any]) -> dict[str, str]:
     home = Home(state["home"])
     results: dict[str, str] = {}
 
-    async def http(name: str, url: str) -> None:
+    async def http(name: str, url: str, auth: aiohttp.BasicAuth | None = None) -> None:
         try:
-            async with session.get(url) as resp:
+            async with session.get(url, auth=auth) as resp:
                 results[name] = "ok" if resp.status == 200 else f"http {resp.status}"
                 if resp.status == 200 and url.endswith("/health/ready"):
                     # Serving, with a dependency down (the broker): say which.
@@ -334,6 +334,13 @@ async def _health(state: dict[str, Any]) -> dict[str, str]:
                 jobs.append(engine(name))
             elif name == "envoy":
                 jobs.append(envoy(name))
+            elif proc.get("kind") == "console" and proc.get("port") and proc.get("pid"):
+                from mercato.runtime.telemetry import PROMETHEUS_USER, prometheus_password
+
+                jobs.append(http(name, f"http://127.0.0.1:{proc['port']}/health")
+                            if name == "console" else
+                            http(name, f"http://127.0.0.1:{proc['port']}/-/ready",
+                                 aiohttp.BasicAuth(PROMETHEUS_USER, prometheus_password(home))))
             elif proc.get("kind") == "simulator" and proc.get("port"):
                 jobs.append(http(name, f"http://127.0.0.1:{proc['port']}/health"))
             elif proc.get("port") and proc.get("pid"):

@@ -48,6 +48,9 @@ class Resources:
                     before = self._last.get(pid)
                     if before is not None and now > before[1]:
                         cpu_pct = round(100 * (cpu - before[0]) / (now - before[1]), 1)
+                    elif p.get("started_at") and now > p["started_at"]:
+                        # First look: the average since the process started.
+                        cpu_pct = round(100 * cpu / (now - p["started_at"]), 1)
                     self._last[pid] = (cpu, now)
             service = p.get("service")
             port = p.get("port")
