@@ -269,7 +269,7 @@ def test_metrics_are_charted_live(page: Any, platform: Platform) -> None:
                 and int(page.locator("#panel-lag").get_attribute("data-series") or 0) > 0
                 and page.locator("#panel-http_rate canvas").count() > 0)
 
-    wait_until(drawn, 60, "the lag and request-rate charts drawn")
+    wait_until(drawn, 90, "the lag and request-rate charts drawn")
     assert "refreshed every 5 s" in page.locator("#metrics-note").inner_text()
     shot(page, "console-metrics.png")
 

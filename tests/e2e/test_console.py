@@ -35,9 +35,13 @@ def order_trace(platform: Platform, order_id: str, wanted: set[str]) -> dict[str
             if resp.status_code != 200:
                 return None
             doc = resp.json()
-            return doc if wanted <= {s["service"] for s in doc["spans"]} else None
+            ids = {s["span_id"] for s in doc["spans"]}
+            # Each process exports in batches of its own: wait for the parents too.
+            orphans = [s for s in doc["spans"] if s["parent_id"] and s["parent_id"] not in ids]
+            return doc if wanted <= {s["service"] for s in doc["spans"]} and not orphans \
+                else None
 
-        return wait_until(complete, 30, f"spans of {sorted(wanted)} in the order's trace")
+        return wait_until(complete, 45, f"spans of {sorted(wanted)} in the order's trace")
 
 
 @pytest.fixture(scope="module")

@@ -61,10 +61,11 @@ def one_run(home: Path, telemetry: bool, rate: float, duration: float,
     if started.returncode != 0:
         raise RuntimeError(f"mercato up failed:\n{started.stdout}\n{started.stderr}")
     report = home / "bench-orders.json"
+    report.unlink(missing_ok=True)  # never read an earlier run's figures as this one's
     try:
         ran = _mercato(home, "bench", "orders", "--rate", str(rate), "--duration",
                        str(duration), "--report", str(report))
-        if not report.exists():
+        if not report.exists() or ran.returncode == 2:
             raise RuntimeError(f"bench orders failed:\n{ran.stdout}\n{ran.stderr}")
         doc = json.loads(report.read_text())
         rss = _rss_mb(home, "console") if telemetry else None

@@ -3,6 +3,7 @@ their state, and the metric panels' range queries."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -45,7 +46,7 @@ class Prom:
             raise LookupError("no Prometheus runs for this home: `make observability-tools`, "
                               "then `mercato down` and `mercato up`")
         if self.session is None:
-            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         async with self.session.get(f"{self.base_url}{path}", params=params,
                                     auth=self.auth) as resp:
             doc = await resp.json()
@@ -75,13 +76,13 @@ class Prom:
 
     async def panels(self, minutes: float = 15) -> list[dict[str, Any]]:
         end = time.time()
-        out = []
-        for pid, title, unit, query in PANELS:
+
+        async def one(pid: str, title: str, unit: str, query: str) -> dict[str, Any]:
             data = await self._get("/api/v1/query_range", query=query, start=end - minutes * 60,
                                    end=end, step=5)
             series = [{"name": ",".join(f"{v}" for v in s["metric"].values()) or pid,
                        "points": [[float(t), float(v)] for t, v in s["values"]]}
                       for s in data["result"]]
-            out.append({"id": pid, "title": title, "unit": unit, "query": query,
-                        "series": series})
-        return out
+            return {"id": pid, "title": title, "unit": unit, "query": query, "series": series}
+
+        return list(await asyncio.gather(*(one(*panel) for panel in PANELS)))
