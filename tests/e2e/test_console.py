@@ -5,10 +5,12 @@ compensation in the saga's timeline; a trace's logs come from the console's inde
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import pytest
+import yaml
 from edge_helpers import Platform, mercato, wait_until
 from shop import APPROVE_CARD, bearer, customer_with_address, place, settled, stocked_product
 
@@ -157,3 +159,23 @@ def test_the_console_asks_for_the_homes_token(platform: Platform) -> None:
     status = json.loads(mercato(platform.home, "status", "--json").stdout)
     health = {p["process"]: p["health"] for p in status["processes"]}
     assert health["console"] == "ok" and health.get("prometheus", "ok") == "ok", health
+
+
+def test_metrics_and_alerts_come_from_the_platforms_own_prometheus(platform: Platform) -> None:
+    if "prometheus" not in platform.state()["urls"]:
+        pytest.skip("no .tools/prometheus (make observability-tools): no metrics or alerts")
+    rule_files = Path(__file__).resolve().parents[2] / "deploy/observability/prometheus/rules"
+    names = {r["alert"] for f in rule_files.glob("*.yaml")
+             for g in yaml.safe_load(f.read_text())["groups"] for r in g["rules"]
+             if "alert" in r}
+    with console(platform) as c:
+        def scraped() -> dict[str, Any] | None:
+            resp = c.get("/api/metrics")
+            panels = {p["id"]: p for p in resp.json().get("panels", [])}
+            return panels if resp.status_code == 200 and panels["lag"]["series"] else None
+
+        panels = wait_until(scraped, 60, "consumer lag scraped by the console's Prometheus")
+        rules = c.get("/api/alerts").json()["rules"]
+    consumers = {s["name"] for s in panels["lag"]["series"]}
+    assert "orders-saga-replies-inventory" in consumers, consumers
+    assert {r["name"] for r in rules} == names  # every rule of the files, evaluated
