@@ -52,14 +52,36 @@ def _rss_mb(home: Path, name: str) -> float | None:
     return None
 
 
+def _edge_routes(port: int, timeout: float = 90.0) -> None:
+    """Ready processes are not yet routed: the edge learns them from the registry."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/catalog/products", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("the edge did not route to catalog in time")
+        time.sleep(0.5)
+
+
 def one_run(home: Path, telemetry: bool, rate: float, duration: float,
             say: Any) -> dict[str, Any]:
-    up_args = ["up", "--detach", "--port", str(_free_port())]
+    port = _free_port()
+    up_args = ["up", "--detach", "--port", str(port)]
     if not telemetry:
         up_args.append("--no-telemetry")
     started = _mercato(home, *up_args)
     if started.returncode != 0:
         raise RuntimeError(f"mercato up failed:\n{started.stdout}\n{started.stderr}")
+    _edge_routes(port)
     report = home / "bench-orders.json"
     report.unlink(missing_ok=True)  # never read an earlier run's figures as this one's
     try:
