@@ -299,7 +299,10 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     install_openapi(app)
-    instrument_app(app, db.engine if db else None, exporting=bool(settings.otlp_endpoint))
+    exporting = bool(settings.otlp_endpoint)
+    instrument_app(app, db.engine if db else None,
+                   exporting=exporting if settings.trace_sql is None else
+                   exporting and settings.trace_sql)
     instrument_http_client()
     # Outermost first: metrics see every answer, including 413s.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -46,6 +46,9 @@ class ServiceSettings(BaseSettings):
     jwt_issuer: str = "mercato-identity"
     jwt_audience: str = "mercato"
     otlp_endpoint: str | None = None
+    # A span per SQL statement (only while exporting). None: on whenever spans are exported;
+    # the local runtime turns it off unless `mercato up --trace-sql` (it costs CPU per order).
+    trace_sql: bool | None = None
     max_body_bytes: int = 1_048_576
     log_level: str = "info"
     register_instance: bool = True

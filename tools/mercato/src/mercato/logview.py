@@ -123,6 +123,34 @@ def merged(files: list[Path], trace: str | None = None) -> list[Entry]:
     return list(heapq.merge(*streams))
 
 
+def from_index(db_path: Path, trace: str, service: str | None = None) -> list[Entry] | None:
+    """A trace's lines from the console's log index (``mercato logs --trace``): one indexed
+    lookup instead of reading every file. None when there is no index (``--no-telemetry``,
+    or no platform started with the console yet) or the id is not a full trace id."""
+    if not db_path.exists() or len(trace) != 32:
+        return None
+    import sqlite3
+
+    from mercato.console.store import connect, search_logs
+
+    try:
+        db = connect(db_path, readonly=True)
+        try:
+            rows = search_logs(db, trace_id=trace, limit=100_000)
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    pattern = re.compile(rf"^{re.escape(service)}(-\d+)?$") if service else None
+    out = []
+    for seq, r in enumerate(rows):
+        if pattern is not None and not pattern.match(r["source"]):
+            continue
+        entry = parse_line(r["line"], r["source"], r["ts"], seq)
+        out.append(entry)
+    return out
+
+
 def _color(name: str) -> str:
     return _PALETTE[sum(name.encode()) % len(_PALETTE)]
 

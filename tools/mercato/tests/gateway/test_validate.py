@@ -81,3 +81,13 @@ def test_bootstrap_alone_validates(tmp_path: Path) -> None:
     prepare(cfg)
     result = validate(cfg.bootstrap_file)
     assert result.ok, result.output
+
+
+def test_files_with_the_edge_tracer_validate(tmp_path: Path) -> None:
+    from mercato.gateway.render import EdgeTelemetry
+
+    cfg = GatewayConfig(envoy_dir=tmp_path / "envoy", logs_dir=tmp_path / "logs",
+                        telemetry=EdgeTelemetry(port=4318, token="t", sampling_percent=25.0))
+    prepare(cfg)
+    write_static(cfg, load_routes(), Signer().jwks())
+    _check(cfg.envoy_dir)

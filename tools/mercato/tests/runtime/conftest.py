@@ -47,13 +47,14 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def mercato(home: Home) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run ``mercato <args> --home <home>``; fake services and no gateway unless told."""
+    """Run ``mercato <args> --home <home>``; fake services, no gateway and no console
+    unless told."""
 
     def run(*args: str, fake: bool = True, timeout: float = 120,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "mercato.cli", *args, "--home", str(home.root)]
         if fake and args and args[0] == "up":
-            argv += ["--service", "fake=fakesvc", "--no-gateway"]
+            argv += ["--service", "fake=fakesvc", "--no-gateway", "--no-telemetry"]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                               env=cli_env(**(env or {})))
 

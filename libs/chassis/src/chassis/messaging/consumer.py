@@ -253,7 +253,9 @@ class InboxConsumer:
                     attributes={"messaging.system": "nats",
                                 "messaging.destination.name": envelope.subject,
                                 "messaging.message.id": str(envelope.message_id),
-                                "messaging.consumer.group.name": self.spec.name}):
+                                "messaging.consumer.group.name": self.spec.name,
+                                # The order (saga) id: how a trace is found by its order.
+                                "messaging.correlation_id": envelope.correlation_id or ""}):
                 await handler(session, envelope)
         finally:
             _drops.reset(declared)

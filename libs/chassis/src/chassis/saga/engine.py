@@ -266,6 +266,13 @@ class SagaEngine:
         failure = secrets.value(failure)  # a reason may quote the data (a builder's error)
         inst.data["failure"] = failure
         inst.deadline_at = None
+        # The span that turned the saga back (a refusal's reply, the reconciler's tick) is
+        # where a trace view shows the failure.
+        span = trace.get_current_span()
+        span.set_status(trace.Status(trace.StatusCode.ERROR, str(failure.get("reason"))))
+        span.add_event("saga.compensating", {"saga.id": str(inst.id),
+                                             "saga.step": str(failure.get("step")),
+                                             "saga.reason": str(failure.get("reason"))})
         broken: list[str] = []
         for i in range(undo_through, -1, -1):
             step = definition.steps[i]

@@ -87,6 +87,26 @@ def bench_storefront(
                                           products=products, report_file=report))
 
 
+@bench_app.command("telemetry")
+def bench_telemetry(
+    rate: Annotated[float, typer.Option(help="Orders per second.", min=0.1)] = 12.0,
+    duration: Annotated[float, typer.Option(help="Seconds of measured load per run.",
+                                            min=5)] = 30.0,
+    rounds: Annotated[int, typer.Option(help="Alternating rounds (one run on, one off "
+                                              "each).", min=1)] = 2,
+    report: Annotated[Path | None, typer.Option(
+        help="JSON report file (default bench/reports/telemetry.json).",
+        show_default=False)] = None,
+) -> None:
+    """CPU per order with telemetry on (console, span export) against off, alternating
+    runs on fresh platforms of their own; prints both and the ratio."""
+    from mercato.bench.gateway import default_reports_dir
+    from mercato.bench.telemetry import run_telemetry_bench
+
+    raise typer.Exit(run_telemetry_bench(rate, duration, rounds,
+                                         report or default_reports_dir() / "telemetry.json"))
+
+
 @bench_app.command("events")
 def bench_events(
     events: Annotated[int, typer.Option(help="Events per throughput round.")] = 20_000,

@@ -67,6 +67,10 @@ def _print_ready(state: dict[str, Any], took: float, home: Home) -> None:
     rows: list[tuple[str, str]] = []
     if "storefront" in urls:
         rows.append(("storefront", urls["storefront"]))
+    if "console" in urls:
+        from mercato.runtime.telemetry import console_url
+
+        rows.append(("console", console_url(home, int(state["ports"]["console"]))))
     if "edge" in urls:
         rows.append(("edge", urls["edge"]))
         for i, (_svc, url) in enumerate((urls.get("docs") or {}).items()):
@@ -157,11 +161,19 @@ def up(
     fault_proxy: Annotated[bool, typer.Option(
         "--fault-proxy", help="Route every service's PostgreSQL and NATS connections through "
         "a TCP fault proxy that mercato chaos can slow down or cut at run time.")] = False,
+    no_telemetry: Annotated[bool, typer.Option(
+        "--no-telemetry", help="No console and no span export (services, Envoy).")] = False,
+    trace_sampling: Annotated[str, typer.Option(
+        "--trace-sampling", metavar="RATIO",
+        help="Share of new traces kept: 1 (all, the default), 0.1 or 10%.")] = "1",
+    trace_sql: Annotated[bool, typer.Option(
+        "--trace-sql", help="A span per SQL statement too (costs CPU per order).")] = False,
     home: HomeOpt = None,
     service: Annotated[list[str] | None, typer.Option("--service", hidden=True)] = None,
     no_gateway: Annotated[bool, typer.Option("--no-gateway", hidden=True)] = False,
 ) -> None:
-    """Start PostgreSQL, NATS, the gateway and every service; wait until all are ready."""
+    """Start PostgreSQL, NATS, the gateway, every service and the console; wait until all
+    are ready."""
     from mercato.runtime.supervisor import (
         DEFAULT_LIVENESS_TIMEOUT_S,
         DEFAULT_STARTUP_TIMEOUT_S,
@@ -169,6 +181,7 @@ def up(
         STARTUP_TIMEOUT_ENV,
         seconds_from_env,
     )
+    from mercato.runtime.telemetry import parse_sampling
 
     h = home_of(home)
     pid = control.running_pid(h)
@@ -182,6 +195,10 @@ def up(
         parse_scale(scale, names)
     except ValueError as exc:
         fail(str(exc), "example: mercato up --scale catalog=2", 2)
+    try:
+        parse_sampling(trace_sampling)
+    except ValueError as exc:
+        fail(str(exc), "example: mercato up --trace-sampling 0.1", 2)
     supervisor_env: dict[str, str] = {}
     try:
         seconds_from_env(STARTUP_TIMEOUT_ENV, DEFAULT_STARTUP_TIMEOUT_S)
@@ -202,7 +219,9 @@ def up(
         out.print(f"[yellow]stopped {len(leftovers)} leftover process(es) of an earlier run[/]")
     t0 = time.monotonic()
     sup = control.spawn_supervisor(h, scale=scale, services=service, gateway=not no_gateway,
-                                   env=supervisor_env, fault_proxy=fault_proxy)
+                                   env=supervisor_env, fault_proxy=fault_proxy,
+                                   telemetry=not no_telemetry,
+                                   trace_sampling=trace_sampling, trace_sql=trace_sql)
     try:
         ok, state, why = _wait_until_ready(h, sup, timeout, t0)
     except KeyboardInterrupt:
@@ -241,7 +260,7 @@ def _down(h: Home) -> None:
         active = {n: p.get("kind") for n, p in (state.get("processes") or {}).items()
                   if p.get("state") not in ("stopped", "failed")}
         # The supervisor stops services, then the gateway, then the engines: show that stage.
-        for kind in ("service", "simulator", "gateway", "engine"):
+        for kind in ("service", "simulator", "console", "gateway", "engine"):
             names = [n for n, k in active.items() if k == kind]
             if names:
                 if names != last:
@@ -288,9 +307,9 @@ async def _health(state: dict[str, Any]) -> dict[str, str]:
     home = Home(state["home"])
     results: dict[str, str] = {}
 
-    async def http(name: str, url: str) -> None:
+    async def http(name: str, url: str, auth: aiohttp.BasicAuth | None = None) -> None:
         try:
-            async with session.get(url) as resp:
+            async with session.get(url, auth=auth) as resp:
                 results[name] = "ok" if resp.status == 200 else f"http {resp.status}"
                 if resp.status == 200 and url.endswith("/health/ready"):
                     # Serving, with a dependency down (the broker): say which.
@@ -321,6 +340,13 @@ async def _health(state: dict[str, Any]) -> dict[str, str]:
                 jobs.append(engine(name))
             elif name == "envoy":
                 jobs.append(envoy(name))
+            elif proc.get("kind") == "console" and proc.get("port") and proc.get("pid"):
+                from mercato.runtime.telemetry import PROMETHEUS_USER, prometheus_password
+
+                jobs.append(http(name, f"http://127.0.0.1:{proc['port']}/health")
+                            if name == "console" else
+                            http(name, f"http://127.0.0.1:{proc['port']}/-/ready",
+                                 aiohttp.BasicAuth(PROMETHEUS_USER, prometheus_password(home))))
             elif proc.get("kind") == "simulator" and proc.get("port"):
                 jobs.append(http(name, f"http://127.0.0.1:{proc['port']}/health"))
             elif proc.get("port") and proc.get("pid"):
@@ -454,7 +480,8 @@ def logs(
     if not files:
         fail(f"no logs for {service!r}",
              "known: " + ", ".join(logview.known_sources(h.logs_dir)))
-    entries = logview.merged(files, trace)
+    indexed = logview.from_index(h.telemetry_db, trace, service) if trace else None
+    entries = indexed if indexed is not None else logview.merged(files, trace)
     if lines > 0:
         entries = entries[-lines:]
     logview.print_entries(out, entries)

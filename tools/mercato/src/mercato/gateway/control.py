@@ -56,6 +56,8 @@ class GatewayConfig:
     log_level: str = "warn"
     # While the edge has no keys yet, identity's JWKS is asked for this often.
     jwks_retry_s: float = 0.5
+    # Where the edge exports its spans; None: no tracer (`mercato up --no-telemetry`).
+    telemetry: render.EdgeTelemetry | None = None
 
     @property
     def bootstrap_file(self) -> Path:
@@ -88,10 +90,11 @@ def write_static(cfg: GatewayConfig, table: RouteTable,
     """Bootstrap, LDS and CDS; returns the files that changed."""
     docs = {cfg.bootstrap_file: render.bootstrap(cfg.envoy_dir, admin_host=cfg.admin_host,
                                                  admin_port=cfg.admin_port,
-                                                 admin_socket=cfg.admin_socket)}
+                                                 admin_socket=cfg.admin_socket,
+                                                 telemetry=cfg.telemetry)}
     docs.update(render.documents(table, envoy_dir=cfg.envoy_dir, logs_dir=cfg.logs_dir,
                                  listen_host=cfg.listen_host, listen_port=cfg.edge_port,
-                                 jwks=jwks))
+                                 jwks=jwks, telemetry=cfg.telemetry))
     return [path for path, doc in docs.items() if write_doc(path, doc)]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -39,6 +40,8 @@ CLA_TYPE = f"{_T}.config.endpoint.v3.ClusterLoadAssignment"
 CEL_FILTER_TYPE = f"{_T}.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 REQ_WITHOUT_QUERY_TYPE = (f"{_T}.extensions.formatter.req_without_query.v3."
                           "ReqWithoutQuery")
+OTEL_TRACER_TYPE = f"{_T}.config.trace.v3.OpenTelemetryConfig"
+TELEMETRY_CLUSTER = "mercato_telemetry"
 CONN_LIMIT_TYPE = (f"{_T}.extensions.resource_monitors.downstream_connections.v3."
                    "DownstreamConnectionsConfig")
 
@@ -87,8 +90,44 @@ ACCESS_LOG_FORMAT = {
     "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
     "request_id": "%REQ(X-REQUEST-ID)%",
     "traceparent": "%REQ(TRACEPARENT)%",
+    # The trace the edge's own span belongs to (empty when the request was not sampled).
+    "trace_id": "%TRACE_ID%",
     "user_agent": "%REQ(USER-AGENT)%",
 }
+
+
+@dataclass(frozen=True)
+class EdgeTelemetry:
+    """Where the edge sends its spans (OTLP/HTTP on loopback) and how many it starts."""
+
+    port: int
+    token: str
+    sampling_percent: float = 100.0
+    host: str = "127.0.0.1"
+
+
+def telemetry_cluster(t: EdgeTelemetry) -> dict[str, Any]:
+    return {"name": TELEMETRY_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": TELEMETRY_CLUSTER, "endpoints": [{
+                "lb_endpoints": [{"endpoint": {"address": _addr(t.host, t.port)}}]}]}}
+
+
+def tracing(t: EdgeTelemetry) -> dict[str, Any]:
+    """Envoy's OpenTelemetry tracer: a span per request at the edge, its traceparent sent
+    upstream, so a trace starts here; exported over OTLP/HTTP to the console."""
+    return {
+        "random_sampling": {"value": t.sampling_percent},
+        "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": {
+            "@type": OTEL_TRACER_TYPE,
+            "service_name": "envoy",
+            "http_service": {
+                "http_uri": {"uri": f"http://{t.host}:{t.port}/v1/traces",
+                             "cluster": TELEMETRY_CLUSTER, "timeout": "2s"},
+                "request_headers_to_add": [{"header": {
+                    "key": "authorization", "value": f"Bearer {t.token}"}}],
+            },
+        }},
+    }
 
 
 def lds_file(envoy_dir: Path) -> Path:
@@ -121,12 +160,13 @@ def _seconds(value: float) -> str:
 # -- bootstrap -----------------------------------------------------------------------------
 
 def bootstrap(envoy_dir: Path, *, admin_host: str, admin_port: int,
-              admin_socket: Path | None = None, max_connections: int = 10_000) -> dict[str, Any]:
+              admin_socket: Path | None = None, max_connections: int = 10_000,
+              telemetry: EdgeTelemetry | None = None) -> dict[str, Any]:
     # Envoy's admin has no authentication of its own: on a unix socket (0600, in a 0700
     # directory) only the home's owner can reach it; on loopback TCP every local user can.
     admin = ({"pipe": {"path": str(admin_socket), "mode": 0o600}} if admin_socket is not None
              else _addr(admin_host, admin_port))
-    return {
+    doc: dict[str, Any] = {
         "node": {"id": "mercato-edge", "cluster": "mercato-edge"},
         "admin": {"address": admin},
         "dynamic_resources": {
@@ -140,6 +180,10 @@ def bootstrap(envoy_dir: Path, *, admin_host: str, admin_port: int,
                              "max_active_downstream_connections": max_connections},
         }]},
     }
+    if telemetry is not None:
+        # Static: the tracer's cluster must exist before LDS names it.
+        doc["static_resources"] = {"clusters": [telemetry_cluster(telemetry)]}
+    return doc
 
 
 # -- CDS -----------------------------------------------------------------------------------
@@ -245,13 +289,14 @@ EdgeKeys = Jwks | Literal["remote"] | None
 
 
 def lds(table: RouteTable, *, listen_host: str, listen_port: int, logs_dir: Path,
-        jwks: EdgeKeys = None) -> dict[str, Any]:
+        jwks: EdgeKeys = None, telemetry: EdgeTelemetry | None = None) -> dict[str, Any]:
     return {"resources": [listener(table, listen_host=listen_host, listen_port=listen_port,
-                                   logs_dir=logs_dir, jwks=jwks)]}
+                                   logs_dir=logs_dir, jwks=jwks, telemetry=telemetry)]}
 
 
 def listener(table: RouteTable, *, listen_host: str, listen_port: int,
-             logs_dir: Path, jwks: EdgeKeys = None) -> dict[str, Any]:
+             logs_dir: Path, jwks: EdgeKeys = None,
+             telemetry: EdgeTelemetry | None = None) -> dict[str, Any]:
     return {
         "@type": LISTENER_TYPE,
         "name": LISTENER,
@@ -261,17 +306,17 @@ def listener(table: RouteTable, *, listen_host: str, listen_port: int,
         "per_connection_buffer_limit_bytes": 32768,
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": http_connection_manager(table, logs_dir, jwks),
+            "typed_config": http_connection_manager(table, logs_dir, jwks, telemetry),
         }]}],
     }
 
 
-def http_connection_manager(table: RouteTable, logs_dir: Path,
-                            jwks: EdgeKeys = None) -> dict[str, Any]:
+def http_connection_manager(table: RouteTable, logs_dir: Path, jwks: EdgeKeys = None,
+                            telemetry: EdgeTelemetry | None = None) -> dict[str, Any]:
     # Without keys no token can be checked: the jwt_authn filter is left out (Envoy refuses
     # a provider with no key) and every route that needs a user answers 503 itself.
     authenticate = [{"name": JWT_FILTER, "typed_config": jwt_authn(table, jwks)}] if jwks else []
-    return {
+    hcm: dict[str, Any] = {
         "@type": HCM_TYPE,
         "stat_prefix": LISTENER,
         "codec_type": "AUTO",
@@ -315,6 +360,9 @@ def http_connection_manager(table: RouteTable, logs_dir: Path,
              "typed_config": {"@type": ROUTER_TYPE, "suppress_envoy_headers": True}},
         ],
     }
+    if telemetry is not None:
+        hcm["tracing"] = tracing(telemetry)
+    return hcm
 
 
 def jwt_authn(table: RouteTable, jwks: Jwks | Literal["remote"]) -> dict[str, Any]:
@@ -568,11 +616,12 @@ def _per_filter(route: Route, auth: str, *, limited: bool,
 
 
 def documents(table: RouteTable, *, envoy_dir: Path, logs_dir: Path, listen_host: str,
-              listen_port: int, jwks: Jwks | None = None) -> Mapping[Path, dict[str, Any]]:
+              listen_port: int, jwks: Jwks | None = None,
+              telemetry: EdgeTelemetry | None = None) -> Mapping[Path, dict[str, Any]]:
     """LDS and CDS: everything that depends on the routes and the signing keys, not on the
     registry. ``jwks`` None: the keys are not known yet."""
     return {
         lds_file(envoy_dir): lds(table, listen_host=listen_host, listen_port=listen_port,
-                                 logs_dir=logs_dir, jwks=jwks),
+                                 logs_dir=logs_dir, jwks=jwks, telemetry=telemetry),
         cds_file(envoy_dir): cds(table, envoy_dir),
     }

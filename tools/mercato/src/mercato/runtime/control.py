@@ -61,8 +61,9 @@ def running_pid(home: Home) -> int | None:
 
 def spawn_supervisor(home: Home, *, scale: list[str] | None = None,
                      services: list[str] | None = None, gateway: bool = True,
-                     env: dict[str, str] | None = None,
-                     fault_proxy: bool = False) -> subprocess.Popen[bytes]:
+                     env: dict[str, str] | None = None, fault_proxy: bool = False,
+                     telemetry: bool = True, trace_sampling: str | None = None,
+                     trace_sql: bool = False) -> subprocess.Popen[bytes]:
     """Start the supervisor detached (own session, no controlling terminal)."""
     home.ensure()
     argv = [sys.executable, "-m", "mercato.runtime.supervisor", "--home", str(home.root)]
@@ -74,6 +75,12 @@ def spawn_supervisor(home: Home, *, scale: list[str] | None = None,
         argv.append("--no-gateway")
     if fault_proxy:
         argv.append("--fault-proxy")
+    if not telemetry:
+        argv.append("--no-telemetry")
+    if trace_sampling is not None:
+        argv += ["--trace-sampling", trace_sampling]
+    if trace_sql:
+        argv.append("--trace-sql")
     log = open(home.log_file("supervisor"), "ab")
     try:
         return popen(argv, stdin=subprocess.DEVNULL, stdout=log,

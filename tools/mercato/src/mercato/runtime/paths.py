@@ -24,7 +24,7 @@ DEFAULT_EDGE_PORT = 8080
 # say a developer's and a test's, do not propose the same ones). Taken ones fall back to a
 # free ephemeral port; either way config.json then keeps them.
 _PORT_BASE, _PORT_SLOTS = 20000, 900
-_PORT_OFFSETS = {"postgres": 0, "nats": 1, "envoy_admin": 2}
+_PORT_OFFSETS = {"postgres": 0, "nats": 1, "envoy_admin": 2, "console": 3, "prometheus": 4}
 
 
 def proposed_port(root: Path, name: str) -> int:
@@ -107,6 +107,10 @@ class Ports:
     nats: int
     edge: int
     envoy_admin: int
+    # The console: its web UI and the OTLP/HTTP receiver every process exports to.
+    console: int
+    # The console's alert evaluator (Prometheus), when installed.
+    prometheus: int
 
 
 class Home:
@@ -131,6 +135,8 @@ class Home:
     envoy_admin_socket = property(lambda self: self.root / "sockets" / "envoy-admin.sock")
     pid_file = property(lambda self: self.root / "run" / "supervisor.pid")
     state_file = property(lambda self: self.root / "run" / "state.json")
+    telemetry_db = property(lambda self: self.root / "telemetry" / "telemetry.db")
+    supervisor_socket = property(lambda self: self.root / "sockets" / "supervisor.sock")
 
     def log_file(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
@@ -161,7 +167,7 @@ class Home:
         changed = False
         chosen: dict[str, int] = {}
         taken: set[int] = set()
-        for name in ("postgres", "nats", "envoy_admin"):
+        for name in ("postgres", "nats", "envoy_admin", "console", "prometheus"):
             port = saved.get(name)
             if not isinstance(port, int):
                 proposed = proposed_port(self.root, name)
@@ -175,7 +181,8 @@ class Home:
         if edge != saved.get("edge"):
             changed = True
         ports = Ports(postgres=chosen["postgres"], nats=chosen["nats"], edge=int(edge),
-                      envoy_admin=chosen["envoy_admin"])
+                      envoy_admin=chosen["envoy_admin"], console=chosen["console"],
+                      prometheus=chosen["prometheus"])
         if changed:
             cfg["ports"] = asdict(ports)
             self.root.mkdir(parents=True, exist_ok=True)

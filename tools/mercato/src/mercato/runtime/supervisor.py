@@ -35,8 +35,10 @@ import aiohttp
 import structlog
 from chassis.logging import configure_logging
 
-from mercato.runtime import broker
+from mercato.runtime import broker, commands, prometheus
 from mercato.runtime.cleanup import ENV_MARK
+from mercato.runtime.databases import create_service_databases, prepare_data_dir
+from mercato.runtime.edge import EdgeError, EdgeWiring
 from mercato.runtime.faultproxy import FaultProxy, faults_path, route_name, with_port
 from mercato.runtime.nats import Nats
 from mercato.runtime.paths import Home, free_port, write_atomic
@@ -53,6 +55,12 @@ from mercato.runtime.services import (
     service_env,
     service_secrets,
     simulator_token,
+)
+from mercato.runtime.telemetry import (
+    PROMETHEUS_USER,
+    Telemetry,
+    parse_sampling,
+    prometheus_password,
 )
 
 BACKOFF_START_S = 0.5
@@ -81,6 +89,9 @@ DEFAULT_STARTUP_TIMEOUT_S = 120.0
 
 # Why a child last restarted (state.json ``last_restart.cause``).
 EXITED, LIVENESS_TIMEOUT, STARTUP_TIMEOUT = "exited", "liveness_timeout", "startup_timeout"
+REQUESTED = "requested"  # through the command channel (the console's restart button)
+# What the command channel may stop, start and restart: not what everything depends on.
+COMMANDABLE_KINDS = ("service", "simulator", "console", "gateway")
 
 log = structlog.get_logger("mercato.supervisor")
 
@@ -154,8 +165,10 @@ class Supervisor:
     def __init__(self, home: Home, *, services: dict[str, str], scale: dict[str, int],
                  gateway: bool = True, liveness_timeout: float = DEFAULT_LIVENESS_TIMEOUT_S,
                  startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S,
-                 fault_proxy: bool = False, scale_args: list[str] | None = None) -> None:
+                 fault_proxy: bool = False, scale_args: list[str] | None = None,
+                 telemetry: Telemetry | None = None) -> None:
         self.home = home
+        self.telemetry = telemetry
         # What `mercato up` was asked, so a tool that restarts the platform (`mercato chaos`
         # after killing the supervisor) can start it the same way.
         self.options = {"scale": list(scale_args or []), "fault_proxy": fault_proxy}
@@ -180,10 +193,7 @@ class Supervisor:
         self.nats_urls: dict[str, str] = {}
         self.simulator_ports: dict[str, dict[str, int]] = {}
         self.http: aiohttp.ClientSession | None = None
-        self.nc: Any = None
-        self.control_plane: asyncio.Task[None] | None = None
-        self.gateway_stop = asyncio.Event()
-        self.control_plane_state: dict[str, Any] = {"state": "stopped", "restarts": 0}
+        self.edge: EdgeWiring | None = None
         self.base_env = {**os.environ, ENV_MARK: str(home.root), "PYTHONUNBUFFERED": "1"}
         self.cwd = str(repo_root())
         self._logs: list[IO[bytes]] = []
@@ -196,6 +206,10 @@ class Supervisor:
             "postgres": f"postgresql://127.0.0.1:{self.ports.postgres}",
             "nats": self.nats.url,
         }
+        if self.telemetry is not None:
+            urls["console"] = f"http://127.0.0.1:{self.ports.console}/"
+        if "prometheus" in self.children:
+            urls["prometheus"] = f"http://127.0.0.1:{self.ports.prometheus}"
         if self.gateway:
             if "storefront" in self.services:
                 urls["storefront"] = f"{edge}/"
@@ -214,7 +228,9 @@ class Supervisor:
             "updated_at": time.time(),
             "error": self.error,
             "ports": {"postgres": self.ports.postgres, "nats": self.ports.nats,
-                      "edge": self.ports.edge, "envoy_admin": self.ports.envoy_admin},
+                      "edge": self.ports.edge, "envoy_admin": self.ports.envoy_admin,
+                      "console": self.ports.console},
+            "telemetry": self.telemetry.as_json() if self.telemetry else None,
             "urls": self.urls(),
             "processes": {name: c.as_json() for name, c in self.children.items()},
             "options": self.options,
@@ -223,9 +239,11 @@ class Supervisor:
             state["fault_proxy"] = {"faults_file": str(self.fault_proxy.faults_file),
                                     "routes": {n: r.describe() for n, r in
                                                self.fault_proxy.routes.items()}}
-        if self.control_plane is not None:
-            state["control_plane"] = dict(self.control_plane_state)
+        if self.edge is not None and self.edge.task is not None:
+            state["control_plane"] = dict(self.edge.state)
         write_atomic(self.home.state_file, json.dumps(state, indent=1) + "\n")
+        if "prometheus" in self.children:
+            prometheus.write_targets(self.home, state["processes"])
 
     def set_phase(self, phase: str) -> None:
         self.phase = phase
@@ -234,10 +252,12 @@ class Supervisor:
 
     # -- readiness checks ----------------------------------------------------------------------
 
-    async def _http_ok(self, url: str, timeout_s: float = 1.0) -> bool:
+    async def _http_ok(self, url: str, timeout_s: float = 1.0,
+                       auth: aiohttp.BasicAuth | None = None) -> bool:
         assert self.http is not None
         try:
-            async with self.http.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            async with self.http.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                     auth=auth) as resp:
                 return resp.status == 200
         except (aiohttp.ClientError, OSError, TimeoutError):
             return False
@@ -323,8 +343,12 @@ class Supervisor:
                     self.fail(f"{c.spec.name} exited {c.exits_before_ready} times before "
                               f"becoming ready (last exit code {rc})", c.spec.name)
                     return
-            delay = restart_delay(crashes_in_a_row, quick=c.spec.quick_restart)
             cause, detail = c.kill_reason or (EXITED, describe_exit(rc))
+            if cause == REQUESTED:
+                crashes_in_a_row -= 1  # asked for, not a crash: no backoff
+                delay = QUICK_RESTART_DELAY_S
+            else:
+                delay = restart_delay(crashes_in_a_row, quick=c.spec.quick_restart)
             c.restarts += 1
             c.state = "restarting"
             c.last_restart = {"at": time.time(), "cause": cause, "detail": detail,
@@ -449,7 +473,7 @@ class Supervisor:
 
     async def start_engines(self) -> None:
         self.set_phase("starting engines")
-        await asyncio.to_thread(self.prepare_postgres)
+        await asyncio.to_thread(prepare_data_dir, self.pg)
         # Only the home's identities may connect; each service to its own subjects.
         self.nats.authorization = broker.authorization(self.home, list(self.services))
         self.nats.write_config()
@@ -481,19 +505,9 @@ class Supervisor:
         finally:
             await nc.close()
 
-    def prepare_postgres(self) -> None:
-        self.pg.init()
-        # A server of this PGDATA may still be finishing the shutdown its parent's death asked
-        # for; starting beside it would fail on the lock file.
-        self.pg.pg_ctl_stop()
-        self.pg.clear_stale_pidfile()
-
     async def create_databases(self) -> None:
         self.set_phase("preparing databases")
-        await asyncio.to_thread(self.pg.close_shared_databases)
-        urls = await asyncio.gather(*(asyncio.to_thread(self.pg.ensure_service_database, s)
-                                      for s in self.services))
-        self.db_urls = dict(zip(self.services, urls, strict=True))
+        self.db_urls = await create_service_databases(self.pg, self.services)
         self.nats_urls = dict.fromkeys(self.services, self.nats.url)
         if self.fault_proxy is not None:
             await self.open_fault_routes()
@@ -512,60 +526,20 @@ class Supervisor:
         emit(logging.INFO, "fault_proxy_ready", routes=len(self.fault_proxy.routes))
 
     async def start_gateway(self) -> None:
+        edge = self.edge = EdgeWiring(self.home, nats_url=self.nats.url,
+                                      services=list(self.services), edge_port=self.ports.edge,
+                                      admin_port=self.ports.envoy_admin,
+                                      on_change=self.write_state,
+                                      telemetry=self.telemetry.edge(self.home, self.ports)
+                                      if self.telemetry else None)
         try:
-            from mercato.gateway import GatewayConfig, prepare, run_control_plane
-        except ImportError as exc:
-            raise StartupError(f"the gateway cannot be loaded ({exc})", "envoy") from exc
-        import nats as nats_client
-        from chassis.registry import RegistryClient
-        from chassis.registry_keys import TrustedKeys
-
-        socket = self.home.envoy_admin_socket
-        if len(str(socket).encode()) > 100:  # sun_path holds 108 bytes
-            raise StartupError(f"the home's path is too long for Envoy's admin socket "
-                               f"({socket}); use a shorter MERCATO_HOME", "envoy")
-        cfg = GatewayConfig(envoy_dir=self.home.envoy_dir, logs_dir=self.home.logs_dir,
-                            edge_port=self.ports.edge, admin_port=self.ports.envoy_admin,
-                            admin_socket=socket)
-        argv = await asyncio.to_thread(prepare, cfg)
-        self.nc = await nats_client.connect(self.nats.url, name="mercato-gateway",
-                                            max_reconnect_attempts=-1,
-                                            **broker.connect_options(self.home, broker.GATEWAY))
-        # The edge routes only to instances whose entry their own service signed.
-        registry = RegistryClient(self.nc, trusted=TrustedKeys(
-            broker.trusted_registry_keys(self.home, list(self.services))))
-        self.control_plane = asyncio.create_task(
-            self._run_control_plane(run_control_plane, cfg, registry), name="control-plane")
+            argv = await edge.prepare()
+        except EdgeError as exc:
+            raise StartupError(str(exc), "envoy") from exc
+        await edge.start_control_plane()
         self.add(Spec(name="envoy", kind="gateway", argv=lambda _p: list(argv),
                       port=lambda: self.ports.edge, ready=self._envoy_ready,
                       live=self._envoy_ready, quick_restart=True))
-
-    async def _run_control_plane(self, run: Callable[..., Awaitable[None]], cfg: Any,
-                                 registry: Any) -> None:
-        """Keep the control plane running: it is what keeps Envoy's routes current."""
-        delay = BACKOFF_START_S
-        cps = self.control_plane_state
-        while not self.gateway_stop.is_set():
-            started = time.monotonic()
-            cps["state"] = "ready"
-            self.write_state()
-            try:
-                await run(cfg, registry, self.gateway_stop)
-            except asyncio.CancelledError:
-                cps["state"] = "stopped"
-                raise
-            except Exception:
-                emit(logging.ERROR, "control_plane_crashed", exception=_exc_text())
-            if self.gateway_stop.is_set():
-                cps["state"] = "stopped"
-                return
-            cps["state"] = "restarting"
-            cps["restarts"] += 1
-            self.write_state()
-            delay = BACKOFF_START_S if time.monotonic() - started > STABLE_AFTER_S else delay
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.gateway_stop.wait(), delay)
-            delay = min(delay * 2, BACKOFF_CAP_S)
 
     def start_services(self) -> list[str]:
         names = []
@@ -615,6 +589,8 @@ class Supervisor:
                                   database_url=self.db_urls[service],
                                   nats_url=self.nats_urls[service]),
                     **self._simulator_env(service), **service_secrets(self.home, service),
+                    **(self.telemetry.service_env(self.home, self.ports, service)
+                       if self.telemetry else {}),
                     **broker.service_broker_env(self.home, service, list(self.services))}
 
         return Spec(name=iid, kind="service", service=service,
@@ -651,6 +627,53 @@ class Supervisor:
             return
         emit(logging.INFO, "oauth_client_registered", client="storefront",
              outcome=out.decode(errors="replace").strip())
+    def _console_spec(self, telemetry: Telemetry) -> Spec:
+        url = f"http://127.0.0.1:{self.ports.console}/health"
+        return Spec(name="console", kind="console",
+                    argv=lambda _p: telemetry.console_argv(self.home),
+                    port=lambda: self.ports.console, env=lambda _p: telemetry.console_env(),
+                    ready=lambda _c: self._http_ok(url),
+                    live=lambda _c: self._http_ok(url, self.probe_timeout))
+
+    def _prometheus_spec(self) -> Spec:
+        try:
+            scale = prometheus.for_scale()
+        except ValueError as exc:
+            raise StartupError(str(exc), "prometheus") from exc
+        argv = prometheus.prepare(self.home, self.ports.prometheus, scale)
+        url = f"http://127.0.0.1:{self.ports.prometheus}/-/ready"
+        auth = aiohttp.BasicAuth(PROMETHEUS_USER, prometheus_password(self.home))
+        return Spec(name="prometheus", kind="console", argv=lambda _p: argv,
+                    port=lambda: self.ports.prometheus,
+                    ready=lambda _c: self._http_ok(url, auth=auth),
+                    live=lambda _c: self._http_ok(url, self.probe_timeout, auth))
+
+    async def command(self, command: str, name: str) -> dict[str, Any]:
+        """A command from the channel (mercato.runtime.commands)."""
+        c = self.children.get(name)
+        if c is None:
+            return {"ok": False, "error": f"no process {name!r}"}
+        if c.spec.kind not in COMMANDABLE_KINDS:
+            return {"ok": False, "error": f"{name} is an {c.spec.kind}: restart the platform"}
+        if self.phase != "ready":
+            return {"ok": False, "error": f"the platform is {self.phase}"}
+        emit(logging.INFO, "command", command=command, process=name)
+        if command == "stop":
+            await self.stop_child(c)
+            return {"ok": True, "state": c.state}
+        if command == "start" or (command == "restart" and c.stop_requested):
+            if not c.stop_requested:
+                return {"ok": False, "error": f"{name} is not stopped"}
+            c.stop_requested = False
+            c.task = asyncio.create_task(self._run_child(c), name=f"child-{name}")
+            return {"ok": True, "state": "starting"}
+        proc = c.proc
+        if proc is None or proc.returncode is not None:
+            return {"ok": False, "error": f"{name} is not running ({c.state})"}
+        c.kill_reason = (REQUESTED, "restart asked through the supervisor's command channel")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, c.spec.stop_signal)
+        return {"ok": True, "state": "restarting"}
 
     async def startup(self) -> None:
         t0 = time.monotonic()
@@ -658,6 +681,15 @@ class Supervisor:
         await self.create_databases()
         self.set_phase("starting services")
         names: list[str] = []
+        if self.telemetry is not None:
+            self.add(self._console_spec(self.telemetry))
+            names.append("console")
+            if prometheus.binary() is not None:
+                self.add(self._prometheus_spec())
+                names.append("prometheus")
+            else:
+                emit(logging.INFO, "alerts_off", reason="no Prometheus binary: run "
+                     "`make observability-tools` for the console's alerts")
         if self.gateway:
             await self.start_gateway()
             names.append("envoy")
@@ -693,17 +725,12 @@ class Supervisor:
         await asyncio.gather(*(self.stop_child(c) for c in by_kind("simulator")))
         if self.fault_proxy is not None:
             await self.fault_proxy.close()
-        self.gateway_stop.set()
-        if self.control_plane is not None:
-            done, _ = await asyncio.wait({self.control_plane}, timeout=5.0)
-            if not done:
-                self.control_plane.cancel()
-            with contextlib.suppress(BaseException):  # logged by the wrapper; stopping anyway
-                await self.control_plane
+        await asyncio.gather(*(self.stop_child(c) for c in by_kind("console")))
+        if self.edge is not None:
+            await self.edge.stop_control_plane()
         await asyncio.gather(*(self.stop_child(c) for c in by_kind("gateway")))
-        if self.nc is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.nc.close(), 2.0)
+        if self.edge is not None:
+            await self.edge.close()
         for name in ("nats", "postgres"):
             if name in self.children:
                 await self.stop_child(self.children[name])
@@ -722,6 +749,7 @@ class Supervisor:
             loop.add_signal_handler(sig, self.request_stop)
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
         self.write_state()
+        channel = await commands.serve(self.home.supervisor_socket, self.command)
         startup = asyncio.create_task(self.startup(), name="startup")
         stop_wait = asyncio.create_task(self.stop_event.wait())
         try:
@@ -740,7 +768,9 @@ class Supervisor:
             await self.stop_event.wait()
         finally:
             stop_wait.cancel()
+            channel.close()
             await self.shutdown()
+            self.home.supervisor_socket.unlink(missing_ok=True)
         emit(logging.INFO, "supervisor_exit", phase=self.phase)
         return 1 if self.error else 0
 
@@ -808,6 +838,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--service", action="append", default=[])
     ap.add_argument("--no-gateway", action="store_true")
     ap.add_argument("--fault-proxy", action="store_true")
+    ap.add_argument("--no-telemetry", action="store_true")
+    ap.add_argument("--trace-sampling", default="1")
+    ap.add_argument("--trace-sql", action="store_true")
     args = ap.parse_args(argv)
 
     configure_logging("supervisor", "supervisor")
@@ -819,6 +852,8 @@ def main(argv: list[str] | None = None) -> int:
         scale = parse_scale(args.scale, list(services))
         liveness_timeout = seconds_from_env(LIVENESS_TIMEOUT_ENV, DEFAULT_LIVENESS_TIMEOUT_S)
         startup_timeout = seconds_from_env(STARTUP_TIMEOUT_ENV, DEFAULT_STARTUP_TIMEOUT_S)
+        telemetry = None if args.no_telemetry else Telemetry(
+            sampling=parse_sampling(args.trace_sampling), trace_sql=args.trace_sql)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -836,7 +871,8 @@ def main(argv: list[str] | None = None) -> int:
                                       liveness_timeout=liveness_timeout,
                                       startup_timeout=startup_timeout,
                                       fault_proxy=args.fault_proxy,
-                                      scale_args=args.scale).run())
+                                      scale_args=args.scale,
+                                      telemetry=telemetry).run())
     finally:
         with contextlib.suppress(FileNotFoundError):
             # Only our own pid file: a newer supervisor may have written its own already.

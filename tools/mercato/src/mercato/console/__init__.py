@@ -1,0 +1,1 @@
+"""The mercato console: telemetry receiver, store and web UI of a running platform."""
