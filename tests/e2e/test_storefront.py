@@ -4,14 +4,17 @@ pages that still render with inventory stopped."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
+import uuid
 from urllib.parse import parse_qs, urlsplit
 
 import psutil
 import pytest
 from edge_helpers import Platform, wait_until
+from mercato.runtime.supervisor import DEMO_STOCK_ON_HAND
 from shop import bearer, new_product
 from storefront_kit import ADDRESS, Shopper, csrf_of
 
@@ -220,3 +223,31 @@ def test_the_product_page_renders_with_inventory_stopped(platform: Platform) -> 
         print(f"product page with inventory stopped: {took:.2f} s")
         wait_until(lambda: "Availability unknown" not in s.get(
             f"/products/{product['id']}").text, 30, "availability known again")
+
+
+def test_the_demo_catalog_has_stock_on_a_new_home_and_later_products_do_not(
+        platform: Platform) -> None:
+    """`mercato up` stocks the seeded products once, before the platform is ready, so a
+    new user can buy at once; products created afterwards start with nothing on hand."""
+    marker = json.loads((platform.home / "demo-stock.json").read_text())
+    assert marker["products"] == 50 and marker["on_hand"] == DEMO_STOCK_ON_HAND
+    with platform.client() as c:
+        products = c.get("/api/catalog/products", params={"page_size": "100"}).json()["items"]
+        seeded = [p for p in products if p["sku"] in {"COF-ETH-250", "KIT-KNF-20",
+                                                       "BOK-PY-01", "APP-SCF-01"}]
+        assert len(seeded) == 4
+        for product in seeded:
+            stock = c.get(f"/api/inventory/stock/{product['sku']}").json()
+            assert stock["on_hand"] > 0 and stock["available"] > 0, stock
+        admin = bearer(platform.admin_token(c))
+        sku = f"CC-{uuid.uuid4().hex[:10].upper()}"
+        created = c.post("/api/catalog/products", headers=admin, json={
+            "sku": sku, "name": f"E2E kettle {sku}", "description": "e2e",
+            "category": "kitchen", "price": {"amount": "39000", "currency": "KRW"}})
+        assert created.status_code == 201, created.text
+        stock = wait_until(lambda: (r := c.get(f"/api/inventory/stock/{sku}")).status_code
+                           == 200 and r.json(), 30, "the stock row")
+        assert stock["on_hand"] == 0
+    with Shopper(platform) as s:
+        page = s.get(f"/products/{seeded[0]['id']}")
+        assert page.status_code == 200 and 'class="stock in"' in page.text, page.text
