@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from html import unescape
 from typing import Any
 
 import httpx2 as httpx
@@ -12,6 +13,7 @@ from edge_helpers import Platform, new_client_address
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 CHECKOUT_KEY = re.compile(r'name="checkout_key" value="([0-9a-f]{32})"')
+HIDDEN = re.compile(r'<input type="hidden" name="(?P<name>[^"]+)" value="(?P<value>[^"]*)">')
 STATUS = re.compile(r'data-status="([A-Z]+)"')
 ADDRESS = {"address_id": "new", "name": "Kim Min-ji", "line1": "12 Sejong-daero",
            "city": "Seoul", "postal_code": "04524", "country": "KR"}
@@ -26,6 +28,7 @@ def csrf_of(html: str) -> str:
 class Shopper:
     def __init__(self, platform: Platform) -> None:
         self.address = new_client_address()
+        self.base_url = platform.base_url.rstrip("/")
         self.http = httpx.Client(base_url=platform.base_url, timeout=20,
                                  transport=httpx.HTTPTransport(local_address=self.address))
         self.email = f"shopper-{uuid.uuid4().hex[:10]}@example.com"
@@ -45,15 +48,39 @@ class Shopper:
         html = self.get(page).text
         return self.http.post(action, data={"csrf": csrf_of(html), **fields})
 
+    def at_identity(self, answer: httpx.Response, email: str,
+                    password: str) -> httpx.Response:
+        """Follow the storefront's redirect to identity's sign-in page and sign in there,
+        as a browser does; identity's answer (a 303 to the storefront's callback when the
+        password is right)."""
+        assert answer.status_code in (302, 303), answer.text
+        target = answer.headers["location"]
+        assert target.startswith("/api/identity/authorize?"), target
+        page = self.get(target)
+        assert page.status_code == 200, page.text
+        fields = {m["name"]: unescape(m["value"]) for m in HIDDEN.finditer(page.text)}
+        return self.http.post("/api/identity/authorize",
+                              data={**fields, "username": email, "password": password})
+
+    def callback(self, answer: httpx.Response, email: str, password: str) -> str:
+        """The callback URL identity sends the browser back to, not yet followed."""
+        back = self.at_identity(answer, email, password)
+        assert back.status_code == 303, back.text
+        location = back.headers["location"]
+        assert location.startswith(f"{self.base_url}/auth/callback?"), location
+        return location
+
     def sign_up(self) -> None:
         answer = self.submit("/signup", "/signup", {"name": "Kim Min-ji", "email": self.email,
                                                     "password": self.password})
-        assert answer.status_code == 303 and answer.headers["location"] == "/", answer.text
+        done = self.get(self.callback(answer, self.email, self.password))
+        assert done.status_code == 303 and done.headers["location"] == "/", done.text
         assert "Sign out" in self.get("/").text
 
-    def sign_in(self, email: str, password: str) -> None:
-        answer = self.submit("/signin", "/signin", {"email": email, "password": password})
-        assert answer.status_code == 303, answer.text
+    def sign_in(self, email: str, password: str, next_url: str = "/") -> None:
+        answer = self.get("/signin", params={"next": next_url})
+        done = self.get(self.callback(answer, email, password))
+        assert done.status_code == 303 and done.headers["location"] == next_url, done.text
 
     def add(self, product_id: str, quantity: int = 1) -> None:
         answer = self.submit(f"/products/{product_id}", "/cart/items",

@@ -4,13 +4,17 @@ pages that still render with inventory stopped."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
+import uuid
+from urllib.parse import parse_qs, urlsplit
 
 import psutil
 import pytest
 from edge_helpers import Platform, wait_until
+from mercato.runtime.supervisor import DEMO_STOCK_ON_HAND
 from shop import bearer, new_product
 from storefront_kit import ADDRESS, Shopper, csrf_of
 
@@ -80,8 +84,12 @@ def test_a_double_submitted_checkout_makes_one_order_and_tokens_stay_on_the_serv
                                 and p, 30, "the tracking number")
         assert "ending in 4242" in order_page
         assert "Your cart is empty" in s.get("/cart").text  # the ordered lines left it
-        # The browser holds one cookie and never a token.
-        assert set(s.http.cookies.keys()) == {"sf_sid"}
+        # The browser holds the shop's one cookie (and identity's sign-in page its form's
+        # CSRF nonce, sent only to that page) and never a token.
+        assert set(s.http.cookies.keys()) == {"sf_sid", "identity_csrf"}
+        assert all(c.path == "/api/identity/authorize" for c in s.http.cookies.jar
+                   if c.name == "identity_csrf")
+        assert all("eyJ" not in c.value for c in s.http.cookies.jar)
         for path in ("/", "/cart", "/orders", order_path, "/checkout"):
             assert "eyJ" not in s.get(path).text, path
         # Shipping stopped: the order page still renders, and says what it is missing.
@@ -134,9 +142,9 @@ def test_forms_without_the_csrf_token_change_nothing(platform: Platform) -> None
         assert "Sign out" in s.get("/").text
         # A browser without the shop's cookie cannot post a form either.
         with Shopper(platform) as stranger:
-            assert stranger.http.post("/signin", data={
-                "email": s.email, "password": s.password,
-                "csrf": csrf_of(s.get("/signin").text)}).status_code == 403
+            assert stranger.http.post("/signup", data={
+                "email": s.email, "password": s.password, "name": "Kim",
+                "csrf": csrf_of(s.get("/signup").text)}).status_code == 403
 
 
 def test_signing_in_issues_a_new_cookie_and_signing_out_ends_the_session(
@@ -151,10 +159,45 @@ def test_signing_in_issues_a_new_cookie_and_signing_out_ends_the_session(
         with Shopper(platform) as thief:
             thief.http.cookies.set("sf_sid", signed_in)
             assert thief.get("/cart").status_code == 303
-        bad = s.submit("/signin", "/signin", {"email": s.email, "password": "wrong password"})
-        assert bad.status_code == 401 and "do not match" in bad.text
-        s.sign_in(s.email, s.password)
+        # Signing in is on identity's page: a wrong password stays there.
+        bad = s.at_identity(s.get("/signin"), s.email, "wrong password")
+        assert bad.status_code != 303 and "location" not in bad.headers
+        s.sign_in(s.email, s.password, "/cart")
         assert s.get("/cart").status_code == 200
+
+
+def test_sign_in_is_the_code_flow_and_the_callback_checks_state_and_spends_codes(
+        platform: Platform) -> None:
+    with Shopper(platform) as s:
+        s.sign_up()
+        s.http.post("/signout", data={"csrf": csrf_of(s.get("/").text)})
+        started = s.get("/signin", params={"next": "/orders"})
+        assert started.status_code == 302 and started.headers["cache-control"] == "no-store"
+        sent = parse_qs(urlsplit(started.headers["location"]).query)
+        # The verifier stays on the server: the browser sees only its S256 challenge.
+        assert sent["code_challenge_method"] == ["S256"] and "code_verifier" not in sent
+        assert sent["client_id"] == ["storefront"] and len(sent["state"][0]) >= 32
+        callback = s.callback(started, s.email, s.password)
+        code = parse_qs(urlsplit(callback).query)["code"][0]
+
+        missing = s.get("/auth/callback", params={"code": code})
+        wrong = s.get("/auth/callback", params={"code": code, "state": "forged"})
+        assert missing.status_code == wrong.status_code == 400
+        assert "Sign in" in s.get("/").text and "Sign out" not in s.get("/").text
+        # Another browser cannot finish this browser's sign-in, even with its state.
+        with Shopper(platform) as stranger:
+            assert stranger.get(callback).status_code == 400
+        # Those refusals left the real sign-in usable.
+        done = s.get(callback)
+        assert done.status_code == 303 and done.headers["location"] == "/orders"
+        assert "Sign out" in s.get("/").text
+
+        # The same callback again: its sign-in is spent.
+        assert s.get(callback).status_code == 400
+        # The code with the state of a new sign-in: identity refuses a code used once.
+        fresh = parse_qs(urlsplit(s.get("/signin").headers["location"]).query)["state"][0]
+        reused = s.get("/auth/callback", params={"code": code, "state": fresh})
+        assert reused.status_code == 400
 
 
 def test_the_product_page_renders_with_inventory_stopped(platform: Platform) -> None:
@@ -180,3 +223,31 @@ def test_the_product_page_renders_with_inventory_stopped(platform: Platform) -> 
         print(f"product page with inventory stopped: {took:.2f} s")
         wait_until(lambda: "Availability unknown" not in s.get(
             f"/products/{product['id']}").text, 30, "availability known again")
+
+
+def test_the_demo_catalog_has_stock_on_a_new_home_and_later_products_do_not(
+        platform: Platform) -> None:
+    """`mercato up` stocks the seeded products once, before the platform is ready, so a
+    new user can buy at once; products created afterwards start with nothing on hand."""
+    marker = json.loads((platform.home / "demo-stock.json").read_text())
+    assert marker["products"] == 50 and marker["on_hand"] == DEMO_STOCK_ON_HAND
+    with platform.client() as c:
+        products = c.get("/api/catalog/products", params={"page_size": "100"}).json()["items"]
+        seeded = [p for p in products if p["sku"] in {"COF-ETH-250", "KIT-KNF-20",
+                                                       "BOK-PY-01", "APP-SCF-01"}]
+        assert len(seeded) == 4
+        for product in seeded:
+            stock = c.get(f"/api/inventory/stock/{product['sku']}").json()
+            assert stock["on_hand"] > 0 and stock["available"] > 0, stock
+        admin = bearer(platform.admin_token(c))
+        sku = f"CC-{uuid.uuid4().hex[:10].upper()}"
+        created = c.post("/api/catalog/products", headers=admin, json={
+            "sku": sku, "name": f"E2E kettle {sku}", "description": "e2e",
+            "category": "kitchen", "price": {"amount": "39000", "currency": "KRW"}})
+        assert created.status_code == 201, created.text
+        stock = wait_until(lambda: (r := c.get(f"/api/inventory/stock/{sku}")).status_code
+                           == 200 and r.json(), 30, "the stock row")
+        assert stock["on_hand"] == 0
+    with Shopper(platform) as s:
+        page = s.get(f"/products/{seeded[0]['id']}")
+        assert page.status_code == 200 and 'class="stock in"' in page.text, page.text

@@ -80,3 +80,24 @@ def test_create_admin_without_a_database_says_so(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD))
     assert main(["create-admin", "root@example.com", "--password-stdin"]) == 1
     assert "cannot reach the database" in capsys.readouterr().err
+
+
+def test_issue_admin_token_signs_a_short_lived_admin_token_in_development_only(
+        fresh_database: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], sql: Any) -> None:
+    import jwt
+
+    monkeypatch.setenv("IDENTITY_DATABASE_URL", fresh_database)
+    assert main(["issue-admin-token", "--ttl-s", "60"]) == 0
+    token = capsys.readouterr().out.strip()
+    header, claims = jwt.get_unverified_header(token), jwt.decode(
+        token, options={"verify_signature": False})
+    assert claims["roles"] == ["admin", "customer"] and claims["exp"] - claims["iat"] == 60
+    # Signed with the key identity publishes (made on this first use of the database).
+    assert header["kid"] in sql("SELECT string_agg(kid, ',') FROM signing_keys").split(",")
+    assert main(["issue-admin-token", "--ttl-s", "5"]) == 2
+    assert "10 to 900" in capsys.readouterr().err
+    monkeypatch.setenv("IDENTITY_ENVIRONMENT", "production")
+    monkeypatch.setenv("IDENTITY_SIGNING_KEY_SECRET", "s" * 40)
+    assert main(["issue-admin-token"]) == 2
+    assert "only in development" in capsys.readouterr().err

@@ -56,7 +56,9 @@ def build_shop(ctx: ServiceContext, settings: StorefrontSettings) -> Shop:
                 orders=settings.orders_url, payments=settings.payments_url,
                 shipping=settings.shipping_url, history=settings.history_url)
     identity = IdentityClient(client, settings.identity_url,
-                              timeout_s=settings.identity_timeout_s)
+                              timeout_s=settings.identity_timeout_s,
+                              client_id=settings.oauth_client_id,
+                              client_secret=settings.oauth_client_secret.get_secret_value())
     secret = settings.session_secret.get_secret_value().encode() or secrets.token_bytes(32)
     sessions = Sessions(lambda: ctx.require_db().unit_of_work(), identity, secret=secret,
                         idle=timedelta(seconds=settings.session_idle_s))

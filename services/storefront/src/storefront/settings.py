@@ -33,6 +33,10 @@ class StorefrontSettings(ServiceSettings):
     # share it; the runtime makes one per home. Empty in development: a random one per
     # process (forms then do not survive a restart).
     session_secret: SecretStr = SecretStr("")
+    # The storefront is this confidential OAuth 2 client of identity (ADR 0022); `mercato up`
+    # registers it with the edge's /auth/callback URIs and hands over the secret.
+    oauth_client_id: str = "storefront"
+    oauth_client_secret: SecretStr = SecretStr("")
     # Sessions end after this long without a request.
     session_idle_s: int = Field(default=7 * 24 * 3600, gt=60)
     # Secure cookies where the edge serves TLS; plain http on a laptop needs False.

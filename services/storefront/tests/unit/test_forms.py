@@ -50,3 +50,23 @@ def test_csrf_tokens_belong_to_one_cookie_and_a_new_browser_has_none() -> None:
     other_secret = Sessions(lambda: None, None, secret=b"j" * 32,  # type: ignore[arg-type]
                             idle=timedelta(days=1))
     assert other_secret.csrf_for(fresh.cookie) != fresh.csrf
+
+
+def test_sign_in_sends_identity_an_s256_challenge_of_a_fresh_verifier_and_the_state() -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from storefront.adapters.identity import authorize_url, new_verifier, s256
+
+    # RFC 7636 appendix B.
+    assert s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") == \
+        "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    verifier = new_verifier()
+    assert 43 <= len(verifier) <= 128 and verifier != new_verifier()
+    url = urlsplit(authorize_url(client_id="storefront", state="st-1", verifier=verifier,
+                                 redirect_uri="http://localhost:8080/auth/callback"))
+    assert url.path == "/api/identity/authorize" and not url.netloc
+    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+    assert query == {"response_type": "code", "client_id": "storefront", "state": "st-1",
+                     "redirect_uri": "http://localhost:8080/auth/callback",
+                     "code_challenge": s256(verifier), "code_challenge_method": "S256"}
+    assert verifier not in url.query

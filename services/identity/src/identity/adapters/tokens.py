@@ -25,14 +25,18 @@ class JwtIssuer:
         self._ttl_s = ttl_s
 
     async def issue(self, user: User, now: datetime) -> AccessToken:
+        return await self.issue_for(str(user.id), list(user.role_names), user.email, now)
+
+    async def issue_for(self, subject: str, roles: list[str], email: str,
+                        now: datetime) -> AccessToken:
         key = await self._keys.active_key()
         issued_at = int(now.timestamp())
         claims = {
             "iss": self._issuer,
             "aud": self._audience,
-            "sub": str(user.id),
-            "roles": user.role_names,
-            "email": user.email,
+            "sub": subject,
+            "roles": roles,
+            "email": email,
             "iat": issued_at,
             "exp": issued_at + self._ttl_s,
             "jti": uuid.uuid4().hex,

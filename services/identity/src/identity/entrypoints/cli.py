@@ -66,6 +66,16 @@ def _parser() -> argparse.ArgumentParser:
                            "from standard input, so it never shows in the process list")
     kind.add_argument("--public", action="store_true",
                       help="a public client (no secret; PKCE alone binds its codes)")
+    token = commands.add_parser(
+        "issue-admin-token", help="print a short-lived admin access token (development)",
+        description="Signs an access token with the roles admin and customer for the "
+                    "subject 'mercato-runtime' (no account, no password, no refresh token) "
+                    "with identity's active signing key, for the runtime's own setup calls "
+                    "on a development platform. Refused outside development. Needs "
+                    "IDENTITY_DATABASE_URL (and IDENTITY_SIGNING_KEY_SECRET when the keys "
+                    "are encrypted).")
+    token.add_argument("--ttl-s", type=int, default=120, metavar="SECONDS",
+                       help="lifetime, 10 to 900 seconds (default 120)")
     return parser
 
 
@@ -173,12 +183,65 @@ def register_client(client_id: str, redirect_uris: list[str], public: bool) -> i
     return 0
 
 
+RUNTIME_SUBJECT = "00000000-0000-5000-8000-00000000f00d"
+
+
+async def _issue_admin_token(settings: IdentitySettings, ttl_s: int) -> str:
+    from datetime import timedelta
+
+    from identity.adapters.keys import KeyRing
+    from identity.adapters.tokens import JwtIssuer
+
+    db = Database(settings.database_url, pool_size=1, application_name=f"{settings.instance}-cli")
+    try:
+        keys = KeyRing(db, publication_grace=timedelta(seconds=settings.key_publication_grace_s),
+                       cache_s=settings.signing_key_cache_s,
+                       unknown_kid_refetch_s=settings.unknown_kid_refetch_s, clock=utc_now,
+                       publish_lead=timedelta(seconds=settings.signing_key_publish_lead_s),
+                       secret=(settings.signing_key_secret.get_secret_value().encode()
+                               if settings.signing_key_secret is not None else None))
+        await keys.start()
+        issuer = JwtIssuer(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+                           ttl_s=ttl_s)
+        issued = await issuer.issue_for(RUNTIME_SUBJECT, ["admin", "customer"],
+                                        "runtime@mercato.invalid", utc_now())
+        return issued.token
+    finally:
+        await db.dispose()
+
+
+def issue_admin_token(ttl_s: int) -> int:
+    command = "issue-admin-token"
+    if not 10 <= ttl_s <= 900:
+        return _fail("--ttl-s must be from 10 to 900", 2, command)
+    try:
+        settings = IdentitySettings()
+    except ValidationError as exc:
+        return _fail(f"bad IDENTITY_* settings: {exc.errors()[0]['msg']}", 2, command)
+    if settings.environment != "development":
+        # An admin token without an account behind it is a development convenience only.
+        return _fail("only in development (IDENTITY_ENVIRONMENT=development)", 2, command)
+    if not settings.database_url:
+        return _fail("IDENTITY_DATABASE_URL is not set", 2, command)
+    configure_logging(settings.service_name, settings.instance, "warning")
+    try:
+        upgrade_to_head(MIGRATIONS_DIR, settings.database_url)
+        print(asyncio.run(_issue_admin_token(settings, ttl_s)))
+    except (OSError, ConnectionError) as exc:
+        return _fail(f"cannot reach the database: {exc}", 1, command)
+    except Exception as exc:  # sqlalchemy/asyncpg/key errors: say what, without a traceback
+        return _fail(f"{exc.__class__.__name__}: {exc}".splitlines()[0], 1, command)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "create-admin":
         return create_admin(args.email, args.name)
     if args.command == "register-client":
         return register_client(args.client_id, args.redirect_uris, args.public)
+    if args.command == "issue-admin-token":
+        return issue_admin_token(args.ttl_s)
     try:
         settings = IdentitySettings()
     except ValidationError as exc:

@@ -1,17 +1,20 @@
 """Signing a customer in, for the BFF: the one place that talks OAuth to identity.
 
-Today: the password grant (``POST /api/identity/token grant_type=password``), made by the
-BFF with what the person typed in its own sign-in form, and the refresh grant. When
-identity serves the authorization code flow with PKCE, ``sign_in`` becomes the code
-exchange (``grant_type=authorization_code`` with the verifier, as the confidential client
-``storefront``) and the sign-in page a redirect to ``/api/identity/authorize``: nothing
-else in the storefront changes, since everything else sees only ``Tokens``.
+The storefront is the confidential client ``storefront`` of identity's authorization code
+flow with PKCE (ADR 0022): the browser signs in on identity's own page
+(``/api/identity/authorize``, through the edge: the storefront never sees a password), and
+the BFF exchanges the code it gets back (``grant_type=authorization_code``, the verifier,
+HTTP Basic client authentication). Then the refresh grant. The password grant stays for
+scripts and tests, not for browsers.
 
 The tokens never reach the browser: the session store keeps them server-side.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +24,27 @@ from chassis.http_client import ServiceClient, UpstreamUnavailable
 # The edge writes the browser's address here; identity throttles failed sign-ins per
 # (account, client address), so the BFF passes it on instead of being every client.
 CLIENT_ADDRESS_HEADER = "x-mercato-client-address"
+# Where the browser goes to sign in: identity's page, behind the same edge as the shop.
+AUTHORIZE_PATH = "/api/identity/authorize"
+
+
+def new_verifier() -> str:
+    """A PKCE code verifier (RFC 7636 §4.1): 64 random bytes, 86 characters of base64url."""
+    return secrets.token_urlsafe(64)
+
+
+def s256(verifier: str) -> str:
+    """The S256 code challenge of a verifier (RFC 7636 §4.2)."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def authorize_url(*, client_id: str, redirect_uri: str, state: str, verifier: str) -> str:
+    from urllib.parse import urlencode
+
+    return AUTHORIZE_PATH + "?" + urlencode({
+        "response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
+        "state": state, "code_challenge": s256(verifier), "code_challenge_method": "S256"})
 
 
 @dataclass(frozen=True)
@@ -53,16 +77,29 @@ def _form(fields: dict[str, str]) -> bytes:
 
 class IdentityClient:
     def __init__(self, client: ServiceClient, identity_url: str, *,
-                 timeout_s: float | None = None) -> None:
+                 timeout_s: float | None = None, client_id: str = "storefront",
+                 client_secret: str = "") -> None:
         self._client = client
         self._base = identity_url.rstrip("/")
-        # Password hashing makes sign-in and sign-up slow by design.
+        # Password hashing makes sign-up slow by design.
         self._timeout_s = timeout_s
+        self.client_id = client_id
+        self._client_secret = client_secret
 
-    async def _token(self, fields: dict[str, str], client_address: str | None) -> Tokens:
+    def _basic(self) -> str:
+        # RFC 6749 §2.3.1: both parts form-urlencoded before base64.
+        from urllib.parse import quote_plus
+
+        pair = f"{quote_plus(self.client_id)}:{quote_plus(self._client_secret)}"
+        return "Basic " + base64.b64encode(pair.encode()).decode()
+
+    async def _token(self, fields: dict[str, str], client_address: str | None, *,
+                     client_auth: bool = False) -> Tokens:
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         if client_address:
             headers[CLIENT_ADDRESS_HEADER] = client_address
+        if client_auth:
+            headers["Authorization"] = self._basic()
         response = await self._client.post(f"{self._base}/api/identity/token",
                                            data=_form(fields), headers=headers,
                                            timeout_s=self._timeout_s)
@@ -72,15 +109,18 @@ class IdentityClient:
                           refresh_token=str(doc.get("refresh_token", "")),
                           expires_at=time.time() + float(doc.get("expires_in", 300)))
         if 400 <= response.status < 500:
-            raise SignInRefused(str(doc.get("detail") or "the email or password is wrong"),
+            raise SignInRefused(str(doc.get("error_description") or doc.get("detail")
+                                    or doc.get("error") or "identity refused the grant"),
                                 retry_after=response.headers.get("Retry-After"))
         raise UpstreamUnavailable("identity", f"token endpoint answered {response.status}",
                                   status=response.status)
 
-    async def sign_in(self, email: str, password: str, *,
-                      client_address: str | None = None) -> Tokens:
-        return await self._token({"grant_type": "password", "username": email,
-                                  "password": password}, client_address)
+    async def exchange_code(self, code: str, *, verifier: str, redirect_uri: str) -> Tokens:
+        """The authorization code for tokens; ``SignInRefused`` when identity refuses it
+        (spent, expired, another verifier or redirect URI, or our own credentials)."""
+        return await self._token({"grant_type": "authorization_code", "code": code,
+                                  "redirect_uri": redirect_uri, "code_verifier": verifier},
+                                 None, client_auth=True)
 
     async def refresh(self, refresh_token: str) -> Tokens:
         return await self._token({"grant_type": "refresh_token",

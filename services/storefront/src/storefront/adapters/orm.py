@@ -1,4 +1,5 @@
-"""The storefront's own tables: signed-in sessions (tokens kept server-side) and checkout
+"""The storefront's own tables: signed-in sessions (tokens kept server-side), sign-ins
+under way (their PKCE verifier and state) and checkout
 attempts (one order per checkout form, whatever the clicks and reloads)."""
 
 from __future__ import annotations
@@ -22,6 +23,20 @@ sessions = sa.Table(
               server_default=sa.func.now()),
     sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False,
               server_default=sa.func.now()),
+)
+
+# A sign-in under way: the browser went to identity's page with a challenge; the verifier
+# and the state stay here (keyed like a session, by the sha256 of the browser's cookie)
+# until the browser comes back to /auth/callback once.
+sign_ins = sa.Table(
+    "sign_ins", metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(100), nullable=False),
+    sa.Column("code_verifier", sa.String(128), nullable=False),
+    sa.Column("redirect_uri", sa.String(500), nullable=False),
+    sa.Column("next_url", sa.String(500), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_sign_ins_created_at", "created_at"),
 )
 
 checkouts = sa.Table(

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storefront.adapters.orm import checkouts, sessions
+from storefront.adapters.orm import checkouts, sessions, sign_ins
 
 
 class SessionRows:
@@ -31,6 +31,30 @@ class SessionRows:
 
     async def delete(self, id_hash: str) -> None:
         await self.s.execute(sa.delete(sessions).where(sessions.c.id_hash == id_hash))
+
+
+class SignInRows:
+    def __init__(self, session: AsyncSession) -> None:
+        self.s = session
+
+    async def put(self, **values: Any) -> None:
+        """One sign-in under way per browser: a new one replaces the last."""
+        statement = insert(sign_ins).values(**values)
+        await self.s.execute(statement.on_conflict_do_update(
+            index_elements=["id_hash"],
+            set_={k: statement.excluded[k] for k in values if k != "id_hash"}))
+
+    async def take(self, id_hash: str, state: str) -> dict[str, Any] | None:
+        """The browser's sign-in with this state, removed as it is read: a callback is
+        accepted once. Another state leaves the row (a forged callback cannot end the
+        person's own sign-in)."""
+        row = (await self.s.execute(
+            sa.delete(sign_ins).where(sign_ins.c.id_hash == id_hash, sign_ins.c.state == state)
+            .returning(*sign_ins.c))).mappings().first()
+        return dict(row) if row else None
+
+    async def delete_older_than(self, moment: Any) -> None:
+        await self.s.execute(sa.delete(sign_ins).where(sign_ins.c.created_at < moment))
 
 
 class CheckoutRows:

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from chassis.http_client import UpstreamUnavailable
 from fastapi import APIRouter, Query, Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from storefront.adapters.backends import Refused
 from storefront.adapters.identity import RegistrationRefused, SignInRefused
@@ -27,6 +27,7 @@ from storefront.entrypoints.deps import (
     render,
     require_customer,
     safe_next,
+    with_cookie,
 )
 from storefront.service_layer import checkout, compose
 from storefront.service_layer.sessions import Visitor
@@ -283,28 +284,51 @@ async def cancel(order_id: str, request: Request, shop: ShopDep,
 
 # -- account -------------------------------------------------------------------------------
 
+CALLBACK_PATH = "/auth/callback"
+
+
+def callback_uri(request: Request, shop: ShopDep) -> str:
+    """The callback on the host name the browser used: its cookie lives there, and identity
+    accepts only the exact URIs `mercato up` registered (localhost and 127.0.0.1)."""
+    scheme = "https" if shop.settings.cookie_secure else "http"
+    host = request.headers.get("host") or request.url.netloc
+    return f"{scheme}://{host}{CALLBACK_PATH}"
+
+
+async def _to_identity(request: Request, shop: ShopDep, visitor: Visitor,
+                       next_url: str, status: int = 302) -> Response:
+    target = await shop.sessions.begin_sign_in(visitor, redirect_uri=callback_uri(request, shop),
+                                               next_url=next_url)
+    response = with_cookie(RedirectResponse(target, status_code=status), visitor, shop.settings)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @router.get("/signin")
-async def signin_page(request: Request, shop: ShopDep, visitor: VisitorDep,
-                      next: Annotated[str | None, Query(max_length=500)] = None) -> Response:
-    return render(shop, request, visitor, "signin.html", next=safe_next(next), email="")
+async def signin(request: Request, shop: ShopDep, visitor: VisitorDep,
+                 next: Annotated[str | None, Query(max_length=500)] = None) -> Response:
+    """Identity's sign-in page, by the authorization code flow with PKCE: the storefront
+    never sees the password, and the password grant is not used by browsers."""
+    return await _to_identity(request, shop, visitor, safe_next(next))
 
 
-@router.post("/signin")
-async def signin(request: Request, shop: ShopDep, visitor: VisitorDep) -> Response:
-    form = await checked_form(request, shop, visitor)
-    email, password = form.get("email", "").strip(), form.get("password", "")
-    next_url = safe_next(form.get("next"))
-    if not email or not password:
-        return render(shop, request, visitor, "signin.html", 422, next=next_url, email=email,
-                      error="Enter your email and password.")
+@router.get(CALLBACK_PATH)
+async def auth_callback(request: Request, shop: ShopDep, visitor: VisitorDep,
+                        code: Annotated[str | None, Query(max_length=200)] = None,
+                        state: Annotated[str | None, Query(max_length=500)] = None,
+                        error: Annotated[str | None, Query(max_length=100)] = None) -> Response:
+    if error is not None:
+        # Identity sends errors back with the state; the sign-in under way stays usable.
+        return render(shop, request, visitor, "error.html", 400, title="Sign-in failed",
+                      message="The sign-in did not complete. Please try again.")
     try:
-        signed_in = await shop.sessions.sign_in(visitor, email, password,
-                                                client_address=client_address(request))
-    except SignInRefused as exc:
-        message = ("Too many attempts: wait a moment and try again." if exc.retry_after
-                   else "That email and password do not match an account.")
-        return render(shop, request, visitor, "signin.html", 401 if not exc.retry_after
-                      else 429, next=next_url, email=email, error=message)
+        signed_in, next_url = await shop.sessions.finish_sign_in(visitor, code=code or "",
+                                                                 state=state or "")
+    except SignInRefused:
+        return render(shop, request, visitor, "error.html", 400, title="Sign-in failed",
+                      message="This sign-in link is not valid for this browser (it was used "
+                              "already, is too old, or was not started here). Please sign "
+                              "in again.")
     return redirect(shop, signed_in, next_url)
 
 
@@ -325,17 +349,14 @@ async def signup(request: Request, shop: ShopDep, visitor: VisitorDep) -> Respon
     if len(password) < 8:
         return render(shop, request, visitor, "signup.html", 422, form=kept,
                       error="Choose a password of at least 8 characters.")
-    address = client_address(request)
     try:
-        await shop.identity.register(email, password, name, client_address=address)
-        signed_in = await shop.sessions.sign_in(visitor, email, password,
-                                                client_address=address)
+        await shop.identity.register(email, password, name,
+                                     client_address=client_address(request))
     except RegistrationRefused as exc:
         return render(shop, request, visitor, "signup.html", exc.status, form=kept,
                       error=exc.detail)
-    except SignInRefused:
-        return redirect(shop, visitor, "/signin")
-    return redirect(shop, signed_in, "/")
+    # The new account signs in like every other, on identity's page.
+    return await _to_identity(request, shop, visitor, "/", 303)
 
 
 @router.post("/signout")

@@ -5,6 +5,11 @@ keeps the customer's tokens on the server (the browser never sees a token).
   alone signs no one in. Signing in or out issues a new cookie (no session fixation).
 * CSRF: every form carries HMAC(secret, cookie); a POST whose token does not match is
   refused. Anonymous browsers need no row for that (sign-in and sign-up forms).
+* Signing in is identity's authorization code flow with PKCE (ADR 0022): ``begin_sign_in``
+  keeps a fresh verifier and a random ``state`` in a row of the browser's cookie and sends
+  the browser to identity's page with the S256 challenge; ``finish_sign_in`` takes that row
+  back once, if the callback's ``state`` is the row's, and exchanges the code. The verifier
+  never leaves the server, so a code that leaks (history, logs, Referer) is worth nothing.
 * The access token is refreshed shortly before it expires, under a row lock: identity
   revokes the whole family when a rotated refresh token is used twice, so two requests
   of one browser must not both refresh.
@@ -22,8 +27,14 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from chassis.db import UnitOfWork
 
-from storefront.adapters.identity import IdentityClient, SignInRefused, Tokens
-from storefront.adapters.repository import SessionRows
+from storefront.adapters.identity import (
+    IdentityClient,
+    SignInRefused,
+    Tokens,
+    authorize_url,
+    new_verifier,
+)
+from storefront.adapters.repository import SessionRows, SignInRows
 
 log = structlog.get_logger("storefront.sessions")
 
@@ -31,6 +42,8 @@ COOKIE = "sf_sid"
 REFRESH_BEFORE_S = 30
 # last_seen_at is written at most this often per session (not on every page).
 TOUCH_EVERY = timedelta(minutes=5)
+# A person has this long on identity's page before the sign-in must start again.
+SIGN_IN_WITHIN = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -128,11 +141,36 @@ class Sessions:
             row.update(access_token=tokens.access_token)
             return _customer_of(row)
 
-    async def sign_in(self, visitor: Visitor, email: str, password: str, *,
-                      client_address: str | None) -> Visitor:
-        """Raises ``SignInRefused``; on success the visitor has a new cookie and a row."""
-        tokens = await self._identity.sign_in(email, password, client_address=client_address)
-        return await self.start(visitor, tokens)
+    async def begin_sign_in(self, visitor: Visitor, *, redirect_uri: str,
+                            next_url: str) -> str:
+        """Where to send the browser (identity's sign-in page). The visitor's cookie, new
+        or not, keys the sign-in: the response must set it when it is fresh."""
+        verifier, state, now = new_verifier(), secrets.token_urlsafe(32), self._now()
+        async with self._uow() as uow:
+            rows = SignInRows(uow.session)
+            await rows.delete_older_than(now - SIGN_IN_WITHIN)
+            await rows.put(id_hash=hash_cookie(visitor.cookie), state=state,
+                           code_verifier=verifier, redirect_uri=redirect_uri,
+                           next_url=next_url, created_at=now)
+            await uow.commit()
+        return authorize_url(client_id=self._identity.client_id, redirect_uri=redirect_uri,
+                             state=state, verifier=verifier)
+
+    async def finish_sign_in(self, visitor: Visitor, *, code: str,
+                             state: str) -> tuple[Visitor, str]:
+        """The signed-in visitor (a new cookie) and where they were going. Raises
+        ``SignInRefused`` for a callback this browser did not start, one already used or
+        too old, or a code identity refuses."""
+        if visitor.fresh_cookie or not code or not state:
+            raise SignInRefused("no sign-in of this browser is under way")
+        async with self._uow() as uow:
+            row = await SignInRows(uow.session).take(hash_cookie(visitor.cookie), state)
+            await uow.commit()
+        if row is None or row["created_at"] < self._now() - SIGN_IN_WITHIN:
+            raise SignInRefused("no sign-in of this browser is under way with that state")
+        tokens = await self._identity.exchange_code(code, verifier=row["code_verifier"],
+                                                    redirect_uri=row["redirect_uri"])
+        return await self.start(visitor, tokens), str(row["next_url"])
 
     async def start(self, visitor: Visitor, tokens: Tokens) -> Visitor:
         me = await self._identity.me(tokens.access_token)

@@ -63,6 +63,8 @@ from mercato.runtime.telemetry import (
     prometheus_password,
 )
 
+# Units on hand the demo catalog's products get on a new home (``stock_demo_catalog``).
+DEMO_STOCK_ON_HAND = 100
 BACKOFF_START_S = 0.5
 BACKOFF_CAP_S = 30.0
 # A process that stayed up this long is healthy again: its next crash restarts fast.
@@ -675,6 +677,60 @@ class Supervisor:
             os.killpg(proc.pid, c.spec.stop_signal)
         return {"ok": True, "state": "restarting"}
 
+    async def stock_demo_catalog(self) -> None:
+        """Gives the demo catalog's products stock once per home, so a new user can buy
+        something right after ``mercato up`` (development only: the seeded catalog has no
+        stock of its own, since stock is inventory's). Runs before the platform is declared
+        ready, so the products it sees are the seeded ones: anything created later (tests,
+        the back office) keeps the stock it is given. Through inventory's admin API at the
+        edge, with a short-lived admin token from identity's own command line."""
+        wanted = {"identity", "catalog", "inventory"}
+        marker = self.home.root / "demo-stock.json"
+        if (not self.gateway or marker.exists() or DEMO_STOCK_ON_HAND <= 0
+                or any(self.services.get(s) != s for s in wanted)):
+            return
+        env = {**self.base_env, "IDENTITY_DATABASE_URL": self.db_urls["identity"],
+               "IDENTITY_NATS_URL": self.nats.url, "IDENTITY_ENVIRONMENT": "development",
+               "IDENTITY_INSTANCE_ID": "identity-issue-admin-token",
+               **service_secrets(self.home, "identity")}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "identity", "issue-admin-token", "--ttl-s", "120",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(repo_root()))
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            message = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            emit(logging.WARNING, "demo_stock_skipped", reason=message[0])
+            return
+        token = out.decode().strip()
+        edge = f"http://127.0.0.1:{self.ports.edge}"
+        timeout = aiohttp.ClientTimeout(total=10.0)
+        assert self.http is not None
+        try:
+            async with self.http.get(f"{edge}/api/catalog/products",
+                                     params={"page_size": "100"}, timeout=timeout) as r:
+                r.raise_for_status()
+                products = (await r.json())["items"]
+            stocked = 0
+            for product in products:
+                async with self.http.get(f"{edge}/api/inventory/stock/{product['sku']}",
+                                         timeout=timeout) as r:
+                    # A row already counted (a home from before this step): left alone.
+                    if r.status == 200 and (await r.json()).get("on_hand", 0) > 0:
+                        continue
+                async with self.http.put(f"{edge}/api/inventory/stock/{product['sku']}",
+                                         json={"on_hand": DEMO_STOCK_ON_HAND},
+                                         headers={"Authorization": f"Bearer {token}"},
+                                         timeout=timeout) as r:
+                    r.raise_for_status()
+                    stocked += 1
+        except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
+            # Not fatal: the shop works, the demo products just cannot be bought yet.
+            emit(logging.WARNING, "demo_stock_skipped", reason=f"{exc.__class__.__name__}: {exc}")
+            return
+        marker.write_text(json.dumps({"products": stocked, "on_hand": DEMO_STOCK_ON_HAND,
+                                      "at": time.time()}) + "\n")
+        emit(logging.INFO, "demo_stock_set", products=stocked, on_hand=DEMO_STOCK_ON_HAND)
+
     async def startup(self) -> None:
         t0 = time.monotonic()
         await self.start_engines()
@@ -702,6 +758,8 @@ class Supervisor:
         try:
             await self.wait_ready(names)
             await registration
+            if self.error is None:
+                await self.stock_demo_catalog()
         finally:
             if not registration.done():  # startup failed or was cancelled meanwhile
                 registration.cancel()
