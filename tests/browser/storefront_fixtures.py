@@ -17,13 +17,16 @@ AXE = Path(__file__).with_name("vendor") / "axe-4.14.1.min.js"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
-@pytest.fixture(scope="session")
+# Module scope, both: a platform and a Playwright loop left for the rest of the session
+# would load the machine during every later test, and Playwright's running event loop makes
+# asyncio.run fail in the e2e tests that come after.
+@pytest.fixture(scope="module")
 def storefront_platform() -> Iterator[Platform]:
     with running_platform(scratch_home("mercato-storefront-browser-")) as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     if not CHROMIUM.exists():
         if os.environ.get("CI"):
