@@ -56,7 +56,7 @@ def test_services_serve_exactly_the_catalogued_metrics(platform: Platform) -> No
     assert served["http_requests_total"] == served["process_start_time_seconds"] \
         == served["dependency_up"]
     assert served["saga_running"] == served["orders_sagas_running"] == {"orders"}
-    assert served["http_client_breaker_state"] == {"orders", "cart"}
+    assert served["http_client_breaker_state"] == {"orders", "cart", "storefront"}
 
 
 def test_the_edge_serves_the_envoy_metrics_the_dashboards_read(platform: Platform) -> None:

@@ -106,8 +106,8 @@ def wait_for(client: httpx.Client, query: str, timeout: float = 30) -> list[dict
     while True:
         try:
             result = client.get("/api/v1/query", params={"query": query}).json()["data"]["result"]
-        except httpx.TransportError:
-            result = []
+        except (httpx.TransportError, ValueError):
+            result = []  # not listening yet, or its plain-text 503 while it starts
         if result:
             return result
         assert time.monotonic() < deadline, f"Prometheus never had {query}"

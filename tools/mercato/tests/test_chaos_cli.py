@@ -37,5 +37,9 @@ def test_the_list_names_every_scenario_and_marks_the_short_set(tmp_path: Path) -
     res = cli(tmp_path, "chaos", "--list")
     assert res.returncode == 0
     lines = res.stdout.splitlines()
-    assert len(lines) == 33
+    from mercato.chaos.scenarios import all_scenarios
+    from mercato.runtime.services import SERVICES
+
+    assert len(lines) == len(all_scenarios())
+    assert all(any(line.startswith(f"kill-{s} ") for line in lines) for s in SERVICES)
     assert sum("(short set)" in line for line in lines) == 4

@@ -154,8 +154,9 @@ def test_the_storefront_gets_its_oauth_client_secret_and_the_registration_the_sa
     secret = service_secrets(home, "storefront")["STOREFRONT_OAUTH_CLIENT_SECRET"]
     # identity takes client secrets of 32+ characters; this one has 256 random bits.
     assert len(secret) >= 43
-    assert service_secrets(Home(tmp_path / "home"), "storefront") == {
-        "STOREFRONT_OAUTH_CLIENT_SECRET": secret}
+    again = service_secrets(Home(tmp_path / "home"), "storefront")
+    assert again["STOREFRONT_OAUTH_CLIENT_SECRET"] == secret  # kept across calls
+    assert set(again) == {"STOREFRONT_OAUTH_CLIENT_SECRET", "STOREFRONT_SESSION_SECRET"}
     kept = home.secrets_dir / "storefront-oauth-client.json"
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
     argv = register_storefront_client_argv("python", 8080)

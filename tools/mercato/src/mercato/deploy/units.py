@@ -127,7 +127,9 @@ UNITS: dict[str, Unit] = {u.service: u for u in [
     # The web shop's backend-for-frontend: it composes pages from the services it calls.
     Unit("storefront", calls=("identity", "catalog", "inventory", "cart", "orders", "payments",
                               "shipping", "order_history"),
-         secrets={"SESSION_SECRET": ("storefront-session", "secret")},
+         secrets={"SESSION_SECRET": ("storefront-session", "secret"),
+                  # its OAuth 2 client secret at identity (registered with the same value)
+                  "OAUTH_CLIENT_SECRET": ("storefront-oauth-client", "secret")},
          config={"IDENTITY_URL": _url("identity"), "CATALOG_URL": _url("catalog"),
                  "INVENTORY_URL": _url("inventory"), "CART_URL": _url("cart"),
                  "ORDERS_URL": _url("orders"), "PAYMENTS_URL": _url("payments"),

@@ -706,10 +706,17 @@ class Supervisor:
         timeout = aiohttp.ClientTimeout(total=10.0)
         assert self.http is not None
         try:
-            async with self.http.get(f"{edge}/api/catalog/products",
-                                     params={"page_size": "100"}, timeout=timeout) as r:
-                r.raise_for_status()
-                products = (await r.json())["items"]
+            # The edge may not route to catalog yet (its instances are still registering):
+            # ask again for a while before giving up.
+            deadline = time.monotonic() + 45.0
+            while True:
+                async with self.http.get(f"{edge}/api/catalog/products",
+                                         params={"page_size": "100"}, timeout=timeout) as r:
+                    if r.status == 200 or time.monotonic() > deadline:
+                        r.raise_for_status()
+                        products = (await r.json())["items"]
+                        break
+                await asyncio.sleep(0.5)
             stocked = 0
             for product in products:
                 async with self.http.get(f"{edge}/api/inventory/stock/{product['sku']}",
