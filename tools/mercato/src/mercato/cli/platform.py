@@ -481,7 +481,8 @@ def logs(
         fail(f"no logs for {service!r}",
              "known: " + ", ".join(logview.known_sources(h.logs_dir)))
     indexed = logview.from_index(h.telemetry_db, trace, service) if trace else None
-    entries = indexed if indexed is not None else logview.merged(files, trace)
+    # The index trails the files by its polling interval: nothing there yet is not "none".
+    entries = indexed or logview.merged(files, trace)
     if lines > 0:
         entries = entries[-lines:]
     logview.print_entries(out, entries)
