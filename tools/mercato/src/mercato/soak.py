@@ -41,7 +41,13 @@ from mercato.bench.load import (
     wait_terminal,
 )
 from mercato.bench.measure import run_check, summarise
-from mercato.bench.shop import BenchError, fetch_json, prepare_shop, read_platform, refresh_tokens
+from mercato.bench.shop import (
+    BenchError,
+    edge_session,
+    prepare_shop,
+    read_platform,
+    refresh_tokens,
+)
 from mercato.runtime import control
 from mercato.runtime.paths import Home
 
@@ -196,22 +202,13 @@ async def measure_saturation(session: Any, edge: str, shop: Any,
 
 async def _soak(home: Home, *, minutes: float, rate: float | None, window_s: float,
                 customers: int, say: Callable[[str], None]) -> dict[str, Any]:
-    import aiohttp
     import nats
 
     from mercato.runtime.broker import connect_options
 
     target = read_platform(home.root)
     windows_n = max(1, round(minutes * 60 / window_s))
-    timeout = aiohttp.ClientTimeout(total=60)
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector,
-                                     headers={"User-Agent": "mercato-soak"}) as session:
-        try:
-            await fetch_json(session, "GET", f"{target.edge_url}/api/catalog/products",
-                             params={"page_size": "1"})
-        except (aiohttp.ClientError, OSError) as exc:
-            raise BenchError(f"the edge {target.edge_url} does not answer ({exc})") from exc
+    async with edge_session(target.edge_url, "mercato-soak", timeout_s=60) as session:
         expected = round((rate or PROBE_RATE) * windows_n * window_s
                          + PROBE_RATE * PROBE_S) + 100
         shop = await prepare_shop(session, home.root, target.edge_url, customers=customers,

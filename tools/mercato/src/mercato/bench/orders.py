@@ -86,13 +86,12 @@ from mercato.bench.report import (
     meets_target,
     print_report,
 )
-from mercato.bench.shop import BenchError, fetch_json, prepare_shop, read_platform
+from mercato.bench.shop import BenchError, edge_session, prepare_shop, read_platform
 
 
 async def _run(home: Path, *, rate: float, duration_s: float, decline_share: float,
                customers: int, products: int, warmup_s: float, drain_s: float,
                say: Callable[[str], None]) -> dict[str, Any]:
-    import aiohttp
     import nats
 
     from mercato.runtime.broker import connect_options
@@ -104,16 +103,7 @@ async def _run(home: Path, *, rate: float, duration_s: float, decline_share: flo
     if before:
         say(f"[yellow]note:[/] mercato check already finds {len(before)} violation(s) before "
             "the run (kept apart below); a fresh platform gives a clean verdict")
-    timeout = aiohttp.ClientTimeout(total=60)
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector,
-                                     headers={"User-Agent": "mercato-bench"}) as session:
-        try:
-            await fetch_json(session, "GET", f"{target.edge_url}/api/catalog/products",
-                        params={"page_size": "1"})
-        except (aiohttp.ClientError, OSError) as exc:
-            raise BenchError(f"the edge {target.edge_url} does not answer ({exc}): see "
-                             "mercato status") from exc
+    async with edge_session(target.edge_url, "mercato-bench", timeout_s=60) as session:
         total = round(rate * (duration_s + warmup_s))
         shop = await prepare_shop(session, home, target.edge_url, customers=customers,
                                   products=products, orders=total, say=say)

@@ -7,13 +7,14 @@ storefront does once per card)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,26 @@ async def fetch_json(session: Any, method: str, url: str, *, expect: tuple[int, 
                                  f"{body[:300].decode(errors='replace')}")
             return json.loads(body) if body else None
     raise AssertionError("unreachable")
+
+
+@contextlib.asynccontextmanager
+async def edge_session(edge_url: str, user_agent: str,
+                       timeout_s: float = 60) -> AsyncIterator[Any]:
+    """The load tools' HTTP session against the edge (unbounded connections, as an open load
+    model needs), once the edge is seen to answer; a clear error when it does not."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None),
+            headers={"User-Agent": user_agent}) as session:
+        try:
+            await fetch_json(session, "GET", f"{edge_url}/api/catalog/products",
+                             params={"page_size": "1"})
+        except (aiohttp.ClientError, OSError) as exc:
+            raise BenchError(f"the edge {edge_url} does not answer ({exc}): see "
+                             "mercato status") from exc
+        yield session
 
 
 def create_admin(home: Path, email: str, password: str) -> None:

@@ -46,7 +46,7 @@ from mercato.bench.shop import (
     BenchError,
     Customer,
     Shop,
-    fetch_json,
+    edge_session,
     prepare_shop,
     read_platform,
     refresh_tokens,
@@ -309,22 +309,12 @@ async def run_scenario(run: Run, sc: Scenario) -> dict[str, Any]:
 
 async def _chaos(home: Home, scenarios: list[Scenario], *, rate: float, customers: int,
                  say: Callable[[str], None]) -> list[dict[str, Any]]:
-    import aiohttp
     import nats
 
     from mercato.runtime.broker import connect_options
 
     target = read_platform(home.root)
-    timeout = aiohttp.ClientTimeout(total=30)
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector,
-                                     headers={"User-Agent": "mercato-chaos"}) as session:
-        try:
-            await fetch_json(session, "GET", f"{target.edge_url}/api/catalog/products",
-                             params={"page_size": "1"})
-        except (aiohttp.ClientError, OSError) as exc:
-            raise BenchError(f"the edge {target.edge_url} does not answer ({exc}): see "
-                             "mercato status") from exc
+    async with edge_session(target.edge_url, "mercato-chaos", timeout_s=30) as session:
         # Stock for every order the run may send (the bound of each scenario's load).
         expected = round(rate * 90 * len(scenarios)) + 100
         shop = await prepare_shop(session, home.root, target.edge_url,
