@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mercato.cli.common import HomeOpt, fail, home_flag, home_of
-from mercato.runtime import control
+from mercato.cli.common import HomeOpt, fail, home_flag, running_home
 from mercato.runtime.proc import run
 from mercato.runtime.services import repo_root
 
@@ -28,9 +27,7 @@ def create_admin(
     """Create an admin account, or grant admin to an existing one (identity service)."""
     from mercato.runtime.postgres import Postgres
 
-    h = home_of(home)
-    if control.running_pid(h) is None:
-        fail("mercato is not running", f"start it first: mercato up --detach{home_flag(h)}")
+    h = running_home(home)
     ports = h.ports()
     url = Postgres(h, ports.postgres).service_database_url("identity")
     if url is None:

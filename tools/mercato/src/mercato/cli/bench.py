@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mercato.cli.common import HomeOpt, fail, home_flag, home_of
-from mercato.runtime import control
+from mercato.cli.common import HomeOpt, fail, running_home
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print figures side by side.")
 
@@ -20,9 +19,7 @@ def bench_gateway(
     home: HomeOpt = None,
 ) -> None:
     """Load the edge through Envoy and report latency and throughput."""
-    h = home_of(home)
-    if control.running_pid(h) is None:
-        fail("mercato is not running", f"start it first: mercato up --detach{home_flag(h)}")
+    h = running_home(home)
     try:
         from mercato.bench.gateway import run_gateway_bench
     except ImportError as exc:
@@ -49,9 +46,7 @@ def bench_orders(
     home: HomeOpt = None,
 ) -> None:
     """Orders through the edge at a constant rate: throughput, latencies, CPU per order."""
-    h = home_of(home)
-    if control.running_pid(h) is None:
-        fail("mercato is not running", f"start it first: mercato up --detach{home_flag(h)}")
+    h = running_home(home)
     from mercato.bench.orders import run_orders_bench
 
     raise typer.Exit(run_orders_bench(h.root, rate=rate, duration_s=duration,
@@ -77,9 +72,7 @@ def bench_storefront(
 ) -> None:
     """The shop's pages (browse, search, cart, checkout) through the edge at a constant rate:
     p50/p99 per page type and the storefront's share of the CPU."""
-    h = home_of(home)
-    if control.running_pid(h) is None:
-        fail("mercato is not running", f"start it first: mercato up --detach{home_flag(h)}")
+    h = running_home(home)
     from mercato.bench.storefront import run_storefront_bench
 
     raise typer.Exit(run_storefront_bench(h.root, rate=rate, duration_s=duration,
@@ -130,9 +123,7 @@ def bench_sqlalchemy(
     home: HomeOpt = None,
 ) -> None:
     """Client CPU per transaction: SQLAlchemy's AsyncSession beside asyncpg alone."""
-    h = home_of(home)
-    if control.running_pid(h) is None:
-        fail("mercato is not running", f"start it first: mercato up --detach{home_flag(h)}")
+    h = running_home(home)
     from mercato.bench.sqlalchemy import run_sqlalchemy_bench
 
     raise typer.Exit(run_sqlalchemy_bench(h, n, rounds))

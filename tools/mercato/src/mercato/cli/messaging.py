@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -15,10 +14,6 @@ from mercato.runtime.paths import Home
 
 dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and re-drive dead letters.")
 outbox_app = typer.Typer(no_args_is_help=True, help="Operate a service's transactional outbox.")
-
-def _running(home: Path | None) -> Home:
-    return running_home(home)
-
 
 async def _with_js(h: Home, work: Any) -> Any:
     import nats
@@ -40,7 +35,7 @@ def dlq_list(consumer: Annotated[str | None, typer.Option(help="Only this consum
     """List dead letters: sequence, consumer, subject, type, deliveries, error."""
     from chassis.messaging.dlq import list_dead_letters
 
-    h = _running(home)
+    h = running_home(home)
     letters = asyncio.run(_with_js(h, lambda js: list_dead_letters(js, consumer, limit)))
     if not letters:
         out.print("no dead letters")
@@ -62,7 +57,7 @@ def dlq_show(seq: Annotated[int, typer.Argument(help="Sequence from `mercato dlq
     """Show one dead letter with its headers, error and body."""
     from chassis.messaging.dlq import show_dead_letter
 
-    h = _running(home)
+    h = running_home(home)
     letter = asyncio.run(_with_js(h, lambda js: show_dead_letter(js, seq)))
     if letter is None:
         err.print(f"[bold red]error:[/] no dead letter {seq}")
@@ -90,7 +85,7 @@ def dlq_replay(seq: Annotated[int | None, typer.Argument(help="Sequence to repla
     if (seq is None) == (not all_):
         err.print("[bold red]error:[/] give one SEQ or --all")
         raise typer.Exit(2)
-    h = _running(home)
+    h = running_home(home)
 
     async def work(js: Any) -> list[int]:
         seqs = [seq] if seq is not None else \
@@ -114,7 +109,7 @@ def dlq_discard(seq: Annotated[int, typer.Argument(help="Sequence from `mercato 
     """Delete one dead letter without replaying it (read it first: mercato dlq show SEQ)."""
     from chassis.messaging.dlq import discard_dead_letter
 
-    h = _running(home)
+    h = running_home(home)
     letter = asyncio.run(_with_js(h, lambda js: discard_dead_letter(js, seq)))
     if letter is None:
         err.print(f"[bold red]error:[/] no dead letter {seq}")
@@ -151,7 +146,7 @@ def outbox_republish(
 
     from mercato.runtime.postgres import Postgres
 
-    h = _running(home)
+    h = running_home(home)
     when = _parse_since(since)
     url = Postgres(h, h.ports().postgres).service_database_url(service)
     if url is None:
@@ -197,7 +192,7 @@ def history_rebuild(home: HomeOpt = None) -> None:
     from mercato.runtime.proc import run
     from mercato.runtime.services import repo_root
 
-    h = _running(home)
+    h = running_home(home)
     ports = h.ports()
     url = Postgres(h, ports.postgres).service_database_url("order_history")
     if url is None:
@@ -240,7 +235,7 @@ def check_command(
 
     from mercato.check import check
 
-    h = _running(home)
+    h = running_home(home)
     found = asyncio.run(check(h, grace_s=grace, outbox_bound_s=outbox_bound))
     if as_json:
         out.print(jsonlib.dumps({"violations": [asdict(v) for v in found]}, indent=1))
