@@ -26,6 +26,7 @@ DNS), so only the services and ``mercato-cli`` get broker users.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,39 +47,40 @@ class Identity:
     public_key: str
 
 
-def _identity(seeds: Path, name: str) -> Identity:
-    path = seeds / f"{name}.nk"
-    seed = path.read_text().strip() if path.is_file() else ""
-    if seed:
+def _kept_key(path: Path, make: Callable[[], str], public_of: Callable[[str], str],
+              what: str) -> tuple[str, str]:
+    """(private, public) of the key kept in ``path``: read and checked, or made once and
+    written 0600 without a newline (a Secret made ``--from-file`` holds exactly the key)."""
+    private = path.read_text().strip() if path.is_file() else ""
+    if private:
         try:
-            public = nkeys.from_seed(bytearray(seed.encode())).public_key.decode()
+            return private, public_of(private)
         except Exception as exc:
-            raise ValueError(f"{path} does not hold an NKey user seed; delete it to make a "
-                             "new one (and update the Secret that uses it)") from exc
-    else:
-        seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER).decode()
-        public = nkeys.from_seed(bytearray(seed.encode())).public_key.decode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(seed)  # no newline: the Secret (--from-file) holds exactly the seed
+            raise ValueError(f"{path} does not hold {what}; delete it to make a new one (and "
+                             "update the Secret that uses it)") from exc
+    private = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(private)
+    return private, public_of(private)
+
+
+def _nkey_public(seed: str) -> str:
+    return nkeys.from_seed(bytearray(seed.encode())).public_key.decode()
+
+
+def _identity(seeds: Path, name: str) -> Identity:
+    seed, public = _kept_key(
+        seeds / f"{name}.nk",
+        lambda: nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER).decode(),
+        _nkey_public, "an NKey user seed")
     return Identity(name, seed, public)
 
 
 def _service_key(seeds: Path, service: str) -> tuple[str, str]:
     """(private, public) of the service's signing key, made once."""
-    path = seeds / f"{service}.service-key"
-    private = path.read_text().strip() if path.is_file() else ""
-    if private:
-        try:
-            return private, public_key_of(private)
-        except ValueError as exc:
-            raise ValueError(f"{path} does not hold an ed25519 private key; delete it to make "
-                             "a new one (and update the Secret that uses it)") from exc
-    private, public = new_key_pair()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(private)
-    return private, public
+    return _kept_key(seeds / f"{service}.service-key", lambda: new_key_pair()[0],
+                     public_key_of, "an ed25519 private key")
 
 
 def write(out: Path, services: list[str] | None = None,
