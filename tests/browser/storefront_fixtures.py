@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ from typing import Any
 import pytest
 from edge_helpers import Platform, running_platform, scratch_home
 
-CHROMIUM = Path("/usr/bin/chromium")
 AXE = Path(__file__).with_name("vendor") / "axe-4.14.1.min.js"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "images"
 
@@ -24,22 +22,6 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "images"
 def storefront_platform() -> Iterator[Platform]:
     with running_platform(scratch_home("mercato-storefront-browser-")) as p:
         yield p
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: `make test` installs it")
-        pytest.skip(f"no {CHROMIUM}: apt-get install chromium to run the browser tests")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

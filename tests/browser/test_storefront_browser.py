@@ -16,7 +16,6 @@ from edge_helpers import E2E_ARGON2, Platform, mercato, wait_until
 from shop import bearer, new_product
 from storefront_fixtures import (  # noqa: F401 - fixtures
     axe_violations,
-    chromium,
     page,
     screenshot,
     storefront_platform,
