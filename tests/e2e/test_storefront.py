@@ -223,6 +223,11 @@ def test_the_product_page_renders_with_inventory_stopped(platform: Platform) -> 
         print(f"product page with inventory stopped: {took:.2f} s")
         wait_until(lambda: "Availability unknown" not in s.get(
             f"/products/{product['id']}").text, 30, "availability known again")
+    # The storefront reaches inventory directly; the edge ejected the stopped instance for
+    # its timeouts (longer with each ejection), so later tests wait for the edge as well.
+    with platform.client() as c:
+        wait_until(lambda: c.get(f"/api/inventory/stock/{product['sku']}").status_code
+                   == 200, 90, "the edge routing to inventory again")
 
 
 def test_the_demo_catalog_has_stock_on_a_new_home_and_later_products_do_not(
