@@ -102,3 +102,42 @@ def prometheus_tools() -> PrometheusTools:
     """promtool and prometheus (fetched into .tools/prometheus/ by `make
     observability-tools`, or here on first use)."""
     return ensure_prometheus(progress=False)
+
+
+# Labels every scraped series carries besides its own: the service's (ServiceRegistry adds
+# it) and those Prometheus's targets add; `le` is a histogram bucket's.
+TARGET_LABELS = {"service", "instance", "pod", "job", "namespace", "le"}
+
+
+def unknown_grouping_labels(expr: str) -> set[str]:
+    """Labels an expression groups by (`sum by (x)`) that none of the metrics it aggregates
+    has: such a query still runs, but yields one unnamed series where the author meant one
+    per label value."""
+    labels_of = {name: set(spec.labels) for spec in ALL_METRICS for name in spec.series_names()}
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    unknown: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, promql_parser.AggregateExpr):
+            if node.modifier is not None and node.modifier.type == promql_parser.AggModifierType.By:
+                names = metric_names(str(node.expr))
+                # A recorded series' labels are its rule's: checked where it is recorded.
+                if names <= labels_of.keys():
+                    known = set(TARGET_LABELS).union(*(labels_of[n] for n in names))
+                    unknown.update(set(node.modifier.labels) - known)
+            walk(node.expr)
+        elif isinstance(node, promql_parser.MatrixSelector):
+            walk(node.vector_selector)
+        elif isinstance(node, promql_parser.BinaryExpr):
+            walk(node.lhs)
+            walk(node.rhs)
+        elif isinstance(node, promql_parser.Call):
+            for arg in node.args:
+                walk(arg)
+        elif isinstance(node, promql_parser.ParenExpr | promql_parser.UnaryExpr
+                        | promql_parser.SubqueryExpr):
+            walk(node.expr)
+
+    walk(promql_parser.parse(expr))
+    return unknown

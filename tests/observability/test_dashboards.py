@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from mercato.deploy.units import k8s_name
 from mercato.runtime.services import SERVICES
-from platform_metrics import DASHBOARDS, exported_series, metric_names
+from platform_metrics import DASHBOARDS, exported_series, metric_names, unknown_grouping_labels
 
 PANEL_TYPES = {"row", "timeseries", "stat", "table"}
 UID = re.compile(r"^[a-zA-Z0-9_-]{1,40}$")
@@ -106,6 +106,8 @@ def test_every_query_is_promql_naming_only_metrics_the_platform_exports(path: Pa
         assert names, f"{path.name} {where} reads no metric"
         unknown = names - exported
         assert not unknown, f"{path.name} {where}: {unknown} is exported by nothing"
+        grouped = unknown_grouping_labels(expr)
+        assert not grouped, f"{path.name} {where}: groups by {grouped}, labels it lacks"
 
 
 def test_a_service_dashboard_shows_what_the_service_has() -> None:

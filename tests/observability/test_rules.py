@@ -20,6 +20,7 @@ from platform_metrics import (
     rule_files,
     rule_test_files,
     rules,
+    unknown_grouping_labels,
 )
 
 RUNBOOK_BASE = "https://github.com/mercato-shop/mercato/blob/main/docs/operations.md#"
@@ -115,6 +116,9 @@ def test_rules_read_only_metrics_the_platform_exports() -> None:
             unknown = metric_names(rule["expr"]) - exported - recorded
             assert not unknown, f"{path.name} {rule.get('alert') or rule.get('record')}: " \
                                 f"{unknown} is exported by nothing"
+            grouped = unknown_grouping_labels(rule["expr"])
+            assert not grouped, f"{path.name} {rule.get('alert') or rule.get('record')}: " \
+                                f"groups by {grouped}, labels its metrics lack"
 
 
 def test_recorded_series_follow_the_level_metric_operation_convention() -> None:

@@ -30,8 +30,8 @@ PANELS: list[tuple[str, str, str, str]] = [
     ("dead_letters", "Dead letters waiting", "msgs",
      "max by (consumer) (dead_letters_waiting)"),
     ("sagas", "Running sagas by step", "sagas", "max by (step) (saga_running)"),
-    ("saga_outcomes", "Sagas finished/s by outcome", "/s",
-     "sum by (outcome) (rate(saga_finished_total[1m]))"),
+    ("saga_outcomes", "Sagas finished/s by status", "/s",
+     "sum by (status) (rate(saga_finished_total[1m]))"),
 ]
 
 
