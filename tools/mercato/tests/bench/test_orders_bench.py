@@ -224,3 +224,28 @@ def test_only_violations_not_there_before_the_run_are_new() -> None:
     found = [{"invariant": "a", "subject": "1", "detail": ""},
              {"invariant": "a", "subject": "2", "detail": ""}]
     assert new_violations(found, {("a", "1")}) == [found[1]]
+
+
+@pytest.mark.asyncio
+async def test_a_patient_call_waits_out_a_blip_and_an_impatient_one_reports_it() -> None:
+    """A soak refreshes tokens for half an hour: one 503 while the edge has the only
+    identity instance out of rotation must not end it; any other answer is an error."""
+    import aiohttp
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+    from mercato.bench.shop import fetch_json
+
+    answers = iter([503, 429, 200])
+
+    async def token(_: web.Request) -> web.Response:
+        status = next(answers)
+        return web.json_response({"access_token": "t"} if status == 200 else {}, status=status)
+
+    app = web.Application()
+    app.router.add_post("/token", token)
+    async with TestServer(app) as server, aiohttp.ClientSession() as session:
+        url = str(server.make_url("/token"))
+        assert await fetch_json(session, "POST", url, patient=True) == {"access_token": "t"}
+        answers = iter([503])
+        with pytest.raises(BenchError, match="answered 503"):
+            await fetch_json(session, "POST", url)

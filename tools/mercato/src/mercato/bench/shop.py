@@ -118,11 +118,14 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def fetch_json(session: Any, method: str, url: str, *, expect: tuple[int, ...] = (200,),
-                retry_429: bool = False, **kwargs: Any) -> Any:
+                patient: bool = False, **kwargs: Any) -> Any:
+    """One JSON call; ``patient`` waits out (for up to 30 s) what passes by itself: a rate
+    limit (429) and a service briefly out of the edge's rotation (503), so that one blip in a
+    30-minute soak's token refresh does not end the run."""
     for attempt in range(30):
         async with session.request(method, url, **kwargs) as resp:
             body = await resp.read()
-            if resp.status == 429 and retry_429 and attempt < 29:
+            if resp.status in (429, 503) and patient and attempt < 29:
                 await asyncio.sleep(1.0)
                 continue
             if resp.status not in expect:
@@ -176,7 +179,7 @@ def create_admin(home: Path, email: str, password: str) -> None:
 
 async def login(session: Any, edge: str, email: str, password: str) -> str:
     # The token route is rate-limited at the edge (per client, under a total): wait on a 429.
-    doc = await fetch_json(session, "POST", f"{edge}/api/identity/token", retry_429=True,
+    doc = await fetch_json(session, "POST", f"{edge}/api/identity/token", patient=True,
                       data={"grant_type": "password", "username": email,
                             "password": password})
     return str(doc["access_token"])
@@ -218,7 +221,7 @@ async def prepare_shop(session: Any, home: Path, edge: str, *, customers: int, p
         own = customer_session(i, session)
         try:
             await fetch_json(own, "POST", f"{edge}/api/identity/register", expect=(201,),
-                        retry_429=True, json={"email": email, "password": CUSTOMER_PASSWORD,
+                        patient=True, json={"email": email, "password": CUSTOMER_PASSWORD,
                                               "name": f"Bench Customer {i}"})
             auth = bearer(await login(own, edge, email, CUSTOMER_PASSWORD))
             address = await fetch_json(own, "POST", f"{edge}/api/identity/me/addresses",
