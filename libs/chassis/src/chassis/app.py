@@ -115,6 +115,11 @@ class ServiceContext(Generic[S, W]):
                                "has not run, or has ended")
         return self._wiring
 
+    @property
+    def wired(self) -> bool:
+        """For what may run before ``bootstrap`` (a key source asked while the app starts)."""
+        return not isinstance(self._wiring, _Unwired)
+
     def _unwire(self) -> None:
         self._wiring = _UNWIRED
 

@@ -40,8 +40,9 @@ def test_the_wiring_is_an_error_before_bootstrap_set_it() -> None:
         settings=toy_settings(), metrics=HttpMetrics("toy"))
     with pytest.raises(RuntimeError, match="toy is not wired: its bootstrap has not run"):
         _ = ctx.wiring
+    assert not ctx.wired
     assert ctx.wire(ToyWiring("hi")) == ToyWiring("hi")
-    assert ctx.wiring.greeter == "hi"
+    assert ctx.wired and ctx.wiring.greeter == "hi"
     with pytest.raises(RuntimeError, match="wired already"):
         ctx.wire(ToyWiring("again"))
     assert ctx.wiring.greeter == "hi"
@@ -67,5 +68,6 @@ def test_handlers_read_the_wiring_bootstrap_set_and_a_restart_wires_afresh() -> 
         assert client.get("/greet").json() == {"said": "hello, start 1"}
     with pytest.raises(RuntimeError, match="not wired"):  # bootstrap ended: unwired
         _ = ctx.wiring
+    assert not ctx.wired
     with TestClient(app) as client:  # started again: wired again, not "wired already"
         assert client.get("/greet").json() == {"said": "hello, start 2"}
