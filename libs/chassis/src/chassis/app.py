@@ -79,7 +79,6 @@ class ServiceContext(Generic[S, W]):
     http: aiohttp.ClientSession | None = None
     # Checks a service adds are required: failing, the instance leaves the edge's rotation.
     readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
-    state: dict[str, Any] = field(default_factory=dict)
     messaging: MessagingRuntime | None = None
     broker: BrokerMonitor | None = None
     dependencies: DependencyGauge = field(init=False)
