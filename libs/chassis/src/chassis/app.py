@@ -5,6 +5,10 @@ problem+json errors, a body size limit, security headers (nosniff everywhere, no
 routes declaring ``PERSONAL_DATA``, a CSP on the docs), JSON logs with trace ids, tracing,
 offline API docs, the database, NATS, the registry entry and token verification. A service
 adds its routers and a ``bootstrap`` (its wiring) and nothing else.
+
+``ServiceContext[S, W]`` is typed twice by the service (ADR 0025): ``S`` its settings class,
+``W`` its wiring, the one frozen object its ``bootstrap`` builds and sets with ``ctx.wire``.
+A handler reads both typed, without a downcast or a string key.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 import structlog
@@ -48,14 +52,24 @@ from chassis.tracing import configure_tracing, instrument_app, instrument_http_c
 
 log = structlog.get_logger("chassis.app")
 
-Bootstrap = Callable[["ServiceContext"], AbstractAsyncContextManager[None]]
+S = TypeVar("S", bound=ServiceSettings)
+W = TypeVar("W")
+
+
+class _Unwired:
+    """The wiring before ``bootstrap`` set it (and after it ended): not None, which a
+    service's wiring could be."""
+
+
+_UNWIRED = _Unwired()
 
 
 @dataclass
-class ServiceContext:
-    """Everything a request handler may need; lives on ``app.state.ctx``."""
+class ServiceContext(Generic[S, W]):
+    """Everything a request handler may need; lives on ``app.state.ctx``. ``S`` is the
+    service's settings class, ``W`` its wiring (``wire``)."""
 
-    settings: ServiceSettings
+    settings: S
     metrics: HttpMetrics
     db: Database | None = None
     nats: NatsConnection | None = None
@@ -65,7 +79,6 @@ class ServiceContext:
     http: aiohttp.ClientSession | None = None
     # Checks a service adds are required: failing, the instance leaves the edge's rotation.
     readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
-    state: dict[str, Any] = field(default_factory=dict)
     messaging: MessagingRuntime | None = None
     broker: BrokerMonitor | None = None
     dependencies: DependencyGauge = field(init=False)
@@ -76,11 +89,38 @@ class ServiceContext:
     # Periodic and long-running work (chassis.background): declared in bootstrap, started
     # once it has run, stopped at shutdown before it is torn down.
     background: BackgroundTasks = field(init=False)
+    _wiring: W | _Unwired = field(default=_UNWIRED, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.resolver = Resolver(lambda: self.registry)
         self.dependencies = DependencyGauge(self.metrics.registry)
         self.background = BackgroundTasks(self.metrics.registry)
+
+    def wire(self, wiring: W) -> W:
+        """Set the service's dependencies, once per start, in its ``bootstrap``; the chassis
+        clears them when the bootstrap ended (a restarted app wires afresh)."""
+        if not isinstance(self._wiring, _Unwired):
+            raise RuntimeError(f"{self.settings.service_name} is wired already: bootstrap "
+                               "sets the wiring once")
+        self._wiring = wiring
+        return wiring
+
+    @property
+    def wiring(self) -> W:
+        """What ``bootstrap`` built. Read before it ran (or after it ended) it is an error
+        that names the cause, not an ``AttributeError`` on None further on."""
+        if isinstance(self._wiring, _Unwired):
+            raise RuntimeError(f"{self.settings.service_name} is not wired: its bootstrap "
+                               "has not run, or has ended")
+        return self._wiring
+
+    @property
+    def wired(self) -> bool:
+        """For what may run before ``bootstrap`` (a key source asked while the app starts)."""
+        return not isinstance(self._wiring, _Unwired)
+
+    def _unwire(self) -> None:
+        self._wiring = _UNWIRED
 
     def http_session(self) -> aiohttp.ClientSession:
         if self.http is None:
@@ -93,7 +133,12 @@ class ServiceContext:
         return self.db
 
 
-def service_client(ctx: ServiceContext, settings: UpstreamSettings) -> ServiceClient:
+# What create_service_app runs at start: the service's typed context in, its wiring set
+# (``ctx.wire``) before the yield.
+Bootstrap = Callable[[ServiceContext[S, W]], AbstractAsyncContextManager[None]]
+
+
+def service_client(ctx: ServiceContext[Any, Any], settings: UpstreamSettings) -> ServiceClient:
     """The app's client for calls to other services: resolved through the registry, over
     the app's shared aiohttp session, bounded and retried as ``settings`` say, calling as
     this service, its breakers and latencies on the app's ``/metrics``. Build one per app
@@ -109,15 +154,15 @@ def _not_traced(scope: Any) -> bool:
 
 
 @asynccontextmanager
-async def _no_bootstrap(_: ServiceContext) -> AsyncIterator[None]:
+async def _no_bootstrap(_: ServiceContext[Any, Any]) -> AsyncIterator[None]:
     yield
 
 
-def _default_key_source(ctx: ServiceContext) -> KeySource:
+def _default_key_source(ctx: ServiceContext[Any, Any]) -> KeySource:
     return RemoteJwks(ctx.settings.jwks_url, ctx.http_session, resolve=ctx.resolver.resolve_url)
 
 
-def _required_checks(ctx: ServiceContext) -> dict[str, ReadinessCheck]:
+def _required_checks(ctx: ServiceContext[Any, Any]) -> dict[str, ReadinessCheck]:
     checks: dict[str, ReadinessCheck] = {}
     if ctx.db is not None:
         checks["database"] = ctx.db.ping
@@ -125,7 +170,7 @@ def _required_checks(ctx: ServiceContext) -> dict[str, ReadinessCheck]:
     return checks
 
 
-def _ops_router(ctx: ServiceContext) -> APIRouter:
+def _ops_router(ctx: ServiceContext[Any, Any]) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     @router.get("/health/live")
@@ -174,11 +219,11 @@ def _docs_router(settings: ServiceSettings, page: bytes) -> APIRouter:
 
 
 def create_service_app(
-    settings: ServiceSettings,
+    settings: S,
     *,
     routers: Sequence[APIRouter],
-    bootstrap: Bootstrap | None = None,
-    key_source: Callable[[ServiceContext], KeySource] | None = None,
+    bootstrap: Bootstrap[S, W] | None = None,
+    key_source: Callable[[ServiceContext[S, W]], KeySource] | None = None,
     messaging: Messaging | None = None,
     title: str | None = None,
     description: str = "",
@@ -188,7 +233,7 @@ def create_service_app(
     title = title or f"mercato {service}"
     configure_logging(service, settings.instance, settings.log_level)
     configure_tracing(service, settings.instance, settings.otlp_endpoint)
-    ctx = ServiceContext(settings=settings, metrics=HttpMetrics(service))
+    ctx: ServiceContext[S, W] = ServiceContext(settings=settings, metrics=HttpMetrics(service))
     db = Database(settings.database_url, pool_size=settings.db_pool_size,
                   application_name=settings.instance) if settings.database_url else None
     ctx.db = db
@@ -267,6 +312,7 @@ def create_service_app(
                 finally:
                     await ctx.background.stop()
         finally:
+            ctx._unwire()
             for task in background:
                 task.cancel()
             await ctx.resolver.close()

@@ -7,7 +7,7 @@ work that never blocks.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
@@ -18,14 +18,19 @@ from chassis.errors import BadRequest, Forbidden
 from chassis.http_client import H_SERVICE_IDENTITY
 from chassis.openapi import reads_header, responds
 from chassis.service_identity import InvalidCaller
+from chassis.settings import ServiceSettings
 
 
-async def get_ctx(request: Request) -> ServiceContext:
-    ctx: ServiceContext = request.app.state.ctx
+async def get_ctx(request: Request) -> ServiceContext[Any, Any]:
+    """The app's context. Its settings and wiring types are the ones the service gave
+    ``create_service_app``; a service names them in its own alias (ADR 0025):
+    ``Context = Annotated[ServiceContext[OrdersSettings, OrdersWiring], Depends(get_ctx)]``."""
+    ctx: ServiceContext[Any, Any] = request.app.state.ctx
     return ctx
 
 
-Ctx = Annotated[ServiceContext, Depends(get_ctx)]
+# The chassis's part of any service's context: its settings as ServiceSettings, no wiring.
+Ctx = Annotated[ServiceContext[ServiceSettings, object], Depends(get_ctx)]
 
 
 async def get_uow(ctx: Ctx) -> UnitOfWork:

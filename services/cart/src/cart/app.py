@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from chassis.app import ServiceContext, create_service_app, service_client
+from chassis.app import create_service_app, service_client
 from chassis.auth import KeySource
 from chassis.messaging.runtime import Messaging
 from fastapi import FastAPI
@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from cart.adapters.upstream import Upstreams
 from cart.entrypoints.api import router
 from cart.entrypoints.consumers import consumer_specs
+from cart.entrypoints.deps import CartContext, CartWiring
 from cart.settings import CartSettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -25,22 +26,20 @@ def messaging(settings: CartSettings) -> Messaging:
     return Messaging(consumers=consumer_specs())
 
 
-def build_upstreams(ctx: ServiceContext, settings: CartSettings) -> Upstreams:
+def build_upstreams(ctx: CartContext, settings: CartSettings) -> Upstreams:
     """The app's one client for catalog and orders (``chassis.app.service_client``)."""
     return Upstreams(service_client(ctx, settings), catalog_url=settings.catalog_url,
                      orders_url=settings.orders_url, orders_timeout_s=settings.orders_timeout_s)
 
 
 @asynccontextmanager
-async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
-    settings = ctx.settings
-    assert isinstance(settings, CartSettings)
-    ctx.state["upstreams"] = build_upstreams(ctx, settings)
+async def bootstrap(ctx: CartContext) -> AsyncIterator[None]:
+    ctx.wire(CartWiring(upstreams=build_upstreams(ctx, ctx.settings)))
     yield
 
 
 def create_app(settings: CartSettings | None = None, *,
-               key_source: Callable[[ServiceContext], KeySource] | None = None) -> FastAPI:
+               key_source: Callable[[CartContext], KeySource] | None = None) -> FastAPI:
     settings = settings or CartSettings()
     return create_service_app(
         settings, routers=[router], bootstrap=bootstrap, key_source=key_source,

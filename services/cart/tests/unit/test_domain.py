@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from cart.domain.commands import CheckOutCart, PaymentChoice
 from cart.domain.model import (
     MAX_LINES,
     Cart,
@@ -81,20 +82,42 @@ def test_the_order_key_is_derived_stably_and_fits_orders_limit() -> None:
     assert order_idempotency_key("a") != "a"
 
 
-def test_fingerprints_ignore_key_order_but_not_values() -> None:
-    a = {"shipping_address_id": "x", "payment": {"card_number": "4242424242424242"}}
-    b = {"payment": {"card_number": "4242424242424242"}, "shipping_address_id": "x"}
-    assert request_fingerprint(a) == request_fingerprint(b)
-    assert request_fingerprint(a) != request_fingerprint({**a, "shipping_address_id": "y"})
+def checkout(address: str = "x", *, card: str | None = None,
+             method: str | None = None) -> CheckOutCart:
+    return CheckOutCart(address, PaymentChoice(payment_method_id=method, card_number=card))
+
+
+def test_fingerprints_tell_checkouts_apart_by_their_values() -> None:
+    a = checkout(card="4242424242424242")
+    assert request_fingerprint(a) == request_fingerprint(checkout(card="4242424242424242"))
+    assert request_fingerprint(a) != request_fingerprint(checkout("y", card="4242424242424242"))
 
 
 def test_a_fingerprint_holds_nothing_derived_from_the_whole_card_number() -> None:
-    card = {"shipping_address_id": "x", "payment": {"card_number": "4242424242424242"}}
-    same_last4 = {"shipping_address_id": "x", "payment": {"card_number": "4000000000024242"}}
-    other = {"shipping_address_id": "x", "payment": {"card_number": "4000000000000002"}}
+    card = checkout(card="4242424242424242")
+    same_last4 = checkout(card="4000000000024242")
+    other = checkout(card="4000000000000002")
     assert request_fingerprint(card) == request_fingerprint(same_last4)
     assert request_fingerprint(card) != request_fingerprint(other)
-    method = {"shipping_address_id": "x", "payment": {"payment_method_id": "pm_1"}}
-    assert request_fingerprint(method) != request_fingerprint(
-        {**method, "payment": {"payment_method_id": "pm_2"}})
+    method = checkout(method="pm_1")
+    assert request_fingerprint(method) != request_fingerprint(checkout(method="pm_2"))
     assert request_fingerprint(method) != request_fingerprint(card)
+
+
+def test_fingerprints_are_the_ones_stored_before_checkouts_took_a_command() -> None:
+    # Computed by the dict-taking request_fingerprint (before ADR 0025) from the checkout
+    # request's JSON: a key stored then, retried after the upgrade, still matches.
+    assert request_fingerprint(checkout("a1", method="pm_1")) == (
+        "451a74bcd5404fb237bdebb97eddc0c7c2cb8eb9ad5adaa49e1f97b4301a7ccd")
+    assert request_fingerprint(checkout("a1", card="4242424242424242")) == (
+        "42b40f9f366d78cc870e51fa68356eea6589ef17efaefecf9ed63d545a96c8f6")
+
+
+def test_a_payment_is_one_of_the_two_and_orders_is_sent_only_that_one() -> None:
+    assert checkout(method="pm_1").payment.as_json() == {"payment_method_id": "pm_1"}
+    assert checkout(card="4242424242424242").payment.as_json() == {
+        "card_number": "4242424242424242"}
+    assert "4242424242424242" not in repr(checkout(card="4242424242424242"))
+    for neither_or_both in ({}, {"method": "pm_1", "card": "4242424242424242"}):
+        with pytest.raises(ValueError, match="either"):
+            checkout(**neither_or_both)  # type: ignore[arg-type]

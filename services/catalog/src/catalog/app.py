@@ -7,13 +7,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import structlog
-from chassis.app import ServiceContext, create_service_app
+from chassis.app import create_service_app
 from chassis.auth import KeySource
 from chassis.messaging.runtime import Messaging, StreamSpec
 from chassis.messaging.streams import events_stream_name
 from fastapi import FastAPI
 
 from catalog.entrypoints.api import router
+from catalog.entrypoints.deps import CatalogContext
 from catalog.service_layer.seed import seed_demo_catalog
 from catalog.settings import CatalogSettings
 
@@ -25,9 +26,8 @@ log = structlog.get_logger("catalog")
 
 
 @asynccontextmanager
-async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
+async def bootstrap(ctx: CatalogContext) -> AsyncIterator[None]:
     settings = ctx.settings
-    assert isinstance(settings, CatalogSettings)
     if settings.seed_demo:
         added = await seed_demo_catalog(ctx.require_db().unit_of_work())
         if added:
@@ -36,7 +36,7 @@ async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
 
 
 def create_app(settings: CatalogSettings | None = None, *,
-               key_source: Callable[[ServiceContext], KeySource] | None = None) -> FastAPI:
+               key_source: Callable[[CatalogContext], KeySource] | None = None) -> FastAPI:
     return create_service_app(
         settings or CatalogSettings(), routers=[router], bootstrap=bootstrap,
         key_source=key_source, messaging=MESSAGING,

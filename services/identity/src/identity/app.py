@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from chassis.app import ServiceContext, create_service_app
+from chassis.app import create_service_app
 from chassis.auth import KeySource
 from chassis.clock import utc_now
 from chassis.db import Database
@@ -22,15 +22,14 @@ from identity.adapters.orm import AuthorizationCodeRow, LoginFailureRow, Refresh
 from identity.adapters.tokens import JwtIssuer
 from identity.domain.model import LoginThrottle
 from identity.entrypoints.api import jwks_router, router
-from identity.entrypoints.deps import STATE_KEY
-from identity.entrypoints.pages import CSRF_STATE_KEY, CsrfTokens
+from identity.entrypoints.deps import IdentityContext, IdentityWiring
+from identity.entrypoints.pages import CsrfTokens
 from identity.entrypoints.pages import router as authorize_router
 from identity.service_layer.handlers import Accounts, IdentityServices, Sessions
 from identity.service_layer.oauth import Authorizations, Clients
 from identity.settings import IdentitySettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
-KEY_RING = "identity.keys"
 log = structlog.get_logger("identity")
 
 
@@ -57,16 +56,15 @@ class OwnKeys:
     """identity checks tokens against its own key ring instead of fetching its own JWKS
     over HTTP. The ring exists only once ``bootstrap`` ran; before that nothing verifies."""
 
-    def __init__(self, state: dict[str, Any]) -> None:
-        self._state = state
+    def __init__(self, ctx: IdentityContext) -> None:
+        self._ctx = ctx
 
     async def key_for(self, kid: str) -> Any | None:
-        ring: KeyRing | None = self._state.get(KEY_RING)
-        return await ring.key_for(kid) if ring is not None else None
+        return await self._ctx.wiring.keys.key_for(kid) if self._ctx.wired else None
 
 
-def _own_keys(ctx: ServiceContext) -> KeySource:
-    return OwnKeys(ctx.state)
+def _own_keys(ctx: IdentityContext) -> KeySource:
+    return OwnKeys(ctx)
 
 
 def pruner(db: Database, forget_failures_after: timedelta,
@@ -95,9 +93,8 @@ def pruner(db: Database, forget_failures_after: timedelta,
 
 
 @asynccontextmanager
-async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
+async def bootstrap(ctx: IdentityContext) -> AsyncIterator[None]:
     settings = ctx.settings
-    assert isinstance(settings, IdentitySettings)
     db = ctx.require_db()
     keys = KeyRing(db, publication_grace=timedelta(seconds=settings.key_publication_grace_s),
                    cache_s=settings.signing_key_cache_s,
@@ -107,32 +104,27 @@ async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
                            if settings.signing_key_secret is not None else None))
     await keys.start()
     hasher = build_hasher(settings)
-    ctx.state[KEY_RING] = keys
     sessions = Sessions(
         hasher,
         JwtIssuer(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                   ttl_s=settings.access_token_ttl_s),
         throttle=login_throttle(settings),
         refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s))
-    ctx.state[STATE_KEY] = IdentityServices(
-        accounts=Accounts(hasher, max_addresses=settings.max_addresses_per_user),
-        sessions=sessions, keys=keys, authorizations=Authorizations(sessions),
-        clients=Clients())
-    ctx.state[CSRF_STATE_KEY] = CsrfTokens.from_secret(
-        settings.signing_key_secret.get_secret_value().encode()
-        if settings.signing_key_secret is not None else None)
+    ctx.wire(IdentityWiring(
+        services=IdentityServices(
+            accounts=Accounts(hasher, max_addresses=settings.max_addresses_per_user),
+            sessions=sessions, keys=keys, authorizations=Authorizations(sessions),
+            clients=Clients()),
+        keys=keys,
+        csrf=CsrfTokens.from_secret(settings.signing_key_secret.get_secret_value().encode()
+                                    if settings.signing_key_secret is not None else None)))
     # The first round one interval after start, as before: not in the start-up rush.
     ctx.background.every(
         "token-pruning", settings.prune_interval_s,
         pruner(db, timedelta(seconds=settings.login_failures_forgotten_after_s),
                timedelta(seconds=settings.refresh_token_ttl_s)),
         first_delay_s=settings.prune_interval_s)
-    try:
-        yield
-    finally:
-        ctx.state.pop(STATE_KEY, None)
-        ctx.state.pop(KEY_RING, None)
-        ctx.state.pop(CSRF_STATE_KEY, None)
+    yield  # the chassis unwires once this ended: OwnKeys then verifies nothing, as before start
 
 
 def create_app(settings: IdentitySettings | None = None) -> FastAPI:

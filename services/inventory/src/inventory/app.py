@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from chassis.app import ServiceContext, create_service_app
+from chassis.app import create_service_app
 from chassis.auth import KeySource
 from chassis.messaging.runtime import Messaging, StreamSpec
 from chassis.messaging.streams import commands_stream_name, events_stream_name
@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from inventory.entrypoints.api import router
 from inventory.entrypoints.background import expiry_sweep
 from inventory.entrypoints.consumers import consumer_specs
+from inventory.entrypoints.deps import InventoryContext
 from inventory.settings import InventorySettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -31,9 +32,8 @@ def messaging(settings: InventorySettings) -> Messaging:
 
 
 @asynccontextmanager
-async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
+async def bootstrap(ctx: InventoryContext) -> AsyncIterator[None]:
     settings = ctx.settings
-    assert isinstance(settings, InventorySettings)
     if settings.expiry_interval_s > 0:
         ctx.background.every("expiry", settings.expiry_interval_s, expiry_sweep(
             ctx.require_db(), batch_size=settings.expiry_batch_size))
@@ -41,7 +41,7 @@ async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
 
 
 def create_app(settings: InventorySettings | None = None, *,
-               key_source: Callable[[ServiceContext], KeySource] | None = None) -> FastAPI:
+               key_source: Callable[[InventoryContext], KeySource] | None = None) -> FastAPI:
     settings = settings or InventorySettings()
     return create_service_app(
         settings, routers=[router], bootstrap=bootstrap, key_source=key_source,

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
-from chassis.app import ServiceContext, create_service_app
+from chassis.app import create_service_app
 from chassis.auth import KeySource
 from chassis.messaging.runtime import Messaging
 from fastapi import FastAPI
@@ -17,6 +17,7 @@ from notifications.adapters.smtp import Mailer, SmtpMailer
 from notifications.entrypoints.api import router
 from notifications.entrypoints.background import Sender
 from notifications.entrypoints.consumers import consumer_specs
+from notifications.entrypoints.deps import NotificationsContext
 from notifications.settings import NotificationsSettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -34,9 +35,8 @@ def mailer_for(settings: NotificationsSettings) -> Mailer:
 
 
 @asynccontextmanager
-async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
+async def bootstrap(ctx: NotificationsContext) -> AsyncIterator[None]:
     settings = ctx.settings
-    assert isinstance(settings, NotificationsSettings)
     if settings.sender_interval_s > 0:
         Sender(ctx.require_db(), mailer_for(settings), settings.retry_policy(),
                me=settings.instance, batch_size=settings.sender_batch_size,
@@ -50,7 +50,7 @@ async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
 
 
 def create_app(settings: NotificationsSettings | None = None, *,
-               key_source: Callable[[ServiceContext], KeySource] | None = None) -> FastAPI:
+               key_source: Callable[[NotificationsContext], KeySource] | None = None) -> FastAPI:
     settings = settings or NotificationsSettings()
     return create_service_app(
         settings, routers=[router], bootstrap=bootstrap, key_source=key_source,

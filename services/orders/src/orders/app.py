@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from chassis.app import ServiceContext, create_service_app, service_client
+from chassis.app import create_service_app, service_client
 from chassis.auth import KeySource
 from chassis.messaging.runtime import Messaging, StreamSpec
 from chassis.messaging.streams import events_stream_name
@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from orders.adapters.upstream import Upstreams
 from orders.entrypoints.api import router
 from orders.entrypoints.consumers import consumer_specs
+from orders.entrypoints.deps import OrdersContext, OrdersWiring
 from orders.service_layer.admission import Admission, admission_counter
 from orders.service_layer.saga import ORDER
 from orders.settings import OrdersSettings
@@ -37,22 +38,19 @@ def messaging(settings: OrdersSettings, engine: SagaEngine) -> Messaging:
                      consumers=consumer_specs(engine))
 
 
-def build_upstreams(ctx: ServiceContext, settings: OrdersSettings) -> Upstreams:
+def build_upstreams(ctx: OrdersContext, settings: OrdersSettings) -> Upstreams:
     return Upstreams(service_client(ctx, settings), identity_url=settings.identity_url,
                      catalog_url=settings.catalog_url, payments_url=settings.payments_url)
 
 
 def make_bootstrap(engine: SagaEngine) -> Callable[
-        [ServiceContext], contextlib.AbstractAsyncContextManager[None]]:
+        [OrdersContext], contextlib.AbstractAsyncContextManager[None]]:
     @asynccontextmanager
-    async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
+    async def bootstrap(ctx: OrdersContext) -> AsyncIterator[None]:
         settings = ctx.settings
-        assert isinstance(settings, OrdersSettings)
-        ctx.state["saga_engine"] = engine
-        ctx.state["upstreams"] = build_upstreams(ctx, settings)
-        ctx.state["card_fingerprint_key"] = settings.card_fingerprint_key
         admission = Admission(settings.max_sagas_in_flight, ctx.metrics.registry)
-        ctx.state["admission"] = admission
+        ctx.wire(OrdersWiring(engine=engine, upstreams=build_upstreams(ctx, settings),
+                              admission=admission, card_key=settings.card_fingerprint_key))
         db = ctx.require_db()
         if settings.max_sagas_in_flight:
             ctx.background.every("admission-count", settings.admission_refresh_s,
@@ -70,7 +68,7 @@ def make_bootstrap(engine: SagaEngine) -> Callable[
 
 
 def create_app(settings: OrdersSettings | None = None, *,
-               key_source: Callable[[ServiceContext], KeySource] | None = None) -> FastAPI:
+               key_source: Callable[[OrdersContext], KeySource] | None = None) -> FastAPI:
     settings = settings or OrdersSettings()
     # One engine per app: the reply consumers, the reconciler and the API share it.
     engine = SagaEngine([ORDER])

@@ -26,6 +26,7 @@ from contracts.shipping.v1 import (
     ShipmentCreated,
     ShipmentCreationFailed,
 )
+from orders.domain.commands import OrderItem, PaymentChoice, PlaceOrder
 from orders.service_layer import handlers
 from orders.service_layer.saga import ORDER
 from orders_kit import (
@@ -79,11 +80,10 @@ def principal(subject: str = "alice"):  # a verified token's principal
 
 
 async def place(db: Database, engine: SagaEngine, key: str = "k1") -> str:
-    body = {"items": [{"product_id": MUG, "quantity": 2},
-                      {"product_id": TEA, "quantity": 1}],
-            "shipping_address_id": "addr-1", "payment": {"card_number": CARD}}
+    command = PlaceOrder((OrderItem(MUG, 2), OrderItem(TEA, 1)), "addr-1",
+                         PaymentChoice(card_number=CARD))
     placed = await handlers.place_order(db.unit_of_work(), StubUpstreams(), engine,  # type: ignore[arg-type]
-                                        principal(), body=body, idempotency_key=key,
+                                        principal(), command, idempotency_key=key,
                                         authorization=None)
     return placed.order.id
 

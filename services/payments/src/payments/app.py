@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
-from chassis.app import ServiceContext, create_service_app
+from chassis.app import create_service_app
 from chassis.auth import KeySource
 from chassis.messaging.runtime import Messaging, StreamSpec
 from chassis.messaging.streams import commands_stream_name, events_stream_name
@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from payments.adapters.provider import ProviderClient
 from payments.entrypoints.api import router
 from payments.entrypoints.consumers import consumer_specs
+from payments.entrypoints.deps import PaymentsContext, PaymentsWiring
 from payments.service_layer.handlers import Provider
 from payments.settings import PaymentsSettings
 
@@ -41,10 +42,10 @@ def messaging(settings: PaymentsSettings, provider: Provider | None = None) -> M
 
 
 def bootstrap_for(provider: ProviderClient) -> Callable[
-        [ServiceContext], AbstractAsyncContextManager[None]]:
+        [PaymentsContext], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
-    async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
-        ctx.state["provider"] = provider  # the card vault, for POST /payment-methods
+    async def bootstrap(ctx: PaymentsContext) -> AsyncIterator[None]:
+        ctx.wire(PaymentsWiring(provider=provider))
         try:
             yield
         finally:
@@ -54,7 +55,7 @@ def bootstrap_for(provider: ProviderClient) -> Callable[
 
 
 def create_app(settings: PaymentsSettings | None = None, *,
-               key_source: Callable[[ServiceContext], KeySource] | None = None) -> FastAPI:
+               key_source: Callable[[PaymentsContext], KeySource] | None = None) -> FastAPI:
     settings = settings or PaymentsSettings()
     provider = provider_client(settings)
     return create_service_app(

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from chassis.app import ServiceContext, create_service_app
+from chassis.app import create_service_app
 from chassis.auth import KeySource
 from chassis.messaging.runtime import Messaging, StreamSpec
 from chassis.messaging.streams import commands_stream_name, events_stream_name
@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from shipping.entrypoints.api import router
 from shipping.entrypoints.background import carrier_round
 from shipping.entrypoints.consumers import consumer_specs
+from shipping.entrypoints.deps import ShippingContext
 from shipping.settings import ShippingSettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -32,9 +33,8 @@ def messaging(settings: ShippingSettings) -> Messaging:
 
 
 @asynccontextmanager
-async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
+async def bootstrap(ctx: ShippingContext) -> AsyncIterator[None]:
     settings = ctx.settings
-    assert isinstance(settings, ShippingSettings)
     if settings.carrier_interval_s > 0:
         ctx.background.every("carrier", settings.carrier_interval_s, carrier_round(
             ctx.require_db(), settings.timetable(), batch_size=settings.carrier_batch_size))
@@ -42,7 +42,7 @@ async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
 
 
 def create_app(settings: ShippingSettings | None = None, *,
-               key_source: Callable[[ServiceContext], KeySource] | None = None) -> FastAPI:
+               key_source: Callable[[ShippingContext], KeySource] | None = None) -> FastAPI:
     settings = settings or ShippingSettings()
     return create_service_app(
         settings, routers=[router], bootstrap=bootstrap, key_source=key_source,

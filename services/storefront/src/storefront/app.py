@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import structlog
-from chassis.app import ServiceContext, create_service_app
+from chassis.app import create_service_app
 from chassis.auth import KeySource
 from chassis.http_client import ServiceClient, UpstreamUnavailable
 from fastapi import FastAPI, Request
@@ -26,12 +26,14 @@ from storefront.entrypoints.deps import (
     AdminRequired,
     Shop,
     SignInRequired,
+    StorefrontContext,
     page_headers,
     redirect,
     render,
+    shop_of,
     signin_url,
 )
-from storefront.service_layer.sessions import Sessions
+from storefront.service_layer.sessions import Sessions, Visitor
 from storefront.settings import StorefrontSettings
 
 log = structlog.get_logger("storefront.app")
@@ -47,7 +49,7 @@ def templates() -> Jinja2Templates:
     return t
 
 
-def build_shop(ctx: ServiceContext, settings: StorefrontSettings) -> Shop:
+def build_shop(ctx: StorefrontContext, settings: StorefrontSettings) -> Shop:
     client = ServiceClient(ctx.http_session, ctx.resolver, timeout_s=settings.upstream_timeout_s,
                            retries=settings.upstream_retries, service_identity="storefront",
                            registry=ctx.metrics.registry)
@@ -64,43 +66,42 @@ def build_shop(ctx: ServiceContext, settings: StorefrontSettings) -> Shop:
                         idle=timedelta(seconds=settings.session_idle_s))
     return Shop(settings=settings, backends=Backends(client, urls,
                                                       orders_timeout_s=settings.orders_timeout_s),
-                identity=identity, sessions=sessions, templates=templates(), ctx=ctx)
+                identity=identity, sessions=sessions, templates=templates(),
+                units=lambda: ctx.require_db().unit_of_work())
 
 
 @asynccontextmanager
-async def bootstrap(ctx: ServiceContext) -> AsyncIterator[None]:
-    settings = ctx.settings
-    assert isinstance(settings, StorefrontSettings)
-    ctx.state["shop"] = build_shop(ctx, settings)
+async def bootstrap(ctx: StorefrontContext) -> AsyncIterator[None]:
+    ctx.wire(build_shop(ctx, ctx.settings))
     yield
 
 
 def _install_page_errors(app: FastAPI) -> None:
-    async def shop_and_visitor(request: Request) -> tuple[Shop, object]:
-        shop: Shop = request.app.state.ctx.state["shop"]
+    async def shop_and_visitor(request: Request) -> tuple[Shop, Visitor]:
+        shop = shop_of(request)
         visitor = await shop.sessions.visitor(request.cookies.get("sf_sid"))
         return shop, visitor
 
     async def sign_in_required(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SignInRequired)
         shop, visitor = await shop_and_visitor(request)
-        return redirect(shop, visitor, signin_url(exc.next_url))  # type: ignore[arg-type]
+        return redirect(shop, visitor, signin_url(exc.next_url))
 
     async def admin_required(request: Request, exc: Exception) -> Response:
         shop, visitor = await shop_and_visitor(request)
-        return render(shop, request, visitor, "error.html", 403,  # type: ignore[arg-type]
+        return render(shop, request, visitor, "error.html", 403,
                       title="Staff only", message="The back office is for shop staff.")
 
     async def csrf_refused(request: Request, exc: Exception) -> Response:
         shop, visitor = await shop_and_visitor(request)
-        return render(shop, request, visitor, "error.html", 403,  # type: ignore[arg-type]
+        return render(shop, request, visitor, "error.html", 403,
                       title="This form has expired",
                       message="Go back, reload the page and send the form again.")
 
     async def unavailable(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, UpstreamUnavailable)
         log.info("page_unavailable", path=request.url.path, detail=str(exc)[:200])
-        shop: Shop = request.app.state.ctx.state["shop"]
+        shop = shop_of(request)
         # The visitor's session is not looked up: the database may be what is down, and
         # this page needs no one's data.
         visitor = shop.sessions.new_visitor()
@@ -119,7 +120,7 @@ def _install_page_errors(app: FastAPI) -> None:
 
 
 def create_app(settings: StorefrontSettings | None = None, *,
-               key_source: Callable[[ServiceContext], KeySource] | None = None) -> FastAPI:
+               key_source: Callable[[StorefrontContext], KeySource] | None = None) -> FastAPI:
     settings = settings or StorefrontSettings()
     app = create_service_app(
         settings, routers=[pages.router, pages_admin.router,

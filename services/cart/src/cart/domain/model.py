@@ -14,9 +14,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
 
 import orjson
+
+from cart.domain.commands import CheckOutCart
 
 CURRENCY = "KRW"
 MAX_QUANTITY = 100
@@ -109,15 +110,18 @@ def order_idempotency_key(checkout_key: str) -> str:
     return "cart-checkout-" + hashlib.sha256(checkout_key.encode()).hexdigest()
 
 
-def request_fingerprint(body: dict[str, Any]) -> str:
+def request_fingerprint(command: CheckOutCart) -> str:
     """A stable hash of a checkout request: the same key with another body is refused. A
     card enters as its length and last four digits only: the stored hash of a whole card
     number is reversed by trying the few million numbers that share its first six and last
     four digits (so another card with the same last four under the same key counts as the
-    same checkout; orders tells them apart with a keyed hash when it is asked)."""
-    payment = dict(body.get("payment") or {})
+    same checkout; orders tells them apart with a keyed hash when it is asked).
+
+    The canonical form is the request's JSON as it was hashed when checkouts took a dict:
+    a key stored then must match its retry now."""
+    payment: dict[str, str] = command.payment.as_json()
     card = payment.pop("card_number", None)
     if card is not None:
         payment["card"] = f"{len(card)}:{card[-4:]}"
-    canonical = {**body, "payment": payment}
+    canonical = {"shipping_address_id": command.shipping_address_id, "payment": payment}
     return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()

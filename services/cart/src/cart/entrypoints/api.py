@@ -50,7 +50,6 @@ async def checkout(
     idempotency_key: IdempotencyKey,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> dict[str, Any]:
-    done = await handlers.checkout(uow, upstreams, principal,
-                                   body=body.model_dump(mode="json", exclude_none=True),
+    done = await handlers.checkout(uow, upstreams, principal, body.command(),
                                    idempotency_key=idempotency_key, authorization=authorization)
     return {"order_id": done.order_id, "status": done.status}

@@ -1,20 +1,33 @@
-"""The cart service's FastAPI dependencies, as Annotated aliases."""
+"""The cart service's FastAPI dependencies, as Annotated aliases, and the wiring they read."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, TypeAlias
 
+from chassis.app import ServiceContext
 from chassis.auth import Principal, require_role
-from chassis.deps import Ctx, CurrentPrincipal, Uow
+from chassis.deps import CurrentPrincipal, Uow, get_ctx
 from chassis.openapi import responds
 from fastapi import Depends
 
 from cart.adapters.upstream import Upstreams
+from cart.settings import CartSettings
 
 
-async def get_upstreams(ctx: Ctx) -> Upstreams:
-    upstreams: Upstreams = ctx.state["upstreams"]
-    return upstreams
+@dataclass(frozen=True, slots=True)
+class CartWiring:
+    """What ``bootstrap`` builds for the handlers (ADR 0025)."""
+
+    upstreams: Upstreams  # the app's one client for catalog and orders
+
+
+CartContext: TypeAlias = ServiceContext[CartSettings, CartWiring]
+Context = Annotated[CartContext, Depends(get_ctx)]
+
+
+async def get_upstreams(ctx: Context) -> Upstreams:
+    return ctx.wiring.upstreams
 
 
 @responds(403, "The token lacks the customer role")

@@ -9,6 +9,7 @@ from chassis.cards import CardNumber
 from chassis.openapi import exactly_one_of
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from cart.domain.commands import CheckOutCart, PaymentChoice
 from cart.domain.model import MAX_QUANTITY, Cart, format_amount
 
 IdRef = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -42,6 +43,11 @@ class CheckoutIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     shipping_address_id: IdRef
     payment: PaymentIn
+
+    def command(self) -> CheckOutCart:
+        return CheckOutCart(self.shipping_address_id, PaymentChoice(
+            payment_method_id=self.payment.payment_method_id,
+            card_number=self.payment.card_number))
 
 
 class Money(BaseModel):

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cart.adapters.repository import CartRepository, CheckoutRecord
 from cart.adapters.upstream import Upstreams
+from cart.domain.commands import CheckOutCart
 from cart.domain.model import (
     CURRENCY,
     Cart,
@@ -107,8 +108,8 @@ def _answer(record: CheckoutRecord, fingerprint: str) -> Checkout:
     return Checkout(record.order_id, record.status, created=False)
 
 
-async def checkout(uow: UnitOfWork, upstreams: Upstreams, principal: Principal, *,
-                   body: dict[str, Any], idempotency_key: str,
+async def checkout(uow: UnitOfWork, upstreams: Upstreams, principal: Principal,
+                   command: CheckOutCart, *, idempotency_key: str,
                    authorization: str | None) -> Checkout:
     """Turn the caller's cart into an order, once per (customer, Idempotency-Key).
 
@@ -117,7 +118,7 @@ async def checkout(uow: UnitOfWork, upstreams: Upstreams, principal: Principal, 
     it, the ordered lines leave the cart and (customer, key) -> order is recorded in one
     transaction, so a retry after that answers the same order although the cart is empty.
     """
-    fingerprint = request_fingerprint(body)
+    fingerprint = request_fingerprint(command)
     async with uow:
         repo = CartRepository(uow.session)
         # The cart first, then the record: a concurrent checkout that emptied the cart has
@@ -133,7 +134,8 @@ async def checkout(uow: UnitOfWork, upstreams: Upstreams, principal: Principal, 
 
     answer = await upstreams.place_order(
         {"items": [{"product_id": p, "quantity": q} for p, q in items],
-         "shipping_address_id": body["shipping_address_id"], "payment": body["payment"]},
+         "shipping_address_id": command.shipping_address_id,
+         "payment": command.payment.as_json()},
         authorization=authorization, idempotency_key=order_idempotency_key(idempotency_key))
     if 400 <= answer.status < 500:
         raise OrdersRefused(answer.status, answer.document)

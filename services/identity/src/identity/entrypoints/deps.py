@@ -1,24 +1,41 @@
-"""identity's FastAPI dependencies, as Annotated aliases."""
+"""identity's FastAPI dependencies, as Annotated aliases, and the wiring they read."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, TypeAlias
 
-from chassis.deps import AdminPrincipal, Ctx, CurrentPrincipal, ServiceCaller, Uow
+from chassis.app import ServiceContext
+from chassis.deps import AdminPrincipal, CurrentPrincipal, ServiceCaller, Uow, get_ctx
 from chassis.errors import Unauthorized
 from fastapi import Depends
 
+from identity.adapters.keys import KeyRing
 from identity.adapters.repository import SqlIdentityUnitOfWork
 from identity.service_layer.handlers import IdentityServices
 from identity.service_layer.ports import IdentityUnitOfWork
+from identity.settings import IdentitySettings
 
-STATE_KEY = "identity"
+if TYPE_CHECKING:  # pages' dependencies read the wiring: pages imports this module
+    from identity.entrypoints.pages import CsrfTokens
 
 
-async def get_services(ctx: Ctx) -> IdentityServices:
-    services: IdentityServices = ctx.state[STATE_KEY]
-    return services
+@dataclass(frozen=True, slots=True)
+class IdentityWiring:
+    """What ``bootstrap`` builds for the handlers (ADR 0025)."""
+
+    services: IdentityServices
+    keys: KeyRing  # also what identity checks its own tokens against (app.OwnKeys)
+    csrf: CsrfTokens  # the sign-in form's tokens
+
+
+IdentityContext: TypeAlias = ServiceContext[IdentitySettings, IdentityWiring]
+Context = Annotated[IdentityContext, Depends(get_ctx)]
+
+
+async def get_services(ctx: Context) -> IdentityServices:
+    return ctx.wiring.services
 
 
 Services = Annotated[IdentityServices, Depends(get_services)]
@@ -41,5 +58,5 @@ async def current_user_id(principal: CurrentPrincipal) -> uuid.UUID:
 
 CurrentUserId = Annotated[uuid.UUID, Depends(current_user_id)]
 
-__all__ = ["AdminPrincipal", "CurrentPrincipal", "CurrentUserId", "IdentityUow", "ServiceCaller",
-           "Services"]
+__all__ = ["AdminPrincipal", "Context", "CurrentPrincipal", "CurrentUserId", "IdentityUow",
+           "ServiceCaller", "Services"]

@@ -22,7 +22,6 @@ from string import Template
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from chassis.deps import Ctx
 from chassis.errors import PROBLEM_JSON, TooManyRequests
 from chassis.openapi import PROBLEM_REF
 from chassis.security_headers import html_page_headers
@@ -30,14 +29,13 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from identity.entrypoints.api import client_address
-from identity.entrypoints.deps import IdentityUow, Services
+from identity.entrypoints.deps import Context, IdentityUow, Services
 from identity.service_layer.errors import InvalidGrant
 from identity.service_layer.oauth import AuthorizationRequest, NotRedirectable, RedirectError
 
 PREFIX = "/api/identity"
 AUTHORIZE_PATH = f"{PREFIX}/authorize"
 CSRF_COOKIE = "identity_csrf"
-CSRF_STATE_KEY = "identity.csrf"
 _NONCE = re.compile(r"[A-Za-z0-9_-]{43}")
 # Far above anything legitimate; longer values are cut, then refused by the checks.
 _MAX_FIELD = 2048
@@ -79,9 +77,8 @@ class CsrfTokens:
         return hmac.compare_digest(self.token(nonce, request), token)
 
 
-async def get_csrf(ctx: Ctx) -> CsrfTokens:
-    tokens: CsrfTokens = ctx.state[CSRF_STATE_KEY]
-    return tokens
+async def get_csrf(ctx: Context) -> CsrfTokens:
+    return ctx.wiring.csrf
 
 
 Csrf = Annotated[CsrfTokens, Depends(get_csrf)]

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypeAlias
 
-from chassis.deps import AdminPrincipal, Ctx, Uow
+from chassis.app import ServiceContext
+from chassis.deps import AdminPrincipal, Uow, get_ctx
 from fastapi import Depends
 
 from inventory.domain.model import Policy
 from inventory.settings import InventorySettings
 
+# The service's context as create_app typed it: its settings, no wiring of its own.
+InventoryContext: TypeAlias = ServiceContext[InventorySettings, None]
+Context = Annotated[InventoryContext, Depends(get_ctx)]
 
-async def get_settings(ctx: Ctx) -> InventorySettings:
-    settings = ctx.settings
-    assert isinstance(settings, InventorySettings)
-    return settings
+
+async def get_settings(ctx: Context) -> InventorySettings:
+    return ctx.settings
 
 
 Settings = Annotated[InventorySettings, Depends(get_settings)]

@@ -14,7 +14,7 @@ from chassis.security_headers import PERSONAL_DATA
 from chassis.sidedoor import bearer_header
 from fastapi import APIRouter, Query
 
-from notifications.entrypoints.deps import AdminPrincipal, Ctx, Uow
+from notifications.entrypoints.deps import AdminPrincipal, Context, Uow
 from notifications.entrypoints.schemas import (
     IdRef,
     NotificationOut,
@@ -22,7 +22,6 @@ from notifications.entrypoints.schemas import (
     notification_json,
 )
 from notifications.service_layer import handlers
-from notifications.settings import NotificationsSettings
 
 # Every answer here is one customer's data: never cached.
 router = APIRouter(prefix="/api/notifications", tags=["notifications"],
@@ -45,9 +44,8 @@ async def list_notifications(
 
 @router.get("/sink/messages", response_model=list[SinkMessageOut],
             summary="What the local mail sink received, oldest first (admin)")
-async def sink_messages(ctx: Ctx, _: AdminPrincipal) -> Any:
+async def sink_messages(ctx: Context, _: AdminPrincipal) -> Any:
     settings = ctx.settings
-    assert isinstance(settings, NotificationsSettings)
     if not settings.sink_http_url:
         raise ServiceUnavailable("no mail sink is configured (NOTIFICATIONS_SINK_HTTP_URL)")
     url = settings.sink_http_url.rstrip("/") + "/messages"

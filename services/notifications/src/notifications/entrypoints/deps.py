@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
-from chassis.deps import AdminPrincipal, Ctx, Uow
+from typing import Annotated, TypeAlias
 
-__all__ = ["AdminPrincipal", "Ctx", "Uow"]
+from chassis.app import ServiceContext
+from chassis.deps import AdminPrincipal, Uow, get_ctx
+from fastapi import Depends
+
+from notifications.settings import NotificationsSettings
+
+# The service's context as create_app typed it: its settings, no wiring of its own.
+NotificationsContext: TypeAlias = ServiceContext[NotificationsSettings, None]
+Context = Annotated[NotificationsContext, Depends(get_ctx)]
+
+__all__ = ["AdminPrincipal", "Context", "Uow"]

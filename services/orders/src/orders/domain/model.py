@@ -29,6 +29,8 @@ from typing import Any
 import orjson
 from chassis.clock import utc_now
 
+from orders.domain.commands import PlaceOrder
+
 PENDING, APPROVED, REJECTED, CANCELLED = "PENDING", "APPROVED", "REJECTED", "CANCELLED"
 STATUSES = (PENDING, APPROVED, REJECTED, CANCELLED)
 TERMINAL = frozenset({APPROVED, REJECTED, CANCELLED})
@@ -94,20 +96,20 @@ def card_fingerprint(card_number: str, key: bytes | None) -> str:
     return "hmac:" + hmac.new(key, card_number.encode(), hashlib.sha256).hexdigest()
 
 
-def request_fingerprint(body: dict[str, Any], card_key: bytes | None = None) -> str:
+def request_fingerprint(command: PlaceOrder, card_key: bytes | None = None) -> str:
     """A stable hash of an order request, to tell a retry from another request that reuses
     its idempotency key. Items are compared as a set (their order does not matter); the
     payment as its payment method id, or its card as ``card_fingerprint`` (never the number
-    itself)."""
-    items = sorted(body["items"], key=lambda i: str(i["product_id"]))
-    payment = body["payment"]
-    if payment.get("payment_method_id"):
-        paid_with = "payment_method:" + str(payment["payment_method_id"])
+    itself). The canonical form is the one hashed when orders were placed from a dict: a
+    key stored then must match its retry now."""
+    items = sorted(command.items, key=lambda i: i.product_id)
+    payment = command.payment
+    if payment.payment_method_id:
+        paid_with = "payment_method:" + payment.payment_method_id
     else:
-        paid_with = "card:" + card_fingerprint(str(payment["card_number"]), card_key)
-    canonical = {"items": [{"product_id": str(i["product_id"]), "quantity": int(i["quantity"])}
-                           for i in items],
-                 "shipping_address_id": str(body["shipping_address_id"]),
+        paid_with = "card:" + card_fingerprint(str(payment.card_number), card_key)
+    canonical = {"items": [{"product_id": i.product_id, "quantity": i.quantity} for i in items],
+                 "shipping_address_id": command.shipping_address_id,
                  "payment": paid_with}
     return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
 

@@ -46,7 +46,7 @@ async def place_order(
 ) -> dict[str, Any]:
     require_role(principal, "customer")
     placed = await handlers.place_order(
-        uow, upstreams, engine, principal, body=body.model_dump(mode="json"),
+        uow, upstreams, engine, principal, body.command(),
         idempotency_key=idempotency_key, authorization=authorization, admission=admission,
         card_key=card_key)
     # A repeat gets the first answer: the order as it was accepted.

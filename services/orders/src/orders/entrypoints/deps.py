@@ -1,35 +1,48 @@
-"""The orders service's FastAPI dependencies, as Annotated aliases."""
+"""The orders service's FastAPI dependencies, as Annotated aliases, and the wiring they read."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, TypeAlias
 
-from chassis.deps import Ctx, CurrentPrincipal, Uow
+from chassis.app import ServiceContext
+from chassis.deps import CurrentPrincipal, Uow, get_ctx
 from chassis.saga import SagaEngine
 from fastapi import Depends
 
 from orders.adapters.upstream import Upstreams
 from orders.service_layer.admission import Admission
+from orders.settings import OrdersSettings
 
 
-async def get_upstreams(ctx: Ctx) -> Upstreams:
-    upstreams: Upstreams = ctx.state["upstreams"]
-    return upstreams
+@dataclass(frozen=True, slots=True)
+class OrdersWiring:
+    """What ``bootstrap`` builds for the handlers (ADR 0025)."""
+
+    engine: SagaEngine  # the one the reply consumers and the reconciler drive too
+    upstreams: Upstreams  # identity, catalog and payments
+    admission: Admission
+    card_key: bytes | None  # keys a card's hash in an order's fingerprint
 
 
-async def get_engine(ctx: Ctx) -> SagaEngine:
-    engine: SagaEngine = ctx.state["saga_engine"]
-    return engine
+OrdersContext: TypeAlias = ServiceContext[OrdersSettings, OrdersWiring]
+Context = Annotated[OrdersContext, Depends(get_ctx)]
 
 
-async def get_card_key(ctx: Ctx) -> bytes | None:
-    key: bytes | None = ctx.state.get("card_fingerprint_key")
-    return key
+async def get_upstreams(ctx: Context) -> Upstreams:
+    return ctx.wiring.upstreams
 
 
-async def get_admission(ctx: Ctx) -> Admission:
-    admission: Admission = ctx.state["admission"]
-    return admission
+async def get_engine(ctx: Context) -> SagaEngine:
+    return ctx.wiring.engine
+
+
+async def get_card_key(ctx: Context) -> bytes | None:
+    return ctx.wiring.card_key
+
+
+async def get_admission(ctx: Context) -> Admission:
+    return ctx.wiring.admission
 
 
 UpstreamsDep = Annotated[Upstreams, Depends(get_upstreams)]

@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from orders.domain.commands import OrderItem, PaymentChoice, PlaceOrder
 from orders.domain.model import MAX_LINES, MAX_QUANTITY, Order, format_amount
 
 IdRef = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -59,6 +60,13 @@ class OrderIn(BaseModel):
         if len(set(ids)) != len(ids):
             raise ValueError("each product_id may appear once")
         return items
+
+    def command(self) -> PlaceOrder:
+        return PlaceOrder(
+            tuple(OrderItem(i.product_id, i.quantity) for i in self.items),
+            self.shipping_address_id,
+            PaymentChoice(payment_method_id=self.payment.payment_method_id,
+                          card_number=self.payment.card_number))
 
 
 class Money(BaseModel):

@@ -26,6 +26,7 @@ from chassis.saga import SagaEngine, history
 
 from orders.adapters.repository import OrdersRepository
 from orders.adapters.upstream import PaymentMethodRef, Upstreams
+from orders.domain.commands import PlaceOrder
 from orders.domain.model import (
     APPROVED,
     CURRENCY,
@@ -74,10 +75,10 @@ def _tokenize_key(idempotency_key: str, fingerprint: str) -> str:
 
 
 async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
-                      principal: Principal, *, body: dict[str, Any], idempotency_key: str,
+                      principal: Principal, command: PlaceOrder, *, idempotency_key: str,
                       authorization: str | None, admission: Admission | None = None,
                       card_key: bytes | None = None) -> Placed:
-    fingerprint = request_fingerprint(body, card_key)
+    fingerprint = request_fingerprint(command, card_key)
     async with uow:  # a retry is answered without asking identity or catalog again
         found = await OrdersRepository(uow.session).by_idempotency_key(principal.subject,
                                                                        idempotency_key)
@@ -87,13 +88,13 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
         admission.admit()  # before identity and catalog are asked anything
 
     try:
-        items = check_items((i["product_id"], i["quantity"]) for i in body["items"])
+        items = check_items((i.product_id, i.quantity) for i in command.items)
     except OrderError as exc:
         raise Unprocessable(str(exc), reason=exc.reason) from exc
-    payment = body["payment"]
-    method_id = payment.get("payment_method_id")
+    payment = command.payment
+    method_id = payment.payment_method_id
     address, products, method = await _first_error(
-        upstreams.address(principal.subject, body["shipping_address_id"], authorization),
+        upstreams.address(principal.subject, command.shipping_address_id, authorization),
         upstreams.products([product_id for product_id, _ in items]),
         upstreams.payment_method(method_id, authorization) if method_id else _none())
     if address is None:
@@ -111,12 +112,13 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
         lines.append(OrderLine(product_id, product.sku, product.name, quantity, product.price))
 
     if method is None:  # a card: exchanged now, after everything else was found valid
+        assert payment.card_number is not None  # a PaymentChoice holds one of the two
         method = await upstreams.tokenize(
-            payment["card_number"], authorization=authorization,
+            payment.card_number, authorization=authorization,
             idempotency_key=_tokenize_key(idempotency_key, fingerprint))
 
     order = Order.place(str(uuid.uuid4()), principal.subject, lines,
-                        shipping_address_id=body["shipping_address_id"],
+                        shipping_address_id=command.shipping_address_id,
                         customer_email=principal.email)
     async with uow:
         repo = OrdersRepository(uow.session)

@@ -1,18 +1,31 @@
-"""The payments' FastAPI dependencies, as Annotated aliases."""
+"""The payments' FastAPI dependencies, as Annotated aliases, and the wiring they read."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, TypeAlias
 
-from chassis.deps import AdminPrincipal, Ctx, CurrentPrincipal, Uow
+from chassis.app import ServiceContext
+from chassis.deps import AdminPrincipal, CurrentPrincipal, Uow, get_ctx
 from fastapi import Depends
 
 from payments.service_layer.handlers import Provider
+from payments.settings import PaymentsSettings
 
 
-async def get_provider(ctx: Ctx) -> Provider:
-    provider: Provider = ctx.state["provider"]
-    return provider
+@dataclass(frozen=True, slots=True)
+class PaymentsWiring:
+    """What ``bootstrap`` builds for the handlers (ADR 0025)."""
+
+    provider: Provider  # the card vault, for POST /payment-methods
+
+
+PaymentsContext: TypeAlias = ServiceContext[PaymentsSettings, PaymentsWiring]
+Context = Annotated[PaymentsContext, Depends(get_ctx)]
+
+
+async def get_provider(ctx: Context) -> Provider:
+    return ctx.wiring.provider
 
 
 ProviderDep = Annotated[Provider, Depends(get_provider)]

@@ -3,12 +3,14 @@ route uses (render with the visitor's cookie, redirect, require a signed-in cust
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeAlias
 from urllib.parse import quote
 
+from chassis.app import ServiceContext
 from chassis.db import UnitOfWork
-from chassis.deps import Ctx
+from chassis.deps import get_ctx
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 from starlette.responses import RedirectResponse, Response
@@ -23,22 +25,33 @@ PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 's
             "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Shop:
+    """The storefront's wiring (ADR 0025): what ``bootstrap`` builds for every page."""
+
     settings: StorefrontSettings
     backends: Backends
     identity: IdentityClient
     sessions: Sessions
     templates: Jinja2Templates
-    ctx: Any
+    units: Callable[[], UnitOfWork]
 
     def uow(self) -> UnitOfWork:
-        return self.ctx.require_db().unit_of_work()  # type: ignore[no-any-return]
+        return self.units()
 
 
-async def get_shop(ctx: Ctx) -> Shop:
-    shop: Shop = ctx.state["shop"]
-    return shop
+StorefrontContext: TypeAlias = ServiceContext[StorefrontSettings, Shop]
+Context = Annotated[StorefrontContext, Depends(get_ctx)]
+
+
+async def get_shop(ctx: Context) -> Shop:
+    return ctx.wiring
+
+
+def shop_of(request: Request) -> Shop:
+    """The wiring where FastAPI's dependencies do not reach: the exception handlers."""
+    ctx: StorefrontContext = request.app.state.ctx
+    return ctx.wiring
 
 
 ShopDep = Annotated[Shop, Depends(get_shop)]

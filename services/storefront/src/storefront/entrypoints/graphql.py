@@ -28,7 +28,7 @@ from strawberry.fastapi import BaseContext, GraphQLRouter
 
 from storefront.adapters.backends import Refused
 from storefront.domain.model import format_money
-from storefront.entrypoints.deps import Shop
+from storefront.entrypoints.deps import Shop, ShopDep
 from storefront.entrypoints.graphql_cost import cost_rule
 from storefront.service_layer import checkout as checkout_flow
 from storefront.service_layer.compose import availability_of
@@ -430,8 +430,7 @@ async def _auth(request: Request, shop: Shop) -> _Auth:
 
 
 def router(max_depth: int, max_cost: int) -> GraphQLRouter[Context, None]:
-    async def context(request: Request) -> Context:
-        shop: Shop = request.app.state.ctx.state["shop"]
+    async def context(request: Request, shop: ShopDep) -> Context:
         auth = await _auth(request, shop)
         return Context(shop, auth.customer, auth.cookie_auth, auth.csrf_ok)
 
