@@ -145,6 +145,29 @@ def test_open_the_trace_of_an_order_just_placed_and_its_saga(page: Any,
     shot(page, "console-saga-approved.png")
 
 
+def test_the_metrics_page_charts_the_orders_just_placed(page: Any, platform: Platform) -> None:
+    """Each panel is a uPlot chart of a Prometheus range query; after an order, the orders
+    service has a request-rate series and sagas have finished with an outcome."""
+    order(platform, APPROVE_CARD)
+    base = console_base(platform)
+    page.goto(f"{base}/metrics")
+
+    def charted() -> bool:
+        rate = page.locator("#panel-http_rate")
+        outcomes = page.locator("#panel-saga_outcomes")
+        return (rate.count() == 1 and int(rate.get_attribute("data-series") or 0) > 0
+                and outcomes.count() == 1
+                and int(outcomes.get_attribute("data-series") or 0) > 0
+                and "orders" in rate.locator(".u-legend").inner_text())
+
+    # Prometheus scrapes every few seconds and the page redraws every 5 s.
+    wait_until(charted, 60, "request-rate and saga-outcome series on the metrics page")
+    assert page.locator("#panels canvas").count() >= 11  # one chart per panel
+    assert "updated" in page.locator("#metrics-note").inner_text()
+    assert "completed" in page.locator("#panel-saga_outcomes .u-legend").inner_text()
+    shot(page, "console-metrics.png")
+
+
 def test_a_declined_order_shows_its_compensation_and_error_span(page: Any,
                                                                  platform: Platform) -> None:
     order_id = order(platform, DECLINE_CARD)

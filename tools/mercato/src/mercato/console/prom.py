@@ -4,6 +4,7 @@ their state, and the metric panels' range queries."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
@@ -33,6 +34,14 @@ PANELS: list[tuple[str, str, str, str]] = [
     ("saga_outcomes", "Sagas finished/s by status", "/s",
      "sum by (status) (rate(saga_finished_total[1m]))"),
 ]
+
+
+def _finite(value: str) -> float | None:
+    """A sample as JSON can carry it: Prometheus answers "NaN" for a quantile of no requests
+    (and "+Inf" past the last bucket), which Python's json writes as bare NaN / Infinity,
+    tokens a browser's JSON.parse rejects, and one such point blanked the whole page."""
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 class Prom:
@@ -81,7 +90,7 @@ class Prom:
             data = await self._get("/api/v1/query_range", query=query, start=end - minutes * 60,
                                    end=end, step=5)
             series = [{"name": ",".join(f"{v}" for v in s["metric"].values()) or pid,
-                       "points": [[float(t), float(v)] for t, v in s["values"]]}
+                       "points": [[float(t), _finite(v)] for t, v in s["values"]]}
                       for s in data["result"]]
             return {"id": pid, "title": title, "unit": unit, "query": query, "series": series}
 

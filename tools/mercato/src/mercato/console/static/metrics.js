@@ -51,7 +51,11 @@
       if (!resp.ok) { note.textContent = doc.detail || "metrics unavailable"; return; }
       note.textContent = "last 15 minutes, refreshed every 5 s · updated " + new Date().toLocaleTimeString();
       doc.panels.forEach(draw);
-    } catch (e) { /* the next tick tries again */ }
+    } catch (e) {
+      // Shown, not swallowed: a silent failure here once left "loading…" up for good.
+      document.getElementById("metrics-note").textContent =
+        "metrics unavailable (" + e.message + "); retrying every 5 s";
+    }
   }
   refresh();
   setInterval(refresh, 5000);
