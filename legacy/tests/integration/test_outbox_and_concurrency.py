@@ -9,12 +9,12 @@ import uuid
 
 import asyncpg
 import pytest
+from legacy.domain import Problem
+from legacy.provider import PaymentProvider
 from legacy_kit import APPROVE, PROVIDER_TOKEN, sql, stocked_product
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from legacy import shop
-from legacy.domain import Problem
-from legacy.provider import PaymentProvider
 
 pytestmark = pytest.mark.integration
 

@@ -6,10 +6,9 @@ import asyncio
 import uuid
 
 import pytest
-from legacy_kit import sql
-
 from legacy.migrate import upgrade_to_head
 from legacy.seed import SeedError, seed_shop
+from legacy_kit import sql
 
 pytestmark = pytest.mark.integration
 
