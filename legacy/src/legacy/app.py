@@ -71,6 +71,11 @@ class CheckoutIn(Body):
     items: list[Item] | None = Field(default=None, min_length=1, max_length=50)
 
 
+class CategoryIn(Body):
+    name: str = Field(min_length=1, max_length=100)
+    parent_id: int | None = Field(default=None, ge=1, le=2**62)
+
+
 class ProductIn(Body):
     sku: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=200)
@@ -253,6 +258,10 @@ def routes(app: FastAPI) -> None:
     @app.get("/shop/orders/{order_id}")
     async def get_order(order_id: int, c: CustomerDep, s: ShopDep) -> dict[str, Any]:
         return await shop.order(s.engine, c, _id(order_id))
+
+    @app.post("/shop/admin/categories", status_code=201)
+    async def create_category(body: CategoryIn, _: AdminDep, s: ShopDep) -> dict[str, Any]:
+        return await shop.create_category(s.engine, body.name, body.parent_id)
 
     @app.post("/shop/admin/products", status_code=201)
     async def create_product(body: ProductIn, _: AdminDep, s: ShopDep) -> dict[str, Any]:

@@ -180,6 +180,20 @@ async def product(engine: AsyncEngine, product_id: int) -> dict[str, Any]:
     return _product(row)
 
 
+async def create_category(engine: AsyncEngine, name: str,
+                          parent_id: int | None) -> dict[str, Any]:
+    try:
+        async with engine.begin() as conn:
+            row = (await conn.execute(text(
+                "INSERT INTO categories (name, parent_id) VALUES (:n, :p) RETURNING id"),
+                {"n": name, "p": parent_id})).one()
+    except IntegrityError as exc:
+        if "parent_id" in str(exc.orig):
+            raise Problem(422, "No such category", "parent_id names no category") from None
+        raise Problem(409, "Category exists", f"a category is named {name!r}") from None
+    return {"id": row.id, "name": name, "parent_id": parent_id}
+
+
 async def create_product(engine: AsyncEngine, doc: dict[str, Any]) -> dict[str, Any]:
     try:
         async with engine.begin() as conn:

@@ -158,6 +158,14 @@ def test_admin_edits_products_and_stock(c: TestClient, database_url: str) -> Non
     is_problem(c.patch("/shop/admin/products/999999", json={"name": "x"}, headers=auth), 404)
     is_problem(c.patch(f"/shop/admin/products/{pid}", json={"category_id": 999999},
                        headers=auth), 422)
+    cat = c.post("/shop/admin/categories", json={"name": "Tea"}, headers=auth)
+    assert cat.status_code == 201
+    is_problem(c.post("/shop/admin/categories", json={"name": "Tea"}, headers=auth), 409)
+    made = c.post("/shop/admin/products", headers=auth, json={
+        "sku": "TEA-1", "name": "Green tea", "category_id": cat.json()["id"], "price": "8000"})
+    assert made.status_code == 201 and made.json()["in_stock"] == 0
+    is_problem(c.post("/shop/admin/products", headers=auth, json={
+        "sku": "TEA-1", "name": "Again", "category_id": cat.json()["id"], "price": "1"}), 409)
 
 
 def test_health_and_metrics(c: TestClient) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from mercato.chaos.faults import up_argv
 from mercato.runtime.paths import Home
 from mercato.runtime.services import SIMULATORS, legacy_env, parse_with
