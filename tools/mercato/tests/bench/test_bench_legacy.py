@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from mercato.bench.legacy import compare, read_legacy, record_outcome
 from mercato.bench.load import OrderRecord
 from mercato.bench.measure import summarise
