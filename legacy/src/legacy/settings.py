@@ -14,7 +14,7 @@ class ConfigError(ValueError):
 class Settings:
     database_url: str
     host: str = "127.0.0.1"
-    port: int = 8070
+    port: int = 8000
     provider_url: str = "http://127.0.0.1:8790"
     provider_token: str | None = None
     provider_timeout_s: float = 5.0
@@ -30,7 +30,7 @@ class Settings:
         if not url:
             raise ConfigError("LEGACY_DATABASE_URL is not set (postgresql+asyncpg://...)")
         try:
-            port = int(env.get("LEGACY_PORT", "8070"))
+            port = int(env.get("LEGACY_PORT", "8000"))
             timeout = float(env.get("LEGACY_PROVIDER_TIMEOUT_S", "5"))
         except ValueError as exc:
             raise ConfigError(f"LEGACY_PORT / LEGACY_PROVIDER_TIMEOUT_S: {exc}") from None

@@ -75,4 +75,4 @@ def test_settings_need_a_database_and_numbers() -> None:
         Settings.from_env({"LEGACY_DATABASE_URL": "postgresql+asyncpg://x/y", "LEGACY_PORT": "x"})
     s = Settings.from_env({"LEGACY_DATABASE_URL": "postgresql+asyncpg://x/y",
                            "LEGACY_PROVIDER_URL": "http://p:1/"})
-    assert s.provider_url == "http://p:1" and s.port == 8070
+    assert s.provider_url == "http://p:1" and s.port == 8000
