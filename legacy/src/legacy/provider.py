@@ -55,7 +55,7 @@ class PaymentProvider:
         try:
             async with self.session.request(method, f"{self.url}{path}", **kwargs) as resp:
                 return resp.status, await resp.json(content_type=None)
-        except (aiohttp.ClientError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise ProviderUnavailable(f"{type(exc).__name__}: {exc}"[:200]) from exc
 
     async def vault(self, card_number: str, key: str) -> str:

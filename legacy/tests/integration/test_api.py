@@ -102,6 +102,16 @@ def test_declined_card_writes_nothing(c: TestClient, database_url: str) -> None:
     assert sql(database_url, "SELECT on_hand FROM stock WHERE product_id = $1", pid)[0][0] == 5
 
 
+def test_a_charge_answered_too_late_is_found_by_its_key(c: TestClient, database_url: str) -> None:
+    # This card's charge is recorded (declined) at once but answered after 3 s, past the
+    # shop's 1 s timeout: the outcome comes from looking the key up, not from charging again.
+    pid = stocked_product(database_url, on_hand=5)
+    who = sign_up(c, "hal@example.com")
+    r = checkout(c, who, "4000000000000119", items=[{"product_id": pid, "quantity": 1}])
+    is_problem(r, 402)
+    assert sql(database_url, "SELECT count(*) FROM orders")[0][0] == 0
+
+
 def test_a_retried_checkout_is_one_order_and_one_charge(
         c: TestClient, database_url: str, provider_url: str) -> None:
     import urllib.request
