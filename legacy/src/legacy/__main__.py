@@ -72,7 +72,8 @@ async def _create_admin(settings: Settings, email: str, password: str, name: str
 
     engine = create_async_engine(settings.database_url)
     try:
-        customer = await shop.register(engine, email, password, name, is_admin=True)
+        customer = await shop.register(engine, settings.passwords(), email, password, name,
+                                       is_admin=True)
     except Problem as exc:
         print(f"legacy create-admin: {exc.title}: {exc.detail}", file=sys.stderr)
         return 1

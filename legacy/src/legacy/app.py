@@ -108,6 +108,7 @@ class Shop:
                  metrics: Metrics) -> None:
         self.settings, self.engine, self.provider, self.metrics = (settings, engine, provider,
                                                                    metrics)
+        self.passwords = settings.passwords()
 
 
 def the_shop(request: Request) -> Shop:
@@ -167,12 +168,13 @@ def routes(app: FastAPI) -> None:
 
     @app.post("/shop/register", status_code=201)
     async def register(body: Registration, s: ShopDep) -> dict[str, Any]:
-        c = await shop.register(s.engine, body.email, body.password, body.name)
+        c = await shop.register(s.engine, s.passwords, body.email, body.password, body.name)
         return {"id": c.id, "email": c.email, "name": c.name}
 
     @app.post("/shop/login")
     async def login(body: Login, s: ShopDep, response: Response) -> dict[str, Any]:
-        token = await shop.login(s.engine, body.email, body.password, s.settings.session_ttl_s)
+        token = await shop.login(s.engine, s.passwords, body.email, body.password,
+                                 s.settings.session_ttl_s)
         response.set_cookie(COOKIE, token, max_age=s.settings.session_ttl_s, httponly=True,
                             samesite="lax", path="/shop")
         return {"token": token, "token_type": "session", "expires_in": s.settings.session_ttl_s}

@@ -127,7 +127,7 @@ async def _fill(conn: asyncpg.Connection, rng: random.Random, n_customers: int,
     await _copy(conn, "stock", ["product_id", "on_hand"], stock_rows)
     progress(f"{len(cat_rows)} categories, {n_products} products with stock")
 
-    hashed = PasswordHasher().hash(SEED_PASSWORD)
+    hashed = PasswordHasher().hash(SEED_PASSWORD)  # the shop's default cost
     customer_rows, address_rows, addresses_of = [], [], {}
     aid = 0
     for i in range(1, n_customers + 1):

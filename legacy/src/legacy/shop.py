@@ -30,10 +30,27 @@ from legacy.domain import (
 )
 from legacy.provider import PaymentProvider
 
-HASHER = PasswordHasher()
-# Verified against when the email is unknown, so a wrong email costs as long as a wrong
-# password and the answer time does not tell which accounts exist.
-_DUMMY_HASH = HASHER.hash("not-a-password-of-anyone")
+
+class Passwords:
+    """argon2id with the shop's cost settings (lower in tests, as identity's)."""
+
+    def __init__(self, time_cost: int = 3, memory_kib: int = 65536, parallelism: int = 4):
+        self.hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib,
+                                     parallelism=parallelism)
+        self._dummy: str | None = None
+
+    def hash(self, password: str) -> str:
+        return self.hasher.hash(password)
+
+    def verify(self, stored: str | None, password: str) -> bool:
+        # An unknown email is checked against a dummy hash, so it costs as long as a wrong
+        # password and the answer time does not tell which accounts exist.
+        if self._dummy is None:
+            self._dummy = self.hasher.hash("not-a-password-of-anyone")
+        try:
+            return self.hasher.verify(stored or self._dummy, password) and stored is not None
+        except (VerifyMismatchError, InvalidHashError):
+            return False
 
 
 def _token_hash(token: str) -> str:
@@ -51,12 +68,12 @@ class Customer:
 # -- customers and sessions --------------------------------------------------------------------
 
 
-async def register(engine: AsyncEngine, email: str, password: str, name: str,
-                   *, is_admin: bool = False) -> Customer:
+async def register(engine: AsyncEngine, passwords: Passwords, email: str, password: str,
+                   name: str, *, is_admin: bool = False) -> Customer:
     email, password = valid_email(email), valid_password(password)
     if not name.strip():
         raise Problem(422, "Invalid name", "name must not be empty")
-    hashed = await asyncio.to_thread(HASHER.hash, password)
+    hashed = await asyncio.to_thread(passwords.hash, password)
     try:
         async with engine.begin() as conn:
             row = (await conn.execute(text(
@@ -68,17 +85,13 @@ async def register(engine: AsyncEngine, email: str, password: str, name: str,
     return Customer(id=row.id, email=email, name=name.strip(), is_admin=is_admin)
 
 
-async def login(engine: AsyncEngine, email: str, password: str, ttl_s: int) -> str:
+async def login(engine: AsyncEngine, passwords: Passwords, email: str, password: str,
+                ttl_s: int) -> str:
     async with engine.connect() as conn:
         row = (await conn.execute(text(
             "SELECT id, password_hash FROM customers WHERE lower(email) = lower(:e)"),
             {"e": email.strip()})).first()
-    try:
-        await asyncio.to_thread(HASHER.verify, row.password_hash if row else _DUMMY_HASH,
-                                password)
-        ok = row is not None
-    except (VerifyMismatchError, InvalidHashError):
-        ok = False
+    ok = await asyncio.to_thread(passwords.verify, row.password_hash if row else None, password)
     if not ok or row is None:
         raise Problem(401, "Wrong email or password", "check both and try again")
     token = secrets.token_urlsafe(32)

@@ -17,8 +17,10 @@ PROVIDER_TOKEN = "legacy-tests-provider-token"
 
 
 def settings(database_url: str, provider_url: str, **extra: Any) -> Settings:
+    # Cheap argon2 (as identity's e2e settings): the cost is the library's concern.
     return Settings(database_url=database_url, provider_url=provider_url,
-                    provider_token=PROVIDER_TOKEN, provider_timeout_s=1.0, **extra)
+                    provider_token=PROVIDER_TOKEN, provider_timeout_s=1.0,
+                    argon2_time_cost=1, argon2_memory_kib=8192, argon2_parallelism=1, **extra)
 
 
 def client(database_url: str, provider_url: str) -> TestClient:
@@ -53,11 +55,17 @@ def sign_up(c: TestClient, email: str, *, admin_url: str | None = None) -> dict[
     return {**auth, "address_id": str(r.json()["id"])}
 
 
-def stocked_product(database_url: str, *, on_hand: int, price: str = "15000") -> int:
+def stocked_product(database_url: str, *, on_hand: int, price: str = "15000",
+                    name: str = "Pan") -> int:
     rows = sql(database_url, "INSERT INTO categories (name) VALUES ('cat-' || gen_random_uuid()) "
                "RETURNING id")
     pid = sql(database_url, "INSERT INTO products (sku, name, category_id, price) VALUES "
-              "('sku-' || gen_random_uuid(), 'Pan', $1, $2::numeric) RETURNING id",
-              rows[0]["id"], price)[0]["id"]
+              "('sku-' || gen_random_uuid(), $3, $1, $2::numeric) RETURNING id",
+              rows[0]["id"], price, name)[0]["id"]
     sql(database_url, "INSERT INTO stock (product_id, on_hand) VALUES ($1, $2)", pid, on_hand)
     return int(pid)
+
+
+def orders_of(database_url: str, email: str) -> int:
+    return int(sql(database_url, "SELECT count(*) FROM orders o JOIN customers c ON "
+                                 "c.id = o.customer_id WHERE c.email = $1", email)[0][0])

@@ -73,6 +73,19 @@ def test_settings_need_a_database_and_numbers() -> None:
         Settings.from_env({})
     with pytest.raises(ConfigError):
         Settings.from_env({"LEGACY_DATABASE_URL": "postgresql+asyncpg://x/y", "LEGACY_PORT": "x"})
+    with pytest.raises(ConfigError):
+        Settings.from_env({"LEGACY_DATABASE_URL": "postgresql+asyncpg://x/y",
+                           "LEGACY_ARGON2_TIME_COST": "0"})
     s = Settings.from_env({"LEGACY_DATABASE_URL": "postgresql+asyncpg://x/y",
                            "LEGACY_PROVIDER_URL": "http://p:1/"})
     assert s.provider_url == "http://p:1" and s.port == 8000
+
+
+def test_passwords_verify_only_the_right_one_and_never_an_unknown_account() -> None:
+    passwords = Settings(database_url="x", argon2_time_cost=1, argon2_memory_kib=8,
+                         argon2_parallelism=1).passwords()
+    stored = passwords.hash("right password")
+    assert passwords.verify(stored, "right password")
+    assert not passwords.verify(stored, "wrong password")
+    assert not passwords.verify(None, "not-a-password-of-anyone")
+    assert not passwords.verify("not an argon2 hash", "x")
