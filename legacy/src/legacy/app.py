@@ -314,8 +314,7 @@ def create_app(settings: Settings) -> FastAPI:
         provider = PaymentProvider(settings.provider_url, settings.provider_token,
                                    settings.provider_timeout_s)
         app.state.shop = Shop(settings, engine, provider, metrics)
-        app.state.tracer_provider = tracer_provider
-        observe.tracer = tracer_provider.get_tracer("legacy")
+        app.state.tracer = tracer_provider.get_tracer("legacy")
         try:
             yield
         finally:
@@ -328,24 +327,5 @@ def create_app(settings: Settings) -> FastAPI:
                   docs_url="/shop/docs", openapi_url="/shop/openapi.json", redoc_url=None)
     routes(app)
     errors(app)
-    observe = _ObserveHolder()
-    app.add_middleware(_Bound, holder=observe, metrics=metrics)
+    app.add_middleware(Observe, metrics=metrics)
     return app
-
-
-class _ObserveHolder:
-    """The tracer is made in the lifespan, after the middleware stack is built."""
-
-    tracer: Any = None
-
-
-class _Bound:
-    def __init__(self, app: Any, *, holder: _ObserveHolder, metrics: Metrics) -> None:
-        self.app, self.holder, self.metrics = app, holder, metrics
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if self.holder.tracer is None or scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        await Observe(self.app, metrics=self.metrics, tracer=self.holder.tracer)(
-            scope, receive, send)

@@ -25,6 +25,8 @@ def upgrade_to_head(database_url: str) -> None:
 
 def run_env() -> None:
     url = context.config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("no database URL: run through upgrade_to_head")
 
     def migrate(connection: Connection) -> None:
         connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -88,7 +88,7 @@ async def seed_shop(database_url: str, *, customers: int, products: int, orders:
 
 
 async def _copy(conn: asyncpg.Connection, table: str, columns: list[str],
-                rows: list[tuple[object, ...]]) -> None:
+                rows: Sequence[tuple[object, ...]]) -> None:
     if rows:
         await conn.copy_records_to_table(table, columns=columns, records=rows)
 
@@ -100,7 +100,9 @@ async def _fill(conn: asyncpg.Connection, rng: random.Random, n_customers: int,
         say(f"  {time.monotonic() - t0:5.1f} s  {what}")
 
     # Categories: departments and their sub-categories.
-    cat_rows, leaf_ids, cid = [], [], 0
+    cat_rows: list[tuple[int, str, int | None]] = []
+    leaf_ids: list[tuple[int, str]] = []
+    cid = 0
     for dept, subs in DEPARTMENTS.items():
         cid += 1
         parent = cid

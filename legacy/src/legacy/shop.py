@@ -166,7 +166,8 @@ async def categories(engine: AsyncEngine) -> list[dict[str, Any]]:
 
 async def products(engine: AsyncEngine, *, q: str | None, category: int | None, page: int,
                    page_size: int) -> dict[str, Any]:
-    where, params = ["p.active"], {"limit": page_size, "offset": (page - 1) * page_size}
+    where = ["p.active"]
+    params: dict[str, Any] = {"limit": page_size, "offset": (page - 1) * page_size}
     if q:
         where.append("p.name ILIKE :q")
         params["q"] = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

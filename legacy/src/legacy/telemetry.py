@@ -5,6 +5,7 @@ configured, and Prometheus metrics at ``/metrics``."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -33,6 +34,8 @@ class Metrics:
         self.requests = Counter("http_requests_total", "HTTP requests answered",
                                 ["service", "method", "route", "status"],
                                 registry=self.registry)
+        self.errors = Counter("http_request_errors_total", "HTTP requests answered with 5xx",
+                              ["service", "method", "route", "status"], registry=self.registry)
         self.latency = Histogram("http_request_duration_seconds", "HTTP request duration",
                                  ["service", "method", "route"], registry=self.registry)
         self.checkouts = Counter("legacy_checkouts_total", "Checkouts by outcome",
@@ -56,13 +59,16 @@ def configure_tracing(instance: str, endpoint: str | None) -> TracerProvider:
 
 
 class Observe:
-    """ASGI middleware: one server span and the request metrics per HTTP request."""
+    """ASGI middleware: one server span and the request metrics per HTTP request. The
+    tracer is the application's (``app.state.tracer``, set in its lifespan)."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, tracer: trace.Tracer) -> None:
-        self.app, self.metrics, self.tracer = app, metrics, tracer
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        tracer: trace.Tracer | None = getattr(scope["app"].state, "tracer", None) \
+            if "app" in scope else None
+        if scope["type"] != "http" or tracer is None:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -75,7 +81,7 @@ class Observe:
             await send(message)
 
         t0 = time.perf_counter()
-        with self.tracer.start_as_current_span(
+        with tracer.start_as_current_span(
                 f"{method} {scope['path']}", kind=SpanKind.SERVER,
                 context=propagate.extract(headers)) as span:
             try:
@@ -89,11 +95,14 @@ class Observe:
                 if status["code"] >= 500:
                     span.set_status(Status(StatusCode.ERROR))
                 self.metrics.requests.labels("legacy", method, route, str(status["code"])).inc()
+                if status["code"] >= 500:
+                    self.metrics.errors.labels("legacy", method, route,
+                                               str(status["code"])).inc()
                 self.metrics.latency.labels("legacy", method, route).observe(
                     time.perf_counter() - t0)
 
 
-def _route_of(scope: dict[str, Any]) -> str:
+def _route_of(scope: Mapping[str, Any]) -> str:
     # The route template, never the raw path: ids would make a series per order.
     route = scope.get("route")
     return getattr(route, "path", None) or "unmatched"
