@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -34,6 +34,14 @@ PROBLEM = "application/problem+json"
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold U+0000: refuse it here rather than fail in the INSERT.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 class Registration(Body):
@@ -206,7 +214,8 @@ def routes(app: FastAPI) -> None:
 
     @app.get("/shop/products")
     async def products(s: ShopDep, page: PageQ = 1, page_size: SizeQ = 20,
-                       q: Annotated[str | None, Query(max_length=100)] = None,
+                       q: Annotated[str | None, Query(max_length=100,
+                                                      pattern=r"^[^\x00]*$")] = None,
                        category: Annotated[int | None, Query(ge=1, le=2**62)] = None
                        ) -> dict[str, Any]:
         return await shop.products(s.engine, q=q, category=category, page=page,

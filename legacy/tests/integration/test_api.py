@@ -63,6 +63,9 @@ def test_accounts_sessions_and_refusals(c: TestClient) -> None:
                       headers={"content-type": "application/json"}), 422)
     is_problem(c.post("/shop/register", json={"email": "x@y.example", "password": "short",
                                               "name": "x"}), 422)
+    is_problem(c.post("/shop/register", json={"email": "n@y.example", "password": "long-enough",
+                                              "name": "nul\u0000name"}), 422)
+    is_problem(c.get("/shop/products", params={"q": "a\x00b"}), 422)
     # The cookie set at login authenticates too; logout ends the session.
     c.post("/shop/login", json={"email": "ann@example.com", "password": "correct horse battery"})
     assert c.get("/shop/me").status_code == 200
