@@ -29,3 +29,15 @@ def test_legacy_env_and_its_payment_provider() -> None:
 def test_a_platform_restarted_by_chaos_keeps_its_optional_processes(tmp_path: Path) -> None:
     argv = up_argv(Home(tmp_path), {"options": {"with": ["legacy"]}})
     assert argv[-2:] == ["--with", "legacy"]
+
+
+def test_an_unknown_optional_process_is_a_user_error(home: Home, mercato) -> None:  # type: ignore[no-untyped-def]
+    res = mercato("up", "--detach", "--with", "mainframe")
+    assert res.returncode == 2
+    assert "--with mainframe: unknown; choose from legacy" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_bench_orders_refuses_an_unknown_target(home: Home, mercato) -> None:  # type: ignore[no-untyped-def]
+    res = mercato("bench", "orders", "--target", "mainframe")
+    assert res.returncode == 2 and "--target mainframe" in res.stderr
