@@ -17,7 +17,7 @@ $(UV):
 	@$(PYTHON) -m venv $(TOOLS)
 	@$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv
 
-$(VENV)/.synced: $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml)
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml) simulators/pyproject.toml legacy/pyproject.toml
 	@echo "==> installing mercato and its dependencies into $(VENV)/"
 	@$(UV) sync --frozen --python $(PYTHON) --quiet
 	@touch $@

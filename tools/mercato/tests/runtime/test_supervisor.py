@@ -174,7 +174,7 @@ def test_fault_proxy_sits_between_a_service_and_its_engines(home: Home, mercato,
     res = mercato("up", "--detach", "--fault-proxy", "--scale", "fake=1")
     assert res.returncode == 0, res.stdout + res.stderr
     st = state(home)
-    assert st["options"] == {"scale": ["fake=1"], "fault_proxy": True}
+    assert st["options"] == {"scale": ["fake=1"], "fault_proxy": True, "with": []}
     routes = st["fault_proxy"]["routes"]
     assert set(routes) == {"fake->postgres", "fake->nats"}
     assert routes["fake->postgres"]["upstream"].endswith(f":{home.ports().postgres}")

@@ -30,9 +30,12 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 
-def summarise(records: list[OrderRecord]) -> dict[str, Any]:
-    """The figures of one measured run (pure: from the per-order records)."""
-    accepted = [r for r in records if r.http_status == 202 and r.order_id]
+def summarise(records: list[OrderRecord],
+              accepted_statuses: tuple[int, ...] = (202,)) -> dict[str, Any]:
+    """The figures of one measured run (pure: from the per-order records).
+    ``accepted_statuses``: the answers that take an order in (the services' 202; the
+    monolith's outcomes, 201 paid and 402 declined)."""
+    accepted = [r for r in records if r.http_status in accepted_statuses and r.order_id]
     done = [r for r in accepted if r.terminal and r.terminal_at is not None]
     statuses: dict[str, int] = {}
     for r in records:

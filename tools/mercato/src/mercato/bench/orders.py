@@ -191,53 +191,92 @@ async def _run(home: Path, *, rate: float, duration_s: float, decline_share: flo
 
 
 
+TARGETS = ("services", "legacy", "both")
+
+
 def run_orders_bench(home: Path, *, rate: float = 60.0, duration_s: float = 30.0,
                      decline_share: float = 0.2, customers: int = 20, products: int = 8,
                      warmup_s: float = 3.0, drain_s: float = 60.0,
-                     report_file: Path | None = None) -> int:
+                     report_file: Path | None = None, target: str = "services") -> int:
     """Run it, print the tables, save the report. 0: met the target with a clean check;
     1: check found violations or orders never became terminal; 2: could not run; 3: ran
-    clean but missed the throughput / latency target."""
+    clean but missed the throughput / latency target. ``target``: ``services`` (through
+    the edge), ``legacy`` (the monolith of ``mercato up --with legacy``) or ``both``, one
+    after the other, with a last table side by side (mercato.bench.legacy)."""
     from rich.console import Console
+
+    from mercato.bench.legacy import print_comparison, print_legacy, read_legacy, run_legacy
 
     console = Console(stderr=True, highlight=False)
 
     def say(line: str) -> None:
         console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {line}")
 
+    if target not in TARGETS:
+        console.print(f"[red]bench orders:[/red] --target must be one of {', '.join(TARGETS)}")
+        return 2
     try:
         import uvloop
 
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop comes with the chassis
         runner = asyncio.run
+    options = {"rate": rate, "duration_s": duration_s, "decline_share": decline_share,
+               "customers": customers, "products": products, "warmup_s": warmup_s}
+    result: dict[str, Any] | None = None
+    legacy: dict[str, Any] | None = None
     try:
-        result = runner(_run(Path(home), rate=rate, duration_s=duration_s,
-                             decline_share=decline_share, customers=customers,
-                             products=products, warmup_s=warmup_s, drain_s=drain_s, say=say))
+        if target != "services":
+            read_legacy(Path(home))  # refuse at once, not after the services' run
+        if target != "legacy":
+            result = runner(_run(Path(home), drain_s=drain_s, say=say, **options))
+        if target != "services":
+            legacy = runner(run_legacy(Path(home), say=say, **options))
     except BenchError as exc:
         console.print(f"[red]bench orders:[/red] {exc}")
         return 2
     now = datetime.now(UTC)
-    out = report_file or default_reports_dir() / "orders.json"
+    out = report_file or default_reports_dir() / (
+        "orders.json" if target == "services" else f"orders-{target}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    summary = result["summary"]
     report: dict[str, Any] = {
-        "benchmark": "orders", "at": now.isoformat(),
-        "config": {"rate": rate, "duration_s": duration_s, "decline_share": decline_share,
-                   "customers": customers, "products": products, "warmup_s": warmup_s},
+        "benchmark": "orders", "target": target, "at": now.isoformat(),
+        "config": options,
         "targets": {"completed_per_s": TARGET_ORDERS_PER_S, "ttt_p99_ms": TARGET_TTT_P99_MS},
-        "meets_target": meets_target(summary) and not result["check"]["violations"],
-        **{k: v for k, v in result.items() if k != "records"},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "report_file": str(out),
     }
+    if result is not None:
+        report.update({"meets_target": meets_target(result["summary"])
+                       and not result["check"]["violations"],
+                       **{k: v for k, v in result.items() if k != "records"}})
+    if legacy is not None:
+        report["legacy"] = {k: v for k, v in legacy.items() if k != "records"}
+    if result is not None and legacy is not None:
+        from mercato.bench.legacy import compare
+
+        report["comparison"] = [{"measure": m, "services": s, "legacy": lg,
+                                 "services_over_legacy": r}
+                                for m, s, lg, r in compare(result, legacy)]
     out.write_text(json.dumps(report, indent=1) + "\n")
-    print_report(report)
-    if result["check"]["violations"] or summary["not_terminal"]:
-        return 1
-    return 0 if meets_target(summary) else 3
+    if result is not None:
+        print_report(report)
+    if legacy is not None:
+        print_legacy(report["legacy"])
+        if result is not None:
+            print_comparison(result, legacy)
+        else:
+            Console(highlight=False).print(f"report: {out}")
+    code = 0
+    if legacy is not None and (legacy["summary"]["completed"] < legacy["summary"]["sent"]):
+        code = 1  # a checkout that ended in neither an order nor a decline
+    if result is not None:
+        if result["check"]["violations"] or result["summary"]["not_terminal"]:
+            return 1
+        if not meets_target(result["summary"]):
+            return max(code, 3) if code == 0 else code
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover - convenience for running without the CLI

@@ -117,6 +117,8 @@ def up_argv(home: Home, state: dict[str, Any]) -> list[str]:
         argv += ["--scale", str(item)]
     if options.get("fault_proxy"):
         argv.append("--fault-proxy")
+    for item in options.get("with") or []:
+        argv += ["--with", str(item)]
     return argv
 
 

@@ -41,17 +41,25 @@ def bench_orders(
     warmup: Annotated[float, typer.Option(help="Seconds of uncounted load first.",
                                           min=0)] = 3.0,
     report: Annotated[Path | None, typer.Option(
-        help="JSON report file (default bench/reports/orders.json).",
-        show_default=False)] = None,
+        help="JSON report file (default bench/reports/orders.json, orders-legacy.json, "
+             "orders-both.json).", show_default=False)] = None,
+    target: Annotated[str, typer.Option(
+        help="services (through the edge), legacy (the monolith of mercato up --with "
+             "legacy), or both: one after the other, then side by side with the ratio.")
+    ] = "services",
     home: HomeOpt = None,
 ) -> None:
-    """Orders through the edge at a constant rate: throughput, latencies, CPU per order."""
-    h = running_home(home)
-    from mercato.bench.orders import run_orders_bench
+    """Orders at a constant rate: throughput, latencies, CPU per order."""
+    from mercato.bench.orders import TARGETS, run_orders_bench
 
+    if target not in TARGETS:
+        fail(f"--target {target}: choose one of {', '.join(TARGETS)}",
+             "example: mercato bench orders --target both", 2)
+    h = running_home(home)
     raise typer.Exit(run_orders_bench(h.root, rate=rate, duration_s=duration,
                                       decline_share=decline_share, customers=customers,
-                                      products=products, warmup_s=warmup, report_file=report))
+                                      products=products, warmup_s=warmup, report_file=report,
+                                      target=target))
 
 
 @bench_app.command("storefront")

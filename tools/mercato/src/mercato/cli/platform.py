@@ -21,7 +21,7 @@ from mercato import logview
 from mercato.cli.common import HomeOpt, err, fail, home_flag, home_of, out
 from mercato.runtime import control
 from mercato.runtime.paths import Home, port_is_free
-from mercato.runtime.services import SERVICES, parse_scale
+from mercato.runtime.services import SERVICES, parse_scale, parse_with
 
 STATE_STYLE = {"ready": "green", "starting": "yellow", "restarting": "yellow",
                "stopping": "yellow", "stopped": "dim", "failed": "bold red"}
@@ -76,6 +76,8 @@ def _print_ready(state: dict[str, Any], took: float, home: Home) -> None:
         for i, (_svc, url) in enumerate((urls.get("docs") or {}).items()):
             rows.append(("API docs" if i == 0 else "", url))
         rows.append(("envoy admin", urls["envoy_admin"]))
+    if "legacy" in urls:
+        rows.append(("legacy shop", urls["legacy"]))
     rows += [("postgres", urls.get("postgres", "")), ("nats", urls.get("nats", ""))]
     for label, url in rows:
         out.print(f"  {label:<12} {url}")
@@ -168,6 +170,9 @@ def up(
         help="Share of new traces kept: 1 (all, the default), 0.1 or 10%.")] = "1",
     trace_sql: Annotated[bool, typer.Option(
         "--trace-sql", help="A span per SQL statement too (costs CPU per order).")] = False,
+    with_: Annotated[list[str] | None, typer.Option(
+        "--with", metavar="NAME", help="Also run an optional process: legacy (the monolith "
+        "being migrated, its own database, on its own port).")] = None,
     home: HomeOpt = None,
     service: Annotated[list[str] | None, typer.Option("--service", hidden=True)] = None,
     no_gateway: Annotated[bool, typer.Option("--no-gateway", hidden=True)] = False,
@@ -196,6 +201,10 @@ def up(
     except ValueError as exc:
         fail(str(exc), "example: mercato up --scale catalog=2", 2)
     try:
+        parse_with(with_)
+    except ValueError as exc:
+        fail(str(exc), "example: mercato up --with legacy", 2)
+    try:
         parse_sampling(trace_sampling)
     except ValueError as exc:
         fail(str(exc), "example: mercato up --trace-sampling 0.1", 2)
@@ -221,7 +230,8 @@ def up(
     sup = control.spawn_supervisor(h, scale=scale, services=service, gateway=not no_gateway,
                                    env=supervisor_env, fault_proxy=fault_proxy,
                                    telemetry=not no_telemetry,
-                                   trace_sampling=trace_sampling, trace_sql=trace_sql)
+                                   trace_sampling=trace_sampling, trace_sql=trace_sql,
+                                   with_=with_)
     try:
         ok, state, why = _wait_until_ready(h, sup, timeout, t0)
     except KeyboardInterrupt:

@@ -63,7 +63,8 @@ def spawn_supervisor(home: Home, *, scale: list[str] | None = None,
                      services: list[str] | None = None, gateway: bool = True,
                      env: dict[str, str] | None = None, fault_proxy: bool = False,
                      telemetry: bool = True, trace_sampling: str | None = None,
-                     trace_sql: bool = False) -> subprocess.Popen[bytes]:
+                     trace_sql: bool = False, with_: list[str] | None = None
+                     ) -> subprocess.Popen[bytes]:
     """Start the supervisor detached (own session, no controlling terminal)."""
     home.ensure()
     argv = [sys.executable, "-m", "mercato.runtime.supervisor", "--home", str(home.root)]
@@ -71,6 +72,8 @@ def spawn_supervisor(home: Home, *, scale: list[str] | None = None,
         argv += ["--scale", item]
     for item in services or []:
         argv += ["--service", item]
+    for item in with_ or []:
+        argv += ["--with", item]
     if not gateway:
         argv.append("--no-gateway")
     if fault_proxy:

@@ -39,7 +39,10 @@ SIMULATORS = [
                              "PAYMENTS_PROVIDER_PORT": str(p["http"]),
                              "PAYMENTS_PROVIDER_DATA_DIR": str(data)},
         used_by={"payments": lambda p: {
-            "PAYMENTS_PROVIDER_URL": f"http://127.0.0.1:{p['http']}"}},
+            "PAYMENTS_PROVIDER_URL": f"http://127.0.0.1:{p['http']}"},
+            # The legacy shop charges through the same provider (the supervisor hands it
+            # the URL and token under its own LEGACY_PROVIDER_* names).
+            "legacy": lambda p: {}},
         token_env="PAYMENTS_PROVIDER_API_TOKEN",  # noqa: S106 - a variable name
     ),
     Simulator(
@@ -56,6 +59,30 @@ SIMULATORS = [
         token_env="NOTIFICATIONS_SINK_API_TOKEN",  # noqa: S106 - a variable name
     ),
 ]
+
+
+# Processes `mercato up --with NAME` adds beside the services. ``legacy`` is the monolith
+# the migration starts from: its own database (made and migrated like a service's), the
+# payment provider simulator, no broker and no registry (it never had either); reached on
+# its own port, ``urls.legacy`` in run/state.json.
+OPTIONAL = {"legacy": "legacy"}
+
+
+def parse_with(items: list[str] | None) -> list[str]:
+    """``--with legacy`` -> ``["legacy"]``; raises ValueError on an unknown name."""
+    chosen: list[str] = []
+    for item in items or []:
+        name = item.strip()
+        if name not in OPTIONAL:
+            raise ValueError(f"--with {item}: unknown; choose from " + ", ".join(OPTIONAL))
+        if name not in chosen:
+            chosen.append(name)
+    return chosen
+
+
+def legacy_env(*, port: int, database_url: str, host: str = "127.0.0.1") -> dict[str, str]:
+    return {"LEGACY_INSTANCE_ID": "legacy", "LEGACY_HOST": host, "LEGACY_PORT": str(port),
+            "LEGACY_DATABASE_URL": database_url}
 
 
 _SCALE = re.compile(r"^([a-z][a-z0-9_]*)=(\d+)$")

@@ -49,7 +49,9 @@ from mercato.runtime.services import (
     SIMULATORS,
     api_path,
     instance_ids,
+    legacy_env,
     parse_scale,
+    parse_with,
     register_storefront_client_argv,
     repo_root,
     service_env,
@@ -168,12 +170,14 @@ class Supervisor:
                  gateway: bool = True, liveness_timeout: float = DEFAULT_LIVENESS_TIMEOUT_S,
                  startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S,
                  fault_proxy: bool = False, scale_args: list[str] | None = None,
-                 telemetry: Telemetry | None = None) -> None:
+                 telemetry: Telemetry | None = None, with_: list[str] | None = None) -> None:
         self.home = home
+        self.with_ = list(with_ or [])  # optional processes (`mercato up --with legacy`)
         self.telemetry = telemetry
         # What `mercato up` was asked, so a tool that restarts the platform (`mercato chaos`
         # after killing the supervisor) can start it the same way.
-        self.options = {"scale": list(scale_args or []), "fault_proxy": fault_proxy}
+        self.options = {"scale": list(scale_args or []), "fault_proxy": fault_proxy,
+                        "with": list(with_ or [])}
         self.fault_proxy: FaultProxy | None = FaultProxy(
             faults_path(home), on_error=lambda m: emit(logging.ERROR, "faults_file_invalid",
                                                        error=m)) if fault_proxy else None
@@ -194,6 +198,7 @@ class Supervisor:
         self.db_urls: dict[str, str] = {}
         self.nats_urls: dict[str, str] = {}
         self.simulator_ports: dict[str, dict[str, int]] = {}
+        self.legacy_port: int | None = None
         self.http: aiohttp.ClientSession | None = None
         self.edge: EdgeWiring | None = None
         self.base_env = {**os.environ, ENV_MARK: str(home.root), "PYTHONUNBUFFERED": "1"}
@@ -212,6 +217,8 @@ class Supervisor:
             urls["console"] = f"http://127.0.0.1:{self.ports.console}/"
         if "prometheus" in self.children:
             urls["prometheus"] = f"http://127.0.0.1:{self.ports.prometheus}"
+        if self.legacy_port is not None:
+            urls["legacy"] = f"http://127.0.0.1:{self.legacy_port}/shop"
         if self.gateway:
             if "storefront" in self.services:
                 urls["storefront"] = f"{edge}/"
@@ -509,7 +516,7 @@ class Supervisor:
 
     async def create_databases(self) -> None:
         self.set_phase("preparing databases")
-        self.db_urls = await create_service_databases(self.pg, self.services)
+        self.db_urls = await create_service_databases(self.pg, [*self.services, *self.with_])
         self.nats_urls = dict.fromkeys(self.services, self.nats.url)
         if self.fault_proxy is not None:
             await self.open_fault_routes()
@@ -554,7 +561,7 @@ class Supervisor:
     def start_simulators(self) -> list[str]:
         names = []
         for sim in SIMULATORS:
-            if not any(s in self.services for s in sim.used_by):
+            if not any(s in self.services or s in self.with_ for s in sim.used_by):
                 continue
             ports = self.simulator_ports.setdefault(
                 sim.name, {name: free_port() for name in sim.ports})
@@ -598,6 +605,29 @@ class Supervisor:
         return Spec(name=iid, kind="service", service=service,
                     argv=lambda _p: [sys.executable, "-m", module], port=free_port, env=env,
                     ready=self._service_ready, live=self._service_live)
+
+    def start_optional(self) -> list[str]:
+        """``--with legacy``: the monolith, one instance on a port kept for the whole run
+        (its clients, the bench among them, find it in ``urls.legacy``). Supervised like a
+        service: restarted on exit, killed when /health/live stops answering, scraped by
+        Prometheus (kind ``service``); it migrates its own database at start."""
+        if "legacy" not in self.with_:
+            return []
+        port = self.legacy_port = self.legacy_port or free_port()
+
+        def env(_port: int | None) -> dict[str, str]:
+            provider = self.simulator_ports.get("payments-provider")
+            charges = {} if provider is None else {
+                "LEGACY_PROVIDER_URL": f"http://127.0.0.1:{provider['http']}",
+                "LEGACY_PROVIDER_API_TOKEN": simulator_token(self.home, "payments-provider")}
+            return {**legacy_env(port=port, database_url=self.db_urls["legacy"]), **charges,
+                    **(self.telemetry.service_env(self.home, self.ports, "legacy")
+                       if self.telemetry else {})}
+
+        self.add(Spec(name="legacy", kind="service", service="legacy",
+                      argv=lambda _p: [sys.executable, "-m", "legacy"], port=lambda: port,
+                      env=env, ready=self._service_ready, live=self._service_live))
+        return ["legacy"]
 
     async def register_oauth_clients(self) -> None:
         """Registers the storefront at identity as a confidential OAuth 2 client with the
@@ -762,6 +792,7 @@ class Supervisor:
         registration = asyncio.create_task(self.register_oauth_clients(),
                                            name="register-oauth-clients")
         names += self.start_services()
+        names += self.start_optional()
         try:
             await self.wait_ready(names)
             await registration
@@ -906,6 +937,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-telemetry", action="store_true")
     ap.add_argument("--trace-sampling", default="1")
     ap.add_argument("--trace-sql", action="store_true")
+    ap.add_argument("--with", dest="with_", action="append", default=[])
     args = ap.parse_args(argv)
 
     configure_logging("supervisor", "supervisor")
@@ -915,6 +947,7 @@ def main(argv: list[str] | None = None) -> int:
     services = parse_services(args.service)
     try:
         scale = parse_scale(args.scale, list(services))
+        with_ = parse_with(args.with_)
         liveness_timeout = seconds_from_env(LIVENESS_TIMEOUT_ENV, DEFAULT_LIVENESS_TIMEOUT_S)
         startup_timeout = seconds_from_env(STARTUP_TIMEOUT_ENV, DEFAULT_STARTUP_TIMEOUT_S)
         telemetry = None if args.no_telemetry else Telemetry(
@@ -937,7 +970,7 @@ def main(argv: list[str] | None = None) -> int:
                                       startup_timeout=startup_timeout,
                                       fault_proxy=args.fault_proxy,
                                       scale_args=args.scale,
-                                      telemetry=telemetry).run())
+                                      telemetry=telemetry, with_=with_).run())
     finally:
         with contextlib.suppress(FileNotFoundError):
             # Only our own pid file: a newer supervisor may have written its own already.

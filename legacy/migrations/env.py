@@ -1,0 +1,3 @@
+from legacy.migrate import run_env
+
+run_env()

@@ -1,0 +1,64 @@
+"""``mercato legacy …``: the monolith of ``mercato up --with legacy``, seen from the CLI.
+
+Each command runs the shop's own command line (``python -m legacy …``) against the home's
+``legacy`` database, as its operators always did; the CLI only finds the database.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from mercato.cli.common import HomeOpt, fail, home_flag, running_home
+from mercato.runtime.proc import run
+from mercato.runtime.services import repo_root
+
+legacy_app = typer.Typer(no_args_is_help=True,
+                         help="The legacy monolith (mercato up --with legacy).")
+
+
+def _env(home: HomeOpt) -> dict[str, str]:
+    from mercato.runtime.postgres import Postgres
+
+    h = running_home(home)
+    url = Postgres(h, h.ports().postgres).service_database_url("legacy")
+    if url is None:
+        fail("the legacy database does not exist yet",
+             f"start the platform with it: mercato up --with legacy{home_flag(h)}")
+    return {**os.environ, "LEGACY_DATABASE_URL": url}
+
+
+@legacy_app.command("seed")
+def seed(
+    customers: Annotated[int, typer.Option(min=0, max=1_000_000)] = 2000,
+    products: Annotated[int, typer.Option(min=0, max=1_000_000)] = 1000,
+    orders: Annotated[int, typer.Option(min=0, max=1_000_000,
+                                        help="Orders spread over the past year.")] = 20000,
+    seed_: Annotated[int, typer.Option("--seed", help="Same seed, same shop.")] = 42,
+    home: HomeOpt = None,
+) -> None:
+    """Fill an empty legacy shop with a year of trading (deterministic, one transaction)."""
+    env = _env(home)
+    res = run([sys.executable, "-m", "legacy", "seed", "--customers", str(customers),
+               "--products", str(products), "--orders", str(orders), "--seed", str(seed_)],
+              env=env, cwd=str(repo_root()), check=False)
+    raise typer.Exit(res.returncode)
+
+
+@legacy_app.command("create-admin")
+def create_admin(
+    email: Annotated[str, typer.Argument(help="E-mail of the admin account.")],
+    password: Annotated[str, typer.Option(
+        prompt=True, hide_input=True, confirmation_prompt=True,
+        help="Prompted for when omitted.")],
+    home: HomeOpt = None,
+) -> None:
+    """An admin account of the legacy shop's back office (its own accounts, not identity's)."""
+    env = _env(home)
+    # The password travels on stdin: never in argv (ps) or the environment (/proc).
+    res = run([sys.executable, "-m", "legacy", "create-admin", email],
+              input=password + "\n", text=True, env=env, cwd=str(repo_root()), check=False)
+    raise typer.Exit(res.returncode)
