@@ -9,7 +9,7 @@ from typing import Any
 
 from mercato.runtime.control import read_state
 from mercato.runtime.paths import Home
-from mercato.runtime.services import api_path
+from mercato.runtime.services import SERVICES, api_path
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -64,7 +64,8 @@ class Resources:
                 "rss_bytes": rss, "cpu_percent": cpu_pct,
                 "logs": f"/logs?source={name}",
                 "docs": (urls.get("docs") or {}).get(service) if service else None,
-                "api": api_path(service) if service else None,
+                # Only the services sit behind the edge (the legacy shop has a port of its own).
+                "api": api_path(service) if service in SERVICES else None,
                 "metrics": f"http://127.0.0.1:{port}/metrics"
                 if p.get("kind") == "service" and port else None,
             })
