@@ -80,7 +80,7 @@ def test_prepare_writes_every_file_and_returns_the_envoy_argv(tmp_path: Path) ->
     from mercato.gateway.routes import load_routes
 
     eds = [f"eds-{service}.yaml" for service in load_routes().services]
-    assert names == sorted(["bootstrap.yaml", "cds.yaml", *eds, "lds.yaml"])
+    assert names == sorted(["bootstrap.yaml", "cds.yaml", *eds, "lds.yaml", "rds.yaml"])
     assert _jwks(cfg) is None  # no keys yet: routes that need a user answer 503
     assert argv[1:3] == ["-c", str(cfg.bootstrap_file)]
     assert argv[argv.index("--concurrency") + 1] == "1"

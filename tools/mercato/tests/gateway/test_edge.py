@@ -497,7 +497,8 @@ async def test_edge_files_live_in_the_envoy_dir(platform: Platform) -> None:
 
     services = {*load_routes().services, "wishlist", "flaky"}  # packaged + this test's own
     eds = [f"eds-{service}.yaml" for service in services]
-    assert files == sorted(["bootstrap.yaml", "cds.yaml", *eds, "jwks.json", "lds.yaml"])
+    assert files == sorted(["bootstrap.yaml", "cds.yaml", *eds, "jwks.json", "lds.yaml",
+                           "rds.yaml"])
 
 
 async def _healthy_hosts(platform: Platform, cluster: str) -> set[int]:

@@ -10,6 +10,10 @@ listener, so Envoy checks tokens against keys it was handed rather than fetched 
 until the first keys arrive, routes that need a user answer 503 with Retry-After, never a
 401 to a valid token. Known keys are kept while identity cannot be reached.
 
+Releases (``mercato release``) split a service's traffic: the supervisor sets a ``Split`` in
+the ``TrafficSplits`` it shares with the control plane, which renders a ``<service>-next``
+cluster for the new instances and weighted clusters in the routes (rds.yaml), at once.
+
 A registry that cannot be reached (the broker is down) changes nothing: the last endpoints
 stay. Right after it comes back, instances missing from its answers are kept for a while
 too: their heartbeats could not be written during the outage, so their entries look stale
@@ -30,6 +34,7 @@ from typing import Any
 
 import aiohttp
 import structlog
+import yaml
 from chassis.registry import STALE_AFTER_S, Instance, RegistryClient
 
 from mercato.gateway import render
@@ -76,6 +81,30 @@ REJOIN_GRACE_S = STALE_AFTER_S
 REGISTRY_TIMEOUT_S = 5.0
 
 
+class TrafficSplits:
+    """The releases under way, shared by the supervisor (which sets them) and the control
+    plane (which renders them). Not persisted: a release lives as long as the supervisor that
+    runs its instances."""
+
+    def __init__(self) -> None:
+        self._splits: dict[str, render.Split] = {}
+        self.changed = asyncio.Event()
+
+    def set(self, split: render.Split) -> None:
+        self._splits[split.service] = split
+        self.changed.set()
+
+    def clear(self, service: str) -> None:
+        if self._splits.pop(service, None) is not None:
+            self.changed.set()
+
+    def get(self, service: str) -> render.Split | None:
+        return self._splits.get(service)
+
+    def snapshot(self) -> dict[str, render.Split]:
+        return dict(self._splits)
+
+
 @dataclass
 class _Seen:
     """What the control plane knows between passes."""
@@ -83,26 +112,53 @@ class _Seen:
     instances: list[Instance] = field(default_factory=list)
     registry_trouble_at: float = -math.inf
     jwks: dict[str, Any] | None = None
+    splits: TrafficSplits = field(default_factory=TrafficSplits)
+    # The splits the static files were last written with (rendering them costs a pass).
+    rendered_splits: dict[str, render.Split] = field(default_factory=dict)
 
 
-def write_static(cfg: GatewayConfig, table: RouteTable,
-                 jwks: render.Jwks | None = None) -> list[Path]:
-    """Bootstrap, LDS and CDS; returns the files that changed."""
+def _cds_clusters(cfg: GatewayConfig) -> set[str]:
+    try:
+        doc = yaml.safe_load(render.cds_file(cfg.envoy_dir).read_text())
+        return {c["name"] for c in doc["resources"]}
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return set()
+
+
+def write_static(cfg: GatewayConfig, table: RouteTable, jwks: render.Jwks | None = None,
+                 splits: render.Splits | None = None) -> list[Path]:
+    """Bootstrap, LDS, CDS and RDS; returns the files that changed.
+
+    Envoy reads each file as it is renamed into place, so the order matters: a cluster is
+    added before the routes that name it, and removed only after the routes stopped naming
+    it (a route to a missing cluster answers 503)."""
     docs = {cfg.bootstrap_file: render.bootstrap(cfg.envoy_dir, admin_host=cfg.admin_host,
                                                  admin_port=cfg.admin_port,
                                                  admin_socket=cfg.admin_socket,
                                                  telemetry=cfg.telemetry)}
     docs.update(render.documents(table, envoy_dir=cfg.envoy_dir, logs_dir=cfg.logs_dir,
                                  listen_host=cfg.listen_host, listen_port=cfg.edge_port,
-                                 jwks=jwks, telemetry=cfg.telemetry))
-    return [path for path, doc in docs.items() if write_doc(path, doc)]
+                                 jwks=jwks, telemetry=cfg.telemetry, splits=splits))
+    cds_path = render.cds_file(cfg.envoy_dir)
+    wanted = set(render.cluster_names(table, splits))
+    changed = []
+    leaving = _cds_clusters(cfg) - wanted
+    if leaving:  # the routes first, then the clusters they no longer name
+        order = [p for p in docs if p != cds_path] + [cds_path]
+    else:
+        order = list(docs)
+    for path in order:
+        if write_doc(path, docs[path]):
+            changed.append(path)
+    return changed
 
 
-def write_endpoints(cfg: GatewayConfig, table: RouteTable,
-                    instances: Sequence[Instance]) -> list[str]:
+def write_endpoints(cfg: GatewayConfig, table: RouteTable, instances: Sequence[Instance],
+                    splits: render.Splits | None = None) -> list[str]:
     """One EDS file per cluster; returns the clusters whose file changed."""
-    return [service for service in table.services
-            if write_doc(render.eds_file(cfg.envoy_dir, service), render.eds(service, instances))]
+    docs = render.split_eds(table, instances, splits)
+    return [name for name, doc in docs.items()
+            if write_doc(render.eds_file(cfg.envoy_dir, name), doc)]
 
 
 def prepare(cfg: GatewayConfig) -> list[str]:
@@ -123,12 +179,15 @@ def prepare(cfg: GatewayConfig) -> list[str]:
 
 
 async def run_control_plane(cfg: GatewayConfig, registry: RegistryClient,
-                            stop_event: asyncio.Event) -> None:
-    """Keep the EDS files in step with the registry, and the listener's keys in step with
-    identity's JWKS, until ``stop_event`` is set."""
+                            stop_event: asyncio.Event,
+                            splits: TrafficSplits | None = None) -> None:
+    """Keep the EDS files in step with the registry, the listener's keys in step with
+    identity's JWKS and the routes' weights in step with ``splits``, until ``stop_event``
+    is set."""
     table = load_routes(cfg.routes_file)
-    seen = _Seen(jwks=_saved_jwks(cfg))
-    write_static(cfg, table, seen.jwks)
+    seen = _Seen(jwks=_saved_jwks(cfg), splits=splits or TrafficSplits())
+    seen.rendered_splits = seen.splits.snapshot()
+    write_static(cfg, table, seen.jwks, seen.rendered_splits)
     wake = asyncio.Event()
     watcher = asyncio.create_task(_watch(registry, wake), name="gateway-registry-watch")
     keys = asyncio.create_task(_keep_keys(cfg, table, seen, stop_event), name="gateway-jwks")
@@ -136,11 +195,14 @@ async def run_control_plane(cfg: GatewayConfig, registry: RegistryClient,
     try:
         while not stop_event.is_set():
             wake.clear()
+            seen.splits.changed.clear()
             await _sync(cfg, table, registry, seen)
             waker = asyncio.create_task(wake.wait())
-            await asyncio.wait({waker, stopping}, timeout=cfg.resync_every_s,
+            split_changed = asyncio.create_task(seen.splits.changed.wait())
+            await asyncio.wait({waker, split_changed, stopping}, timeout=cfg.resync_every_s,
                                return_when=asyncio.FIRST_COMPLETED)
             waker.cancel()
+            split_changed.cancel()
     finally:
         for task in (watcher, keys, stopping):
             task.cancel()
@@ -163,10 +225,19 @@ async def _sync(cfg: GatewayConfig, table: RouteTable, registry: RegistryClient,
     if time.monotonic() - seen.registry_trouble_at < REJOIN_GRACE_S:
         instances = _keep_missing(instances, seen.instances)
     seen.instances = instances
-    changed = write_endpoints(cfg, table, instances)
+    splits = seen.splits.snapshot()
+    # Endpoints before routes: a new cluster has its hosts before any route names it.
+    changed = write_endpoints(cfg, table, instances, splits)
     if changed:
-        counts = {s: sum(1 for i in instances if i.service == s) for s in changed}
-        log.info("gateway.endpoints_updated", clusters=counts)
+        log.info("gateway.endpoints_updated", clusters=changed)
+    if splits == seen.rendered_splits:
+        return
+    seen.rendered_splits = splits
+    routed = write_static(cfg, table, seen.jwks, splits)
+    if routed:
+        log.info("gateway.routes_updated", files=[p.name for p in routed],
+                 splits={s: {"weight": x.weight, "new": sorted(x.new),
+                             "promoting": x.promoting} for s, x in splits.items()})
 
 
 def _keep_missing(listed: list[Instance], before: list[Instance]) -> list[Instance]:
@@ -233,7 +304,7 @@ async def _keep_keys(cfg: GatewayConfig, table: RouteTable, seen: _Seen,
             try:
                 fetched = await _fetch_jwks(http, table, seen.instances)
                 if fetched is not None and fetched != seen.jwks:
-                    write_static(cfg, table, fetched)
+                    write_static(cfg, table, fetched, seen.splits.snapshot())
                     write_if_changed(cfg.jwks_file, json.dumps(fetched, indent=1) + "\n")
                     log.info("gateway.jwks_updated",
                              kids=[k["kid"] for k in fetched["keys"]],

@@ -64,7 +64,7 @@ def _strip_type(resource: dict[str, Any]) -> dict[str, Any]:
 
 
 def static_bootstrap(envoy_dir: Path) -> dict[str, Any]:
-    """A bootstrap with every generated LDS/CDS/EDS resource inlined as a static resource.
+    """A bootstrap with every generated LDS/RDS/CDS/EDS resource inlined as a static resource.
 
     ``--mode validate`` does not load dynamic (xDS) resources, so validating the real
     bootstrap alone would never look at lds.yaml, cds.yaml or the EDS files. Inlined, every
@@ -73,6 +73,15 @@ def static_bootstrap(envoy_dir: Path) -> dict[str, Any]:
     """
     bootstrap = yaml.safe_load((envoy_dir / "bootstrap.yaml").read_text())
     listeners = yaml.safe_load((envoy_dir / "lds.yaml").read_text())["resources"]
+    rds = envoy_dir / "rds.yaml"
+    if rds.exists():  # the routes the listeners load over RDS, inlined in their place
+        (routes,) = yaml.safe_load(rds.read_text())["resources"]
+        for listener in listeners:
+            for chain in listener["filter_chains"]:
+                for f in chain["filters"]:
+                    hcm = f.get("typed_config", {})
+                    if hcm.pop("rds", None) is not None:
+                        hcm["route_config"] = _strip_type(routes)
     clusters = yaml.safe_load((envoy_dir / "cds.yaml").read_text())["resources"]
     static_clusters = [_strip_type(c) for c in clusters]
     for eds in sorted(envoy_dir.glob("eds-*.yaml")):

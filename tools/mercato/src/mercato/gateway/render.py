@@ -37,6 +37,7 @@ UPSTREAM_HTTP_TYPE = f"type.googleapis.com/{UPSTREAM_HTTP_EXT}"
 LISTENER_TYPE = f"{_T}.config.listener.v3.Listener"
 CLUSTER_TYPE = f"{_T}.config.cluster.v3.Cluster"
 CLA_TYPE = f"{_T}.config.endpoint.v3.ClusterLoadAssignment"
+ROUTE_CONFIG_TYPE = f"{_T}.config.route.v3.RouteConfiguration"
 CEL_FILTER_TYPE = f"{_T}.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 REQ_WITHOUT_QUERY_TYPE = (f"{_T}.extensions.formatter.req_without_query.v3."
                           "ReqWithoutQuery")
@@ -140,6 +141,42 @@ def cds_file(envoy_dir: Path) -> Path:
 
 def eds_file(envoy_dir: Path, cluster: str) -> Path:
     return envoy_dir / f"eds-{cluster}.yaml"
+
+
+def rds_file(envoy_dir: Path) -> Path:
+    return envoy_dir / "rds.yaml"
+
+
+# -- traffic splits (releases) ---------------------------------------------------------------
+
+NEXT_SUFFIX = "-next"
+ROUTE_CONFIG = "edge"
+
+
+def next_cluster(service: str) -> str:
+    """The cluster of a release's new instances. Service names have no hyphen, so it never
+    names a service of its own."""
+    return f"{service}{NEXT_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class Split:
+    """A service under release: ``weight`` percent of its edge traffic goes to the instances
+    named in ``new`` (cluster ``<service>-next``), the rest to its other instances (cluster
+    ``<service>``). ``promoting``: the new instances are in both clusters, so the route can
+    go back to the plain cluster once Envoy has health-checked them there."""
+
+    service: str
+    new: frozenset[str]
+    weight: int = 0
+    promoting: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.weight <= 100:
+            raise ValueError(f"a split's weight is a percentage, got {self.weight}")
+
+
+Splits = Mapping[str, Split]
 
 
 def _path_source(path: Path, envoy_dir: Path) -> dict[str, Any]:
@@ -256,16 +293,25 @@ def cluster(service: str, envoy_dir: Path) -> dict[str, Any]:
     }
 
 
-def cds(table: RouteTable, envoy_dir: Path) -> dict[str, Any]:
-    return {"resources": [cluster(s, envoy_dir) for s in table.services]}
+def cluster_names(table: RouteTable, splits: Splits | None = None) -> list[str]:
+    """Every cluster: one per service, and a ``-next`` one per service under release."""
+    names = list(table.services)
+    names += [next_cluster(s) for s in table.services if splits and s in splits]
+    return names
+
+
+def cds(table: RouteTable, envoy_dir: Path, splits: Splits | None = None) -> dict[str, Any]:
+    return {"resources": [cluster(c, envoy_dir) for c in cluster_names(table, splits)]}
 
 
 # -- EDS -----------------------------------------------------------------------------------
 
-def load_assignment(service: str, instances: Iterable[Instance]) -> dict[str, Any]:
+def load_assignment(service: str, instances: Iterable[Instance],
+                    cluster_name: str | None = None) -> dict[str, Any]:
     """The service's live instances; none gives an empty assignment (Envoy answers 503)."""
     mine = sorted((i for i in instances if i.service == service), key=lambda i: i.key)
-    cla: dict[str, Any] = {"@type": CLA_TYPE, "cluster_name": service, "endpoints": []}
+    cla: dict[str, Any] = {"@type": CLA_TYPE, "cluster_name": cluster_name or service,
+                           "endpoints": []}
     if mine:
         cla["endpoints"] = [{"lb_endpoints": [
             {"endpoint": {"address": _addr(i.host, i.port), "hostname": i.instance_id}}
@@ -276,6 +322,26 @@ def load_assignment(service: str, instances: Iterable[Instance]) -> dict[str, An
 
 def eds(service: str, instances: Iterable[Instance]) -> dict[str, Any]:
     return {"resources": [load_assignment(service, instances)]}
+
+
+def split_eds(table: RouteTable, instances: Iterable[Instance],
+              splits: Splits | None = None) -> dict[str, dict[str, Any]]:
+    """Cluster name -> its EDS document. A service under release has its new instances in
+    ``<service>-next`` and the others in ``<service>`` (the new ones too while promoting)."""
+    listed = list(instances)
+    docs: dict[str, dict[str, Any]] = {}
+    for service in table.services:
+        split = (splits or {}).get(service)
+        if split is None:
+            docs[service] = eds(service, listed)
+            continue
+        new = [i for i in listed if i.service == service and i.instance_id in split.new]
+        old = [i for i in listed if i.service == service and i.instance_id not in split.new]
+        docs[service] = {"resources": [load_assignment(
+            service, old + new if split.promoting else old)]}
+        docs[next_cluster(service)] = {"resources": [load_assignment(
+            service, new, next_cluster(service))]}
+    return docs
 
 
 # -- LDS -----------------------------------------------------------------------------------
@@ -289,14 +355,17 @@ EdgeKeys = Jwks | Literal["remote"] | None
 
 
 def lds(table: RouteTable, *, listen_host: str, listen_port: int, logs_dir: Path,
-        jwks: EdgeKeys = None, telemetry: EdgeTelemetry | None = None) -> dict[str, Any]:
+        jwks: EdgeKeys = None, telemetry: EdgeTelemetry | None = None,
+        rds_dir: Path | None = None, splits: Splits | None = None) -> dict[str, Any]:
     return {"resources": [listener(table, listen_host=listen_host, listen_port=listen_port,
-                                   logs_dir=logs_dir, jwks=jwks, telemetry=telemetry)]}
+                                   logs_dir=logs_dir, jwks=jwks, telemetry=telemetry,
+                                   rds_dir=rds_dir, splits=splits)]}
 
 
 def listener(table: RouteTable, *, listen_host: str, listen_port: int,
              logs_dir: Path, jwks: EdgeKeys = None,
-             telemetry: EdgeTelemetry | None = None) -> dict[str, Any]:
+             telemetry: EdgeTelemetry | None = None,
+             rds_dir: Path | None = None, splits: Splits | None = None) -> dict[str, Any]:
     return {
         "@type": LISTENER_TYPE,
         "name": LISTENER,
@@ -306,13 +375,16 @@ def listener(table: RouteTable, *, listen_host: str, listen_port: int,
         "per_connection_buffer_limit_bytes": 32768,
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": http_connection_manager(table, logs_dir, jwks, telemetry),
+            "typed_config": http_connection_manager(table, logs_dir, jwks, telemetry,
+                                                    rds_dir, splits),
         }]}],
     }
 
 
 def http_connection_manager(table: RouteTable, logs_dir: Path, jwks: EdgeKeys = None,
-                            telemetry: EdgeTelemetry | None = None) -> dict[str, Any]:
+                            telemetry: EdgeTelemetry | None = None,
+                            rds_dir: Path | None = None,
+                            splits: Splits | None = None) -> dict[str, Any]:
     # Without keys no token can be checked: the jwt_authn filter is left out (Envoy refuses
     # a provider with no key) and every route that needs a user answers 503 itself.
     authenticate = [{"name": JWT_FILTER, "typed_config": jwt_authn(table, jwks)}] if jwks else []
@@ -347,7 +419,7 @@ def http_connection_manager(table: RouteTable, logs_dir: Path, jwks: EdgeKeys = 
                                                     "@type": REQ_WITHOUT_QUERY_TYPE}}]}},
         }],
         "local_reply_config": local_reply_config(),
-        "route_config": route_config(table, keys_loaded=bool(jwks)),
+        **_routes(table, jwks, rds_dir, splits),
         # Order matters: shed excess load first, then refuse unauthenticated requests before
         # reading (buffering) their bodies.
         "http_filters": [
@@ -363,6 +435,23 @@ def http_connection_manager(table: RouteTable, logs_dir: Path, jwks: EdgeKeys = 
     if telemetry is not None:
         hcm["tracing"] = tracing(telemetry)
     return hcm
+
+
+def _routes(table: RouteTable, jwks: EdgeKeys, rds_dir: Path | None,
+            splits: Splits | None = None) -> dict[str, Any]:
+    """The routes inline, or (the laptop's control plane, once it has the keys) from
+    rds.yaml: a release changes its weights there, and an RDS update swaps the routes of open
+    connections in place, where a listener update drains every connection.
+
+    Not before the keys: the listener gains its jwt_authn filter with them, and routes that
+    need a user, handed over RDS to the listener still without that filter, would let
+    requests through unchecked until the new listener took over. So the routes move to RDS
+    in the same listener update that adds the filter (the control plane writes rds.yaml
+    first); later key rotations change the listener only."""
+    if rds_dir is None or not jwks:
+        return {"route_config": route_config(table, keys_loaded=bool(jwks), splits=splits)}
+    return {"rds": {"route_config_name": ROUTE_CONFIG,
+                    "config_source": _path_source(rds_file(rds_dir), rds_dir)}}
 
 
 def jwt_authn(table: RouteTable, jwks: Jwks | Literal["remote"]) -> dict[str, Any]:
@@ -482,12 +571,14 @@ def local_reply_config() -> dict[str, Any]:
     return {"mappers": mappers, "body_format": body(None)}
 
 
-def route_config(table: RouteTable, *, keys_loaded: bool = True) -> dict[str, Any]:
+def route_config(table: RouteTable, *, keys_loaded: bool = True,
+                 splits: Splits | None = None) -> dict[str, Any]:
     routes: list[dict[str, Any]] = []
     for route in table.routes:
-        routes.extend(envoy_routes(route, keys_loaded=keys_loaded))
+        routes.extend(envoy_routes(route, keys_loaded=keys_loaded,
+                                   split=(splits or {}).get(route.service)))
     return {
-        "name": "edge",
+        "name": ROUTE_CONFIG,
         "virtual_hosts": [{"name": "edge", "domains": ["*"], "routes": routes}],
         # The client address as the edge sees it (use_remote_address): a client-sent header
         # of the same name is replaced, never trusted.
@@ -519,7 +610,8 @@ def _match(route: Route, methods: tuple[str, ...] | None, negate: bool = False,
     return match
 
 
-def envoy_routes(route: Route, *, keys_loaded: bool = True) -> list[dict[str, Any]]:
+def envoy_routes(route: Route, *, keys_loaded: bool = True,
+                 split: Split | None = None) -> list[dict[str, Any]]:
     """Three Envoy routes per entry, most specific first: reads, and writes carrying an
     ``Idempotency-Key`` (both safe to repeat: retried when the request cannot have reached
     the service), then other writes (never retried)."""
@@ -531,12 +623,12 @@ def envoy_routes(route: Route, *, keys_loaded: bool = True) -> list[dict[str, An
                  True, route.write_auth, True),
                 (f"{name} write", _match(route, READ_METHODS, negate=True), False,
                  route.write_auth, True)]
-    return [_envoy_route(route, variant, match, retry, auth, limited, keys_loaded)
+    return [_envoy_route(route, variant, match, retry, auth, limited, keys_loaded, split)
             for variant, match, retry, auth, limited in variants]
 
 
 def _envoy_route(route: Route, name: str, match: dict[str, Any], retry: bool, auth: str,
-                 limited: bool, keys_loaded: bool) -> dict[str, Any]:
+                 limited: bool, keys_loaded: bool, split: Split | None = None) -> dict[str, Any]:
     per_filter = _per_filter(route, auth, limited=limited, keys_loaded=keys_loaded)
     if auth == USER and not keys_loaded:
         # Not 401: the token may well be valid, and a client told so would throw it away.
@@ -546,12 +638,20 @@ def _envoy_route(route: Route, name: str, match: dict[str, Any], retry: bool, au
                                                         "value": RETRY_AFTER_S},
                                              "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
                 "typed_per_filter_config": per_filter}
-    return {"name": name, "match": match, "route": _route_action(route, retry=retry),
+    return {"name": name, "match": match, "route": _route_action(route, retry=retry, split=split),
             "typed_per_filter_config": per_filter}
 
 
-def _route_action(route: Route, *, retry: bool) -> dict[str, Any]:
-    action: dict[str, Any] = {"cluster": route.service, "timeout": _seconds(route.timeout_s)}
+def _route_action(route: Route, *, retry: bool, split: Split | None = None) -> dict[str, Any]:
+    action: dict[str, Any] = {"timeout": _seconds(route.timeout_s)}
+    if split is None:
+        action["cluster"] = route.service
+    else:
+        # Envoy picks the cluster per request by these weights; a weight of 0 sends nothing
+        # there. Changing them is an RDS update: no listener drain, no connection closed.
+        action["weighted_clusters"] = {"clusters": [
+            {"name": route.service, "weight": 100 - split.weight},
+            {"name": next_cluster(route.service), "weight": split.weight}]}
     if retry:
         # Only failures where the request cannot have reached the service: safe to resend.
         # A 503 the service answered is not retried: services shed load with it, and a
@@ -617,11 +717,19 @@ def _per_filter(route: Route, auth: str, *, limited: bool,
 
 def documents(table: RouteTable, *, envoy_dir: Path, logs_dir: Path, listen_host: str,
               listen_port: int, jwks: Jwks | None = None,
-              telemetry: EdgeTelemetry | None = None) -> Mapping[Path, dict[str, Any]]:
-    """LDS and CDS: everything that depends on the routes and the signing keys, not on the
-    registry. ``jwks`` None: the keys are not known yet."""
+              telemetry: EdgeTelemetry | None = None,
+              splits: Splits | None = None) -> Mapping[Path, dict[str, Any]]:
+    """LDS, CDS and RDS: everything that depends on the routes, the signing keys and the
+    releases under way, not on the registry. ``jwks`` None: the keys are not known yet.
+
+    In the order to write them: a new cluster before the routes that name it, the routes
+    before the listener that loads them."""
     return {
+        cds_file(envoy_dir): cds(table, envoy_dir, splits),
+        rds_file(envoy_dir): {"resources": [{"@type": ROUTE_CONFIG_TYPE,
+                                             **route_config(table, keys_loaded=bool(jwks),
+                                                            splits=splits)}]},
         lds_file(envoy_dir): lds(table, listen_host=listen_host, listen_port=listen_port,
-                                 logs_dir=logs_dir, jwks=jwks, telemetry=telemetry),
-        cds_file(envoy_dir): cds(table, envoy_dir),
+                                 logs_dir=logs_dir, jwks=jwks, telemetry=telemetry,
+                                 rds_dir=envoy_dir, splits=splits),
     }
