@@ -49,11 +49,14 @@ class EdgeWiring:
         self.task: asyncio.Task[None] | None = None
         self.nc: Any = None
         self.cfg: Any = None
+        # mercato.gateway.TrafficSplits: the releases under way (mercato.runtime.releases
+        # sets them), shared with every run of the control plane.
+        self.splits: Any = None
 
     async def prepare(self) -> list[str]:
         """Write Envoy's files; return its argv."""
         try:
-            from mercato.gateway import GatewayConfig, prepare
+            from mercato.gateway import GatewayConfig, TrafficSplits, prepare
         except ImportError as exc:
             raise EdgeError(f"the gateway cannot be loaded ({exc})") from exc
         socket = self.home.envoy_admin_socket
@@ -63,6 +66,7 @@ class EdgeWiring:
         self.cfg = GatewayConfig(envoy_dir=self.home.envoy_dir, logs_dir=self.home.logs_dir,
                                  edge_port=self.edge_port, admin_port=self.admin_port,
                                  admin_socket=socket, telemetry=self.telemetry)
+        self.splits = TrafficSplits()
         return await asyncio.to_thread(prepare, self.cfg)
 
     async def start_control_plane(self) -> None:
@@ -89,7 +93,7 @@ class EdgeWiring:
             cps["state"] = "ready"
             self.on_change()
             try:
-                await run(self.cfg, registry, self.stop_event)
+                await run(self.cfg, registry, self.stop_event, self.splits)
             except asyncio.CancelledError:
                 cps["state"] = "stopped"
                 raise

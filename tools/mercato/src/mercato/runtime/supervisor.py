@@ -44,6 +44,7 @@ from mercato.runtime.nats import Nats
 from mercato.runtime.paths import Home, free_port, write_atomic
 from mercato.runtime.postgres import Postgres
 from mercato.runtime.proc import deathsig_preexec
+from mercato.runtime.releases import Releases
 from mercato.runtime.services import (
     SERVICES,
     SIMULATORS,
@@ -204,6 +205,7 @@ class Supervisor:
         self.base_env = {**os.environ, ENV_MARK: str(home.root), "PYTHONUNBUFFERED": "1"}
         self.cwd = str(repo_root())
         self._logs: list[IO[bytes]] = []
+        self.releases = Releases(self)
 
     # -- state.json ----------------------------------------------------------------------------
 
@@ -243,6 +245,7 @@ class Supervisor:
             "urls": self.urls(),
             "processes": {name: c.as_json() for name, c in self.children.items()},
             "options": self.options,
+            "releases": self.releases.as_json(),
         }
         if self.fault_proxy is not None:
             state["fault_proxy"] = {"faults_file": str(self.fault_proxy.faults_file),
@@ -845,7 +848,8 @@ class Supervisor:
             loop.add_signal_handler(sig, self.request_stop)
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0))
         self.write_state()
-        channel = await commands.serve(self.home.supervisor_socket, self.command)
+        channel = await commands.serve(self.home.supervisor_socket, self.command,
+                                       self.releases.handle)
         startup = asyncio.create_task(self.startup(), name="startup")
         stop_wait = asyncio.create_task(self.stop_event.wait())
         try:
