@@ -7,6 +7,7 @@ module near a minute."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -165,8 +166,10 @@ def test_a_healthy_canary_is_promoted(platform: Platform) -> None:
     assert len(after) == len(before) and not set(after) & set(before)
     assert all(p["state"] == "ready" for p in after.values())
     assert platform.state()["releases"] == {}
-    status = mercato(platform.home, "status")
-    assert all(name in status.stdout for name in after), status.stdout
+    status = json.loads(mercato(platform.home, "status", "--json").stdout)
+    shown = {r["process"]: r for r in status["processes"]}
+    assert all(shown[name]["health"] == "ok" for name in after), shown
+    assert status["releases"] == {}
     # The route is back on the service's own cluster, which serves from the new instances.
     with platform.client() as c:
         ids = [c.get(PRODUCTS).headers["x-request-id"] for _ in range(6)]
@@ -175,10 +178,13 @@ def test_a_healthy_canary_is_promoted(platform: Platform) -> None:
 
 def test_the_contracts_gate_refuses_a_breaking_version(platform: Platform,
                                                       tmp_path: Path) -> None:
-    contracts = tmp_path / "contracts"
-    shutil.copytree(REPO / "libs" / "contracts" / "src" / "contracts", contracts,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "services" / "catalog" / "src" / "catalog", tmp_path / "catalog",
+    # The new version's tree: the contracts library (with its published schemas) and the
+    # catalog package, both put first on the new instances' path by --source.
+    shutil.copytree(REPO / "libs" / "contracts", tmp_path / "contracts",
+                    ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    source = tmp_path / "contracts" / "src"
+    contracts = source / "contracts"
+    shutil.copytree(REPO / "services" / "catalog" / "src" / "catalog", source / "catalog",
                     ignore=shutil.ignore_patterns("__pycache__"))
     events = contracts / "catalog" / "v1.py"
     text = events.read_text()
@@ -187,7 +193,7 @@ def test_the_contracts_gate_refuses_a_breaking_version(platform: Platform,
     assert marker in text, "the catalog contract this test breaks was renamed"
     events.write_text(text.replace(marker, marker + "\n    breaking_field: str"))
     before = sorted(catalog_instances(platform))
-    result = release(platform, "catalog", "--auto", "--source", str(tmp_path))
+    result = release(platform, "catalog", "--auto", "--source", str(source))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "contracts check failed" in result.stderr and "BREAKING" in result.stderr
     assert sorted(catalog_instances(platform)) == before

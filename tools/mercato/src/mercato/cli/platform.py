@@ -438,6 +438,7 @@ def status(
         print(json.dumps({"running": True, "home": str(h.root), "supervisor_pid": pid,
                           "phase": state.get("phase"), "urls": state.get("urls"),
                           "control_plane": cp, "processes": rows,
+                          "releases": state.get("releases") or {},
                           "supervisor_rss_bytes": _rss(pid, False)}, indent=2))
         return
     table = Table(title=f"mercato — {state.get('phase')} — {h.root}", title_justify="left")
@@ -462,6 +463,11 @@ def status(
                       _ago(r["started_at"]) if r["pid"] else "-",
                       _last_restart(r["last_restart"]))
     out.print(table)
+    for service, rel in (state.get("releases") or {}).items():
+        # `mercato release`: new instances beside the old ones, the edge's split between them.
+        out.print(f"release of {service} ({rel.get('mode')}, {rel.get('phase')}): "
+                  f"{rel.get('weight')} % to {', '.join(rel.get('new') or [])}, the rest to "
+                  f"{', '.join(rel.get('old') or [])}", markup=False)
     urls = state.get("urls") or {}
     if "edge" in urls:
         out.print(f"edge {urls['edge']} · envoy admin {urls['envoy_admin']}")

@@ -51,8 +51,8 @@ def register(app: typer.Typer) -> None:
             "version to release (a copy of the service's package); default: the working "
             "tree.", show_default=False)] = None,
         instances: Annotated[int | None, typer.Option(
-            help="New instances to start (default: canary 1, blue-green as many as run "
-            "now).", show_default=False)] = None,
+            help="New instances to start (default: as many as run now, so a promotion keeps "
+            "the service's size).", show_default=False)] = None,
         window: Annotated[float, typer.Option(
             help="Seconds each step is watched before the next.")] = 30.0,
         poll: Annotated[float, typer.Option(help="Seconds between metric scrapes.")] = 1.0,
@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             fail(str(exc), code=2)
         plan = Plan(service=service, steps=weights, blue_green=blue_green,
-                    instances=instances if instances or blue_green else 1,
+                    instances=instances,
                     source=source.resolve() if source else None, window_s=window,
                     poll_s=poll, limits=limits)
         confirm = None if auto else (lambda q: typer.confirm(q, default=True))
