@@ -154,7 +154,7 @@ def test_a_healthy_canary_is_promoted(platform: Platform) -> None:
     before = catalog_instances(platform)
     with Reader(platform).running() as reader:
         result = release(platform, "catalog", "--canary", "10", "--steps", "10,50,100",
-                         "--auto", "--window", "3", "--poll", "1", "--min-requests", "5")
+                         "--auto", "--window", "2", "--poll", "0.5", "--min-requests", "5")
         time.sleep(1)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -203,7 +203,8 @@ def test_blue_green_under_orders_drops_nothing(platform: Platform) -> None:
     with platform.client() as c:
         admin = bearer(platform.admin_token(c))
         product = stocked_product(c, admin, on_hand=10_000)
-    shoppers = customers(platform, 4, workers=4)
+    # A steady load, not a saturating one: the new instance must start beside it.
+    shoppers = customers(platform, 3, workers=3)
     old = {n for n, p in platform.state()["processes"].items() if p.get("service") == "orders"}
     placed: list[str] = []
     first_answers: list[int] = []
@@ -213,7 +214,7 @@ def test_blue_green_under_orders_drops_nothing(platform: Platform) -> None:
         while not stop.is_set():
             placed.append(place_until_accepted(platform, auth, order_body(
                 product, address, APPROVE_CARD), first_answers=first_answers))
-            time.sleep(0.1)
+            time.sleep(0.3)
 
     threads = [threading.Thread(target=shop, args=s, daemon=True) for s in shoppers]
     for t in threads:
