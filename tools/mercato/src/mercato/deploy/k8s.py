@@ -366,7 +366,8 @@ ANALYSIS = "mercato-canary"
 def rollout(unit: Unit) -> Obj:
     """A canary over the Deployment (``workloadRef``): Argo Rollouts takes over its pods,
     shifts replicas 25 % -> 50 % -> 100 % and aborts on the analysis of the canary's own
-    metrics (the pods of the new template hash)."""
+    metrics (the pods of the new template hash) against the stable pods' (the old hash), as
+    `mercato release` does on the laptop."""
     return {
         "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
         "metadata": meta(unit.name, unit.name),
@@ -379,7 +380,9 @@ def rollout(unit: Unit) -> Obj:
                 "analysis": {"templates": [{"templateName": ANALYSIS}], "startingStep": 1,
                              "args": [{"name": "service", "value": unit.service},
                                       {"name": "canary-hash",
-                                       "valueFrom": {"podTemplateHashValue": "Latest"}}]},
+                                       "valueFrom": {"podTemplateHashValue": "Latest"}},
+                                      {"name": "stable-hash",
+                                       "valueFrom": {"podTemplateHashValue": "Stable"}}]},
                 "steps": [{"setWeight": 25}, {"pause": {"duration": "5m"}},
                           {"setWeight": 50}, {"pause": {"duration": "5m"}},
                           {"setWeight": 100}],

@@ -643,15 +643,16 @@ def _envoy_route(route: Route, name: str, match: dict[str, Any], retry: bool, au
 
 
 def _route_action(route: Route, *, retry: bool, split: Split | None = None) -> dict[str, Any]:
-    action: dict[str, Any] = {"timeout": _seconds(route.timeout_s)}
+    action: dict[str, Any]
     if split is None:
-        action["cluster"] = route.service
+        action = {"cluster": route.service}
     else:
         # Envoy picks the cluster per request by these weights; a weight of 0 sends nothing
         # there. Changing them is an RDS update: no listener drain, no connection closed.
-        action["weighted_clusters"] = {"clusters": [
+        action = {"weighted_clusters": {"clusters": [
             {"name": route.service, "weight": 100 - split.weight},
-            {"name": next_cluster(route.service), "weight": split.weight}]}
+            {"name": next_cluster(route.service), "weight": split.weight}]}}
+    action["timeout"] = _seconds(route.timeout_s)
     if retry:
         # Only failures where the request cannot have reached the service: safe to resend.
         # A 503 the service answered is not retried: services shed load with it, and a
