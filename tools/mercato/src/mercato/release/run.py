@@ -131,7 +131,8 @@ class Release:
     # -- metrics -------------------------------------------------------------------------------
 
     async def _scrape(self, names: list[str]) -> dict[str, Sample]:
-        assert self.http is not None
+        http = self.http
+        assert http is not None
         procs = self._processes()
 
         async def one(name: str) -> tuple[str, Sample | None]:
@@ -139,7 +140,7 @@ class Release:
             if not port:
                 return name, None
             try:
-                async with self.http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
                     if resp.status != 200:
                         return name, None
                     return name, parse(await resp.text())
