@@ -244,3 +244,40 @@ def test_blue_green_under_orders_drops_nothing(platform: Platform) -> None:
     assert {o["status"] for o in orders.values()} == {"APPROVED"}
     wait_until(lambda: mercato(platform.home, "check", check=False).returncode == 0, 60,
                "mercato check clean")
+
+
+def test_blue_green_rollback_goes_back_to_the_kept_set(platform: Platform) -> None:
+    before = sorted(catalog_instances(platform))
+    with Reader(platform).running() as reader:
+        switched = release(platform, "catalog", "--blue-green", "--auto", "--window", "1",
+                           "--poll", "0.5", "--min-requests", "1")
+        assert switched.returncode == 0, switched.stdout + switched.stderr
+        under_way = platform.state()["releases"]["catalog"]
+        assert under_way["weight"] == 100 and under_way["old"] == before
+        # Both sets run; only the new one is served.
+        assert set(before) <= set(catalog_instances(platform))
+        status = json.loads(mercato(platform.home, "status", "--json").stdout)
+        assert status["releases"]["catalog"]["new"] == under_way["new"]
+        rolled = release(platform, "catalog", "--rollback")
+        assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+        time.sleep(0.5)
+    assert [s for s, _ in reader.results if s != 200] == []
+    assert sorted(catalog_instances(platform)) == before
+    assert platform.state()["releases"] == {}
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["nosuch"], "no service 'nosuch' runs here"),
+    (["catalog", "--steps", "10,abc"], "--steps expects percentages"),
+    (["catalog", "--canary", "0"], "a step is a percentage from 1 to 100"),
+    (["catalog", "--canary", "10", "--blue-green"], "choose one of"),
+    (["catalog", "--rollback"], "no release of catalog is under way"),
+    (["catalog", "--finish"], "no release of catalog is under way"),
+    (["catalog", "--source", "/nonexistent-dir"], "holds no catalog package"),
+    (["catalog", "--window", "0"], "--window and --poll must be more than 0"),
+])
+def test_bad_input_is_a_clear_error(platform: Platform, args: list[str], says: str) -> None:
+    result = release(platform, *args, timeout=60)
+    assert result.returncode in (1, 2), result.stdout + result.stderr
+    assert says in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert platform.state()["releases"] == {}
