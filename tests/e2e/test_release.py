@@ -249,9 +249,12 @@ def test_blue_green_under_orders_drops_nothing(platform: Platform) -> None:
 def test_blue_green_rollback_goes_back_to_the_kept_set(platform: Platform) -> None:
     before = sorted(catalog_instances(platform))
     with Reader(platform).running() as reader:
-        switched = release(platform, "catalog", "--blue-green", "--auto", "--window", "1",
-                           "--poll", "0.5", "--min-requests", "1")
+        # Without --auto it asks before switching.
+        switched = mercato(platform.home, "release", "catalog", "--blue-green", "--window", "1",
+                           "--poll", "0.5", "--min-requests", "1", input="y\n", timeout=150,
+                           check=False)
         assert switched.returncode == 0, switched.stdout + switched.stderr
+        assert "send 100 % of catalog's traffic to" in switched.stdout
         under_way = platform.state()["releases"]["catalog"]
         assert under_way["weight"] == 100 and under_way["old"] == before
         # Both sets run; only the new one is served.

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
 from mercato.cli.common import HomeOpt, err, fail, home_flag, out, running_home
@@ -24,6 +25,15 @@ def _parse_steps(raw: str | None) -> list[int] | None:
     except ValueError:
         fail(f"--steps expects percentages separated by commas (like 10,50,100), got {raw!r}",
              code=2)
+
+
+def _ask(question: str) -> bool:
+    """Typer's prompt; Ctrl-C or end of input there is a "no" (the release rolls back)
+    rather than an exit that would leave the new instances running."""
+    try:
+        return bool(typer.confirm(question, default=True))
+    except (typer.Abort, click.exceptions.Abort, EOFError):
+        return False
 
 
 def register(app: typer.Typer) -> None:
@@ -100,7 +110,7 @@ def register(app: typer.Typer) -> None:
                     instances=instances,
                     source=source.resolve() if source else None, window_s=window,
                     poll_s=poll, limits=limits)
-        confirm = None if auto else (lambda q: typer.confirm(q, default=True))
+        confirm = None if auto else _ask
         runner = Release(h, plan, say=lambda line: out.print(line, markup=False),
                          confirm=confirm)
         under_way = (state.get("releases") or {}).get(service)
