@@ -2,8 +2,8 @@
 a healthy one is promoted, and a blue-green switch under orders drops nothing.
 
 The broken version is a copy of the catalog service with a fault written into its copy of
-the code (`--source`), not a switch in the production code. Short step windows keep the
-module near a minute."""
+the code (`--source`), not a switch in the production code. The module runs its own
+platform (without the console); short step windows keep it under two minutes here."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from edge_helpers import Platform, mercato, wait_until
+from edge_helpers import Platform, mercato, running_platform, scratch_home, wait_until
 from shop import (
     APPROVE_CARD,
     all_terminal,
@@ -31,6 +31,16 @@ from shop import (
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def platform() -> Iterator[Platform]:
+    """A platform of its own: a promotion replaces a service's instances (new names), which
+    the shared platform's other tests (finding `orders-1`, `catalog-1`) must not meet. No
+    console: nothing here reads it, and it would only take CPU from the instances."""
+    with running_platform(scratch_home("mercato-release-"), "--no-telemetry",
+                          "--scale", "catalog=2") as p:
+        yield p
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCTS = "/api/catalog/products"
