@@ -7,6 +7,7 @@ platform (without the console); short step windows keep it under two minutes her
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import threading
@@ -20,6 +21,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 from edge_helpers import Platform, mercato, running_platform, scratch_home, wait_until
+from mercato.runtime import commands
 from shop import (
     APPROVE_CARD,
     all_terminal,
@@ -184,6 +186,14 @@ def test_a_healthy_canary_is_promoted(platform: Platform) -> None:
     with platform.client() as c:
         ids = [c.get(PRODUCTS).headers["x-request-id"] for _ in range(6)]
     assert set(platform.served_by(ids).values()) <= set(after)
+    # The supervisor restarts a promoted instance like any other.
+    name = sorted(after)[0]
+    old_pid = after[name]["pid"]
+    answer = asyncio.run(commands.send(platform.home / "sockets" / "supervisor.sock",
+                                       "restart", name))
+    assert answer["ok"], answer
+    wait_until(lambda: (p := catalog_instances(platform)[name])["state"] == "ready"
+               and p["pid"] != old_pid, 60, f"{name} restarted")
 
 
 def test_the_contracts_gate_refuses_a_breaking_version(platform: Platform,
