@@ -6,14 +6,23 @@ import os
 from pathlib import Path
 from typing import Any
 
-TARGET_ORDERS_PER_S = 50.0
+# The bar decided in ADR 0011 (option 1): 10 orders/s offered, every order terminal with a
+# time-to-terminal p99 under 1 s, and a clean `mercato check` (checked by the caller).
+TARGET_ORDERS_PER_S = 10.0
 TARGET_TTT_P99_MS = 1000.0
+# A constant-arrival schedule sends within a few per cent of the asked rate.
+SEND_RATE_SLACK = 0.95
+
+
+def offered_enough(summary: dict[str, Any]) -> bool:
+    rate = summary.get("offered_per_s")
+    return rate is not None and rate >= TARGET_ORDERS_PER_S * SEND_RATE_SLACK
 
 
 def meets_target(summary: dict[str, Any]) -> bool:
-    rate, p99 = summary.get("completed_per_s"), summary.get("ttt_p99_ms")
-    return (rate is not None and p99 is not None and rate >= TARGET_ORDERS_PER_S
-            and p99 < TARGET_TTT_P99_MS and summary.get("not_terminal") == 0)
+    p99 = summary.get("ttt_p99_ms")
+    return (offered_enough(summary) and p99 is not None and p99 < TARGET_TTT_P99_MS
+            and summary.get("not_terminal") == 0)
 
 
 
@@ -34,7 +43,7 @@ def print_report(report: dict[str, Any]) -> None:
     console = Console(highlight=False)
     s = report["summary"]
     cfg = report["config"]
-    ok_rate = s["completed_per_s"] is not None and s["completed_per_s"] >= TARGET_ORDERS_PER_S
+    ok_rate = offered_enough(s) and s["not_terminal"] == 0
     ok_p99 = s["ttt_p99_ms"] is not None and s["ttt_p99_ms"] < TARGET_TTT_P99_MS
     ok_check = not report["check"]["violations"]
     table = Table(title=f"mercato bench orders: {cfg['rate']:g} orders/s offered for "
@@ -46,9 +55,8 @@ def print_report(report: dict[str, Any]) -> None:
         return "[green]✔[/]" if ok else "[red]✘[/]"
 
     table.add_row("offered (achieved send rate)", f"{_fmt(s['offered_per_s'], '.1f')} /s",
-                  "", "")
-    table.add_row("completed orders", f"{_fmt(s['completed_per_s'], '.1f')} /s",
-                  f"≥ {TARGET_ORDERS_PER_S:g} /s", mark(ok_rate))
+                  f"≥ {TARGET_ORDERS_PER_S:g} /s, all terminal", mark(ok_rate))
+    table.add_row("completed orders", f"{_fmt(s['completed_per_s'], '.1f')} /s", "", "")
     table.add_row("acceptance latency p50 / p99",
                   f"{_fmt(s['accept_p50_ms'], '.0f')} / {_fmt(s['accept_p99_ms'], '.0f')} ms",
                   "", "")

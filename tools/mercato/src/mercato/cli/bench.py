@@ -29,8 +29,9 @@ def bench_gateway(
 
 @bench_app.command("orders")
 def bench_orders(
-    rate: Annotated[float, typer.Option(help="Orders sent per second (constant arrivals).",
-                                        min=0.1)] = 60.0,
+    rate: Annotated[float, typer.Option(
+        help="Orders sent per second (constant arrivals); the default is ADR 0011's bar, "
+             "a higher rate finds saturation.", min=0.1)] = 10.0,
     duration: Annotated[float, typer.Option(help="Seconds of measured load.", min=1)] = 30.0,
     decline_share: Annotated[float, typer.Option(
         help="Share of orders paid with a declining card.", min=0.0, max=1.0)] = 0.2,
