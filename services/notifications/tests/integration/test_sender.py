@@ -358,3 +358,47 @@ async def test_one_kept_connection_carries_many_mails_and_outlives_a_sink_restar
     await kept.close_connection()
     assert sorted(m["notification"] for m in sink.messages()) == [
         f"o{i}/order_placed" for i in range(1, 6)]
+
+
+async def test_a_database_outage_after_the_send_does_not_mail_it_again(
+        db: Database, sink: MailSink, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The email went out, then recording it fails while PostgreSQL restarts: the sender
+    waits the database out and records it, instead of releasing the claim (which mailed it
+    a second time once the database was back)."""
+    from notifications.adapters.repository import NotificationsRepository
+
+    sink.start()
+    notes = Notifications(db)
+    await notes.send(placed("o1"))
+    real_mark = NotificationsRepository.mark_sent
+    refused = 0
+
+    async def mark_while_restarting(self: NotificationsRepository, *args: Any) -> None:
+        nonlocal refused
+        if refused < 3:  # what asyncpg raises while nothing listens on the port
+            refused += 1
+            raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+        await real_mark(self, *args)
+
+    monkeypatch.setattr(NotificationsRepository, "mark_sent", mark_while_restarting)
+    done = await send_due(db, mailer(sink), FAST, me=ME)
+    assert (done.claimed, done.sent, refused) == (1, 1, 3)
+    monkeypatch.undo()
+    assert [r["status"] for r in await notes.rows()] == ["sent"]
+    assert (await send_due(db, mailer(sink), FAST, me=ME, stale_after=timedelta(0))).claimed == 0
+    assert [m["notification"] for m in sink.messages()] == ["o1/order_placed"]
+
+
+async def test_a_bug_while_recording_a_send_is_not_retried(
+        db: Database, sink: MailSink, monkeypatch: pytest.MonkeyPatch) -> None:
+    from notifications.adapters.repository import NotificationsRepository
+
+    sink.start()
+    await Notifications(db).send(placed("o1"))
+
+    async def broken(self: NotificationsRepository, *args: Any) -> None:
+        raise ValueError("a bug, not an outage")
+
+    monkeypatch.setattr(NotificationsRepository, "mark_sent", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        await send_due(db, mailer(sink), FAST, me=ME)

@@ -8,6 +8,8 @@ neither hold a transaction open nor make a redelivery send twice. The sender
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeAlias
@@ -15,6 +17,7 @@ from typing import TypeAlias
 import structlog
 from chassis.clock import utc_now
 from chassis.db import Database, UnitOfWork
+from chassis.errors import dependency_unavailable
 from chassis.messaging.consumer import dropped
 from contracts.orders.v1 import OrderApproved, OrderCancelled, OrderPlaced, OrderRejected
 from contracts.shipping.v1 import ShipmentStatusChanged
@@ -154,12 +157,34 @@ async def send_due(db: Database, mailer: Mailer, policy: RetryPolicy, *, me: str
                         kind=n.kind, attempt=n.attempts, gave_up=policy.gives_up(n.attempts),
                         error=error)
             continue
-        async with db.unit_of_work() as uow:
-            await NotificationsRepository(uow.session).mark_sent(n.id, utc_now())
-            await uow.commit()
+        await _record_sent(db, n.id, within=lease)
         result.sent += 1
         log.info("notification_sent", notification_id=n.id, order_id=n.order_id, kind=n.kind)
     return result
+
+
+async def _record_sent(db: Database, notification_id: int, *, within: timedelta) -> None:
+    """Mark a mailed notification sent, waiting out a database that is down or restarting
+    (for as long as the claim's lease): the email is out, and giving up here would release
+    the claim and mail it again once the database is back, the only duplicate a PostgreSQL
+    restart used to cause. Only this process's death between the send and the mark still
+    can (docs: the at-least-once edge)."""
+    deadline = time.monotonic() + within.total_seconds()
+    delay = 0.1
+    while True:
+        try:
+            async with db.unit_of_work() as uow:
+                await NotificationsRepository(uow.session).mark_sent(notification_id,
+                                                                     utc_now())
+                await uow.commit()
+            return
+        except Exception as exc:
+            if not dependency_unavailable(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("notification_mark_retried", notification_id=notification_id,
+                        error=f"{type(exc).__name__}: {exc}"[:300], retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 async def register_sender(db: Database, me: str) -> int:
