@@ -24,6 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ TARGET_RATE = 50.0
 CYCLE = (["product"] * 10 + ["search"] * 4 + ["home"] * 2 + ["cart"] * 2 + ["add"]
          + ["checkout"])
 CSRF = re.compile(rb'name="csrf" value="([^"]+)"')
+HIDDEN = re.compile(r'<input type="hidden" name="(?P<name>[^"]+)" value="(?P<value>[^"]*)">')
 KEY = re.compile(rb'name="checkout_key" value="([0-9a-f]{32})"')
 SAVED_ADDRESS = re.compile(rb'name="address_id" value="([0-9a-f-]{36})"')
 PASSWORD = "bench password 1"  # noqa: S105 - throw-away accounts of the bench
@@ -65,6 +67,8 @@ class Timings:
 
 
 async def _sign_up(edge: str, session: Any) -> Shopper:
+    """A new customer as a browser makes one: the storefront's sign-up form, then identity's
+    sign-in page (the OAuth code flow the storefront starts), then the callback."""
     async with session.get(f"{edge}/signup") as r:
         body = await r.read()
     found = CSRF.search(body)
@@ -79,13 +83,33 @@ async def _sign_up(edge: str, session: Any) -> Shopper:
             if r.status == 429:  # the edge limits sign-ups per client address
                 await asyncio.sleep(1)
                 continue
-            if r.status != 303:
+            if r.status not in (302, 303):
                 raise BenchError(f"signing up through the storefront answered {r.status}")
+            authorize = r.headers["Location"]
             break
-    # Signing up issued a new cookie: its forms carry a new token.
+    else:
+        raise BenchError("the edge kept refusing sign-ups (429) for 30 s")
+    async with session.get(f"{edge}{authorize}" if authorize.startswith("/") else authorize
+                           ) as r:
+        page = await r.text()
+        if r.status != 200:
+            raise BenchError(f"identity's sign-in page answered {r.status}")
+    fields = {m["name"]: unescape(m["value"]) for m in HIDDEN.finditer(page)}
+    async with session.post(f"{edge}/api/identity/authorize", allow_redirects=False,
+                            data={**fields, "username": email, "password": PASSWORD}) as r:
+        if r.status != 303:
+            raise BenchError(f"signing in at identity answered {r.status}")
+        callback = r.headers["Location"]
+    async with session.get(callback, allow_redirects=False) as r:
+        if r.status != 303:
+            raise BenchError(f"the storefront's sign-in callback answered {r.status}")
+    # Signing in issued a new cookie: its forms carry a new token.
     async with session.get(f"{edge}/") as r:
         body = await r.read()
-    return Shopper(session=session, csrf=CSRF.search(body).group(1).decode())  # type: ignore[union-attr]
+    found = CSRF.search(body)
+    if not found:
+        raise BenchError("the storefront's home page has no form after signing in")
+    return Shopper(session=session, csrf=found.group(1).decode())
 
 
 async def prepare(edge: str, home: Path, like: Any, customers: int,
