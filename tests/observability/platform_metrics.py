@@ -48,26 +48,34 @@ def metric_names(expr: str) -> set[str]:
             if name is None:
                 raise ValueError(f"a selector without a metric name in {expr!r}")
             names.add(name)
-        elif isinstance(node, promql_parser.MatrixSelector):
-            walk(node.vector_selector)
-        elif isinstance(node, promql_parser.BinaryExpr):
-            walk(node.lhs)
-            walk(node.rhs)
-        elif isinstance(node, promql_parser.AggregateExpr):
-            walk(node.expr)
-            if node.param is not None:
-                walk(node.param)
-        elif isinstance(node, promql_parser.Call):
-            for arg in node.args:
-                walk(arg)
-        elif isinstance(node, promql_parser.ParenExpr | promql_parser.UnaryExpr
-                        | promql_parser.SubqueryExpr):
-            walk(node.expr)
-        elif not isinstance(node, promql_parser.NumberLiteral | promql_parser.StringLiteral):
-            raise ValueError(f"unexpected PromQL node {type(node).__name__} in {expr!r}")
+        elif isinstance(node, promql_parser.NumberLiteral | promql_parser.StringLiteral):
+            pass
+        else:
+            children = _children(node)
+            if children is None:
+                raise ValueError(f"unexpected PromQL node {type(node).__name__} in {expr!r}")
+            for child in children:
+                walk(child)
 
     walk(promql_parser.parse(expr))
     return names
+
+
+def _children(node: Any) -> list[Any] | None:
+    """The sub-expressions of a PromQL node with any; None for a node this reader does not
+    know (selectors and literals have none, and are the callers' own cases)."""
+    if isinstance(node, promql_parser.MatrixSelector):
+        return [node.vector_selector]
+    if isinstance(node, promql_parser.BinaryExpr):
+        return [node.lhs, node.rhs]
+    if isinstance(node, promql_parser.AggregateExpr):
+        return [node.expr] + ([node.param] if node.param is not None else [])
+    if isinstance(node, promql_parser.Call):
+        return list(node.args)
+    if isinstance(node, promql_parser.ParenExpr | promql_parser.UnaryExpr
+                  | promql_parser.SubqueryExpr):
+        return [node.expr]
+    return None
 
 
 def rule_files() -> list[Path]:
@@ -126,18 +134,8 @@ def unknown_grouping_labels(expr: str) -> set[str]:
                 if names <= labels_of.keys():
                     known = set(TARGET_LABELS).union(*(labels_of[n] for n in names))
                     unknown.update(set(node.modifier.labels) - known)
-            walk(node.expr)
-        elif isinstance(node, promql_parser.MatrixSelector):
-            walk(node.vector_selector)
-        elif isinstance(node, promql_parser.BinaryExpr):
-            walk(node.lhs)
-            walk(node.rhs)
-        elif isinstance(node, promql_parser.Call):
-            for arg in node.args:
-                walk(arg)
-        elif isinstance(node, promql_parser.ParenExpr | promql_parser.UnaryExpr
-                        | promql_parser.SubqueryExpr):
-            walk(node.expr)
+        for child in _children(node) or []:
+            walk(child)
 
     walk(promql_parser.parse(expr))
     return unknown

@@ -52,6 +52,16 @@ def build_accounts(settings: IdentitySettings) -> Accounts:
     return Accounts(build_hasher(settings), max_addresses=settings.max_addresses_per_user)
 
 
+def build_key_ring(db: Database, settings: IdentitySettings) -> KeyRing:
+    """The signing key ring as the app and the CLI's token command both use it."""
+    return KeyRing(db, publication_grace=timedelta(seconds=settings.key_publication_grace_s),
+                   cache_s=settings.signing_key_cache_s,
+                   unknown_kid_refetch_s=settings.unknown_kid_refetch_s, clock=utc_now,
+                   publish_lead=timedelta(seconds=settings.signing_key_publish_lead_s),
+                   secret=(settings.signing_key_secret.get_secret_value().encode()
+                           if settings.signing_key_secret is not None else None))
+
+
 class OwnKeys:
     """identity checks tokens against its own key ring instead of fetching its own JWKS
     over HTTP. The ring exists only once ``bootstrap`` ran; before that nothing verifies."""
@@ -96,12 +106,7 @@ def pruner(db: Database, forget_failures_after: timedelta,
 async def bootstrap(ctx: IdentityContext) -> AsyncIterator[None]:
     settings = ctx.settings
     db = ctx.require_db()
-    keys = KeyRing(db, publication_grace=timedelta(seconds=settings.key_publication_grace_s),
-                   cache_s=settings.signing_key_cache_s,
-                   unknown_kid_refetch_s=settings.unknown_kid_refetch_s, clock=utc_now,
-                   publish_lead=timedelta(seconds=settings.signing_key_publish_lead_s),
-                   secret=(settings.signing_key_secret.get_secret_value().encode()
-                           if settings.signing_key_secret is not None else None))
+    keys = build_key_ring(db, settings)
     await keys.start()
     hasher = build_hasher(settings)
     sessions = Sessions(

@@ -26,7 +26,7 @@ from chassis.serve import run_service
 from pydantic import ValidationError
 
 from identity.adapters.repository import SqlIdentityUnitOfWork
-from identity.app import MIGRATIONS_DIR, build_accounts, create_app
+from identity.app import MIGRATIONS_DIR, build_accounts, build_key_ring, create_app
 from identity.domain.errors import InvalidEmail
 from identity.domain.model import User
 from identity.domain.oauth import OAuthClient, OAuthClientError, check_client_secret
@@ -187,19 +187,11 @@ RUNTIME_SUBJECT = "00000000-0000-5000-8000-00000000f00d"
 
 
 async def _issue_admin_token(settings: IdentitySettings, ttl_s: int) -> str:
-    from datetime import timedelta
-
-    from identity.adapters.keys import KeyRing
     from identity.adapters.tokens import JwtIssuer
 
     db = Database(settings.database_url, pool_size=1, application_name=f"{settings.instance}-cli")
     try:
-        keys = KeyRing(db, publication_grace=timedelta(seconds=settings.key_publication_grace_s),
-                       cache_s=settings.signing_key_cache_s,
-                       unknown_kid_refetch_s=settings.unknown_kid_refetch_s, clock=utc_now,
-                       publish_lead=timedelta(seconds=settings.signing_key_publish_lead_s),
-                       secret=(settings.signing_key_secret.get_secret_value().encode()
-                               if settings.signing_key_secret is not None else None))
+        keys = build_key_ring(db, settings)
         await keys.start()
         issuer = JwtIssuer(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                            ttl_s=ttl_s)
