@@ -14,6 +14,11 @@ Releases (``mercato release``) split a service's traffic: the supervisor sets a 
 the ``TrafficSplits`` it shares with the control plane, which renders a ``<service>-next``
 cluster for the new instances and weighted clusters in the routes (rds.yaml), at once.
 
+The migration off the monolith (`mercato migrate`, ADR 0028) puts the monolith and the
+anti-corruption layer behind the edge when their ports are configured: each pass reads the
+flag file's switches and renders the legacy paths' routes from them (rds.yaml) when they
+changed, then records what it rendered in ``migration-applied.json`` for the CLI to wait on.
+
 A registry that cannot be reached (the broker is down) changes nothing: the last endpoints
 stay. Right after it comes back, instances missing from its answers are kept for a while
 too: their heartbeats could not be written during the outage, so their entries look stale
@@ -41,6 +46,8 @@ from mercato.gateway import render
 from mercato.gateway.envoy import envoy_argv
 from mercato.gateway.files import write_doc, write_if_changed
 from mercato.gateway.routes import RouteTable, load_routes
+from mercato.migration import flags as migration_flags
+from mercato.migration.routes import Coexistence
 
 log = structlog.get_logger("mercato.gateway")
 
@@ -63,6 +70,10 @@ class GatewayConfig:
     jwks_retry_s: float = 0.5
     # Where the edge exports its spans; None: no tracer (`mercato up --no-telemetry`).
     telemetry: render.EdgeTelemetry | None = None
+    # The monolith and the ACL (`mercato up --with legacy`): fixed ports, not registered.
+    legacy_port: int | None = None
+    acl_port: int | None = None
+    flags_file: Path | None = None
 
     @property
     def bootstrap_file(self) -> Path:
@@ -73,6 +84,25 @@ class GatewayConfig:
         """The keys the listener was last rendered with (a restarted control plane starts
         from them; ``prepare`` clears them)."""
         return self.envoy_dir / "jwks.json"
+
+    @property
+    def migration_applied_file(self) -> Path:
+        return self.envoy_dir / "migration-applied.json"
+
+
+def coexistence(cfg: GatewayConfig) -> Coexistence | None:
+    """The monolith's and the ACL's place at the edge with the flag file's switches; None
+    without a monolith. A flag file that cannot be read keeps everything on the monolith
+    (the safe side) and says so in the log."""
+    if cfg.legacy_port is None or cfg.acl_port is None:
+        return None
+    shares: dict[str, migration_flags.Share] = {}
+    if cfg.flags_file is not None:
+        try:
+            shares = migration_flags.evaluate(cfg.flags_file)
+        except Exception as exc:
+            log.warning("gateway.migration_flags_unreadable", error=repr(exc))
+    return Coexistence(legacy_port=cfg.legacy_port, acl_port=cfg.acl_port, shares=shares)
 
 
 # Instances missing from the registry's answers right after it was unreachable are kept this
@@ -115,6 +145,7 @@ class _Seen:
     splits: TrafficSplits = field(default_factory=TrafficSplits)
     # The splits the static files were last written with (rendering them costs a pass).
     rendered_splits: dict[str, render.Split] = field(default_factory=dict)
+    rendered_coexistence: Coexistence | None = None
 
 
 def _cds_clusters(cfg: GatewayConfig) -> set[str]:
@@ -126,7 +157,8 @@ def _cds_clusters(cfg: GatewayConfig) -> set[str]:
 
 
 def write_static(cfg: GatewayConfig, table: RouteTable, jwks: render.Jwks | None = None,
-                 splits: render.Splits | None = None) -> list[Path]:
+                 splits: render.Splits | None = None,
+                 coexist: Coexistence | None = None) -> list[Path]:
     """Bootstrap, LDS, CDS and RDS; returns the files that changed.
 
     Envoy reads each file as it is renamed into place, so the order matters: a cluster is
@@ -138,9 +170,10 @@ def write_static(cfg: GatewayConfig, table: RouteTable, jwks: render.Jwks | None
                                                  telemetry=cfg.telemetry)}
     docs.update(render.documents(table, envoy_dir=cfg.envoy_dir, logs_dir=cfg.logs_dir,
                                  listen_host=cfg.listen_host, listen_port=cfg.edge_port,
-                                 jwks=jwks, telemetry=cfg.telemetry, splits=splits))
+                                 jwks=jwks, telemetry=cfg.telemetry, splits=splits,
+                                 coexistence=coexist))
     cds_path = render.cds_file(cfg.envoy_dir)
-    wanted = set(render.cluster_names(table, splits))
+    wanted = set(render.cluster_names(table, splits, coexist))
     changed = []
     leaving = _cds_clusters(cfg) - wanted
     if leaving:  # the routes first, then the clusters they no longer name
@@ -150,6 +183,11 @@ def write_static(cfg: GatewayConfig, table: RouteTable, jwks: render.Jwks | None
     for path in order:
         if write_doc(path, docs[path]):
             changed.append(path)
+    if coexist is not None:
+        applied = {n: {"percent": x.percent, "shadow": x.shadow, "finished": x.finished}
+                   for n, x in sorted(coexist.shares.items())}
+        write_if_changed(cfg.migration_applied_file,
+                         json.dumps({"shares": applied}, sort_keys=True) + "\n")
     return changed
 
 
@@ -173,7 +211,8 @@ def prepare(cfg: GatewayConfig) -> list[str]:
     cfg.envoy_dir.mkdir(parents=True, exist_ok=True)
     cfg.logs_dir.mkdir(parents=True, exist_ok=True)
     cfg.jwks_file.unlink(missing_ok=True)
-    write_static(cfg, table)
+    cfg.migration_applied_file.unlink(missing_ok=True)
+    write_static(cfg, table, coexist=coexistence(cfg))
     write_endpoints(cfg, table, [])
     return envoy_argv(cfg.bootstrap_file, log_level=cfg.log_level)
 
@@ -187,7 +226,8 @@ async def run_control_plane(cfg: GatewayConfig, registry: RegistryClient,
     table = load_routes(cfg.routes_file)
     seen = _Seen(jwks=_saved_jwks(cfg), splits=splits or TrafficSplits())
     seen.rendered_splits = seen.splits.snapshot()
-    write_static(cfg, table, seen.jwks, seen.rendered_splits)
+    seen.rendered_coexistence = coexistence(cfg)
+    write_static(cfg, table, seen.jwks, seen.rendered_splits, seen.rendered_coexistence)
     wake = asyncio.Event()
     watcher = asyncio.create_task(_watch(registry, wake), name="gateway-registry-watch")
     keys = asyncio.create_task(_keep_keys(cfg, table, seen, stop_event), name="gateway-jwks")
@@ -230,10 +270,12 @@ async def _sync(cfg: GatewayConfig, table: RouteTable, registry: RegistryClient,
     changed = write_endpoints(cfg, table, instances, splits)
     if changed:
         log.info("gateway.endpoints_updated", clusters=changed)
-    if splits == seen.rendered_splits:
+    coexist = coexistence(cfg)
+    if splits == seen.rendered_splits and coexist == seen.rendered_coexistence:
         return
     seen.rendered_splits = splits
-    routed = write_static(cfg, table, seen.jwks, splits)
+    seen.rendered_coexistence = coexist
+    routed = write_static(cfg, table, seen.jwks, splits, coexist)
     if routed:
         log.info("gateway.routes_updated", files=[p.name for p in routed],
                  splits={s: {"weight": x.weight, "new": sorted(x.new),
@@ -304,7 +346,8 @@ async def _keep_keys(cfg: GatewayConfig, table: RouteTable, seen: _Seen,
             try:
                 fetched = await _fetch_jwks(http, table, seen.instances)
                 if fetched is not None and fetched != seen.jwks:
-                    write_static(cfg, table, fetched, seen.splits.snapshot())
+                    write_static(cfg, table, fetched, seen.splits.snapshot(),
+                                 seen.rendered_coexistence)
                     write_if_changed(cfg.jwks_file, json.dumps(fetched, indent=1) + "\n")
                     log.info("gateway.jwks_updated",
                              kids=[k["kid"] for k in fetched["keys"]],

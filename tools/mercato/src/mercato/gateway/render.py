@@ -17,6 +17,8 @@ from typing import Any, Final, Literal
 from chassis.registry import Instance
 
 from mercato.gateway.routes import READ_METHODS, USER, Bucket, RateLimit, Route, RouteTable
+from mercato.migration.routes import Coexistence, coexistence_routes
+from mercato.migration.routes import clusters as coexistence_clusters
 
 LISTENER = "edge"
 JWT_PROVIDER = "mercato"
@@ -293,15 +295,23 @@ def cluster(service: str, envoy_dir: Path) -> dict[str, Any]:
     }
 
 
-def cluster_names(table: RouteTable, splits: Splits | None = None) -> list[str]:
-    """Every cluster: one per service, and a ``-next`` one per service under release."""
+def cluster_names(table: RouteTable, splits: Splits | None = None,
+                  coexistence: Coexistence | None = None) -> list[str]:
+    """Every cluster: one per service, a ``-next`` one per service under release, and the
+    monolith's and the ACL's while the migration runs."""
     names = list(table.services)
     names += [next_cluster(s) for s in table.services if splits and s in splits]
+    if coexistence is not None:
+        names += [c["name"] for c in coexistence_clusters(coexistence)]
     return names
 
 
-def cds(table: RouteTable, envoy_dir: Path, splits: Splits | None = None) -> dict[str, Any]:
-    return {"resources": [cluster(c, envoy_dir) for c in cluster_names(table, splits)]}
+def cds(table: RouteTable, envoy_dir: Path, splits: Splits | None = None,
+        coexistence: Coexistence | None = None) -> dict[str, Any]:
+    services = [cluster(c, envoy_dir) for c in cluster_names(table, splits)]
+    # The monolith and the ACL are not in the registry: fixed ports, STATIC clusters.
+    fixed = coexistence_clusters(coexistence) if coexistence is not None else []
+    return {"resources": services + fixed}
 
 
 # -- EDS -----------------------------------------------------------------------------------
@@ -356,16 +366,19 @@ EdgeKeys = Jwks | Literal["remote"] | None
 
 def lds(table: RouteTable, *, listen_host: str, listen_port: int, logs_dir: Path,
         jwks: EdgeKeys = None, telemetry: EdgeTelemetry | None = None,
-        rds_dir: Path | None = None, splits: Splits | None = None) -> dict[str, Any]:
+        rds_dir: Path | None = None, splits: Splits | None = None,
+        coexistence: Coexistence | None = None) -> dict[str, Any]:
     return {"resources": [listener(table, listen_host=listen_host, listen_port=listen_port,
                                    logs_dir=logs_dir, jwks=jwks, telemetry=telemetry,
-                                   rds_dir=rds_dir, splits=splits)]}
+                                   rds_dir=rds_dir, splits=splits,
+                                   coexistence=coexistence)]}
 
 
 def listener(table: RouteTable, *, listen_host: str, listen_port: int,
              logs_dir: Path, jwks: EdgeKeys = None,
              telemetry: EdgeTelemetry | None = None,
-             rds_dir: Path | None = None, splits: Splits | None = None) -> dict[str, Any]:
+             rds_dir: Path | None = None, splits: Splits | None = None,
+             coexistence: Coexistence | None = None) -> dict[str, Any]:
     return {
         "@type": LISTENER_TYPE,
         "name": LISTENER,
@@ -376,7 +389,7 @@ def listener(table: RouteTable, *, listen_host: str, listen_port: int,
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": http_connection_manager(table, logs_dir, jwks, telemetry,
-                                                    rds_dir, splits),
+                                                    rds_dir, splits, coexistence),
         }]}],
     }
 
@@ -384,7 +397,8 @@ def listener(table: RouteTable, *, listen_host: str, listen_port: int,
 def http_connection_manager(table: RouteTable, logs_dir: Path, jwks: EdgeKeys = None,
                             telemetry: EdgeTelemetry | None = None,
                             rds_dir: Path | None = None,
-                            splits: Splits | None = None) -> dict[str, Any]:
+                            splits: Splits | None = None,
+                            coexistence: Coexistence | None = None) -> dict[str, Any]:
     # Without keys no token can be checked: the jwt_authn filter is left out (Envoy refuses
     # a provider with no key) and every route that needs a user answers 503 itself.
     authenticate = [{"name": JWT_FILTER, "typed_config": jwt_authn(table, jwks)}] if jwks else []
@@ -419,7 +433,7 @@ def http_connection_manager(table: RouteTable, logs_dir: Path, jwks: EdgeKeys = 
                                                     "@type": REQ_WITHOUT_QUERY_TYPE}}]}},
         }],
         "local_reply_config": local_reply_config(),
-        **_routes(table, jwks, rds_dir, splits),
+        **_routes(table, jwks, rds_dir, splits, coexistence),
         # Order matters: shed excess load first, then refuse unauthenticated requests before
         # reading (buffering) their bodies.
         "http_filters": [
@@ -438,7 +452,8 @@ def http_connection_manager(table: RouteTable, logs_dir: Path, jwks: EdgeKeys = 
 
 
 def _routes(table: RouteTable, jwks: EdgeKeys, rds_dir: Path | None,
-            splits: Splits | None = None) -> dict[str, Any]:
+            splits: Splits | None = None,
+            coexistence: Coexistence | None = None) -> dict[str, Any]:
     """The routes inline, or (the laptop's control plane, once it has the keys) from
     rds.yaml: a release changes its weights there, and an RDS update swaps the routes of open
     connections in place, where a listener update drains every connection.
@@ -449,7 +464,8 @@ def _routes(table: RouteTable, jwks: EdgeKeys, rds_dir: Path | None,
     in the same listener update that adds the filter (the control plane writes rds.yaml
     first); later key rotations change the listener only."""
     if rds_dir is None or not jwks:
-        return {"route_config": route_config(table, keys_loaded=bool(jwks), splits=splits)}
+        return {"route_config": route_config(table, keys_loaded=bool(jwks), splits=splits,
+                                             coexistence=coexistence)}
     return {"rds": {"route_config_name": ROUTE_CONFIG,
                     "config_source": _path_source(rds_file(rds_dir), rds_dir)}}
 
@@ -572,8 +588,14 @@ def local_reply_config() -> dict[str, Any]:
 
 
 def route_config(table: RouteTable, *, keys_loaded: bool = True,
-                 splits: Splits | None = None) -> dict[str, Any]:
+                 splits: Splits | None = None,
+                 coexistence: Coexistence | None = None) -> dict[str, Any]:
     routes: list[dict[str, Any]] = []
+    if coexistence is not None:
+        # The monolith checks its own sessions: no token check at the edge on its paths.
+        legacy_filters = ({JWT_FILTER: {"@type": JWT_ROUTE_TYPE, "disabled": True}}
+                          if keys_loaded else {})
+        routes.extend(coexistence_routes(coexistence, legacy_filters))
     for route in table.routes:
         routes.extend(envoy_routes(route, keys_loaded=keys_loaded,
                                    split=(splits or {}).get(route.service)))
@@ -719,18 +741,20 @@ def _per_filter(route: Route, auth: str, *, limited: bool,
 def documents(table: RouteTable, *, envoy_dir: Path, logs_dir: Path, listen_host: str,
               listen_port: int, jwks: Jwks | None = None,
               telemetry: EdgeTelemetry | None = None,
-              splits: Splits | None = None) -> Mapping[Path, dict[str, Any]]:
+              splits: Splits | None = None,
+              coexistence: Coexistence | None = None) -> Mapping[Path, dict[str, Any]]:
     """LDS, CDS and RDS: everything that depends on the routes, the signing keys and the
     releases under way, not on the registry. ``jwks`` None: the keys are not known yet.
 
     In the order to write them: a new cluster before the routes that name it, the routes
     before the listener that loads them."""
     return {
-        cds_file(envoy_dir): cds(table, envoy_dir, splits),
+        cds_file(envoy_dir): cds(table, envoy_dir, splits, coexistence),
         rds_file(envoy_dir): {"resources": [{"@type": ROUTE_CONFIG_TYPE,
                                              **route_config(table, keys_loaded=bool(jwks),
-                                                            splits=splits)}]},
+                                                            splits=splits,
+                                                            coexistence=coexistence)}]},
         lds_file(envoy_dir): lds(table, listen_host=listen_host, listen_port=listen_port,
                                  logs_dir=logs_dir, jwks=jwks, telemetry=telemetry,
-                                 rds_dir=envoy_dir, splits=splits),
+                                 rds_dir=envoy_dir, splits=splits, coexistence=coexistence),
     }

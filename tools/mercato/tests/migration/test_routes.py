@@ -1,0 +1,137 @@
+"""The coexistence routes: rendered from the switches, valid for Envoy, sticky by bucket."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from gateway_test_support import Signer
+from mercato.gateway import GatewayConfig, prepare
+from mercato.gateway.control import coexistence, write_static
+from mercato.gateway.envoy import validate_generated
+from mercato.gateway.routes import load_routes
+from mercato.migration import flags
+from mercato.migration.capabilities import capability
+from mercato.migration.flags import Share
+from mercato.migration.routes import (
+    ACL_CLUSTER,
+    LEGACY_CLUSTER,
+    PRIMARY,
+    SHADOW,
+    capability_routes,
+)
+
+
+def _cfg(tmp_path: Path) -> GatewayConfig:
+    return GatewayConfig(envoy_dir=tmp_path / "envoy", logs_dir=tmp_path / "logs",
+                         legacy_port=7400, acl_port=7401,
+                         flags_file=tmp_path / "migration" / "flags.json")
+
+
+def _routes(envoy_dir: Path) -> list[dict[str, Any]]:
+    doc = yaml.safe_load((envoy_dir / "rds.yaml").read_text())
+    return list(doc["resources"][0]["virtual_hosts"][0]["routes"])
+
+
+def _target(route: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    headers = {h["header"]["key"]: h["header"]["value"]
+               for h in route.get("request_headers_to_add", [])}
+    return route["route"]["cluster"], headers.get(PRIMARY), headers.get(SHADOW)
+
+
+def test_all_legacy_sends_every_legacy_path_to_the_monolith() -> None:
+    routes = capability_routes(capability("catalog"), Share("catalog"), {})
+    assert [r["name"] for r in routes] == ["catalog /shop/products/* legacy",
+                                           "catalog /shop/categories/* legacy"]
+    assert all(_target(r)[0] == LEGACY_CLUSTER for r in routes)
+    # A client cannot pick a side by sending the ACL's headers to the monolith's route.
+    assert PRIMARY in routes[0]["request_headers_to_remove"]
+
+
+def test_a_share_routes_low_buckets_to_the_services_through_the_acl() -> None:
+    routes = capability_routes(capability("cart"), Share("cart", percent=30), {})
+    shifted, rest = routes
+    assert shifted["match"]["headers"] == [{"name": "mercato-bucket",
+                                            "range_match": {"start": 0, "end": 30}}]
+    assert _target(shifted) == (ACL_CLUSTER, "services", "0")
+    assert "headers" not in rest["match"] and _target(rest)[0] == LEGACY_CLUSTER
+
+
+def test_shadow_reads_go_to_the_acl_with_the_primary_side_named() -> None:
+    routes = capability_routes(capability("catalog"), Share("catalog", percent=10, shadow=25),
+                               {})[:4]
+    names = [r["name"].rsplit(" ", 1)[-1] for r in routes]
+    assert names == ["shadow", "shadow", "shifted", "legacy"]
+    shifted_shadow, shadow, _, _ = routes
+    assert _target(shifted_shadow) == (ACL_CLUSTER, "services", "1")
+    assert _target(shadow) == (ACL_CLUSTER, "legacy", "1")
+    fraction = shadow["match"]["runtime_fraction"]["default_value"]
+    assert fraction == {"numerator": 25, "denominator": "HUNDRED"}
+    # Only reads: a shadowed write would do its work twice.
+    assert shadow["match"]["headers"][0]["string_match"]["safe_regex"]["regex"] == "^(GET|HEAD)$"
+
+
+def test_checkout_is_never_shadowed() -> None:
+    routes = capability_routes(capability("checkout"), Share("checkout", percent=50, shadow=50),
+                               {})
+    assert all(_target(r)[2] != "1" for r in routes if r["route"]["cluster"] == ACL_CLUSTER)
+    assert len(routes) == 2
+
+
+@pytest.mark.parametrize("share", [Share("catalog", percent=100), Share("catalog", finished=True)])
+def test_at_100_percent_everyone_goes_to_the_services(share: Share) -> None:
+    routes = capability_routes(capability("catalog"), share, {})
+    assert {_target(r) for r in routes} == {(ACL_CLUSTER, "services", "0")}
+
+
+def test_files_with_the_monolith_and_every_kind_of_share_validate(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    assert cfg.flags_file is not None
+    flags.write_flags(cfg.flags_file, {"migration.catalog.percent": 10,
+                                       "migration.catalog.shadow": 20,
+                                       "migration.identity.percent": 100,
+                                       "migration.checkout.percent": 50,
+                                       "migration.checkout.shadow": 50,
+                                       "migration.history.finished": True})
+    prepare(cfg)
+    result = validate_generated(cfg.envoy_dir)
+    assert result.ok, result.output
+    # With keys, the routes are in rds.yaml: the legacy ones with the token check off.
+    write_static(cfg, load_routes(), Signer().jwks(), coexist=coexistence(cfg))
+    result = validate_generated(cfg.envoy_dir)
+    assert result.ok, result.output
+    assert "Deprecated field" not in result.output
+    routes = _routes(cfg.envoy_dir)
+    legacy = [r for r in routes if r["name"].startswith(("catalog ", "legacy "))]
+    assert legacy and all(r["typed_per_filter_config"]["envoy.filters.http.jwt_authn"]
+                          ["disabled"] for r in legacy)
+    cds = yaml.safe_load((cfg.envoy_dir / "cds.yaml").read_text())
+    assert {LEGACY_CLUSTER, ACL_CLUSTER} <= {c["name"] for c in cds["resources"]}
+    applied = (cfg.envoy_dir / "migration-applied.json").read_text()
+    assert '"catalog": {"finished": false, "percent": 10, "shadow": 20}' in applied
+
+
+def test_a_changed_share_rewrites_only_the_routes(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    assert cfg.flags_file is not None
+    prepare(cfg)
+    table, keys = load_routes(), Signer().jwks()
+    write_static(cfg, table, keys, coexist=coexistence(cfg))
+    flags.write_flags(cfg.flags_file, {"migration.catalog.percent": 40})
+    changed = write_static(cfg, table, keys, coexist=coexistence(cfg))
+    assert [p.name for p in changed] == ["rds.yaml"]
+    shifted = [r for r in _routes(cfg.envoy_dir) if r["name"].endswith("shifted")]
+    assert shifted and shifted[0]["match"]["headers"][0]["range_match"]["end"] == 40
+
+
+def test_without_a_monolith_nothing_changes(tmp_path: Path) -> None:
+    cfg = GatewayConfig(envoy_dir=tmp_path / "envoy", logs_dir=tmp_path / "logs")
+    assert coexistence(cfg) is None
+    prepare(cfg)
+    assert not any(r["name"].startswith("legacy")
+                   for r in yaml.safe_load((cfg.envoy_dir / "lds.yaml").read_text())
+                   ["resources"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+                   ["route_config"]["virtual_hosts"][0]["routes"])
+    assert not (cfg.envoy_dir / "migration-applied.json").exists()
