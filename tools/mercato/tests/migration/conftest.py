@@ -7,3 +7,4 @@ from pathlib import Path
 
 # importlib import mode does not put test directories on sys.path.
 sys.path.insert(0, str(Path(__file__).parents[1] / "gateway"))
+sys.path.insert(0, str(Path(__file__).parent))

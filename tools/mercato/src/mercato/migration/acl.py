@@ -1,0 +1,238 @@
+"""The anti-corruption layer as a process: legacy paths answered from either side, and the
+shadow comparison.
+
+The edge sends it a capability's legacy requests when they are to be served by the services
+(``mercato-primary: services``) or shadowed (``mercato-shadow: 1``, reads only). It:
+
+- serves the primary side's answer: the monolith's, passed through untouched, or one built
+  from the services' answers by ``translate`` (through the edge, like any client);
+- for a shadowed read, asks the other side too, after answering, and compares the two
+  (``compare``): a counter per route, the last mismatches kept with both bodies at
+  ``/acl/mismatches``. At most ``max_shadow`` comparisons run at once; more are skipped
+  and counted rather than queued, so a slow side never slows the primary one down.
+
+It never writes on the shadow side: only GET and HEAD are shadowed, whatever the headers say.
+Metrics at ``/metrics`` feed `mercato migrate status` and the shift guard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import exposition as prom_exposition
+
+from mercato.migration.capabilities import Capability, of_path
+from mercato.migration.compare import MismatchLog, compare, route_label
+from mercato.migration.routes import CAPABILITY, LEGACY, PRIMARY, SERVICES, SHADOW
+from mercato.migration.translate import Answer, NotTranslated, answer, problem
+
+READS = ("GET", "HEAD")
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate",
+                        "proxy-authorization", "te", "trailers", "transfer-encoding",
+                        "upgrade", "host", "content-length", PRIMARY, SHADOW, CAPABILITY})
+MAX_BODY = 4 << 20
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "acl_upstream_requests", "Requests the ACL made to each side",
+            ["capability", "side", "role", "outcome"], registry=self.registry)
+        self.comparisons = Counter(
+            "acl_shadow_comparisons", "Shadowed reads compared",
+            ["capability", "route"], registry=self.registry)
+        self.mismatches = Counter(
+            "acl_shadow_mismatches", "Shadowed reads whose answers differed after "
+            "normalisation", ["capability", "route"], registry=self.registry)
+        self.skipped = Counter(
+            "acl_shadow_skipped", "Shadowed reads not compared (too many under way)",
+            ["capability"], registry=self.registry)
+
+
+class Acl:
+    def __init__(self, *, legacy_url: str, services_url: str, max_shadow: int = 8,
+                 keep_mismatches: int = 100, timeout_s: float = 10.0) -> None:
+        self.legacy_url = legacy_url.rstrip("/")
+        self.services_url = services_url.rstrip("/")
+        self.metrics = Metrics()
+        self.mismatches = MismatchLog(keep_mismatches)
+        self.max_shadow = max_shadow
+        self.shadows: set[asyncio.Task[None]] = set()
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s, connect=2)
+        self.http: aiohttp.ClientSession | None = None
+
+    # -- the two sides ---------------------------------------------------------------------
+
+    async def _get_json(self, url: str, params: Mapping[str, Any],
+                        headers: Mapping[str, str] | None = None, method: str = "GET",
+                        body: bytes | None = None) -> tuple[Answer, Mapping[str, str], bytes]:
+        assert self.http is not None
+        query = [(k, v) for k, vs in params.items()
+                 for v in (vs if isinstance(vs, list) else [vs])]
+        try:
+            async with self.http.request(method, url, params=query, headers=headers,
+                                         data=body, allow_redirects=False) as resp:
+                raw = await resp.content.read(MAX_BODY)
+                try:
+                    parsed = json.loads(raw) if raw else None
+                except ValueError:
+                    parsed = raw.decode("utf-8", "replace")
+                return Answer(resp.status, parsed), dict(resp.headers), raw
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return Answer(0, None, error=type(exc).__name__ + (f": {exc}" if str(exc) else "")), \
+                {}, b""
+
+    async def services_fetch(self, path: str, params: Mapping[str, Any]) -> Answer:
+        got, _, _ = await self._get_json(self.services_url + path, params,
+                                         headers={"accept": "application/json"})
+        return got
+
+    async def from_services(self, cap: Capability, request: web.Request, role: str) -> Answer:
+        try:
+            got = await answer(request.method, request.path, request.query, self.services_fetch)
+        except NotTranslated:
+            got = problem(501, "Not Implemented",
+                          f"the anti-corruption layer cannot answer {request.method} "
+                          f"{request.path} from the services yet")
+        self._count(cap, SERVICES, role, got)
+        return got
+
+    async def from_legacy(self, cap: Capability, request: web.Request, body: bytes,
+                          role: str) -> tuple[Answer, Mapping[str, str], bytes]:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        got = await self._get_json(self.legacy_url + request.path, request.query, headers,
+                                   request.method, body or None)
+        self._count(cap, LEGACY, role, got[0])
+        return got
+
+    def _count(self, cap: Capability, side: str, role: str, got: Answer) -> None:
+        self.metrics.requests.labels(cap.name, side, role,
+                                     "error" if got.failed else "ok").inc()
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        cap = of_path(request.path)
+        if cap is None:
+            return _json(problem(404, "Not Found", f"{request.path} belongs to no capability"))
+        primary = request.headers.get(PRIMARY, LEGACY)
+        if primary not in (LEGACY, SERVICES):
+            return _json(problem(400, "Bad Request", f"{PRIMARY} is legacy or services"))
+        body = await request.read()
+        shadow = request.headers.get(SHADOW) == "1" and request.method in READS \
+            and cap.shadow_reads
+        if primary == LEGACY:
+            got, headers, raw = await self.from_legacy(cap, request, body, "primary")
+            response = _passthrough(got, headers, raw)
+        else:
+            got = await self.from_services(cap, request, "primary")
+            response = _json(got)
+        if shadow:
+            self._shadow(cap, request, primary, got)
+        return response
+
+    def _shadow(self, cap: Capability, request: web.Request, primary: str,
+                primary_answer: Answer) -> None:
+        if len(self.shadows) >= self.max_shadow:
+            self.metrics.skipped.labels(cap.name).inc()
+            return
+        task = asyncio.create_task(self._compare(cap, request, primary, primary_answer))
+        self.shadows.add(task)
+        task.add_done_callback(self.shadows.discard)
+
+    async def _compare(self, cap: Capability, request: web.Request, primary: str,
+                       primary_answer: Answer) -> None:
+        if primary == LEGACY:
+            legacy, services = primary_answer, await self.from_services(cap, request, "shadow")
+        else:
+            legacy = (await self.from_legacy(cap, request, b"", "shadow"))[0]
+            services = primary_answer
+        route = route_label(request.path)
+        self.metrics.comparisons.labels(cap.name, route).inc()
+        found = compare(legacy, services)
+        if found:
+            self.metrics.mismatches.labels(cap.name, route).inc()
+            self.mismatches.add(cap.name, request.path_qs, primary, legacy, services, found)
+
+    # -- the app -----------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
+
+        async def live(_: web.Request) -> web.Response:
+            return web.json_response({"status": "ok"})
+
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(self.metrics.registry),
+                                headers={"content-type": prom_exposition.CONTENT_TYPE_LATEST})
+
+        async def mismatches(request: web.Request) -> web.Response:
+            return web.json_response({"items": self.mismatches.recent(
+                request.query.get("capability"))})
+
+        async def session(_: web.Application) -> Any:
+            self.http = aiohttp.ClientSession(timeout=self.timeout)
+            yield
+            for task in list(self.shadows):
+                task.cancel()
+            await self.http.close()
+
+        app.cleanup_ctx.append(session)
+        app.router.add_get("/health/live", live)
+        app.router.add_get("/health/ready", live)
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/acl/mismatches", mismatches)
+        app.router.add_route("*", "/shop/{tail:.*}", self.handle)
+        return app
+
+
+def _json(got: Answer) -> web.Response:
+    ctype = "application/problem+json" if got.status >= 400 else "application/json"
+    return web.Response(status=got.status, text=json.dumps(got.body), content_type=None,
+                        headers={"content-type": ctype})
+
+
+def _passthrough(got: Answer, headers: Mapping[str, str], raw: bytes) -> web.Response:
+    if got.error is not None:
+        return _json(problem(502, "Bad Gateway", f"the legacy shop did not answer ({got.error})"))
+    keep = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
+    return web.Response(status=got.status, body=raw, headers=keep)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mercato.migration.acl",
+                                     description="The migration's anti-corruption layer.")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--legacy-url", required=True)
+    parser.add_argument("--services-url", required=True, help="the edge")
+    parser.add_argument("--max-shadow", type=int, default=8)
+    args = parser.parse_args(argv)
+    acl = Acl(legacy_url=args.legacy_url, services_url=args.services_url,
+              max_shadow=args.max_shadow)
+
+    async def serve() -> None:
+        runner = web.AppRunner(acl.app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, args.host, args.port).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The shadow comparison: both sides' answers to one read, in the legacy shape, compared
+after the known differences are normalised away; mismatches kept (bounded) with both bodies.
+
+Known differences, and why each is not a mismatch:
+- headers (Date, ETag, Server, request ids): never compared, only status and body;
+- error bodies: the two sides word their problems differently; the same status is the same
+  answer;
+- money amounts: ``"12900"`` and ``"12900.00"`` are the same amount;
+- ``in_stock``: stock moves under live orders between the two reads; inventory is
+  compared by the sync's own checks (issue 15 item 4), not here;
+- ``parent_id`` of categories: the catalog's categories are flat;
+- order of lists of records: compared by id (the two databases break ties differently).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from mercato.migration.translate import Answer
+
+IGNORED_KEYS = frozenset({"in_stock", "parent_id"})
+MAX_DIFFERENCES = 10
+
+
+def route_label(path: str) -> str:
+    """The route family of a path, for metric labels: ids become ``{id}`` (a label per
+    product would grow without bound)."""
+    return "/".join("{id}" if re.fullmatch(r"[0-9]+|[0-9a-fA-F-]{32,36}", part) else part
+                    for part in path.split("/"))
+
+
+def _money(value: dict[str, Any]) -> dict[str, Any] | None:
+    if set(value) != {"amount", "currency"}:
+        return None
+    try:
+        return {"amount": format(Decimal(str(value["amount"])).normalize(), "f"),
+                "currency": value["currency"]}
+    except InvalidOperation:
+        return None
+
+
+def normalise(body: Any) -> Any:
+    if isinstance(body, dict):
+        money = _money(body)
+        if money is not None:
+            return money
+        return {k: normalise(v) for k, v in body.items() if k not in IGNORED_KEYS}
+    if isinstance(body, list):
+        items = [normalise(v) for v in body]
+        if items and all(isinstance(i, dict) and "id" in i for i in items):
+            return sorted(items, key=lambda i: (str(type(i["id"])), str(i["id"])))
+        return items
+    return body
+
+
+def differences(a: Any, b: Any, at: str = "$") -> Iterator[str]:
+    """JSON paths where two normalised bodies differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if k not in a or k not in b:
+                yield f"{at}.{k}: only on the {'services' if k in b else 'legacy'} side"
+            else:
+                yield from differences(a[k], b[k], f"{at}.{k}")
+    elif isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            yield f"{at}: {len(a)} items on the legacy side, {len(b)} on the services side"
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
+            yield from differences(x, y, f"{at}[{i}]")
+    elif a != b:
+        yield f"{at}: {a!r} (legacy) != {b!r} (services)"
+
+
+def compare(legacy: Answer, services: Answer) -> list[str]:
+    """Empty when the answers agree after normalisation; otherwise what differs."""
+    if legacy.error or services.error:
+        return [f"no answer: legacy {legacy.error or legacy.status}, "
+                f"services {services.error or services.status}"]
+    if legacy.status != services.status:
+        return [f"status {legacy.status} (legacy) != {services.status} (services)"]
+    if legacy.status >= 300:
+        return []
+    found: list[str] = []
+    for d in differences(normalise(legacy.body), normalise(services.body)):
+        found.append(d)
+        if len(found) == MAX_DIFFERENCES:
+            break
+    return found
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    at: float
+    capability: str
+    route: str
+    path: str
+    primary: str
+    legacy: Answer
+    services: Answer
+    differences: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        def side(a: Answer) -> dict[str, Any]:
+            return {"status": a.status, "error": a.error, "body": a.body}
+        return {"at": self.at, "capability": self.capability, "route": self.route,
+                "path": self.path, "primary": self.primary, "legacy": side(self.legacy),
+                "services": side(self.services), "differences": list(self.differences)}
+
+
+class MismatchLog:
+    """The last ``keep`` mismatches with both bodies; older ones fall off (the counters
+    keep the totals)."""
+
+    def __init__(self, keep: int = 100) -> None:
+        self._items: deque[Mismatch] = deque(maxlen=keep)
+
+    def add(self, capability: str, path: str, primary: str, legacy: Answer,
+            services: Answer, found: list[str]) -> Mismatch:
+        m = Mismatch(time.time(), capability, route_label(path), path, primary, legacy,
+                     services, tuple(found))
+        self._items.append(m)
+        return m
+
+    def recent(self, capability: str | None = None) -> list[dict[str, Any]]:
+        return [m.as_json() for m in reversed(self._items)
+                if capability is None or m.capability == capability]
