@@ -36,7 +36,8 @@ class EdgeError(Exception):
 class EdgeWiring:
     def __init__(self, home: Home, *, nats_url: str, services: list[str], edge_port: int,
                  admin_port: int, on_change: Callable[[], None],
-                 telemetry: Any = None) -> None:
+                 telemetry: Any = None, legacy_port: int | None = None,
+                 acl_port: int | None = None) -> None:
         self.home = home
         self.nats_url = nats_url
         self.services = services
@@ -44,6 +45,9 @@ class EdgeWiring:
         self.admin_port = admin_port
         self.on_change = on_change  # the supervisor rewrites state.json
         self.telemetry = telemetry  # mercato.gateway.render.EdgeTelemetry, or None
+        # `--with legacy`: the monolith and the migration's ACL behind the edge (ADR 0028).
+        self.legacy_port = legacy_port
+        self.acl_port = acl_port
         self.state: dict[str, Any] = {"state": "stopped", "restarts": 0}
         self.stop_event = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -57,6 +61,7 @@ class EdgeWiring:
         """Write Envoy's files; return its argv."""
         try:
             from mercato.gateway import GatewayConfig, TrafficSplits, prepare
+            from mercato.migration.flags import flag_file
         except ImportError as exc:
             raise EdgeError(f"the gateway cannot be loaded ({exc})") from exc
         socket = self.home.envoy_admin_socket
@@ -65,7 +70,9 @@ class EdgeWiring:
                             f"({socket}); use a shorter MERCATO_HOME")
         self.cfg = GatewayConfig(envoy_dir=self.home.envoy_dir, logs_dir=self.home.logs_dir,
                                  edge_port=self.edge_port, admin_port=self.admin_port,
-                                 admin_socket=socket, telemetry=self.telemetry)
+                                 admin_socket=socket, telemetry=self.telemetry,
+                                 legacy_port=self.legacy_port, acl_port=self.acl_port,
+                                 flags_file=flag_file(self.home.root))
         self.splits = TrafficSplits()
         return await asyncio.to_thread(prepare, self.cfg)
 

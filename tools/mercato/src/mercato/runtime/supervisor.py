@@ -200,6 +200,7 @@ class Supervisor:
         self.nats_urls: dict[str, str] = {}
         self.simulator_ports: dict[str, dict[str, int]] = {}
         self.legacy_port: int | None = None
+        self.acl_port: int | None = None  # the migration's anti-corruption layer
         self.http: aiohttp.ClientSession | None = None
         self.edge: EdgeWiring | None = None
         self.base_env = {**os.environ, ENV_MARK: str(home.root), "PYTHONUNBUFFERED": "1"}
@@ -221,6 +222,8 @@ class Supervisor:
             urls["prometheus"] = f"http://127.0.0.1:{self.ports.prometheus}"
         if self.legacy_port is not None:
             urls["legacy"] = f"http://127.0.0.1:{self.legacy_port}/shop"
+        if self.acl_port is not None:
+            urls["acl"] = f"http://127.0.0.1:{self.acl_port}"
         if self.gateway:
             if "storefront" in self.services:
                 urls["storefront"] = f"{edge}/"
@@ -538,12 +541,17 @@ class Supervisor:
         emit(logging.INFO, "fault_proxy_ready", routes=len(self.fault_proxy.routes))
 
     async def start_gateway(self) -> None:
+        if "legacy" in self.with_:
+            # Fixed for the run: the edge's STATIC clusters name them before they start.
+            self.legacy_port = self.legacy_port or free_port()
+            self.acl_port = self.acl_port or free_port()
         edge = self.edge = EdgeWiring(self.home, nats_url=self.nats.url,
                                       services=list(self.services), edge_port=self.ports.edge,
                                       admin_port=self.ports.envoy_admin,
                                       on_change=self.write_state,
                                       telemetry=self.telemetry.edge(self.home, self.ports)
-                                      if self.telemetry else None)
+                                      if self.telemetry else None,
+                                      legacy_port=self.legacy_port, acl_port=self.acl_port)
         try:
             argv = await edge.prepare()
         except EdgeError as exc:
@@ -630,7 +638,19 @@ class Supervisor:
         self.add(Spec(name="legacy", kind="service", service="legacy",
                       argv=lambda _p: [sys.executable, "-m", "legacy"], port=lambda: port,
                       env=env, ready=self._service_ready, live=self._service_live))
-        return ["legacy"]
+        if self.acl_port is None:  # no edge (--no-gateway): nothing to migrate through
+            return ["legacy"]
+        acl_port = self.acl_port
+        # The migration's anti-corruption layer (mercato.migration.acl): legacy paths
+        # answered from the services (through the edge) and the shadow comparisons.
+        self.add(Spec(name="acl", kind="service", service="acl",
+                      argv=lambda _p: [sys.executable, "-m", "mercato.migration.acl",
+                                       "--port", str(acl_port), "--legacy-url",
+                                       f"http://127.0.0.1:{port}", "--services-url",
+                                       f"http://127.0.0.1:{self.ports.edge}"],
+                      port=lambda: acl_port, ready=self._service_ready,
+                      live=self._service_live))
+        return ["legacy", "acl"]
 
     async def register_oauth_clients(self) -> None:
         """Registers the storefront at identity as a confidential OAuth 2 client with the
