@@ -75,8 +75,6 @@ def legacy_app(side: Side) -> web.Application:
 def services_app(side: Side) -> web.Application:
     async def products(request: web.Request) -> web.Response:
         side.requests.append((request.method, request.path_qs))
-        if side.fail:
-            return web.json_response({"title": "boom"}, status=503)
         items = side.services
         if "category" in request.query:
             items = [p for p in items if p["category"] == request.query["category"]]
@@ -102,7 +100,14 @@ def services_app(side: Side) -> web.Application:
                                              "reserved": 0}
                                             for s in request.query.getall("sku")]})
 
-    app = web.Application()
+    @web.middleware
+    async def failing(request: web.Request, handler: Any) -> web.StreamResponse:
+        if side.fail:  # the services side is down: every call answers 503
+            side.requests.append((request.method, request.path_qs))
+            return web.json_response({"title": "Service Unavailable"}, status=503)
+        return await handler(request)  # type: ignore[no-any-return]
+
+    app = web.Application(middlewares=[failing])
     app.router.add_get("/api/catalog/products", products)
     app.router.add_get("/api/catalog/products/{id}", product)
     app.router.add_get("/api/catalog/categories", categories)

@@ -2,14 +2,25 @@
 
 One module per command group: ``platform`` (up, down, status, logs), ``messaging`` (check,
 dlq, outbox, history), ``bench``, ``chaos`` (chaos, soak), ``admin``, ``deploy`` and
-``docs``, ``legacy``, ``release``; ``common`` holds what they share.
+``docs``, ``legacy``, ``migrate``, ``release``; ``common`` holds what they share.
 """
 
 from __future__ import annotations
 
 import typer
 
-from mercato.cli import admin, bench, chaos, deploy, docs, legacy, messaging, platform, release
+from mercato.cli import (
+    admin,
+    bench,
+    chaos,
+    deploy,
+    docs,
+    legacy,
+    messaging,
+    migrate,
+    platform,
+    release,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="mercato: run the commerce platform on this machine.")
@@ -21,6 +32,7 @@ app.add_typer(admin.admin_app, name="admin")
 deploy.register(app)
 app.add_typer(docs.docs_app, name="docs")
 app.add_typer(legacy.legacy_app, name="legacy")
+app.add_typer(migrate.migrate_app, name="migrate")
 release.register(app)
 
 

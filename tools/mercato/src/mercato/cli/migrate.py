@@ -1,0 +1,148 @@
+"""``mercato migrate``: the strangler-fig migration off the legacy monolith, one guarded
+step at a time (see docs/migration.md)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mercato.cli.common import HomeOpt, err, fail, home_of, out
+from mercato.migration.capabilities import NAMES, UnknownCapability
+from mercato.migration.commands import (
+    MigrateError,
+    Step,
+    acl_mismatches,
+    finish,
+    platform,
+    rollback,
+    shadow,
+    shift,
+    status,
+)
+from mercato.migration.flags import FlagFileError
+from mercato.migration.guard import Thresholds
+
+migrate_app = typer.Typer(no_args_is_help=True, help=(
+    "Move capabilities off the legacy monolith: shadow, shift, rollback, finish. "
+    f"Capabilities: {', '.join(NAMES)}."))
+
+Cap = Annotated[str, typer.Argument(help=f"One of: {', '.join(NAMES)}.",
+                                    show_default=False)]
+Percent = Annotated[int, typer.Option("--percent", min=0, max=100, help="0-100.")]
+
+
+def _report(step: Step, what: str) -> None:
+    for warning in step.verdict.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
+    if not step.verdict.ok:
+        for reason in step.verdict.reasons:
+            err.print(f"[bold red]refused:[/] {reason}")
+        fail(f"{what} refused; nothing changed",
+             f"look into it, or `mercato migrate rollback {step.capability}`")
+    share = step.share
+    out.print(f"{step.capability}: services {share.percent} %, shadow {share.shadow} %"
+              + (", finished" if share.finished else ""))
+    if step.applied is None:
+        out.print("[dim]the platform is not running: applied at its next start[/]")
+    elif step.applied:
+        out.print("[green]applied at the edge[/]")
+    else:
+        fail("the edge has not applied the change within 10 s",
+             "check `mercato status` (the control plane) and `mercato logs supervisor`")
+
+
+def _run(fn, *args):  # type: ignore[no-untyped-def]
+    try:
+        return fn(*args)
+    except UnknownCapability as exc:
+        fail(str(exc), code=2)
+    except (MigrateError, FlagFileError) as exc:
+        fail(str(exc), getattr(exc, "hint", None))
+
+
+@migrate_app.command("status")
+def status_cmd(home: HomeOpt = None,
+               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Each capability: where it routes, shadow mismatches, errors on each side, sync lag;
+    and the flags behind it."""
+    doc = _run(status, home_of(home))
+    if as_json:
+        out.print_json(json.dumps(doc))
+        return
+    table = Table(title="migration", title_justify="left")
+    for col in ("capability", "routes to", "shadow", "mismatches", "legacy err",
+                "services err", "sync lag"):
+        table.add_column(col)
+    for row in doc["capabilities"]:
+        w = row["since_last_step"]
+        if w is None:
+            mism = legacy = services = "ACL not running"
+        else:
+            rate = w["mismatch_rate"]
+            mism = "-" if rate is None else f"{rate * 100:.1f} % of {w['comparisons']:g}"
+            legacy = f"{w['legacy']['errors']:g}/{w['legacy']['requests']:g}"
+            services = f"{w['services']['errors']:g}/{w['services']['requests']:g}"
+        routes = row["routes_to"] + (" (finished)" if row["finished"] else "")
+        if not row["translated"]:
+            routes += " · no ACL translation yet"
+        table.add_row(row["capability"], routes, f"{row['shadow']} %", mism, legacy, services,
+                      row["sync_lag"])
+    out.print(table)
+    out.print("[dim]mismatches and errors: since the capability's last step[/]")
+    flags = Table(title=f"flags ({doc['flag_file']}, OpenFeature)", title_justify="left")
+    for col in ("flag", "value", "reason"):
+        flags.add_column(col)
+    for f in doc["flags"]:
+        flags.add_row(f["flag"], str(f["value"]).lower(), f["reason"] + (
+            f" ({f['error']})" if f["error"] else ""))
+    out.print(flags)
+
+
+@migrate_app.command("shadow")
+def shadow_cmd(capability: Cap, percent: Percent = 10, home: HomeOpt = None) -> None:
+    """Also send this share of the capability's reads to the other side and compare the
+    answers (0 stops). Never for writes."""
+    _report(_run(shadow, home_of(home), capability, percent), "shadow")
+
+
+@migrate_app.command("shift")
+def shift_cmd(
+    capability: Cap,
+    percent: Annotated[int, typer.Option("--percent", min=0, max=100,
+                                         help="The services' share, 0-100 (required).")],
+    home: HomeOpt = None,
+    max_mismatch_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.01,
+    max_error_rate: Annotated[float, typer.Option(min=0, max=1)] = 0.01,
+    min_samples: Annotated[int, typer.Option(min=1)] = 20,
+) -> None:
+    """Serve this share of the capability's customers (sticky by bucket) from the services.
+    Refused when, since the last step, the shadow mismatch rate or the services side's
+    error rate is above its threshold."""
+    limits = Thresholds(max_mismatch_rate, max_error_rate, min_samples)
+    _report(_run(shift, home_of(home), capability, percent, limits), "shift")
+
+
+@migrate_app.command("rollback")
+def rollback_cmd(capability: Cap, home: HomeOpt = None) -> None:
+    """All of the capability's traffic back to the monolith (never refused)."""
+    _report(_run(rollback, home_of(home), capability), "rollback")
+
+
+@migrate_app.command("finish")
+def finish_cmd(capability: Cap, home: HomeOpt = None) -> None:
+    """Mark a capability at 100 % as moved: every client, bucket or not, goes to the
+    services, and its shadow stops."""
+    _report(_run(finish, home_of(home), capability), "finish")
+
+
+@migrate_app.command("mismatches")
+def mismatches_cmd(capability: Cap, home: HomeOpt = None,
+                   limit: Annotated[int, typer.Option(min=1, max=100)] = 5) -> None:
+    """The last shadow mismatches of a capability, with both sides' bodies."""
+    from mercato.migration.capabilities import capability as find
+
+    cap = _run(find, capability)
+    out.print_json(json.dumps(_run(acl_mismatches, platform(home_of(home)), cap, limit)))

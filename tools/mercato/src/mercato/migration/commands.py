@@ -1,0 +1,256 @@
+"""`mercato migrate`: the steps of the migration, decided here and carried out by writing
+the flag file (the control plane renders it into the edge's routes within a pass).
+
+Every step is recorded with the ACL's counters at that moment (``baseline.json``), so the
+guard and `status` judge what happened since the last step, not since the ACL started.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mercato.migration import flags as flagfile
+from mercato.migration.capabilities import CAPABILITIES, Capability, capability
+from mercato.migration.guard import (
+    Counters,
+    Stats,
+    Thresholds,
+    Verdict,
+    judge,
+    parse_acl_metrics,
+    since,
+    stats,
+)
+from mercato.runtime import control
+from mercato.runtime.paths import Home
+
+APPLY_TIMEOUT_S = 10.0
+SYNC_LAG = "not built"  # issue 15 item 4: the legacy outbox relay and the reverse sync
+
+
+class MigrateError(Exception):
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class Platform:
+    running: bool
+    acl_url: str | None
+    applied_file: Path
+
+
+def platform(home: Home) -> Platform:
+    state = control.read_state(home) if control.running_pid(home) is not None else None
+    urls = (state or {}).get("urls", {})
+    return Platform(running=state is not None, acl_url=urls.get("acl"),
+                    applied_file=home.envoy_dir / "migration-applied.json")
+
+
+def acl_counters(p: Platform) -> Counters | None:
+    if p.acl_url is None:
+        return None
+    try:
+        with urllib.request.urlopen(p.acl_url + "/metrics", timeout=3) as resp:  # noqa: S310
+            return parse_acl_metrics(resp.read().decode())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def acl_mismatches(p: Platform, cap: Capability, limit: int) -> list[dict[str, Any]]:
+    if p.acl_url is None:
+        raise MigrateError("the ACL is not running", "start the platform with the monolith: "
+                           "mercato up --with legacy --detach")
+    url = f"{p.acl_url}/acl/mismatches?capability={cap.name}"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:  # noqa: S310
+            return list(json.loads(resp.read())["items"])[:limit]
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+        raise MigrateError(f"the ACL did not answer ({exc})") from exc
+
+
+# -- baselines -----------------------------------------------------------------------------------
+
+def _baseline_file(home: Home) -> Path:
+    return home.root / "migration" / "baseline.json"
+
+
+def _baselines(home: Home) -> dict[str, Counters]:
+    try:
+        doc = json.loads(_baseline_file(home).read_text())
+        return {cap: {tuple(k): v for *k, v in rows} for cap, rows in doc.items()}
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def _record_step(home: Home, cap: Capability, counters: Counters | None) -> None:
+    if counters is None:
+        return
+    docs = _baselines(home)
+    docs[cap.name] = {k: v for k, v in counters.items() if k[1:2] == (cap.name,)}
+    path = _baseline_file(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({c: [[*k, v] for k, v in rows.items()]
+                                for c, rows in docs.items()}, indent=1) + "\n")
+
+
+def window(home: Home, cap: Capability, counters: Counters | None) -> Stats | None:
+    if counters is None:
+        return None
+    return stats(since(counters, _baselines(home).get(cap.name, {})), cap.name)
+
+
+# -- steps ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Step:
+    capability: str
+    share: flagfile.Share
+    verdict: Verdict
+    applied: bool | None  # None: no platform running (applied at its next start)
+
+
+def _flags_path(home: Home) -> Path:
+    return flagfile.flag_file(home.root)
+
+
+def _current(home: Home, cap: Capability) -> flagfile.Share:
+    try:
+        return flagfile.shares(flagfile.read_flags(_flags_path(home)))[cap.name]
+    except flagfile.FlagFileError as exc:
+        raise MigrateError(str(exc), "fix or remove the flag file; without it everything "
+                           "routes to the monolith") from exc
+
+
+def _apply(home: Home, cap: Capability, changes: dict[str, Any], verdict: Verdict,
+           p: Platform, counters: Counters | None) -> Step:
+    written = flagfile.write_flags(_flags_path(home), {flagfile.key(cap.name, k): v
+                                                       for k, v in changes.items()})
+    share = flagfile.shares(written)[cap.name]
+    _record_step(home, cap, counters)
+    applied = _wait_applied(p, share) if p.running else None
+    return Step(cap.name, share, verdict, applied)
+
+
+def _wait_applied(p: Platform, share: flagfile.Share) -> bool:
+    want = {"percent": share.percent, "shadow": share.shadow, "finished": share.finished}
+    deadline = time.monotonic() + APPLY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            doc = json.loads(p.applied_file.read_text())
+            if doc["shares"].get(share.capability) == want:
+                return True
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def shadow(home: Home, name: str, percent: int) -> Step:
+    cap = capability(name)
+    if not cap.shadow_reads:
+        raise MigrateError(f"{cap.name} is not shadowed: its requests write (an order placed "
+                           "twice would charge twice)", "shift it in small steps instead")
+    if percent and not cap.translated:
+        raise MigrateError(f"the anti-corruption layer cannot answer {cap.name}'s legacy paths "
+                           "from the services yet, so there is nothing to compare")
+    p = platform(home)
+    return _apply(home, cap, {"shadow": percent}, Verdict(True), p, acl_counters(p))
+
+
+def shift(home: Home, name: str, percent: int, limits: Thresholds = Thresholds()) -> Step:
+    cap = capability(name)
+    current = _current(home, cap)
+    if current.finished:
+        raise MigrateError(f"{cap.name} has finished moving", "`mercato migrate rollback "
+                           f"{cap.name}` first if it must go back")
+    p = platform(home)
+    counters = acl_counters(p)
+    judged = window(home, cap, counters)
+    if percent > current.percent and judged is None:
+        raise MigrateError("cannot judge the shift: the ACL's metrics cannot be read",
+                           "is the platform running with the monolith? mercato up --with "
+                           "legacy --detach")
+    verdict = judge(cap, current.percent, percent, judged or Stats(), limits)
+    if not verdict.ok:
+        return Step(cap.name, current, verdict, None)
+    return _apply(home, cap, {"percent": percent}, verdict, p, counters)
+
+
+def rollback(home: Home, name: str) -> Step:
+    """All of the capability's traffic back to the monolith; its shadow keeps running, so
+    the comparison goes on while the fault is looked into."""
+    cap = capability(name)
+    p = platform(home)
+    return _apply(home, cap, {"percent": 0, "finished": False}, Verdict(True), p,
+                  acl_counters(p))
+
+
+def finish(home: Home, name: str) -> Step:
+    cap = capability(name)
+    current = _current(home, cap)
+    if current.percent != 100:
+        raise MigrateError(f"{cap.name} serves {current.percent} % from the services; finish "
+                           "needs 100 %", f"mercato migrate shift {cap.name} --percent 100")
+    p = platform(home)
+    return _apply(home, cap, {"finished": True, "shadow": 0}, Verdict(True), p,
+                  acl_counters(p))
+
+
+# -- status --------------------------------------------------------------------------------------
+
+def status(home: Home) -> dict[str, Any]:
+    p = platform(home)
+    counters = acl_counters(p)
+    path = _flags_path(home)
+    evaluated = flagfile.evaluate(path)
+    client = flagfile.client_for(path)
+    rows = []
+    for cap in CAPABILITIES:
+        share = evaluated[cap.name]
+        w = window(home, cap, counters)
+        total = stats(counters, cap.name) if counters is not None else None
+        rows.append({
+            "capability": cap.name, "title": cap.title, "translated": cap.translated,
+            "percent": share.percent, "shadow": share.shadow, "finished": share.finished,
+            "routes_to": _routes_to(share),
+            "since_last_step": None if w is None else _stats_json(w),
+            "since_acl_start": None if total is None else _stats_json(total),
+            "sync_lag": SYNC_LAG,
+        })
+    flag_rows = [{"flag": k, "value": d.value, "reason": str(d.reason),
+                  "error": d.error_message}
+                 for k in sorted(flagfile.defaults()) for d in [_details(client, k)]]
+    return {"platform_running": p.running, "acl": p.acl_url, "acl_reachable":
+            counters is not None, "flag_file": str(path), "capabilities": rows,
+            "flags": flag_rows}
+
+
+def _details(client: Any, flag: str) -> Any:
+    if flag.endswith(".finished"):
+        return client.get_boolean_details(flag, False)
+    return client.get_integer_details(flag, 0)
+
+
+def _routes_to(share: flagfile.Share) -> str:
+    if share.finished or share.percent == 100:
+        return "services"
+    if share.percent == 0:
+        return "legacy"
+    return f"services {share.percent} % / legacy {100 - share.percent} %"
+
+
+def _stats_json(s: Stats) -> dict[str, Any]:
+    return {"comparisons": s.comparisons, "mismatches": s.mismatches,
+            "mismatch_rate": s.mismatch_rate, "skipped": s.skipped,
+            "legacy": {"requests": s.requests.get("legacy", 0),
+                       "errors": s.errors.get("legacy", 0)},
+            "services": {"requests": s.requests.get("services", 0),
+                         "errors": s.errors.get("services", 0)}}
