@@ -48,6 +48,8 @@ def test_all_legacy_sends_every_legacy_path_to_the_monolith() -> None:
     assert all(_target(r)[0] == LEGACY_CLUSTER for r in routes)
     # A client cannot pick a side by sending the ACL's headers to the monolith's route.
     assert PRIMARY in routes[0]["request_headers_to_remove"]
+    assert routes[0]["response_headers_to_add"][0]["header"] == {"key": "mercato-served-by",
+                                                                 "value": "legacy"}
 
 
 def test_a_share_routes_low_buckets_to_the_services_through_the_acl() -> None:

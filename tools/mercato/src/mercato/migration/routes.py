@@ -32,6 +32,8 @@ ACL_CLUSTER = "migration-acl"
 PRIMARY = "mercato-primary"
 SHADOW = "mercato-shadow"
 CAPABILITY = "mercato-capability"
+# On every answer to a legacy path: which side served it (operators, tests, the bench).
+SERVED_BY = "mercato-served-by"
 LEGACY, SERVICES = "legacy", "services"
 READS = "^(GET|HEAD)$"
 TIMEOUT = "15s"
@@ -93,18 +95,22 @@ def _shadow_fraction(cap: Capability, percent: int) -> dict[str, Any]:
             "runtime_key": f"mercato.migration.{cap.name}.shadow"}
 
 
+def _header(k: str, v: str) -> dict[str, Any]:
+    return {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
 def _to_acl(cap: Capability, primary: str, shadow: bool) -> dict[str, Any]:
-    def header(k: str, v: str) -> dict[str, Any]:
-        return {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
     # Overwritten, never trusted: a client cannot pick its side or ask for a shadow.
     return {"route": {"cluster": ACL_CLUSTER, "timeout": TIMEOUT},
-            "request_headers_to_add": [header(PRIMARY, primary), header(CAPABILITY, cap.name),
-                                       header(SHADOW, "1" if shadow else "0")]}
+            "request_headers_to_add": [_header(PRIMARY, primary), _header(CAPABILITY, cap.name),
+                                       _header(SHADOW, "1" if shadow else "0")],
+            "response_headers_to_add": [_header(SERVED_BY, primary)]}
 
 
 def _to_legacy() -> dict[str, Any]:
     return {"route": {"cluster": LEGACY_CLUSTER, "timeout": TIMEOUT},
-            "request_headers_to_remove": [PRIMARY, SHADOW, CAPABILITY]}
+            "request_headers_to_remove": [PRIMARY, SHADOW, CAPABILITY],
+            "response_headers_to_add": [_header(SERVED_BY, LEGACY)]}
 
 
 def capability_routes(cap: Capability, share: Share,
