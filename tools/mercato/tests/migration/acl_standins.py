@@ -29,11 +29,18 @@ def services_products() -> list[dict[str, Any]]:
              "updated_at": "2026-01-01T00:00:00+00:00"} for p in LEGACY_PRODUCTS]
 
 
+SERVICES_CATEGORIES = [
+    {"id": str(services_id("categories", 3)), "slug": "books", "name": "Books"},
+    {"id": str(services_id("categories", 4)), "slug": "games", "name": "Games"}]
+
+
 class Side:
     def __init__(self) -> None:
         self.requests: list[tuple[str, str]] = []
         self.products = copy.deepcopy(LEGACY_PRODUCTS)
         self.services = services_products()
+        self.categories = copy.deepcopy(SERVICES_CATEGORIES)
+        self.stock: dict[str, int] = {}  # services on hand by SKU; 4 when not given
         self.fail = False
 
 
@@ -75,11 +82,14 @@ def legacy_app(side: Side) -> web.Application:
 def services_app(side: Side) -> web.Application:
     async def products(request: web.Request) -> web.Response:
         side.requests.append((request.method, request.path_qs))
-        items = side.services
+        items = [p for p in side.services if p["status"] == "active"]
         if "category" in request.query:
             items = [p for p in items if p["category"] == request.query["category"]]
-        return web.json_response({"items": items, "total": len(items), "page": 1,
-                                  "page_size": int(request.query.get("page_size", 20))})
+        if "q" in request.query:
+            items = [p for p in items if request.query["q"].lower() in p["name"].lower()]
+        page, size = int(request.query.get("page", 1)), int(request.query.get("page_size", 20))
+        return web.json_response({"items": items[(page - 1) * size:page * size],
+                                  "total": len(items), "page": page, "page_size": size})
 
     async def product(request: web.Request) -> web.Response:
         side.requests.append((request.method, request.path_qs))
@@ -90,14 +100,12 @@ def services_app(side: Side) -> web.Application:
 
     async def categories(request: web.Request) -> web.Response:
         side.requests.append((request.method, request.path_qs))
-        return web.json_response({"items": [
-            {"id": str(services_id("categories", 3)), "slug": "books", "name": "Books"},
-            {"id": str(services_id("categories", 4)), "slug": "games", "name": "Games"}]})
+        return web.json_response({"items": side.categories})
 
     async def stock(request: web.Request) -> web.Response:
         side.requests.append((request.method, request.path_qs))
-        return web.json_response({"items": [{"sku": s, "on_hand": 4, "available": 4,
-                                             "reserved": 0}
+        return web.json_response({"items": [{"sku": s, "on_hand": side.stock.get(s, 4),
+                                             "available": side.stock.get(s, 4), "reserved": 0}
                                             for s in request.query.getall("sku")]})
 
     @web.middleware
