@@ -42,6 +42,7 @@ class Side:
         self.categories = copy.deepcopy(SERVICES_CATEGORIES)
         self.stock: dict[str, int] = {}  # services on hand by SKU; 4 when not given
         self.fail = False
+        self.traceparents: set[str | None] = set()
 
 
 def legacy_app(side: Side) -> web.Application:
@@ -110,6 +111,7 @@ def services_app(side: Side) -> web.Application:
 
     @web.middleware
     async def failing(request: web.Request, handler: Any) -> web.StreamResponse:
+        side.traceparents.add(request.headers.get("traceparent"))
         if side.fail:  # the services side is down: every call answers 503
             side.requests.append((request.method, request.path_qs))
             return web.json_response({"title": "Service Unavailable"}, status=503)

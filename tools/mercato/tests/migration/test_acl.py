@@ -128,3 +128,11 @@ async def test_shadows_beyond_the_bound_are_skipped_not_queued(rig: Rig) -> None
     compared = counters[("acl_shadow_comparisons_total", "catalog", "/shop/products/{id}")]
     skipped = counters.get(("acl_shadow_skipped_total", "catalog"), 0)
     assert compared + skipped == 12 and compared >= 4
+
+
+async def test_a_translated_read_joins_the_client_trace(rig: Rig) -> None:
+    trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    headers = {PRIMARY: "services", CAPABILITY: "catalog", "traceparent": trace}
+    async with rig.http.get(rig.url + "/shop/products/7", headers=headers) as resp:
+        assert resp.status == 200
+    assert rig.services.traceparents == {trace}

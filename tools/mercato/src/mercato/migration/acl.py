@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client import exposition as prom_exposition
@@ -39,6 +40,10 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate",
                         "proxy-authorization", "te", "trailers", "transfer-encoding",
                         "upgrade", "host", "content-length", PRIMARY, SHADOW, CAPABILITY})
 MAX_BODY = 4 << 20
+# Carried from the client's request to the services, so a translated read joins its trace.
+TRACE_HEADERS = ("traceparent", "tracestate", "x-request-id")
+
+log = structlog.get_logger("mercato.migration.acl")
 
 
 class Metrics:
@@ -91,14 +96,20 @@ class Acl:
             return Answer(0, None, error=type(exc).__name__ + (f": {exc}" if str(exc) else "")), \
                 {}, b""
 
-    async def services_fetch(self, path: str, params: Mapping[str, Any]) -> Answer:
+    async def services_fetch(self, path: str, params: Mapping[str, Any],
+                             trace: Mapping[str, str] | None = None) -> Answer:
         got, _, _ = await self._get_json(self.services_url + path, params,
-                                         headers={"accept": "application/json"})
+                                         headers={"accept": "application/json", **(trace or {})})
         return got
 
     async def from_services(self, cap: Capability, request: web.Request, role: str) -> Answer:
+        trace = {k: v for k in TRACE_HEADERS if (v := request.headers.get(k))}
+
+        async def fetch(path: str, params: Mapping[str, Any]) -> Answer:
+            return await self.services_fetch(path, params, trace)
+
         try:
-            got = await answer(request.method, request.path, request.query, self.services_fetch)
+            got = await answer(request.method, request.path, request.query, fetch)
         except NotTranslated:
             got = problem(501, "Not Implemented",
                           f"the anti-corruption layer cannot answer {request.method} "
@@ -162,6 +173,10 @@ class Acl:
         if found:
             self.metrics.mismatches.labels(cap.name, route).inc()
             self.mismatches.add(cap.name, request.path_qs, primary, legacy, services, found)
+            log.warning("acl.shadow_mismatch", capability=cap.name, route=route,
+                        primary=primary, legacy_status=legacy.status,
+                        services_status=services.status, differences=found[:3],
+                        traceparent=request.headers.get("traceparent"))
 
     # -- the app -----------------------------------------------------------------------------
 
