@@ -66,7 +66,9 @@ def legacy_app(side: Side) -> web.Application:
 
     async def categories(request: web.Request) -> web.Response:
         side.requests.append((request.method, request.path_qs))
-        return web.json_response(LEGACY_CATEGORIES)
+        resp = web.json_response(LEGACY_CATEGORIES)
+        resp.enable_compression()  # gzip when the client accepts it, as proxies often do
+        return resp
 
     async def cart(request: web.Request) -> web.Response:
         side.requests.append((request.method, request.path_qs))

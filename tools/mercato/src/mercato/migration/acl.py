@@ -86,7 +86,9 @@ class Acl:
         try:
             async with self.http.request(method, url, params=query, headers=headers,
                                          data=body, allow_redirects=False) as resp:
-                raw = await resp.content.read(MAX_BODY)
+                if (resp.content_length or 0) > MAX_BODY:
+                    return Answer(0, None, error=f"an answer above {MAX_BODY} bytes"), {}, b""
+                raw = await resp.read()
                 try:
                     parsed = json.loads(raw) if raw else None
                 except ValueError:
@@ -219,7 +221,9 @@ def _json(got: Answer) -> web.Response:
 def _passthrough(got: Answer, headers: Mapping[str, str], raw: bytes) -> web.Response:
     if got.error is not None:
         return _json(problem(502, "Bad Gateway", f"the legacy shop did not answer ({got.error})"))
-    keep = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
+    # The body was decoded by the client session: its original encoding no longer applies.
+    keep = {k: v for k, v in headers.items()
+            if k.lower() not in HOP_BY_HOP and k.lower() != "content-encoding"}
     return web.Response(status=got.status, body=raw, headers=keep)
 
 
