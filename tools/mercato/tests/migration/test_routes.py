@@ -137,3 +137,30 @@ def test_without_a_monolith_nothing_changes(tmp_path: Path) -> None:
                    ["resources"][0]["filter_chains"][0]["filters"][0]["typed_config"]
                    ["route_config"]["virtual_hosts"][0]["routes"])
     assert not (cfg.envoy_dir / "migration-applied.json").exists()
+
+
+class _UnreachableRegistry:
+    async def instances(self) -> list[Any]:
+        raise ConnectionError("the broker is down")
+
+
+async def test_a_rollback_reaches_the_edge_while_the_registry_is_unreachable(
+        tmp_path: Path) -> None:
+    from mercato.gateway.control import _Seen, _sync
+
+    cfg = _cfg(tmp_path)
+    assert cfg.flags_file is not None
+    flags.write_flags(cfg.flags_file, {"migration.catalog.percent": 50})
+    prepare(cfg)
+    seen = _Seen(rendered_coexistence=coexistence(cfg))
+    flags.write_flags(cfg.flags_file, {"migration.catalog.percent": 0})
+    await _sync(cfg, load_routes(), _UnreachableRegistry(), seen)  # type: ignore[arg-type]
+    names = [r["name"] for r in _routes_inline(cfg.envoy_dir)]
+    assert "catalog /shop/products/* shifted" not in names
+    assert "catalog /shop/products/* legacy" in names
+
+
+def _routes_inline(envoy_dir: Path) -> list[dict[str, Any]]:
+    lds = yaml.safe_load((envoy_dir / "lds.yaml").read_text())
+    hcm = lds["resources"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    return list(hcm["route_config"]["virtual_hosts"][0]["routes"])

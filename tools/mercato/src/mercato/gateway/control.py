@@ -261,6 +261,12 @@ async def _sync(cfg: GatewayConfig, table: RouteTable, registry: RegistryClient,
         # whether the services are up, and emptying every cluster would take the site down.
         seen.registry_trouble_at = time.monotonic()
         log.warning("gateway.registry_unavailable", error=repr(exc))
+        # The migration's switches need no registry: a rollback to the monolith must reach
+        # the edge while the broker is down too.
+        coexist = coexistence(cfg)
+        if coexist != seen.rendered_coexistence:
+            seen.rendered_coexistence = coexist
+            write_static(cfg, table, seen.jwks, seen.rendered_splits, coexist)
         return
     if time.monotonic() - seen.registry_trouble_at < REJOIN_GRACE_S:
         instances = _keep_missing(instances, seen.instances)
