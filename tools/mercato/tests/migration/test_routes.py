@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def test_all_legacy_sends_every_legacy_path_to_the_monolith() -> None:
 
 
 def test_a_share_routes_low_buckets_to_the_services_through_the_acl() -> None:
-    routes = capability_routes(capability("cart"), Share("cart", percent=30), {})
+    routes = capability_routes(capability("catalog"), Share("catalog", percent=30), {})[:2]
     shifted, rest = routes
     assert shifted["match"]["headers"] == [{"name": "mercato-bucket",
                                             "range_match": {"start": 0, "end": 30}}]
@@ -75,11 +76,18 @@ def test_shadow_reads_go_to_the_acl_with_the_primary_side_named() -> None:
     assert shadow["match"]["headers"][0]["string_match"]["safe_regex"]["regex"] == "^(GET|HEAD)$"
 
 
-def test_checkout_is_never_shadowed() -> None:
-    routes = capability_routes(capability("checkout"), Share("checkout", percent=50, shadow=50),
-                               {})
+def test_writes_are_never_shadowed() -> None:
+    writes = replace(capability("catalog"), shadow_reads=False)
+    routes = capability_routes(writes, Share("catalog", percent=50, shadow=50), {})
     assert all(_target(r)[2] != "1" for r in routes if r["route"]["cluster"] == ACL_CLUSTER)
-    assert len(routes) == 2
+    assert len(routes) == 4  # shifted and the rest, for each of the two paths
+
+
+@pytest.mark.parametrize("name", ["identity", "cart", "history", "checkout"])
+def test_a_capability_without_a_translation_stays_on_the_monolith(name: str) -> None:
+    routes = capability_routes(capability(name), Share(name, percent=50, shadow=50,
+                                                       finished=True), {})
+    assert {_target(r)[0] for r in routes} == {LEGACY_CLUSTER}
 
 
 @pytest.mark.parametrize("share", [Share("catalog", percent=100), Share("catalog", finished=True)])
@@ -113,6 +121,13 @@ def test_files_with_the_monolith_and_every_kind_of_share_validate(tmp_path: Path
     assert {LEGACY_CLUSTER, ACL_CLUSTER} <= {c["name"] for c in cds["resources"]}
     applied = (cfg.envoy_dir / "migration-applied.json").read_text()
     assert '"catalog": {"finished": false, "percent": 10, "shadow": 20}' in applied
+    # And the last step: every client of the capability to the ACL.
+    flags.write_flags(cfg.flags_file, {"migration.catalog.finished": True,
+                                       "migration.catalog.percent": 100})
+    write_static(cfg, load_routes(), Signer().jwks(), coexist=coexistence(cfg))
+    result = validate_generated(cfg.envoy_dir)
+    assert result.ok, result.output
+    assert "catalog /shop/products/* services" in [r["name"] for r in _routes(cfg.envoy_dir)]
 
 
 def test_a_changed_share_rewrites_only_the_routes(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from mercato.migration.guard import (
     since,
     stats,
 )
+from mercato.migration.routes import effective
 from mercato.runtime import control
 from mercato.runtime.paths import Home
 
@@ -220,7 +221,7 @@ def status(home: Home) -> dict[str, Any]:
         rows.append({
             "capability": cap.name, "title": cap.title, "translated": cap.translated,
             "percent": share.percent, "shadow": share.shadow, "finished": share.finished,
-            "routes_to": _routes_to(share),
+            "routes_to": _routes_to(cap, share),
             "since_last_step": None if w is None else _stats_json(w),
             "since_acl_start": None if total is None else _stats_json(total),
             "sync_lag": SYNC_LAG,
@@ -239,12 +240,13 @@ def _details(client: Any, flag: str) -> Any:
     return client.get_integer_details(flag, 0)
 
 
-def _routes_to(share: flagfile.Share) -> str:
-    if share.finished or share.percent == 100:
+def _routes_to(cap: Capability, share: flagfile.Share) -> str:
+    percent, _ = effective(cap, share)  # what the edge applies, not only what the file says
+    if percent == 100:
         return "services"
-    if share.percent == 0:
+    if percent == 0:
         return "legacy"
-    return f"services {share.percent} % / legacy {100 - share.percent} %"
+    return f"services {percent} % / legacy {100 - percent} %"
 
 
 def _stats_json(s: Stats) -> dict[str, Any]:

@@ -113,11 +113,20 @@ def _to_legacy() -> dict[str, Any]:
             "response_headers_to_add": [_header(SERVED_BY, LEGACY)]}
 
 
+def effective(cap: Capability, share: Share) -> tuple[int, int]:
+    """The share and the shadow the edge applies: none for a capability the ACL cannot
+    translate (its customers would get 501s), whatever a hand-edited flag file says, and no
+    shadow for one that writes."""
+    if not cap.translated:
+        return 0, 0
+    return (BUCKETS if share.finished else share.percent,
+            share.shadow if cap.shadow_reads else 0)
+
+
 def capability_routes(cap: Capability, share: Share,
                       per_filter: Mapping[str, Any]) -> list[dict[str, Any]]:
-    percent = BUCKETS if share.finished else share.percent
+    percent, shadow = effective(cap, share)
     fallback = SERVICES if percent >= BUCKETS else LEGACY
-    shadow = share.shadow if cap.shadow_reads else 0
     routes: list[dict[str, Any]] = []
     for p in cap.legacy:
         base = _path_match(p)
