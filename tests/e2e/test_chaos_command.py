@@ -61,7 +61,7 @@ def test_the_short_chaos_set_passes_with_every_order_terminal_and_a_clean_check(
 def test_a_short_soak_reports_every_window_and_its_rules_fire_on_its_figures(
         chaos_platform: Platform, tmp_path: Path) -> None:
     report = tmp_path / "soak.json"
-    res = mercato(chaos_platform.home, "soak", "--minutes", "1", "--window-seconds", "20",
+    res = mercato(chaos_platform.home, "soak", "--minutes", "0.5", "--window-seconds", "10",
                   "--rate", "3", "--customers", "6", "--report", str(report), timeout=600,
                   check=False)
     assert res.returncode in (0, 1), f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}"

@@ -64,6 +64,15 @@ def status(p: Platform) -> dict[str, Any]:
     return {row["capability"]: row for row in doc["capabilities"]}
 
 
+def both_sides_consistent(p: Platform) -> None:
+    """`mercato check` (the services) and `mercato legacy check` (the monolith and its
+    charges at the provider) pass; run between steps, when no checkout is in flight."""
+    for command in (("check",), ("legacy", "check")):
+        res = mercato(p.home, *command, "--grace", "1", "--json", timeout=60, check=False)
+        assert res.returncode == 0, (command, res.stdout[-3000:], res.stderr[-2000:])
+        assert json.loads(res.stdout)["violations"] == []
+
+
 def served_by(c: httpx.Client, path: str, bucket: int | None) -> str:
     r = c.get(path, headers={} if bucket is None else {HEADER: str(bucket)})
     assert r.status_code == 200, (path, r.status_code, r.text)
@@ -71,6 +80,7 @@ def served_by(c: httpx.Client, path: str, bucket: int | None) -> str:
 
 
 def test_1_all_legacy(platform: Platform) -> None:
+    both_sides_consistent(platform)  # the seeded year of trading, before any step
     with platform.client() as c:
         for bucket in (None, 0, 42, 99):
             assert served_by(c, "/shop/products?page_size=5", bucket) == "legacy"
@@ -196,6 +206,7 @@ def test_3_shifts_are_sticky_and_drop_no_request(platform: Platform) -> None:
             assert order["status"] == "PAID"
         history = c.get("/shop/orders", headers=traffic.orders[0][0]).json()["items"]
         assert {o["id"] for o in history} == {o for _, o in traffic.orders}
+    both_sides_consistent(platform)
 
 
 def test_4_the_guard_refuses_while_the_services_side_fails(platform: Platform) -> None:
@@ -235,3 +246,4 @@ def test_5_finish_moves_every_client(platform: Platform) -> None:
         assert served_by(c, "/shop/categories", None) == "services"
         # The back office is no capability's: it stays on the monolith.
         assert c.get("/shop/admin/products").headers[SERVED_BY] == "legacy"
+    both_sides_consistent(platform)

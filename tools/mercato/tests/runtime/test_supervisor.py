@@ -117,11 +117,11 @@ def test_failing_service_fails_up_with_its_log(home: Home, mercato, waiter):
 
 
 def test_startup_timeout_reports_the_stuck_process(home: Home, mercato, waiter):
-    # Long enough for the engines to come up on a loaded machine: the fake never gets ready,
-    # and the report must name it (not an engine still starting).
-    res = mercato("up", "--detach", "--timeout", "25", env={"FAKE_NEVER_READY": "1"})
+    # Long enough for the engines to come up on a loaded machine (they take ~3 s on an idle
+    # one): the fake never gets ready, and the report must name it, not an engine starting.
+    res = mercato("up", "--detach", "--timeout", "15", env={"FAKE_NEVER_READY": "1"})
     assert res.returncode == 1
-    assert "not ready after 25 s" in res.stderr
+    assert "not ready after 15 s" in res.stderr
     assert "fake-1.log" in res.stderr and "listening" in res.stderr
     waiter(lambda: not control.find_leftovers(home), 20, "platform stopped after timeout")
     assert control.running_pid(home) is None

@@ -62,3 +62,45 @@ def create_admin(
     res = run([sys.executable, "-m", "legacy", "create-admin", email],
               input=password + "\n", text=True, env=env, cwd=str(repo_root()), check=False)
     raise typer.Exit(res.returncode)
+
+
+@legacy_app.command("check")
+def check_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    grace: Annotated[float, typer.Option(
+        "--grace", metavar="SECONDS", min=0,
+        help="Orders and charges changed more recently may belong to a checkout still "
+             "under way: they are not judged yet.")] = 30.0,
+    home: HomeOpt = None,
+) -> None:
+    """Check the monolith's invariants (orders, lines, payments, shipments) and its charges
+    at the payment provider; exit 1 on a violation. `mercato check` judges the services."""
+    import asyncio
+
+    import asyncpg
+
+    from mercato.check import PROVIDER, SideDoorError, side_door
+    from mercato.cli.messaging import report_violations
+    from mercato.invariants import Violation
+    from mercato.migration import legacy_check
+
+    env = _env(home)
+    h = running_home(home)
+    unread: list[Violation] = []
+    try:
+        charges = asyncio.run(side_door(h, PROVIDER, "/charges"))
+    except SideDoorError as exc:
+        charges = None
+        unread.append(Violation("the checker can read every source", PROVIDER, str(exc)))
+    try:
+        found = unread + asyncio.run(legacy_check.check(
+            env["LEGACY_DATABASE_URL"], None if charges is None else charges["items"],
+            grace_s=grace))
+    except (OSError, asyncpg.PostgresError) as exc:
+        fail(f"cannot read the legacy database: {exc}",
+             f"is the platform running? mercato status{home_flag(h)}")
+    report_violations(found, as_json=as_json,
+                      holds="[green]the legacy shop's invariants hold[/] (orders, lines, "
+                            "payments, shipments, the provider's charges)",
+                      title="legacy invariant violation(s)",
+                      hint="what each one means: docs/migration.md (the legacy check)")

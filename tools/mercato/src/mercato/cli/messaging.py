@@ -230,27 +230,37 @@ def check_command(
     home: HomeOpt = None,
 ) -> None:
     """Check the shop's invariants across every service and simulator; exit 1 on a violation."""
-    import json as jsonlib
-    from dataclasses import asdict
 
     from mercato.check import check
 
     h = running_home(home)
     found = asyncio.run(check(h, grace_s=grace, outbox_bound_s=outbox_bound))
+    report_violations(found, as_json=as_json,
+                      holds="[green]all invariants hold[/] (orders, payments and the provider, "
+                            "inventory, shipping, notifications and the mail sink, order "
+                            "history, outboxes)",
+                      title="invariant violation(s)",
+                      hint="what each one means and what to do: docs/operations.md")
+
+
+def report_violations(found: list[Any], *, as_json: bool, holds: str, title: str,
+                      hint: str) -> None:
+    """Print a checker's violations (a table, or JSON) and exit 1 when there is one."""
+    import json as jsonlib
+    from dataclasses import asdict
+
     if as_json:
         out.print(jsonlib.dumps({"violations": [asdict(v) for v in found]}, indent=1))
     elif not found:
-        out.print("[green]all invariants hold[/] (orders, payments and the provider, "
-                  "inventory, shipping, notifications and the mail sink, order history, "
-                  "outboxes)")
+        out.print(holds)
     else:
-        table = Table(title=f"{len(found)} invariant violation(s)")
+        table = Table(title=f"{len(found)} {title}")
         for col in ("invariant", "subject", "detail"):
             table.add_column(col)
         for v in found:
             table.add_row(v.invariant, v.subject, v.detail)
         out.print(table)
-        out.print("[dim]→ what each one means and what to do: docs/operations.md[/]")
+        out.print(f"[dim]→ {hint}[/]")
     raise typer.Exit(1 if found else 0)
 
 
