@@ -1,7 +1,9 @@
 """The strangler-fig migration through the edge (issue 15 items 2, 3 and 5; ADR 0028).
 
-One platform with the monolith (`--with legacy`), catalog, inventory and identity. The
-scenario, in order, bounded (a few hundred requests, a handful of orders):
+One platform with the monolith (`--with legacy`), catalog, inventory and identity, seeded by
+`mercato legacy seed`. First the monolith alone: an order through its /shop API in one
+transaction, recorded in its outbox (ADR 0026). Then the scenario, in order, bounded (a few
+hundred requests, a handful of orders):
 
 1. all legacy: every legacy path answered by the monolith, whatever the bucket;
 2. shadow catalog reads: comparisons counted per route, mismatches kept with both bodies;
@@ -28,12 +30,15 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import httpx2 as httpx
 import pytest
 from edge_helpers import Platform, mercato, running_platform, scratch_home, wait_until
 from mercato.migration.buckets import HEADER, bucket_of
 from mercato.migration.routes import SERVED_BY
 from mercato.runtime import commands
+from mercato.runtime.paths import Home
+from mercato.runtime.postgres import Postgres
 
 pytestmark = pytest.mark.e2e
 
@@ -49,6 +54,7 @@ def platform() -> Iterator[Platform]:
         seeded = mercato(home, "legacy", "seed", "--customers", "30", "--products", "25",
                          "--orders", "60", timeout=120, check=False)
         assert seeded.returncode == 0, seeded.stderr
+        assert "seeded" in seeded.stderr
         with p.client() as c:
             wait_until(lambda: c.get("/shop/categories").status_code == 200, 60,
                        "the monolith through the edge")
@@ -77,6 +83,54 @@ def served_by(c: httpx.Client, path: str, bucket: int | None) -> str:
     r = c.get(path, headers={} if bucket is None else {HEADER: str(bucket)})
     assert r.status_code == 200, (path, r.status_code, r.text)
     return str(r.headers[SERVED_BY])
+
+
+def test_0_an_order_through_the_monolith(platform: Platform) -> None:
+    status_doc = json.loads(mercato(platform.home, "status", "--json").stdout)
+    row = next(p for p in status_doc["processes"] if p["process"] == "legacy")
+    assert (row["state"], row["health"]) == ("ready", "ok")
+    shop_url = status_doc["urls"]["legacy"]
+    with httpx.Client(base_url=shop_url.removesuffix("/shop"), timeout=30) as c:
+        products = c.get("/shop/products", params={"page_size": 100}).json()
+        assert products["total"] > 0
+        product = next(p for p in products["items"] if p["in_stock"] > 0)
+        email = f"e2e-{uuid.uuid4().hex[:8]}@example.com"
+        assert c.post("/shop/register", json={"email": email, "password": PASSWORD,
+                                              "name": "E2E"}).status_code == 201
+        token = c.post("/shop/login", json={"email": email,
+                                            "password": PASSWORD}).json()["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        address = c.post("/shop/addresses", headers=auth, json={
+            "recipient": "E2E", "line1": "1 Test-ro", "city": "Seoul",
+            "postal_code": "04100"}).json()
+        r = c.post("/shop/checkout", headers={**auth, "Idempotency-Key": "e2e-1"}, json={
+            "address_id": address["id"], "card_number": "4242424242424242",
+            "items": [{"product_id": product["id"], "quantity": 1}]})
+        assert r.status_code == 201, r.text
+        order = r.json()
+        assert order["status"] == "PAID" and order["payment"]["status"] == "CAPTURED"
+        assert c.get(f"/shop/products/{product['id']}").json()["in_stock"] == \
+            product["in_stock"] - 1
+        assert [o["id"] for o in c.get("/shop/orders", headers=auth).json()["items"]] == \
+            [order["id"]]
+        assert 'route="/shop/checkout"' in c.get("/metrics").text
+
+    async def outbox() -> list[asyncpg.Record]:
+        home = Home(platform.home)
+        url = Postgres(home, home.ports().postgres).service_database_url("legacy")
+        assert url is not None
+        conn = await asyncpg.connect(url.replace("+asyncpg", ""))
+        try:
+            return list(await conn.fetch("SELECT table_name, op FROM legacy_outbox "
+                                         "WHERE txid = (SELECT txid FROM legacy_outbox WHERE "
+                                         "table_name = 'orders' AND row_id = $1 LIMIT 1)",
+                                         str(order["id"])))
+        finally:
+            await conn.close()
+
+    # The order and its stock change were recorded in the checkout's own transaction.
+    changes = {(r["table_name"], r["op"]) for r in asyncio.run(outbox())}
+    assert {("orders", "INSERT"), ("stock", "UPDATE")} <= changes
 
 
 def test_1_all_legacy(platform: Platform) -> None:

@@ -209,7 +209,7 @@ async def test_keys_are_rendered_once_identity_answers_and_kept_while_it_cannot(
         identity = await start_identity(signer)
         try:
             registry.set([_instance("identity", 1, identity.port)], notify=True)
-            await wait_for(lambda: _async(_jwks(cfg) == _published(signer)), 5, "the keys")
+            await wait_for(lambda: _async(_jwks(cfg) == _published(signer)), 15, "the keys")
             assert json.loads(cfg.jwks_file.read_text()) == _published(signer)
         finally:
             await identity.close()

@@ -130,9 +130,31 @@ async def test_shadows_beyond_the_bound_are_skipped_not_queued(rig: Rig) -> None
     assert compared + skipped == 12 and compared >= 4
 
 
-async def test_a_translated_read_joins_the_client_trace(rig: Rig) -> None:
-    trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    headers = {PRIMARY: "services", CAPABILITY: "catalog", "traceparent": trace}
-    async with rig.http.get(rig.url + "/shop/products/7", headers=headers) as resp:
-        assert resp.status == 200
-    assert rig.services.traceparents == {trace}
+async def test_a_translated_read_joins_the_client_trace() -> None:
+    """Where the process's aiohttp client is instrumented (telemetry on, or an earlier test of
+    the session), it injects the current trace context over the headers passed: the client's
+    trace must be the current one then, or every translated read starts a trace of its own."""
+    import httpx2 as httpx
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    headers = {PRIMARY: "services", CAPABILITY: "catalog",
+               "traceparent": f"00-{trace_id}-b7ad6b7169203331-01"}
+    instrumentor = AioHttpClientInstrumentor()
+    ours = not instrumentor.is_instrumented_by_opentelemetry
+    if ours:
+        instrumentor.instrument(tracer_provider=TracerProvider())
+    try:
+        legacy, services = Side(), Side()
+        async with serve(legacy_app(legacy)) as lurl, serve(services_app(services)) as surl:
+            acl = Acl(legacy_url=lurl, services_url=surl, max_shadow=4)
+            # The test's own client is not aiohttp: its headers reach the ACL as written.
+            async with serve(acl.app()) as url, httpx.AsyncClient() as http:
+                resp = await http.get(url + "/shop/products/7", headers=headers)
+        assert resp.status_code == 200
+    finally:
+        if ours:
+            instrumentor.uninstrument()
+    assert services.traceparents
+    assert {t.split("-")[1] for t in services.traceparents} == {trace_id}

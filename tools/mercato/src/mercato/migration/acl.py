@@ -27,6 +27,8 @@ from typing import Any
 import aiohttp
 import structlog
 from aiohttp import web
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client import exposition as prom_exposition
 
@@ -110,12 +112,18 @@ class Acl:
         async def fetch(path: str, params: Mapping[str, Any]) -> Answer:
             return await self.services_fetch(path, params, trace)
 
+        # The client's trace made current too: where the process's HTTP client is
+        # instrumented, it injects the current context and would otherwise start a new trace
+        # over the headers passed above.
+        token = otel_context.attach(propagate.extract(request.headers))
         try:
             got = await answer(request.method, request.path, request.query, fetch)
         except NotTranslated:
             got = problem(501, "Not Implemented",
                           f"the anti-corruption layer cannot answer {request.method} "
                           f"{request.path} from the services yet")
+        finally:
+            otel_context.detach(token)
         self._count(cap, SERVICES, role, got)
         return got
 
