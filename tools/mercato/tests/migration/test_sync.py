@@ -282,13 +282,21 @@ def backfill(w: World) -> dict[str, Any]:
 
 
 def test_1_backfill_copies_the_shop_once_under_derived_ids(world: World) -> None:
+    # Until the first backfill the sync follows neither side (a shop may still be seeded).
+    assert world.status()["armed"] is False
+    world.edit_legacy(6, description="a big book")
+    time.sleep(0.5)
+    assert world.catalog_product(catalog_id(6)) is None
     first = backfill(world)
+    assert world.status()["armed"] is True
     assert first["done"] == first["total"] == len(PRODUCTS)
     for n, (sku, name, _, price) in enumerate(PRODUCTS, start=1):
         got = world.catalog_product(catalog_id(n))
         assert got is not None and (got["sku"], got["name"], got["price"]["amount"]) == \
             (sku, name, price)
         assert got["version"] == 1
+    # The edit made before the backfill is in its copy.
+    assert world.catalog_product(catalog_id(6))["description"] == "a big book"  # type: ignore[index]
     slugs = {c["slug"] for c in httpx.get(
         f"{world.catalog_url}/api/catalog/categories").json()["items"]}
     assert slugs == {"kitchen", "books-paper"}

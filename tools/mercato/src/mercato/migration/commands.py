@@ -111,6 +111,8 @@ def sync_lag(cap: Capability, doc: dict[str, Any] | None) -> str:
         return "not synced yet"
     if doc is None:
         return "sync not running"
+    if not doc.get("armed"):
+        return f"waiting for `mercato migrate backfill {cap.name}`"
     lag, backlog, errors = doc["lag_s"], doc["backlog"], doc["errors"]
     failed = sum(v for side in errors.values() for v in side.values())
     return (f"→svc {lag['legacy_to_services']:.1f} s ({backlog['legacy_to_services']:g}), "

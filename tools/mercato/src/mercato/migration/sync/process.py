@@ -41,6 +41,7 @@ from mercato.migration.sync.engine import TO_LEGACY, TO_SERVICES, Sync
 log = structlog.get_logger("mercato.migration.sync")
 
 DURABLE = "sync-catalog"
+ARMED = "armed"  # a checkpoint row: set by the first backfill, the sync follows both sides
 STREAM = "CATALOG_EVENTS"
 SUBJECT = "catalog.events.>"
 
@@ -59,6 +60,15 @@ class Runner:
         self.registry: RegistryClient | None = None
         self.backfilling: asyncio.Task[Any] | None = None
         self.consumer_pending = 0
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def arm(self) -> None:
+        """Start following both sides. Not before the first backfill: a monolith being
+        seeded must not receive the catalog's products first, and a shop's history is the
+        backfill's to copy, not the outbox's."""
+        if not self.tasks:
+            self.tasks = [asyncio.create_task(self.legacy_loop()),
+                          asyncio.create_task(self.catalog_loop())]
 
     async def catalog_url(self) -> str:
         url = self.args.catalog_url.rstrip("/")
@@ -85,10 +95,13 @@ class Runner:
         self.sync = Sync(self.pool, self.catalog)
         await self.connect_broker()
         self.ready = True
-        log.info("sync_started", port=args.port, catalog=args.catalog_url)
-        tasks = [asyncio.create_task(self.legacy_loop()),
-                 asyncio.create_task(self.catalog_loop())]
+        async with self.pool.acquire() as conn:
+            armed = await store.checkpoint(conn, ARMED) > 0
+        log.info("sync_started", port=args.port, catalog=args.catalog_url, armed=armed)
+        if armed:
+            self.arm()
         await self.stop.wait()
+        tasks = self.tasks
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -213,7 +226,8 @@ class Runner:
                 position = await store.checkpoint(conn, "legacy_outbox")
             m = self.sync.metrics
             return web.json_response({
-                "ready": True, "legacy_outbox_position": position, **counts,
+                "ready": True, "armed": bool(self.tasks),
+                "legacy_outbox_position": position, **counts,
                 "lag_s": {d: m.lag.labels(d)._value.get() for d in (TO_SERVICES, TO_LEGACY)},
                 "backlog": {d: m.backlog.labels(d)._value.get()
                             for d in (TO_SERVICES, TO_LEGACY)},
@@ -236,6 +250,10 @@ class Runner:
             if not self.ready:
                 return web.json_response({"title": "not ready"}, status=503)
             if self.backfilling is None or self.backfilling.done():
+                async with self.pool.acquire() as conn:
+                    await store.save_checkpoint(conn, ARMED, 1)
+                # Followed from now on, so what changes during the backfill is synced too.
+                self.arm()
                 self.backfilling = asyncio.create_task(self._backfill())
             return web.json_response(self.sync.backfill_state, status=202)
 
