@@ -309,6 +309,41 @@ def test_1_backfill_copies_the_shop_once_under_derived_ids(world: World) -> None
                for n in range(1, len(PRODUCTS) + 1))
 
 
+def test_1b_a_backfill_cut_short_by_kill_9_resumes_and_copies_each_product_once(
+        world: World) -> None:
+    async def load() -> None:  # as the shop's seed loads: triggers off, in one transaction
+        conn = await asyncpg.connect(world.legacy_db.replace("+asyncpg", ""))
+        try:
+            async with conn.transaction():
+                await conn.execute("ALTER TABLE products DISABLE TRIGGER products_outbox")
+                await conn.execute(
+                    "INSERT INTO products (sku, name, category_id, price) SELECT "
+                    "'BULK-' || n, 'Bulk item ' || n, (SELECT min(id) FROM categories), 1000 "
+                    "FROM generate_series(1, 300) n")
+                await conn.execute("ALTER TABLE products ENABLE TRIGGER products_outbox")
+        finally:
+            await conn.close()
+
+    asyncio.run(load())
+    assert httpx.post(world.sync("/sync/backfill")).status_code == 202
+    wait_for("a part of the backfill", lambda: httpx.get(world.sync("/sync/backfill")).json()
+             .get("done", 0) >= 120)
+    world.kill(world.sync_proc)
+    kept = sql(world.legacy_db, "SELECT position FROM mercato_sync.checkpoints "
+               "WHERE name = 'backfill:catalog'")[0][0]
+    assert kept > len(PRODUCTS)  # cut short, its progress saved
+    world.start_sync()
+    assert httpx.post(world.sync("/sync/backfill")).status_code == 202
+    ended = wait_for("the backfill resumed to its end", lambda: (
+        s := httpx.get(world.sync("/sync/backfill")).json())["state"] == "done" and s, 60)
+    assert ended["resumed_from"] == kept and ended["done"] == ended["total"] == 306
+    created = [json.loads(bytes(r["payload"]))["sku"] for r in sql(
+        world.catalog_db, "SELECT payload FROM outbox WHERE message_type = "
+        "'ProductCreated.v1'")]
+    bulk = [sku for sku in created if sku.startswith("BULK-")]
+    assert len(bulk) == len(set(bulk)) == 300
+
+
 def test_2_a_back_office_edit_reaches_the_catalog(world: World) -> None:
     world.edit_legacy(1, name="Blue kettle, 1.7 l", price="41000", description="steel")
     got = wait_for("the legacy edit in the catalog", lambda: (

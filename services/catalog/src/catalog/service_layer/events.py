@@ -14,7 +14,8 @@ from catalog.domain.model import ACTIVE, DISCONTINUED, Product
 async def product_created(session: AsyncSession, p: Product) -> None:
     await stage(session, ProductCreated(
         product_id=str(p.id), sku=p.sku, name=p.name, category=p.category,
-        price_amount=str(p.price.amount), price_currency=p.price.currency),
+        price_amount=str(p.price.amount), price_currency=p.price.currency,
+        product_version=p.version),
         correlation_id=str(p.id))
 
 
@@ -27,7 +28,8 @@ async def product_changed(session: AsyncSession, before: Product, after: Product
     if before.price != after.price:
         await stage(session, PriceChanged(
             product_id=str(after.id), sku=after.sku, old_amount=str(before.price.amount),
-            new_amount=str(after.price.amount), currency=after.price.currency),
+            new_amount=str(after.price.amount), currency=after.price.currency,
+            product_version=after.version),
             correlation_id=str(after.id))
 
 
@@ -49,5 +51,6 @@ async def product_recorded(session: AsyncSession, before: Product, after: Produc
 
 
 async def product_discontinued(session: AsyncSession, p: Product) -> None:
-    await stage(session, ProductDiscontinued(product_id=str(p.id), sku=p.sku),
+    await stage(session, ProductDiscontinued(product_id=str(p.id), sku=p.sku,
+                                             product_version=p.version),
                 correlation_id=str(p.id))

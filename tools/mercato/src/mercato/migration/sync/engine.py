@@ -39,6 +39,7 @@ OUTBOX = "legacy_outbox"
 BACKFILL = "backfill:catalog"
 TO_SERVICES, TO_LEGACY = "legacy_to_services", "services_to_legacy"
 BATCH = 200
+BACKFILL_STEP = 50  # products between two saves of the backfill's progress
 
 
 class Metrics:
@@ -262,16 +263,21 @@ class Sync:
         running it twice writes nothing the second time."""
         async with self.pool.acquire() as conn:
             start = await store.checkpoint(conn, BACKFILL)
-            total = int(await conn.fetchval("SELECT count(*) FROM products"))
+            # The shop as it is now; rows made later (by the sync itself, for products born
+            # in the catalog, or by the shop) are the pumps' to follow.
+            last = int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM products"))
+            total = int(await conn.fetchval("SELECT count(*) FROM products WHERE id <= $1",
+                                            last))
             done = int(await conn.fetchval("SELECT count(*) FROM products WHERE id <= $1",
-                                           start))
-        self.backfill_state = {"state": "running", "done": done, "total": total}
+                                           min(start, last)))
+        self.backfill_state = {"state": "running", "done": done, "total": total,
+                               "resumed_from": start}
         position = start
         while True:
             async with self.pool.acquire() as conn:
                 batch = [r["id"] for r in await conn.fetch(
-                    "SELECT id FROM products WHERE id > $1 ORDER BY id LIMIT $2", position,
-                    BATCH)]
+                    "SELECT id FROM products WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3",
+                    position, last, BATCH)]
             if not batch:
                 break
             for legacy_id in batch:
@@ -281,8 +287,14 @@ class Sync:
                 self.backfill_state.update(done=done)
                 if progress:
                     progress(done, total)
+                if done % BACKFILL_STEP == 0:
+                    async with self.pool.acquire() as conn:
+                        await store.save_checkpoint(conn, BACKFILL, position)
             async with self.pool.acquire() as conn:
                 await store.save_checkpoint(conn, BACKFILL, position)
+        async with self.pool.acquire() as conn:
+            # Complete: the next backfill checks every product again (and writes nothing).
+            await store.save_checkpoint(conn, BACKFILL, 0)
         page, seen = 1, 0
         while True:
             found, _ = await self.catalog.product_ids(page)
@@ -293,5 +305,5 @@ class Sync:
                 seen += 1
             page += 1
         self.backfill_state = {"state": "done", "done": done, "total": total,
-                               "catalog_products": seen}
+                               "resumed_from": start, "catalog_products": seen}
         return {"legacy_products": done, "catalog_products": seen}

@@ -254,6 +254,8 @@ class Runner:
                     await store.save_checkpoint(conn, ARMED, 1)
                 # Followed from now on, so what changes during the backfill is synced too.
                 self.arm()
+                # Said at once, so a follower never takes the last run's "done" for this one.
+                self.sync.backfill_state = {"state": "starting"}
                 self.backfilling = asyncio.create_task(self._backfill())
             return web.json_response(self.sync.backfill_state, status=202)
 
