@@ -215,7 +215,7 @@ class ThreadedCatalog:
         self.thread.join(15)
 
 
-CATEGORIES = ["Kitchen", "Books & Paper"]
+CATEGORIES = ["Kitchen", "Books & Paper", "Garden"]  # no product is in Garden
 PRODUCTS = [  # sku, name, category, price
     ("LG-000001", "Blue kettle", 0, "39000"), ("LG-000002", "Cast pan", 0, "52000"),
     ("LG-000003", "Pocket notebook", 1, "4500"), ("LG-000004", "Fountain pen", 1, "88000"),
@@ -299,7 +299,10 @@ def test_1_backfill_copies_the_shop_once_under_derived_ids(world: World) -> None
     assert world.catalog_product(catalog_id(6))["description"] == "a big book"  # type: ignore[index]
     slugs = {c["slug"] for c in httpx.get(
         f"{world.catalog_url}/api/catalog/categories").json()["items"]}
-    assert slugs == {"kitchen", "books-paper"}
+    assert slugs == {"kitchen", "books-paper", "garden"}
+    garden = next(c for c in httpx.get(f"{world.catalog_url}/api/catalog/categories")
+                  .json()["items"] if c["slug"] == "garden")
+    assert garden["id"] == str(services_id("categories", 3))  # the ACL reads its legacy id
     # Idempotent: again, nothing is written (no version moves, no event is staged).
     events = len(sql(world.catalog_db, "SELECT 1 FROM outbox"))
     again = backfill(world)

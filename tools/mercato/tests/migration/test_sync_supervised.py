@@ -47,7 +47,17 @@ def test_the_sync_runs_beside_the_acl_with_an_identity_catalog_trusts(tmp_path: 
     assert catalog.env is not None
     trusted = json.loads(catalog.env(1)["CATALOG_REGISTRY_TRUSTED_KEYS"])
     assert trusted["sync"] == public_key_of(key)
+    # The shop's catalog is the monolith's (backfilled), not the demo one.
+    assert catalog.env(1)["CATALOG_SEED_DEMO"] == "false"
     assert "urls" not in env and sup.urls()["sync"] == f"http://127.0.0.1:{port}"
+
+
+def test_no_demo_catalog_change_without_the_monolith(tmp_path: Path) -> None:
+    sup = Supervisor(Home(tmp_path), services={"catalog": "catalog"}, scale={})
+    sup.db_urls["catalog"] = "postgresql+asyncpg://c@127.0.0.1:1/c"
+    sup.nats_urls["catalog"] = sup.nats.url
+    env = sup._service_spec("catalog", "catalog", "catalog-1").env
+    assert env is not None and "CATALOG_SEED_DEMO" not in env(1)
 
 
 def test_no_sync_without_catalog(tmp_path: Path) -> None:

@@ -614,7 +614,11 @@ class Supervisor:
                     **self._simulator_env(service), **service_secrets(self.home, service),
                     **(self.telemetry.service_env(self.home, self.ports, service)
                        if self.telemetry else {}),
-                    **broker.service_broker_env(self.home, service, self._callers())}
+                    **broker.service_broker_env(self.home, service, self._callers()),
+                    # Beside the monolith the shop's catalog is the monolith's, brought over
+                    # by the sync's backfill (ADR 0029), not the demo one.
+                    **({"CATALOG_SEED_DEMO": "false"} if service == "catalog"
+                       and self._syncs_catalog() else {})}
 
         return Spec(name=iid, kind="service", service=service,
                     argv=lambda _p: [sys.executable, "-m", module], port=free_port, env=env,

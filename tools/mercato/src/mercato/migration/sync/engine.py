@@ -270,6 +270,11 @@ class Sync:
                                             last))
             done = int(await conn.fetchval("SELECT count(*) FROM products WHERE id <= $1",
                                            min(start, last)))
+        # Every category first, those without products too (a department), so the two
+        # sides list the same categories.
+        async with self.pool.acquire() as conn:
+            for row in await conn.fetch("SELECT id, name FROM categories ORDER BY id"):
+                await self._slug_of_legacy(conn, row["id"], row["name"])
         self.backfill_state = {"state": "running", "done": done, "total": total,
                                "resumed_from": start}
         position = start
