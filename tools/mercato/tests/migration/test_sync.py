@@ -362,6 +362,41 @@ def test_2_a_back_office_edit_reaches_the_catalog(world: World) -> None:
     assert world.catalog_product(catalog_id(1))["version"] == 2  # type: ignore[index]
 
 
+def test_2b_a_change_committed_after_a_later_one_is_not_lost(world: World) -> None:
+    """Outbox ids are allocated before commit: a change to product 1 takes its id, a change
+    to product 2 takes the next one and commits first. The sync must wait at the gap, not
+    pass it and lose product 1's change; and pass a gap left by a rollback."""
+    dsn = world.legacy_db.replace("+asyncpg", "")
+
+    async def scenario() -> None:
+        slow, fast = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+        try:
+            tx = slow.transaction()
+            await tx.start()
+            await slow.execute("UPDATE products SET name = 'Kettle, slow commit' WHERE id = 1")
+            await fast.execute("UPDATE products SET name = 'Pan, fast commit' WHERE id = 2")
+            await asyncio.sleep(1.0)  # ten passes of the reader
+            waiting = await asyncio.to_thread(world.catalog_product, catalog_id(2))
+            assert waiting is not None and waiting["name"] != "Pan, fast commit"
+            await tx.commit()
+            # A rolled-back change leaves a gap for good: passed once it cannot be filled.
+            tx = slow.transaction()
+            await tx.start()
+            await slow.execute("UPDATE products SET name = 'never' WHERE id = 1")
+            await fast.execute("UPDATE products SET name = 'Pan, after a rollback' "
+                               "WHERE id = 2")
+            await tx.rollback()
+        finally:
+            await slow.close()
+            await fast.close()
+
+    asyncio.run(scenario())
+    wait_for("the slow commit in the catalog", lambda: (
+        world.catalog_product(catalog_id(1)) or {}).get("name") == "Kettle, slow commit")
+    wait_for("the change after the rollback", lambda: (
+        world.catalog_product(catalog_id(2)) or {}).get("name") == "Pan, after a rollback")
+
+
 def test_3_a_services_edit_reaches_the_monolith(world: World) -> None:
     world.edit_catalog(catalog_id(3), name="Pocket notebook, dotted",
                        price={"amount": "4900", "currency": "KRW"})
