@@ -397,6 +397,21 @@ def test_2b_a_change_committed_after_a_later_one_is_not_lost(world: World) -> No
         world.catalog_product(catalog_id(2)) or {}).get("name") == "Pan, after a rollback")
 
 
+def test_2c_a_record_the_catalog_refuses_is_recorded_and_passed_over(world: World) -> None:
+    before = world.status()["errors"]["legacy_to_services"]["rejected"]
+    world.edit_legacy(5, price="990.50")  # KRW has no minor unit in the catalog
+    world.edit_legacy(6, name="Atlas of the world")  # the stream goes on behind it
+    wait_for("the next change synced", lambda: (
+        world.catalog_product(catalog_id(6)) or {}).get("name") == "Atlas of the world")
+    assert world.status()["errors"]["legacy_to_services"]["rejected"] == before + 1
+    refused = httpx.get(world.sync("/sync/rejects")).json()["items"][0]
+    assert refused["legacy_id"] == 5 and "decimal" in refused["reason"]
+    assert world.catalog_product(catalog_id(5))["price"]["amount"] == "7000"  # type: ignore[index]
+    world.edit_legacy(5, price="990")  # put right on its side, it syncs
+    wait_for("the corrected price", lambda: (world.catalog_product(catalog_id(5)) or {})
+             .get("price", {}).get("amount") == "990")
+
+
 def test_3_a_services_edit_reaches_the_monolith(world: World) -> None:
     world.edit_catalog(catalog_id(3), name="Pocket notebook, dotted",
                        price={"amount": "4900", "currency": "KRW"})
@@ -447,7 +462,6 @@ def test_4_both_sides_within_a_second_is_a_conflict_won_by_the_services(world: W
     assert conflict["services"]["name"] == "Fountain pen (services)"
     assert conflict["resolved"]["name"] == "Fountain pen (services)"
     assert conflict["rule"] == "services-win"
-    assert status["errors"]["legacy_to_services"]["rejected"] == 0
     metrics = httpx.get(world.sync("/metrics")).text
     assert f"sync_conflicts_total {float(before + 1)}" in metrics
 

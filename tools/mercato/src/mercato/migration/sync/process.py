@@ -224,16 +224,16 @@ class Runner:
             async with self.pool.acquire() as conn:
                 counts = await store.counts(conn)
                 position = await store.checkpoint(conn, "legacy_outbox")
-            m = self.sync.metrics
+            sample = self.sync.metrics.registry.get_sample_value
+            ways = (TO_SERVICES, TO_LEGACY)
             return web.json_response({
                 "ready": True, "armed": bool(self.tasks),
                 "legacy_outbox_position": position, **counts,
-                "lag_s": {d: m.lag.labels(d)._value.get() for d in (TO_SERVICES, TO_LEGACY)},
-                "backlog": {d: m.backlog.labels(d)._value.get()
-                            for d in (TO_SERVICES, TO_LEGACY)},
-                "errors": {d: {k: m.errors.labels(d, k)._value.get()
-                               for k in ("transient", "rejected")}
-                           for d in (TO_SERVICES, TO_LEGACY)},
+                "lag_s": {d: sample("sync_lag_seconds", {"direction": d}) or 0.0
+                          for d in ways},
+                "backlog": {d: sample("sync_backlog", {"direction": d}) or 0.0 for d in ways},
+                "errors": {d: {k: sample("sync_errors_total", {"direction": d, "kind": k})
+                               or 0.0 for k in ("transient", "rejected")} for d in ways},
                 "backfill": self.sync.backfill_state})
 
         async def conflicts(request: web.Request) -> web.Response:
