@@ -454,7 +454,7 @@ def test_4_both_sides_within_a_second_is_a_conflict_won_by_the_services(world: W
         and c["name"] == "Fountain pen (services)"))
     # The field only the monolith changed is kept; the one both changed: services' value.
     assert world.legacy_product(4)["description"] == "fine nib"
-    status = wait_for("the conflict counted", lambda: (
+    wait_for("the conflict counted", lambda: (
         s := world.status())["conflicts"] == before + 1 and s)
     conflict = httpx.get(world.sync("/sync/conflicts")).json()["items"][0]
     assert conflict["legacy_id"] == 4 and conflict["fields"] == ["name"]
