@@ -40,6 +40,11 @@ def test_a_conflict_resolved_twice_is_recorded_once(fresh_database: str) -> None
             link = await store.link(conn, catalog_id=pid)
             assert link is not None and (link.legacy_id, link.base, link.catalog_version) == (
                 1, services, 3)
+            # Made again in the monolith under a new id: the pair moves, the catalog id stays.
+            await store.save_link(conn, 9, pid, services, 3)
+            assert await store.link(conn, legacy_id=1) is None
+            moved = await store.link(conn, catalog_id=pid)
+            assert moved is not None and moved.legacy_id == 9
         finally:
             await conn.close()
 

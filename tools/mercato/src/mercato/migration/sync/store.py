@@ -93,6 +93,10 @@ async def link(conn: asyncpg.Connection, *, legacy_id: int | None = None,
 
 async def save_link(conn: asyncpg.Connection, legacy_id: int, catalog_id: uuid.UUID,
                     base: Record, catalog_version: int) -> None:
+    # A monolith row deleted by hand and made again by the sync has a new id: the pair
+    # moves to it.
+    await conn.execute("DELETE FROM mercato_sync.products WHERE catalog_id = $1 "
+                       "AND legacy_id <> $2", catalog_id, legacy_id)
     await conn.execute(
         "INSERT INTO mercato_sync.products (legacy_id, catalog_id, base, catalog_version) "
         "VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT (legacy_id) DO UPDATE SET "
