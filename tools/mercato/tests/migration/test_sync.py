@@ -278,8 +278,12 @@ def catalog_id(legacy_id: int) -> uuid.UUID:
 
 def backfill(w: World) -> dict[str, Any]:
     assert httpx.post(w.sync("/sync/backfill")).status_code == 202
-    return wait_for("the backfill", lambda: (s := httpx.get(w.sync("/sync/backfill")).json())
-                    ["state"] == "done" and s, 120)
+    def ended() -> Any:
+        state = httpx.get(w.sync("/sync/backfill")).json()
+        assert state["state"] != "failed", state
+        return state["state"] == "done" and state
+
+    return wait_for("the backfill", ended, 120)
 
 
 def test_1_backfill_copies_the_shop_once_under_derived_ids(world: World) -> None:
