@@ -75,7 +75,7 @@ def test_put_creates_under_the_id_then_changes_only_what_differs(
     off = client.put(url, json={**RECORD, "price": cheaper["price"], "status": "discontinued"},
                      headers=SYNC).json()
     assert off["status"] == "discontinued" and client.get(url).status_code == 404
-    record = client.get(f"{url}/record", headers=SYNC).json()
+    record = client.get(f"/api/catalog/product-records/{pid}", headers=SYNC).json()
     assert record["status"] == "discontinued" and record["version"] == 3
     # The monolith switches products on again; the catalog follows.
     back = client.put(url, json={**RECORD, "status": "active"}, headers=SYNC).json()
@@ -112,7 +112,7 @@ def test_only_an_admin_or_the_sync_may_state_records(client: TestClient) -> None
     assert_problem(client.put(url, json=RECORD, headers=ORDERS), 401)
     forged = {H_SERVICE_IDENTITY: CallerSigner("sync", OTHER_KEY).token_for("catalog")}
     assert_problem(client.put(url, json=RECORD, headers=forged), 403)
-    assert_problem(client.get(f"{url}/record"), 401)
+    assert_problem(client.get(url.replace("products/", "product-records/")), 401)
     assert client.put(url, json=RECORD, headers=SYNC).status_code == 201
 
 

@@ -162,7 +162,9 @@ async def record_product(product_id: uuid.UUID, body: ProductRecordIn, uow: Uow,
     return product_json(done.product)
 
 
-@router.get("/products/{product_id}/record", response_model=ProductOut,
+# Not under /products/{id}: a discontinued (DELETEd) product stays readable here, which
+# under the product's own path would read as a use after its deletion.
+@router.get("/product-records/{product_id}", response_model=ProductOut,
             summary="A product as stored, discontinued too (admin, or the migration sync)")
 async def read_product_record(product_id: uuid.UUID, uow: Uow, _: RecordWriter,
                               response: Response) -> dict[str, Any]:

@@ -82,7 +82,7 @@ class Catalog:
 
     async def read(self, catalog_id: uuid.UUID) -> Stored | None:
         status, body, headers = await self._call(
-            "GET", f"/api/catalog/products/{catalog_id}/record")
+            "GET", f"/api/catalog/product-records/{catalog_id}")
         if status == 404:
             return None
         if status != 200:
