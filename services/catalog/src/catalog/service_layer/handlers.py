@@ -114,28 +114,28 @@ async def record_product(uow: UnitOfWork, product_id: uuid.UUID, record: Product
         repo = CatalogRepository(uow.session)
         current = await repo.get(product_id, for_update=True)
         try:
+            # The input is judged first: a request that is wrong is 422 whatever its If-Match.
             price = Money.parse(record.price_amount, record.price_currency)
+            fresh = Product.new(sku=record.sku, name=record.name,
+                                description=record.description, category=record.category,
+                                price=price)
             if current is None:
-                if if_match not in (None, "*"):
-                    raise PreconditionFailed("no such product: If-Match names no version")
-                fresh = Product.new(sku=record.sku, name=record.name,
-                                    description=record.description, category=record.category,
-                                    price=price)
                 after = fresh.recorded(name=fresh.name, description=fresh.description,
                                        category=fresh.category, price=price,
                                        status=record.status)
                 after = replace(after, id=product_id, version=1)
             else:
-                if if_match is not None and if_match not in (current.etag, "*"):
-                    raise PreconditionFailed("the product changed since you read it; read it "
-                                             "again")
-                if record.sku.strip().upper() != current.sku:
+                if fresh.sku != current.sku:
                     raise CatalogError(f"a product's SKU never changes (it is {current.sku})")
                 after = current.recorded(name=record.name, description=record.description,
                                          category=record.category, price=price,
                                          status=record.status)
         except CatalogError as exc:
             raise Unprocessable(str(exc)) from exc
+        if current is None and if_match not in (None, "*"):
+            raise PreconditionFailed("no such product: If-Match names no version")
+        if current is not None and if_match is not None and if_match not in (current.etag, "*"):
+            raise PreconditionFailed("the product changed since you read it; read it again")
         if current is not None and after is current:
             return Recorded(current, created=False, changed=False)
         category_id = await _category_id(repo, after.category)
