@@ -57,6 +57,7 @@ NOT_IN_THE_SCHEMA = {
     "POST /api/orders": ["422"],
     "POST /api/catalog/products": ["422"],
     "PATCH /api/catalog/products/{product_id}": ["412", "422"],
+    "PUT /api/catalog/products/{product_id}": ["412", "422"],
     "POST /api/payments/payment-methods": ["422"],
     # Which OAuth clients exist and their redirect URIs is data: an unknown one is an error
     # page (400); a form without the CSRF token its page set is refused (403); a redirect

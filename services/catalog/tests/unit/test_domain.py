@@ -54,3 +54,23 @@ def test_prefix_tsquery_keeps_words_only() -> None:
     assert prefix_tsquery("Red  sho!") == "red:* & sho:*"
     assert prefix_tsquery("'); drop table --") == "drop:* & table:*"
     assert prefix_tsquery("%%%") is None
+
+
+def test_a_record_stated_again_is_the_same_version_and_a_product_may_come_back() -> None:
+    p = Product.new(sku="lg-1", name="Kettle", description="", category="kitchen",
+                    price=Money.parse("39000", "KRW"))
+    same = p.recorded(name=" Kettle ", description="", category="kitchen", price=p.price,
+                      status="active")
+    assert same is p and same.version == 1
+    off = p.recorded(name="Kettle", description="", category="kitchen", price=p.price,
+                     status=DISCONTINUED)
+    assert off.status == DISCONTINUED and off.version == 2
+    back = off.recorded(name="Kettle", description="", category="kitchen", price=p.price,
+                        status="active")
+    assert back.status == "active" and back.version == 3
+    with pytest.raises(CatalogError):
+        p.recorded(name="Kettle", description="", category="kitchen", price=p.price,
+                   status="gone")
+    with pytest.raises(CatalogError):
+        p.recorded(name="  ", description="", category="kitchen", price=p.price,
+                   status="active")

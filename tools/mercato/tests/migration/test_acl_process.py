@@ -28,7 +28,7 @@ def _specs(tmp_path: Path, legacy_port: int, edge_port: int) -> dict[str, Spec]:
         added[spec.name] = spec
 
     sup.add = add  # type: ignore[method-assign]
-    assert sup.start_optional() == ["legacy", "acl"]
+    assert sup.start_optional() == ["legacy", "acl", "sync"]
     return added
 
 

@@ -80,7 +80,7 @@ def test_status_shows_the_switches_and_their_flags(tmp_path: Path) -> None:
     catalog = doc["capabilities"][0]
     assert (catalog["capability"], catalog["shadow"], catalog["routes_to"]) == (
         "catalog", 15, "legacy")
-    assert catalog["sync_lag"] == "not built" and catalog["since_last_step"] is None
+    assert catalog["sync_lag"] == "sync not running" and catalog["since_last_step"] is None
     shadow = next(f for f in doc["flags"] if f["flag"] == "migration.catalog.shadow")
     assert shadow == {"flag": "migration.catalog.shadow", "value": 15, "reason": "STATIC",
                       "error": None}

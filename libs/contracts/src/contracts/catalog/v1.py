@@ -18,6 +18,9 @@ class ProductCreated(_CatalogEvent):
     category: str
     price_amount: str
     price_currency: str
+    # The product's version after the change (optional: older producers did not send it).
+    # Lets a follower that wrote a version itself (the migration's sync) skip its echo.
+    product_version: int | None = None
 
 
 class ProductUpdated(_CatalogEvent):
@@ -34,8 +37,10 @@ class PriceChanged(_CatalogEvent):
     old_amount: str
     new_amount: str
     currency: str
+    product_version: int | None = None
 
 
 class ProductDiscontinued(_CatalogEvent):
     product_id: str
     sku: str
+    product_version: int | None = None

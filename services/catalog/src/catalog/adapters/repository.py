@@ -55,6 +55,15 @@ class CatalogRepository:
         rows = (await self.session.execute(select(categories).order_by(categories.c.name))).all()
         return [Category(r.id, r.slug, r.name) for r in rows]
 
+    async def category(self, category_id: uuid.UUID) -> Category | None:
+        row = (await self.session.execute(
+            select(categories).where(categories.c.id == category_id))).first()
+        return Category(row.id, row.slug, row.name) if row else None
+
+    async def rename_category(self, category: Category) -> None:
+        await self.session.execute(update(categories).where(categories.c.id == category.id)
+                                   .values(name=category.name))
+
     async def add_category(self, category: Category) -> bool:
         result = await self.session.execute(
             insert(categories).values(id=category.id, slug=category.slug, name=category.name)

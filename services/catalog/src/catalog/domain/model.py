@@ -110,6 +110,22 @@ class Product:
             updated_at=utc_now(),
         )
 
+    def recorded(self, *, name: str, description: str, category: str, price: Money,
+                 status: str) -> Product:
+        """The whole record as the migration sync (or an admin) states it. Unlike
+        ``changed``, a discontinued product may come back: the monolith's back office
+        switches products off and on again. The same record is returned unchanged (no new
+        version), so stating it twice changes nothing."""
+        if status not in (ACTIVE, DISCONTINUED):
+            raise CatalogError(f"status is {ACTIVE} or {DISCONTINUED}")
+        if not name.strip():
+            raise CatalogError("a product needs a name")
+        after = replace(self, name=name.strip(), description=description.strip(),
+                        category=category, price=price, status=status)
+        if after == self:
+            return self
+        return replace(after, version=self.version + 1, updated_at=utc_now())
+
     def discontinued(self) -> Product:
         return replace(self, status=DISCONTINUED, version=self.version + 1, updated_at=utc_now())
 

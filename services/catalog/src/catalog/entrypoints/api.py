@@ -11,15 +11,17 @@ from chassis.errors import Unprocessable
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import Response as RawResponse
 
-from catalog.entrypoints.deps import AdminPrincipal, Settings, Uow
+from catalog.entrypoints.deps import AdminPrincipal, RecordWriter, Settings, Uow
 from catalog.entrypoints.schemas import (
     SPACE,
     CategoryIn,
     CategoryOut,
+    CategoryRecordIn,
     ProductIn,
     ProductOut,
     ProductPageOut,
     ProductPatch,
+    ProductRecordIn,
     category_json,
     product_json,
 )
@@ -139,3 +141,43 @@ async def delete_product(product_id: uuid.UUID, uow: Uow, _: AdminPrincipal) -> 
              summary="Create a category (admin)")
 async def create_category(body: CategoryIn, uow: Uow, _: AdminPrincipal) -> dict[str, Any]:
     return category_json(await handlers.create_category(uow, body.slug, body.name))
+
+
+@router.put("/products/{product_id}", response_model=ProductOut,
+            responses={201: {"description": "created under this id"},
+                       409: {"description": "another product has this SKU"},
+                       412: {"description": "If-Match names another version"}},
+            summary="State a product whole under its id (admin, or the migration sync)")
+async def record_product(product_id: uuid.UUID, body: ProductRecordIn, uow: Uow,
+                         _: RecordWriter, response: Response,
+                         if_match: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+    # Idempotent: the record the catalog already holds changes nothing (same version, no
+    # event), so a sync that replays after a crash applies nothing twice.
+    done = await handlers.record_product(uow, product_id, handlers.ProductRecord(
+        sku=body.sku, name=body.name, description=body.description, category=body.category,
+        price_amount=body.price.amount, price_currency=body.price.currency,
+        status=body.status), if_match=if_match)
+    response.status_code = 201 if done.created else 200
+    response.headers["ETag"] = done.product.etag
+    return product_json(done.product)
+
+
+# Not under /products/{id}: a discontinued (DELETEd) product stays readable here, which
+# under the product's own path would read as a use after its deletion.
+@router.get("/product-records/{product_id}", response_model=ProductOut,
+            summary="A product as stored, discontinued too (admin, or the migration sync)")
+async def read_product_record(product_id: uuid.UUID, uow: Uow, _: RecordWriter,
+                              response: Response) -> dict[str, Any]:
+    product = await handlers.get_product_record(uow, product_id)
+    response.headers["ETag"] = product.etag
+    response.headers["Cache-Control"] = "no-store"
+    return product_json(product)
+
+
+@router.put("/categories/{category_id}", response_model=CategoryOut,
+            responses={409: {"description": "another category has this slug"}},
+            summary="A category under an id the caller chose (admin, or the migration sync)")
+async def record_category(category_id: uuid.UUID, body: CategoryRecordIn, uow: Uow,
+                          _: RecordWriter) -> dict[str, Any]:
+    return category_json(await handlers.record_category(uow, category_id, body.slug,
+                                                        body.name))

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated, TypeAlias
 
 from chassis.app import ServiceContext
-from chassis.deps import AdminPrincipal, Uow, get_ctx
-from fastapi import Depends
+from chassis.auth import require_role
+from chassis.deps import AdminPrincipal, ServiceCaller, Uow, current_principal, get_ctx
+from chassis.openapi import responds
+from fastapi import Depends, Header
 
 from catalog.settings import CatalogSettings
 
@@ -21,4 +23,22 @@ async def get_settings(ctx: Context) -> CatalogSettings:
 
 Settings = Annotated[CatalogSettings, Depends(get_settings)]
 
-__all__ = ["AdminPrincipal", "Settings", "Uow"]
+# Callers that may state products whole without a person's token: the strangler-fig
+# migration's sync process (ADR 0029), with its own signed service identity.
+RECORD_CALLERS = frozenset({"sync"})
+
+
+@responds(401)
+@responds(403, "Neither an admin nor a verified record caller")
+async def record_writer(ctx: Context, caller: ServiceCaller,
+                        authorization: Annotated[str | None, Header(include_in_schema=False)]
+                        = None) -> str:
+    if caller in RECORD_CALLERS:
+        return caller
+    principal = await current_principal(ctx, authorization)  # type: ignore[arg-type]
+    return require_role(principal, "admin").subject
+
+
+RecordWriter = Annotated[str, Depends(record_writer)]
+
+__all__ = ["AdminPrincipal", "RecordWriter", "Settings", "Uow"]

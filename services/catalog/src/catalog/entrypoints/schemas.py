@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -60,6 +60,17 @@ class ProductPatch(BaseModel):
     description: Annotated[str, StringConstraints(max_length=5000)] | None = None
     category: Slug | None = None
     price: MoneyIn | None = None
+
+
+class ProductRecordIn(ProductIn):
+    """A product stated whole (PUT): what it is now, status included."""
+    status: Literal["active", "discontinued"] = "active"
+
+
+class CategoryRecordIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    slug: Slug
+    name: Text200
 
 
 class CategoryIn(BaseModel):

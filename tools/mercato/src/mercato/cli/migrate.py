@@ -15,12 +15,14 @@ from mercato.migration.commands import (
     MigrateError,
     Step,
     acl_mismatches,
+    backfill,
     finish,
     platform,
     rollback,
     shadow,
     shift,
     status,
+    sync_conflicts,
 )
 from mercato.migration.flags import FlagFileError
 from mercato.migration.guard import Thresholds
@@ -146,3 +148,45 @@ def mismatches_cmd(capability: Cap, home: HomeOpt = None,
 
     cap = _run(find, capability)
     out.print_json(json.dumps(_run(acl_mismatches, platform(home_of(home)), cap, limit)))
+
+
+@migrate_app.command("backfill")
+def backfill_cmd(capability: Cap, home: HomeOpt = None) -> None:
+    """Copy the monolith's records of a capability into the services (and the services'
+    own into the monolith), through the running sync. Idempotent and resumable: run it
+    again after any interruption; what is in step already is not written again."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(TextColumn("backfill {task.description}"), BarColumn(),
+                  MofNCompleteColumn(), console=err) as bar:
+        task = bar.add_task(capability, total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        state = _run(backfill, home_of(home), capability, progress)
+    out.print(f"{capability}: {state.get('done', 0)} monolith records in step, "
+              f"{state.get('catalog_products', 0)} services records checked")
+
+
+@migrate_app.command("conflicts")
+def conflicts_cmd(home: HomeOpt = None,
+                  limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Records changed on both sides before the sync saw either change: both versions, the
+    fields in conflict and what both sides got (the services' value wins: ADR 0029)."""
+    items = _run(sync_conflicts, platform(home_of(home)), limit)
+    if as_json:
+        out.print_json(json.dumps(items))
+        return
+    table = Table(title=f"sync conflicts (last {limit})", title_justify="left")
+    for col in ("when", "legacy id", "fields", "legacy", "services", "both now"):
+        table.add_column(col)
+    for c in items:
+        fields = c["fields"]
+        table.add_row(c["detected_at"][:19], str(c["legacy_id"]), ", ".join(fields),
+                      *(", ".join(f"{f}={c[side][f]!r}" for f in fields)
+                        for side in ("legacy", "services", "resolved")))
+    out.print(table)
+    if not items:
+        out.print("[green]no conflicts[/]")

@@ -11,6 +11,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from mercato.runtime import control
 from mercato.runtime.paths import Home
 
 APPLY_TIMEOUT_S = 10.0
-SYNC_LAG = "not built"  # issue 15 item 4: the legacy outbox relay and the reverse sync
+SYNCED = ("catalog",)  # capabilities whose data the sync keeps equal on both sides (ADR 0029)
+BACKFILL_POLL_S = 0.5
 
 
 class MigrateError(Exception):
@@ -46,13 +48,15 @@ class Platform:
     running: bool
     acl_url: str | None
     applied_file: Path
+    sync_url: str | None = None
 
 
 def platform(home: Home) -> Platform:
     state = control.read_state(home) if control.running_pid(home) is not None else None
     urls = (state or {}).get("urls", {})
     return Platform(running=state is not None, acl_url=urls.get("acl"),
-                    applied_file=home.envoy_dir / "migration-applied.json")
+                    applied_file=home.envoy_dir / "migration-applied.json",
+                    sync_url=urls.get("sync"))
 
 
 def acl_counters(p: Platform) -> Counters | None:
@@ -75,6 +79,78 @@ def acl_mismatches(p: Platform, cap: Capability, limit: int) -> list[dict[str, A
             return list(json.loads(resp.read())["items"])[:limit]
     except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
         raise MigrateError(f"the ACL did not answer ({exc})") from exc
+
+
+# -- the data sync (ADR 0029) --------------------------------------------------------------------
+
+def _sync_get(p: Platform, path: str, method: str = "GET") -> Any:
+    if p.sync_url is None:
+        raise MigrateError("the sync is not running", "start the platform with the monolith "
+                           "and catalog: mercato up --with legacy --detach")
+    request = urllib.request.Request(p.sync_url + path, method=method)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise MigrateError(f"the sync answered {exc.code} to {path}",
+                           "mercato logs sync") from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise MigrateError(f"the sync did not answer ({exc})", "mercato logs sync") from exc
+
+
+def sync_status(p: Platform) -> dict[str, Any] | None:
+    try:
+        return dict(_sync_get(p, "/sync/status"))
+    except MigrateError:
+        return None
+
+
+def sync_lag(cap: Capability, doc: dict[str, Any] | None) -> str:
+    """The status table's cell: lag each way, what waits, errors, conflicts."""
+    if cap.name not in SYNCED:
+        return "not synced yet"
+    if doc is None:
+        return "sync not running"
+    if not doc.get("armed"):
+        return f"waiting for `mercato migrate backfill {cap.name}`"
+    lag, backlog, errors = doc["lag_s"], doc["backlog"], doc["errors"]
+    failed = sum(v for side in errors.values() for v in side.values())
+    return (f"→svc {lag['legacy_to_services']:.1f} s ({backlog['legacy_to_services']:g}), "
+            f"→legacy {lag['services_to_legacy']:.1f} s ({backlog['services_to_legacy']:g}), "
+            f"{failed:g} errors, {doc['conflicts']} conflicts")
+
+
+def sync_conflicts(p: Platform, limit: int) -> list[dict[str, Any]]:
+    return list(_sync_get(p, f"/sync/conflicts?limit={limit}")["items"])
+
+
+def _synced(name: str) -> Capability:
+    cap = capability(name)
+    if cap.name not in SYNCED:
+        raise MigrateError(f"the sync keeps only {', '.join(SYNCED)} in step; {cap.name} "
+                           "has no backfill yet")
+    return cap
+
+
+def backfill(home: Home, name: str,
+             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Starts (or joins) the sync's backfill and follows it to its end. Cut short (the sync
+    killed, Ctrl-C), it goes on from its checkpoint when started again."""
+    _synced(name)
+    p = platform(home)
+    _sync_get(p, "/sync/backfill", method="POST")
+    while True:
+        state = _sync_get(p, "/sync/backfill")
+        if progress is not None and "total" in state:
+            progress(int(state.get("done", 0)), int(state["total"]))
+        if state.get("state") == "done":
+            return dict(state)
+        if state.get("state") == "failed":
+            raise MigrateError(f"the backfill stopped: {state.get('error')}",
+                               "fix the cause, then run it again: it resumes")
+        if state.get("state") == "idle":  # the sync restarted meanwhile: start it again
+            _sync_get(p, "/sync/backfill", method="POST")
+        time.sleep(BACKFILL_POLL_S)
 
 
 # -- baselines -----------------------------------------------------------------------------------
@@ -210,6 +286,7 @@ def finish(home: Home, name: str) -> Step:
 def status(home: Home) -> dict[str, Any]:
     p = platform(home)
     counters = acl_counters(p)
+    synced = sync_status(p)
     path = _flags_path(home)
     evaluated = flagfile.evaluate(path)
     client = flagfile.client_for(path)
@@ -224,7 +301,8 @@ def status(home: Home) -> dict[str, Any]:
             "routes_to": _routes_to(cap, share),
             "since_last_step": None if w is None else _stats_json(w),
             "since_acl_start": None if total is None else _stats_json(total),
-            "sync_lag": SYNC_LAG,
+            "sync_lag": sync_lag(cap, synced),
+            "sync": synced if cap.name in SYNCED else None,
         })
     flag_rows = [{"flag": k, "value": d.value, "reason": str(d.reason),
                   "error": d.error_message}

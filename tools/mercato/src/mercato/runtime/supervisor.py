@@ -201,6 +201,7 @@ class Supervisor:
         self.simulator_ports: dict[str, dict[str, int]] = {}
         self.legacy_port: int | None = None
         self.acl_port: int | None = None  # the migration's anti-corruption layer
+        self.sync_port: int | None = None  # the migration's data sync (ADR 0029)
         self.http: aiohttp.ClientSession | None = None
         self.edge: EdgeWiring | None = None
         self.base_env = {**os.environ, ENV_MARK: str(home.root), "PYTHONUNBUFFERED": "1"}
@@ -224,6 +225,8 @@ class Supervisor:
             urls["legacy"] = f"http://127.0.0.1:{self.legacy_port}/shop"
         if self.acl_port is not None:
             urls["acl"] = f"http://127.0.0.1:{self.acl_port}"
+        if self.sync_port is not None:
+            urls["sync"] = f"http://127.0.0.1:{self.sync_port}"
         if self.gateway:
             if "storefront" in self.services:
                 urls["storefront"] = f"{edge}/"
@@ -611,11 +614,45 @@ class Supervisor:
                     **self._simulator_env(service), **service_secrets(self.home, service),
                     **(self.telemetry.service_env(self.home, self.ports, service)
                        if self.telemetry else {}),
-                    **broker.service_broker_env(self.home, service, list(self.services))}
+                    **broker.service_broker_env(self.home, service, self._callers()),
+                    # Beside the monolith the shop's catalog is the monolith's, brought over
+                    # by the sync's backfill (ADR 0029), not the demo one.
+                    **({"CATALOG_SEED_DEMO": "false"} if service == "catalog"
+                       and self._syncs_catalog() else {})}
 
         return Spec(name=iid, kind="service", service=service,
                     argv=lambda _p: [sys.executable, "-m", module], port=free_port, env=env,
                     ready=self._service_ready, live=self._service_live)
+
+    def _callers(self) -> list[str]:
+        """Whose signed identities the services trust: each other, and the migration's
+        sync with ``--with legacy`` (catalog lets it state products: ADR 0029)."""
+        return [*self.services, *(["sync"] if self._syncs_catalog() else [])]
+
+    def _syncs_catalog(self) -> bool:
+        return "legacy" in self.with_ and "catalog" in self.services
+
+    def _sync_spec(self) -> Spec:
+        port = self.sync_port = self.sync_port or free_port()
+        options = broker.connect_options(self.home)
+
+        def env(_port: int | None) -> dict[str, str]:
+            # The CLI's broker identity: the sync is the migration's tool, and its consumer
+            # of catalog's events needs JetStream consumer rights no service has on another
+            # service's stream.
+            return {"SYNC_SIGNING_KEY": broker.registry_private_key(self.home, "sync"),
+                    "SYNC_NATS_NKEY_SEED": options["nkeys_seed_str"],
+                    "SYNC_NATS_INBOX_PREFIX": options["inbox_prefix"],
+                    "SYNC_REGISTRY_TRUSTED_KEYS": json.dumps(
+                        broker.trusted_registry_keys(self.home, list(self.services)))}
+
+        return Spec(name="sync", kind="service", service="sync",
+                    argv=lambda _p: [sys.executable, "-m", "mercato.migration.sync",
+                                     "--port", str(port), "--legacy-dsn",
+                                     self.db_urls["legacy"], "--catalog-url", "http://catalog",
+                                     "--nats-url", self.nats.url],
+                    port=lambda: port, env=env, ready=self._service_ready,
+                    live=self._service_live)
 
     def start_optional(self) -> list[str]:
         """``--with legacy``: the monolith, one instance on a port kept for the whole run
@@ -650,7 +687,11 @@ class Supervisor:
                                        f"http://127.0.0.1:{self.ports.edge}"],
                       port=lambda: acl_port, ready=self._service_ready,
                       live=self._service_live))
-        return ["legacy", "acl"]
+        if not self._syncs_catalog():
+            return ["legacy", "acl"]
+        # The data sync between the monolith's products and the catalog (ADR 0029).
+        self.add(self._sync_spec())
+        return ["legacy", "acl", "sync"]
 
     async def register_oauth_clients(self) -> None:
         """Registers the storefront at identity as a confidential OAuth 2 client with the

@@ -1,0 +1,3 @@
+from mercato.migration.sync.process import main
+
+main()

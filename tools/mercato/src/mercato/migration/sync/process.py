@@ -1,0 +1,323 @@
+"""``python -m mercato.migration.sync``: the sync as a process, supervised by the runtime
+with ``mercato up --with legacy`` (like the ACL), on loopback.
+
+Secrets come from the environment: ``SYNC_SIGNING_KEY`` (its ed25519 service identity key,
+which catalog trusts as ``sync``), ``SYNC_NATS_NKEY_SEED`` and ``SYNC_NATS_INBOX_PREFIX``
+(its broker credentials), ``SYNC_REGISTRY_TRUSTED_KEYS`` (to find catalog in the registry
+when ``--catalog-url`` names a service, ``http://catalog``).
+
+HTTP: ``/health/live``, ``/health/ready``, ``/metrics``, ``/sync/status``,
+``/sync/conflicts``, ``/sync/rejects``, ``POST /sync/backfill`` (starts it; resumable) and
+``GET /sync/backfill`` (its progress).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import nats
+import structlog
+from aiohttp import web
+from chassis.discovery import Resolver, is_service_name
+from chassis.registry import RegistryClient
+from chassis.registry_keys import TrustedKeys
+from chassis.service_identity import CallerSigner
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from prometheus_client import exposition as prom_exposition
+from prometheus_client import generate_latest
+
+from mercato.migration.sync import store
+from mercato.migration.sync.catalog import CALLER, Catalog
+from mercato.migration.sync.engine import TO_LEGACY, TO_SERVICES, Sync
+
+log = structlog.get_logger("mercato.migration.sync")
+
+DURABLE = "sync-catalog"
+ARMED = "armed"  # a checkpoint row: set by the first backfill, the sync follows both sides
+STREAM = "CATALOG_EVENTS"
+SUBJECT = "catalog.events.>"
+
+
+def _backoff(failures: int) -> float:
+    return min(5.0, 0.2 * 2 ** min(failures, 5))
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.stop = asyncio.Event()
+        self.ready = False
+        self.nc: Any = None
+        self.resolver: Resolver | None = None
+        self.registry: RegistryClient | None = None
+        self.backfilling: asyncio.Task[Any] | None = None
+        self.consumer_pending = 0
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def arm(self) -> None:
+        """Start following both sides. Not before the first backfill: a monolith being
+        seeded must not receive the catalog's products first, and a shop's history is the
+        backfill's to copy, not the outbox's."""
+        if not self.tasks:
+            self.tasks = [asyncio.create_task(self.legacy_loop()),
+                          asyncio.create_task(self.catalog_loop())]
+
+    async def catalog_url(self) -> str:
+        url = self.args.catalog_url.rstrip("/")
+        if self.resolver is None:
+            return url
+        return (await self.resolver.resolve_url(url)).rstrip("/")
+
+    async def run(self) -> None:
+        args = self.args
+        dsn = args.legacy_dsn.replace("+asyncpg", "")
+        signer = CallerSigner(CALLER, os.environ["SYNC_SIGNING_KEY"])
+        self.catalog = Catalog(self.catalog_url, signer)
+        app = self.http_app()
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", args.port).start()
+        # One sync at a time, held until this process dies (kill -9 included).
+        holder = await _connect_retrying(dsn, self.stop)
+        if holder is None:
+            return
+        await holder.execute("SELECT pg_advisory_lock($1)", store.LOCK_KEY)
+        await store.create(holder)
+        self.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+        self.sync = Sync(self.pool, self.catalog)
+        await self.connect_broker()
+        self.ready = True
+        async with self.pool.acquire() as conn:
+            armed = await store.checkpoint(conn, ARMED) > 0
+        log.info("sync_started", port=args.port, catalog=args.catalog_url, armed=armed)
+        if armed:
+            self.arm()
+        await self.stop.wait()
+        tasks = self.tasks
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.resolver is not None:
+            await self.resolver.close()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+        await self.catalog.close()
+        await self.pool.close()
+        await holder.close()
+        await runner.cleanup()
+
+    async def connect_broker(self) -> None:
+        options: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5,
+                                   "name": "sync"}
+        if seed := os.environ.get("SYNC_NATS_NKEY_SEED"):
+            options["nkeys_seed_str"] = seed
+        if prefix := os.environ.get("SYNC_NATS_INBOX_PREFIX"):
+            options["inbox_prefix"] = prefix
+        self.nc = await nats.connect(self.args.nats_url, **options)
+        trusted = json.loads(os.environ.get("SYNC_REGISTRY_TRUSTED_KEYS") or "{}")
+        if is_service_name(urlsplit(self.args.catalog_url).hostname or ""):
+            self.registry = RegistryClient(self.nc, trusted=TrustedKeys(trusted)
+                                           if trusted else None)
+            self.resolver = Resolver(lambda: self.registry)
+
+    async def legacy_loop(self) -> None:
+        failures = 0
+        while True:
+            try:
+                passed = await self.sync.pump_legacy()
+                failures = 0
+                if not passed:
+                    await asyncio.sleep(self.args.poll_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                self.sync.metrics.errors.labels(TO_SERVICES, "transient").inc()
+                log.warning("sync_legacy_retry", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(_backoff(failures))
+
+    async def catalog_loop(self) -> None:
+        js = self.nc.jetstream()
+        failures = 0
+        sub = None
+        while sub is None:
+            try:
+                sub = await js.pull_subscribe(
+                    SUBJECT, durable=DURABLE, stream=STREAM,
+                    config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30,
+                                          deliver_policy=DeliverPolicy.ALL, max_deliver=-1))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the stream is declared by catalog at its start
+                failures += 1
+                log.info("sync_waiting_for_catalog_stream", error=str(exc))
+                await asyncio.sleep(_backoff(failures))
+        failures = 0
+        while True:
+            try:
+                msgs = await sub.fetch(50, timeout=1)
+            except asyncio.CancelledError:
+                raise
+            except nats.errors.TimeoutError:
+                self._measure_consumer(0)
+                continue
+            except Exception as exc:
+                failures += 1
+                log.warning("sync_fetch_failed", error=str(exc))
+                await asyncio.sleep(_backoff(failures))
+                continue
+            for msg in msgs:
+                try:
+                    await self.sync.on_catalog_event(
+                        msg.data, (msg.headers or {}).get("Mercato-Occurred-At"))
+                    await msg.ack()
+                    failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failures += 1
+                    self.sync.metrics.errors.labels(TO_LEGACY, "transient").inc()
+                    log.warning("sync_event_retry", error=f"{type(exc).__name__}: {exc}")
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=_backoff(failures))
+            if msgs:
+                self._measure_consumer(msgs[-1].metadata.num_pending)
+
+    def _measure_consumer(self, pending: int) -> None:
+        self.consumer_pending = pending
+        self.sync.metrics.backlog.labels(TO_LEGACY).set(pending)
+        if pending == 0:
+            self.sync.metrics.lag.labels(TO_LEGACY).set(0)
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def http_app(self) -> web.Application:
+        app = web.Application()
+
+        async def live(_: web.Request) -> web.Response:
+            return web.json_response({"status": "ok"})
+
+        async def ready(_: web.Request) -> web.Response:
+            return web.json_response({"status": "ok" if self.ready else "starting"},
+                                     status=200 if self.ready else 503)
+
+        async def metrics(_: web.Request) -> web.Response:
+            if not self.ready:
+                return web.Response(status=503)
+            return web.Response(body=generate_latest(self.sync.metrics.registry),
+                                headers={"Content-Type": prom_exposition.CONTENT_TYPE_LATEST})
+
+        async def status(_: web.Request) -> web.Response:
+            if not self.ready:
+                return web.json_response({"ready": False}, status=503)
+            async with self.pool.acquire() as conn:
+                counts = await store.counts(conn)
+                position = await store.checkpoint(conn, "legacy_outbox")
+            sample = self.sync.metrics.registry.get_sample_value
+            ways = (TO_SERVICES, TO_LEGACY)
+            return web.json_response({
+                "ready": True, "armed": bool(self.tasks),
+                "legacy_outbox_position": position, **counts,
+                "lag_s": {d: sample("sync_lag_seconds", {"direction": d}) or 0.0
+                          for d in ways},
+                "backlog": {d: sample("sync_backlog", {"direction": d}) or 0.0 for d in ways},
+                "errors": {d: {k: sample("sync_errors_total", {"direction": d, "kind": k})
+                               or 0.0 for k in ("transient", "rejected")} for d in ways},
+                "backfill": self.sync.backfill_state})
+
+        async def conflicts(request: web.Request) -> web.Response:
+            limit = _limit(request)
+            async with self.pool.acquire() as conn:
+                return web.json_response({"items": await store.conflicts(conn, limit)})
+
+        async def rejects(request: web.Request) -> web.Response:
+            limit = _limit(request)
+            async with self.pool.acquire() as conn:
+                return web.json_response({"items": await store.rejects(conn, limit)})
+
+        async def start_backfill(_: web.Request) -> web.Response:
+            if not self.ready:
+                return web.json_response({"title": "not ready"}, status=503)
+            if self.backfilling is None or self.backfilling.done():
+                async with self.pool.acquire() as conn:
+                    await store.save_checkpoint(conn, ARMED, 1)
+                # Followed from now on, so what changes during the backfill is synced too.
+                self.arm()
+                # Said at once, so a follower never takes the last run's "done" for this one.
+                self.sync.backfill_state = {"state": "starting"}
+                self.backfilling = asyncio.create_task(self._backfill())
+            return web.json_response(self.sync.backfill_state, status=202)
+
+        async def backfill_state(_: web.Request) -> web.Response:
+            state = self.sync.backfill_state if self.ready else {"state": "starting"}
+            return web.json_response(state)
+
+        app.router.add_get("/health/live", live)
+        app.router.add_get("/health/ready", ready)
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/sync/status", status)
+        app.router.add_get("/sync/conflicts", conflicts)
+        app.router.add_get("/sync/rejects", rejects)
+        app.router.add_post("/sync/backfill", start_backfill)
+        app.router.add_get("/sync/backfill", backfill_state)
+        return app
+
+    async def _backfill(self) -> None:
+        try:
+            await self.sync.backfill()
+        except Exception as exc:
+            self.sync.backfill_state = {**self.sync.backfill_state, "state": "failed",
+                                        "error": f"{type(exc).__name__}: {exc}"}
+            log.warning("sync_backfill_failed", error=str(exc))
+
+
+def _limit(request: web.Request) -> int:
+    try:
+        return max(1, min(500, int(request.query.get("limit", "50"))))
+    except ValueError:
+        return 50
+
+
+async def _connect_retrying(dsn: str, stop: asyncio.Event) -> asyncpg.Connection | None:
+    failures = 0
+    while not stop.is_set():
+        try:
+            return await asyncpg.connect(dsn)
+        except (OSError, asyncpg.PostgresError) as exc:
+            failures += 1
+            log.warning("sync_waiting_for_legacy_db", error=str(exc))
+            await asyncio.sleep(_backoff(failures))
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mercato.migration.sync")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--legacy-dsn", required=True)
+    parser.add_argument("--catalog-url", required=True,
+                        help="http://catalog (through the registry) or a direct URL")
+    parser.add_argument("--nats-url", required=True)
+    parser.add_argument("--poll-s", type=float, default=0.2)
+    args = parser.parse_args(argv)
+    if not os.environ.get("SYNC_SIGNING_KEY"):
+        parser.error("SYNC_SIGNING_KEY (the sync's ed25519 identity key) is not set")
+    runner = Runner(args)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runner.stop.set)
+        await runner.run()
+
+    asyncio.run(serve())

@@ -1,0 +1,62 @@
+"""The sync's merge rule (ADR 0029), without any server."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given
+from hypothesis import strategies as st
+from mercato.migration.sync.records import MERGED, Record, merge, price_text, slug_of
+
+BASE = Record(sku="LG-1", name="Kettle", description="", category="kitchen",
+              price="39000.00", currency="KRW", active=True)
+
+
+def test_a_change_on_one_side_is_taken_from_that_side() -> None:
+    legacy = replace(BASE, name="Blue kettle")
+    services = replace(BASE, price="41000.00")
+    done = merge(BASE, legacy, services)
+    assert done.record == replace(BASE, name="Blue kettle", price="41000.00")
+    assert done.conflicts == ()
+
+
+def test_the_same_field_changed_on_both_sides_is_a_conflict_the_services_win() -> None:
+    done = merge(BASE, replace(BASE, name="L", active=False), replace(BASE, name="S"))
+    assert done.conflicts == ("name",)
+    assert done.record == replace(BASE, name="S", active=False)
+    # Both sides made the same change: no conflict.
+    same = merge(BASE, replace(BASE, name="X"), replace(BASE, name="X"))
+    assert same.conflicts == () and same.record.name == "X"
+
+
+def test_without_a_base_every_difference_is_a_conflict_and_one_side_alone_is_copied() -> None:
+    done = merge(None, replace(BASE, name="L"), BASE)
+    assert done.conflicts == ("name",) and done.record == BASE
+    assert merge(None, BASE, None).record == BASE
+    assert merge(BASE, None, replace(BASE, name="S")).record.name == "S"
+
+
+records = st.builds(Record, sku=st.just("LG-1"), name=st.sampled_from(["a", "b", "c"]),
+                    description=st.sampled_from(["", "d"]),
+                    category=st.sampled_from(["x", "y"]),
+                    price=st.sampled_from(["1.00", "2.00"]), currency=st.just("KRW"),
+                    active=st.booleans())
+
+
+@given(records, records, records)
+def test_merging_is_deterministic_and_settles(base: Record, legacy: Record,
+                                              services: Record) -> None:
+    done = merge(base, legacy, services)
+    assert merge(base, legacy, services) == done
+    # Once both sides hold the result, merging again changes nothing and finds no conflict.
+    assert merge(done.record, done.record, done.record).record == done.record
+    for name in MERGED:
+        assert getattr(done.record, name) in (getattr(legacy, name), getattr(services, name))
+        if name in done.conflicts:
+            assert getattr(done.record, name) == getattr(services, name)
+
+
+def test_prices_and_slugs() -> None:
+    assert price_text("39000") == "39000.00" and price_text("990.5") == "990.50"
+    assert slug_of("Books & Paper", 3) == "books-paper"
+    assert slug_of("—", 7) == "category-7"
