@@ -39,6 +39,28 @@ def test_missing_items_and_keys_are_mismatches() -> None:
         "$.colour: only on the services side"]
 
 
+def test_pages_of_a_longer_list_compare_the_records_both_hold() -> None:
+    def page(items: list[dict[str, object]], total: int) -> dict[str, object]:
+        return {"items": items, "total": total, "page": 1, "page_size": 2}
+
+    a, b, c = copy.deepcopy(LEGACY_PRODUCTS)
+    # The monolith pages by id, the catalog by name: page 1 holds other records.
+    assert compare(Answer(200, page([a, b], 3)), Answer(200, page([b, c], 3))) == []
+    renamed = {**b, "name": "Renamed"}
+    assert compare(Answer(200, page([a, b], 3)), Answer(200, page([renamed, c], 3))) == [
+        "$.items[0].name: 'Product 8' (legacy) != 'Renamed' (services)"]
+    # A record missing on one side still shows, in the total.
+    assert compare(Answer(200, page([a, b], 3)), Answer(200, page([b, c], 2))) == [
+        "$.total: 3 (legacy) != 2 (services)"]
+
+
+def test_a_switched_off_product_is_shown_inactive_by_one_side_and_gone_from_the_other() -> None:
+    off = {**LEGACY_PRODUCTS[0], "active": False}
+    assert compare(Answer(200, off), Answer(404, {"title": "Not Found"})) == []
+    assert compare(Answer(200, LEGACY_PRODUCTS[0]), Answer(404, {})) == [
+        "status 200 (legacy) != 404 (services)"]
+
+
 def test_statuses_decide_for_errors() -> None:
     assert compare(Answer(404, {"title": "No such product"}), Answer(404, {"detail": "x"})) == []
     assert compare(Answer(200, {}), Answer(404, {})) == [

@@ -9,7 +9,14 @@ Known differences, and why each is not a mismatch:
 - ``in_stock``: stock moves under live orders between the two reads; inventory is
   compared by the sync's own checks (issue 15 item 4), not here;
 - ``parent_id`` of categories: the catalog's categories are flat;
-- order of lists of records: compared by id (the two databases break ties differently).
+- order of lists of records: compared by id (the two databases break ties differently);
+- one page of a longer list: the monolith pages its products by id, the catalog by name, so
+  the same page holds different records on each side. A page is compared on its paging
+  (``total``, ``page``, ``page_size``) and on the records both pages hold; a record missing
+  on one side shows in ``total``, and every record is compared in full by its own route;
+- a product switched off: the monolith still shows it (``active: false``), the catalog no
+  longer serves a discontinued product (404). Clients of the legacy path see a 404 once
+  the services serve it: the runbook says so.
 """
 
 from __future__ import annotations
@@ -76,17 +83,42 @@ def differences(a: Any, b: Any, at: str = "$") -> Iterator[str]:
         yield f"{at}: {a!r} (legacy) != {b!r} (services)"
 
 
+def _records(body: Any) -> list[dict[str, Any]] | None:
+    items = body.get("items") if isinstance(body, dict) else None
+    if isinstance(items, list) and all(isinstance(i, dict) and "id" in i for i in items):
+        return items
+    return None
+
+
+def _common_records(a: Any, b: Any) -> tuple[Any, Any]:
+    """Two pages of a list longer than a page, cut to the records both hold (see the module
+    docstring); anything else as it is."""
+    ia, ib = _records(a), _records(b)
+    if ia is None or ib is None:
+        return a, b
+    if not any(isinstance(p.get("total"), int) and p["total"] > len(items)
+               for p, items in ((a, ia), (b, ib))):
+        return a, b  # the whole list on one page: every record must be on both sides
+    both = {i["id"] for i in ia} & {i["id"] for i in ib}
+    return ({**a, "items": [i for i in ia if i["id"] in both]},
+            {**b, "items": [i for i in ib if i["id"] in both]})
+
+
 def compare(legacy: Answer, services: Answer) -> list[str]:
     """Empty when the answers agree after normalisation; otherwise what differs."""
     if legacy.error or services.error:
         return [f"no answer: legacy {legacy.error or legacy.status}, "
                 f"services {services.error or services.status}"]
+    if (legacy.status == 200 and services.status == 404 and isinstance(legacy.body, dict)
+            and legacy.body.get("active") is False):
+        return []  # switched off: shown inactive by the monolith, gone from the catalog
     if legacy.status != services.status:
         return [f"status {legacy.status} (legacy) != {services.status} (services)"]
     if legacy.status >= 300:
         return []
     found: list[str] = []
-    for d in differences(normalise(legacy.body), normalise(services.body)):
+    a, b = _common_records(normalise(legacy.body), normalise(services.body))
+    for d in differences(a, b):
         found.append(d)
         if len(found) == MAX_DIFFERENCES:
             break
