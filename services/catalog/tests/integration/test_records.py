@@ -25,8 +25,14 @@ SYNC_KEY, SYNC_PUBLIC = new_key_pair()
 OTHER_KEY, OTHER_PUBLIC = new_key_pair()
 ADMIN = minter.auth(["customer", "admin"])
 CUSTOMER = minter.auth(["customer"])
-SYNC = {H_SERVICE_IDENTITY: CallerSigner("sync", SYNC_KEY).token_for("catalog")}
-ORDERS = {H_SERVICE_IDENTITY: CallerSigner("orders", OTHER_KEY).token_for("catalog")}
+
+
+def caller(name: str, key: str) -> dict[str, str]:
+    """A service identity header minted now: one minted at import expires before the tests
+    of a long session run."""
+    return {H_SERVICE_IDENTITY: CallerSigner(name, key).token_for("catalog")}
+
+
 RECORD = {"sku": "LG-000001", "name": "Blue kettle", "description": "1.7 l",
           "category": "kitchen", "price": {"amount": "39000", "currency": "KRW"},
           "status": "active"}
@@ -63,22 +69,22 @@ def test_put_creates_under_the_id_then_changes_only_what_differs(
         client: TestClient, fresh_database: str) -> None:
     pid = uuid.uuid4()
     url = f"/api/catalog/products/{pid}"
-    first = client.put(url, json=RECORD, headers=SYNC)
+    first = client.put(url, json=RECORD, headers=caller("sync", SYNC_KEY))
     assert first.status_code == 201 and first.json()["id"] == str(pid)
     assert first.json()["version"] == 1
-    again = client.put(url, json=RECORD, headers=SYNC)
+    again = client.put(url, json=RECORD, headers=caller("sync", SYNC_KEY))
     assert again.status_code == 200 and again.json()["version"] == 1
     assert _outbox_types(fresh_database) == ["ProductCreated.v1"]
     cheaper = client.put(url, json={**RECORD, "price": {"amount": "35000", "currency": "KRW"}},
-                         headers=SYNC).json()
+                         headers=caller("sync", SYNC_KEY)).json()
     assert cheaper["version"] == 2 and cheaper["price"]["amount"] == "35000"
     off = client.put(url, json={**RECORD, "price": cheaper["price"], "status": "discontinued"},
-                     headers=SYNC).json()
+                     headers=caller("sync", SYNC_KEY)).json()
     assert off["status"] == "discontinued" and client.get(url).status_code == 404
-    record = client.get(f"/api/catalog/product-records/{pid}", headers=SYNC).json()
+    record = client.get(f"/api/catalog/product-records/{pid}", headers=caller("sync", SYNC_KEY)).json()
     assert record["status"] == "discontinued" and record["version"] == 3
     # The monolith switches products on again; the catalog follows.
-    back = client.put(url, json={**RECORD, "status": "active"}, headers=SYNC).json()
+    back = client.put(url, json={**RECORD, "status": "active"}, headers=caller("sync", SYNC_KEY)).json()
     assert back["status"] == "active" and back["version"] == 4
     assert client.get(url).json()["price"]["amount"] == "39000"
     assert _outbox_types(fresh_database) == [
@@ -109,22 +115,22 @@ def test_only_an_admin_or_the_sync_may_state_records(client: TestClient) -> None
     assert_problem(client.put(url, json=RECORD), 401)
     assert_problem(client.put(url, json=RECORD, headers=CUSTOMER), 403)
     # A verified service that is not the sync gets nothing more than without its identity.
-    assert_problem(client.put(url, json=RECORD, headers=ORDERS), 401)
+    assert_problem(client.put(url, json=RECORD, headers=caller("orders", OTHER_KEY)), 401)
     forged = {H_SERVICE_IDENTITY: CallerSigner("sync", OTHER_KEY).token_for("catalog")}
     assert_problem(client.put(url, json=RECORD, headers=forged), 403)
     assert_problem(client.get(url.replace("products/", "product-records/")), 401)
-    assert client.put(url, json=RECORD, headers=SYNC).status_code == 201
+    assert client.put(url, json=RECORD, headers=caller("sync", SYNC_KEY)).status_code == 201
 
 
 def test_category_under_a_chosen_id(client: TestClient) -> None:
     cid = uuid.uuid4()
     url = f"/api/catalog/categories/{cid}"
-    made = client.put(url, json={"slug": "garden", "name": "Garden"}, headers=SYNC)
+    made = client.put(url, json={"slug": "garden", "name": "Garden"}, headers=caller("sync", SYNC_KEY))
     assert made.status_code == 200 and made.json()["id"] == str(cid)
-    renamed = client.put(url, json={"slug": "garden", "name": "Garden & patio"}, headers=SYNC)
+    renamed = client.put(url, json={"slug": "garden", "name": "Garden & patio"}, headers=caller("sync", SYNC_KEY))
     assert renamed.json()["name"] == "Garden & patio"
-    assert_problem(client.put(url, json={"slug": "yard", "name": "Yard"}, headers=SYNC), 409)
+    assert_problem(client.put(url, json={"slug": "yard", "name": "Yard"}, headers=caller("sync", SYNC_KEY)), 409)
     assert_problem(client.put(f"/api/catalog/categories/{uuid.uuid4()}",
-                              json={"slug": "kitchen", "name": "Kitchen"}, headers=SYNC), 409)
+                              json={"slug": "kitchen", "name": "Kitchen"}, headers=caller("sync", SYNC_KEY)), 409)
     names = {c["slug"]: c["name"] for c in client.get("/api/catalog/categories").json()["items"]}
     assert names["garden"] == "Garden & patio"
