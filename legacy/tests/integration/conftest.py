@@ -4,11 +4,8 @@ provider simulator (its own process, as in a platform run)."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,26 +28,13 @@ def database_url(fresh_database: str) -> str:
 @pytest.fixture(scope="session")
 def provider_url() -> Iterator[str]:
     from mercato.runtime.paths import free_port
+    from mercato.testing.infra import serving
 
     port = free_port()
     data = tempfile.mkdtemp(prefix="legacy-provider-")
     env = {**os.environ, "PAYMENTS_PROVIDER_PORT": str(port),
            "PAYMENTS_PROVIDER_DATA_DIR": data, "PAYMENTS_PROVIDER_API_TOKEN": PROVIDER_TOKEN,
            "PAYMENTS_PROVIDER_TIMEOUT_CARD_DELAY_MS": "3000"}
-    proc = subprocess.Popen([sys.executable, "-m", "simulators.payment_provider"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the payment provider simulator did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with serving([sys.executable, "-m", "simulators.payment_provider"], env,
+                 f"http://127.0.0.1:{port}/health", timeout=20):
+        yield f"http://127.0.0.1:{port}"

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +21,7 @@ from mercato.migration.ids import services_id
 from mercato.migration.routes import CAPABILITY, PRIMARY, SHADOW
 from mercato.migration.translate import Answer
 from mercato.runtime.paths import free_port
+from mercato.testing.infra import serving
 
 pytestmark = pytest.mark.integration
 
@@ -57,22 +55,8 @@ def monolith(fresh_database: str) -> Iterator[tuple[str, str]]:
     port = free_port()
     env = {**os.environ, "LEGACY_DATABASE_URL": fresh_database, "LEGACY_PORT": str(port),
            "LEGACY_OTLP_ENDPOINT": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "legacy"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health/ready", timeout=1):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, "legacy did not start"
-                time.sleep(0.1)
-        yield url, fresh_database
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with serving([sys.executable, "-m", "legacy"], env, f"http://127.0.0.1:{port}/health/ready"):
+        yield f"http://127.0.0.1:{port}", fresh_database
 
 
 async def _backfill(database_url: str, side: Side) -> None:

@@ -30,8 +30,10 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -181,3 +183,33 @@ def private_nats() -> Iterator[NatsProcess]:
                 os.kill(server.proc.pid, signal.SIGCONT)  # a stalled server cannot stop
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def serving(argv: list[str], env: dict[str, str], ready_url: str,
+            timeout: float = 30) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process for a test: started, polled at ``ready_url`` until it answers (or
+    it exits: the test fails at once, not at the timeout), terminated after."""
+    if not ready_url.startswith("http://127.0.0.1:"):
+        raise ValueError(f"test servers answer on loopback http only, not {ready_url}")
+    # The tests' own commands (the repo's modules), never outside input.
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,  # noqa: S603
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(ready_url, timeout=1):  # noqa: S310 (loopback http)
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"{' '.join(argv)} did not answer {ready_url}") from None
+                time.sleep(0.1)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
