@@ -20,7 +20,7 @@ from chassis.messaging.consumer import (
     run_jetstream_consumer,
 )
 from chassis.messaging.envelope import H_MESSAGE_ID, H_NATS_MSG_ID, H_OCCURRED_AT, H_TYPE, Envelope
-from chassis.messaging.pull import PullFeed
+from chassis.messaging.pull import PullFeed, PullRequestRefused
 from chassis.messaging.streams import ensure_dead_letter_stream, ensure_events_stream
 from chassis.messaging.tables import inbox_table
 from nats.js.api import AckPolicy, ConsumerConfig
@@ -237,5 +237,30 @@ async def test_a_burst_of_many_batches_is_handled_and_acked(db: Database, nats_u
         assert len(set(handled)) == 150
         stop.set()
         await asyncio.wait_for(task, 10)
+    finally:
+        await nc.close()
+
+
+async def test_a_deleted_consumer_is_refused_not_asked_again_at_once(nats_url: str) -> None:
+    """A 409 (here: the consumer was deleted) ends the feed with an error, so the consumer
+    loop backs off and binds again (recreating the consumer), instead of a new request per
+    409 as fast as the broker answers."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    producer = f"p{uuid.uuid4().hex[:8]}"
+    stream = f"{producer.upper()}_EVENTS"
+    name = f"{producer}-gone"
+    try:
+        await ensure_events_stream(js, producer)
+        await ensure_consumer(js, stream, ConsumerConfig(
+            durable_name=name, filter_subject=f"{producer}.events.>",
+            ack_policy=AckPolicy.EXPLICIT, ack_wait=60))
+        feed = PullFeed(nc, stream, name, batch=8, expires_s=30)
+        await feed.start()
+        assert await feed.next_batch(max_wait_s=0.3) == []
+        await js.delete_consumer(stream, name)
+        with pytest.raises(PullRequestRefused, match="409"):
+            await feed.next_batch(max_wait_s=5.0)
+        await feed.close()
     finally:
         await nc.close()

@@ -34,7 +34,17 @@ from nats.aio.msg import Msg
 
 # JetStream's status header values on a pull request's reply subject.
 _STATUS = "Status"
+_DESCRIPTION = "Description"
 _HEARTBEAT = "100"
+# The request ended with nothing wrong: it expired (408) or found nothing (404).
+_ENDED = ("404", "408")
+
+
+class PullRequestRefused(RuntimeError):
+    """The server ended the standing request for a reason a new request would meet again
+    (409: the consumer was deleted, is push-based, too many waiting requests ...): the
+    consumer loop backs off and binds again (``ensure_consumer`` recreates a deleted one)
+    instead of asking again at once, forever."""
 
 
 class PullFeed:
@@ -78,10 +88,15 @@ class PullFeed:
         # A status has no ack subject; a delivered message always has one.
         status = (msg.headers or {}).get(_STATUS) if not msg.reply else None
         if status is not None:
-            # A heartbeat says nothing; any other status on the standing request (408: it
-            # expired, 409: the server dropped it, 404: nothing at all) ends it.
-            if status != _HEARTBEAT and msg.subject == self._current:
-                self._left = 0
+            # A heartbeat says nothing; 408 (expired) or 404 (nothing) ends the standing
+            # request; anything else is refused. A late status of an earlier request, on
+            # its own reply subject, is ignored.
+            if status == _HEARTBEAT or msg.subject != self._current:
+                return
+            self._left = 0
+            if status not in _ENDED:
+                raise PullRequestRefused(
+                    f"{status} {(msg.headers or {}).get(_DESCRIPTION, '')}".strip())
             return
         # A delivered message carries its stream subject, not the request's: it cannot be
         # told apart, so it counts against the standing request. One of an abandoned
