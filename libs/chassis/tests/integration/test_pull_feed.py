@@ -264,3 +264,43 @@ async def test_a_deleted_consumer_is_refused_not_asked_again_at_once(nats_url: s
         await feed.close()
     finally:
         await nc.close()
+
+
+async def test_a_busy_feed_gathers_a_batch_and_a_quiet_one_does_not_hold_the_first(
+        nats_url: str) -> None:
+    """Right after a batch (busy), the next one keeps collecting for ``gather_s`` after its
+    first message, so a busy consumer shares a transaction among more messages; after a
+    quiet spell the first message is handed out at once."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    producer = f"p{uuid.uuid4().hex[:8]}"
+    stream = f"{producer.upper()}_EVENTS"
+    name = f"{producer}-gather"
+
+    async def publish_later(data: bytes, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await js.publish(f"{producer}.events.thing", data)
+
+    try:
+        await ensure_events_stream(js, producer)
+        await ensure_consumer(js, stream, ConsumerConfig(
+            durable_name=name, filter_subject=f"{producer}.events.>",
+            ack_policy=AckPolicy.EXPLICIT, ack_wait=60))
+        feed = PullFeed(nc, stream, name, batch=16, expires_s=30)
+        await feed.start()
+        assert await feed.next_batch(max_wait_s=0.3, gather_s=0.5) == []  # quiet
+        await js.publish(f"{producer}.events.thing", b"0")
+        later = asyncio.create_task(publish_later(b"1", 0.15))
+        first = await feed.next_batch(max_wait_s=2.0, gather_s=0.5)
+        assert [m.data for m in first] == [b"0"]  # not held for the one 0.15 s behind it
+        await later
+        await js.publish(f"{producer}.events.thing", b"2")
+        later = asyncio.create_task(publish_later(b"3", 0.15))
+        busy = await feed.next_batch(max_wait_s=2.0, gather_s=0.5)
+        await later
+        assert [m.data for m in busy] == [b"1", b"2", b"3"]  # gathered while busy
+        for m in first + busy:
+            await m.ack()
+        await feed.close()
+    finally:
+        await nc.close()
