@@ -86,10 +86,6 @@ class ConsumerSpec:
     # batches more; a quiet one adds a few milliseconds. The first message after a quiet
     # spell is never held.
     linger_s: float = 0.02
-    # While busy (the previous batch had messages), a batch keeps collecting for up to this
-    # long after its first message (chassis.messaging.pull): the 10 ms the lingering fetch
-    # of nats-py used to add, without its pull request per call.
-    gather_s: float = 0.01
     deliver_all: bool = True
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -341,7 +337,7 @@ async def run_jetstream_consumer(consumer: InboxConsumer, js: JetStreamContext,
                 feed = PullFeed(js._nc, spec.stream, spec.name, batch=spec.batch,
                                 api_prefix=getattr(js, "_prefix", "$JS.API"))
                 await feed.start()
-            msgs = await feed.next_batch(max_wait_s=1.0, gather_s=spec.gather_s)
+            msgs = await feed.next_batch(max_wait_s=1.0)
             if msgs:
                 started = time.perf_counter()
                 await consumer.process_batch([JetStreamDelivery(m) for m in msgs])

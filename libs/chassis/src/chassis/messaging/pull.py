@@ -16,11 +16,6 @@ status of an earlier request never ends the current one. Delivered messages carr
 stream subject, so every one counts against the standing request; all are handed out (they
 are real deliveries, acked as any other).
 
-A busy consumer (its last batch had messages) keeps collecting for ``gather_s`` (10 ms)
-after the first message of a batch, so one inbox transaction serves more messages, as the
-lingering fetch made it do; the first message after a quiet spell is never held. Without it
-a steady stream was handled in batches of one or two (ADR 0030).
-
 Nothing changes for acks: JetStream still counts every delivered message against
 ``max_ack_pending`` and redelivers after ``ack_wait`` what is not acked. Messages left in
 the feed when it closes are nak'ed, so another instance gets them at once rather than after
@@ -67,8 +62,6 @@ class PullFeed:
         self._left = 0
         self._deadline = 0.0
         self.requests = 0  # pull requests made, for tests and curiosity
-        self._busy = False  # the last call returned messages
-        self._refused: PullRequestRefused | None = None
 
     async def start(self) -> None:
         self._sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._arrived)
@@ -102,12 +95,8 @@ class PullFeed:
                 return
             self._left = 0
             if status not in _ENDED:
-                refused = PullRequestRefused(
+                raise PullRequestRefused(
                     f"{status} {(msg.headers or {}).get(_DESCRIPTION, '')}".strip())
-                if into:  # hand out what came before it; raise on the next call
-                    self._refused = refused
-                    return
-                raise refused
             return
         # A delivered message carries its stream subject, not the request's: it cannot be
         # told apart, so it counts against the standing request. One of an abandoned
@@ -115,17 +104,8 @@ class PullFeed:
         self._left -= 1
         into.append(msg)
 
-    async def next_batch(self, max_wait_s: float, gather_s: float = 0.0) -> list[Msg]:
-        """The messages delivered so far (at least one), or none after ``max_wait_s``.
-
-        ``gather_s``: once the first message is in, keep collecting for up to this long
-        (or until the batch is full), when the call before also returned messages: a busy
-        consumer then shares one inbox transaction among more messages, as nats-py's
-        lingering fetch made it do; the first message after a quiet spell is never held."""
-        if self._refused is not None:
-            refused, self._refused = self._refused, None
-            raise refused
-        busy, self._busy = self._busy, False
+    async def next_batch(self, max_wait_s: float) -> list[Msg]:
+        """The messages delivered so far (at least one), or none after ``max_wait_s``."""
         msgs: list[Msg] = []
         give_up = time.monotonic() + max_wait_s
         while not msgs:
@@ -141,23 +121,10 @@ class PullFeed:
             except TimeoutError:
                 continue
             self._take(msg, msgs)
-        while len(msgs) < self._batch and not self._queue.empty() and self._refused is None:
+        while len(msgs) < self._batch and not self._queue.empty():
             self._take(self._queue.get_nowait(), msgs)
-        if msgs and busy and gather_s > 0 and self._refused is None:
-            until = time.monotonic() + gather_s
-            while len(msgs) < self._batch and self._refused is None:
-                if self._spent():
-                    await self._request()
-                left = until - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    self._take(await asyncio.wait_for(self._queue.get(), left), msgs)
-                except TimeoutError:
-                    break
-        if self._spent() and self._refused is None:
+        if self._spent():
             await self._request()  # standing while this batch is handled
-        self._busy = bool(msgs)
         return msgs
 
     async def close(self) -> None:
