@@ -402,3 +402,33 @@ async def test_a_bug_while_recording_a_send_is_not_retried(
     monkeypatch.setattr(NotificationsRepository, "mark_sent", broken)
     with pytest.raises(ValueError, match="a bug"):
         await send_due(db, mailer(sink), FAST, me=ME)
+
+
+async def test_a_round_checks_each_claim_in_the_transaction_before_its_send(
+        db: Database, sink: MailSink, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round of n emails opens n + 1 transactions (the claim, then one mark per email that
+    also checks the next email's claim), not 2n + 1 (a check of its own before each send):
+    the sender was a quarter of the platform's transactions per order. The check still
+    stands right before each send (see the paused-sender test above)."""
+    sink.start()
+    notes = Notifications(db)
+    for order in ("o1", "o2", "o3", "o4"):
+        await notes.send(placed(order))
+    opened = 0
+    real = Database.unit_of_work
+
+    def counted(self: Database) -> Any:
+        nonlocal opened
+        opened += 1
+        return real(self)
+
+    monkeypatch.setattr(Database, "unit_of_work", counted)
+    smtp = mailer(sink)
+    done = await send_due(db, smtp, FAST, me=ME)
+    monkeypatch.undo()
+    assert (done.claimed, done.sent, done.lost) == (4, 4, 0)
+    assert opened == 5
+    assert {r["status"] for r in await notes.rows()} == {"sent"}
+    assert sorted(m["notification"] for m in sink.messages()) == [
+        f"o{i}/order_placed" for i in range(1, 5)]
+    await smtp.close_connection()

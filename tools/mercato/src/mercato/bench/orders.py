@@ -48,7 +48,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -57,6 +56,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mercato.bench.baseline import platform_checkout
 from mercato.bench.load import (
     TERMINAL_SUBJECTS,
     OrderRecord,
@@ -186,6 +186,7 @@ async def _run(home: Path, *, rate: float, duration_s: float, decline_share: flo
         "loadavg": {"before": [round(x, 2) for x in load_before],
                     "after": [round(x, 2) for x in load_after]},
         "warmup_orders": len(warm),
+        "platform_checkout": str(platform_checkout(target.groups) or ""),
         "records": [asdict(r) for r in records],
     }
 
@@ -197,7 +198,9 @@ TARGETS = ("services", "legacy", "both")
 def run_orders_bench(home: Path, *, rate: float = 60.0, duration_s: float = 30.0,
                      decline_share: float = 0.2, customers: int = 20, products: int = 8,
                      warmup_s: float = 3.0, drain_s: float = 60.0,
-                     report_file: Path | None = None, target: str = "services") -> int:
+                     report_file: Path | None = None, target: str = "services",
+                     save_baseline: Path | None = None,
+                     compare_with: list[Path] | None = None) -> int:
     """Run it, print the tables, save the report. 0: met the target with a clean check;
     1: check found violations or orders never became terminal; 2: could not run; 3: ran
     clean but missed the throughput / latency target. ``target``: ``services`` (through
@@ -205,6 +208,7 @@ def run_orders_bench(home: Path, *, rate: float = 60.0, duration_s: float = 30.0
     after the other, with a last table side by side (mercato.bench.legacy)."""
     from rich.console import Console
 
+    from mercato.bench.baseline import current_commit, machine
     from mercato.bench.legacy import print_comparison, print_legacy, read_legacy, run_legacy
 
     console = Console(stderr=True, highlight=False)
@@ -225,6 +229,17 @@ def run_orders_bench(home: Path, *, rate: float = 60.0, duration_s: float = 30.0
                "customers": customers, "products": products, "warmup_s": warmup_s}
     result: dict[str, Any] | None = None
     legacy: dict[str, Any] | None = None
+    from mercato.bench.baseline import BaselineError, baseline_of, compare, load_run
+
+    try:
+        earlier = [load_run(p) for p in compare_with or []]
+    except BaselineError as exc:
+        console.print(f"[red]bench orders:[/red] --compare {exc}")
+        return 2
+    if (compare_with or save_baseline) and target != "services":
+        console.print("[red]bench orders:[/red] --compare and --save-baseline measure the "
+                      "services: use them with --target services")
+        return 2
     try:
         if target != "services":
             read_legacy(Path(home))  # refuse at once, not after the services' run
@@ -243,9 +258,10 @@ def run_orders_bench(home: Path, *, rate: float = 60.0, duration_s: float = 30.0
         "benchmark": "orders", "target": target, "at": now.isoformat(),
         "config": options,
         "targets": {"completed_per_s": TARGET_ORDERS_PER_S, "ttt_p99_ms": TARGET_TTT_P99_MS},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": machine(),
         "report_file": str(out),
+        **current_commit(Path(result["platform_checkout"])
+                         if result and result.get("platform_checkout") else None),
     }
     if result is not None:
         report.update({"meets_target": meets_target(result["summary"])
@@ -259,9 +275,24 @@ def run_orders_bench(home: Path, *, rate: float = 60.0, duration_s: float = 30.0
         report["comparison"] = [{"measure": m, "services": s, "legacy": lg,
                                  "services_over_legacy": r}
                                 for m, s, lg, r in compare(result, legacy)]
+    if result is not None and (save_baseline or earlier):
+        this_run = baseline_of(report, commit={"commit": report["commit"],
+                                               "dirty": report["dirty"]}, at=now)
+        if earlier:
+            report["compared_with"] = compare(earlier, [this_run])
+        if save_baseline:
+            save_baseline.parent.mkdir(parents=True, exist_ok=True)
+            save_baseline.write_text(json.dumps(this_run, indent=1) + "\n")
+            report["baseline_file"] = str(save_baseline)
     out.write_text(json.dumps(report, indent=1) + "\n")
     if result is not None:
         print_report(report)
+        if report.get("compared_with"):
+            from mercato.bench.baseline import print_comparison as print_against
+
+            print_against(report["compared_with"])
+        if report.get("baseline_file"):
+            Console(highlight=False).print(f"baseline saved: {report['baseline_file']}")
     if legacy is not None:
         print_legacy(report["legacy"])
         if result is not None:

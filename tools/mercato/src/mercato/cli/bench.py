@@ -48,9 +48,17 @@ def bench_orders(
         help="services (through the edge), legacy (the monolith of mercato up --with "
              "legacy), or both: one after the other, then side by side with the ratio.")
     ] = "services",
+    save_baseline: Annotated[Path | None, typer.Option(
+        "--save-baseline", help="Also save this run's figures, commit and machine to this "
+        "JSON file, to compare later runs with.", show_default=False)] = None,
+    compare: Annotated[list[Path] | None, typer.Option(
+        "--compare", help="An earlier run (a --save-baseline file or a bench orders "
+        "report); repeat it for several: their medians are printed beside this run's, "
+        "with the ratios.", show_default=False)] = None,
     home: HomeOpt = None,
 ) -> None:
-    """Orders at a constant rate: throughput, latencies, CPU per order."""
+    """Orders at a constant rate: throughput, latencies, CPU per order (per process), and
+    with --compare the same figures of the build before, side by side."""
     from mercato.bench.orders import TARGETS, run_orders_bench
 
     if target not in TARGETS:
@@ -60,7 +68,34 @@ def bench_orders(
     raise typer.Exit(run_orders_bench(h.root, rate=rate, duration_s=duration,
                                       decline_share=decline_share, customers=customers,
                                       products=products, warmup_s=warmup, report_file=report,
-                                      target=target))
+                                      target=target, save_baseline=save_baseline,
+                                      compare_with=compare))
+
+
+@bench_app.command("compare")
+def bench_compare(
+    before: Annotated[list[Path], typer.Option(
+        "--before", help="A run of the build before (a --save-baseline file or a bench "
+        "orders report); repeat it for several runs.")],
+    after: Annotated[list[Path], typer.Option(
+        "--after", help="A run of the build after; repeat it for several runs.")],
+    report: Annotated[Path | None, typer.Option(
+        help="Also write the comparison as JSON here.", show_default=False)] = None,
+) -> None:
+    """Saved `bench orders` runs of two builds side by side: medians of each side and the
+    ratios after / before (alternate the builds' runs so machine noise hits both)."""
+    import json
+
+    from mercato.bench.baseline import BaselineError, compare, load_run, print_comparison
+
+    try:
+        result = compare([load_run(p) for p in before], [load_run(p) for p in after])
+    except BaselineError as exc:
+        fail(str(exc), "save runs with: mercato bench orders --save-baseline FILE", 2)
+    print_comparison(result)
+    if report:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result, indent=1) + "\n")
 
 
 @bench_app.command("storefront")
