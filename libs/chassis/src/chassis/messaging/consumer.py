@@ -29,6 +29,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import structlog
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -48,7 +49,6 @@ from chassis.messaging.envelope import (
     PoisonMessage,
 )
 from chassis.messaging.metrics import MessagingMetrics
-from chassis.messaging.pull import PullFeed
 from chassis.messaging.streams import DEAD_LETTER_PREFIX
 
 log = structlog.get_logger("chassis.consumer")
@@ -329,15 +329,13 @@ async def run_jetstream_consumer(consumer: InboxConsumer, js: JetStreamContext,
         filter_subject=spec.subjects[0] if len(spec.subjects) == 1 else None,
         max_ack_pending=max(1000, spec.batch * 4))
     backoff = 0.2
-    feed: PullFeed | None = None
+    sub = None
     while not stop.is_set():
         try:
-            if feed is None:
+            if sub is None:
                 await ensure_consumer(js, spec.stream, config)
-                feed = PullFeed(js._nc, spec.stream, spec.name, batch=spec.batch,
-                                api_prefix=getattr(js, "_prefix", "$JS.API"))
-                await feed.start()
-            msgs = await feed.next_batch(max_wait_s=1.0)
+                sub = await js.pull_subscribe_bind(durable=spec.name, stream=spec.stream)
+            msgs = await _next_batch(sub, spec.batch)
             if msgs:
                 started = time.perf_counter()
                 await consumer.process_batch([JetStreamDelivery(m) for m in msgs])
@@ -347,22 +345,40 @@ async def run_jetstream_consumer(consumer: InboxConsumer, js: JetStreamContext,
                         await asyncio.wait_for(stop.wait(), linger)
             backoff = 0.2
         except asyncio.CancelledError:
-            if feed is not None:
-                await asyncio.shield(feed.close())
             raise
         except Exception as exc:
             log.warning("consumer_loop_failed", consumer=spec.name, error=str(exc),
                         retry_in=backoff)
-            if feed is not None:
-                # Made again on the next pass; the old subscription would stay registered
+            if sub is not None:
+                # Bound again on the next pass; the old subscription would stay registered
                 # in the client, one more for every failure during an outage.
-                await feed.close()
-            feed = None
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(sub.unsubscribe(), 1.0)
+            sub = None
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff)
             backoff = min(backoff * 2, 5.0)
-    if feed is not None:
-        await feed.close()
+    if sub is not None:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def _next_batch(sub: JetStreamContext.PullSubscription, batch: int) -> list[Msg]:
+    """What is ready now (up to ``batch``); when idle, wait for the next single message.
+
+    nats-py's ``fetch(n, timeout)`` holds early messages until ``n`` arrive or the timeout
+    ends once it has to linger, which would add up to ``timeout`` of latency at low rates.
+    A short drain, then a lingering fetch of one message, keeps both latency and round trips
+    low: busy streams are drained in batches, idle ones answer on the first message.
+    """
+    try:
+        return await sub.fetch(batch, timeout=0.01)
+    except TimeoutError:
+        pass
+    try:
+        return await sub.fetch(1, timeout=1.0)
+    except TimeoutError:
+        return []
 
 
 def _filters(config: ConsumerConfig) -> set[str]:
