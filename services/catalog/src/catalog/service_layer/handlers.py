@@ -36,15 +36,9 @@ class ProductChanges:
 
 
 @dataclass(frozen=True, slots=True)
-class ProductRecord:
+class ProductRecord(NewProduct):
     """A product stated whole, under an id the caller chose (the migration sync keeps a
-    monolith product's derived id)."""
-    sku: str
-    name: str
-    description: str
-    category: str
-    price_amount: str
-    price_currency: str
+    monolith product's derived id): a new product's fields and its status."""
     status: str
 
 
