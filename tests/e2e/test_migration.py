@@ -73,6 +73,20 @@ def status(p: Platform) -> dict[str, Any]:
     return {row["capability"]: row for row in doc["capabilities"]}
 
 
+def shop_customer(c: httpx.Client, name: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """A new customer of the monolith's /shop API, signed in, with one address."""
+    email = f"e2e-{uuid.uuid4().hex[:8]}@example.com"
+    registered = c.post("/shop/register", json={"email": email, "password": PASSWORD,
+                                                "name": name})
+    assert registered.status_code == 201, registered.text
+    token = c.post("/shop/login", json={"email": email, "password": PASSWORD}).json()["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    address = c.post("/shop/addresses", headers=auth, json={
+        "recipient": name, "line1": "1 Test-ro", "city": "Seoul",
+        "postal_code": "04100"}).json()
+    return auth, address
+
+
 def both_sides_consistent(p: Platform) -> None:
     """`mercato check` (the services) and `mercato legacy check` (the monolith and its
     charges at the provider) pass; run between steps, when no checkout is in flight."""
@@ -97,15 +111,7 @@ def test_0_an_order_through_the_monolith(platform: Platform) -> None:
         products = c.get("/shop/products", params={"page_size": 100}).json()
         assert products["total"] > 0
         product = next(p for p in products["items"] if p["in_stock"] > 0)
-        email = f"e2e-{uuid.uuid4().hex[:8]}@example.com"
-        assert c.post("/shop/register", json={"email": email, "password": PASSWORD,
-                                              "name": "E2E"}).status_code == 201
-        token = c.post("/shop/login", json={"email": email,
-                                            "password": PASSWORD}).json()["token"]
-        auth = {"Authorization": f"Bearer {token}"}
-        address = c.post("/shop/addresses", headers=auth, json={
-            "recipient": "E2E", "line1": "1 Test-ro", "city": "Seoul",
-            "postal_code": "04100"}).json()
+        auth, address = shop_customer(c, "E2E")
         r = c.post("/shop/checkout", headers={**auth, "Idempotency-Key": "e2e-1"}, json={
             "address_id": address["id"], "card_number": "4242424242424242",
             "items": [{"product_id": product["id"], "quantity": 1}]})
@@ -224,15 +230,7 @@ class Traffic:
 
     def _orders(self) -> None:
         with self.p.client() as c:
-            email = f"migrate-{uuid.uuid4().hex[:8]}@example.com"
-            c.post("/shop/register", json={"email": email, "password": PASSWORD,
-                                           "name": "Migrating"})
-            token = c.post("/shop/login", json={"email": email,
-                                                "password": PASSWORD}).json()["token"]
-            auth = {"Authorization": f"Bearer {token}"}
-            address = c.post("/shop/addresses", headers=auth, json={
-                "recipient": "M", "line1": "1 Test-ro", "city": "Seoul",
-                "postal_code": "04100"}).json()
+            auth, address = shop_customer(c, "Migrating")
             # The best-stocked products (from the monolith itself: the catalog's side, which
             # may serve this list mid-shift, has no legacy ids until the backfill).
             shop = self.p.state()["urls"]["legacy"]
