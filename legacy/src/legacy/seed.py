@@ -57,6 +57,11 @@ def _dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
+# The tables the legacy outbox follows (migrations 0002, 0003): a seed is the starting state,
+# which the backfill copies, not a stream of changes.
+OUTBOX_TABLES = ("products", "stock", "customers", "addresses", "orders")
+
+
 async def seed_shop(database_url: str, *, customers: int, products: int, orders: int,
                     seed: int, say: Callable[[str], None]) -> dict[str, int]:
     rng = random.Random(seed)  # noqa: S311 - test data, reproducible on purpose
@@ -69,10 +74,10 @@ async def seed_shop(database_url: str, *, customers: int, products: int, orders:
         if orders and not (customers and products):
             raise SeedError("orders need customers and products")
         async with conn.transaction():
-            for table in ("products", "stock", "customers", "orders"):
+            for table in OUTBOX_TABLES:
                 await conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER {table}_outbox")
             counts = await _fill(conn, rng, customers, products, orders, say, t0)
-            for table in ("products", "stock", "customers", "orders"):
+            for table in OUTBOX_TABLES:
                 await conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER {table}_outbox")
             for table in ("customers", "addresses", "categories", "products", "orders",
                           "payments", "shipments"):

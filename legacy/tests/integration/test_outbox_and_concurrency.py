@@ -99,3 +99,23 @@ def test_concurrent_checkouts_never_oversell(database_url: str, provider_url: st
     order_tx = {r["txid"] for r in rows if r["table_name"] == "orders"}
     stock_tx = {r["txid"] for r in rows if r["table_name"] == "stock" and r["op"] == "UPDATE"}
     assert len(stock_tx) == 3 and stock_tx <= order_tx
+
+
+def test_customers_and_addresses_carry_the_services_id_and_addresses_are_followed(
+        database_url: str) -> None:
+    [c] = sql(database_url, "INSERT INTO customers (email, name, password_hash) "
+                            "VALUES ('ids@example.com', 'I', 'h') RETURNING id, services_id")
+    # The migration's id scheme (mercato.migration.ids): prefix, table code 3, the integer.
+    assert str(c["services_id"]) == f"6c656761-0003-8000-8000-{c['id']:012x}"
+    born_in_services = uuid.uuid4()
+    [s] = sql(database_url, "INSERT INTO customers (email, name, password_hash, services_id) "
+                            "VALUES ('svc@example.com', 'S', 'h', $1) RETURNING services_id",
+              born_in_services)
+    assert s["services_id"] == born_in_services  # a synced account keeps its own
+    [a] = sql(database_url, "INSERT INTO addresses (customer_id, recipient, line1, city, "
+                            "postal_code) VALUES ($1, 'I', 'l', 'c', '1') RETURNING id, "
+                            "services_id", c["id"])
+    assert str(a["services_id"]) == f"6c656761-0005-8000-8000-{a['id']:012x}"
+    rows = [r for r in outbox(database_url) if r["table_name"] == "addresses"]
+    assert [(r["op"], r["row_id"]) for r in rows] == [("INSERT", str(a["id"]))]
+    assert json.loads(rows[0]["changed"])["services_id"] == str(a["services_id"])
