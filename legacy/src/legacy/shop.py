@@ -151,7 +151,9 @@ async def addresses(engine: AsyncEngine, customer_id: int) -> list[dict[str, Any
 
 def _address(row: Any) -> dict[str, Any]:
     return {"id": row.id, "recipient": row.recipient, "line1": row.line1, "city": row.city,
-            "postal_code": row.postal_code, "country": row.country}
+            "postal_code": row.postal_code, "country": row.country,
+            # The address's UUID on the services' side (ADR 0032).
+            "services_id": str(row.services_id)}
 
 
 # -- catalog -----------------------------------------------------------------------------------
