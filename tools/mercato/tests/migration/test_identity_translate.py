@@ -9,7 +9,12 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from mercato.migration.acl import ExchangedTokens, looks_like_jwt, token_of
+import aiohttp
+from acl_standins import serve
+from aiohttp import web
+from chassis.registry_keys import new_key_pair
+from chassis.service_identity import CallerSigner, CallerVerifier
+from mercato.migration.acl import Acl, ExchangedTokens, looks_like_jwt, token_of
 from mercato.migration.ids import services_id
 from mercato.migration.translate import Answer, identity_answer
 
@@ -175,3 +180,82 @@ def test_exchanged_tokens_are_kept_by_hash_until_shortly_before_expiry() -> None
     assert len(cache) == 2 and cache.get("s0") is None
     cache.forget("s1")
     assert cache.get("s1") is None and cache.get("s2") == "j2"
+
+
+# -- the ACL's exchange, against stand-ins that misbehave in ways the real sides rarely do --
+
+class Standins:
+    def __init__(self) -> None:
+        self.me_status = 200
+        self.exchange: tuple[int, Any] = (200, {"access_token": "x.y.z", "expires_in": 300})
+        self.seen: list[tuple[str, dict[str, str]]] = []
+
+    def legacy(self) -> Any:
+        async def me(request: web.Request) -> web.Response:
+            self.seen.append(("legacy me", dict(request.headers)))
+            if self.me_status != 200:
+                return web.json_response({"status": self.me_status}, status=self.me_status)
+            return web.json_response({"id": 41, "services_id": LEGACY_BORN})
+
+        app = web.Application()
+        app.router.add_get("/shop/me", me)
+        return app
+
+    def identity(self) -> Any:
+        async def exchange(request: web.Request) -> web.Response:
+            self.seen.append(("exchange", dict(request.headers)))
+            return web.json_response(self.exchange[1], status=self.exchange[0])
+
+        async def me(request: web.Request) -> web.Response:
+            self.seen.append(("identity me", dict(request.headers)))
+            return web.json_response({"id": LEGACY_BORN, "email": "a@b.cd", "name": "A",
+                                      "roles": ["customer"]})
+
+        app = web.Application()
+        app.router.add_post("/api/identity/exchange", exchange)
+        app.router.add_get("/api/identity/me", me)
+        return app
+
+
+async def _get_me(signer: Any, standins: Standins, token: str = "legacy-session"
+                  ) -> tuple[int, Any]:
+    async with serve(standins.legacy()) as lurl, serve(standins.identity()) as iurl:
+        acl = Acl(legacy_url=lurl, services_url=iurl, signer=signer)
+        async with serve(acl.app()) as url, aiohttp.ClientSession() as http:
+            async with http.get(url + "/shop/me", headers={
+                    "mercato-primary": "services", "mercato-capability": "identity",
+                    "authorization": f"Bearer {token}",
+                    "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            }) as resp:
+                return resp.status, await resp.json(content_type=None)
+
+
+async def test_the_exchange_is_signed_and_the_trace_goes_along() -> None:
+    private, public = new_key_pair()
+    standins = Standins()
+    status, me = await _get_me(CallerSigner("acl", private), standins)
+    assert status == 200 and me["services_id"] == LEGACY_BORN
+    (_, legacy), (_, exchange), (_, identity) = standins.seen
+    assert legacy["Authorization"] == "Bearer legacy-session"
+    assert CallerVerifier("identity", {"acl": public}).verify(exchange["Mercato-Caller"]) \
+        == "acl"
+    assert identity["Authorization"] == "Bearer x.y.z"
+    assert identity["traceparent"].startswith("00-0af7651916cd43dd")
+
+
+async def test_when_the_exchange_cannot_be_made() -> None:
+    signer = CallerSigner("acl", new_key_pair()[0])
+    standins = Standins()
+    assert (await _get_me(None, standins))[0] == 503  # no service identity: say so
+    standins.me_status = 401
+    assert (await _get_me(signer, standins))[0] == 401  # the monolith does not know it
+    standins.me_status = 500
+    assert (await _get_me(signer, standins))[0] == 502
+    standins.me_status = 200
+    standins.exchange = (404, {"status": 404})
+    status, problem = await _get_me(signer, standins)
+    assert status == 503 and "not reached the services" in problem["detail"]
+    standins.exchange = (200, {"token": "no access_token here"})
+    assert (await _get_me(signer, standins))[0] == 502
+    standins.exchange = (200, {"access_token": "x.y.z", "expires_in": "soon"})
+    assert (await _get_me(signer, standins))[0] == 502  # never a 500

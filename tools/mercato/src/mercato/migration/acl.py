@@ -255,7 +255,8 @@ class Acl:
                                        "this customer's account has not reached the "
                                        "services; try again shortly").body,
                           headers=(("retry-after", "5"),))
-        if got.status != 200 or not isinstance(got.body, dict):
+        if got.status != 200 or not isinstance(got.body, dict) \
+                or not isinstance(got.body.get("access_token"), str):
             self.metrics.exchanges.labels("failed").inc()
             return problem(502, "Bad Gateway", "identity did not exchange the session "
                            f"({got.error or got.status})")
@@ -265,18 +266,30 @@ class Acl:
         return access
 
     async def identity(self, request: web.Request, body: bytes) -> Answer:
-        key = (request.method, request.path)
-        if key in PUBLIC_IDENTITY:
-            return await identity_answer(request.method, request.path, body, None,
-                                         self.services_call)
-        raw = token_of(request.headers, request.cookies)
-        if key == ("POST", "/shop/logout") and raw is not None and not looks_like_jwt(raw):
-            return await self._legacy_logout(raw)
-        token = await self.services_token(request)
-        if isinstance(token, Answer):
-            return token
-        return await identity_answer(request.method, request.path, body, token,
-                                     self.services_call)
+        trace = {k: v for k in TRACE_HEADERS if (v := request.headers.get(k))}
+
+        async def call(method: str, path: str, *, token: str | None = None,
+                       json_body: Any = None, form: Mapping[str, str] | None = None) -> Answer:
+            return await self.services_call(method, path, token=token, json_body=json_body,
+                                            form=form, headers=trace)
+
+        try:
+            key = (request.method, request.path)
+            if key in PUBLIC_IDENTITY:
+                return await identity_answer(request.method, request.path, body, None, call)
+            raw = token_of(request.headers, request.cookies)
+            if key == ("POST", "/shop/logout") and raw is not None \
+                    and not looks_like_jwt(raw):
+                return await self._legacy_logout(raw)
+            token = await self.services_token(request)
+            if isinstance(token, Answer):
+                return token
+            return await identity_answer(request.method, request.path, body, token, call)
+        except (KeyError, TypeError, ValueError) as exc:
+            # An answer of either side without the fields its contract promises.
+            log.warning("acl.identity_unexpected_answer", path=request.path,
+                        error=f"{type(exc).__name__}: {exc}")
+            return problem(502, "Bad Gateway", "an upstream answer was not as documented")
 
     async def _legacy_logout(self, legacy_token: str) -> Answer:
         """A legacy session ends where it lives, at the monolith (the customer's orders may
