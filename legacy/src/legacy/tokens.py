@@ -56,6 +56,9 @@ class ServiceTokens:
         self._fetched_at = time.monotonic()
         return True
 
+    def _fresh(self) -> bool:
+        return time.monotonic() - self._fetched_at < self._max_age
+
     def _key(self, kid: str) -> Any | None:
         with self._lock:
             age = time.monotonic() - self._fetched_at
@@ -81,8 +84,9 @@ class ServiceTokens:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise _unauthorized("the token has no key id")
-        # PyJWKClient fetches with urllib: off the event loop.
-        key = await asyncio.to_thread(self._key, kid)
+        key = self._keys.get(kid) if self._fresh() else None
+        if key is None:  # a fetch may be due: PyJWKClient uses urllib, off the event loop
+            key = await asyncio.to_thread(self._key, kid)
         if key is None:
             raise _unauthorized("the token was signed with an unknown key")
         try:

@@ -18,8 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from jwt.algorithms import RSAAlgorithm
 from legacy.app import create_app
+from legacy.domain import Problem
 from legacy.migrate import upgrade_to_head
 from legacy.settings import Settings
+from legacy.tokens import ServiceTokens
 from legacy_kit import settings, sign_up, sql
 
 pytestmark = pytest.mark.integration
@@ -203,3 +205,23 @@ def test_the_settings_read_the_identity_provider_from_the_environment() -> None:
                            "LEGACY_JWT_ISSUER": "iss", "LEGACY_JWT_AUDIENCE": "aud"})
     assert (s.jwks_url, s.jwt_issuer, s.jwt_audience) == ("http://127.0.0.1:1/jwks", "iss",
                                                            "aud")
+
+
+async def test_a_rotated_key_is_fetched_when_a_token_names_it(jwks: Jwks) -> None:
+    tokens = ServiceTokens(jwks.url, issuer=ISSUER, audience=AUDIENCE, min_refetch_s=0)
+    sub = str(uuid.uuid4())
+    assert str(await tokens.subject(token(sub))) == sub
+    before = jwks.fetches
+    assert str(await tokens.subject(token(sub))) == sub  # cached: no fetch
+    assert jwks.fetches == before
+    rotated = json.loads(RSAAlgorithm.to_jwk(OTHER_KEY.public_key()))
+    saved = jwks.document
+    jwks.document = {"keys": [*saved["keys"], {**rotated, "kid": "k2", "alg": "RS256"}]}
+    try:
+        assert str(await tokens.subject(token(sub, key=OTHER_KEY, kid="k2"))) == sub
+        assert jwks.fetches == before + 1
+    finally:
+        jwks.document = saved
+    with pytest.raises(Problem) as refused:
+        await tokens.subject(token(sub, key=OTHER_KEY, kid="k3"))
+    assert refused.value.status == 401
