@@ -142,3 +142,15 @@ def test_only_python_dash_m_of_this_interpreter_goes_through_it_and_it_can_be_of
     assert module_of(["envoy", "-c", "x"]) is None
     assert enabled({}) and enabled({"MERCATO_ZYGOTE": "1"})
     assert not enabled({"MERCATO_ZYGOTE": "0"}) and not enabled({"MERCATO_ZYGOTE": "off"})
+
+
+def test_a_child_asking_for_other_interpreter_settings_is_not_forked(tmp_path: Path) -> None:
+    async def body(z: Zygote) -> None:
+        same = {**os.environ, "ZYGOTE_ONLY": "1", "PYTHONUNBUFFERED": "1", "OTHER": "x"}
+        assert z.can_run(same)
+        # A release puts its new source first on PYTHONPATH: read at interpreter start
+        # only, so a fork would run the old code.
+        assert not z.can_run({**same, "PYTHONPATH": str(tmp_path)})
+        assert not z.can_run({**same, "PYTHONHASHSEED": "7"})
+
+    asyncio.run(_with_zygote(tmp_path, body))

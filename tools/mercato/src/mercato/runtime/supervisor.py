@@ -339,7 +339,7 @@ class Supervisor:
         argv = spec.argv(c.port)
         if module_of(argv) is not None and set(spec.popen_kwargs) <= {"env"}:
             zygote = await self._zygote()
-            if zygote is not None:
+            if zygote is not None and zygote.can_run(kwargs["env"]):
                 try:
                     return await zygote.spawn(argv, kwargs["env"], self.cwd, logfh.fileno())
                 except ZygoteGone:

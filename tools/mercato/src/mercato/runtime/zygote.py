@@ -55,6 +55,17 @@ TITLE_ROOM = "mercato-zygote: the python services' shared interpreter image, for
 PR_SET_PDEATHSIG = 1
 
 
+# Read by the interpreter at its start only (a fork inherits the zygote's): a child that asks
+# for other values of these (a release's PYTHONPATH with new code first, say) is spawned
+# apart. PYTHONUNBUFFERED is applied to the child's streams after the fork.
+_AT_START_ONLY_EXCEPT = frozenset({"PYTHONUNBUFFERED"})
+
+
+def interpreter_settings(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items()
+            if k.startswith("PYTHON") and k not in _AT_START_ONLY_EXCEPT}
+
+
 def enabled(env: Mapping[str, str] = os.environ) -> bool:
     return env.get(ENV, "1") not in ("0", "false", "no", "off")
 
@@ -260,9 +271,16 @@ class Zygote:
         self._ends: dict[int, asyncio.Future[int]] = {}
         self._early: dict[int, int] = {}  # ended before their spawn answer was read
         self._ready: asyncio.Future[int] | None = None
+        self._settings: dict[str, str] = {}
+
+    def can_run(self, env: Mapping[str, str]) -> bool:
+        """Whether a child with this environment may be forked from this zygote: the same
+        interpreter settings it was started with."""
+        return interpreter_settings(env) == self._settings
 
     async def start(self, env: Mapping[str, str], cwd: str, log: int,
                     timeout_s: float = 60.0) -> None:
+        self._settings = interpreter_settings(env)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
