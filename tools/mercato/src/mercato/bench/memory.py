@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from mercato.bench.telemetry import _edge_routes, _free_port, _mercato
+from mercato.bench.telemetry import _edge_routes, _free_port, _mercato, alternating_runs
 
 TARGET_MB = 1200.0
 MB = 1 << 20
@@ -76,23 +74,16 @@ def run_memory_bench(rounds: int, settle_s: float, load_s: float,
     from rich.table import Table
 
     console = Console(highlight=False)
-    root = Path(tempfile.mkdtemp(prefix="mercato-bench-memory-"))
-    homes = {True: root / "zygote", False: root / "apart"}
-    runs: list[dict[str, Any]] = []
+
+    def run(home: Path, zygote: bool) -> dict[str, Any]:
+        console.print(f"[dim]starting a platform ({'zygote' if zygote else 'apart'})…[/]")
+        return one_run(home, zygote, settle_s, load_s, console.print)
+
     try:
-        for i in range(rounds):
-            for zygote in ((True, False) if i % 2 == 0 else (False, True)):
-                console.print(f"[dim]round {i + 1}/{rounds}: starting a platform "
-                              f"({'zygote' if zygote else 'apart'})…[/]")
-                runs.append(one_run(homes[zygote], zygote, settle_s, load_s, console.print))
+        runs = alternating_runs("memory", rounds, run)
     except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as exc:
         console.print(f"[red]bench memory:[/] {exc}")
         return 2
-    finally:
-        for h in homes.values():
-            if h.exists():
-                _mercato(h, "down")
-        shutil.rmtree(root, ignore_errors=True)
 
     def median(zygote: bool, key: str) -> float | None:
         values = [r[key] for r in runs if r["zygote"] == zygote and r[key] is not None]
