@@ -139,3 +139,25 @@ def test_customers_own_changes_are_published(client: TestClient, sql: Any) -> No
     assert outbox(sql) == ["AccountRegistered.v1", "AddressAdded.v1"]
     assert sql("SELECT count(*) FROM outbox WHERE subject = 'identity.events.address_added' "
                f"AND convert_from(payload, 'UTF8') LIKE '%{user}%'") == 1
+
+
+def test_the_sync_pages_through_account_ids(client: TestClient) -> None:
+    made = sorted(register(client, email=f"p{n}@shop.test").json()["id"] for n in range(3))
+    first = client.get(f"{API}/accounts?limit=2", headers=SYNC)
+    assert first.status_code == 200 and first.json()["ids"] == made[:2]
+    rest = client.get(f"{API}/accounts?limit=2&after={made[1]}", headers=SYNC).json()["ids"]
+    assert rest == made[2:]
+    assert client.get(f"{API}/accounts", headers=calling_as("orders")).status_code == 403
+    assert client.get(f"{API}/accounts?limit=0", headers=SYNC).status_code == 422
+
+
+def test_a_customer_renames_themselves_and_it_is_published(client: TestClient,
+                                                           sql: Any) -> None:
+    register(client)
+    auth = {"Authorization": f"Bearer {login(client).json()['access_token']}"}
+    renamed = client.patch(f"{API}/me", json={"name": "Ann Lee"}, headers=auth)
+    assert renamed.status_code == 200 and renamed.json()["name"] == "Ann Lee"
+    assert client.patch(f"{API}/me", json={"name": "Ann Lee"}, headers=auth).status_code == 200
+    assert outbox(sql) == ["AccountRegistered.v1", "AccountUpdated.v1"]
+    assert client.patch(f"{API}/me", json={"name": "\n"}, headers=auth).status_code == 422
+    assert client.patch(f"{API}/me", json={"name": "X"}).status_code == 401

@@ -47,6 +47,9 @@ class FakeUsers:
         user.version += 1
         self._s.users[user.id] = copy.copy(user)
 
+    async def ids_after(self, after: uuid.UUID | None, limit: int) -> Sequence[uuid.UUID]:
+        return sorted(i for i in self._s.users if after is None or i > after)[:limit]
+
 
 class FakeAddresses:
     def __init__(self, store: Store) -> None:

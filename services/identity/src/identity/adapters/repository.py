@@ -88,6 +88,13 @@ class SqlUserRepository:
             raise
 
 
+    async def ids_after(self, after: uuid.UUID | None, limit: int) -> Sequence[uuid.UUID]:
+        stmt = select(UserRow.id).order_by(UserRow.id).limit(limit)
+        if after is not None:
+            stmt = stmt.where(UserRow.id > after)
+        return list(await self._session.scalars(stmt))
+
+
 class SqlAddressRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session

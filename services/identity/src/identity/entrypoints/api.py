@@ -13,7 +13,7 @@ from urllib.parse import unquote_plus
 from chassis.errors import Forbidden
 from chassis.openapi import responds
 from chassis.security_headers import PERSONAL_DATA
-from fastapi import APIRouter, Depends, Form, Header, Request, Response
+from fastapi import APIRouter, Depends, Form, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from identity.domain.oauth import OAuthClient
@@ -26,6 +26,7 @@ from identity.entrypoints.deps import (
     Services,
 )
 from identity.entrypoints.schemas import (
+    AccountIdsOut,
     AccountRecordIn,
     AccountRecordOut,
     AddressIn,
@@ -37,6 +38,7 @@ from identity.entrypoints.schemas import (
     JwksOut,
     KeyRotatedOut,
     MeOut,
+    ProfileIn,
     RegisterIn,
     TokenOut,
     UserOut,
@@ -212,6 +214,14 @@ async def me(user_id: CurrentUserId, uow: IdentityUow, services: Services) -> di
     return me_json(await services.accounts.me(uow, user_id))
 
 
+@router.patch("/me", response_model=MeOut, dependencies=_PERSONAL,
+              responses={422: {"description": "invalid name", **_PROBLEM}},
+              summary="Change the signed-in account's name")
+async def change_me(body: ProfileIn, user_id: CurrentUserId, uow: IdentityUow,
+                    services: Services) -> dict[str, Any]:
+    return me_json(await services.accounts.rename(uow, user_id, body.name))
+
+
 @router.post("/me/addresses", status_code=201, response_model=AddressOut, dependencies=_PERSONAL,
              responses={409: {"description": "address book full", **_PROBLEM}},
              summary="Add an address to the signed-in account")
@@ -297,6 +307,14 @@ async def record_account(user_id: uuid.UUID, body: AccountRecordIn, _: RecordCal
     response.headers["ETag"] = account_etag(done.user)
     user, addresses = await services.accounts.account_record(uow, user_id)
     return account_record_json(user, addresses)
+
+
+@router.get("/accounts", response_model=AccountIdsOut,
+            summary="Account ids in id order, a page after ``after`` (the migration's sync)")
+async def list_account_ids(_: RecordCaller, uow: IdentityUow, services: Services,
+                           after: uuid.UUID | None = None,
+                           limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
+    return {"ids": [str(i) for i in await services.accounts.account_ids(uow, after, limit)]}
 
 
 @router.get("/accounts/{user_id}", response_model=AccountRecordOut, dependencies=_PERSONAL,

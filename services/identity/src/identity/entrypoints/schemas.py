@@ -173,6 +173,15 @@ class AccountRecordOut(BaseModel):
     addresses: list[AddressOut]
 
 
+class AccountIdsOut(BaseModel):
+    ids: list[uuid.UUID]
+
+
+class ProfileIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+
+
 def account_record_json(user: User, addresses: Any) -> dict[str, Any]:
     return {**me_json(user), "password_hash": user.password_hash, "version": user.version,
             "addresses": [address_json(a) for a in addresses]}

@@ -194,6 +194,27 @@ class Accounts:
                  version=user.version)
         return RecordedAccount(user, created=current is None, changed=True)
 
+    async def rename(self, uow: IdentityUnitOfWork, user_id: uuid.UUID, name: str) -> User:
+        try:
+            name = check_name(name)
+        except IdentityError as exc:
+            raise _unprocessable(exc) from exc
+        async with uow:
+            user = await uow.users.get(user_id, for_update=True)
+            if user is None:
+                raise Unauthorized("the account behind this token no longer exists")
+            if user.name != name:
+                user.name = name
+                await uow.users.save(user)
+                await uow.events.account_updated(user)
+                await uow.commit()
+        return user
+
+    async def account_ids(self, uow: IdentityUnitOfWork, after: uuid.UUID | None,
+                          limit: int) -> Sequence[uuid.UUID]:
+        async with uow:
+            return await uow.users.ids_after(after, limit)
+
     async def account_record(self, uow: IdentityUnitOfWork,
                              user_id: uuid.UUID) -> tuple[User, Sequence[Address]]:
         async with uow:

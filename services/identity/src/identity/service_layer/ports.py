@@ -25,6 +25,10 @@ class UserRepository(Protocol):
     async def save(self, user: User) -> None:
         """Writes the user's fields and advances ``user.version``."""
 
+    async def ids_after(self, after: uuid.UUID | None, limit: int) -> Sequence[uuid.UUID]:
+        """Account ids greater than ``after``, in order, at most ``limit``."""
+        ...
+
 
 class AddressRepository(Protocol):
     async def add(self, address: Address) -> None: ...

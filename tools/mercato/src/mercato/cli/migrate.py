@@ -165,8 +165,9 @@ def backfill_cmd(capability: Cap, home: HomeOpt = None) -> None:
             bar.update(task, completed=done, total=total)
 
         state = _run(backfill, home_of(home), capability, progress)
+    checked = state.get("catalog_products", state.get("identity_accounts", 0))
     out.print(f"{capability}: {state.get('done', 0)} monolith records in step, "
-              f"{state.get('catalog_products', 0)} services records checked")
+              f"{checked} services records checked")
 
 
 @migrate_app.command("conflicts")
@@ -180,11 +181,12 @@ def conflicts_cmd(home: HomeOpt = None,
         out.print_json(json.dumps(items))
         return
     table = Table(title=f"sync conflicts (last {limit})", title_justify="left")
-    for col in ("when", "legacy id", "fields", "legacy", "services", "both now"):
+    for col in ("when", "kind", "legacy id", "fields", "legacy", "services", "both now"):
         table.add_column(col)
     for c in items:
         fields = c["fields"]
-        table.add_row(c["detected_at"][:19], str(c["legacy_id"]), ", ".join(fields),
+        table.add_row(c["detected_at"][:19], c.get("kind", "products"), str(c["legacy_id"]),
+                      ", ".join(fields),
                       *(", ".join(f"{f}={c[side][f]!r}" for f in fields)
                         for side in ("legacy", "services", "resolved")))
     out.print(table)
