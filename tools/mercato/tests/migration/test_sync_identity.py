@@ -1,0 +1,351 @@
+"""Identity's accounts and addresses synced both ways (ADR 0031), on real pieces as in
+test_sync: the monolith in its own process, the catalog and identity services in threads
+(identity's outbox relay publishing to a JetStream server of this module's own), and the
+sync as ``python -m mercato.migration.sync --identity-url ...``, which the tests pause,
+kill -9 and start again."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from catalog.app import MIGRATIONS_DIR as CATALOG_MIGRATIONS
+from catalog.settings import CatalogSettings
+from chassis.migrations import upgrade_to_head
+from identity.app import MIGRATIONS_DIR as IDENTITY_MIGRATIONS
+from identity.app import create_app as identity_app
+from identity.settings import IdentitySettings
+from legacy.migrate import upgrade_to_head as legacy_upgrade
+from mercato.migration.ids import services_id
+from mercato.runtime.nats import Nats
+from mercato.runtime.paths import free_port
+from test_sync import (
+    PASSWORD,
+    SYNC_KEY,
+    SYNC_PUBLIC,
+    Resp,
+    ThreadedCatalog,
+    World,
+    _wait_http,
+    call,
+    httpx,
+    sql,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+IDENTITY = "/api/identity"
+
+
+class ThreadedIdentity:
+    def __init__(self, settings: IdentitySettings) -> None:
+        app = identity_app(settings)
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port,
+                                                    log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "identity failed"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+class People(World):
+    identity_db: str = ""
+    identity_url: str = ""
+
+    def start_sync(self) -> None:
+        env = {**os.environ, "SYNC_SIGNING_KEY": SYNC_KEY}
+        self.sync_proc = subprocess.Popen(
+            [sys.executable, "-m", "mercato.migration.sync", "--port", str(self.sync_port),
+             "--legacy-dsn", self.legacy_db, "--catalog-url", self.catalog_url,
+             "--identity-url", self.identity_url, "--nats-url", self.nats_url,
+             "--poll-s", "0.1"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_http(self.sync("/health/ready"), self.sync_proc, "sync")
+
+    # -- the monolith -----------------------------------------------------------------------
+
+    def legacy_signup(self, email: str, name: str) -> tuple[int, dict[str, str]]:
+        made = httpx.post(f"{self.legacy_url}/shop/register",
+                          json={"email": email, "password": PASSWORD, "name": name})
+        assert made.status_code == 201, made.text
+        return int(made.json()["id"]), self.legacy_login(email)
+
+    def legacy_login(self, email: str) -> dict[str, str]:
+        got = httpx.post(f"{self.legacy_url}/shop/login",
+                         json={"email": email, "password": PASSWORD})
+        assert got.status_code == 200, got.text
+        return {"Authorization": f"Bearer {got.json()['token']}"}
+
+    def customer(self, email: str) -> dict[str, Any] | None:
+        rows = sql(self.legacy_db, "SELECT id, name, services_id, password_hash FROM "
+                   "customers WHERE lower(email) = lower($1)", email)
+        return dict(rows[0]) if rows else None
+
+    # -- identity ---------------------------------------------------------------------------
+
+    def identity_login(self, email: str) -> Resp:
+        data = urllib.parse.urlencode({"grant_type": "password", "username": email,
+                                       "password": PASSWORD}).encode()
+        req = urllib.request.Request(f"{self.identity_url}{IDENTITY}/token", data=data,
+                                     method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return Resp(resp.status, resp.read().decode())
+        except urllib.error.HTTPError as exc:
+            return Resp(exc.code, exc.read().decode())
+
+    def identity_auth(self, email: str) -> dict[str, str]:
+        got = self.identity_login(email)
+        assert got.status_code == 200, got.text
+        return {"Authorization": f"Bearer {got.json()['access_token']}"}
+
+    def account(self, user_id: uuid.UUID | str) -> dict[str, Any] | None:
+        """identity's account row and its addresses, read from its database."""
+        rows = sql(self.identity_db, "SELECT id, email, name, password_hash FROM users "
+                   "WHERE id = $1", uuid.UUID(str(user_id)))
+        if not rows:
+            return None
+        found = dict(rows[0])
+        found["addresses"] = {r["id"]: dict(r) for r in sql(
+            self.identity_db, "SELECT * FROM addresses WHERE user_id = $1", found["id"])}
+        return found
+
+    def identity_events(self, message_type: str) -> list[dict[str, Any]]:
+        return [json.loads(bytes(r["payload"])) for r in sql(
+            self.identity_db, "SELECT payload FROM outbox WHERE message_type = $1 "
+            "ORDER BY id", message_type)]
+
+
+@pytest.fixture(scope="module")
+def world(pg_server: Any) -> Iterator[People]:
+    legacy_db, catalog_db, identity_db = (pg_server.create_database() for _ in range(3))
+    legacy_upgrade(legacy_db)
+    upgrade_to_head(CATALOG_MIGRATIONS, catalog_db)
+    upgrade_to_head(IDENTITY_MIGRATIONS, identity_db)
+    root = tempfile.mkdtemp(prefix="mercato-idsync-nats-")
+    os.chmod(root, 0o755)
+    nats_server = Nats(Path(root), free_port())
+    nats_server.start()
+    catalog_port, identity_port = free_port(), free_port()
+    catalog = ThreadedCatalog(CatalogSettings(
+        database_url=catalog_db, nats_url=nats_server.url, port=catalog_port,
+        seed_demo=False, register_instance=False, otlp_endpoint=None,
+        registry_trusted_keys={"sync": SYNC_PUBLIC}))
+    # argon2 at its cheapest, and not the monolith's cost: a legacy hash is verified as it
+    # is, then upgraded at the first sign-in.
+    identity = ThreadedIdentity(IdentitySettings(
+        database_url=identity_db, nats_url=nats_server.url, port=identity_port,
+        register_instance=False, otlp_endpoint=None, argon2_time_cost=1,
+        argon2_memory_cost_kib=8, argon2_parallelism=1, signing_key_publish_lead_s=0.0,
+        registry_trusted_keys={"sync": SYNC_PUBLIC}))
+    w = People(legacy_db, catalog_db, nats_server.url,
+               catalog_url=f"http://127.0.0.1:{catalog_port}")
+    w.identity_db, w.identity_url = identity_db, f"http://127.0.0.1:{identity_port}"
+    try:
+        catalog.start()
+        identity.start()
+        w.start_legacy()
+        w.start_sync()
+        yield w
+    finally:
+        for proc in (w.sync_proc, w.legacy_proc):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+                proc.wait(10)
+        identity.stop()
+        catalog.stop()
+        nats_server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def backfill(w: People) -> dict[str, Any]:
+    path = w.sync("/sync/backfill?capability=identity")
+    assert httpx.post(path).status_code == 202
+
+    def ended() -> Any:
+        state = httpx.get(path).json()
+        assert state["state"] != "failed", state
+        return state["state"] == "done" and state
+
+    return wait_for("the identity backfill", ended, 120)
+
+
+def test_1_the_backfill_brings_the_shops_customers_who_sign_in_with_their_password(
+        world: People) -> None:
+    cid, auth = world.legacy_signup("Old.Customer@shop.test", "Old Customer")
+    added = httpx.post(f"{world.legacy_url}/shop/addresses", headers=auth, json={
+        "recipient": "Old Customer", "line1": "1 Jongno", "city": "Seoul",
+        "postal_code": "03154"})
+    assert added.status_code == 201, added.text
+    aid = int(added.json()["id"])
+    # Not followed before its first backfill.
+    assert world.status()["identity"]["armed"] is False
+    assert world.account(services_id("customers", cid)) is None
+    first = backfill(world)
+    assert first["done"] == first["total"] == 1
+    assert world.status()["identity"]["armed"] is True
+    user = services_id("customers", cid)
+    got = world.account(user)
+    assert got is not None and (got["email"], got["name"]) == ("old.customer@shop.test",
+                                                               "Old Customer")
+    assert list(got["addresses"]) == [services_id("addresses", aid)]
+    # The monolith's hash, verified by identity as it is: the same password signs in.
+    assert world.identity_login("old.customer@shop.test").status_code == 200
+    # Idempotent: a second run writes nothing (no event staged, the hash upgraded at the
+    # sign-in went back to the monolith, which still signs in with it).
+    wait_for("the upgraded hash in the monolith", lambda: world.customer(
+        "old.customer@shop.test")["password_hash"] == world.account(user)["password_hash"])
+    world.legacy_login("old.customer@shop.test")
+    events = len(sql(world.identity_db, "SELECT 1 FROM outbox"))
+    again = backfill(world)
+    assert again["done"] == 1
+    assert len(sql(world.identity_db, "SELECT 1 FROM outbox")) == events
+
+
+def test_2_a_customer_registered_in_the_monolith_signs_in_on_identity(world: People) -> None:
+    cid, auth = world.legacy_signup("new.shopper@shop.test", "New Shopper")
+    user = services_id("customers", cid)
+    wait_for("the account in identity", lambda: world.account(user))
+    assert world.identity_login("new.shopper@shop.test").status_code == 200
+    added = httpx.post(f"{world.legacy_url}/shop/addresses", headers=auth, json={
+        "recipient": "New Shopper", "line1": "5 Haeundae-ro", "city": "Busan",
+        "postal_code": "48094"})
+    aid = services_id("addresses", int(added.json()["id"]))
+    wait_for("the monolith's address in identity", lambda: aid in (
+        world.account(user) or {"addresses": {}})["addresses"])
+    # As identity serves it to its owner.
+    mine = httpx.get(f"{world.identity_url}{IDENTITY}/me/addresses",
+                     headers=world.identity_auth("new.shopper@shop.test")).json()["items"]
+    assert [(a["id"], a["city"], a["postal_code"]) for a in mine] == [
+        (str(aid), "Busan", "48094")]
+
+
+def test_3_an_account_registered_in_identity_appears_in_the_monolith(world: People) -> None:
+    made = call("POST", f"{world.identity_url}{IDENTITY}/register", {
+        "email": "born.in@services.test", "password": PASSWORD, "name": "Born In"})
+    assert made.status_code == 201, made.text
+    user = uuid.UUID(made.json()["id"])
+    row = wait_for("the account in the monolith",
+                   lambda: world.customer("born.in@services.test"))
+    assert row["services_id"] == user and row["name"] == "Born In"
+    # identity's hash, which the monolith's own login accepts.
+    auth = world.legacy_login("born.in@services.test")
+    assert httpx.get(f"{world.legacy_url}/shop/me", headers=auth).json()["name"] == "Born In"
+    # Written with the origin tag: not sent back (identity staged one event, its own).
+    assert [r["origin"] for r in sql(world.legacy_db, "SELECT origin FROM legacy_outbox "
+                                     "WHERE table_name = 'customers' AND row_id = $1",
+                                     str(row["id"]))] == ["mercato-sync"]
+    added = call("POST", f"{world.identity_url}{IDENTITY}/me/addresses", {
+        "name": "Born In", "line1": "9 Gukhoe-daero", "line2": "Apt 3", "city": "Seoul",
+        "postal_code": "07233", "country": "KR"},
+        headers=world.identity_auth("born.in@services.test"))
+    assert added.status_code == 201, added.text
+    rows = wait_for("identity's address in the monolith", lambda: sql(
+        world.legacy_db, "SELECT id, recipient, city, services_id FROM addresses "
+        "WHERE customer_id = $1", row["id"]))
+    assert [(r["recipient"], r["city"], r["services_id"]) for r in rows] == [
+        ("Born In", "Seoul", uuid.UUID(added.json()["id"]))]
+    listed = httpx.get(f"{world.legacy_url}/shop/addresses", headers=auth).json()
+    assert [a["line1"] for a in listed] == ["9 Gukhoe-daero"]
+    time.sleep(0.5)  # a pass of the outbox reader: the monolith's copy is not sent back
+    assert [e for e in world.identity_events("AccountUpdated.v1")
+            if e["user_id"] == str(user)] == []
+    stored = world.account(user)
+    assert stored is not None and stored["addresses"][uuid.UUID(added.json()["id"])][
+        "line2"] == "Apt 3"  # kept: the monolith has no column for it
+
+
+def test_4_a_name_changed_on_both_sides_within_a_second_is_a_conflict_services_win(
+        world: People) -> None:
+    cid, _ = world.legacy_signup("both.sides@shop.test", "Both Sides")
+    user = services_id("customers", cid)
+    wait_for("the account in identity", lambda: world.account(user))
+    auth = world.identity_auth("both.sides@shop.test")
+    before = world.status()["identity"]["conflicts"]
+    assert world.sync_proc is not None
+    world.sync_proc.send_signal(signal.SIGSTOP)  # neither change synced before the other
+    try:
+        # The monolith's back office edits the row; the customer renames themselves on
+        # identity.
+        sql(world.legacy_db, "UPDATE customers SET name = 'Both (legacy)' WHERE id = $1", cid)
+        renamed = call("PATCH", f"{world.identity_url}{IDENTITY}/me",
+                       {"name": "Both (services)"}, headers=auth)
+        assert renamed.status_code == 200, renamed.text
+    finally:
+        world.sync_proc.send_signal(signal.SIGCONT)
+    wait_for("the services' name on both sides", lambda: (
+        world.customer("both.sides@shop.test")["name"] == "Both (services)"
+        and world.account(user)["name"] == "Both (services)"))  # type: ignore[index]
+    wait_for("the conflict counted", lambda: world.status()["identity"]["conflicts"]
+             == before + 1)
+    conflict = next(c for c in httpx.get(world.sync("/sync/conflicts")).json()["items"]
+                    if c["kind"] == "accounts")
+    assert (conflict["legacy_id"], conflict["fields"]) == (cid, ["name"])
+    assert conflict["legacy"]["name"] == "Both (legacy)"
+    assert conflict["resolved"]["name"] == "Both (services)"
+    assert conflict["rule"] == "services-win"
+    # A hash is never shown in a conflict.
+    assert "argon2" not in json.dumps(conflict)
+    # The catalog's conflicts are the catalog's: none here.
+    assert world.status()["catalog"]["conflicts"] == 0
+
+
+def test_5_kill_9_of_the_sync_loses_nothing_and_applies_nothing_twice(world: People) -> None:
+    cid, _ = world.legacy_signup("kill.nine@shop.test", "Kill v-1")
+    user = services_id("customers", cid)
+    wait_for("the account in identity", lambda: world.account(user))
+    names = [f"Kill v{i}" for i in range(10)]
+    for i, name in enumerate(names):
+        sql(world.legacy_db, "UPDATE customers SET name = $2 WHERE id = $1", cid, name)
+        if i == 3:
+            world.kill(world.sync_proc)  # mid-stream
+        if i == 6:
+            world.start_sync()
+            world.kill(world.sync_proc)  # again, just after it started
+    # identity's changes while the sync is down reach the monolith once it is back.
+    made = call("POST", f"{world.identity_url}{IDENTITY}/register", {
+        "email": "while.down@services.test", "password": PASSWORD, "name": "While Down"})
+    assert made.status_code == 201
+    world.start_sync()
+    wait_for("the last monolith name in identity",
+             lambda: (world.account(user) or {}).get("name") == names[-1])
+    wait_for("identity's account in the monolith",
+             lambda: world.customer("while.down@services.test"))
+    # Each of the monolith's names reached identity at most once, in order.
+    staged = [e["name"] for e in world.identity_events("AccountUpdated.v1")
+              if e["user_id"] == str(user)]
+    assert staged and len(staged) == len(set(staged)), staged
+    assert staged == [n for n in names if n in staged] and staged[-1] == names[-1]
+    # And the account born in identity was written into the monolith once.
+    assert len(sql(world.legacy_db, "SELECT 1 FROM legacy_outbox WHERE table_name = "
+                   "'customers' AND origin = 'mercato-sync' AND op = 'INSERT' AND "
+                   "changed ->> 'email' = 'while.down@services.test'")) == 1
+    status = world.status()["identity"]
+    assert status["errors"]["legacy_to_services"]["rejected"] == 0
+    assert "sync_identity_applied_total" in httpx.get(world.sync("/metrics")).text
