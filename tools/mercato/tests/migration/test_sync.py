@@ -471,27 +471,34 @@ def test_4_both_sides_within_a_second_is_a_conflict_won_by_the_services(world: W
     assert f"sync_conflicts_total {float(before + 1)}" in metrics
 
 
-def test_4b_the_commands_show_the_sync(world: World, tmp_path: Path) -> None:
-    """`mercato migrate backfill|conflicts|status` against the running sync, as a running
-    platform's state names it."""
+@contextlib.contextmanager
+def migrate_cli(world: World, home: Path) -> Iterator[Callable[..., Any]]:
+    """`mercato migrate ...` against the running sync, as a running platform's state names
+    it; yields a runner of its commands that returns their output."""
     import fcntl
 
     from mercato.cli import app
     from typer.testing import CliRunner
 
-    (tmp_path / "run").mkdir()
-    with open(tmp_path / "run" / "supervisor.lock", "a") as lock:
+    (home / "run").mkdir()
+    with open(home / "run" / "supervisor.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        (tmp_path / "run" / "supervisor.pid").write_text(str(os.getpid()))
-        (tmp_path / "run" / "state.json").write_text(json.dumps(
+        (home / "run" / "supervisor.pid").write_text(str(os.getpid()))
+        (home / "run" / "state.json").write_text(json.dumps(
             {"urls": {"sync": world.sync("")}}))
         runner = CliRunner()
 
-        def migrate(*args: str) -> Any:
-            done = runner.invoke(app, ["migrate", *args, "--home", str(tmp_path)])
-            assert done.exit_code == 0, done.output
+        def migrate(*args: str, ok: bool = True) -> Any:
+            done = runner.invoke(app, ["migrate", *args, "--home", str(home)])
+            assert (done.exit_code == 0) == ok, done.output
             return done.output
 
+        yield migrate
+
+
+def test_4b_the_commands_show_the_sync(world: World, tmp_path: Path) -> None:
+    """`mercato migrate backfill|conflicts|status` against the running sync."""
+    with migrate_cli(world, tmp_path) as migrate:
         assert "monolith records in step" in migrate("backfill", "catalog")
         listed = json.loads(migrate("conflicts", "--json"))
         assert listed[0]["fields"] == ["name"] and listed[0]["legacy_id"] == 4
@@ -501,8 +508,10 @@ def test_4b_the_commands_show_the_sync(world: World, tmp_path: Path) -> None:
         row = next(r for r in doc["capabilities"] if r["capability"] == "catalog")
         assert row["sync"]["conflicts"] >= 1 and "conflicts" in row["sync_lag"]
         assert "errors" in row["sync_lag"] and row["sync"]["linked"] >= len(PRODUCTS)
-        refused = runner.invoke(app, ["migrate", "backfill", "cart", "--home", str(tmp_path)])
-        assert refused.exit_code != 0 and "keeps only catalog" in refused.output
+        # This sync was not given identity's URL: it says so.
+        assert "keeps catalog in step, not 'identity'" in migrate("backfill", "identity",
+                                                                  ok=False)
+        assert "keeps only catalog, identity" in migrate("backfill", "cart", ok=False)
 
 
 def test_5_kill_9_of_the_sync_and_of_the_monolith_loses_nothing_applies_nothing_twice(

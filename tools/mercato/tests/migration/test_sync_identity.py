@@ -45,6 +45,7 @@ from test_sync import (
     _wait_http,
     call,
     httpx,
+    migrate_cli,
     sql,
     wait_for,
 )
@@ -314,6 +315,21 @@ def test_4_a_name_changed_on_both_sides_within_a_second_is_a_conflict_services_w
     assert "argon2" not in json.dumps(conflict)
     # The catalog's conflicts are the catalog's: none here.
     assert world.status()["catalog"]["conflicts"] == 0
+
+
+def test_4b_the_commands_show_identitys_sync(world: People, tmp_path: Path) -> None:
+    with migrate_cli(world, tmp_path) as migrate:
+        assert "monolith records in step" in migrate("backfill", "identity")
+        doc = json.loads(migrate("status", "--json"))
+        row = next(r for r in doc["capabilities"] if r["capability"] == "identity")
+        assert row["sync"]["armed"] is True and row["sync"]["conflicts"] == 1
+        assert row["sync"]["linked"] >= 4  # accounts and addresses
+        assert "1 conflicts" in row["sync_lag"] and "→svc" in row["sync_lag"]
+        catalog = next(r for r in doc["capabilities"] if r["capability"] == "catalog")
+        assert catalog["sync_lag"] == "waiting for `mercato migrate backfill catalog`"
+        listed = json.loads(migrate("conflicts", "--json"))
+        assert [c["kind"] for c in listed] == ["accounts"]
+        assert "accounts" in migrate("conflicts")
 
 
 def test_5_kill_9_of_the_sync_loses_nothing_and_applies_nothing_twice(world: People) -> None:

@@ -181,12 +181,15 @@ def conflicts_cmd(home: HomeOpt = None,
         out.print_json(json.dumps(items))
         return
     table = Table(title=f"sync conflicts (last {limit})", title_justify="left")
-    for col in ("when", "kind", "legacy id", "fields", "legacy", "services", "both now"):
+    for col in ("when", "legacy id", "fields", "legacy", "services", "both now"):
         table.add_column(col)
     for c in items:
         fields = c["fields"]
-        table.add_row(c["detected_at"][:19], c.get("kind", "products"), str(c["legacy_id"]),
-                      ", ".join(fields),
+        # A product's id alone, as before identity was synced; an account's or an
+        # address's says which.
+        kind = c.get("kind", "products")
+        record = str(c["legacy_id"]) if kind == "products" else f"{kind} {c['legacy_id']}"
+        table.add_row(c["detected_at"][:19], record, ", ".join(fields),
                       *(", ".join(f"{f}={c[side][f]!r}" for f in fields)
                         for side in ("legacy", "services", "resolved")))
     out.print(table)

@@ -82,7 +82,7 @@ def acl_mismatches(p: Platform, cap: Capability, limit: int) -> list[dict[str, A
         raise MigrateError(f"the ACL did not answer ({exc})") from exc
 
 
-# -- the data sync (ADR 0029) --------------------------------------------------------------------
+# -- the data sync (ADR 0029, 0031) ------------------------------------------------------------
 
 def _sync_get(p: Platform, path: str, method: str = "GET") -> Any:
     if p.sync_url is None:
@@ -93,10 +93,17 @@ def _sync_get(p: Platform, path: str, method: str = "GET") -> Any:
         with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        raise MigrateError(f"the sync answered {exc.code} to {path}",
+        raise MigrateError(f"the sync answered {exc.code} to {path}{_title(exc)}",
                            "mercato logs sync") from exc
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise MigrateError(f"the sync did not answer ({exc})", "mercato logs sync") from exc
+
+
+def _title(exc: urllib.error.HTTPError) -> str:
+    try:
+        return f": {json.loads(exc.read())['title']}"
+    except (ValueError, KeyError, TypeError, OSError):
+        return ""
 
 
 def sync_status(p: Platform) -> dict[str, Any] | None:
