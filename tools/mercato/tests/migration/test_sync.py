@@ -139,6 +139,7 @@ class World:
     sync_proc: subprocess.Popen[bytes] | None = None
     legacy_port: int = field(default_factory=free_port)
     admin: dict[str, str] = field(default_factory=dict)
+    sync_args: list[str] = field(default_factory=list)  # more of the sync's arguments
 
     # -- processes --------------------------------------------------------------------------
 
@@ -158,7 +159,7 @@ class World:
         self.sync_proc = subprocess.Popen(
             [sys.executable, "-m", "mercato.migration.sync", "--port", str(self.sync_port),
              "--legacy-dsn", self.legacy_db, "--catalog-url", self.catalog_url,
-             "--nats-url", self.nats_url, "--poll-s", "0.1"],
+             "--nats-url", self.nats_url, "--poll-s", "0.1", *self.sync_args],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_http(self.sync("/health/ready"), self.sync_proc, "sync")
 
@@ -197,10 +198,11 @@ class World:
         return httpx.get(self.sync("/sync/status")).json()
 
 
-class ThreadedCatalog:
-    def __init__(self, settings: CatalogSettings) -> None:
-        app = catalog_app(settings, key_source=minter.key_source())
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port,
+class ThreadedApp:
+    """A service's app served in a thread of the test process."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                                     log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -208,12 +210,17 @@ class ThreadedCatalog:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "catalog failed"
+            assert time.monotonic() < deadline and self.thread.is_alive(), "the app failed"
             time.sleep(0.05)
 
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(15)
+
+
+class ThreadedCatalog(ThreadedApp):
+    def __init__(self, settings: CatalogSettings) -> None:
+        super().__init__(catalog_app(settings, key_source=minter.key_source()), settings.port)
 
 
 CATEGORIES = ["Kitchen", "Books & Paper", "Garden"]  # no product is in Garden

@@ -10,10 +10,7 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -24,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from catalog.app import MIGRATIONS_DIR as CATALOG_MIGRATIONS
 from catalog.settings import CatalogSettings
 from chassis.migrations import upgrade_to_head
@@ -37,12 +33,11 @@ from mercato.runtime.nats import Nats
 from mercato.runtime.paths import free_port
 from test_sync import (
     PASSWORD,
-    SYNC_KEY,
     SYNC_PUBLIC,
     Resp,
+    ThreadedApp,
     ThreadedCatalog,
     World,
-    _wait_http,
     call,
     httpx,
     migrate_cli,
@@ -55,38 +50,9 @@ pytestmark = pytest.mark.integration
 IDENTITY = "/api/identity"
 
 
-class ThreadedIdentity:
-    def __init__(self, settings: IdentitySettings) -> None:
-        app = identity_app(settings)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port,
-                                                    log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "identity failed"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
-
-
 class People(World):
     identity_db: str = ""
     identity_url: str = ""
-
-    def start_sync(self) -> None:
-        env = {**os.environ, "SYNC_SIGNING_KEY": SYNC_KEY}
-        self.sync_proc = subprocess.Popen(
-            [sys.executable, "-m", "mercato.migration.sync", "--port", str(self.sync_port),
-             "--legacy-dsn", self.legacy_db, "--catalog-url", self.catalog_url,
-             "--identity-url", self.identity_url, "--nats-url", self.nats_url,
-             "--poll-s", "0.1"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_http(self.sync("/health/ready"), self.sync_proc, "sync")
 
     # -- the monolith -----------------------------------------------------------------------
 
@@ -159,14 +125,16 @@ def world(pg_server: Any) -> Iterator[People]:
         registry_trusted_keys={"sync": SYNC_PUBLIC}))
     # argon2 at its cheapest, and not the monolith's cost: a legacy hash is verified as it
     # is, then upgraded at the first sign-in.
-    identity = ThreadedIdentity(IdentitySettings(
+    settings = IdentitySettings(
         database_url=identity_db, nats_url=nats_server.url, port=identity_port,
         register_instance=False, otlp_endpoint=None, argon2_time_cost=1,
         argon2_memory_cost_kib=8, argon2_parallelism=1, signing_key_publish_lead_s=0.0,
-        registry_trusted_keys={"sync": SYNC_PUBLIC}))
+        registry_trusted_keys={"sync": SYNC_PUBLIC})
+    identity = ThreadedApp(identity_app(settings), identity_port)
     w = People(legacy_db, catalog_db, nats_server.url,
                catalog_url=f"http://127.0.0.1:{catalog_port}")
     w.identity_db, w.identity_url = identity_db, f"http://127.0.0.1:{identity_port}"
+    w.sync_args = ["--identity-url", w.identity_url]
     try:
         catalog.start()
         identity.start()

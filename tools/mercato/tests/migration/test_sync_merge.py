@@ -88,3 +88,16 @@ def test_an_address_merges_the_fields_both_sides_have() -> None:
     done = merge(base, replace(base, city="Busan"), replace(base, postal_code="04525"))
     assert done.record == replace(base, city="Busan", postal_code="04525")
     assert done.conflicts == ()
+
+
+def test_a_record_the_sync_stated_before_it_died_is_not_taken_for_a_services_change() -> None:
+    """The sync told the services "Kettle v2" (the monolith's change), then died before the
+    monolith's transaction (and the new base) committed; the monolith went on to v3."""
+    told = replace(BASE, name="Kettle v2")
+    done = merge(BASE, replace(BASE, name="Kettle v3"), told, services_base=told)
+    assert done.record.name == "Kettle v3" and done.conflicts == ()
+    # Without knowing it, the same state reads as a conflict the services win.
+    assert merge(BASE, replace(BASE, name="Kettle v3"), told).record.name == "Kettle v2"
+    # Never synced before: what the services hold is what the sync told them.
+    assert merge(None, replace(BASE, name="Kettle v3"), told,
+                 services_base=told).record.name == "Kettle v3"

@@ -228,13 +228,7 @@ class Accounts:
         """Create or replace one of an account's addresses under its id (the migration's
         sync); the address and whether it was created. The address book's limit is not
         applied: the monolith's books are brought over as they are (ADR 0031)."""
-        try:
-            fresh = Address.create(user_id=user_id, name=new.name, line1=new.line1,
-                                   line2=new.line2, city=new.city,
-                                   postal_code=new.postal_code, country=new.country,
-                                   phone=new.phone, now=self._clock())
-        except IdentityError as exc:
-            raise _unprocessable(exc) from exc
+        fresh = self._address(user_id, new)
         async with uow:
             if await uow.users.get(user_id, for_update=True) is None:
                 raise NotFound(f"no account {user_id}")
@@ -283,15 +277,17 @@ class Accounts:
             raise Unauthorized("the account behind this token no longer exists")
         return user
 
-    async def add_address(self, uow: IdentityUnitOfWork, user_id: uuid.UUID,
-                          new: NewAddress) -> Address:
+    def _address(self, user_id: uuid.UUID, new: NewAddress) -> Address:
         try:
-            address = Address.create(user_id=user_id, name=new.name, line1=new.line1,
-                                     line2=new.line2, city=new.city,
-                                     postal_code=new.postal_code, country=new.country,
-                                     phone=new.phone, now=self._clock())
+            return Address.create(user_id=user_id, name=new.name, line1=new.line1,
+                                  line2=new.line2, city=new.city, postal_code=new.postal_code,
+                                  country=new.country, phone=new.phone, now=self._clock())
         except IdentityError as exc:
             raise _unprocessable(exc) from exc
+
+    async def add_address(self, uow: IdentityUnitOfWork, user_id: uuid.UUID,
+                          new: NewAddress) -> Address:
+        address = self._address(user_id, new)
         async with uow:
             # Locks the owner row so two concurrent adds cannot both pass the limit.
             if await uow.users.get(user_id, for_update=True) is None:

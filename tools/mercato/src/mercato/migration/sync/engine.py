@@ -140,11 +140,16 @@ class Sync:
             theirs = await kind.read_services(services_id, mine or base, hint)
             if mine is None and theirs is None:
                 return done
-            merged = merge(base, mine, theirs.record if theirs else None)
+            told = await store.intent(conn, kind.links, services_id)
+            merged = merge(base, mine, theirs.record if theirs else None,
+                           told if theirs is not None and theirs.record == told else None)
             stored = theirs
             if theirs is None or merged.record != theirs.record:
+                await self._intend(kind, services_id, merged.record)
                 stored = await kind.put_services(services_id, merged.record, theirs)
                 done.catalog_written = True
+            if told is not None or done.catalog_written:
+                await store.clear_intent(conn, kind.links, services_id)
             assert stored is not None
             if mine is None or merged.record != mine:
                 legacy_id = await kind.write_legacy(
@@ -170,6 +175,11 @@ class Sync:
                         services_id=str(services_id), fields=list(merged.conflicts),
                         winner="services")
         return done
+
+    async def _intend(self, kind: Kind[Any], services_id: uuid.UUID, record: Any) -> None:
+        """Committed at once, on a connection of its own: it must outlive this step."""
+        async with self.pool.acquire() as conn:
+            await store.save_intent(conn, kind.links, services_id, record)
 
     async def reconcile_or_reject(self, direction: str, *, legacy_id: int | None = None,
                                   catalog_id: uuid.UUID | None = None, kind: str = "products",

@@ -92,10 +92,15 @@ class Merge(Generic[T]):
     conflicts: tuple[str, ...]  # fields both sides changed to different values
 
 
-def merge(base: T | None, legacy: T | None, services: T | None) -> Merge[T]:
+def merge(base: T | None, legacy: T | None, services: T | None,
+          services_base: T | None = None) -> Merge[T]:
     """What both sides must hold next. Without a base (never synced) every differing field
     is a conflict: nothing says which side changed it. Fields not in ``MERGED`` (a
-    product's SKU, an address's owner) are the services' own."""
+    product's SKU, an address's owner) are the services' own.
+
+    ``services_base``: what the services were last told, when that is newer than ``base``
+    (the sync stated a record, then died before the monolith's side committed): the
+    services' changes are judged against it, the monolith's against ``base``."""
     if legacy is None or services is None:
         only = legacy or services
         assert only is not None, "a product is on at least one side"
@@ -104,17 +109,22 @@ def merge(base: T | None, legacy: T | None, services: T | None) -> Merge[T]:
     conflicts = []
     for name in legacy.MERGED:
         mine, theirs = getattr(legacy, name), getattr(services, name)
-        was = getattr(base, name) if base is not None else None
+        was_legacy = getattr(base, name) if base is not None else _UNKNOWN
+        was_services = getattr(services_base, name) if services_base is not None \
+            else was_legacy
         if mine == theirs:
             out[name] = mine
-        elif base is not None and mine == was:
+        elif mine == was_legacy:
             out[name] = theirs
-        elif base is not None and theirs == was:
+        elif theirs == was_services:
             out[name] = mine
         else:
             out[name] = theirs  # the rule: the services' value
             conflicts.append(name)
     return Merge(replace(services, **out), tuple(conflicts))
+
+
+_UNKNOWN = object()  # no base: equal to no value
 
 
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")

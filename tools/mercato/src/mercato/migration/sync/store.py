@@ -66,6 +66,14 @@ SCHEMA = [
         catalog_id uuid,
         reason     text NOT NULL,
         at         timestamptz NOT NULL DEFAULT now())""",
+    # What the sync is about to state to a service, committed before it does: if it dies
+    # before the monolith's side commits, the next step knows the services' value is its
+    # own (records.merge's services_base). Cleared in the step's own transaction.
+    """CREATE TABLE IF NOT EXISTS mercato_sync.intents (
+        kind        text NOT NULL,
+        services_id uuid NOT NULL,
+        record      jsonb NOT NULL,
+        PRIMARY KEY (kind, services_id))""",
     # Which kind of record a conflict or a refusal is of (its services id is in catalog_id,
     # the column's first name).
     "ALTER TABLE mercato_sync.conflicts ADD COLUMN IF NOT EXISTS kind text NOT NULL "
@@ -141,6 +149,29 @@ async def save_link(conn: asyncpg.Connection, legacy_id: int, catalog_id: uuid.U
         "VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT (legacy_id) DO UPDATE SET "
         f"base = excluded.base, {version} = excluded.{version}, synced_at = now()",
         legacy_id, catalog_id, json.dumps(base.as_json()), catalog_version)
+
+
+async def intent(conn: asyncpg.Connection, links: Links[T],
+                 services_id: uuid.UUID) -> T | None:
+    found = await conn.fetchval("SELECT record FROM mercato_sync.intents WHERE kind = $1 "
+                                "AND services_id = $2", links.kind, services_id)
+    if found is None:
+        return None
+    return links.record.of_json(json.loads(found) if isinstance(found, str) else found)
+
+
+async def save_intent(conn: asyncpg.Connection, links: Links[Any], services_id: uuid.UUID,
+                      record: Synced) -> None:
+    await conn.execute(
+        "INSERT INTO mercato_sync.intents (kind, services_id, record) VALUES ($1, $2, "
+        "$3::jsonb) ON CONFLICT (kind, services_id) DO UPDATE SET record = excluded.record",
+        links.kind, services_id, json.dumps(record.as_json()))
+
+
+async def clear_intent(conn: asyncpg.Connection, links: Links[Any],
+                       services_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM mercato_sync.intents WHERE kind = $1 AND services_id = $2",
+                       links.kind, services_id)
 
 
 async def checkpoint(conn: asyncpg.Connection, name: str) -> int:
