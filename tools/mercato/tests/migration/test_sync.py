@@ -168,6 +168,14 @@ class World:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
 
+    def stop(self) -> None:
+        """The sync and the monolith, paused (SIGSTOP) or not."""
+        for proc in (self.sync_proc, self.legacy_proc):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+                proc.wait(10)
+
     def sync(self, path: str) -> str:
         return f"http://127.0.0.1:{self.sync_port}{path}"
 
@@ -269,11 +277,7 @@ def world(pg_server: Any) -> Iterator[World]:
         w.start_sync()
         yield w
     finally:
-        for proc in (w.sync_proc, w.legacy_proc):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
-                proc.terminate()
-                proc.wait(10)
+        w.stop()
         catalog.stop()
         nats_server.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -283,14 +287,16 @@ def catalog_id(legacy_id: int) -> uuid.UUID:
     return services_id("products", legacy_id)
 
 
-def backfill(w: World) -> dict[str, Any]:
-    assert httpx.post(w.sync("/sync/backfill")).status_code == 202
+def backfill(w: World, capability: str = "catalog") -> dict[str, Any]:
+    path = w.sync(f"/sync/backfill?capability={capability}")
+    assert httpx.post(path).status_code == 202
+
     def ended() -> Any:
-        state = httpx.get(w.sync("/sync/backfill")).json()
+        state = httpx.get(path).json()
         assert state["state"] != "failed", state
         return state["state"] == "done" and state
 
-    return wait_for("the backfill", ended, 120)
+    return wait_for(f"the {capability} backfill", ended, 120)
 
 
 def test_1_backfill_copies_the_shop_once_under_derived_ids(world: World) -> None:

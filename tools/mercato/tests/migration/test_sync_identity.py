@@ -38,6 +38,7 @@ from test_sync import (
     ThreadedApp,
     ThreadedCatalog,
     World,
+    backfill,
     call,
     httpx,
     migrate_cli,
@@ -142,27 +143,11 @@ def world(pg_server: Any) -> Iterator[People]:
         w.start_sync()
         yield w
     finally:
-        for proc in (w.sync_proc, w.legacy_proc):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
-                proc.terminate()
-                proc.wait(10)
+        w.stop()
         identity.stop()
         catalog.stop()
         nats_server.stop()
         shutil.rmtree(root, ignore_errors=True)
-
-
-def backfill(w: People) -> dict[str, Any]:
-    path = w.sync("/sync/backfill?capability=identity")
-    assert httpx.post(path).status_code == 202
-
-    def ended() -> Any:
-        state = httpx.get(path).json()
-        assert state["state"] != "failed", state
-        return state["state"] == "done" and state
-
-    return wait_for("the identity backfill", ended, 120)
 
 
 def test_1_the_backfill_brings_the_shops_customers_who_sign_in_with_their_password(
@@ -176,7 +161,7 @@ def test_1_the_backfill_brings_the_shops_customers_who_sign_in_with_their_passwo
     # Not followed before its first backfill.
     assert world.status()["identity"]["armed"] is False
     assert world.account(services_id("customers", cid)) is None
-    first = backfill(world)
+    first = backfill(world, "identity")
     assert first["done"] == first["total"] == 1
     assert world.status()["identity"]["armed"] is True
     user = services_id("customers", cid)
@@ -192,7 +177,7 @@ def test_1_the_backfill_brings_the_shops_customers_who_sign_in_with_their_passwo
         "old.customer@shop.test")["password_hash"] == world.account(user)["password_hash"])
     world.legacy_login("old.customer@shop.test")
     events = len(sql(world.identity_db, "SELECT 1 FROM outbox"))
-    again = backfill(world)
+    again = backfill(world, "identity")
     assert again["done"] == 1
     assert len(sql(world.identity_db, "SELECT 1 FROM outbox")) == events
 
