@@ -3,7 +3,8 @@
 ``create_app(settings)`` builds everything inside the lifespan: nothing is created at
 import. Auth is the shop's own: ``POST /shop/login`` returns an opaque token, also set as
 the ``legacy_session`` cookie; either the cookie or ``Authorization: Bearer <token>``
-authenticates later calls.
+authenticates later calls. With ``LEGACY_JWKS_URL`` set, a bearer JWT issued by the
+services' identity provider is accepted too (``legacy.tokens``, ADR 0032).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from legacy.domain import Problem
 from legacy.provider import PaymentProvider
 from legacy.settings import Settings
 from legacy.telemetry import Metrics, Observe, configure_tracing
+from legacy.tokens import ServiceTokens, looks_like_jwt
 
 COOKIE = "legacy_session"
 PROBLEM = "application/problem+json"
@@ -117,6 +119,9 @@ class Shop:
         self.settings, self.engine, self.provider, self.metrics = (settings, engine, provider,
                                                                    metrics)
         self.passwords = settings.passwords()
+        self.service_tokens = (ServiceTokens(settings.jwks_url, issuer=settings.jwt_issuer,
+                                             audience=settings.jwt_audience)
+                               if settings.jwks_url else None)
 
 
 def the_shop(request: Request) -> Shop:
@@ -137,6 +142,14 @@ def token_of(request: Request) -> str | None:
 
 async def current_customer(request: Request, s: ShopDep) -> shop.Customer:
     token = token_of(request)
+    if token and s.service_tokens is not None and looks_like_jwt(token):
+        # Signed in at the services (identity moved for this customer): the same customer,
+        # known here by the UUID the services give the account.
+        account = await s.service_tokens.subject(token)
+        customer = await shop.customer_by_services_id(s.engine, account)
+        if customer is None:
+            raise Problem(401, "Not signed in", "this account is not known to the shop yet")
+        return customer
     customer = await shop.customer_of(s.engine, token) if token else None
     if customer is None:
         raise Problem(401, "Not signed in", "log in with POST /shop/login")
@@ -198,7 +211,9 @@ def routes(app: FastAPI) -> None:
 
     @app.get("/shop/me")
     async def me(c: CustomerDep) -> dict[str, Any]:
-        return {"id": c.id, "email": c.email, "name": c.name, "is_admin": c.is_admin}
+        return {"id": c.id, "email": c.email, "name": c.name, "is_admin": c.is_admin,
+                # The account's UUID on the services' side (ADR 0032), for the ACL.
+                "services_id": str(c.services_id) if c.services_id else None}
 
     @app.get("/shop/addresses")
     async def list_addresses(c: CustomerDep, s: ShopDep) -> list[dict[str, Any]]:

@@ -27,6 +27,12 @@ class Settings:
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 4
+    # The services' identity provider, trusted once customers sign in there (ADR 0032): an
+    # ``Authorization: Bearer`` JWT is checked against its keys and mapped to the customer by
+    # ``customers.services_id``. Unset: only the shop's own sessions are accepted.
+    jwks_url: str | None = None
+    jwt_issuer: str = "mercato-identity"
+    jwt_audience: str = "mercato"
 
     def passwords(self) -> Any:
         from legacy.shop import Passwords
@@ -58,4 +64,7 @@ class Settings:
                    otlp_endpoint=env.get("LEGACY_OTLP_ENDPOINT") or None,
                    instance_id=env.get("LEGACY_INSTANCE_ID", "legacy-1"),
                    argon2_time_cost=argon2[0], argon2_memory_kib=argon2[1],
-                   argon2_parallelism=argon2[2])
+                   argon2_parallelism=argon2[2],
+                   jwks_url=env.get("LEGACY_JWKS_URL", "").strip() or None,
+                   jwt_issuer=env.get("LEGACY_JWT_ISSUER", "").strip() or cls.jwt_issuer,
+                   jwt_audience=env.get("LEGACY_JWT_AUDIENCE", "").strip() or cls.jwt_audience)

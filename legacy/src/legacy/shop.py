@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -63,6 +64,7 @@ class Customer:
     email: str
     name: str
     is_admin: bool
+    services_id: uuid.UUID | None = None
 
 
 # -- customers and sessions --------------------------------------------------------------------
@@ -112,11 +114,21 @@ async def logout(engine: AsyncEngine, token: str) -> None:
 async def customer_of(engine: AsyncEngine, token: str) -> Customer | None:
     async with engine.connect() as conn:
         row = (await conn.execute(text(
-            "SELECT c.id, c.email, c.name, c.is_admin FROM sessions s "
+            "SELECT c.id, c.email, c.name, c.is_admin, c.services_id FROM sessions s "
             "JOIN customers c ON c.id = s.customer_id "
             "WHERE s.token_hash = :t AND s.expires_at > now()"),
             {"t": _token_hash(token)})).first()
-    return Customer(row.id, row.email, row.name, row.is_admin) if row else None
+    return Customer(row.id, row.email, row.name, row.is_admin, row.services_id) if row else None
+
+
+async def customer_by_services_id(engine: AsyncEngine, services_id: uuid.UUID
+                                  ) -> Customer | None:
+    """The customer the services know as ``services_id`` (ADR 0032)."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(text(
+            "SELECT id, email, name, is_admin, services_id FROM customers "
+            "WHERE services_id = :s"), {"s": services_id})).first()
+    return Customer(row.id, row.email, row.name, row.is_admin, row.services_id) if row else None
 
 
 async def add_address(engine: AsyncEngine, customer_id: int, doc: dict[str, str]) -> dict[str, Any]:
@@ -139,7 +151,9 @@ async def addresses(engine: AsyncEngine, customer_id: int) -> list[dict[str, Any
 
 def _address(row: Any) -> dict[str, Any]:
     return {"id": row.id, "recipient": row.recipient, "line1": row.line1, "city": row.city,
-            "postal_code": row.postal_code, "country": row.country}
+            "postal_code": row.postal_code, "country": row.country,
+            # The address's UUID on the services' side (ADR 0032).
+            "services_id": str(row.services_id)}
 
 
 # -- catalog -----------------------------------------------------------------------------------

@@ -120,7 +120,8 @@ async def bootstrap(ctx: IdentityContext) -> AsyncIterator[None]:
         JwtIssuer(keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                   ttl_s=settings.access_token_ttl_s),
         throttle=login_throttle(settings),
-        refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s))
+        refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_s),
+        exchanged_ttl=timedelta(seconds=settings.exchanged_token_ttl_s))
     ctx.wire(IdentityWiring(
         services=IdentityServices(
             accounts=Accounts(hasher, max_addresses=settings.max_addresses_per_user),

@@ -15,6 +15,9 @@ class IdentitySettings(ServiceSettings):
 
     access_token_ttl_s: int = Field(900, ge=30, le=86_400)
     refresh_token_ttl_s: int = Field(30 * 86_400, ge=60)
+    # Access tokens the migration's ACL gets for a customer whose legacy session the
+    # monolith vouched for (ADR 0032): short, as nothing revokes them.
+    exchanged_token_ttl_s: int = Field(300, ge=30, le=900)
 
     # Sign-in throttling per (account, client): this many failures cost nothing; from then
     # on each failure makes that pair wait 1 s, 2 s, 4 s ... (at most login_max_delay_s)

@@ -215,6 +215,12 @@ class FakeIssuer:
         self.issued.append((user.id, user.role_names))
         return AccessToken(token=f"access-{len(self.issued)}", expires_in=900, kid="k1")
 
+    async def issue_exchanged(self, user: User, now: datetime, *, actor: str,
+                              ttl_s: int) -> AccessToken:
+        self.issued.append((user.id, ["customer"]))
+        return AccessToken(token=f"exchanged-{len(self.issued)}-{actor}", expires_in=ttl_s,
+                           kid="k1")
+
 
 class Clock:
     def __init__(self) -> None:

@@ -90,3 +90,23 @@ def test_the_mismatch_log_is_bounded_and_newest_first() -> None:
     assert [m["path"] for m in recent] == ["/shop/products/2", "/shop/products/1"]
     assert recent[0]["legacy"]["body"] == {"n": 2} and recent[0]["services"]["body"] == {"n": -2}
     assert log.recent("cart") == []
+
+
+def test_identity_records_compare_by_their_services_id() -> None:
+    sid = "6c656761-0003-8000-8000-000000000029"
+    legacy_me = {"id": 41, "email": "Ann@Example.com", "name": "Ann", "is_admin": True,
+                 "services_id": sid}
+    services_me = {"id": None, "email": "ann@example.com", "name": "Ann", "is_admin": False,
+                   "services_id": sid}
+    assert compare(Answer(200, legacy_me), Answer(200, services_me)) == []
+    assert compare(Answer(200, legacy_me), Answer(200, {**services_me, "name": "Bo"})) == [
+        "$.name: 'Ann' (legacy) != 'Bo' (services)"]
+    assert compare(Answer(200, legacy_me), Answer(200, {**services_me, "services_id": "x"}))
+    a = {"id": 7, "recipient": "Ann", "line1": "1", "city": "Seoul", "postal_code": "04100",
+         "country": "KR", "services_id": "b"}
+    b = {**a, "id": 8, "line1": "2", "services_id": "a"}
+    # Another order, and the services-born one without a legacy id on the services side.
+    assert compare(Answer(200, [a, b]), Answer(200, [{**b, "id": None}, a])) == []
+    found = compare(Answer(200, [a, b]), Answer(200, [{**b, "city": "Busan"}, a]))
+    assert found == ["$[0].city: 'Seoul' (legacy) != 'Busan' (services)"]
+    assert compare(Answer(200, [a, b]), Answer(200, [a]))

@@ -83,7 +83,14 @@ def test_writes_are_never_shadowed() -> None:
     assert len(routes) == 4  # shifted and the rest, for each of the two paths
 
 
-@pytest.mark.parametrize("name", ["identity", "cart", "history", "checkout"])
+def test_identity_is_translated_so_it_shifts_and_shadows() -> None:
+    routes = capability_routes(capability("identity"), Share("identity", percent=50,
+                                                             shadow=50), {})
+    assert (ACL_CLUSTER, "services", "0") in {_target(r) for r in routes}
+    assert (ACL_CLUSTER, "legacy", "1") in {_target(r) for r in routes}
+
+
+@pytest.mark.parametrize("name", ["cart", "history", "checkout"])
 def test_a_capability_without_a_translation_stays_on_the_monolith(name: str) -> None:
     routes = capability_routes(capability(name), Share(name, percent=50, shadow=50,
                                                        finished=True), {})

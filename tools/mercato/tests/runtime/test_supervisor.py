@@ -64,6 +64,13 @@ def test_up_scale_restart_down_and_data_survives(home: Home, mercato, waiter):
     assert {r["process"]: r["health"] for r in doc["processes"]} == {
         "postgres": "ok", "nats": "ok", "fake-1": "ok", "fake-2": "ok"}
     assert all(r["rss_bytes"] for r in doc["processes"])
+    # The platform's total: PostgreSQL's backends and every other child counted, shared
+    # pages once, so below what their RSS adds up to but above any one service process.
+    memory = doc["memory"]
+    assert memory["processes"] > len(doc["processes"])  # backends and workers included
+    assert max(r["rss_bytes"] for r in doc["processes"] if r["kind"] != "engine") \
+        < memory["pss_bytes"] < memory["rss_bytes"]
+    assert "memory:" in mercato("status").stdout
 
     pids = [st["supervisor_pid"], *(p["pid"] for p in state(home)["processes"].values())]
     down = mercato("down")

@@ -27,10 +27,20 @@ class JwtIssuer:
     async def issue(self, user: User, now: datetime) -> AccessToken:
         return await self.issue_for(str(user.id), list(user.role_names), user.email, now)
 
+    async def issue_exchanged(self, user: User, now: datetime, *, actor: str,
+                              ttl_s: int) -> AccessToken:
+        # Customer only, whatever else the account may do: a service acting for a person
+        # on the shop's paths never needs more (ADR 0032).
+        roles = [r for r in user.role_names if r == "customer"]
+        return await self.issue_for(str(user.id), roles, user.email, now, ttl_s=ttl_s,
+                                    extra={"act": {"sub": actor}})
+
     async def issue_for(self, subject: str, roles: list[str], email: str,
-                        now: datetime) -> AccessToken:
+                        now: datetime, *, ttl_s: int | None = None,
+                        extra: dict[str, object] | None = None) -> AccessToken:
         key = await self._keys.active_key()
         issued_at = int(now.timestamp())
+        ttl_s = self._ttl_s if ttl_s is None else ttl_s
         claims = {
             "iss": self._issuer,
             "aud": self._audience,
@@ -38,9 +48,10 @@ class JwtIssuer:
             "roles": roles,
             "email": email,
             "iat": issued_at,
-            "exp": issued_at + self._ttl_s,
+            "exp": issued_at + ttl_s,
             "jti": uuid.uuid4().hex,
+            **(extra or {}),
         }
         token = jwt.encode(claims, key.private_key, algorithm="RS256",
                            headers={"kid": key.kid, "typ": "JWT"})
-        return AccessToken(token=token, expires_in=self._ttl_s, kid=key.kid)
+        return AccessToken(token=token, expires_in=ttl_s, kid=key.kid)

@@ -35,6 +35,7 @@ from identity.entrypoints.schemas import (
     ClientCreatedOut,
     ClientIn,
     ClientListOut,
+    ExchangedTokenOut,
     JwksOut,
     KeyRotatedOut,
     MeOut,
@@ -88,6 +89,14 @@ def _required(value: str | None, field: str, max_chars: int) -> str:
         raise InvalidRequest(f"'{field}' is longer than {max_chars} characters")
     return value
 
+
+# The services that may exchange a person's session on the legacy shop, which the monolith
+# checked, for an access token for that account (ADR 0032): the migration's ACL only.
+EXCHANGE_CALLERS = frozenset({"acl"})
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105
+# The subject is named, not proven, in the request: the caller vouches for it.
+ACCOUNT_ID_TOKEN_TYPE = "urn:mercato:params:oauth:token-type:account-id"  # noqa: S105
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105
 
 # Set by the edge to the address it sees (and rate-limits by), replacing any a client sent.
 # Only the edge and mercato's own processes reach identity, so the header is trusted; a
@@ -207,6 +216,45 @@ async def token(
         raise UnsupportedGrantType(
             "grant_type must be 'password', 'refresh_token' or 'authorization_code'")
     return _token_response(pair)
+
+
+@router.post("/exchange", response_model=ExchangedTokenOut,
+             responses={400: {"description": "invalid_request or unsupported_grant_type "
+                              "(RFC 8693 §2.2.2)", **_PROBLEM},
+                        403: {"description": "not a verified service allowed to exchange",
+                              **_PROBLEM},
+                        404: {"description": "no such account", **_PROBLEM}},
+             openapi_extra={"security": []},
+             summary="Token exchange (RFC 8693 shaped) for the migration's ACL: an access "
+                     "token for an account whose legacy session the monolith vouched for")
+async def exchange(
+    uow: IdentityUow, services: Services, caller: ServiceCaller,
+    grant_type: Annotated[str | None, Form(json_schema_extra={"enum": [TOKEN_EXCHANGE]})]
+    = None,
+    subject_token: Annotated[str | None, Form(description="the account's id")] = None,
+    subject_token_type: Annotated[str | None, Form(
+        json_schema_extra={"enum": [ACCOUNT_ID_TOKEN_TYPE]})] = None,
+    requested_token_type: Annotated[str | None, Form(
+        json_schema_extra={"enum": [ACCESS_TOKEN_TYPE]})] = None,
+) -> JSONResponse:
+    # The caller first: who may not exchange learns nothing about the accounts.
+    if caller not in EXCHANGE_CALLERS:
+        raise Forbidden("token exchange is for the migration's anti-corruption layer, with its "
+                        "verified service identity (Mercato-Caller)")
+    if grant_type != TOKEN_EXCHANGE:
+        raise UnsupportedGrantType(f"grant_type must be {TOKEN_EXCHANGE}")
+    if subject_token_type != ACCOUNT_ID_TOKEN_TYPE:
+        raise InvalidRequest(f"subject_token_type must be {ACCOUNT_ID_TOKEN_TYPE}")
+    if requested_token_type not in (None, ACCESS_TOKEN_TYPE):
+        raise InvalidRequest(f"only {ACCESS_TOKEN_TYPE} is issued")
+    try:
+        account = uuid.UUID(_required(subject_token, "subject_token", 64))
+    except ValueError:
+        raise InvalidRequest("subject_token is an account id (a UUID)") from None
+    access = await services.sessions.exchange(uow, account, actor=caller)
+    return JSONResponse({"access_token": access.token, "issued_token_type": ACCESS_TOKEN_TYPE,
+                         "token_type": "bearer", "expires_in": access.expires_in},
+                        headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
 @router.get("/me", response_model=MeOut, dependencies=_PERSONAL, summary="The signed-in account")

@@ -114,6 +114,16 @@ class TokenOut(BaseModel):
     refresh_token: str = Field(description="single use: each refresh returns a new one")
 
 
+class ExchangedTokenOut(BaseModel):
+    """RFC 8693 §2.2.1: an access token only, never a refresh token."""
+
+    access_token: str
+    issued_token_type: Literal["urn:ietf:params:oauth:token-type:access_token"] = \
+        "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a type URI
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth token type, no secret
+    expires_in: int = Field(description="seconds until the access token expires")
+
+
 class AddressIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Line = Field(description="who receives the parcel")

@@ -320,9 +320,11 @@ class Sessions:
     """Logins (password grant) and refresh-token rotation."""
 
     def __init__(self, hasher: PasswordHasher, tokens: AccessTokenIssuer, *,
-                 throttle: LoginThrottle, refresh_ttl: timedelta, clock: Clock = utc_now) -> None:
+                 throttle: LoginThrottle, refresh_ttl: timedelta, clock: Clock = utc_now,
+                 exchanged_ttl: timedelta = timedelta(minutes=5)) -> None:
         self._hasher = hasher
         self._tokens = tokens
+        self._exchanged_ttl_s = int(exchanged_ttl.total_seconds())
         self._throttle = throttle
         self._refresh_ttl = refresh_ttl
         self._clock = clock
@@ -403,6 +405,22 @@ class Sessions:
         await uow.refresh_tokens.add(issued.token)
         access = await self._tokens.issue(user, now)
         return TokenPair(access, issued.secret), issued.token.family_id
+
+    async def exchange(self, uow: IdentityUnitOfWork, account_id: uuid.UUID, *,
+                       actor: str) -> AccessToken:
+        """An access token for ``account_id``, for the service ``actor`` that vouches for
+        the person (the migration's ACL, after the monolith checked their session: ADR
+        0032). Short-lived, customer only, no refresh token, no session written: nothing to
+        revoke, nothing to keep."""
+        async with uow:
+            user = await uow.users.get(account_id)
+        if user is None:
+            raise NotFound(f"no account {account_id}")
+        token = await self._tokens.issue_exchanged(user, self._clock(), actor=actor,
+                                                   ttl_s=self._exchanged_ttl_s)
+        log.info("token_exchanged", user_id=str(user.id), actor=actor,
+                 expires_in=token.expires_in)
+        return token
 
     async def refresh(self, uow: IdentityUnitOfWork, refresh_token: str) -> TokenPair:
         async with uow:

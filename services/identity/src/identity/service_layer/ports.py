@@ -148,6 +148,12 @@ class AccessToken:
 class AccessTokenIssuer(Protocol):
     async def issue(self, user: User, now: datetime) -> AccessToken: ...
 
+    async def issue_exchanged(self, user: User, now: datetime, *, actor: str,
+                              ttl_s: int) -> AccessToken:
+        """A customer-only access token for ``user``, obtained by the service ``actor``
+        (RFC 8693's ``act`` claim), living ``ttl_s`` seconds."""
+        ...
+
 
 class SigningKeys(Protocol):
     async def rotate(self) -> str:

@@ -20,6 +20,7 @@ from rich.text import Text
 from mercato import logview
 from mercato.cli.common import HomeOpt, err, fail, home_flag, home_of, out
 from mercato.runtime import control
+from mercato.runtime.memory import footprint, tree
 from mercato.runtime.paths import Home, port_is_free
 from mercato.runtime.services import SERVICES, parse_scale, parse_with
 
@@ -434,10 +435,14 @@ def status(
             "not_live_since": proc.get("not_live_since"),
         })
     cp = state.get("control_plane")
+    # Every process under the supervisor (the services' workers, PostgreSQL's backends),
+    # each page once: the platform's footprint (runtime/memory.py).
+    total = footprint(tree([pid]))
+    memory = {"pss_bytes": total.pss, "rss_bytes": total.rss, "processes": total.processes}
     if as_json:
         print(json.dumps({"running": True, "home": str(h.root), "supervisor_pid": pid,
                           "phase": state.get("phase"), "urls": state.get("urls"),
-                          "control_plane": cp, "processes": rows,
+                          "control_plane": cp, "processes": rows, "memory": memory,
                           "releases": state.get("releases") or {},
                           "supervisor_rss_bytes": _rss(pid, False)}, indent=2))
         return
@@ -463,6 +468,9 @@ def status(
                       _ago(r["started_at"]) if r["pid"] else "-",
                       _last_restart(r["last_restart"]))
     out.print(table)
+    out.print(f"memory: [bold]{_mb(total.pss)}[/] over {total.processes} processes "
+              f"(PSS: a page shared between processes counted once; their RSS would add up "
+              f"to {_mb(total.rss)})")
     for service, rel in (state.get("releases") or {}).items():
         # `mercato release`: new instances beside the old ones, the edge's split between them.
         out.print(f"release of {service} ({rel.get('mode')}, {rel.get('phase')}): "

@@ -13,20 +13,33 @@ The edge sends it a capability's legacy requests when they are to be served by t
 
 It never writes on the shadow side: only GET and HEAD are shadowed, whatever the headers say.
 Metrics at ``/metrics`` feed `mercato migrate status` and the shift guard.
+
+Identity (ADR 0032): a services access token (a JWT) a client sends is passed on as it is;
+a legacy session token is first checked by the monolith (``GET /shop/me`` with it) and
+exchanged at identity for a short-lived access token for that account, with the ACL's own
+signed service identity (``ACL_SIGNING_KEY``); the exchanged token is cached per legacy token
+(by its hash) until shortly before it expires.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
+import os
 import signal
-from collections.abc import Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import structlog
 from aiohttp import web
+from chassis.http_client import H_SERVICE_IDENTITY
+from chassis.service_identity import CallerSigner
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -35,7 +48,17 @@ from prometheus_client import exposition as prom_exposition
 from mercato.migration.capabilities import Capability, of_path
 from mercato.migration.compare import MismatchLog, compare, route_label
 from mercato.migration.routes import CAPABILITY, LEGACY, PRIMARY, SERVICES, SHADOW
-from mercato.migration.translate import Answer, NotTranslated, answer, problem
+from mercato.migration.translate import (
+    COOKIE,
+    LOGOUT_COOKIE,
+    NOT_SIGNED_IN,
+    PUBLIC_IDENTITY,
+    Answer,
+    NotTranslated,
+    answer,
+    identity_answer,
+    problem,
+)
 
 READS = ("GET", "HEAD")
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate",
@@ -44,6 +67,9 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate",
 MAX_BODY = 4 << 20
 # Carried from the client's request to the services, so a translated read joins its trace.
 TRACE_HEADERS = ("traceparent", "tracestate", "x-request-id")
+CALLER = "acl"  # the identity identity lets exchange sessions (identity.entrypoints.api)
+EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCOUNT_ID = "urn:mercato:params:oauth:token-type:account-id"
 
 log = structlog.get_logger("mercato.migration.acl")
 
@@ -63,11 +89,73 @@ class Metrics:
         self.skipped = Counter(
             "acl_shadow_skipped", "Shadowed reads not compared (too many under way)",
             ["capability"], registry=self.registry)
+        self.exchanges = Counter(
+            "acl_token_exchanges", "Legacy sessions turned into services access tokens: "
+            "exchanged, cached, refused (not a session), unknown (no such account on the "
+            "services), failed", ["outcome"], registry=self.registry)
+
+
+def token_of(headers: Mapping[str, str], cookies: Mapping[str, str]) -> str | None:
+    """The customer's token as the monolith reads it: bearer first, then its cookie."""
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip() or None
+    return cookies.get(COOKIE) or None
+
+
+def looks_like_jwt(token: str) -> bool:
+    # The monolith's session tokens are token_urlsafe: no dots. A JWT has exactly two.
+    return token.count(".") == 2
+
+
+class ExchangedTokens:
+    """Services access tokens per legacy session, by the session's sha256 (the ACL never
+    keeps a session token itself), each until ``margin_s`` before it expires; at most
+    ``max_entries``, the oldest dropped first."""
+
+    def __init__(self, margin_s: float = 60.0, max_entries: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._items: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._margin, self._max, self._clock = margin_s, max_entries, clock
+
+    @staticmethod
+    def _key(legacy_token: str) -> str:
+        return hashlib.sha256(legacy_token.encode()).hexdigest()
+
+    def get(self, legacy_token: str) -> str | None:
+        key = self._key(legacy_token)
+        found = self._items.get(key)
+        if found is None:
+            return None
+        if found[1] <= self._clock():
+            del self._items[key]
+            return None
+        return found[0]
+
+    def put(self, legacy_token: str, access_token: str, expires_in: float) -> None:
+        until = self._clock() + max(0.0, expires_in - self._margin)
+        if until <= self._clock():
+            return  # too short-lived to be worth keeping
+        key = self._key(legacy_token)
+        self._items[key] = (access_token, until)
+        self._items.move_to_end(key)
+        while len(self._items) > self._max:
+            self._items.popitem(last=False)
+
+    def forget(self, legacy_token: str) -> None:
+        self._items.pop(self._key(legacy_token), None)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class Acl:
     def __init__(self, *, legacy_url: str, services_url: str, max_shadow: int = 8,
-                 keep_mismatches: int = 100, timeout_s: float = 10.0) -> None:
+                 keep_mismatches: int = 100, timeout_s: float = 10.0,
+                 signer: CallerSigner | None = None,
+                 exchanged: ExchangedTokens | None = None) -> None:
+        self.signer = signer
+        self.exchanged = exchanged or ExchangedTokens()
         self.legacy_url = legacy_url.rstrip("/")
         self.services_url = services_url.rstrip("/")
         self.metrics = Metrics()
@@ -106,7 +194,118 @@ class Acl:
                                          headers={"accept": "application/json", **(trace or {})})
         return got
 
-    async def from_services(self, cap: Capability, request: web.Request, role: str) -> Answer:
+    async def services_call(self, method: str, path: str, *, token: str | None = None,
+                            json_body: Any = None, form: Mapping[str, str] | None = None,
+                            headers: Mapping[str, str] | None = None) -> Answer:
+        sent = {"accept": "application/json", **(headers or {})}
+        body: bytes | None = None
+        if token is not None:
+            sent["authorization"] = f"Bearer {token}"
+        if json_body is not None:
+            body, sent["content-type"] = json.dumps(json_body).encode(), "application/json"
+        elif form is not None:
+            body = urlencode(form).encode()
+            sent["content-type"] = "application/x-www-form-urlencoded"
+        got, got_headers, _ = await self._get_json(self.services_url + path, {}, sent, method,
+                                                   body)
+        retry = {k.lower(): v for k, v in got_headers.items()}.get("retry-after")
+        return Answer(got.status, got.body, got.error,
+                      (("retry-after", retry),) if retry else ())
+
+    # -- identity: the customer's services token --------------------------------------------
+
+    async def services_token(self, request: web.Request) -> str | Answer | None:
+        """The customer's services access token: theirs if they sent one, or one exchanged
+        for their legacy session; None without any token; an Answer when it cannot be had."""
+        token = token_of(request.headers, request.cookies)
+        if token is None:
+            return None
+        if looks_like_jwt(token):
+            return token  # identity, or the monolith, checks it
+        cached = self.exchanged.get(token)
+        if cached is not None:
+            self.metrics.exchanges.labels("cached").inc()
+            return cached
+        # The monolith vouches for its own session: who it is, and the UUID the services
+        # know the account by.
+        me, _, _ = await self._get_json(self.legacy_url + "/shop/me", {}, {
+            "authorization": f"Bearer {token}", "accept": "application/json"})
+        if me.status == 401:
+            self.metrics.exchanges.labels("refused").inc()
+            return NOT_SIGNED_IN
+        account = me.body.get("services_id") if isinstance(me.body, dict) else None
+        if me.status != 200 or not account:
+            self.metrics.exchanges.labels("failed").inc()
+            return problem(502, "Bad Gateway", "the legacy shop could not check the session "
+                           f"({me.error or me.status})")
+        if self.signer is None:
+            self.metrics.exchanges.labels("failed").inc()
+            return problem(503, "Session exchange unavailable", "the anti-corruption layer "
+                           "has no service identity (ACL_SIGNING_KEY) to exchange sessions")
+        got = await self.services_call("POST", "/api/identity/exchange", form={
+            "grant_type": EXCHANGE, "subject_token": str(account),
+            "subject_token_type": ACCOUNT_ID},
+            headers={H_SERVICE_IDENTITY: self.signer.token_for("identity")})
+        if got.status == 404:
+            # Signed in at the monolith, not (yet) on the services: the customer sync lags
+            # or has not run. Not a 401, which would sign a valid customer out; counted as
+            # the services side failing, so the guard stops a shift made too early.
+            self.metrics.exchanges.labels("unknown").inc()
+            return Answer(503, problem(503, "Account not on the services yet",
+                                       "this customer's account has not reached the "
+                                       "services; try again shortly").body,
+                          headers=(("retry-after", "5"),))
+        if got.status != 200 or not isinstance(got.body, dict) \
+                or not isinstance(got.body.get("access_token"), str):
+            self.metrics.exchanges.labels("failed").inc()
+            return problem(502, "Bad Gateway", "identity did not exchange the session "
+                           f"({got.error or got.status})")
+        access = str(got.body["access_token"])
+        self.exchanged.put(token, access, float(got.body.get("expires_in", 0)))
+        self.metrics.exchanges.labels("exchanged").inc()
+        return access
+
+    async def identity(self, request: web.Request, body: bytes) -> Answer:
+        trace = {k: v for k in TRACE_HEADERS if (v := request.headers.get(k))}
+
+        async def call(method: str, path: str, *, token: str | None = None,
+                       json_body: Any = None, form: Mapping[str, str] | None = None) -> Answer:
+            return await self.services_call(method, path, token=token, json_body=json_body,
+                                            form=form, headers=trace)
+
+        try:
+            key = (request.method, request.path)
+            if key in PUBLIC_IDENTITY:
+                return await identity_answer(request.method, request.path, body, None, call)
+            raw = token_of(request.headers, request.cookies)
+            if key == ("POST", "/shop/logout") and raw is not None \
+                    and not looks_like_jwt(raw):
+                return await self._legacy_logout(raw)
+            token = await self.services_token(request)
+            if isinstance(token, Answer):
+                return token
+            return await identity_answer(request.method, request.path, body, token, call)
+        except (KeyError, TypeError, ValueError) as exc:
+            # An answer of either side without the fields its contract promises.
+            log.warning("acl.identity_unexpected_answer", path=request.path,
+                        error=f"{type(exc).__name__}: {exc}")
+            return problem(502, "Bad Gateway", "an upstream answer was not as documented")
+
+    async def _legacy_logout(self, legacy_token: str) -> Answer:
+        """A legacy session ends where it lives, at the monolith (the customer's orders may
+        still be served there), and its exchanged token is forgotten here."""
+        self.exchanged.forget(legacy_token)
+        got, _, _ = await self._get_json(self.legacy_url + "/shop/logout", {}, {
+            "authorization": f"Bearer {legacy_token}"}, "POST")
+        if got.status == 204:
+            return Answer(204, None, headers=(("set-cookie", LOGOUT_COOKIE),))
+        if got.status == 401:
+            return NOT_SIGNED_IN
+        return problem(502, "Bad Gateway", "the legacy shop could not end the session "
+                       f"({got.error or got.status})")
+
+    async def from_services(self, cap: Capability, request: web.Request, role: str,
+                            body: bytes = b"") -> Answer:
         trace = {k: v for k in TRACE_HEADERS if (v := request.headers.get(k))}
 
         async def fetch(path: str, params: Mapping[str, Any]) -> Answer:
@@ -117,7 +316,10 @@ class Acl:
         # over the headers passed above.
         token = otel_context.attach(propagate.extract(request.headers))
         try:
-            got = await answer(request.method, request.path, request.query, fetch)
+            if cap.name == "identity":
+                got = await self.identity(request, body)
+            else:
+                got = await answer(request.method, request.path, request.query, fetch)
         except NotTranslated:
             got = problem(501, "Not Implemented",
                           f"the anti-corruption layer cannot answer {request.method} "
@@ -155,7 +357,7 @@ class Acl:
             got, headers, raw = await self.from_legacy(cap, request, body, "primary")
             response = _passthrough(got, headers, raw)
         else:
-            got = await self.from_services(cap, request, "primary")
+            got = await self.from_services(cap, request, "primary", body)
             response = _json(got)
         if shadow:
             self._shadow(cap, request, primary, got)
@@ -221,9 +423,13 @@ class Acl:
 
 
 def _json(got: Answer) -> web.Response:
-    ctype = "application/problem+json" if got.status >= 400 else "application/json"
+    headers = list(got.headers)  # pairs: Set-Cookie may repeat
+    if got.status == 204:
+        return web.Response(status=204, headers=headers)  # type: ignore[arg-type]
+    headers.append(("content-type", "application/problem+json" if got.status >= 400
+                    else "application/json"))
     return web.Response(status=got.status, text=json.dumps(got.body), content_type=None,
-                        headers={"content-type": ctype})
+                        headers=headers)  # type: ignore[arg-type]
 
 
 def _passthrough(got: Answer, headers: Mapping[str, str], raw: bytes) -> web.Response:
@@ -244,8 +450,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--services-url", required=True, help="the edge")
     parser.add_argument("--max-shadow", type=int, default=8)
     args = parser.parse_args(argv)
+    key = os.environ.get("ACL_SIGNING_KEY")
     acl = Acl(legacy_url=args.legacy_url, services_url=args.services_url,
-              max_shadow=args.max_shadow)
+              max_shadow=args.max_shadow,
+              signer=CallerSigner(CALLER, key) if key else None)
 
     async def serve() -> None:
         runner = web.AppRunner(acl.app(), access_log=None)

@@ -45,7 +45,8 @@ CAPABILITIES: tuple[Capability, ...] = (
                legacy=(Path("/shop/register", prefix=False), Path("/shop/login", prefix=False),
                        Path("/shop/logout", prefix=False), Path("/shop/me"),
                        Path("/shop/addresses")),
-               services=("/api/identity",)),
+               # Sessions of either side are honoured by the other (ADR 0032).
+               services=("/api/identity",), translated=True),
     Capability("cart", "cart", legacy=(Path("/shop/cart"),), services=("/api/cart",)),
     Capability("history", "order history", legacy=(Path("/shop/orders"),),
                services=("/api/history/orders",)),

@@ -17,6 +17,17 @@ Known differences, and why each is not a mismatch:
 - a product switched off: the monolith still shows it (``active: false``), the catalog no
   longer serves a discontinued product (404). Clients of the legacy path see a 404 once
   the services serve it: the runbook says so.
+
+Identity (``/shop/me``, ``/shop/addresses``; ADR 0032):
+- a record carrying ``services_id`` (customers, addresses) is that record on both sides: it
+  is matched and ordered by it, and its legacy ``id`` is not compared (a record born in the
+  services has none on the services side until the sync records the pair, while the
+  monolith numbered it on arrival; for a record born in the monolith, the id is derived
+  from the same UUID);
+- ``email`` in any case: identity keeps addresses lower-cased, the monolith as typed, and
+  both sign in case-insensitively;
+- ``is_admin``: the monolith's back-office flag, which the services' roles do not carry
+  (and a token the ACL exchanged is never an admin's).
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from typing import Any
 
 from mercato.migration.translate import Answer
 
-IGNORED_KEYS = frozenset({"in_stock", "parent_id"})
+IGNORED_KEYS = frozenset({"in_stock", "parent_id", "is_admin"})
 MAX_DIFFERENCES = 10
 
 
@@ -57,9 +68,14 @@ def normalise(body: Any) -> Any:
         money = _money(body)
         if money is not None:
             return money
-        return {k: normalise(v) for k, v in body.items() if k not in IGNORED_KEYS}
+        keyed = body.get("services_id") is not None
+        return {k: v.lower() if k == "email" and isinstance(v, str) else normalise(v)
+                for k, v in body.items()
+                if k not in IGNORED_KEYS and not (keyed and k == "id")}
     if isinstance(body, list):
         items = [normalise(v) for v in body]
+        if items and all(isinstance(i, dict) and "services_id" in i for i in items):
+            return sorted(items, key=lambda i: str(i["services_id"]))
         if items and all(isinstance(i, dict) and "id" in i for i in items):
             return sorted(items, key=lambda i: (str(type(i["id"])), str(i["id"])))
         return items

@@ -34,6 +34,7 @@ from typing import IO, Any
 import aiohttp
 import structlog
 from chassis.logging import configure_logging
+from chassis.settings import ServiceSettings
 
 from mercato.runtime import broker, commands, prometheus
 from mercato.runtime.cleanup import ENV_MARK
@@ -625,9 +626,15 @@ class Supervisor:
                     ready=self._service_ready, live=self._service_live)
 
     def _callers(self) -> list[str]:
-        """Whose signed identities the services trust: each other, and the migration's
-        sync with ``--with legacy`` (catalog lets it state products: ADR 0029)."""
-        return [*self.services, *(["sync"] if self._syncs_catalog() else [])]
+        """Whose signed identities the services trust: each other, and with ``--with
+        legacy`` the migration's sync (catalog lets it state products: ADR 0029) and the
+        ACL (identity exchanges legacy sessions for it: ADR 0032)."""
+        return [*self.services, *(["sync"] if self._syncs_catalog() else []),
+                *(["acl"] if self._bridges_identity() else [])]
+
+    def _bridges_identity(self) -> bool:
+        return "legacy" in self.with_ and "identity" in self.services \
+            and self.acl_port is not None
 
     def _syncs_catalog(self) -> bool:
         return "legacy" in self.with_ and "catalog" in self.services
@@ -671,9 +678,15 @@ class Supervisor:
             charges = {} if provider is None else {
                 "LEGACY_PROVIDER_URL": f"http://127.0.0.1:{provider['http']}",
                 "LEGACY_PROVIDER_API_TOKEN": simulator_token(self.home, "payments-provider")}
+            # The services' access tokens are accepted by the monolith (ADR 0032): it
+            # reads identity's keys through the edge, as any outside client would.
+            trust = {} if not self._bridges_identity() else {
+                "LEGACY_JWKS_URL": f"http://127.0.0.1:{self.ports.edge}/.well-known/jwks.json",
+                "LEGACY_JWT_ISSUER": ServiceSettings.model_fields["jwt_issuer"].default,
+                "LEGACY_JWT_AUDIENCE": ServiceSettings.model_fields["jwt_audience"].default}
             return {**legacy_env(port=port, database_url=self.db_urls["legacy"]), **charges,
-                    **(self.telemetry.service_env(self.home, self.ports, "legacy")
-                       if self.telemetry else {})}
+                    **trust, **(self.telemetry.service_env(self.home, self.ports, "legacy")
+                                if self.telemetry else {})}
 
         self.add(Spec(name="legacy", kind="service", service="legacy",
                       argv=lambda _p: [sys.executable, "-m", "legacy"], port=lambda: port,
@@ -683,12 +696,18 @@ class Supervisor:
         acl_port = self.acl_port
         # The migration's anti-corruption layer (mercato.migration.acl): legacy paths
         # answered from the services (through the edge) and the shadow comparisons.
+        def acl_env(_port: int | None) -> dict[str, str]:
+            # Its signed service identity: identity exchanges legacy sessions the monolith
+            # vouched for into access tokens for it alone (ADR 0032).
+            return ({"ACL_SIGNING_KEY": broker.registry_private_key(self.home, "acl")}
+                    if self._bridges_identity() else {})
+
         self.add(Spec(name="acl", kind="service", service="acl",
                       argv=lambda _p: [sys.executable, "-m", "mercato.migration.acl",
                                        "--port", str(acl_port), "--legacy-url",
                                        f"http://127.0.0.1:{port}", "--services-url",
                                        f"http://127.0.0.1:{self.ports.edge}"],
-                      port=lambda: acl_port, ready=self._service_ready,
+                      port=lambda: acl_port, env=acl_env, ready=self._service_ready,
                       live=self._service_live))
         if not self._syncs_catalog():
             return ["legacy", "acl"]
