@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from catalog.app import MIGRATIONS_DIR as CATALOG_MIGRATIONS
 from catalog.settings import CatalogSettings
 from chassis.migrations import upgrade_to_head
@@ -76,9 +77,9 @@ class People(World):
 
     # -- identity ---------------------------------------------------------------------------
 
-    def identity_login(self, email: str) -> Resp:
+    def identity_login(self, email: str, password: str = PASSWORD) -> Resp:
         data = urllib.parse.urlencode({"grant_type": "password", "username": email,
-                                       "password": PASSWORD}).encode()
+                                       "password": password}).encode()
         req = urllib.request.Request(f"{self.identity_url}{IDENTITY}/token", data=data,
                                      method="POST")
         try:
@@ -198,6 +199,14 @@ def test_2_a_customer_registered_in_the_monolith_signs_in_on_identity(world: Peo
                      headers=world.identity_auth("new.shopper@shop.test")).json()["items"]
     assert [(a["id"], a["city"], a["postal_code"]) for a in mine] == [
         (str(aid), "Busan", "48094")]
+    # A password changed in the monolith alone (its back office): the outbox says so
+    # without the hash, the sync reads the hash from the row.
+    new_hash = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash("new-pass-1")
+    sql(world.legacy_db, "UPDATE customers SET password_hash = $2 WHERE id = $1", cid,
+        new_hash)
+    wait_for("the new password on identity", lambda: world.identity_login(
+        "new.shopper@shop.test", "new-pass-1").status_code == 200)
+    assert world.identity_login("new.shopper@shop.test").status_code != 200  # 400 or 429
 
 
 def test_3_an_account_registered_in_identity_appears_in_the_monolith(world: People) -> None:
