@@ -256,11 +256,13 @@ class Sync:
     # -- services → legacy -----------------------------------------------------------------
 
     async def _on_event(self, kind: str, services_id: uuid.UUID, version: Any,
-                        occurred_at: str | None, hint: Any = None) -> None:
+                        occurred_at: str | None, hint: Any = None,
+                        known_once_linked: bool = False) -> None:
         capability = self.kinds[kind].capability
         async with self.pool.acquire() as conn:
             link = await store.link(conn, catalog_id=services_id, links=self.kinds[kind].links)
-        if link is not None and isinstance(version, int) and version <= link.catalog_version:
+        if link is not None and (known_once_linked or (isinstance(version, int)
+                                 and version <= link.catalog_version)):
             self.metrics_of[capability].echoes.labels("services").inc()  # seen already
         else:
             await self.reconcile_or_reject(TO_LEGACY, catalog_id=services_id, kind=kind,
@@ -270,18 +272,23 @@ class Sync:
             self.metrics_of[capability].lag.labels(TO_LEGACY).set(
                 max(0.0, self.clock() - with_tz.timestamp()))
 
-    async def on_catalog_event(self, payload: bytes, occurred_at: str | None) -> None:
+    async def on_catalog_event(self, payload: bytes, occurred_at: str | None,
+                               subject: str = "") -> None:
         doc = json.loads(payload)
         await self._on_event("products", uuid.UUID(doc["product_id"]),
                              doc.get("product_version"), occurred_at)
 
-    async def on_identity_event(self, payload: bytes, occurred_at: str | None) -> None:
-        """An account's events carry its version (the sync's own writes are skipped); an
-        address's do not, and reconciling one the sync wrote finds both sides equal."""
+    async def on_identity_event(self, payload: bytes, occurred_at: str | None,
+                                subject: str = "") -> None:
+        """An account's events carry its version (the sync's own writes are skipped). An
+        address's do not: an address added that the id map has is known to both sides
+        already (the sync made it, or synced it); an update is reconciled, which finds both
+        sides equal when the sync wrote it."""
         doc = json.loads(payload)
         if "address_id" in doc:
             await self._on_event("addresses", uuid.UUID(doc["address_id"]), None, occurred_at,
-                                 hint=doc["user_id"])
+                                 hint=doc["user_id"],
+                                 known_once_linked=subject.endswith(".address_added"))
         else:
             await self._on_event("accounts", uuid.UUID(doc["user_id"]),
                                  doc.get("account_version"), occurred_at)

@@ -181,7 +181,7 @@ class Runner:
                 await asyncio.sleep(_backoff(failures))
 
     async def events_loop(self, stream: str, subject: str, durable: str,
-                          handler: Callable[[bytes, str | None], Awaitable[None]],
+                          handler: Callable[[bytes, str | None, str], Awaitable[None]],
                           metrics: Metrics) -> None:
         js = self.nc.jetstream()
         failures = 0
@@ -214,7 +214,8 @@ class Runner:
                 continue
             for msg in msgs:
                 try:
-                    await handler(msg.data, (msg.headers or {}).get("Mercato-Occurred-At"))
+                    await handler(msg.data, (msg.headers or {}).get("Mercato-Occurred-At"),
+                                  msg.subject)
                     await msg.ack()
                     failures = 0
                 except asyncio.CancelledError:
