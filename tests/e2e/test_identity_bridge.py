@@ -1,9 +1,9 @@
 """Identity moved through the edge, with the runtime's own wiring (ADR 0032): `mercato up
 --with legacy` gives the monolith identity's keys and the ACL its signed identity.
 
-A customer of the monolith, copied to identity (the customer sync is another piece of issue
-15: here the same email and password are registered on both sides and the monolith's
-``services_id`` pointed at identity's account, what the sync leaves), keeps their legacy
+A customer of the monolith, copied to identity (the first test registers the same email and
+password on both sides and points the monolith's ``services_id`` at identity's account, what
+the sync leaves; the last runs the sync itself, ADR 0031), keeps their legacy
 session after identity is shifted: the ACL exchanges it and /shop/me is answered by the
 services; signing in again through the edge gives a services token, which the monolith
 accepts for the order history it still serves. Rolled back, everything is the monolith's
@@ -13,6 +13,7 @@ again, and both tokens still work there.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -105,3 +106,37 @@ def test_a_customer_keeps_both_kinds_of_token_across_the_shift(platform: Platfor
         assert me.status_code == 200 and me.headers[SERVED_BY] == "legacy", me.text
         assert me.json()["services_id"] == account
         assert c.get("/shop/me", headers=session).status_code == 200
+
+
+def test_the_sync_brings_customers_over_both_ways(platform: Platform) -> None:
+    """The customer sync with the runtime's wiring (ADR 0031): backfilled, then followed;
+    a monolith customer signs in on identity with the same password, and an account made in
+    identity signs in on the monolith."""
+    migrate(platform, "backfill", "identity")
+    shop_email = f"sync-{uuid.uuid4().hex[:8]}@example.com"
+    services_email = f"sync-{uuid.uuid4().hex[:8]}@example.com"
+    with platform.client() as c:
+        assert c.post("/shop/register", json={"email": shop_email, "password": PASSWORD,
+                                               "name": "Shop Born"}).status_code == 201
+
+        def signs_in_on_identity() -> bool:
+            return c.post("/api/identity/token", data={
+                "grant_type": "password", "username": shop_email,
+                "password": PASSWORD}).status_code == 200
+
+        wait_until(signs_in_on_identity, 60, "the monolith's customer signing in on identity")
+        made = c.post("/api/identity/register", json={
+            "email": services_email, "password": PASSWORD, "name": "Services Born"})
+        assert made.status_code == 201, made.text
+
+        def signs_in_on_the_monolith() -> Any:
+            r = c.post("/shop/login", json={"email": services_email, "password": PASSWORD})
+            return r.status_code == 200 and r
+
+        r = wait_until(signs_in_on_the_monolith, 60, "identity's account in the monolith")
+        me = c.get("/shop/me", headers={"Authorization": f"Bearer {r.json()['token']}"})
+        assert me.json()["services_id"] == made.json()["id"]
+    status = mercato(platform.home, "migrate", "status", "--json", timeout=60)
+    row = next(r for r in json.loads(status.stdout)["capabilities"]
+               if r["capability"] == "identity")
+    assert row["sync"]["armed"] is True and row["sync"]["linked"] >= 3

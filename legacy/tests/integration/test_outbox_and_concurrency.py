@@ -119,3 +119,16 @@ def test_customers_and_addresses_carry_the_services_id_and_addresses_are_followe
     rows = [r for r in outbox(database_url) if r["table_name"] == "addresses"]
     assert [(r["op"], r["row_id"]) for r in rows] == [("INSERT", str(a["id"]))]
     assert json.loads(rows[0]["changed"])["services_id"] == str(a["services_id"])
+
+
+def test_a_password_changed_alone_is_recorded_without_the_hash(database_url: str) -> None:
+    sql(database_url, "INSERT INTO customers (email, name, password_hash) "
+                      "VALUES ('p@example.com', 'P', 'old-secret-hash')")
+    sql(database_url, "UPDATE customers SET password_hash = 'new-secret-hash' "
+                      "WHERE email = 'p@example.com'")
+    sql(database_url, "UPDATE customers SET password_hash = 'new-secret-hash', name = 'Q' "
+                      "WHERE email = 'p@example.com'")  # the same hash: not a change of it
+    rows = [r for r in outbox(database_url) if r["table_name"] == "customers"]
+    assert [(r["op"], json.loads(r["changed"])) for r in rows[1:]] == [  # type: ignore[arg-type]
+        ("UPDATE", {"password_hash_changed": True}), ("UPDATE", {"name": "Q"})]
+    assert not any("secret-hash" in str(r["changed"]) for r in rows)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contracts.base import Contract
 from contracts.catalog import v1 as catalog_v1
+from contracts.identity import v1 as identity_v1
 from contracts.inventory import v1 as inventory_v1
 from contracts.orders import v1 as orders_v1
 from contracts.payments import v1 as payments_v1
@@ -13,6 +14,8 @@ from contracts.shipping import v1 as shipping_v1
 ALL: list[type[Contract]] = [
     catalog_v1.ProductCreated, catalog_v1.ProductUpdated, catalog_v1.PriceChanged,
     catalog_v1.ProductDiscontinued,
+    identity_v1.AccountRegistered, identity_v1.AccountUpdated, identity_v1.AddressAdded,
+    identity_v1.AddressUpdated,
     inventory_v1.ReserveStock, inventory_v1.ReleaseStock, inventory_v1.CommitReservation,
     inventory_v1.RestockReservation,
     inventory_v1.StockReserved, inventory_v1.StockReservationFailed,

@@ -13,6 +13,8 @@ from chassis.app import create_service_app
 from chassis.auth import KeySource
 from chassis.clock import utc_now
 from chassis.db import Database
+from chassis.messaging.runtime import Messaging, StreamSpec
+from chassis.messaging.streams import events_stream_name
 from fastapi import FastAPI
 from sqlalchemy import delete
 
@@ -30,6 +32,10 @@ from identity.service_layer.oauth import Authorizations, Clients
 from identity.settings import IdentitySettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# identity owns IDENTITY_EVENTS (accounts and addresses, no secrets) and publishes to it
+# through its outbox; it consumes nothing.
+MESSAGING = Messaging(streams=[StreamSpec(events_stream_name("identity"),
+                                          ["identity.events.>"])], outbox=True)
 log = structlog.get_logger("identity")
 
 
@@ -137,7 +143,7 @@ def create_app(settings: IdentitySettings | None = None) -> FastAPI:
     return create_service_app(
         settings or IdentitySettings(), routers=[router, authorize_router, jwks_router],
         bootstrap=bootstrap,
-        key_source=_own_keys,
+        key_source=_own_keys, messaging=MESSAGING,
         description="Accounts, argon2id passwords, RS256 tokens with refresh rotation, "
                     "the JWKS, profiles and addresses; an OAuth 2 authorization server "
                     "(password, refresh_token and authorization_code with PKCE).")

@@ -51,7 +51,7 @@ def counts(sql: Any) -> dict[str, int]:
 
 
 # The keys two services sign their calls with (chassis.service_identity); identity trusts both.
-CALLER_KEYS = {name: new_key_pair() for name in ("orders", "cart", "acl")}
+CALLER_KEYS = {name: new_key_pair() for name in ("orders", "cart", "acl", "sync")}
 
 
 def calling_as(service: str, target: str = "identity") -> dict[str, str]:

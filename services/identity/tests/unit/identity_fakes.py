@@ -23,6 +23,7 @@ class Store:
     login_failures: dict[tuple[str, str], LoginFailures] = field(default_factory=dict)
     oauth_clients: dict[str, OAuthClient] = field(default_factory=dict)
     authorization_codes: dict[str, AuthorizationCode] = field(default_factory=dict)
+    events: list[tuple[str, str, int | None]] = field(default_factory=list)
 
 
 class FakeUsers:
@@ -43,7 +44,11 @@ class FakeUsers:
         return copy.copy(found) if found else None
 
     async def save(self, user: User) -> None:
+        user.version += 1
         self._s.users[user.id] = copy.copy(user)
+
+    async def ids_after(self, after: uuid.UUID | None, limit: int) -> Sequence[uuid.UUID]:
+        return sorted(i for i in self._s.users if after is None or i > after)[:limit]
 
 
 class FakeAddresses:
@@ -51,6 +56,9 @@ class FakeAddresses:
         self._s = store
 
     async def add(self, address: Address) -> None:
+        self._s.addresses[address.id] = address
+
+    async def replace(self, address: Address) -> None:
         self._s.addresses[address.id] = address
 
     async def get(self, address_id: uuid.UUID) -> Address | None:
@@ -136,6 +144,25 @@ class FakeAuthorizationCodes:
         self._s.authorization_codes[code.code_hash] = copy.copy(code)
 
 
+class FakeEvents:
+    """The events staged in the unit of work, kept in its store (so a rollback drops them)."""
+
+    def __init__(self, store: Store) -> None:
+        self._s = store
+
+    async def account_registered(self, user: User) -> None:
+        self._s.events.append(("AccountRegistered", str(user.id), user.version))
+
+    async def account_updated(self, user: User) -> None:
+        self._s.events.append(("AccountUpdated", str(user.id), user.version))
+
+    async def address_added(self, address: Address) -> None:
+        self._s.events.append(("AddressAdded", str(address.id), None))
+
+    async def address_updated(self, address: Address) -> None:
+        self._s.events.append(("AddressUpdated", str(address.id), None))
+
+
 class FakeUnitOfWork:
     """Changes go to a copy of the store and replace it only on commit, like a transaction."""
 
@@ -151,6 +178,7 @@ class FakeUnitOfWork:
         self.login_failures = FakeLoginFailures(self._work)
         self.oauth_clients = FakeOAuthClients(self._work)
         self.authorization_codes = FakeAuthorizationCodes(self._work)
+        self.events = FakeEvents(self._work)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -37,6 +37,7 @@ def test_the_sync_runs_beside_the_acl_with_an_identity_catalog_trusts(tmp_path: 
     assert argv[1:3] == ["-m", "mercato.migration.sync"]
     assert argv[argv.index("--catalog-url") + 1] == "http://catalog"
     assert argv[argv.index("--legacy-dsn") + 1] == sup.db_urls["legacy"]
+    assert "--identity-url" not in argv  # no identity running: catalog only
     assert spec.env is not None
     env = spec.env(port)
     key = env["SYNC_SIGNING_KEY"]
@@ -64,3 +65,11 @@ def test_no_sync_without_catalog(tmp_path: Path) -> None:
     sup, added = _supervisor(tmp_path, {"orders": "orders"})
     assert sup.start_optional() == ["legacy", "acl"]
     assert "sync" not in added and "sync" not in sup._callers()
+
+
+def test_the_sync_keeps_identity_in_step_when_identity_runs(tmp_path: Path) -> None:
+    sup, added = _supervisor(tmp_path, {"catalog": "catalog", "identity": "identity"})
+    assert sup.start_optional() == ["legacy", "acl", "sync"]
+    argv = added["sync"].argv(added["sync"].port())
+    assert argv[argv.index("--identity-url") + 1] == "http://identity"
+    assert "sync" in sup._callers()  # identity trusts it as it trusts the services

@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from chassis.messaging.tables import outbox_table
 from sqlalchemy import (
     CheckConstraint,
     DateTime,
@@ -48,6 +49,8 @@ class UserRow(Base):
     roles: Mapped[list[str]] = mapped_column(ARRAY(String(20)))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
                                                  server_default=func.now())
+    # Grows with every change of the account: the ETag of its record (ADR 0031).
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
 
 
 class LoginFailureRow(Base):
@@ -154,3 +157,6 @@ class AuthorizationCodeRow(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     refresh_family_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+
+outbox = outbox_table(metadata)

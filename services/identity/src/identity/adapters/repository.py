@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Self
 
 from chassis.db import UnitOfWork
+from chassis.messaging.outbox import stage
+from contracts.identity.v1 import AccountRegistered, AccountUpdated, AddressAdded, AddressUpdated
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
@@ -28,7 +30,8 @@ from identity.domain.oauth import AuthorizationCode, OAuthClient
 
 def _user(row: UserRow) -> User:
     return User(id=row.id, email=row.email, name=row.name, password_hash=row.password_hash,
-                roles=frozenset(Role(r) for r in row.roles), created_at=row.created_at)
+                roles=frozenset(Role(r) for r in row.roles), created_at=row.created_at,
+                version=row.version)
 
 
 def _address(row: AddressRow) -> Address:
@@ -51,7 +54,7 @@ class SqlUserRepository:
     async def add(self, user: User) -> None:
         self._session.add(UserRow(
             id=user.id, email=user.email, name=user.name, password_hash=user.password_hash,
-            roles=user.role_names, created_at=user.created_at))
+            roles=user.role_names, created_at=user.created_at, version=user.version))
         try:
             await self._session.flush()
         except IntegrityError as exc:
@@ -73,10 +76,23 @@ class SqlUserRepository:
         return await self._one(UserRow.email == email, for_update=for_update)
 
     async def save(self, user: User) -> None:
-        await self._session.execute(
-            update(UserRow).where(UserRow.id == user.id).values(
-                email=user.email, name=user.name, password_hash=user.password_hash,
-                roles=user.role_names))
+        try:
+            user.version = int((await self._session.execute(
+                update(UserRow).where(UserRow.id == user.id).values(
+                    email=user.email, name=user.name, password_hash=user.password_hash,
+                    roles=user.role_names, version=UserRow.version + 1)
+                .returning(UserRow.version))).scalar_one())
+        except IntegrityError as exc:
+            if "users_email_key" in str(exc.orig):
+                raise EmailAlreadyRegistered(user.email) from exc
+            raise
+
+
+    async def ids_after(self, after: uuid.UUID | None, limit: int) -> Sequence[uuid.UUID]:
+        stmt = select(UserRow.id).order_by(UserRow.id).limit(limit)
+        if after is not None:
+            stmt = stmt.where(UserRow.id > after)
+        return list(await self._session.scalars(stmt))
 
 
 class SqlAddressRepository:
@@ -89,6 +105,12 @@ class SqlAddressRepository:
             line2=address.line2, city=address.city, postal_code=address.postal_code,
             country=address.country, phone=address.phone, created_at=address.created_at))
         await self._session.flush()
+
+    async def replace(self, address: Address) -> None:
+        await self._session.execute(
+            update(AddressRow).where(AddressRow.id == address.id).values(
+                name=address.name, line1=address.line1, line2=address.line2, city=address.city,
+                postal_code=address.postal_code, country=address.country, phone=address.phone))
 
     async def get(self, address_id: uuid.UUID) -> Address | None:
         row = await self._session.get(AddressRow, address_id)
@@ -233,6 +255,34 @@ class SqlAuthorizationCodeRepository:
             .values(used_at=code.used_at, refresh_family_id=code.refresh_family_id))
 
 
+class OutboxEvents:
+    """identity's events, staged in the outbox of the change's own transaction. No event
+    carries a password hash (ADR 0031)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def account_registered(self, user: User) -> None:
+        await stage(self._session, AccountRegistered(
+            user_id=str(user.id), email=user.email, name=user.name,
+            account_version=user.version), correlation_id=str(user.id))
+
+    async def account_updated(self, user: User) -> None:
+        await stage(self._session, AccountUpdated(
+            user_id=str(user.id), email=user.email, name=user.name,
+            account_version=user.version), correlation_id=str(user.id))
+
+    async def address_added(self, address: Address) -> None:
+        await stage(self._session, AddressAdded(
+            user_id=str(address.user_id), address_id=str(address.id),
+            country=address.country), correlation_id=str(address.user_id))
+
+    async def address_updated(self, address: Address) -> None:
+        await stage(self._session, AddressUpdated(
+            user_id=str(address.user_id), address_id=str(address.id),
+            country=address.country), correlation_id=str(address.user_id))
+
+
 class SqlIdentityUnitOfWork:
     """The chassis unit of work (one transaction) with identity's repositories on it."""
 
@@ -242,6 +292,7 @@ class SqlIdentityUnitOfWork:
     login_failures: SqlLoginFailureRepository
     oauth_clients: SqlOAuthClientRepository
     authorization_codes: SqlAuthorizationCodeRepository
+    events: OutboxEvents
 
     def __init__(self, uow: UnitOfWork) -> None:
         self._uow = uow
@@ -255,6 +306,7 @@ class SqlIdentityUnitOfWork:
         self.login_failures = SqlLoginFailureRepository(session)
         self.oauth_clients = SqlOAuthClientRepository(session)
         self.authorization_codes = SqlAuthorizationCodeRepository(session)
+        self.events = OutboxEvents(session)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

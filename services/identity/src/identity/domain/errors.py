@@ -21,6 +21,10 @@ class InvalidName(IdentityError):
     pass
 
 
+class InvalidPasswordHash(IdentityError):
+    pass
+
+
 class InvalidAddress(IdentityError):
     pass
 

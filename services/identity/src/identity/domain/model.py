@@ -91,6 +91,7 @@ class User:
     password_hash: str
     roles: frozenset[Role]
     created_at: datetime
+    version: int = 1
 
     @classmethod
     def register(cls, *, email: str, name: str, password_hash: str, now: datetime,

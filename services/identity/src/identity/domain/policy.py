@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from identity.domain.errors import InvalidEmail, InvalidName, InvalidPassword
+from identity.domain.errors import (
+    InvalidEmail,
+    InvalidName,
+    InvalidPassword,
+    InvalidPasswordHash,
+)
 
 PASSWORD_MIN_CHARS = 8
 PASSWORD_MAX_CHARS = 128
@@ -80,3 +85,18 @@ def clean_text(raw: str, *, field: str, max_chars: int, required: bool = True,
 
 def check_name(raw: str) -> str:
     return clean_text(raw, field="name", max_chars=NAME_MAX_CHARS)
+
+
+# An argon2id PHC string of any cost (argon2-cffi verifies whatever parameters it names):
+# $argon2id$v=19$m=<KiB>,t=<passes>,p=<lanes>$<salt>$<hash>, unpadded base64.
+_ARGON2ID = re.compile(r"\$argon2id\$v=19\$m=[1-9][0-9]{0,9},t=[1-9][0-9]{0,9},"
+                       r"p=[1-9][0-9]{0,5}\$[A-Za-z0-9+/]{11,}\$[A-Za-z0-9+/]{16,}")
+
+
+def check_password_hash(raw: str) -> str:
+    """A hash made elsewhere (the monolith's, brought by the migration's sync): argon2id
+    only, so every account stays verifiable by the one hasher identity has."""
+    if len(raw) > 512 or not _ARGON2ID.fullmatch(raw):
+        raise InvalidPasswordHash("password_hash is an argon2id PHC string "
+                                  "($argon2id$v=19$m=..,t=..,p=..$salt$hash)")
+    return raw

@@ -11,8 +11,9 @@ from typing import Annotated, Any
 from urllib.parse import unquote_plus
 
 from chassis.errors import Forbidden
+from chassis.openapi import responds
 from chassis.security_headers import PERSONAL_DATA
-from fastapi import APIRouter, Form, Header, Request, Response
+from fastapi import APIRouter, Depends, Form, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from identity.domain.oauth import OAuthClient
@@ -25,6 +26,9 @@ from identity.entrypoints.deps import (
     Services,
 )
 from identity.entrypoints.schemas import (
+    AccountIdsOut,
+    AccountRecordIn,
+    AccountRecordOut,
     AddressIn,
     AddressListOut,
     AddressOut,
@@ -35,14 +39,22 @@ from identity.entrypoints.schemas import (
     JwksOut,
     KeyRotatedOut,
     MeOut,
+    ProfileIn,
     RegisterIn,
     TokenOut,
     UserOut,
+    account_record_json,
     address_json,
     me_json,
 )
 from identity.service_layer.errors import InvalidClient, InvalidRequest, UnsupportedGrantType
-from identity.service_layer.handlers import NewAddress, TokenPair, rotate_signing_key
+from identity.service_layer.handlers import (
+    AccountRecord,
+    NewAddress,
+    TokenPair,
+    account_etag,
+    rotate_signing_key,
+)
 
 PREFIX = "/api/identity"
 router = APIRouter(prefix=PREFIX, tags=["identity"])
@@ -250,14 +262,20 @@ async def me(user_id: CurrentUserId, uow: IdentityUow, services: Services) -> di
     return me_json(await services.accounts.me(uow, user_id))
 
 
+@router.patch("/me", response_model=MeOut, dependencies=_PERSONAL,
+              responses={422: {"description": "invalid name", **_PROBLEM}},
+              summary="Change the signed-in account's name")
+async def change_me(body: ProfileIn, user_id: CurrentUserId, uow: IdentityUow,
+                    services: Services) -> dict[str, Any]:
+    return me_json(await services.accounts.rename(uow, user_id, body.name))
+
+
 @router.post("/me/addresses", status_code=201, response_model=AddressOut, dependencies=_PERSONAL,
              responses={409: {"description": "address book full", **_PROBLEM}},
              summary="Add an address to the signed-in account")
 async def add_address(body: AddressIn, user_id: CurrentUserId, uow: IdentityUow,
                       services: Services, response: Response) -> dict[str, Any]:
-    address = await services.accounts.add_address(uow, user_id, NewAddress(
-        name=body.name, line1=body.line1, line2=body.line2, city=body.city,
-        postal_code=body.postal_code, country=body.country, phone=body.phone))
+    address = await services.accounts.add_address(uow, user_id, _address_in(body))
     response.headers["Location"] = f"{PREFIX}/me/addresses/{address.id}"
     return address_json(address)
 
@@ -297,6 +315,79 @@ async def read_user_address(user_id: uuid.UUID, address_id: uuid.UUID,
         if not principal.can_act_for(str(user_id)):
             raise Forbidden("the customer's token is not for this account")
     return address_json(await services.accounts.get_address(uow, user_id, address_id))
+
+
+# Callers that may state and read accounts whole, password hashes included: the strangler-fig
+# migration's sync process (ADR 0031), with its own signed service identity. Nobody else,
+# admins included: a hash is never shown to a person.
+RECORD_CALLERS = frozenset({"sync"})
+
+
+@responds(403, "Not the migration's sync (a verified service identity)")
+async def record_caller(caller: ServiceCaller) -> str:
+    if caller not in RECORD_CALLERS:
+        raise Forbidden("account records are for the migration's sync, with its verified "
+                        "service identity")
+    return caller
+
+
+RecordCaller = Annotated[str, Depends(record_caller)]
+
+
+def _address_in(body: AddressIn) -> NewAddress:
+    return NewAddress(name=body.name, line1=body.line1, line2=body.line2, city=body.city,
+                      postal_code=body.postal_code, country=body.country, phone=body.phone)
+
+
+@router.put("/accounts/{user_id}", response_model=AccountRecordOut, dependencies=_PERSONAL,
+            responses={201: {"description": "created under this id"},
+                       409: {"description": "another account has this email", **_PROBLEM},
+                       412: {"description": "If-Match names another version", **_PROBLEM},
+                       422: {"description": "invalid email, name or hash", **_PROBLEM}},
+            summary="State an account whole under its id (the migration's sync)")
+async def record_account(user_id: uuid.UUID, body: AccountRecordIn, _: RecordCaller,
+                         uow: IdentityUow, services: Services, response: Response,
+                         if_match: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+    done = await services.accounts.record_account(
+        uow, user_id, AccountRecord(email=body.email, name=body.name,
+                                    password_hash=body.password_hash), if_match=if_match)
+    response.status_code = 201 if done.created else 200
+    response.headers["ETag"] = account_etag(done.user)
+    user, addresses = await services.accounts.account_record(uow, user_id)
+    return account_record_json(user, addresses)
+
+
+@router.get("/accounts", response_model=AccountIdsOut,
+            summary="Account ids in id order, a page after ``after`` (the migration's sync)")
+async def list_account_ids(_: RecordCaller, uow: IdentityUow, services: Services,
+                           after: uuid.UUID | None = None,
+                           limit: Annotated[int, Query(ge=1, le=500)] = 100) -> dict[str, Any]:
+    return {"ids": [str(i) for i in await services.accounts.account_ids(uow, after, limit)]}
+
+
+@router.get("/accounts/{user_id}", response_model=AccountRecordOut, dependencies=_PERSONAL,
+            responses={404: {"description": "no such account", **_PROBLEM}},
+            summary="An account as stored, hash and addresses included (the migration's sync)")
+async def read_account_record(user_id: uuid.UUID, _: RecordCaller, uow: IdentityUow,
+                              services: Services, response: Response) -> dict[str, Any]:
+    user, addresses = await services.accounts.account_record(uow, user_id)
+    response.headers["ETag"] = account_etag(user)
+    return account_record_json(user, addresses)
+
+
+@router.put("/accounts/{user_id}/addresses/{address_id}", response_model=AddressOut,
+            dependencies=_PERSONAL,
+            responses={201: {"description": "created under this id"},
+                       404: {"description": "no such account", **_PROBLEM},
+                       409: {"description": "the address is another account's", **_PROBLEM}},
+            summary="State one of an account's addresses under its id (the migration's sync)")
+async def record_address(user_id: uuid.UUID, address_id: uuid.UUID, body: AddressIn,
+                         _: RecordCaller, uow: IdentityUow, services: Services,
+                         response: Response) -> dict[str, Any]:
+    address, created = await services.accounts.record_address(uow, user_id, address_id,
+                                                              _address_in(body))
+    response.status_code = 201 if created else 200
+    return address_json(address)
 
 
 @router.post("/admin/keys/rotate", response_model=KeyRotatedOut,

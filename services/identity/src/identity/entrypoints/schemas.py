@@ -163,6 +163,40 @@ def address_json(address: Address) -> dict[str, Any]:
             "phone": address.phone}
 
 
+class AccountRecordIn(BaseModel):
+    """An account as the migration's sync states it (ADR 0031)."""
+
+    model_config = ConfigDict(extra="forbid")
+    email: Email
+    name: Name
+    password_hash: Annotated[str, Field(min_length=1, max_length=512, description=(
+        "an argon2id PHC string, of any cost: $argon2id$v=19$m=..,t=..,p=..$salt$hash"))]
+
+
+class AccountRecordOut(BaseModel):
+    id: uuid.UUID
+    email: str
+    name: str
+    password_hash: str = Field(description="only ever shown to the migration's sync")
+    roles: list[str]
+    version: int
+    addresses: list[AddressOut]
+
+
+class AccountIdsOut(BaseModel):
+    ids: list[uuid.UUID]
+
+
+class ProfileIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+
+
+def account_record_json(user: User, addresses: Any) -> dict[str, Any]:
+    return {**me_json(user), "password_hash": user.password_hash, "version": user.version,
+            "addresses": [address_json(a) for a in addresses]}
+
+
 class KeyRotatedOut(BaseModel):
     kid: str = Field(description="the key id new tokens carry in their header")
 

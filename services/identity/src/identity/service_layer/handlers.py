@@ -7,14 +7,21 @@ import math
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import structlog
 from chassis.clock import utc_now
-from chassis.errors import Conflict, NotFound, TooManyRequests, Unauthorized, Unprocessable
+from chassis.errors import (
+    Conflict,
+    NotFound,
+    PreconditionFailed,
+    TooManyRequests,
+    Unauthorized,
+    Unprocessable,
+)
 
 from identity.domain.errors import (
     EmailAlreadyRegistered,
@@ -35,6 +42,7 @@ from identity.domain.model import (
 from identity.domain.policy import (
     check_name,
     check_new_password,
+    check_password_hash,
     normalise_email,
     normalise_password,
 )
@@ -67,6 +75,27 @@ class NewAddress:
     postal_code: str
     country: str
     phone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    """An account stated whole by the migration's sync (ADR 0031): the monolith's argon2id
+    hash is taken as it is, so its customers keep their passwords."""
+
+    email: str
+    name: str
+    password_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedAccount:
+    user: User
+    created: bool
+    changed: bool
+
+
+def account_etag(user: User) -> str:
+    return f'W/"{user.id.hex}-{user.version}"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +145,108 @@ class Accounts:
                 await uow.users.add(user)
             except EmailAlreadyRegistered as exc:  # lost a race with a concurrent register
                 raise Conflict(str(exc)) from exc
+            await uow.events.account_registered(user)
             await uow.commit()
         log.info("user_registered", user_id=str(user.id), roles=user.role_names)
         return user
+
+    async def record_account(self, uow: IdentityUnitOfWork, user_id: uuid.UUID,
+                             record: AccountRecord, *,
+                             if_match: str | None = None) -> RecordedAccount:
+        """Create or replace an account's email, name and password hash under its id (the
+        migration's sync). Idempotent: the record it holds already changes nothing, no
+        version and no event, so a sync replaying after a crash applies nothing twice."""
+        try:
+            email = normalise_email(record.email)
+            name = check_name(record.name)
+            password_hash = check_password_hash(record.password_hash)
+        except IdentityError as exc:
+            raise _unprocessable(exc) from exc
+        async with uow:
+            current = await uow.users.get(user_id, for_update=True)
+            if current is None and if_match not in (None, "*"):
+                raise PreconditionFailed("no such account: If-Match names no version")
+            if current is not None and if_match not in (None, "*", account_etag(current)):
+                raise PreconditionFailed("the account changed since you read it; read it "
+                                         "again")
+            if current is not None and (current.email, current.name,
+                                        current.password_hash) == (email, name, password_hash):
+                return RecordedAccount(current, created=False, changed=False)
+            other = await uow.users.by_email(email)
+            if other is not None and other.id != user_id:
+                raise Conflict(f"another account has the email {email}")
+            try:
+                if current is None:
+                    user = User(id=user_id, email=email, name=name,
+                                password_hash=password_hash, roles=frozenset({Role.CUSTOMER}),
+                                created_at=self._clock())
+                    await uow.users.add(user)
+                    await uow.events.account_registered(user)
+                else:
+                    user = current
+                    user.email, user.name, user.password_hash = email, name, password_hash
+                    await uow.users.save(user)
+                    await uow.events.account_updated(user)
+            except EmailAlreadyRegistered as exc:  # a concurrent register took the email
+                raise Conflict(str(exc)) from exc
+            await uow.commit()
+        log.info("account_recorded", user_id=str(user_id), created=current is None,
+                 version=user.version)
+        return RecordedAccount(user, created=current is None, changed=True)
+
+    async def rename(self, uow: IdentityUnitOfWork, user_id: uuid.UUID, name: str) -> User:
+        try:
+            name = check_name(name)
+        except IdentityError as exc:
+            raise _unprocessable(exc) from exc
+        async with uow:
+            user = await uow.users.get(user_id, for_update=True)
+            if user is None:
+                raise Unauthorized("the account behind this token no longer exists")
+            if user.name != name:
+                user.name = name
+                await uow.users.save(user)
+                await uow.events.account_updated(user)
+                await uow.commit()
+        return user
+
+    async def account_ids(self, uow: IdentityUnitOfWork, after: uuid.UUID | None,
+                          limit: int) -> Sequence[uuid.UUID]:
+        async with uow:
+            return await uow.users.ids_after(after, limit)
+
+    async def account_record(self, uow: IdentityUnitOfWork,
+                             user_id: uuid.UUID) -> tuple[User, Sequence[Address]]:
+        async with uow:
+            user = await uow.users.get(user_id)
+            if user is None:
+                raise NotFound(f"no account {user_id}")
+            return user, await uow.addresses.list_for(user_id)
+
+    async def record_address(self, uow: IdentityUnitOfWork, user_id: uuid.UUID,
+                             address_id: uuid.UUID, new: NewAddress) -> tuple[Address, bool]:
+        """Create or replace one of an account's addresses under its id (the migration's
+        sync); the address and whether it was created. The address book's limit is not
+        applied: the monolith's books are brought over as they are (ADR 0031)."""
+        fresh = self._address(user_id, new)
+        async with uow:
+            if await uow.users.get(user_id, for_update=True) is None:
+                raise NotFound(f"no account {user_id}")
+            current = await uow.addresses.get(address_id)
+            if current is not None and current.user_id != user_id:
+                raise Conflict(f"address {address_id} belongs to another account")
+            if current is None:
+                address = replace(fresh, id=address_id)
+                await uow.addresses.add(address)
+                await uow.events.address_added(address)
+            else:
+                address = replace(fresh, id=address_id, created_at=current.created_at)
+                if address == current:
+                    return current, False
+                await uow.addresses.replace(address)
+                await uow.events.address_updated(address)
+            await uow.commit()
+        return address, current is None
 
     async def create_admin(self, uow: IdentityUnitOfWork, *, email: str, password: str,
                            name: str | None = None) -> tuple[User, AdminOutcome]:
@@ -149,15 +277,17 @@ class Accounts:
             raise Unauthorized("the account behind this token no longer exists")
         return user
 
-    async def add_address(self, uow: IdentityUnitOfWork, user_id: uuid.UUID,
-                          new: NewAddress) -> Address:
+    def _address(self, user_id: uuid.UUID, new: NewAddress) -> Address:
         try:
-            address = Address.create(user_id=user_id, name=new.name, line1=new.line1,
-                                     line2=new.line2, city=new.city,
-                                     postal_code=new.postal_code, country=new.country,
-                                     phone=new.phone, now=self._clock())
+            return Address.create(user_id=user_id, name=new.name, line1=new.line1,
+                                  line2=new.line2, city=new.city, postal_code=new.postal_code,
+                                  country=new.country, phone=new.phone, now=self._clock())
         except IdentityError as exc:
             raise _unprocessable(exc) from exc
+
+    async def add_address(self, uow: IdentityUnitOfWork, user_id: uuid.UUID,
+                          new: NewAddress) -> Address:
+        address = self._address(user_id, new)
         async with uow:
             # Locks the owner row so two concurrent adds cannot both pass the limit.
             if await uow.users.get(user_id, for_update=True) is None:
@@ -166,6 +296,7 @@ class Accounts:
                 raise Conflict(f"an account keeps at most {self._max_addresses} addresses",
                                title="Address book full")
             await uow.addresses.add(address)
+            await uow.events.address_added(address)
             await uow.commit()
         return address
 
@@ -262,6 +393,7 @@ class Sessions:
             # plain password is at hand.
             user.password_hash = await self._hasher.hash(password)
             await uow.users.save(user)
+            await uow.events.account_updated(user)
         return user
 
     async def start_session(self, uow: IdentityUnitOfWork,

@@ -22,17 +22,37 @@ class UserRepository(Protocol):
 
     async def by_email(self, email: str, *, for_update: bool = False) -> User | None: ...
 
-    async def save(self, user: User) -> None: ...
+    async def save(self, user: User) -> None:
+        """Writes the user's fields and advances ``user.version``."""
+
+    async def ids_after(self, after: uuid.UUID | None, limit: int) -> Sequence[uuid.UUID]:
+        """Account ids greater than ``after``, in order, at most ``limit``."""
+        ...
 
 
 class AddressRepository(Protocol):
     async def add(self, address: Address) -> None: ...
+
+    async def replace(self, address: Address) -> None:
+        """Writes the address's fields over the stored one with its id."""
 
     async def get(self, address_id: uuid.UUID) -> Address | None: ...
 
     async def list_for(self, user_id: uuid.UUID) -> Sequence[Address]: ...
 
     async def count_for(self, user_id: uuid.UUID) -> int: ...
+
+
+class IdentityEvents(Protocol):
+    """The events a change publishes, staged in its transaction (the outbox)."""
+
+    async def account_registered(self, user: User) -> None: ...
+
+    async def account_updated(self, user: User) -> None: ...
+
+    async def address_added(self, address: Address) -> None: ...
+
+    async def address_updated(self, address: Address) -> None: ...
 
 
 class RefreshTokenRepository(Protocol):
@@ -90,6 +110,9 @@ class IdentityUnitOfWork(Protocol):
 
     @property
     def refresh_tokens(self) -> RefreshTokenRepository: ...
+
+    @property
+    def events(self) -> IdentityEvents: ...
 
     @property
     def login_failures(self) -> LoginFailureRepository: ...

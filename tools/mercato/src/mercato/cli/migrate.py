@@ -165,8 +165,9 @@ def backfill_cmd(capability: Cap, home: HomeOpt = None) -> None:
             bar.update(task, completed=done, total=total)
 
         state = _run(backfill, home_of(home), capability, progress)
+    checked = state.get("catalog_products", state.get("identity_accounts", 0))
     out.print(f"{capability}: {state.get('done', 0)} monolith records in step, "
-              f"{state.get('catalog_products', 0)} services records checked")
+              f"{checked} services records checked")
 
 
 @migrate_app.command("conflicts")
@@ -184,7 +185,11 @@ def conflicts_cmd(home: HomeOpt = None,
         table.add_column(col)
     for c in items:
         fields = c["fields"]
-        table.add_row(c["detected_at"][:19], str(c["legacy_id"]), ", ".join(fields),
+        # A product's id alone, as before identity was synced; an account's or an
+        # address's says which.
+        kind = c.get("kind", "products")
+        record = str(c["legacy_id"]) if kind == "products" else f"{kind} {c['legacy_id']}"
+        table.add_row(c["detected_at"][:19], record, ", ".join(fields),
                       *(", ".join(f"{f}={c[side][f]!r}" for f in fields)
                         for side in ("legacy", "services", "resolved")))
     out.print(table)

@@ -33,7 +33,8 @@ from mercato.runtime import control
 from mercato.runtime.paths import Home
 
 APPLY_TIMEOUT_S = 10.0
-SYNCED = ("catalog",)  # capabilities whose data the sync keeps equal on both sides (ADR 0029)
+# Capabilities whose data the sync keeps equal on both sides (ADR 0029, 0031).
+SYNCED = ("catalog", "identity")
 BACKFILL_POLL_S = 0.5
 
 
@@ -81,7 +82,7 @@ def acl_mismatches(p: Platform, cap: Capability, limit: int) -> list[dict[str, A
         raise MigrateError(f"the ACL did not answer ({exc})") from exc
 
 
-# -- the data sync (ADR 0029) --------------------------------------------------------------------
+# -- the data sync (ADR 0029, 0031) ------------------------------------------------------------
 
 def _sync_get(p: Platform, path: str, method: str = "GET") -> Any:
     if p.sync_url is None:
@@ -92,10 +93,17 @@ def _sync_get(p: Platform, path: str, method: str = "GET") -> Any:
         with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        raise MigrateError(f"the sync answered {exc.code} to {path}",
+        raise MigrateError(f"the sync answered {exc.code} to {path}{_title(exc)}",
                            "mercato logs sync") from exc
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise MigrateError(f"the sync did not answer ({exc})", "mercato logs sync") from exc
+
+
+def _title(exc: urllib.error.HTTPError) -> str:
+    try:
+        return f": {json.loads(exc.read())['title']}"
+    except (ValueError, KeyError, TypeError, OSError):
+        return ""
 
 
 def sync_status(p: Platform) -> dict[str, Any] | None:
@@ -111,6 +119,9 @@ def sync_lag(cap: Capability, doc: dict[str, Any] | None) -> str:
         return "not synced yet"
     if doc is None:
         return "sync not running"
+    doc = doc.get(cap.name)
+    if doc is None:
+        return "not kept in step by this sync"
     if not doc.get("armed"):
         return f"waiting for `mercato migrate backfill {cap.name}`"
     lag, backlog, errors = doc["lag_s"], doc["backlog"], doc["errors"]
@@ -136,11 +147,12 @@ def backfill(home: Home, name: str,
              progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Starts (or joins) the sync's backfill and follows it to its end. Cut short (the sync
     killed, Ctrl-C), it goes on from its checkpoint when started again."""
-    _synced(name)
+    cap = _synced(name)
     p = platform(home)
-    _sync_get(p, "/sync/backfill", method="POST")
+    path = f"/sync/backfill?capability={cap.name}"
+    _sync_get(p, path, method="POST")
     while True:
-        state = _sync_get(p, "/sync/backfill")
+        state = _sync_get(p, path)
         if progress is not None and "total" in state:
             progress(int(state.get("done", 0)), int(state["total"]))
         if state.get("state") == "done":
@@ -149,7 +161,7 @@ def backfill(home: Home, name: str,
             raise MigrateError(f"the backfill stopped: {state.get('error')}",
                                "fix the cause, then run it again: it resumes")
         if state.get("state") == "idle":  # the sync restarted meanwhile: start it again
-            _sync_get(p, "/sync/backfill", method="POST")
+            _sync_get(p, path, method="POST")
         time.sleep(BACKFILL_POLL_S)
 
 
@@ -302,7 +314,8 @@ def status(home: Home) -> dict[str, Any]:
             "since_last_step": None if w is None else _stats_json(w),
             "since_acl_start": None if total is None else _stats_json(total),
             "sync_lag": sync_lag(cap, synced),
-            "sync": synced if cap.name in SYNCED else None,
+            "sync": synced.get(cap.name) if synced is not None and cap.name in SYNCED
+            else None,
         })
     flag_rows = [{"flag": k, "value": d.value, "reason": str(d.reason),
                   "error": d.error_message}

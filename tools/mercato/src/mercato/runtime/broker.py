@@ -49,7 +49,7 @@ TOOLS = (RUNTIME, GATEWAY, CLI)
 _COMMANDS = tuple(f"{target}.commands.>" for target in ("inventory", "payments", "shipping"))
 
 SERVICE_BROKER_NEEDS: dict[str, BrokerNeeds] = {
-    "identity": BrokerNeeds(),
+    "identity": BrokerNeeds(streams=("IDENTITY_EVENTS",), publishes=("identity.events.>",)),
     "catalog": BrokerNeeds(streams=("CATALOG_EVENTS",), publishes=("catalog.events.>",)),
     "inventory": BrokerNeeds(
         streams=("INVENTORY_COMMANDS", "INVENTORY_EVENTS"), publishes=("inventory.events.>",),

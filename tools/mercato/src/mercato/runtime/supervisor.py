@@ -700,6 +700,9 @@ class Supervisor:
                     argv=lambda _p: [sys.executable, "-m", "mercato.migration.sync",
                                      "--port", str(port), "--legacy-dsn",
                                      self.db_urls["legacy"], "--catalog-url", "http://catalog",
+                                     # identity's accounts too, when it runs (ADR 0031)
+                                     *(["--identity-url", "http://identity"]
+                                       if "identity" in self.services else []),
                                      "--nats-url", self.nats.url],
                     port=lambda: port, env=env, ready=self._service_ready,
                     live=self._service_live)

@@ -1,14 +1,15 @@
 """``python -m mercato.migration.sync``: the sync as a process, supervised by the runtime
-with ``mercato up --with legacy`` (like the ACL), on loopback.
+with ``mercato up --with legacy`` (like the ACL), on loopback. It keeps the catalog in step
+and, given ``--identity-url``, identity's accounts and addresses too (ADR 0031).
 
 Secrets come from the environment: ``SYNC_SIGNING_KEY`` (its ed25519 service identity key,
-which catalog trusts as ``sync``), ``SYNC_NATS_NKEY_SEED`` and ``SYNC_NATS_INBOX_PREFIX``
-(its broker credentials), ``SYNC_REGISTRY_TRUSTED_KEYS`` (to find catalog in the registry
-when ``--catalog-url`` names a service, ``http://catalog``).
+which catalog and identity trust as ``sync``), ``SYNC_NATS_NKEY_SEED`` and
+``SYNC_NATS_INBOX_PREFIX`` (its broker credentials), ``SYNC_REGISTRY_TRUSTED_KEYS`` (to find
+the services in the registry when their URLs name them, ``http://catalog``).
 
 HTTP: ``/health/live``, ``/health/ready``, ``/metrics``, ``/sync/status``,
-``/sync/conflicts``, ``/sync/rejects``, ``POST /sync/backfill`` (starts it; resumable) and
-``GET /sync/backfill`` (its progress).
+``/sync/conflicts``, ``/sync/rejects``, ``POST /sync/backfill?capability=catalog|identity``
+(starts it; resumable) and ``GET /sync/backfill?capability=...`` (its progress).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextlib
 import json
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,8 +37,9 @@ from prometheus_client import exposition as prom_exposition
 from prometheus_client import generate_latest
 
 from mercato.migration.sync import store
+from mercato.migration.sync.accounts import Identity
 from mercato.migration.sync.catalog import CALLER, Catalog
-from mercato.migration.sync.engine import TO_LEGACY, TO_SERVICES, Sync
+from mercato.migration.sync.engine import TO_LEGACY, TO_SERVICES, Metrics, Sync
 
 log = structlog.get_logger("mercato.migration.sync")
 
@@ -44,6 +47,10 @@ DURABLE = "sync-catalog"
 ARMED = "armed"  # a checkpoint row: set by the first backfill, the sync follows both sides
 STREAM = "CATALOG_EVENTS"
 SUBJECT = "catalog.events.>"
+# Per capability: its "armed" checkpoint, its events (stream, subjects, durable consumer).
+FOLLOWED = {"catalog": (ARMED, STREAM, SUBJECT, DURABLE),
+            "identity": ("armed:identity", "IDENTITY_EVENTS", "identity.events.>",
+                         "sync-identity")}
 
 
 def _backoff(failures: int) -> float:
@@ -58,29 +65,48 @@ class Runner:
         self.nc: Any = None
         self.resolver: Resolver | None = None
         self.registry: RegistryClient | None = None
-        self.backfilling: asyncio.Task[Any] | None = None
-        self.consumer_pending = 0
+        self.backfilling: dict[str, asyncio.Task[Any]] = {}
         self.tasks: list[asyncio.Task[None]] = []
+        self.armed: set[str] = set()
 
-    def arm(self) -> None:
-        """Start following both sides. Not before the first backfill: a monolith being
-        seeded must not receive the catalog's products first, and a shop's history is the
-        backfill's to copy, not the outbox's."""
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        return ("catalog", "identity") if self.args.identity_url else ("catalog",)
+
+    def arm(self, capability: str = "catalog") -> None:
+        """Start following both sides of a capability. Not before its first backfill: a
+        monolith being seeded must not receive the services' records first, and a shop's
+        history is the backfill's to copy, not the outbox's."""
+        if capability in self.armed:
+            return
+        self.armed.add(capability)
+        self.sync.following = set(self.armed)
         if not self.tasks:
-            self.tasks = [asyncio.create_task(self.legacy_loop()),
-                          asyncio.create_task(self.catalog_loop())]
+            self.tasks = [asyncio.create_task(self.legacy_loop())]
+        handler = (self.sync.on_catalog_event if capability == "catalog"
+                   else self.sync.on_identity_event)
+        _, stream, subject, durable = FOLLOWED[capability]
+        self.tasks.append(asyncio.create_task(self.events_loop(
+            stream, subject, durable, handler, self.sync.metrics_of[capability])))
 
-    async def catalog_url(self) -> str:
-        url = self.args.catalog_url.rstrip("/")
+    async def _url(self, url: str) -> str:
+        url = url.rstrip("/")
         if self.resolver is None:
             return url
         return (await self.resolver.resolve_url(url)).rstrip("/")
+
+    async def catalog_url(self) -> str:
+        return await self._url(self.args.catalog_url)
+
+    async def identity_url(self) -> str:
+        return await self._url(self.args.identity_url)
 
     async def run(self) -> None:
         args = self.args
         dsn = args.legacy_dsn.replace("+asyncpg", "")
         signer = CallerSigner(CALLER, os.environ["SYNC_SIGNING_KEY"])
         self.catalog = Catalog(self.catalog_url, signer)
+        self.identity = Identity(self.identity_url, signer) if args.identity_url else None
         app = self.http_app()
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -92,14 +118,17 @@ class Runner:
         await holder.execute("SELECT pg_advisory_lock($1)", store.LOCK_KEY)
         await store.create(holder)
         self.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-        self.sync = Sync(self.pool, self.catalog)
+        self.sync = Sync(self.pool, self.catalog, self.identity)
+        self.sync.following = set()
         await self.connect_broker()
         self.ready = True
         async with self.pool.acquire() as conn:
-            armed = await store.checkpoint(conn, ARMED) > 0
-        log.info("sync_started", port=args.port, catalog=args.catalog_url, armed=armed)
-        if armed:
-            self.arm()
+            armed = [c for c in self.capabilities
+                     if await store.checkpoint(conn, FOLLOWED[c][0]) > 0]
+        log.info("sync_started", port=args.port, catalog=args.catalog_url,
+                 identity=args.identity_url, armed=armed)
+        for capability in armed:
+            self.arm(capability)
         await self.stop.wait()
         tasks = self.tasks
         for t in tasks:
@@ -113,6 +142,8 @@ class Runner:
             with contextlib.suppress(Exception):
                 await self.nc.close()
         await self.catalog.close()
+        if self.identity is not None:
+            await self.identity.close()
         await self.pool.close()
         await holder.close()
         await runner.cleanup()
@@ -126,7 +157,8 @@ class Runner:
             options["inbox_prefix"] = prefix
         self.nc = await nats.connect(self.args.nats_url, **options)
         trusted = json.loads(os.environ.get("SYNC_REGISTRY_TRUSTED_KEYS") or "{}")
-        if is_service_name(urlsplit(self.args.catalog_url).hostname or ""):
+        if any(is_service_name(urlsplit(u).hostname or "")
+               for u in (self.args.catalog_url, self.args.identity_url) if u):
             self.registry = RegistryClient(self.nc, trusted=TrustedKeys(trusted)
                                            if trusted else None)
             self.resolver = Resolver(lambda: self.registry)
@@ -143,25 +175,28 @@ class Runner:
                 raise
             except Exception as exc:
                 failures += 1
-                self.sync.metrics.errors.labels(TO_SERVICES, "transient").inc()
+                for metrics in self.sync.metrics_of.values():  # the pump is both's
+                    metrics.errors.labels(TO_SERVICES, "transient").inc()
                 log.warning("sync_legacy_retry", error=f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(_backoff(failures))
 
-    async def catalog_loop(self) -> None:
+    async def events_loop(self, stream: str, subject: str, durable: str,
+                          handler: Callable[[bytes, str | None, str], Awaitable[None]],
+                          metrics: Metrics) -> None:
         js = self.nc.jetstream()
         failures = 0
         sub = None
         while sub is None:
             try:
                 sub = await js.pull_subscribe(
-                    SUBJECT, durable=DURABLE, stream=STREAM,
+                    subject, durable=durable, stream=stream,
                     config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30,
                                           deliver_policy=DeliverPolicy.ALL, max_deliver=-1))
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the stream is declared by catalog at its start
+            except Exception as exc:  # the stream is declared by its service at its start
                 failures += 1
-                log.info("sync_waiting_for_catalog_stream", error=str(exc))
+                log.info("sync_waiting_for_stream", stream=stream, error=str(exc))
                 await asyncio.sleep(_backoff(failures))
         failures = 0
         while True:
@@ -170,7 +205,7 @@ class Runner:
             except asyncio.CancelledError:
                 raise
             except nats.errors.TimeoutError:
-                self._measure_consumer(0)
+                self._measure_consumer(metrics, 0)
                 continue
             except Exception as exc:
                 failures += 1
@@ -179,26 +214,26 @@ class Runner:
                 continue
             for msg in msgs:
                 try:
-                    await self.sync.on_catalog_event(
-                        msg.data, (msg.headers or {}).get("Mercato-Occurred-At"))
+                    await handler(msg.data, (msg.headers or {}).get("Mercato-Occurred-At"),
+                                  msg.subject)
                     await msg.ack()
                     failures = 0
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     failures += 1
-                    self.sync.metrics.errors.labels(TO_LEGACY, "transient").inc()
+                    metrics.errors.labels(TO_LEGACY, "transient").inc()
                     log.warning("sync_event_retry", error=f"{type(exc).__name__}: {exc}")
                     with contextlib.suppress(Exception):
                         await msg.nak(delay=_backoff(failures))
             if msgs:
-                self._measure_consumer(msgs[-1].metadata.num_pending)
+                self._measure_consumer(metrics, msgs[-1].metadata.num_pending)
 
-    def _measure_consumer(self, pending: int) -> None:
-        self.consumer_pending = pending
-        self.sync.metrics.backlog.labels(TO_LEGACY).set(pending)
+    @staticmethod
+    def _measure_consumer(metrics: Metrics, pending: int) -> None:
+        metrics.backlog.labels(TO_LEGACY).set(pending)
         if pending == 0:
-            self.sync.metrics.lag.labels(TO_LEGACY).set(0)
+            metrics.lag.labels(TO_LEGACY).set(0)
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -215,26 +250,20 @@ class Runner:
         async def metrics(_: web.Request) -> web.Response:
             if not self.ready:
                 return web.Response(status=503)
-            return web.Response(body=generate_latest(self.sync.metrics.registry),
+            body = b"".join(generate_latest(self.sync.metrics_of[c].registry)
+                            for c in self.capabilities)
+            return web.Response(body=body,
                                 headers={"Content-Type": prom_exposition.CONTENT_TYPE_LATEST})
 
         async def status(_: web.Request) -> web.Response:
             if not self.ready:
                 return web.json_response({"ready": False}, status=503)
             async with self.pool.acquire() as conn:
-                counts = await store.counts(conn)
                 position = await store.checkpoint(conn, "legacy_outbox")
-            sample = self.sync.metrics.registry.get_sample_value
-            ways = (TO_SERVICES, TO_LEGACY)
-            return web.json_response({
-                "ready": True, "armed": bool(self.tasks),
-                "legacy_outbox_position": position, **counts,
-                "lag_s": {d: sample("sync_lag_seconds", {"direction": d}) or 0.0
-                          for d in ways},
-                "backlog": {d: sample("sync_backlog", {"direction": d}) or 0.0 for d in ways},
-                "errors": {d: {k: sample("sync_errors_total", {"direction": d, "kind": k})
-                               or 0.0 for k in ("transient", "rejected")} for d in ways},
-                "backfill": self.sync.backfill_state})
+                of = {c: await self._status_of(conn, c) for c in self.capabilities}
+            # The catalog's at the top, as before identity was synced; each under its name.
+            return web.json_response({"ready": True, "legacy_outbox_position": position,
+                                      **of["catalog"], **of})
 
         async def conflicts(request: web.Request) -> web.Response:
             limit = _limit(request)
@@ -246,21 +275,33 @@ class Runner:
             async with self.pool.acquire() as conn:
                 return web.json_response({"items": await store.rejects(conn, limit)})
 
-        async def start_backfill(_: web.Request) -> web.Response:
+        def capability_of(request: web.Request) -> str:
+            capability = request.query.get("capability", "catalog")
+            if capability not in self.capabilities:
+                raise web.HTTPUnprocessableEntity(
+                    text=json.dumps({"title": f"this sync keeps {', '.join(self.capabilities)}"
+                                              f" in step, not {capability!r}"}),
+                    content_type="application/problem+json")
+            return capability
+
+        async def start_backfill(request: web.Request) -> web.Response:
+            capability = capability_of(request)
             if not self.ready:
                 return web.json_response({"title": "not ready"}, status=503)
-            if self.backfilling is None or self.backfilling.done():
+            running = self.backfilling.get(capability)
+            if running is None or running.done():
                 async with self.pool.acquire() as conn:
-                    await store.save_checkpoint(conn, ARMED, 1)
+                    await store.save_checkpoint(conn, FOLLOWED[capability][0], 1)
                 # Followed from now on, so what changes during the backfill is synced too.
-                self.arm()
+                self.arm(capability)
                 # Said at once, so a follower never takes the last run's "done" for this one.
-                self.sync.backfill_state = {"state": "starting"}
-                self.backfilling = asyncio.create_task(self._backfill())
-            return web.json_response(self.sync.backfill_state, status=202)
+                self.sync.backfills[capability] = {"state": "starting"}
+                self.backfilling[capability] = asyncio.create_task(self._backfill(capability))
+            return web.json_response(self.sync.backfills[capability], status=202)
 
-        async def backfill_state(_: web.Request) -> web.Response:
-            state = self.sync.backfill_state if self.ready else {"state": "starting"}
+        async def backfill_state(request: web.Request) -> web.Response:
+            capability = capability_of(request)
+            state = self.sync.backfills[capability] if self.ready else {"state": "starting"}
             return web.json_response(state)
 
         app.router.add_get("/health/live", live)
@@ -273,13 +314,27 @@ class Runner:
         app.router.add_get("/sync/backfill", backfill_state)
         return app
 
-    async def _backfill(self) -> None:
+    async def _status_of(self, conn: asyncpg.Connection, capability: str) -> dict[str, Any]:
+        sample = self.sync.metrics_of[capability].sample
+        ways = (TO_SERVICES, TO_LEGACY)
+        return {"armed": capability in self.armed, **await store.counts(conn, capability),
+                "lag_s": {d: sample("lag_seconds", {"direction": d}) for d in ways},
+                "backlog": {d: sample("backlog", {"direction": d}) for d in ways},
+                "errors": {d: {k: sample("errors_total", {"direction": d, "kind": k})
+                               for k in ("transient", "rejected")} for d in ways},
+                "backfill": self.sync.backfills[capability]}
+
+    async def _backfill(self, capability: str) -> None:
         try:
-            await self.sync.backfill()
+            if capability == "catalog":
+                await self.sync.backfill()
+            else:
+                await self.sync.backfill_identity()
         except Exception as exc:
-            self.sync.backfill_state = {**self.sync.backfill_state, "state": "failed",
-                                        "error": f"{type(exc).__name__}: {exc}"}
-            log.warning("sync_backfill_failed", error=str(exc))
+            self.sync.backfills[capability] = {**self.sync.backfills[capability],
+                                               "state": "failed",
+                                               "error": f"{type(exc).__name__}: {exc}"}
+            log.warning("sync_backfill_failed", capability=capability, error=str(exc))
 
 
 def _limit(request: web.Request) -> int:
@@ -307,6 +362,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--legacy-dsn", required=True)
     parser.add_argument("--catalog-url", required=True,
                         help="http://catalog (through the registry) or a direct URL")
+    parser.add_argument("--identity-url", default=None,
+                        help="http://identity (through the registry) or a direct URL: keep "
+                             "identity's accounts and addresses in step too (ADR 0031)")
     parser.add_argument("--nats-url", required=True)
     parser.add_argument("--poll-s", type=float, default=0.2)
     args = parser.parse_args(argv)
