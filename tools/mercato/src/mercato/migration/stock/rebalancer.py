@@ -1,0 +1,88 @@
+"""One pass of the rebalancer: finish open transfers, take new products into the split, and
+move free units toward the checkout share (ADR 0034)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import asyncpg
+import structlog
+
+from mercato.migration.stock.inventory import Inventory, Level
+from mercato.migration.stock.split import DEFAULT_FLOOR, plan
+from mercato.migration.stock.transfers import Transfers
+
+log = structlog.get_logger("mercato.migration.stock")
+
+BATCH = 100
+
+
+@dataclass
+class Pass:
+    finished: int = 0
+    adopted: int = 0
+    moved: dict[str, int] = field(default_factory=lambda: {"to_services": 0, "to_legacy": 0})
+    failed: int = 0
+
+
+async def adopt(pool: asyncpg.Pool, inventory: Inventory, limit: int = BATCH) -> int:
+    """Take up to ``limit`` products not yet in the split into it, recording the units
+    each side has now (the base of the conservation check). A product's SKU is the same in
+    catalog and inventory (the catalog backfill keeps the monolith's SKU)."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT p.id, p.sku FROM products p JOIN stock s ON s.product_id = p.id "
+            "WHERE NOT EXISTS (SELECT 1 FROM legacy_stock_split x WHERE x.product_id = p.id) "
+            "ORDER BY p.id LIMIT $1", limit)
+    if not rows:
+        return 0
+    levels = await inventory.levels([r["sku"] for r in rows])
+    async with pool.acquire() as conn, conn.transaction():
+        for r in rows:
+            level = levels.get(r["sku"], Level(0, 0))
+            # The stock row locked: no checkout moves it between the count and the record
+            # (a checkout locks it before it writes its lines, so its sale is classed as one).
+            on_hand = await conn.fetchval(
+                "SELECT on_hand FROM stock WHERE product_id = $1 FOR UPDATE", r["id"])
+            await conn.execute(
+                "INSERT INTO legacy_stock_split (product_id, sku, started_legacy, "
+                "started_services) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                r["id"], r["sku"], on_hand, level.on_hand)
+    log.info("stock_split_adopted", products=len(rows))
+    return len(rows)
+
+
+async def rebalance(pool: asyncpg.Pool, inventory: Inventory, transfers: Transfers,
+                    percent: int, floor: int = DEFAULT_FLOOR) -> Pass:
+    done = Pass()
+    for t in await transfers.open():
+        await transfers.finish(t)
+        done.finished += 1
+    while (n := await adopt(pool, inventory)) > 0:
+        done.adopted += n
+    after = 0
+    while True:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT x.product_id, x.sku, s.on_hand FROM legacy_stock_split x "
+                "JOIN stock s ON s.product_id = x.product_id WHERE x.product_id > $1 "
+                "ORDER BY x.product_id LIMIT $2", after, BATCH)
+        if not rows:
+            return done
+        after = rows[-1]["product_id"]
+        levels = await inventory.levels([r["sku"] for r in rows])
+        for r in rows:
+            level = levels.get(r["sku"], Level(0, 0))
+            move = plan(r["on_hand"], max(0, level.free), percent, floor).to_services
+            if move > 0:
+                t = await transfers.to_services(r["product_id"], r["sku"], move)
+            elif move < 0:
+                t = await transfers.to_legacy(r["product_id"], r["sku"], -move)
+            else:
+                continue
+            if t is None:
+                continue
+            if t.state == "done":
+                done.moved[t.direction] += t.quantity
+            else:
+                done.failed += 1
