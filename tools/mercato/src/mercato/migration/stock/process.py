@@ -149,7 +149,7 @@ class Runner:
                 failures = 0
                 self.last = {"at": time.time(), "percent": percent, "finished": done.finished,
                              "adopted": done.adopted, "moved": done.moved,
-                             "failed": done.failed,
+                             "failed": done.failed, "units": done.units,
                              "took_s": round(time.monotonic() - started, 3)}
                 await asyncio.sleep(self.args.interval_s)
             except asyncio.CancelledError:

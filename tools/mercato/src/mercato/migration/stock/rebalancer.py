@@ -23,6 +23,9 @@ class Pass:
     adopted: int = 0
     moved: dict[str, int] = field(default_factory=lambda: {"to_services": 0, "to_legacy": 0})
     failed: int = 0
+    # What each side owned as the pass left it (the services: on hand, of it reserved).
+    units: dict[str, int] = field(default_factory=lambda: {
+        "legacy": 0, "services": 0, "services_reserved": 0})
 
 
 async def adopt(pool: asyncpg.Pool, inventory: Inventory, limit: int = BATCH) -> int:
@@ -74,15 +77,17 @@ async def rebalance(pool: asyncpg.Pool, inventory: Inventory, transfers: Transfe
         for r in rows:
             level = levels.get(r["sku"], Level(0, 0))
             move = plan(r["on_hand"], max(0, level.free), percent, floor).to_services
+            t = None
             if move > 0:
                 t = await transfers.to_services(r["product_id"], r["sku"], move)
             elif move < 0:
                 t = await transfers.to_legacy(r["product_id"], r["sku"], -move)
-            else:
-                continue
-            if t is None:
-                continue
-            if t.state == "done":
+            moved = 0
+            if t is not None and t.state == "done":
                 done.moved[t.direction] += t.quantity
-            else:
+                moved = t.quantity if t.direction == "to_services" else -t.quantity
+            elif t is not None:
                 done.failed += 1
+            done.units["legacy"] += r["on_hand"] - moved
+            done.units["services"] += level.on_hand + moved
+            done.units["services_reserved"] += level.reserved
