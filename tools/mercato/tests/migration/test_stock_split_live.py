@@ -8,6 +8,7 @@ makes them."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -410,3 +411,30 @@ def test_5_a_back_office_receipt_is_a_receipt_that_the_split_spreads(split: Spli
     assert stock_split(Platform(True, None, Path("unused"),
                                 stock_url=f"http://127.0.0.1:{split.port}")) is None
     assert stock_split_line(None).startswith("stock split: not running")
+
+
+def test_6_products_born_in_the_services_stay_out_of_the_split(split: Split) -> None:
+    async def create_sync_state() -> None:
+        import asyncpg
+        from mercato.migration.sync import store
+
+        conn = await asyncpg.connect(split.legacy_db.replace("+asyncpg", ""))
+        try:
+            await store.create(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(create_sync_state())
+    ours, theirs = split.product("SPLIT-OURS", 4), split.product("SPLIT-THEIRS", 0)
+    base = json.dumps({"sku": "x"})
+    sql(split.legacy_db, "INSERT INTO mercato_sync.products (legacy_id, catalog_id, base, "
+        "catalog_version) VALUES ($1, legacy_services_id(1, $1), $3::jsonb, 1), "
+        "($2, $4, $3::jsonb, 1)", ours, theirs, base, uuid.uuid4())
+    split.share(50)
+    split.start()
+    wait_for("ours spread", lambda: split.services("SPLIT-OURS")["on_hand"] == 2)
+    split.quiet()
+    split.stop()
+    in_split = {r[0] for r in sql(split.legacy_db, "SELECT sku FROM legacy_stock_split")}
+    assert "SPLIT-OURS" in in_split and "SPLIT-THEIRS" not in in_split
+    split.conserved()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import structlog
 
+from mercato.migration import ids
 from mercato.migration.stock.inventory import Inventory, Level
 from mercato.migration.stock.split import DEFAULT_FLOOR, plan
 from mercato.migration.stock.transfers import Transfers
@@ -15,6 +16,17 @@ from mercato.migration.stock.transfers import Transfers
 log = structlog.get_logger("mercato.migration.stock")
 
 BATCH = 100
+PRODUCTS_CODE = ids.TABLES["products"]
+_NEW = ("SELECT p.id, p.sku FROM products p JOIN stock s ON s.product_id = p.id "
+        "WHERE NOT EXISTS (SELECT 1 FROM legacy_stock_split x WHERE x.product_id = p.id) "
+        "ORDER BY p.id LIMIT $1")
+# Products born in the services (the sync wrote them here under their own catalog id) stay
+# out: their units are the inventory's; the monolith only got a stock row at 0.
+_NEW_SYNCED = ("SELECT p.id, p.sku FROM products p JOIN stock s ON s.product_id = p.id "
+               "WHERE NOT EXISTS (SELECT 1 FROM legacy_stock_split x "
+               "WHERE x.product_id = p.id) AND NOT EXISTS (SELECT 1 FROM mercato_sync.products "
+               "m WHERE m.legacy_id = p.id AND m.catalog_id <> legacy_services_id($2, p.id)) "
+               "ORDER BY p.id LIMIT $1")
 
 
 @dataclass
@@ -29,14 +41,14 @@ class Pass:
 
 
 async def adopt(pool: asyncpg.Pool, inventory: Inventory, limit: int = BATCH) -> int:
-    """Take up to ``limit`` products not yet in the split into it, recording the units
-    each side has now (the base of the conservation check). A product's SKU is the same in
-    catalog and inventory (the catalog backfill keeps the monolith's SKU)."""
+    """Take up to ``limit`` products born in the monolith and not yet in the split into
+    it, recording the units each side has now (the base of the conservation check). A
+    product's SKU is the same in catalog and inventory (the catalog backfill keeps the
+    monolith's SKU)."""
     async with pool.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT p.id, p.sku FROM products p JOIN stock s ON s.product_id = p.id "
-            "WHERE NOT EXISTS (SELECT 1 FROM legacy_stock_split x WHERE x.product_id = p.id) "
-            "ORDER BY p.id LIMIT $1", limit)
+        synced = await conn.fetchval("SELECT to_regclass('mercato_sync.products')") is not None
+        rows = await (conn.fetch(_NEW_SYNCED, limit, PRODUCTS_CODE) if synced
+                      else conn.fetch(_NEW, limit))
     if not rows:
         return 0
     levels = await inventory.levels([r["sku"] for r in rows])
