@@ -426,15 +426,20 @@ def test_6_products_born_in_the_services_stay_out_of_the_split(split: Split) -> 
 
     asyncio.run(create_sync_state())
     ours, theirs = split.product("SPLIT-OURS", 4), split.product("SPLIT-THEIRS", 0)
+    # The SKU as the catalog keeps it (upper-cased, trimmed); one it refuses stays out.
+    split.product(" split-lower ", 2)
+    split.product("split lower!", 2)
     base = json.dumps({"sku": "x"})
     sql(split.legacy_db, "INSERT INTO mercato_sync.products (legacy_id, catalog_id, base, "
         "catalog_version) VALUES ($1, legacy_services_id(1, $1), $3::jsonb, 1), "
         "($2, $4, $3::jsonb, 1)", ours, theirs, base, uuid.uuid4())
     split.share(50)
     split.start()
-    wait_for("ours spread", lambda: split.services("SPLIT-OURS")["on_hand"] == 2)
+    wait_for("ours spread", lambda: split.services("SPLIT-OURS")["on_hand"] == 2
+             and split.services("SPLIT-LOWER")["on_hand"] == 1)
     split.quiet()
     split.stop()
     in_split = {r[0] for r in sql(split.legacy_db, "SELECT sku FROM legacy_stock_split")}
     assert "SPLIT-OURS" in in_split and "SPLIT-THEIRS" not in in_split
+    assert "SPLIT-LOWER" in in_split and not any(" " in sku for sku in in_split)
     split.conserved()

@@ -17,15 +17,21 @@ log = structlog.get_logger("mercato.migration.stock")
 
 BATCH = 100
 PRODUCTS_CODE = ids.TABLES["products"]
-_NEW = ("SELECT p.id, p.sku FROM products p JOIN stock s ON s.product_id = p.id "
-        "WHERE NOT EXISTS (SELECT 1 FROM legacy_stock_split x WHERE x.product_id = p.id) "
+# The SKU as the catalog keeps it (trimmed, upper-cased: catalog.domain.model), which the
+# inventory and the saga use; a SKU the catalog cannot take is never sold by the services,
+# so its product stays wholly the monolith's.
+_NEW = ("SELECT p.id, upper(btrim(p.sku)) AS sku FROM products p JOIN stock s "
+        "ON s.product_id = p.id WHERE NOT EXISTS (SELECT 1 FROM legacy_stock_split x "
+        "WHERE x.product_id = p.id) AND upper(btrim(p.sku)) ~ '^[A-Z0-9][A-Z0-9-]{1,39}$' "
         "ORDER BY p.id LIMIT $1")
 # Products born in the services (the sync wrote them here under their own catalog id) stay
 # out: their units are the inventory's; the monolith only got a stock row at 0.
-_NEW_SYNCED = ("SELECT p.id, p.sku FROM products p JOIN stock s ON s.product_id = p.id "
-               "WHERE NOT EXISTS (SELECT 1 FROM legacy_stock_split x "
-               "WHERE x.product_id = p.id) AND NOT EXISTS (SELECT 1 FROM mercato_sync.products "
-               "m WHERE m.legacy_id = p.id AND m.catalog_id <> legacy_services_id($2, p.id)) "
+_NEW_SYNCED = ("SELECT p.id, upper(btrim(p.sku)) AS sku FROM products p JOIN stock s "
+               "ON s.product_id = p.id WHERE NOT EXISTS (SELECT 1 FROM legacy_stock_split x "
+               "WHERE x.product_id = p.id) "
+               "AND upper(btrim(p.sku)) ~ '^[A-Z0-9][A-Z0-9-]{1,39}$' "
+               "AND NOT EXISTS (SELECT 1 FROM mercato_sync.products m WHERE "
+               "m.legacy_id = p.id AND m.catalog_id <> legacy_services_id($2, p.id)) "
                "ORDER BY p.id LIMIT $1")
 
 
