@@ -274,6 +274,9 @@ def test_1_concurrent_checkouts_on_both_sides_never_oversell(split: Split) -> No
     assert (u.started, u.sold_legacy, u.sold_services, u.in_flight) == (
         units, sold["legacy"], sold["services"], 0)
     assert split.status()["moved"]["to_legacy"] > 0  # the swings moved units both ways
+    metrics = call("GET", f"http://127.0.0.1:{split.port}/metrics").text
+    assert 'stock_split_moved_units_total{direction="to_legacy"}' in metrics
+    assert 'stock_split_passes_total{outcome="ok"}' in metrics
     split.stop()
 
 

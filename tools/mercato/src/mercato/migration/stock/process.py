@@ -11,8 +11,8 @@ service identity the inventory lets adjust), ``SYNC_NATS_NKEY_SEED``,
 ``SYNC_NATS_INBOX_PREFIX`` and ``SYNC_REGISTRY_TRUSTED_KEYS`` (to find the inventory in the
 registry when ``--inventory-url`` names a service, ``http://inventory``).
 
-HTTP: ``/health/live``, ``/health/ready``, ``/stock/status`` (units each side owns,
-transfers by state, the last pass).
+HTTP: ``/health/live``, ``/health/ready``, ``/metrics``, ``/stock/status`` (units each
+side owns, transfers by state, the last pass).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from chassis.discovery import Resolver, is_service_name
 from chassis.registry import RegistryClient
 from chassis.registry_keys import TrustedKeys
 from chassis.service_identity import CallerSigner
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import exposition as prom_exposition
 
 from mercato.migration.flags import read_flags, shares
 from mercato.migration.stock.inventory import CALLER, Inventory
@@ -71,9 +73,23 @@ async def status(conn: asyncpg.Connection) -> dict[str, Any]:
             "moved": moved}
 
 
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.moved = Counter("stock_split_moved_units", "Units moved by finished transfers",
+                             ["direction"], registry=self.registry)
+        self.passes = Counter("stock_split_passes", "Rebalancer passes", ["outcome"],
+                              registry=self.registry)
+        self.units = Gauge("stock_split_units", "Units each side owned after the last pass",
+                           ["side"], registry=self.registry)
+        self.percent = Gauge("stock_split_checkout_percent",
+                             "The checkout share of the last pass", registry=self.registry)
+
+
 class Runner:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        self.metrics = Metrics()
         self.stop = asyncio.Event()
         self.ready = False
         self.nc: Any = None
@@ -147,6 +163,12 @@ class Runner:
                 done = await rebalance(self.pool, self.inventory, self.transfers, percent,
                                        self.args.floor)
                 failures = 0
+                self.metrics.passes.labels("ok").inc()
+                self.metrics.percent.set(percent)
+                for direction, units in done.moved.items():
+                    self.metrics.moved.labels(direction).inc(units)
+                for side, units in done.units.items():
+                    self.metrics.units.labels(side).set(units)
                 self.last = {"at": time.time(), "percent": percent, "finished": done.finished,
                              "adopted": done.adopted, "moved": done.moved,
                              "failed": done.failed, "units": done.units,
@@ -156,6 +178,7 @@ class Runner:
                 raise
             except Exception as exc:  # FlagFileError, the inventory, the database
                 failures += 1
+                self.metrics.passes.labels("failed").inc()
                 self.last = {**self.last, "error": f"{type(exc).__name__}: {exc}"}
                 log.warning("stock_split_retry", error=f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
@@ -170,6 +193,10 @@ class Runner:
             return web.json_response({"status": "ok" if self.ready else "starting"},
                                      status=200 if self.ready else 503)
 
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(self.metrics.registry),
+                                headers={"Content-Type": prom_exposition.CONTENT_TYPE_LATEST})
+
         async def split_status(_: web.Request) -> web.Response:
             if not self.ready:
                 return web.json_response({"ready": False}, status=503)
@@ -179,6 +206,7 @@ class Runner:
 
         app.router.add_get("/health/live", live)
         app.router.add_get("/health/ready", ready)
+        app.router.add_get("/metrics", metrics)
         app.router.add_get("/stock/status", split_status)
         return app
 
