@@ -65,5 +65,20 @@ reservation_lines = Table(
     CheckConstraint("quantity > 0", name="ck_reservation_lines_quantity_positive"),
 )
 
+# One row per adjustment id, applied or refused, so a repeat answers what the first got
+# (the migration's stock transfers, ADR 0034).
+stock_adjustments = Table(
+    "stock_adjustments", metadata,
+    Column("adjustment_id", String(ID_LENGTH), primary_key=True),
+    Column("sku", String(SKU_LENGTH), nullable=False, index=True),
+    Column("delta", Integer, nullable=False),
+    Column("outcome", String(10), nullable=False),
+    Column("on_hand", Integer, nullable=False),
+    Column("reserved", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("outcome IN ('applied', 'refused')", name="ck_stock_adjustments_outcome"),
+    CheckConstraint("delta <> 0", name="ck_stock_adjustments_delta_nonzero"),
+)
+
 outbox = outbox_table(metadata)
 inbox = inbox_table(metadata)

@@ -19,11 +19,12 @@ from sqlalchemy import Row, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from inventory.adapters.orm import reservation_lines, reservations, stock
+from inventory.adapters.orm import reservation_lines, reservations, stock, stock_adjustments
 from inventory.domain.model import RESERVED, Line, Reservation, Stock
 
 # Two-key advisory locks live in their own key space, apart from the migrations' one-key lock.
 _RESERVATION_LOCK_SPACE = 7243
+_ADJUSTMENT_LOCK_SPACE = 7244
 _LOCK_RESERVATION = text("SELECT pg_advisory_xact_lock(:space, hashtext(:id))")
 
 
@@ -68,6 +69,21 @@ class InventoryRepository:
             await self.session.execute(
                 update(stock).where(stock.c.sku == s.sku)
                 .values(on_hand=s.on_hand, reserved=s.reserved, updated_at=func.now()))
+
+    async def lock_adjustment_id(self, adjustment_id: str) -> None:
+        """Two calls with one id (a retry racing its first try) run one after the other."""
+        await self.session.execute(_LOCK_RESERVATION, {"space": _ADJUSTMENT_LOCK_SPACE,
+                                                       "id": adjustment_id})
+
+    async def get_adjustment(self, adjustment_id: str) -> Row[Any] | None:
+        return (await self.session.execute(select(stock_adjustments).where(
+            stock_adjustments.c.adjustment_id == adjustment_id))).first()
+
+    async def add_adjustment(self, adjustment_id: str, sku: str, delta: int, outcome: str,
+                             after: Stock) -> None:
+        await self.session.execute(stock_adjustments.insert().values(
+            adjustment_id=adjustment_id, sku=sku, delta=delta, outcome=outcome,
+            on_hand=after.on_hand, reserved=after.reserved))
 
     # -- reservations -----------------------------------------------------------------------
 

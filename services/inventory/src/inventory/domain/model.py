@@ -96,6 +96,16 @@ class Stock:
                                 f"cannot be set to {on_hand}")
         self.on_hand = on_hand
 
+    def adjust(self, delta: int) -> None:
+        """Units moved in (+) or out (-) by someone who owns them elsewhere (the migration's
+        stock transfers): only free units can leave, never reserved ones."""
+        if delta == 0:
+            raise InventoryError(f"{self.sku}: an adjustment moves at least one unit")
+        if delta < 0 and -delta > self.available:
+            raise BelowReserved(f"{self.sku}: {-delta} units wanted out, {self.available} "
+                                f"free ({self.reserved} reserved)")
+        self.on_hand += delta
+
     def _check(self) -> None:
         if not 0 <= self.reserved <= self.on_hand:
             raise InventoryError(f"{self.sku}: need 0 <= reserved <= on_hand")

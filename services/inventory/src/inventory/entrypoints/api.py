@@ -10,8 +10,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from inventory.entrypoints.deps import AdminPrincipal, Rules, Uow
+from inventory.entrypoints.deps import AdminPrincipal, Rules, StockMover, Uow
 from inventory.entrypoints.schemas import (
+    AdjustmentIn,
+    AdjustmentOut,
     NewSku,
     OnHandIn,
     ReservationOut,
@@ -49,6 +51,16 @@ async def read_stock(sku: Annotated[SkuRef, Path()], uow: Uow) -> dict[str, Any]
 async def put_stock(sku: Annotated[NewSku, Path()], body: OnHandIn, uow: Uow, rules: Rules,
                     _: AdminPrincipal) -> dict[str, Any]:
     return stock_json(await handlers.set_on_hand(uow, sku, body.on_hand, rules))
+
+
+@router.post("/stock/{sku}/adjustments", response_model=AdjustmentOut,
+             summary="Move units in or out once per id (the migration's stock split only); "
+                     "409 when fewer units are free")
+async def adjust_stock(sku: Annotated[NewSku, Path()], body: AdjustmentIn, uow: Uow,
+                       rules: Rules, _: StockMover) -> dict[str, Any]:
+    done = await handlers.adjust_stock(uow, sku, body.id, body.delta, rules)
+    return {**stock_json(done.stock), "adjustment_id": body.id, "delta": done.delta,
+            "repeated": done.repeated}
 
 
 @router.get("/reservations/{reservation_id}", response_model=ReservationOut,

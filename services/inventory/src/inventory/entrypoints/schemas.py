@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from inventory.domain.model import Reservation, Stock
 
@@ -28,11 +35,33 @@ class OnHandIn(BaseModel):
         ge=0, le=MAX_ON_HAND, strict=True, description="units physically in the warehouse")
 
 
+class AdjustmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=200, strict=True,
+                    description="the adjustment's id: a repeat answers what the first got")
+    delta: Annotated[int, BeforeValidator(_whole_number)] = Field(
+        ge=-MAX_ON_HAND, le=MAX_ON_HAND, strict=True,
+        description="units in (+) or out (-); never 0")
+
+    @field_validator("delta")
+    @classmethod
+    def _moves_something(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("an adjustment moves at least one unit")
+        return value
+
+
 class StockOut(BaseModel):
     sku: str
     on_hand: int
     available: int
     reserved: int
+
+
+class AdjustmentOut(StockOut):
+    adjustment_id: str
+    delta: int
+    repeated: bool
 
 
 class StockListOut(BaseModel):

@@ -12,6 +12,7 @@ The HTTP use cases take a unit of work and open it themselves, like the catalog'
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
@@ -274,6 +275,54 @@ async def set_on_hand(uow: UnitOfWork, sku: str, on_hand: int, policy: Policy) -
         await uow.commit()
     log.info("on_hand_set", sku=sku, on_hand=on_hand)
     return current
+
+
+@dataclass(frozen=True, slots=True)
+class Adjusted:
+    stock: Stock  # as the adjustment left it (a repeat: as the first one left it)
+    delta: int
+    repeated: bool
+
+
+async def adjust_stock(uow: UnitOfWork, sku: str, adjustment_id: str, delta: int,
+                       policy: Policy) -> Adjusted:
+    """Move units in (+) or out (-) once per ``adjustment_id`` (the migration's stock
+    transfers, ADR 0034). Out only of free units: 409 when fewer are free, and the refusal
+    is kept, so a repeat of the id gets the same answer, applied or refused; an id reused
+    for another SKU or delta is a 409 too."""
+    async with uow:
+        repo = InventoryRepository(uow.session)
+        await repo.lock_adjustment_id(adjustment_id)
+        known = await repo.get_adjustment(adjustment_id)
+        if known is not None:
+            if known.sku != sku or known.delta != delta:
+                raise Conflict(f"adjustment {adjustment_id} was {known.delta:+d} of "
+                               f"{known.sku}", title="Adjustment id reused")
+            then = Stock(sku, known.on_hand, known.reserved)
+            if known.outcome == "refused":
+                raise Conflict(f"{sku}: adjustment {adjustment_id} was refused: not enough "
+                               "free units", title="Not enough free units",
+                               available=then.available, repeated=True)
+            return Adjusted(then, delta, repeated=True)
+        if delta > 0:
+            await repo.create_stock(sku)
+        held = await repo.lock_stock([sku])
+        current = held.get(sku) or Stock(sku)
+        before = {sku: current.available} if sku in held else {}
+        try:
+            current.adjust(delta)
+        except BelowReserved as exc:
+            await repo.add_adjustment(adjustment_id, sku, delta, "refused", current)
+            await uow.commit()
+            raise Conflict(str(exc), title="Not enough free units",
+                           available=current.available) from exc
+        await repo.save_stock([current])
+        await repo.add_adjustment(adjustment_id, sku, delta, "applied", current)
+        await _announce_low(uow.session, before, [current], policy, causation_id=None)
+        await uow.commit()
+    log.info("stock_adjusted", sku=sku, adjustment_id=adjustment_id, delta=delta,
+             on_hand=current.on_hand)
+    return Adjusted(current, delta, repeated=False)
 
 
 async def get_reservation(uow: UnitOfWork, reservation_id: str) -> Reservation:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -99,8 +99,30 @@ def check_command(
     except (OSError, asyncpg.PostgresError) as exc:
         fail(f"cannot read the legacy database: {exc}",
              f"is the platform running? mercato status{home_flag(h)}")
+    found += _stock_split(h, env["LEGACY_DATABASE_URL"])
     report_violations(found, as_json=as_json,
                       holds="[green]the legacy shop's invariants hold[/] (orders, lines, "
-                            "payments, shipments, the provider's charges)",
+                            "payments, shipments, the provider's charges, the stock split's "
+                            "conservation)",
                       title="legacy invariant violation(s)",
                       hint="what each one means: docs/migration.md (the legacy check)")
+
+
+def _stock_split(h: Any, legacy_url: str) -> list[Any]:
+    """The stock split's conservation (ADR 0034), when the inventory runs beside the
+    monolith: both databases are read."""
+    import asyncio
+
+    import asyncpg
+
+    from mercato.invariants import Violation
+    from mercato.migration.stock.check import check
+    from mercato.runtime.postgres import Postgres
+
+    inventory_url = Postgres(h, h.ports().postgres).service_database_url("inventory")
+    if inventory_url is None:
+        return []
+    try:
+        return list(asyncio.run(check(legacy_url, inventory_url))[1])
+    except (OSError, asyncpg.PostgresError) as exc:
+        return [Violation("the checker can read every source", "stock split", str(exc))]

@@ -4,7 +4,7 @@ step at a time (see docs/migration.md)."""
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -65,6 +65,23 @@ def _run(fn, *args):  # type: ignore[no-untyped-def]
         fail(str(exc), getattr(exc, "hint", None))
 
 
+def stock_split_line(split: dict[str, Any] | None) -> str:
+    """The checkout's stock split (ADR 0034) in one line."""
+    if split is None:
+        return "stock split: not running (mercato up --with legacy, with inventory)"
+    last = split.get("last_pass") or {}
+    units = last.get("units") or {}
+    line = (f"stock split: {split['products']} products; monolith owns "
+            f"{split['legacy_units']} units, services {units.get('services', '?')} "
+            f"({units.get('services_reserved', '?')} reserved) at "
+            f"{last.get('percent', '?')} %; transfers open {split['open']}, failed "
+            f"{split['failed']}, moved {split['moved']['to_services']} to the services and "
+            f"{split['moved']['to_legacy']} back")
+    if last.get("error"):
+        line += f"; last pass failed: {last['error']}"
+    return line
+
+
 @migrate_app.command("status")
 def status_cmd(home: HomeOpt = None,
                as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -94,6 +111,7 @@ def status_cmd(home: HomeOpt = None,
                       row["sync_lag"])
     out.print(table)
     out.print("[dim]mismatches and errors: since the capability's last step[/]")
+    out.print(stock_split_line(doc.get("stock_split")))
     flags = Table(title=f"flags ({doc['flag_file']}, OpenFeature)", title_justify="left")
     for col in ("flag", "value", "reason"):
         flags.add_column(col)

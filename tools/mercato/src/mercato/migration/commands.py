@@ -50,6 +50,7 @@ class Platform:
     acl_url: str | None
     applied_file: Path
     sync_url: str | None = None
+    stock_url: str | None = None
 
 
 def platform(home: Home) -> Platform:
@@ -57,7 +58,7 @@ def platform(home: Home) -> Platform:
     urls = (state or {}).get("urls", {})
     return Platform(running=state is not None, acl_url=urls.get("acl"),
                     applied_file=home.envoy_dir / "migration-applied.json",
-                    sync_url=urls.get("sync"))
+                    sync_url=urls.get("sync"), stock_url=urls.get("stock"))
 
 
 def acl_counters(p: Platform) -> Counters | None:
@@ -293,12 +294,27 @@ def finish(home: Home, name: str) -> Step:
                   acl_counters(p))
 
 
+# -- the stock split (ADR 0034) -----------------------------------------------------------------
+
+def stock_split(p: Platform) -> dict[str, Any] | None:
+    """The split's status from its process (units each side owns, transfers by state), or
+    None when it is not running."""
+    if p.stock_url is None:
+        return None
+    try:
+        with urllib.request.urlopen(p.stock_url + "/stock/status", timeout=3) as resp:  # noqa: S310
+            return dict(json.loads(resp.read()))
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
 # -- status --------------------------------------------------------------------------------------
 
 def status(home: Home) -> dict[str, Any]:
     p = platform(home)
     counters = acl_counters(p)
     synced = sync_status(p)
+    split = stock_split(p)
     path = _flags_path(home)
     evaluated = flagfile.evaluate(path)
     client = flagfile.client_for(path)
@@ -316,12 +332,14 @@ def status(home: Home) -> dict[str, Any]:
             "sync_lag": sync_lag(cap, synced),
             "sync": synced.get(cap.name) if synced is not None and cap.name in SYNCED
             else None,
+            "stock_split": split if cap.name == "checkout" else None,
         })
     flag_rows = [{"flag": k, "value": d.value, "reason": str(d.reason),
                   "error": d.error_message}
                  for k in sorted(flagfile.defaults()) for d in [_details(client, k)]]
     return {"platform_running": p.running, "acl": p.acl_url, "acl_reachable":
             counters is not None, "flag_file": str(path), "capabilities": rows,
+            "stock_split": split,
             "flags": flag_rows}
 
 

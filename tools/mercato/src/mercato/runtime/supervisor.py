@@ -211,6 +211,7 @@ class Supervisor:
         self.legacy_port: int | None = None
         self.acl_port: int | None = None  # the migration's anti-corruption layer
         self.sync_port: int | None = None  # the migration's data sync (ADR 0029)
+        self.stock_port: int | None = None  # the migration's stock split (ADR 0034)
         self.http: aiohttp.ClientSession | None = None
         self.edge: EdgeWiring | None = None
         self.base_env = {**os.environ, ENV_MARK: str(home.root), "PYTHONUNBUFFERED": "1"}
@@ -240,6 +241,8 @@ class Supervisor:
             urls["acl"] = f"http://127.0.0.1:{self.acl_port}"
         if self.sync_port is not None:
             urls["sync"] = f"http://127.0.0.1:{self.sync_port}"
+        if self.stock_port is not None:
+            urls["stock"] = f"http://127.0.0.1:{self.stock_port}"
         if self.gateway:
             if "storefront" in self.services:
                 urls["storefront"] = f"{edge}/"
@@ -756,7 +759,25 @@ class Supervisor:
             return ["legacy", "acl"]
         # The data sync between the monolith's products and the catalog (ADR 0029).
         self.add(self._sync_spec())
-        return ["legacy", "acl", "sync"]
+        if "inventory" not in self.services:
+            return ["legacy", "acl", "sync"]
+        # The stock split between the monolith's stock and the inventory (ADR 0034).
+        self.add(self._stock_spec())
+        return ["legacy", "acl", "sync", "stock"]
+
+    def _stock_spec(self) -> Spec:
+        from mercato.migration.flags import flag_file
+
+        port = self.stock_port = self.stock_port or free_port()
+        sync = self._sync_spec()  # the same identity and broker credentials as the sync
+        return Spec(name="stock", kind="service", service="stock",
+                    argv=lambda _p: [sys.executable, "-m", "mercato.migration.stock",
+                                     "--port", str(port), "--legacy-dsn",
+                                     self.db_urls["legacy"], "--inventory-url",
+                                     "http://inventory", "--nats-url", self.nats.url,
+                                     "--flags", str(flag_file(self.home.root))],
+                    port=lambda: port, env=sync.env, ready=self._service_ready,
+                    live=self._service_live)
 
     async def register_oauth_clients(self) -> None:
         """Registers the storefront at identity as a confidential OAuth 2 client with the

@@ -1,0 +1,3 @@
+from mercato.migration.stock.process import main
+
+main()
