@@ -369,8 +369,10 @@ def history_sides(legacy_orders: list[dict[str, Any]], services_rows: list[dict[
 def row(n: int, minutes: int, status: str = "APPROVED",
         shipment: str | None = "CREATED") -> dict[str, Any]:
     return {"id": str(uuid.UUID(int=n)), "customer_id": "c", "status": status,
-            "total": krw(str(n * 100)), "items": [{"product_id": P7, "quantity": 1,
-                                                    "unit_price": krw(str(n * 100))}],
+            "total": krw(str(n * 100)),
+            # As order_history answers them: the amount alone, in the order's currency.
+            "items": [{"product_id": P7, "sku": "SKU-7", "name": "Product 7", "quantity": 1,
+                       "unit_price": str(n * 100)}],
             "reason": None, "payment_status": "CAPTURED", "shipment_status": shipment,
             "tracking_number": None, "placed_at": stamp(minutes), "last_event_at": stamp(minutes)}
 

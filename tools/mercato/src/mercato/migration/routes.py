@@ -115,13 +115,13 @@ def _header(k: str, v: str) -> dict[str, Any]:
 def _to_acl(cap: Capability, primary: str, shadow: bool,
             cart: str | None = None) -> dict[str, Any]:
     # Overwritten, never trusted: a client cannot pick its side or ask for a shadow.
-    route = {"route": {"cluster": ACL_CLUSTER, "timeout": TIMEOUT},
-             "request_headers_to_add": [_header(PRIMARY, primary),
-                                        _header(CAPABILITY, cap.name),
-                                        _header(SHADOW, "1" if shadow else "0")],
-             "response_headers_to_add": [_header(SERVED_BY, primary)]}
+    add = [_header(PRIMARY, primary), _header(CAPABILITY, cap.name),
+           _header(SHADOW, "1" if shadow else "0")]
+    route: dict[str, Any] = {"route": {"cluster": ACL_CLUSTER, "timeout": TIMEOUT},
+                             "request_headers_to_add": add,
+                             "response_headers_to_add": [_header(SERVED_BY, primary)]}
     if cart is not None:
-        route["request_headers_to_add"].append(_header(CART, cart))
+        add.append(_header(CART, cart))
     else:
         route["request_headers_to_remove"] = [CART]
     return route

@@ -431,12 +431,17 @@ def legacy_history_item(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def legacy_history_order(row: Mapping[str, Any], customer_id: int | None) -> dict[str, Any]:
-    """One ``/api/history/orders/<id>`` in the monolith's order document."""
+    """One ``/api/history/orders/<id>`` in the monolith's order document (the history's
+    line prices are bare amounts in the order's currency)."""
     status = legacy_status(str(row.get("status")), row.get("shipment_status"))
+    currency = str((row.get("total") or {}).get("currency", ""))
     return {**legacy_history_item(row), "customer_id": customer_id, "address_id": None,
             "lines": sorted(({"product_id": ids.legacy_id("products", str(i["product_id"])),
                               "quantity": int(i["quantity"]),
-                              "unit_price": legacy_money(i["unit_price"])}
+                              "unit_price": legacy_money(
+                                  {"amount": i["unit_price"], "currency": currency}
+                                  if not isinstance(i["unit_price"], Mapping)
+                                  else i["unit_price"])}
                              for i in row.get("items") or []),
                             key=lambda line: line["product_id"] or 0),
             "payment": {"status": row.get("payment_status"), "card_last4": None},
