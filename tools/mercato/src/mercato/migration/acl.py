@@ -54,6 +54,7 @@ from mercato.migration.shopping import (
     cart_answer,
     checkout_answer,
     empty_services_cart,
+    from_cart,
     history_answer,
     items_from_services_cart,
     move_legacy_cart,
@@ -391,10 +392,12 @@ class Acl:
                 if request.method != "POST":
                     return problem(405, "Method Not Allowed", "Method Not Allowed")
                 # A cart still at the monolith is bought too: moved first (checkout is
-                # shifted after the cart, docs/migration.md).
-                _, failed = await self._move_cart(legacy_token, token, services, legacy)
-                if failed is not None:
-                    return failed
+                # shifted after the cart, docs/migration.md); only for a valid checkout
+                # from the cart, so a refused request writes nothing.
+                if from_cart(body):
+                    _, failed = await self._move_cart(legacy_token, token, services, legacy)
+                    if failed is not None:
+                        return failed
                 return await checkout_answer(body, request.headers.get("idempotency-key"),
                                              token, legacy_token, services, legacy,
                                              wait_s=self.checkout_wait_s,

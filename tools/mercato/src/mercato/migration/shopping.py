@@ -96,6 +96,14 @@ class CheckoutIn(_Body):
     items: list[ItemIn] | None = Field(default=None, min_length=1, max_length=50)
 
 
+def from_cart(body: bytes) -> bool:
+    """Is this a valid checkout of the cart (no "buy now" items)?"""
+    try:
+        return CheckoutIn.model_validate_json(body or b"null").items is None
+    except ValidationError:
+        return False
+
+
 def services_order_id(order_uuid: str) -> int:
     """The legacy id of a services-born order: stable, an integer no legacy order has."""
     return SERVICES_ORDER_BASE + int(uuid.UUID(str(order_uuid)).hex[:12], 16)
