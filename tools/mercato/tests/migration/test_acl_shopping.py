@@ -163,3 +163,14 @@ async def test_a_refused_checkout_moves_no_cart(rig: Rig) -> None:
                                json={"address_id": 3, "card_number": "not a card"})
     assert status == 422
     assert rig.shop.legacy_cart == {7: 2} and rig.shop.services_calls == []
+
+
+@pytest.mark.parametrize("wait", ["-1", "13", "nan"])
+def test_a_checkout_wait_the_edge_would_not_wait_for_is_refused(
+        wait: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from mercato.migration.acl import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--port", "1", "--legacy-url", "http://x", "--services-url", "http://y",
+              "--checkout-wait-s", wait])
+    assert exc.value.code == 2 and "--checkout-wait-s must be 0-12" in capsys.readouterr().err

@@ -584,10 +584,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--legacy-url", required=True)
     parser.add_argument("--services-url", required=True, help="the edge")
     parser.add_argument("--max-shadow", type=int, default=8)
+    parser.add_argument("--checkout-wait-s", type=float, default=8.0,
+                        help="how long a checkout waits for its services order to finish "
+                             "before answering 503 (ADR 0035); 0-12, under the edge's 15 s")
     args = parser.parse_args(argv)
+    if not 0 <= args.checkout_wait_s <= 12:
+        parser.error("--checkout-wait-s must be 0-12 (the edge gives up on a legacy route "
+                     "after 15 s)")
     key = os.environ.get("ACL_SIGNING_KEY")
     acl = Acl(legacy_url=args.legacy_url, services_url=args.services_url,
-              max_shadow=args.max_shadow,
+              max_shadow=args.max_shadow, checkout_wait_s=args.checkout_wait_s,
               signer=CallerSigner(CALLER, key) if key else None)
 
     async def serve() -> None:
