@@ -15,6 +15,7 @@ from mercato.migration.shopping import (
     SERVICES_ORDER_BASE,
     cart_answer,
     checkout_answer,
+    checkout_outcome,
     empty_services_cart,
     history_answer,
     items_from_services_cart,
@@ -273,6 +274,7 @@ async def test_a_checkout_from_the_cart_waits_for_the_order_and_answers_the_lega
     got = await checkout_answer(body(CHECKOUT), "key-1", "jwt", "session", services, legacy,
                                 received_at=datetime(2026, 12, 2, 10, 0, 5, tzinfo=UTC))
     assert got.status == 200 and got.body["id"] == services_order_id(str(uuid.UUID(int=5)))
+    assert checkout_outcome(got) == "replayed"
 
 
 async def test_buy_now_items_are_an_order_of_their_own_with_the_legacy_address_scheme() -> None:
@@ -295,6 +297,8 @@ async def test_rejections_answer_the_legacy_errors() -> None:
         legacy, services = checkout_sides([order("REJECTED", reason)])
         got = await checkout_answer(body(CHECKOUT), "k", "jwt", "session", services, legacy)
         assert (got.status, got.body["reason"]) == (status, reason)
+        assert checkout_outcome(got) == {402: "declined", 409: "refused",
+                                         422: "invalid"}[status]
 
 
 async def test_a_slow_order_is_a_503_naming_it_and_the_retry_gets_its_outcome() -> None:
@@ -304,6 +308,7 @@ async def test_a_slow_order_is_a_503_naming_it_and_the_retry_gets_its_outcome() 
                                 wait_s=2.0, poll_s=0.5, clock=clock, sleep=clock.sleep)
     assert got.status == 503 and ("retry-after", "2") in got.headers
     assert got.body["services_id"] == str(uuid.UUID(int=5))
+    assert checkout_outcome(got) == "pending"
     assert 4 <= len(services.paths("GET")) <= 6  # bounded by the wait
 
 

@@ -53,6 +53,7 @@ from mercato.migration.shopping import (
     Call,
     cart_answer,
     checkout_answer,
+    checkout_outcome,
     empty_services_cart,
     from_cart,
     history_answer,
@@ -106,6 +107,10 @@ class Metrics:
             "acl_token_exchanges", "Legacy sessions turned into services access tokens: "
             "exchanged, cached, refused (not a session), unknown (no such account on the "
             "services), failed", ["outcome"], registry=self.registry)
+        self.checkouts = Counter(
+            "acl_checkouts", "Checkouts the ACL answered from the services, by outcome: "
+            "placed, replayed, declined, refused, invalid, pending (placed but not finished "
+            "within the wait: a 503), error", ["outcome"], registry=self.registry)
         self.cart_moves = Counter(
             "acl_cart_lines_moved", "Lines moved from the monolith's carts into the "
             "services' carts", registry=self.registry)
@@ -398,10 +403,12 @@ class Acl:
                     _, failed = await self._move_cart(legacy_token, token, services, legacy)
                     if failed is not None:
                         return failed
-                return await checkout_answer(body, request.headers.get("idempotency-key"),
-                                             token, legacy_token, services, legacy,
-                                             wait_s=self.checkout_wait_s,
-                                             received_at=datetime.now(UTC))
+                got = await checkout_answer(body, request.headers.get("idempotency-key"),
+                                            token, legacy_token, services, legacy,
+                                            wait_s=self.checkout_wait_s,
+                                            received_at=datetime.now(UTC))
+                self.metrics.checkouts.labels(checkout_outcome(got)).inc()
+                return got
             _, failed = await self._move_cart(legacy_token, token, services, legacy)
             if failed is not None:
                 return failed

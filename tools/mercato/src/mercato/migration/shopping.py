@@ -33,6 +33,8 @@ the monolith directly) and returns the legacy ``Answer``.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -361,6 +363,16 @@ async def checkout_answer(body: bytes, key: str | None, token: str, legacy_token
     return Answer(200 if replayed else 201, doc)
 
 
+def checkout_outcome(got: Answer) -> str:
+    """What a checkout answer says, for the ACL's counter."""
+    if got.status in (200, 201):
+        return "replayed" if got.status == 200 else "placed"
+    if got.status == 503 and isinstance(got.body, dict) and "services_id" in got.body:
+        return "pending"  # placed, not finished within the wait
+    return {402: "declined", 409: "refused", 422: "invalid"}.get(
+        got.status, "error" if got.failed else "refused")
+
+
 def _placing_refused(got: Answer) -> Answer:
     code = _code(got)
     if got.status == 422:
@@ -381,9 +393,6 @@ def _placing_refused(got: Answer) -> Answer:
 def _customer(token: str) -> int | None:
     # The customer's legacy id from the token's subject (unverified: the services verified
     # it); None for an account born in the services.
-    import base64
-    import json
-
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
