@@ -12,6 +12,8 @@ import aiohttp
 import pytest
 from acl_standins import serve
 from aiohttp import web
+from chassis.registry_keys import new_key_pair
+from chassis.service_identity import CallerSigner
 from mercato.migration.acl import Acl
 from mercato.migration.guard import parse_acl_metrics
 from mercato.migration.ids import services_id
@@ -52,7 +54,15 @@ def legacy(shop: Shop) -> web.Application:
             {"product_id": i["product_id"], "quantity": i["quantity"],
              "unit_price": krw("1.00")} for i in items]}, status=201)
 
+    async def me(request: web.Request) -> web.Response:
+        # A session of a customer the services do not know yet.
+        if request.headers.get("authorization") == "Bearer unsynced-session":
+            return web.json_response({"id": 5, "services_id": str(services_id("customers",
+                                                                              5))})
+        return web.json_response({"title": "Not signed in"}, status=401)
+
     app = web.Application()
+    app.router.add_get("/shop/me", me)
     app.router.add_get("/shop/cart", cart)
     app.router.add_delete("/shop/cart/lines/{id}", line)
     app.router.add_post("/shop/checkout", checkout)
@@ -83,10 +93,14 @@ def services(shop: Shop) -> web.Application:
         shop.services_cart.pop(request.match_info["id"], None)
         return web.Response(status=204)
 
+    async def exchange(_: web.Request) -> web.Response:
+        return web.json_response({"title": "No such account"}, status=404)
+
     app = web.Application(middlewares=[record])
     app.router.add_get("/api/cart", cart)
     app.router.add_put("/api/cart/items/{id}", put)
     app.router.add_delete("/api/cart/items/{id}", delete)
+    app.router.add_post("/api/identity/exchange", exchange)
     return app
 
 
@@ -97,9 +111,9 @@ class Rig:
     http: aiohttp.ClientSession
 
     async def call(self, method: str, path: str, capability: str, primary: str,
-                   json: Any = None, **extra: str) -> tuple[int, Any]:
+                   json: Any = None, token: str = JWT, **extra: str) -> tuple[int, Any]:
         headers = {PRIMARY: primary, SHADOW: "0", CAPABILITY: capability,
-                   "authorization": f"Bearer {JWT}", **extra}
+                   "authorization": f"Bearer {token}", **extra}
         async with self.http.request(method, self.url + path, json=json,
                                      headers=headers) as resp:
             return resp.status, await resp.json(content_type=None)
@@ -109,7 +123,8 @@ class Rig:
 async def rig() -> AsyncIterator[Rig]:
     shop = Shop()
     async with serve(legacy(shop)) as lurl, serve(services(shop)) as surl:
-        acl = Acl(legacy_url=lurl, services_url=surl)
+        acl = Acl(legacy_url=lurl, services_url=surl,
+                  signer=CallerSigner("acl", new_key_pair()[0]))
         async with serve(acl.app()) as url, aiohttp.ClientSession() as http:
             yield Rig(url, shop, http)
 
@@ -174,3 +189,17 @@ def test_a_checkout_wait_the_edge_would_not_wait_for_is_refused(
         main(["--port", "1", "--legacy-url", "http://x", "--services-url", "http://y",
               "--checkout-wait-s", wait])
     assert exc.value.code == 2 and "--checkout-wait-s must be 0-12" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("session", ["expired-session", "unsynced-session"])
+async def test_a_bridged_checkout_without_a_services_account_is_the_monolith_s_own(
+        rig: Rig, session: str) -> None:
+    rig.shop.services_cart = {P7: 2}  # someone's: not reachable without a services token
+    status, _ = await rig.call("POST", "/shop/checkout", "checkout", "legacy", token=session,
+                               json={"address_id": 3, "card_number": "4242424242424242"},
+                               **{CART: "services"})
+    assert status == 201  # the stand-in monolith's answer, passed on
+    sent = rig.shop.checkouts[-1]
+    assert "items" not in sent["body"]
+    assert sent["headers"]["authorization"] == f"Bearer {session}"
+    assert rig.shop.services_cart == {P7: 2}

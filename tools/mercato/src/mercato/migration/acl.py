@@ -74,6 +74,7 @@ from mercato.migration.translate import (
 
 READS = ("GET", "HEAD")
 SHOPPING = ("cart", "checkout", "history")
+UNKNOWN_ACCOUNT = "Account not on the services yet"
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate",
                         "proxy-authorization", "te", "trailers", "transfer-encoding",
                         "upgrade", "host", "content-length", PRIMARY, SHADOW, CAPABILITY,
@@ -275,7 +276,7 @@ class Acl:
             # or has not run. Not a 401, which would sign a valid customer out; counted as
             # the services side failing, so the guard stops a shift made too early.
             self.metrics.exchanges.labels("unknown").inc()
-            return Answer(503, problem(503, "Account not on the services yet",
+            return Answer(503, problem(503, UNKNOWN_ACCOUNT,
                                        "this customer's account has not reached the "
                                        "services; try again shortly").body,
                           headers=(("retry-after", "5"),))
@@ -439,7 +440,12 @@ class Acl:
             doc = None
         token = await self.services_token(request) if legacy_token is not None else None
         if isinstance(token, Answer):
-            return token
+            unknown = isinstance(token.body, dict) and token.body.get("title") == UNKNOWN_ACCOUNT
+            if token.status != 401 and not unknown:
+                return token
+            # Not signed in (the monolith says so itself), or not on the services yet (so no
+            # cart there): the monolith's checkout as it is.
+            token = None
         items: list[dict[str, int]] = []
         if token is not None and isinstance(doc, dict) and doc.get("items") is None:
             items, failed = await items_from_services_cart(token, services)
