@@ -113,12 +113,16 @@ async def test_errors_are_counted_per_side(rig: Rig) -> None:
                      "services")] == 1
 
 
-async def test_an_untranslated_capability_is_a_clear_501(rig: Rig) -> None:
-    async with rig.http.get(rig.url + "/shop/cart", headers={PRIMARY: "services"}) as resp:
+async def test_an_untranslated_request_is_a_clear_501(rig: Rig) -> None:
+    async with rig.http.post(rig.url + "/shop/products", headers={PRIMARY: "services"}) as resp:
         assert resp.status == 501
-        assert "cannot answer GET /shop/cart" in (await resp.json(content_type=None))["detail"]
+        assert "cannot answer POST /shop/products" in \
+            (await resp.json(content_type=None))["detail"]
     async with rig.http.get(rig.url + "/shop/cart", headers={PRIMARY: "sideways"}) as resp:
         assert resp.status == 400
+    # The cart is translated: without a token, the monolith's 401, not a 501.
+    async with rig.http.get(rig.url + "/shop/cart", headers={PRIMARY: "services"}) as resp:
+        assert resp.status == 401
 
 
 async def test_shadows_beyond_the_bound_are_skipped_not_queued(rig: Rig) -> None:

@@ -43,7 +43,7 @@ def _flags(home: Path) -> dict[str, object]:
     (["shift", "catalog", "--percent", "ten"], "should be a valid integer"),
     (["shift", "catalog"], "Missing option '--percent'"),
     (["shadow", "checkout"], "checkout is not shadowed"),
-    (["shadow", "cart", "--percent", "10"], "cannot answer cart's legacy paths"),
+    (["shadow", "cart", "--percent", "10"], "cart is not shadowed"),
     (["finish", "catalog"], "finish needs 100 %"),
     (["shift", "catalog", "--percent", "10"], "cannot judge the shift"),
 ])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mercato.migration.capabilities import capability
 from mercato.migration.guard import Stats, Thresholds, judge, parse_acl_metrics, since, stats
 
@@ -63,7 +65,7 @@ def test_back_towards_the_monolith_is_never_refused() -> None:
 
 
 def test_an_untranslated_capability_cannot_shift() -> None:
-    verdict = judge(capability("cart"), 0, 10, Stats())
+    verdict = judge(replace(capability("cart"), translated=False), 0, 10, Stats())
     assert not verdict.ok and "cannot answer cart's legacy paths" in verdict.reasons[0]
 
 

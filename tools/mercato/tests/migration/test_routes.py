@@ -18,6 +18,7 @@ from mercato.migration.capabilities import capability
 from mercato.migration.flags import Share
 from mercato.migration.routes import (
     ACL_CLUSTER,
+    CART,
     LEGACY_CLUSTER,
     PRIMARY,
     SHADOW,
@@ -92,9 +93,60 @@ def test_identity_is_translated_so_it_shifts_and_shadows() -> None:
 
 @pytest.mark.parametrize("name", ["cart", "history", "checkout"])
 def test_a_capability_without_a_translation_stays_on_the_monolith(name: str) -> None:
-    routes = capability_routes(capability(name), Share(name, percent=50, shadow=50,
-                                                       finished=True), {})
+    untranslated = replace(capability(name), translated=False)
+    routes = capability_routes(untranslated, Share(name, percent=50, shadow=50,
+                                                   finished=True), {})
     assert {_target(r)[0] for r in routes} == {LEGACY_CLUSTER}
+
+
+@pytest.mark.parametrize("name", ["cart", "history", "checkout"])
+def test_cart_checkout_and_history_are_translated_so_they_shift(name: str) -> None:
+    routes = capability_routes(capability(name), Share(name, percent=50), {})
+    assert (ACL_CLUSTER, "services", "0") in {_target(r) for r in routes}
+
+
+def _cart_header(route: dict[str, Any]) -> str | None:
+    return {h["header"]["key"]: h["header"]["value"]
+            for h in route.get("request_headers_to_add", [])}.get(CART)
+
+
+def test_checkout_of_customers_whose_cart_moved_goes_through_the_acl_to_the_monolith() -> None:
+    routes = capability_routes(capability("checkout"), Share("checkout", percent=20), {},
+                               cart=70)
+    names = [r["name"] for r in routes]
+    assert names == ["checkout /shop/checkout shifted", "checkout /shop/checkout cart on services",
+                     "checkout /shop/checkout legacy"]
+    shifted, bridge, rest = routes
+    assert _target(shifted) == (ACL_CLUSTER, "services", "0") and _cart_header(shifted) is None
+    # Cart bucket range minus checkout range: [20, 70).
+    assert bridge["match"]["headers"] == [{"name": "mercato-bucket",
+                                           "range_match": {"start": 20, "end": 70}}]
+    assert _target(bridge) == (ACL_CLUSTER, "legacy", "0")
+    assert _cart_header(bridge) == "services"
+    assert _target(rest)[0] == LEGACY_CLUSTER and CART in rest["request_headers_to_remove"]
+    # A client cannot claim a services cart on the routes that do not give it one.
+    assert CART in shifted["request_headers_to_remove"]
+
+
+def test_with_every_cart_on_the_services_every_legacy_checkout_is_bridged() -> None:
+    routes = capability_routes(capability("checkout"), Share("checkout", percent=50), {},
+                               cart=100)
+    assert [r["name"] for r in routes] == ["checkout /shop/checkout shifted",
+                                           "checkout /shop/checkout legacy, cart on services"]
+    assert "headers" not in routes[1]["match"]  # also requests without a bucket
+    assert _target(routes[1]) == (ACL_CLUSTER, "legacy", "0")
+    assert _cart_header(routes[1]) == "services"
+
+
+@pytest.mark.parametrize(("checkout", "cart"), [(50, 50), (60, 40), (100, 100), (0, 0)])
+def test_no_bridge_unless_the_cart_is_ahead_of_checkout(checkout: int, cart: int) -> None:
+    routes = capability_routes(capability("checkout"), Share("checkout", percent=checkout),
+                               {}, cart=cart)
+    assert all(_cart_header(r) is None for r in routes)
+    # Only checkout has a bridge: the cart's own routes ignore it.
+    cart_routes = capability_routes(capability("cart"), Share("cart", percent=cart), {},
+                                    cart=100)
+    assert all(_cart_header(r) is None for r in cart_routes)
 
 
 @pytest.mark.parametrize("share", [Share("catalog", percent=100), Share("catalog", finished=True)])
@@ -111,7 +163,8 @@ def test_files_with_the_monolith_and_every_kind_of_share_validate(tmp_path: Path
                                        "migration.identity.percent": 100,
                                        "migration.checkout.percent": 50,
                                        "migration.checkout.shadow": 50,
-                                       "migration.history.finished": True})
+                                       "migration.history.finished": True,
+                                       "migration.cart.percent": 80})
     prepare(cfg)
     result = validate_generated(cfg.envoy_dir)
     assert result.ok, result.output
@@ -121,6 +174,7 @@ def test_files_with_the_monolith_and_every_kind_of_share_validate(tmp_path: Path
     assert result.ok, result.output
     assert "Deprecated field" not in result.output
     routes = _routes(cfg.envoy_dir)
+    assert "checkout /shop/checkout cart on services" in [r["name"] for r in routes]
     legacy = [r for r in routes if r["name"].startswith(("catalog ", "legacy "))]
     assert legacy and all(r["typed_per_filter_config"]["envoy.filters.http.jwt_authn"]
                           ["disabled"] for r in legacy)
@@ -130,11 +184,15 @@ def test_files_with_the_monolith_and_every_kind_of_share_validate(tmp_path: Path
     assert '"catalog": {"finished": false, "percent": 10, "shadow": 20}' in applied
     # And the last step: every client of the capability to the ACL.
     flags.write_flags(cfg.flags_file, {"migration.catalog.finished": True,
-                                       "migration.catalog.percent": 100})
+                                       "migration.catalog.percent": 100,
+                                       "migration.cart.percent": 100,
+                                       "migration.checkout.percent": 50})
     write_static(cfg, load_routes(), Signer().jwks(), coexist=coexistence(cfg))
     result = validate_generated(cfg.envoy_dir)
     assert result.ok, result.output
-    assert "catalog /shop/products/* services" in [r["name"] for r in _routes(cfg.envoy_dir)]
+    names = [r["name"] for r in _routes(cfg.envoy_dir)]
+    assert "catalog /shop/products/* services" in names
+    assert "checkout /shop/checkout legacy, cart on services" in names
 
 
 def test_a_changed_share_rewrites_only_the_routes(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ import signal
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -47,7 +48,18 @@ from prometheus_client import exposition as prom_exposition
 
 from mercato.migration.capabilities import Capability, of_path
 from mercato.migration.compare import MismatchLog, compare, route_label
-from mercato.migration.routes import CAPABILITY, LEGACY, PRIMARY, SERVICES, SHADOW
+from mercato.migration.routes import CAPABILITY, CART, LEGACY, PRIMARY, SERVICES, SHADOW
+from mercato.migration.shopping import (
+    Call,
+    cart_answer,
+    checkout_answer,
+    checkout_outcome,
+    empty_services_cart,
+    from_cart,
+    history_answer,
+    items_from_services_cart,
+    move_legacy_cart,
+)
 from mercato.migration.translate import (
     COOKIE,
     LOGOUT_COOKIE,
@@ -61,9 +73,12 @@ from mercato.migration.translate import (
 )
 
 READS = ("GET", "HEAD")
+SHOPPING = ("cart", "checkout", "history")
+UNKNOWN_ACCOUNT = "Account not on the services yet"
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate",
                         "proxy-authorization", "te", "trailers", "transfer-encoding",
-                        "upgrade", "host", "content-length", PRIMARY, SHADOW, CAPABILITY})
+                        "upgrade", "host", "content-length", PRIMARY, SHADOW, CAPABILITY,
+                        CART})
 MAX_BODY = 4 << 20
 # Carried from the client's request to the services, so a translated read joins its trace.
 TRACE_HEADERS = ("traceparent", "tracestate", "x-request-id")
@@ -93,6 +108,13 @@ class Metrics:
             "acl_token_exchanges", "Legacy sessions turned into services access tokens: "
             "exchanged, cached, refused (not a session), unknown (no such account on the "
             "services), failed", ["outcome"], registry=self.registry)
+        self.checkouts = Counter(
+            "acl_checkouts", "Checkouts the ACL answered from the services, by outcome: "
+            "placed, replayed, declined, refused, invalid, pending (placed but not finished "
+            "within the wait: a 503), error", ["outcome"], registry=self.registry)
+        self.cart_moves = Counter(
+            "acl_cart_lines_moved", "Lines moved from the monolith's carts into the "
+            "services' carts", registry=self.registry)
 
 
 def token_of(headers: Mapping[str, str], cookies: Mapping[str, str]) -> str | None:
@@ -153,7 +175,10 @@ class Acl:
     def __init__(self, *, legacy_url: str, services_url: str, max_shadow: int = 8,
                  keep_mismatches: int = 100, timeout_s: float = 10.0,
                  signer: CallerSigner | None = None,
-                 exchanged: ExchangedTokens | None = None) -> None:
+                 exchanged: ExchangedTokens | None = None,
+                 checkout_wait_s: float = 8.0) -> None:
+        # Below the edge's 15 s route timeout, with room for placing the order.
+        self.checkout_wait_s = checkout_wait_s
         self.signer = signer
         self.exchanged = exchanged or ExchangedTokens()
         self.legacy_url = legacy_url.rstrip("/")
@@ -251,7 +276,7 @@ class Acl:
             # or has not run. Not a 401, which would sign a valid customer out; counted as
             # the services side failing, so the guard stops a shift made too early.
             self.metrics.exchanges.labels("unknown").inc()
-            return Answer(503, problem(503, "Account not on the services yet",
+            return Answer(503, problem(503, UNKNOWN_ACCOUNT,
                                        "this customer's account has not reached the "
                                        "services; try again shortly").body,
                           headers=(("retry-after", "5"),))
@@ -318,6 +343,8 @@ class Acl:
         try:
             if cap.name == "identity":
                 got = await self.identity(request, body)
+            elif cap.name in SHOPPING:
+                got = await self.shopping(cap, request, body)
             else:
                 got = await answer(request.method, request.path, request.query, fetch)
         except NotTranslated:
@@ -327,6 +354,122 @@ class Acl:
         finally:
             otel_context.detach(token)
         self._count(cap, SERVICES, role, got)
+        return got
+
+    # -- cart, checkout and history (ADR 0035) -----------------------------------------------
+
+    def _calls(self, request: web.Request) -> tuple[Call, Call]:
+        trace = {k: v for k in TRACE_HEADERS if (v := request.headers.get(k))}
+
+        def on(base: str) -> Call:
+            async def call(method: str, path: str, *, token: str | None = None,
+                           json_body: Any = None, params: Mapping[str, str] | None = None,
+                           headers: Mapping[str, str] | None = None) -> Answer:
+                sent = {"accept": "application/json", **trace, **(headers or {})}
+                if token is not None:
+                    sent["authorization"] = f"Bearer {token}"
+                body = None
+                if json_body is not None:
+                    body = json.dumps(json_body).encode()
+                    sent["content-type"] = "application/json"
+                got, got_headers, _ = await self._get_json(base + path, params or {}, sent,
+                                                           method, body)
+                retry = {k.lower(): v for k, v in got_headers.items()}.get("retry-after")
+                return Answer(got.status, got.body, got.error,
+                              (("retry-after", retry),) if retry else ())
+            return call
+
+        return on(self.services_url), on(self.legacy_url)
+
+    async def shopping(self, cap: Capability, request: web.Request, body: bytes) -> Answer:
+        """Cart, checkout or history answered by the services (history: by both sides)."""
+        legacy_token = token_of(request.headers, request.cookies)
+        token = await self.services_token(request)
+        if isinstance(token, Answer):
+            return token
+        if token is None or legacy_token is None:
+            return NOT_SIGNED_IN
+        services, legacy = self._calls(request)
+        try:
+            if cap.name == "history":
+                return await history_answer(request.method, request.path, request.query,
+                                            token, legacy_token, services, legacy)
+            if cap.name == "checkout":
+                if request.method != "POST":
+                    return problem(405, "Method Not Allowed", "Method Not Allowed")
+                # A cart still at the monolith is bought too: moved first (checkout is
+                # shifted after the cart, docs/migration.md); only for a valid checkout
+                # from the cart, so a refused request writes nothing.
+                if from_cart(body):
+                    _, failed = await self._move_cart(legacy_token, token, services, legacy)
+                    if failed is not None:
+                        return failed
+                got = await checkout_answer(body, request.headers.get("idempotency-key"),
+                                            token, legacy_token, services, legacy,
+                                            wait_s=self.checkout_wait_s,
+                                            received_at=datetime.now(UTC))
+                self.metrics.checkouts.labels(checkout_outcome(got)).inc()
+                return got
+            _, failed = await self._move_cart(legacy_token, token, services, legacy)
+            if failed is not None:
+                return failed
+            return await cart_answer(request.method, request.path, body, token, services)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("acl.shopping_unexpected_answer", path=request.path,
+                        error=f"{type(exc).__name__}: {exc}")
+            return problem(502, "Bad Gateway", "an upstream answer was not as documented")
+
+    async def _move_cart(self, legacy_token: str, token: str, services: Call,
+                         legacy: Call) -> tuple[int, Answer | None]:
+        moved, failed = await move_legacy_cart(token, legacy_token, services, legacy)
+        if moved:
+            self.metrics.cart_moves.inc(moved)
+            log.info("acl.cart_moved", lines=moved)
+        return moved, failed
+
+    async def checkout_with_services_cart(self, request: web.Request, body: bytes) -> Answer:
+        """A checkout the monolith serves for a customer whose cart is on the services: the
+        services' cart becomes the checkout's ``items``, and its ordered lines leave the
+        services' cart once the monolith has the order (a replay with the same key finds
+        them gone, or removes them if the first answer was lost)."""
+        legacy_token = token_of(request.headers, request.cookies)
+        services, legacy = self._calls(request)
+        try:
+            doc = json.loads(body) if body else None
+        except ValueError:
+            doc = None
+        token = await self.services_token(request) if legacy_token is not None else None
+        if isinstance(token, Answer):
+            unknown = isinstance(token.body, dict) and token.body.get("title") == UNKNOWN_ACCOUNT
+            if token.status != 401 and not unknown:
+                return token
+            # Not signed in (the monolith says so itself), or not on the services yet (so no
+            # cart there): the monolith's checkout as it is.
+            token = None
+        items: list[dict[str, int]] = []
+        if token is not None and isinstance(doc, dict) and doc.get("items") is None:
+            items, failed = await items_from_services_cart(token, services)
+            if failed is not None:
+                return failed
+            if items:
+                body = json.dumps({**doc, "items": items}).encode()
+        headers = {k: v for k in ("idempotency-key",) if (v := request.headers.get(k))}
+        got = await self._legacy_checkout(legacy, legacy_token, body, headers)
+        if token is not None and items and got.status in (200, 201) \
+                and isinstance(got.body, dict):
+            await empty_services_cart(token, got.body, services)
+        return got
+
+    async def _legacy_checkout(self, legacy: Call, legacy_token: str | None, body: bytes,
+                               headers: Mapping[str, str]) -> Answer:
+        sent = dict(headers)
+        sent["content-type"] = "application/json"
+        if legacy_token is not None:
+            sent["authorization"] = f"Bearer {legacy_token}"
+        got, _, _ = await self._get_json(self.legacy_url + "/shop/checkout", {}, {
+            "accept": "application/json", **sent}, "POST", body)
+        if got.error is not None:
+            return problem(502, "Bad Gateway", f"the legacy shop did not answer ({got.error})")
         return got
 
     async def from_legacy(self, cap: Capability, request: web.Request, body: bytes,
@@ -353,7 +496,12 @@ class Acl:
         body = await request.read()
         shadow = request.headers.get(SHADOW) == "1" and request.method in READS \
             and cap.shadow_reads
-        if primary == LEGACY:
+        if primary == LEGACY and cap.name == "checkout" \
+                and request.headers.get(CART) == SERVICES:
+            got = await self.checkout_with_services_cart(request, body)
+            self._count(cap, LEGACY, "primary", got)
+            response = _json(got)
+        elif primary == LEGACY:
             got, headers, raw = await self.from_legacy(cap, request, body, "primary")
             response = _passthrough(got, headers, raw)
         else:
@@ -449,10 +597,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--legacy-url", required=True)
     parser.add_argument("--services-url", required=True, help="the edge")
     parser.add_argument("--max-shadow", type=int, default=8)
+    parser.add_argument("--checkout-wait-s", type=float, default=8.0,
+                        help="how long a checkout waits for its services order to finish "
+                             "before answering 503 (ADR 0035); 0-12, under the edge's 15 s")
     args = parser.parse_args(argv)
+    if not 0 <= args.checkout_wait_s <= 12:
+        parser.error("--checkout-wait-s must be 0-12 (the edge gives up on a legacy route "
+                     "after 15 s)")
     key = os.environ.get("ACL_SIGNING_KEY")
     acl = Acl(legacy_url=args.legacy_url, services_url=args.services_url,
-              max_shadow=args.max_shadow,
+              max_shadow=args.max_shadow, checkout_wait_s=args.checkout_wait_s,
               signer=CallerSigner(CALLER, key) if key else None)
 
     async def serve() -> None:

@@ -246,8 +246,9 @@ def _wait_applied(p: Platform, share: flagfile.Share) -> bool:
 def shadow(home: Home, name: str, percent: int) -> Step:
     cap = capability(name)
     if not cap.shadow_reads:
-        raise MigrateError(f"{cap.name} is not shadowed: its requests write (an order placed "
-                           "twice would charge twice)", "shift it in small steps instead")
+        raise MigrateError(f"{cap.name} is not shadowed: its requests write, or its two "
+                           "sides answer different things by design (ADR 0035)",
+                           "shift it in small steps instead")
     if percent and not cap.translated:
         raise MigrateError(f"the anti-corruption layer cannot answer {cap.name}'s legacy paths "
                            "from the services yet, so there is nothing to compare")

@@ -10,6 +10,11 @@ first (Envoy takes the first route that matches):
 3. shifted customers (``mercato-bucket`` below the share) → ACL, primary services;
 4. everyone else → the fallback side: the monolith, or the ACL (primary services) at 100 %.
 
+Checkout, while the cart's share is above its own (ADR 0035): the customers whose cart is on
+the services and whose checkout is not (cart bucket range minus checkout range; everyone not
+shifted once the cart is at 100 %) → ACL, primary the monolith, ``mercato-cart: services``,
+so the ACL fills the monolith's checkout from the services' cart.
+
 Shifted means a bucket header in ``[0, percent)`` (Envoy ``range_match``): sticky, the same
 customer always lands on the same side while the share holds. A request without a bucket
 stays on the monolith until the share is 100 %. Shadow picks requests at random
@@ -23,7 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mercato.migration.buckets import BUCKETS, HEADER
-from mercato.migration.capabilities import CAPABILITIES, LEGACY_ROOT, Capability, Path
+from mercato.migration.capabilities import (
+    BY_NAME,
+    CAPABILITIES,
+    LEGACY_ROOT,
+    Capability,
+    Path,
+)
 from mercato.migration.flags import Share
 
 # Hyphenated: registry service names have none, so these never clash with a service.
@@ -32,6 +43,8 @@ ACL_CLUSTER = "migration-acl"
 PRIMARY = "mercato-primary"
 SHADOW = "mercato-shadow"
 CAPABILITY = "mercato-capability"
+# On a checkout the monolith serves for a customer whose cart is on the services (ADR 0035).
+CART = "mercato-cart"
 # On every answer to a legacy path: which side served it (operators, tests, the bench).
 SERVED_BY = "mercato-served-by"
 LEGACY, SERVICES = "legacy", "services"
@@ -99,17 +112,24 @@ def _header(k: str, v: str) -> dict[str, Any]:
     return {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
 
 
-def _to_acl(cap: Capability, primary: str, shadow: bool) -> dict[str, Any]:
+def _to_acl(cap: Capability, primary: str, shadow: bool,
+            cart: str | None = None) -> dict[str, Any]:
     # Overwritten, never trusted: a client cannot pick its side or ask for a shadow.
-    return {"route": {"cluster": ACL_CLUSTER, "timeout": TIMEOUT},
-            "request_headers_to_add": [_header(PRIMARY, primary), _header(CAPABILITY, cap.name),
-                                       _header(SHADOW, "1" if shadow else "0")],
-            "response_headers_to_add": [_header(SERVED_BY, primary)]}
+    add = [_header(PRIMARY, primary), _header(CAPABILITY, cap.name),
+           _header(SHADOW, "1" if shadow else "0")]
+    route: dict[str, Any] = {"route": {"cluster": ACL_CLUSTER, "timeout": TIMEOUT},
+                             "request_headers_to_add": add,
+                             "response_headers_to_add": [_header(SERVED_BY, primary)]}
+    if cart is not None:
+        add.append(_header(CART, cart))
+    else:
+        route["request_headers_to_remove"] = [CART]
+    return route
 
 
 def _to_legacy() -> dict[str, Any]:
     return {"route": {"cluster": LEGACY_CLUSTER, "timeout": TIMEOUT},
-            "request_headers_to_remove": [PRIMARY, SHADOW, CAPABILITY],
+            "request_headers_to_remove": [PRIMARY, SHADOW, CAPABILITY, CART],
             "response_headers_to_add": [_header(SERVED_BY, LEGACY)]}
 
 
@@ -123,10 +143,13 @@ def effective(cap: Capability, share: Share) -> tuple[int, int]:
             share.shadow if cap.shadow_reads else 0)
 
 
-def capability_routes(cap: Capability, share: Share,
-                      per_filter: Mapping[str, Any]) -> list[dict[str, Any]]:
+def capability_routes(cap: Capability, share: Share, per_filter: Mapping[str, Any],
+                      cart: int = 0) -> list[dict[str, Any]]:
+    """``cart``: the cart's effective share, for checkout's routes."""
     percent, shadow = effective(cap, share)
     fallback = SERVICES if percent >= BUCKETS else LEGACY
+    # Checkout customers whose cart is on the services but whose checkout is not.
+    bridge = cap.name == "checkout" and cart > percent and percent < BUCKETS
     routes: list[dict[str, Any]] = []
     for p in cap.legacy:
         base = _path_match(p)
@@ -143,8 +166,17 @@ def capability_routes(cap: Capability, share: Share,
         if 0 < percent < BUCKETS:
             variants.append(("shifted", {**base, "headers": [_bucket_below(percent)]},
                              _to_acl(cap, SERVICES, False)))
-        variants.append((fallback, base, _to_legacy() if fallback == LEGACY
-                         else _to_acl(cap, SERVICES, False)))
+        if bridge and cart < BUCKETS:
+            variants.append(("cart on services", {**base, "headers": [
+                {"name": HEADER, "range_match": {"start": percent, "end": cart}}]},
+                _to_acl(cap, LEGACY, False, cart=SERVICES)))
+        if bridge and cart >= BUCKETS:
+            # Everyone's cart is on the services, with or without a bucket.
+            variants.append(("legacy, cart on services", base,
+                             _to_acl(cap, LEGACY, False, cart=SERVICES)))
+        else:
+            variants.append((fallback, base, _to_legacy() if fallback == LEGACY
+                             else _to_acl(cap, SERVICES, False)))
         routes += [{"name": f"{cap.name} {p.label} {variant}", "match": match, **action,
                     "typed_per_filter_config": dict(per_filter)}
                    for variant, match, action in variants]
@@ -156,8 +188,9 @@ def coexistence_routes(c: Coexistence, per_filter: Mapping[str, Any]) -> list[di
     anything no capability claims yet), which stay on the monolith. ``per_filter``: the
     edge's per-route filter config for these routes (the monolith checks its own
     sessions, so the edge's token check is off)."""
+    cart = effective(BY_NAME["cart"], c.share("cart"))[0]
     routes = [r for cap in CAPABILITIES
-              for r in capability_routes(cap, c.share(cap.name), per_filter)]
+              for r in capability_routes(cap, c.share(cap.name), per_filter, cart=cart)]
     routes.append({"name": f"legacy {LEGACY_ROOT}/*",
                    "match": {"path_separated_prefix": LEGACY_ROOT}, **_to_legacy(),
                    "typed_per_filter_config": dict(per_filter)})
