@@ -17,10 +17,19 @@ hundred requests, a handful of orders):
    in the history;
 4. the guard refuses a shift while the services side fails (catalog stopped);
 5. finish: every client, bucket or not, served by the services.
+6. identity and cart: `mercato migrate backfill identity` (ADR 0031), then both shifted to
+   100 %: a customer signed in on the monolith before keeps their session (exchanged by the
+   ACL, ADR 0032) and their cart (moved, ADR 0035);
+7. checkout at 50 %: customers below the share check out on the services, the others on the
+   monolith (their carts read from the services by the bridge route), one product with a
+   few units bought from both sides at once: the stock split (ADR 0034) never sells more
+   than there are;
+8. checkout rolled back to 0 %, then forward to 100 %: the same customers order again, and
+   each one's history shows the orders of both sides.
 
-`mercato check` and `mercato legacy check` pass between the steps. Not covered until the
-other capabilities' translations and their sync exist: identity/cart/checkout shifts,
-orders on both sides.
+`mercato check` and `mercato legacy check` (which checks the stock's conservation across
+both sides too) pass between the steps; background reads and monolith orders run through
+the shifts of steps 3, 7 and 8.
 """
 
 from __future__ import annotations
@@ -31,12 +40,19 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import httpx2 as httpx
 import pytest
-from edge_helpers import Platform, mercato, running_platform, scratch_home, wait_until
+from edge_helpers import (
+    Platform,
+    mercato,
+    running_platform,
+    scratch_home,
+    wait_until,
+)
 from mercato.migration.buckets import HEADER, bucket_of
 from mercato.migration.routes import SERVED_BY
 from mercato.runtime import commands
@@ -46,14 +62,14 @@ from mercato.runtime.postgres import Postgres
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "e2e-password-1"
+CARD = "4242424242424242"
 
 
 @pytest.fixture(scope="module")
 def platform() -> Iterator[Platform]:
     home = scratch_home("mercato-migration-e2e-")
-    with running_platform(home, "--service", "catalog", "--service", "inventory",
-                          "--service", "identity", "--with", "legacy",
-                          "--no-telemetry") as p:
+    # Every service: checkout moves last, onto the whole order flow.
+    with running_platform(home, "--with", "legacy", "--no-telemetry") as p:
         seeded = mercato(home, "legacy", "seed", "--customers", "30", "--products", "25",
                          "--orders", "60", timeout=120, check=False)
         assert seeded.returncode == 0, seeded.stderr
@@ -94,6 +110,20 @@ def both_sides_consistent(p: Platform) -> None:
         res = mercato(p.home, *command, "--grace", "1", "--json", timeout=60, check=False)
         assert res.returncode == 0, (command, res.stdout[-3000:], res.stderr[-2000:])
         assert json.loads(res.stdout)["violations"] == []
+
+
+def legacy_sql(p: Platform, query: str, *args: Any) -> list[asyncpg.Record]:
+    async def run() -> list[asyncpg.Record]:
+        home = Home(p.home)
+        url = Postgres(home, home.ports().postgres).service_database_url("legacy")
+        assert url is not None
+        conn = await asyncpg.connect(url.replace("+asyncpg", ""))
+        try:
+            return list(await conn.fetch(query, *args))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
 
 
 def served_by(c: httpx.Client, path: str, bucket: int | None) -> str:
@@ -195,10 +225,13 @@ def test_2b_after_the_backfill_the_shadow_agrees(platform: Platform) -> None:
 
 
 class Traffic:
-    """Reads with random buckets and legacy orders, in the background, until stopped."""
+    """Reads with random buckets and legacy orders, in the background, until stopped; the
+    orders by a new monolith customer, or (once identity moved) by ``buyer``, on whichever
+    side their bucket is."""
 
-    def __init__(self, p: Platform) -> None:
+    def __init__(self, p: Platform, buyer: Buyer | None = None) -> None:
         self.p = p
+        self.buyer = buyer
         self.stop = threading.Event()
         self.statuses: Counter[int] = Counter()
         self.orders: list[tuple[dict[str, str], int]] = []
@@ -230,7 +263,10 @@ class Traffic:
 
     def _orders(self) -> None:
         with self.p.client() as c:
-            auth, address = shop_customer(c, "Migrating")
+            if self.buyer is not None:
+                auth, address = self.buyer.headers, {"id": self.buyer.address_id}
+            else:
+                auth, address = shop_customer(c, "Migrating")
             # The best-stocked products (from the monolith itself: the catalog's side, which
             # may serve this list mid-shift, has no legacy ids until the backfill).
             shop = self.p.state()["urls"]["legacy"]
@@ -240,11 +276,13 @@ class Traffic:
             for i in range(8):
                 if self.stop.wait(0.3):
                     break
-                r = c.post("/shop/checkout", headers={**auth, "Idempotency-Key": f"m-{i}"},
-                           json={"address_id": address["id"],
-                                 "card_number": "4242424242424242",
-                                 "items": [{"product_id": products[i % len(products)]["id"],
-                                            "quantity": 1}]})
+                items = [{"product_id": products[i % len(products)]["id"], "quantity": 1}]
+                if self.buyer is not None:
+                    r = check_out(c, self.buyer, f"m-{uuid.uuid4()}", items=items)
+                else:
+                    r = c.post("/shop/checkout", headers={**auth, "Idempotency-Key": f"m-{i}"},
+                               json={"address_id": address["id"], "card_number": CARD,
+                                     "items": items})
                 if r.status_code != 201:
                     self.order_errors.append(f"{r.status_code} {r.text}")
                 else:
@@ -320,4 +358,211 @@ def test_5_finish_moves_every_client(platform: Platform) -> None:
         assert served_by(c, "/shop/categories", None) == "services"
         # The back office is no capability's: it stays on the monolith.
         assert c.get("/shop/admin/products").headers[SERVED_BY] == "legacy"
+    both_sides_consistent(platform)
+
+
+# -- identity, cart, checkout and history: the customers move ----------------------------------
+
+@dataclass
+class Buyer:
+    """A customer of the monolith, signed in there before anything of theirs moved, whose
+    requests carry their bucket (as the storefront's do)."""
+
+    email: str
+    session: dict[str, str]  # the monolith's session token, kept across every shift
+    address_id: int
+    orders: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {"legacy": [], "services": []})
+
+    @property
+    def bucket(self) -> int:
+        return bucket_of(self.email)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {**self.session, HEADER: str(self.bucket)}
+
+
+BUYERS: list[Buyer] = []
+TRAFFIC: list[Buyer] = []  # the background orders' customer once identity moved
+
+
+def new_buyer(c: httpx.Client, below_half: bool) -> Buyer:
+    """A monolith customer whose bucket is below 50 (shifted at 50 %) or not."""
+    while True:
+        email = f"e2e-{uuid.uuid4().hex[:8]}@example.com"
+        if (bucket_of(email) < 50) == below_half:
+            break
+    assert c.post("/shop/register", json={"email": email, "password": PASSWORD,
+                                           "name": "Buyer"}).status_code == 201
+    r = c.post("/shop/login", json={"email": email, "password": PASSWORD})
+    assert r.status_code == 200 and r.headers[SERVED_BY] == "legacy", r.text
+    session = {"Authorization": f"Bearer {r.json()['token']}"}
+    address = c.post("/shop/addresses", headers=session, json={
+        "recipient": "Buyer", "line1": "1 Test-ro", "city": "Seoul", "postal_code": "04100"})
+    assert address.status_code == 201, address.text
+    return Buyer(email, session, address.json()["id"])
+
+
+def check_out(c: httpx.Client, buyer: Buyer, key: str,
+              items: list[dict[str, int]] | None = None) -> httpx.Response:
+    """POST /shop/checkout as a legacy client does it: retried with the same key on a 503
+    (a services order still in its saga, ADR 0035)."""
+    body: dict[str, Any] = {"address_id": buyer.address_id, "card_number": CARD}
+    if items is not None:
+        body["items"] = items
+    for _ in range(15):
+        r = c.post("/shop/checkout", headers={**buyer.headers, "Idempotency-Key": key},
+                   json=body, timeout=30)
+        if r.status_code != 503:
+            break
+        threading.Event().wait(float(r.headers.get("retry-after", "1")))
+    if r.status_code in (200, 201):
+        buyer.orders[r.headers[SERVED_BY]].append(r.json())
+    return r
+
+
+def stocked_products(p: Platform, n: int) -> list[tuple[int, str]]:
+    """``n`` of the monolith's products, each given 100 units (a back-office receipt)."""
+    rows = legacy_sql(p, "SELECT p.id, p.sku FROM products p JOIN stock s ON "
+                         "s.product_id = p.id WHERE p.active ORDER BY p.id DESC LIMIT $1", n)
+    legacy_sql(p, "UPDATE stock SET on_hand = 100 WHERE product_id = ANY($1::bigint[])",
+               [r["id"] for r in rows])
+    return [(r["id"], r["sku"]) for r in rows]
+
+
+def test_6_identity_and_cart_move_and_signed_in_customers_keep_both(
+        platform: Platform) -> None:
+    (product, _), = stocked_products(platform, 1)
+    with platform.client() as c:
+        BUYERS.extend(new_buyer(c, below_half=i % 2 == 0) for i in range(4))
+        TRAFFIC.append(new_buyer(c, below_half=False))
+        for buyer in BUYERS:
+            r = c.put(f"/shop/cart/lines/{product}", headers=buyer.headers,
+                      json={"quantity": 1})
+            assert r.status_code == 200 and r.headers[SERVED_BY] == "legacy", r.text
+    backfilled = migrate(platform, "backfill", "identity", check=False)
+    assert backfilled.returncode == 0, backfilled.stdout[-2000:] + backfilled.stderr[-2000:]
+    synced = status(platform)["identity"]["sync"]
+    assert synced["armed"] is True and synced["linked"] >= 30, synced  # the seeded ones too
+    migrate(platform, "shift", "identity", "--percent", "100")
+    migrate(platform, "shift", "cart", "--percent", "100")
+    with platform.client() as c:
+        for buyer in BUYERS:
+            # Their monolith session, exchanged by the ACL: answered by the services ...
+            me = c.get("/shop/me", headers=buyer.headers)
+            assert me.status_code == 200 and me.headers[SERVED_BY] == "services", me.text
+            assert me.json()["email"] == buyer.email
+            # ... and their cart moved with them.
+            cart = c.get("/shop/cart", headers=buyer.headers)
+            assert cart.status_code == 200 and cart.headers[SERVED_BY] == "services", cart.text
+            assert [(li["product_id"], li["quantity"]) for li in cart.json()["lines"]] == \
+                [(product, 1)]
+        # Signing in now gives the services' token, which the monolith takes for what it
+        # still serves (the history, until its step).
+        r = c.post("/shop/login", json={"email": BUYERS[0].email, "password": PASSWORD})
+        assert r.status_code == 200 and r.headers[SERVED_BY] == "services", r.text
+        token = {"Authorization": f"Bearer {r.json()['token']}"}
+        history = c.get("/shop/orders", headers=token)
+        assert history.status_code == 200 and history.headers[SERVED_BY] == "legacy", \
+            history.text
+        # An account made in the services reaches the monolith (the sync, ADR 0031).
+        email = f"e2e-{uuid.uuid4().hex[:8]}@example.com"
+        made = c.post("/shop/register", json={"email": email, "password": PASSWORD,
+                                               "name": "Services Born"})
+        assert made.status_code == 201 and made.headers[SERVED_BY] == "services", made.text
+        wait_until(lambda: legacy_sql(platform, "SELECT 1 FROM customers WHERE email = $1",
+                                      email), 60, "the services' account in the monolith")
+        # Nobody but the ACL gets a token exchanged.
+        refused = c.post("/api/identity/exchange", data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+            "subject_token": me.json()["services_id"],
+            "subject_token_type": "urn:mercato:params:oauth:token-type:account-id"})
+        assert refused.status_code == 403, refused.text
+    both_sides_consistent(platform)
+
+
+def test_7_checkout_at_half_sells_one_stock_from_both_sides(platform: Platform) -> None:
+    (scarce, scarce_sku), = stocked_products(platform, 1)
+    legacy_sql(platform, "UPDATE stock SET on_hand = 6 WHERE product_id = $1", scarce)
+    with Traffic(platform, TRAFFIC[0]) as traffic, platform.client() as c:
+        migrate(platform, "shift", "history", "--percent", "100")
+        migrate(platform, "shift", "checkout", "--percent", "50")
+        # The split gives the services their share of the scarce product's units.
+        wait_until(lambda: c.get(f"/api/inventory/stock/{scarce_sku}").status_code == 200
+                   and c.get(f"/api/inventory/stock/{scarce_sku}").json()["on_hand"] >= 1,
+                   60, "units of the scarce product moved to the services")
+        # Every buyer checks out their moved cart, on their side of the share; the bucket
+        # decides, the same way every time.
+        for i, buyer in enumerate(BUYERS):
+            r = check_out(c, buyer, f"e2e-7-{i}")
+            assert r.status_code == 201, r.text
+            assert r.json()["status"] == "PAID"
+            side = "services" if buyer.bucket < 50 else "legacy"
+            assert r.headers[SERVED_BY] == side
+            again = check_out(c, buyer, f"e2e-7-{i}")  # a retry: the same order
+            assert again.status_code == 200 and again.json()["id"] == r.json()["id"]
+            cart = c.get("/shop/cart", headers=buyer.headers).json()
+            assert cart["lines"] == []  # bought, on either side
+
+        # The scarce product, bought from both sides at once: never more than there are.
+        outcomes: Counter[tuple[str, int]] = Counter()
+
+        def buy(buyer: Buyer, n: int) -> None:
+            with platform.client() as mine:
+                for k in range(3):
+                    r = check_out(mine, buyer, f"e2e-scarce-{n}-{k}",
+                                  items=[{"product_id": scarce, "quantity": 1}])
+                    outcomes[(r.headers.get(SERVED_BY, "?"), r.status_code)] += 1
+
+        threads = [threading.Thread(target=buy, args=(b, n)) for n, b in enumerate(BUYERS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    sold = sum(n for (_, status_code), n in outcomes.items() if status_code == 201)
+    assert set(code for _, code in outcomes) <= {201, 402, 409}, outcomes
+    assert 1 <= sold <= 6, outcomes
+    assert outcomes[("services", 201)] >= 1 and outcomes[("legacy", 201)] >= 1, outcomes
+    [left] = legacy_sql(platform, "SELECT on_hand FROM stock WHERE product_id = $1", scarce)
+    with platform.client() as c:
+        services_left = c.get(f"/api/inventory/stock/{scarce_sku}").json()
+    assert left["on_hand"] >= 0 and services_left["on_hand"] >= 0
+    assert set(traffic.statuses) == {200}, traffic.statuses
+    assert traffic.order_errors == []
+    # Conservation of every split product's units is part of `mercato legacy check`.
+    both_sides_consistent(platform)
+
+
+def test_8_checkout_rolled_back_then_forward_and_each_history_shows_both_sides(
+        platform: Platform) -> None:
+    (product, _), = stocked_products(platform, 1)
+    with Traffic(platform, TRAFFIC[0]) as traffic, platform.client() as c:
+        for step, (percent, side) in enumerate(((0, "legacy"), (100, "services"))):
+            if percent == 0:
+                migrate(platform, "rollback", "checkout")
+            else:
+                migrate(platform, "shift", "checkout", "--percent", str(percent))
+            for i, buyer in enumerate(BUYERS):
+                r = c.put(f"/shop/cart/lines/{product}", headers=buyer.headers,
+                          json={"quantity": 2})
+                assert r.status_code == 200 and r.headers[SERVED_BY] == "services", r.text
+                r = check_out(c, buyer, f"e2e-8-{step}-{i}")
+                assert r.status_code == 201 and r.headers[SERVED_BY] == side, r.text
+    assert set(traffic.statuses) == {200}, traffic.statuses
+    assert traffic.order_errors == []
+    with platform.client() as c:
+        for buyer in BUYERS:
+            placed = {o["id"] for side in buyer.orders.values() for o in side}
+            assert buyer.orders["legacy"] and buyer.orders["services"], buyer.orders
+
+            def listed(buyer: Buyer = buyer, placed: set[int] = placed) -> bool:
+                r = c.get("/shop/orders", headers=buyer.headers, params={"page_size": 50})
+                assert r.status_code == 200 and r.headers[SERVED_BY] == "services", r.text
+                return placed <= {o["id"] for o in r.json()["items"]}
+
+            wait_until(listed, 30, "every order of both sides in the customer's history")
+            one = buyer.orders["services"][0]
+            r = c.get(f"/shop/orders/{one['id']}", headers=buyer.headers)
+            assert r.status_code == 200 and r.json()["services_id"] == one["services_id"]
     both_sides_consistent(platform)
