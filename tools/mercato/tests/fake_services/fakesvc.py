@@ -51,6 +51,12 @@ async def block(_: web.Request) -> web.Response:
     return web.json_response({"status": "unblocked"})
 
 
+async def own_env(_: web.Request) -> web.Response:
+    # The environment this process runs with: /proc/<pid>/environ shows the one it was
+    # exec'd with, which for a child forked by the zygote is the zygote's (runtime/zygote.py).
+    return web.json_response({k: v for k, v in os.environ.items() if k.startswith(P)})
+
+
 async def check_db() -> None:
     import asyncpg
 
@@ -81,6 +87,7 @@ def main() -> None:
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/health/live", live)
     app.router.add_post("/debug/block", block)
+    app.router.add_get("/debug/env", own_env)
     log("listening", port=int(env("PORT")), pid=os.getpid(), trace_id="abc123",
         helper_pid=helper.pid if helper else None)
     web.run_app(app, host=env("HOST", "127.0.0.1"), port=int(env("PORT")), print=None,

@@ -20,6 +20,16 @@ def state(home: Home) -> dict:
     return control.read_state(home) or {}
 
 
+def own_env(home: Home, name: str) -> dict[str, str]:
+    """The environment a fake instance runs with, as it sees it (``/debug/env``)."""
+    import json
+    import urllib.request
+
+    url = f"http://127.0.0.1:{proc(home, name)['port']}/debug/env"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
 def proc(home: Home, name: str) -> dict:
     return (state(home).get("processes") or {}).get(name) or {}
 
@@ -185,7 +195,7 @@ def test_fault_proxy_sits_between_a_service_and_its_engines(home: Home, mercato,
     routes = st["fault_proxy"]["routes"]
     assert set(routes) == {"fake->postgres", "fake->nats"}
     assert routes["fake->postgres"]["upstream"].endswith(f":{home.ports().postgres}")
-    env = psutil.Process(proc(home, "fake-1")["pid"]).environ()
+    env = own_env(home, "fake-1")
     assert f"@127.0.0.1:{routes['fake->postgres']['port']}/" in env["FAKE_DATABASE_URL"]
     assert env["FAKE_NATS_URL"] == f"nats://127.0.0.1:{routes['fake->nats']['port']}"
     # The fake checked its database before answering ready: through the proxy.
@@ -210,5 +220,5 @@ def test_without_the_flag_services_reach_the_engines_directly(home: Home, mercat
     assert res.returncode == 0, res.stdout + res.stderr
     st = state(home)
     assert "fault_proxy" not in st and st["options"]["fault_proxy"] is False
-    env = psutil.Process(proc(home, "fake-1")["pid"]).environ()
+    env = own_env(home, "fake-1")
     assert f":{home.ports().postgres}/" in env["FAKE_DATABASE_URL"]

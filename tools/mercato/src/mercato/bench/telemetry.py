@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,29 +106,38 @@ def one_run(home: Path, telemetry: bool, rate: float, duration: float,
     return out
 
 
+def alternating_runs(name: str, rounds: int,
+                     run: Callable[[Path, bool], dict[str, Any]]) -> list[dict[str, Any]]:
+    """``run(home, flag)`` for flag False then True, True then False, ... ``rounds`` times,
+    each on a fresh platform in a scratch home of its flag's (so a noisy minute of the
+    machine hits both); every platform stopped and its home removed at the end."""
+    root = Path(tempfile.mkdtemp(prefix=f"mercato-bench-{name}-"))
+    homes = {True: root / "on", False: root / "off"}
+    runs: list[dict[str, Any]] = []
+    try:
+        for i in range(rounds):
+            for flag in ((False, True) if i % 2 == 0 else (True, False)):
+                runs.append(run(homes[flag], flag))
+    finally:
+        for h in homes.values():
+            if h.exists():
+                _mercato(h, "down")
+        shutil.rmtree(root, ignore_errors=True)
+    return runs
+
+
 def run_telemetry_bench(rate: float, duration: float, rounds: int,
                         report_file: Path | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
     console = Console(highlight=False)
-    root = Path(tempfile.mkdtemp(prefix="mercato-bench-telemetry-"))
-    homes = {True: root / "on", False: root / "off"}
-    runs: list[dict[str, Any]] = []
     try:
-        for i in range(rounds):
-            order = (False, True) if i % 2 == 0 else (True, False)
-            for telemetry in order:
-                runs.append(one_run(homes[telemetry], telemetry, rate, duration,
-                                    console.print))
+        runs = alternating_runs("telemetry", rounds, lambda home, telemetry: one_run(
+            home, telemetry, rate, duration, console.print))
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         console.print(f"[red]bench telemetry:[/] {exc}")
         return 2
-    finally:
-        for h in homes.values():
-            if h.exists():
-                _mercato(h, "down")
-        shutil.rmtree(root, ignore_errors=True)
     on = [r["cpu_ms_per_order"] for r in runs if r["telemetry"]]
     off = [r["cpu_ms_per_order"] for r in runs if not r["telemetry"]]
     ratio = statistics.median(on) / statistics.median(off)

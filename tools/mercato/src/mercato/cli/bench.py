@@ -144,6 +144,28 @@ def bench_telemetry(
                                          report or default_reports_dir() / "telemetry.json"))
 
 
+@bench_app.command("memory")
+def bench_memory(
+    rounds: Annotated[int, typer.Option(help="Alternating rounds (one platform with the "
+                                              "zygote, one without, each).", min=1)] = 2,
+    settle: Annotated[float, typer.Option(help="Seconds idle before measuring.",
+                                          min=0)] = 20.0,
+    load: Annotated[float, typer.Option(help="Seconds of orders (5/s) before the second "
+                                             "measurement; 0 skips it.", min=0)] = 15.0,
+    report: Annotated[Path | None, typer.Option(
+        help="JSON report file (default bench/reports/memory.json).",
+        show_default=False)] = None,
+) -> None:
+    """The whole platform's memory (PSS: shared pages once) with the Python services forked
+    from one preloaded interpreter against each started apart, on fresh platforms of their
+    own; prints both, the ratio and issue 17's idle target (1.2 GB)."""
+    from mercato.bench.gateway import default_reports_dir
+    from mercato.bench.memory import run_memory_bench
+
+    raise typer.Exit(run_memory_bench(rounds, settle, load,
+                                      report or default_reports_dir() / "memory.json"))
+
+
 @bench_app.command("events")
 def bench_events(
     events: Annotated[int, typer.Option(help="Events per throughput round.")] = 20_000,

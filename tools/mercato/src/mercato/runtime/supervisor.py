@@ -66,6 +66,8 @@ from mercato.runtime.telemetry import (
     parse_sampling,
     prometheus_password,
 )
+from mercato.runtime.zygote import Forked, Zygote, ZygoteGone, module_of
+from mercato.runtime.zygote import enabled as zygote_enabled
 
 # Units on hand the demo catalog's products get on a new home (``stock_demo_catalog``).
 DEMO_STOCK_ON_HAND = 100
@@ -81,6 +83,8 @@ STARTUP_EXIT_LIMIT = 3
 # is broken rather than unlucky (a full disk, a port taken) and backs off like the rest.
 QUICK_RESTARTS = 5
 QUICK_RESTART_DELAY_S = 0.1
+# The zygote is started again after it died, up to this many failed starts in all.
+ZYGOTE_START_ATTEMPTS = 3
 
 # Liveness: probed every LIVENESS_INTERVAL_S once a child is ready; failing without a break
 # for the timeout gets it killed. The default leaves room for a stop-the-world pause under
@@ -106,6 +110,10 @@ def emit(level: int, event: str, **fields: Any) -> None:
     # JSON lines through chassis.logging, like the services, so `mercato logs` merges them
     # (the gateway control plane, running in this process, logs the same way).
     log.log(level, event, **fields)
+
+
+# A supervised process: spawned apart, or forked by the zygote.
+Proc = asyncio.subprocess.Process | Forked
 
 
 class StartupError(Exception):
@@ -151,7 +159,7 @@ class Child:
     ever_ready: bool = False
     exits_before_ready: int = 0
     stop_requested: bool = False
-    proc: asyncio.subprocess.Process | None = None
+    proc: Proc | None = None
     task: asyncio.Task[None] | None = None
     # Set by the watcher before it kills a hung child: (cause, detail) of that kill.
     kill_reason: tuple[str, str] | None = None
@@ -207,6 +215,10 @@ class Supervisor:
         self.edge: EdgeWiring | None = None
         self.base_env = {**os.environ, ENV_MARK: str(home.root), "PYTHONUNBUFFERED": "1"}
         self.cwd = str(repo_root())
+        # The Python services' shared interpreter image (runtime/zygote.py, ADR 0033).
+        self.zygote: Zygote | None = None
+        self._zygote_lock = asyncio.Lock()
+        self._zygote_failures = 0
         self._logs: list[IO[bytes]] = []
         self.releases = Releases(self)
 
@@ -315,7 +327,7 @@ class Supervisor:
         c.task = asyncio.create_task(self._run_child(c), name=f"child-{spec.name}")
         return c
 
-    async def _spawn(self, c: Child, logfh: IO[bytes]) -> asyncio.subprocess.Process:
+    async def _spawn(self, c: Child, logfh: IO[bytes]) -> Proc:
         spec = c.spec
         c.port = spec.port()
         kwargs = {"start_new_session": True, "preexec_fn": deathsig_preexec(),
@@ -324,9 +336,40 @@ class Supervisor:
         if "env" in spec.popen_kwargs:
             kwargs["env"] = {**spec.popen_kwargs["env"], ENV_MARK: str(self.home.root)}
         kwargs.pop("stdin", None)
+        argv = spec.argv(c.port)
+        if module_of(argv) is not None and set(spec.popen_kwargs) <= {"env"}:
+            zygote = await self._zygote()
+            if zygote is not None and zygote.can_run(kwargs["env"]):
+                try:
+                    return await zygote.spawn(argv, kwargs["env"], self.cwd, logfh.fileno())
+                except ZygoteGone:
+                    pass  # spawned apart below; the next spawn starts a new zygote
         return await asyncio.create_subprocess_exec(
-            *spec.argv(c.port), stdin=subprocess.DEVNULL, stdout=logfh,
-            stderr=subprocess.STDOUT, **kwargs)
+            *argv, stdin=subprocess.DEVNULL, stdout=logfh, stderr=subprocess.STDOUT, **kwargs)
+
+    async def _zygote(self) -> Zygote | None:
+        """The running zygote, started on first use or after it died; None when off or it
+        cannot start (the children are then spawned apart, as before)."""
+        if not zygote_enabled(self.base_env):
+            return None
+        async with self._zygote_lock:
+            if self.zygote is not None and self.zygote.alive:
+                return self.zygote
+            if self._zygote_failures >= ZYGOTE_START_ATTEMPTS:
+                return None
+            logfh = open(self.home.log_file("zygote"), "ab")  # noqa: ASYNC230 - lives on
+            self._logs.append(logfh)
+            zygote = Zygote()
+            try:
+                await zygote.start(self.base_env, self.cwd, logfh.fileno())
+            except (ZygoteGone, OSError) as exc:
+                self._zygote_failures += 1
+                emit(logging.WARNING, "zygote_failed", error=str(exc),
+                     attempts=self._zygote_failures)
+                return None
+            emit(logging.INFO, "zygote_started", pid=zygote.pid)
+            self.zygote = zygote
+            return zygote
 
     async def _run_child(self, c: Child) -> None:
         logfh = open(c.log_path, "ab")  # noqa: ASYNC230 - lives as long as the child
@@ -380,12 +423,12 @@ class Supervisor:
         c.state = "stopped"
         self.write_state()
 
-    async def _watch(self, c: Child, proc: asyncio.subprocess.Process) -> None:
+    async def _watch(self, c: Child, proc: Proc) -> None:
         """Until this run of the child ends: wait for it to be ready, then for it to hang."""
         if await self._watch_ready(c, proc) and c.spec.live is not None:
             await self._watch_live(c, proc)
 
-    async def _watch_ready(self, c: Child, proc: asyncio.subprocess.Process) -> bool:
+    async def _watch_ready(self, c: Child, proc: Proc) -> bool:
         delay = 0.05
         started = time.monotonic()
         while True:
@@ -410,7 +453,7 @@ class Supervisor:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.25)
 
-    async def _watch_live(self, c: Child, proc: asyncio.subprocess.Process) -> None:
+    async def _watch_live(self, c: Child, proc: Proc) -> None:
         """Probe every LIVENESS_INTERVAL_S; kill the child once it failed for the timeout."""
         assert c.spec.live is not None
         failing_since: float | None = None
@@ -441,7 +484,7 @@ class Supervisor:
                                 f"{self.liveness_timeout:g} s, {LIVENESS_TIMEOUT_ENV})")
                 return
 
-    def _kill_hung(self, c: Child, proc: asyncio.subprocess.Process, cause: str,
+    def _kill_hung(self, c: Child, proc: Proc, cause: str,
                    detail: str) -> None:
         """SIGKILL the child's whole process group: a hung process may not read SIGTERM (a
         stopped one cannot), and helpers it started must not outlive it. Its exit then
@@ -920,6 +963,8 @@ class Supervisor:
         await asyncio.to_thread(self.pg.pg_ctl_stop)
         if self.http is not None:
             await self.http.close()
+        if self.zygote is not None:
+            await self.zygote.close()
         for fh in self._logs:
             fh.close()
         self.phase = "failed" if failed else "stopped"
