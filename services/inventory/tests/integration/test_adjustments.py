@@ -84,6 +84,16 @@ def test_units_reserved_never_leave_and_a_refusal_is_kept(client: TestClient,
     assert_problem(client.get("/api/inventory/stock/LG-000009"), 404)
 
 
+def test_an_adjustment_above_the_bound_is_422_and_writes_nothing(client: TestClient) -> None:
+    client.put("/api/inventory/stock/LG-000001", json={"on_hand": 1_000_000_000},
+               headers=ADMIN)
+    sync = caller("sync", SYNC_KEY)
+    assert_problem(client.post(URL, json={"id": "big", "delta": 1}, headers=sync), 422)
+    assert stock(client)["on_hand"] == 1_000_000_000
+    ok = client.post(URL, json={"id": "big", "delta": -1}, headers=sync)  # never recorded
+    assert ok.status_code == 200 and ok.json()["on_hand"] == 999_999_999
+
+
 def test_only_the_sync_may_adjust(client: TestClient) -> None:
     body = {"id": "t-1", "delta": 5}
     assert_problem(client.post(URL, json=body, headers=ADMIN), 403)

@@ -446,3 +446,23 @@ def test_6_products_born_in_the_services_stay_out_of_the_split(split: Split) -> 
     assert "SPLIT-OURS" in in_split and "SPLIT-THEIRS" not in in_split
     assert "SPLIT-LOWER" in in_split and not any(" " in sku for sku in in_split)
     split.conserved()
+
+
+def test_7_a_transfer_the_inventory_refuses_is_reverted_once_not_every_pass(
+        split: Split) -> None:
+    pid, sku = split.product("SPLIT-FULL", 10), "SPLIT-FULL"
+    # The inventory holds as many units as it may: a credit of more is refused (422).
+    sql(split.inventory_db, "INSERT INTO stock (sku, on_hand) VALUES ($1, 1000000000)", sku)
+    split.share(100)
+    split.start()
+    wait_for("a refused transfer", lambda: sql(
+        split.legacy_db, "SELECT count(*) FROM legacy_stock_transfers WHERE sku = $1 "
+        "AND state = 'reverted'", sku)[0][0] >= 1)
+    for _ in range(3):
+        split.quiet()  # passes go by
+    split.stop()
+    rows = sql(split.legacy_db, "SELECT state FROM legacy_stock_transfers WHERE sku = $1", sku)
+    assert [r[0] for r in rows] == ["reverted"]
+    assert split.legacy_units(pid) == 10  # the debit was given back with the revert
+    units = {u.sku: u for u in split.conserved()}
+    assert units[sku].started == 10 + 1_000_000_000 and units[sku].in_flight == 0

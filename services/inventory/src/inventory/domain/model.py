@@ -33,6 +33,9 @@ RELEASED_BEFORE_RESERVE = "released_before_reserve"
 RESERVATION_RELEASED = "reservation_released"
 
 
+MAX_UNITS = 1_000_000_000  # on hand never above this (the API's bound on a stock count)
+
+
 class InventoryError(ValueError):
     """A rule of the inventory was broken."""
 
@@ -104,6 +107,9 @@ class Stock:
         if delta < 0 and -delta > self.available:
             raise BelowReserved(f"{self.sku}: {-delta} units wanted out, {self.available} "
                                 f"free ({self.reserved} reserved)")
+        if self.on_hand + delta > MAX_UNITS:
+            raise InventoryError(f"{self.sku}: {self.on_hand} on hand + {delta} is above "
+                                 f"{MAX_UNITS}")
         self.on_hand += delta
 
     def _check(self) -> None:

@@ -316,6 +316,8 @@ async def adjust_stock(uow: UnitOfWork, sku: str, adjustment_id: str, delta: int
             await uow.commit()
             raise Conflict(str(exc), title="Not enough free units",
                            available=current.available) from exc
+        except InventoryError as exc:
+            raise Unprocessable(str(exc)) from exc
         await repo.save_stock([current])
         await repo.add_adjustment(adjustment_id, sku, delta, "applied", current)
         await _announce_low(uow.session, before, [current], policy, causation_id=None)

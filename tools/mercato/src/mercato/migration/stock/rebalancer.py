@@ -16,6 +16,10 @@ from mercato.migration.stock.transfers import Transfers
 log = structlog.get_logger("mercato.migration.stock")
 
 BATCH = 100
+# A product whose transfer the inventory refused for good (reverted) is left alone this
+# long, so a refusal that will not change (a bound, a SKU it cannot take) is not retried
+# every pass, each time with a debit and a credit back.
+REVERT_BACKOFF_S = 60.0
 PRODUCTS_CODE = ids.TABLES["products"]
 # The SKU as the catalog keeps it (trimmed, upper-cased: catalog.domain.model), which the
 # inventory and the saga use; a SKU the catalog cannot take is never sold by the services,
@@ -82,6 +86,10 @@ async def rebalance(pool: asyncpg.Pool, inventory: Inventory, transfers: Transfe
     while (n := await adopt(pool, inventory)) > 0:
         done.adopted += n
     after = 0
+    async with pool.acquire() as conn:
+        resting = {r[0] for r in await conn.fetch(
+            "SELECT DISTINCT product_id FROM legacy_stock_transfers WHERE state = 'reverted' "
+            "AND updated_at > now() - make_interval(secs => $1)", REVERT_BACKOFF_S)}
     while True:
         async with pool.acquire() as conn:
             rows = await conn.fetch(
@@ -94,6 +102,11 @@ async def rebalance(pool: asyncpg.Pool, inventory: Inventory, transfers: Transfe
         levels = await inventory.levels([r["sku"] for r in rows])
         for r in rows:
             level = levels.get(r["sku"], Level(0, 0))
+            if r["product_id"] in resting:
+                done.units["legacy"] += r["on_hand"]
+                done.units["services"] += level.on_hand
+                done.units["services_reserved"] += level.reserved
+                continue
             move = plan(r["on_hand"], max(0, level.free), percent, floor).to_services
             t = None
             if move > 0:
