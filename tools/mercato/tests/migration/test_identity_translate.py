@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
+import httpx2 as httpx
 from acl_standins import serve
 from aiohttp import web
 from chassis.registry_keys import new_key_pair
@@ -221,13 +221,14 @@ async def _get_me(signer: Any, standins: Standins, token: str = "legacy-session"
                   ) -> tuple[int, Any]:
     async with serve(standins.legacy()) as lurl, serve(standins.identity()) as iurl:
         acl = Acl(legacy_url=lurl, services_url=iurl, signer=signer)
-        async with serve(acl.app()) as url, aiohttp.ClientSession() as http:
-            async with http.get(url + "/shop/me", headers={
-                    "mercato-primary": "services", "mercato-capability": "identity",
-                    "authorization": f"Bearer {token}",
-                    "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-            }) as resp:
-                return resp.status, await resp.json(content_type=None)
+        # Not an aiohttp client: where an earlier test of the session instrumented aiohttp,
+        # it would write its own trace over the one this client sends.
+        async with serve(acl.app()) as url, httpx.AsyncClient() as http:
+            resp = await http.get(url + "/shop/me", headers={
+                "mercato-primary": "services", "mercato-capability": "identity",
+                "authorization": f"Bearer {token}",
+                "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+            return resp.status_code, (resp.json() if resp.content else None)
 
 
 async def test_the_exchange_is_signed_and_the_trace_goes_along() -> None:

@@ -105,6 +105,9 @@ COMMANDABLE_KINDS = ("service", "simulator", "console", "gateway")
 
 log = structlog.get_logger("mercato.supervisor")
 
+# `python -m identity register-client` answering 1 (a database error) is asked again.
+REGISTRATION_ATTEMPTS = 3
+
 
 def emit(level: int, event: str, **fields: Any) -> None:
     # JSON lines through chassis.logging, like the services, so `mercato logs` merges them
@@ -791,24 +794,33 @@ class Supervisor:
         env = {**self.base_env, "IDENTITY_DATABASE_URL": self.db_urls["identity"],
                "IDENTITY_NATS_URL": self.nats.url, "IDENTITY_ENVIRONMENT": "development",
                "IDENTITY_INSTANCE_ID": "identity-register-client"}
-        proc = await asyncio.create_subprocess_exec(
-            *register_storefront_client_argv(sys.executable, self.ports.edge),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env, cwd=str(repo_root()))
-        try:
-            out, err = await proc.communicate((secret + "\n").encode())
-        except asyncio.CancelledError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            raise
-        if proc.returncode != 0:
+        for attempt in range(1, REGISTRATION_ATTEMPTS + 1):
+            proc = await asyncio.create_subprocess_exec(
+                *register_storefront_client_argv(sys.executable, self.ports.edge),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=env, cwd=str(repo_root()))
+            try:
+                out, err = await proc.communicate((secret + "\n").encode())
+            except asyncio.CancelledError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                raise
+            if proc.returncode == 0:
+                emit(logging.INFO, "oauth_client_registered", client="storefront",
+                     outcome=out.decode(errors="replace").strip(), attempt=attempt)
+                return
             message = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            self.fail(f"registering the storefront's OAuth client failed: {message[0]}",
-                      "identity")
-            return
-        emit(logging.INFO, "oauth_client_registered", client="storefront",
-             outcome=out.decode(errors="replace").strip())
+            # Exit 1 is the database's answer, not the registration's: once, on a fresh
+            # database while identity's first instance was starting beside it, a transaction
+            # came back aborted. The command is idempotent, so it is asked again; exit 2 (a
+            # bad registration) would only fail the same way.
+            if proc.returncode != 1 or attempt == REGISTRATION_ATTEMPTS:
+                break
+            emit(logging.WARNING, "oauth_client_registration_retried", client="storefront",
+                 attempt=attempt, error=message[0])
+            await asyncio.sleep(0.5 * attempt)
+        self.fail(f"registering the storefront's OAuth client failed: {message[0]}", "identity")
     def _console_spec(self, telemetry: Telemetry) -> Spec:
         url = f"http://127.0.0.1:{self.ports.console}/health"
         return Spec(name="console", kind="console",
