@@ -134,3 +134,24 @@ def test_category_under_a_chosen_id(client: TestClient) -> None:
                               json={"slug": "kitchen", "name": "Kitchen"}, headers=caller("sync", SYNC_KEY)), 409)
     names = {c["slug"]: c["name"] for c in client.get("/api/catalog/categories").json()["items"]}
     assert names["garden"] == "Garden & patio"
+
+
+async def test_the_same_category_stated_at_once_is_one_category(fresh_database: str) -> None:
+    """The migration sync's backfill and its follower may state one monolith category at the
+    same moment: each finds none and inserts, the later insert meets the earlier's slug. That
+    is the same category, not a conflict."""
+    from catalog.service_layer.handlers import record_category
+    from chassis.db import Database
+
+    await asyncio.to_thread(upgrade_to_head, MIGRATIONS_DIR, fresh_database)
+    db = Database(fresh_database, pool_size=8)
+    try:
+        for round_ in range(5):
+            cid = uuid.uuid4()
+            got = await asyncio.gather(*(
+                record_category(db.unit_of_work(), cid, f"books-{round_}", "Books & paper")
+                for _ in range(8)), return_exceptions=True)
+            assert [g for g in got if isinstance(g, BaseException)] == []
+            assert {g.id for g in got} == {cid}  # type: ignore[union-attr]
+    finally:
+        await db.dispose()

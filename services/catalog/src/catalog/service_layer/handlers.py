@@ -215,15 +215,20 @@ async def record_category(uow: UnitOfWork, category_id: uuid.UUID, slug: str,
     async with uow:
         repo = CatalogRepository(uow.session)
         current = await repo.category(category_id)
-        if current is not None:
-            if current.slug != wanted.slug:
-                raise Conflict(f"category {category_id} is '{current.slug}'; a slug never "
-                               "changes")
-            if current.name != wanted.name:
-                await repo.rename_category(wanted)
+        if current is None:
+            if await repo.add_category(wanted):
                 await uow.commit()
-            return wanted
-        if not await repo.add_category(wanted):
-            raise Conflict(f"category '{slug}' exists already under another id")
-        await uow.commit()
+                return wanted
+            # The slug is taken. By another id, or by this one: two statements of the same
+            # category at once (the sync's backfill and its follower) both found none, and
+            # the second insert waited for the first's commit. Read again to tell.
+            current = await repo.category(category_id)
+            if current is None:
+                raise Conflict(f"category '{slug}' exists already under another id")
+        if current.slug != wanted.slug:
+            raise Conflict(f"category {category_id} is '{current.slug}'; a slug never "
+                           "changes")
+        if current.name != wanted.name:
+            await repo.rename_category(wanted)
+            await uow.commit()
     return wanted
