@@ -422,10 +422,12 @@ def check_out(c: httpx.Client, buyer: Buyer, key: str,
     return r
 
 
-def stocked_products(p: Platform, n: int) -> list[tuple[int, str]]:
-    """``n`` of the monolith's products, each given 100 units (a back-office receipt)."""
+def stocked_products(p: Platform, n: int, skip: int = 0) -> list[tuple[int, str]]:
+    """``n`` of the monolith's products (after the newest ``skip``), each given 100 units (a
+    back-office receipt)."""
     rows = legacy_sql(p, "SELECT p.id, p.sku FROM products p JOIN stock s ON "
-                         "s.product_id = p.id WHERE p.active ORDER BY p.id DESC LIMIT $1", n)
+                         "s.product_id = p.id WHERE p.active ORDER BY p.id DESC "
+                         "LIMIT $1 OFFSET $2", n, skip)
     legacy_sql(p, "UPDATE stock SET on_hand = 100 WHERE product_id = ANY($1::bigint[])",
                [r["id"] for r in rows])
     return [(r["id"], r["sku"]) for r in rows]
@@ -483,11 +485,14 @@ def test_6_identity_and_cart_move_and_signed_in_customers_keep_both(
 
 
 def test_7_checkout_at_half_sells_one_stock_from_both_sides(platform: Platform) -> None:
-    (scarce, scarce_sku), = stocked_products(platform, 1)
+    # Not the product in the buyers' carts (step 6), which they check out first.
+    (scarce, scarce_sku), = stocked_products(platform, 1, skip=1)
     legacy_sql(platform, "UPDATE stock SET on_hand = 6 WHERE product_id = $1", scarce)
     with Traffic(platform, TRAFFIC[0]) as traffic, platform.client() as c:
         migrate(platform, "shift", "history", "--percent", "100")
-        migrate(platform, "shift", "checkout", "--percent", "50")
+        shifted = migrate(platform, "shift", "checkout", "--percent", "50")
+        # The step returns once the stock split has given each side its part at 50 %.
+        assert "stock split at 50 %" in shifted.stdout, shifted.stdout
         # The split gives the services their share of the scarce product's units.
         wait_until(lambda: c.get(f"/api/inventory/stock/{scarce_sku}").status_code == 200
                    and c.get(f"/api/inventory/stock/{scarce_sku}").json()["on_hand"] >= 1,
@@ -540,9 +545,12 @@ def test_8_checkout_rolled_back_then_forward_and_each_history_shows_both_sides(
     with Traffic(platform, TRAFFIC[0]) as traffic, platform.client() as c:
         for step, (percent, side) in enumerate(((0, "legacy"), (100, "services"))):
             if percent == 0:
-                migrate(platform, "rollback", "checkout")
+                stepped = migrate(platform, "rollback", "checkout")
             else:
-                migrate(platform, "shift", "checkout", "--percent", str(percent))
+                stepped = migrate(platform, "shift", "checkout", "--percent", str(percent))
+            # Returned once the stock split is at the new share: the first checkouts on the
+            # side now serving find its units.
+            assert f"stock split at {percent} %" in stepped.stdout, stepped.stdout
             for i, buyer in enumerate(BUYERS):
                 r = c.put(f"/shop/cart/lines/{product}", headers=buyer.headers,
                           json={"quantity": 2})

@@ -12,6 +12,7 @@ from rich.table import Table
 from mercato.cli.common import HomeOpt, err, fail, home_of, out
 from mercato.migration.capabilities import NAMES, UnknownCapability
 from mercato.migration.commands import (
+    STOCK_SPLIT_TIMEOUT_S,
     MigrateError,
     Step,
     acl_mismatches,
@@ -54,6 +55,19 @@ def _report(step: Step, what: str) -> None:
     else:
         fail("the edge has not applied the change within 10 s",
              "check `mercato status` (the control plane) and `mercato logs supervisor`")
+    if isinstance(step.stock, dict):
+        units = step.stock.get("units") or {}
+        moved = step.stock.get("moved") or {}
+        out.print(f"[green]stock split at {share.percent} %[/]: the monolith holds "
+                  f"{units.get('legacy', 0)} units, the services "
+                  f"{units.get('services', 0)} ({units.get('services_reserved', 0)} reserved);"
+                  f" moved now: {moved.get('to_services', 0)} to the services, "
+                  f"{moved.get('to_legacy', 0)} to the monolith")
+    elif step.stock is False:
+        fail(f"the stock split has not moved the units to {share.percent} % within "
+             f"{STOCK_SPLIT_TIMEOUT_S:.0f} s; the edge serves the new share already, and a "
+             "side may answer out of stock until it does",
+             "`mercato migrate status` shows the split; `mercato logs stock` says why")
 
 
 def _run(fn, *args):  # type: ignore[no-untyped-def]

@@ -205,6 +205,15 @@ class Step:
     share: flagfile.Share
     verdict: Verdict
     applied: bool | None  # None: no platform running (applied at its next start)
+    # Checkout only, with the stock split running: the split's pass at the new share (the
+    # units each side owns, as in its status), False if none came in time, None otherwise.
+    stock: dict[str, Any] | bool | None = None
+
+
+# The capability whose share the stock split follows (ADR 0034), and how long a step of it
+# waits for the split's pass at the new share.
+STOCK_SPLIT_CAPABILITY = "checkout"
+STOCK_SPLIT_TIMEOUT_S = 15.0
 
 
 def _flags_path(home: Home) -> Path:
@@ -221,12 +230,16 @@ def _current(home: Home, cap: Capability) -> flagfile.Share:
 
 def _apply(home: Home, cap: Capability, changes: dict[str, Any], verdict: Verdict,
            p: Platform, counters: Counters | None) -> Step:
+    since = time.time()
     written = flagfile.write_flags(_flags_path(home), {flagfile.key(cap.name, k): v
                                                        for k, v in changes.items()})
     share = flagfile.shares(written)[cap.name]
     _record_step(home, cap, counters)
     applied = _wait_applied(p, share) if p.running else None
-    return Step(cap.name, share, verdict, applied)
+    stock = None
+    if applied and cap.name == STOCK_SPLIT_CAPABILITY and stock_split(p) is not None:
+        stock = _wait_stock_split(p, share.percent, since)
+    return Step(cap.name, share, verdict, applied, stock)
 
 
 def _wait_applied(p: Platform, share: flagfile.Share) -> bool:
@@ -239,6 +252,23 @@ def _wait_applied(p: Platform, share: flagfile.Share) -> bool:
                 return True
         except (OSError, ValueError, KeyError):
             pass
+        time.sleep(0.1)
+    return False
+
+
+def _wait_stock_split(p: Platform, percent: int, since: float) -> dict[str, Any] | bool:
+    """Waits for the stock split's first pass begun after the flag was written: once it has
+    run, each side owns its part of the units at the new share, and a checkout the edge now
+    sends to a side finds the units that side should have. The pass after a share's change
+    usually comes within a second; without it the edge serves the new share on the old
+    split, and a side may answer out of stock meanwhile."""
+    deadline = time.monotonic() + STOCK_SPLIT_TIMEOUT_S
+    while time.monotonic() < deadline:
+        doc = stock_split(p) or {}
+        last = doc.get("last_pass") or {}
+        if last.get("percent") == percent and float(last.get("started_at", 0)) >= since \
+                and "error" not in last:
+            return dict(last)
         time.sleep(0.1)
     return False
 

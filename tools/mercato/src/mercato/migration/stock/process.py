@@ -157,7 +157,7 @@ class Runner:
     async def loop(self) -> None:
         failures = 0
         while True:
-            started = time.monotonic()
+            started, started_at = time.monotonic(), time.time()
             try:
                 percent = self.percent()
                 done = await rebalance(self.pool, self.inventory, self.transfers, percent,
@@ -169,7 +169,8 @@ class Runner:
                     self.metrics.moved.labels(direction).inc(units)
                 for side, units in done.units.items():
                     self.metrics.units.labels(side).set(units)
-                self.last = {"at": time.time(), "percent": percent, "finished": done.finished,
+                self.last = {"at": time.time(), "started_at": started_at,
+                             "percent": percent, "finished": done.finished,
                              "adopted": done.adopted, "moved": done.moved,
                              "failed": done.failed, "units": done.units,
                              "took_s": round(time.monotonic() - started, 3)}
