@@ -185,6 +185,33 @@ async def login(session: Any, edge: str, email: str, password: str) -> str:
     return str(doc["access_token"])
 
 
+def beside_the_monolith(home: Path) -> bool:
+    """Whether the platform runs the monolith's data sync (``mercato up --with legacy``)."""
+    try:
+        state = json.loads((home / "run" / "state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return "sync" in (state.get("urls") or {})
+
+
+async def own_products(session: Any, edge: str, admin: dict[str, str], tag: str,
+                       n: int) -> list[dict[str, Any]]:
+    """Products of the bench's own, born in the catalog, as the legacy side's bench makes its
+    own in the monolith. Beside the monolith the catalog holds the monolith's products (no
+    demo catalog) and their stock is split between the two sides (ADR 0034): setting it
+    with the inventory's admin PUT would break the split's ledger, while a product born in
+    the catalog is outside the split, its units the inventory's alone."""
+    slug = f"bench-{tag}"
+    await fetch_json(session, "POST", f"{edge}/api/catalog/categories", expect=(201,),
+                     headers=admin, json={"slug": slug, "name": f"Bench {tag}"})
+    return [await fetch_json(session, "POST", f"{edge}/api/catalog/products", expect=(201,),
+                             headers=admin, json={
+                                 "sku": f"BENCH-{tag}-{i}", "name": f"Bench product {i}",
+                                 "category": slug,
+                                 "price": {"amount": f"{10000 + 500 * i}", "currency": "KRW"}})
+            for i in range(n)]
+
+
 async def prepare_shop(session: Any, home: Path, edge: str, *, customers: int, products: int,
                        orders: int, say: Callable[[str], None]) -> Shop:
     tag = uuid.uuid4().hex[:10]
@@ -192,9 +219,12 @@ async def prepare_shop(session: Any, home: Path, edge: str, *, customers: int, p
     admin_email, admin_password = f"bench-admin-{tag}@example.com", uuid.uuid4().hex
     await asyncio.to_thread(create_admin, home, admin_email, admin_password)
     admin = bearer(await login(session, edge, admin_email, admin_password))
-    page = await fetch_json(session, "GET", f"{edge}/api/catalog/products",
-                       params={"page_size": str(max(products, 1))})
-    chosen = [p for p in page["items"] if p.get("status", "active") == "active"][:products]
+    if beside_the_monolith(home):
+        chosen = await own_products(session, edge, admin, tag, products)
+    else:
+        page = await fetch_json(session, "GET", f"{edge}/api/catalog/products",
+                                params={"page_size": str(max(products, 1))})
+        chosen = [p for p in page["items"] if p.get("status", "active") == "active"][:products]
     if not chosen:
         raise BenchError("the catalog has no active product: is the catalog seeded?")
     per_product = orders // len(chosen) + 10
