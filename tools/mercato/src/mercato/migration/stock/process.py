@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -31,18 +29,16 @@ from urllib.parse import urlsplit
 import asyncpg
 import structlog
 from aiohttp import web
-from chassis.discovery import Resolver, is_service_name
-from chassis.registry import RegistryClient
-from chassis.registry_keys import TrustedKeys
+from chassis.discovery import is_service_name
 from chassis.service_identity import CallerSigner
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client import exposition as prom_exposition
 
 from mercato.migration.flags import read_flags, shares
 from mercato.migration.stock.inventory import CALLER, Inventory
 from mercato.migration.stock.rebalancer import rebalance
 from mercato.migration.stock.split import DEFAULT_FLOOR
 from mercato.migration.stock.transfers import Transfers
+from mercato.migration.worker import Worker, backoff, connect_retrying, run_until_signalled
 
 log = structlog.get_logger("mercato.migration.stock")
 
@@ -86,22 +82,15 @@ class Metrics:
                              "The checkout share of the last pass", registry=self.registry)
 
 
-class Runner:
+class Runner(Worker):
     def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__()
         self.args = args
         self.metrics = Metrics()
-        self.stop = asyncio.Event()
-        self.ready = False
-        self.nc: Any = None
-        self.resolver: Resolver | None = None
-        self.registry: RegistryClient | None = None
         self.last: dict[str, Any] = {}
 
     async def inventory_url(self) -> str:
-        url = self.args.inventory_url.rstrip("/")
-        if self.resolver is None:
-            return url
-        return (await self.resolver.resolve_url(url)).rstrip("/")
+        return await self.resolve(self.args.inventory_url)
 
     def percent(self) -> int:
         return shares(read_flags(Path(self.args.flags)))[CAPABILITY].percent
@@ -114,14 +103,14 @@ class Runner:
         runner = web.AppRunner(self.http_app(), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", args.port).start()
-        holder = await _connect_retrying(dsn, self.stop)
+        holder = await connect_retrying(dsn, self.stop, "stock_split_waiting_for_legacy_db")
         if holder is None:
             return
         await holder.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
         self.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3)
         self.transfers = Transfers(self.pool, self.inventory, step_pause_s=args.step_pause_s)
         if is_service_name(urlsplit(args.inventory_url).hostname or ""):
-            await self._discover()
+            await self.connect_broker(args.nats_url, "stock-split", [args.inventory_url])
         self.ready = True
         log.info("stock_split_started", port=args.port, inventory=args.inventory_url)
         loop = asyncio.create_task(self.loop())
@@ -129,30 +118,11 @@ class Runner:
         loop.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await loop
-        if self.resolver is not None:
-            await self.resolver.close()
-        if self.nc is not None:
-            with contextlib.suppress(Exception):
-                await self.nc.close()
+        await self.close_broker()
         await self.inventory.close()
         await self.pool.close()
         await holder.close()
         await runner.cleanup()
-
-    async def _discover(self) -> None:
-        import nats
-
-        options: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5,
-                                   "name": "stock-split"}
-        if seed := os.environ.get("SYNC_NATS_NKEY_SEED"):
-            options["nkeys_seed_str"] = seed
-        if prefix := os.environ.get("SYNC_NATS_INBOX_PREFIX"):
-            options["inbox_prefix"] = prefix
-        self.nc = await nats.connect(self.args.nats_url, **options)
-        trusted = json.loads(os.environ.get("SYNC_REGISTRY_TRUSTED_KEYS") or "{}")
-        self.registry = RegistryClient(self.nc, trusted=TrustedKeys(trusted)
-                                       if trusted else None)
-        self.resolver = Resolver(lambda: self.registry)
 
     async def loop(self) -> None:
         failures = 0
@@ -182,21 +152,10 @@ class Runner:
                 self.metrics.passes.labels("failed").inc()
                 self.last = {**self.last, "error": f"{type(exc).__name__}: {exc}"}
                 log.warning("stock_split_retry", error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
+                await asyncio.sleep(backoff(failures))
 
     def http_app(self) -> web.Application:
-        app = web.Application()
-
-        async def live(_: web.Request) -> web.Response:
-            return web.json_response({"status": "ok"})
-
-        async def ready(_: web.Request) -> web.Response:
-            return web.json_response({"status": "ok" if self.ready else "starting"},
-                                     status=200 if self.ready else 503)
-
-        async def metrics(_: web.Request) -> web.Response:
-            return web.Response(body=generate_latest(self.metrics.registry),
-                                headers={"Content-Type": prom_exposition.CONTENT_TYPE_LATEST})
+        app = self.health_app(lambda: generate_latest(self.metrics.registry))
 
         async def split_status(_: web.Request) -> web.Response:
             if not self.ready:
@@ -205,23 +164,8 @@ class Runner:
                 doc = await status(conn)
             return web.json_response({"ready": True, **doc, "last_pass": self.last})
 
-        app.router.add_get("/health/live", live)
-        app.router.add_get("/health/ready", ready)
-        app.router.add_get("/metrics", metrics)
         app.router.add_get("/stock/status", split_status)
         return app
-
-
-async def _connect_retrying(dsn: str, stop: asyncio.Event) -> asyncpg.Connection | None:
-    failures = 0
-    while not stop.is_set():
-        try:
-            return await asyncpg.connect(dsn)
-        except (OSError, asyncpg.PostgresError) as exc:
-            failures += 1
-            log.warning("stock_split_waiting_for_legacy_db", error=str(exc))
-            await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
-    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -245,11 +189,4 @@ def main(argv: list[str] | None = None) -> None:
     if args.floor < 0 or args.interval_s <= 0 or args.step_pause_s < 0:
         parser.error("--floor must be >= 0, --interval-s > 0, --step-pause-s >= 0")
     runner = Runner(args)
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, runner.stop.set)
-        await runner.run()
-
-    asyncio.run(serve())
+    run_until_signalled(runner, runner.run)

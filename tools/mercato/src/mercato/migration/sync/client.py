@@ -1,5 +1,6 @@
-"""A service's API as the sync calls it: with the sync's own signed service identity (ADR
-0023), a refusal told apart from a failure worth retrying (ADR 0029, 0031)."""
+"""A service's API as the sync (and the stock split) call it: with the sync's own signed
+service identity (ADR 0023), a refusal told apart from a failure worth retrying (ADR 0029,
+0031, 0034)."""
 
 from __future__ import annotations
 
@@ -50,14 +51,16 @@ class ServiceClient:
             await self._http.close()
 
     async def _call(self, method: str, path: str, *, json: Any = None,
-                    headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
+                    headers: dict[str, str] | None = None,
+                    params: Any = None) -> tuple[int, Any, dict[str, str]]:
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=self._timeout)
         url = await self._base_url() + path
         sent = {H_SERVICE_IDENTITY: self._signer.token_for(self._target),
                 "accept": "application/json", **(headers or {})}
         try:
-            async with self._http.request(method, url, json=json, headers=sent) as resp:
+            async with self._http.request(method, url, json=json, headers=sent,
+                                          params=params) as resp:
                 body = await resp.json(content_type=None) if resp.content_length != 0 else None
                 status, got = resp.status, dict(resp.headers)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:

@@ -19,27 +19,22 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import nats
 import structlog
 from aiohttp import web
-from chassis.discovery import Resolver, is_service_name
-from chassis.registry import RegistryClient
-from chassis.registry_keys import TrustedKeys
 from chassis.service_identity import CallerSigner
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from prometheus_client import exposition as prom_exposition
 from prometheus_client import generate_latest
 
 from mercato.migration.sync import store
 from mercato.migration.sync.accounts import Identity
 from mercato.migration.sync.catalog import CALLER, Catalog
 from mercato.migration.sync.engine import TO_LEGACY, TO_SERVICES, Metrics, Sync
+from mercato.migration.worker import Worker, backoff, connect_retrying, run_until_signalled
 
 log = structlog.get_logger("mercato.migration.sync")
 
@@ -53,18 +48,10 @@ FOLLOWED = {"catalog": (ARMED, STREAM, SUBJECT, DURABLE),
                          "sync-identity")}
 
 
-def _backoff(failures: int) -> float:
-    return min(5.0, 0.2 * 2 ** min(failures, 5))
-
-
-class Runner:
+class Runner(Worker):
     def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__()
         self.args = args
-        self.stop = asyncio.Event()
-        self.ready = False
-        self.nc: Any = None
-        self.resolver: Resolver | None = None
-        self.registry: RegistryClient | None = None
         self.backfilling: dict[str, asyncio.Task[Any]] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.armed: set[str] = set()
@@ -89,17 +76,11 @@ class Runner:
         self.tasks.append(asyncio.create_task(self.events_loop(
             stream, subject, durable, handler, self.sync.metrics_of[capability])))
 
-    async def _url(self, url: str) -> str:
-        url = url.rstrip("/")
-        if self.resolver is None:
-            return url
-        return (await self.resolver.resolve_url(url)).rstrip("/")
-
     async def catalog_url(self) -> str:
-        return await self._url(self.args.catalog_url)
+        return await self.resolve(self.args.catalog_url)
 
     async def identity_url(self) -> str:
-        return await self._url(self.args.identity_url)
+        return await self.resolve(self.args.identity_url)
 
     async def run(self) -> None:
         args = self.args
@@ -112,7 +93,7 @@ class Runner:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", args.port).start()
         # One sync at a time, held until this process dies (kill -9 included).
-        holder = await _connect_retrying(dsn, self.stop)
+        holder = await connect_retrying(dsn, self.stop, "sync_waiting_for_legacy_db")
         if holder is None:
             return
         await holder.execute("SELECT pg_advisory_lock($1)", store.LOCK_KEY)
@@ -120,7 +101,8 @@ class Runner:
         self.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
         self.sync = Sync(self.pool, self.catalog, self.identity)
         self.sync.following = set()
-        await self.connect_broker()
+        await self.connect_broker(args.nats_url, "sync",
+                                  [u for u in (args.catalog_url, args.identity_url) if u])
         self.ready = True
         async with self.pool.acquire() as conn:
             armed = [c for c in self.capabilities
@@ -136,32 +118,13 @@ class Runner:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        if self.resolver is not None:
-            await self.resolver.close()
-        if self.nc is not None:
-            with contextlib.suppress(Exception):
-                await self.nc.close()
+        await self.close_broker()
         await self.catalog.close()
         if self.identity is not None:
             await self.identity.close()
         await self.pool.close()
         await holder.close()
         await runner.cleanup()
-
-    async def connect_broker(self) -> None:
-        options: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5,
-                                   "name": "sync"}
-        if seed := os.environ.get("SYNC_NATS_NKEY_SEED"):
-            options["nkeys_seed_str"] = seed
-        if prefix := os.environ.get("SYNC_NATS_INBOX_PREFIX"):
-            options["inbox_prefix"] = prefix
-        self.nc = await nats.connect(self.args.nats_url, **options)
-        trusted = json.loads(os.environ.get("SYNC_REGISTRY_TRUSTED_KEYS") or "{}")
-        if any(is_service_name(urlsplit(u).hostname or "")
-               for u in (self.args.catalog_url, self.args.identity_url) if u):
-            self.registry = RegistryClient(self.nc, trusted=TrustedKeys(trusted)
-                                           if trusted else None)
-            self.resolver = Resolver(lambda: self.registry)
 
     async def legacy_loop(self) -> None:
         failures = 0
@@ -178,7 +141,7 @@ class Runner:
                 for metrics in self.sync.metrics_of.values():  # the pump is both's
                     metrics.errors.labels(TO_SERVICES, "transient").inc()
                 log.warning("sync_legacy_retry", error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(_backoff(failures))
+                await asyncio.sleep(backoff(failures))
 
     async def events_loop(self, stream: str, subject: str, durable: str,
                           handler: Callable[[bytes, str | None, str], Awaitable[None]],
@@ -197,7 +160,7 @@ class Runner:
             except Exception as exc:  # the stream is declared by its service at its start
                 failures += 1
                 log.info("sync_waiting_for_stream", stream=stream, error=str(exc))
-                await asyncio.sleep(_backoff(failures))
+                await asyncio.sleep(backoff(failures))
         failures = 0
         while True:
             try:
@@ -210,7 +173,7 @@ class Runner:
             except Exception as exc:
                 failures += 1
                 log.warning("sync_fetch_failed", error=str(exc))
-                await asyncio.sleep(_backoff(failures))
+                await asyncio.sleep(backoff(failures))
                 continue
             for msg in msgs:
                 try:
@@ -225,7 +188,7 @@ class Runner:
                     metrics.errors.labels(TO_LEGACY, "transient").inc()
                     log.warning("sync_event_retry", error=f"{type(exc).__name__}: {exc}")
                     with contextlib.suppress(Exception):
-                        await msg.nak(delay=_backoff(failures))
+                        await msg.nak(delay=backoff(failures))
             if msgs:
                 self._measure_consumer(metrics, msgs[-1].metadata.num_pending)
 
@@ -238,22 +201,8 @@ class Runner:
     # -- HTTP ------------------------------------------------------------------------------
 
     def http_app(self) -> web.Application:
-        app = web.Application()
-
-        async def live(_: web.Request) -> web.Response:
-            return web.json_response({"status": "ok"})
-
-        async def ready(_: web.Request) -> web.Response:
-            return web.json_response({"status": "ok" if self.ready else "starting"},
-                                     status=200 if self.ready else 503)
-
-        async def metrics(_: web.Request) -> web.Response:
-            if not self.ready:
-                return web.Response(status=503)
-            body = b"".join(generate_latest(self.sync.metrics_of[c].registry)
-                            for c in self.capabilities)
-            return web.Response(body=body,
-                                headers={"Content-Type": prom_exposition.CONTENT_TYPE_LATEST})
+        app = self.health_app(lambda: b"".join(
+            generate_latest(self.sync.metrics_of[c].registry) for c in self.capabilities))
 
         async def status(_: web.Request) -> web.Response:
             if not self.ready:
@@ -304,9 +253,6 @@ class Runner:
             state = self.sync.backfills[capability] if self.ready else {"state": "starting"}
             return web.json_response(state)
 
-        app.router.add_get("/health/live", live)
-        app.router.add_get("/health/ready", ready)
-        app.router.add_get("/metrics", metrics)
         app.router.add_get("/sync/status", status)
         app.router.add_get("/sync/conflicts", conflicts)
         app.router.add_get("/sync/rejects", rejects)
@@ -344,18 +290,6 @@ def _limit(request: web.Request) -> int:
         return 50
 
 
-async def _connect_retrying(dsn: str, stop: asyncio.Event) -> asyncpg.Connection | None:
-    failures = 0
-    while not stop.is_set():
-        try:
-            return await asyncpg.connect(dsn)
-        except (OSError, asyncpg.PostgresError) as exc:
-            failures += 1
-            log.warning("sync_waiting_for_legacy_db", error=str(exc))
-            await asyncio.sleep(_backoff(failures))
-    return None
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mercato.migration.sync")
     parser.add_argument("--port", type=int, required=True)
@@ -371,11 +305,4 @@ def main(argv: list[str] | None = None) -> None:
     if not os.environ.get("SYNC_SIGNING_KEY"):
         parser.error("SYNC_SIGNING_KEY (the sync's ed25519 identity key) is not set")
     runner = Runner(args)
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, runner.stop.set)
-        await runner.run()
-
-    asyncio.run(serve())
+    run_until_signalled(runner, runner.run)
