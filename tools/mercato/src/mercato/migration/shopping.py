@@ -41,12 +41,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 
 from mercato.migration import ids
 from mercato.migration.translate import (
     NOT_SIGNED_IN,
     Answer,
+    LegacyBody,
     _invalid,
     _upstream_failure,
     legacy_money,
@@ -71,28 +72,16 @@ class Call(Protocol):
                        headers: Mapping[str, str] | None = None) -> Answer: ...
 
 
-class _Body(BaseModel):
-    # As the monolith's request models (legacy.app.Body).
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def no_nul(cls, value: Any) -> Any:
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("must not contain NUL characters")
-        return value
-
-
-class CartLineIn(_Body):
+class CartLineIn(LegacyBody):
     quantity: int = Field(ge=1, le=99)
 
 
-class ItemIn(_Body):
+class ItemIn(LegacyBody):
     product_id: int = Field(ge=1, le=2**62)
     quantity: int = Field(ge=1, le=99)
 
 
-class CheckoutIn(_Body):
+class CheckoutIn(LegacyBody):
     address_id: int = Field(ge=1, le=2**62)
     card_number: str = Field(min_length=12, max_length=19, pattern=r"^[0-9]+$")
     items: list[ItemIn] | None = Field(default=None, min_length=1, max_length=50)

@@ -228,7 +228,7 @@ class Call(Protocol):
                        form: Mapping[str, str] | None = None) -> Answer: ...
 
 
-class _LegacyBody(BaseModel):
+class LegacyBody(BaseModel):
     # As the monolith's request models (legacy.app.Body): strict keys, stripped strings.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -240,18 +240,18 @@ class _LegacyBody(BaseModel):
         return value
 
 
-class LegacyRegistration(_LegacyBody):
+class LegacyRegistration(LegacyBody):
     email: str = Field(max_length=254)
     password: str = Field(max_length=128)
     name: str = Field(min_length=1, max_length=200)
 
 
-class LegacyLogin(_LegacyBody):
+class LegacyLogin(LegacyBody):
     email: str = Field(max_length=254)
     password: str = Field(max_length=128)
 
 
-class LegacyAddress(_LegacyBody):
+class LegacyAddress(LegacyBody):
     recipient: str = Field(min_length=1, max_length=200)
     line1: str = Field(min_length=1, max_length=300)
     city: str = Field(min_length=1, max_length=100)
@@ -272,10 +272,10 @@ def _invalid(exc: ValidationError) -> Answer:
         {"loc": ["body", *e.get("loc", ())], "msg": e.get("msg")} for e in exc.errors()][:20]})
 
 
-_LegacyBodyT = TypeVar("_LegacyBodyT", bound=_LegacyBody)
+LegacyBodyT = TypeVar("LegacyBodyT", bound=LegacyBody)
 
 
-def _parse(model: type[_LegacyBodyT], raw: bytes) -> _LegacyBodyT | Answer:
+def _parse(model: type[LegacyBodyT], raw: bytes) -> LegacyBodyT | Answer:
     try:
         return model.model_validate_json(raw or b"null")
     except ValidationError as exc:
