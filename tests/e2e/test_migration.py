@@ -229,9 +229,10 @@ class Traffic:
     orders by a new monolith customer, or (once identity moved) by ``buyer``, on whichever
     side their bucket is."""
 
-    def __init__(self, p: Platform, buyer: Buyer | None = None) -> None:
+    def __init__(self, p: Platform, buyer: Buyer | None = None, orders: int = 8) -> None:
         self.p = p
         self.buyer = buyer
+        self.n_orders = orders
         self.stop = threading.Event()
         self.statuses: Counter[int] = Counter()
         self.orders: list[tuple[dict[str, str], int]] = []
@@ -273,7 +274,7 @@ class Traffic:
             products = sorted(httpx.get(f"{shop}/products", params={"page_size": 50},
                                         timeout=10).json()["items"],
                               key=lambda p: -p["in_stock"])[:4]
-            for i in range(8):
+            for i in range(self.n_orders):
                 if self.stop.wait(0.3):
                     break
                 items = [{"product_id": products[i % len(products)]["id"], "quantity": 1}]
@@ -443,12 +444,17 @@ def test_6_identity_and_cart_move_and_signed_in_customers_keep_both(
             r = c.put(f"/shop/cart/lines/{product}", headers=buyer.headers,
                       json={"quantity": 1})
             assert r.status_code == 200 and r.headers[SERVED_BY] == "legacy", r.text
-    backfilled = migrate(platform, "backfill", "identity", check=False)
-    assert backfilled.returncode == 0, backfilled.stdout[-2000:] + backfilled.stderr[-2000:]
-    synced = status(platform)["identity"]["sync"]
-    assert synced["armed"] is True and synced["linked"] >= 30, synced  # the seeded ones too
-    migrate(platform, "shift", "identity", "--percent", "100")
-    migrate(platform, "shift", "cart", "--percent", "100")
+    # Orders keep coming through the monolith while customers and carts move.
+    with Traffic(platform, TRAFFIC[0], orders=20) as traffic:
+        backfilled = migrate(platform, "backfill", "identity", check=False)
+        assert backfilled.returncode == 0, \
+            backfilled.stdout[-2000:] + backfilled.stderr[-2000:]
+        synced = status(platform)["identity"]["sync"]
+        assert synced["armed"] is True and synced["linked"] >= 30, synced  # seeded ones too
+        migrate(platform, "shift", "identity", "--percent", "100")
+        migrate(platform, "shift", "cart", "--percent", "100")
+    assert set(traffic.statuses) == {200}, traffic.statuses
+    assert traffic.order_errors == [] and traffic.orders, traffic.order_errors
     with platform.client() as c:
         for buyer in BUYERS:
             # Their monolith session, exchanged by the ACL: answered by the services ...
