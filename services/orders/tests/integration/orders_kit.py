@@ -32,11 +32,11 @@ ADDRESS = {"name": "Kim Min-ji", "line1": "1 Sejong-daero", "line2": None, "city
 MUG, TEA, OLD = ("00000000-0000-4000-8000-00000000a001", "00000000-0000-4000-8000-00000000a002",
                  "00000000-0000-4000-8000-00000000a003")
 PRODUCTS = {
-    MUG: {"id": MUG, "sku": "MUG-1", "name": "Mug", "status": "active",
+    MUG: {"id": MUG, "sku": "MUG-1", "name": "Mug", "status": "active", "version": 1,
           "price": {"amount": "12900", "currency": "KRW"}},
-    TEA: {"id": TEA, "sku": "TEA-1", "name": "Tea", "status": "active",
+    TEA: {"id": TEA, "sku": "TEA-1", "name": "Tea", "status": "active", "version": 1,
           "price": {"amount": "3500", "currency": "KRW"}},
-    OLD: {"id": OLD, "sku": "OLD-1", "name": "Old", "status": "discontinued",
+    OLD: {"id": OLD, "sku": "OLD-1", "name": "Old", "status": "discontinued", "version": 2,
           "price": {"amount": "100", "currency": "KRW"}},
 }
 

@@ -1,8 +1,10 @@
 """Orders use cases (HTTP). Each takes a unit of work and opens it itself.
 
 Placing an order validates everything before writing anything (the address with identity,
-prices with catalog, the payment method with payments); then one transaction inserts the
-order, stages OrderPlaced and starts the saga (its first command staged in the outbox).
+prices with the replica of the catalog kept here, or with catalog for a product the replica
+lacks, the payment method with payments); then one transaction inserts the order, stages
+OrderPlaced, starts the saga (its first command staged in the outbox) and fills the replica
+with what catalog answered (ADR 0036).
 
 A card number never goes further than this module: an order placed with ``card_number`` has
 its card exchanged for a payment method (payments vaults it with the provider) before
@@ -24,8 +26,9 @@ from chassis.db import UnitOfWork
 from chassis.errors import Conflict, NotFound, Unprocessable
 from chassis.saga import SagaEngine, history
 
+from orders.adapters.replica import ProductReplica
 from orders.adapters.repository import OrdersRepository
-from orders.adapters.upstream import PaymentMethodRef, Upstreams
+from orders.adapters.upstream import PaymentMethodRef, Product, Upstreams, canonical_uuid
 from orders.domain.commands import PlaceOrder
 from orders.domain.model import (
     APPROVED,
@@ -79,23 +82,33 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
                       authorization: str | None, admission: Admission | None = None,
                       card_key: bytes | None = None) -> Placed:
     fingerprint = request_fingerprint(command, card_key)
+    try:
+        items: list[tuple[str, int]] | None = check_items(
+            (i.product_id, i.quantity) for i in command.items)
+        bad_items = None
+    except OrderError as exc:  # told after the key's check, as before the replica was read
+        items, bad_items = None, exc
+    canonical = {p: canonical_uuid(p) for p, _ in items or ()}
     async with uow:  # a retry is answered without asking identity or catalog again
         found = await OrdersRepository(uow.session).by_idempotency_key(principal.subject,
                                                                        idempotency_key)
+        held = {} if found is not None else await ProductReplica(uow.session).get(
+            c for c in canonical.values() if c is not None)
     if found is not None:
         return _same_request(found, fingerprint)
     if admission is not None:
         admission.admit()  # before identity and catalog are asked anything
+    if bad_items is not None:
+        raise Unprocessable(str(bad_items), reason=bad_items.reason) from bad_items
+    assert items is not None
 
-    try:
-        items = check_items((i.product_id, i.quantity) for i in command.items)
-    except OrderError as exc:
-        raise Unprocessable(str(exc), reason=exc.reason) from exc
     payment = command.payment
     method_id = payment.payment_method_id
-    address, products, method = await _first_error(
+    # Prices from the replica; the catalog is called only for the products it lacks (ADR 0036).
+    missing = [p for p, _ in items if canonical[p] not in held]
+    address, fetched, method = await _first_error(
         upstreams.address(principal.subject, command.shipping_address_id, authorization),
-        upstreams.products([product_id for product_id, _ in items]),
+        upstreams.products(missing) if missing else _no_products(),
         upstreams.payment_method(method_id, authorization) if method_id else _none())
     if address is None:
         raise Unprocessable("unknown address", reason="unknown_address")
@@ -103,13 +116,17 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
         raise Unprocessable("unknown payment method", reason="unknown_payment_method")
     lines = []
     for product_id, quantity in items:
-        product = products[product_id]
+        kept = held.get(canonical[product_id] or "")
+        product = kept.product if kept is not None else fetched[product_id]
         if product is None:
             raise Unprocessable(f"unknown product {product_id}", reason="unknown_product")
         if not product.active or product.currency != CURRENCY:
             raise Unprocessable(f"product {product_id} cannot be ordered",
                                 reason="product_unavailable")
         lines.append(OrderLine(product_id, product.sku, product.name, quantity, product.price))
+    # What the catalog answered fills the replica, in the order's own transaction below.
+    fill = sorted({p.id: p for p in fetched.values()
+                   if p is not None and p.version is not None}.values(), key=lambda p: p.id)
 
     if method is None:  # a card: exchanged now, after everything else was found valid
         assert payment.card_number is not None  # a PaymentChoice holds one of the two
@@ -128,6 +145,10 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
             again = await repo.by_idempotency_key(principal.subject, idempotency_key)
             assert again is not None  # the conflicting row is committed and never deleted
             return _same_request(again, fingerprint)
+        replica = ProductReplica(uow.session)
+        for product in fill:
+            assert product.version is not None
+            await replica.put(product, version=product.version, changed_at=order.created_at)
         await events.order_placed(uow.session, order, causation_id=None)
         # The saga's history never shows the payment method (ORDER.secret_keys).
         await engine.start(uow.session, ORDER, uuid.UUID(order.id),
@@ -140,6 +161,10 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
 
 async def _none() -> None:
     return None
+
+
+async def _no_products() -> dict[str, Product | None]:
+    return {}
 
 
 def saga_data(order: Order, *, address: dict[str, Any],
