@@ -10,24 +10,24 @@ from typing import Any
 
 import pytest
 from chassis.db import Database
-from chassis.messaging.consumer import InboxConsumer
-from chassis.messaging.envelope import Envelope
-from chassis.messaging.memory import InMemoryBroker, MemoryDelivery
-from chassis.saga import SagaEngine
 from chassis.testing import TokenMinter, assert_problem
 from contracts.base import Event
 from contracts.catalog.v1 import PriceChanged, ProductCreated, ProductDiscontinued, ProductUpdated
 from fastapi.testclient import TestClient
 from orders.app import create_app
-from orders.entrypoints.consumers import CATALOG_CONSUMER, consumer_specs
-from orders.service_layer.saga import ORDER
+from orders.entrypoints.consumers import CATALOG_CONSUMER
 from orders.settings import OrdersSettings
-from orders_kit import ADDRESS, MUG, TEA, FakeUpstreams
+from orders_kit import ADDRESS, MUG, TEA, FakeUpstreams, deliver_events, sql
 from sqlalchemy import text
 
 pytestmark = pytest.mark.integration
 
 minter = TokenMinter()
+
+
+def deliver(database_url: str, *events: Event | tuple[type[Event], dict[str, Any]]) -> list[str]:
+    return deliver_events(database_url, CATALOG_CONSUMER, *events)
+
 ALICE = minter.auth(["customer"], subject="alice", email="alice@example.com")
 
 
@@ -61,29 +61,6 @@ def total(client: TestClient, resp: Any) -> str:
     return str(doc["total"]["amount"])
 
 
-def deliver(database_url: str, *events: Event | tuple[type[Event], dict[str, Any]]) -> list[str]:
-    """Each event through orders' catalog consumer (inbox, handler, one transaction each);
-    (event type, payload) sends a payload as it is."""
-    async def main() -> list[str]:
-        db = Database(database_url, pool_size=2)
-        try:
-            spec = next(s for s in consumer_specs(SagaEngine([ORDER]))
-                        if s.name == CATALOG_CONSUMER)
-            consumer = InboxConsumer(spec, db, InMemoryBroker())
-            outcomes = []
-            for seq, event in enumerate(events, 1):
-                kind, payload = event if isinstance(event, tuple) else (type(event),
-                                                                         event.to_payload())
-                env = Envelope.new(kind.subject(), kind.message_type(), payload)
-                outcomes.append(await consumer.process(
-                    MemoryDelivery(env.subject, env.headers(), env.body(), seq)))
-            return outcomes
-        finally:
-            await db.dispose()
-
-    return asyncio.run(main())
-
-
 def replica(database_url: str) -> dict[str, dict[str, Any]]:
     async def main() -> dict[str, dict[str, Any]]:
         db = Database(database_url, pool_size=1)
@@ -95,18 +72,6 @@ def replica(database_url: str) -> dict[str, dict[str, Any]]:
             await db.dispose()
 
     return asyncio.run(main())
-
-
-def sql(database_url: str, statement: str) -> None:
-    async def main() -> None:
-        db = Database(database_url, pool_size=1)
-        try:
-            async with db.engine.begin() as conn:
-                await conn.execute(text(statement))
-        finally:
-            await db.dispose()
-
-    asyncio.run(main())
 
 
 def created(product_id: str, amount: str, version: int = 1, sku: str = "MUG-1") -> ProductCreated:

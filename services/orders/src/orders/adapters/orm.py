@@ -1,5 +1,5 @@
 """Orders tables (SQLAlchemy Core), the saga tables, the outbox and the inbox, and the
-replica of the catalog's prices (ADR 0036).
+replicas of the catalog's prices and of the customers' addresses (ADR 0036).
 
 UNIQUE(customer_id, idempotency_key) is what makes order placement idempotent under
 concurrency: the insert of a repeat conflicts and the first order is read back instead.
@@ -80,6 +80,24 @@ product_replica = Table(
     Column("changed_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("price >= 0", name="ck_product_replica_price"),
+)
+
+# The customers' addresses as identity's events state them (ADR 0036), keyed by their owner:
+# an order reads only its own customer's. Identity keeps no version per address, so the
+# event's occurred_at orders them.
+address_replica = Table(
+    "address_replica", metadata,
+    Column("customer_id", String(ID_LENGTH), primary_key=True),
+    Column("address_id", String(ID_LENGTH), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("line1", String(200), nullable=False),
+    Column("line2", String(200)),
+    Column("city", String(100), nullable=False),
+    Column("postal_code", String(20), nullable=False),
+    Column("country", String(2), nullable=False),
+    Column("phone", String(32)),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 saga_instances, saga_events = saga_tables(metadata)

@@ -1,4 +1,5 @@
-"""The catalog's products as orders keeps them (``product_replica``, ADR 0036).
+"""The catalog's products and the customers' addresses as orders keeps them
+(``product_replica`` and ``address_replica``, ADR 0036).
 
 Fed by the catalog's events (``entrypoints.consumers``) and by the answer of the catalog call
 an order makes when a product is not here yet. Each catalog event carries part of a product,
@@ -133,3 +134,62 @@ class ProductReplica:
 
     async def drop(self, product_id: str) -> None:
         await self.session.execute(_DROP, {"id": product_id})
+
+
+# The customers' addresses (address_replica). Identity keeps no version per address: the
+# event's occurred_at (identity's clock) orders them, and identity's answer to an order's call
+# counts as of the moment the call was made (orders' clock; both run on synchronised clocks).
+_GET_ADDRESS = text(
+    "SELECT name, line1, line2, city, postal_code, country, phone FROM address_replica "
+    "WHERE customer_id = :customer_id AND address_id = :address_id "
+    "AND updated_at > now() - make_interval(secs => :max_age)",
+)
+_PUT_ADDRESS = text(
+    "INSERT INTO address_replica AS r (customer_id, address_id, name, line1, line2, city, "
+    "postal_code, country, phone, changed_at) VALUES (:customer_id, :address_id, :name, "
+    ":line1, :line2, :city, :postal_code, :country, :phone, :changed_at) "
+    "ON CONFLICT (customer_id, address_id) DO UPDATE SET "
+    "name = :name, line1 = :line1, line2 = :line2, city = :city, postal_code = :postal_code, "
+    "country = :country, phone = :phone, changed_at = :changed_at, updated_at = now() "
+    "WHERE r.changed_at < :changed_at",
+)
+_DROP_ADDRESS = text("DELETE FROM address_replica "
+                     "WHERE customer_id = :customer_id AND address_id = :address_id")
+ADDRESS_COLUMNS = ("name", "line1", "line2", "city", "postal_code", "country", "phone")
+# identity's column sizes; line2 and phone may be empty, the rest may not.
+ADDRESS_LIMITS = {"name": 200, "line1": 200, "line2": 200, "city": 100, "postal_code": 20,
+                  "country": 2, "phone": 32}
+ADDRESS_REQUIRED = ("name", "line1", "city", "postal_code", "country")
+
+
+def storable_address(fields: dict[str, str | None]) -> bool:
+    """Whether these fields make an address the replica can keep."""
+    if not all(fields.get(k) for k in ADDRESS_REQUIRED):
+        return False
+    values = [(k, fields.get(k)) for k in ADDRESS_COLUMNS]
+    return all(v is None or (isinstance(v, str) and len(v) <= ADDRESS_LIMITS[k])
+               for k, v in values)
+
+
+class AddressReplica:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, customer_id: str, address_id: str) -> dict[str, str | None] | None:
+        """The customer's own address (ShippingAddress fields), if held and confirmed
+        within MAX_AGE_S; another customer's is never found."""
+        row = (await self.session.execute(_GET_ADDRESS, {
+            "customer_id": customer_id, "address_id": address_id,
+            "max_age": MAX_AGE_S})).first()
+        return dict(row._mapping) if row is not None else None
+
+    async def put(self, customer_id: str, address_id: str, fields: dict[str, str | None], *,
+                  changed_at: datetime) -> None:
+        """The address as of ``changed_at``, unless a later state is held already."""
+        await self.session.execute(_PUT_ADDRESS, {
+            "customer_id": customer_id, "address_id": address_id,
+            **{k: fields.get(k) for k in ADDRESS_COLUMNS}, "changed_at": changed_at})
+
+    async def drop(self, customer_id: str, address_id: str) -> None:
+        await self.session.execute(_DROP_ADDRESS, {"customer_id": customer_id,
+                                                   "address_id": address_id})

@@ -7,7 +7,8 @@ saga engine's handlers (each runs in the consumer's transaction, with the inbox 
 Shipping's consumer also reads its answers to the cancel of an APPROVED order.
 
 ``orders-catalog-events`` keeps the replica of the catalog's products that placing an order
-reads its prices from (ADR 0036).
+reads its prices from, ``orders-identity-events`` the replica of the customers' addresses it
+ships to (ADR 0036).
 
 Each consumer filters on exactly the subjects of the replies the saga awaits, not on
 ``<producer>.events.>``: the inbox consumer dead-letters a message type it has no handler
@@ -22,7 +23,7 @@ from chassis.messaging.streams import events_stream_name
 from chassis.saga import SagaEngine
 from contracts.shipping.v1 import ShipmentCancellationRefused, ShipmentCancelled
 
-from orders.service_layer import cancellation, catalog_replica
+from orders.service_layer import cancellation, catalog_replica, identity_replica
 from orders.service_layer.saga import REPLIES
 
 # Shipping's answers to the cancel of an APPROVED order (after the saga, not part of it).
@@ -30,6 +31,7 @@ CANCEL_REPLIES = (ShipmentCancelled, ShipmentCancellationRefused)
 
 SAGA_REPLIES_CONSUMER = "orders-saga-replies"
 CATALOG_CONSUMER = "orders-catalog-events"
+IDENTITY_CONSUMER = "orders-identity-events"
 REPLYING_SERVICES = ("inventory", "payments", "shipping")
 
 
@@ -52,4 +54,7 @@ def consumer_specs(engine: SagaEngine) -> list[ConsumerSpec]:
     specs.append(ConsumerSpec(CATALOG_CONSUMER, events_stream_name("catalog"),
                               sorted(e.subject() for e in catalog_replica.HANDLED),
                               catalog_replica.handlers()))
+    specs.append(ConsumerSpec(IDENTITY_CONSUMER, events_stream_name("identity"),
+                              sorted(e.subject() for e in identity_replica.HANDLED),
+                              identity_replica.handlers()))
     return specs

@@ -1,10 +1,10 @@
 """Orders use cases (HTTP). Each takes a unit of work and opens it itself.
 
-Placing an order validates everything before writing anything (the address with identity,
-prices with the replica of the catalog kept here, or with catalog for a product the replica
-lacks, the payment method with payments); then one transaction inserts the order, stages
-OrderPlaced, starts the saga (its first command staged in the outbox) and fills the replica
-with what catalog answered (ADR 0036).
+Placing an order validates everything before writing anything (the address and the prices
+with the replicas of identity and catalog kept here, or with identity and catalog for what
+the replicas lack; the payment method with payments); then one transaction inserts the
+order, stages OrderPlaced, starts the saga (its first command staged in the outbox) and
+fills the replicas with what identity and catalog answered (ADR 0036).
 
 A card number never goes further than this module: an order placed with ``card_number`` has
 its card exchanged for a payment method (payments vaults it with the provider) before
@@ -22,11 +22,12 @@ from typing import Any
 
 import structlog
 from chassis.auth import Principal
+from chassis.clock import utc_now
 from chassis.db import UnitOfWork
 from chassis.errors import Conflict, NotFound, Unprocessable
 from chassis.saga import SagaEngine, history
 
-from orders.adapters.replica import ProductReplica
+from orders.adapters.replica import AddressReplica, ProductReplica, storable_address
 from orders.adapters.repository import OrdersRepository
 from orders.adapters.upstream import PaymentMethodRef, Product, Upstreams, canonical_uuid
 from orders.domain.commands import PlaceOrder
@@ -94,6 +95,10 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
                                                                        idempotency_key)
         held = {} if found is not None else await ProductReplica(uow.session).get(
             c for c in canonical.values() if c is not None)
+        # Only the caller's own address is looked up: the replica is keyed by its owner.
+        address_key = canonical_uuid(command.shipping_address_id)
+        kept_address = None if found is not None or address_key is None else \
+            await AddressReplica(uow.session).get(principal.subject, address_key)
     if found is not None:
         return _same_request(found, fingerprint)
     if admission is not None:
@@ -106,8 +111,10 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
     method_id = payment.payment_method_id
     # Prices from the replica; the catalog is called only for the products it lacks (ADR 0036).
     missing = [p for p, _ in items if canonical[p] not in held]
+    asked_at = utc_now()  # what identity answers is the address as of (at least) now
     address, fetched, method = await _first_error(
-        upstreams.address(principal.subject, command.shipping_address_id, authorization),
+        upstreams.address(principal.subject, command.shipping_address_id, authorization)
+        if kept_address is None else _value(kept_address),
         upstreams.products(missing) if missing else _no_products(),
         upstreams.payment_method(method_id, authorization) if method_id else _none())
     if address is None:
@@ -149,6 +156,9 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
         for product in fill:
             assert product.version is not None
             await replica.put(product, version=product.version, changed_at=order.created_at)
+        if kept_address is None and address_key is not None and storable_address(address):
+            await AddressReplica(uow.session).put(principal.subject, address_key, address,
+                                                  changed_at=asked_at)
         await events.order_placed(uow.session, order, causation_id=None)
         # The saga's history never shows the payment method (ORDER.secret_keys).
         await engine.start(uow.session, ORDER, uuid.UUID(order.id),
@@ -165,6 +175,10 @@ async def _none() -> None:
 
 async def _no_products() -> dict[str, Product | None]:
     return {}
+
+
+async def _value(value: Any) -> Any:
+    return value
 
 
 def saga_data(order: Order, *, address: dict[str, Any],

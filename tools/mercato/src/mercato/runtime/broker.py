@@ -64,6 +64,7 @@ SERVICE_BROKER_NEEDS: dict[str, BrokerNeeds] = {
     "orders": BrokerNeeds(
         streams=("ORDERS_EVENTS",), publishes=tuple(sorted(("orders.events.>", *_COMMANDS))),
         consumers=(("CATALOG_EVENTS", "orders-catalog-events"),
+                   ("IDENTITY_EVENTS", "orders-identity-events"),
                    ("INVENTORY_EVENTS", "orders-saga-replies-inventory"),
                    ("PAYMENTS_EVENTS", "orders-saga-replies-payments"),
                    ("SHIPPING_EVENTS", "orders-saga-replies-shipping"))),
