@@ -192,3 +192,11 @@ def test_a_malformed_event_is_dead_lettered_and_changes_nothing(
     deliver(database_url, created(MUG, "15000"))
     assert deliver(database_url, (PriceChanged, payload)) == ["dead_lettered"]
     assert replica(database_url)[MUG]["price"] == 15000
+
+
+def test_a_fill_that_fails_leaves_the_order_placed(
+        client: TestClient, database_url: str, upstreams: FakeUpstreams) -> None:
+    # A SKU longer than the replica's column: the fill fails after the order committed.
+    upstreams.products[MUG] = {**upstreams.products[MUG], "sku": "M" * 41}
+    assert total(client, order(client, (MUG, 1))) == "12900"
+    assert replica(database_url) == {}

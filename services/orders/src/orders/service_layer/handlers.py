@@ -3,8 +3,9 @@
 Placing an order validates everything before writing anything (the address and the prices
 with the replicas of identity and catalog kept here, or with identity and catalog for what
 the replicas lack; the payment method with payments); then one transaction inserts the
-order, stages OrderPlaced, starts the saga (its first command staged in the outbox) and
-fills the replicas with what identity and catalog answered (ADR 0036).
+order, stages OrderPlaced and starts the saga (its first command staged in the outbox). What
+identity and catalog answered then fills the replicas, in a transaction of its own
+(ADR 0036).
 
 A card number never goes further than this module: an order placed with ``card_number`` has
 its card exchanged for a payment method (payments vaults it with the provider) before
@@ -18,6 +19,7 @@ import asyncio
 import hashlib
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -131,7 +133,7 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
             raise Unprocessable(f"product {product_id} cannot be ordered",
                                 reason="product_unavailable")
         lines.append(OrderLine(product_id, product.sku, product.name, quantity, product.price))
-    # What the catalog answered fills the replica, in the order's own transaction below.
+    # What the catalog answered fills the replica once the order is placed.
     fill = sorted({p.id: p for p in fetched.values()
                    if p is not None and p.version is not None}.values(), key=lambda p: p.id)
 
@@ -152,13 +154,6 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
             again = await repo.by_idempotency_key(principal.subject, idempotency_key)
             assert again is not None  # the conflicting row is committed and never deleted
             return _same_request(again, fingerprint)
-        replica = ProductReplica(uow.session)
-        for product in fill:
-            assert product.version is not None
-            await replica.put(product, version=product.version, changed_at=order.created_at)
-        if kept_address is None and address_key is not None and storable_address(address):
-            await AddressReplica(uow.session).put(principal.subject, address_key, address,
-                                                  changed_at=asked_at)
         await events.order_placed(uow.session, order, causation_id=None)
         # The saga's history never shows the payment method (ORDER.secret_keys).
         await engine.start(uow.session, ORDER, uuid.UUID(order.id),
@@ -166,7 +161,32 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
         await uow.commit()
     log.info("order_placed", order_id=order.id, customer_id=order.customer_id,
              total=format_amount(order.total), lines=len(order.lines))
+    address_fill = address if kept_address is None and address_key is not None and \
+        storable_address(address) else None
+    if fill or address_fill is not None:
+        await _fill_replicas(uow, fill, principal.subject, address_key, address_fill,
+                             products_at=order.created_at, address_at=asked_at)
     return Placed(order, created=True)
+
+
+async def _fill_replicas(uow: UnitOfWork, products: list[Product], customer_id: str,
+                         address_id: str | None, address: dict[str, Any] | None, *,
+                         products_at: datetime, address_at: datetime) -> None:
+    """Keep what catalog and identity answered, in a transaction of its own after the
+    order's: the order never waits on (or deadlocks with) the replica consumers' row locks,
+    and a fill that fails costs only the next order a call again."""
+    try:
+        async with uow:
+            replica = ProductReplica(uow.session)
+            for product in products:  # sorted by id: concurrent fills lock rows in one order
+                assert product.version is not None
+                await replica.put(product, version=product.version, changed_at=products_at)
+            if address is not None and address_id is not None:
+                await AddressReplica(uow.session).put(customer_id, address_id, address,
+                                                      changed_at=address_at)
+            await uow.commit()
+    except Exception as exc:  # the order is placed: the fill is only a cache
+        log.warning("replica_fill_failed", error=type(exc).__name__)
 
 
 async def _none() -> None:
