@@ -4,6 +4,7 @@ argon2id hashes taken as they are."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -123,6 +124,12 @@ def test_addresses_are_stated_under_their_ids(client: TestClient, sql: Any) -> N
     moved = client.put(path, json=address(city="Busan"), headers=sync())
     assert moved.status_code == 200 and moved.json()["city"] == "Busan"
     assert outbox(sql) == ["AccountRegistered.v1", "AddressAdded.v1", "AddressUpdated.v1"]
+    # The whole address travels with its events: orders keeps it as a replica (ADR 0036).
+    updated = json.loads(sql("SELECT convert_from(payload, 'UTF8') FROM outbox "
+                             "WHERE message_type = 'AddressUpdated.v1'"))
+    assert updated == {"user_id": str(USER), "address_id": str(ADDRESS), "name": "Kim Minji",
+                       "line1": "12 Sejong-daero", "line2": None, "city": "Busan",
+                       "postal_code": "04524", "country": "KR", "phone": None}
     assert client.put(path, json=address(country="XX"), headers=sync()).status_code == 422
 
     record = client.get(f"{API}/accounts/{USER}", headers=sync()).json()

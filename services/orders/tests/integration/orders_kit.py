@@ -4,10 +4,12 @@ through the real inbox consumers)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 import jwt
@@ -24,6 +26,7 @@ from chassis.saga import SagaEngine
 from chassis.testing import ThreadedUpstream
 from contracts.base import Event
 from orders.entrypoints.consumers import consumer_specs
+from orders.service_layer.saga import ORDER
 from sqlalchemy import text
 
 ADDRESS = {"name": "Kim Min-ji", "line1": "1 Sejong-daero", "line2": None, "city": "Seoul",
@@ -32,11 +35,11 @@ ADDRESS = {"name": "Kim Min-ji", "line1": "1 Sejong-daero", "line2": None, "city
 MUG, TEA, OLD = ("00000000-0000-4000-8000-00000000a001", "00000000-0000-4000-8000-00000000a002",
                  "00000000-0000-4000-8000-00000000a003")
 PRODUCTS = {
-    MUG: {"id": MUG, "sku": "MUG-1", "name": "Mug", "status": "active",
+    MUG: {"id": MUG, "sku": "MUG-1", "name": "Mug", "status": "active", "version": 1,
           "price": {"amount": "12900", "currency": "KRW"}},
-    TEA: {"id": TEA, "sku": "TEA-1", "name": "Tea", "status": "active",
+    TEA: {"id": TEA, "sku": "TEA-1", "name": "Tea", "status": "active", "version": 1,
           "price": {"amount": "3500", "currency": "KRW"}},
-    OLD: {"id": OLD, "sku": "OLD-1", "name": "Old", "status": "discontinued",
+    OLD: {"id": OLD, "sku": "OLD-1", "name": "Old", "status": "discontinued", "version": 2,
           "price": {"amount": "100", "currency": "KRW"}},
 }
 
@@ -215,3 +218,45 @@ async def database_text(db: Database) -> str:
 async def count(db: Database, table: str) -> int:
     async with db.engine.connect() as conn:
         return int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
+
+
+def deliver_events(database_url: str, consumer_name: str,
+                   *events: Event | tuple[type[Event], dict[str, Any]]
+                   | tuple[Event, datetime]) -> list[str]:
+    """Each event, with occurred_at now, through one of orders' consumers (inbox, handler, one transaction each);
+    (event type, payload) sends a payload as it is, (event, when) one that occurred then."""
+    async def main() -> list[str]:
+        db = Database(database_url, pool_size=2)
+        try:
+            spec = next(s for s in consumer_specs(SagaEngine([ORDER]))
+                        if s.name == consumer_name)
+            consumer = InboxConsumer(spec, db, InMemoryBroker())
+            outcomes = []
+            for seq, event in enumerate(events, 1):
+                when = None
+                if isinstance(event, tuple) and isinstance(event[1], datetime):
+                    event, when = event
+                kind, payload = event if isinstance(event, tuple) else (type(event),
+                                                                         event.to_payload())
+                env = Envelope.new(kind.subject(), kind.message_type(), payload)
+                if when is not None:
+                    env = replace(env, occurred_at=when)
+                outcomes.append(await consumer.process(
+                    MemoryDelivery(env.subject, env.headers(), env.body(), seq)))
+            return outcomes
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+def sql(database_url: str, statement: str) -> None:
+    async def main() -> None:
+        db = Database(database_url, pool_size=1)
+        try:
+            async with db.engine.begin() as conn:
+                await conn.execute(text(statement))
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())

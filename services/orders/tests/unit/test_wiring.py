@@ -36,11 +36,22 @@ def test_messaging_reads_every_reply_of_the_saga_once_one_consumer_per_stream() 
     assert spec.outbox is True
     assert {s.name: s.subjects for s in spec.streams} == {"ORDERS_EVENTS": ["orders.events.>"]}
     by_stream = {c.stream: c for c in spec.consumers}
-    assert set(by_stream) == {"INVENTORY_EVENTS", "PAYMENTS_EVENTS", "SHIPPING_EVENTS"}
-    assert len({c.name for c in spec.consumers}) == 3
-    handled = [t for c in spec.consumers for t in c.handlers]
+    assert set(by_stream) == {"INVENTORY_EVENTS", "PAYMENTS_EVENTS", "SHIPPING_EVENTS",
+                              "CATALOG_EVENTS", "IDENTITY_EVENTS"}
+    assert len({c.name for c in spec.consumers}) == 5
+    replicas = ("CATALOG_EVENTS", "IDENTITY_EVENTS")
+    replies = [t for c in spec.consumers if c.stream not in replicas for t in c.handlers]
     cancel_answers = ["ShipmentCancelled.v1", "ShipmentCancellationRefused.v1"]
-    assert sorted(handled) == sorted([*ORDER.reply_types(), *cancel_answers])
+    assert sorted(replies) == sorted([*ORDER.reply_types(), *cancel_answers])
+    # The replica of the catalog's products (ADR 0036): every event that changes a price,
+    # a name or whether a product is sold.
+    catalog = by_stream["CATALOG_EVENTS"]
+    assert catalog.name == "orders-catalog-events"
+    assert sorted(catalog.handlers) == ["PriceChanged.v1", "ProductCreated.v1",
+                                        "ProductDiscontinued.v1", "ProductUpdated.v1"]
+    identity = by_stream["IDENTITY_EVENTS"]
+    assert identity.name == "orders-identity-events"
+    assert sorted(identity.handlers) == ["AddressAdded.v1", "AddressUpdated.v1"]
     for c in spec.consumers:
         producer = c.stream.split("_")[0].lower()
         assert all(s.startswith(f"{producer}.events.") for s in c.subjects)

@@ -274,13 +274,19 @@ class OutboxEvents:
 
     async def address_added(self, address: Address) -> None:
         await stage(self._session, AddressAdded(
-            user_id=str(address.user_id), address_id=str(address.id),
-            country=address.country), correlation_id=str(address.user_id))
+            user_id=str(address.user_id), address_id=str(address.id), country=address.country,
+            **_address_fields(address)), correlation_id=str(address.user_id))
 
     async def address_updated(self, address: Address) -> None:
         await stage(self._session, AddressUpdated(
-            user_id=str(address.user_id), address_id=str(address.id),
-            country=address.country), correlation_id=str(address.user_id))
+            user_id=str(address.user_id), address_id=str(address.id), country=address.country,
+            **_address_fields(address)), correlation_id=str(address.user_id))
+
+
+def _address_fields(address: Address) -> dict[str, str | None]:
+    # The rest of the address: orders keeps it as a replica for its shipping (ADR 0036).
+    return {"name": address.name, "line1": address.line1, "line2": address.line2,
+            "city": address.city, "postal_code": address.postal_code, "phone": address.phone}
 
 
 class SqlIdentityUnitOfWork:

@@ -1,4 +1,5 @@
-"""Orders tables (SQLAlchemy Core), the saga tables, the outbox and the inbox.
+"""Orders tables (SQLAlchemy Core), the saga tables, the outbox and the inbox, and the
+replicas of the catalog's prices and of the customers' addresses (ADR 0036).
 
 UNIQUE(customer_id, idempotency_key) is what makes order placement idempotent under
 concurrency: the insert of a repeat conflicts and the first order is read back instead.
@@ -11,6 +12,7 @@ from __future__ import annotations
 from chassis.messaging.tables import inbox_table, outbox_table
 from chassis.saga import saga_tables
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -57,6 +59,46 @@ orders = Table(
 )
 Index("ix_orders_customer", orders.c.customer_id, orders.c.created_at)
 Index("ix_orders_created", orders.c.created_at)
+
+# What placing an order needs of each product, fed by the catalog's events (ADR 0036). The
+# catalog's events each carry part of a product (ProductUpdated the name, PriceChanged the
+# price, ProductDiscontinued the status), so each part keeps the catalog version it was last
+# set at: an older event, delivered late, leaves a part a newer one set alone.
+product_replica = Table(
+    "product_replica", metadata,
+    Column("id", String(ID_LENGTH), primary_key=True),  # the catalog's id, canonical UUID
+    Column("sku", String(40), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("price", Numeric(18, 2), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("details_version", BigInteger, nullable=False),
+    Column("price_version", BigInteger, nullable=False),
+    Column("status_version", BigInteger, nullable=False),
+    # When the catalog made the newest change applied here (the event's occurred_at, or the
+    # time of the catalog call that filled the row): how stale a price may be, for whoever looks.
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("price >= 0", name="ck_product_replica_price"),
+)
+
+# The customers' addresses as identity's events state them (ADR 0036), keyed by their owner:
+# an order reads only its own customer's. Identity keeps no version per address, so the
+# event's occurred_at orders them.
+address_replica = Table(
+    "address_replica", metadata,
+    Column("customer_id", String(ID_LENGTH), primary_key=True),
+    Column("address_id", String(ID_LENGTH), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("line1", String(200), nullable=False),
+    Column("line2", String(200)),
+    Column("city", String(100), nullable=False),
+    Column("postal_code", String(20), nullable=False),
+    Column("country", String(2), nullable=False),
+    Column("phone", String(32)),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
 
 saga_instances, saga_events = saga_tables(metadata)
 outbox = outbox_table(metadata)

@@ -33,6 +33,9 @@ class Product:
     price: Decimal
     currency: str
     active: bool
+    # The catalog's version of the product (None from a catalog that does not say it): what
+    # orders' replica of it is ordered by (ADR 0036).
+    version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +74,7 @@ class Upstreams:
         # The catalog's ids are UUIDs, which it answers in their canonical spelling.
         asked: dict[str, list[str]] = {}
         for product_id in product_ids:
-            canonical = _canonical_uuid(product_id)
+            canonical = canonical_uuid(product_id)
             if canonical is not None:
                 asked.setdefault(canonical, []).append(product_id)
         if not asked:
@@ -120,7 +123,7 @@ class Upstreams:
         return method
 
 
-def _canonical_uuid(value: str) -> str | None:
+def canonical_uuid(value: str) -> str | None:
     try:
         return str(uuid.UUID(value))
     except ValueError:
@@ -130,10 +133,12 @@ def _canonical_uuid(value: str) -> str | None:
 def _product(doc: Any) -> Product | None:
     try:
         price = Decimal(str(doc["price"]["amount"]))
+        version = doc.get("version")
         return Product(id=str(doc["id"]), sku=str(doc["sku"]), name=str(doc["name"]),
                        price=price, currency=str(doc["price"]["currency"]),
-                       active=doc.get("status", "active") == "active")
-    except (KeyError, TypeError, InvalidOperation):
+                       active=doc.get("status", "active") == "active",
+                       version=int(version) if version is not None else None)
+    except (KeyError, TypeError, ValueError, InvalidOperation):
         return None
 
 

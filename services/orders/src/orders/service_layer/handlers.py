@@ -1,8 +1,11 @@
 """Orders use cases (HTTP). Each takes a unit of work and opens it itself.
 
-Placing an order validates everything before writing anything (the address with identity,
-prices with catalog, the payment method with payments); then one transaction inserts the
-order, stages OrderPlaced and starts the saga (its first command staged in the outbox).
+Placing an order validates everything before writing anything (the address and the prices
+with the replicas of identity and catalog kept here, or with identity and catalog for what
+the replicas lack; the payment method with payments); then one transaction inserts the
+order, stages OrderPlaced and starts the saga (its first command staged in the outbox). What
+identity and catalog answered then fills the replicas, in a transaction of its own
+(ADR 0036).
 
 A card number never goes further than this module: an order placed with ``card_number`` has
 its card exchanged for a payment method (payments vaults it with the provider) before
@@ -16,16 +19,19 @@ import asyncio
 import hashlib
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
 from chassis.auth import Principal
+from chassis.clock import utc_now
 from chassis.db import UnitOfWork
 from chassis.errors import Conflict, NotFound, Unprocessable
 from chassis.saga import SagaEngine, history
 
+from orders.adapters.replica import AddressReplica, ProductReplica, storable_address
 from orders.adapters.repository import OrdersRepository
-from orders.adapters.upstream import PaymentMethodRef, Upstreams
+from orders.adapters.upstream import PaymentMethodRef, Product, Upstreams, canonical_uuid
 from orders.domain.commands import PlaceOrder
 from orders.domain.model import (
     APPROVED,
@@ -79,23 +85,39 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
                       authorization: str | None, admission: Admission | None = None,
                       card_key: bytes | None = None) -> Placed:
     fingerprint = request_fingerprint(command, card_key)
+    try:
+        items: list[tuple[str, int]] | None = check_items(
+            (i.product_id, i.quantity) for i in command.items)
+        bad_items = None
+    except OrderError as exc:  # told after the key's check, as before the replica was read
+        items, bad_items = None, exc
+    canonical = {p: canonical_uuid(p) for p, _ in items or ()}
     async with uow:  # a retry is answered without asking identity or catalog again
         found = await OrdersRepository(uow.session).by_idempotency_key(principal.subject,
                                                                        idempotency_key)
+        held = {} if found is not None else await ProductReplica(uow.session).get(
+            c for c in canonical.values() if c is not None)
+        # Only the caller's own address is looked up: the replica is keyed by its owner.
+        address_key = canonical_uuid(command.shipping_address_id)
+        kept_address = None if found is not None or address_key is None else \
+            await AddressReplica(uow.session).get(principal.subject, address_key)
     if found is not None:
         return _same_request(found, fingerprint)
     if admission is not None:
         admission.admit()  # before identity and catalog are asked anything
+    if bad_items is not None:
+        raise Unprocessable(str(bad_items), reason=bad_items.reason) from bad_items
+    assert items is not None
 
-    try:
-        items = check_items((i.product_id, i.quantity) for i in command.items)
-    except OrderError as exc:
-        raise Unprocessable(str(exc), reason=exc.reason) from exc
     payment = command.payment
     method_id = payment.payment_method_id
-    address, products, method = await _first_error(
-        upstreams.address(principal.subject, command.shipping_address_id, authorization),
-        upstreams.products([product_id for product_id, _ in items]),
+    # Prices from the replica; the catalog is called only for the products it lacks (ADR 0036).
+    missing = [p for p, _ in items if canonical[p] not in held]
+    asked_at = utc_now()  # what identity answers is the address as of (at least) now
+    address, fetched, method = await _first_error(
+        upstreams.address(principal.subject, command.shipping_address_id, authorization)
+        if kept_address is None else _value(kept_address),
+        upstreams.products(missing) if missing else _no_products(),
         upstreams.payment_method(method_id, authorization) if method_id else _none())
     if address is None:
         raise Unprocessable("unknown address", reason="unknown_address")
@@ -103,13 +125,17 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
         raise Unprocessable("unknown payment method", reason="unknown_payment_method")
     lines = []
     for product_id, quantity in items:
-        product = products[product_id]
+        kept = held.get(canonical[product_id] or "")
+        product = kept.product if kept is not None else fetched[product_id]
         if product is None:
             raise Unprocessable(f"unknown product {product_id}", reason="unknown_product")
         if not product.active or product.currency != CURRENCY:
             raise Unprocessable(f"product {product_id} cannot be ordered",
                                 reason="product_unavailable")
         lines.append(OrderLine(product_id, product.sku, product.name, quantity, product.price))
+    # What the catalog answered fills the replica once the order is placed.
+    fill = sorted({p.id: p for p in fetched.values()
+                   if p is not None and p.version is not None}.values(), key=lambda p: p.id)
 
     if method is None:  # a card: exchanged now, after everything else was found valid
         assert payment.card_number is not None  # a PaymentChoice holds one of the two
@@ -135,11 +161,44 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
         await uow.commit()
     log.info("order_placed", order_id=order.id, customer_id=order.customer_id,
              total=format_amount(order.total), lines=len(order.lines))
+    address_fill = address if kept_address is None and address_key is not None and \
+        storable_address(address) else None
+    if fill or address_fill is not None:
+        await _fill_replicas(uow, fill, principal.subject, address_key, address_fill,
+                             products_at=order.created_at, address_at=asked_at)
     return Placed(order, created=True)
+
+
+async def _fill_replicas(uow: UnitOfWork, products: list[Product], customer_id: str,
+                         address_id: str | None, address: dict[str, Any] | None, *,
+                         products_at: datetime, address_at: datetime) -> None:
+    """Keep what catalog and identity answered, in a transaction of its own after the
+    order's: the order never waits on (or deadlocks with) the replica consumers' row locks,
+    and a fill that fails costs only the next order a call again."""
+    try:
+        async with uow:
+            replica = ProductReplica(uow.session)
+            for product in products:  # sorted by id: concurrent fills lock rows in one order
+                assert product.version is not None
+                await replica.put(product, version=product.version, changed_at=products_at)
+            if address is not None and address_id is not None:
+                await AddressReplica(uow.session).put(customer_id, address_id, address,
+                                                      changed_at=address_at)
+            await uow.commit()
+    except Exception as exc:  # the order is placed: the fill is only a cache
+        log.warning("replica_fill_failed", error=type(exc).__name__)
 
 
 async def _none() -> None:
     return None
+
+
+async def _no_products() -> dict[str, Product | None]:
+    return {}
+
+
+async def _value(value: Any) -> Any:
+    return value
 
 
 def saga_data(order: Order, *, address: dict[str, Any],

@@ -63,7 +63,9 @@ SERVICE_BROKER_NEEDS: dict[str, BrokerNeeds] = {
         consumers=(("SHIPPING_COMMANDS", "shipping-commands"),)),
     "orders": BrokerNeeds(
         streams=("ORDERS_EVENTS",), publishes=tuple(sorted(("orders.events.>", *_COMMANDS))),
-        consumers=(("INVENTORY_EVENTS", "orders-saga-replies-inventory"),
+        consumers=(("CATALOG_EVENTS", "orders-catalog-events"),
+                   ("IDENTITY_EVENTS", "orders-identity-events"),
+                   ("INVENTORY_EVENTS", "orders-saga-replies-inventory"),
                    ("PAYMENTS_EVENTS", "orders-saga-replies-payments"),
                    ("SHIPPING_EVENTS", "orders-saga-replies-shipping"))),
     "cart": BrokerNeeds(consumers=(("CATALOG_EVENTS", "cart-catalog-events"),)),
