@@ -222,6 +222,7 @@ def test_2b_after_the_backfill_the_shadow_agrees(platform: Platform) -> None:
     window = status(platform)["catalog"]["since_last_step"]
     kept = migrate(platform, "mismatches", "catalog", "--limit", "3").stdout
     assert window["mismatches"] == 0, kept
+    both_sides_consistent(platform)
 
 
 class Traffic:
@@ -347,6 +348,7 @@ def test_4_the_guard_refuses_while_the_services_side_fails(platform: Platform) -
     with platform.client() as c:
         wait_until(lambda: c.get("/api/catalog/categories").status_code == 200, 60,
                    "the catalog back")
+    both_sides_consistent(platform)
 
 
 def test_5_finish_moves_every_client(platform: Platform) -> None:
