@@ -146,7 +146,7 @@ async def test_the_same_category_stated_at_once_is_one_category(fresh_database: 
     await asyncio.to_thread(upgrade_to_head, MIGRATIONS_DIR, fresh_database)
     db = Database(fresh_database, pool_size=8)
     try:
-        for round_ in range(5):
+        for round_ in range(20):
             cid = uuid.uuid4()
             got = await asyncio.gather(*(
                 record_category(db.unit_of_work(), cid, f"books-{round_}", "Books & paper")

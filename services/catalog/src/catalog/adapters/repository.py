@@ -65,9 +65,11 @@ class CatalogRepository:
                                    .values(name=category.name))
 
     async def add_category(self, category: Category) -> bool:
+        """False when the slug or the id is taken. Any unique key: two statements of one
+        category at once (same id, same slug) may meet on either index first."""
         result = await self.session.execute(
             insert(categories).values(id=category.id, slug=category.slug, name=category.name)
-            .on_conflict_do_nothing(index_elements=["slug"]))
+            .on_conflict_do_nothing())
         return bool(result.rowcount)
 
     async def get(self, product_id: uuid.UUID, *, for_update: bool = False) -> Product | None:
