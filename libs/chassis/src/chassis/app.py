@@ -290,6 +290,8 @@ def create_service_app(
             async def on_reconnect() -> None:
                 # Heartbeats could not be written during the outage: readers (the edge, other
                 # services' discovery) see this instance as gone until it beats again.
+                if ctx.messaging is not None:
+                    ctx.messaging.wake_consumers()
                 if registration is not None:
                     await registration.beat_now()
                 await broker.probe()

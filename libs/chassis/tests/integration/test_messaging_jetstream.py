@@ -26,7 +26,7 @@ from chassis.messaging.sampler import sample_consumers
 from chassis.messaging.streams import ensure_dead_letter_stream, ensure_events_stream
 from chassis.messaging.tables import inbox_table, outbox_table
 from mercato.runtime.nats import Nats
-from mercato.testing.infra import free_port
+from mercato.testing.infra import NatsProcess, free_port
 from nats.js.api import ConsumerConfig
 from prometheus_client import CollectorRegistry
 from sqlalchemy import MetaData, text
@@ -303,3 +303,105 @@ async def test_a_consumer_lingers_after_a_small_batch_so_the_next_carries_more(
         stop.set()
         await asyncio.wait_for(task, 10)
         await nc.close()
+
+
+# --- the idle wait (ADR 0037) ------------------------------------------------------------
+
+def _idle_spec(producer: str) -> ConsumerSpec:
+    return ConsumerSpec(f"{producer}-seen", f"{producer.upper()}_EVENTS",
+                        [f"{producer}.events.>"], {"Thing.v1": remember})
+
+
+async def _publish_thing(js: nats.js.JetStreamContext, producer: str) -> None:
+    mid = str(uuid.uuid4())
+    await js.publish(f"{producer}.events.thing", b"{}",
+                     headers={H_NATS_MSG_ID: mid, H_MESSAGE_ID: mid, H_TYPE: "Thing.v1",
+                              H_OCCURRED_AT: "2026-01-01T00:00:00+00:00"})
+
+
+async def test_an_idle_consumer_asks_the_broker_once_per_idle_wait_and_stops_at_once(
+        db: Database, nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Idle, a consumer keeps one pull request waiting for IDLE_FETCH_S rather than asking
+    again every second; a stop does not wait for that request to run out."""
+    from chassis.messaging import consumer as consumer_module
+    from nats.js.client import JetStreamContext
+
+    lingering: list[float] = []
+    real_fetch = JetStreamContext.PullSubscription.fetch
+
+    async def counting_fetch(self, batch=1, timeout=5, heartbeat=None):  # type: ignore[no-untyped-def]
+        if batch == 1:
+            lingering.append(timeout)
+        return await real_fetch(self, batch, timeout, heartbeat)
+
+    monkeypatch.setattr(JetStreamContext.PullSubscription, "fetch", counting_fetch)
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    producer = f"p{uuid.uuid4().hex[:8]}"
+    await ensure_events_stream(js, producer)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_jetstream_consumer(
+        InboxConsumer(_idle_spec(producer), db, JetStreamPublisher(js)), js, stop))
+    try:
+        await _publish_thing(js, producer)  # a message arrives on the waiting request
+
+        async def handled() -> bool:
+            return await seen(db) == ["Thing.v1"]
+
+        await wait_for(handled, 10)
+        asked = len(lingering)
+        await asyncio.sleep(2.5)  # idle: the one waiting request is still the same
+        assert len(lingering) - asked <= 1, lingering
+        assert consumer_module.IDLE_FETCH_S >= 5 and set(lingering) == {
+            consumer_module.IDLE_FETCH_S}
+        stop.set()
+        done, _ = await asyncio.wait({task}, timeout=1.5)
+        assert task in done, "the stop waited for the idle pull request to run out"
+        task.result()
+    finally:
+        stop.set()
+        await asyncio.wait({task}, timeout=10)
+        await nc.close()
+
+
+async def test_a_consumer_woken_after_the_broker_restarts_pulls_again_at_once(
+        db: Database, private_nats: NatsProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted broker forgets the pull request an idle consumer waits on; the waker (the
+    app wakes its consumers on reconnect) makes it ask again rather than sit the wait out."""
+    from chassis.messaging import consumer as consumer_module
+
+    monkeypatch.setattr(consumer_module, "IDLE_FETCH_S", 60.0)
+    nc = await nats.connect(private_nats.url, max_reconnect_attempts=-1,
+                            reconnect_time_wait=0.2)
+    js = nc.jetstream()
+    producer = f"p{uuid.uuid4().hex[:8]}"
+    await ensure_events_stream(js, producer)
+    stop = asyncio.Event()
+    waker = consumer_module.Waker()
+    task = asyncio.create_task(run_jetstream_consumer(
+        InboxConsumer(_idle_spec(producer), db, JetStreamPublisher(js)), js, stop, waker))
+    try:
+        await asyncio.sleep(1.0)  # idle: waiting on its pull request
+        private_nats.stop()
+        private_nats.start()  # same store and port: the stream and consumer survive
+        await wait_for(lambda: _true(nc.is_connected), 20)
+        waker.wake()
+        for _ in range(40):  # JetStream answers a moment after the client is back
+            try:
+                await _publish_thing(js, producer)
+                break
+            except nats.errors.TimeoutError:
+                await asyncio.sleep(0.25)
+
+        async def handled() -> bool:
+            return await seen(db) == ["Thing.v1"]
+
+        await wait_for(handled, 15)  # well inside the 60 s the forgotten request had left
+    finally:
+        stop.set()
+        await asyncio.wait({task}, timeout=10)
+        await nc.close()
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -15,7 +15,12 @@ from nats.aio.client import Client as NATS
 
 from chassis.db import Database
 from chassis.messaging.broker import JetStreamPublisher
-from chassis.messaging.consumer import ConsumerSpec, InboxConsumer, run_jetstream_consumer
+from chassis.messaging.consumer import (
+    ConsumerSpec,
+    InboxConsumer,
+    Waker,
+    run_jetstream_consumer,
+)
 from chassis.messaging.inbox import INBOX_PURGE_INTERVAL_S
 from chassis.messaging.metrics import MessagingMetrics
 from chassis.messaging.relay import OutboxRelay
@@ -59,6 +64,7 @@ class MessagingRuntime:
         self._url = database_url
         self.metrics = metrics
         self._stop = asyncio.Event()
+        self._waker = Waker()
         self._tasks: list[asyncio.Task[None]] = []
         self.relay: OutboxRelay | None = None
 
@@ -81,7 +87,7 @@ class MessagingRuntime:
         for consumer_spec in self.spec.consumers:
             consumer = InboxConsumer(consumer_spec, self._db, publisher, self.metrics)
             self._tasks.append(asyncio.create_task(
-                run_jetstream_consumer(consumer, js, self._stop),
+                run_jetstream_consumer(consumer, js, self._stop, self._waker),
                 name=f"consumer-{consumer_spec.name}"))
         if self.spec.consumers:
             self._tasks.append(asyncio.create_task(run_consumer_sampler(
@@ -89,6 +95,11 @@ class MessagingRuntime:
                 interval_s=self.spec.sample_interval_s), name="consumer-sampler"))
         log.info("messaging_started", outbox=self.spec.outbox,
                  consumers=[c.name for c in self.spec.consumers])
+
+    def wake_consumers(self) -> None:
+        """After a reconnect: a restarted broker has forgotten the consumers' waiting pull
+        requests, so each asks again now rather than when its idle wait ends."""
+        self._waker.wake()
 
     async def stop(self) -> None:
         self._stop.set()
