@@ -153,17 +153,19 @@ class RegistryClient:
                 found.append(decoded[0])
         return found
 
-    async def changes(self) -> AsyncIterator[None]:
-        """Yield whenever the bucket changes (put, delete, purge); callers then re-list."""
+    async def changes(self) -> AsyncIterator[KeyValue.Entry | None]:
+        """Yield whenever the bucket changes (put, delete, purge): the entry as written (None
+        marks the end of the initial values). Callers re-list what they need; the entry
+        lets them tell a heartbeat from a change first."""
         kv = await self.bucket()
         watcher = await kv.watchall(include_history=False)
         try:
             while True:
                 try:
-                    await watcher.updates(timeout=3600)
+                    entry = await watcher.updates(timeout=3600)
                 except TimeoutError:
                     continue
-                yield None
+                yield entry
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()

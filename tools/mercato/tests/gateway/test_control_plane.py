@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -16,6 +17,7 @@ from chassis.registry import Instance
 from gateway_test_support import Signer, start_identity, wait_for
 from mercato.gateway import GatewayConfig, control, prepare, render, run_control_plane
 from mercato.gateway.files import write_if_changed
+from nats.js.kv import KeyValue
 
 
 def _instance(service: str, n: int, port: int) -> Instance:
@@ -286,3 +288,46 @@ def test_only_well_formed_rs256_signing_keys_reach_envoy() -> None:
         {"kty": "RSA", "kid": "b", "alg": "RS256", "use": "sig", "n": "n1", "e": "AQAB"}]}
     for nothing in ({"keys": [document["keys"][1]]}, {"keys": []}, {}, [], "x", None):
         assert control._usable_jwks(nothing) is None
+
+
+class EntryRegistry(FakeRegistry):
+    """Yields the entries as the registry bucket's watch does (ADR 0037)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._entries: asyncio.Queue[KeyValue.Entry] = asyncio.Queue()
+
+    def write(self, instance: Instance, *, operation: str | None = None) -> None:
+        value = b"" if operation else json.dumps(dataclasses.asdict(instance)).encode()
+        self._entries.put_nowait(KeyValue.Entry(bucket="registry", key=instance.key,
+                                                value=value, revision=None, delta=None,
+                                                created=None, operation=operation))
+
+    async def changes(self) -> AsyncIterator[KeyValue.Entry | None]:  # type: ignore[override]
+        while True:
+            yield await self._entries.get()
+
+
+async def test_a_heartbeat_does_not_make_the_control_plane_list_again(tmp_path: Path) -> None:
+    """Every instance beats every few seconds; only a new, moved or gone instance re-lists."""
+    cfg = _cfg(tmp_path, resync=60.0)  # no resync during the test: only the watch lists
+    prepare(cfg)
+    registry = EntryRegistry()
+    first = _instance("catalog", 1, 7001)
+    registry.set([first], notify=False)
+    async with running(cfg, registry):
+        await wait_for(lambda: _async(_ports(cfg, "catalog") == [7001]), 3, "first render")
+        registry.write(first)  # first seen by the watch: lists
+        await wait_for(lambda: _async(registry.lists >= 2), 3, "a list on a new key")
+        lists = registry.lists
+        for _ in range(5):
+            registry.write(dataclasses.replace(first, heartbeat_at=time.time()))
+        await asyncio.sleep(0.3)
+        assert registry.lists == lists, "a heartbeat re-listed the registry"
+        moved = dataclasses.replace(first, port=7003, heartbeat_at=time.time())
+        registry.set([moved], notify=False)
+        registry.write(moved)
+        await wait_for(lambda: _async(_ports(cfg, "catalog") == [7003]), 3, "moved instance")
+        registry.set([], notify=False)
+        registry.write(moved, operation="DEL")
+        await wait_for(lambda: _async(_ports(cfg, "catalog") == []), 3, "gone instance")

@@ -38,9 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import structlog
 import yaml
 from chassis.registry import STALE_AFTER_S, Instance, RegistryClient
+from nats.js.kv import KeyValue
 
 from mercato.gateway import render
 from mercato.gateway.envoy import envoy_argv
@@ -366,13 +368,35 @@ async def _keep_keys(cfg: GatewayConfig, table: RouteTable, seen: _Seen,
                 await asyncio.wait_for(stop_event.wait(), wait)
 
 
+def _heartbeat_only(entry: KeyValue.Entry | None, known: dict[str, object]) -> bool:
+    """True when ``entry`` only refreshes a known instance's heartbeat: the same process at
+    the same address. Those are most of the registry's writes (every instance beats every few
+    seconds) and change no endpoint; re-listing the registry and rendering every cluster on
+    each cost the supervisor more than anything else it did idle (ADR 0037). Freshness is
+    still judged by the periodic resync."""
+    if entry is None or entry.key is None:
+        return False
+    if entry.operation in ("DEL", "PURGE") or not entry.value:
+        known.pop(entry.key, None)
+        return False
+    try:
+        fields = orjson.loads(entry.value)
+        where = (fields["host"], fields["port"], fields["pid"], fields["started_at"])
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        return False
+    before, known[entry.key] = known.get(entry.key), where
+    return before == where
+
+
 async def _watch(registry: RegistryClient, wake: asyncio.Event) -> None:
     backoff = 0.5
+    known: dict[str, object] = {}
     while True:
         try:
-            async for _ in registry.changes():
+            async for entry in registry.changes():
                 backoff = 0.5
-                wake.set()
+                if not _heartbeat_only(entry, known):
+                    wake.set()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
