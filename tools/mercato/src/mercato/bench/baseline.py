@@ -64,6 +64,8 @@ def figures_of(report: dict[str, Any]) -> dict[str, Any]:
         "clean_check": not (report.get("check") or {}).get("violations"),
         "cpu_ms_per_order_by_process": {k: round(v * 1000, 3) for k, v in per.items()
                                         if k != CLIENT},
+        "cpu_ms_per_order_above_idle_by_process": {k: round(v * 1000, 3)
+                                                   for k, v in above.items() if k != CLIENT},
         "work_per_order": dict(report.get("work_per_order") or {}),
     }
 

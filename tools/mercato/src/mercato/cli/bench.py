@@ -98,6 +98,69 @@ def bench_compare(
         report.write_text(json.dumps(result, indent=1) + "\n")
 
 
+@bench_app.command("idle")
+def bench_idle(
+    duration: Annotated[float, typer.Option(help="Seconds to measure.", min=1)] = 30.0,
+    save: Annotated[Path | None, typer.Option(
+        help="Also save the figures (and the platform's commit) to this JSON file.",
+        show_default=False)] = None,
+    before: Annotated[list[Path] | None, typer.Option(
+        "--before", help="Compare saved runs instead of measuring: a run of the build "
+        "before; repeat it for several.", show_default=False)] = None,
+    after: Annotated[list[Path] | None, typer.Option(
+        "--after", help="With --before: a run of the build after.", show_default=False)
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """CPU the running platform burns with no orders, per process (timers, heartbeats,
+    probes, polls); with --before/--after, saved runs of two builds side by side."""
+    from rich.console import Console
+
+    from mercato.bench.baseline import BaselineError
+    from mercato.bench.idle import compare, load, print_comparison, run_idle_bench
+
+    if before or after:
+        if not (before and after):
+            fail("give runs of both builds: --before FILE ... --after FILE ...",
+                 "save runs with: mercato bench idle --save FILE", 2)
+        try:
+            b, a = [load(p) for p in before or []], [load(p) for p in after or []]
+        except BaselineError as exc:
+            fail(str(exc), "save runs with: mercato bench idle --save FILE", 2)
+        print_comparison(compare(b, a), len(b), len(a), Console(highlight=False))
+        return
+    raise typer.Exit(run_idle_bench(running_home(home).root, duration, save))
+
+
+@bench_app.command("capacity")
+def bench_capacity(
+    runs: Annotated[list[Path], typer.Argument(
+        help="bench orders reports or --save-baseline files of one build (medians are "
+             "taken over them).", show_default=False)],
+    rate: Annotated[list[int] | None, typer.Option(
+        "--rate", help="Orders per second to size for; repeat it for several.",
+        min=1, show_default=False)] = None,
+    utilisation: Annotated[float, typer.Option(
+        help="Share of each core to plan for.", min=0.05, max=1.0)] = 0.7,
+    markdown: Annotated[bool, typer.Option(
+        "--markdown", help="Print the table as docs/performance.md shows it.")] = False,
+) -> None:
+    """Cores per process group at 100 and 1,000 orders/s (or --rate), derived from the CPU
+    per order of measured runs: the capacity model of docs/performance.md."""
+    from mercato.bench.baseline import BaselineError
+    from mercato.bench.capacity import RATES, load_model, print_model
+    from mercato.bench.capacity import markdown as as_markdown
+
+    try:
+        m = load_model(runs, rates=tuple(rate) if rate else RATES, utilisation=utilisation)
+    except BaselineError as exc:
+        fail(str(exc), "save runs with: mercato bench orders --save-baseline FILE", 2)
+    if markdown:
+        typer.echo(as_markdown(m), nl=False)
+    else:
+        print_model(m)
+
+
 @bench_app.command("storefront")
 def bench_storefront(
     rate: Annotated[float, typer.Option(help="Pages requested per second (constant arrivals).",

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# What two checkouts' platforms burn idle, on alternating fresh platforms, side by side:
+#
+#   bench/idle.sh BEFORE_CHECKOUT AFTER_CHECKOUT [ROUNDS] [DURATION] [OUT_DIR]
+#
+# Each checkout needs its own `make install`. Each platform settles for 20 s after it is
+# ready (first connections, warm-up), then `mercato bench idle` measures it for DURATION
+# seconds and saves the figures in OUT_DIR; the medians are printed at the end.
+set -euo pipefail
+before=$(cd "$1" && pwd); after=$(cd "$2" && pwd)
+rounds=${3:-2}; duration=${4:-30}
+out=${5:-$after/bench/reports/idle-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$out"
+cli="$after/.venv/bin/mercato"
+# Both builds get the same Prometheus (it scrapes every process): see bench/alternate.sh.
+if [ -z "${MERCATO_PROMETHEUS_DIR:-}" ]; then
+  for checkout in "$after" "$before"; do
+    if [ -x "$checkout/.tools/prometheus/prometheus" ]; then
+      export MERCATO_PROMETHEUS_DIR="$checkout/.tools/prometheus"; break
+    fi
+  done
+fi
+free_port() { "$after/.venv/bin/python" -c \
+  'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+run_one() {  # run_one LABEL CHECKOUT N
+  local label=$1 checkout=$2 n=$3 home
+  home=$(mktemp -d "/tmp/mercato-idle-$label-XXXX")
+  (cd "$checkout" && .venv/bin/mercato up --detach --port "$(free_port)" --home "$home" \
+      >"$out/$label-$n.up.log" 2>&1)
+  sleep 20
+  "$cli" bench idle --duration "$duration" --home "$home" --save "$out/$label-$n.json" \
+      >"$out/$label-$n.out" 2>&1 || { echo "see $out/$label-$n.out"; exit 2; }
+  (cd "$checkout" && .venv/bin/mercato down --home "$home" >/dev/null 2>&1) || true
+  rm -rf "$home"
+  echo "$label run $n: $(grep -o 'platform *│ *[0-9.]*' "$out/$label-$n.out" | tr -s ' │' ' ')"
+}
+
+for i in $(seq 1 "$rounds"); do
+  if (( i % 2 )); then run_one before "$before" "$i"; run_one after "$after" "$i"
+  else run_one after "$after" "$i"; run_one before "$before" "$i"; fi
+done
+args=()
+for f in "$out"/before-*.json; do args+=(--before "$f"); done
+for f in "$out"/after-*.json; do args+=(--after "$f"); done
+COLUMNS=${COLUMNS:-120} "$cli" bench idle "${args[@]}"
