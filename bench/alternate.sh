@@ -17,18 +17,7 @@ bench_cli="$after/.venv/bin/mercato"   # the newer CLI has --save-baseline
 # A cheap argon2id for the run's customers (set-up only; not in the measured window).
 export IDENTITY_ARGON2_TIME_COST=1 IDENTITY_ARGON2_MEMORY_COST_KIB=8192 \
        IDENTITY_ARGON2_PARALLELISM=1
-# Both builds get the same Prometheus, which scrapes every service: a checkout without one
-# (`make observability-tools` never ran there) would run an unscraped, cheaper platform.
-if [ -z "${MERCATO_PROMETHEUS_DIR:-}" ]; then
-  for checkout in "$after" "$before"; do
-    if [ -x "$checkout/.tools/prometheus/prometheus" ]; then
-      export MERCATO_PROMETHEUS_DIR="$checkout/.tools/prometheus"; break
-    fi
-  done
-fi
-echo "prometheus for both builds: ${MERCATO_PROMETHEUS_DIR:-none (neither checkout has one; run make observability-tools)}"
-free_port() { "$after/.venv/bin/python" -c \
-  'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/two_builds.sh"
 
 run_one() {  # run_one LABEL CHECKOUT N
   local label=$1 checkout=$2 n=$3 home

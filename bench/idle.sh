@@ -12,16 +12,7 @@ rounds=${3:-2}; duration=${4:-30}
 out=${5:-$after/bench/reports/idle-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 cli="$after/.venv/bin/mercato"
-# Both builds get the same Prometheus (it scrapes every process): see bench/alternate.sh.
-if [ -z "${MERCATO_PROMETHEUS_DIR:-}" ]; then
-  for checkout in "$after" "$before"; do
-    if [ -x "$checkout/.tools/prometheus/prometheus" ]; then
-      export MERCATO_PROMETHEUS_DIR="$checkout/.tools/prometheus"; break
-    fi
-  done
-fi
-free_port() { "$after/.venv/bin/python" -c \
-  'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/two_builds.sh"
 
 run_one() {  # run_one LABEL CHECKOUT N
   local label=$1 checkout=$2 n=$3 home

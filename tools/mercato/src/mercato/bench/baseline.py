@@ -118,14 +118,19 @@ def baseline_of(report: dict[str, Any], commit: dict[str, Any] | None = None,
             "figures": figures_of(report)}
 
 
-def load_run(path: Path) -> dict[str, Any]:
-    """A baseline document, or a full ``bench orders`` report turned into one."""
+def read_json(path: Path) -> Any:
+    """A saved run's JSON, or a BaselineError that says what is wrong with the file."""
     try:
-        doc = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise BaselineError(f"{path}: no such file") from exc
     except (OSError, ValueError) as exc:
         raise BaselineError(f"{path}: not a JSON report ({exc})") from exc
+
+
+def load_run(path: Path) -> dict[str, Any]:
+    """A baseline document, or a full ``bench orders`` report turned into one."""
+    doc = read_json(path)
     if not isinstance(doc, dict):
         raise BaselineError(f"{path}: not a bench orders report or baseline")
     if doc.get("kind") == KIND:

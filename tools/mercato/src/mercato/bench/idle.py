@@ -17,7 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mercato.bench.baseline import BaselineError, current_commit, machine, platform_checkout
+from mercato.bench.baseline import (
+    BaselineError,
+    current_commit,
+    machine,
+    platform_checkout,
+    read_json,
+)
 from mercato.bench.measure import MACHINE, sample_cpu
 
 KIND = "mercato-bench-idle"
@@ -49,12 +55,7 @@ def document(cores: dict[str, float], duration_s: float,
 
 
 def load(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise BaselineError(f"{path}: no such file") from exc
-    except (OSError, ValueError) as exc:
-        raise BaselineError(f"{path}: not JSON ({exc})") from exc
+    doc = read_json(path)
     if not isinstance(doc, dict) or doc.get("kind") != KIND or not isinstance(
             doc.get("cores"), dict):
         raise BaselineError(f"{path}: not a bench idle run (save one with mercato bench "

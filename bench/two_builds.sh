@@ -1,0 +1,16 @@
+# Sourced by bench/alternate.sh and bench/idle.sh once $before and $after are set: what both
+# need to run two checkouts' platforms on equal terms.
+
+# Both builds get the same Prometheus, which scrapes every service: a checkout without one
+# (`make observability-tools` never ran there) would run an unscraped, cheaper platform.
+if [ -z "${MERCATO_PROMETHEUS_DIR:-}" ]; then
+  for checkout in "$after" "$before"; do
+    if [ -x "$checkout/.tools/prometheus/prometheus" ]; then
+      export MERCATO_PROMETHEUS_DIR="$checkout/.tools/prometheus"; break
+    fi
+  done
+fi
+echo "prometheus for both builds: ${MERCATO_PROMETHEUS_DIR:-none (neither checkout has one; run make observability-tools)}"
+
+free_port() { "$after/.venv/bin/python" -c \
+  'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
