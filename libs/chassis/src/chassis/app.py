@@ -261,7 +261,9 @@ def create_service_app(
         if settings.nats_url:
             ctx.nats = NatsConnection(settings.nats_url, name=settings.instance,
                                       options=connect_options(settings))
-            ctx.broker = broker = BrokerMonitor(ctx.nats, ctx.dependencies)
+            ctx.broker = broker = BrokerMonitor(
+                ctx.nats, ctx.dependencies,
+                on_back=ctx.messaging.wake_consumers if ctx.messaging is not None else None)
             background.append(asyncio.create_task(broker.run(), name="broker-monitor"))
 
             async def on_nats(nc: NATS) -> None:

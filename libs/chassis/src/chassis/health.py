@@ -71,9 +71,11 @@ async def probe_jetstream(nc: NATS) -> str | None:
 class BrokerMonitor:
     """Probes the broker every couple of seconds; readiness reads the last verdict."""
 
-    def __init__(self, connection: NatsConnection, gauge: DependencyGauge) -> None:
+    def __init__(self, connection: NatsConnection, gauge: DependencyGauge, *,
+                 on_back: Callable[[], None] | None = None) -> None:
         self._conn = connection
         self._gauge = gauge
+        self._on_back = on_back
         self.problem: str | None = "not connected yet"
         gauge.set(BROKER, False)
 
@@ -86,6 +88,10 @@ class BrokerMonitor:
         if problem != self.problem:
             if problem is None:
                 log.info("dependency_up", dependency=BROKER)
+                if self._on_back is not None:
+                    # Back without a reconnect (a broker that hung, then answered again): it
+                    # may have dropped what the connection was waiting on meanwhile.
+                    self._on_back()
             else:
                 log.warning("dependency_down", dependency=BROKER, problem=problem)
         self.problem = problem

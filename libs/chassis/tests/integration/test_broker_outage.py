@@ -278,3 +278,33 @@ def test_ready_stays_200_with_the_broker_reported_degraded(
         # Registered again (at once on reconnect, not only at the next heartbeat).
         _wait(lambda: asyncio.run(_registered_ports(private_nats.url)) == [5998],
               "the registry entry")
+
+
+async def test_a_broker_that_answers_again_after_hanging_wakes_the_consumers(
+        private_nats: NatsProcess) -> None:
+    """A hung broker keeps the connection (no reconnect) but may drop the consumers' waiting
+    pull requests: when JetStream answers again the monitor calls back (the app wakes its
+    consumers then, ADR 0037)."""
+    from chassis.health import BrokerMonitor, DependencyGauge
+    from prometheus_client import CollectorRegistry
+
+    woken: list[float] = []
+    conn = NatsConnection(private_nats.url, name="hung-then-back")
+    conn.start()
+    monitor = BrokerMonitor(conn, DependencyGauge(CollectorRegistry()),
+                            on_back=lambda: woken.append(time.monotonic()))
+    try:
+        await until(lambda: conn.is_set_up, "the connection")
+        await monitor.probe()
+        assert monitor.problem is None and len(woken) == 1  # up for the first time
+        await monitor.probe()
+        assert len(woken) == 1  # still up: no call
+        private_nats.stall()
+        await monitor.probe()
+        assert monitor.problem is not None
+        private_nats.resume()
+        await monitor.probe()
+        assert monitor.problem is None and len(woken) == 2
+    finally:
+        private_nats.resume()
+        await conn.close()
