@@ -21,9 +21,7 @@ export IDENTITY_ARGON2_TIME_COST=1 IDENTITY_ARGON2_MEMORY_COST_KIB=8192 \
 
 run_one() {  # run_one LABEL CHECKOUT N
   local label=$1 checkout=$2 n=$3 home
-  home=$(mktemp -d "/tmp/mercato-alt-$label-XXXX")
-  (cd "$checkout" && .venv/bin/mercato up --detach --port "$(free_port)" --home "$home" \
-      >"$out/$label-$n.up.log" 2>&1)
+  home=$(start_platform "$label" "$checkout" "$n")
   local rc=0
   "$bench_cli" bench orders --rate "$rate" --duration "$duration" --home "$home" \
       --report "$out/$label-$n.report.json" --save-baseline "$out/$label-$n.json" \

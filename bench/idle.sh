@@ -16,9 +16,7 @@ cli="$after/.venv/bin/mercato"
 
 run_one() {  # run_one LABEL CHECKOUT N
   local label=$1 checkout=$2 n=$3 home
-  home=$(mktemp -d "/tmp/mercato-idle-$label-XXXX")
-  (cd "$checkout" && .venv/bin/mercato up --detach --port "$(free_port)" --home "$home" \
-      >"$out/$label-$n.up.log" 2>&1)
+  home=$(start_platform "$label" "$checkout" "$n")
   sleep 20
   "$cli" bench idle --duration "$duration" --home "$home" --save "$out/$label-$n.json" \
       >"$out/$label-$n.out" 2>&1 || { echo "see $out/$label-$n.out"; exit 2; }

@@ -14,3 +14,14 @@ echo "prometheus for both builds: ${MERCATO_PROMETHEUS_DIR:-none (neither checko
 
 free_port() { "$after/.venv/bin/python" -c \
   'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# start_platform LABEL CHECKOUT N: starts a fresh platform of CHECKOUT in a scratch home and
+# prints the home; the start-up log is $out/LABEL-N.up.log.
+start_platform() {
+  local home
+  home=$(mktemp -d "/tmp/mercato-bench-$1-XXXX")
+  (cd "$2" && .venv/bin/mercato up --detach --port "$(free_port)" --home "$home" \
+      >"$out/$1-$3.up.log" 2>&1) || { echo "mercato up failed: see $out/$1-$3.up.log" >&2
+                                       return 1; }
+  echo "$home"
+}
