@@ -24,8 +24,7 @@ def test_a_busy_group_shows_its_cores_and_a_sleeping_one_almost_none() -> None:
         busy.kill()
         asleep.kill()
     assert cores["busy"] > 0.2 > cores["asleep"]
-    assert cores["platform"] == round(cores["busy"] + cores["asleep"], 4) or abs(
-        cores["platform"] - cores["busy"] - cores["asleep"]) < 1e-3
+    assert abs(cores["platform"] - cores["busy"] - cores["asleep"]) < 1e-3
     assert "bench client" not in cores
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mercato.bench.baseline import (
+    CLIENT,
     BaselineError,
     current_commit,
     machine,
@@ -28,7 +29,6 @@ from mercato.bench.measure import MACHINE, sample_cpu
 
 KIND = "mercato-bench-idle"
 VERSION = 1
-CLIENT = "bench client"
 PLATFORM = "platform"
 
 
