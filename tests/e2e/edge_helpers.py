@@ -104,6 +104,24 @@ class Platform:
         return wait_until(found, timeout, "the requests in the edge's access log",
                           interval=0.1)  # type: ignore[no-any-return]
 
+    def edge_unhealthy(self) -> dict[str, list[str]]:
+        """Each service's instances the edge holds out of rotation now (Envoy's admin
+        ``/clusters``): its health checks, not the registry, say when one is back."""
+        from mercato.gateway.envoy import admin_get
+        from mercato.runtime.paths import Home
+
+        status, text = asyncio.run(admin_get(Home(self.home).envoy_admin_socket, "/clusters"))
+        assert status == 200, text
+        services = {p["service"] for p in self.state()["processes"].values()
+                    if p.get("kind") == "service"}
+        out: dict[str, list[str]] = {}
+        for line in text.splitlines():
+            parts = line.split("::")
+            if len(parts) == 4 and parts[0] in services and parts[2] == "health_flags" \
+                    and parts[3] != "healthy":
+                out.setdefault(parts[0], []).append(f"{parts[1]} {parts[3]}")
+        return out
+
     def register(self, client: httpx.Client, password: str = "correct horse battery") -> dict:
         email = f"user-{uuid.uuid4().hex[:12]}@example.com"
         resp = client.post("/api/identity/register",

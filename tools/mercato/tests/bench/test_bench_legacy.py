@@ -58,7 +58,18 @@ def test_a_platform_without_the_monolith_is_refused_clearly(tmp_path) -> None:  
         read_legacy(tmp_path)
     (tmp_path / "run" / "state.json").write_text(json.dumps(
         {"phase": "ready", "urls": {"legacy": "http://127.0.0.1:9/shop"},
-         "processes": {"legacy": {"pid": 11}, "postgres": {"pid": 12}}}))
+         "processes": {"legacy": {"pid": 11, "state": "ready"}, "postgres": {"pid": 12}}}))
     target = read_legacy(tmp_path)
     assert target.url == "http://127.0.0.1:9"
     assert target.groups == {"legacy": [11], "postgres": [12]}
+
+
+def test_a_monolith_being_restarted_is_named_with_why_and_where_to_look(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "state.json").write_text(json.dumps(
+        {"phase": "ready", "urls": {"legacy": "http://127.0.0.1:9/shop"},
+         "processes": {"legacy": {"pid": None, "state": "restarting", "log": "/h/logs/legacy.log",
+                                  "last_restart": {"detail": "exited with code 3"}}}}))
+    with pytest.raises(BenchError, match=r"not serving \(exited with code 3\): see "
+                                         r"/h/logs/legacy.log"):
+        read_legacy(tmp_path)

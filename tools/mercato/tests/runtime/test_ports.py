@@ -25,3 +25,37 @@ def test_a_port_someone_listens_on_is_never_chosen(monkeypatch) -> None:
                             lambda: type("R", (), {"randrange": lambda self, a, b: taken})())
         port = paths.free_port()
     assert port != taken
+
+
+def draws(monkeypatch, *ports: int) -> None:  # type: ignore[no-untyped-def]
+    """The random picks free_port makes, in order."""
+    left = list(ports)
+    monkeypatch.setattr(paths.random, "SystemRandom",
+                        lambda: type("R", (), {"randrange": lambda self, a, b: left.pop(0)})())
+
+
+def test_a_port_handed_to_a_process_that_has_not_bound_it_is_never_handed_again(
+        tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The monolith's port is chosen when the edge starts (its routes name it) and bound
+    seconds later; a service started meanwhile once drew the same one (a CI run's monolith
+    then could not bind, and the catalog answered its health probe)."""
+    from mercato.runtime.supervisor import Child, Supervisor
+
+    monkeypatch.setattr(paths, "_ephemeral_range", lambda: (32768, 60999))
+    sup = Supervisor(paths.Home(tmp_path), services={"catalog": "catalog"}, scale={},
+                     with_=["legacy"])
+    draws(monkeypatch, 20001)
+    sup.legacy_port = sup.free_port()
+    assert sup.legacy_port == 20001
+    catalog = sup._service_spec("catalog", "catalog", "catalog-1")
+    draws(monkeypatch, 20001, 20002)
+    first = Child(spec=catalog, log_path=str(tmp_path / "catalog-1.log"))
+    first.port = catalog.port()
+    assert first.port == 20002
+    sup.children["catalog-1"] = first
+    # A second instance avoids both the monolith's port and the first instance's.
+    draws(monkeypatch, 20001, 20002, 20003)
+    assert catalog.port() == 20003
+    # So do the engines' and the edge's ports, kept in the home's config.
+    draws(monkeypatch, sup.ports.postgres, sup.ports.nats, 20004)
+    assert sup.free_port() == 20004

@@ -62,9 +62,14 @@ def read_legacy(home: Path) -> LegacyTarget:
                          "legacy") from exc
     url = (state.get("urls") or {}).get("legacy")
     procs = state.get("processes") or {}
-    if state.get("phase") != "ready" or not url or not (procs.get("legacy") or {}).get("pid"):
+    legacy = procs.get("legacy") or {}
+    if state.get("phase") != "ready" or not url or not legacy:
         raise BenchError("the legacy shop is not running: start the platform with "
                          "mercato up --detach --with legacy")
+    if not legacy.get("pid") or legacy.get("state") != "ready":
+        why = (legacy.get("last_restart") or {}).get("detail") or legacy.get("state")
+        raise BenchError(f"the legacy shop is not serving ({why}): see "
+                         f"{legacy.get('log') or 'its log'}, and `mercato status`")
     groups = {name: [int(procs[name]["pid"])] for name in SERVES_LEGACY
               if (procs.get(name) or {}).get("pid")}
     return LegacyTarget(url=url.removesuffix("/shop"), groups=groups)

@@ -14,6 +14,7 @@ import random
 import socket
 import sys
 import tempfile
+from collections.abc import Container
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -65,13 +66,16 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999  # Linux's default
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = "127.0.0.1", avoid: Container[int] = ()) -> int:
     """A port no program listens on, chosen below the kernel's ephemeral range.
 
     A port the kernel hands out with ``bind(0)`` comes from the ephemeral range, the same pool
     every outgoing connection takes its source port from: by the time PostgreSQL, NATS or
     Envoy binds it (at once, or at the next ``up``), some connection may be using it and the
     bind fails. Ports below that range are only ever taken by listeners, which we check for.
+
+    ``avoid``: ports already handed to processes that may not have bound them yet (a check
+    for a listener cannot see those).
     """
     low, _ = _ephemeral_range()
     floor = 10_000
@@ -79,11 +83,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         rng = random.SystemRandom()
         for _ in range(64):
             port = rng.randrange(floor, low)
-            if port_is_free(port, host) and port_is_free(port, "0.0.0.0"):
+            if port not in avoid and port_is_free(port, host) \
+                    and port_is_free(port, "0.0.0.0"):
                 return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in avoid:
+            return port
 
 
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 import aiohttp
@@ -325,6 +325,24 @@ class Supervisor:
     async def _nats_ready(self, c: Child) -> bool:
         return await asyncio.to_thread(self.nats.is_ready)
 
+    # -- ports ---------------------------------------------------------------------------------
+
+    def handed_ports(self) -> set[int]:
+        """Every port this platform has given a process, bound yet or not."""
+        ports = set(asdict(self.ports).values())
+        ports |= {p for p in (self.legacy_port, self.acl_port, self.sync_port, self.stock_port)
+                  if p is not None}
+        ports |= {p for sim in self.simulator_ports.values() for p in sim.values()}
+        return ports | {c.port for c in self.children.values() if c.port is not None}
+
+    def free_port(self) -> int:
+        """A free port no other process of this platform was given. Free is not enough: a
+        port is chosen before its process binds it (the monolith's one before the edge
+        starts, which names it), and a service started meanwhile once drew the same one at
+        random, leaving the monolith unable to bind and its health probe answered by the
+        catalog."""
+        return free_port(avoid=self.handed_ports())
+
     # -- one supervised process ----------------------------------------------------------------
 
     def add(self, spec: Spec) -> Child:
@@ -596,8 +614,8 @@ class Supervisor:
     async def start_gateway(self) -> None:
         if "legacy" in self.with_:
             # Fixed for the run: the edge's STATIC clusters name them before they start.
-            self.legacy_port = self.legacy_port or free_port()
-            self.acl_port = self.acl_port or free_port()
+            self.legacy_port = self.legacy_port or self.free_port()
+            self.acl_port = self.acl_port or self.free_port()
         edge = self.edge = EdgeWiring(self.home, nats_url=self.nats.url,
                                       services=list(self.services), edge_port=self.ports.edge,
                                       admin_port=self.ports.envoy_admin,
@@ -628,7 +646,7 @@ class Supervisor:
             if not any(s in self.services or s in self.with_ for s in sim.used_by):
                 continue
             ports = self.simulator_ports.setdefault(
-                sim.name, {name: free_port() for name in sim.ports})
+                sim.name, {name: self.free_port() for name in sim.ports})
             data_dir = self.home.root / sim.name
             data_dir.mkdir(parents=True, exist_ok=True)
             url = f"http://127.0.0.1:{ports[sim.ports[0]]}{sim.health_path}"
@@ -671,7 +689,7 @@ class Supervisor:
                        and self._syncs_catalog() else {})}
 
         return Spec(name=iid, kind="service", service=service,
-                    argv=lambda _p: [sys.executable, "-m", module], port=free_port, env=env,
+                    argv=lambda _p: [sys.executable, "-m", module], port=self.free_port, env=env,
                     ready=self._service_ready, live=self._service_live)
 
     def _callers(self) -> list[str]:
@@ -689,7 +707,7 @@ class Supervisor:
         return "legacy" in self.with_ and "catalog" in self.services
 
     def _sync_spec(self) -> Spec:
-        port = self.sync_port = self.sync_port or free_port()
+        port = self.sync_port = self.sync_port or self.free_port()
         options = broker.connect_options(self.home)
 
         def env(_port: int | None) -> dict[str, str]:
@@ -720,7 +738,7 @@ class Supervisor:
         Prometheus (kind ``service``); it migrates its own database at start."""
         if "legacy" not in self.with_:
             return []
-        port = self.legacy_port = self.legacy_port or free_port()
+        port = self.legacy_port = self.legacy_port or self.free_port()
 
         def env(_port: int | None) -> dict[str, str]:
             provider = self.simulator_ports.get("payments-provider")
@@ -771,7 +789,7 @@ class Supervisor:
     def _stock_spec(self) -> Spec:
         from mercato.migration.flags import flag_file
 
-        port = self.stock_port = self.stock_port or free_port()
+        port = self.stock_port = self.stock_port or self.free_port()
         sync = self._sync_spec()  # the same identity and broker credentials as the sync
         return Spec(name="stock", kind="service", service="stock",
                     argv=lambda _p: [sys.executable, "-m", "mercato.migration.stock",
