@@ -40,15 +40,16 @@ def run_env(target_metadata: Any) -> None:
         return
 
     def migrate(connection: Connection) -> None:
-        connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
-        try:
-            context.configure(connection=connection, target_metadata=target_metadata,
-                              compare_type=True)
-            with context.begin_transaction():
-                context.run_migrations()
-        finally:
-            connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
-            connection.commit()
+        # A transaction-level lock, in the migrations' own transaction: it is let go by their
+        # commit (or rollback), never before. A session lock unlocked before the commit let
+        # the next instance in while the version table was still uncommitted: it tried to
+        # create it too, failed, and its process exited.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+        context.configure(connection=connection, target_metadata=target_metadata,
+                          compare_type=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
 
     async def main() -> None:
         engine = create_async_engine(url, poolclass=pool.NullPool)
