@@ -29,17 +29,13 @@ def run_env() -> None:
         raise RuntimeError("no database URL: run through upgrade_to_head")
 
     def migrate(connection: Connection) -> None:
-        connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
-        try:
-            context.configure(connection=connection)
-            with context.begin_transaction():
-                context.run_migrations()
-        except BaseException:
-            connection.rollback()  # a failed migration must not hide behind the unlock
-            raise
-        finally:
-            connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
-            connection.commit()
+        # Transaction-level: let go by the migrations' commit (or rollback), so a second
+        # process never sees them half done (unlocking before the commit did just that).
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+        context.configure(connection=connection)
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
 
     async def main() -> None:
         engine = create_async_engine(url, poolclass=pool.NullPool)
