@@ -432,3 +432,24 @@ async def test_a_round_checks_each_claim_in_the_transaction_before_its_send(
     assert sorted(m["notification"] for m in sink.messages()) == [
         f"o{i}/order_placed" for i in range(1, 5)]
     await smtp.close_connection()
+
+
+async def test_what_the_sink_reads_is_what_was_written_in_any_script(sink: MailSink) -> None:
+    """The compat32 build (ADR 0038) on the wire to a real SMTP server: a non-ASCII subject
+    (also a long one, folded) and a UTF-8 body with lines that start with a dot (SMTP's end
+    of data unless escaped)."""
+    sink.start()
+    kept = mailer(sink)
+    long_subject = "Ihre Bestellung über " + "Grüntee " * 12 + "ist bestätigt"
+    body = "Grüße, Łukasz!\n.\n..leading dots\n€ 37,80 — 注文\n"
+    mails = [OutgoingMail(1, "o1", "order_placed", "kim@example.com", "Héllo ✓", body),
+             OutgoingMail(2, "o2", "order_placed", "kim@example.com", long_subject, body),
+             OutgoingMail(3, "o3", "order_placed", "kim@example.com", "plain ascii", "ok\n")]
+    for mail in mails:
+        await kept.send(mail)
+    await kept.close_connection()
+    got = {m["notification"]: m for m in sink.messages()}
+    for mail in mails:
+        seen = got[f"{mail.order_id}/order_placed"]
+        assert (seen["subject"], seen["body"], seen["to"]) == (mail.subject, mail.body,
+                                                               [mail.to]), seen

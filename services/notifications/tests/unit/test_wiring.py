@@ -98,8 +98,7 @@ def test_the_email_names_its_notification_and_survives_the_sink(tmp_path: Path) 
     assert msg["Message-ID"] == "<notification-7@notifications.mercato.local>"
     assert msg[H_NOTIFICATION] == f"{long_order}/order_placed"
     store = MessageStore(tmp_path / "sink" / "m.sqlite3")
-    store.add(mail_from="shop@example.com", to=["Kim@example.com"], raw=msg.as_bytes(
-        policy=policy.SMTP))
+    store.add(mail_from="shop@example.com", to=["Kim@example.com"], raw=msg.as_bytes())
     [got] = store.listing()
     assert (got["subject"], got["body"], got["to"], got["notification"]) == (
         "Héllo", "line one\nline two\n", ["Kim@example.com"], f"{long_order}/order_placed")
@@ -107,3 +106,18 @@ def test_the_email_names_its_notification_and_survives_the_sink(tmp_path: Path) 
     assert store.listing(to="other@example.com") == []
     assert message_from_bytes(msg.as_bytes())["To"] == "kim@example.com"
     store.close()
+
+
+def test_names_and_subjects_in_any_script_are_encoded_words_and_read_back() -> None:
+    """compat32 (ADR 0038) puts non-ASCII header text on the wire as RFC 2047 words and the
+    body as quoted-printable UTF-8: 7-bit, whatever the server supports."""
+    msg = build_message(OutgoingMail(8, "o1", "order_placed", "kim@example.com",
+                                     "Bestätigt: Grüntee ✓", "Grüße\n"),
+                        "Bücherladen Müller <shop@example.com>")
+    raw = msg.as_bytes()
+    assert raw.isascii()
+    parsed = message_from_bytes(raw, policy=policy.default)
+    assert str(parsed["Subject"]) == "Bestätigt: Grüntee ✓"
+    assert parsed["From"].addresses[0].display_name == "Bücherladen Müller"
+    assert parsed["From"].addresses[0].addr_spec == "shop@example.com"
+    assert parsed.get_content() == "Grüße\n"
