@@ -19,8 +19,9 @@ import logging
 import signal
 import sqlite3
 from datetime import UTC, datetime
-from email import message_from_bytes, policy
-from email.message import EmailMessage
+from email import message_from_bytes
+from email.header import decode_header, make_header
+from email.message import Message
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -62,10 +63,28 @@ class SinkSettings(BaseSettings):
     api_token: SecretStr | None = None
 
 
-def _header(msg: EmailMessage, name: str) -> str | None:
-    """A header's value, unfolded (a long value is folded onto a continuation line)."""
-    value = msg.get(name)
-    return None if value is None else " ".join(str(value).split())
+def _header(msg: Message, name: str) -> str | None:
+    """A header's value, decoded and unfolded: RFC 2047 words, or raw UTF-8 (SMTPUTF8)."""
+    raw = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
+    if raw is None:
+        return None
+    utf8 = raw.encode("ascii", "surrogateescape")  # the parser kept 8-bit bytes as surrogates
+    text = utf8.decode("utf-8", "replace") if not utf8.isascii() else \
+        str(make_header(decode_header(raw)))
+    return " ".join(text.split())
+
+
+def _plain_body(msg: Message) -> str:
+    """The first text/plain part (else the first text/html), its transfer encoding undone."""
+    parts = [p for p in msg.walk() if p.get_content_maintype() == "text"]
+    part = next((p for p in parts if p.get_content_subtype() == "plain"),
+                parts[0] if parts else None)
+    if part is None:
+        return ""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    return payload.decode(part.get_content_charset() or "utf-8", "replace")
 
 
 class MessageStore:
@@ -79,11 +98,9 @@ class MessageStore:
         self.conn.execute(_SCHEMA)
 
     def add(self, *, mail_from: str, to: list[str], raw: bytes) -> int:
-        msg = message_from_bytes(raw, policy=policy.default)
-        assert isinstance(msg, EmailMessage)
-        part = msg.get_body(preferencelist=("plain", "html"))
-        body = part.get_content() if part is not None else ""
-        body = body.replace("\r\n", "\n")  # SMTP's line ends, not the author's
+        # compat32, decoded by hand: the default policy's parser cost ~4x as much per message.
+        msg = message_from_bytes(raw)
+        body = _plain_body(msg).replace("\r\n", "\n")  # SMTP's line ends, not the author's
         cur = self.conn.execute(
             "INSERT INTO messages (mail_from, rcpt_to, subject, body, message_id, notification,"
             " received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",

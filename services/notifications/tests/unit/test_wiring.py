@@ -121,3 +121,24 @@ def test_names_and_subjects_in_any_script_are_encoded_words_and_read_back() -> N
     assert parsed["From"].addresses[0].display_name == "Bücherladen Müller"
     assert parsed["From"].addresses[0].addr_spec == "shop@example.com"
     assert parsed.get_content() == "Grüße\n"
+
+
+@pytest.mark.parametrize("cte", ["8bit", "base64", "quoted-printable"])
+def test_the_sink_reads_mail_of_other_senders_too(tmp_path: Path, cte: str) -> None:
+    """The sink decodes by hand (ADR 0038): any transfer encoding, a multipart with an HTML
+    alternative, a subject in RFC 2047 words, folded."""
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["Subject"] = "Votre commande n° 42 est confirmée — " + "très " * 15
+    msg["X-Mercato-Notification"] = "o42/order_placed"
+    msg.set_content("Grüße, Zoë\n.\n", cte=cte)
+    msg.add_alternative("<p>Grüße</p>", subtype="html")
+    store = MessageStore(tmp_path / "m.sqlite3")
+    store.add(mail_from="legacy@example.com", to=["zoe@example.com"],
+              raw=msg.as_bytes(policy=policy.SMTPUTF8 if cte == "8bit" else policy.SMTP))
+    [got] = store.listing()
+    assert got["subject"] == " ".join(str(msg["Subject"]).split())
+    assert got["body"] == "Grüße, Zoë\n.\n"
+    assert got["notification"] == "o42/order_placed"
+    store.close()
