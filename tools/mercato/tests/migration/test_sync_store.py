@@ -49,3 +49,33 @@ def test_a_conflict_resolved_twice_is_recorded_once(fresh_database: str) -> None
             await conn.close()
 
     asyncio.run(run())
+
+
+def test_the_outbox_keeps_what_the_sync_has_not_passed_and_what_is_recent(
+        fresh_database: str) -> None:
+    """The monolith's outbox is pruned of rows the sync passed long ago; it used to grow
+    without end (a row for every change the shop makes)."""
+    from legacy.migrate import upgrade_to_head
+
+    upgrade_to_head(fresh_database)
+
+    async def run() -> None:
+        conn = await asyncpg.connect(fresh_database.replace("+asyncpg", ""))
+        try:
+            await store.create(conn)
+            ages = {1: 30, 2: 30, 3: 30, 4: 0, 5: 30, 6: 30}  # days old, by id
+            for row_id, days in ages.items():
+                await conn.execute(
+                    "INSERT INTO legacy_outbox (id, table_name, op, row_id, changed, "
+                    "created_at) VALUES ($1, 'products', 'UPDATE', '1', '{}', "
+                    "now() - make_interval(days => $2))", row_id, days)
+            await store.save_checkpoint(conn, "legacy_outbox", 4)  # passed 1-4
+            assert await store.prune_outbox(conn, 7 * 86400, batch=2) == 3
+            left = await conn.fetch("SELECT id FROM legacy_outbox ORDER BY id")
+            # 4 is passed but recent; 5 and 6 are old but not passed yet.
+            assert [r["id"] for r in left] == [4, 5, 6]
+            assert await store.prune_outbox(conn, 7 * 86400) == 0
+        finally:
+            await conn.close()
+
+    asyncio.run(run())

@@ -18,7 +18,9 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,6 +41,10 @@ from mercato.migration.worker import Worker, backoff, connect_retrying, run_unti
 log = structlog.get_logger("mercato.migration.sync")
 
 DURABLE = "sync-catalog"
+# The monolith's outbox rows the sync has passed are kept this long (to look into what it
+# synced), then deleted, at most once every PRUNE_EVERY_S and only while it has caught up.
+OUTBOX_RETENTION_S = 7 * 86400
+PRUNE_EVERY_S = 3600.0
 ARMED = "armed"  # a checkpoint row: set by the first backfill, the sync follows both sides
 STREAM = "CATALOG_EVENTS"
 SUBJECT = "catalog.events.>"
@@ -128,10 +134,17 @@ class Runner(Worker):
 
     async def legacy_loop(self) -> None:
         failures = 0
+        pruned_at = -math.inf
         while True:
             try:
                 passed = await self.sync.pump_legacy()
                 failures = 0
+                if not passed and time.monotonic() - pruned_at > PRUNE_EVERY_S:
+                    pruned_at = time.monotonic()
+                    async with self.pool.acquire() as conn:
+                        pruned = await store.prune_outbox(conn, OUTBOX_RETENTION_S)
+                    if pruned:
+                        log.info("sync_outbox_pruned", rows=pruned)
                 if not passed:
                     await asyncio.sleep(self.args.poll_s)
             except asyncio.CancelledError:

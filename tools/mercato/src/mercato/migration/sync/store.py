@@ -187,6 +187,25 @@ async def save_checkpoint(conn: asyncpg.Connection, name: str, position: int) ->
         name, position)
 
 
+async def prune_outbox(conn: asyncpg.Connection, older_than_s: float,
+                       batch: int = 5000) -> int:
+    """Delete the monolith's outbox rows the sync has passed (at or before its checkpoint)
+    and that are older than ``older_than_s``; the number deleted. The triggers add a row for
+    every change the shop makes, and nothing else reads them once passed: unpruned, the
+    table grew without end. In batches, so a long-unpruned table is not one huge delete."""
+    position = await checkpoint(conn, "legacy_outbox")
+    deleted = 0
+    while True:
+        status = await conn.execute(
+            "DELETE FROM legacy_outbox WHERE id IN (SELECT id FROM legacy_outbox "
+            "WHERE id <= $1 AND created_at < now() - make_interval(secs => $2) "
+            "ORDER BY id LIMIT $3)", position, older_than_s, batch)
+        done = int(status.split()[-1])
+        deleted += done
+        if done < batch:
+            return deleted
+
+
 # Never shown, never stored outside the record itself: a conflict keeps that a hash changed.
 _SECRET = {"password_hash"}
 
