@@ -455,6 +455,39 @@ def test_3_a_services_edit_reaches_the_monolith(world: World) -> None:
     assert [p["legacy_id"] for p in pair] == [row[0]["id"]]
 
 
+def test_3b_a_malformed_event_is_recorded_once_and_the_stream_goes_on(world: World) -> None:
+    """An event the sync can never apply (not JSON; no valid product id) is a reject, not
+    a retry for ever: the events behind it still sync, and it is not delivered again."""
+    import nats
+
+    def errors() -> int:
+        return world.status()["errors"]["services_to_legacy"]["rejected"]
+
+    before = errors()
+
+    async def publish() -> None:
+        nc = await nats.connect(world.nats_url)
+        try:
+            js = nc.jetstream()
+            await js.publish("catalog.events.product_updated", b"{not json")
+            await js.publish("catalog.events.product_updated",
+                             json.dumps({"product_id": "not-a-uuid"}).encode())
+        finally:
+            await nc.close()
+
+    asyncio.run(publish())
+    world.edit_catalog(catalog_id(4), name="Desk lamp, brass")
+    wait_for("the edit behind them in the monolith",
+             lambda: world.legacy_product(4)["name"] == "Desk lamp, brass")
+    wait_for("both recorded", lambda: errors() == before + 2)
+    reasons = [r["reason"] for r in httpx.get(world.sync("/sync/rejects")).json()["items"]
+               if "malformed" in r["reason"]]
+    assert len(reasons) == 2 and any("not JSON" in r for r in reasons), reasons
+    assert any("product_id" in r for r in reasons), reasons
+    time.sleep(2)  # a nak'd event would be back within its backoff
+    assert errors() == before + 2
+
+
 def test_4_both_sides_within_a_second_is_a_conflict_won_by_the_services(world: World) -> None:
     assert world.sync_proc is not None
     before = world.status()["conflicts"]

@@ -49,6 +49,29 @@ TABLES = {"catalog": {"products": "products"},
           "identity": {"customers": "accounts", "addresses": "addresses"}}
 
 
+class MalformedEvent(ValueError):
+    """An event the sync can never apply: not a JSON object, or without a valid id of the
+    record it names. Recorded as a reject and not delivered again; redelivering it forever
+    only repeated the error."""
+
+
+def _event(payload: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(payload)
+    except ValueError as exc:
+        raise MalformedEvent(f"not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise MalformedEvent("not a JSON object")
+    return doc
+
+
+def _id(doc: dict[str, Any], field: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(doc[field]))
+    except (KeyError, ValueError) as exc:
+        raise MalformedEvent(f"no valid {field}") from exc
+
+
 class Metrics:
     """One set a capability: catalog's keep their first names (``sync_*``), identity's are
     ``sync_identity_*``."""
@@ -268,15 +291,17 @@ class Sync:
             await self.reconcile_or_reject(TO_LEGACY, catalog_id=services_id, kind=kind,
                                            hint=hint)
         if occurred_at:
-            with_tz = datetime.fromisoformat(occurred_at)
-            self.metrics_of[capability].lag.labels(TO_LEGACY).set(
-                max(0.0, self.clock() - with_tz.timestamp()))
+            try:
+                at = datetime.fromisoformat(occurred_at).timestamp()
+            except ValueError:  # a header we cannot read says nothing about the lag
+                return
+            self.metrics_of[capability].lag.labels(TO_LEGACY).set(max(0.0, self.clock() - at))
 
     async def on_catalog_event(self, payload: bytes, occurred_at: str | None,
                                subject: str = "") -> None:
-        doc = json.loads(payload)
-        await self._on_event("products", uuid.UUID(doc["product_id"]),
-                             doc.get("product_version"), occurred_at)
+        doc = _event(payload)
+        await self._on_event("products", _id(doc, "product_id"), doc.get("product_version"),
+                             occurred_at)
 
     async def on_identity_event(self, payload: bytes, occurred_at: str | None,
                                 subject: str = "") -> None:
@@ -284,13 +309,14 @@ class Sync:
         address's do not: an address added that the id map has is known to both sides
         already (the sync made it, or synced it); an update is reconciled, which finds both
         sides equal when the sync wrote it."""
-        doc = json.loads(payload)
+        doc = _event(payload)
         if "address_id" in doc:
-            await self._on_event("addresses", uuid.UUID(doc["address_id"]), None, occurred_at,
+            _id(doc, "user_id")
+            await self._on_event("addresses", _id(doc, "address_id"), None, occurred_at,
                                  hint=doc["user_id"],
                                  known_once_linked=subject.endswith(".address_added"))
         else:
-            await self._on_event("accounts", uuid.UUID(doc["user_id"]),
+            await self._on_event("accounts", _id(doc, "user_id"),
                                  doc.get("account_version"), occurred_at)
 
     # -- backfill --------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from prometheus_client import generate_latest
 from mercato.migration.sync import store
 from mercato.migration.sync.accounts import Identity
 from mercato.migration.sync.catalog import CALLER, Catalog
-from mercato.migration.sync.engine import TO_LEGACY, TO_SERVICES, Metrics, Sync
+from mercato.migration.sync.engine import TO_LEGACY, TO_SERVICES, MalformedEvent, Metrics, Sync
 from mercato.migration.worker import Worker, backoff, connect_retrying, run_until_signalled
 
 log = structlog.get_logger("mercato.migration.sync")
@@ -80,7 +80,8 @@ class Runner(Worker):
                    else self.sync.on_identity_event)
         _, stream, subject, durable = FOLLOWED[capability]
         self.tasks.append(asyncio.create_task(self.events_loop(
-            stream, subject, durable, handler, self.sync.metrics_of[capability])))
+            stream, subject, durable, handler, self.sync.metrics_of[capability],
+            store.KINDS[capability][0])))
 
     async def catalog_url(self) -> str:
         return await self.resolve(self.args.catalog_url)
@@ -158,7 +159,7 @@ class Runner(Worker):
 
     async def events_loop(self, stream: str, subject: str, durable: str,
                           handler: Callable[[bytes, str | None, str], Awaitable[None]],
-                          metrics: Metrics) -> None:
+                          metrics: Metrics, kind: str = "products") -> None:
         js = self.nc.jetstream()
         failures = 0
         sub = None
@@ -196,6 +197,8 @@ class Runner(Worker):
                     failures = 0
                 except asyncio.CancelledError:
                     raise
+                except MalformedEvent as exc:
+                    await self._reject_event(msg, exc, kind, metrics)
                 except Exception as exc:
                     failures += 1
                     metrics.errors.labels(TO_LEGACY, "transient").inc()
@@ -204,6 +207,23 @@ class Runner(Worker):
                         await msg.nak(delay=backoff(failures))
             if msgs:
                 self._measure_consumer(metrics, msgs[-1].metadata.num_pending)
+
+    async def _reject_event(self, msg: Any, exc: MalformedEvent, kind: str,
+                            metrics: Metrics) -> None:
+        """Recorded (``/sync/rejects``, ``mercato migrate status``) and never delivered
+        again. If recording fails, the event comes back and is recorded next time."""
+        metrics.errors.labels(TO_LEGACY, "rejected").inc()
+        log.error("sync_event_malformed", subject=msg.subject, error=str(exc))
+        try:
+            async with self.pool.acquire() as conn:
+                await store.record_reject(conn, TO_LEGACY, None, None,
+                                          f"malformed event on {msg.subject}: {exc}", kind=kind)
+        except Exception as failed:
+            log.warning("sync_reject_not_recorded", error=f"{type(failed).__name__}: {failed}")
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=5)
+            return
+        await msg.term()
 
     @staticmethod
     def _measure_consumer(metrics: Metrics, pending: int) -> None:
