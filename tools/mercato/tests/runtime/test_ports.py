@@ -59,3 +59,52 @@ def test_a_port_handed_to_a_process_that_has_not_bound_it_is_never_handed_again(
     # So do the engines' and the edge's ports, kept in the home's config.
     draws(monkeypatch, sup.ports.postgres, sup.ports.nats, 20004)
     assert sup.free_port() == 20004
+
+
+def test_a_health_check_answered_by_another_process_on_the_childs_port_is_not_ready(
+        tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Another program that took the port before the child bound it answers the probe; the
+    child is not ready until it is the one listening there (a CI run's monolith was marked
+    ready so, by the catalog that held its port, and then could not bind)."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import aiohttp
+    from mercato.runtime.supervisor import Child, Spec, Supervisor
+
+    class Ready(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ready)  # this test process listens
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    sup = Supervisor(paths.Home(tmp_path), services={}, scale={})
+    spec = Spec(name="legacy", kind="service", argv=lambda _p: [], ready=sup._service_ready,
+                port=lambda: port)
+
+    async def ready(pid: int) -> bool:
+        sup.http = aiohttp.ClientSession()
+        try:
+            child = Child(spec=spec, log_path=str(tmp_path / "legacy.log"))
+            child.pid, child.port = pid, port
+            return await sup._service_ready(child)
+        finally:
+            await sup.http.close()
+
+    try:
+        assert asyncio.run(ready(other.pid)) is False  # answered, but not by the child
+        assert asyncio.run(ready(os.getpid())) is True
+    finally:
+        other.kill()
+        other.wait()
+        server.shutdown()

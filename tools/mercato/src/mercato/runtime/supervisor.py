@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 import aiohttp
+import psutil
 import structlog
 from chassis.logging import configure_logging
 from chassis.settings import ServiceSettings
@@ -178,6 +179,18 @@ class Child:
                 "not_live_since": self.not_live_since, "last_restart": self.last_restart}
 
 
+def listens_on(pid: int | None, port: int | None) -> bool:
+    """Whether process ``pid`` has a listening TCP socket on ``port``."""
+    if pid is None or port is None:
+        return False
+    try:
+        sockets = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == port
+               for s in sockets)
+
+
 class Supervisor:
     def __init__(self, home: Home, *, services: dict[str, str], scale: dict[str, int],
                  gateway: bool = True, liveness_timeout: float = DEFAULT_LIVENESS_TIMEOUT_S,
@@ -302,7 +315,12 @@ class Supervisor:
     async def _service_ready(self, c: Child) -> bool:
         # Strict: fully up, the broker included (registered, so the edge routes to it; its
         # messaging running). The edge's own health checks accept a broker outage.
-        return await self._http_ok(f"http://127.0.0.1:{c.port}/health/ready?strict=true")
+        if not await self._http_ok(f"http://127.0.0.1:{c.port}/health/ready?strict=true"):
+            return False
+        # And answered by this child: another program (another platform on this machine)
+        # can take a port between its choice and the child's bind, and its health check
+        # would pass for a child that then fails to bind (a CI run's monolith did).
+        return await asyncio.to_thread(listens_on, c.pid, c.port)
 
     async def _service_live(self, c: Child) -> bool:
         # Answered by the event loop alone (no database, no NATS): it fails only when the
