@@ -17,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from chassis.registry import Registration, RegistryClient
 from cryptography.hazmat.primitives.asymmetric import rsa
 from gateway_test_support import (
@@ -69,6 +70,8 @@ async def platform(nats_url: str, tmp_path_factory: pytest.TempPathFactory
     routes.write_text(default_routes_file().read_text()
                       + "  - {prefix: /api/wishlist, service: wishlist, auth: public}\n"
                       + "  - {prefix: /api/flaky, service: flaky, auth: public}\n"
+                      + "  - {prefix: /api/lonely, service: lonely, auth: public,"
+                      + " timeout_s: 0.5}\n"
                       + "  - {path: /api/identity/ceiling, service: identity, auth: public,\n"
                       + "     rate_limit: {per_client: {per_second: 1, burst: 4},"
                       + " total: {per_second: 1, burst: 6}}}\n")
@@ -495,7 +498,7 @@ async def test_edge_files_live_in_the_envoy_dir(platform: Platform) -> None:
     files = sorted(p.name for p in Path(platform.edge.cfg.envoy_dir).iterdir())
     from mercato.gateway.routes import load_routes
 
-    services = {*load_routes().services, "wishlist", "flaky"}  # packaged + this test's own
+    services = {*load_routes().services, "wishlist", "flaky", "lonely"}  # packaged + ours
     eds = [f"eds-{service}.yaml" for service in services]
     assert files == sorted(["bootstrap.yaml", "cds.yaml", *eds, "jwks.json", "lds.yaml",
                            "rds.yaml"])
@@ -563,3 +566,32 @@ async def test_a_request_that_finds_its_instance_dead_is_retried_when_safe(
             with contextlib.suppress(Exception):
                 await reg.stop()
         await survivor.close()
+
+
+async def test_one_timed_out_request_does_not_take_a_services_only_instance_out(
+        platform: Platform) -> None:
+    """A request that times out is a local-origin failure, and one used to eject the host.
+    For a service with a single instance that meant seconds of "no healthy upstream" for
+    every request after one slow one (an overloaded identity, the soak's token refresh).
+    The edge now ejects at most half a cluster's hosts: a lone instance stays in."""
+    async def slow(_: web.Request) -> web.Response:
+        await asyncio.sleep(2)
+        return web.json_response({})
+
+    lonely = await start_upstream("lonely-1", lambda app: app.router.add_get(
+        "/api/lonely/slow", slow))
+    reg = await register(platform.registry, "lonely", lonely)
+    try:
+        async def healthy() -> bool:
+            return await _healthy_hosts(platform, "lonely") == {lonely.port}
+
+        await wait_for(healthy, 10, "the lone instance healthy at the edge")
+        status, _h, _b = await fetch(platform.http, "GET", platform.url("/api/lonely/slow"))
+        assert status == 504
+        after = [(await fetch(platform.http, "GET", platform.url("/api/lonely/x")))[0]
+                 for _ in range(5)]
+        assert after == [200] * 5, after
+    finally:
+        with contextlib.suppress(Exception):
+            await reg.stop()
+        await lonely.close()

@@ -275,7 +275,12 @@ def cluster(service: str, envoy_dir: Path) -> dict[str, Any]:
             "interval": "1s",
             "base_ejection_time": "5s",
             "max_ejection_time": "30s",
-            "max_ejection_percent": 100,
+            # At most half a cluster's hosts: a refused connection still takes one of two
+            # instances out at once, but one slow answer (a timeout) no longer takes out a
+            # service's only instance, which left seconds of "no healthy upstream" for every
+            # request after it (ejecting it helps nobody: there is no other host to try).
+            # A really dead lone instance fails its health checks and leaves the registry.
+            "max_ejection_percent": 50,
         },
         "common_lb_config": {
             # The registry and the health checks are trusted: never spread traffic over hosts
