@@ -51,7 +51,8 @@ def life(order_id: str, customer: str = "alice", *, total: str = "30000") -> lis
         ShipmentCreated(shipment_id=ship, order_id=order_id, customer_id=customer,
                         tracking_number=tracking),
         PaymentCaptured(payment_id=pay, order_id=order_id, amount=total, currency="KRW"),
-        OrderApproved(order_id=order_id, customer_id=customer, total=total, currency="KRW"),
+        OrderApproved(order_id=order_id, customer_id=customer, total=total, currency="KRW",
+                      amount_captured=total, tracking_number=tracking),
         ShipmentStatusChanged(shipment_id=ship, order_id=order_id, customer_id=customer,
                               status="DISPATCHED", tracking_number=tracking),
     ]

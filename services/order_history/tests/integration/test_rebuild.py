@@ -16,6 +16,7 @@ import pytest
 from chassis.db import Database
 from chassis.messaging.envelope import H_NATS_MSG_ID, Envelope
 from chassis.messaging.streams import ensure_stream
+from contracts.orders.v1 import OrderApproved
 from contracts.payments.v1 import PaymentCaptured
 from nats.js import JetStreamContext
 from order_history.adapters.repository import OrderViewRepository
@@ -128,6 +129,24 @@ async def test_the_live_consumer_and_a_replay_never_double_an_effect(
     for spec in (orders_spec, shipping_spec):
         await replay_stream(spec, db, js, idle_timeout_s=2.0)
     assert await h.rows(*ids) == expected
+
+
+async def test_a_rebuild_replays_what_the_live_consumers_skip(db: Database,
+                                                                js: JetStreamContext) -> None:
+    """An order approved before OrderApproved carried the tracking number (ADR 0039): the
+    live consumers skip ShipmentCreated, but a rebuild replays whole streams and finds it."""
+    order_id = f"rb-old-{uuid.uuid4().hex[:8]}"
+    placed, authorized, created, captured, _new_style, _dispatched = life(order_id)
+    old_style = OrderApproved(order_id=order_id, customer_id="alice", total="30000",
+                              currency="KRW")
+    await publish(js, [envelope(e) for e in (placed, authorized, created, captured,
+                                               old_style)])
+    await rebuild(db, js, idle_timeout_s=2.0)
+    row = await History(db).row(order_id)
+    assert row is not None
+    assert (row["status"], row["payment_status"], row["shipment_status"],
+            row["tracking_number"]) == ("APPROVED", "CAPTURED", "CREATED",
+                                        f"MS{order_id[:8].upper()}")
 
 
 async def test_a_missing_stream_is_reported_not_fatal(db: Database,

@@ -39,6 +39,14 @@ def test_order_events() -> None:
     approved = changes.order_approved(OrderApproved(order_id="o1", customer_id="alice",
                                                     total="12.50", currency="EUR"), AT)
     assert (approved.status, approved.placed, approved.lines) == ("APPROVED", False, None)
+    # Published before the event carried the capture and the tracking number: approval still
+    # means the whole total was captured and the shipment created.
+    assert (approved.payment_status, approved.amount_captured, approved.shipment_status,
+            approved.tracking_number) == ("CAPTURED", Decimal("12.50"), "CREATED", None)
+    told = changes.order_approved(OrderApproved(
+        order_id="o1", customer_id="alice", total="12.50", currency="EUR",
+        amount_captured="12.50", tracking_number="MS9"), AT)
+    assert (told.amount_captured, told.tracking_number) == (Decimal("12.50"), "MS9")
     rejected = changes.order_rejected(OrderRejected(order_id="o1", customer_id="alice",
                                                     reason="out_of_stock"), AT)
     assert (rejected.status, rejected.reason) == ("REJECTED", "out_of_stock")
@@ -95,6 +103,10 @@ def test_shipping_events() -> None:
                                                  currency="won"), AT),
     lambda: changes.payment_captured(PaymentCaptured(payment_id="p", order_id="o",
                                                      amount="ten", currency="KRW"), AT),
+    lambda: changes.order_approved(OrderApproved(order_id="o", customer_id="a", total="1",
+                                                 currency="KRW", amount_captured="-1"), AT),
+    lambda: changes.order_approved(OrderApproved(order_id="o", customer_id="a", total="1",
+                                                 currency="KRW", tracking_number=""), AT),
     lambda: changes.shipment_status_changed(ShipmentStatusChanged(
         shipment_id="s", order_id="o", customer_id="a", status="LOST",
         tracking_number="MS1"), AT),

@@ -157,6 +157,9 @@ async def test_happy_path_approves_and_commits_the_reservation(
     assert payload(sent[1])["address"]["city"] == "Seoul"
     assert payload(sent[3]) == {"reservation_id": o}
     assert payload(sent[4]) == {"shipment_id": f"shp-{o}", "order_id": o}
+    # What the read model shows of the payment and the shipment travels in the outcome.
+    assert {k: payload(sent[5])[k] for k in ("total", "amount_captured", "tracking_number")
+            } == {"total": "29300", "amount_captured": "29300", "tracking_number": "MS123"}
     assert all(m.headers["Mercato-Correlation-Id"] == o for m in sent)
     row = await order_row(db, o)
     assert (row["status"], row["reason"]) == ("APPROVED", None)

@@ -32,11 +32,20 @@ class OrderPlaced(_OrdersEvent):
 
 
 class OrderApproved(_OrdersEvent):
+    """The saga completed: stock reserved, the payment captured, the shipment created.
+
+    It also carries what those steps' own events told (ADR 0039), so a reader of the order's
+    outcome need not follow them: ``amount_captured`` (the whole total; payments captures
+    nothing less) and the shipment's ``tracking_number``. Both are ``None`` in events
+    published before they existed."""
+
     order_id: str
     customer_id: str
     customer_email: str | None = None
     total: str
     currency: str
+    amount_captured: str | None = None
+    tracking_number: str | None = None
 
 
 class OrderRejected(_OrdersEvent):

@@ -137,7 +137,12 @@ async def replay_stream(spec: ConsumerSpec, db: Database, js: JetStreamContext, 
     if not info.state.messages:
         return report
     consumer = InboxConsumer(spec, db, _FailedMessages())
-    sub = await js.subscribe(spec.subjects[0], stream=spec.stream, ordered_consumer=True,
+    # The whole stream, not only the durable consumer's subjects: events the live consumers
+    # skip because the outcome tells them (ADR 0039) still hold what approvals published
+    # before OrderApproved carried it.
+    subjects = info.config.subjects or []
+    sub = await js.subscribe(subjects[0] if len(subjects) == 1 else spec.subjects[0],
+                             stream=spec.stream, ordered_consumer=True,
                              deliver_policy=DeliverPolicy.ALL)
     try:
         sequence = 0

@@ -89,9 +89,21 @@ def order_placed(e: OrderPlaced, at: datetime) -> Change:
 
 
 def order_approved(e: OrderApproved, at: datetime) -> Change:
+    """An approval means the saga captured the payment and created the shipment: the view
+    takes both from it, not from the steps' own events, which its consumers no longer read
+    (ADR 0039). An approval published before the event carried them still tells the capture
+    (the whole total); its tracking number came with ShipmentCreated, which a rebuild
+    replays."""
+    total = _money(e.total, "total")
+    captured = total if e.amount_captured is None else _money(e.amount_captured,
+                                                              "amount_captured")
     return Change(order_id=_id(e.order_id, "order_id"), occurred_at=at,
                   customer_id=_id(e.customer_id, "customer_id"), status=APPROVED,
-                  total=_money(e.total, "total"), currency=_currency(e.currency))
+                  total=total, currency=_currency(e.currency),
+                  payment_status=CAPTURED, amount_captured=captured,
+                  shipment_status=CREATED,
+                  tracking_number=(None if e.tracking_number is None
+                                   else _tracking(e.tracking_number)))
 
 
 def order_rejected(e: OrderRejected, at: datetime) -> Change:

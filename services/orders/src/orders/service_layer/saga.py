@@ -238,7 +238,8 @@ async def settle(session: AsyncSession, saga: SagaInstance, end: SagaEnd) -> Non
             sent.append((await stage(session, builder(saga.data), correlation_id=order_id,
                                      causation_id=end.causation_id)).message_type)
         order.approve(end.at)
-        await events.order_approved(session, order)
+        await events.order_approved(session, order,
+                                    tracking_number=saga.data.get("tracking_number"))
     else:
         order.reject(rejection_reason(saga.data.get("failure")), end.at)
         await events.order_rejected(session, order)

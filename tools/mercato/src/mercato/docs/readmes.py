@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chassis.broker_permissions import BrokerNeeds, subject_matches
+from chassis.messaging.consumer import ConsumerSpec
 from chassis.messaging.runtime import Messaging
 from contracts.base import Command
 from contracts.registry import ALL
@@ -54,6 +55,15 @@ def declared_messaging(service: str) -> Messaging | None:
     return runtime.spec if runtime is not None else None
 
 
+def received(consumer: ConsumerSpec) -> tuple[str, ...]:
+    """The types a consumer handles that its subjects let through: a handler kept for a
+    replay of the whole stream (order_history's, ADR 0039) is not something it consumes."""
+    subject_of = {c.message_type(): c.subject() for c in ALL}
+    return tuple(sorted(t for t in consumer.handlers
+                        if t not in subject_of
+                        or any(subject_matches(p, subject_of[t]) for p in consumer.subjects)))
+
+
 @dataclass(frozen=True)
 class ServiceMessaging:
     consumers: tuple[tuple[str, str, tuple[str, ...]], ...]  # (durable, stream, types)
@@ -67,7 +77,7 @@ class ServiceMessaging:
         publishes = BrokerNeeds.of(spec).publishes
         may = [c for c in ALL if any(subject_matches(p, c.subject()) for p in publishes)]
         return cls(
-            consumers=tuple((c.name, c.stream, tuple(sorted(c.handlers)))
+            consumers=tuple((c.name, c.stream, received(c))
                             for c in sorted(spec.consumers, key=lambda c: c.name)),
             events=tuple(sorted(c.message_type() for c in may if not issubclass(c, Command))),
             commands=tuple(sorted(c.message_type() for c in may if issubclass(c, Command))))
