@@ -107,7 +107,7 @@ class Platform:
     def edge_unhealthy(self) -> dict[str, list[str]]:
         """Each service's instances the edge holds out of rotation now (Envoy's admin
         ``/clusters``): its health checks, not the registry, say when one is back."""
-        from mercato.gateway.envoy import admin_get
+        from mercato.gateway.envoy import admin_get, parse_clusters
         from mercato.runtime.paths import Home
 
         status, text = asyncio.run(admin_get(Home(self.home).envoy_admin_socket, "/clusters"))
@@ -115,11 +115,9 @@ class Platform:
         services = {p["service"] for p in self.state()["processes"].values()
                     if p.get("kind") == "service"}
         out: dict[str, list[str]] = {}
-        for line in text.splitlines():
-            parts = line.split("::")
-            if len(parts) == 4 and parts[0] in services and parts[2] == "health_flags" \
-                    and parts[3] != "healthy":
-                out.setdefault(parts[0], []).append(f"{parts[1]} {parts[3]}")
+        for host in parse_clusters(text):
+            if host.cluster in services and not host.healthy:
+                out.setdefault(host.cluster, []).append(f"{host.address} {host.health_flags}")
         return out
 
     def register(self, client: httpx.Client, password: str = "correct horse battery") -> dict:

@@ -36,6 +36,7 @@ from gateway_test_support import (
     wait_for,
 )
 from mercato.gateway import run_control_plane
+from mercato.gateway.envoy import parse_clusters
 from mercato.gateway.routes import default_routes_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -508,13 +509,7 @@ async def _healthy_hosts(platform: Platform, cluster: str) -> set[int]:
     """Ports of the cluster's hosts that Envoy's health checks passed (no traffic sent)."""
     async with platform.http.get(f"{platform.edge.admin}/clusters") as resp:
         text = await resp.text()
-    ports = set()
-    for line in text.splitlines():
-        parts = line.split("::")
-        if len(parts) == 4 and parts[0] == cluster and parts[2] == "health_flags" \
-                and parts[3] == "healthy":
-            ports.add(int(parts[1].rsplit(":", 1)[1]))
-    return ports
+    return {h.port for h in parse_clusters(text) if h.cluster == cluster and h.healthy}
 
 
 async def _retries(platform: Platform, cluster: str) -> int:

@@ -37,6 +37,37 @@ async def admin_ready(socket: Path) -> bool:
     return status == 200
 
 
+@dataclass(frozen=True)
+class UpstreamHost:
+    """One host of one cluster, as Envoy's admin ``/clusters`` lists it."""
+
+    cluster: str
+    address: str  # "127.0.0.1:port"
+    hostname: str | None
+    health_flags: str  # "healthy", or "/"-joined reasons it is out ("/failed_active_hc")
+
+    @property
+    def healthy(self) -> bool:
+        return self.health_flags == "healthy"
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+
+def parse_clusters(text: str) -> list[UpstreamHost]:
+    """The hosts in the text of Envoy's admin ``/clusters``: lines of
+    ``cluster::address::field::value``, several fields per host, in no promised order. A
+    host whose health flags are missing is left out."""
+    fields: dict[tuple[str, str], dict[str, str]] = {}
+    for line in text.splitlines():
+        parts = line.split("::")
+        if len(parts) == 4 and ":" in parts[1]:
+            fields.setdefault((parts[0], parts[1]), {})[parts[2]] = parts[3]
+    return [UpstreamHost(cluster, address, f.get("hostname") or None, f["health_flags"])
+            for (cluster, address), f in fields.items() if "health_flags" in f]
+
+
 def envoy_argv(bootstrap_file: Path, *, log_level: str = "warn") -> list[str]:
     return [
         envoy_path(),

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from mercato.gateway.envoy import admin_get
+from mercato.gateway.envoy import admin_get, parse_clusters
 from mercato.gateway.render import next_cluster
 from mercato.release.analysis import Sample, Thresholds, Verdict, judge, parse, total
 from mercato.runtime import commands, control
@@ -101,17 +101,8 @@ class Release:
             return set()
         if status != 200:
             return set()
-        names: dict[str, str] = {}
-        flags: dict[str, str] = {}
-        for line in text.splitlines():
-            parts = line.split("::")
-            if len(parts) != 4 or parts[0] != cluster:
-                continue
-            if parts[2] == "hostname":
-                names[parts[1]] = parts[3]
-            elif parts[2] == "health_flags":
-                flags[parts[1]] = parts[3]
-        return {names[a] for a, f in flags.items() if f == "healthy" and a in names}
+        return {h.hostname for h in parse_clusters(text)
+                if h.cluster == cluster and h.healthy and h.hostname}
 
     async def _wait_healthy(self, names: list[str], cluster: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
