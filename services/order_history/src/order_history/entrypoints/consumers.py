@@ -90,20 +90,20 @@ def shipping_handlers() -> dict[str, Handler]:
             ShipmentCancellationRefused.message_type(): ignore}
 
 
-# Events only the order saga's own steps publish, each for every order, whose facts the
-# saga's outcome carries (OrderApproved: the capture, the shipment and its tracking number).
-# The durable consumers do not take them: three deliveries and transactions fewer per
-# approved order (ADR 0039). They keep their handlers: a rebuild replays whole streams, so
-# orders approved before OrderApproved carried those facts get them back from these.
-TOLD_BY_THE_OUTCOME: tuple[type[Contract], ...] = (
+# Events the durable consumers do not take (ADR 0039). Three are published only by the order
+# saga's own steps, for every order, and OrderApproved carries their facts (the capture, the
+# shipment and its tracking number): three deliveries and transactions fewer per approved
+# order. The fourth changes nothing in the view. They keep their handlers: a rebuild replays
+# whole streams, so orders approved before OrderApproved carried those facts get them back.
+SKIPPED_BY_THE_DURABLE_CONSUMERS: tuple[type[Contract], ...] = (
     PaymentAuthorized, PaymentCaptured, ShipmentCreated, ShipmentCancellationRefused)
 
 
 def subscribed(producer: str, handlers: dict[str, Handler]) -> list[str]:
     """The subjects a durable consumer takes: its producer's every event (so a type this
-    release does not know yet is seen, retried and dead-lettered) unless the outcome tells
-    one of them; then only the subjects of its handled contracts, less those."""
-    skipped = {c.message_type() for c in TOLD_BY_THE_OUTCOME}
+    release does not know yet is seen, retried and dead-lettered) unless it skips one of
+    them; then only the subjects of its handled contracts, less the skipped ones."""
+    skipped = {c.message_type() for c in SKIPPED_BY_THE_DURABLE_CONSUMERS}
     if not skipped & set(handlers):
         return [f"{producer}.events.>"]
     return sorted({c.subject() for c in ALL
