@@ -217,6 +217,62 @@ async def test_the_sender_loop_releases_at_start_beats_and_retires(db: Database,
     assert await beats() == []  # a clean stop leaves no beat to wait on
 
 
+async def test_a_fresh_claim_is_held_even_by_a_sender_without_a_beat(db: Database,
+                                                                      sink: MailSink) -> None:
+    """The race that once mailed an email twice, made to happen: a sender that has no beat
+    row (it never registered) claims, and while its SMTP call runs another sender looks.
+    Only a beat that is there and stale voids a claim; a missing one leaves it to its lease."""
+    sink.start()
+    notes = Notifications(db)
+    for order in ("o1", "o2"):
+        await notes.send(placed(order))
+    smtp = mailer(sink)
+    in_flight, resume = asyncio.Event(), asyncio.Event()
+
+    class Slow:
+        async def send(self, mail: OutgoingMail) -> None:
+            in_flight.set()
+            await resume.wait()
+            await smtp.send(mail)
+
+    holder = asyncio.create_task(send_due(db, Slow(), FAST, me=ME))
+    await asyncio.wait_for(in_flight.wait(), 10)
+    assert set((await claimed_by(notes)).values()) == {ME}
+    assert (await send_due(db, smtp, FAST, me=OTHER)).claimed == 0
+    resume.set()
+    done = await holder
+    assert (done.claimed, done.sent, done.lost) == (2, 2, 0)
+    assert sorted(m["notification"] for m in sink.messages()) == [
+        "o1/order_placed", "o2/order_placed"]
+    await smtp.close_connection()
+
+
+async def test_a_clean_stop_releases_what_a_round_cut_short_held(db: Database,
+                                                                  sink: MailSink) -> None:
+    """Shutdown cancels a round stuck on a mail server: its claims are due again at once for
+    the other senders, not after the lease (its beat is gone, so nothing else would void
+    them)."""
+    sink.start()
+    notes = Notifications(db)
+    await notes.send(placed("o1"))
+    in_flight = asyncio.Event()
+
+    class Hung:
+        async def send(self, mail: OutgoingMail) -> None:
+            in_flight.set()
+            await asyncio.Event().wait()
+
+    sender = start_sender(db, Hung(), FAST, interval_s=0.05)  # type: ignore[arg-type]
+    try:
+        await asyncio.wait_for(in_flight.wait(), 10)
+        assert await claimed_by(notes) == {"o1/order_placed": ME}
+    finally:
+        await sender.stop()
+    assert await claimed_by(notes) == {"o1/order_placed": None}
+    assert (await send_due(db, mailer(sink), FAST, me=OTHER)).sent == 1
+    assert [m["notification"] for m in sink.messages()] == ["o1/order_placed"]
+
+
 async def test_claims_of_a_sender_whose_heartbeat_stopped_are_taken_over(
         db: Database, sink: MailSink) -> None:
     """A sender paused past its heartbeat (SIGSTOP, a frozen VM) loses its claims to another,

@@ -8,7 +8,8 @@ Rules that keep "one email per (order, kind)" true with several instances:
    a lease, so no other instance takes them while the SMTP call runs (no lock is held during
    it). A claim is only as good as its holder's heartbeat (``senders``): the claims of an
    instance whose beat is stale are taken over at once, and an instance releases its own at
-   its start (a restart under the same id). Right before each send the holder checks the
+   its start (a restart under the same id) and at a clean stop. A claim whose holder has no
+   beat at all lasts its lease. Right before each send the holder checks the
    claim is still its own, so an instance that was paused past its beat cannot send what
    another one took over.
 3. An email is claimed only when no email of the same order earlier in the sequence is still
@@ -39,15 +40,18 @@ from notifications.domain.model import (
 
 # Claim due rows (or rows whose holder's heartbeat is stale), first of their order only, take
 # a lease on them, and resolve a missing recipient from what the order events taught us. A
-# row whose recipient is still unknown is not counted as an attempt.
+# row whose recipient is still unknown is not counted as an attempt. Only a beat that is there
+# and old voids a claim: a holder without a row (one that never registered) keeps its claim
+# until the lease ends; counting it as stale let three concurrent senders take each other's
+# fresh claims and mail one email twice.
 _CLAIM = text("""
 WITH due AS (
     SELECT n.id FROM notifications n
     WHERE n.status = 'queued'
       AND (n.next_attempt_at <= :now
-           OR (n.claimed_by IS NOT NULL AND NOT EXISTS (
+           OR EXISTS (
                SELECT 1 FROM senders s
-               WHERE s.instance_id = n.claimed_by AND s.beat_at > :stale_before)))
+               WHERE s.instance_id = n.claimed_by AND s.beat_at <= :stale_before))
       AND NOT EXISTS (
           SELECT 1 FROM notifications e
           WHERE e.order_id = n.order_id AND e.status = 'queued'
@@ -74,7 +78,8 @@ WHERE n.id = r.id
 RETURNING n.id, n.order_id, n.kind, n.recipient, n.subject, n.body, n.status, n.attempts
 """)
 # A sender at its start: any claim under its id is a dead predecessor's (the same instance
-# restarted), so its emails are due again now rather than when the lease ends.
+# restarted), so its emails are due again now rather than when the lease ends. At a clean
+# stop: what a round cut short still held.
 _RELEASE_OWN = text("UPDATE notifications SET claimed_by = NULL, next_attempt_at = :now "
                     "WHERE status = 'queued' AND claimed_by = :me")
 _BEAT = text("INSERT INTO senders (instance_id, started_at, beat_at) VALUES (:me, :now, :now) "
@@ -178,9 +183,12 @@ class NotificationsRepository:
     async def beat(self, me: str, now: datetime) -> None:
         await self.session.execute(_BEAT, {"me": me, "now": now})
 
-    async def retire_sender(self, me: str) -> None:
-        """A clean stop: its claims are settled; the beat goes so nobody waits on it."""
+    async def retire_sender(self, me: str, now: datetime) -> int:
+        """A clean stop: what a round cut short at shutdown still held is due again now, and
+        the beat goes; how many claims were released."""
+        released = await self.session.execute(_RELEASE_OWN, {"me": me, "now": now})
         await self.session.execute(_RETIRE, {"me": me})
+        return int(released.rowcount)  # type: ignore[attr-defined]
 
     # -- read by the API ------------------------------------------------------------------
 

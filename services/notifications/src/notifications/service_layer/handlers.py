@@ -219,10 +219,14 @@ async def beat(db: Database, me: str) -> None:
         await uow.commit()
 
 
-async def retire_sender(db: Database, me: str) -> None:
+async def retire_sender(db: Database, me: str) -> int:
+    """A sender stops cleanly: release what a round cut short held, and drop the beat."""
     async with db.unit_of_work() as uow:
-        await NotificationsRepository(uow.session).retire_sender(me)
+        released = await NotificationsRepository(uow.session).retire_sender(me, utc_now())
         await uow.commit()
+    if released:
+        log.info("sender_claims_released", instance=me, notifications=released)
+    return released
 
 
 # -- HTTP use cases ----------------------------------------------------------------------------
