@@ -7,16 +7,18 @@ that user may use only the subjects below, all of them a function of the service
 - publish its own events (the subjects of the non-work-queue streams it owns) and the
   commands it declares it sends (``Messaging.sends``), and nothing else;
 - declare (create, update) the streams it owns;
-- create, read and acknowledge only its own durable consumers, plus throw-away ordered
-  consumers (replays) on the streams it already consumes;
+- create, read, acknowledge and replace only its own durable consumers, plus throw-away
+  ordered consumers (replays) on the streams it already consumes;
 - publish its dead letters to ``dlq.<its consumer>``;
 - in the registry, write only ``<service>.*`` keys and read every entry;
 - receive replies only on its own inbox prefix (``_INBOX_<service>``), so it cannot read
   another identity's JetStream API answers or deliveries.
 
 Everything not listed is denied. JetStream API subjects are spelled out because the API is
-itself made of subjects: ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>`` is "read this
-consumer's messages", ``$JS.ACK.<stream>.<durable>.>`` is "acknowledge them".
+itself made of subjects: ``$JS.API.CONSUMER.CREATE.<stream>.<durable>`` is "make this
+consumer", ``$JS.ACK.<stream>.<durable>.>`` is "acknowledge its messages". The messages
+themselves are pushed to a subject under the identity's own inbox prefix (ADR 0040), so no
+other identity can receive them.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ def _durable(stream: str, durable: str) -> set[str]:
         f"{API}.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
         f"{API}.CONSUMER.CREATE.{stream}.{durable}",
         f"{API}.CONSUMER.CREATE.{stream}.{durable}.>",
-        f"{API}.CONSUMER.MSG.NEXT.{stream}.{durable}",
+        # Replacing a pull consumer of a release before ADR 0040 by a push one.
+        f"{API}.CONSUMER.DELETE.{stream}.{durable}",
         f"$JS.ACK.{stream}.{durable}.>",
     }
 

@@ -40,6 +40,7 @@ from chassis.messaging.streams import (
     ensure_events_stream,
 )
 from chassis.messaging.tables import inbox_table, outbox_table
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 from sqlalchemy import MetaData, text
@@ -63,10 +64,15 @@ async def db(fresh_database: str) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
-async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(nats_url)
-    yield nc.jetstream()
-    await nc.close()
+async def nc(nats_url: str) -> AsyncIterator[NATS]:
+    client = await nats.connect(nats_url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def js(nc: NATS) -> JetStreamContext:
+    return nc.jetstream()
 
 
 async def produce(db: Database, producer: str, n: int, name: str = "hits") -> None:
@@ -152,7 +158,7 @@ async def test_crash_between_publish_and_mark_delivers_again_and_takes_effect_on
 
 
 async def test_relay_and_consumer_over_jetstream_keep_the_trace(
-        db: Database, fresh_database: str, js: JetStreamContext) -> None:
+        db: Database, fresh_database: str, nc: NATS, js: JetStreamContext) -> None:
     from chassis.tracing import configure_tracing
     from opentelemetry import trace
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -181,7 +187,7 @@ async def test_relay_and_consumer_over_jetstream_keep_the_trace(
     spec = ConsumerSpec(f"{producer}-counter", f"{producer.upper()}_EVENTS",
                         [f"{producer}.events.>"], {"Incremented.v1": record})
     task = asyncio.create_task(run_jetstream_consumer(
-        InboxConsumer(spec, db, JetStreamPublisher(js)), js, stop))
+        InboxConsumer(spec, db, JetStreamPublisher(js)), nc, stop))
     try:
         for _ in range(100):
             if await counter(db) == 3:

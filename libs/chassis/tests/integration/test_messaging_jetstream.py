@@ -14,6 +14,7 @@ from chassis.messaging.broker import JetStreamPublisher
 from chassis.messaging.consumer import (
     ConsumerSpec,
     InboxConsumer,
+    Waker,
     ensure_consumer,
     run_jetstream_consumer,
 )
@@ -27,6 +28,7 @@ from chassis.messaging.streams import ensure_dead_letter_stream, ensure_events_s
 from chassis.messaging.tables import inbox_table, outbox_table
 from mercato.runtime.nats import Nats
 from mercato.testing.infra import NatsProcess, free_port
+from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig
 from prometheus_client import CollectorRegistry
 from sqlalchemy import MetaData, text
@@ -135,7 +137,7 @@ async def test_poison_goes_to_dead_letters_others_flow_and_replay_after_a_fix(
     registry = CollectorRegistry()
     metrics = MessagingMetrics(registry)
     task = asyncio.create_task(run_jetstream_consumer(
-        InboxConsumer(spec, db, JetStreamPublisher(js), metrics), js, stop))
+        InboxConsumer(spec, db, JetStreamPublisher(js), metrics), nc, stop))
     try:
         async def two_dead() -> bool:
             return len(await list_dead_letters(js, consumer_name)) == 2
@@ -287,7 +289,7 @@ async def test_a_consumer_lingers_after_a_small_batch_so_the_next_carries_more(
                         [f"{producer}.events.>"], {"Thing.v1": slow}, linger_s=1.0)
     stop = asyncio.Event()
     task = asyncio.create_task(run_jetstream_consumer(
-        Recording(spec, db, JetStreamPublisher(js)), js, stop))
+        Recording(spec, db, JetStreamPublisher(js)), nc, stop))
     try:
         await publish(1)
 
@@ -305,11 +307,11 @@ async def test_a_consumer_lingers_after_a_small_batch_so_the_next_carries_more(
         await nc.close()
 
 
-# --- the idle wait (ADR 0037) ------------------------------------------------------------
+# --- push consumers (ADR 0040) ---------------------------------------------------------
 
-def _idle_spec(producer: str) -> ConsumerSpec:
+def _idle_spec(producer: str, **kw: object) -> ConsumerSpec:
     return ConsumerSpec(f"{producer}-seen", f"{producer.upper()}_EVENTS",
-                        [f"{producer}.events.>"], {"Thing.v1": remember})
+                        [f"{producer}.events.>"], {"Thing.v1": remember}, **kw)  # type: ignore[arg-type]
 
 
 async def _publish_thing(js: nats.js.JetStreamContext, producer: str) -> None:
@@ -319,88 +321,216 @@ async def _publish_thing(js: nats.js.JetStreamContext, producer: str) -> None:
                               H_OCCURRED_AT: "2026-01-01T00:00:00+00:00"})
 
 
-async def test_an_idle_consumer_asks_the_broker_once_per_idle_wait_and_stops_at_once(
-        db: Database, nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Idle, a consumer keeps one pull request waiting for IDLE_FETCH_S rather than asking
-    again every second; a stop does not wait for that request to run out."""
-    from chassis.messaging import consumer as consumer_module
-    from nats.js.client import JetStreamContext
+def _running(consumer: InboxConsumer, nc: NATS, stop: asyncio.Event,
+             waker: Waker | None = None) -> asyncio.Task[None]:
+    return asyncio.create_task(run_jetstream_consumer(consumer, nc, stop, waker))
 
-    lingering: list[float] = []
-    real_fetch = JetStreamContext.PullSubscription.fetch
 
-    async def counting_fetch(self, batch=1, timeout=5, heartbeat=None):  # type: ignore[no-untyped-def]
-        if batch == 1:
-            lingering.append(timeout)
-        return await real_fetch(self, batch, timeout, heartbeat)
+async def _stopped(stop: asyncio.Event, *tasks: asyncio.Task[None]) -> None:
+    stop.set()
+    await asyncio.wait(set(tasks), timeout=10)
 
-    monkeypatch.setattr(JetStreamContext.PullSubscription, "fetch", counting_fetch)
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
+
+async def test_a_consumer_asks_the_broker_for_nothing_an_ack_per_message_is_all_it_sends(
+        db: Database, nats_url: str) -> None:
+    """The broker pushes each message as it is stored: a consumer sends one ack per message
+    and no request for the next one, idle or busy (a pull consumer sent one or two requests
+    per message and one per idle wait); a stop ends its idle wait at once."""
+    nc, publisher = await nats.connect(nats_url), await nats.connect(nats_url)
+    js = publisher.jetstream()
     producer = f"p{uuid.uuid4().hex[:8]}"
     await ensure_events_stream(js, producer)
     stop = asyncio.Event()
-    task = asyncio.create_task(run_jetstream_consumer(
-        InboxConsumer(_idle_spec(producer), db, JetStreamPublisher(js)), js, stop))
+    task = _running(InboxConsumer(_idle_spec(producer), db, JetStreamPublisher(js)), nc, stop)
     try:
-        await _publish_thing(js, producer)  # a message arrives on the waiting request
-
-        async def handled() -> bool:
-            return await seen(db) == ["Thing.v1"]
-
-        await wait_for(handled, 10)
-        asked = len(lingering)
-        await asyncio.sleep(2.5)  # idle: the one waiting request is still the same
-        assert len(lingering) - asked <= 1, lingering
-        assert consumer_module.IDLE_FETCH_S >= 5 and set(lingering) == {
-            consumer_module.IDLE_FETCH_S}
+        await _publish_thing(js, producer)
+        await wait_for(lambda: _count(db, 1), 10)
+        await asyncio.sleep(0.2)  # the ack is out
+        sent = nc.stats["out_msgs"]
+        for n in range(2, 12):  # one at a time: every batch is a single message
+            await _publish_thing(js, producer)
+            await wait_for(lambda n=n: _count(db, n), 10)  # type: ignore[misc]
+        await asyncio.sleep(1.5)  # and idle for a while
+        assert nc.stats["out_msgs"] - sent == 10
+        info = await js.consumer_info(f"{producer.upper()}_EVENTS", f"{producer}-seen")
+        assert info.config.deliver_subject and info.config.deliver_group == f"{producer}-seen"
         stop.set()
         done, _ = await asyncio.wait({task}, timeout=1.5)
-        assert task in done, "the stop waited for the idle pull request to run out"
+        assert task in done, "the stop waited on the idle consumer"
         task.result()
     finally:
-        stop.set()
-        await asyncio.wait({task}, timeout=10)
+        await _stopped(stop, task)
+        await nc.close()
+        await publisher.close()
+
+
+async def _count(db: Database, n: int) -> bool:
+    return len(await seen(db)) == n
+
+
+async def test_instances_of_a_service_share_its_consumer_and_handle_each_message_once(
+        db: Database, nats_url: str) -> None:
+    producer = f"p{uuid.uuid4().hex[:8]}"
+    conns = [await nats.connect(nats_url) for _ in range(3)]
+    js = conns[0].jetstream()
+    await ensure_events_stream(js, producer)
+    handled_by: dict[int, int] = {0: 0, 1: 0}
+
+    def instance(i: int) -> InboxConsumer:
+        class Counting(InboxConsumer):
+            async def process_batch(self, deliveries):  # type: ignore[no-untyped-def]
+                handled_by[i] += len(deliveries)
+                return await super().process_batch(deliveries)
+        return Counting(_idle_spec(producer), db, JetStreamPublisher(js))
+
+    stop = asyncio.Event()
+    tasks = [_running(instance(i), conns[i], stop) for i in (0, 1)]
+    try:
+        await asyncio.sleep(0.5)  # both bound to the queue group
+        for _ in range(40):
+            await _publish_thing(conns[2].jetstream(), producer)
+        await wait_for(lambda: _count(db, 40), 20)
+        assert handled_by[0] > 0 and handled_by[1] > 0, handled_by
+        assert handled_by[0] + handled_by[1] == 40  # no message went to both
+    finally:
+        await _stopped(stop, *tasks)
+        for nc in conns:
+            await nc.close()
+
+
+async def test_a_clean_stop_hands_back_what_was_pushed_and_not_handled(
+        db: Database, nats_url: str) -> None:
+    """What the broker pushed ahead to a stopping instance goes to the next one at once,
+    not after the 30 s ack wait."""
+    producer = f"p{uuid.uuid4().hex[:8]}"
+    first, second = await nats.connect(nats_url), await nats.connect(nats_url)
+    js = first.jetstream()
+    await ensure_events_stream(js, producer)
+    started = asyncio.Event()
+
+    async def slow(session: AsyncSession, env: Envelope) -> None:
+        started.set()
+        await remember(session, env)
+        await asyncio.sleep(0.5)
+
+    spec = ConsumerSpec(f"{producer}-seen", f"{producer.upper()}_EVENTS",
+                        [f"{producer}.events.>"], {"Thing.v1": slow}, batch=1, ack_wait_s=30)
+    stop_first, stop_second = asyncio.Event(), asyncio.Event()
+    task = _running(InboxConsumer(spec, db, JetStreamPublisher(js)), first, stop_first)
+    later: asyncio.Task[None] | None = None
+    try:
+        for _ in range(6):
+            await _publish_thing(js, producer)
+        await asyncio.wait_for(started.wait(), 10)
+        await _stopped(stop_first, task)  # the first is handled; five were pushed ahead
+        assert len(await seen(db)) < 6
+        later = _running(InboxConsumer(_idle_spec(producer), db, JetStreamPublisher(js)),
+                         second, stop_second)
+        await wait_for(lambda: _count(db, 6), 10)
+    finally:
+        await _stopped(stop_first, task)
+        if later is not None:
+            await _stopped(stop_second, later)
+        await first.close()
+        await second.close()
+
+
+async def test_a_pull_consumer_of_an_older_release_becomes_push_where_it_had_got_to(
+        db: Database, nats_url: str) -> None:
+    """The durable a release before ADR 0040 left (pull) cannot be edited into a push one:
+    it is replaced, starting after its acknowledged floor. Nothing acknowledged is handled
+    again; what was delivered and not acknowledged is."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    producer = f"p{uuid.uuid4().hex[:8]}"
+    stream = f"{producer.upper()}_EVENTS"
+    await ensure_events_stream(js, producer)
+    spec = _idle_spec(producer)
+    await js.add_consumer(stream, ConsumerConfig(durable_name=spec.name,
+                                                 filter_subject=f"{producer}.events.>"))
+    for _ in range(4):
+        await _publish_thing(js, producer)
+    old = await js.pull_subscribe_bind(durable=spec.name, stream=stream)
+    taken = await old.fetch(3, timeout=2)
+    for msg in taken[:2]:
+        await msg.ack_sync()  # the old release handled two, and died handling the third
+    await old.unsubscribe()
+    stop = asyncio.Event()
+    task = _running(InboxConsumer(spec, db, JetStreamPublisher(js)), nc, stop)
+    try:
+        await wait_for(lambda: _count(db, 2), 10)  # the third (unacknowledged) and fourth
+        await _publish_thing(js, producer)
+        await wait_for(lambda: _count(db, 3), 10)
+        info = await js.consumer_info(stream, spec.name)
+        assert info.config.deliver_subject is not None
+        await asyncio.sleep(0.3)
+        assert len(await seen(db)) == 3
+    finally:
+        await _stopped(stop, task)
         await nc.close()
 
 
-async def test_a_consumer_woken_after_the_broker_restarts_pulls_again_at_once(
-        db: Database, private_nats: NatsProcess, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A restarted broker forgets the pull request an idle consumer waits on; the waker (the
-    app wakes its consumers on reconnect) makes it ask again rather than sit the wait out."""
-    from chassis.messaging import consumer as consumer_module
-
-    monkeypatch.setattr(consumer_module, "IDLE_FETCH_S", 60.0)
+async def test_a_consumer_keeps_receiving_across_a_broker_restart(
+        db: Database, private_nats: NatsProcess) -> None:
+    """The broker forgets no push consumer across a restart on its store: the client
+    subscribes again when it reconnects and the messages come, with no wake-up."""
     nc = await nats.connect(private_nats.url, max_reconnect_attempts=-1,
                             reconnect_time_wait=0.2)
     js = nc.jetstream()
     producer = f"p{uuid.uuid4().hex[:8]}"
     await ensure_events_stream(js, producer)
     stop = asyncio.Event()
-    waker = consumer_module.Waker()
-    task = asyncio.create_task(run_jetstream_consumer(
-        InboxConsumer(_idle_spec(producer), db, JetStreamPublisher(js)), js, stop, waker))
+    task = _running(InboxConsumer(_idle_spec(producer), db, JetStreamPublisher(js)), nc, stop)
     try:
-        await asyncio.sleep(1.0)  # idle: waiting on its pull request
+        await asyncio.sleep(1.0)  # idle, bound
         private_nats.stop()
         private_nats.start()  # same store and port: the stream and consumer survive
         await wait_for(lambda: _true(nc.is_connected), 20)
-        waker.wake()
-        for _ in range(40):  # JetStream answers a moment after the client is back
-            try:
-                await _publish_thing(js, producer)
-                break
-            except nats.errors.TimeoutError:
-                await asyncio.sleep(0.25)
-
-        async def handled() -> bool:
-            return await seen(db) == ["Thing.v1"]
-
-        await wait_for(handled, 15)  # well inside the 60 s the forgotten request had left
+        await _publish_when_jetstream_answers(js, producer)
+        await wait_for(lambda: _count(db, 1), 15)
     finally:
-        stop.set()
-        await asyncio.wait({task}, timeout=10)
+        await _stopped(stop, task)
         await nc.close()
+
+
+async def test_a_woken_consumer_creates_its_durable_again_if_the_broker_lost_it(
+        db: Database, nats_url: str) -> None:
+    """After a reconnect the app wakes its consumers: each checks its durable consumer is
+    still on the broker (one restarted on an empty store has lost it) and makes it again."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    producer = f"p{uuid.uuid4().hex[:8]}"
+    await ensure_events_stream(js, producer)
+    spec = _idle_spec(producer)
+    stop, waker = asyncio.Event(), Waker()
+    task = _running(InboxConsumer(spec, db, JetStreamPublisher(js)), nc, stop, waker)
+    try:
+        await _publish_thing(js, producer)
+        await wait_for(lambda: _count(db, 1), 10)
+        await js.delete_consumer(spec.stream, spec.name)
+        waker.wake()
+
+        async def there_again() -> bool:
+            try:
+                return bool(await js.consumer_info(spec.stream, spec.name))
+            except nats.js.errors.NotFoundError:
+                return False
+        await wait_for(there_again, 10)
+        await _publish_thing(js, producer)
+        await wait_for(lambda: _count(db, 2), 10)
+    finally:
+        await _stopped(stop, task)
+        await nc.close()
+
+
+async def _publish_when_jetstream_answers(js: nats.js.JetStreamContext, producer: str) -> None:
+    for _ in range(40):  # JetStream answers a moment after the client is back
+        try:
+            await _publish_thing(js, producer)
+            return
+        except nats.errors.TimeoutError:
+            await asyncio.sleep(0.25)
+    raise AssertionError("JetStream did not answer after the restart")
 
 
 async def _true(value: bool) -> bool:

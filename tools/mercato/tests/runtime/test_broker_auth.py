@@ -21,7 +21,12 @@ import nkeys
 import pytest
 from chassis.broker_permissions import inbox_prefix
 from chassis.messaging.broker import JetStreamPublisher, Outgoing
-from chassis.messaging.consumer import ensure_consumer
+from chassis.messaging.consumer import (
+    ConsumerSpec,
+    consumer_config,
+    deliver_subject,
+    ensure_consumer,
+)
 from chassis.messaging.streams import (
     DEAD_LETTER_PREFIX,
     ensure_dead_letter_stream,
@@ -116,18 +121,21 @@ async def test_each_service_identity_does_its_own_work(as_identity) -> None:  # 
     await JetStreamPublisher(js).publish_batch(
         [Outgoing("catalog.events.product_created", b"{}", {"Nats-Msg-Id": str(time.time())})])
 
-    # inventory reads them through its durable consumer, acks, and can dead-letter.
+    # inventory reads them through its durable consumer (pushed to its own inbox prefix, as
+    # the chassis binds it), acks, and can dead-letter.
     inventory = await as_identity("inventory")
     ijs = inventory.nc.jetstream()
     await ensure_dead_letter_stream(ijs)  # exists: inventory only looks
-    config = ConsumerConfig(durable_name="inventory-catalog-events",
-                            ack_policy=AckPolicy.EXPLICIT, filter_subject="catalog.events.>")
+    spec = ConsumerSpec("inventory-catalog-events", "CATALOG_EVENTS", ["catalog.events.>"], {})
+    config = consumer_config(spec, deliver_subject(inventory.nc, spec.stream, spec.name))
+    assert config.deliver_subject is not None
+    assert config.deliver_subject.startswith("_INBOX_inventory.")
     await ensure_consumer(ijs, "CATALOG_EVENTS", config)
-    sub = await ijs.pull_subscribe_bind(durable="inventory-catalog-events",
-                                        stream="CATALOG_EVENTS")
-    msgs = await sub.fetch(1, timeout=5)
-    await msgs[0].ack_sync()
-    await sub.consumer_info()
+    sub = await inventory.nc.subscribe(config.deliver_subject, queue=spec.name)
+    msg = await sub.next_msg(timeout=5)
+    await msg.ack_sync()
+    await ijs.consumer_info("CATALOG_EVENTS", spec.name)
+    await sub.unsubscribe()
     await JetStreamPublisher(ijs).publish_batch(
         [Outgoing("dlq.inventory-catalog-events", b"{}", {"Nats-Msg-Id": str(time.time())})])
 
@@ -206,6 +214,10 @@ async def test_consuming_another_services_commands_is_refused(as_identity) -> No
     await cart.nc.publish("$JS.API.CONSUMER.MSG.NEXT.PAYMENTS_COMMANDS.payments-commands",
                           b"1", reply=f"{inbox_prefix('cart')}.x")
     await cart.refused("publish", "$JS.API.CONSUMER.MSG.NEXT.PAYMENTS_COMMANDS.payments-commands")
+    # Deleting payments' durable consumer (a service may replace only its own):
+    await cart.nc.publish("$JS.API.CONSUMER.DELETE.PAYMENTS_COMMANDS.payments-commands", b"",
+                          reply=f"{inbox_prefix('cart')}.x")
+    await cart.refused("publish", "$JS.API.CONSUMER.DELETE.PAYMENTS_COMMANDS.payments-commands")
     # Making a consumer of its own on that queue:
     with pytest.raises(TimeoutError):
         await cart.nc.jetstream().add_consumer("PAYMENTS_COMMANDS", ConsumerConfig(

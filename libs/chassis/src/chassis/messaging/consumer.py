@@ -26,10 +26,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -55,9 +57,6 @@ log = structlog.get_logger("chassis.consumer")
 tracer = trace.get_tracer("chassis.messaging")
 
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
-
-# How long an idle consumer's pull request waits for a message before it asks again.
-IDLE_FETCH_S = 5.0
 
 H_DLQ_CONSUMER = "Mercato-Dlq-Consumer"
 H_DLQ_SUBJECT = "Mercato-Dlq-Subject"
@@ -320,8 +319,8 @@ class InboxConsumer:
 
 class Waker:
     """Ends the consumers' idle waits at once. Set when ``stop`` is, and by the messaging
-    runtime after the broker comes back: a restarted broker has forgotten the pull requests
-    the consumers are waiting on, and they would otherwise sit out ``IDLE_FETCH_S``."""
+    runtime after the broker comes back: a consumer then checks its durable consumer is still
+    there (a broker restarted on an empty store has forgotten it) and creates it again."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
@@ -340,99 +339,121 @@ async def _wake_on(stop: asyncio.Event, waker: Waker) -> None:
     waker.wake()
 
 
-async def run_jetstream_consumer(consumer: InboxConsumer, js: JetStreamContext,
-                                 stop: asyncio.Event, waker: Waker | None = None) -> None:
-    """Pull and process until ``stop``; reconnect-tolerant (errors back off and retry).
-    Its lag is sampled apart (``chassis.messaging.sampler``), so a handler that hangs still
-    shows as a growing lag."""
-    waker = waker if waker is not None else Waker()
-    stop_wakes = asyncio.ensure_future(_wake_on(stop, waker))
-    try:
-        await _consume(consumer, js, stop, waker)
-    finally:
-        stop_wakes.cancel()
+def deliver_subject(nc: NATS, stream: str, durable: str) -> str:
+    """Where the broker pushes a durable consumer's messages: under the connection's own
+    reply-inbox prefix, the only subjects a service's broker permissions let it subscribe to.
+    The same for every instance of a service (they share the messages as one queue group)."""
+    prefix = nc.new_inbox().rsplit(".", 1)[0]
+    return f"{prefix}.deliver.{stream}.{durable}"
 
 
-async def _consume(consumer: InboxConsumer, js: JetStreamContext, stop: asyncio.Event,
-                   waker: Waker) -> None:
-    spec = consumer.spec
-    config = ConsumerConfig(
+def consumer_config(spec: ConsumerSpec, deliver_to: str) -> ConsumerConfig:
+    """A push consumer (ADR 0040): the broker sends each message as it is stored, so a
+    consumer never asks for it; at most ``max_ack_pending`` are out unacknowledged."""
+    return ConsumerConfig(
         durable_name=spec.name, ack_policy=AckPolicy.EXPLICIT, max_deliver=spec.max_deliver,
         ack_wait=spec.ack_wait_s,
         deliver_policy=DeliverPolicy.ALL if spec.deliver_all else DeliverPolicy.NEW,
         filter_subjects=spec.subjects if len(spec.subjects) > 1 else None,
         filter_subject=spec.subjects[0] if len(spec.subjects) == 1 else None,
+        deliver_subject=deliver_to, deliver_group=spec.name,
         max_ack_pending=max(1000, spec.batch * 4))
+
+
+async def run_jetstream_consumer(consumer: InboxConsumer, nc: NATS, stop: asyncio.Event,
+                                 waker: Waker | None = None) -> None:
+    """Receive and process until ``stop``; reconnect-tolerant (errors back off and retry).
+    Its lag is sampled apart (``chassis.messaging.sampler``), so a handler that hangs still
+    shows as a growing lag."""
+    waker = waker if waker is not None else Waker()
+    stop_wakes = asyncio.ensure_future(_wake_on(stop, waker))
+    try:
+        await _consume(consumer, nc, stop, waker)
+    finally:
+        stop_wakes.cancel()
+
+
+async def _consume(consumer: InboxConsumer, nc: NATS, stop: asyncio.Event,
+                   waker: Waker) -> None:
+    spec = consumer.spec
+    js = nc.jetstream()
+    config = consumer_config(spec, deliver_subject(nc, spec.stream, spec.name))
+    arrived: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def receive(msg: Msg) -> None:
+        arrived.put_nowait(msg)
+
     backoff = 0.2
-    sub = None
-    while not stop.is_set():
-        try:
-            if sub is None:
-                await ensure_consumer(js, spec.stream, config)
-                sub = await js.pull_subscribe_bind(durable=spec.name, stream=spec.stream)
-            msgs = await _next_batch(sub, spec.batch, stop, waker)
-            if msgs:
+    sub: Subscription | None = None
+    ensured = False
+    try:
+        while not stop.is_set():
+            try:
+                if not ensured:
+                    await ensure_consumer(js, spec.stream, config)
+                    ensured = True
+                if sub is None:
+                    sub = await nc.subscribe(config.deliver_subject or "", queue=spec.name,
+                                             cb=receive)
+                msgs = await _next_batch(arrived, spec.batch, waker)
+                if not msgs:
+                    ensured = False  # woken: after a reconnect, check the consumer is there
+                    continue
                 started = time.perf_counter()
                 await consumer.process_batch([JetStreamDelivery(m) for m in msgs])
                 linger = min(spec.linger_s, time.perf_counter() - started)
-                if len(msgs) < spec.batch and linger > 0:
+                if len(msgs) < spec.batch and arrived.qsize() < spec.batch and linger > 0:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(stop.wait(), linger)
-            backoff = 0.2
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("consumer_loop_failed", consumer=spec.name, error=str(exc),
-                        retry_in=backoff)
-            if sub is not None:
-                # Bound again on the next pass; the old subscription would stay registered
-                # in the client, one more for every failure during an outage.
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(sub.unsubscribe(), 1.0)
-            sub = None
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff)
-            backoff = min(backoff * 2, 5.0)
-    if sub is not None:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-
-
-async def _next_batch(sub: JetStreamContext.PullSubscription, batch: int,
-                      stop: asyncio.Event, waker: Waker) -> list[Msg]:
-    """What is ready now (up to ``batch``); when idle, wait for the next single message.
-
-    nats-py's ``fetch(n, timeout)`` holds early messages until ``n`` arrive or the timeout
-    ends once it has to linger, which would add up to ``timeout`` of latency at low rates.
-    A short drain, then a lingering fetch of one message, keeps both latency and round trips
-    low: busy streams are drained in batches, idle ones answer on the first message.
-
-    The lingering fetch lasts ``IDLE_FETCH_S``: an idle consumer asks the broker again only
-    that often (ADR 0037: at 1 s, the pull requests of ~30 idle consumers were a third of the
-    platform's idle CPU). The waker ends it at once at shutdown and after a reconnect.
-    """
-    try:
-        return await sub.fetch(batch, timeout=0.01)
-    except TimeoutError:
-        pass
-    if stop.is_set():  # set during the drain: the waker has already been woken
-        return []
-    fetching = asyncio.ensure_future(sub.fetch(1, timeout=IDLE_FETCH_S))
-    woken = asyncio.ensure_future(waker.event.wait())
-    try:
-        await asyncio.wait({fetching, woken}, return_when=asyncio.FIRST_COMPLETED)
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("consumer_loop_failed", consumer=spec.name, error=str(exc),
+                            retry_in=backoff)
+                ensured = False
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
     finally:
-        woken.cancel()
-        if not fetching.done():
-            # A message that reaches the cancelled fetch is not acked: the broker delivers it
-            # again after the ack wait (at-least-once, and the inbox drops the repeat).
-            fetching.cancel()
-    if fetching.cancelled():
-        return []
-    try:
-        return fetching.result()
-    except TimeoutError:
-        return []
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sub.unsubscribe(), 1.0)
+        await _hand_back(arrived)
+
+
+async def _hand_back(arrived: asyncio.Queue[Msg]) -> None:
+    """At a stop, what the broker pushed and this instance did not handle goes back at once
+    (a nak), to another instance or to this one's successor, not after the ack wait."""
+    while not arrived.empty():
+        msg = arrived.get_nowait()
+        with contextlib.suppress(Exception):
+            await msg.nak()
+
+
+async def _next_batch(arrived: asyncio.Queue[Msg], batch: int, waker: Waker) -> list[Msg]:
+    """What has arrived (up to ``batch``); when nothing has, wait for the next message or
+    the waker (a stop, a reconnect), whichever comes first: an empty list means woken.
+
+    Nothing is asked of the broker while idle: a push consumer's messages come as they are
+    stored (ADR 0040; a pull consumer asked once per message and once per idle wait)."""
+    if arrived.empty():
+        getting = asyncio.ensure_future(arrived.get())
+        woken = asyncio.ensure_future(waker.event.wait())
+        try:
+            await asyncio.wait({getting, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            if not getting.done():
+                getting.cancel()
+        if getting.cancelled() or not getting.done():
+            return []
+        msgs = [getting.result()]
+    else:
+        msgs = []
+    while len(msgs) < batch and not arrived.empty():
+        msgs.append(arrived.get_nowait())
+    return msgs
 
 
 def _filters(config: ConsumerConfig) -> set[str]:
@@ -443,13 +464,29 @@ def _filters(config: ConsumerConfig) -> set[str]:
 async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
     """Create the durable consumer once; an existing one keeps its position. When a new
     release handles other subjects, the existing consumer's filter is updated in place
-    (JetStream allows that edit), or it would never see the new messages."""
+    (JetStream allows that edit), or it would never see the new messages.
+
+    A pull consumer left by a release before ADR 0040 cannot be edited into a push one: it is
+    replaced by one that starts right after its acknowledged floor. What it had delivered
+    and not acknowledged comes again, and the inbox skips what was handled."""
     try:
         info = await js.consumer_info(stream, config.durable_name or "")
     except NotFoundError:
         await js.add_consumer(stream, config)
         return
-    if _filters(info.config) != _filters(config):
+    if config.deliver_subject and not info.config.deliver_subject:
+        floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+        replacement = replace(config)
+        if floor:
+            replacement.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            replacement.opt_start_seq = floor + 1
+        await js.delete_consumer(stream, config.durable_name or "")
+        await js.add_consumer(stream, replacement)
+        log.info("consumer_made_push", consumer=config.durable_name, stream=stream,
+                 resumes_after=floor)
+        return
+    if (_filters(info.config) != _filters(config)
+            or info.config.deliver_subject != config.deliver_subject):
         await js.add_consumer(stream, config)
         log.info("consumer_filter_updated", consumer=config.durable_name, stream=stream,
                  subjects=sorted(_filters(config)))

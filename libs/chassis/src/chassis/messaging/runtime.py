@@ -87,7 +87,7 @@ class MessagingRuntime:
         for consumer_spec in self.spec.consumers:
             consumer = InboxConsumer(consumer_spec, self._db, publisher, self.metrics)
             self._tasks.append(asyncio.create_task(
-                run_jetstream_consumer(consumer, js, self._stop, self._waker),
+                run_jetstream_consumer(consumer, nc, self._stop, self._waker),
                 name=f"consumer-{consumer_spec.name}"))
         if self.spec.consumers:
             self._tasks.append(asyncio.create_task(run_consumer_sampler(
@@ -97,8 +97,8 @@ class MessagingRuntime:
                  consumers=[c.name for c in self.spec.consumers])
 
     def wake_consumers(self) -> None:
-        """After a reconnect: a restarted broker has forgotten the consumers' waiting pull
-        requests, so each asks again now rather than when its idle wait ends."""
+        """After a reconnect: each consumer checks its durable consumer is still on the
+        broker (one restarted on an empty store has forgotten it) and creates it again."""
         self._waker.wake()
 
     async def stop(self) -> None:

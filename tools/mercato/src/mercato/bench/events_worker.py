@@ -38,7 +38,7 @@ async def main(database_url: str, nats_url: str, stream: str, subject: str,
     spec = ConsumerSpec("bench-consumer", stream, [subject], {"BenchEvent.v1": record})
     stop = asyncio.Event()
     task = asyncio.create_task(run_jetstream_consumer(
-        InboxConsumer(spec, db, JetStreamPublisher(js)), js, stop))
+        InboxConsumer(spec, db, JetStreamPublisher(js)), nc, stop))
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     print("ready", flush=True)
     with contextlib.suppress(TimeoutError):
