@@ -9,6 +9,8 @@ from pathlib import Path
 
 import nats
 import pytest
+import structlog
+import structlog.testing
 from chassis.db import Database
 from chassis.messaging.broker import JetStreamPublisher
 from chassis.messaging.consumer import (
@@ -23,13 +25,17 @@ from chassis.messaging.envelope import H_MESSAGE_ID, H_NATS_MSG_ID, H_OCCURRED_A
 from chassis.messaging.metrics import MessagingMetrics
 from chassis.messaging.outbox import stage_message
 from chassis.messaging.relay import OutboxRelay
-from chassis.messaging.sampler import sample_consumers
-from chassis.messaging.streams import ensure_dead_letter_stream, ensure_events_stream
+from chassis.messaging.sampler import run_consumer_sampler, sample_consumers
+from chassis.messaging.streams import (
+    ensure_dead_letter_stream,
+    ensure_events_stream,
+    ensure_stream,
+)
 from chassis.messaging.tables import inbox_table, outbox_table
 from mercato.runtime.nats import Nats
 from mercato.testing.infra import NatsProcess, free_port
 from nats.aio.client import Client as NATS
-from nats.js.api import ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig
 from prometheus_client import CollectorRegistry
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -470,6 +476,45 @@ async def test_a_pull_consumer_of_an_older_release_becomes_push_where_it_had_got
         await nc.close()
 
 
+async def test_a_pull_consumer_of_a_work_queue_becomes_push_at_once(
+        db: Database, nats_url: str) -> None:
+    """A command queue (work-queue retention) holds only what is not acknowledged, and
+    JetStream refuses a start sequence there: the replacement starts at its beginning, on the
+    first try, and gets exactly the commands not yet acknowledged."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    producer = f"p{uuid.uuid4().hex[:8]}"
+    stream = f"{producer.upper()}_COMMANDS"
+    await ensure_stream(js, stream, [f"{producer}.commands.>"], work_queue=True)
+    spec = ConsumerSpec(f"{producer}-commands", stream, [f"{producer}.commands.>"],
+                        {"Thing.v1": remember})
+    await js.add_consumer(stream, ConsumerConfig(durable_name=spec.name,
+                                                 ack_policy=AckPolicy.EXPLICIT,
+                                                 filter_subject=f"{producer}.commands.>"))
+    for _ in range(3):
+        mid = str(uuid.uuid4())
+        await js.publish(f"{producer}.commands.do", b"{}", headers={
+            H_NATS_MSG_ID: mid, H_MESSAGE_ID: mid, H_TYPE: "Thing.v1",
+            H_OCCURRED_AT: "2026-01-01T00:00:00+00:00"})
+    old = await js.pull_subscribe_bind(durable=spec.name, stream=stream)
+    [done] = await old.fetch(1, timeout=2)
+    await done.ack_sync()
+    await old.unsubscribe()
+    stop = asyncio.Event()
+    with structlog.testing.capture_logs() as logs:
+        task = _running(InboxConsumer(spec, db, JetStreamPublisher(js)), nc, stop)
+        try:
+            await wait_for(lambda: _count(db, 2), 10)
+            events = [e["event"] for e in logs]
+            assert "consumer_made_push" in events
+            assert "consumer_loop_failed" not in events  # right on the first try
+            info = await js.consumer_info(stream, spec.name)
+            assert info.config.deliver_subject is not None
+        finally:
+            await _stopped(stop, task)
+            await nc.close()
+
+
 async def test_a_consumer_keeps_receiving_across_a_broker_restart(
         db: Database, private_nats: NatsProcess) -> None:
     """The broker forgets no push consumer across a restart on its store: the client
@@ -493,10 +538,12 @@ async def test_a_consumer_keeps_receiving_across_a_broker_restart(
         await nc.close()
 
 
-async def test_a_woken_consumer_creates_its_durable_again_if_the_broker_lost_it(
+async def test_a_durable_lost_under_a_running_consumer_is_made_again(
         db: Database, nats_url: str) -> None:
-    """After a reconnect the app wakes its consumers: each checks its durable consumer is
-    still on the broker (one restarted on an empty store has lost it) and makes it again."""
+    """A push consumer is not told its durable is gone (deleted by hand, or a broker
+    restarted on an empty store). The sampler notices within a round and wakes the
+    consumers (as the app does after a reconnect); each checks its durable and makes it
+    again, and the next message is handled."""
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     producer = f"p{uuid.uuid4().hex[:8]}"
@@ -504,11 +551,13 @@ async def test_a_woken_consumer_creates_its_durable_again_if_the_broker_lost_it(
     spec = _idle_spec(producer)
     stop, waker = asyncio.Event(), Waker()
     task = _running(InboxConsumer(spec, db, JetStreamPublisher(js)), nc, stop, waker)
+    sampler = asyncio.create_task(run_consumer_sampler(
+        js, [spec], MessagingMetrics(CollectorRegistry()), stop, interval_s=0.2,
+        on_missing=waker.wake))
     try:
         await _publish_thing(js, producer)
         await wait_for(lambda: _count(db, 1), 10)
         await js.delete_consumer(spec.stream, spec.name)
-        waker.wake()
 
         async def there_again() -> bool:
             try:
@@ -519,7 +568,7 @@ async def test_a_woken_consumer_creates_its_durable_again_if_the_broker_lost_it(
         await _publish_thing(js, producer)
         await wait_for(lambda: _count(db, 2), 10)
     finally:
-        await _stopped(stop, task)
+        await _stopped(stop, task, sampler)
         await nc.close()
 
 

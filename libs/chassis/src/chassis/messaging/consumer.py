@@ -33,7 +33,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy
 from nats.js.errors import NotFoundError
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -477,7 +477,10 @@ async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerCon
     if config.deliver_subject and not info.config.deliver_subject:
         floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
         replacement = replace(config)
-        if floor:
+        # A work queue holds only what is not yet acknowledged, and its consumers must start
+        # at its beginning (JetStream refuses a start sequence there).
+        work_queue = (await js.stream_info(stream)).config.retention == RetentionPolicy.WORK_QUEUE
+        if floor and not work_queue:
             replacement.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
             replacement.opt_start_seq = floor + 1
         await js.delete_consumer(stream, config.durable_name or "")

@@ -92,7 +92,8 @@ class MessagingRuntime:
         if self.spec.consumers:
             self._tasks.append(asyncio.create_task(run_consumer_sampler(
                 js, self.spec.consumers, self.metrics, self._stop,
-                interval_s=self.spec.sample_interval_s), name="consumer-sampler"))
+                interval_s=self.spec.sample_interval_s, on_missing=self._waker.wake),
+                name="consumer-sampler"))
         log.info("messaging_started", outbox=self.spec.outbox,
                  consumers=[c.name for c in self.spec.consumers])
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 from nats.js import JetStreamContext
@@ -28,13 +28,16 @@ SAMPLE_INTERVAL_S = 5.0
 
 
 async def sample_consumers(js: JetStreamContext, consumers: Sequence[ConsumerSpec],
-                           metrics: MessagingMetrics) -> None:
-    """Read each consumer's lag and dead letters once and set the gauges."""
+                           metrics: MessagingMetrics) -> list[str]:
+    """Read each consumer's lag and dead letters once and set the gauges; the names of the
+    durables the broker does not have (not created yet, or lost)."""
+    missing: list[str] = []
     for spec in consumers:
         try:
             info = await js.consumer_info(spec.stream, spec.name)
         except NotFoundError:
-            continue  # not created yet: its loop creates it
+            missing.append(spec.name)
+            continue
         pending, ack_pending = info.num_pending or 0, info.num_ack_pending or 0
         metrics.consumer_lag.labels(spec.name).set(pending + ack_pending)
         metrics.consumer_ack_pending.labels(spec.name).set(ack_pending)
@@ -46,17 +49,26 @@ async def sample_consumers(js: JetStreamContext, consumers: Sequence[ConsumerSpe
         else:
             waiting = (stream.state.subjects or {}).get(subject, 0)
         metrics.dead_letters_waiting.labels(spec.name).set(waiting)
+    return missing
 
 
 async def run_consumer_sampler(js: JetStreamContext, consumers: Sequence[ConsumerSpec],
                                metrics: MessagingMetrics, stop: asyncio.Event, *,
-                               interval_s: float = SAMPLE_INTERVAL_S) -> None:
+                               interval_s: float = SAMPLE_INTERVAL_S,
+                               on_missing: Callable[[], None] | None = None) -> None:
     """Sample until ``stop``; a failed round (the broker away) keeps the last values and is
-    logged once until a round succeeds again."""
-    failing = False
+    logged once until a round succeeds again. A durable the broker lacks (deleted by hand;
+    a push consumer is not told) calls ``on_missing``: the runtime wakes its consumers, and
+    each creates its durable again."""
+    failing, first = False, True
     while not stop.is_set():
         try:
-            await sample_consumers(js, consumers, metrics)
+            missing = await sample_consumers(js, consumers, metrics)
+            # The first round may run before the consumers' loops have made their durables.
+            if missing and on_missing is not None and not first:
+                log.warning("consumer_missing", consumers=missing)
+                on_missing()
+            first = False
             if failing:
                 log.info("consumer_sampling_recovered")
             failing = False
