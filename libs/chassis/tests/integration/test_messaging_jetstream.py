@@ -9,8 +9,6 @@ from pathlib import Path
 
 import nats
 import pytest
-import structlog
-import structlog.testing
 from chassis.db import Database
 from chassis.messaging.broker import JetStreamPublisher
 from chassis.messaging.consumer import (
@@ -477,7 +475,8 @@ async def test_a_pull_consumer_of_an_older_release_becomes_push_where_it_had_got
 
 
 async def test_a_pull_consumer_of_a_work_queue_becomes_push_at_once(
-        db: Database, nats_url: str) -> None:
+        db: Database, nats_url: str, capfd: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
     """A command queue (work-queue retention) holds only what is not acknowledged, and
     JetStream refuses a start sequence there: the replacement starts at its beginning, on the
     first try, and gets exactly the commands not yet acknowledged."""
@@ -501,18 +500,21 @@ async def test_a_pull_consumer_of_a_work_queue_becomes_push_at_once(
     await done.ack_sync()
     await old.unsubscribe()
     stop = asyncio.Event()
-    with structlog.testing.capture_logs() as logs:
-        task = _running(InboxConsumer(spec, db, JetStreamPublisher(js)), nc, stop)
-        try:
-            await wait_for(lambda: _count(db, 2), 10)
-            events = [e["event"] for e in logs]
-            assert "consumer_made_push" in events
-            assert "consumer_loop_failed" not in events  # right on the first try
-            info = await js.consumer_info(stream, spec.name)
-            assert info.config.deliver_subject is not None
-        finally:
-            await _stopped(stop, task)
-            await nc.close()
+    capfd.readouterr()
+    task = _running(InboxConsumer(spec, db, JetStreamPublisher(js)), nc, stop)
+    try:
+        await wait_for(lambda: _count(db, 2), 10)
+        info = await js.consumer_info(stream, spec.name)
+        assert info.config.deliver_subject is not None
+    finally:
+        await _stopped(stop, task)
+        await nc.close()
+    # What the loop logged, wherever the logging is routed when this test runs: structlog
+    # caches its loggers, so capturing them depends on the tests that ran before.
+    out, err = capfd.readouterr()
+    logged = out + err + caplog.text
+    assert "consumer_made_push" in logged
+    assert "consumer_loop_failed" not in logged  # made push on the first try
 
 
 async def test_a_consumer_keeps_receiving_across_a_broker_restart(
