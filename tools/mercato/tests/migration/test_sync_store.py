@@ -79,3 +79,74 @@ def test_the_outbox_keeps_what_the_sync_has_not_passed_and_what_is_recent(
             await conn.close()
 
     asyncio.run(run())
+
+
+def test_a_gap_filled_between_the_snapshot_and_the_read_is_not_passed(
+        fresh_database: str) -> None:
+    """The race behind a lost monolith change (test_sync's 2b failed once in CI): outbox ids
+    are taken before commit, so a slow change leaves a gap behind a fast one. If the slow one
+    commits while the reader reads, the gap must be waited at, never passed as a rollback.
+    Here it commits right after the reader's read, every time."""
+    from legacy.migrate import upgrade_to_head
+    from mercato.migration.sync.engine import Sync
+
+    upgrade_to_head(fresh_database)
+    dsn = fresh_database.replace("+asyncpg", "")
+
+    async def run() -> None:
+        slow, fast = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+        try:
+            async with pool.acquire() as conn:
+                await store.create(conn)
+            insert = ("INSERT INTO legacy_outbox (table_name, op, row_id, changed) "
+                      "VALUES ('products', 'UPDATE', $1, '{}')")
+            slow_tx = slow.transaction()
+            await slow_tx.start()
+            await slow.execute(insert, "1")  # takes id 1, commits later
+            await fast.execute(insert, "2")  # takes id 2, commits now
+
+            class CommitsAfterTheRead:
+                """The pool, with the slow change committing right after the outbox read."""
+
+                def acquire(self):  # type: ignore[no-untyped-def]
+                    return _Hooked(pool.acquire())
+
+            class _Hooked:
+                def __init__(self, inner):  # type: ignore[no-untyped-def]
+                    self.inner = inner
+
+                async def __aenter__(self):  # type: ignore[no-untyped-def]
+                    return _Conn(await self.inner.__aenter__())
+
+                async def __aexit__(self, *exc):  # type: ignore[no-untyped-def]
+                    return await self.inner.__aexit__(*exc)
+
+            class _Conn:
+                def __init__(self, conn):  # type: ignore[no-untyped-def]
+                    self.conn = conn
+
+                def __getattr__(self, name):  # type: ignore[no-untyped-def]
+                    return getattr(self.conn, name)
+
+                async def fetch(self, query, *args):  # type: ignore[no-untyped-def]
+                    rows = await self.conn.fetch(query, *args)
+                    if "FROM legacy_outbox" in query and slow.is_in_transaction():
+                        await slow_tx.commit()
+                    return rows
+
+            sync = Sync(CommitsAfterTheRead(), catalog=None)  # type: ignore[arg-type]
+            sync.following = set()  # pass rows over: only the reader's walk is under test
+            first = await sync.pump_legacy()
+            second = await sync.pump_legacy()
+            # The first pass waits at the gap (row 1 was running when it looked); the next
+            # one reads both. Passing the gap would have walked past row 1 for good.
+            assert (first, second) == (0, 2)
+            async with pool.acquire() as conn:
+                assert await store.checkpoint(conn, "legacy_outbox") == 2
+        finally:
+            await pool.close()
+            await slow.close()
+            await fast.close()
+
+    asyncio.run(run())

@@ -234,12 +234,15 @@ class Sync:
         """One pass over the legacy outbox; the number of rows passed."""
         async with self.pool.acquire() as conn:
             position = await store.checkpoint(conn, OUTBOX)
-            rows = await conn.fetch(
-                "SELECT id, table_name, row_id, origin FROM legacy_outbox WHERE id > $1 "
-                "ORDER BY id LIMIT $2", position, BATCH)
+            # The snapshot first: a transaction it sees running and that commits before the
+            # read below is seen by the read. Taken after the read, it let a change that
+            # committed between the two look like a rollback, and its gap was passed (lost).
             snap = await conn.fetchrow(
                 "SELECT txid_snapshot_xmin(s) AS xmin, txid_snapshot_xmax(s) AS xmax "
                 "FROM txid_current_snapshot() s")
+            rows = await conn.fetch(
+                "SELECT id, table_name, row_id, origin FROM legacy_outbox WHERE id > $1 "
+                "ORDER BY id LIMIT $2", position, BATCH)
         passed = 0
         expected = position + 1
         for row in rows:
