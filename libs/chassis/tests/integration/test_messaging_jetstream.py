@@ -313,14 +313,15 @@ async def test_a_consumer_lingers_after_a_small_batch_so_the_next_carries_more(
 
 # --- push consumers (ADR 0040) ---------------------------------------------------------
 
-def _idle_spec(producer: str, **kw: object) -> ConsumerSpec:
+def _reader_spec(producer: str) -> ConsumerSpec:
     return ConsumerSpec(f"{producer}-seen", f"{producer.upper()}_EVENTS",
-                        [f"{producer}.events.>"], {"Thing.v1": remember}, **kw)  # type: ignore[arg-type]
+                        [f"{producer}.events.>"], {"Thing.v1": remember})
 
 
-async def _publish_thing(js: nats.js.JetStreamContext, producer: str) -> None:
+async def _publish_thing(js: nats.js.JetStreamContext, producer: str,
+                         subject: str = "events.thing") -> None:
     mid = str(uuid.uuid4())
-    await js.publish(f"{producer}.events.thing", b"{}",
+    await js.publish(f"{producer}.{subject}", b"{}",
                      headers={H_NATS_MSG_ID: mid, H_MESSAGE_ID: mid, H_TYPE: "Thing.v1",
                               H_OCCURRED_AT: "2026-01-01T00:00:00+00:00"})
 
@@ -345,7 +346,7 @@ async def test_a_consumer_asks_the_broker_for_nothing_an_ack_per_message_is_all_
     producer = f"p{uuid.uuid4().hex[:8]}"
     await ensure_events_stream(js, producer)
     stop = asyncio.Event()
-    task = _running(InboxConsumer(_idle_spec(producer), db, JetStreamPublisher(js)), nc, stop)
+    task = _running(InboxConsumer(_reader_spec(producer), db, JetStreamPublisher(js)), nc, stop)
     try:
         await _publish_thing(js, producer)
         await wait_for(lambda: _count(db, 1), 10)
@@ -385,7 +386,7 @@ async def test_instances_of_a_service_share_its_consumer_and_handle_each_message
             async def process_batch(self, deliveries):  # type: ignore[no-untyped-def]
                 handled_by[i] += len(deliveries)
                 return await super().process_batch(deliveries)
-        return Counting(_idle_spec(producer), db, JetStreamPublisher(js))
+        return Counting(_reader_spec(producer), db, JetStreamPublisher(js))
 
     stop = asyncio.Event()
     tasks = [_running(instance(i), conns[i], stop) for i in (0, 1)]
@@ -428,7 +429,7 @@ async def test_a_clean_stop_hands_back_what_was_pushed_and_not_handled(
         await asyncio.wait_for(started.wait(), 10)
         await _stopped(stop_first, task)  # the first is handled; five were pushed ahead
         assert len(await seen(db)) < 6
-        later = _running(InboxConsumer(_idle_spec(producer), db, JetStreamPublisher(js)),
+        later = _running(InboxConsumer(_reader_spec(producer), db, JetStreamPublisher(js)),
                          second, stop_second)
         await wait_for(lambda: _count(db, 6), 10)
     finally:
@@ -449,7 +450,7 @@ async def test_a_pull_consumer_of_an_older_release_becomes_push_where_it_had_got
     producer = f"p{uuid.uuid4().hex[:8]}"
     stream = f"{producer.upper()}_EVENTS"
     await ensure_events_stream(js, producer)
-    spec = _idle_spec(producer)
+    spec = _reader_spec(producer)
     await js.add_consumer(stream, ConsumerConfig(durable_name=spec.name,
                                                  filter_subject=f"{producer}.events.>"))
     for _ in range(4):
@@ -491,10 +492,7 @@ async def test_a_pull_consumer_of_a_work_queue_becomes_push_at_once(
                                                  ack_policy=AckPolicy.EXPLICIT,
                                                  filter_subject=f"{producer}.commands.>"))
     for _ in range(3):
-        mid = str(uuid.uuid4())
-        await js.publish(f"{producer}.commands.do", b"{}", headers={
-            H_NATS_MSG_ID: mid, H_MESSAGE_ID: mid, H_TYPE: "Thing.v1",
-            H_OCCURRED_AT: "2026-01-01T00:00:00+00:00"})
+        await _publish_thing(js, producer, "commands.do")
     old = await js.pull_subscribe_bind(durable=spec.name, stream=stream)
     [done] = await old.fetch(1, timeout=2)
     await done.ack_sync()
@@ -527,7 +525,7 @@ async def test_a_consumer_keeps_receiving_across_a_broker_restart(
     producer = f"p{uuid.uuid4().hex[:8]}"
     await ensure_events_stream(js, producer)
     stop = asyncio.Event()
-    task = _running(InboxConsumer(_idle_spec(producer), db, JetStreamPublisher(js)), nc, stop)
+    task = _running(InboxConsumer(_reader_spec(producer), db, JetStreamPublisher(js)), nc, stop)
     try:
         await asyncio.sleep(1.0)  # idle, bound
         private_nats.stop()
@@ -550,7 +548,7 @@ async def test_a_durable_lost_under_a_running_consumer_is_made_again(
     js = nc.jetstream()
     producer = f"p{uuid.uuid4().hex[:8]}"
     await ensure_events_stream(js, producer)
-    spec = _idle_spec(producer)
+    spec = _reader_spec(producer)
     stop, waker = asyncio.Event(), Waker()
     task = _running(InboxConsumer(spec, db, JetStreamPublisher(js)), nc, stop, waker)
     sampler = asyncio.create_task(run_consumer_sampler(
