@@ -70,3 +70,30 @@ def test_the_provider_plays_a_third_party_and_imports_no_chassis() -> None:
     code = ("import sys, simulators.payment_provider.__main__; "
             "assert not [m for m in sys.modules if m.split('.')[0] in ('chassis', 'contracts')]")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
+def test_payment_methods_are_never_changed_or_removed() -> None:
+    """Orders keeps the methods its orders named, for good (ADR 0041): a route or a statement
+    that changes or removes one must come with an event that orders' replica consumes."""
+    import ast
+    import pathlib
+
+    import payments
+    from payments.app import create_app
+
+    app = create_app(PaymentsSettings(nats_url="", register_instance=False))
+    verbs = {verb for path, operations in app.openapi()["paths"].items()
+             if "payment-methods" in path for verb in operations}
+    assert verbs == {"get", "post"}, verbs
+    calls: set[str] = set()
+    for source in pathlib.Path(payments.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                    node.args and isinstance(node.args[0], ast.Name) and \
+                    node.args[0].id == "payment_methods":
+                calls.add(node.func.id)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = " ".join(node.value.lower().split())
+                assert "update payment_methods" not in text, source
+                assert "delete from payment_methods" not in text, source
+    assert "insert" in calls and not calls & {"update", "delete"}, calls

@@ -1,5 +1,6 @@
 """Orders tables (SQLAlchemy Core), the saga tables, the outbox and the inbox, and the
-replicas of the catalog's prices and of the customers' addresses (ADR 0036).
+replicas of the catalog's prices and of the customers' addresses (ADR 0036), and of their payment
+methods (ADR 0041).
 
 UNIQUE(customer_id, idempotency_key) is what makes order placement idempotent under
 concurrency: the insert of a repeat conflicts and the first order is read back instead.
@@ -98,6 +99,16 @@ address_replica = Table(
     Column("phone", String(32)),
     Column("changed_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# The payment methods an order of their owner's named, as payments answered (ADR 0041).
+# Payments never changes or removes a method, so a row is never stale and has no version.
+payment_method_replica = Table(
+    "payment_method_replica", metadata,
+    Column("customer_id", String(ID_LENGTH), primary_key=True),
+    Column("method_id", String(ID_LENGTH), primary_key=True),
+    Column("last4", String(4), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 saga_instances, saga_events = saga_tables(metadata)

@@ -1,5 +1,6 @@
 """The catalog's products and the customers' addresses as orders keeps them
-(``product_replica`` and ``address_replica``, ADR 0036).
+(``product_replica`` and ``address_replica``, ADR 0036), and the payment methods their orders
+named (``payment_method_replica``, ADR 0041).
 
 Fed by the catalog's events (``entrypoints.consumers``) and by the answer of the catalog call
 an order makes when a product is not here yet. Each catalog event carries part of a product,
@@ -30,7 +31,7 @@ from decimal import Decimal
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from orders.adapters.upstream import Product
+from orders.adapters.upstream import PaymentMethodRef, Product
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,3 +194,36 @@ class AddressReplica:
     async def drop(self, customer_id: str, address_id: str) -> None:
         await self.session.execute(_DROP_ADDRESS, {"customer_id": customer_id,
                                                    "address_id": address_id})
+
+
+# The customers' payment methods (ADR 0041). Payments never changes or removes a method (its
+# API has no such route; payments' tests say so), so what it answered once holds for good:
+# no version, no age. Filled only from payments' own answers (the call an order makes when
+# the method is not here, and the card an order exchanged), keyed by the method's owner.
+# Should a row ever be wrong, payments still checks the owner when it authorizes: the order
+# is declined, no one else's card is charged.
+_GET_METHOD = text("SELECT last4 FROM payment_method_replica "
+                   "WHERE customer_id = :customer_id AND method_id = :method_id")
+_PUT_METHOD = text("INSERT INTO payment_method_replica (customer_id, method_id, last4) "
+                   "VALUES (:customer_id, :method_id, :last4) ON CONFLICT DO NOTHING")
+_METHOD_ID_LENGTH = 200
+
+
+def storable_method(method: PaymentMethodRef) -> bool:
+    return 0 < len(method.id) <= _METHOD_ID_LENGTH and len(method.last4) == 4
+
+
+class PaymentMethodReplica:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, customer_id: str, method_id: str) -> PaymentMethodRef | None:
+        """The customer's own payment method, if an order of theirs named it before."""
+        last4 = (await self.session.execute(_GET_METHOD, {
+            "customer_id": customer_id, "method_id": method_id})).scalar()
+        return PaymentMethodRef(id=method_id, last4=last4) if last4 is not None else None
+
+    async def put(self, customer_id: str, method: PaymentMethodRef) -> None:
+        await self.session.execute(_PUT_METHOD, {"customer_id": customer_id,
+                                                  "method_id": method.id,
+                                                  "last4": method.last4})

@@ -2,10 +2,10 @@
 
 Placing an order validates everything before writing anything (the address and the prices
 with the replicas of identity and catalog kept here, or with identity and catalog for what
-the replicas lack; the payment method with payments); then one transaction inserts the
-order, stages OrderPlaced and starts the saga (its first command staged in the outbox). What
-identity and catalog answered then fills the replicas, in a transaction of its own
-(ADR 0036).
+the replicas lack; the payment method with its replica, or with payments the first time an
+order names it, ADR 0041); then one transaction inserts the order, stages OrderPlaced and
+starts the saga (its first command staged in the outbox). What identity, catalog and payments
+answered then fills the replicas, in a transaction of its own (ADR 0036).
 
 A card number never goes further than this module: an order placed with ``card_number`` has
 its card exchanged for a payment method (payments vaults it with the provider) before
@@ -29,7 +29,13 @@ from chassis.db import UnitOfWork
 from chassis.errors import Conflict, NotFound, Unprocessable
 from chassis.saga import SagaEngine, history
 
-from orders.adapters.replica import AddressReplica, ProductReplica, storable_address
+from orders.adapters.replica import (
+    AddressReplica,
+    PaymentMethodReplica,
+    ProductReplica,
+    storable_address,
+    storable_method,
+)
 from orders.adapters.repository import OrdersRepository
 from orders.adapters.upstream import PaymentMethodRef, Product, Upstreams, canonical_uuid
 from orders.domain.commands import PlaceOrder
@@ -101,6 +107,9 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
         address_key = canonical_uuid(command.shipping_address_id)
         kept_address = None if found is not None or address_key is None else \
             await AddressReplica(uow.session).get(principal.subject, address_key)
+        method_id = command.payment.payment_method_id
+        kept_method = None if found is not None or method_id is None else \
+            await PaymentMethodReplica(uow.session).get(principal.subject, method_id)
     if found is not None:
         return _same_request(found, fingerprint)
     if admission is not None:
@@ -110,7 +119,6 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
     assert items is not None
 
     payment = command.payment
-    method_id = payment.payment_method_id
     # Prices from the replica; the catalog is called only for the products it lacks (ADR 0036).
     missing = [p for p, _ in items if canonical[p] not in held]
     asked_at = utc_now()  # what identity answers is the address as of (at least) now
@@ -118,6 +126,7 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
         upstreams.address(principal.subject, command.shipping_address_id, authorization)
         if kept_address is None else _value(kept_address),
         upstreams.products(missing) if missing else _no_products(),
+        _value(kept_method) if kept_method is not None else
         upstreams.payment_method(method_id, authorization) if method_id else _none())
     if address is None:
         raise Unprocessable("unknown address", reason="unknown_address")
@@ -163,16 +172,20 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
              total=format_amount(order.total), lines=len(order.lines))
     address_fill = address if kept_address is None and address_key is not None and \
         storable_address(address) else None
-    if fill or address_fill is not None:
+    # Payments also answers an admin for someone else's method: only the owner's answer is kept.
+    method_fill = method if method_id and kept_method is None and not principal.is_admin \
+        and storable_method(method) else None
+    if fill or address_fill is not None or method_fill is not None:
         await _fill_replicas(uow, fill, principal.subject, address_key, address_fill,
-                             products_at=order.created_at, address_at=asked_at)
+                             method_fill, products_at=order.created_at, address_at=asked_at)
     return Placed(order, created=True)
 
 
 async def _fill_replicas(uow: UnitOfWork, products: list[Product], customer_id: str,
-                         address_id: str | None, address: dict[str, Any] | None, *,
+                         address_id: str | None, address: dict[str, Any] | None,
+                         method: PaymentMethodRef | None, *,
                          products_at: datetime, address_at: datetime) -> None:
-    """Keep what catalog and identity answered, in a transaction of its own after the
+    """Keep what catalog, identity and payments answered, in a transaction of its own after the
     order's: the order never waits on (or deadlocks with) the replica consumers' row locks,
     and a fill that fails costs only the next order a call again."""
     try:
@@ -184,6 +197,8 @@ async def _fill_replicas(uow: UnitOfWork, products: list[Product], customer_id: 
             if address is not None and address_id is not None:
                 await AddressReplica(uow.session).put(customer_id, address_id, address,
                                                       changed_at=address_at)
+            if method is not None:
+                await PaymentMethodReplica(uow.session).put(customer_id, method)
             await uow.commit()
     except Exception as exc:  # the order is placed: the fill is only a cache
         log.warning("replica_fill_failed", error=type(exc).__name__)
