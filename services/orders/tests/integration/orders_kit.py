@@ -5,9 +5,11 @@ through the real inbox consumers)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import jwt
 import orjson
 from aiohttp import web
+from chassis.auth import KeySource
 from chassis.db import Database
 from chassis.messaging.broker import Outgoing
 from chassis.messaging.consumer import InboxConsumer
@@ -25,8 +28,11 @@ from chassis.messaging.streams import events_stream_name
 from chassis.saga import SagaEngine
 from chassis.testing import ThreadedUpstream
 from contracts.base import Event
+from fastapi.testclient import TestClient
+from orders.app import create_app
 from orders.entrypoints.consumers import consumer_specs
 from orders.service_layer.saga import ORDER
+from orders.settings import OrdersSettings
 from sqlalchemy import text
 
 ADDRESS = {"name": "Kim Min-ji", "line1": "1 Sejong-daero", "line2": None, "city": "Seoul",
@@ -133,6 +139,21 @@ class FakeUpstreams(ThreadedUpstream):
         method_id = self.vault[key][1]
         return web.json_response({"id": method_id, "last4": card[-4:], "brand": "visa"},
                                  status=201)
+
+
+@contextlib.contextmanager
+def api_client(database_url: str, upstreams: FakeUpstreams, key_source: KeySource,
+               **settings: Any) -> Iterator[TestClient]:
+    """The orders app on this database, without NATS, asking the fake for identity, catalog
+    and payments; ``settings`` override the rest."""
+    configured = OrdersSettings(**{
+        "database_url": database_url, "nats_url": "", "register_instance": False,
+        "reconciler_interval_s": 0, "identity_url": upstreams.url,
+        "catalog_url": upstreams.url, "payments_url": upstreams.url,
+        "upstream_timeout_s": 1.0, **settings})
+    with TestClient(create_app(configured, key_source=key_source),
+                    raise_server_exceptions=False) as client:
+        yield client
 
 
 class StubUpstreams:

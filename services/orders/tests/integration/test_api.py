@@ -13,9 +13,7 @@ import pytest
 from chassis.db import Database
 from chassis.testing import TokenMinter, assert_problem
 from fastapi.testclient import TestClient
-from orders.app import create_app
-from orders.settings import OrdersSettings
-from orders_kit import ADDRESS, MUG, OLD, TEA, FakeUpstreams, count, database_text
+from orders_kit import ADDRESS, MUG, OLD, TEA, FakeUpstreams, api_client, count, database_text
 from sqlalchemy import text
 
 pytestmark = pytest.mark.integration
@@ -39,13 +37,8 @@ def upstreams() -> Iterator[FakeUpstreams]:
 
 @pytest.fixture
 def client(database_url: str, upstreams: FakeUpstreams) -> Iterator[TestClient]:
-    settings = OrdersSettings(database_url=database_url, nats_url="", register_instance=False,
-                              reconciler_interval_s=0, identity_url=upstreams.url,
-                              catalog_url=upstreams.url, payments_url=upstreams.url,
-                              upstream_timeout_s=1.0, db_pool_size=15,
-                              card_fingerprint_secret="a secret from the vault")
-    with TestClient(create_app(settings, key_source=minter.key_source()),
-                    raise_server_exceptions=False) as c:
+    with api_client(database_url, upstreams, minter.key_source(), db_pool_size=15,
+                    card_fingerprint_secret="a secret from the vault") as c:
         yield c
 
 
@@ -231,13 +224,8 @@ def test_cancel_is_accepted_while_pending_and_refused_once_final(
 
 def test_new_orders_are_refused_with_503_while_too_many_sagas_run(
         database_url: str, upstreams: FakeUpstreams) -> None:
-    settings = OrdersSettings(database_url=database_url, nats_url="", register_instance=False,
-                              reconciler_interval_s=0, identity_url=upstreams.url,
-                              catalog_url=upstreams.url, payments_url=upstreams.url,
-                              upstream_timeout_s=1.0, max_sagas_in_flight=1,
-                              admission_refresh_s=0.05)
-    with TestClient(create_app(settings, key_source=minter.key_source()),
-                    raise_server_exceptions=False) as c:
+    with api_client(database_url, upstreams, minter.key_source(), max_sagas_in_flight=1,
+                    admission_refresh_s=0.05) as c:
         first = post(c)
         assert first.status_code == 202  # no saga was running: admitted
         deadline = time.monotonic() + 10

@@ -14,9 +14,7 @@ import pytest
 from chassis.db import Database
 from chassis.testing import TokenMinter, assert_problem
 from fastapi.testclient import TestClient
-from orders.app import create_app
-from orders.settings import OrdersSettings
-from orders_kit import ADDRESS, MUG, FakeUpstreams
+from orders_kit import ADDRESS, MUG, FakeUpstreams, api_client
 from sqlalchemy import text
 
 pytestmark = pytest.mark.integration
@@ -40,12 +38,7 @@ def upstreams() -> Iterator[FakeUpstreams]:
 
 @pytest.fixture
 def client(database_url: str, upstreams: FakeUpstreams) -> Iterator[TestClient]:
-    settings = OrdersSettings(database_url=database_url, nats_url="", register_instance=False,
-                              reconciler_interval_s=0, identity_url=upstreams.url,
-                              catalog_url=upstreams.url, payments_url=upstreams.url,
-                              upstream_timeout_s=1.0)
-    with TestClient(create_app(settings, key_source=minter.key_source()),
-                    raise_server_exceptions=False) as c:
+    with api_client(database_url, upstreams, minter.key_source()) as c:
         yield c
 
 

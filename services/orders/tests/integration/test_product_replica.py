@@ -14,10 +14,8 @@ from chassis.testing import TokenMinter, assert_problem
 from contracts.base import Event
 from contracts.catalog.v1 import PriceChanged, ProductCreated, ProductDiscontinued, ProductUpdated
 from fastapi.testclient import TestClient
-from orders.app import create_app
 from orders.entrypoints.consumers import CATALOG_CONSUMER
-from orders.settings import OrdersSettings
-from orders_kit import ADDRESS, MUG, TEA, FakeUpstreams, deliver_events, sql
+from orders_kit import ADDRESS, MUG, TEA, FakeUpstreams, api_client, deliver_events, sql
 from sqlalchemy import text
 
 pytestmark = pytest.mark.integration
@@ -40,12 +38,7 @@ def upstreams() -> Iterator[FakeUpstreams]:
 
 @pytest.fixture
 def client(database_url: str, upstreams: FakeUpstreams) -> Iterator[TestClient]:
-    settings = OrdersSettings(database_url=database_url, nats_url="", register_instance=False,
-                              reconciler_interval_s=0, identity_url=upstreams.url,
-                              catalog_url=upstreams.url, payments_url=upstreams.url,
-                              upstream_timeout_s=1.0)
-    with TestClient(create_app(settings, key_source=minter.key_source()),
-                    raise_server_exceptions=False) as c:
+    with api_client(database_url, upstreams, minter.key_source()) as c:
         yield c
 
 
