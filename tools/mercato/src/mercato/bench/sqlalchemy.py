@@ -4,14 +4,17 @@ The figures behind ADR 0011. Against a running platform's PostgreSQL:
 
     mercato bench sqlalchemy [--home .mercato] [--n 3000] [--rounds 3]
 
-Each variant runs ``n`` transactions of ``SELECT 1`` (one or two statements) on one
-connection; rounds alternate, and the medians of the rounds are printed with their ratio.
+Each variant runs ``n`` transactions on one connection: ``SELECT 1`` (one or two
+statements), and the shape of a consumer's inbox transaction (an ``INSERT ... ON CONFLICT DO
+NOTHING RETURNING`` and an ``UPDATE`` of the row, on a scratch table dropped at the end).
+Rounds alternate, and the medians of the rounds are printed with their ratio.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+import uuid
 
 import asyncpg
 from sqlalchemy import text
@@ -21,6 +24,11 @@ from mercato.runtime.paths import Home
 from mercato.runtime.postgres import Postgres
 
 SELECT_1 = text("SELECT 1")
+_TABLE = "mercato_bench_claim"
+_CLAIM = (f"INSERT INTO {_TABLE} (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id")  # noqa: S608
+_TOUCH = f"UPDATE {_TABLE} SET n = n + 1 WHERE id = $1"  # noqa: S608
+CLAIM = text(_CLAIM.replace("$1", "CAST(:id AS uuid)"))
+TOUCH = text(_TOUCH.replace("$1", "CAST(:id AS uuid)"))
 
 
 async def _measure(h: Home, n: int, rounds: int) -> None:
@@ -29,6 +37,8 @@ async def _measure(h: Home, n: int, rounds: int) -> None:
                                  pool_size=1)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     raw = await asyncpg.connect(dsn)
+    await raw.execute(f"CREATE TABLE IF NOT EXISTS {_TABLE} (id uuid PRIMARY KEY, "
+                      "n int NOT NULL DEFAULT 0)")
 
     async def session_one() -> None:
         async with sessions() as s:
@@ -50,9 +60,24 @@ async def _measure(h: Home, n: int, rounds: int) -> None:
             await raw.fetchval("SELECT 1")
             await raw.fetchval("SELECT 1")
 
-    variants = [session_one, session_two, asyncpg_one, asyncpg_two]
+    async def session_claim() -> None:
+        async with sessions() as s:
+            claimed = uuid.uuid4()
+            await s.execute(CLAIM, {"id": claimed})
+            await s.execute(TOUCH, {"id": claimed})
+            await s.commit()
+
+    async def asyncpg_claim() -> None:
+        async with raw.transaction():
+            claimed = uuid.uuid4()
+            await raw.fetch(_CLAIM, claimed)
+            await raw.execute(_TOUCH, claimed)
+
+    variants = [session_one, session_two, session_claim, asyncpg_one, asyncpg_two,
+                asyncpg_claim]
     runs: dict[str, list[float]] = {v.__name__: [] for v in variants}
-    for _ in range(rounds):
+    for i in range(rounds):
+        print(f"round {i + 1} of {rounds} …", flush=True)
         for variant in variants:
             for _ in range(200):  # warm the statement caches
                 await variant()
@@ -60,16 +85,20 @@ async def _measure(h: Home, n: int, rounds: int) -> None:
             for _ in range(n):
                 await variant()
             runs[variant.__name__].append((time.process_time() - started) / n * 1e6)
+    await raw.execute(f"DROP TABLE {_TABLE}")
     await raw.close()
     await engine.dispose()
     med = {name: statistics.median(values) for name, values in runs.items()}
     print(f"client CPU per transaction, medians of {rounds} alternating rounds of {n}:")
     for name, value in med.items():
-        print(f"  {name:12s} {value:6.0f} µs")
+        print(f"  {name:14s} {value:6.0f} µs")
     ratio = med["session_one"] / med["asyncpg_one"]
     print(f"  AsyncSession / asyncpg, one statement:  {ratio:.1f}x")
     print(f"  a further statement: AsyncSession {med['session_two'] - med['session_one']:.0f} µs, "
           f"asyncpg {med['asyncpg_two'] - med['asyncpg_one']:.0f} µs")
+    print(f"  AsyncSession / asyncpg, an inbox claim and an update: "
+          f"{med['session_claim'] / med['asyncpg_claim']:.1f}x "
+          f"({med['session_claim'] - med['asyncpg_claim']:.0f} µs more per transaction)")
 
 
 def run_sqlalchemy_bench(home: Home, n: int, rounds: int) -> int:
