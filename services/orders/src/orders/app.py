@@ -21,6 +21,7 @@ from orders.adapters.upstream import Upstreams
 from orders.entrypoints.api import router
 from orders.entrypoints.consumers import consumer_specs
 from orders.entrypoints.deps import OrdersContext, OrdersWiring
+from orders.metrics import ReplicaLookups
 from orders.service_layer.admission import Admission, admission_counter
 from orders.service_layer.saga import ORDER
 from orders.settings import OrdersSettings
@@ -50,7 +51,9 @@ def make_bootstrap(engine: SagaEngine) -> Callable[
         settings = ctx.settings
         admission = Admission(settings.max_sagas_in_flight, ctx.metrics.registry)
         ctx.wire(OrdersWiring(engine=engine, upstreams=build_upstreams(ctx, settings),
-                              admission=admission, card_key=settings.card_fingerprint_key))
+                              admission=admission,
+                              replica_lookups=ReplicaLookups(ctx.metrics.registry),
+                              card_key=settings.card_fingerprint_key))
         db = ctx.require_db()
         if settings.max_sagas_in_flight:
             ctx.background.every("admission-count", settings.admission_refresh_s,

@@ -15,6 +15,7 @@ from chassis.db import Database
 from chassis.testing import TokenMinter, assert_problem
 from fastapi.testclient import TestClient
 from orders_kit import ADDRESS, MUG, FakeUpstreams, api_client
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 pytestmark = pytest.mark.integration
@@ -120,3 +121,28 @@ def test_what_payments_answers_an_admin_about_someone_elses_method_is_not_kept(
     assert order(client, "pm_bob", "k-2", who=ADMIN).status_code == 202
     assert upstreams.hits["payments"] == 2
     assert kept(database_url) == []
+
+
+def lookups(client: TestClient) -> dict[tuple[str, str], float]:
+    """orders_replica_lookups_total by (replica, result), as /metrics serves it."""
+    found = {}
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        if family.name == "orders_replica_lookups":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    found[sample.labels["replica"], sample.labels["result"]] = sample.value
+    return found
+
+
+def test_what_each_order_found_in_the_replicas_is_counted(client: TestClient) -> None:
+    assert lookups(client) == {(r, result): 0.0 for r in ("product", "address", "payment_method")
+                               for result in ("hit", "miss")}
+    assert order(client, "pm_alice", "k-1").status_code == 202
+    assert order(client, "pm_alice", "k-2").status_code == 202
+    assert order(client, "pm_alice", "k-2").status_code == 202  # a retry looks nothing up
+    # the product and the method were asked once, then held; "addr-1" is not an id the
+    # address replica can hold (identity's are UUIDs), so identity is asked every time
+    assert lookups(client) == {
+        ("product", "hit"): 1.0, ("product", "miss"): 1.0,
+        ("address", "hit"): 0.0, ("address", "miss"): 2.0,
+        ("payment_method", "hit"): 1.0, ("payment_method", "miss"): 1.0}

@@ -20,6 +20,7 @@ from orders.entrypoints.deps import (
     CardKey,
     CurrentPrincipal,
     Engine,
+    ReplicaLookupsDep,
     Uow,
     UpstreamsDep,
 )
@@ -40,7 +41,7 @@ StatusFilter = Annotated[str, Query(pattern="^(" + "|".join(STATUSES) + ")$")]
              summary="Place an order (idempotent per Idempotency-Key); the saga runs after")
 async def place_order(
     body: OrderIn, uow: Uow, principal: CurrentPrincipal, upstreams: UpstreamsDep,
-    engine: Engine, admission: AdmissionDep, card_key: CardKey,
+    engine: Engine, admission: AdmissionDep, lookups: ReplicaLookupsDep, card_key: CardKey,
     idempotency_key: IdempotencyKey,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> dict[str, Any]:
@@ -48,7 +49,7 @@ async def place_order(
     placed = await handlers.place_order(
         uow, upstreams, engine, principal, body.command(),
         idempotency_key=idempotency_key, authorization=authorization, admission=admission,
-        card_key=card_key)
+        card_key=card_key, lookups=lookups)
     # A repeat gets the first answer: the order as it was accepted.
     return {"id": placed.order.id, "status": "PENDING"}
 

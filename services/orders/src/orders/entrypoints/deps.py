@@ -11,6 +11,7 @@ from chassis.saga import SagaEngine
 from fastapi import Depends
 
 from orders.adapters.upstream import Upstreams
+from orders.metrics import ReplicaLookups
 from orders.service_layer.admission import Admission
 from orders.settings import OrdersSettings
 
@@ -22,6 +23,7 @@ class OrdersWiring:
     engine: SagaEngine  # the one the reply consumers and the reconciler drive too
     upstreams: Upstreams  # identity, catalog and payments
     admission: Admission
+    replica_lookups: ReplicaLookups
     card_key: bytes | None  # keys a card's hash in an order's fingerprint
 
 
@@ -45,9 +47,15 @@ async def get_admission(ctx: Context) -> Admission:
     return ctx.wiring.admission
 
 
+async def get_replica_lookups(ctx: Context) -> ReplicaLookups:
+    return ctx.wiring.replica_lookups
+
+
 UpstreamsDep = Annotated[Upstreams, Depends(get_upstreams)]
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
+ReplicaLookupsDep = Annotated[ReplicaLookups, Depends(get_replica_lookups)]
 CardKey = Annotated[bytes | None, Depends(get_card_key)]
 Engine = Annotated[SagaEngine, Depends(get_engine)]
 
-__all__ = ["AdmissionDep", "CardKey", "CurrentPrincipal", "Engine", "Uow", "UpstreamsDep"]
+__all__ = ["AdmissionDep", "CardKey", "CurrentPrincipal", "Engine", "ReplicaLookupsDep", "Uow",
+           "UpstreamsDep"]

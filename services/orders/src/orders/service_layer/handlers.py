@@ -49,6 +49,7 @@ from orders.domain.model import (
     format_amount,
     request_fingerprint,
 )
+from orders.metrics import ReplicaLookups
 from orders.service_layer import cancellation, events
 from orders.service_layer.admission import Admission
 from orders.service_layer.saga import CARD_LAST4_KEY, ORDER, PAYMENT_METHOD_KEY
@@ -89,7 +90,8 @@ def _tokenize_key(idempotency_key: str, fingerprint: str) -> str:
 async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
                       principal: Principal, command: PlaceOrder, *, idempotency_key: str,
                       authorization: str | None, admission: Admission | None = None,
-                      card_key: bytes | None = None) -> Placed:
+                      card_key: bytes | None = None,
+                      lookups: ReplicaLookups | None = None) -> Placed:
     fingerprint = request_fingerprint(command, card_key)
     try:
         items: list[tuple[str, int]] | None = check_items(
@@ -121,6 +123,13 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
     payment = command.payment
     # Prices from the replica; the catalog is called only for the products it lacks (ADR 0036).
     missing = [p for p, _ in items if canonical[p] not in held]
+    if lookups is not None:
+        lookups.count("product", hits=len(items) - len(missing), misses=len(missing))
+        lookups.count("address", hits=int(kept_address is not None),
+                      misses=int(kept_address is None))
+        if method_id:
+            lookups.count("payment_method", hits=int(kept_method is not None),
+                          misses=int(kept_method is None))
     asked_at = utc_now()  # what identity answers is the address as of (at least) now
     address, fetched, method = await _first_error(
         upstreams.address(principal.subject, command.shipping_address_id, authorization)

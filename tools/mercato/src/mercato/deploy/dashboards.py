@@ -433,6 +433,12 @@ def sagas() -> Board:
     b.series("Orders refused for overload", "503s with Retry-After while too many sagas run.",
              (f"sum(rate(orders_refused_overload_total[{RATE}]))", "refused"), unit="reqps",
              w=12)
+    b.row("Orders replicas")
+    b.series("Replica lookups", "What placing an order found in orders' replicas (ADR 0036, "
+             "0041). A miss is a synchronous call to catalog, identity or payments, and fills "
+             "the replica.",
+             (f"sum by (replica, result) (rate(orders_replica_lookups_total[{RATE}]))",
+              "{{replica}} {{result}}"), unit="ops", w=24)
     return b
 
 
