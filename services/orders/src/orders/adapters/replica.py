@@ -31,6 +31,7 @@ from decimal import Decimal
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from orders.adapters.orm import ID_LENGTH
 from orders.adapters.upstream import PaymentMethodRef, Product
 
 
@@ -198,19 +199,18 @@ class AddressReplica:
 
 # The customers' payment methods (ADR 0041). Payments never changes or removes a method (its
 # API has no such route; payments' tests say so), so what it answered once holds for good:
-# no version, no age. Filled only from payments' own answers (the call an order makes when
-# the method is not here, and the card an order exchanged), keyed by the method's owner.
+# no version, no age. Filled only from payments' answer to the call an order makes when the
+# method is not here, and only when the caller is the method's owner: keyed by the owner.
 # Should a row ever be wrong, payments still checks the owner when it authorizes: the order
 # is declined, no one else's card is charged.
 _GET_METHOD = text("SELECT last4 FROM payment_method_replica "
                    "WHERE customer_id = :customer_id AND method_id = :method_id")
 _PUT_METHOD = text("INSERT INTO payment_method_replica (customer_id, method_id, last4) "
                    "VALUES (:customer_id, :method_id, :last4) ON CONFLICT DO NOTHING")
-_METHOD_ID_LENGTH = 200
 
 
 def storable_method(method: PaymentMethodRef) -> bool:
-    return 0 < len(method.id) <= _METHOD_ID_LENGTH and len(method.last4) == 4
+    return 0 < len(method.id) <= ID_LENGTH and len(method.last4) == 4
 
 
 class PaymentMethodReplica:
