@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from edge_helpers import Platform, mercato
 
 
@@ -28,6 +29,12 @@ def test_bench_orders_runs_end_to_end_and_counts_the_work_per_order(
     assert work["messages delivered"] >= work["messages published"]
     assert work["transactions"] >= 6 and work["rows written"] >= 6
     assert "work per completed order" in result.stdout
+    # ... and each service's share of the transactions, from its own database.
+    by_service = {k.removeprefix("transactions in "): v for k, v in work.items()
+                  if k.startswith("transactions in ")}
+    assert by_service["orders"] >= 3 and by_service["inventory"] >= 1, by_service
+    assert sum(by_service.values()) == pytest.approx(work["transactions"], abs=0.1)
+    assert "transactions" in result.stdout.split("CPU per completed order")[1]
 
 
 def test_bench_storefront_signs_customers_in_and_times_every_page_type(

@@ -89,6 +89,9 @@ def cpu_per_order(before: dict[str, float], after: dict[str, float],
 
 # -- work per order: what the platform did, whoever did it -----------------------------------
 
+TRANSACTIONS_IN = "transactions in "  # + a service: that database's commits and rollbacks
+
+
 async def sample_work(home: Path, nc: Any) -> dict[str, int]:
     """Counters that only grow: messages stored in the platform's streams (their last
     sequence numbers; work-queue streams delete what was acked), deliveries to its
@@ -112,14 +115,23 @@ async def sample_work(home: Path, nc: Any) -> dict[str, int]:
     h = Home(home)
     conn = await asyncpg.connect(Postgres(h, h.ports().postgres).superuser_dsn, timeout=5)
     try:
-        row = await conn.fetchrow(
-            "SELECT sum(xact_commit + xact_rollback)::bigint AS xacts, "
-            "sum(tup_inserted + tup_updated + tup_deleted)::bigint AS rows "
+        rows = await conn.fetch(
+            "SELECT datname, (xact_commit + xact_rollback)::bigint AS xacts, "
+            "(tup_inserted + tup_updated + tup_deleted)::bigint AS rows "
             "FROM pg_stat_database WHERE datname = ANY($1::text[])", SERVICES)
     finally:
         await conn.close()
-    work["transactions"], work["rows written"] = int(row["xacts"] or 0), int(row["rows"] or 0)
+    work["transactions"] = sum(int(r["xacts"] or 0) for r in rows)
+    work["rows written"] = sum(int(r["rows"] or 0) for r in rows)
+    for r in rows:  # each service has a database of its own, named after it
+        work[TRANSACTIONS_IN + r["datname"]] = int(r["xacts"] or 0)
     return work
+
+
+def transactions_by_service(work: dict[str, float]) -> dict[str, float]:
+    """The per-service part of ``sample_work``'s counts (or of their per-order figures)."""
+    return {k.removeprefix(TRANSACTIONS_IN): v for k, v in work.items()
+            if k.startswith(TRANSACTIONS_IN)}
 
 
 async def sample_work_or_none(home: Path, nc: Any,

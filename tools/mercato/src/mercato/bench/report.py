@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mercato.bench.baseline import CLIENT, platform_cpu_ms
+from mercato.bench.measure import TRANSACTIONS_IN, transactions_by_service
 
 # The bar decided in ADR 0011 (option 1): 10 orders/s offered, every order terminal with a
 # time-to-terminal p99 under 1 s, and a clean `mercato check` (checked by the caller).
@@ -98,6 +99,11 @@ def print_report(report: dict[str, Any]) -> None:
     cpu.add_column("share", justify="right")
     cpu.add_column("above idle\nms/order", justify="right")
     cpu.add_column("idle cores", justify="right")
+    work = report.get("work_per_order") or {}
+    # A service's transactions are its database's: the PostgreSQL row is where they cost.
+    by_service = transactions_by_service(work)
+    if by_service:
+        cpu.add_column("transactions\n/order", justify="right")
     # The bench's own client is shown but left out of the platform's total.
     total = platform_cpu_ms(report["cpu_s_per_order"]) / 1000 or 1.0
     marginal = report.get("cpu_s_per_order_above_idle") or {}
@@ -105,14 +111,16 @@ def print_report(report: dict[str, Any]) -> None:
         cpu.add_row(who if who != CLIENT else f"[dim]{who} (not counted)[/]",
                     f"{sec * 1000:.2f}", "" if who == CLIENT else f"{sec / total:.0%}",
                     _fmt(None if who not in marginal else marginal[who] * 1000, ".2f"),
-                    _fmt(report["idle_cpu_cores"].get(who), ".3f"))
+                    _fmt(report["idle_cpu_cores"].get(who), ".3f"),
+                    *([_fmt(by_service.get(who), ".1f")] if by_service else []))
     cpu.add_row("[bold]platform total[/]", f"[bold]{total * 1000:.2f}[/]", "",
-                f"[bold]{platform_cpu_ms(marginal):.2f}[/]", "")
+                f"[bold]{platform_cpu_ms(marginal):.2f}[/]", "",
+                *([f"[bold]{work.get('transactions', 0):.1f}[/]"] if by_service else []))
     console.print(cpu)
-    work = report.get("work_per_order") or {}
-    if work:
+    totals = {k: v for k, v in work.items() if not k.startswith(TRANSACTIONS_IN)}
+    if totals:
         console.print("work per completed order (over the run): " + ", ".join(
-            f"{k} {v:.1f}" for k, v in work.items()))
+            f"{k} {v:.1f}" for k, v in totals.items()))
     cores = report.get("cores") or {}
     if cores:
         console.print("cores busy during the run: " + ", ".join(
