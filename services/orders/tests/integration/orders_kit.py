@@ -26,7 +26,7 @@ from chassis.messaging.memory import InMemoryBroker, MemoryDelivery
 from chassis.messaging.relay import OutboxRelay
 from chassis.messaging.streams import events_stream_name
 from chassis.saga import SagaEngine
-from chassis.testing import ThreadedUpstream
+from chassis.testing import ThreadedUpstream, TokenMinter
 from contracts.base import Event
 from fastapi.testclient import TestClient
 from orders.app import create_app
@@ -141,9 +141,13 @@ class FakeUpstreams(ThreadedUpstream):
                                  status=201)
 
 
+# Signs the API tests' tokens; the app of ``api_client`` trusts its keys unless told others.
+MINTER = TokenMinter()
+
+
 @contextlib.contextmanager
-def api_client(database_url: str, upstreams: FakeUpstreams, key_source: KeySource,
-               **settings: Any) -> Iterator[TestClient]:
+def api_client(database_url: str, upstreams: FakeUpstreams,
+               key_source: KeySource | None = None, **settings: Any) -> Iterator[TestClient]:
     """The orders app on this database, without NATS, asking the fake for identity, catalog
     and payments; ``settings`` override the rest."""
     configured = OrdersSettings(**{
@@ -151,7 +155,7 @@ def api_client(database_url: str, upstreams: FakeUpstreams, key_source: KeySourc
         "reconciler_interval_s": 0, "identity_url": upstreams.url,
         "catalog_url": upstreams.url, "payments_url": upstreams.url,
         "upstream_timeout_s": 1.0, **settings})
-    with TestClient(create_app(configured, key_source=key_source),
+    with TestClient(create_app(configured, key_source=key_source or MINTER.key_source()),
                     raise_server_exceptions=False) as client:
         yield client
 

@@ -15,18 +15,17 @@ import orjson
 import pytest
 from chassis.clock import utc_now
 from chassis.db import Database
-from chassis.testing import TokenMinter, assert_problem
+from chassis.testing import assert_problem
 from contracts.identity.v1 import AddressAdded, AddressUpdated
 from fastapi.testclient import TestClient
 from orders.entrypoints.consumers import IDENTITY_CONSUMER
-from orders_kit import ADDRESS, MUG, FakeUpstreams, api_client, deliver_events
+from orders_kit import ADDRESS, MINTER, MUG, FakeUpstreams, deliver_events
 from sqlalchemy import text
 
 pytestmark = pytest.mark.integration
 
-minter = TokenMinter()
 ALICE_ID, BOB_ID = str(uuid.uuid4()), str(uuid.uuid4())
-ALICE = minter.auth(["customer"], subject=ALICE_ID, email="alice@example.com")
+ALICE = MINTER.auth(["customer"], subject=ALICE_ID, email="alice@example.com")
 HOME, OFFICE, BOBS = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
 SEOUL = {**ADDRESS}
 BUSAN = {**ADDRESS, "city": "Busan", "postal_code": "48058", "line2": "Apt 3"}
@@ -39,11 +38,6 @@ def upstreams() -> Iterator[FakeUpstreams]:
     yield fake
     fake.stop()
 
-
-@pytest.fixture
-def client(database_url: str, upstreams: FakeUpstreams) -> Iterator[TestClient]:
-    with api_client(database_url, upstreams, minter.key_source()) as c:
-        yield c
 
 
 def order(client: TestClient, address_id: str, key: str = "k-1") -> Any:

@@ -12,18 +12,17 @@ from typing import Any
 import orjson
 import pytest
 from chassis.db import Database
-from chassis.testing import TokenMinter, assert_problem
+from chassis.testing import assert_problem
 from fastapi.testclient import TestClient
-from orders_kit import ADDRESS, MUG, FakeUpstreams, api_client
+from orders_kit import ADDRESS, MINTER, MUG, FakeUpstreams
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 pytestmark = pytest.mark.integration
 
-minter = TokenMinter()
-ALICE = minter.auth(["customer"], subject="alice")
-BOB = minter.auth(["customer"], subject="bob")
-ADMIN = minter.auth(["customer", "admin"], subject="admin-1")
+ALICE = MINTER.auth(["customer"], subject="alice")
+BOB = MINTER.auth(["customer"], subject="bob")
+ADMIN = MINTER.auth(["customer", "admin"], subject="admin-1")
 
 
 @pytest.fixture
@@ -36,11 +35,6 @@ def upstreams() -> Iterator[FakeUpstreams]:
     yield fake
     fake.stop()
 
-
-@pytest.fixture
-def client(database_url: str, upstreams: FakeUpstreams) -> Iterator[TestClient]:
-    with api_client(database_url, upstreams, minter.key_source()) as c:
-        yield c
 
 
 def order(client: TestClient, method_id: str, key: str, who: dict[str, str] = ALICE) -> Any:

@@ -10,23 +10,22 @@ from typing import Any
 
 import pytest
 from chassis.db import Database
-from chassis.testing import TokenMinter, assert_problem
+from chassis.testing import assert_problem
 from contracts.base import Event
 from contracts.catalog.v1 import PriceChanged, ProductCreated, ProductDiscontinued, ProductUpdated
 from fastapi.testclient import TestClient
 from orders.entrypoints.consumers import CATALOG_CONSUMER
-from orders_kit import ADDRESS, MUG, TEA, FakeUpstreams, api_client, deliver_events, sql
+from orders_kit import ADDRESS, MINTER, MUG, TEA, FakeUpstreams, deliver_events, sql
 from sqlalchemy import text
 
 pytestmark = pytest.mark.integration
 
-minter = TokenMinter()
 
 
 def deliver(database_url: str, *events: Event | tuple[type[Event], dict[str, Any]]) -> list[str]:
     return deliver_events(database_url, CATALOG_CONSUMER, *events)
 
-ALICE = minter.auth(["customer"], subject="alice", email="alice@example.com")
+ALICE = MINTER.auth(["customer"], subject="alice", email="alice@example.com")
 
 
 @pytest.fixture
@@ -35,11 +34,6 @@ def upstreams() -> Iterator[FakeUpstreams]:
     yield fake
     fake.stop()
 
-
-@pytest.fixture
-def client(database_url: str, upstreams: FakeUpstreams) -> Iterator[TestClient]:
-    with api_client(database_url, upstreams, minter.key_source()) as c:
-        yield c
 
 
 def order(client: TestClient, *items: tuple[str, int], key: str = "k-1") -> Any:
