@@ -25,7 +25,7 @@ from mercato.runtime.postgres import Postgres
 
 SELECT_1 = text("SELECT 1")
 _TABLE = "mercato_bench_claim"
-_CLAIM = (f"INSERT INTO {_TABLE} (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id")  # noqa: S608
+_CLAIM = f"INSERT INTO {_TABLE} (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id"  # noqa: S608
 _TOUCH = f"UPDATE {_TABLE} SET n = n + 1 WHERE id = $1"  # noqa: S608
 CLAIM = text(_CLAIM.replace("$1", "CAST(:id AS uuid)"))
 TOUCH = text(_TOUCH.replace("$1", "CAST(:id AS uuid)"))
@@ -76,18 +76,20 @@ async def _measure(h: Home, n: int, rounds: int) -> None:
     variants = [session_one, session_two, session_claim, asyncpg_one, asyncpg_two,
                 asyncpg_claim]
     runs: dict[str, list[float]] = {v.__name__: [] for v in variants}
-    for i in range(rounds):
-        print(f"round {i + 1} of {rounds} …", flush=True)
-        for variant in variants:
-            for _ in range(200):  # warm the statement caches
-                await variant()
-            started = time.process_time()
-            for _ in range(n):
-                await variant()
-            runs[variant.__name__].append((time.process_time() - started) / n * 1e6)
-    await raw.execute(f"DROP TABLE {_TABLE}")
-    await raw.close()
-    await engine.dispose()
+    try:
+        for i in range(rounds):
+            print(f"round {i + 1} of {rounds} …", flush=True)
+            for variant in variants:
+                for _ in range(200):  # warm the statement caches
+                    await variant()
+                started = time.process_time()
+                for _ in range(n):
+                    await variant()
+                runs[variant.__name__].append((time.process_time() - started) / n * 1e6)
+    finally:  # an interrupted run leaves no scratch table in the platform's database
+        await raw.execute(f"DROP TABLE IF EXISTS {_TABLE}")
+        await raw.close()
+        await engine.dispose()
     med = {name: statistics.median(values) for name, values in runs.items()}
     print(f"client CPU per transaction, medians of {rounds} alternating rounds of {n}:")
     for name, value in med.items():
