@@ -81,9 +81,14 @@ OUTBOX_BACKLOG = _g("outbox_backlog", "Outbox rows not yet published (sampled)",
 OUTBOX_OLDEST_AGE = _g("outbox_oldest_unpublished_age_seconds",
                        "Age in seconds of the oldest unpublished outbox row (sampled)", (),
                        "outbox")
-OUTBOX_PUBLISHED = _c("outbox_published_total", "Outbox rows published", (), "outbox")
+OUTBOX_PUBLISHED = _c("outbox_published_total",
+                      "Outbox rows published, by path: commit (by the process that committed "
+                      "them, right after its commit) or relay (the relay's pass: rows staged "
+                      "by a tool, or left unpublished by a crash or a broker outage)",
+                      ("path",), "outbox")
 OUTBOX_PUBLISH_ERRORS = _c("outbox_publish_errors_total",
-                           "Failed outbox relay passes (a batch not published)", (), "outbox")
+                           "Failed outbox publishes: a relay pass, or a batch handed off at "
+                           "commit (either is published later by the relay)", (), "outbox")
 CONSUMER_MESSAGES = _c("consumer_messages_total",
                        "Messages a consumer finished with, by type and outcome (handled, "
                        "duplicate, dropped, retry, dead_lettered)",

@@ -17,6 +17,8 @@ class MessagingMetrics:
         self.outbox_backlog = m.OUTBOX_BACKLOG.gauge(registry)
         self.outbox_oldest_age = m.OUTBOX_OLDEST_AGE.gauge(registry)
         self.outbox_published = m.OUTBOX_PUBLISHED.counter(registry)
+        for path in ("commit", "relay"):
+            self.outbox_published.labels(path)
         self.publish_errors = m.OUTBOX_PUBLISH_ERRORS.counter(registry)
         self.handled = m.CONSUMER_MESSAGES.counter(registry)
         self.handler_latency = m.CONSUMER_HANDLER_SECONDS.histogram(registry)

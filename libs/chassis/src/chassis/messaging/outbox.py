@@ -6,45 +6,92 @@ and ``to_payload()``, which every ``contracts.base.Contract`` has; the chassis d
 import the contracts package) names its own subject and type. ``stage_message`` is the same
 for a message that has no contract class (tools, tests of the outbox itself).
 
-Staging writes the message row and a NOTIFY in the same transaction as the state change:
-if the transaction commits, the relay will publish the message (at least once); if it rolls
-back, neither the change nor the message exists. The rows a transaction stages are written
-together just before its COMMIT, by one statement that also sends the NOTIFY
-(``chassis.db.write_at_commit``). The trace context is captured here, at
-write time, so a consumer's span continues the request that caused the message.
+Staging writes the message row in the same transaction as the state change: if the
+transaction commits, the message is published (at least once); if it rolls back, neither the
+change nor the message exists. The rows a transaction stages are written together just before
+its COMMIT, by one statement (``chassis.db.write_at_commit``). The trace context is captured
+here, at write time, so a consumer's span continues the request that caused the message.
+
+Who publishes a committed row (ADR 0042):
+
+- In a service, the process that committed it, right after the commit: its messaging runtime
+  installs a hand-off for its database (``hand_off_after_commit``), the rows go to it once the
+  transaction has committed, and it publishes and marks them. No NOTIFY is sent.
+- Anywhere else (a tool, a test without a runtime), the relay, woken by the NOTIFY that the
+  same statement sends. The relay is also what publishes a row the hand-off never did (the
+  process died between the commit and the publish, the broker was down): it takes rows left
+  unpublished for a few seconds.
 """
 
 from __future__ import annotations
 
+import uuid
+import weakref
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import TextClause
+from sqlalchemy import Engine, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from chassis.db import register_deferred, write_at_commit
+from chassis.db import after_commit, register_deferred, write_at_commit
 from chassis.messaging.envelope import Envelope
 from chassis.messaging.tables import OUTBOX_CHANNEL
 
 # Rows keep the order they were staged in (the relay publishes in id order); NOTIFY is
 # delivered only on commit and collapsed per transaction: one wake-up per commit.
-_INSERT_MANY = text(
-    "WITH staged AS (INSERT INTO outbox (message_id, subject, message_type, headers, payload) "  # noqa: S608
-    "SELECT m, s, t, h, p FROM unnest(CAST(:ids AS uuid[]), CAST(:subjects AS text[]), "
-    "CAST(:types AS text[]), CAST(:headers AS jsonb[]), CAST(:payloads AS bytea[])) "
-    "WITH ORDINALITY AS x(m, s, t, h, p, n) ORDER BY n RETURNING 1) "
-    f"SELECT pg_notify('{OUTBOX_CHANNEL}', '')")
-_KIND = "outbox"
+_INSERT = ("INSERT INTO outbox (message_id, subject, message_type, headers, payload) "
+           "SELECT m, s, t, h, p FROM unnest(CAST(:ids AS uuid[]), CAST(:subjects AS text[]), "
+           "CAST(:types AS text[]), CAST(:headers AS jsonb[]), CAST(:payloads AS bytea[])) "
+           "WITH ORDINALITY AS x(m, s, t, h, p, n) ORDER BY n")
+_INSERT_MANY = text(f"WITH staged AS ({_INSERT} RETURNING 1) "
+                    f"SELECT pg_notify('{OUTBOX_CHANNEL}', '')")
+# Rows the committing process hands off itself wake no relay.
+_INSERT_MANY_QUIET = text(_INSERT)
+_KIND, _KIND_HANDED_OFF = "outbox", "outbox_handed_off"
 
 
-def _insert_many(rows: list[tuple[Any, ...]]) -> tuple[TextClause, dict[str, Any]]:
+def _columns(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
     ids, subjects, types, headers, payloads = zip(*rows, strict=True)
-    return _INSERT_MANY, {"ids": list(ids), "subjects": list(subjects), "types": list(types),
-                          "headers": list(headers), "payloads": list(payloads)}
+    return {"ids": list(ids), "subjects": list(subjects), "types": list(types),
+            "headers": list(headers), "payloads": list(payloads)}
 
 
-register_deferred(_KIND, _insert_many)
+register_deferred(_KIND, lambda rows: (_INSERT_MANY, _columns(rows)))
+register_deferred(_KIND_HANDED_OFF, lambda rows: (_INSERT_MANY_QUIET, _columns(rows)))
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A staged message whose transaction has committed, as handed to a ``Handoff``."""
+
+    message_id: uuid.UUID
+    subject: str
+    headers: dict[str, str]
+    payload: bytes
+
+
+class Handoff(Protocol):
+    def hand_off(self, message: Committed) -> None:
+        """Take a committed message to publish; must not block (called in the commit)."""
+
+
+# Per database (its sync engine): who publishes what that database's sessions commit.
+_HANDOFFS: weakref.WeakKeyDictionary[Engine, Handoff] = weakref.WeakKeyDictionary()
+
+
+def hand_off_after_commit(engine: AsyncEngine, handoff: Handoff | None) -> None:
+    """From now on, what sessions of ``engine`` stage goes to ``handoff`` once committed
+    (``None``: back to the relay alone, woken by NOTIFY)."""
+    if handoff is None:
+        _HANDOFFS.pop(engine.sync_engine, None)
+    else:
+        _HANDOFFS[engine.sync_engine] = handoff
+
+
+def _handoff_of(session: AsyncSession) -> Handoff | None:
+    bind = session.sync_session.bind
+    return _HANDOFFS.get(bind) if isinstance(bind, Engine) else None
 
 
 class ContractLike(Protocol):
@@ -71,7 +118,12 @@ async def stage_message(session: AsyncSession, subject: str, message_type: str,
                         causation_id: str | None = None) -> Envelope:
     envelope = Envelope.new(subject, message_type, payload, correlation_id=correlation_id,
                             causation_id=causation_id)
-    await write_at_commit(session, _KIND, (
-        envelope.message_id, subject, message_type,
-        orjson.dumps(envelope.headers()).decode(), envelope.body()))
+    headers, body = envelope.headers(), envelope.body()
+    handoff = _handoff_of(session)
+    await write_at_commit(session, _KIND if handoff is None else _KIND_HANDED_OFF, (
+        envelope.message_id, subject, message_type, orjson.dumps(headers).decode(), body))
+    if handoff is not None:
+        committed = Committed(envelope.message_id, subject, headers, body)
+        # Dropped with the transaction (or the savepoint) if it rolls back.
+        after_commit(session, lambda: handoff.hand_off(committed))
     return envelope

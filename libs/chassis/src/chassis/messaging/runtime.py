@@ -23,6 +23,7 @@ from chassis.messaging.consumer import (
 )
 from chassis.messaging.inbox import INBOX_PURGE_INTERVAL_S
 from chassis.messaging.metrics import MessagingMetrics
+from chassis.messaging.outbox import hand_off_after_commit
 from chassis.messaging.relay import OutboxRelay
 from chassis.messaging.sampler import SAMPLE_INTERVAL_S, run_consumer_sampler
 from chassis.messaging.streams import ensure_dead_letter_stream, ensure_stream
@@ -82,6 +83,9 @@ class MessagingRuntime:
         if self.spec.outbox:
             self.relay = OutboxRelay(self._url, publisher, batch_size=self.spec.relay_batch_size,
                                      metrics=self.metrics)
+            # What this process commits, it publishes itself (ADR 0042).
+            self.relay.accept_hand_offs()
+            hand_off_after_commit(self._db.engine, self.relay)
             self._tasks.append(asyncio.create_task(self.relay.run(self._stop),
                                                    name="outbox-relay"))
         for consumer_spec in self.spec.consumers:
@@ -103,6 +107,8 @@ class MessagingRuntime:
         self._waker.wake()
 
     async def stop(self) -> None:
+        if self.relay is not None:
+            hand_off_after_commit(self._db.engine, None)  # from now on the relay's pass
         self._stop.set()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError, Exception):
