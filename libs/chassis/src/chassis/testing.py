@@ -171,3 +171,27 @@ def service_database_fixtures(migrations_dir: Path, *, pool_size: int = 20) -> t
             await database.dispose()
 
     return database_url, db
+
+
+def metadata_database_fixture(metadata: Any, *statements: str) -> Any:
+    """A ``db`` fixture: a Database over a fresh database holding ``metadata``'s tables (and
+    whatever ``statements`` create), for tests of the chassis's own tables without a
+    service's migrations. Bind it in the test module: ``db = metadata_database_fixture(md)``."""
+    import pytest
+    from sqlalchemy import text
+
+    from chassis.db import Database
+
+    @pytest.fixture(name="db")
+    async def db(fresh_database: str) -> AsyncIterator[Database]:
+        database = Database(fresh_database)
+        try:
+            async with database.engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+                for statement in statements:
+                    await conn.execute(text(statement))
+            yield database
+        finally:
+            await database.dispose()
+
+    return db

@@ -40,6 +40,7 @@ from chassis.messaging.streams import (
     ensure_events_stream,
 )
 from chassis.messaging.tables import inbox_table, outbox_table
+from chassis.testing import metadata_database_fixture
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
@@ -53,14 +54,8 @@ outbox_table(metadata)
 inbox_table(metadata)
 
 
-@pytest.fixture
-async def db(fresh_database: str) -> AsyncIterator[Database]:
-    database = Database(fresh_database)
-    async with database.engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-        await conn.execute(text("CREATE TABLE counters (name text PRIMARY KEY, value int NOT NULL)"))
-    yield database
-    await database.dispose()
+db = metadata_database_fixture(
+    metadata, "CREATE TABLE counters (name text PRIMARY KEY, value int NOT NULL)")
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from chassis.messaging.outbox import hand_off_after_commit, stage_message
 from chassis.messaging.relay import OutboxRelay, asyncpg_dsn
 from chassis.messaging.runtime import Messaging, MessagingRuntime, StreamSpec
 from chassis.messaging.tables import OUTBOX_CHANNEL, outbox_table
+from chassis.testing import metadata_database_fixture
 from prometheus_client import CollectorRegistry
 from sqlalchemy import MetaData, text
 
@@ -32,14 +33,8 @@ metadata = MetaData()
 outbox_table(metadata)
 
 
-@pytest.fixture
-async def db(fresh_database: str) -> AsyncIterator[Database]:
-    database = Database(fresh_database)
-    async with database.engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    yield database
-    hand_off_after_commit(database.engine, None)
-    await database.dispose()
+# A hand-off installed on a test's engine goes with it: the registry holds engines weakly.
+db = metadata_database_fixture(metadata)
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from chassis.saga import (
     record_event,
     saga_tables,
 )
+from chassis.testing import metadata_database_fixture
 from contracts.base import Event
 from contracts.inventory.v1 import (
     ReleaseStock,
@@ -191,13 +192,7 @@ class Rig:
         return "\n".join(rows)
 
 
-@pytest.fixture
-async def db(fresh_database: str) -> AsyncIterator[Database]:
-    database = Database(fresh_database)
-    async with database.engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    yield database
-    await database.dispose()
+db = metadata_database_fixture(metadata)
 
 
 async def make_rig(db: Database, url: str, **builders: Any) -> Rig:

@@ -34,6 +34,7 @@ from chassis.saga import (
     reconciler,
     saga_tables,
 )
+from chassis.testing import metadata_database_fixture
 from contracts.base import Event
 from contracts.inventory.v1 import (
     ReleaseStock,
@@ -132,13 +133,7 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-async def db(fresh_database: str) -> AsyncIterator[Database]:
-    database = Database(fresh_database)
-    async with database.engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    yield database
-    await database.dispose()
+db = metadata_database_fixture(metadata)
 
 
 @pytest.fixture

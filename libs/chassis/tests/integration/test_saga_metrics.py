@@ -5,7 +5,6 @@ table with the orchestrator's clock."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +14,7 @@ from chassis.messaging.envelope import Envelope
 from chassis.messaging.tables import outbox_table
 from chassis.saga import SagaDefinition, SagaEngine, Step, saga_tables
 from chassis.saga.metrics import SagaMetrics, sample_sagas
+from chassis.testing import metadata_database_fixture
 from contracts.inventory.v1 import ReleaseStock, ReserveStock, StockLine
 from contracts.payments.v1 import AuthorizePayment, PaymentDeclined
 from prometheus_client import CollectorRegistry
@@ -58,13 +58,7 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-async def db(fresh_database: str) -> AsyncIterator[Database]:
-    database = Database(fresh_database)
-    async with database.engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    yield database
-    await database.dispose()
+db = metadata_database_fixture(metadata)
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
