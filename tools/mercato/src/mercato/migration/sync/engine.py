@@ -285,7 +285,11 @@ class Sync:
                         occurred_at: str | None, hint: Any = None,
                         known_once_linked: bool = False) -> None:
         capability = self.kinds[kind].capability
-        async with self.pool.acquire() as conn:
+        # Under the lock: a reconcile that is writing this record has committed its link by
+        # then. The service publishes its event as it commits (ADR 0042), often before the
+        # sync has recorded the version it wrote; read without the lock, the echo was taken
+        # for news and reconciled again, holding the monolith's row meanwhile.
+        async with self.lock, self.pool.acquire() as conn:
             link = await store.link(conn, catalog_id=services_id, links=self.kinds[kind].links)
         if link is not None and (known_once_linked or (isinstance(version, int)
                                  and version <= link.catalog_version)):
