@@ -238,6 +238,10 @@ class Traffic:
         self.statuses: Counter[int] = Counter()
         self.orders: list[tuple[dict[str, str], int]] = []
         self.order_errors: list[str] = []
+        # A checkout shift's window (mercato.migration.commands._wait_stock_split): the edge
+        # and the stock split move apart, so a side may answer out of stock for a moment.
+        # Documented, and not a dropped request: counted apart, never more than a few.
+        self.out_of_stock: list[str] = []
         self.threads = [threading.Thread(target=self._reads, daemon=True),
                         threading.Thread(target=self._orders, daemon=True)]
 
@@ -285,7 +289,9 @@ class Traffic:
                     r = c.post("/shop/checkout", headers={**auth, "Idempotency-Key": f"m-{i}"},
                                json={"address_id": address["id"], "card_number": CARD,
                                      "items": items})
-                if r.status_code != 201:
+                if r.status_code == 409 and r.json().get("title") == "Out of stock":
+                    self.out_of_stock.append(r.text)
+                elif r.status_code != 201:
                     self.order_errors.append(f"{r.status_code} {r.text}")
                 else:
                     self.orders.append((auth, r.json()["id"]))
@@ -567,6 +573,8 @@ def test_8_checkout_rolled_back_then_forward_and_each_history_shows_both_sides(
                 assert r.status_code == 201 and r.headers[SERVED_BY] == side, r.text
     assert set(traffic.statuses) == {200}, traffic.statuses
     assert traffic.order_errors == []
+    # Each of the two steps moves every unit from one side to the other (ADR 0034).
+    assert len(traffic.out_of_stock) <= 2, traffic.out_of_stock
     with platform.client() as c:
         for buyer in BUYERS:
             placed = {o["id"] for side in buyer.orders.values() for o in side}
