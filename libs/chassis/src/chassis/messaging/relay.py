@@ -282,8 +282,7 @@ class OutboxRelay:
             if hand_offs is not None:  # before the pool closes: it marks what it published
                 with contextlib.suppress(asyncio.TimeoutError, Exception):
                     await asyncio.wait_for(hand_offs, 5)
-            await self.close(self._listener)
-            self._listener = None
+            await self.close()
 
     async def _run_passes(self, stop: asyncio.Event) -> None:
         backoff = 0.1
@@ -326,18 +325,19 @@ class OutboxRelay:
                             retry_in=backoff)
                 with contextlib.suppress(Exception):  # the backlog matters most during outages
                     await self.update_gauges()
-                if self._listener is not None and not self._listener.is_closed():
-                    with contextlib.suppress(Exception):
-                        await self._listener.close()
-                self._listener = None
+                await self._close_listener()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def close(self, listener: asyncpg.Connection | None = None) -> None:
-        if listener is not None and not listener.is_closed():
+    async def _close_listener(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
             with contextlib.suppress(Exception):
-                await listener.close()
+                await self._listener.close()
+        self._listener = None
+
+    async def close(self) -> None:
+        await self._close_listener()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
