@@ -87,6 +87,10 @@ async def started(relay: OutboxRelay, stop: asyncio.Event) -> asyncio.Task[None]
     return task
 
 
+# Timed passes a minute apart that take only rows a minute old: none in a test.
+NO_TIMED_PASS = {"poll_interval_s": 60.0, "left_poll_interval_s": 60.0, "grace_s": 60.0}
+
+
 def relay_of(url: str, broker: InMemoryBroker, **kwargs: float) -> tuple[OutboxRelay,
                                                                            MessagingMetrics]:
     metrics = MessagingMetrics(CollectorRegistry())
@@ -99,7 +103,7 @@ async def test_what_a_process_commits_it_publishes_itself_in_order_without_a_not
         db: Database, fresh_database: str, notifications: list[str]) -> None:
     broker = InMemoryBroker()
     # Timed passes far apart and a long grace: only the hand-off can publish in this test.
-    relay, metrics = relay_of(fresh_database, broker, poll_interval_s=60, grace_s=60)
+    relay, metrics = relay_of(fresh_database, broker, **NO_TIMED_PASS)
     hand_off_after_commit(db.engine, relay)
     stop = asyncio.Event()
     task = await started(relay, stop)
@@ -119,7 +123,7 @@ async def test_what_a_process_commits_it_publishes_itself_in_order_without_a_not
 async def test_a_rolled_back_transaction_or_savepoint_hands_off_nothing(
         db: Database, fresh_database: str) -> None:
     broker = InMemoryBroker()
-    relay, _ = relay_of(fresh_database, broker, poll_interval_s=60, grace_s=60)
+    relay, _ = relay_of(fresh_database, broker, **NO_TIMED_PASS)
     hand_off_after_commit(db.engine, relay)
     stop = asyncio.Event()
     task = await started(relay, stop)
@@ -147,7 +151,7 @@ async def test_what_a_process_committed_and_never_published_is_relayed_after_the
     hand_off_after_commit(db.engine, dead)
     # A sibling (or the restarted process) runs its relay's passes.
     broker = InMemoryBroker()
-    sibling, metrics = relay_of(fresh_database, broker, poll_interval_s=0.05, grace_s=1.5)
+    sibling, metrics = relay_of(fresh_database, broker, left_poll_interval_s=0.05, grace_s=1.5)
     stop = asyncio.Event()
     task = await started(sibling, stop)
     ids = await stage(db, 2)
@@ -167,7 +171,7 @@ async def test_what_a_process_committed_and_never_published_is_relayed_after_the
 async def test_after_a_refused_hand_off_the_relay_publishes_in_order_until_caught_up(
         db: Database, fresh_database: str) -> None:
     broker = InMemoryBroker(fail_publishes=2)  # the hand-off, then the first pass
-    relay, metrics = relay_of(fresh_database, broker, poll_interval_s=60, grace_s=60)
+    relay, metrics = relay_of(fresh_database, broker, **NO_TIMED_PASS)
     hand_off_after_commit(db.engine, relay)
     stop = asyncio.Event()
     task = await started(relay, stop)
@@ -200,7 +204,7 @@ async def test_after_a_refused_hand_off_the_relay_publishes_in_order_until_caugh
 async def test_a_stop_publishes_and_marks_what_was_handed_off(
         db: Database, fresh_database: str) -> None:
     broker = InMemoryBroker()
-    relay, _ = relay_of(fresh_database, broker, poll_interval_s=60, grace_s=60,
+    relay, _ = relay_of(fresh_database, broker, **NO_TIMED_PASS,
                         mark_interval_s=60)
     hand_off_after_commit(db.engine, relay)
     stop = asyncio.Event()
@@ -254,3 +258,46 @@ async def test_a_service_runtime_publishes_its_commits_itself(
     finally:
         await nc.close()
     assert ids and later
+
+
+async def test_marks_and_timed_passes_are_few_while_hand_offs_run(
+        db: Database, fresh_database: str) -> None:
+    # ADR 0043: each mark and each timed pass is a statement whatever it carries. Marks
+    # gather what a second published; a timed pass comes every 5 s, not every second.
+    broker = InMemoryBroker()
+    relay, _ = relay_of(fresh_database, broker)  # the defaults a service runs with
+    hand_off_after_commit(db.engine, relay)
+    marks: list[int] = []
+    passes: list[float] = []
+    mark, relay_once = relay._mark_handed_off, relay.relay_once
+
+    async def counted_mark(message_ids: list[uuid.UUID]) -> None:
+        marks.append(len(message_ids))
+        await mark(message_ids)
+
+    async def counted_pass(grace_s: float = 0.0) -> int:
+        passes.append(grace_s)
+        return await relay_once(grace_s)
+    relay._mark_handed_off = counted_mark  # type: ignore[method-assign]
+    relay.relay_once = counted_pass  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = await started(relay, stop)
+    ids = []
+    for _ in range(10):  # ten transactions over ~0.3 s, each published at once
+        ids += await stage(db, 1)
+        await asyncio.sleep(0.02)
+
+    async def all_published() -> bool:
+        return len(broker.messages) == 10
+
+    async def all_marked() -> bool:
+        return sum(marks) == 10
+    await until(all_published)
+    assert await unpublished(db) == 10, "marked before the mark interval"
+    await until(all_marked, seconds=3)
+    assert len(marks) <= 2, f"one mark per interval, not per publish: {marks}"
+    await asyncio.sleep(1.5)
+    assert passes == [0.0], f"a timed pass within 2.5 s of the first one: {passes}"
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert message_ids(broker) == ids and await unpublished(db) == 0
