@@ -49,8 +49,9 @@ from mercato.runtime.nats import Nats
 from mercato.runtime.paths import Home, free_port
 from mercato.runtime.postgres import Postgres
 
-RELAY_TARGET_EPS = 5000
-P99_TARGET_MS = 50.0
+# Issue 17's bars (issue 4 had asked for 5,000/s and 50 ms).
+RELAY_TARGET_EPS = 10_000
+P99_TARGET_MS = 20.0
 PATHS = ("commit", "relay")  # the first is what services do: the one held to the target
 
 _SCHEMA = """
@@ -314,7 +315,7 @@ def run_events_bench(events: int = 20_000, rate: int = 1000, seconds: float = 10
                       f"{figures['p99_ms']:.1f} ms",
                       f"≤ {P99_TARGET_MS:.0f} ms" if held else "",
                       ("✔" if ok_p99 else "✘") if held else "")
-        # At commit, published_at is set by the mark, every 100 ms: not when it went out.
+        # At commit, published_at is set by the mark, within a second: not when it went out.
         table.add_row("  of which commit→published p50 / p99" if way == "relay"
                       else "  commit→marked published p50 / p99",
                       f"{figures['commit_to_published_p50_ms']:.1f} / "
