@@ -1,19 +1,27 @@
 """SQLAlchemy 2 async engine (asyncpg) and the unit of work every handler runs in.
 
-A unit of work is one transaction: handlers change state (and, later, write outbox rows)
-through its session and call ``commit``; leaving the block without committing rolls back, so
-a failed request writes nothing.
+A unit of work is one transaction: handlers change state (and stage outbox messages)
+through its ``session`` and call ``commit``; leaving the block without committing rolls back,
+so a failed request writes nothing.
+
+The ``session`` is an ``AsyncConnection``, not an ORM ``AsyncSession`` (ADR 0044): the
+services write Core statements only, and the ORM session's bookkeeping cost ~180 µs of
+client CPU per transaction for nothing. It answers the same calls the handlers make
+(``execute``, ``scalar``, ``scalars``, ``begin_nested``). A service that maps rows to classes
+(identity) takes ``uow.orm``: an ORM session on the same connection and transaction.
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -21,6 +29,29 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import TextClause
+
+# What a unit of work hands its handlers (``uow.session``); an ``AsyncSession`` still works
+# with every function here (``Database.sessions``, tests).
+Tx = AsyncConnection | AsyncSession
+
+# The state of a connection's transaction (rows written at commit, callbacks after it), kept
+# beside the sync Connection of one checkout: ``Connection.info`` would outlive it in the pool.
+_CONNECTION_STATE: weakref.WeakKeyDictionary[Connection, dict[str, Any]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _state(tx: Tx) -> dict[str, Any]:
+    if isinstance(tx, AsyncSession):
+        return tx.sync_session.info
+    return _CONNECTION_STATE.setdefault(tx.sync_connection, {})
+
+
+def engine_of(tx: Tx) -> Engine | None:
+    """The (sync) engine ``tx`` runs on; None for a session bound to anything else."""
+    if isinstance(tx, AsyncSession):
+        bind = tx.sync_session.bind
+        return bind if isinstance(bind, Engine) else None
+    return tx.sync_engine
 
 # -- rows written at commit -------------------------------------------------------------------
 # Append-only rows that nothing reads back inside the transaction that writes them (outbox
@@ -40,17 +71,20 @@ def register_deferred(kind: str, flusher: Flusher) -> None:
     _FLUSHERS[kind] = flusher
 
 
-async def write_at_commit(session: AsyncSession, kind: str, row: Any) -> None:
+async def write_at_commit(session: Tx, kind: str, row: Any) -> None:
     """Write ``row`` (of a registered ``kind``) in this transaction, at the latest at commit."""
     if session.in_nested_transaction():
         statement, params = _FLUSHERS[kind]([row])
         await session.execute(statement, params)
         return
     if not session.in_transaction():
-        # Begin the session's transaction (no round trip yet), so that a rollback before
-        # anything else ran still ends a transaction and drops these rows with it.
-        await session.connection()
-    session.sync_session.info.setdefault(_PENDING, {}).setdefault(kind, []).append(row)
+        # Begin the transaction (no round trip yet), so that a rollback before anything
+        # else ran still ends a transaction and drops these rows with it.
+        if isinstance(session, AsyncSession):
+            await session.connection()
+        else:
+            await session.begin()
+    _state(session).setdefault(_PENDING, {}).setdefault(kind, []).append(row)
 
 
 def _write_pending(session: Session) -> None:
@@ -60,9 +94,19 @@ def _write_pending(session: Session) -> None:
         session.execute(statement, params)  # runs inside the async session's greenlet
 
 
-async def flush_deferred(session: AsyncSession) -> None:
+async def _write_pending_async(conn: AsyncConnection) -> None:
+    pending: dict[str, list[Any]] | None = _state(conn).pop(_PENDING, None)
+    for kind, rows in (pending or {}).items():
+        statement, params = _FLUSHERS[kind](rows)
+        await conn.execute(statement, params)
+
+
+async def flush_deferred(session: Tx) -> None:
     """Write the collected rows now (before reading them back in the same transaction)."""
-    await session.run_sync(_write_pending)
+    if isinstance(session, AsyncSession):
+        await session.run_sync(_write_pending)
+    else:
+        await _write_pending_async(session)
 
 
 @event.listens_for(Session, "before_commit")
@@ -78,20 +122,29 @@ def _before_commit(session: Session) -> None:
 _AFTER_COMMIT = "chassis_after_commit"
 
 
-def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+def after_commit(session: Tx, callback: Callable[[], None]) -> None:
     """Call ``callback()`` once the session's outer transaction has committed; never if that
     transaction, or the savepoint it was added in, rolls back. Callbacks run in order; one
     that raises is skipped, the others still run."""
-    sync = session.sync_session
+    sync: Session | Connection = (session.sync_session if isinstance(session, AsyncSession)
+                                  else session.sync_connection)
     scope = sync.get_nested_transaction() or sync.get_transaction()
-    sync.info.setdefault(_AFTER_COMMIT, []).append((scope, callback))
+    _state(session).setdefault(_AFTER_COMMIT, []).append((scope, callback))
+
+
+def _run_after_commit(state: dict[str, Any]) -> None:
+    for _, callback in state.pop(_AFTER_COMMIT, ()):
+        with contextlib.suppress(Exception):
+            callback()
 
 
 def _inside(scope: Any, transaction: Any) -> bool:
+    """Whether ``scope`` is ``transaction`` or a savepoint inside it: an ORM session's
+    transactions chain by ``parent``, a connection's savepoints by ``_previous_nested``."""
     while scope is not None:
         if scope is transaction:
             return True
-        scope = scope.parent
+        scope = getattr(scope, "parent", None) or getattr(scope, "_previous_nested", None)
     return False
 
 
@@ -99,9 +152,7 @@ def _inside(scope: Any, transaction: Any) -> bool:
 def _after_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint released: its callbacks wait for the outer commit
-    for _, callback in session.info.pop(_AFTER_COMMIT, ()):
-        with contextlib.suppress(Exception):
-            callback()
+    _run_after_commit(session.info)
 
 
 @event.listens_for(Session, "after_soft_rollback")
@@ -114,6 +165,21 @@ def _after_rollback(session: Session, previous_transaction: Any) -> None:
     if waiting:
         session.info[_AFTER_COMMIT] = [(scope, callback) for scope, callback in waiting
                                        if not _inside(scope, previous_transaction)]
+
+
+@event.listens_for(Engine, "rollback_savepoint")
+def _after_savepoint_rollback(conn: Connection, name: str, context: Any) -> None:
+    """A connection's savepoint rolled back: the callbacks added inside it go with it."""
+    state = _CONNECTION_STATE.get(conn)
+    waiting = state.get(_AFTER_COMMIT) if state else None
+    if not waiting:
+        return
+    rolled_back = conn.get_nested_transaction()
+    while rolled_back is not None and getattr(rolled_back, "_savepoint", None) != name:
+        rolled_back = rolled_back._previous_nested  # type: ignore[attr-defined]
+    if rolled_back is not None:
+        state[_AFTER_COMMIT] = [(scope, callback) for scope, callback in waiting
+                                if not _inside(scope, rolled_back)]
 
 
 class Database:
@@ -130,7 +196,7 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.sessions)
+        return UnitOfWork(self.engine)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -141,31 +207,51 @@ class Database:
 
 
 class UnitOfWork:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
-        self._session: AsyncSession | None = None
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+        self._orm: AsyncSession | None = None
 
     @property
-    def session(self) -> AsyncSession:
-        if self._session is None:
+    def session(self) -> AsyncConnection:
+        if self._conn is None:
             raise RuntimeError("the unit of work is not open: use 'async with uow:'")
-        return self._session
+        return self._conn
+
+    async def orm(self) -> AsyncSession:
+        """An ORM session in this unit of work's transaction (for ``add``, ``get``)."""
+        if self._orm is None:
+            conn = self.session
+            if not conn.in_transaction():
+                await conn.begin()  # the session joins it and leaves its end to the uow
+            self._orm = AsyncSession(bind=conn, expire_on_commit=False)
+        return self._orm
 
     async def __aenter__(self) -> UnitOfWork:
-        self._session = self._sessions()
+        self._conn = await self._engine.connect()
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        assert self._session is not None
+        assert self._conn is not None
+        conn, orm, self._conn, self._orm = self._conn, self._orm, None, None
         try:
-            await self._session.rollback()  # no-op after commit; undoes anything uncommitted
+            if orm is not None:
+                await orm.close()
+            await conn.rollback()  # no-op after commit; undoes anything uncommitted
         finally:
-            await self._session.close()
-            self._session = None
+            _CONNECTION_STATE.pop(conn.sync_connection, None)
+            await conn.close()
 
     async def commit(self) -> None:
-        await self.session.commit()
+        conn = self.session
+        if self._orm is not None:
+            await self._orm.flush()
+        await _write_pending_async(conn)
+        await conn.commit()
+        _run_after_commit(_state(conn))
 
     async def rollback(self) -> None:
-        await self.session.rollback()
+        conn = self.session
+        await conn.rollback()
+        _CONNECTION_STATE.pop(conn.sync_connection, None)

@@ -45,7 +45,8 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 from sqlalchemy import MetaData, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 pytestmark = pytest.mark.integration
 
@@ -409,6 +410,39 @@ async def test_a_savepoint_rolls_back_its_own_rows_and_keeps_the_outer_ones(
         await uow.commit()
     assert sorted(await outbox_subjects(db)) == sorted(
         ["t.events.before", "t.events.inside_ok", "t.events.after"])
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Counter(_Base):  # the counters table, mapped for the ORM session's test
+    __tablename__ = "counters"
+    name: Mapped[str] = mapped_column(primary_key=True)
+    value: Mapped[int]
+
+
+async def test_a_unit_of_work_is_one_connection_and_its_orm_session_shares_the_transaction(
+        db: Database) -> None:
+    # ADR 0044: handlers get the connection (Core statements, no ORM bookkeeping); a
+    # service that maps rows to classes takes uow.orm(), in the same transaction.
+    async with db.unit_of_work() as uow:
+        assert isinstance(uow.session, AsyncConnection)
+        orm = await uow.orm()
+        orm.add(_Counter(name="kept", value=1))
+        await orm.flush()
+        await stage_message(uow.session, "t.events.kept", "E.v1", {})
+        await uow.commit()
+    async with db.unit_of_work() as uow:  # left without commit: both go
+        orm = await uow.orm()
+        orm.add(_Counter(name="abandoned", value=1))
+        await orm.flush()
+        await stage_message(uow.session, "t.events.abandoned", "E.v1", {})
+    async with db.unit_of_work() as uow:
+        kept = await (await uow.orm()).get(_Counter, "kept")
+        assert kept is not None and kept.value == 1
+        assert await (await uow.orm()).get(_Counter, "abandoned") is None
+    assert await outbox_subjects(db) == ["t.events.kept"]
 
 
 async def test_the_commit_sends_one_notify_for_the_relay(db: Database,

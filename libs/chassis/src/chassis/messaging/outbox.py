@@ -34,7 +34,7 @@ import orjson
 from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from chassis.db import after_commit, register_deferred, write_at_commit
+from chassis.db import Tx, after_commit, engine_of, register_deferred, write_at_commit
 from chassis.messaging.envelope import Envelope
 from chassis.messaging.tables import OUTBOX_CHANNEL
 
@@ -89,9 +89,9 @@ def hand_off_after_commit(engine: AsyncEngine, handoff: Handoff | None) -> None:
         _HANDOFFS[engine.sync_engine] = handoff
 
 
-def _handoff_of(session: AsyncSession) -> Handoff | None:
-    bind = session.sync_session.bind
-    return _HANDOFFS.get(bind) if isinstance(bind, Engine) else None
+def _handoff_of(session: Tx) -> Handoff | None:
+    engine = engine_of(session)
+    return _HANDOFFS.get(engine) if engine is not None else None
 
 
 class ContractLike(Protocol):

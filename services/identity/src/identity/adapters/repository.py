@@ -305,14 +305,16 @@ class SqlIdentityUnitOfWork:
 
     async def __aenter__(self) -> Self:
         await self._uow.__aenter__()
-        session = self._uow.session
-        self.users = SqlUserRepository(session)
-        self.addresses = SqlAddressRepository(session)
-        self.refresh_tokens = SqlRefreshTokenRepository(session)
-        self.login_failures = SqlLoginFailureRepository(session)
-        self.oauth_clients = SqlOAuthClientRepository(session)
-        self.authorization_codes = SqlAuthorizationCodeRepository(session)
-        self.events = OutboxEvents(session)
+        # Identity maps its rows to classes: its repositories take an ORM session, in the
+        # unit of work's transaction; its events are staged on the transaction itself.
+        orm = await self._uow.orm()
+        self.users = SqlUserRepository(orm)
+        self.addresses = SqlAddressRepository(orm)
+        self.refresh_tokens = SqlRefreshTokenRepository(orm)
+        self.login_failures = SqlLoginFailureRepository(orm)
+        self.oauth_clients = SqlOAuthClientRepository(orm)
+        self.authorization_codes = SqlAuthorizationCodeRepository(orm)
+        self.events = OutboxEvents(self._uow.session)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
