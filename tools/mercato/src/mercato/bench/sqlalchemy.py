@@ -1,6 +1,7 @@
-"""Client CPU per transaction: SQLAlchemy's AsyncSession against asyncpg alone, side by side.
+"""Client CPU per transaction: SQLAlchemy's AsyncSession, its AsyncConnection (a unit of
+work's session since ADR 0044) and asyncpg alone, side by side.
 
-The figures behind ADR 0011. Against a running platform's PostgreSQL:
+The figures behind ADR 0011 and ADR 0044. Against a running platform's PostgreSQL:
 
     mercato bench sqlalchemy [--home .mercato] [--n 3000] [--rounds 3]
 
@@ -51,6 +52,18 @@ async def _measure(h: Home, n: int, rounds: int) -> None:
             await s.execute(SELECT_1)
             await s.commit()
 
+    async def connection_one() -> None:
+        async with engine.connect() as c:
+            await c.execute(SELECT_1)
+            await c.commit()
+
+    async def connection_claim() -> None:
+        async with engine.connect() as c:
+            claimed = uuid.uuid4()
+            await c.execute(CLAIM, {"id": claimed})
+            await c.execute(TOUCH, {"id": claimed})
+            await c.commit()
+
     async def asyncpg_one() -> None:
         async with raw.transaction():
             await raw.fetchval("SELECT 1")
@@ -73,8 +86,8 @@ async def _measure(h: Home, n: int, rounds: int) -> None:
             await raw.fetch(_CLAIM, claimed)
             await raw.execute(_TOUCH, claimed)
 
-    variants = [session_one, session_two, session_claim, asyncpg_one, asyncpg_two,
-                asyncpg_claim]
+    variants = [session_one, session_two, session_claim, connection_one, connection_claim,
+                asyncpg_one, asyncpg_two, asyncpg_claim]
     runs: dict[str, list[float]] = {v.__name__: [] for v in variants}
     try:
         for i in range(rounds):
@@ -101,6 +114,9 @@ async def _measure(h: Home, n: int, rounds: int) -> None:
     print(f"  AsyncSession / asyncpg, an inbox claim and an update: "
           f"{med['session_claim'] / med['asyncpg_claim']:.1f}x "
           f"({med['session_claim'] - med['asyncpg_claim']:.0f} µs more per transaction)")
+    print(f"  AsyncConnection / AsyncSession, the same claim: "
+          f"{med['connection_claim'] / med['session_claim']:.2f}x "
+          f"({med['session_claim'] - med['connection_claim']:.0f} µs less per transaction)")
 
 
 def run_sqlalchemy_bench(home: Home, n: int, rounds: int) -> int:
