@@ -40,10 +40,17 @@ _CONNECTION_STATE: weakref.WeakKeyDictionary[Connection, dict[str, Any]] = (
     weakref.WeakKeyDictionary())
 
 
+def _sync_connection(conn: AsyncConnection) -> Connection:
+    sync = conn.sync_connection
+    if sync is None:
+        raise RuntimeError("the connection is not open: use it inside 'async with uow:'")
+    return sync
+
+
 def _state(tx: Tx) -> dict[str, Any]:
     if isinstance(tx, AsyncSession):
         return tx.sync_session.info
-    return _CONNECTION_STATE.setdefault(tx.sync_connection, {})
+    return _CONNECTION_STATE.setdefault(_sync_connection(tx), {})
 
 
 def engine_of(tx: Tx) -> Engine | None:
@@ -127,7 +134,7 @@ def after_commit(session: Tx, callback: Callable[[], None]) -> None:
     transaction, or the savepoint it was added in, rolls back. Callbacks run in order; one
     that raises is skipped, the others still run."""
     sync: Session | Connection = (session.sync_session if isinstance(session, AsyncSession)
-                                  else session.sync_connection)
+                                  else _sync_connection(session))
     scope = sync.get_nested_transaction() or sync.get_transaction()
     _state(session).setdefault(_AFTER_COMMIT, []).append((scope, callback))
 
@@ -171,9 +178,9 @@ def _after_rollback(session: Session, previous_transaction: Any) -> None:
 def _after_savepoint_rollback(conn: Connection, name: str, context: Any) -> None:
     """A connection's savepoint rolled back: the callbacks added inside it go with it."""
     state = _CONNECTION_STATE.get(conn)
-    waiting = state.get(_AFTER_COMMIT) if state else None
-    if not waiting:
+    if state is None or not state.get(_AFTER_COMMIT):
         return
+    waiting = state[_AFTER_COMMIT]
     rolled_back = conn.get_nested_transaction()
     while rolled_back is not None and getattr(rolled_back, "_savepoint", None) != name:
         rolled_back = rolled_back._previous_nested  # type: ignore[attr-defined]
@@ -240,7 +247,8 @@ class UnitOfWork:
                 await orm.close()
             await conn.rollback()  # no-op after commit; undoes anything uncommitted
         finally:
-            _CONNECTION_STATE.pop(conn.sync_connection, None)
+            if conn.sync_connection is not None:
+                _CONNECTION_STATE.pop(conn.sync_connection, None)
             await conn.close()
 
     async def commit(self) -> None:
@@ -254,4 +262,5 @@ class UnitOfWork:
     async def rollback(self) -> None:
         conn = self.session
         await conn.rollback()
-        _CONNECTION_STATE.pop(conn.sync_connection, None)
+        if conn.sync_connection is not None:
+            _CONNECTION_STATE.pop(conn.sync_connection, None)

@@ -38,9 +38,8 @@ from nats.js.errors import NotFoundError
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from chassis.db import Database
+from chassis.db import Database, Tx
 from chassis.messaging.broker import Delivery, JetStreamDelivery, Outgoing, Publisher
 from chassis.messaging.envelope import (
     H_CORRELATION,
@@ -56,7 +55,7 @@ from chassis.messaging.streams import DEAD_LETTER_PREFIX
 log = structlog.get_logger("chassis.consumer")
 tracer = trace.get_tracer("chassis.messaging")
 
-Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+Handler = Callable[[Tx, Envelope], Awaitable[None]]
 
 H_DLQ_CONSUMER = "Mercato-Dlq-Consumer"
 H_DLQ_SUBJECT = "Mercato-Dlq-Subject"
@@ -235,7 +234,7 @@ class InboxConsumer:
             self._metrics.handler_latency.labels(self.spec.name, message_type).observe(
                 per_message)
 
-    async def _claim_inbox(self, session: AsyncSession,
+    async def _claim_inbox(self, session: Tx,
                            envelopes: list[Envelope]) -> set[uuid.UUID]:
         """Insert the batch's inbox rows; return the ids not seen before."""
         result = await session.execute(_INBOX_MANY, {
@@ -243,7 +242,7 @@ class InboxConsumer:
             "types": [e.message_type for e in envelopes]})
         return {row[0] for row in result}
 
-    async def _run_handler(self, session: AsyncSession, envelope: Envelope,
+    async def _run_handler(self, session: Tx, envelope: Envelope,
                            handler: Handler) -> list[Drop]:
         """Run the handler; the drops it declared (empty: it took effect)."""
         token = otel_context.attach(propagate.extract(envelope.trace))

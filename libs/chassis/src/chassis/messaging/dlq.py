@@ -52,7 +52,7 @@ async def _get(js: JetStreamContext, seq: int) -> DeadLetter | None:
     h = dict(raw.headers or {})
     return DeadLetter(sequence=seq, consumer=h.get(H_DLQ_CONSUMER, "?"),
                       subject=h.get(H_DLQ_SUBJECT, "?"), message_type=h.get(H_TYPE, "?"),
-                      message_id=h.get(H_MESSAGE_ID, h.get(H_NATS_MSG_ID, "?")),
+                      message_id=h.get(H_MESSAGE_ID) or h.get(H_NATS_MSG_ID) or "?",
                       error=h.get(H_DLQ_ERROR, ""), deliveries=int(h.get(H_DLQ_DELIVERIES, 0)),
                       headers=h, data=raw.data or b"")
 

@@ -26,10 +26,9 @@ from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from chassis.clock import utc_now
-from chassis.db import Database
+from chassis.db import Database, Tx
 from chassis.messaging.streams import DEAD_LETTER_MAX_AGE_S
 
 log = structlog.get_logger("chassis.inbox")
@@ -69,7 +68,7 @@ async def purge_inbox(db: Database, consumers: Sequence[str], *,
 _FORGET = text("DELETE FROM inbox WHERE consumer = ANY(:names)")
 
 
-async def forget_consumers(session: AsyncSession, consumers: Sequence[str]) -> None:
+async def forget_consumers(session: Tx, consumers: Sequence[str]) -> None:
     """Forget every message these consumers handled, in the caller's transaction: a read
     model rebuilt from the streams must handle them all again."""
     await session.execute(_FORGET, {"names": list(consumers)})

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import Engine, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chassis.db import Tx, after_commit, engine_of, register_deferred, write_at_commit
 from chassis.messaging.envelope import Envelope
@@ -104,7 +104,7 @@ class ContractLike(Protocol):
     def to_payload(self) -> dict[str, Any]: ...
 
 
-async def stage(session: AsyncSession, contract: ContractLike, *,
+async def stage(session: Tx, contract: ContractLike, *,
                 correlation_id: str | None = None,
                 causation_id: str | None = None) -> Envelope:
     """Stage ``contract`` in the caller's transaction; its envelope (message id, type)."""
@@ -113,7 +113,7 @@ async def stage(session: AsyncSession, contract: ContractLike, *,
                                causation_id=causation_id)
 
 
-async def stage_message(session: AsyncSession, subject: str, message_type: str,
+async def stage_message(session: Tx, subject: str, message_type: str,
                         payload: dict[str, Any], *, correlation_id: str | None = None,
                         causation_id: str | None = None) -> Envelope:
     envelope = Envelope.new(subject, message_type, payload, correlation_id=correlation_id,

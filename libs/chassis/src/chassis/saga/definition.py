@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 from chassis.messaging.outbox import ContractLike
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
-
+    from chassis.db import Tx
     from chassis.saga.store import SagaInstance
 
 Data = dict[str, Any]
@@ -54,7 +53,7 @@ class SagaEnd:
 # the instance is saved: whatever it writes or stages commits with the end, or not at all
 # (a reply is retried, a reconciler round is retried at the next tick). What it changes in
 # ``instance.data`` is saved too.
-EndHook = Callable[["AsyncSession", "SagaInstance", SagaEnd], Awaitable[None]]
+EndHook = Callable[["Tx", "SagaInstance", SagaEnd], Awaitable[None]]
 
 
 def _keep(_data: Data, _payload: dict[str, Any]) -> None:

@@ -48,10 +48,9 @@ from typing import Any
 import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from chassis.clock import utc_now
-from chassis.db import after_commit
+from chassis.db import Tx, after_commit
 from chassis.messaging.consumer import UnknownMessageType, UnmatchedMessage, dropped
 from chassis.messaging.envelope import Envelope, current_trace_headers
 from chassis.messaging.outbox import stage
@@ -87,22 +86,22 @@ class SagaEngine:
         """The engine's clock: the time its history and deadlines are written in."""
         return self._clock()
 
-    async def history(self, session: AsyncSession, saga_id: uuid.UUID) -> SagaHistory | None:
+    async def history(self, session: Tx, saga_id: uuid.UUID) -> SagaHistory | None:
         """``chassis.saga.history`` with the secret keys of every saga this engine runs
         redacted."""
         keys = {k for d in self.definitions.values() for k in d.secret_keys}
         return await history(session, saga_id, secret_keys=keys)
 
-    def _count(self, session: AsyncSession, counter: str, *labels: str) -> None:
+    def _count(self, session: Tx, counter: str, *labels: str) -> None:
         if self.metrics is not None:
             child = getattr(self.metrics, counter).labels(*labels)
             after_commit(session, child.inc)
 
-    def handlers(self) -> dict[str, Callable[[AsyncSession, Envelope], Any]]:
+    def handlers(self) -> dict[str, Callable[[Tx, Envelope], Any]]:
         """Handlers for a ``ConsumerSpec``: every reply type of every definition."""
         return {t: self.handle_reply for d in self.definitions.values() for t in d.reply_types()}
 
-    async def start(self, session: AsyncSession, definition: SagaDefinition,
+    async def start(self, session: Tx, definition: SagaDefinition,
                     saga_id: uuid.UUID, data: Mapping[str, Any], *,
                     causation_id: str | None = None) -> SagaInstance:
         """Insert the saga and stage its first command, in the caller's transaction.
@@ -132,7 +131,7 @@ class SagaEngine:
         self._count(session, "started", definition.name)
         return inst
 
-    async def handle_reply(self, session: AsyncSession,
+    async def handle_reply(self, session: Tx,
                            envelope: Envelope) -> SagaInstance | None:
         """Apply a reply event (an inbox handler: runs in the consumer's transaction); the
         saga as it is now (locked until commit).
@@ -156,7 +155,7 @@ class SagaEngine:
             await self._apply(session, definition, inst, envelope, now, secrets)
         return inst
 
-    async def _apply(self, session: AsyncSession, definition: SagaDefinition,
+    async def _apply(self, session: Tx, definition: SagaDefinition,
                      inst: SagaInstance, envelope: Envelope, now: datetime,
                      secrets: Redactor) -> None:
         step = definition.steps[inst.current_step] if inst.status == Status.RUNNING else None
@@ -190,7 +189,7 @@ class SagaEngine:
                                    undo_through=inst.current_step - 1)
         await store.save(session, inst, now)
 
-    async def tick(self, session: AsyncSession, now: datetime | None = None, *,
+    async def tick(self, session: Tx, now: datetime | None = None, *,
                    limit: int = 100) -> int:
         """Re-send or give up on overdue steps; return how many sagas were driven.
 
@@ -206,13 +205,13 @@ class SagaEngine:
                 log.exception("saga_tick_failed", saga_id=str(inst.id), saga=inst.saga_name)
         return len(claimed)
 
-    async def _overdue(self, session: AsyncSession, definition: SagaDefinition,
+    async def _overdue(self, session: Tx, definition: SagaDefinition,
                        inst: SagaInstance, now: datetime) -> None:
         secrets = Redactor(definition.secret_keys, inst.data)
         with secrets.scrubbing():
             await self._drive_overdue(session, definition, inst, now, secrets)
 
-    async def _drive_overdue(self, session: AsyncSession, definition: SagaDefinition,
+    async def _drive_overdue(self, session: Tx, definition: SagaDefinition,
                              inst: SagaInstance, now: datetime, secrets: Redactor) -> None:
         step = definition.steps[inst.current_step]
         if inst.resends < step.max_resends:
@@ -235,7 +234,7 @@ class SagaEngine:
                                    undo_through=inst.current_step)
         await store.save(session, inst, now)
 
-    async def _advance(self, session: AsyncSession, definition: SagaDefinition,
+    async def _advance(self, session: Tx, definition: SagaDefinition,
                        inst: SagaInstance, now: datetime, causation: str,
                        secrets: Redactor) -> None:
         inst.current_step += 1
@@ -259,7 +258,7 @@ class SagaEngine:
             return
         await self._stage(session, secrets, inst, step, built, "command_sent", now, causation)
 
-    async def _compensate(self, session: AsyncSession, definition: SagaDefinition,
+    async def _compensate(self, session: Tx, definition: SagaDefinition,
                           inst: SagaInstance, now: datetime, causation: str | None,
                           secrets: Redactor, *, failure: dict[str, Any],
                           undo_through: int) -> None:
@@ -294,7 +293,7 @@ class SagaEngine:
         self._count(session, "finished", definition.name, inst.status.lower())
         await self._end(session, definition, inst, now, causation, failure)
 
-    async def _end(self, session: AsyncSession, definition: SagaDefinition,
+    async def _end(self, session: Tx, definition: SagaDefinition,
                    inst: SagaInstance, now: datetime, causation: str | None,
                    failure: dict[str, Any] | None) -> None:
         """The one place a saga ends (see the module docstring)."""
@@ -305,7 +304,7 @@ class SagaEngine:
                 status=inst.status, at=now, cause="reply" if causation else "deadline",
                 causation_id=causation, failure=failure))
 
-    async def _send(self, session: AsyncSession, secrets: Redactor, inst: SagaInstance,
+    async def _send(self, session: Tx, secrets: Redactor, inst: SagaInstance,
                     step: Step, builder: CommandBuilder, kind: str, now: datetime,
                     causation: str | None, **detail: Any) -> None:
         try:
@@ -314,7 +313,7 @@ class SagaEngine:
             raise _BuildError(str(exc)) from exc
         await self._stage(session, secrets, inst, step, built, kind, now, causation, **detail)
 
-    async def _stage(self, session: AsyncSession, secrets: Redactor, inst: SagaInstance,
+    async def _stage(self, session: Tx, secrets: Redactor, inst: SagaInstance,
                      step: Step, built: Any, kind: str, now: datetime, causation: str | None,
                      **detail: Any) -> None:
         with _in_trace(inst.trace_context):

@@ -9,8 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from opentelemetry import propagate, trace
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from chassis.db import Tx
 from chassis.saga import store
 from chassis.saga.secrets import Redactor
 from chassis.saga.store import SagaInstance
@@ -55,7 +55,7 @@ def trace_id_of(trace_context: dict[str, str]) -> str | None:
     return format(ctx.trace_id, "032x") if ctx.trace_id else None
 
 
-async def history(session: AsyncSession, saga_id: uuid.UUID, *,
+async def history(session: Tx, saga_id: uuid.UUID, *,
                   secret_keys: Iterable[str] = ()) -> SagaHistory | None:
     """The saga and its events, with ``secret_keys`` (and their values, wherever quoted)
     redacted: a saga still running holds them in its data. ``SagaEngine.history`` passes its
@@ -74,13 +74,13 @@ async def history(session: AsyncSession, saga_id: uuid.UUID, *,
                        trace_id=trace_id_of(inst.trace_context), events=events)
 
 
-async def record_event(session: AsyncSession, saga_id: uuid.UUID, kind: str, *,
+async def record_event(session: Tx, saga_id: uuid.UUID, kind: str, *,
                        at: datetime, detail: dict[str, Any] | None = None) -> None:
     """Add what the orchestrating service did about a saga (settled its order, was asked to
     cancel) to the saga's history, in the caller's transaction."""
     await store.record(session, saga_id, at, kind, detail=detail)
 
 
-async def count_running(session: AsyncSession, saga_names: Iterable[str]) -> int:
+async def count_running(session: Tx, saga_names: Iterable[str]) -> int:
     """How many sagas of these kinds are running now (one indexed count)."""
     return await store.count_running(session, list(saga_names))

@@ -9,10 +9,9 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
-from chassis.db import flush_deferred, register_deferred, write_at_commit
+from chassis.db import Tx, flush_deferred, register_deferred, write_at_commit
 
 
 class Status:
@@ -106,7 +105,7 @@ def _instance(row: Any) -> SagaInstance:
         created_at=m["created_at"], updated_at=m["updated_at"], version=m["version"])
 
 
-async def insert(session: AsyncSession, inst: SagaInstance) -> None:
+async def insert(session: Tx, inst: SagaInstance) -> None:
     await session.execute(_INSERT, {
         "id": inst.id, "saga_name": inst.saga_name, "status": inst.status,
         "current_step": inst.current_step, "resends": inst.resends, "data": _dumps(inst.data),
@@ -114,19 +113,19 @@ async def insert(session: AsyncSession, inst: SagaInstance) -> None:
         "created_at": inst.created_at, "updated_at": inst.updated_at, "version": inst.version})
 
 
-async def load(session: AsyncSession, saga_id: uuid.UUID, *,
+async def load(session: Tx, saga_id: uuid.UUID, *,
                lock: bool = False) -> SagaInstance | None:
     row = (await session.execute(_LOAD_LOCKED if lock else _LOAD, {"id": saga_id})).first()
     return _instance(row) if row is not None else None
 
 
-async def claim_overdue(session: AsyncSession, now: datetime, names: list[str],
+async def claim_overdue(session: Tx, now: datetime, names: list[str],
                         limit: int) -> list[SagaInstance]:
     rows = await session.execute(_CLAIM_OVERDUE, {"now": now, "names": names, "limit": limit})
     return [_instance(r) for r in rows]
 
 
-async def save(session: AsyncSession, inst: SagaInstance, now: datetime) -> None:
+async def save(session: Tx, inst: SagaInstance, now: datetime) -> None:
     """Write the new state; the version check backs up the row lock (a caller that forgot
     FOR UPDATE fails loudly instead of losing an update)."""
     result = await session.execute(_UPDATE, {
@@ -139,18 +138,18 @@ async def save(session: AsyncSession, inst: SagaInstance, now: datetime) -> None
     inst.updated_at = now
 
 
-async def record(session: AsyncSession, saga_id: uuid.UUID, at: datetime, kind: str, *,
+async def record(session: Tx, saga_id: uuid.UUID, at: datetime, kind: str, *,
                  step: str | None = None, message_type: str | None = None,
                  detail: dict[str, Any] | None = None) -> None:
     await write_at_commit(session, _EVENTS_KIND,
                           (saga_id, at, kind, step, message_type, _dumps(detail or {})))
 
 
-async def count_running(session: AsyncSession, names: list[str]) -> int:
+async def count_running(session: Tx, names: list[str]) -> int:
     return int((await session.execute(_COUNT_RUNNING, {"names": names})).scalar_one())
 
 
-async def events(session: AsyncSession, saga_id: uuid.UUID) -> list[dict[str, Any]]:
+async def events(session: Tx, saga_id: uuid.UUID) -> list[dict[str, Any]]:
     await flush_deferred(session)  # this transaction's own rows too
     rows = await session.execute(_EVENTS, {"id": saga_id})
     return [{**r._mapping, "detail": _loads(r._mapping["detail"])} for r in rows]
