@@ -16,7 +16,7 @@ import asyncpg
 import nats
 import orjson
 import pytest
-from chassis.db import Database
+from chassis.db import Database, driver_execute, driver_fetch
 from chassis.messaging.broker import JetStreamPublisher
 from chassis.messaging.consumer import (
     H_DLQ_DELIVERIES,
@@ -442,6 +442,30 @@ async def test_a_unit_of_work_is_one_connection_and_its_orm_session_shares_the_t
         kept = await (await uow.orm()).get(_Counter, "kept")
         assert kept is not None and kept.value == 1
         assert await (await uow.orm()).get(_Counter, "abandoned") is None
+    assert await outbox_subjects(db) == ["t.events.kept"]
+
+
+async def test_statements_on_asyncpg_directly_are_in_the_unit_of_works_transaction(
+        db: Database) -> None:
+    # ADR 0045: the inbox claim and the saga's load and save skip SQLAlchemy's execution
+    # path. First in a transaction, they still begin it; they commit and roll back with it.
+    insert = "INSERT INTO counters (name, value) VALUES ($1, 1)"
+    async with db.unit_of_work() as uow:
+        assert await driver_execute(uow.session, insert, "kept") == 1
+        await stage_message(uow.session, "t.events.kept", "E.v1", {})
+        await uow.commit()
+    async with db.unit_of_work() as uow:  # left without commit: rolled back
+        await driver_execute(uow.session, insert, "abandoned")
+    async with db.unit_of_work() as uow:
+        await uow.session.execute(text("INSERT INTO counters (name, value) VALUES ('outer', 1)"))
+        with pytest.raises(RuntimeError):
+            async with uow.session.begin_nested():
+                await driver_execute(uow.session, insert, "in a rolled back savepoint")
+                raise RuntimeError("the savepoint's work fails")
+        await uow.commit()
+    async with db.unit_of_work() as uow:
+        rows = await driver_fetch(uow.session, "SELECT name FROM counters ORDER BY name")
+    assert [r["name"] for r in rows] == ["kept", "outer"]
     assert await outbox_subjects(db) == ["t.events.kept"]
 
 

@@ -37,9 +37,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from nats.js.errors import NotFoundError
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from sqlalchemy import text
 
-from chassis.db import Database, Tx
+from chassis.db import Database, Tx, driver_fetch
 from chassis.messaging.broker import Delivery, JetStreamDelivery, Outgoing, Publisher
 from chassis.messaging.envelope import (
     H_CORRELATION,
@@ -63,9 +62,10 @@ H_DLQ_ERROR = "Mercato-Dlq-Error"
 H_DLQ_DELIVERIES = "Mercato-Dlq-Deliveries"
 H_DLQ_STREAM_SEQ = "Mercato-Dlq-Stream-Seq"
 
-_INBOX_MANY = text(
+# On asyncpg directly (chassis.db.driver_fetch, ADR 0045): every delivery runs it.
+_INBOX_MANY = (
     "INSERT INTO inbox (consumer, message_id, message_type) "
-    "SELECT :consumer, m, t FROM unnest(CAST(:ids AS uuid[]), CAST(:types AS text[])) AS x(m, t) "
+    "SELECT $1, m, t FROM unnest($2::uuid[], $3::text[]) AS x(m, t) "
     "ON CONFLICT DO NOTHING RETURNING message_id")
 
 
@@ -237,9 +237,9 @@ class InboxConsumer:
     async def _claim_inbox(self, session: Tx,
                            envelopes: list[Envelope]) -> set[uuid.UUID]:
         """Insert the batch's inbox rows; return the ids not seen before."""
-        result = await session.execute(_INBOX_MANY, {
-            "consumer": self.spec.name, "ids": [e.message_id for e in envelopes],
-            "types": [e.message_type for e in envelopes]})
+        result = await driver_fetch(session, _INBOX_MANY, self.spec.name,
+                                    [e.message_id for e in envelopes],
+                                    [e.message_type for e in envelopes])
         return {row[0] for row in result}
 
     async def _run_handler(self, session: Tx, envelope: Envelope,

@@ -11,7 +11,14 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.sql.elements import TextClause
 
-from chassis.db import Tx, flush_deferred, register_deferred, write_at_commit
+from chassis.db import (
+    Tx,
+    driver_execute,
+    driver_fetch,
+    flush_deferred,
+    register_deferred,
+    write_at_commit,
+)
 
 
 class Status:
@@ -52,17 +59,18 @@ _INSERT = text(
     ":deadline_at, :created_at, :updated_at, :version)")
 # _COLUMNS is a constant: nothing from outside reaches these strings.
 _LOAD = text(f"SELECT {_COLUMNS} FROM saga_instances WHERE id = :id")  # noqa: S608
-_LOAD_LOCKED = text(f"SELECT {_COLUMNS} FROM saga_instances WHERE id = :id FOR UPDATE")  # noqa: S608
+# A reply's load and save run on asyncpg directly (chassis.db.driver_fetch, ADR 0045): every
+# saga step's reply runs both, always in a consumer's transaction.
+_LOAD_LOCKED = f"SELECT {_COLUMNS} FROM saga_instances WHERE id = $1 FOR UPDATE"  # noqa: S608
 # SKIP LOCKED: several reconcilers (and reply handlers holding a row) never wait on each
 # other, and a row is driven by at most one of them at a time.
 _CLAIM_OVERDUE = text(
     f"SELECT {_COLUMNS} FROM saga_instances WHERE status = 'RUNNING' "  # noqa: S608
     "AND deadline_at <= :now AND saga_name = ANY(:names) "
     "ORDER BY deadline_at LIMIT :limit FOR UPDATE SKIP LOCKED")
-_UPDATE = text(
-    "UPDATE saga_instances SET status = :status, current_step = :current_step, "
-    "resends = :resends, data = CAST(:data AS jsonb), deadline_at = :deadline_at, "
-    "updated_at = :updated_at, version = version + 1 WHERE id = :id AND version = :version")
+_UPDATE = (
+    "UPDATE saga_instances SET status = $1, current_step = $2, resends = $3, data = $4::jsonb, "
+    "deadline_at = $5, updated_at = $6, version = version + 1 WHERE id = $7 AND version = $8")
 # History rows are written together at commit (chassis.db.write_at_commit), in order.
 _RECORD_MANY = text(
     "INSERT INTO saga_events (saga_id, at, kind, step, message_type, detail) "
@@ -97,7 +105,7 @@ def _loads(value: Any) -> Any:
 
 
 def _instance(row: Any) -> SagaInstance:
-    m = row._mapping
+    m = getattr(row, "_mapping", row)  # a SQLAlchemy Row, or an asyncpg Record
     return SagaInstance(
         id=m["id"], saga_name=m["saga_name"], status=m["status"],
         current_step=m["current_step"], resends=m["resends"], data=_loads(m["data"]),
@@ -115,7 +123,11 @@ async def insert(session: Tx, inst: SagaInstance) -> None:
 
 async def load(session: Tx, saga_id: uuid.UUID, *,
                lock: bool = False) -> SagaInstance | None:
-    row = (await session.execute(_LOAD_LOCKED if lock else _LOAD, {"id": saga_id})).first()
+    """The saga; locked until the transaction ends with ``lock`` (a consumer's reply only)."""
+    if lock:
+        rows = await driver_fetch(session, _LOAD_LOCKED, saga_id)
+        return _instance(rows[0]) if rows else None
+    row = (await session.execute(_LOAD, {"id": saga_id})).first()
     return _instance(row) if row is not None else None
 
 
@@ -127,12 +139,12 @@ async def claim_overdue(session: Tx, now: datetime, names: list[str],
 
 async def save(session: Tx, inst: SagaInstance, now: datetime) -> None:
     """Write the new state; the version check backs up the row lock (a caller that forgot
-    FOR UPDATE fails loudly instead of losing an update)."""
-    result = await session.execute(_UPDATE, {
-        "id": inst.id, "version": inst.version, "status": inst.status,
-        "current_step": inst.current_step, "resends": inst.resends, "data": _dumps(inst.data),
-        "deadline_at": inst.deadline_at, "updated_at": now})
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    FOR UPDATE fails loudly instead of losing an update). Called by a consumer's reply and
+    the reconciler's tick only (ADR 0045: errors are asyncpg's)."""
+    changed = await driver_execute(session, _UPDATE, inst.status, inst.current_step,
+                                   inst.resends, _dumps(inst.data), inst.deadline_at, now,
+                                   inst.id, inst.version)
+    if changed != 1:
         raise ConcurrentSagaUpdate(f"saga {inst.id} changed concurrently (v{inst.version})")
     inst.version += 1
     inst.updated_at = now
