@@ -14,12 +14,15 @@ client CPU per transaction for nothing. It answers the same calls the handlers m
 from __future__ import annotations
 
 import contextlib
+import functools
+import re
 import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -66,8 +69,8 @@ def engine_of(tx: Tx) -> Engine | None:
 # (execution context, the asyncpg adapter, a greenlet switch) cost ~0.1-0.2 ms of client CPU
 # per statement against ~0.03 ms on asyncpg alone (ADR 0045). They run in the same
 # transaction: the adapter's transaction is begun first if nothing has run yet. Their errors
-# are asyncpg's, so only code whose caller retries on any error uses them (consumers), never
-# a request's path, where a database error must become a 503 or a 409 (``chassis.errors``).
+# are SQLAlchemy's, as if it had run them (an IntegrityError, an OperationalError …), so
+# ``chassis.errors`` still answers a 409 or a 503 for them.
 
 
 async def _driver(tx: Tx) -> Any:
@@ -88,18 +91,38 @@ async def _driver(tx: Tx) -> Any:
     return adapted
 
 
+def _as_sqlalchemy_error(adapted: Any, sql: str, args: tuple[Any, ...],
+                        error: Exception) -> Exception:
+    """``error`` as SQLAlchemy would have raised it: asyncpg's, translated by the adapter
+    into its DBAPI error, wrapped in the matching ``sqlalchemy.exc.DBAPIError``."""
+    try:
+        adapted._handle_exception(error)  # raises the adapter's translation
+    except Exception as translated:
+        error = translated
+    base = adapted.dbapi.Error
+    if isinstance(error, base):
+        return DBAPIError.instance(sql, args, error, base)
+    return error
+
+
 async def driver_fetch(tx: Tx, sql: str, *args: Any) -> list[Any]:
     """Rows (asyncpg ``Record``s) of ``sql`` (``$n`` parameters), in ``tx``'s transaction."""
     adapted = await _driver(tx)
-    async with adapted._execute_mutex:
-        return list(await adapted._connection.fetch(sql, *args))
+    try:
+        async with adapted._execute_mutex:
+            return list(await adapted._connection.fetch(sql, *args))
+    except Exception as error:
+        raise _as_sqlalchemy_error(adapted, sql, args, error) from error
 
 
 async def driver_execute(tx: Tx, sql: str, *args: Any) -> int:
     """Run ``sql`` in ``tx``'s transaction; the number of rows it changed."""
     adapted = await _driver(tx)
-    async with adapted._execute_mutex:
-        status: str = await adapted._connection.execute(sql, *args)
+    try:
+        async with adapted._execute_mutex:
+            status: str = await adapted._connection.execute(sql, *args)
+    except Exception as error:
+        raise _as_sqlalchemy_error(adapted, sql, args, error) from error
     last = status.rsplit(" ", 1)[-1]
     return int(last) if last.isdigit() else 0
 
@@ -112,21 +135,33 @@ async def driver_execute(tx: Tx, sql: str, *args: Any) -> int:
 # still commit or roll back with the state change. Inside a savepoint they are written at
 # once, so rolling the savepoint back still undoes them.
 
-Flusher = Callable[[list[Any]], tuple[TextClause, dict[str, Any]]]
+# ``flusher(rows)`` returns one statement with ``$n`` parameters (write casts as
+# ``CAST($1 AS uuid[])``) and its arguments: run on asyncpg directly (ADR 0045), or, from an
+# ORM session's commit, as the equivalent SQLAlchemy ``text``.
+Flusher = Callable[[list[Any]], tuple[str, tuple[Any, ...]]]
 _FLUSHERS: dict[str, Flusher] = {}
 _PENDING = "chassis_deferred_rows"
 
 
 def register_deferred(kind: str, flusher: Flusher) -> None:
-    """``flusher(rows)`` returns the one statement (and parameters) that writes ``rows``."""
+    """``flusher(rows)`` returns the one statement (and arguments) that writes ``rows``."""
     _FLUSHERS[kind] = flusher
+
+
+@functools.cache
+def _as_text(sql: str) -> TextClause:
+    return text(re.sub(r"\$(\d+)", r":p\1", sql))
+
+
+def _text_params(args: tuple[Any, ...]) -> dict[str, Any]:
+    return {f"p{i}": value for i, value in enumerate(args, 1)}
 
 
 async def write_at_commit(session: Tx, kind: str, row: Any) -> None:
     """Write ``row`` (of a registered ``kind``) in this transaction, at the latest at commit."""
     if session.in_nested_transaction():
-        statement, params = _FLUSHERS[kind]([row])
-        await session.execute(statement, params)
+        sql, args = _FLUSHERS[kind]([row])
+        await driver_execute(session, sql, *args)
         return
     if not session.in_transaction():
         # Begin the transaction (no round trip yet), so that a rollback before anything
@@ -141,15 +176,16 @@ async def write_at_commit(session: Tx, kind: str, row: Any) -> None:
 def _write_pending(session: Session) -> None:
     pending: dict[str, list[Any]] | None = session.info.pop(_PENDING, None)
     for kind, rows in (pending or {}).items():
-        statement, params = _FLUSHERS[kind](rows)
-        session.execute(statement, params)  # runs inside the async session's greenlet
+        sql, args = _FLUSHERS[kind](rows)
+        # Runs inside the async session's greenlet: no await, so SQLAlchemy's own path.
+        session.execute(_as_text(sql), _text_params(args))
 
 
 async def _write_pending_async(conn: AsyncConnection) -> None:
     pending: dict[str, list[Any]] | None = _state(conn).pop(_PENDING, None)
     for kind, rows in (pending or {}).items():
-        statement, params = _FLUSHERS[kind](rows)
-        await conn.execute(statement, params)
+        sql, args = _FLUSHERS[kind](rows)
+        await driver_execute(conn, sql, *args)
 
 
 async def flush_deferred(session: Tx) -> None:

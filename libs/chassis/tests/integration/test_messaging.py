@@ -45,6 +45,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 from sqlalchemy import MetaData, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -467,6 +468,21 @@ async def test_statements_on_asyncpg_directly_are_in_the_unit_of_works_transacti
         rows = await driver_fetch(uow.session, "SELECT name FROM counters ORDER BY name")
     assert [r["name"] for r in rows] == ["kept", "outer"]
     assert await outbox_subjects(db) == ["t.events.kept"]
+    # Their errors are SQLAlchemy's, as chassis.errors maps them (409, 503), not asyncpg's.
+    async with db.unit_of_work() as uow:
+        with pytest.raises(IntegrityError):
+            await driver_execute(uow.session, insert, "kept")
+
+
+async def test_an_orm_session_outside_a_unit_of_work_writes_its_staged_rows_at_commit(
+        db: Database) -> None:
+    # The same statements, as SQLAlchemy text, from the ORM session's before_commit event.
+    async with db.sessions() as session:
+        await stage_message(session, "t.events.from_a_session", "E.v1", {"n": 1})
+        await session.commit()
+    async with db.sessions() as session:  # closed without commit: nothing
+        await stage_message(session, "t.events.abandoned", "E.v1", {})
+    assert await outbox_subjects(db) == ["t.events.from_a_session"]
 
 
 async def test_the_commit_sends_one_notify_for_the_relay(db: Database,

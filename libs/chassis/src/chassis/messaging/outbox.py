@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chassis.db import Tx, after_commit, engine_of, register_deferred, write_at_commit
@@ -41,20 +41,19 @@ from chassis.messaging.tables import OUTBOX_CHANNEL
 # Rows keep the order they were staged in (the relay publishes in id order); NOTIFY is
 # delivered only on commit and collapsed per transaction: one wake-up per commit.
 _INSERT = ("INSERT INTO outbox (message_id, subject, message_type, headers, payload) "
-           "SELECT m, s, t, h, p FROM unnest(CAST(:ids AS uuid[]), CAST(:subjects AS text[]), "
-           "CAST(:types AS text[]), CAST(:headers AS jsonb[]), CAST(:payloads AS bytea[])) "
+           "SELECT m, s, t, h, p FROM unnest(CAST($1 AS uuid[]), CAST($2 AS text[]), "
+           "CAST($3 AS text[]), CAST($4 AS jsonb[]), CAST($5 AS bytea[])) "
            "WITH ORDINALITY AS x(m, s, t, h, p, n) ORDER BY n")
-_INSERT_MANY = text(f"WITH staged AS ({_INSERT} RETURNING 1) "
-                    f"SELECT pg_notify('{OUTBOX_CHANNEL}', '')")
+_INSERT_MANY = (f"WITH staged AS ({_INSERT} RETURNING 1) "
+                f"SELECT pg_notify('{OUTBOX_CHANNEL}', '')")
 # Rows the committing process hands off itself wake no relay.
-_INSERT_MANY_QUIET = text(_INSERT)
+_INSERT_MANY_QUIET = _INSERT
 _KIND, _KIND_HANDED_OFF = "outbox", "outbox_handed_off"
 
 
-def _columns(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
+def _columns(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
     ids, subjects, types, headers, payloads = zip(*rows, strict=True)
-    return {"ids": list(ids), "subjects": list(subjects), "types": list(types),
-            "headers": list(headers), "payloads": list(payloads)}
+    return list(ids), list(subjects), list(types), list(headers), list(payloads)
 
 
 register_deferred(_KIND, lambda rows: (_INSERT_MANY, _columns(rows)))

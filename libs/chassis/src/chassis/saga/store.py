@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.sql.elements import TextClause
 
 from chassis.db import (
     Tx,
@@ -72,11 +71,11 @@ _UPDATE = (
     "UPDATE saga_instances SET status = $1, current_step = $2, resends = $3, data = $4::jsonb, "
     "deadline_at = $5, updated_at = $6, version = version + 1 WHERE id = $7 AND version = $8")
 # History rows are written together at commit (chassis.db.write_at_commit), in order.
-_RECORD_MANY = text(
+_RECORD_MANY = (
     "INSERT INTO saga_events (saga_id, at, kind, step, message_type, detail) "
-    "SELECT s, a, k, st, mt, d FROM unnest(CAST(:saga_ids AS uuid[]), "
-    "CAST(:ats AS timestamptz[]), CAST(:kinds AS text[]), CAST(:steps AS text[]), "
-    "CAST(:message_types AS text[]), CAST(:details AS jsonb[])) "
+    "SELECT s, a, k, st, mt, d FROM unnest(CAST($1 AS uuid[]), "
+    "CAST($2 AS timestamptz[]), CAST($3 AS text[]), CAST($4 AS text[]), "
+    "CAST($5 AS text[]), CAST($6 AS jsonb[])) "
     "WITH ORDINALITY AS x(s, a, k, st, mt, d, n) ORDER BY n")
 # Served by the partial index of running sagas (ix_saga_instances_deadline).
 _COUNT_RUNNING = text("SELECT count(*) FROM saga_instances WHERE status = 'RUNNING' "
@@ -86,11 +85,10 @@ _EVENTS = text("SELECT id, at, kind, step, message_type, detail FROM saga_events
                "WHERE saga_id = :id ORDER BY id")
 
 
-def _record_many(rows: list[tuple[Any, ...]]) -> tuple[TextClause, dict[str, Any]]:
+def _record_many(rows: list[tuple[Any, ...]]) -> tuple[str, tuple[list[Any], ...]]:
     saga_ids, ats, kinds, steps, message_types, details = zip(*rows, strict=True)
-    return _RECORD_MANY, {"saga_ids": list(saga_ids), "ats": list(ats), "kinds": list(kinds),
-                          "steps": list(steps), "message_types": list(message_types),
-                          "details": list(details)}
+    return _RECORD_MANY, (list(saga_ids), list(ats), list(kinds), list(steps),
+                          list(message_types), list(details))
 
 
 register_deferred(_EVENTS_KIND, _record_many)
