@@ -8,7 +8,8 @@ The ``session`` is an ``AsyncConnection``, not an ORM ``AsyncSession`` (ADR 0044
 services write Core statements only, and the ORM session's bookkeeping cost ~180 µs of
 client CPU per transaction for nothing. It answers the same calls the handlers make
 (``execute``, ``scalar``, ``scalars``, ``begin_nested``). A service that maps rows to classes
-(identity) takes ``uow.orm``: an ORM session on the same connection and transaction.
+(identity) takes ``await uow.orm()``: an ORM session on the same connection and
+transaction.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import contextlib
 import functools
 import re
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -63,32 +64,27 @@ def engine_of(tx: Tx) -> Engine | None:
         return bind if isinstance(bind, Engine) else None
     return tx.sync_engine
 
+
 # -- statements past SQLAlchemy's execution path -------------------------------------------
-# The chassis's own statements on a consumer's path (the inbox claim, the saga's load and
-# save) run on the transaction's asyncpg connection directly: SQLAlchemy's Core execution
-# (execution context, the asyncpg adapter, a greenlet switch) cost ~0.1-0.2 ms of client CPU
-# per statement against ~0.03 ms on asyncpg alone (ADR 0045). They run in the same
-# transaction: the adapter's transaction is begun first if nothing has run yet. Their errors
-# are SQLAlchemy's, as if it had run them (an IntegrityError, an OperationalError …), so
-# ``chassis.errors`` still answers a 409 or a 503 for them.
+# The chassis's own statements on every message's path (the inbox claim, a reply's saga load
+# and save, the rows written at commit) run on the transaction's asyncpg connection
+# directly: SQLAlchemy's Core execution (execution context, the asyncpg adapter, a greenlet
+# switch) cost ~0.1-0.2 ms of client CPU per statement against ~0.03 ms on asyncpg alone
+# (ADR 0045). They run in the same transaction: the adapter's transaction is begun first if
+# nothing has run yet. Their errors are SQLAlchemy's, as if it had run them (an
+# IntegrityError, an OperationalError …), so ``chassis.errors`` still answers a 409 or a 503.
 
 
-async def _driver(tx: Tx) -> Any:
-    """The transaction's adapted asyncpg connection, its transaction begun."""
+async def _adapted(tx: Tx) -> Any:
+    """SQLAlchemy's AsyncAdapt_asyncpg_connection under ``tx`` (pinned 2.0.x, ADR 0002): its
+    asyncpg connection, its lazily begun transaction and the lock that orders statements."""
     if isinstance(tx, AsyncSession):
         conn = await tx.connection()
     else:
         conn = tx
         if not conn.in_transaction():
-            await conn.begin()
-    # SQLAlchemy's AsyncAdapt_asyncpg_connection (pinned 2.0.x, ADR 0002): its asyncpg
-    # connection, its lazily begun transaction and the lock that orders its statements.
-    adapted: Any = (await conn.get_raw_connection()).dbapi_connection
-    if not adapted._started:  # BEGIN, as SQLAlchemy's first statement would have sent it
-        async with adapted._execute_mutex:
-            if not adapted._started:
-                await adapted._start_transaction()
-    return adapted
+            await conn.begin()  # so that the unit of work's commit or rollback ends it
+    return (await conn.get_raw_connection()).dbapi_connection
 
 
 def _as_sqlalchemy_error(adapted: Any, sql: str, args: tuple[Any, ...],
@@ -105,24 +101,26 @@ def _as_sqlalchemy_error(adapted: Any, sql: str, args: tuple[Any, ...],
     return error
 
 
-async def driver_fetch(tx: Tx, sql: str, *args: Any) -> list[Any]:
-    """Rows (asyncpg ``Record``s) of ``sql`` (``$n`` parameters), in ``tx``'s transaction."""
-    adapted = await _driver(tx)
+async def _on_driver(tx: Tx, sql: str, args: tuple[Any, ...],
+                     run: Callable[[Any], Awaitable[Any]]) -> Any:
+    adapted = await _adapted(tx)
     try:
         async with adapted._execute_mutex:
-            return list(await adapted._connection.fetch(sql, *args))
+            if not adapted._started:  # BEGIN, as SQLAlchemy's first statement would send it
+                await adapted._start_transaction()
+            return await run(adapted._connection)
     except Exception as error:
         raise _as_sqlalchemy_error(adapted, sql, args, error) from error
+
+
+async def driver_fetch(tx: Tx, sql: str, *args: Any) -> list[Any]:
+    """Rows (asyncpg ``Record``s) of ``sql`` (``$n`` parameters), in ``tx``'s transaction."""
+    return list(await _on_driver(tx, sql, args, lambda conn: conn.fetch(sql, *args)))
 
 
 async def driver_execute(tx: Tx, sql: str, *args: Any) -> int:
     """Run ``sql`` in ``tx``'s transaction; the number of rows it changed."""
-    adapted = await _driver(tx)
-    try:
-        async with adapted._execute_mutex:
-            status: str = await adapted._connection.execute(sql, *args)
-    except Exception as error:
-        raise _as_sqlalchemy_error(adapted, sql, args, error) from error
+    status: str = await _on_driver(tx, sql, args, lambda conn: conn.execute(sql, *args))
     last = status.rsplit(" ", 1)[-1]
     return int(last) if last.isdigit() else 0
 

@@ -15,11 +15,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, select, text, update
+from chassis.db import driver_execute, driver_fetch
+from sqlalchemy import Row, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from inventory.adapters.orm import reservation_lines, reservations, stock, stock_adjustments
+from inventory.adapters.orm import reservations, stock, stock_adjustments
 from inventory.domain.model import RESERVED, Line, Reservation, Stock
 
 # Two-key advisory locks live in their own key space, apart from the migrations' one-key lock.
@@ -27,9 +28,31 @@ _RESERVATION_LOCK_SPACE = 7243
 _ADJUSTMENT_LOCK_SPACE = 7244
 _LOCK_RESERVATION = text("SELECT pg_advisory_xact_lock(:space, hashtext(:id))")
 
+# A command's statements (reserve, commit, release) run on asyncpg directly
+# (chassis.db.driver_fetch, ADR 0046): two commands per order, ~6 statements each.
+_LOCK = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
+_RESERVATION = ("SELECT reservation_id, order_id, status, expires_at, reason, short_skus, "
+                "created_at, updated_at FROM reservations WHERE reservation_id = $1")
+_LINES = ("SELECT reservation_id, sku, quantity FROM reservation_lines "
+          "WHERE reservation_id = ANY($1::text[]) ORDER BY reservation_id, sku")
+_LOCK_STOCK = ("SELECT sku, on_hand, reserved FROM stock WHERE sku = ANY($1::text[]) "
+               "ORDER BY sku FOR UPDATE")
+_SAVE_STOCK = ("UPDATE stock SET on_hand = x.on_hand, reserved = x.reserved, updated_at = now() "
+               "FROM unnest($1::text[], $2::int[], $3::int[]) AS x(sku, on_hand, reserved) "
+               "WHERE stock.sku = x.sku")
+_ADD_RESERVATION = ("INSERT INTO reservations (reservation_id, order_id, status, expires_at, "
+                    "reason, short_skus, created_at, updated_at) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+_ADD_LINES = ("INSERT INTO reservation_lines (reservation_id, sku, quantity) "
+              "SELECT $1, sku, quantity FROM unnest($2::text[], $3::int[]) AS x(sku, quantity)")
+_SAVE_RESERVATION = ("UPDATE reservations SET status = $2, reason = $3, updated_at = $4 "
+                     "WHERE reservation_id = $1")
 
-def _stock(row: Row[Any]) -> Stock:
-    return Stock(row.sku, row.on_hand, row.reserved)
+
+def _stock(row: Any) -> Stock:
+    """A stock row: a SQLAlchemy Row or an asyncpg Record."""
+    m = getattr(row, "_mapping", row)
+    return Stock(m["sku"], m["on_hand"], m["reserved"])
 
 
 class InventoryRepository:
@@ -52,10 +75,8 @@ class InventoryRepository:
         wanted = sorted(set(skus))
         if not wanted:
             return {}
-        rows = (await self.session.execute(
-            select(stock).where(stock.c.sku.in_(wanted)).order_by(stock.c.sku)
-            .with_for_update())).all()
-        return {r.sku: _stock(r) for r in rows}
+        rows = await driver_fetch(self.session, _LOCK_STOCK, wanted)
+        return {r["sku"]: _stock(r) for r in rows}
 
     async def create_stock(self, sku: str) -> bool:
         """A row with nothing on hand, unless one exists. True if this call created it."""
@@ -65,10 +86,10 @@ class InventoryRepository:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def save_stock(self, items: Iterable[Stock]) -> None:
-        for s in items:
-            await self.session.execute(
-                update(stock).where(stock.c.sku == s.sku)
-                .values(on_hand=s.on_hand, reserved=s.reserved, updated_at=func.now()))
+        rows = list(items)
+        if rows:
+            await driver_execute(self.session, _SAVE_STOCK, [r.sku for r in rows],
+                                 [r.on_hand for r in rows], [r.reserved for r in rows])
 
     async def lock_adjustment_id(self, adjustment_id: str) -> None:
         """Two calls with one id (a retry racing its first try) run one after the other."""
@@ -88,18 +109,13 @@ class InventoryRepository:
     # -- reservations -----------------------------------------------------------------------
 
     async def lock_reservation_id(self, reservation_id: str) -> None:
-        await self.session.execute(_LOCK_RESERVATION, {"space": _RESERVATION_LOCK_SPACE,
-                                                       "id": reservation_id})
+        await driver_fetch(self.session, _LOCK, _RESERVATION_LOCK_SPACE, reservation_id)
 
     async def get_reservation(self, reservation_id: str, *,
                               for_update: bool = False) -> Reservation | None:
-        stmt = select(reservations).where(reservations.c.reservation_id == reservation_id)
-        if for_update:
-            stmt = stmt.with_for_update()
-        row = (await self.session.execute(stmt)).first()
-        if row is None:
-            return None
-        return (await self._with_lines([row]))[0]
+        rows = await driver_fetch(
+            self.session, _RESERVATION + (" FOR UPDATE" if for_update else ""), reservation_id)
+        return (await self._with_lines(rows))[0] if rows else None
 
     async def claim_expired(self, now: datetime, limit: int) -> list[Reservation]:
         """Lock live reservations past their deadline that no other transaction holds.
@@ -114,33 +130,31 @@ class InventoryRepository:
         return await self._with_lines(rows)
 
     async def add_reservation(self, r: Reservation) -> None:
-        await self.session.execute(reservations.insert().values(
-            reservation_id=r.reservation_id, order_id=r.order_id, status=r.status,
-            expires_at=r.expires_at, reason=r.reason, short_skus=list(r.short_skus),
-            created_at=r.created_at, updated_at=r.updated_at))
+        await driver_execute(self.session, _ADD_RESERVATION, r.reservation_id, r.order_id,
+                             r.status, r.expires_at, r.reason, list(r.short_skus),
+                             r.created_at, r.updated_at)
         if r.lines:
-            await self.session.execute(reservation_lines.insert(), [
-                {"reservation_id": r.reservation_id, "sku": line.sku, "quantity": line.quantity}
-                for line in r.lines])
+            await driver_execute(self.session, _ADD_LINES, r.reservation_id,
+                                 [line.sku for line in r.lines],
+                                 [line.quantity for line in r.lines])
 
     async def save_reservation(self, r: Reservation) -> None:
         """Persist a state change (the lines of a reservation never change)."""
-        await self.session.execute(
-            update(reservations).where(reservations.c.reservation_id == r.reservation_id)
-            .values(status=r.status, reason=r.reason, updated_at=r.updated_at))
+        await driver_execute(self.session, _SAVE_RESERVATION, r.reservation_id, r.status,
+                             r.reason, r.updated_at)
 
-    async def _with_lines(self, rows: Sequence[Row[Any]]) -> list[Reservation]:
+    async def _with_lines(self, rows: Sequence[Any]) -> list[Reservation]:
+        """Reservations of these rows (SQLAlchemy Rows or asyncpg Records), with their lines."""
         if not rows:
             return []
-        ids = [r.reservation_id for r in rows]
-        line_rows = (await self.session.execute(
-            select(reservation_lines).where(reservation_lines.c.reservation_id.in_(ids))
-            .order_by(reservation_lines.c.reservation_id, reservation_lines.c.sku))).all()
+        found = [getattr(r, "_mapping", r) for r in rows]
+        line_rows = await driver_fetch(self.session, _LINES,
+                                       [r["reservation_id"] for r in found])
         lines: dict[str, list[Line]] = {}
         for lr in line_rows:
-            lines.setdefault(lr.reservation_id, []).append(Line(lr.sku, lr.quantity))
+            lines.setdefault(lr["reservation_id"], []).append(Line(lr["sku"], lr["quantity"]))
         return [Reservation(
-            reservation_id=r.reservation_id, order_id=r.order_id, status=r.status,
-            lines=tuple(lines.get(r.reservation_id, ())), expires_at=r.expires_at,
-            reason=r.reason, short_skus=tuple(r.short_skus or ()), created_at=r.created_at,
-            updated_at=r.updated_at) for r in rows]
+            reservation_id=r["reservation_id"], order_id=r["order_id"], status=r["status"],
+            lines=tuple(lines.get(r["reservation_id"], ())), expires_at=r["expires_at"],
+            reason=r["reason"], short_skus=tuple(r["short_skus"] or ()),
+            created_at=r["created_at"], updated_at=r["updated_at"]) for r in found]
