@@ -9,28 +9,49 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Row, select, text, update
+from chassis.db import driver_execute, driver_fetch
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payments.adapters.orm import ledger, payment_methods, payments
 from payments.domain.model import LedgerEntry, Payment, PaymentMethod
 
+# Two-key advisory locks live in their own key space, apart from the migrations' one-key lock.
 _PAYMENT_LOCK_SPACE = 7244
-_LOCK_PAYMENT = text("SELECT pg_advisory_xact_lock(:space, hashtext(:id))")
+
+# A command's statements (authorize, capture, void, refund) run on asyncpg directly
+# (chassis.db.driver_fetch, ADR 0046): they run for every order. Reads for the API and the
+# vaulting of a card stay on SQLAlchemy Core.
+_LOCK = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
+_PAYMENT = ("SELECT payment_id, order_id, status, amount, currency, card_last4, provider_ref, "
+            "reason, created_at, updated_at, payment_method_id FROM payments "
+            "WHERE payment_id = $1")
+_ADD_PAYMENT = ("INSERT INTO payments (payment_id, order_id, status, amount, currency, "
+                "card_last4, provider_ref, reason, created_at, updated_at, payment_method_id) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+_SAVE_PAYMENT = ("UPDATE payments SET status = $2, provider_ref = $3, reason = $4, "
+                 "updated_at = $5 WHERE payment_id = $1")
+_ADD_ENTRY = ("INSERT INTO ledger_entries (payment_id, order_id, kind, amount, currency, "
+              "created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+_METHOD = "SELECT id, customer_id, last4, brand, created_at FROM payment_methods WHERE id = $1"
 
 
-def _payment(row: Row[Any]) -> Payment:
-    return Payment(payment_id=row.payment_id, order_id=row.order_id, status=row.status,
-                   amount=row.amount, currency=row.currency, card_last4=row.card_last4,
-                   provider_ref=row.provider_ref, reason=row.reason,
-                   created_at=row.created_at, updated_at=row.updated_at,
-                   payment_method_id=row.payment_method_id)
+def _payment(row: Any) -> Payment:
+    """A payments row: a SQLAlchemy Row or an asyncpg Record."""
+    m = getattr(row, "_mapping", row)
+    return Payment(payment_id=m["payment_id"], order_id=m["order_id"], status=m["status"],
+                   amount=m["amount"], currency=m["currency"], card_last4=m["card_last4"],
+                   provider_ref=m["provider_ref"], reason=m["reason"],
+                   created_at=m["created_at"], updated_at=m["updated_at"],
+                   payment_method_id=m["payment_method_id"])
 
 
-def _method(row: Row[Any]) -> PaymentMethod:
-    return PaymentMethod(id=row.id, customer_id=row.customer_id, last4=row.last4,
-                         brand=row.brand, created_at=row.created_at)
+def _method(row: Any) -> PaymentMethod:
+    """A payment_methods row: a SQLAlchemy Row or an asyncpg Record."""
+    m = getattr(row, "_mapping", row)
+    return PaymentMethod(id=m["id"], customer_id=m["customer_id"], last4=m["last4"],
+                         brand=m["brand"], created_at=m["created_at"])
 
 
 class PaymentsRepository:
@@ -38,13 +59,11 @@ class PaymentsRepository:
         self.session = session
 
     async def lock(self, payment_id: str) -> None:
-        await self.session.execute(_LOCK_PAYMENT, {"space": _PAYMENT_LOCK_SPACE,
-                                                   "id": payment_id})
+        await driver_fetch(self.session, _LOCK, _PAYMENT_LOCK_SPACE, payment_id)
 
     async def get(self, payment_id: str) -> Payment | None:
-        row = (await self.session.execute(
-            select(payments).where(payments.c.payment_id == payment_id))).first()
-        return _payment(row) if row else None
+        rows = await driver_fetch(self.session, _PAYMENT, payment_id)
+        return _payment(rows[0]) if rows else None
 
     async def for_order(self, order_id: str) -> list[Payment]:
         rows = (await self.session.execute(
@@ -53,22 +72,17 @@ class PaymentsRepository:
         return [_payment(r) for r in rows]
 
     async def add(self, p: Payment) -> None:
-        await self.session.execute(payments.insert().values(
-            payment_id=p.payment_id, order_id=p.order_id, status=p.status, amount=p.amount,
-            currency=p.currency, card_last4=p.card_last4, provider_ref=p.provider_ref,
-            reason=p.reason, created_at=p.created_at, updated_at=p.updated_at,
-            payment_method_id=p.payment_method_id))
+        await driver_execute(self.session, _ADD_PAYMENT, p.payment_id, p.order_id, p.status,
+                             p.amount, p.currency, p.card_last4, p.provider_ref, p.reason,
+                             p.created_at, p.updated_at, p.payment_method_id)
 
     async def save(self, p: Payment) -> None:
-        await self.session.execute(
-            update(payments).where(payments.c.payment_id == p.payment_id)
-            .values(status=p.status, provider_ref=p.provider_ref, reason=p.reason,
-                    updated_at=p.updated_at))
+        await driver_execute(self.session, _SAVE_PAYMENT, p.payment_id, p.status,
+                             p.provider_ref, p.reason, p.updated_at)
 
     async def add_entry(self, e: LedgerEntry) -> None:
-        await self.session.execute(ledger.insert().values(
-            payment_id=e.payment_id, order_id=e.order_id, kind=e.kind, amount=e.amount,
-            currency=e.currency, created_at=e.created_at))
+        await driver_execute(self.session, _ADD_ENTRY, e.payment_id, e.order_id, e.kind,
+                             e.amount, e.currency, e.created_at)
 
     async def entries_for_order(self, order_id: str) -> list[LedgerEntry]:
         rows = (await self.session.execute(
@@ -89,9 +103,8 @@ class PaymentsRepository:
         return found
 
     async def method(self, method_id: str) -> PaymentMethod | None:
-        row = (await self.session.execute(
-            select(payment_methods).where(payment_methods.c.id == method_id))).first()
-        return _method(row) if row else None
+        rows = await driver_fetch(self.session, _METHOD, method_id)
+        return _method(rows[0]) if rows else None
 
     async def methods_of(self, customer_id: str) -> list[PaymentMethod]:
         rows = (await self.session.execute(

@@ -10,19 +10,42 @@ Locking rules that keep concurrent commands and carrier sweeps correct:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select, text, update
+from chassis.db import driver_execute, driver_fetch
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shipping.adapters.orm import shipment_history, shipments
+from shipping.adapters.orm import shipments
 from shipping.domain.model import STATUSES, Address, Line, Shipment, Step
 
 # Two-key advisory locks live in their own key space, apart from the migrations' one-key lock.
 _SHIPMENT_LOCK_SPACE = 7244
-_LOCK_SHIPMENT = text("SELECT pg_advisory_xact_lock(:space, hashtext(:id))")
+
+# The statements of a command (create, release, cancel) and of the carrier's rounds (three
+# moves per order) run on asyncpg directly (chassis.db.driver_fetch, ADR 0046): they run for
+# every order. Reads for the API (by tracking number, listings) stay on SQLAlchemy Core.
+_LOCK = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
+_SHIPMENT = ("SELECT shipment_id, order_id, customer_id, status, tracking_number, address, "
+             "lines, next_move_at, reason, created_at, updated_at FROM shipments "
+             "WHERE shipment_id = $1")
+_CLAIM_DUE = ("SELECT shipment_id, order_id, customer_id, status, tracking_number, address, "
+              "lines, next_move_at, reason, created_at, updated_at FROM shipments "
+              "WHERE next_move_at IS NOT NULL AND next_move_at <= $1 "
+              "ORDER BY next_move_at LIMIT $2 FOR UPDATE SKIP LOCKED")
+_HISTORY = ("SELECT shipment_id, status, at FROM shipment_history "
+            "WHERE shipment_id = ANY($1::text[])")
+_ADD_SHIPMENT = ("INSERT INTO shipments (shipment_id, order_id, customer_id, status, "
+                 "tracking_number, address, lines, next_move_at, reason, created_at, "
+                 "updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+_SAVE_SHIPMENT = ("UPDATE shipments SET status = $2, next_move_at = $3, reason = $4, "
+                  "updated_at = $5 WHERE shipment_id = $1")
+_ADD_STEPS = ("INSERT INTO shipment_history (shipment_id, status, at) "
+              "SELECT $1, status, at FROM unnest($2::text[], $3::timestamptz[]) AS x(status, at) "
+              "ON CONFLICT DO NOTHING")
 
 
 def _address_json(a: Address | None) -> dict[str, Any] | None:
@@ -40,12 +63,6 @@ def _address(doc: dict[str, Any] | None) -> Address | None:
                    phone=doc.get("phone"))
 
 
-# Built once: SQLAlchemy does not cache an INSERT ... ON CONFLICT (it compiled this one
-# afresh for every status change).
-_ADD_STEPS = text("INSERT INTO shipment_history (shipment_id, status, at) "
-                  "VALUES (:shipment_id, :status, :at) ON CONFLICT DO NOTHING")
-
-
 class ShippingRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -54,17 +71,12 @@ class ShippingRepository:
         self._steps_read: dict[str, int] = {}
 
     async def lock_shipment_id(self, shipment_id: str) -> None:
-        await self.session.execute(_LOCK_SHIPMENT, {"space": _SHIPMENT_LOCK_SPACE,
-                                                    "id": shipment_id})
+        await driver_fetch(self.session, _LOCK, _SHIPMENT_LOCK_SPACE, shipment_id)
 
     async def get(self, shipment_id: str, *, for_update: bool = False) -> Shipment | None:
-        stmt = select(shipments).where(shipments.c.shipment_id == shipment_id)
-        if for_update:
-            stmt = stmt.with_for_update()
-        row = (await self.session.execute(stmt)).first()
-        if row is None:
-            return None
-        return (await self._with_history([row]))[0]
+        rows = await driver_fetch(
+            self.session, _SHIPMENT + (" FOR UPDATE" if for_update else ""), shipment_id)
+        return (await self._with_history(rows))[0] if rows else None
 
     async def by_tracking_number(self, tracking_number: str) -> Shipment | None:
         row = (await self.session.execute(
@@ -87,57 +99,49 @@ class ShippingRepository:
 
         SKIP LOCKED lets several carriers (one per instance) share the work; a shipment a
         command is working on right now is skipped and looked at again next round."""
-        rows = (await self.session.execute(
-            select(shipments)
-            .where(shipments.c.next_move_at.is_not(None), shipments.c.next_move_at <= now)
-            .order_by(shipments.c.next_move_at).limit(limit)
-            .with_for_update(skip_locked=True))).all()
-        return await self._with_history(rows)
+        return await self._with_history(await driver_fetch(self.session, _CLAIM_DUE, now, limit))
 
     async def add(self, s: Shipment) -> None:
-        await self.session.execute(shipments.insert().values(
-            shipment_id=s.shipment_id, order_id=s.order_id, customer_id=s.customer_id,
-            status=s.status, tracking_number=s.tracking_number,
-            address=_address_json(s.address),
-            lines=[{"sku": line.sku, "quantity": line.quantity} for line in s.lines],
-            next_move_at=s.next_move_at, reason=s.reason, created_at=s.created_at,
-            updated_at=s.updated_at))
+        # JSONB as JSON text (the codec SQLAlchemy installs on the connection takes it so);
+        # json.dumps(None) keeps a tombstone's address JSON null, as Core's JSONB stored it.
+        await driver_execute(
+            self.session, _ADD_SHIPMENT, s.shipment_id, s.order_id, s.customer_id, s.status,
+            s.tracking_number, json.dumps(_address_json(s.address)),
+            json.dumps([{"sku": line.sku, "quantity": line.quantity} for line in s.lines]),
+            s.next_move_at, s.reason, s.created_at, s.updated_at)
         await self._record_history(s)
 
     async def save(self, s: Shipment) -> None:
         """Persist a state change (address, lines and tracking number never change)."""
-        await self.session.execute(
-            update(shipments).where(shipments.c.shipment_id == s.shipment_id)
-            .values(status=s.status, next_move_at=s.next_move_at, reason=s.reason,
-                    updated_at=s.updated_at))
+        await driver_execute(self.session, _SAVE_SHIPMENT, s.shipment_id, s.status,
+                             s.next_move_at, s.reason, s.updated_at)
         await self._record_history(s)
 
     async def _record_history(self, s: Shipment) -> None:
         # Steps already stored are skipped; the primary key refuses a status reached twice.
         new = s.history[self._steps_read.get(s.shipment_id, 0):]
         if new:
-            await self.session.execute(
-                _ADD_STEPS, [{"shipment_id": s.shipment_id, "status": step.status,
-                              "at": step.at} for step in new])
+            await driver_execute(self.session, _ADD_STEPS, s.shipment_id,
+                                 [step.status for step in new], [step.at for step in new])
             self._steps_read[s.shipment_id] = len(s.history)
 
-    async def _with_history(self, rows: Sequence[Row[Any]]) -> list[Shipment]:
+    async def _with_history(self, rows: Sequence[Any]) -> list[Shipment]:
+        """Shipments of these rows (SQLAlchemy Rows or asyncpg Records), with their history."""
         if not rows:
             return []
-        ids = [r.shipment_id for r in rows]
+        found = [getattr(r, "_mapping", r) for r in rows]
+        ids = [r["shipment_id"] for r in found]
         steps: dict[str, list[Step]] = {}
-        for h in (await self.session.execute(
-                select(shipment_history)
-                .where(shipment_history.c.shipment_id.in_(ids)))).all():
-            steps.setdefault(h.shipment_id, []).append(Step(h.status, h.at))
+        for h in await driver_fetch(self.session, _HISTORY, ids):
+            steps.setdefault(h["shipment_id"], []).append(Step(h["status"], h["at"]))
         for history in steps.values():  # by time; steps at the same instant in route order
             history.sort(key=lambda step: (step.at, STATUSES.index(step.status)))
         for shipment_id in ids:
             self._steps_read[shipment_id] = len(steps.get(shipment_id, []))
         return [Shipment(
-            shipment_id=r.shipment_id, order_id=r.order_id, status=r.status,
-            customer_id=r.customer_id, address=_address(r.address),
-            lines=tuple(Line(line["sku"], line["quantity"]) for line in r.lines or ()),
-            tracking_number=r.tracking_number, next_move_at=r.next_move_at, reason=r.reason,
-            history=steps.get(r.shipment_id, []), created_at=r.created_at,
-            updated_at=r.updated_at) for r in rows]
+            shipment_id=r["shipment_id"], order_id=r["order_id"], status=r["status"],
+            customer_id=r["customer_id"], address=_address(r["address"]),
+            lines=tuple(Line(line["sku"], line["quantity"]) for line in r["lines"] or ()),
+            tracking_number=r["tracking_number"], next_move_at=r["next_move_at"],
+            reason=r["reason"], history=steps.get(r["shipment_id"], []),
+            created_at=r["created_at"], updated_at=r["updated_at"]) for r in found]
