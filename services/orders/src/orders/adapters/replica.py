@@ -18,7 +18,9 @@ not used: the next order asks the catalog again and refreshes it. That bounds ho
 price can be when events stop arriving (a stalled consumer, a lost stream), at the cost of one
 catalog call per product every ``MAX_AGE_S`` of orders.
 
-The statements are built once (text): SQLAlchemy does not cache an INSERT ... ON CONFLICT.
+Every statement here runs per order (the reads, the fill after it) or per replicated event (the
+writes): fixed SQL text with ``$n`` parameters on the unit of work's asyncpg connection
+(``chassis.db.driver_fetch``, ADR 0046's pattern), none of SQLAlchemy's execution path.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import bindparam, text
+from chassis.db import driver_execute, driver_fetch
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orders.adapters.orm import ID_LENGTH
@@ -43,56 +45,60 @@ class ReplicaProduct:
 
 MAX_AGE_S = 600.0
 
-_GET = text(
+# $1 ids, $2 max age (s).
+_GET = (
     "SELECT id, sku, name, price, currency, active, changed_at, "
     "GREATEST(details_version, price_version, status_version) AS version "
-    "FROM product_replica WHERE id IN :ids "
-    "AND updated_at > now() - make_interval(secs => :max_age)",
-).bindparams(bindparam("ids", expanding=True))
+    "FROM product_replica WHERE id = ANY($1::text[]) "
+    "AND updated_at > now() - make_interval(secs => $2::float8)"
+)
 
 # A whole product (ProductCreated, or the catalog's answer to an order): each part is taken
 # only if this version is newer than the part's (r: the row already there).
-_UPSERT = text(
+# $1 id, $2 sku, $3 name, $4 price, $5 currency, $6 active, $7 version, $8 changed_at.
+_UPSERT = (
     "INSERT INTO product_replica AS r (id, sku, name, price, currency, active, details_version, "
     "price_version, status_version, changed_at) "
-    "VALUES (:id, :sku, :name, :price, :currency, :active, :version, :version, :version, "
-    ":changed_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7, $8) "
     "ON CONFLICT (id) DO UPDATE SET "
-    "sku = CASE WHEN r.details_version < :version THEN :sku ELSE r.sku END, "
-    "name = CASE WHEN r.details_version < :version THEN :name ELSE r.name END, "
-    "details_version = GREATEST(r.details_version, :version), "
-    "price = CASE WHEN r.price_version < :version THEN :price ELSE r.price END, "
-    "currency = CASE WHEN r.price_version < :version THEN :currency ELSE r.currency END, "
-    "price_version = GREATEST(r.price_version, :version), "
-    "active = CASE WHEN r.status_version < :version THEN :active ELSE r.active END, "
-    "status_version = GREATEST(r.status_version, :version), "
+    "sku = CASE WHEN r.details_version < $7 THEN $2 ELSE r.sku END, "
+    "name = CASE WHEN r.details_version < $7 THEN $3 ELSE r.name END, "
+    "details_version = GREATEST(r.details_version, $7), "
+    "price = CASE WHEN r.price_version < $7 THEN $4 ELSE r.price END, "
+    "currency = CASE WHEN r.price_version < $7 THEN $5 ELSE r.currency END, "
+    "price_version = GREATEST(r.price_version, $7), "
+    "active = CASE WHEN r.status_version < $7 THEN $6 ELSE r.active END, "
+    "status_version = GREATEST(r.status_version, $7), "
     # updated_at even when nothing is newer: the catalog confirmed the row just now.
-    "changed_at = GREATEST(r.changed_at, :changed_at), updated_at = now()",
+    "changed_at = GREATEST(r.changed_at, $8), updated_at = now()"
 )
 
 # ProductUpdated: new details; and, the catalog changing only active products (a discontinued
 # one comes back with a ProductUpdated), the product is active at that version.
-_DETAILS = text(
+# $1 id, $2 sku, $3 name, $4 version, $5 changed_at.
+_DETAILS = (
     "UPDATE product_replica SET "
-    "sku = CASE WHEN details_version < :version THEN :sku ELSE sku END, "
-    "name = CASE WHEN details_version < :version THEN :name ELSE name END, "
-    "details_version = GREATEST(details_version, :version), "
-    "active = CASE WHEN status_version < :version THEN true ELSE active END, "
-    "status_version = GREATEST(status_version, :version), "
-    "changed_at = GREATEST(changed_at, :changed_at), updated_at = now() "
-    "WHERE id = :id AND (details_version < :version OR status_version < :version)",
+    "sku = CASE WHEN details_version < $4 THEN $2 ELSE sku END, "
+    "name = CASE WHEN details_version < $4 THEN $3 ELSE name END, "
+    "details_version = GREATEST(details_version, $4), "
+    "active = CASE WHEN status_version < $4 THEN true ELSE active END, "
+    "status_version = GREATEST(status_version, $4), "
+    "changed_at = GREATEST(changed_at, $5), updated_at = now() "
+    "WHERE id = $1 AND (details_version < $4 OR status_version < $4)"
 )
-_PRICE = text(
-    "UPDATE product_replica SET price = :price, currency = :currency, price_version = :version, "
-    "changed_at = GREATEST(changed_at, :changed_at), updated_at = now() "
-    "WHERE id = :id AND price_version < :version",
+# $1 id, $2 price, $3 currency, $4 version, $5 changed_at.
+_PRICE = (
+    "UPDATE product_replica SET price = $2, currency = $3, price_version = $4, "
+    "changed_at = GREATEST(changed_at, $5), updated_at = now() "
+    "WHERE id = $1 AND price_version < $4"
 )
-_DISCONTINUED = text(
-    "UPDATE product_replica SET active = false, status_version = :version, "
-    "changed_at = GREATEST(changed_at, :changed_at), updated_at = now() "
-    "WHERE id = :id AND status_version <= :version",
+# $1 id, $2 version, $3 changed_at.
+_DISCONTINUED = (
+    "UPDATE product_replica SET active = false, status_version = $2, "
+    "changed_at = GREATEST(changed_at, $3), updated_at = now() "
+    "WHERE id = $1 AND status_version <= $2"
 )
-_DROP = text("DELETE FROM product_replica WHERE id = :id")
+_DROP = "DELETE FROM product_replica WHERE id = $1"
 
 
 class ProductReplica:
@@ -105,58 +111,55 @@ class ProductReplica:
         ids = sorted(set(product_ids))
         if not ids:
             return {}
-        rows = (await self.session.execute(_GET, {"ids": ids, "max_age": MAX_AGE_S})).all()
-        return {r.id: ReplicaProduct(
-            Product(id=r.id, sku=r.sku, name=r.name, price=Decimal(r.price),
-                    currency=r.currency, active=r.active, version=int(r.version)),
-            r.changed_at) for r in rows}
+        rows = await driver_fetch(self.session, _GET, ids, float(MAX_AGE_S))
+        return {r["id"]: ReplicaProduct(
+            Product(id=r["id"], sku=r["sku"], name=r["name"], price=Decimal(r["price"]),
+                    currency=r["currency"], active=r["active"], version=int(r["version"])),
+            r["changed_at"]) for r in rows}
 
     async def put(self, product: Product, *, version: int, changed_at: datetime) -> None:
         """The whole product as the catalog had it at ``version``."""
-        await self.session.execute(_UPSERT, {
-            "id": product.id, "sku": product.sku, "name": product.name, "price": product.price,
-            "currency": product.currency, "active": product.active, "version": version,
-            "changed_at": changed_at})
+        await driver_execute(self.session, _UPSERT, product.id, product.sku, product.name,
+                             product.price, product.currency, product.active, version,
+                             changed_at)
 
     async def details(self, product_id: str, *, sku: str, name: str, version: int,
                       changed_at: datetime) -> None:
-        await self.session.execute(_DETAILS, {"id": product_id, "sku": sku, "name": name,
-                                               "version": version, "changed_at": changed_at})
+        await driver_execute(self.session, _DETAILS, product_id, sku, name, version,
+                             changed_at)
 
     async def price(self, product_id: str, *, price: Decimal, currency: str, version: int,
                     changed_at: datetime) -> None:
-        await self.session.execute(_PRICE, {"id": product_id, "price": price,
-                                             "currency": currency, "version": version,
-                                             "changed_at": changed_at})
+        await driver_execute(self.session, _PRICE, product_id, price, currency, version,
+                             changed_at)
 
     async def discontinued(self, product_id: str, *, version: int,
                            changed_at: datetime) -> None:
-        await self.session.execute(_DISCONTINUED, {"id": product_id, "version": version,
-                                                    "changed_at": changed_at})
+        await driver_execute(self.session, _DISCONTINUED, product_id, version, changed_at)
 
     async def drop(self, product_id: str) -> None:
-        await self.session.execute(_DROP, {"id": product_id})
+        await driver_execute(self.session, _DROP, product_id)
 
 
 # The customers' addresses (address_replica). Identity keeps no version per address: the
 # event's occurred_at (identity's clock) orders them, and identity's answer to an order's call
 # counts as of the moment the call was made (orders' clock; both run on synchronised clocks).
-_GET_ADDRESS = text(
+# $1 customer_id, $2 address_id, $3 max age (s).
+_GET_ADDRESS = (
     "SELECT name, line1, line2, city, postal_code, country, phone FROM address_replica "
-    "WHERE customer_id = :customer_id AND address_id = :address_id "
-    "AND updated_at > now() - make_interval(secs => :max_age)",
+    "WHERE customer_id = $1 AND address_id = $2 "
+    "AND updated_at > now() - make_interval(secs => $3::float8)"
 )
-_PUT_ADDRESS = text(
+# $1 customer_id, $2 address_id, $3-$9 ADDRESS_COLUMNS, $10 changed_at.
+_PUT_ADDRESS = (
     "INSERT INTO address_replica AS r (customer_id, address_id, name, line1, line2, city, "
-    "postal_code, country, phone, changed_at) VALUES (:customer_id, :address_id, :name, "
-    ":line1, :line2, :city, :postal_code, :country, :phone, :changed_at) "
+    "postal_code, country, phone, changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
     "ON CONFLICT (customer_id, address_id) DO UPDATE SET "
-    "name = :name, line1 = :line1, line2 = :line2, city = :city, postal_code = :postal_code, "
-    "country = :country, phone = :phone, changed_at = :changed_at, updated_at = now() "
-    "WHERE r.changed_at < :changed_at",
+    "name = $3, line1 = $4, line2 = $5, city = $6, postal_code = $7, "
+    "country = $8, phone = $9, changed_at = $10, updated_at = now() "
+    "WHERE r.changed_at < $10"
 )
-_DROP_ADDRESS = text("DELETE FROM address_replica "
-                     "WHERE customer_id = :customer_id AND address_id = :address_id")
+_DROP_ADDRESS = "DELETE FROM address_replica WHERE customer_id = $1 AND address_id = $2"
 ADDRESS_COLUMNS = ("name", "line1", "line2", "city", "postal_code", "country", "phone")
 # identity's column sizes; line2 and phone may be empty, the rest may not.
 ADDRESS_LIMITS = {"name": 200, "line1": 200, "line2": 200, "city": 100, "postal_code": 20,
@@ -180,21 +183,18 @@ class AddressReplica:
     async def get(self, customer_id: str, address_id: str) -> dict[str, str | None] | None:
         """The customer's own address (ShippingAddress fields), if held and confirmed
         within MAX_AGE_S; another customer's is never found."""
-        row = (await self.session.execute(_GET_ADDRESS, {
-            "customer_id": customer_id, "address_id": address_id,
-            "max_age": MAX_AGE_S})).first()
-        return dict(row._mapping) if row is not None else None
+        rows = await driver_fetch(self.session, _GET_ADDRESS, customer_id, address_id,
+                                  float(MAX_AGE_S))
+        return dict(rows[0].items()) if rows else None
 
     async def put(self, customer_id: str, address_id: str, fields: dict[str, str | None], *,
                   changed_at: datetime) -> None:
         """The address as of ``changed_at``, unless a later state is held already."""
-        await self.session.execute(_PUT_ADDRESS, {
-            "customer_id": customer_id, "address_id": address_id,
-            **{k: fields.get(k) for k in ADDRESS_COLUMNS}, "changed_at": changed_at})
+        await driver_execute(self.session, _PUT_ADDRESS, customer_id, address_id,
+                             *(fields.get(k) for k in ADDRESS_COLUMNS), changed_at)
 
     async def drop(self, customer_id: str, address_id: str) -> None:
-        await self.session.execute(_DROP_ADDRESS, {"customer_id": customer_id,
-                                                   "address_id": address_id})
+        await driver_execute(self.session, _DROP_ADDRESS, customer_id, address_id)
 
 
 # The customers' payment methods (ADR 0041). Payments never changes or removes a method (its
@@ -203,10 +203,10 @@ class AddressReplica:
 # method is not here, and only when the caller is the method's owner: keyed by the owner.
 # Should a row ever be wrong, payments still checks the owner when it authorizes: the order
 # is declined, no one else's card is charged.
-_GET_METHOD = text("SELECT last4 FROM payment_method_replica "
-                   "WHERE customer_id = :customer_id AND method_id = :method_id")
-_PUT_METHOD = text("INSERT INTO payment_method_replica (customer_id, method_id, last4) "
-                   "VALUES (:customer_id, :method_id, :last4) ON CONFLICT DO NOTHING")
+_GET_METHOD = ("SELECT last4 FROM payment_method_replica "
+               "WHERE customer_id = $1 AND method_id = $2")
+_PUT_METHOD = ("INSERT INTO payment_method_replica (customer_id, method_id, last4) "
+               "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
 
 
 def storable_method(method: PaymentMethodRef) -> bool:
@@ -219,11 +219,8 @@ class PaymentMethodReplica:
 
     async def get(self, customer_id: str, method_id: str) -> PaymentMethodRef | None:
         """The customer's own payment method, if an order of theirs named it before."""
-        last4 = (await self.session.execute(_GET_METHOD, {
-            "customer_id": customer_id, "method_id": method_id})).scalar()
-        return PaymentMethodRef(id=method_id, last4=last4) if last4 is not None else None
+        rows = await driver_fetch(self.session, _GET_METHOD, customer_id, method_id)
+        return PaymentMethodRef(id=method_id, last4=rows[0]["last4"]) if rows else None
 
     async def put(self, customer_id: str, method: PaymentMethodRef) -> None:
-        await self.session.execute(_PUT_METHOD, {"customer_id": customer_id,
-                                                  "method_id": method.id,
-                                                  "last4": method.last4})
+        await driver_execute(self.session, _PUT_METHOD, customer_id, method.id, method.last4)

@@ -2,40 +2,55 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, bindparam, select, text, update
+from chassis.db import driver_execute, driver_fetch
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orders.adapters.orm import orders
 from orders.domain.model import Order, OrderLine
 
 
-def _lines_json(lines: tuple[OrderLine, ...]) -> list[dict[str, Any]]:
-    return [{"product_id": li.product_id, "sku": li.sku, "name": li.name,
-             "quantity": li.quantity, "unit_price": str(li.unit_price)} for li in lines]
+def _lines_json(lines: tuple[OrderLine, ...]) -> str:
+    # Encoded as SQLAlchemy's JSONB bind did (json.dumps, no json_serializer on the engine):
+    # the jsonb codec it installed on the connection takes the text, not the object.
+    return json.dumps([{"product_id": li.product_id, "sku": li.sku, "name": li.name,
+                        "quantity": li.quantity, "unit_price": str(li.unit_price)}
+                       for li in lines])
 
 
-def _order(r: Row[Any]) -> Order:
+def _order(row: Any) -> Order:
+    """An order row: a SQLAlchemy Row or an asyncpg Record (its jsonb decoded either way)."""
+    m = getattr(row, "_mapping", row)
     return Order(
-        id=str(r.id), customer_id=r.customer_id, status=r.status,
+        id=str(m["id"]), customer_id=m["customer_id"], status=m["status"],
         lines=tuple(OrderLine(li["product_id"], li["sku"], li["name"], int(li["quantity"]),
-                              Decimal(li["unit_price"])) for li in r.lines),
-        total=Decimal(r.total), currency=r.currency, customer_email=r.customer_email,
-        shipping_address_id=r.shipping_address_id, reason=r.reason,
-        cancel_requested=r.cancel_requested, created_at=r.created_at, updated_at=r.updated_at)
+                              Decimal(li["unit_price"])) for li in m["lines"]),
+        total=Decimal(m["total"]), currency=m["currency"], customer_email=m["customer_email"],
+        shipping_address_id=m["shipping_address_id"], reason=m["reason"],
+        cancel_requested=m["cancel_requested"], created_at=m["created_at"],
+        updated_at=m["updated_at"])
 
 
-# Built once: SQLAlchemy does not cache an INSERT ... ON CONFLICT, and compiled this one
-# afresh for every order placed.
-_ORDER_COLUMNS = tuple(orders.c.keys())  # every column: add_once sets them all
-_INSERT_ORDER = text(
-    f"INSERT INTO orders ({', '.join(_ORDER_COLUMNS)}) "  # noqa: S608 -- constant names
-    f"VALUES ({', '.join(':' + c for c in _ORDER_COLUMNS)}) "
-    "ON CONFLICT ON CONSTRAINT uq_orders_customer_idempotency DO NOTHING RETURNING id",
-).bindparams(bindparam("lines", type_=orders.c.lines.type))
+# What runs for every order (placing it: the key's lookup and the insert; its saga's end and
+# a cancel: the locked load and the save) goes to asyncpg directly (chassis.db.driver_fetch,
+# ADR 0046's pattern); the listing, for the API only, stays on Core.
+_COLUMNS = ("id, customer_id, customer_email, idempotency_key, request_hash, status, reason, "
+            "lines, total, currency, shipping_address_id, cancel_requested, created_at, "
+            "updated_at")
+# _COLUMNS is a constant: nothing from outside reaches these strings.
+_BY_KEY = (f"SELECT {_COLUMNS} FROM orders "  # noqa: S608
+           "WHERE customer_id = $1 AND idempotency_key = $2")
+_GET = f"SELECT {_COLUMNS} FROM orders WHERE id = $1"  # noqa: S608
+_INSERT = (f"INSERT INTO orders ({_COLUMNS}) "  # noqa: S608
+           "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14) "
+           "ON CONFLICT ON CONSTRAINT uq_orders_customer_idempotency DO NOTHING RETURNING id")
+_SAVE = ("UPDATE orders SET status = $2, reason = $3, cancel_requested = $4, updated_at = $5 "
+         "WHERE id = $1")
 
 
 class OrdersRepository:
@@ -48,34 +63,27 @@ class OrdersRepository:
 
         A concurrent insert with the same key waits for the first to commit, then does
         nothing: exactly one order per (customer, key), whatever the interleaving."""
-        result = await self.session.execute(_INSERT_ORDER, {
-            "id": uuid.UUID(order.id), "customer_id": order.customer_id,
-            "customer_email": order.customer_email, "idempotency_key": idempotency_key,
-            "request_hash": request_hash, "status": order.status, "reason": order.reason,
-            "lines": _lines_json(order.lines), "total": order.total, "currency": order.currency,
-            "shipping_address_id": order.shipping_address_id,
-            "cancel_requested": order.cancel_requested, "created_at": order.created_at,
-            "updated_at": order.updated_at})
-        return result.first() is not None
+        rows = await driver_fetch(
+            self.session, _INSERT, uuid.UUID(order.id), order.customer_id,
+            order.customer_email, idempotency_key, request_hash, order.status, order.reason,
+            _lines_json(order.lines), order.total, order.currency, order.shipping_address_id,
+            order.cancel_requested, order.created_at, order.updated_at)
+        return bool(rows)
 
     async def by_idempotency_key(self, customer_id: str,
                                  idempotency_key: str) -> tuple[Order, str] | None:
         """The order placed with this key and its request hash, if any."""
-        row = (await self.session.execute(
-            select(orders).where(orders.c.customer_id == customer_id,
-                                 orders.c.idempotency_key == idempotency_key))).first()
-        return (_order(row), row.request_hash) if row is not None else None
+        rows = await driver_fetch(self.session, _BY_KEY, customer_id, idempotency_key)
+        return (_order(rows[0]), rows[0]["request_hash"]) if rows else None
 
     async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
         try:
             key = uuid.UUID(order_id)
         except ValueError:
             return None
-        stmt = select(orders).where(orders.c.id == key)
-        if for_update:
-            stmt = stmt.with_for_update()
-        row = (await self.session.execute(stmt)).first()
-        return _order(row) if row is not None else None
+        rows = await driver_fetch(self.session, _GET + (" FOR UPDATE" if for_update else ""),
+                                  key)
+        return _order(rows[0]) if rows else None
 
     async def listing(self, *, customer_id: str | None, status: str | None,
                       limit: int) -> list[Order]:
@@ -89,7 +97,5 @@ class OrdersRepository:
 
     async def save(self, order: Order) -> None:
         """Persist a state change (lines, total and owner never change)."""
-        await self.session.execute(
-            update(orders).where(orders.c.id == uuid.UUID(order.id))
-            .values(status=order.status, reason=order.reason,
-                    cancel_requested=order.cancel_requested, updated_at=order.updated_at))
+        await driver_execute(self.session, _SAVE, uuid.UUID(order.id), order.status,
+                             order.reason, order.cancel_requested, order.updated_at)
