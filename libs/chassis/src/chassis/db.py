@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.util import greenlet_spawn
 
 # What a unit of work hands its handlers (``uow.session``); an ``AsyncSession`` still works
 # with every function here (``Database.sessions``, tests).
@@ -82,9 +83,27 @@ async def _adapted(tx: Tx) -> Any:
         conn = await tx.connection()
     else:
         conn = tx
+        adapted = _checked_out(conn)
+        if adapted is not None:
+            sync = _sync_connection(conn)
+            if not sync.in_transaction():
+                # No I/O: asyncpg's adapter begins lazily, at the first statement, so
+                # SQLAlchemy's begin is bookkeeping and needs no greenlet (ADR 0047).
+                sync.begin()
+            return adapted
         if not conn.in_transaction():
             await conn.begin()  # so that the unit of work's commit or rollback ends it
     return (await conn.get_raw_connection()).dbapi_connection
+
+
+def _checked_out(conn: AsyncConnection) -> Any | None:
+    """The adapter of a checked-out, valid connection, read without a greenlet switch
+    (``get_raw_connection`` takes one); None when SQLAlchemy must revalidate it first."""
+    sync = conn.sync_connection
+    if sync is None or sync.invalidated:
+        return None
+    fairy = sync._dbapi_connection
+    return None if fairy is None else fairy.dbapi_connection
 
 
 def _as_sqlalchemy_error(adapted: Any, sql: str, args: tuple[Any, ...],
@@ -97,8 +116,29 @@ def _as_sqlalchemy_error(adapted: Any, sql: str, args: tuple[Any, ...],
         error = translated
     base = adapted.dbapi.Error
     if isinstance(error, base):
-        return DBAPIError.instance(sql, args, error, base)
+        return DBAPIError.instance(sql, args, error, base,
+                                   connection_invalidated=adapted._connection.is_closed())
     return error
+
+
+async def _invalidate_if_lost(tx: Tx, adapted: Any, error: Exception) -> None:
+    """A lost connection (PostgreSQL restarted, the backend killed) is dropped, as
+    SQLAlchemy's own path does: this one is never checked out again, and the pool's older
+    connections are replaced at their next checkout, since they went with it."""
+    if not adapted._connection.is_closed():
+        return
+    conn = await tx.connection() if isinstance(tx, AsyncSession) else tx
+    sync = conn.sync_connection
+    if sync is None or sync.invalidated or sync._dbapi_connection is None:
+        return
+    fairy = sync._dbapi_connection
+
+    def invalidate() -> None:  # what Connection._handle_dbapi_exception does on a disconnect
+        sync.engine.pool._invalidate(fairy, error)
+        sync.invalidate(error)
+
+    with contextlib.suppress(Exception):
+        await greenlet_spawn(invalidate)
 
 
 async def _on_driver(tx: Tx, sql: str, args: tuple[Any, ...],
@@ -110,7 +150,9 @@ async def _on_driver(tx: Tx, sql: str, args: tuple[Any, ...],
                 await adapted._start_transaction()
             return await run(adapted._connection)
     except Exception as error:
-        raise _as_sqlalchemy_error(adapted, sql, args, error) from error
+        translated = _as_sqlalchemy_error(adapted, sql, args, error)
+        await _invalidate_if_lost(tx, adapted, error)
+        raise translated from error
 
 
 async def driver_fetch(tx: Tx, sql: str, *args: Any) -> list[Any]:
@@ -291,6 +333,25 @@ class Database:
         await self.engine.dispose()
 
 
+def _at_rest(conn: AsyncConnection) -> bool:
+    """No transaction open on the driver (or no driver to ask)."""
+    adapted = _checked_out(conn)
+    return adapted is None or not adapted._started
+
+
+async def _commit_on_driver(conn: AsyncConnection, adapted: Any) -> None:
+    """COMMIT on asyncpg, then end SQLAlchemy's transaction, which then has nothing left
+    to send: no greenlet switch, as for the statements (ADR 0047)."""
+    if adapted._started:
+        try:
+            await adapted._commit_and_discard()
+        except Exception as error:
+            translated = _as_sqlalchemy_error(adapted, "COMMIT", (), error)
+            await _invalidate_if_lost(conn, adapted, error)
+            raise translated from error
+    _sync_connection(conn).commit()
+
+
 class UnitOfWork:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -323,7 +384,8 @@ class UnitOfWork:
         try:
             if orm is not None:
                 await orm.close()
-            await conn.rollback()  # no-op after commit; undoes anything uncommitted
+            if conn.in_transaction() or not _at_rest(conn):
+                await conn.rollback()  # undoes anything uncommitted
         finally:
             if conn.sync_connection is not None:
                 _CONNECTION_STATE.pop(conn.sync_connection, None)
@@ -334,7 +396,11 @@ class UnitOfWork:
         if self._orm is not None:
             await self._orm.flush()
         await _write_pending_async(conn)
-        await conn.commit()
+        adapted = _checked_out(conn) if self._orm is None else None
+        if adapted is None:
+            await conn.commit()
+        else:
+            await _commit_on_driver(conn, adapted)
         _run_after_commit(_state(conn))
 
     async def rollback(self) -> None:

@@ -45,7 +45,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 from sqlalchemy import MetaData, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -472,6 +472,55 @@ async def test_statements_on_asyncpg_directly_are_in_the_unit_of_works_transacti
     async with db.unit_of_work() as uow:
         with pytest.raises(IntegrityError):
             await driver_execute(uow.session, insert, "kept")
+
+
+async def test_a_commit_on_asyncpg_ends_both_transactions_and_fails_as_sqlalchemy_would(
+        db: Database) -> None:
+    # ADR 0047: the unit of work commits on asyncpg and ends SQLAlchemy's transaction without
+    # a round trip. A constraint checked at COMMIT still fails as an IntegrityError, and
+    # nothing of that transaction stays; the connection serves the next unit of work.
+    insert = "INSERT INTO counters (name, value) VALUES ($1, 1)"
+    async with db.unit_of_work() as uow:
+        await driver_execute(uow.session, insert, "committed")
+        await uow.commit()
+        assert not uow.session.in_transaction()
+        await uow.session.execute(text("INSERT INTO counters (name, value) VALUES ('next', 1)"))
+        await uow.commit()  # a second transaction on the same connection, Core this time
+    async with db.unit_of_work() as uow:
+        await driver_execute(uow.session, "SET CONSTRAINTS ALL DEFERRED")
+        await driver_execute(
+            uow.session, "CREATE TEMP TABLE once (id int UNIQUE DEFERRABLE) ON COMMIT DROP")
+        await driver_execute(uow.session, "INSERT INTO once VALUES (1), (1)")
+        await driver_execute(uow.session, insert, "lost with the failed commit")
+        with pytest.raises(IntegrityError):
+            await uow.commit()
+    async with db.unit_of_work() as uow:
+        rows = await driver_fetch(uow.session, "SELECT name FROM counters ORDER BY name")
+    assert [r["name"] for r in rows] == ["committed", "next"]
+
+
+async def test_a_connection_lost_under_a_statement_on_asyncpg_is_replaced(db: Database) -> None:
+    # A restarted PostgreSQL kills every pooled connection. SQLAlchemy's own path drops a
+    # lost one; statements past it must too, or a consumer whose first statement is the
+    # inbox claim would get the dead connection back from the pool on every message.
+    url = db.engine.url.render_as_string(hide_password=False)
+    one = Database(url, pool_size=1)
+    try:
+        async with one.unit_of_work() as uow:
+            pid = (await driver_fetch(uow.session, "SELECT pg_backend_pid() AS pid"))[0]["pid"]
+            await uow.commit()
+        async with db.unit_of_work() as uow:
+            await driver_fetch(uow.session, "SELECT pg_terminate_backend($1)", pid)
+        async with one.unit_of_work() as uow:
+            with pytest.raises(DBAPIError) as lost:
+                await driver_fetch(uow.session, "SELECT 1")
+        assert lost.value.connection_invalidated  # chassis.errors answers it with a 503
+        async with one.unit_of_work() as uow:
+            rows = await driver_fetch(uow.session, "SELECT pg_backend_pid() AS pid")
+            await uow.commit()
+        assert rows[0]["pid"] != pid
+    finally:
+        await one.dispose()
 
 
 async def test_an_orm_session_outside_a_unit_of_work_writes_its_staged_rows_at_commit(
