@@ -7,7 +7,8 @@ The figures behind ADR 0011 and ADR 0044. Against a running platform's PostgreSQ
 
 Each variant runs ``n`` transactions on one connection: ``SELECT 1`` (one or two
 statements), and the shape of a consumer's inbox transaction (an ``INSERT ... ON CONFLICT DO
-NOTHING RETURNING`` and an ``UPDATE`` of the row, on a scratch table dropped at the end).
+NOTHING RETURNING`` and an ``UPDATE`` of the row, on a scratch table dropped at the end),
+the last also as the chassis runs it (a unit of work, its statements on asyncpg, ADR 0047).
 Rounds alternate, and the medians of the rounds are printed with their ratio.
 """
 
@@ -18,6 +19,7 @@ import time
 import uuid
 
 import asyncpg
+from chassis.db import Database, driver_execute, driver_fetch
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
@@ -37,6 +39,7 @@ async def _measure(h: Home, n: int, rounds: int) -> None:
     engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"),
                                  pool_size=1)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
+    chassis_db = Database(dsn.replace("postgresql://", "postgresql+asyncpg://"), pool_size=1)
     raw = await asyncpg.connect(dsn)
     await raw.execute(f"CREATE TABLE IF NOT EXISTS {_TABLE} (id uuid PRIMARY KEY, "
                       "n int NOT NULL DEFAULT 0)")
@@ -86,8 +89,15 @@ async def _measure(h: Home, n: int, rounds: int) -> None:
             await raw.fetch(_CLAIM, claimed)
             await raw.execute(_TOUCH, claimed)
 
+    async def unit_of_work_claim() -> None:  # the chassis's path: ADRs 0045 and 0047
+        async with chassis_db.unit_of_work() as uow:
+            claimed = uuid.uuid4()
+            await driver_fetch(uow.session, _CLAIM, claimed)
+            await driver_execute(uow.session, _TOUCH, claimed)
+            await uow.commit()
+
     variants = [session_one, session_two, session_claim, connection_one, connection_claim,
-                asyncpg_one, asyncpg_two, asyncpg_claim]
+                asyncpg_one, asyncpg_two, asyncpg_claim, unit_of_work_claim]
     runs: dict[str, list[float]] = {v.__name__: [] for v in variants}
     try:
         for i in range(rounds):
@@ -103,6 +113,7 @@ async def _measure(h: Home, n: int, rounds: int) -> None:
         await raw.execute(f"DROP TABLE IF EXISTS {_TABLE}")
         await raw.close()
         await engine.dispose()
+        await chassis_db.dispose()
     med = {name: statistics.median(values) for name, values in runs.items()}
     print(f"client CPU per transaction, medians of {rounds} alternating rounds of {n}:")
     for name, value in med.items():
@@ -117,6 +128,9 @@ async def _measure(h: Home, n: int, rounds: int) -> None:
     print(f"  AsyncConnection / AsyncSession, the same claim: "
           f"{med['connection_claim'] / med['session_claim']:.2f}x "
           f"({med['session_claim'] - med['connection_claim']:.0f} µs less per transaction)")
+    print(f"  a unit of work on asyncpg (chassis.db) / asyncpg alone, the same claim: "
+          f"{med['unit_of_work_claim'] / med['asyncpg_claim']:.2f}x "
+          f"({med['unit_of_work_claim'] - med['asyncpg_claim']:.0f} µs more per transaction)")
 
 
 def run_sqlalchemy_bench(home: Home, n: int, rounds: int) -> int:
