@@ -42,8 +42,16 @@ async def ready(_: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
+LIVE_PROBES = [0]
+
+
 async def live(_: web.Request) -> web.Response:
+    LIVE_PROBES[0] += 1
     return web.json_response({"status": "alive"})
+
+
+async def probes(_: web.Request) -> web.Response:
+    return web.json_response({"live": LIVE_PROBES[0]})
 
 
 async def block(_: web.Request) -> web.Response:
@@ -88,6 +96,7 @@ def main() -> None:
     app.router.add_get("/health/live", live)
     app.router.add_post("/debug/block", block)
     app.router.add_get("/debug/env", own_env)
+    app.router.add_get("/debug/probes", probes)
     log("listening", port=int(env("PORT")), pid=os.getpid(), trace_id="abc123",
         helper_pid=helper.pid if helper else None)
     web.run_app(app, host=env("HOST", "127.0.0.1"), port=int(env("PORT")), print=None,

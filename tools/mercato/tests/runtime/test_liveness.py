@@ -7,12 +7,18 @@ import json
 import os
 import signal
 import socket
+import time
 
+import httpx2 as httpx
 import psutil
 import pytest
 from mercato.runtime import control
 from mercato.runtime.paths import Home
-from mercato.runtime.supervisor import QUICK_RESTART_DELAY_S
+from mercato.runtime.supervisor import (
+    LIVENESS_INTERVAL_MAX_S,
+    QUICK_RESTART_DELAY_S,
+    liveness_interval,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -77,6 +83,24 @@ def test_stopped_and_blocked_services_are_killed_and_restarted(home: Home, merca
     assert causes == {"postgres": None, "nats": None, "fake-1": "liveness_timeout",
                       "fake-2": "liveness_timeout"}
     assert mercato("down").returncode == 0
+
+
+def test_liveness_is_probed_every_third_of_the_timeout_at_most_every_5_s(home: Home, mercato):
+    # Idle work (issue 17): a probe every second was an HTTP request a second for every
+    # process. The default timeout (15 s) is three missed probes, 5 s apart.
+    assert liveness_interval(15) == LIVENESS_INTERVAL_MAX_S == 5
+    assert liveness_interval(2) == pytest.approx(2 / 3)
+    assert liveness_interval(600) == 5
+    res = mercato("up", "--detach")
+    assert res.returncode == 0, res.stdout + res.stderr
+    try:
+        url = f"http://127.0.0.1:{proc(home, 'fake-1')['port']}/debug/probes"
+        first = httpx.get(url, timeout=5).json()["live"]
+        time.sleep(11)
+        probed = httpx.get(url, timeout=5).json()["live"] - first
+        assert 1 <= probed <= 3, f"{probed} liveness probes in 11 s"
+    finally:
+        assert mercato("down").returncode == 0
 
 
 def test_a_slow_start_is_not_taken_for_a_hang(home: Home, mercato):

@@ -87,12 +87,21 @@ QUICK_RESTART_DELAY_S = 0.1
 # The zygote is started again after it died, up to this many failed starts in all.
 ZYGOTE_START_ATTEMPTS = 3
 
-# Liveness: probed every LIVENESS_INTERVAL_S once a child is ready; failing without a break
-# for the timeout gets it killed. The default leaves room for a stop-the-world pause under
-# load; `mercato up --liveness-timeout S` or MERCATO_LIVENESS_TIMEOUT_S changes it.
+# Liveness: probed once a child is ready, every third of the timeout (at most
+# LIVENESS_INTERVAL_MAX_S: the default timeout is three missed probes, as Kubernetes's
+# failureThreshold 3 times periodSeconds); failing without a break for the timeout gets it
+# killed. The default leaves room for a stop-the-world pause under load; `mercato up
+# --liveness-timeout S` or MERCATO_LIVENESS_TIMEOUT_S changes it. A probe every second was
+# 17 HTTP requests a second for the supervisor and one for every process, idle or not.
 LIVENESS_TIMEOUT_ENV = "MERCATO_LIVENESS_TIMEOUT_S"
 DEFAULT_LIVENESS_TIMEOUT_S = 15.0
-LIVENESS_INTERVAL_S = 1.0
+LIVENESS_INTERVAL_MAX_S = 5.0
+LIVENESS_INTERVAL_MIN_S = 0.2
+
+
+def liveness_interval(timeout_s: float) -> float:
+    """Seconds between two liveness probes of a child, for a liveness timeout."""
+    return min(LIVENESS_INTERVAL_MAX_S, max(LIVENESS_INTERVAL_MIN_S, timeout_s / 3))
 # A restarted child (the platform was ready) that is not ready after this long is killed and
 # started again; the first start is bounded by `mercato up --timeout` instead.
 STARTUP_TIMEOUT_ENV = "MERCATO_STARTUP_TIMEOUT_S"
@@ -496,11 +505,12 @@ class Supervisor:
             delay = min(delay * 1.5, 0.25)
 
     async def _watch_live(self, c: Child, proc: Proc) -> None:
-        """Probe every LIVENESS_INTERVAL_S; kill the child once it failed for the timeout."""
+        """Probe every liveness_interval; kill the child once it failed for the timeout."""
         assert c.spec.live is not None
         failing_since: float | None = None
+        interval = liveness_interval(self.liveness_timeout)
         while True:
-            await asyncio.sleep(LIVENESS_INTERVAL_S)
+            await asyncio.sleep(interval)
             if self.stop_event.is_set() or c.stop_requested or proc.returncode is not None:
                 return  # a stop in progress answers nothing: that is not a hang
             try:
