@@ -46,6 +46,7 @@ from chassis.openapi import install_openapi
 from chassis.registry import Registration, RegistryClient
 from chassis.registry_keys import EntrySigner, TrustedKeys
 from chassis.security_headers import SecurityHeadersMiddleware, docs_policy
+from chassis.serve import CLIENT_KEEP_ALIVE_S
 from chassis.service_identity import CallerSigner, CallerVerifier
 from chassis.settings import ServiceSettings, UpstreamSettings
 from chassis.tracing import configure_tracing, instrument_app, instrument_http_client
@@ -254,7 +255,8 @@ def create_service_app(
         registration: Registration | None = None
         background: list[asyncio.Task[Any]] = []
         ctx.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=60),
+            connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=60,
+                                           keepalive_timeout=CLIENT_KEEP_ALIVE_S),
             timeout=aiohttp.ClientTimeout(total=5, connect=1))
         ctx.verifier = TokenVerifier((key_source or _default_key_source)(ctx),
                                      issuer=settings.jwt_issuer, audience=settings.jwt_audience)

@@ -20,6 +20,14 @@ from fastapi import FastAPI
 from chassis.logging import configure_logging
 from chassis.settings import ServiceSettings
 
+# A keep-alive connection is closed by the client before the server would close it: a
+# request sent down a connection the server is closing at that instant fails ("Can not write
+# request body", a spurious 503). uvicorn's default (5 s) was below aiohttp's (15 s: the
+# chassis's calls between services, the supervisor's liveness probes, every 5 s since issue
+# 17); Envoy's upstream connections close after 4 s (gateway/render.py).
+SERVER_KEEP_ALIVE_S = 20
+CLIENT_KEEP_ALIVE_S = 15
+
 
 def bind_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -28,6 +36,12 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def uvicorn_config(app: FastAPI) -> uvicorn.Config:
+    return uvicorn.Config(app, log_config=None, access_log=False, loop="uvloop",
+                          http="httptools", lifespan="on", timeout_graceful_shutdown=10,
+                          server_header=False, timeout_keep_alive=SERVER_KEEP_ALIVE_S)
 
 
 def freeze_startup_heap() -> None:
@@ -60,9 +74,7 @@ def run_service(settings: ServiceSettings, app_factory: Callable[[ServiceSetting
         print(f"{settings.service_name}: cannot listen on {settings.host}:{settings.port}: {exc}",
               file=sys.stderr)
         raise SystemExit(2) from exc
-    config = uvicorn.Config(app_factory(settings), log_config=None, access_log=False,
-                            loop="uvloop", http="httptools", lifespan="on",
-                            timeout_graceful_shutdown=10, server_header=False)
+    config = uvicorn_config(app_factory(settings))
     # uvicorn re-raises the SIGTERM it caught once it has drained; with the default action
     # that would end the process as "killed by SIGTERM" (-15) instead of a clean exit 0.
     signal.signal(signal.SIGTERM, _exit_zero_after_drain)

@@ -236,8 +236,9 @@ def cluster(service: str, envoy_dir: Path) -> dict[str, Any]:
                                "eds_config": _path_source(eds_file(envoy_dir, service), envoy_dir)},
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
-        # uvicorn closes keep-alive connections idle for 5 s; closing ours first avoids
-        # sending a request down a connection the service is closing (a spurious 503).
+        # The services close keep-alive connections idle for 20 s (chassis.serve); closing
+        # ours first avoids sending a request down a connection the service is closing (a
+        # spurious 503).
         "typed_extension_protocol_options": {UPSTREAM_HTTP_EXT: {
             "@type": UPSTREAM_HTTP_TYPE,
             "common_http_protocol_options": {"idle_timeout": "4s"},
