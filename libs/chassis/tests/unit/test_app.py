@@ -207,3 +207,18 @@ def test_placeholder_secret_refused_outside_development() -> None:
                      database_url="postgresql+asyncpg://demo:changeme@db/demo")
     DemoSettings(environment="development",
                  database_url="postgresql+asyncpg://demo:changeme@db/demo")
+
+
+def test_a_request_is_one_span_without_operation_spans() -> None:
+    """Every span is paid for three times (the service, its exporter, the console): a request
+    is one server span, not four (FastAPI's dependency, endpoint and serialization spans)."""
+    from chassis.tracing import configure_tracing
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exported = InMemorySpanExporter()
+    configure_tracing("demo", "demo-1", None).add_span_processor(SimpleSpanProcessor(exported))
+    with build_app() as c:
+        assert c.post("/api/demo/items", json={"name": "pen", "quantity": 2}).status_code == 201
+    names = [s.name for s in exported.get_finished_spans()]
+    assert names == ["POST /api/demo/items"], names
