@@ -177,15 +177,30 @@ async def driver_execute(tx: Tx, sql: str, *args: Any) -> int:
 
 # ``flusher(rows)`` returns one statement with ``$n`` parameters (write casts as
 # ``CAST($1 AS uuid[])``) and its arguments: run on asyncpg directly (ADR 0045), or, from an
-# ORM session's commit, as the equivalent SQLAlchemy ``text``.
+# ORM session's commit, as the equivalent SQLAlchemy ``text``. A kind registered with
+# ``verify`` returns rows (``RETURNING``); ``verify(rows, returned)`` raises if the number
+# returned is not what the rows expected (a saga's version check).
+#
+# A transaction's kinds go out together at commit as ONE statement, each kind's statement a
+# data-modifying CTE of it (ADR 0048): a saga reply writes its outbox rows, its history and
+# its new state in one round trip instead of three. A kind's statement is written alone when
+# it is itself a WITH query (PostgreSQL allows data-modifying WITH only at the top level).
+# A verified kind's statement has a RETURNING clause; ``verify`` gets the rows it returned.
 Flusher = Callable[[list[Any]], tuple[str, tuple[Any, ...]]]
+Verify = Callable[[list[Any], int], None]
 _FLUSHERS: dict[str, Flusher] = {}
+_VERIFY: dict[str, Verify] = {}
 _PENDING = "chassis_deferred_rows"
+_PARAMETER = re.compile(r"\$(\d+)")
+_RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
 
 
-def register_deferred(kind: str, flusher: Flusher) -> None:
-    """``flusher(rows)`` returns the one statement (and arguments) that writes ``rows``."""
+def register_deferred(kind: str, flusher: Flusher, *, verify: Verify | None = None) -> None:
+    """``flusher(rows)`` returns the one statement (and arguments) that writes ``rows``; its
+    SQL holds no ``$`` but its parameters' (statements are combined by renumbering them)."""
     _FLUSHERS[kind] = flusher
+    if verify is not None:
+        _VERIFY[kind] = verify
 
 
 @functools.cache
@@ -197,11 +212,35 @@ def _text_params(args: tuple[Any, ...]) -> dict[str, Any]:
     return {f"p{i}": value for i, value in enumerate(args, 1)}
 
 
+@functools.cache
+def _combined(statements: tuple[str, ...], counts: tuple[int, ...]) -> str:
+    """One statement running ``statements`` (with ``counts`` parameters each) as CTEs,
+    answering how many rows each one that has a RETURNING clause returned (so that every
+    row's RETURNING expressions run, and the verified kinds get their count)."""
+    def shifted(sql: str, by: int) -> str:
+        return _PARAMETER.sub(lambda m: f"${int(m[1]) + by}", sql)
+
+    offsets = [sum(counts[:i]) for i in range(len(counts))]
+    parts = [f"w{i} AS ({shifted(sql, by)})"
+             for i, (sql, by) in enumerate(zip(statements, offsets, strict=True))]
+    # The names are w0, w1 …: nothing from outside reaches this text.
+    answers = [f"(SELECT count(*) FROM w{i})" for i, sql in enumerate(statements)  # noqa: S608
+               if _RETURNING.search(sql)] or ["0"]
+    return f"WITH {', '.join(parts)} SELECT {', '.join(answers)}"
+
+
+async def _write_now(session: Tx, kind: str, rows: list[Any]) -> None:
+    sql, args = _FLUSHERS[kind](rows)
+    if kind in _VERIFY:
+        _VERIFY[kind](rows, len(await driver_fetch(session, sql, *args)))
+    else:
+        await driver_execute(session, sql, *args)
+
+
 async def write_at_commit(session: Tx, kind: str, row: Any) -> None:
     """Write ``row`` (of a registered ``kind``) in this transaction, at the latest at commit."""
     if session.in_nested_transaction():
-        sql, args = _FLUSHERS[kind]([row])
-        await driver_execute(session, sql, *args)
+        await _write_now(session, kind, [row])
         return
     if not session.in_transaction():
         # Begin the transaction (no round trip yet), so that a rollback before anything
@@ -213,19 +252,45 @@ async def write_at_commit(session: Tx, kind: str, row: Any) -> None:
     _state(session).setdefault(_PENDING, {}).setdefault(kind, []).append(row)
 
 
+def pending(session: Tx, kind: str) -> list[Any]:
+    """The rows of ``kind`` this transaction has not written yet (do not change the list)."""
+    rows: list[Any] = _state(session).get(_PENDING, {}).get(kind, [])
+    return rows
+
+
 def _write_pending(session: Session) -> None:
     pending: dict[str, list[Any]] | None = session.info.pop(_PENDING, None)
     for kind, rows in (pending or {}).items():
         sql, args = _FLUSHERS[kind](rows)
         # Runs inside the async session's greenlet: no await, so SQLAlchemy's own path.
-        session.execute(_as_text(sql), _text_params(args))
+        result = session.execute(_as_text(sql), _text_params(args))
+        if kind in _VERIFY:
+            _VERIFY[kind](rows, len(result.fetchall()))
 
 
 async def _write_pending_async(conn: AsyncConnection) -> None:
     pending: dict[str, list[Any]] | None = _state(conn).pop(_PENDING, None)
-    for kind, rows in (pending or {}).items():
+    if not pending:
+        return
+    together: list[tuple[str, list[Any], str, tuple[Any, ...]]] = []
+    for kind, rows in pending.items():
         sql, args = _FLUSHERS[kind](rows)
-        await driver_execute(conn, sql, *args)
+        if sql.lstrip()[:4].upper() == "WITH":
+            await _write_now(conn, kind, rows)
+        else:
+            together.append((kind, rows, sql, args))
+    if len(together) == 1:
+        kind, rows, _, _ = together[0]
+        await _write_now(conn, kind, rows)
+    elif together:
+        statements = tuple(sql for _, _, sql, _ in together)
+        sql = _combined(statements, tuple(len(args) for _, _, _, args in together))
+        answers = iter((await driver_fetch(conn, sql, *(value for _, _, _, args in together
+                                                         for value in args)))[0])
+        for kind, rows, statement, _ in together:
+            returned = next(answers) if _RETURNING.search(statement) else 0
+            if kind in _VERIFY:
+                _VERIFY[kind](rows, returned)
 
 
 async def flush_deferred(session: Tx) -> None:

@@ -563,3 +563,86 @@ async def test_concurrent_replies_to_one_saga_apply_one_at_a_time(
     assert story.instance.current_step == 1 and story.instance.version == 2
     assert sorted(e.detail["accepted"] for e in story.events if e.kind == "reply") == [False,
                                                                                         True]
+
+
+async def test_a_reply_writes_its_commands_history_and_state_in_one_statement_at_commit(
+        db: Database, engine: SagaEngine, services: Services,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """ADR 0048: the rows a reply writes at commit (its next command, its history, the
+    saga's new state) are one round trip, not three."""
+    import chassis.db as chassis_db
+
+    saga_id = await start(db, engine)
+    await services.commands()
+    statements: list[str] = []
+    on_driver = chassis_db._on_driver
+
+    async def counted(tx: Any, sql: str, args: tuple[Any, ...], run: Any) -> Any:
+        statements.append(sql)
+        return await on_driver(tx, sql, args, run)
+
+    monkeypatch.setattr(chassis_db, "_on_driver", counted)
+    assert await services.reply(saga_id, reserved(str(saga_id))) == Outcome.HANDLED
+    writes = [s for s in statements if "outbox" in s or "saga_events" in s
+              or s.startswith("UPDATE saga_instances")]
+    assert len(writes) == 1, "\n".join(statements)
+    assert all(part in writes[0] for part in ("INSERT INTO outbox", "INSERT INTO saga_events",
+                                              "UPDATE saga_instances"))
+    assert types(await services.commands()) == ["AuthorizePayment.v1"]
+    story = await instance(db, saga_id)
+    assert (story.instance.current_step, story.instance.version) == (1, 2)
+    assert [e.kind for e in story.events][-2:] == ["reply", "command_sent"]
+
+
+async def test_a_saga_changed_under_a_reply_fails_its_commit_and_writes_nothing(
+        db: Database, engine: SagaEngine) -> None:
+    """The version check answers in the commit's statement now: a stale save still fails
+    the transaction, with the reply's command and history."""
+    from chassis.saga import ConcurrentSagaUpdate, store
+
+    saga_id = await start(db, engine)
+    async with db.unit_of_work() as uow:
+        inst = await store.load(uow.session, saga_id)
+    assert inst is not None
+    async with db.unit_of_work() as uow:  # someone else moves the saga on meanwhile
+        await store.save(uow.session, await store.load(uow.session, saga_id, lock=True) or inst,
+                         T0)
+        await uow.commit()
+    async with db.engine.connect() as conn:
+        before = tuple((await conn.execute(text(
+            "SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM saga_events)"))).one())
+    inst.current_step = 3
+    with pytest.raises(ConcurrentSagaUpdate):
+        async with db.unit_of_work() as uow:
+            await store.record(uow.session, saga_id, T0, "reply", step="x")
+            await store.save(uow.session, inst, T0)
+            await uow.commit()
+    async with db.engine.connect() as conn:
+        after = tuple((await conn.execute(text(
+            "SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM saga_events)"))).one())
+        step = (await conn.execute(text("SELECT current_step, version FROM saga_instances "
+                                        "WHERE id = :id"), {"id": saga_id})).one()
+    assert after == before
+    assert tuple(step) == (0, 2)
+
+
+async def test_a_saga_saved_then_loaded_in_one_transaction_is_what_was_saved(
+        db: Database, engine: SagaEngine) -> None:
+    """A batch can hold two replies of one saga: the second load sees the first's save,
+    and each save is checked against the version the one before left."""
+    from chassis.saga import store
+
+    saga_id = await start(db, engine)
+    async with db.unit_of_work() as uow:
+        first = await store.load(uow.session, saga_id, lock=True)
+        assert first is not None
+        first.current_step = 1
+        await store.save(uow.session, first, T0)
+        second = await store.load(uow.session, saga_id, lock=True)
+        assert second is not None and (second.current_step, second.version) == (1, 2)
+        second.current_step = 2
+        await store.save(uow.session, second, T0)
+        await store.save(uow.session, second, T0)  # the same saga twice before commit
+        await uow.commit()
+    story = await instance(db, saga_id)
+    assert (story.instance.current_step, story.instance.version) == (2, 4)

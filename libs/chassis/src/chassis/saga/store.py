@@ -12,9 +12,9 @@ from sqlalchemy import text
 
 from chassis.db import (
     Tx,
-    driver_execute,
     driver_fetch,
     flush_deferred,
+    pending,
     register_deferred,
     write_at_commit,
 )
@@ -67,9 +67,18 @@ _CLAIM_OVERDUE = text(
     f"SELECT {_COLUMNS} FROM saga_instances WHERE status = 'RUNNING' "  # noqa: S608
     "AND deadline_at <= :now AND saga_name = ANY(:names) "
     "ORDER BY deadline_at LIMIT :limit FOR UPDATE SKIP LOCKED")
-_UPDATE = (
-    "UPDATE saga_instances SET status = $1, current_step = $2, resends = $3, data = $4::jsonb, "
-    "deadline_at = $5, updated_at = $6, version = version + 1 WHERE id = $7 AND version = $8")
+# A reply's new state is written at commit with its history and its outbox rows, in one
+# statement (chassis.db.write_at_commit, ADR 0048); the version check is its answer.
+_SAVE_KIND = "saga_instances"
+_SAVE_MANY = (
+    "UPDATE saga_instances AS s SET status = x.status, current_step = x.step, "
+    "resends = x.resends, data = x.data::jsonb, deadline_at = x.deadline, updated_at = x.at, "
+    "version = s.version + 1 "
+    "FROM unnest(CAST($1 AS uuid[]), CAST($2 AS integer[]), CAST($3 AS text[]), "
+    "CAST($4 AS integer[]), CAST($5 AS integer[]), CAST($6 AS text[]), "
+    "CAST($7 AS timestamptz[]), CAST($8 AS timestamptz[])) "
+    "AS x(id, version, status, step, resends, data, deadline, at) "
+    "WHERE s.id = x.id AND s.version = x.version RETURNING s.id")
 # History rows are written together at commit (chassis.db.write_at_commit), in order.
 _RECORD_MANY = (
     "INSERT INTO saga_events (saga_id, at, kind, step, message_type, detail) "
@@ -92,6 +101,23 @@ def _record_many(rows: list[tuple[Any, ...]]) -> tuple[str, tuple[list[Any], ...
 
 
 register_deferred(_EVENTS_KIND, _record_many)
+
+
+def _save_many(rows: list[tuple[Any, ...]]) -> tuple[str, tuple[list[Any], ...]]:
+    return _SAVE_MANY, tuple(list(column) for column in zip(*rows, strict=True))
+
+
+def _all_saved(rows: list[tuple[Any, ...]], returned: int) -> None:
+    if returned != len(rows):
+        ids = ", ".join(f"{r[0]} (v{r[1]})" for r in rows)
+        raise ConcurrentSagaUpdate(f"saga {ids} changed concurrently")
+
+
+register_deferred(_SAVE_KIND, _save_many, verify=_all_saved)
+
+
+def _save_pending(session: Tx, saga_id: uuid.UUID) -> bool:
+    return any(row[0] == saga_id for row in pending(session, _SAVE_KIND))
 
 
 def _dumps(value: Any) -> str:
@@ -122,6 +148,8 @@ async def insert(session: Tx, inst: SagaInstance) -> None:
 async def load(session: Tx, saga_id: uuid.UUID, *,
                lock: bool = False) -> SagaInstance | None:
     """The saga; locked until the transaction ends with ``lock`` (a consumer's reply only)."""
+    if _save_pending(session, saga_id):
+        await flush_deferred(session)  # its state as this transaction left it
     if lock:
         rows = await driver_fetch(session, _LOAD_LOCKED, saga_id)
         return _instance(rows[0]) if rows else None
@@ -136,14 +164,15 @@ async def claim_overdue(session: Tx, now: datetime, names: list[str],
 
 
 async def save(session: Tx, inst: SagaInstance, now: datetime) -> None:
-    """Write the new state; the version check backs up the row lock (a caller that forgot
-    FOR UPDATE fails loudly instead of losing an update). Called by a consumer's reply and
-    the reconciler's tick only (ADR 0045: errors are asyncpg's)."""
-    changed = await driver_execute(session, _UPDATE, inst.status, inst.current_step,
-                                   inst.resends, _dumps(inst.data), inst.deadline_at, now,
-                                   inst.id, inst.version)
-    if changed != 1:
-        raise ConcurrentSagaUpdate(f"saga {inst.id} changed concurrently (v{inst.version})")
+    """Write the new state, at the latest at commit; the version check backs up the row
+    lock (a caller that forgot FOR UPDATE fails loudly instead of losing an update), with
+    ``ConcurrentSagaUpdate`` from the statement that writes it. Called by a consumer's reply
+    and the reconciler's tick only (ADR 0045: errors are asyncpg's)."""
+    if _save_pending(session, inst.id):
+        await flush_deferred(session)  # one row per saga in the statement, in order
+    await write_at_commit(session, _SAVE_KIND, (
+        inst.id, inst.version, inst.status, inst.current_step, inst.resends,
+        _dumps(inst.data), inst.deadline_at, now))
     inst.version += 1
     inst.updated_at = now
 
