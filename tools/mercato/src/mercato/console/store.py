@@ -110,6 +110,10 @@ UPSERT_TRACE = (
     "root_parent_id = excluded.root_parent_id, root_start_ns = excluded.root_start_ns")
 
 
+# json.dumps(x, default=str) makes an encoder on every call: three a span.
+_json = json.JSONEncoder(default=str).encode
+
+
 def _marks(n: int) -> str:
     return ",".join("?" * n)
 
@@ -246,9 +250,8 @@ class Store:
                 orders[s.trace_id] = order_id
             rows.append((s.trace_id, s.span_id, s.parent_id, s.service, s.instance, s.name,
                          s.kind, s.start_ns, s.end_ns, s.status, s.status_message,
-                         json.dumps(s.attributes, default=str),
-                         json.dumps(s.events, default=str), json.dumps(s.links, default=str),
-                         order_id))
+                         _json(s.attributes), _json(s.events) if s.events else "[]",
+                         _json(s.links) if s.links else "[]", order_id))
         trace_ids = list(by_trace)
         with self.lock, self.db:
             inserted = self.db.executemany(
