@@ -167,6 +167,28 @@ async def driver_execute(tx: Tx, sql: str, *args: Any) -> int:
     return int(last) if last.isdigit() else 0
 
 
+# Work that is ONE statement needs no transaction around it: PostgreSQL runs a statement sent
+# outside a transaction block atomically, committing it when it ends, so BEGIN and COMMIT would
+# be two more round trips (~35 µs of client CPU, ``mercato bench sqlalchemy``: once_touch)
+# for nothing. ``Database.fetch_once`` runs it on the driver of a connection checked out of
+# SQLAlchemy's pool (so its size, recycling and disposal still hold) without beginning the
+# adapter's transaction: the pool's reset on return then has nothing to roll back (the
+# adapter's rollback is a no-op when it began nothing), and the connection goes back at rest
+# with no round trip.
+async def _on_driver_once(conn: AsyncConnection, sql: str, args: tuple[Any, ...],
+                          run: Callable[[Any], Awaitable[Any]]) -> Any:
+    adapted: Any = _checked_out(conn)
+    if adapted is None:  # SQLAlchemy revalidates it first
+        adapted = (await conn.get_raw_connection()).dbapi_connection
+    try:
+        async with adapted._execute_mutex:
+            return await run(adapted._connection)
+    except Exception as error:
+        translated = _as_sqlalchemy_error(adapted, sql, args, error)
+        await _invalidate_if_lost(conn, adapted, error)
+        raise translated from error
+
+
 # -- rows written at commit -------------------------------------------------------------------
 # Append-only rows that nothing reads back inside the transaction that writes them (outbox
 # messages, saga history) are collected per transaction and written by one multi-row statement
@@ -389,6 +411,23 @@ class Database:
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.engine)
+
+    async def fetch_once(self, sql: str, *args: Any) -> list[Any]:
+        """Rows (asyncpg ``Record``s) of ``sql`` (``$n`` parameters), run as its own
+        transaction: ONE statement, no BEGIN or COMMIT sent. Errors are SQLAlchemy's, as in a
+        unit of work. Work of more than one statement that must be atomic takes a unit of
+        work."""
+        async with self.engine.connect() as conn:
+            return list(await _on_driver_once(conn, sql, args,
+                                              lambda driver: driver.fetch(sql, *args)))
+
+    async def execute_once(self, sql: str, *args: Any) -> int:
+        """``fetch_once`` for a statement whose rows nobody reads: the number it changed."""
+        async with self.engine.connect() as conn:
+            status: str = await _on_driver_once(conn, sql, args,
+                                                lambda driver: driver.execute(sql, *args))
+        last = status.rsplit(" ", 1)[-1]
+        return int(last) if last.isdigit() else 0
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

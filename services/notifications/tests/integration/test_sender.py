@@ -13,6 +13,8 @@ import pytest
 from chassis.background import BackgroundTasks
 from chassis.clock import utc_now
 from chassis.db import Database
+from mercato.testing.infra import PgServer
+from notifications.adapters.repository import _CLAIM, _MARK_SENT, SenderRepository
 from notifications.adapters.smtp import OutgoingMail, SmtpMailer
 from notifications.domain.model import RetryPolicy
 from notifications.entrypoints.background import Sender
@@ -421,22 +423,20 @@ async def test_a_database_outage_after_the_send_does_not_mail_it_again(
     """The email went out, then recording it fails while PostgreSQL restarts: the sender
     waits the database out and records it, instead of releasing the claim (which mailed it
     a second time once the database was back)."""
-    from notifications.adapters.repository import NotificationsRepository
-
     sink.start()
     notes = Notifications(db)
     await notes.send(placed("o1"))
-    real_mark = NotificationsRepository.mark_sent
+    real_mark = SenderRepository.mark_sent
     refused = 0
 
-    async def mark_while_restarting(self: NotificationsRepository, *args: Any) -> None:
+    async def mark_while_restarting(self: SenderRepository, *args: Any) -> bool | None:
         nonlocal refused
         if refused < 3:  # what asyncpg raises while nothing listens on the port
             refused += 1
             raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
-        await real_mark(self, *args)
+        return await real_mark(self, *args)
 
-    monkeypatch.setattr(NotificationsRepository, "mark_sent", mark_while_restarting)
+    monkeypatch.setattr(SenderRepository, "mark_sent", mark_while_restarting)
     done = await send_due(db, mailer(sink), FAST, me=ME)
     assert (done.claimed, done.sent, refused) == (1, 1, 3)
     monkeypatch.undo()
@@ -447,47 +447,78 @@ async def test_a_database_outage_after_the_send_does_not_mail_it_again(
 
 async def test_a_bug_while_recording_a_send_is_not_retried(
         db: Database, sink: MailSink, monkeypatch: pytest.MonkeyPatch) -> None:
-    from notifications.adapters.repository import NotificationsRepository
-
     sink.start()
     await Notifications(db).send(placed("o1"))
 
-    async def broken(self: NotificationsRepository, *args: Any) -> None:
+    async def broken(self: SenderRepository, *args: Any) -> None:
         raise ValueError("a bug, not an outage")
 
-    monkeypatch.setattr(NotificationsRepository, "mark_sent", broken)
+    monkeypatch.setattr(SenderRepository, "mark_sent", broken)
     with pytest.raises(ValueError, match="a bug"):
         await send_due(db, mailer(sink), FAST, me=ME)
 
 
 async def test_a_round_checks_each_claim_in_the_transaction_before_its_send(
-        db: Database, sink: MailSink, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A round of n emails opens n + 1 transactions (the claim, then one mark per email that
+        db: Database, database_url: str, sink: MailSink, pg_server: PgServer) -> None:
+    """A round of n emails is n + 1 transactions (the claim, then one mark per email that
     also checks the next email's claim), not 2n + 1 (a check of its own before each send):
-    the sender was a quarter of the platform's transactions per order. The check still
-    stands right before each send (see the paused-sender test above)."""
+    the sender was a quarter of the platform's transactions per order. And each is one
+    statement sent alone, with no BEGIN and COMMIT round trips around it: n + 1 round trips
+    in all, as PostgreSQL's statement log records them. The check still stands right before
+    each send (see the paused-sender test above)."""
     sink.start()
     notes = Notifications(db)
     for order in ("o1", "o2", "o3", "o4"):
         await notes.send(placed(order))
-    opened = 0
-    real = Database.unit_of_work
-
-    def counted(self: Database) -> Any:
-        nonlocal opened
-        opened += 1
-        return real(self)
-
-    monkeypatch.setattr(Database, "unit_of_work", counted)
     smtp = mailer(sink)
-    done = await send_due(db, smtp, FAST, me=ME)
-    monkeypatch.undo()
+    with pg_server.statements_logged(database_url.rsplit("/", 1)[1]) as logged:
+        sender_db = Database(database_url, pool_size=1)
+        try:
+            pid = (await sender_db.fetch_once("SELECT pg_backend_pid() AS pid"))[0]["pid"]
+            sent_before = len(logged(pid))
+            done = await send_due(sender_db, smtp, FAST, me=ME)
+            sent = [" ".join(s.split(": ", 1)[1].split()) for s in logged(pid)[sent_before:]]
+        finally:
+            await sender_db.dispose()
     assert (done.claimed, done.sent, done.lost) == (4, 4, 0)
-    assert opened == 5
+    claim, mark = (" ".join(sql.split()) for sql in (_CLAIM, _MARK_SENT))
+    assert sent == [claim] + [mark] * 4, sent  # no BEGIN, no COMMIT, no check of its own
     assert {r["status"] for r in await notes.rows()} == {"sent"}
     assert sorted(m["notification"] for m in sink.messages()) == [
         f"o{i}/order_placed" for i in range(1, 5)]
     await smtp.close_connection()
+
+
+async def test_the_check_in_a_mark_sees_a_takeover_that_commits_while_the_mark_waits(
+        db: Database) -> None:
+    """The mark and the next email's claim check are one statement, which reads one
+    snapshot. Another sender's takeover claim (this sender was paused past its beat) that
+    holds both rows when the mark comes, and commits while the mark waits on it, is still
+    seen by the check, as it was by a SELECT of its own after the UPDATE: the next email is
+    not mailed by both. (A plain read in that statement says "still ours" here; its
+    FOR SHARE makes it wait for the takeover and read the row again.)"""
+    notes = Notifications(db)
+    for order in ("o1", "o2"):
+        await notes.send(placed(order))
+    sender = SenderRepository(db)
+    first, following = await sender.claim_due(
+        utc_now(), 10, HOUR, me=ME, stale_after=timedelta(seconds=10), order_wait=HOUR)
+    async with db.engine.connect() as takeover:
+        await takeover.execute(text("UPDATE notifications SET claimed_by = :other "
+                                    "WHERE id IN (:a, :b)"),
+                               {"other": OTHER, "a": first.id, "b": following.id})
+        mark = asyncio.create_task(sender.mark_sent(first.id, utc_now(), following.id, ME))
+
+        async def waiting() -> bool:  # a transaction of its own: pg_stat_activity is read anew
+            return bool(await db.fetch_once(
+                "SELECT 1 FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"))
+        await wait_for(waiting)
+        await takeover.commit()
+    assert await mark is False
+    rows = {r["id"]: r for r in await notes.rows()}
+    assert (rows[first.id]["status"], rows[first.id]["claimed_by"]) == ("sent", None)
+    assert rows[following.id]["claimed_by"] == OTHER
 
 
 async def test_what_the_sink_reads_is_what_was_written_in_any_script(sink: MailSink) -> None:

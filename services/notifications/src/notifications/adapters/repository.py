@@ -1,10 +1,12 @@
-"""Notifications persistence: one session = one unit of work.
+"""Notifications persistence: the consumers' writes and the failure paths run in a unit of
+work (``NotificationsRepository``); the sender's per-email statements each run alone, as their
+own transaction (``SenderRepository``).
 
 Rules that keep "one email per (order, kind)" true with several instances:
 1. A notification is only ever INSERTed by the consumers, with ON CONFLICT DO NOTHING on
    UNIQUE(order_id, kind): a redelivered or re-published event adds nothing.
-2. The sender claims due rows with FOR UPDATE SKIP LOCKED and, in the same short
-   transaction, names itself in ``claimed_by`` and pushes their ``next_attempt_at`` ahead by
+2. The sender claims due rows with FOR UPDATE SKIP LOCKED and, in the same
+   statement, names itself in ``claimed_by`` and pushes their ``next_attempt_at`` ahead by
    a lease, so no other instance takes them while the SMTP call runs (no lock is held during
    it). A claim is only as good as its holder's heartbeat (``senders``): the claims of an
    instance whose beat is stale are taken over at once, and an instance releases its own at
@@ -23,9 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from chassis.db import driver_execute, driver_fetch
+from chassis.db import Database, Tx, driver_execute, driver_fetch
 from sqlalchemy import select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from notifications.adapters.orm import notifications
 from notifications.domain.model import (
@@ -39,10 +40,13 @@ from notifications.domain.model import (
     Notification,
 )
 
-# The statements of every order event (learn_customer, email_for, enqueue) and of every email
-# the sender mails (claim_due, still_mine, mark_sent) are fixed SQL on the unit of work's
-# asyncpg connection (chassis.db.driver_fetch, ADR 0046), past SQLAlchemy's ~0.1 ms of client
-# CPU a statement. The heartbeats, the failure paths and the API's listing stay on Core.
+# The statements of every order event (learn_customer, email_for, enqueue) are fixed SQL on
+# the unit of work's asyncpg connection (chassis.db.driver_fetch, ADR 0046), past SQLAlchemy's
+# ~0.1 ms of client CPU a statement. Those of every email the sender mails (claim_due,
+# mark_sent with the next email's claim check, still_mine) and its heartbeat are ONE statement
+# each, so they run alone on the driver with no BEGIN and COMMIT around them
+# (Database.fetch_once): PostgreSQL makes a single statement atomic by itself. The sender's
+# start and stop (two statements), the failure paths and the API's listing stay on Core.
 
 # Claim due rows (or rows whose holder's heartbeat is stale), first of their order only, take
 # a lease on them, and resolve a missing recipient from what the order events taught us. A
@@ -88,16 +92,37 @@ RETURNING n.id, n.order_id, n.kind, n.recipient, n.subject, n.body, n.status, n.
 # stop: what a round cut short still held.
 _RELEASE_OWN = text("UPDATE notifications SET claimed_by = NULL, next_attempt_at = :now "
                     "WHERE status = 'queued' AND claimed_by = :me")
-_BEAT = text("INSERT INTO senders (instance_id, started_at, beat_at) VALUES (:me, :now, :now) "
-             "ON CONFLICT (instance_id) DO UPDATE SET beat_at = EXCLUDED.beat_at")
+_BEAT = ("INSERT INTO senders (instance_id, started_at, beat_at) VALUES ($1, $2, $2) "
+         "ON CONFLICT (instance_id) DO UPDATE SET beat_at = EXCLUDED.beat_at")
 _REGISTER = text("INSERT INTO senders (instance_id, started_at, beat_at) "
                  "VALUES (:me, :now, :now) ON CONFLICT (instance_id) DO UPDATE "
                  "SET started_at = EXCLUDED.started_at, beat_at = EXCLUDED.beat_at")
 _RETIRE = text("DELETE FROM senders WHERE instance_id = :me")
 _STILL_MINE = ("SELECT 1 FROM notifications WHERE id = $1 AND status = 'queued' "
                "AND claimed_by = $2")
-_MARK_SENT = ("UPDATE notifications SET status = $2, sent_at = $3, last_error = NULL, "
-              "claimed_by = NULL WHERE id = $1")
+# The mark of an email the mail server took, whoever holds its claim by then (a sender paused
+# past its beat still mails the one it was in the middle of: it is out, so it is sent), and, in
+# the same statement, the check that the claim on the next email ($4; NULL: none) is still
+# ours, right before that send (rule 2). All of one statement reads one snapshot, taken when
+# it starts. That the check cannot see the mark's own change does not matter: it reads
+# another row. What would matter is a plain read missing another sender's takeover claim that
+# commits while this statement runs (the UPDATE waiting on the row lock that claim holds),
+# which the SELECT after the UPDATE, in the transaction this replaced, saw: the next email
+# would then be mailed by both. FOR SHARE closes that: it waits for such a claim to end, then
+# re-reads the row's newest version (READ COMMITTED's recheck), and while held it makes the
+# others' claims (SKIP LOCKED) pass the row by. Should two marks ever wait on each other (two
+# senders, both paused past their beats, each holding the other's next email), PostgreSQL
+# fails one with a deadlock (40P01), which _record_sent retries as it does an outage.
+_MARK_SENT = """
+WITH marked AS (
+    UPDATE notifications SET status = $2, sent_at = $3, last_error = NULL, claimed_by = NULL
+    WHERE id = $1
+)
+SELECT EXISTS (
+    SELECT 1 FROM notifications
+    WHERE id = $4 AND status = 'queued' AND claimed_by = $5
+    FOR SHARE) AS mine
+"""
 
 _LEARN = ("INSERT INTO customers (order_id, customer_id, email) VALUES ($1, $2, $3) "
           "ON CONFLICT (order_id) DO NOTHING")
@@ -122,7 +147,7 @@ class Claimed:
 
 
 class NotificationsRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Tx) -> None:
         self.session = session
 
     # -- written by the consumers ---------------------------------------------------------
@@ -143,19 +168,7 @@ class NotificationsRepository:
                                   FOLLOWS.get(kind))
         return bool(rows)
 
-    # -- used by the sender ---------------------------------------------------------------
-
-    async def claim_due(self, now: datetime, limit: int, lease: timedelta, *, me: str,
-                        stale_after: timedelta, order_wait: timedelta) -> list[Claimed]:
-        rows = await driver_fetch(self.session, _CLAIM, now, now - stale_after,
-                                  now - order_wait, limit, now + lease, me, UNKNOWN_RECIPIENT)
-        return [Claimed(*row) for row in rows]
-
-    async def still_mine(self, notification_id: int, me: str) -> bool:
-        return bool(await driver_fetch(self.session, _STILL_MINE, notification_id, me))
-
-    async def mark_sent(self, notification_id: int, now: datetime) -> None:
-        await driver_execute(self.session, _MARK_SENT, notification_id, SENT, now)
+    # -- the sender's failure paths ---------------------------------------------------------
 
     async def retry_later(self, notification_id: int, at: datetime, error: str) -> None:
         await self.session.execute(
@@ -178,9 +191,6 @@ class NotificationsRepository:
         released = await self.session.execute(_RELEASE_OWN, {"me": me, "now": now})
         return int(released.rowcount)  # type: ignore[attr-defined]
 
-    async def beat(self, me: str, now: datetime) -> None:
-        await self.session.execute(_BEAT, {"me": me, "now": now})
-
     async def retire_sender(self, me: str, now: datetime) -> int:
         """A clean stop: what a round cut short at shutdown still held is due again now, and
         the beat goes; how many claims were released."""
@@ -199,3 +209,33 @@ class NotificationsRepository:
                              subject=r.subject, body=r.body, status=r.status,
                              attempts=r.attempts, created_at=r.created_at, sent_at=r.sent_at,
                              last_error=r.last_error) for r in rows]
+
+
+class SenderRepository:
+    """The sender's statements on every email (and its heartbeat): each is one statement and
+    runs as its own transaction, so a round of n emails is n + 1 round trips (the claim, then
+    a mark per email that also checks the next email's claim), with no BEGIN or COMMIT."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def claim_due(self, now: datetime, limit: int, lease: timedelta, *, me: str,
+                        stale_after: timedelta, order_wait: timedelta) -> list[Claimed]:
+        # One statement: its row locks (FOR UPDATE SKIP LOCKED) last until it ends, as they
+        # lasted until the COMMIT of the transaction it was alone in.
+        rows = await self.db.fetch_once(_CLAIM, now, now - stale_after, now - order_wait,
+                                        limit, now + lease, me, UNKNOWN_RECIPIENT)
+        return [Claimed(*row) for row in rows]
+
+    async def still_mine(self, notification_id: int, me: str) -> bool:
+        return bool(await self.db.fetch_once(_STILL_MINE, notification_id, me))
+
+    async def mark_sent(self, notification_id: int, now: datetime,
+                        check_next: int | None = None, me: str | None = None) -> bool | None:
+        """Mark a mailed notification sent; whether the claim on ``check_next`` is still
+        ``me``'s (None when not asked)."""
+        [row] = await self.db.fetch_once(_MARK_SENT, notification_id, SENT, now, check_next, me)
+        return None if check_next is None else bool(row["mine"])
+
+    async def beat(self, me: str, now: datetime) -> None:
+        await self.db.execute_once(_BEAT, me, now)

@@ -3,7 +3,7 @@
 The event handlers only queue: they run inside the consumer's inbox transaction and INSERT
 one row per (order, kind) -- never an SMTP call there, so a slow or dead mail server can
 neither hold a transaction open nor make a redelivery send twice. The sender
-(``send_due``) mails what is queued, each result in its own short transaction.
+(``send_due``) mails what is queued, each result recorded at once by a statement of its own.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from contracts.orders.v1 import OrderApproved, OrderCancelled, OrderPlaced, Orde
 from contracts.shipping.v1 import ShipmentStatusChanged
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notifications.adapters.repository import NotificationsRepository
+from notifications.adapters.repository import NotificationsRepository, SenderRepository
 from notifications.adapters.smtp import Mailer, OutgoingMail
 from notifications.domain.model import (
     ORDER_APPROVED,
@@ -115,21 +115,21 @@ async def send_due(db: Database, mailer: Mailer, policy: RetryPolicy, *, me: str
     order, once the one it follows exists or it waited ``order_wait``), mail each, record
     each result at once.
 
-    At-least-once: the row is marked sent in its own transaction right after the SMTP server
-    accepted it. If the process dies between the two, the email is sent again (with the same
-    Message-ID) once its claim is released: at the sender's restart, or by another sender
-    when its heartbeat is ``stale_after`` old. That is the only way a notification is mailed
+    At-least-once: the row is marked sent by a statement of its own right after the SMTP
+    server accepted it. If the process dies between the two, the email is sent again (with
+    the same Message-ID) once its claim is released: at the sender's restart, or by another
+    sender when its heartbeat is ``stale_after`` old. That is the only way a notification is mailed
     twice: before each send the claim is checked to be still ours.
 
-    That check rides on the transaction just before the send: the claim itself for the
+    That check rides on the statement just before the send: the claim itself for the
     first email of the round (it made the rows ours a moment ago), the previous email's
     mark for the others. A round of n emails is n + 1 transactions, not 2n + 1: the
-    notification sender was a quarter of all the platform's transactions per order."""
+    notification sender was a quarter of all the platform's transactions per order. Each is
+    one statement, sent alone: no BEGIN or COMMIT round trips (``Database.fetch_once``)."""
     now = now or utc_now()
-    async with db.unit_of_work() as uow:
-        claimed = await NotificationsRepository(uow.session).claim_due(
-            now, limit, lease, me=me, stale_after=stale_after, order_wait=order_wait)
-        await uow.commit()
+    sender = SenderRepository(db)
+    claimed = await sender.claim_due(now, limit, lease, me=me, stale_after=stale_after,
+                                     order_wait=order_wait)
     result = SendRound(claimed=len(claimed))
     sendable = []
     for n in claimed:
@@ -139,13 +139,12 @@ async def send_due(db: Database, mailer: Mailer, policy: RetryPolicy, *, me: str
                         kind=n.kind, error="unknown_recipient")
         else:
             sendable.append(n)
-    # Whether the claim on the next email is still ours, when the last transaction said so.
+    # Whether the claim on the next email is still ours, when the last statement said so.
     known_mine: bool | None = True
     for i, n in enumerate(sendable):
         mine, known_mine = known_mine, None
         if mine is None:
-            async with db.unit_of_work() as uow:
-                mine = await NotificationsRepository(uow.session).still_mine(n.id, me)
+            mine = await sender.still_mine(n.id, me)
         if not mine:  # we were paused past our heartbeat and another sender took it
             result.lost += 1
             log.warning("notification_claim_lost", notification_id=n.id, order_id=n.order_id,
@@ -182,18 +181,16 @@ async def _record_sent(db: Database, notification_id: int, *, within: timedelta,
     (for as long as the claim's lease): the email is out, and giving up here would release
     the claim and mail it again once the database was back, the only duplicate a PostgreSQL
     restart used to cause. Only this process's death between the send and the mark still
-    can (docs: the at-least-once edge). In the same transaction, whether the claim on
+    can (docs: the at-least-once edge). In the same statement, whether the claim on
     ``check_next`` (the email to be sent next) is still ours; None when not asked."""
     deadline = time.monotonic() + within.total_seconds()
     delay = 0.1
     while True:
         try:
-            async with db.unit_of_work() as uow:
-                repo = NotificationsRepository(uow.session)
-                await repo.mark_sent(notification_id, utc_now())
-                mine = None if check_next is None else await repo.still_mine(check_next, me)
-                await uow.commit()
-            return mine
+            # A statement lost with its connection may have committed: marking again is
+            # harmless, and the check is then read again.
+            return await SenderRepository(db).mark_sent(notification_id, utc_now(), check_next,
+                                                        me)
         except Exception as exc:
             if not dependency_unavailable(exc) or time.monotonic() + delay > deadline:
                 raise
@@ -214,9 +211,7 @@ async def register_sender(db: Database, me: str) -> int:
 
 
 async def beat(db: Database, me: str) -> None:
-    async with db.unit_of_work() as uow:
-        await NotificationsRepository(uow.session).beat(me, utc_now())
-        await uow.commit()
+    await SenderRepository(db).beat(me, utc_now())
 
 
 async def retire_sender(db: Database, me: str) -> int:

@@ -8,7 +8,8 @@ Fixtures (engines start lazily, on first use, once per session, on free loopback
 
 ``pg_server`` (session)
     ``PgServer`` with ``.host``, ``.port``, ``.superuser_dsn`` (``postgresql://...``) and
-    ``.create_database()`` / ``.drop_database(name)`` for tests that need several.
+    ``.create_database()`` / ``.drop_database(name)`` for tests that need several;
+    ``.statements_logged(database)`` for what the server saw of a database's statements.
 ``fresh_database`` (function)
     A new role + database owned by it, as a ``postgresql+asyncpg://`` URL; dropped afterwards.
 ``nats_url`` (session)
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -35,7 +37,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +45,7 @@ import pytest
 
 from mercato.runtime.nats import Nats
 from mercato.runtime.paths import Home, free_port
-from mercato.runtime.postgres import Postgres
+from mercato.runtime.postgres import Postgres, check_identifier
 from mercato.runtime.proc import pid_alive
 
 __all__ = ["NatsProcess", "PgServer", "fresh_database", "nats_url", "pg_server", "private_nats"]
@@ -71,6 +73,36 @@ class PgServer:
     def psql(self, script: str, database: str = "postgres") -> str:
         """Run SQL as the superuser; returns psql's unaligned, tuples-only output."""
         return self._pg.psql(script, database=database)
+
+    @contextlib.contextmanager
+    def statements_logged(self, database: str) -> Iterator[Callable[..., list[str]]]:
+        """PostgreSQL's own record of what clients send: ``log_statement = 'all'`` for the
+        connections to ``database`` opened inside the block. Yields ``logged(pid=None)``: the
+        statements logged so far (of backend ``pid`` only, if given), as the server log says
+        them: ``statement: BEGIN;``, ``execute <name>: UPDATE …`` (with the lines that
+        follow, a statement's next lines; the log has a tab before each)."""
+        self.psql(f"ALTER DATABASE {check_identifier(database)} SET log_statement = 'all'")
+        log = self._pg.home.log_file("postgres")
+        start = log.stat().st_size
+        # An entry starts with log_line_prefix ('%m [%p] %q%u@%d ', mercato.runtime.postgres).
+        entry = re.compile(r"^\d{4}-\d\d-\d\d [\d:.]+ \S+ \[(\d+)\] \S*@(\S*) (\w+):  ",
+                           re.MULTILINE)
+
+        def logged(pid: int | None = None) -> list[str]:
+            with open(log, "rb") as fh:
+                fh.seek(start)
+                text = fh.read().decode(errors="replace")
+            heads = list(entry.finditer(text))
+            ends = [head.start() for head in heads[1:]] + [len(text)]
+            return [text[head.end():end].rstrip("\n")
+                    for head, end in zip(heads, ends, strict=True)
+                    if head[2] == database and head[3] == "LOG"
+                    and (pid is None or int(head[1]) == pid)]
+
+        try:
+            yield logged
+        finally:
+            self.psql(f"ALTER DATABASE {database} RESET log_statement")
 
 
 def _sweep_abandoned(prefix: str) -> None:
