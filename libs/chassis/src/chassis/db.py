@@ -430,8 +430,8 @@ class Database:
         return int(last) if last.isdigit() else 0
 
     async def ping(self) -> None:
-        async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        """One round trip (no BEGIN, no ROLLBACK): every readiness probe runs it."""
+        await self.fetch_once("SELECT 1")
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -105,3 +105,29 @@ async def test_a_connection_lost_under_a_statement_once_is_replaced(
     assert lost.value.connection_invalidated
     assert dependency_unavailable(lost.value)  # a 503, and _record_sent's retry
     assert await backend_pid(one) != pid
+
+
+async def test_the_readiness_ping_and_the_running_sagas_count_are_one_statement_each(
+        db: Database, pg_server: PgServer) -> None:
+    """Asked every few seconds by every instance (Envoy's health checks, the orders service's
+    admission control): one round trip each, no BEGIN and no ROLLBACK around it."""
+    from chassis.saga import count_running, saga_tables
+
+    name = db.engine.url.database
+    assert name is not None
+    sagas = MetaData()
+    saga_tables(sagas)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(sagas.create_all)
+    with pg_server.statements_logged(name) as logged:
+        one = Database(db.engine.url.render_as_string(hide_password=False), pool_size=1)
+        try:
+            pid = await backend_pid(one)
+            sent_before = len(logged(pid))
+            await one.ping()
+            assert await count_running(one, ["order"]) == 0
+            sent = logged(pid)[sent_before:]
+        finally:
+            await one.dispose()
+    assert len(sent) == 2, sent
+    assert not [s for s in sent if "BEGIN" in s or "ROLLBACK" in s or "COMMIT" in s], sent

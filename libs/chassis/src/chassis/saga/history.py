@@ -10,7 +10,7 @@ from typing import Any
 
 from opentelemetry import propagate, trace
 
-from chassis.db import Tx
+from chassis.db import Database, Tx
 from chassis.saga import store
 from chassis.saga.secrets import Redactor
 from chassis.saga.store import SagaInstance
@@ -81,6 +81,9 @@ async def record_event(session: Tx, saga_id: uuid.UUID, kind: str, *,
     await store.record(session, saga_id, at, kind, detail=detail)
 
 
-async def count_running(session: Tx, saga_names: Iterable[str]) -> int:
-    """How many sagas of these kinds are running now (one indexed count)."""
+async def count_running(session: Tx | Database, saga_names: Iterable[str]) -> int:
+    """How many sagas of these kinds are running now (one indexed count); asked of a
+    ``Database``, as a statement of its own, with no transaction around it."""
+    if isinstance(session, Database):
+        return await store.count_running_now(session, list(saga_names))
     return await store.count_running(session, list(saga_names))

@@ -18,7 +18,6 @@ from datetime import datetime
 
 import structlog
 from prometheus_client import CollectorRegistry
-from sqlalchemy import text
 
 from chassis import metric_catalogue as m
 from chassis.clock import utc_now
@@ -32,10 +31,11 @@ SAMPLE_INTERVAL_S = 5.0
 # Every running saga, whatever its name: one whose definition no instance knows any more is
 # never driven, and must show. Served by ix_saga_instances_deadline (partial: RUNNING).
 # ``now`` is the orchestrator's clock, the one the reconciler compares deadlines with.
-_RUNNING = text(
+# One statement, sent alone (no transaction around it: Database.fetch_once).
+_RUNNING = (
     "SELECT saga_name, current_step, count(*) AS running, "
-    "count(*) FILTER (WHERE deadline_at < :now) AS overdue, "
-    "coalesce(extract(epoch FROM :now - min(deadline_at)), 0) AS most_overdue_s "
+    "count(*) FILTER (WHERE deadline_at < $1) AS overdue, "
+    "coalesce(extract(epoch FROM $1 - min(deadline_at)), 0) AS most_overdue_s "
     "FROM saga_instances WHERE status = 'RUNNING' GROUP BY saga_name, current_step")
 
 FINISHED_STATUSES = ("completed", "compensated", "failed")
@@ -92,8 +92,7 @@ class SagaMetrics:
 
 async def sample_sagas(db: Database, definitions: Mapping[str, SagaDefinition],
                        metrics: SagaMetrics, *, clock: Callable[[], datetime] = utc_now) -> None:
-    async with db.sessions() as session:
-        rows = (await session.execute(_RUNNING, {"now": clock()})).all()
+    rows = await db.fetch_once(_RUNNING, clock())
     metrics.set_running(definitions, [(r[0], int(r[1]), int(r[2]), int(r[3]), float(r[4]))
                                       for r in rows])
 

@@ -40,8 +40,7 @@ class Admission:
                 "try again in a few seconds", headers={"Retry-After": "5"})
 
     async def refresh(self, db: Database) -> int:
-        async with db.sessions() as session:
-            self.running = await count_running(session, [ORDER.name])
+        self.running = await count_running(db, [ORDER.name])
         self._running.set(self.running)
         return self.running
 
