@@ -240,7 +240,8 @@ def create_service_app(
     ctx.db = db
     if messaging is not None and db is not None:
         ctx.messaging = MessagingRuntime(messaging, db, settings.database_url,
-                                         MessagingMetrics(ctx.metrics.registry))
+                                         MessagingMetrics(ctx.metrics.registry),
+                                         publish_spans=settings.trace_publish)
     # Bad keys stop the service here, at start, rather than at its first registration.
     signer = (EntrySigner(settings.registry_signing_key.get_secret_value())
               if settings.registry_signing_key is not None else None)

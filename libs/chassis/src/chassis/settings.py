@@ -49,6 +49,11 @@ class ServiceSettings(BaseSettings):
     # A span per SQL statement (only while exporting). None: on whenever spans are exported;
     # the local runtime turns it off unless `mercato up --trace-sql` (it costs CPU per order).
     trace_sql: bool | None = None
+    # A PRODUCER span per message the outbox publishes (`mercato up --trace-publish`). Off: a
+    # consumer's span is the child of the span that staged the message (the request's, or
+    # the handler's that sent it on), one span per hop; its publish spans were a third of
+    # an order's spans, each paid for in the service, its exporter and the console (ADR 0048).
+    trace_publish: bool = False
     max_body_bytes: int = 1_048_576
     log_level: str = "info"
     register_instance: bool = True

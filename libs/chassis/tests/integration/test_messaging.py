@@ -154,8 +154,10 @@ async def test_crash_between_publish_and_mark_delivers_again_and_takes_effect_on
     assert await counter(db) == 5
 
 
+@pytest.mark.parametrize("publish_spans", [False, True], ids=["one-span-a-hop", "trace-publish"])
 async def test_relay_and_consumer_over_jetstream_keep_the_trace(
-        db: Database, fresh_database: str, nc: NATS, js: JetStreamContext) -> None:
+        db: Database, fresh_database: str, nc: NATS, js: JetStreamContext,
+        publish_spans: bool) -> None:
     from chassis.tracing import configure_tracing
     from opentelemetry import trace
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -170,7 +172,8 @@ async def test_relay_and_consumer_over_jetstream_keep_the_trace(
     with tracer.start_as_current_span("request") as span:
         await produce(db, producer, 3)
         trace_id = format(span.get_span_context().trace_id, "032x")
-    relay = OutboxRelay(fresh_database, JetStreamPublisher(js))
+        request_span_id = span.get_span_context().span_id
+    relay = OutboxRelay(fresh_database, JetStreamPublisher(js), publish_spans=publish_spans)
     assert await relay.relay_once() == 3
     await relay.close()
 
@@ -199,10 +202,20 @@ async def test_relay_and_consumer_over_jetstream_keep_the_trace(
              if format(sp.context.trace_id, "032x") == trace_id]
     publishes = {sp.context.span_id: sp for sp in spans if sp.name.startswith("publish ")}
     consumes = [sp for sp in spans if sp.name.startswith("consume ")]
-    assert len(publishes) == 3 and len(consumes) == 3
+    assert len(consumes) == 3
+    if not publish_spans:
+        # request → consume: one span a hop, each consume span a child of the span that
+        # staged its message
+        assert publishes == {}
+        assert all(sp.parent is not None and sp.parent.span_id == request_span_id
+                   for sp in consumes)
+        return
+    assert len(publishes) == 3
     assert all(sp.kind == trace.SpanKind.PRODUCER for sp in publishes.values())
     # request → publish (relay) → consume: each consume span is a child of a publish span
     assert all(sp.parent is not None and sp.parent.span_id in publishes for sp in consumes)
+    assert all(sp.parent is not None and sp.parent.span_id == request_span_id
+               for sp in publishes.values())
 
 
 async def test_relay_survives_broker_outage_and_delivers_everything(

@@ -222,3 +222,10 @@ def test_a_request_is_one_span_without_operation_spans() -> None:
         assert c.post("/api/demo/items", json={"name": "pen", "quantity": 2}).status_code == 201
     names = [s.name for s in exported.get_finished_spans()]
     assert names == ["POST /api/demo/items"], names
+
+
+def test_the_outbox_publishes_without_a_span_a_message_unless_asked() -> None:
+    """A consumer's span continues the staging span by default (one span a hop); the
+    relay's PRODUCER spans come with <SERVICE>_TRACE_PUBLISH (`mercato up --trace-publish`)."""
+    assert DemoSettings(nats_url="", database_url="").trace_publish is False
+    assert DemoSettings(nats_url="", database_url="", trace_publish=True).trace_publish

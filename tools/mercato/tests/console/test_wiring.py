@@ -32,6 +32,9 @@ def test_services_export_to_the_console_with_the_ingest_token(tmp_path: Path) ->
     env = Telemetry(sampling=0.5).service_env(home, home.ports(), "orders")
     assert env["ORDERS_OTLP_ENDPOINT"] == f"http://127.0.0.1:{home.ports().console}"
     assert env["ORDERS_TRACE_SQL"] == "false"
+    assert env["ORDERS_TRACE_PUBLISH"] == "false"  # one span a hop (ADR 0048)
+    publishing = Telemetry(trace_publish=True).service_env(home, home.ports(), "orders")
+    assert publishing["ORDERS_TRACE_PUBLISH"] == "true"
     assert env["OTEL_EXPORTER_OTLP_TRACES_HEADERS"] == (
         f"authorization=Bearer%20{ingest_token(home)}")
     assert (env["OTEL_TRACES_SAMPLER"], env["OTEL_TRACES_SAMPLER_ARG"]) == (

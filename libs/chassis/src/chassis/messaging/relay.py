@@ -110,7 +110,7 @@ class OutboxRelay:
                  metrics: MessagingMetrics | None = None,
                  fault_hook: FaultHook | None = None, gather_s: float = 0.004,
                  grace_s: float = 5.0, mark_interval_s: float = 1.0,
-                 left_poll_interval_s: float = 5.0) -> None:
+                 left_poll_interval_s: float = 5.0, publish_spans: bool = False) -> None:
         self._dsn = asyncpg_dsn(database_url)
         self._publisher = publisher
         self.batch_size = batch_size
@@ -118,6 +118,9 @@ class OutboxRelay:
         self._retention = retention_s
         self._metrics = metrics
         self._fault = fault_hook
+        # A PRODUCER span per message (ServiceSettings.trace_publish): off, the consumer's
+        # span continues the trace context captured when the row was staged.
+        self._publish_spans = publish_spans
         # After a wake-up, wait this long so one pass carries every row committed meanwhile:
         # a pass per NOTIFY would cost a claim, a publish round trip and a mark per row.
         self._gather_s = gather_s
@@ -168,7 +171,8 @@ class OutboxRelay:
     async def _publish(self, messages: list[tuple[str, dict[str, str], bytes]]) -> None:
         spans, outgoing = [], []
         for subject, headers, payload in messages:
-            spans.append(_publish_span(subject, headers))
+            if self._publish_spans:
+                spans.append(_publish_span(subject, headers))
             outgoing.append(Outgoing(subject, payload, headers))
         try:
             await self._publisher.publish_batch(outgoing)

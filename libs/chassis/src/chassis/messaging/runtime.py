@@ -59,8 +59,9 @@ class Messaging:
 
 class MessagingRuntime:
     def __init__(self, spec: Messaging, db: Database, database_url: str,
-                 metrics: MessagingMetrics) -> None:
+                 metrics: MessagingMetrics, *, publish_spans: bool = False) -> None:
         self.spec = spec
+        self._publish_spans = publish_spans
         self._db = db
         self._url = database_url
         self.metrics = metrics
@@ -82,7 +83,7 @@ class MessagingRuntime:
         publisher = JetStreamPublisher(js)
         if self.spec.outbox:
             self.relay = OutboxRelay(self._url, publisher, batch_size=self.spec.relay_batch_size,
-                                     metrics=self.metrics)
+                                     metrics=self.metrics, publish_spans=self._publish_spans)
             # What this process commits, it publishes itself (ADR 0042).
             self.relay.accept_hand_offs()
             hand_off_after_commit(self._db.engine, self.relay)

@@ -171,6 +171,9 @@ def up(
         help="Share of new traces kept: 1 (all, the default), 0.1 or 10%.")] = "1",
     trace_sql: Annotated[bool, typer.Option(
         "--trace-sql", help="A span per SQL statement too (costs CPU per order).")] = False,
+    trace_publish: Annotated[bool, typer.Option(
+        "--trace-publish", help="A span per message the outbox publishes too, between the "
+        "span that staged it and its consumer's (costs CPU per order).")] = False,
     with_: Annotated[list[str] | None, typer.Option(
         "--with", metavar="NAME", help="Also run an optional process: legacy (the monolith "
         "being migrated, its own database, on its own port).")] = None,
@@ -232,7 +235,7 @@ def up(
                                    env=supervisor_env, fault_proxy=fault_proxy,
                                    telemetry=not no_telemetry,
                                    trace_sampling=trace_sampling, trace_sql=trace_sql,
-                                   with_=with_)
+                                   trace_publish=trace_publish, with_=with_)
     try:
         ok, state, why = _wait_until_ready(h, sup, timeout, t0)
     except KeyboardInterrupt:

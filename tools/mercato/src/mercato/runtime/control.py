@@ -63,8 +63,8 @@ def spawn_supervisor(home: Home, *, scale: list[str] | None = None,
                      services: list[str] | None = None, gateway: bool = True,
                      env: dict[str, str] | None = None, fault_proxy: bool = False,
                      telemetry: bool = True, trace_sampling: str | None = None,
-                     trace_sql: bool = False, with_: list[str] | None = None
-                     ) -> subprocess.Popen[bytes]:
+                     trace_sql: bool = False, trace_publish: bool = False,
+                     with_: list[str] | None = None) -> subprocess.Popen[bytes]:
     """Start the supervisor detached (own session, no controlling terminal)."""
     home.ensure()
     argv = [sys.executable, "-m", "mercato.runtime.supervisor", "--home", str(home.root)]
@@ -84,6 +84,8 @@ def spawn_supervisor(home: Home, *, scale: list[str] | None = None,
         argv += ["--trace-sampling", trace_sampling]
     if trace_sql:
         argv.append("--trace-sql")
+    if trace_publish:
+        argv.append("--trace-publish")
     log = open(home.log_file("supervisor"), "ab")
     try:
         return popen(argv, stdin=subprocess.DEVNULL, stdout=log,

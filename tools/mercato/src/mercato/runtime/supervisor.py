@@ -1148,6 +1148,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-telemetry", action="store_true")
     ap.add_argument("--trace-sampling", default="1")
     ap.add_argument("--trace-sql", action="store_true")
+    ap.add_argument("--trace-publish", action="store_true")
     ap.add_argument("--with", dest="with_", action="append", default=[])
     args = ap.parse_args(argv)
 
@@ -1162,7 +1163,8 @@ def main(argv: list[str] | None = None) -> int:
         liveness_timeout = seconds_from_env(LIVENESS_TIMEOUT_ENV, DEFAULT_LIVENESS_TIMEOUT_S)
         startup_timeout = seconds_from_env(STARTUP_TIMEOUT_ENV, DEFAULT_STARTUP_TIMEOUT_S)
         telemetry = None if args.no_telemetry else Telemetry(
-            sampling=parse_sampling(args.trace_sampling), trace_sql=args.trace_sql)
+            sampling=parse_sampling(args.trace_sampling), trace_sql=args.trace_sql,
+            trace_publish=args.trace_publish)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2

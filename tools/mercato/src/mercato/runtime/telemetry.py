@@ -68,6 +68,7 @@ def parse_sampling(raw: str | float) -> float:
 class Telemetry:
     sampling: float = 1.0
     trace_sql: bool = False
+    trace_publish: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,6 +81,7 @@ class Telemetry:
         return {
             f"{p}OTLP_ENDPOINT": self.endpoint(ports),
             f"{p}TRACE_SQL": "true" if self.trace_sql else "false",
+            f"{p}TRACE_PUBLISH": "true" if self.trace_publish else "false",
             # Read by the OTLP exporter and the SDK's sampler themselves.
             "OTEL_EXPORTER_OTLP_TRACES_HEADERS": f"authorization=Bearer%20{ingest_token(home)}",
             "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
