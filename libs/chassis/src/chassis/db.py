@@ -251,8 +251,10 @@ def _combined(statements: tuple[str, ...], counts: tuple[int, ...]) -> str:
     return f"WITH {', '.join(parts)} SELECT {', '.join(answers)}"
 
 
-async def _write_now(session: Tx, kind: str, rows: list[Any]) -> None:
-    sql, args = _FLUSHERS[kind](rows)
+async def _write_now(session: Tx, kind: str, rows: list[Any],
+                     statement: tuple[str, tuple[Any, ...]] | None = None) -> None:
+    """Write ``rows`` of ``kind`` now (``statement``: the flusher's, if already made)."""
+    sql, args = statement or _FLUSHERS[kind](rows)
     if kind in _VERIFY:
         _VERIFY[kind](rows, len(await driver_fetch(session, sql, *args)))
     else:
@@ -298,12 +300,12 @@ async def _write_pending_async(conn: AsyncConnection) -> None:
     for kind, rows in pending.items():
         sql, args = _FLUSHERS[kind](rows)
         if sql.lstrip()[:4].upper() == "WITH":
-            await _write_now(conn, kind, rows)
+            await _write_now(conn, kind, rows, (sql, args))
         else:
             together.append((kind, rows, sql, args))
     if len(together) == 1:
-        kind, rows, _, _ = together[0]
-        await _write_now(conn, kind, rows)
+        kind, rows, sql, args = together[0]
+        await _write_now(conn, kind, rows, (sql, args))
     elif together:
         statements = tuple(sql for _, _, sql, _ in together)
         sql = _combined(statements, tuple(len(args) for _, _, _, args in together))
