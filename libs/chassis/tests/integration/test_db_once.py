@@ -111,7 +111,7 @@ async def test_the_readiness_ping_and_the_running_sagas_count_are_one_statement_
         db: Database, pg_server: PgServer) -> None:
     """Asked every few seconds by every instance (Envoy's health checks, the orders service's
     admission control): one round trip each, no BEGIN and no ROLLBACK around it."""
-    from chassis.saga import count_running, saga_tables
+    from chassis.saga import count_running_now, saga_tables
 
     name = db.engine.url.database
     assert name is not None
@@ -125,7 +125,7 @@ async def test_the_readiness_ping_and_the_running_sagas_count_are_one_statement_
             pid = await backend_pid(one)
             sent_before = len(logged(pid))
             await one.ping()
-            assert await count_running(one, ["order"]) == 0
+            assert await count_running_now(one, ["order"]) == 0
             sent = logged(pid)[sent_before:]
         finally:
             await one.dispose()

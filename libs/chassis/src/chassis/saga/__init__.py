@@ -12,6 +12,7 @@ from chassis.saga.history import (
     SagaEvent,
     SagaHistory,
     count_running,
+    count_running_now,
     history,
     record_event,
 )
@@ -22,5 +23,5 @@ from chassis.saga.tables import create_saga_tables, saga_tables
 
 __all__ = ["REDACTED", "ConcurrentSagaUpdate", "EndHook", "SagaDefinition", "SagaEnd",
            "SagaEngine", "SagaEvent", "SagaHistory", "SagaInstance", "Status", "Step",
-           "count_running", "create_saga_tables", "history", "reconciler", "record_event",
-           "saga_tables"]
+           "count_running", "count_running_now", "create_saga_tables", "history", "reconciler",
+           "record_event", "saga_tables"]

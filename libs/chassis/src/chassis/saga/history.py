@@ -81,9 +81,11 @@ async def record_event(session: Tx, saga_id: uuid.UUID, kind: str, *,
     await store.record(session, saga_id, at, kind, detail=detail)
 
 
-async def count_running(session: Tx | Database, saga_names: Iterable[str]) -> int:
-    """How many sagas of these kinds are running now (one indexed count); asked of a
-    ``Database``, as a statement of its own, with no transaction around it."""
-    if isinstance(session, Database):
-        return await store.count_running_now(session, list(saga_names))
+async def count_running(session: Tx, saga_names: Iterable[str]) -> int:
+    """How many sagas of these kinds are running now (one indexed count)."""
     return await store.count_running(session, list(saga_names))
+
+
+async def count_running_now(db: Database, saga_names: Iterable[str]) -> int:
+    """``count_running`` as a statement of its own, with no transaction around it."""
+    return await store.count_running_now(db, list(saga_names))

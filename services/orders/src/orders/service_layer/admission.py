@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from chassis.db import Database
 from chassis.errors import ServiceUnavailable
-from chassis.saga import count_running
+from chassis.saga import count_running_now
 from prometheus_client import CollectorRegistry
 
 from orders.metrics import REFUSED_OVERLOAD, SAGAS_RUNNING
@@ -40,7 +40,7 @@ class Admission:
                 "try again in a few seconds", headers={"Retry-After": "5"})
 
     async def refresh(self, db: Database) -> int:
-        self.running = await count_running(db, [ORDER.name])
+        self.running = await count_running_now(db, [ORDER.name])
         self._running.set(self.running)
         return self.running
 
