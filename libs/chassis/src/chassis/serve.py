@@ -7,6 +7,7 @@ never points at a port that is not listening yet.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import signal
 import socket
@@ -44,6 +45,47 @@ def uvicorn_config(app: FastAPI) -> uvicorn.Config:
                           server_header=False, timeout_keep_alive=SERVER_KEEP_ALIVE_S)
 
 
+DATE_HEADER_EVERY_S = 1.0
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, waking once a second instead of ten times.
+
+    uvicorn's main loop sleeps 0.1 s at a time to look for a request to exit, and refreshes
+    the ``Date`` header every tenth wake-up. Each wake-up cost ~0.12 ms of CPU here: ~1.2 ms a
+    second in every service, loaded or idle, about a sixth of an idle platform's CPU
+    (ADR 0049). This loop wakes once a second for the ``Date`` header (its resolution is a
+    second), and at once when told to exit: ``should_exit`` set by uvicorn's signal handler,
+    a test or another thread wakes it.
+    """
+
+    _loop: asyncio.AbstractEventLoop | None = None
+    _exit_requested: asyncio.Event | None = None
+    _should_exit = False
+
+    @property  # type: ignore[override]
+    def should_exit(self) -> bool:
+        return self._should_exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._should_exit = value
+        loop, woken = self._loop, self._exit_requested
+        if value and loop is not None and woken is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(woken.set)  # from a signal handler or another thread
+
+    async def main_loop(self) -> None:
+        self._exit_requested = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        # on_tick(0) is uvicorn's once-a-second tick: the Date header, the notify callback,
+        # then whether to exit (should_exit, or the request limit reached).
+        while not await self.on_tick(0):
+            try:
+                await asyncio.wait_for(self._exit_requested.wait(), DATE_HEADER_EVERY_S)
+            except TimeoutError:
+                pass
+
+
 def freeze_startup_heap() -> None:
     """Take what start-up built out of the garbage collector's reach.
 
@@ -79,4 +121,4 @@ def run_service(settings: ServiceSettings, app_factory: Callable[[ServiceSetting
     # that would end the process as "killed by SIGTERM" (-15) instead of a clean exit 0.
     signal.signal(signal.SIGTERM, _exit_zero_after_drain)
     freeze_startup_heap()
-    uvicorn.Server(config).run(sockets=[sock])
+    Server(config).run(sockets=[sock])
