@@ -15,8 +15,8 @@ import pytest
 import yaml
 from chassis.registry import Instance
 from gateway_test_support import Signer, start_identity, wait_for
-from mercato.gateway import GatewayConfig, control, prepare, render, run_control_plane
-from mercato.gateway.files import write_if_changed
+from mercato.gateway import GatewayConfig, control, files, prepare, render, run_control_plane
+from mercato.gateway.files import write_doc, write_if_changed
 from nats.js.kv import KeyValue
 
 
@@ -140,6 +140,38 @@ async def test_periodic_resync_catches_silent_expiry(tmp_path: Path) -> None:
         # A heartbeat going stale produces no event; only the resync sees it.
         registry.set([_instance("catalog", 1, 7001)], notify=False)
         await wait_for(lambda: _async(_ports(cfg, "catalog") == [7001]), 3, "resync")
+
+
+def test_an_unchanged_document_is_not_even_rendered(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    rendered: list[object] = []
+    dump = files.dump
+    monkeypatch.setattr(files, "dump", lambda doc: rendered.append(doc) or dump(doc))
+    path = tmp_path / "eds-x.yaml"
+    doc = {"resources": [{"cluster_name": "x", "endpoints": [{"port": 1}]}]}
+    assert write_doc(path, doc)
+    for _ in range(3):  # the control plane's resyncs of an unchanged cluster
+        assert not write_doc(path, {"resources": [{"cluster_name": "x",
+                                                   "endpoints": [{"port": 1}]}]})
+    assert len(rendered) == 1
+    doc["resources"][0]["endpoints"][0]["port"] = 2  # the caller's object changing later
+    assert write_doc(path, doc)
+    assert yaml.safe_load(path.read_text()) == doc
+    assert len(rendered) == 2
+
+
+@pytest.mark.parametrize("behind_its_back", ["removed", "replaced"])
+def test_a_file_changed_behind_its_back_is_written_again(tmp_path: Path,
+                                                        behind_its_back: str) -> None:
+    path = tmp_path / "eds-x.yaml"
+    doc = {"resources": [{"cluster_name": "x"}]}
+    assert write_doc(path, doc)
+    if behind_its_back == "removed":
+        path.unlink()
+    else:
+        write_if_changed(path, "resources: []\n")
+    assert write_doc(path, doc)
+    assert yaml.safe_load(path.read_text()) == doc
 
 
 async def test_unchanged_registry_rewrites_nothing(tmp_path: Path) -> None:
