@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -146,9 +147,14 @@ def test_an_unchanged_document_is_not_even_rendered(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     rendered: list[object] = []
     dump = files.dump
-    monkeypatch.setattr(files, "dump", lambda doc: rendered.append(doc) or dump(doc))
+
+    def counted(doc: object) -> str:
+        rendered.append(doc)
+        return dump(doc)
+
+    monkeypatch.setattr(files, "dump", counted)
     path = tmp_path / "eds-x.yaml"
-    doc = {"resources": [{"cluster_name": "x", "endpoints": [{"port": 1}]}]}
+    doc: dict[str, Any] = {"resources": [{"cluster_name": "x", "endpoints": [{"port": 1}]}]}
     assert write_doc(path, doc)
     for _ in range(3):  # the control plane's resyncs of an unchanged cluster
         assert not write_doc(path, {"resources": [{"cluster_name": "x",
