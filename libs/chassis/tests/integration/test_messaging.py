@@ -41,6 +41,7 @@ from chassis.messaging.streams import (
 )
 from chassis.messaging.tables import inbox_table, outbox_table
 from chassis.testing import metadata_database_fixture
+from mercato.testing.infra import PgServer
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
@@ -355,6 +356,31 @@ async def produce_direct(broker: InMemoryBroker, n: int, bad_at: int | None = No
         env = Envelope.new("toy.events.incremented", "Incremented.v1",
                            {"counter": "bad" if i == bad_at else "hits", "by": 1})
         await broker.publish_batch([Outgoing(env.subject, env.body(), env.headers())])
+
+
+async def test_one_messages_claim_goes_with_its_begin_and_a_repeat_is_a_duplicate(
+        db: Database, pg_server: PgServer) -> None:
+    # One round trip fewer per message (ADR 0049): the claim's row count is its answer.
+    name = db.engine.url.database
+    assert name is not None
+    broker = InMemoryBroker()
+    await produce_direct(broker, 1)
+    with pg_server.statements_logged(name) as logged:
+        one = Database(db.engine.url.render_as_string(hide_password=False), pool_size=1)
+        try:
+            consumer = InboxConsumer(ConsumerSpec("toy-one", "TOY_EVENTS", ["toy.events.>"],
+                                                  {"Incremented.v1": increment}), one, broker)
+            delivery = broker.deliveries("toy.events.>")[0]
+            assert await consumer.process(delivery) == Outcome.HANDLED
+            assert await consumer.process(delivery) == Outcome.DUPLICATE
+        finally:
+            await one.dispose()
+        sent = [s.split(": ", 1)[1] for s in logged()]
+    assert await counter(db) == 1
+    claims = [s for s in sent if "INSERT INTO inbox" in s]
+    assert len(claims) == 2 and all(c.startswith("BEGIN; INSERT INTO inbox") for c in claims), \
+        sent
+    assert not any(s.rstrip(";") == "BEGIN" for s in sent[sent.index(claims[0]):]), sent
 
 
 async def test_a_batch_is_handled_in_correlation_order_keeping_each_sagas_order(

@@ -38,7 +38,7 @@ from nats.js.errors import NotFoundError
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
-from chassis.db import Database, Tx, driver_fetch
+from chassis.db import Database, Tx, driver_execute_first, driver_fetch
 from chassis.messaging.broker import Delivery, JetStreamDelivery, Outgoing, Publisher
 from chassis.messaging.envelope import (
     H_CORRELATION,
@@ -67,6 +67,10 @@ _INBOX_MANY = (
     "INSERT INTO inbox (consumer, message_id, message_type) "
     "SELECT $1, m, t FROM unnest($2::uuid[], $3::text[]) AS x(m, t) "
     "ON CONFLICT DO NOTHING RETURNING message_id")
+# One message's claim: its row count is its answer, so it goes out with the transaction's
+# BEGIN in one round trip (chassis.db.driver_execute_first, ADR 0049).
+_INBOX_ONE = ("INSERT INTO inbox (consumer, message_id, message_type) VALUES ($1, $2, $3) "
+              "ON CONFLICT DO NOTHING")
 
 
 @dataclass
@@ -237,6 +241,11 @@ class InboxConsumer:
     async def _claim_inbox(self, session: Tx,
                            envelopes: list[Envelope]) -> set[uuid.UUID]:
         """Insert the batch's inbox rows; return the ids not seen before."""
+        if len(envelopes) == 1:
+            one = envelopes[0]
+            claimed = await driver_execute_first(session, _INBOX_ONE, self.spec.name,
+                                                 one.message_id, one.message_type)
+            return {one.message_id} if claimed else set()
         result = await driver_fetch(session, _INBOX_MANY, self.spec.name,
                                     [e.message_id for e in envelopes],
                                     [e.message_type for e in envelopes])

@@ -1,0 +1,144 @@
+"""``driver_execute_first``: a transaction's first statement sent with its BEGIN in one round
+trip (``BEGIN; <statement with literal values>``, ADR 0049), against a real PostgreSQL: what
+the server is sent, that commit, rollback and failure behave as a transaction begun the usual
+way, and that values arrive exactly as given."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from chassis.db import Database, driver_execute, driver_execute_first
+from chassis.testing import metadata_database_fixture
+from mercato.testing.infra import PgServer
+from sqlalchemy import MetaData, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+pytestmark = pytest.mark.integration
+
+db = metadata_database_fixture(
+    MetaData(), "CREATE TABLE counters (name text PRIMARY KEY, value int NOT NULL, "
+                "ref uuid, at timestamptz)")
+
+INSERT = "INSERT INTO counters (name, value, ref) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+BUMP = "UPDATE counters SET value = value + 1 WHERE name = $1"
+REF = uuid.UUID("6f1c9a4e-2b1d-4c55-9a7e-0d3f5b8e1a20")
+
+
+@pytest.fixture
+async def one(db: Database) -> AsyncIterator[Database]:
+    """A Database of one pooled connection: every unit of work on the same backend."""
+    single = Database(db.engine.url.render_as_string(hide_password=False), pool_size=1)
+    try:
+        yield single
+    finally:
+        await single.dispose()
+
+
+async def committed(db: Database) -> dict[str, tuple[int, uuid.UUID | None]]:
+    async with db.engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT name, value, ref FROM counters"))).all()
+    return {name: (value, ref) for name, value, ref in rows}
+
+
+async def backend_pid(db: Database) -> int:
+    return int((await db.fetch_once("SELECT pg_backend_pid() AS pid"))[0]["pid"])
+
+
+async def test_the_first_statement_goes_out_with_its_begin(
+        db: Database, one: Database, pg_server: PgServer) -> None:
+    name = db.engine.url.database
+    assert name is not None
+    with pg_server.statements_logged(name) as logged:
+        pid = await backend_pid(one)  # the engine's first connection asks its own questions
+        sent_before = len(logged(pid))
+        async with one.unit_of_work() as uow:
+            assert await driver_execute_first(uow.session, INSERT, "a", 1, REF) == 1
+            assert await driver_execute(uow.session, BUMP, "a") == 1
+            await uow.commit()
+        async with one.unit_of_work() as uow:  # a repeat: ON CONFLICT, no row
+            assert await driver_execute_first(uow.session, INSERT, "a", 5, REF) == 0
+            await uow.commit()
+        sent = [s.split(": ", 1)[1] for s in logged(pid)[sent_before:]]
+    assert await committed(db) == {"a": (2, REF)}
+    first = f"BEGIN; INSERT INTO counters (name, value, ref) VALUES ('a', 1, '{REF}') " \
+            "ON CONFLICT DO NOTHING"
+    # Two round trips fewer than BEGIN, INSERT, …: no BEGIN of its own in either transaction.
+    assert sent == [first, BUMP, "COMMIT", first.replace("1, '", "5, '"), "COMMIT"], sent
+
+
+async def test_leaving_without_commit_writes_nothing_and_the_connection_is_clean(
+        db: Database, one: Database) -> None:
+    async with one.unit_of_work() as uow:
+        assert await driver_execute_first(uow.session, INSERT, "gone", 1, REF) == 1
+    assert await committed(db) == {}
+    async with one.unit_of_work() as uow:  # the same connection, at rest again
+        assert await driver_execute_first(uow.session, INSERT, "kept", 1, None) == 1
+        await uow.commit()
+    assert await committed(db) == {"kept": (1, None)}
+
+
+async def test_a_failing_first_statement_fails_as_sqlalchemy_would_and_writes_nothing(
+        db: Database, one: Database) -> None:
+    async with one.unit_of_work() as uow:
+        await driver_execute_first(uow.session, INSERT, "taken", 1, REF)
+        await uow.commit()
+    duplicate = "INSERT INTO counters (name, value) VALUES ($1, $2)"
+    with pytest.raises(IntegrityError):
+        async with one.unit_of_work() as uow:
+            await driver_execute_first(uow.session, duplicate, "taken", 2)
+            await uow.commit()
+    # The aborted transaction was rolled back: the connection takes the next one.
+    async with one.unit_of_work() as uow:
+        assert await driver_execute_first(uow.session, INSERT, "next", 3, None) == 1
+        await uow.commit()
+    assert await committed(db) == {"taken": (1, REF), "next": (3, None)}
+
+
+@pytest.mark.parametrize("value", [
+    "it's", "back\\slash", "x'); DROP TABLE counters; --", "$1 $2", "ünïcödé ✓", ""])
+async def test_values_arrive_exactly_as_given(db: Database, one: Database, value: str) -> None:
+    async with one.unit_of_work() as uow:
+        assert await driver_execute_first(uow.session, INSERT, value, 7, REF) == 1
+        await uow.commit()
+    assert await committed(db) == {value: (7, REF)}
+
+
+async def test_otherwise_the_transaction_begins_the_usual_way(
+        db: Database, one: Database, pg_server: PgServer) -> None:
+    name = db.engine.url.database
+    assert name is not None
+    at = dt.datetime(2026, 12, 4, tzinfo=dt.UTC)
+    with pg_server.statements_logged(name) as logged:
+        pid = await backend_pid(one)
+        sent_before = len(logged(pid))
+        async with one.unit_of_work() as uow:  # a value without a literal form here
+            assert await driver_execute_first(
+                uow.session, "INSERT INTO counters (name, value, at) VALUES ($1, $2, $3)",
+                "dated", 1, at) == 1
+            # Not the first statement any more: sent as a statement of the transaction.
+            assert await driver_execute_first(uow.session, INSERT, "second", 2, REF) == 1
+            await uow.commit()
+        sent = [s.split(": ", 1)[1] for s in logged(pid)[sent_before:]]
+    assert await committed(db) == {"dated": (1, None), "second": (2, REF)}
+    begins = [s for s in sent if s.startswith("BEGIN")]
+    assert begins and all(s.rstrip(";") == "BEGIN" or s.startswith("BEGIN ISOLATION")
+                          for s in begins), sent
+    assert not any(s.startswith("BEGIN") and "INSERT" in s for s in sent), sent
+
+
+async def test_a_connection_lost_under_the_first_statement_is_replaced(
+        db: Database, one: Database) -> None:
+    pid = await backend_pid(one)
+    await db.execute_once("SELECT pg_terminate_backend($1)", pid)
+    with pytest.raises(DBAPIError) as lost:
+        async with one.unit_of_work() as uow:
+            await driver_execute_first(uow.session, INSERT, "lost", 1, REF)
+    assert lost.value.connection_invalidated  # chassis.errors answers it with a 503
+    async with one.unit_of_work() as uow:
+        assert await driver_execute_first(uow.session, INSERT, "after", 1, REF) == 1
+        await uow.commit()
+    assert await backend_pid(one) != pid
+    assert await committed(db) == {"after": (1, REF)}
