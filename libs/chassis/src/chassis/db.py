@@ -19,7 +19,7 @@ import functools
 import re
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -57,6 +57,14 @@ def _state(tx: Tx) -> dict[str, Any]:
     if isinstance(tx, AsyncSession):
         return tx.sync_session.info
     return _CONNECTION_STATE.setdefault(_sync_connection(tx), {})
+
+
+def _is_reading(tx: Tx) -> bool:
+    """Opened by ``UnitOfWork.reading()`` (read without making the state dict)."""
+    if isinstance(tx, AsyncSession):
+        return bool(tx.sync_session.info.get(_READING))
+    state = _CONNECTION_STATE.get(_sync_connection(tx))
+    return state is not None and bool(state.get(_READING))
 
 
 def engine_of(tx: Tx) -> Engine | None:
@@ -147,7 +155,8 @@ async def _on_driver(tx: Tx, sql: str, args: tuple[Any, ...],
     adapted = await _adapted(tx)
     try:
         async with adapted._execute_mutex:
-            if not adapted._started:  # BEGIN, as SQLAlchemy's first statement would send it
+            # BEGIN, as SQLAlchemy's first statement would send it; none for reads alone.
+            if not adapted._started and not _is_reading(tx):
                 await adapted._start_transaction()
             return await run(adapted._connection)
     except Exception as error:
@@ -163,6 +172,8 @@ async def driver_fetch(tx: Tx, sql: str, *args: Any) -> list[Any]:
 
 async def driver_execute(tx: Tx, sql: str, *args: Any) -> int:
     """Run ``sql`` in ``tx``'s transaction; the number of rows it changed."""
+    if _is_reading(tx):
+        raise RuntimeError("a unit of work opened for reading (uow.reading()) writes nothing")
     status: str = await _on_driver(tx, sql, args, lambda conn: conn.execute(sql, *args))
     last = status.rsplit(" ", 1)[-1]
     return int(last) if last.isdigit() else 0
@@ -229,7 +240,7 @@ async def driver_execute_first(tx: Tx, sql: str, *args: Any) -> int:
     is its first statement and every value has a literal form; the number of rows changed."""
     adapted = await _adapted(tx)
     values = [_literal(a) for a in args]
-    if adapted._started or None in values or \
+    if adapted._started or None in values or _is_reading(tx) or \
             getattr(adapted._connection.get_settings(), "standard_conforming_strings", "") != "on":
         return await driver_execute(tx, sql, *args)
     begin = _begin(adapted)
@@ -542,6 +553,10 @@ async def _commit_on_driver(conn: AsyncConnection, adapted: Any) -> None:
     _sync_connection(conn).commit()
 
 
+# A unit of work opened by ``reading()``: its statements on the driver run alone.
+_READING = "chassis_reading"
+
+
 class UnitOfWork:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -566,6 +581,18 @@ class UnitOfWork:
     async def __aenter__(self) -> UnitOfWork:
         self._conn = await self._engine.connect()
         return self
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[UnitOfWork]:
+        """This unit of work, for reads that take no locks: each statement on the driver runs
+        alone, without the BEGIN before them and the ROLLBACK after (two round trips, ADR
+        0049). Under READ COMMITTED each statement of a transaction takes a snapshot of its
+        own anyway, so such reads see what they would have seen inside one. Writes on the
+        driver are refused here; a statement through SQLAlchemy begins a transaction as
+        usual, which the end of the block rolls back."""
+        async with self:
+            _state(self.session)[_READING] = True
+            yield self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:

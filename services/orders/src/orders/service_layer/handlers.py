@@ -100,7 +100,9 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
     except OrderError as exc:  # told after the key's check, as before the replica was read
         items, bad_items = None, exc
     canonical = {p: canonical_uuid(p) for p, _ in items or ()}
-    async with uow:  # a retry is answered without asking identity or catalog again
+    # Reads alone (no BEGIN, no ROLLBACK: ADR 0049); a retry is answered without asking
+    # identity or catalog again.
+    async with uow.reading():
         found = await OrdersRepository(uow.session).by_idempotency_key(principal.subject,
                                                                        idempotency_key)
         held = {} if found is not None else await ProductReplica(uow.session).get(
@@ -237,7 +239,7 @@ def saga_data(order: Order, *, address: dict[str, Any],
 
 async def get_order(uow: UnitOfWork, principal: Principal, order_id: str) -> Order:
     """Another customer's order is a 404, not a 403: its existence is not told either."""
-    async with uow:
+    async with uow.reading():
         found = await OrdersRepository(uow.session).get(order_id)
     if found is None or not principal.can_act_for(found.customer_id):
         raise NotFound(f"no order {order_id}")

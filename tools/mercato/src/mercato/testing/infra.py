@@ -93,7 +93,7 @@ class PgServer:
                 fh.seek(start)
                 text = fh.read().decode(errors="replace")
             heads = list(entry.finditer(text))
-            ends = [head.start() for head in heads[1:]] + [len(text)]
+            ends = [head.start() for head in heads[1:]] + [len(text)] * bool(heads)
             return [text[head.end():end].rstrip("\n")
                     for head, end in zip(heads, ends, strict=True)
                     if head[2] == database and head[3] == "LOG"

@@ -1,7 +1,9 @@
-"""``driver_execute_first``: a transaction's first statement sent with its BEGIN in one round
-trip (``BEGIN; <statement with literal values>``, ADR 0049), against a real PostgreSQL: what
-the server is sent, that commit, rollback and failure behave as a transaction begun the usual
-way, and that values arrive exactly as given."""
+"""Round trips a transaction need not cost (ADR 0049), against a real PostgreSQL.
+
+``driver_execute_first``: a transaction's first statement sent with its BEGIN in one round
+trip (``BEGIN; <statement with literal values>``): what the server is sent, that commit,
+rollback and failure behave as in a transaction begun the usual way, and that values arrive
+exactly as given. ``UnitOfWork.reading()``: reads alone, without BEGIN and ROLLBACK."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from chassis.db import Database, driver_execute, driver_execute_first
+from chassis.db import Database, driver_execute, driver_execute_first, driver_fetch
 from chassis.testing import metadata_database_fixture
 from mercato.testing.infra import PgServer
 from sqlalchemy import MetaData, text
@@ -142,3 +144,50 @@ async def test_a_connection_lost_under_the_first_statement_is_replaced(
         await uow.commit()
     assert await backend_pid(one) != pid
     assert await committed(db) == {"after": (1, REF)}
+
+
+async def test_reads_alone_send_no_begin_and_no_rollback(
+        db: Database, one: Database, pg_server: PgServer) -> None:
+    async with db.unit_of_work() as uow:  # not on `one`: its connection opens logged below
+        await driver_execute_first(uow.session, INSERT, "a", 1, REF)
+        await uow.commit()
+    name = db.engine.url.database
+    assert name is not None
+    read = "SELECT value FROM counters WHERE name = $1"
+    with pg_server.statements_logged(name) as logged:
+        pid = await backend_pid(one)
+        sent_before = len(logged(pid))
+        async with one.unit_of_work().reading() as uow:
+            assert [r["value"] for r in await driver_fetch(uow.session, read, "a")] == [1]
+            assert await driver_fetch(uow.session, read, "none") == []
+        async with one.unit_of_work() as uow:  # the connection is at rest: a usual transaction
+            assert await driver_execute(uow.session, BUMP, "a") == 1
+            await uow.commit()
+        sent = [s.split(": ", 1)[1] for s in logged(pid)[sent_before:]]
+    assert sent[:2] == [read, read], sent  # two round trips, not four
+    assert sent[2].startswith("BEGIN") and sent[3:] == [BUMP, "COMMIT;"], sent
+    assert await committed(db) == {"a": (2, REF)}
+
+
+async def test_reading_refuses_writes_on_the_driver(db: Database, one: Database) -> None:
+    with pytest.raises(RuntimeError, match="reading"):
+        async with one.unit_of_work().reading() as uow:
+            await driver_execute(uow.session, INSERT, "no", 1, REF)
+    with pytest.raises(RuntimeError, match="reading"):
+        async with one.unit_of_work().reading() as uow:
+            await driver_execute_first(uow.session, INSERT, "no", 1, REF)
+    assert await committed(db) == {}
+
+
+async def test_a_statement_through_sqlalchemy_while_reading_is_rolled_back_at_the_end(
+        db: Database, one: Database) -> None:
+    async with one.unit_of_work().reading() as uow:
+        await uow.session.execute(text(
+            "INSERT INTO counters (name, value) VALUES ('begun', 1)"))  # begins as usual
+        rows = await driver_fetch(uow.session, "SELECT name FROM counters")
+        assert [r["name"] for r in rows] == ["begun"]  # inside that transaction
+    assert await committed(db) == {}
+    async with one.unit_of_work() as uow:
+        assert await driver_execute_first(uow.session, INSERT, "after", 1, None) == 1
+        await uow.commit()
+    assert await committed(db) == {"after": (1, None)}
