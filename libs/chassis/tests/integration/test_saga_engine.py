@@ -646,3 +646,65 @@ async def test_a_saga_saved_then_loaded_in_one_transaction_is_what_was_saved(
         await uow.commit()
     story = await instance(db, saga_id)
     assert (story.instance.current_step, story.instance.version) == (2, 4)
+
+
+async def test_a_started_saga_is_written_with_its_history_and_command_in_one_statement(
+        db: Database, engine: SagaEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ADR 0049: the new saga row joins the commit's one statement (it was a statement of
+    its own, through SQLAlchemy, in every order's placement)."""
+    import chassis.db as chassis_db
+
+    statements: list[str] = []
+    on_driver = chassis_db._on_driver
+
+    async def counted(tx: Any, sql: str, args: tuple[Any, ...], run: Any) -> Any:
+        statements.append(sql)
+        return await on_driver(tx, sql, args, run)
+
+    monkeypatch.setattr(chassis_db, "_on_driver", counted)
+    saga_id = await start(db, engine)
+    writes = [s for s in statements if "INSERT" in s]
+    assert len(writes) == 1, "\n".join(statements)
+    assert all(part in writes[0] for part in ("INSERT INTO saga_instances",
+                                              "INSERT INTO saga_events", "INSERT INTO outbox"))
+    story = await instance(db, saga_id)
+    assert (story.instance.status, story.instance.current_step, story.instance.version) == (
+        "RUNNING", 0, 1)
+    assert story.instance.data["order_id"] == str(saga_id)
+    assert story.instance.data["lines"] == [["A", 2], ["B", 1]]
+    assert [e.kind for e in story.events] == ["started", "command_sent"]
+
+
+async def test_a_saga_started_then_loaded_or_saved_in_one_transaction_is_written_first(
+        db: Database, engine: SagaEngine) -> None:
+    from chassis.saga import store
+
+    saga_id = uuid.uuid4()
+    async with db.unit_of_work() as uow:
+        started = await engine.start(uow.session, ORDER, saga_id, order_data("x"))
+        loaded = await store.load(uow.session, saga_id, lock=True)
+        assert loaded is not None and (loaded.version, loaded.current_step) == (1, 0)
+        loaded.current_step = 1
+        await store.save(uow.session, loaded, T0)
+        await uow.commit()
+    assert started.id == saga_id
+    story = await instance(db, saga_id)
+    assert (story.instance.current_step, story.instance.version) == (1, 2)
+
+
+async def test_a_saga_started_twice_fails_the_commit_and_writes_nothing(
+        db: Database, engine: SagaEngine) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    saga_id = await start(db, engine)
+    async with db.engine.connect() as conn:
+        before = tuple((await conn.execute(text(
+            "SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM saga_events)"))).one())
+    with pytest.raises(IntegrityError):
+        async with db.unit_of_work() as uow:
+            await engine.start(uow.session, ORDER, saga_id, order_data("again"))
+            await uow.commit()
+    async with db.engine.connect() as conn:
+        after = tuple((await conn.execute(text(
+            "SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM saga_events)"))).one())
+    assert after == before

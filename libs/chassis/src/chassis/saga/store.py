@@ -52,11 +52,18 @@ class SagaInstance:
 
 _COLUMNS = ("id, saga_name, status, current_step, resends, data, trace_context, deadline_at, "
             "created_at, updated_at, version")
-_INSERT = text(
-    "INSERT INTO saga_instances (id, saga_name, status, current_step, resends, data, "
-    "trace_context, deadline_at, created_at, updated_at, version) VALUES (:id, :saga_name, "
-    ":status, :current_step, :resends, CAST(:data AS jsonb), CAST(:trace_context AS jsonb), "
-    ":deadline_at, :created_at, :updated_at, :version)")
+# A new saga is written at commit with its history and its first command, in the commit's one
+# statement (chassis.db.write_at_commit, ADR 0049): the order's placement sent it alone before.
+_INSERT_KIND = "saga_started"
+_INSERT_MANY = (
+    f"INSERT INTO saga_instances ({_COLUMNS}) "  # noqa: S608 (constant columns)
+    "SELECT id, name, status, step, resends, data::jsonb, trace::jsonb, deadline, created, "
+    "updated, version FROM unnest(CAST($1 AS uuid[]), CAST($2 AS text[]), CAST($3 AS text[]), "
+    "CAST($4 AS integer[]), CAST($5 AS integer[]), CAST($6 AS text[]), CAST($7 AS text[]), "
+    "CAST($8 AS timestamptz[]), CAST($9 AS timestamptz[]), CAST($10 AS timestamptz[]), "
+    "CAST($11 AS integer[])) WITH ORDINALITY "
+    "AS x(id, name, status, step, resends, data, trace, deadline, created, updated, version, n) "
+    "ORDER BY n")
 # _COLUMNS is a constant: nothing from outside reaches these strings.
 _LOAD = text(f"SELECT {_COLUMNS} FROM saga_instances WHERE id = :id")  # noqa: S608
 # A reply's load and save run on asyncpg directly (chassis.db.driver_fetch, ADR 0045): every
@@ -118,8 +125,18 @@ def _all_saved(rows: list[tuple[Any, ...]], returned: int) -> None:
 register_deferred(_SAVE_KIND, _save_many, verify=_all_saved)
 
 
+def _insert_many(rows: list[tuple[Any, ...]]) -> tuple[str, tuple[list[Any], ...]]:
+    return _INSERT_MANY, tuple(list(column) for column in zip(*rows, strict=True))
+
+
+register_deferred(_INSERT_KIND, _insert_many)
+
+
 def _save_pending(session: Tx, saga_id: uuid.UUID) -> bool:
-    return any(row[0] == saga_id for row in pending(session, _SAVE_KIND))
+    """A write of this saga waits for the commit (its insert or a save): a statement that
+    reads or updates its row must see it written first."""
+    return any(row[0] == saga_id for kind in (_INSERT_KIND, _SAVE_KIND)
+               for row in pending(session, kind))
 
 
 def _dumps(value: Any) -> str:
@@ -140,11 +157,11 @@ def _instance(row: Any) -> SagaInstance:
 
 
 async def insert(session: Tx, inst: SagaInstance) -> None:
-    await session.execute(_INSERT, {
-        "id": inst.id, "saga_name": inst.saga_name, "status": inst.status,
-        "current_step": inst.current_step, "resends": inst.resends, "data": _dumps(inst.data),
-        "trace_context": _dumps(inst.trace_context), "deadline_at": inst.deadline_at,
-        "created_at": inst.created_at, "updated_at": inst.updated_at, "version": inst.version})
+    """Write the new saga at commit (a duplicate id fails the commit)."""
+    await write_at_commit(session, _INSERT_KIND, (
+        inst.id, inst.saga_name, inst.status, inst.current_step, inst.resends,
+        _dumps(inst.data), _dumps(inst.trace_context), inst.deadline_at, inst.created_at,
+        inst.updated_at, inst.version))
 
 
 async def load(session: Tx, saga_id: uuid.UUID, *,
