@@ -49,7 +49,7 @@ from chassis.security_headers import SecurityHeadersMiddleware, docs_policy
 from chassis.serve import CLIENT_KEEP_ALIVE_S
 from chassis.service_identity import CallerSigner, CallerVerifier
 from chassis.settings import ServiceSettings, UpstreamSettings
-from chassis.tracing import configure_tracing, instrument_app, instrument_http_client
+from chassis.tracing import client_trace_config, configure_tracing, instrument_app
 
 log = structlog.get_logger("chassis.app")
 
@@ -258,7 +258,8 @@ def create_service_app(
         ctx.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=60,
                                            keepalive_timeout=CLIENT_KEEP_ALIVE_S),
-            timeout=aiohttp.ClientTimeout(total=5, connect=1))
+            timeout=aiohttp.ClientTimeout(total=5, connect=1),
+            trace_configs=[client_trace_config()])
         ctx.verifier = TokenVerifier((key_source or _default_key_source)(ctx),
                                      issuer=settings.jwt_issuer, audience=settings.jwt_audience)
         if settings.nats_url:
@@ -359,7 +360,6 @@ def create_service_app(
     instrument_app(app, db.engine if db else None,
                    exporting=exporting if settings.trace_sql is None else
                    exporting and settings.trace_sql)
-    instrument_http_client()
     # Outermost first: metrics see every answer, including 413s.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware, docs_path=f"{settings.api_prefix}/docs",

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import pytest
@@ -22,7 +23,9 @@ from chassis.http_client import (
     UpstreamUnavailable,
 )
 from chassis.registry import Instance
+from chassis.tracing import client_trace_config
 from mercato.runtime.paths import free_port
+from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 
@@ -375,3 +378,56 @@ async def test_service_client_is_built_from_the_service_settings(
     assert server.upstream.hits["GET /slow"] == 2  # one retry, as the settings say
     assert ctx.metrics.registry.get_sample_value(
         "http_client_retries_total", {"target": "catalog", "service": "toy"}) == 1
+
+
+@pytest.fixture
+def spans() -> tuple[Any, Any]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+async def test_a_call_is_a_client_span_whose_context_the_callee_receives(
+        server: Server, spans: tuple[Any, Any]) -> None:
+    provider, exporter = spans
+    async with aiohttp.ClientSession(trace_configs=[client_trace_config(provider)]) as http:
+        with provider.get_tracer("t").start_as_current_span("caller") as caller:
+            url = f"http://user:secret@127.0.0.1:{server.port}/api/x?card=4242"
+            async with http.post(url, json={}) as resp:
+                assert resp.status == 200
+            assert trace.get_current_span() is caller  # the client span's context is left
+    client_span = next(s for s in exporter.get_finished_spans() if s.name == "POST")
+    assert client_span.kind == trace.SpanKind.CLIENT
+    assert client_span.parent is not None
+    assert client_span.parent.span_id == caller.get_span_context().span_id
+    assert dict(client_span.attributes or {}) == {
+        "http.request.method": "POST", "url.full": f"http://127.0.0.1:{server.port}/api/x",
+        "server.address": "127.0.0.1", "server.port": server.port,
+        "http.response.status_code": 200}
+    assert client_span.status.status_code == trace.StatusCode.UNSET
+    _, trace_id, span_id, _ = server.upstream.seen_headers[0]["traceparent"].split("-")
+    assert trace_id == format(client_span.context.trace_id, "032x")
+    assert span_id == format(client_span.context.span_id, "016x")  # the callee's parent
+
+
+async def test_a_client_span_is_an_error_for_an_error_answer_or_a_failed_call(
+        server: Server, spans: tuple[Any, Any]) -> None:
+    provider, exporter = spans
+    server.upstream.status = 404
+    async with aiohttp.ClientSession(trace_configs=[client_trace_config(provider)]) as http:
+        async with http.get(f"http://127.0.0.1:{server.port}/missing") as resp:
+            assert resp.status == 404
+        with pytest.raises(aiohttp.ClientConnectorError):
+            async with http.get(f"http://127.0.0.1:{free_port()}/"):
+                pass
+    answered, refused = exporter.get_finished_spans()
+    assert answered.status.status_code == trace.StatusCode.ERROR
+    assert (answered.attributes or {})["error.type"] == "404"
+    assert refused.status.status_code == trace.StatusCode.ERROR
+    assert (refused.attributes or {})["error.type"] == "ClientConnectorError"
+    assert [e.name for e in refused.events] == ["exception"]
