@@ -14,6 +14,7 @@ A handler reads both typed, without a downcast or a string key.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -267,7 +268,9 @@ def create_service_app(
                                       options=connect_options(settings))
             ctx.broker = broker = BrokerMonitor(
                 ctx.nats, ctx.dependencies,
-                on_back=ctx.messaging.wake_consumers if ctx.messaging is not None else None)
+                on_back=ctx.messaging.wake_consumers if ctx.messaging is not None else None,
+                answered_at=lambda: registration.acknowledged_at if registration is not None
+                else -math.inf)
             background.append(asyncio.create_task(broker.run(), name="broker-monitor"))
 
             async def on_nats(nc: NATS) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import time
 from collections.abc import AsyncIterator
@@ -182,6 +183,8 @@ class Registration:
                                   port=port, pid=os.getpid(), started_at=now, heartbeat_at=now)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # When the bucket last acknowledged a put (time.monotonic()): JetStream answered.
+        self.acknowledged_at = -math.inf
 
     @property
     def instance(self) -> Instance:
@@ -189,6 +192,7 @@ class Registration:
 
     async def start(self) -> None:
         await self._registry.put(self._instance)
+        self.acknowledged_at = time.monotonic()
         self._task = asyncio.create_task(self._beat(),
                                          name=f"registry-heartbeat-{self._instance.key}")
 
@@ -208,6 +212,7 @@ class Registration:
         readers would drop this instance until the next regular beat."""
         self._instance = Instance(**{**asdict(self._instance), "heartbeat_at": time.time()})
         await self._registry.put(self._instance)
+        self.acknowledged_at = time.monotonic()
 
     async def stop(self) -> None:
         self._stopping = True

@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import aiohttp
 import nats
@@ -305,6 +305,45 @@ async def test_a_broker_that_answers_again_after_hanging_wakes_the_consumers(
         private_nats.resume()
         await monitor.probe()
         assert monitor.problem is None and len(woken) == 2
+    finally:
+        private_nats.resume()
+        await conn.close()
+
+
+async def test_a_recent_answer_from_jetstream_stands_for_the_probe(
+        private_nats: NatsProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry heartbeat's acknowledged put (every 3 s) answers for JetStream: no probe
+    request is sent while it is recent, and one is once it is not (ADR 0049)."""
+    import math
+
+    from chassis import health
+    from chassis.health import ANSWER_COUNTS_FOR_S, BrokerMonitor, DependencyGauge
+    from prometheus_client import CollectorRegistry
+
+    asked: list[float] = []
+    probe_jetstream = health.probe_jetstream
+
+    async def counted(nc: Any) -> str | None:
+        asked.append(time.monotonic())
+        return await probe_jetstream(nc)
+
+    monkeypatch.setattr(health, "probe_jetstream", counted)
+    answered = -math.inf
+    conn = NatsConnection(private_nats.url, name="answered")
+    conn.start()
+    monitor = BrokerMonitor(conn, DependencyGauge(CollectorRegistry()),
+                            answered_at=lambda: answered)
+    try:
+        await until(lambda: conn.is_set_up, "the connection")
+        await monitor.probe()
+        assert monitor.problem is None and len(asked) == 1  # nothing answered yet: asked
+        answered = time.monotonic()
+        await monitor.probe()
+        assert monitor.problem is None and len(asked) == 1  # the answer stands for it
+        private_nats.stall()
+        answered = time.monotonic() - ANSWER_COUNTS_FOR_S - 0.1  # the heartbeats stopped
+        await monitor.probe()
+        assert len(asked) == 2 and monitor.problem is not None
     finally:
         private_nats.resume()
         await conn.close()
