@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import re
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -493,6 +495,22 @@ def _after_savepoint_rollback(conn: Connection, name: str, context: Any) -> None
                                 if not _inside(scope, rolled_back)]
 
 
+# A statement this process had answered this recently stands for the readiness probe's own.
+ANSWER_COUNTS_FOR_S = 1.0
+
+
+class _Answered:
+    """When the database last answered this process: a commit, or a statement alone."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at = -math.inf
+
+    def now(self) -> None:
+        self.at = time.monotonic()
+
+
 class Database:
     def __init__(self, url: str, *, pool_size: int = 10, application_name: str = "mercato") -> None:
         self.engine: AsyncEngine = create_async_engine(
@@ -505,9 +523,10 @@ class Database:
                           "timeout": 5, "command_timeout": 30},
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._answered = _Answered()
 
     def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.engine)
+        return UnitOfWork(self.engine, self._answered)
 
     async def fetch_once(self, sql: str, *args: Any) -> list[Any]:
         """Rows (asyncpg ``Record``s) of ``sql`` (``$n`` parameters), run as its own
@@ -515,19 +534,26 @@ class Database:
         unit of work. Work of more than one statement that must be atomic takes a unit of
         work."""
         async with self.engine.connect() as conn:
-            return list(await _on_driver_once(conn, sql, args,
+            rows = list(await _on_driver_once(conn, sql, args,
                                               lambda driver: driver.fetch(sql, *args)))
+        self._answered.now()
+        return rows
 
     async def execute_once(self, sql: str, *args: Any) -> int:
         """``fetch_once`` for a statement whose rows nobody reads: the number it changed."""
         async with self.engine.connect() as conn:
             status: str = await _on_driver_once(conn, sql, args,
                                                 lambda driver: driver.execute(sql, *args))
+        self._answered.now()
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
 
     async def ping(self) -> None:
-        """One round trip (no BEGIN, no ROLLBACK): every readiness probe runs it."""
+        """One round trip (no BEGIN, no ROLLBACK), unless the database answered this process
+        within the last ``ANSWER_COUNTS_FOR_S``: every readiness probe (the edge's, every 2 s)
+        and every scrape runs it, and under load a commit has just answered (ADR 0049)."""
+        if time.monotonic() - self._answered.at < ANSWER_COUNTS_FOR_S:
+            return
         await self.fetch_once("SELECT 1")
 
     async def dispose(self) -> None:
@@ -558,8 +584,9 @@ _READING = "chassis_reading"
 
 
 class UnitOfWork:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, answered: _Answered | None = None) -> None:
         self._engine = engine
+        self._answered = answered
         self._conn: AsyncConnection | None = None
         self._orm: AsyncSession | None = None
 
@@ -618,6 +645,8 @@ class UnitOfWork:
             await conn.commit()
         else:
             await _commit_on_driver(conn, adapted)
+        if self._answered is not None:
+            self._answered.now()
         _run_after_commit(_state(conn))
 
     async def rollback(self) -> None:

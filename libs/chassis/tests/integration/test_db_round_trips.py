@@ -191,3 +191,24 @@ async def test_a_statement_through_sqlalchemy_while_reading_is_rolled_back_at_th
         assert await driver_execute_first(uow.session, INSERT, "after", 1, None) == 1
         await uow.commit()
     assert await committed(db) == {"after": (1, None)}
+
+
+async def test_a_readiness_ping_right_after_an_answer_sends_nothing(
+        db: Database, one: Database, pg_server: PgServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import chassis.db as chassis_db
+
+    name = db.engine.url.database
+    assert name is not None
+    with pg_server.statements_logged(name) as logged:
+        pid = await backend_pid(one)  # answered a moment ago
+        sent_before = len(logged(pid))
+        await one.ping()
+        async with one.unit_of_work() as uow:  # a commit answers too
+            await driver_execute_first(uow.session, INSERT, "a", 1, REF)
+            await uow.commit()
+        await one.ping()
+        monkeypatch.setattr(chassis_db, "ANSWER_COUNTS_FOR_S", 0.0)  # every answer too old
+        await one.ping()
+        sent = [s.split(": ", 1)[1] for s in logged(pid)[sent_before:]]
+    assert sent[-1] == "SELECT 1" and sent.count("SELECT 1") == 1, sent
