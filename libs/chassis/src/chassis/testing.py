@@ -195,3 +195,9 @@ def metadata_database_fixture(metadata: Any, *statements: str) -> Any:
             await database.dispose()
 
     return db
+
+
+async def backend_pid(db: Any) -> int:
+    """The PostgreSQL backend a Database's pooled connection is (with ``pool_size=1``, the
+    only one): whose statements a test reads from the server's log."""
+    return int((await db.fetch_once("SELECT pg_backend_pid() AS pid"))[0]["pid"])

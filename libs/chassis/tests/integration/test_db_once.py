@@ -4,12 +4,10 @@ statement sent outside a transaction block by itself), against a real PostgreSQL
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from chassis.db import Database
 from chassis.errors import dependency_unavailable
-from chassis.testing import metadata_database_fixture
+from chassis.testing import backend_pid, metadata_database_fixture
 from mercato.testing.infra import PgServer
 from sqlalchemy import MetaData, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -23,18 +21,6 @@ INSERT = "INSERT INTO counters (name, value) VALUES ($1, $2)"
 BUMP = "UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value"
 
 
-@pytest.fixture
-async def one(db: Database) -> AsyncIterator[Database]:
-    """A Database of one pooled connection on the same database: the same one every call."""
-    single = Database(db.engine.url.render_as_string(hide_password=False), pool_size=1)
-    try:
-        yield single
-    finally:
-        await single.dispose()
-
-
-async def backend_pid(db: Database) -> int:
-    return int((await db.fetch_once("SELECT pg_backend_pid() AS pid"))[0]["pid"])
 
 
 async def committed(db: Database) -> dict[str, int]:

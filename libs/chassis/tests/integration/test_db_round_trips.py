@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from chassis.db import Database, driver_execute, driver_execute_first, driver_fetch
-from chassis.testing import metadata_database_fixture
+from chassis.testing import backend_pid, metadata_database_fixture
 from mercato.testing.infra import PgServer
 from sqlalchemy import MetaData, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -29,24 +28,12 @@ BUMP = "UPDATE counters SET value = value + 1 WHERE name = $1"
 REF = uuid.UUID("6f1c9a4e-2b1d-4c55-9a7e-0d3f5b8e1a20")
 
 
-@pytest.fixture
-async def one(db: Database) -> AsyncIterator[Database]:
-    """A Database of one pooled connection: every unit of work on the same backend."""
-    single = Database(db.engine.url.render_as_string(hide_password=False), pool_size=1)
-    try:
-        yield single
-    finally:
-        await single.dispose()
-
 
 async def committed(db: Database) -> dict[str, tuple[int, uuid.UUID | None]]:
     async with db.engine.connect() as conn:
         rows = (await conn.execute(text("SELECT name, value, ref FROM counters"))).all()
     return {name: (value, ref) for name, value, ref in rows}
 
-
-async def backend_pid(db: Database) -> int:
-    return int((await db.fetch_once("SELECT pg_backend_pid() AS pid"))[0]["pid"])
 
 
 async def test_the_first_statement_goes_out_with_its_begin(

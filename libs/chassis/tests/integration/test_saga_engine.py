@@ -565,15 +565,10 @@ async def test_concurrent_replies_to_one_saga_apply_one_at_a_time(
                                                                                         True]
 
 
-async def test_a_reply_writes_its_commands_history_and_state_in_one_statement_at_commit(
-        db: Database, engine: SagaEngine, services: Services,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """ADR 0048: the rows a reply writes at commit (its next command, its history, the
-    saga's new state) are one round trip, not three."""
+def statements_sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The statements sent on asyncpg directly from now on, in order."""
     import chassis.db as chassis_db
 
-    saga_id = await start(db, engine)
-    await services.commands()
     statements: list[str] = []
     on_driver = chassis_db._on_driver
 
@@ -582,6 +577,17 @@ async def test_a_reply_writes_its_commands_history_and_state_in_one_statement_at
         return await on_driver(tx, sql, args, run)
 
     monkeypatch.setattr(chassis_db, "_on_driver", counted)
+    return statements
+
+
+async def test_a_reply_writes_its_commands_history_and_state_in_one_statement_at_commit(
+        db: Database, engine: SagaEngine, services: Services,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """ADR 0048: the rows a reply writes at commit (its next command, its history, the
+    saga's new state) are one round trip, not three."""
+    saga_id = await start(db, engine)
+    await services.commands()
+    statements = statements_sent(monkeypatch)
     assert await services.reply(saga_id, reserved(str(saga_id))) == Outcome.HANDLED
     writes = [s for s in statements if "outbox" in s or "saga_events" in s
               or s.startswith("UPDATE saga_instances")]
@@ -652,16 +658,7 @@ async def test_a_started_saga_is_written_with_its_history_and_command_in_one_sta
         db: Database, engine: SagaEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     """ADR 0049: the new saga row joins the commit's one statement (it was a statement of
     its own, through SQLAlchemy, in every order's placement)."""
-    import chassis.db as chassis_db
-
-    statements: list[str] = []
-    on_driver = chassis_db._on_driver
-
-    async def counted(tx: Any, sql: str, args: tuple[Any, ...], run: Any) -> Any:
-        statements.append(sql)
-        return await on_driver(tx, sql, args, run)
-
-    monkeypatch.setattr(chassis_db, "_on_driver", counted)
+    statements = statements_sent(monkeypatch)
     saga_id = await start(db, engine)
     writes = [s for s in statements if "INSERT" in s]
     assert len(writes) == 1, "\n".join(statements)
