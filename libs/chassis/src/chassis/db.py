@@ -242,10 +242,9 @@ async def driver_execute_first(tx: Tx, sql: str, *args: Any) -> int:
     is its first statement and every value has a literal form; the number of rows changed."""
     adapted = await _adapted(tx)
     values = [_literal(a) for a in args]
-    if adapted._started or None in values or _is_reading(tx) or \
-            getattr(adapted._connection.get_settings(), "standard_conforming_strings", "") != "on":
-        return await driver_execute(tx, sql, *args)
-    begin = _begin(adapted)
+    quoted = getattr(adapted._connection.get_settings(), "standard_conforming_strings", "")
+    begin = None if adapted._started or None in values or _is_reading(tx) or quoted != "on" \
+        else _begin(adapted)
     if begin is None:
         return await driver_execute(tx, sql, *args)
     script = _PARAMETER.sub(lambda m: values[int(m.group(1)) - 1] or "", sql)

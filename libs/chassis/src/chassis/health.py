@@ -40,7 +40,7 @@ BROKER_PROBE_EVERY_S = 2.0
 BROKER_PROBE_TIMEOUT_S = 1.0
 # An answer from JetStream this recent stands for a probe: a heartbeat's (every 3 s) covers
 # every probe while the broker answers.
-ANSWER_COUNTS_FOR_S = HEARTBEAT_EVERY_S + 0.5
+HEARTBEAT_ANSWER_COUNTS_FOR_S = HEARTBEAT_EVERY_S + 0.5
 REGISTRY_STREAM = f"KV_{BUCKET}"
 
 
@@ -94,7 +94,7 @@ class BrokerMonitor:
 
     def _answered_lately(self) -> bool:
         return self._answered_at is not None and \
-            time.monotonic() - self._answered_at() < ANSWER_COUNTS_FOR_S
+            time.monotonic() - self._answered_at() < HEARTBEAT_ANSWER_COUNTS_FOR_S
 
     async def probe(self) -> None:
         nc = self._conn.nc

@@ -317,7 +317,7 @@ async def test_a_recent_answer_from_jetstream_stands_for_the_probe(
     import math
 
     from chassis import health
-    from chassis.health import ANSWER_COUNTS_FOR_S, BrokerMonitor, DependencyGauge
+    from chassis.health import HEARTBEAT_ANSWER_COUNTS_FOR_S, BrokerMonitor, DependencyGauge
     from prometheus_client import CollectorRegistry
 
     asked: list[float] = []
@@ -341,7 +341,7 @@ async def test_a_recent_answer_from_jetstream_stands_for_the_probe(
         await monitor.probe()
         assert monitor.problem is None and len(asked) == 1  # the answer stands for it
         private_nats.stall()
-        answered = time.monotonic() - ANSWER_COUNTS_FOR_S - 0.1  # the heartbeats stopped
+        answered = time.monotonic() - HEARTBEAT_ANSWER_COUNTS_FOR_S - 0.1  # the heartbeats stopped
         await monitor.probe()
         assert len(asked) == 2 and monitor.problem is not None
     finally:
