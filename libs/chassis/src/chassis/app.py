@@ -35,7 +35,7 @@ from chassis.db import Database
 from chassis.discovery import Resolver
 from chassis.errors import install_error_handlers, problem_response
 from chassis.health import BrokerMonitor, DependencyGauge, ReadinessCheck, evaluate
-from chassis.http_client import ServiceClient
+from chassis.http_client import ServiceClient, traced_session
 from chassis.limits import BodySizeLimitMiddleware
 from chassis.logging import configure_logging
 from chassis.messaging.inbox import inbox_purger
@@ -50,7 +50,7 @@ from chassis.security_headers import SecurityHeadersMiddleware, docs_policy
 from chassis.serve import CLIENT_KEEP_ALIVE_S
 from chassis.service_identity import CallerSigner, CallerVerifier
 from chassis.settings import ServiceSettings, UpstreamSettings
-from chassis.tracing import client_trace_config, configure_tracing, instrument_app
+from chassis.tracing import configure_tracing, instrument_app
 
 log = structlog.get_logger("chassis.app")
 
@@ -256,11 +256,10 @@ def create_service_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registration: Registration | None = None
         background: list[asyncio.Task[Any]] = []
-        ctx.http = aiohttp.ClientSession(
+        ctx.http = traced_session(
             connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=60,
                                            keepalive_timeout=CLIENT_KEEP_ALIVE_S),
-            timeout=aiohttp.ClientTimeout(total=5, connect=1),
-            trace_configs=[client_trace_config()])
+            timeout=aiohttp.ClientTimeout(total=5, connect=1))
         ctx.verifier = TokenVerifier((key_source or _default_key_source)(ctx),
                                      issuer=settings.jwt_issuer, audience=settings.jwt_audience)
         if settings.nats_url:

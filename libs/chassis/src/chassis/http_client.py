@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry
 from chassis import metric_catalogue as m
 from chassis.errors import ServiceUnavailable
 from chassis.service_identity import CallerSigner
+from chassis.tracing import client_trace_config
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
@@ -175,6 +176,14 @@ class _Metrics:
             entered[state].inc()
 
         return changed
+
+
+def traced_session(**kwargs: Any) -> aiohttp.ClientSession:
+    """An aiohttp session whose every request is a CLIENT span, its trace context sent along
+    (``chassis.tracing.client_trace_config``): for a service's own calls outside the service
+    client, such as payments' to the card network."""
+    configs = [*kwargs.pop("trace_configs", ()), client_trace_config()]
+    return aiohttp.ClientSession(trace_configs=configs, **kwargs)
 
 
 def service_of_host(host: str) -> str:

@@ -431,3 +431,25 @@ async def test_a_client_span_is_an_error_for_an_error_answer_or_a_failed_call(
     assert refused.status.status_code == trace.StatusCode.ERROR
     assert (refused.attributes or {})["error.type"] == "ClientConnectorError"
     assert [e.name for e in refused.events] == ["exception"]
+
+
+async def test_a_traced_session_makes_client_spans_beside_its_own_trace_configs(
+        server: Server, spans: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from chassis import http_client
+    from chassis.http_client import traced_session
+
+    provider, exporter = spans
+    monkeypatch.setattr(http_client, "client_trace_config", lambda: client_trace_config(provider))
+    theirs: list[str] = []
+
+    async def on_start(*_: Any) -> None:
+        theirs.append("start")
+
+    own = aiohttp.TraceConfig()
+    own.on_request_start.append(on_start)
+    async with traced_session(trace_configs=[own]) as http:
+        async with http.get(f"http://127.0.0.1:{server.port}/x") as resp:
+            assert resp.status == 200
+    assert theirs == ["start"]
+    assert [s.name for s in exporter.get_finished_spans()] == ["GET"]
+    assert "traceparent" in server.upstream.seen_headers[0]

@@ -24,8 +24,8 @@ from typing import Any
 
 import aiohttp
 import structlog
+from chassis.http_client import traced_session
 from chassis.sidedoor import bearer_header
-from chassis.tracing import client_trace_config
 
 log = structlog.get_logger("payments.provider_client")
 
@@ -89,8 +89,7 @@ class ProviderClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self.timeout, headers=self._headers,
-                                                  trace_configs=[client_trace_config()])
+            self._session = traced_session(timeout=self.timeout, headers=self._headers)
         return self._session
 
     async def _call(self, method: str, path: str, **kw: Any) -> tuple[int, dict[str, Any]]:
