@@ -260,8 +260,8 @@ class ServiceClient:
             out[H_SERVICE_IDENTITY] = self._identity
         if idempotency_key:
             out[H_IDEMPOTENCY_KEY] = idempotency_key
-        # Instrumented aiohttp replaces this with its client span's context; without the
-        # instrumentation the callee still joins the caller's trace.
+        # A traced_session (the chassis's own) replaces this with its CLIENT span's context;
+        # with any other session the callee still joins the caller's trace.
         propagate.inject(out)
         repeatable = method in IDEMPOTENT_METHODS or H_IDEMPOTENCY_KEY in out
         body = orjson.dumps(json) if json is not None else data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -103,17 +104,12 @@ _EVENTS = text("SELECT id, at, kind, step, message_type, detail FROM saga_events
                "WHERE saga_id = :id ORDER BY id")
 
 
-def _record_many(rows: list[tuple[Any, ...]]) -> tuple[str, tuple[list[Any], ...]]:
-    saga_ids, ats, kinds, steps, message_types, details = zip(*rows, strict=True)
-    return _RECORD_MANY, (list(saga_ids), list(ats), list(kinds), list(steps),
-                          list(message_types), list(details))
+def _by_column(sql: str) -> Callable[[list[tuple[Any, ...]]], tuple[str, tuple[list[Any], ...]]]:
+    """A flusher for ``sql``, whose ``$n`` is the array of the rows' n-th values."""
+    def flusher(rows: list[tuple[Any, ...]]) -> tuple[str, tuple[list[Any], ...]]:
+        return sql, tuple(list(column) for column in zip(*rows, strict=True))
 
-
-register_deferred(_EVENTS_KIND, _record_many)
-
-
-def _save_many(rows: list[tuple[Any, ...]]) -> tuple[str, tuple[list[Any], ...]]:
-    return _SAVE_MANY, tuple(list(column) for column in zip(*rows, strict=True))
+    return flusher
 
 
 def _all_saved(rows: list[tuple[Any, ...]], returned: int) -> None:
@@ -122,17 +118,12 @@ def _all_saved(rows: list[tuple[Any, ...]], returned: int) -> None:
         raise ConcurrentSagaUpdate(f"saga {ids} changed concurrently")
 
 
-register_deferred(_SAVE_KIND, _save_many, verify=_all_saved)
+register_deferred(_EVENTS_KIND, _by_column(_RECORD_MANY))
+register_deferred(_SAVE_KIND, _by_column(_SAVE_MANY), verify=_all_saved)
+register_deferred(_INSERT_KIND, _by_column(_INSERT_MANY))
 
 
-def _insert_many(rows: list[tuple[Any, ...]]) -> tuple[str, tuple[list[Any], ...]]:
-    return _INSERT_MANY, tuple(list(column) for column in zip(*rows, strict=True))
-
-
-register_deferred(_INSERT_KIND, _insert_many)
-
-
-def _save_pending(session: Tx, saga_id: uuid.UUID) -> bool:
+def _row_pending(session: Tx, saga_id: uuid.UUID) -> bool:
     """A write of this saga waits for the commit (its insert or a save): a statement that
     reads or updates its row must see it written first."""
     return any(row[0] == saga_id for kind in (_INSERT_KIND, _SAVE_KIND)
@@ -167,7 +158,7 @@ async def insert(session: Tx, inst: SagaInstance) -> None:
 async def load(session: Tx, saga_id: uuid.UUID, *,
                lock: bool = False) -> SagaInstance | None:
     """The saga; locked until the transaction ends with ``lock`` (a consumer's reply only)."""
-    if _save_pending(session, saga_id):
+    if _row_pending(session, saga_id):
         await flush_deferred(session)  # its state as this transaction left it
     if lock:
         rows = await driver_fetch(session, _LOAD_LOCKED, saga_id)
@@ -187,7 +178,7 @@ async def save(session: Tx, inst: SagaInstance, now: datetime) -> None:
     lock (a caller that forgot FOR UPDATE fails loudly instead of losing an update), with
     ``ConcurrentSagaUpdate`` from the statement that writes it. Called by a consumer's reply
     and the reconciler's tick only (ADR 0045: errors are asyncpg's)."""
-    if _save_pending(session, inst.id):
+    if _row_pending(session, inst.id):
         await flush_deferred(session)  # one row per saga in the statement, in order
     await write_at_commit(session, _SAVE_KIND, (
         inst.id, inst.version, inst.status, inst.current_step, inst.resends,
