@@ -15,6 +15,9 @@ async def test_start_jetstream_monitor_and_stop(home: Home):
     server.start()
     try:
         assert server.is_ready()
+        assert server.proc is not None
+        environ = open(f"/proc/{server.proc.pid}/environ", "rb").read().split(b"\0")
+        assert b"GOMAXPROCS=1" in environ  # one P (ADR 0050)
         nc = await nats.connect(server.url)
         kv = await nc.jetstream().create_key_value(bucket="t")
         await kv.put("a", b"1")

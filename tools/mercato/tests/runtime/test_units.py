@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from mercato import logview
 from mercato.runtime.paths import Home, proposed_port, write_atomic
+from mercato.runtime.proc import go_engine_env
 from mercato.runtime.services import (
     instance_ids,
     parse_scale,
@@ -164,3 +165,9 @@ def test_the_storefront_gets_its_oauth_client_secret_and_the_registration_the_sa
     assert secret not in " ".join(argv)  # it goes on stdin
     uris = [argv[i + 1] for i, a in enumerate(argv) if a == "--redirect-uri"]
     assert uris == ["http://localhost:8080/auth/callback", "http://127.0.0.1:8080/auth/callback"]
+
+
+def test_go_engines_get_one_p_unless_the_user_chose() -> None:
+    assert go_engine_env({}) == {"GOMAXPROCS": "1"}
+    assert go_engine_env({"GOMAXPROCS": "4"}) == {}  # the user's own choice stands
+    assert go_engine_env({"GOMAXPROCS": ""}) == {"GOMAXPROCS": "1"}

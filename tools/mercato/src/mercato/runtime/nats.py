@@ -8,6 +8,7 @@ test servers) anyone on the machine may.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mercato.runtime.paths import venv_bin, write_atomic
-from mercato.runtime.proc import deathsig_preexec, popen, terminate
+from mercato.runtime.proc import deathsig_preexec, go_engine_env, popen, terminate
 
 
 class NatsError(RuntimeError):
@@ -82,7 +83,7 @@ class Nats:
 
     def popen_kwargs(self) -> dict[str, Any]:
         return {"start_new_session": True, "preexec_fn": deathsig_preexec(signal.SIGTERM),
-                "stdin": subprocess.DEVNULL}
+                "stdin": subprocess.DEVNULL, "env": {**os.environ, **go_engine_env()}}
 
     def start(self, log: IO[bytes] | None = None, timeout: float = 15.0) -> subprocess.Popen[bytes]:
         self.write_config()

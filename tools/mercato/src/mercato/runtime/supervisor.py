@@ -45,7 +45,7 @@ from mercato.runtime.faultproxy import FaultProxy, faults_path, route_name, with
 from mercato.runtime.nats import Nats
 from mercato.runtime.paths import Home, free_port, write_atomic
 from mercato.runtime.postgres import Postgres
-from mercato.runtime.proc import deathsig_preexec
+from mercato.runtime.proc import deathsig_preexec, go_engine_env
 from mercato.runtime.releases import Releases
 from mercato.runtime.services import (
     SERVICES,
@@ -599,8 +599,8 @@ class Supervisor:
                       popen_kwargs=pg.popen_kwargs(), stop_signal=signal.SIGINT,
                       signal_group=False, stop_timeout=30.0, quick_restart=True))
         self.add(Spec(name="nats", kind="engine", argv=lambda _p: nats.argv(),
-                      port=lambda: nats.port, ready=self._nats_ready, live=self._nats_ready,
-                      quick_restart=True))
+                      env=lambda _p: go_engine_env(self.base_env), port=lambda: nats.port,
+                      ready=self._nats_ready, live=self._nats_ready, quick_restart=True))
         await self.wait_ready(["postgres", "nats"])
         await self.declare_shared_streams()
 
@@ -884,6 +884,7 @@ class Supervisor:
         url = f"http://127.0.0.1:{self.ports.prometheus}/-/ready"
         auth = aiohttp.BasicAuth(PROMETHEUS_USER, prometheus_password(self.home))
         return Spec(name="prometheus", kind="console", argv=lambda _p: argv,
+                    env=lambda _p: go_engine_env(self.base_env),
                     port=lambda: self.ports.prometheus,
                     ready=lambda _c: self._http_ok(url, auth=auth),
                     live=lambda _c: self._http_ok(url, self.probe_timeout, auth))
