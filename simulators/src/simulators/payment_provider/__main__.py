@@ -15,6 +15,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+import uvloop
 from aiohttp import web
 
 from simulators.payment_provider.app import ProviderConfig, make_app
@@ -44,8 +45,9 @@ def main() -> None:
         raise SystemExit(2) from exc
     print(f"simulators.payment_provider: listening on http://{config.host}:{config.port} "
           f"(data {config.data_dir})", flush=True)
+    # uvloop, as the services have (ADR 0050).
     web.run_app(make_app(config), host=config.host, port=config.port, print=None,
-                handle_signals=True, access_log=None)
+                handle_signals=True, access_log=None, loop=uvloop.new_event_loop())
 
 
 if __name__ == "__main__":

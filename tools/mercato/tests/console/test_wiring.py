@@ -107,3 +107,18 @@ def test_up_refuses_a_bad_sampling_before_starting_anything(tmp_path: Path) -> N
     assert res.returncode == 2
     assert "--trace-sampling must be between 0 and 1" in res.stdout + res.stderr
     assert not (tmp_path / "h" / "run" / "supervisor.pid").exists()
+
+
+def test_the_console_runs_on_uvloop(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import uvloop
+    from mercato.console import __main__ as console_main
+
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def serve(home: Home, port: int) -> None:
+        loops.append(asyncio.get_running_loop())
+
+    monkeypatch.setattr(console_main, "serve", serve)
+    monkeypatch.setattr(console_main, "configure_logging", lambda *_: None)
+    assert console_main.main(["--home", str(tmp_path / "h")]) == 0
+    assert len(loops) == 1 and isinstance(loops[0], uvloop.Loop)  # as the services (ADR 0050)

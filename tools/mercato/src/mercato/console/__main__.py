@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
+import uvloop
 from chassis.logging import configure_logging
 
 from mercato.console.server import serve
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     configure_logging("console", "console")
     home = Home(args.home)
-    asyncio.run(serve(home, home.ports().console))
+    uvloop.run(serve(home, home.ports().console))  # as the services (ADR 0050)
     return 0
 
 
