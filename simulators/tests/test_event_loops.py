@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import uvloop
 from aiohttp import web
-from simulators import mail_sink
 from simulators.payment_provider import __main__ as provider_main
+
+from simulators import mail_sink
 
 
 def test_the_mail_sink_runs_on_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
