@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+import psutil
 import pytest
 import yaml
 from edge_helpers import Platform, mercato, wait_until
@@ -173,12 +174,26 @@ def test_metrics_and_alerts_come_from_the_platforms_own_prometheus(platform: Pla
              if "alert" in r}
     with console(platform) as c:
         def scraped() -> dict[str, Any] | None:
+            # Prometheus scrapes its targets one by one: on a platform just started, the
+            # first lag series may be another service's.
             resp = c.get("/api/metrics")
             panels = {p["id"]: p for p in resp.json().get("panels", [])}
-            return panels if resp.status_code == 200 and panels["lag"]["series"] else None
+            lag = {s["name"] for s in panels["lag"]["series"]} if resp.status_code == 200 else ()
+            return panels if "orders-saga-replies-inventory" in lag else None
 
         panels = wait_until(scraped, 60, "consumer lag scraped by the console's Prometheus")
         rules = c.get("/api/alerts").json()["rules"]
     consumers = {s["name"] for s in panels["lag"]["series"]}
     assert "orders-saga-replies-inventory" in consumers, consumers
     assert {r["name"] for r in rules} == names  # every rule of the files, evaluated
+
+
+def test_the_go_engines_run_on_one_p(platform: Platform) -> None:
+    """NATS and Prometheus get GOMAXPROCS=1 from the supervisor (ADR 0050); a service does
+    not."""
+    processes = platform.state()["processes"]
+    engines = [name for name in ("nats", "prometheus") if name in processes]
+    assert "nats" in engines
+    for name in engines:
+        assert psutil.Process(processes[name]["pid"]).environ().get("GOMAXPROCS") == "1", name
+    assert "GOMAXPROCS" not in psutil.Process(processes["orders-1"]["pid"]).environ()
