@@ -114,7 +114,7 @@ def test_a_declined_card_is_an_error_span_and_a_compensation_in_the_saga(
     kinds = [(e["kind"], e["step"]) for e in saga["events"]]
     assert ("compensation_sent", "reserve_stock") in kinds
     assert kinds.index(("compensation_sent", "reserve_stock")) > kinds.index(
-        ("reply", "authorize_payment"))
+        ("reply", "charge_payment"))
     assert doc["trace_id"] in {t["trace_id"] for t in trace_errors}
 
 

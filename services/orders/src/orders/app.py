@@ -23,7 +23,7 @@ from orders.entrypoints.consumers import consumer_specs
 from orders.entrypoints.deps import OrdersContext, OrdersWiring
 from orders.metrics import ReplicaLookups
 from orders.service_layer.admission import Admission, admission_counter
-from orders.service_layer.saga import ORDER
+from orders.service_layer.saga import DEFINITIONS
 from orders.settings import OrdersSettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -74,8 +74,8 @@ def create_app(settings: OrdersSettings | None = None, *,
                key_source: Callable[[OrdersContext], KeySource] | None = None) -> FastAPI:
     settings = settings or OrdersSettings()
     # One engine per app: the reply consumers, the reconciler and the API share it.
-    engine = SagaEngine([ORDER])
+    engine = SagaEngine(DEFINITIONS)
     return create_service_app(
         settings, routers=[router], bootstrap=make_bootstrap(engine), key_source=key_source,
         messaging=messaging(settings, engine),
-        description="Orders and the order saga (stock, payment, shipment, capture).")
+        description="Orders and the order saga (stock, shipment, charge).")

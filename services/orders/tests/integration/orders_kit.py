@@ -31,7 +31,7 @@ from contracts.base import Event
 from fastapi.testclient import TestClient
 from orders.app import create_app
 from orders.entrypoints.consumers import consumer_specs
-from orders.service_layer.saga import ORDER
+from orders.service_layer.saga import DEFINITIONS
 from orders.settings import OrdersSettings
 from sqlalchemy import text
 
@@ -261,7 +261,7 @@ def deliver_events(database_url: str, consumer_name: str,
     async def main() -> list[str]:
         db = Database(database_url, pool_size=2)
         try:
-            spec = next(s for s in consumer_specs(SagaEngine([ORDER]))
+            spec = next(s for s in consumer_specs(SagaEngine(DEFINITIONS))
                         if s.name == consumer_name)
             consumer = InboxConsumer(spec, db, InMemoryBroker())
             outcomes = []

@@ -28,7 +28,7 @@ from contracts.shipping.v1 import (
 )
 from orders.domain.commands import OrderItem, PaymentChoice, PlaceOrder
 from orders.service_layer import handlers
-from orders.service_layer.saga import ORDER
+from orders.service_layer.saga import DEFINITIONS, SAGA_NAME_V1
 from orders_kit import (
     MUG,
     TEA,
@@ -62,7 +62,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def engine(clock: Clock) -> SagaEngine:
-    return SagaEngine([ORDER], clock=clock)
+    return SagaEngine(DEFINITIONS, clock=clock)
 
 
 @pytest.fixture
@@ -107,6 +107,14 @@ def captured(o: str) -> PaymentCaptured:
     return PaymentCaptured(payment_id=f"pay-{o}", order_id=o, amount="29300", currency="KRW")
 
 
+async def as_started_by_an_older_release(db: Database, order_id: str) -> None:
+    """The saga, at its first step, as a release before ADR 0051 started it: on the
+    definition ``order`` (stock, authorize, shipment, capture)."""
+    async with db.engine.begin() as conn:
+        await conn.execute(text("UPDATE saga_instances SET saga_name = :name WHERE id = :id"),
+                           {"name": SAGA_NAME_V1, "id": uuid.UUID(order_id)})
+
+
 async def saga(db: Database, order_id: str):
     async with db.unit_of_work() as uow:
         found = await history(uow.session, uuid.UUID(order_id))
@@ -140,25 +148,26 @@ async def test_happy_path_approves_and_commits_the_reservation(
     assert payload(first[1])["lines"] == [{"sku": "MUG-1", "quantity": 2},
                                           {"sku": "TEA-1", "quantity": 1}]
     # The card was exchanged for a payment method before anything was stored: the number is
-    # nowhere, and only the saga's data holds the token (for AuthorizePayment).
+    # nowhere, and only the saga's data holds the token (for ChargePayment).
     assert CARD not in await database_text(db)
     assert await token_in(db) == {"orders": 0, "saga_instances": 1, "saga_events": 0}
     sent = []
-    for event in (reserved(o), authorized(o), shipped(o), captured(o)):
+    for event in (reserved(o), shipped(o), captured(o)):
         assert await services.reply(o, event) == Outcome.HANDLED
         sent += await services.sent()
-    assert types(sent) == ["AuthorizePayment.v2", "CreateShipment.v1", "CapturePayment.v1",
-                           "CommitReservation.v1", "ReleaseShipment.v1", "OrderApproved.v1"]
-    auth = payload(sent[0])
-    assert (auth["payment_id"], auth["amount"], auth["customer_id"], auth["card_last4"]) == (
-        f"pay-{o}", "29300", "alice", "4242")
-    assert auth["payment_method_id"].startswith("pm_") and "card_number" not in auth
-    assert payload(sent[1])["shipment_id"] == f"shp-{o}"
-    assert payload(sent[1])["address"]["city"] == "Seoul"
-    assert payload(sent[3]) == {"reservation_id": o}
-    assert payload(sent[4]) == {"shipment_id": f"shp-{o}", "order_id": o}
+    # The payment is one step, last (ADR 0051): one command and one reply.
+    assert types(sent) == ["CreateShipment.v1", "ChargePayment.v1", "CommitReservation.v1",
+                           "ReleaseShipment.v1", "OrderApproved.v1"]
+    assert payload(sent[0])["shipment_id"] == f"shp-{o}"
+    assert payload(sent[0])["address"]["city"] == "Seoul"
+    charge = payload(sent[1])
+    assert (charge["payment_id"], charge["amount"], charge["customer_id"],
+            charge["card_last4"]) == (f"pay-{o}", "29300", "alice", "4242")
+    assert charge["payment_method_id"].startswith("pm_") and "card_number" not in charge
+    assert payload(sent[2]) == {"reservation_id": o}
+    assert payload(sent[3]) == {"shipment_id": f"shp-{o}", "order_id": o}
     # What the read model shows of the payment and the shipment travels in the outcome.
-    assert {k: payload(sent[5])[k] for k in ("total", "amount_captured", "tracking_number")
+    assert {k: payload(sent[4])[k] for k in ("total", "amount_captured", "tracking_number")
             } == {"total": "29300", "amount_captured": "29300", "tracking_number": "MS123"}
     assert all(m.headers["Mercato-Correlation-Id"] == o for m in sent)
     row = await order_row(db, o)
@@ -172,17 +181,19 @@ async def test_happy_path_approves_and_commits_the_reservation(
     assert await card_anywhere(db) is False
 
 
-async def test_declined_card_rejects_releases_stock_and_voids_nothing(
+async def test_declined_card_rejects_cancels_the_shipment_and_releases_stock(
         db: Database, engine: SagaEngine, services: Services) -> None:
     o = await place(db, engine)
     await services.reply(o, reserved(o))
+    await services.reply(o, shipped(o))
     await services.sent()
     await services.reply(o, PaymentDeclined(payment_id=f"pay-{o}", order_id=o,
                                             reason="card_declined"))
     after = await services.sent()
-    assert types(after) == ["ReleaseStock.v1", "OrderRejected.v1"]
-    assert payload(after[0]) == {"reservation_id": o, "reason": "card_declined"}
-    assert payload(after[1])["reason"] == "card_declined"
+    assert types(after) == ["CancelShipment.v1", "ReleaseStock.v1", "OrderRejected.v1"]
+    assert payload(after[0])["shipment_id"] == f"shp-{o}"
+    assert payload(after[1]) == {"reservation_id": o, "reason": "card_declined"}
+    assert payload(after[2])["reason"] == "card_declined"
     row = await order_row(db, o)
     assert (row["status"], row["reason"]) == ("REJECTED", "card_declined")
     assert "payment_method_id" not in (await saga(db, o)).instance.data
@@ -202,32 +213,52 @@ async def test_stock_shortage_rejects_with_nothing_to_undo(
     assert await card_anywhere(db) is False
 
 
-async def test_shipment_failure_voids_the_payment_and_releases_the_stock(
+async def test_shipment_failure_releases_the_stock_and_never_asks_payments(
         db: Database, engine: SagaEngine, services: Services) -> None:
     o = await place(db, engine)
     await services.reply(o, reserved(o))
-    await services.reply(o, authorized(o))
     await services.sent()
     await services.reply(o, ShipmentCreationFailed(shipment_id=f"shp-{o}", order_id=o,
                                                    reason="invalid_address"))
     after = await services.sent()
-    assert types(after) == ["VoidPayment.v1", "ReleaseStock.v1", "OrderRejected.v1"]
-    assert payload(after[0])["payment_id"] == f"pay-{o}"
+    assert types(after) == ["ReleaseStock.v1", "OrderRejected.v1"]
     row = await order_row(db, o)
     assert (row["status"], row["reason"]) == ("REJECTED", "invalid_address")
+    assert await card_anywhere(db) is False
 
 
-async def test_capture_failure_cancels_shipment_voids_and_releases(
+async def test_a_saga_an_older_release_started_runs_on_its_own_definition(
         db: Database, engine: SagaEngine, services: Services) -> None:
+    """Sagas in flight at the upgrade to ADR 0051 keep their four steps: authorize, then
+    the shipment, then the capture; a failed capture undoes all three before it."""
     o = await place(db, engine)
+    await as_started_by_an_older_release(db, o)
+    await services.sent()
+    sent = []
     for event in (reserved(o), authorized(o), shipped(o)):
         await services.reply(o, event)
-    await services.sent()
+        sent += await services.sent()
+    assert types(sent) == ["AuthorizePayment.v2", "CreateShipment.v1", "CapturePayment.v1"]
     await services.reply(o, PaymentFailed(payment_id=f"pay-{o}", order_id=o,
                                           operation="capture", reason="authorization_expired"))
     assert types(await services.sent()) == ["CancelShipment.v1", "VoidPayment.v1",
                                             "ReleaseStock.v1", "OrderRejected.v1"]
     assert (await order_row(db, o))["reason"] == "authorization_expired"
+    assert (await saga(db, o)).instance.saga_name == SAGA_NAME_V1
+
+
+async def test_an_older_releases_saga_completes_on_its_own_definition(
+        db: Database, engine: SagaEngine, services: Services) -> None:
+    o = await place(db, engine)
+    await as_started_by_an_older_release(db, o)
+    for event in (reserved(o), authorized(o), shipped(o)):
+        await services.reply(o, event)
+    await services.sent()
+    await services.reply(o, captured(o))
+    assert types(await services.sent()) == ["CommitReservation.v1", "ReleaseShipment.v1",
+                                            "OrderApproved.v1"]
+    assert (await order_row(db, o))["status"] == "APPROVED"
+    assert await card_anywhere(db) is False
 
 
 async def test_duplicate_and_late_replies_are_harmless(
@@ -237,15 +268,15 @@ async def test_duplicate_and_late_replies_are_harmless(
     assert await services.reply(o, reserved(o), env) == Outcome.HANDLED
     assert await services.reply(o, reserved(o), env) == Outcome.DUPLICATE  # same message
     assert await services.reply(o, reserved(o)) == Outcome.DROPPED  # republished: counted
-    for event in (authorized(o), shipped(o), captured(o)):
+    for event in (shipped(o), captured(o)):
         await services.reply(o, event)
     await services.reply(o, captured(o))  # after the end: recorded, changes nothing
-    await services.reply(o, authorized(o))
+    await services.reply(o, shipped(o))
     # Not one of our sagas: dead-lettered for an operator.
     assert await services.reply(str(uuid.uuid4()), reserved(o)) == Outcome.DEAD_LETTERED
     sent = types(await services.sent())
     assert sent.count("CommitReservation.v1") == 1 and sent.count("OrderApproved.v1") == 1
-    assert sent.count("AuthorizePayment.v2") == 1
+    assert sent.count("ChargePayment.v1") == 1
     assert (await order_row(db, o))["status"] == "APPROVED"
     ignored = [e for e in (await saga(db, o)).events
                if e.kind == "reply" and not e.detail["accepted"]]
@@ -256,6 +287,7 @@ async def test_a_timed_out_step_is_compensated_by_the_reconciler_and_the_order_r
         db: Database, engine: SagaEngine, services: Services, clock: Clock) -> None:
     o = await place(db, engine)
     await services.reply(o, reserved(o))
+    await services.reply(o, shipped(o))
     await services.sent()
 
     async def tick(after_s: float) -> int:
@@ -265,12 +297,14 @@ async def test_a_timed_out_step_is_compensated_by_the_reconciler_and_the_order_r
         return n
 
     assert await tick(11) == 1 and await tick(32) == 1  # two resends (10 s, then 20 s)
-    assert types(await services.sent()) == ["AuthorizePayment.v2", "AuthorizePayment.v2"]
-    assert await tick(73) == 1  # after 40 s more, gave up: undo payment and stock
-    assert types(await services.sent()) == ["VoidPayment.v1", "ReleaseStock.v1",
-                                            "OrderRejected.v1"]
+    assert types(await services.sent()) == ["ChargePayment.v1", "ChargePayment.v1"]
+    # After 40 s more, gave up: the charge is voided (refunded, should it have been taken
+    # after all), the shipment cancelled, the stock released.
+    assert await tick(73) == 1
+    assert types(await services.sent()) == ["VoidPayment.v1", "CancelShipment.v1",
+                                            "ReleaseStock.v1", "OrderRejected.v1"]
     row = await order_row(db, o)
-    assert (row["status"], row["reason"]) == ("REJECTED", "authorize_payment_timed_out")
+    assert (row["status"], row["reason"]) == ("REJECTED", "charge_payment_timed_out")
     assert await card_anywhere(db) is False
 
 
@@ -279,6 +313,7 @@ async def test_a_saga_an_older_release_started_with_a_card_resends_v1_then_forge
     """An upgrade can meet a saga whose data holds card_number: its re-sent AuthorizePayment
     is v1 (payments vaults the card on receipt), and the card leaves the data on the answer."""
     o = await place(db, engine)
+    await as_started_by_an_older_release(db, o)
     async with db.engine.begin() as conn:
         await conn.execute(text(
             "UPDATE saga_instances SET data = (data - 'payment_method_id' - 'card_last4') || "
@@ -306,7 +341,7 @@ async def test_cancel_of_a_pending_order_undoes_the_completed_saga(
     await services.reply(o, reserved(o))
     cancelled = await handlers.request_cancel(db.unit_of_work(), principal(), o, engine)
     assert (cancelled.status, cancelled.cancel_requested) == ("PENDING", True)
-    for event in (authorized(o), shipped(o), captured(o)):
+    for event in (shipped(o), captured(o)):
         await services.reply(o, event)
     sent = types(await services.sent())
     assert sent[-4:] == ["CancelShipment.v1", "RefundPayment.v1", "ReleaseStock.v1",
@@ -319,7 +354,7 @@ async def test_cancel_of_a_pending_order_undoes_the_completed_saga(
 
 async def approved(db: Database, engine: SagaEngine, services: Services) -> str:
     o = await place(db, engine)
-    for event in (reserved(o), authorized(o), shipped(o), captured(o)):
+    for event in (reserved(o), shipped(o), captured(o)):
         await services.reply(o, event)
     await services.sent()
     assert (await order_row(db, o))["status"] == "APPROVED"

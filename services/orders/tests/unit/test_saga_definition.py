@@ -2,13 +2,18 @@ from pathlib import Path
 
 import pytest
 from contracts.payments import v1
+from contracts.payments.v1 import ChargePayment
 from contracts.payments.v2 import AuthorizePayment
 from orders.service_layer.saga import (
+    DEFINITIONS,
     ORDER,
+    ORDER_V1,
     authorize_payment,
     cancel_shipment,
+    charge_payment,
     create_shipment,
     payment_authorized,
+    payment_charged,
     payment_declined,
     release_stock,
     reserve_stock,
@@ -21,8 +26,22 @@ DATA = {"order_id": "o-1", "customer_id": "alice", "amount": "29300", "currency"
                     "postal_code": "04524", "country": "KR", "phone": None}}
 
 
-def test_the_saga_is_four_steps_with_their_compensations() -> None:
+def test_the_saga_is_three_steps_the_payment_last_in_one() -> None:
     d = ORDER.describe()
+    assert d["name"] == "order.v2"
+    assert [(s["name"], s["command"], s["compensation"]) for s in d["steps"]] == [
+        ("reserve_stock", "ReserveStock.v1", "ReleaseStock.v1"),
+        ("create_shipment", "CreateShipment.v1", "CancelShipment.v1"),
+        ("charge_payment", "ChargePayment.v1", "VoidPayment.v1")]
+    assert [(s["success"], s["failure"]) for s in d["steps"]] == [
+        (["StockReserved.v1"], ["StockReservationFailed.v1"]),
+        (["ShipmentCreated.v1"], ["ShipmentCreationFailed.v1"]),
+        (["PaymentCaptured.v1"], ["PaymentDeclined.v1"])]
+    assert all((s["deadline_s"], s["max_resends"]) == (10.0, 2) for s in d["steps"])
+
+
+def test_the_definition_sagas_started_before_adr_0051_run_on_is_kept_under_its_name() -> None:
+    d = ORDER_V1.describe()
     assert d["name"] == "order"
     assert [(s["name"], s["command"], s["compensation"]) for s in d["steps"]] == [
         ("reserve_stock", "ReserveStock.v1", "ReleaseStock.v1"),
@@ -32,13 +51,14 @@ def test_the_saga_is_four_steps_with_their_compensations() -> None:
     assert [s["failure"] for s in d["steps"]] == [
         ["StockReservationFailed.v1"], ["PaymentDeclined.v1"], ["ShipmentCreationFailed.v1"],
         ["PaymentFailed.v1"]]
-    assert all((s["deadline_s"], s["max_resends"]) == (10.0, 2) for s in d["steps"])
+    assert [x.name for x in DEFINITIONS] == ["order.v2", "order"]
+    assert ORDER_V1.secret_keys == ORDER.secret_keys and ORDER_V1.on_end is ORDER.on_end
 
 
 def test_the_readme_shows_the_current_diagram() -> None:
     mermaid = ORDER.to_mermaid()
     assert mermaid.startswith("flowchart TD")
-    assert "undo authorize_payment: VoidPayment.v1" in mermaid
+    assert "undo charge_payment: VoidPayment.v1" in mermaid
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert mermaid in readme
 
@@ -53,6 +73,11 @@ def test_ids_are_derived_from_the_order_id_so_resends_are_the_same_command() -> 
             auth.card_last4) == ("pay-o-1", "29300", "alice", "pm_1", "4242")
     assert "card_number" not in auth.to_payload()
     assert authorize_payment(DATA) == auth
+    charge = charge_payment(DATA)
+    assert isinstance(charge, ChargePayment)
+    assert (charge.payment_id, charge.amount, charge.customer_id, charge.payment_method_id,
+            charge.card_last4) == ("pay-o-1", "29300", "alice", "pm_1", "4242")
+    assert charge_payment(DATA) == charge
     ship = create_shipment(DATA)
     assert (ship.shipment_id, ship.address.city, ship.lines[0].sku) == ("shp-o-1", "Seoul",
                                                                         "MUG")
@@ -67,12 +92,12 @@ def test_a_saga_an_older_release_started_resends_its_card_as_v1() -> None:
     assert (auth.payment_id, auth.card_number) == ("pay-o-1", "4242424242424242")
 
 
-@pytest.mark.parametrize("handler", [payment_authorized, payment_declined])
+@pytest.mark.parametrize("handler", [payment_authorized, payment_charged, payment_declined])
 def test_the_payment_method_leaves_the_data_once_payments_answered(handler) -> None:
     for data in (dict(DATA), {**DATA, "card_number": "4242424242424242"}):
         updates = handler(data, {"card_last4": "4242", "reason": "card_declined"})
         assert "payment_method_id" not in data and "card_number" not in data
-        assert "payment_method_id" not in updates and "card_number" not in updates
+        assert not {"payment_method_id", "card_number"} & set(updates or {})
 
 
 def test_the_documented_diagram_is_the_definitions_own() -> None:

@@ -22,7 +22,7 @@ from chassis.messaging.consumer import InboxConsumer
 from chassis.messaging.envelope import Envelope
 from chassis.messaging.memory import InMemoryBroker, MemoryDelivery
 from contracts.base import Contract
-from contracts.payments import v2
+from contracts.payments import v1, v2
 from payments.adapters.provider import ProviderClient, ProviderUnavailable
 from payments.adapters.repository import PaymentsRepository
 from payments.domain.model import PaymentMethod, money_text
@@ -154,6 +154,14 @@ class Payments:
                                    customer_id=customer or method.customer_id, amount=amount,
                                    currency="KRW", payment_method_id=method.id,
                                    card_last4=method.last4)
+
+    async def charge(self, pid: str, oid: str, card: str = "4242424242424242",
+                     amount: str = "15000") -> v1.ChargePayment:
+        """ChargePayment as the order saga sends it (ADR 0051), on the customer's own card."""
+        method = await self.method(card)
+        return v1.ChargePayment(payment_id=pid, order_id=oid, customer_id=method.customer_id,
+                                amount=amount, currency="KRW", payment_method_id=method.id,
+                                card_last4=method.last4)
 
     async def database_text(self) -> str:
         """Every row of every table of the payments database, as text (a PAN scan)."""

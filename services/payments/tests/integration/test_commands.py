@@ -119,15 +119,15 @@ async def test_capture_then_refund_each_once(pay: Payments, provider: ProviderPr
     for _ in range(2):
         await pay.send(CapturePayment(payment_id=pid, order_id=oid))
     assert provider.charges(pid)[0]["status"] == "captured"
-    await pay.send(VoidPayment(payment_id=pid, order_id=oid))  # too late to void
     for _ in range(2):
         await pay.send(RefundPayment(payment_id=pid, order_id=oid, reason="returned"))
     assert provider.charges(pid)[0]["status"] == "refunded"
     assert types(await pay.events()) == [
-        "PaymentAuthorized.v1", "PaymentCaptured.v1", "PaymentCaptured.v1", "PaymentFailed.v1",
+        "PaymentAuthorized.v1", "PaymentCaptured.v1", "PaymentCaptured.v1",
         "PaymentRefunded.v1", "PaymentRefunded.v1"]
-    [failed] = await pay.events("PaymentFailed.v1")
-    assert (failed["operation"], failed["reason"]) == ("void", "payment_captured")
+    await pay.send(VoidPayment(payment_id=pid, order_id=oid))  # given back already: told so
+    assert types(await pay.events())[-1] == "PaymentRefunded.v1"
+    assert await pay.events("PaymentFailed.v1") == []
     assert await pay.ledger(oid) == [("authorize", "99.50"), ("capture", "99.50"),
                                      ("refund", "99.50")]
     row = await pay.payment(pid)
@@ -299,3 +299,117 @@ async def test_a_v1_command_with_a_bad_card_is_declined_and_never_charged(
     [declined] = await pay.events("PaymentDeclined.v1")
     assert declined["reason"] == "invalid_card"
     assert card not in await pay.database_text()
+
+
+# -- ChargePayment: authorize and capture in one step (ADR 0051) --------------------------------
+
+async def test_a_charge_authorizes_and_captures_in_one_step_and_one_event(
+        pay: Payments, provider: ProviderProcess) -> None:
+    pid, oid = ids()
+    assert await pay.send(await pay.charge(pid, oid, amount="99.5")) == Outcome.HANDLED
+    [charge] = provider.charges(pid)
+    assert (charge["status"], charge["attempts"]) == ("captured", 1)
+    row = await pay.payment(pid)
+    assert (row["status"], row["card_last4"], row["provider_ref"]) == (  # type: ignore[index]
+        "captured", "4242", charge["id"])
+    assert await pay.events() == [{"payment_id": pid, "order_id": oid, "amount": "99.50",
+                                   "currency": "KRW", "_type": "PaymentCaptured.v1"}]
+    assert await pay.ledger(oid) == [("authorize", "99.50"), ("capture", "99.50")]
+    assert "4242424242424242" not in await pay.database_text()
+
+
+async def test_a_repeated_charge_reannounces_without_asking_the_provider(
+        pay: Payments, provider: ProviderProcess) -> None:
+    pid, oid = ids()
+    command = await pay.charge(pid, oid)
+    outcomes = await asyncio.gather(*(pay.send(command) for _ in range(3)))
+    assert outcomes == [Outcome.HANDLED] * 3
+    [charge] = provider.charges(pid)
+    assert (charge["status"], charge["attempts"]) == ("captured", 1)
+    assert types(await pay.events()) == ["PaymentCaptured.v1"] * 3
+    assert await pay.ledger(oid) == [("authorize", "15000"), ("capture", "15000")]
+
+
+@pytest.mark.parametrize(("card", "reason"), [(DECLINE, "card_declined"),
+                                              (INSUFFICIENT, "insufficient_funds")])
+async def test_a_declined_charge_takes_nothing(pay: Payments, provider: ProviderProcess,
+                                               card: str, reason: str) -> None:
+    pid, oid = ids()
+    await pay.send(await pay.charge(pid, oid, card))
+    [event] = await pay.events()
+    assert (event["_type"], event["reason"]) == ("PaymentDeclined.v1", reason)
+    assert [c["status"] for c in provider.charges(pid)] == ["declined"]
+    assert await pay.ledger(oid) == []
+
+
+async def test_a_void_after_a_charge_gives_the_money_back(pay: Payments,
+                                                          provider: ProviderProcess) -> None:
+    """The charge step's compensation (its deadline passed while payments was down): what
+    was taken is refunded, once."""
+    pid, oid = ids()
+    await pay.send(await pay.charge(pid, oid))
+    for _ in range(2):
+        await pay.send(VoidPayment(payment_id=pid, order_id=oid, reason="timed_out"))
+    assert provider.charges(pid)[0]["status"] == "refunded"
+    assert types(await pay.events()) == ["PaymentCaptured.v1", "PaymentRefunded.v1",
+                                         "PaymentRefunded.v1"]
+    assert await pay.ledger(oid) == [("authorize", "15000"), ("capture", "15000"),
+                                     ("refund", "15000")]
+    row = await pay.payment(pid)
+    assert (row["status"], row["reason"]) == ("refunded", "timed_out")  # type: ignore[index]
+
+
+async def test_a_void_before_the_charge_refuses_it(pay: Payments,
+                                                   provider: ProviderProcess) -> None:
+    pid, oid = ids()
+    await pay.send(VoidPayment(payment_id=pid, order_id=oid, reason="saga_timeout"))
+    await pay.send(await pay.charge(pid, oid))
+    assert provider.charges(pid) == []
+    assert types(await pay.events()) == ["PaymentVoided.v1", "PaymentDeclined.v1"]
+
+
+async def test_a_void_finding_a_capture_the_provider_kept_refunds_it(
+        pay: Payments, provider: ProviderProcess) -> None:
+    """A charge whose transaction rolled back after the provider captured (no payment row),
+    then its compensation: the provider's capture is refunded and the tombstone refuses the
+    late charge."""
+    pid, oid = ids()
+    command = await pay.charge(pid, oid)
+    orphan = await pay.provider.authorize(pid, command.amount, "KRW",
+                                          command.payment_method_id)
+    await pay.provider.change(orphan.id, "capture")
+    await pay.send(VoidPayment(payment_id=pid, order_id=oid, reason="saga_timeout"))
+    await pay.send(command)
+    [charge] = provider.charges(pid)
+    assert charge["status"] == "refunded"
+    assert types(await pay.events()) == ["PaymentVoided.v1", "PaymentDeclined.v1"]
+    assert await pay.ledger(oid) == []
+
+
+async def test_a_charge_redelivered_after_the_providers_capture_charges_once(
+        pay: Payments, provider: ProviderProcess) -> None:
+    pid, oid = ids()
+    command = await pay.charge(pid, oid)
+    orphan = await pay.provider.authorize(pid, command.amount, "KRW",
+                                          command.payment_method_id)
+    await pay.provider.change(orphan.id, "capture")  # then the transaction rolled back
+    await pay.send(command)
+    [charge] = provider.charges(pid)
+    assert (charge["id"], charge["status"], charge["attempts"]) == (orphan.id, "captured", 2)
+    assert types(await pay.events()) == ["PaymentCaptured.v1"]
+    assert await pay.ledger(oid) == [("authorize", "15000"), ("capture", "15000")]
+
+
+async def test_a_charge_the_provider_will_not_capture_is_voided_and_declined(
+        pay: Payments, provider: ProviderProcess) -> None:
+    """Authorized here, but the provider's charge was voided meanwhile (by an operator at
+    the provider): the capture is refused, nothing stays held, the charge is declined."""
+    pid, oid = ids()
+    await pay.send(await pay.authorize(pid, oid))
+    [charge] = provider.charges(pid)
+    await pay.provider.change(charge["id"], "void")
+    await pay.send(await pay.charge(pid, oid))
+    assert provider.charges(pid)[0]["status"] == "voided"
+    declined = await pay.events("PaymentDeclined.v1")
+    assert [e["reason"] for e in declined] == ["provider_invalid_state"]
+    assert await pay.ledger(oid) == [("authorize", "15000"), ("void", "15000")]

@@ -4,7 +4,13 @@ import sys
 import pytest
 from chassis.messaging.envelope import Envelope, PoisonMessage
 from contracts.payments import v2
-from contracts.payments.v1 import AuthorizePayment, CapturePayment, RefundPayment, VoidPayment
+from contracts.payments.v1 import (
+    AuthorizePayment,
+    CapturePayment,
+    ChargePayment,
+    RefundPayment,
+    VoidPayment,
+)
 from payments.app import messaging
 from payments.entrypoints.consumers import parse
 from payments.settings import PaymentsSettings
@@ -41,7 +47,7 @@ def test_messaging_declares_streams_and_handles_every_command() -> None:
     # v1 AuthorizePayment (a card number) is still handled: one may be in flight.
     assert set(commands.handlers) == {c.message_type() for c in
                                       (v2.AuthorizePayment, AuthorizePayment, CapturePayment,
-                                       VoidPayment, RefundPayment)}
+                                       ChargePayment, VoidPayment, RefundPayment)}
 
 
 def test_parse_refuses_bad_commands_without_echoing_the_card() -> None:

@@ -293,7 +293,7 @@ async def test_buy_now_items_are_an_order_of_their_own_with_the_legacy_address_s
 async def test_rejections_answer_the_legacy_errors() -> None:
     for reason, status in (("card_declined", 402), ("insufficient_funds", 402),
                            ("insufficient_stock", 409), ("invalid_address", 422),
-                           ("capture_payment_timed_out", 409)):
+                           ("charge_payment_timed_out", 409)):
         legacy, services = checkout_sides([order("REJECTED", reason)])
         got = await checkout_answer(body(CHECKOUT), "k", "jwt", "session", services, legacy)
         assert (got.status, got.body["reason"]) == (status, reason)

@@ -146,7 +146,7 @@ async def test_each_service_identity_does_its_own_work(as_identity) -> None:  # 
     ojs = orders.nc.jetstream()
     await ensure_stream(ojs, "ORDERS_EVENTS", ["orders.events.>"])
     await ojs.publish("orders.events.order_placed", b"{}")
-    await orders.nc.publish("payments.commands.authorize_payment", b"{}")  # a command it sends
+    await orders.nc.publish("payments.commands.charge_payment", b"{}")  # a command it sends
     await orders.nc.flush()
     replay = await history.nc.jetstream().subscribe("orders.events.>", stream="ORDERS_EVENTS",
                                                     ordered_consumer=True)

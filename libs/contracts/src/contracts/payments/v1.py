@@ -42,8 +42,24 @@ class CapturePayment(_PaymentsCommand):
     order_id: str = Id
 
 
+class ChargePayment(_PaymentsCommand):
+    """Authorize and capture the amount in one step (ADR 0051): the order saga's last step,
+    sent once the stock is reserved and the shipment is held. Answered by PaymentCaptured,
+    or PaymentDeclined (an authorization the provider would not capture is voided first).
+    ``payment_method_id`` is the customer's token from payments, as in AuthorizePayment.v2."""
+
+    payment_id: str = Id
+    order_id: str = Id
+    customer_id: str = Id
+    amount: str
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    payment_method_id: str = Field(min_length=1, max_length=200)
+    card_last4: str = Field(pattern=r"^[0-9]{4}$")
+
+
 class VoidPayment(_PaymentsCommand):
-    """Release an authorization that was never captured."""
+    """Release what the payment holds: an authorization is voided, a captured amount (a
+    ChargePayment's) refunded; a payment never seen is refused from then on (a tombstone)."""
 
     payment_id: str = Id
     order_id: str = Id

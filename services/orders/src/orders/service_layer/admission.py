@@ -21,7 +21,7 @@ from chassis.saga import count_running_now
 from prometheus_client import CollectorRegistry
 
 from orders.metrics import REFUSED_OVERLOAD, SAGAS_RUNNING
-from orders.service_layer.saga import ORDER
+from orders.service_layer.saga import DEFINITIONS
 
 
 class Admission:
@@ -40,7 +40,7 @@ class Admission:
                 "try again in a few seconds", headers={"Retry-After": "5"})
 
     async def refresh(self, db: Database) -> int:
-        self.running = await count_running_now(db, [ORDER.name])
+        self.running = await count_running_now(db, [d.name for d in DEFINITIONS])
         self._running.set(self.running)
         return self.running
 

@@ -1,5 +1,12 @@
-"""The order saga: reserve stock, authorize payment, create the shipment, capture payment,
-and how its end settles the order.
+"""The order saga: reserve stock, create the shipment (held), charge the payment; and how its
+end settles the order.
+
+Since ADR 0051 the payment is one step, ``ChargePayment`` (authorize and capture together),
+taken last, when the stock and the parcel are secured: a shipment that cannot be made never
+touches the customer's card, and an order costs one command and one reply fewer. Sagas that
+an older release started run on to their end on the definition they started with
+(``ORDER_V1``: stock, authorize, shipment, capture), kept under its name ``order``; the
+engine picks the definition by the name each saga row carries.
 
 Read top to bottom: the commands each step sends, what each reply changes in the saga's
 data, what happens to the order when the saga ends (``settle``, the definition's ``on_end``,
@@ -38,6 +45,7 @@ from contracts.inventory.v1 import (
 from contracts.payments import v1
 from contracts.payments.v1 import (
     CapturePayment,
+    ChargePayment,
     PaymentAuthorized,
     PaymentCaptured,
     PaymentDeclined,
@@ -64,7 +72,8 @@ from orders.service_layer import events
 log = structlog.get_logger("orders")
 
 Data = dict[str, Any]
-SAGA_NAME = "order"
+SAGA_NAME = "order.v2"
+SAGA_NAME_V1 = "order"  # sagas started before ADR 0051
 STEP_DEADLINE_S = 10.0
 STEP_RESENDS = 2
 PAYMENT_METHOD_KEY = "payment_method_id"
@@ -119,6 +128,13 @@ def authorize_payment(d: Data) -> AuthorizePayment | v1.AuthorizePayment:
 authorize_payment.saga_command = AuthorizePayment.message_type()  # type: ignore[attr-defined]
 
 
+def charge_payment(d: Data) -> ChargePayment:
+    return ChargePayment(payment_id=payment_id(d["order_id"]), order_id=d["order_id"],
+                         customer_id=d["customer_id"], amount=d["amount"],
+                         currency=d["currency"], payment_method_id=d[PAYMENT_METHOD_KEY],
+                         card_last4=d[CARD_LAST4_KEY])
+
+
 def void_payment(d: Data) -> VoidPayment:
     return VoidPayment(payment_id=payment_id(d["order_id"]), order_id=d["order_id"],
                        reason=_reason(d))
@@ -167,6 +183,10 @@ def _forget_payment_method(d: Data) -> None:
 def payment_authorized(d: Data, p: dict[str, Any]) -> dict[str, Any]:
     _forget_payment_method(d)
     return {CARD_LAST4_KEY: p.get("card_last4") or d.get(CARD_LAST4_KEY)}
+
+
+def payment_charged(d: Data, _p: dict[str, Any]) -> None:
+    _forget_payment_method(d)
 
 
 def payment_declined(d: Data, p: dict[str, Any]) -> dict[str, Any]:
@@ -250,25 +270,43 @@ async def settle(session: AsyncSession, saga: SagaInstance, end: SagaEnd) -> Non
              saga_status=end.status)
 
 
-# -- the definition ----------------------------------------------------------------------------
+# -- the definitions ---------------------------------------------------------------------------
+
+def _step(name: str, command: Any, success: dict[str, Any], failure: dict[str, Any],
+          compensation: Any) -> Step:
+    return Step(name, command, success=success, failure=failure, compensation=compensation,
+                deadline_s=STEP_DEADLINE_S, max_resends=STEP_RESENDS)
+
+
+RESERVE_STOCK = _step("reserve_stock", reserve_stock, {_t(StockReserved): None},
+                      {_t(StockReservationFailed): failed}, release_stock)
+CREATE_SHIPMENT = _step("create_shipment", create_shipment,
+                        {_t(ShipmentCreated): shipment_created},
+                        {_t(ShipmentCreationFailed): failed}, cancel_shipment)
 
 ORDER = SagaDefinition(SAGA_NAME, [
-    Step("reserve_stock", reserve_stock,
-         success={_t(StockReserved): None},
-         failure={_t(StockReservationFailed): failed},
-         compensation=release_stock, deadline_s=STEP_DEADLINE_S, max_resends=STEP_RESENDS),
-    Step("authorize_payment", authorize_payment,
-         success={_t(PaymentAuthorized): payment_authorized},
-         failure={_t(PaymentDeclined): payment_declined},
-         compensation=void_payment, deadline_s=STEP_DEADLINE_S, max_resends=STEP_RESENDS),
-    Step("create_shipment", create_shipment,
-         success={_t(ShipmentCreated): shipment_created},
-         failure={_t(ShipmentCreationFailed): failed},
-         compensation=cancel_shipment, deadline_s=STEP_DEADLINE_S, max_resends=STEP_RESENDS),
-    Step("capture_payment", capture_payment,
-         success={_t(PaymentCaptured): None},
-         failure={_t(PaymentFailed): failed},
-         compensation=refund_payment, deadline_s=STEP_DEADLINE_S, max_resends=STEP_RESENDS),
-], description="Place an order: stock, payment, shipment, capture; undone in reverse on "
+    RESERVE_STOCK,
+    CREATE_SHIPMENT,
+    # The compensation runs only when this step's deadline passed (payments down): a void
+    # refunds a charge that was taken after all, and refuses one still to come.
+    _step("charge_payment", charge_payment, {_t(PaymentCaptured): payment_charged},
+          {_t(PaymentDeclined): payment_declined}, void_payment),
+], description="Place an order: stock, shipment (held), charge; undone in reverse on "
                "failure. The saga id is the order id.",
    on_end=settle, secret_keys=SECRET_KEYS)
+
+# The definition before ADR 0051, for the sagas an older release started: never started now.
+ORDER_V1 = SagaDefinition(SAGA_NAME_V1, [
+    RESERVE_STOCK,
+    _step("authorize_payment", authorize_payment, {_t(PaymentAuthorized): payment_authorized},
+          {_t(PaymentDeclined): payment_declined}, void_payment),
+    CREATE_SHIPMENT,
+    _step("capture_payment", capture_payment, {_t(PaymentCaptured): None},
+          {_t(PaymentFailed): failed}, refund_payment),
+], description="Before ADR 0051: stock, payment authorized, shipment, capture. Only sagas "
+               "started by an older release still run on it.",
+   on_end=settle, secret_keys=SECRET_KEYS)
+
+# What the orders service's engine knows: the one it starts, and the one sagas in flight at
+# an upgrade may still be on.
+DEFINITIONS = (ORDER, ORDER_V1)

@@ -29,6 +29,9 @@ from chassis.sidedoor import bearer_header
 
 log = structlog.get_logger("payments.provider_client")
 
+# What releases a charge the provider holds, by its status.
+RELEASE = {"authorized": "void", "captured": "refund"}
+
 
 class ProviderUnavailable(Exception):
     """The provider did not answer usefully (timeout, connection error, 5xx): try later."""
@@ -175,12 +178,13 @@ class ProviderClient:
         raise ProviderUnavailable(f"{operation} {charge_id}: {last_error}")
 
     async def void_by_key(self, idempotency_key: str) -> Charge | None:
-        """Void whatever authorization exists under our key (for a void that finds no payment
-        row: an authorize whose transaction rolled back after the provider charged)."""
+        """Release whatever charge exists under our key: void an authorization, refund a
+        capture (for a void that finds no payment row: an authorize or a charge whose
+        transaction rolled back after the provider said yes)."""
         try:
             found = await self.find(idempotency_key)
         except _Transient as exc:
             raise ProviderUnavailable(f"find {idempotency_key}: {exc}") from exc
-        if found is None or found.status != "authorized":
+        if found is None or found.status not in RELEASE:
             return found
-        return await self.change(found.id, "void")
+        return await self.change(found.id, RELEASE[found.status])

@@ -17,7 +17,7 @@ from chassis.messaging.envelope import Envelope, PoisonMessage, parse_payload
 from chassis.messaging.streams import commands_stream_name
 from contracts.base import Contract
 from contracts.payments import v1, v2
-from contracts.payments.v1 import CapturePayment, RefundPayment, VoidPayment
+from contracts.payments.v1 import CapturePayment, ChargePayment, RefundPayment, VoidPayment
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payments.adapters.orm import ID_LENGTH
@@ -53,6 +53,10 @@ def command_handlers(provider: Provider) -> dict[str, Handler]:
         await handlers.capture_payment(session, parse(CapturePayment, envelope), provider,
                                        causation_id=str(envelope.message_id))
 
+    async def charge(session: AsyncSession, envelope: Envelope) -> None:
+        await handlers.charge_payment(session, parse(ChargePayment, envelope), provider,
+                                      causation_id=str(envelope.message_id))
+
     async def void(session: AsyncSession, envelope: Envelope) -> None:
         await handlers.void_payment(session, parse(VoidPayment, envelope), provider,
                                     causation_id=str(envelope.message_id))
@@ -63,7 +67,7 @@ def command_handlers(provider: Provider) -> dict[str, Handler]:
 
     return {v2.AuthorizePayment.message_type(): authorize,
             v1.AuthorizePayment.message_type(): authorize_v1,
-            CapturePayment.message_type(): capture,
+            CapturePayment.message_type(): capture, ChargePayment.message_type(): charge,
             VoidPayment.message_type(): void, RefundPayment.message_type(): refund}
 
 

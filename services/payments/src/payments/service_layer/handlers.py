@@ -9,10 +9,13 @@ transaction then fails, the redelivered command calls the provider again with th
 idempotency key or charge id, and the provider answers with what it already did: money moves
 once. ``ProviderUnavailable`` escapes on purpose: the consumer naks and retries.
 
-Cards: ``AuthorizePayment.v2`` names a payment method (a token of the provider's vault) that
-must belong to the order's customer. A v1 command still in flight carries the card number:
-it is vaulted on receipt and charged through the token like any other, and it is never
-logged or stored (only its last four digits are).
+``ChargePayment`` (the order saga's last step since ADR 0051) authorizes and captures in one
+transaction: one command and one event where there were two of each.
+
+Cards: ``AuthorizePayment.v2`` and ``ChargePayment`` name a payment method (a token of the
+provider's vault) that must belong to the order's customer. A v1 command still in flight
+carries the card number: it is vaulted on receipt and charged through the token like any
+other, and it is never logged or stored (only its last four digits are).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from chassis.clock import utc_now
 from chassis.db import UnitOfWork
 from chassis.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from contracts.payments import v1, v2
-from contracts.payments.v1 import CapturePayment, RefundPayment, VoidPayment
+from contracts.payments.v1 import CapturePayment, ChargePayment, RefundPayment, VoidPayment
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payments.adapters.provider import Charge, ProviderRefused, ProviderUnavailable, VaultedCard
@@ -132,9 +135,84 @@ async def authorize_payment(session: AsyncSession,
     return payment
 
 
-async def _decline(session: AsyncSession, cmd: v2.AuthorizePayment | v1.AuthorizePayment,
-                   reason: str, card_last4: str | None, now: datetime,
-                   causation_id: str | None) -> Payment:
+async def charge_payment(session: AsyncSession, cmd: ChargePayment, provider: Provider, *,
+                         now: datetime | None = None,
+                         causation_id: str | None = None) -> Payment:
+    """Authorize and capture (ADR 0051): PaymentCaptured or PaymentDeclined. A repeat
+    re-announces the outcome without calling the provider; a payment voided first is
+    refused. An authorization the provider then refuses to capture is voided there and the
+    charge declined, so a declined charge never leaves money held."""
+    now = now or utc_now()
+    repo = PaymentsRepository(session)
+    await repo.lock(cmd.payment_id)
+    payment = await repo.get(cmd.payment_id)
+    if payment is not None and payment.status != AUTHORIZED:
+        await _reannounce_charge(session, payment, causation_id)
+        return payment
+    entries: list[LedgerEntry] = []
+    if payment is None:  # the usual case; AUTHORIZED only if an AuthorizePayment came first
+        try:
+            parse_amount(cmd.amount)
+        except PaymentError:
+            return await _decline(session, cmd, INVALID_AMOUNT, cmd.card_last4, now,
+                                  causation_id)
+        method = await repo.method(cmd.payment_method_id)
+        if method is None or not method.usable_by(cmd.customer_id):
+            return await _decline(session, cmd, PAYMENT_METHOD_NOT_FOUND, cmd.card_last4, now,
+                                  causation_id)
+        payment = Payment.request(cmd.payment_id, cmd.order_id, cmd.amount, cmd.currency,
+                                  card_last4=method.last4, payment_method_id=method.id,
+                                  now=now)
+        assert payment.amount is not None
+        try:
+            charge = await provider.authorize(cmd.payment_id, str(payment.amount),
+                                              cmd.currency, method.id)
+        except ProviderRefused as exc:
+            charge = Charge("", "declined", f"provider_{exc.reason}")
+        # "captured": this command's earlier delivery got that far before its rollback.
+        if charge.status not in ("authorized", "captured"):
+            payment.declined(charge.decline_reason or f"provider_{charge.status}",
+                             provider_ref=charge.id or None, now=now)
+            await repo.add(payment)
+            await events.declined(session, payment, causation_id=causation_id)
+            log.info("payment_declined", payment_id=payment.payment_id,
+                     order_id=payment.order_id, reason=payment.reason)
+            return payment
+        entries.append(payment.authorized(charge.id, now=now))
+        new = True
+    else:
+        new = False
+    assert payment.provider_ref is not None
+    try:
+        await provider.change(payment.provider_ref, CAPTURE)
+        entries.append(payment.captured(now=now))
+    except ProviderRefused as exc:
+        await provider.change(payment.provider_ref, VOID)
+        entries.append(payment.voided(f"provider_{exc.reason}", now=now))
+    await (repo.add(payment) if new else repo.save(payment))
+    for entry in entries:
+        await repo.add_entry(entry)
+    if payment.status == CAPTURED:
+        await events.captured(session, payment, causation_id=causation_id)
+    else:
+        await events.declined(session, payment, causation_id=causation_id)
+    log.info("payment_charged" if payment.status == CAPTURED else "payment_declined",
+             payment_id=payment.payment_id, order_id=payment.order_id, reason=payment.reason)
+    return payment
+
+
+async def _reannounce_charge(session: AsyncSession, known: Payment,
+                             causation_id: str | None) -> None:
+    if known.status in (CAPTURED, REFUNDED):  # charged (and maybe given back since)
+        await events.captured(session, known, causation_id=causation_id)
+    else:  # declined, voided, or a void's tombstone
+        await events.declined(session, known, causation_id=causation_id)
+    log.info("charge_repeated", payment_id=known.payment_id, status=known.status)
+
+
+async def _decline(session: AsyncSession,
+                   cmd: v2.AuthorizePayment | v1.AuthorizePayment | ChargePayment, reason: str,
+                   card_last4: str | None, now: datetime, causation_id: str | None) -> Payment:
     """Refused before the provider was asked: recorded (a repeat re-announces it) and told."""
     payment = Payment(cmd.payment_id, cmd.order_id, DECLINED, currency=cmd.currency,
                       card_last4=card_last4, reason=reason, created_at=now, updated_at=now)
@@ -234,11 +312,12 @@ async def capture_payment(session: AsyncSession, cmd: CapturePayment, provider: 
 async def void_payment(session: AsyncSession, cmd: VoidPayment, provider: Provider, *,
                        now: datetime | None = None,
                        causation_id: str | None = None) -> Payment | None:
-    """Release an uncaptured authorization: PaymentVoided, or PaymentFailed.
+    """Release what the payment holds: an authorization is voided (PaymentVoided), a
+    charge's captured amount refunded (PaymentRefunded); anything else is PaymentFailed.
 
     A void for a payment never seen leaves a tombstone (a later authorize is declined) and
-    voids any authorization the provider holds under our key: one whose transaction here
-    rolled back after the provider had already said yes."""
+    releases what the provider holds under our key (voids an authorization, refunds a
+    capture): one whose transaction here rolled back after the provider had already said yes."""
     now = now or utc_now()
     repo = PaymentsRepository(session)
     await repo.lock(cmd.payment_id)
@@ -250,10 +329,18 @@ async def void_payment(session: AsyncSession, cmd: VoidPayment, provider: Provid
         await repo.add(tombstone)
         await events.voided(session, tombstone, causation_id=causation_id)
         log.info("payment_voided_before_authorize", payment_id=cmd.payment_id,
-                 provider_charge_voided=orphan is not None and orphan.status == "voided")
+                 provider_charge_released=orphan is not None
+                 and orphan.status in ("voided", "refunded"))
         return tombstone
     p = await _load(session, cmd.payment_id, cmd.order_id, VOID, causation_id)
-    if p is not None:
+    if p is not None and p.status in (CAPTURED, REFUNDED):
+        # A charge's compensation (ADR 0051): what was taken goes back (once; a repeat
+        # announces it again).
+        at = now
+        await _operate(session, provider, p, REFUND, done=REFUNDED, from_status=CAPTURED,
+                       apply=lambda: p.refunded(cmd.reason, now=at), announce=events.refunded,
+                       causation_id=causation_id)
+    elif p is not None:
         at = now
         await _operate(session, provider, p, VOID, done=VOIDED, from_status=AUTHORIZED,
                        apply=lambda: p.voided(cmd.reason, now=at), announce=events.voided,
