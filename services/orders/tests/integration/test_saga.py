@@ -152,15 +152,15 @@ async def test_happy_path_approves_and_commits_the_reservation(
     assert CARD not in await database_text(db)
     assert await token_in(db) == {"orders": 0, "saga_instances": 1, "saga_events": 0}
     sent = []
-    for event in (reserved(o), shipped(o), captured(o)):
+    for event in (reserved(o), captured(o), shipped(o)):
         assert await services.reply(o, event) == Outcome.HANDLED
         sent += await services.sent()
-    # The payment is one step, last (ADR 0051): one command and one reply.
-    assert types(sent) == ["CreateShipment.v1", "ChargePayment.v1", "CommitReservation.v1",
+    # The payment is one step (ADR 0051): one command and one reply.
+    assert types(sent) == ["ChargePayment.v1", "CreateShipment.v1", "CommitReservation.v1",
                            "ReleaseShipment.v1", "OrderApproved.v1"]
-    assert payload(sent[0])["shipment_id"] == f"shp-{o}"
-    assert payload(sent[0])["address"]["city"] == "Seoul"
-    charge = payload(sent[1])
+    assert payload(sent[1])["shipment_id"] == f"shp-{o}"
+    assert payload(sent[1])["address"]["city"] == "Seoul"
+    charge = payload(sent[0])
     assert (charge["payment_id"], charge["amount"], charge["customer_id"],
             charge["card_last4"]) == (f"pay-{o}", "29300", "alice", "4242")
     assert charge["payment_method_id"].startswith("pm_") and "card_number" not in charge
@@ -181,19 +181,17 @@ async def test_happy_path_approves_and_commits_the_reservation(
     assert await card_anywhere(db) is False
 
 
-async def test_declined_card_rejects_cancels_the_shipment_and_releases_stock(
+async def test_declined_card_rejects_releases_stock_and_voids_nothing(
         db: Database, engine: SagaEngine, services: Services) -> None:
     o = await place(db, engine)
     await services.reply(o, reserved(o))
-    await services.reply(o, shipped(o))
     await services.sent()
     await services.reply(o, PaymentDeclined(payment_id=f"pay-{o}", order_id=o,
                                             reason="card_declined"))
     after = await services.sent()
-    assert types(after) == ["CancelShipment.v1", "ReleaseStock.v1", "OrderRejected.v1"]
-    assert payload(after[0])["shipment_id"] == f"shp-{o}"
-    assert payload(after[1]) == {"reservation_id": o, "reason": "card_declined"}
-    assert payload(after[2])["reason"] == "card_declined"
+    assert types(after) == ["ReleaseStock.v1", "OrderRejected.v1"]
+    assert payload(after[0]) == {"reservation_id": o, "reason": "card_declined"}
+    assert payload(after[1])["reason"] == "card_declined"
     row = await order_row(db, o)
     assert (row["status"], row["reason"]) == ("REJECTED", "card_declined")
     assert "payment_method_id" not in (await saga(db, o)).instance.data
@@ -213,15 +211,18 @@ async def test_stock_shortage_rejects_with_nothing_to_undo(
     assert await card_anywhere(db) is False
 
 
-async def test_shipment_failure_releases_the_stock_and_never_asks_payments(
+async def test_shipment_failure_gives_the_charge_back_and_releases_the_stock(
         db: Database, engine: SagaEngine, services: Services) -> None:
     o = await place(db, engine)
     await services.reply(o, reserved(o))
+    await services.reply(o, captured(o))
     await services.sent()
     await services.reply(o, ShipmentCreationFailed(shipment_id=f"shp-{o}", order_id=o,
                                                    reason="invalid_address"))
     after = await services.sent()
-    assert types(after) == ["ReleaseStock.v1", "OrderRejected.v1"]
+    # VoidPayment of a captured charge is its refund (payments, ADR 0051).
+    assert types(after) == ["VoidPayment.v1", "ReleaseStock.v1", "OrderRejected.v1"]
+    assert payload(after[0])["payment_id"] == f"pay-{o}"
     row = await order_row(db, o)
     assert (row["status"], row["reason"]) == ("REJECTED", "invalid_address")
     assert await card_anywhere(db) is False
@@ -268,10 +269,10 @@ async def test_duplicate_and_late_replies_are_harmless(
     assert await services.reply(o, reserved(o), env) == Outcome.HANDLED
     assert await services.reply(o, reserved(o), env) == Outcome.DUPLICATE  # same message
     assert await services.reply(o, reserved(o)) == Outcome.DROPPED  # republished: counted
-    for event in (shipped(o), captured(o)):
+    for event in (captured(o), shipped(o)):
         await services.reply(o, event)
-    await services.reply(o, captured(o))  # after the end: recorded, changes nothing
-    await services.reply(o, shipped(o))
+    await services.reply(o, shipped(o))  # after the end: recorded, changes nothing
+    await services.reply(o, captured(o))
     # Not one of our sagas: dead-lettered for an operator.
     assert await services.reply(str(uuid.uuid4()), reserved(o)) == Outcome.DEAD_LETTERED
     sent = types(await services.sent())
@@ -287,7 +288,6 @@ async def test_a_timed_out_step_is_compensated_by_the_reconciler_and_the_order_r
         db: Database, engine: SagaEngine, services: Services, clock: Clock) -> None:
     o = await place(db, engine)
     await services.reply(o, reserved(o))
-    await services.reply(o, shipped(o))
     await services.sent()
 
     async def tick(after_s: float) -> int:
@@ -298,11 +298,11 @@ async def test_a_timed_out_step_is_compensated_by_the_reconciler_and_the_order_r
 
     assert await tick(11) == 1 and await tick(32) == 1  # two resends (10 s, then 20 s)
     assert types(await services.sent()) == ["ChargePayment.v1", "ChargePayment.v1"]
-    # After 40 s more, gave up: the charge is voided (refunded, should it have been taken
-    # after all), the shipment cancelled, the stock released.
+    # After 40 s more, gave up: the charge is voided (a tombstone refuses it if it comes
+    # late; refunded, should it have been taken after all), the stock released.
     assert await tick(73) == 1
-    assert types(await services.sent()) == ["VoidPayment.v1", "CancelShipment.v1",
-                                            "ReleaseStock.v1", "OrderRejected.v1"]
+    assert types(await services.sent()) == ["VoidPayment.v1", "ReleaseStock.v1",
+                                            "OrderRejected.v1"]
     row = await order_row(db, o)
     assert (row["status"], row["reason"]) == ("REJECTED", "charge_payment_timed_out")
     assert await card_anywhere(db) is False
@@ -341,7 +341,7 @@ async def test_cancel_of_a_pending_order_undoes_the_completed_saga(
     await services.reply(o, reserved(o))
     cancelled = await handlers.request_cancel(db.unit_of_work(), principal(), o, engine)
     assert (cancelled.status, cancelled.cancel_requested) == ("PENDING", True)
-    for event in (shipped(o), captured(o)):
+    for event in (captured(o), shipped(o)):
         await services.reply(o, event)
     sent = types(await services.sent())
     assert sent[-4:] == ["CancelShipment.v1", "RefundPayment.v1", "ReleaseStock.v1",
@@ -354,7 +354,7 @@ async def test_cancel_of_a_pending_order_undoes_the_completed_saga(
 
 async def approved(db: Database, engine: SagaEngine, services: Services) -> str:
     o = await place(db, engine)
-    for event in (reserved(o), shipped(o), captured(o)):
+    for event in (reserved(o), captured(o), shipped(o)):
         await services.reply(o, event)
     await services.sent()
     assert (await order_row(db, o))["status"] == "APPROVED"

@@ -26,17 +26,17 @@ DATA = {"order_id": "o-1", "customer_id": "alice", "amount": "29300", "currency"
                     "postal_code": "04524", "country": "KR", "phone": None}}
 
 
-def test_the_saga_is_three_steps_the_payment_last_in_one() -> None:
+def test_the_saga_is_three_steps_the_payment_in_one() -> None:
     d = ORDER.describe()
     assert d["name"] == "order.v2"
     assert [(s["name"], s["command"], s["compensation"]) for s in d["steps"]] == [
         ("reserve_stock", "ReserveStock.v1", "ReleaseStock.v1"),
-        ("create_shipment", "CreateShipment.v1", "CancelShipment.v1"),
-        ("charge_payment", "ChargePayment.v1", "VoidPayment.v1")]
+        ("charge_payment", "ChargePayment.v1", "VoidPayment.v1"),
+        ("create_shipment", "CreateShipment.v1", "CancelShipment.v1")]
     assert [(s["success"], s["failure"]) for s in d["steps"]] == [
         (["StockReserved.v1"], ["StockReservationFailed.v1"]),
-        (["ShipmentCreated.v1"], ["ShipmentCreationFailed.v1"]),
-        (["PaymentCaptured.v1"], ["PaymentDeclined.v1"])]
+        (["PaymentCaptured.v1"], ["PaymentDeclined.v1"]),
+        (["ShipmentCreated.v1"], ["ShipmentCreationFailed.v1"])]
     assert all((s["deadline_s"], s["max_resends"]) == (10.0, 2) for s in d["steps"])
 
 

@@ -344,8 +344,8 @@ async def test_a_declined_charge_takes_nothing(pay: Payments, provider: Provider
 
 async def test_a_void_after_a_charge_gives_the_money_back(pay: Payments,
                                                           provider: ProviderProcess) -> None:
-    """The charge step's compensation (its deadline passed while payments was down): what
-    was taken is refunded, once."""
+    """The charge step's compensation (the shipment could not be made, or a deadline
+    passed): what was taken is refunded, once."""
     pid, oid = ids()
     await pay.send(await pay.charge(pid, oid))
     for _ in range(2):

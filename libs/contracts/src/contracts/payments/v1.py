@@ -43,9 +43,9 @@ class CapturePayment(_PaymentsCommand):
 
 
 class ChargePayment(_PaymentsCommand):
-    """Authorize and capture the amount in one step (ADR 0051): the order saga's last step,
-    sent once the stock is reserved and the shipment is held. Answered by PaymentCaptured,
-    or PaymentDeclined (an authorization the provider would not capture is voided first).
+    """Authorize and capture the amount in one step (ADR 0051): the order saga's payment,
+    sent once the stock is reserved. Answered by PaymentCaptured, or PaymentDeclined (an
+    authorization the provider would not capture is voided first).
     ``payment_method_id`` is the customer's token from payments, as in AuthorizePayment.v2."""
 
     payment_id: str = Id

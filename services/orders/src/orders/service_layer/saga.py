@@ -1,12 +1,13 @@
-"""The order saga: reserve stock, create the shipment (held), charge the payment; and how its
-end settles the order.
+"""The order saga: reserve stock, charge the payment, create the shipment (held until the
+order is approved); and how its end settles the order.
 
-Since ADR 0051 the payment is one step, ``ChargePayment`` (authorize and capture together),
-taken last, when the stock and the parcel are secured: a shipment that cannot be made never
-touches the customer's card, and an order costs one command and one reply fewer. Sagas that
-an older release started run on to their end on the definition they started with
-(``ORDER_V1``: stock, authorize, shipment, capture), kept under its name ``order``; the
-engine picks the definition by the name each saga row carries.
+Since ADR 0051 the payment is one step, ``ChargePayment`` (authorize and capture together):
+an order costs one command and one reply fewer. It comes before the shipment so that a
+declined card, the usual failure, is undone by releasing the stock alone; a shipment that
+cannot be made (rare: the address was checked when the order was placed) refunds the
+charge. Sagas that an older release started run on to their end on the definition they
+started with (``ORDER_V1``: stock, authorize, shipment, capture), kept under its name
+``order``; the engine picks the definition by the name each saga row carries.
 
 Read top to bottom: the commands each step sends, what each reply changes in the saga's
 data, what happens to the order when the saga ends (``settle``, the definition's ``on_end``,
@@ -286,13 +287,13 @@ CREATE_SHIPMENT = _step("create_shipment", create_shipment,
 
 ORDER = SagaDefinition(SAGA_NAME, [
     RESERVE_STOCK,
-    CREATE_SHIPMENT,
-    # The compensation runs only when this step's deadline passed (payments down): a void
-    # refunds a charge that was taken after all, and refuses one still to come.
+    # Its compensation, VoidPayment, refunds the charge (the shipment failed or timed out),
+    # or, when this step's own deadline passed, refuses a charge still to come.
     _step("charge_payment", charge_payment, {_t(PaymentCaptured): payment_charged},
           {_t(PaymentDeclined): payment_declined}, void_payment),
-], description="Place an order: stock, shipment (held), charge; undone in reverse on "
-               "failure. The saga id is the order id.",
+    CREATE_SHIPMENT,
+], description="Place an order: stock, charge, shipment (held until approval); undone in "
+               "reverse on failure. The saga id is the order id.",
    on_end=settle, secret_keys=SECRET_KEYS)
 
 # The definition before ADR 0051, for the sagas an older release started: never started now.
