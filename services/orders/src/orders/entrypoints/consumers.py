@@ -21,13 +21,14 @@ from __future__ import annotations
 from chassis.messaging.consumer import ConsumerSpec
 from chassis.messaging.streams import events_stream_name
 from chassis.saga import SagaEngine
+from contracts.base import Event
 from contracts.shipping.v1 import ShipmentCancellationRefused, ShipmentCancelled
 
 from orders.service_layer import cancellation, catalog_replica, identity_replica
 from orders.service_layer.saga import REPLIES
 
 # Shipping's answers to the cancel of an APPROVED order (after the saga, not part of it).
-CANCEL_REPLIES = (ShipmentCancelled, ShipmentCancellationRefused)
+CANCEL_REPLIES: tuple[type[Event], ...] = (ShipmentCancelled, ShipmentCancellationRefused)
 
 SAGA_REPLIES_CONSUMER = "orders-saga-replies"
 CATALOG_CONSUMER = "orders-catalog-events"

@@ -28,12 +28,13 @@ until payments answers: its AuthorizePayment is re-sent as v1, which payments st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from chassis.messaging.outbox import stage
 from chassis.saga import SagaDefinition, SagaEnd, SagaInstance, Status, Step, record_event
-from contracts.base import Event
+from contracts.base import Command, Event
 from contracts.inventory.v1 import (
     CommitReservation,
     ReleaseStock,
@@ -73,6 +74,7 @@ from orders.service_layer import events
 log = structlog.get_logger("orders")
 
 Data = dict[str, Any]
+Builder = Callable[[Data], Command]  # a command from the saga's data
 SAGA_NAME = "order.v2"
 SAGA_NAME_V1 = "order"  # sagas started before ADR 0051
 STEP_DEADLINE_S = 10.0
@@ -219,13 +221,13 @@ def restock_reservation(d: Data) -> RestockReservation:
 
 # A COMPLETED saga approves its order: the units leave stock and the parcel goes to the
 # carrier (shipping holds it until then, so the saga's compensation can always cancel it).
-ON_APPROVAL = (commit_reservation, release_shipment)
+ON_APPROVAL: tuple[Builder, ...] = (commit_reservation, release_shipment)
 
 # After a COMPLETED saga the customer asked to cancel: everything it did, undone.
-UNDO_COMPLETED = (cancel_shipment, refund_payment, release_stock)
+UNDO_COMPLETED: tuple[Builder, ...] = (cancel_shipment, refund_payment, release_stock)
 # After an APPROVED order's shipment was cancelled: the money and the committed units back
 # (service_layer/cancellation.py).
-UNDO_APPROVED = (refund_payment, restock_reservation)
+UNDO_APPROVED: tuple[Builder, ...] = (refund_payment, restock_reservation)
 
 
 # -- the end -----------------------------------------------------------------------------------
