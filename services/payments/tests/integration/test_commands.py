@@ -413,3 +413,19 @@ async def test_a_charge_the_provider_will_not_capture_is_voided_and_declined(
     declined = await pay.events("PaymentDeclined.v1")
     assert [e["reason"] for e in declined] == ["provider_invalid_state"]
     assert await pay.ledger(oid) == [("authorize", "15000"), ("void", "15000")]
+
+
+async def test_a_charge_whose_provider_charge_is_gone_is_declined_without_an_error(
+        pay: Payments, provider: ProviderProcess) -> None:
+    """The provider's charge was captured and refunded behind payments' back: neither the
+    capture nor the void is accepted there, and nothing is held, so the charge is declined
+    (the command is handled, not retried into the dead letters)."""
+    pid, oid = ids()
+    await pay.send(await pay.authorize(pid, oid))
+    [charge] = provider.charges(pid)
+    for operation in ("capture", "refund"):
+        await pay.provider.change(charge["id"], operation)
+    assert await pay.send(await pay.charge(pid, oid)) == Outcome.HANDLED
+    assert [e["reason"] for e in await pay.events("PaymentDeclined.v1")] == [
+        "provider_invalid_state"]
+    assert (await pay.payment(pid))["status"] == "voided"  # type: ignore[index]

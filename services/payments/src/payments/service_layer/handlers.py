@@ -9,7 +9,7 @@ transaction then fails, the redelivered command calls the provider again with th
 idempotency key or charge id, and the provider answers with what it already did: money moves
 once. ``ProviderUnavailable`` escapes on purpose: the consumer naks and retries.
 
-``ChargePayment`` (the order saga's last step since ADR 0051) authorizes and captures in one
+``ChargePayment`` (the order saga's payment step since ADR 0051) authorizes and captures in one
 transaction: one command and one event where there were two of each.
 
 Cards: ``AuthorizePayment.v2`` and ``ChargePayment`` name a payment method (a token of the
@@ -20,6 +20,7 @@ other, and it is never logged or stored (only its last four digits are).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
@@ -187,7 +188,10 @@ async def charge_payment(session: AsyncSession, cmd: ChargePayment, provider: Pr
         await provider.change(payment.provider_ref, CAPTURE)
         entries.append(payment.captured(now=now))
     except ProviderRefused as exc:
-        await provider.change(payment.provider_ref, VOID)
+        # Whatever the provider still holds of it is let go; a refusal of the void too means
+        # it holds nothing (voided or expired there).
+        with contextlib.suppress(ProviderRefused):
+            await provider.change(payment.provider_ref, VOID)
         entries.append(payment.voided(f"provider_{exc.reason}", now=now))
     await (repo.add(payment) if new else repo.save(payment))
     for entry in entries:
