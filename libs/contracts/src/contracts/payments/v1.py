@@ -42,11 +42,9 @@ class CapturePayment(_PaymentsCommand):
     order_id: str = Id
 
 
-class ChargePayment(_PaymentsCommand):
-    """Authorize and capture the amount in one step (ADR 0051): the order saga's payment,
-    sent once the stock is reserved. Answered by PaymentCaptured, or PaymentDeclined (an
-    authorization the provider would not capture is voided first).
-    ``payment_method_id`` is the customer's token from payments, as in AuthorizePayment.v2."""
+class _ByPaymentMethod(_PaymentsCommand):
+    """A command that charges the customer's payment method (a token from payments, which
+    must belong to ``customer_id``): ``AuthorizePayment.v2`` and ``ChargePayment``."""
 
     payment_id: str = Id
     order_id: str = Id
@@ -55,6 +53,13 @@ class ChargePayment(_PaymentsCommand):
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     payment_method_id: str = Field(min_length=1, max_length=200)
     card_last4: str = Field(pattern=r"^[0-9]{4}$")
+
+
+class ChargePayment(_ByPaymentMethod):
+    """Authorize and capture the amount in one step (ADR 0051): the order saga's payment,
+    sent once the stock is reserved. Answered by PaymentCaptured, or PaymentDeclined (an
+    authorization the provider would not capture is voided first).
+    ``payment_method_id`` is the customer's token from payments, as in AuthorizePayment.v2."""
 
 
 class VoidPayment(_PaymentsCommand):

@@ -10,20 +10,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
-
-from contracts.payments.v1 import Id, _PaymentsCommand
+from contracts.payments.v1 import _ByPaymentMethod
 
 
-class AuthorizePayment(_PaymentsCommand):
+class AuthorizePayment(_ByPaymentMethod):
     """Hold the amount on the customer's payment method (a token from payments)."""
 
     version: ClassVar[int] = 2
-
-    payment_id: str = Id
-    order_id: str = Id
-    customer_id: str = Id
-    amount: str
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
-    payment_method_id: str = Field(min_length=1, max_length=200)
-    card_last4: str = Field(pattern=r"^[0-9]{4}$")
