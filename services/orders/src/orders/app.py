@@ -78,4 +78,4 @@ def create_app(settings: OrdersSettings | None = None, *,
     return create_service_app(
         settings, routers=[router], bootstrap=make_bootstrap(engine), key_source=key_source,
         messaging=messaging(settings, engine),
-        description="Orders and the order saga (stock, shipment, charge).")
+        description="Orders and the order saga (stock, charge, shipment).")

@@ -275,8 +275,8 @@ async def settle(session: AsyncSession, saga: SagaInstance, end: SagaEnd) -> Non
 
 # -- the definitions ---------------------------------------------------------------------------
 
-def _step(name: str, command: Any, success: dict[str, Any], failure: dict[str, Any],
-          compensation: Any) -> Step:
+def _step(name: str, command: Builder, success: dict[str, Any], failure: dict[str, Any],
+          compensation: Builder) -> Step:
     return Step(name, command, success=success, failure=failure, compensation=compensation,
                 deadline_s=STEP_DEADLINE_S, max_resends=STEP_RESENDS)
 
