@@ -42,6 +42,10 @@ def test_a_port_handed_to_a_process_that_has_not_bound_it_is_never_handed_again(
     from mercato.runtime.supervisor import Child, Supervisor
 
     monkeypatch.setattr(paths, "_ephemeral_range", lambda: (32768, 60999))
+    # Whether some other program on the machine listens on 20001-20004 is not the point here
+    # (the test above is about listeners): a CI run's platform once did, and the scripted
+    # draws ran out.
+    monkeypatch.setattr(paths, "port_is_free", lambda port, host="127.0.0.1": True)
     sup = Supervisor(paths.Home(tmp_path), services={"catalog": "catalog"}, scale={},
                      with_=["legacy"])
     draws(monkeypatch, 20001)
