@@ -941,34 +941,10 @@ class Supervisor:
             emit(logging.WARNING, "demo_stock_skipped", reason=message[0])
             return
         token = out.decode().strip()
-        edge = f"http://127.0.0.1:{self.ports.edge}"
-        timeout = aiohttp.ClientTimeout(total=10.0)
         assert self.http is not None
         try:
-            # The edge may not route to catalog yet (its instances are still registering):
-            # ask again for a while before giving up.
-            deadline = time.monotonic() + 45.0
-            while True:
-                async with self.http.get(f"{edge}/api/catalog/products",
-                                         params={"page_size": "100"}, timeout=timeout) as r:
-                    if r.status == 200 or time.monotonic() > deadline:
-                        r.raise_for_status()
-                        products = (await r.json())["items"]
-                        break
-                await asyncio.sleep(0.5)
-            stocked = 0
-            for product in products:
-                async with self.http.get(f"{edge}/api/inventory/stock/{product['sku']}",
-                                         timeout=timeout) as r:
-                    # A row already counted (a home from before this step): left alone.
-                    if r.status == 200 and (await r.json()).get("on_hand", 0) > 0:
-                        continue
-                async with self.http.put(f"{edge}/api/inventory/stock/{product['sku']}",
-                                         json={"on_hand": DEMO_STOCK_ON_HAND},
-                                         headers={"Authorization": f"Bearer {token}"},
-                                         timeout=timeout) as r:
-                    r.raise_for_status()
-                    stocked += 1
+            stocked = await stock_products(self.http, f"http://127.0.0.1:{self.ports.edge}",
+                                           token, DEMO_STOCK_ON_HAND)
         except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
             # Not fatal: the shop works, the demo products just cannot be bought yet.
             emit(logging.WARNING, "demo_stock_skipped", reason=f"{exc.__class__.__name__}: {exc}")
@@ -1139,6 +1115,47 @@ def parse_services(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+# What the edge answers while an instance is still registering, or ejected for a moment.
+_EDGE_NOT_YET = (502, 503, 504)
+
+
+async def stock_products(http: aiohttp.ClientSession, edge: str, token: str, on_hand: int, *,
+                         wait_s: float = 45.0, pause_s: float = 0.5) -> int:
+    """Give every product the catalog lists ``on_hand`` units, unless inventory counts some
+    already; the number stocked. The edge may not route to catalog or inventory yet (their
+    instances still registering, or one ejected for a moment): an answer of 502-504 is asked
+    again until ``wait_s`` has passed. Anything else that is not a success raises."""
+    deadline = time.monotonic() + wait_s
+    timeout = aiohttp.ClientTimeout(total=10.0)
+
+    async def ask(method: str, url: str, **kw: Any) -> tuple[int, Any]:
+        while True:
+            async with http.request(method, url, timeout=timeout, **kw) as r:
+                if r.status not in _EDGE_NOT_YET or time.monotonic() > deadline:
+                    if r.status >= 400 and r.status != 404:
+                        r.raise_for_status()
+                    return r.status, await r.json() if r.status < 300 else None
+            await asyncio.sleep(pause_s)
+
+    status, page = await ask("GET", f"{edge}/api/catalog/products",
+                             params={"page_size": "100"})
+    if status != 200:
+        raise ValueError(f"the catalog answered {status}")
+    stocked = 0
+    for product in page["items"]:
+        status, stock = await ask("GET", f"{edge}/api/inventory/stock/{product['sku']}")
+        # A row already counted (a home from before this step): left alone.
+        if status == 200 and stock.get("on_hand", 0) > 0:
+            continue
+        status, _ = await ask("PUT", f"{edge}/api/inventory/stock/{product['sku']}",
+                              json={"on_hand": on_hand},
+                              headers={"Authorization": f"Bearer {token}"})
+        if status >= 300:
+            raise ValueError(f"inventory answered {status} for {product['sku']}")
+        stocked += 1
+    return stocked
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mercato.runtime.supervisor")
     ap.add_argument("--home", required=True)
@@ -1195,3 +1212,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
