@@ -222,6 +222,24 @@ def test_cancel_is_accepted_while_pending_and_refused_once_final(
     assert_problem(client.post(f"/api/orders/{order_id}/cancel", headers=ALICE), 409)
 
 
+def test_the_service_counts_and_samples_sagas_an_older_release_started(
+        database_url: str, upstreams: FakeUpstreams) -> None:
+    """ADR 0051: the app's engine knows the definition sagas in flight at the upgrade run on
+    (``order``), and the admission count includes them."""
+    with api_client(database_url, upstreams, minter.key_source(), max_sagas_in_flight=1,
+                    admission_refresh_s=0.05) as c:
+        order_id = post(c).json()["id"]
+        rows(database_url, "UPDATE saga_instances SET saga_name = 'order' "
+                           f"WHERE id = '{order_id}' RETURNING 1")
+        sampled = 'saga_running{saga="order",service="orders",step="reserve_stock"} 1.0'
+        deadline = time.monotonic() + 20
+        while sampled not in c.get("/metrics").text:
+            assert time.monotonic() < deadline, "the older release's saga was never sampled"
+            time.sleep(0.1)
+        time.sleep(0.2)  # a few admission counts since the rename
+        assert_problem(post(c, key="k-2"), 503)
+
+
 def test_new_orders_are_refused_with_503_while_too_many_sagas_run(
         database_url: str, upstreams: FakeUpstreams) -> None:
     with api_client(database_url, upstreams, minter.key_source(), max_sagas_in_flight=1,

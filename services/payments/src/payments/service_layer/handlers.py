@@ -151,6 +151,7 @@ async def charge_payment(session: AsyncSession, cmd: ChargePayment, provider: Pr
         await _reannounce_charge(session, payment, causation_id)
         return payment
     entries: list[LedgerEntry] = []
+    new = payment is None
     if payment is None:  # the usual case; AUTHORIZED only if an AuthorizePayment came first
         try:
             parse_amount(cmd.amount)
@@ -180,9 +181,6 @@ async def charge_payment(session: AsyncSession, cmd: ChargePayment, provider: Pr
                      order_id=payment.order_id, reason=payment.reason)
             return payment
         entries.append(payment.authorized(charge.id, now=now))
-        new = True
-    else:
-        new = False
     assert payment.provider_ref is not None
     try:
         await provider.change(payment.provider_ref, CAPTURE)
