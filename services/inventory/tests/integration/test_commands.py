@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -14,6 +15,7 @@ from chassis.logging import configure_logging
 from chassis.messaging.consumer import Outcome
 from chassis.messaging.envelope import Envelope
 from chassis.tracing import configure_tracing
+from contracts.base import Contract
 from contracts.catalog.v1 import PriceChanged, ProductCreated, ProductDiscontinued
 from contracts.inventory.v1 import (
     CommitReservation,
@@ -220,6 +222,77 @@ async def test_concurrent_reserves_never_oversell(inv: Inventory, db: Database) 
     assert len(await inv.events("StockReservationFailed.v1")) == 40
     assert len(await inv.events("StockLow.v1")) == 1
     assert lowest and min(lowest) >= 0
+
+
+async def test_a_batch_reads_what_its_earlier_messages_wrote(
+        inv: Inventory, capsys: pytest.CaptureFixture[str]) -> None:
+    """One consumer batch is one transaction, and a command's writes wait for the commit
+    (ADR 0052): the second reserve of the last unit must still see the first one's, a release
+    its reserve, a commit the release. Without the writes before each read, both reserves
+    held the last unit, and the release found no reservation (its tombstone then failed the
+    batch's commit, handled again message by message)."""
+    logs = json_logs(capsys)
+    await inv.seed(LAST=1, MUG=5)
+
+    async def batch(*messages: Contract) -> list[str]:
+        # One correlation id: the batch keeps the messages in this order.
+        envelopes = [Envelope.new(m.subject(), m.message_type(), m.to_payload(),
+                                  correlation_id="one-batch") for m in messages]
+        return await inv.commands.process_batch(
+            [delivery(e, n) for n, e in enumerate(envelopes, 1)])
+
+    assert await batch(reserve("r1", LAST=1), reserve("r2", LAST=1)) == [Outcome.HANDLED] * 2
+    assert await inv.statuses() == {"r1": "reserved", "r2": "failed"}
+    assert await batch(reserve("r3", MUG=2),
+                       ReleaseStock(reservation_id="r3", reason="payment_declined"),
+                       CommitReservation(reservation_id="r3"), reserve("r4", MUG=5),
+                       CommitReservation(reservation_id="r4")) == [
+        Outcome.HANDLED, Outcome.HANDLED, Outcome.DROPPED, Outcome.HANDLED, Outcome.HANDLED]
+    assert not logs("batch_fell_back_to_single")
+    assert await inv.statuses() == {"r1": "reserved", "r2": "failed", "r3": "released",
+                                    "r4": "committed"}
+    assert await inv.levels() == {"LAST": (1, 1), "MUG": (0, 0)}
+
+
+async def test_a_command_writes_once_at_commit(inv: Inventory, pg_server: Any,
+                                               database_url: str) -> None:
+    """A reserve's changes (the reservation, its lines, the stock) and its reply go out as
+    one statement before the COMMIT, as do a release's and a commit's (ADR 0052): the round
+    trips of a command are its inbox claim, its lock, its reads, one write and the COMMIT."""
+    await inv.seed(MUG=5)
+    with pg_server.statements_logged(database_url.rsplit("/", 1)[1]) as logged:
+        one = Database(database_url, pool_size=1)
+        try:
+            pid = (await one.fetch_once("SELECT pg_backend_pid() AS pid"))[0]["pid"]
+            alone = Inventory(one, inv.policy)
+            sent: dict[str, list[str]] = {}
+            # The first round warms the connection (asyncpg asks for the types it meets).
+            for rid, tombstone in (("r0", "t0"), ("r1", "t1")):
+                for name, message in (("reserve", reserve(rid, MUG=1)),
+                                      ("commit", CommitReservation(reservation_id=rid)),
+                                      ("release", ReleaseStock(reservation_id=tombstone))):
+                    before = len(logged(pid))
+                    assert await alone.send(message) == Outcome.HANDLED
+                    sent[name] = [" ".join(s.split(": ", 1)[1].split())
+                                  for s in logged(pid)[before:]]
+        finally:
+            await one.dispose()
+    writes = {name: [s for s in statements if s.startswith(("BEGIN; INSERT", "WITH", "INSERT", "UPDATE"))]
+              for name, statements in sent.items()}
+    # The inbox claim rides on the BEGIN; every other write is in the one statement.
+    assert [len(w) for w in writes.values()] == [2, 2, 2], sent
+    reserve_write, commit_write, release_write = (w[1] for w in writes.values())
+    assert all(part in reserve_write for part in (
+        "INSERT INTO reservations", "INSERT INTO reservation_lines", "UPDATE stock",
+        "INSERT INTO outbox")), reserve_write
+    assert all(part in commit_write for part in (
+        "UPDATE stock", "UPDATE reservations", "INSERT INTO outbox")), commit_write
+    assert all(part in release_write for part in (  # an unknown reservation's tombstone
+        "INSERT INTO reservations", "INSERT INTO outbox")), release_write
+    assert [len(s) for s in sent.values()] == [6, 7, 5], sent
+    assert await inv.levels() == {"MUG": (3, 0)}
+    assert await inv.statuses() == {"r0": "committed", "r1": "committed", "t0": "released",
+                                    "t1": "released"}
 
 
 async def test_expiry_releases_once_even_with_two_sweepers(inv: Inventory, db: Database) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from chassis.db import driver_execute, driver_fetch
+from chassis.db import driver_fetch, flush_deferred, pending, register_deferred, write_at_commit
 from sqlalchemy import Row, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,16 +37,55 @@ _LINES = ("SELECT reservation_id, sku, quantity FROM reservation_lines "
           "WHERE reservation_id = ANY($1::text[]) ORDER BY reservation_id, sku")
 _LOCK_STOCK = ("SELECT sku, on_hand, reserved FROM stock WHERE sku = ANY($1::text[]) "
                "ORDER BY sku FOR UPDATE")
+# What a command changes (stock figures, a reservation and its lines, a reservation's status)
+# is written at commit, with the outbox's rows, as ONE statement (chassis.db.write_at_commit,
+# ADR 0052): a reserve was four writes and the outbox's, a commit or release three. Every read
+# here writes what is pending first (``_written``), so a later message of a consumer's batch
+# (one transaction) reads what an earlier one changed.
+_STOCK_KIND = "inventory.stock"
+_RESERVATION_KIND = "inventory.reservation"
+_LINES_KIND = "inventory.reservation_lines"
+_STATUS_KIND = "inventory.reservation_status"
+_KINDS = (_STOCK_KIND, _RESERVATION_KIND, _LINES_KIND, _STATUS_KIND)
 _SAVE_STOCK = ("UPDATE stock SET on_hand = x.on_hand, reserved = x.reserved, updated_at = now() "
                "FROM unnest($1::text[], $2::int[], $3::int[]) AS x(sku, on_hand, reserved) "
                "WHERE stock.sku = x.sku")
-_ADD_RESERVATION = ("INSERT INTO reservations (reservation_id, order_id, status, expires_at, "
-                    "reason, short_skus, created_at, updated_at) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+_RESERVATION_COLUMNS = ("reservation_id, order_id, status, expires_at, reason, short_skus, "
+                        "created_at, updated_at")
 _ADD_LINES = ("INSERT INTO reservation_lines (reservation_id, sku, quantity) "
-              "SELECT $1, sku, quantity FROM unnest($2::text[], $3::int[]) AS x(sku, quantity)")
-_SAVE_RESERVATION = ("UPDATE reservations SET status = $2, reason = $3, updated_at = $4 "
-                     "WHERE reservation_id = $1")
+              "SELECT * FROM unnest($1::text[], $2::text[], $3::int[])")
+_SAVE_RESERVATIONS = (
+    "UPDATE reservations SET status = x.status, reason = x.reason, updated_at = x.updated_at "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) "
+    "AS x(reservation_id, status, reason, updated_at) "
+    "WHERE reservations.reservation_id = x.reservation_id")
+
+
+def _last_by_key(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """One row per key (the first value), the last written: an UPDATE … FROM changes a row
+    once, whichever of its duplicates it meets first."""
+    return list({row[0]: row for row in rows}.values())
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
+    return tuple(list(column) for column in zip(*rows, strict=True))
+
+
+def _add_reservations(rows: list[tuple[Any, ...]]) -> tuple[str, tuple[Any, ...]]:
+    # VALUES, not unnest: each row's short_skus is an array, and PostgreSQL has no array
+    # of arrays of different lengths. A transaction adds one reservation but for a batch.
+    width = len(rows[0])
+    values = ", ".join("(" + ", ".join(f"${i * width + j}" for j in range(1, width + 1)) + ")"
+                       for i in range(len(rows)))
+    return (f"INSERT INTO reservations ({_RESERVATION_COLUMNS}) VALUES {values}",  # noqa: S608
+            tuple(value for row in rows for value in row))
+
+
+register_deferred(_STOCK_KIND, lambda rows: (_SAVE_STOCK, _columns(_last_by_key(rows))))
+register_deferred(_RESERVATION_KIND, _add_reservations)
+register_deferred(_LINES_KIND, lambda rows: (_ADD_LINES, _columns(rows)))
+register_deferred(_STATUS_KIND,
+                  lambda rows: (_SAVE_RESERVATIONS, _columns(_last_by_key(rows))))
 
 
 def _stock(row: Any) -> Stock:
@@ -61,11 +100,18 @@ class InventoryRepository:
 
     # -- stock ------------------------------------------------------------------------------
 
+    async def _written(self) -> None:
+        """Write what this transaction changed here so far, before reading."""
+        if any(pending(self.session, kind) for kind in _KINDS):
+            await flush_deferred(self.session)
+
     async def get_stock(self, sku: str) -> Stock | None:
+        await self._written()
         row = (await self.session.execute(select(stock).where(stock.c.sku == sku))).first()
         return _stock(row) if row else None
 
     async def stock_for(self, skus: Iterable[str]) -> dict[str, Stock]:
+        await self._written()
         rows = (await self.session.execute(
             select(stock).where(stock.c.sku.in_(list(skus))))).all()
         return {r.sku: _stock(r) for r in rows}
@@ -75,21 +121,22 @@ class InventoryRepository:
         wanted = sorted(set(skus))
         if not wanted:
             return {}
+        await self._written()
         rows = await driver_fetch(self.session, _LOCK_STOCK, wanted)
         return {r["sku"]: _stock(r) for r in rows}
 
     async def create_stock(self, sku: str) -> bool:
         """A row with nothing on hand, unless one exists. True if this call created it."""
+        await self._written()
         result = await self.session.execute(
             insert(stock).values(sku=sku, on_hand=0, reserved=0)
             .on_conflict_do_nothing(index_elements=["sku"]))
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def save_stock(self, items: Iterable[Stock]) -> None:
-        rows = list(items)
-        if rows:
-            await driver_execute(self.session, _SAVE_STOCK, [r.sku for r in rows],
-                                 [r.on_hand for r in rows], [r.reserved for r in rows])
+        """Written at commit (or at the next read here)."""
+        for r in items:
+            await write_at_commit(self.session, _STOCK_KIND, (r.sku, r.on_hand, r.reserved))
 
     async def lock_adjustment_id(self, adjustment_id: str) -> None:
         """Two calls with one id (a retry racing its first try) run one after the other."""
@@ -97,6 +144,7 @@ class InventoryRepository:
                                                        "id": adjustment_id})
 
     async def get_adjustment(self, adjustment_id: str) -> Row[Any] | None:
+        await self._written()
         return (await self.session.execute(select(stock_adjustments).where(
             stock_adjustments.c.adjustment_id == adjustment_id))).first()
 
@@ -113,6 +161,7 @@ class InventoryRepository:
 
     async def get_reservation(self, reservation_id: str, *,
                               for_update: bool = False) -> Reservation | None:
+        await self._written()
         rows = await driver_fetch(
             self.session, _RESERVATION + (" FOR UPDATE" if for_update else ""), reservation_id)
         return (await self._with_lines(rows))[0] if rows else None
@@ -122,6 +171,7 @@ class InventoryRepository:
 
         SKIP LOCKED lets several sweepers (one per instance) share the work; a reservation
         a command is working on right now is skipped and looked at again next round."""
+        await self._written()
         rows = (await self.session.execute(
             select(reservations)
             .where(reservations.c.status == RESERVED, reservations.c.expires_at <= now)
@@ -130,23 +180,25 @@ class InventoryRepository:
         return await self._with_lines(rows)
 
     async def add_reservation(self, r: Reservation) -> None:
-        await driver_execute(self.session, _ADD_RESERVATION, r.reservation_id, r.order_id,
-                             r.status, r.expires_at, r.reason, list(r.short_skus),
-                             r.created_at, r.updated_at)
-        if r.lines:
-            await driver_execute(self.session, _ADD_LINES, r.reservation_id,
-                                 [line.sku for line in r.lines],
-                                 [line.quantity for line in r.lines])
+        """Written at commit (or at the next read here), with its lines."""
+        await write_at_commit(self.session, _RESERVATION_KIND, (
+            r.reservation_id, r.order_id, r.status, r.expires_at, r.reason,
+            list(r.short_skus), r.created_at, r.updated_at))
+        for line in r.lines:
+            await write_at_commit(self.session, _LINES_KIND,
+                                  (r.reservation_id, line.sku, line.quantity))
 
     async def save_reservation(self, r: Reservation) -> None:
-        """Persist a state change (the lines of a reservation never change)."""
-        await driver_execute(self.session, _SAVE_RESERVATION, r.reservation_id, r.status,
-                             r.reason, r.updated_at)
+        """A state change (the lines of a reservation never change), written at commit (or
+        at the next read here)."""
+        await write_at_commit(self.session, _STATUS_KIND,
+                              (r.reservation_id, r.status, r.reason, r.updated_at))
 
     async def _with_lines(self, rows: Sequence[Any]) -> list[Reservation]:
         """Reservations of these rows (SQLAlchemy Rows or asyncpg Records), with their lines."""
         if not rows:
             return []
+        await self._written()
         found = [getattr(r, "_mapping", r) for r in rows]
         line_rows = await driver_fetch(self.session, _LINES,
                                        [r["reservation_id"] for r in found])
