@@ -321,6 +321,28 @@ def register_deferred(kind: str, flusher: Flusher, *, verify: Verify | None = No
         _VERIFY[kind] = verify
 
 
+def inserting(table: str, columns: tuple[str, ...]) -> Flusher:
+    """A flusher for rows (tuples in ``columns``' order) of ``table``: one INSERT of them
+    all (a VALUES list: a row's value may be an array, which unnest cannot take for rows of
+    different lengths). ``table`` and ``columns`` are the caller's code, never input."""
+    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608
+    width = len(columns)
+
+    def flush(rows: list[Any]) -> tuple[str, tuple[Any, ...]]:
+        values = ", ".join(
+            "(" + ", ".join(f"${i * width + j}" for j in range(1, width + 1)) + ")"
+            for i in range(len(rows)))
+        return head + values, tuple(value for row in rows for value in row)
+
+    return flush
+
+
+def last_per_key(rows: list[Any]) -> list[Any]:
+    """One row per key (its first value), the last one written: an ``UPDATE … FROM`` list
+    changes a row once, with whichever of its duplicates it meets first."""
+    return list({row[0]: row for row in rows}.values())
+
+
 @functools.cache
 def _as_text(sql: str) -> TextClause:
     return text(re.sub(r"\$(\d+)", r":p\1", sql))
@@ -376,6 +398,15 @@ def pending(session: Tx, kind: str) -> list[Any]:
     """The rows of ``kind`` this transaction has not written yet (do not change the list)."""
     rows: list[Any] = _state(session).get(_PENDING, {}).get(kind, [])
     return rows
+
+
+async def flush_pending(session: Tx, kinds: tuple[str, ...]) -> None:
+    """Write what this transaction collected now if any of ``kinds`` waits (a repository's
+    reads call it first: a later message of a consumer's batch, one transaction, then reads
+    what an earlier one changed)."""
+    state = _state(session).get(_PENDING)
+    if state and any(state.get(kind) for kind in kinds):
+        await flush_deferred(session)
 
 
 def _write_pending(session: Session) -> None:

@@ -11,7 +11,17 @@ import datetime as dt
 import uuid
 
 import pytest
-from chassis.db import Database, driver_execute, driver_execute_first, driver_fetch
+from chassis.db import (
+    Database,
+    driver_execute,
+    driver_execute_first,
+    driver_fetch,
+    flush_pending,
+    inserting,
+    last_per_key,
+    register_deferred,
+    write_at_commit,
+)
 from chassis.testing import backend_pid, metadata_database_fixture
 from mercato.testing.infra import PgServer
 from sqlalchemy import MetaData, text
@@ -199,3 +209,43 @@ async def test_a_readiness_ping_right_after_an_answer_sends_nothing(
         await one.ping()
         sent = [s.split(": ", 1)[1] for s in logged(pid)[sent_before:]]
     assert sent[-1] == "SELECT 1" and sent.count("SELECT 1") == 1, sent
+
+
+# -- a repository's writes at commit (chassis.db.inserting, last_per_key, flush_pending) --------
+_ADDED, _SET = "test.counter_added", "test.counter_set"
+register_deferred(_ADDED, inserting("counters", ("name", "value", "ref")))
+register_deferred(_SET, lambda rows: (
+    "UPDATE counters SET value = x.value FROM unnest($1::text[], $2::int[]) AS x(name, value) "
+    "WHERE counters.name = x.name", tuple(map(list, zip(*last_per_key(rows), strict=True)))))
+
+
+async def test_rows_written_at_commit_are_one_statement_and_a_read_sees_them_first(
+        db: Database, one: Database, pg_server: PgServer) -> None:
+    name = db.engine.url.database
+    assert name is not None
+    with pg_server.statements_logged(name) as logged:
+        pid = await backend_pid(one)
+        sent_before = len(logged(pid))
+        async with one.unit_of_work() as uow:
+            await write_at_commit(uow.session, _ADDED, ("a", 1, REF))
+            await write_at_commit(uow.session, _ADDED, ("b", 1, None))
+            await flush_pending(uow.session, ("test.other",))  # not waiting: nothing sent
+            await write_at_commit(uow.session, _SET, ("a", 5))  # another row than its insert
+            await uow.commit()
+        async with one.unit_of_work() as uow:
+            await write_at_commit(uow.session, _SET, ("a", 6))
+            await write_at_commit(uow.session, _SET, ("a", 7))  # the last one counts
+            await flush_pending(uow.session, (_SET,))
+            [row] = await driver_fetch(uow.session, "SELECT value FROM counters WHERE name = $1",
+                                       "a")
+            assert row["value"] == 7  # the read saw the write it came after
+            await uow.commit()
+        sent = [" ".join(s.split(": ", 1)[1].split()) for s in logged(pid)[sent_before:]]
+    # Less asyncpg's questions about the array types it meets first.
+    sent = [s for s in sent if "typeinfo" not in s and "'jit'" not in s]
+    assert await committed(db) == {"a": (7, REF), "b": (1, None)}
+    writes = [s for s in sent if "counters" in s and not s.startswith("SELECT")]
+    # BEGIN, one write, COMMIT; BEGIN, the flush, the read, COMMIT.
+    assert len(writes) == 2 and len(sent) == 7, sent
+    assert writes[0].startswith("WITH w0 AS (INSERT INTO counters (name, value, ref) "
+                                "VALUES ($1, $2, $3), ($4, $5, $6)), w1 AS (UPDATE"), writes

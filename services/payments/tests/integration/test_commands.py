@@ -6,10 +6,13 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from chassis.db import Database
+from chassis.logging import configure_logging
 from chassis.messaging.consumer import Outcome
+from chassis.messaging.envelope import Envelope
 from contracts.payments import v1
 from contracts.payments.v1 import CapturePayment, RefundPayment, VoidPayment
 from payments.adapters.provider import ProviderClient
@@ -429,3 +432,52 @@ async def test_a_charge_whose_provider_charge_is_gone_is_declined_without_an_err
     assert [e["reason"] for e in await pay.events("PaymentDeclined.v1")] == [
         "provider_invalid_state"]
     assert (await pay.payment(pid))["status"] == "voided"  # type: ignore[index]
+
+
+# -- a command's writes at commit (ADR 0052) ----------------------------------------------------
+
+async def test_a_batch_reads_what_its_earlier_messages_wrote(
+        pay: Payments, provider: ProviderProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    """One consumer batch is one transaction and a command's writes wait for its commit: the
+    void of a charge in the same batch still finds it captured and refunds it. Without the
+    writes before each read, the void found no payment (its tombstone then failed the
+    batch's commit, handled again message by message)."""
+    configure_logging("payments", "payments-test")
+    pid, oid = ids()
+    messages = [await pay.charge(pid, oid, amount="99.5"),
+                VoidPayment(payment_id=pid, order_id=oid, reason="saga_timeout")]
+    envelopes = [Envelope.new(m.subject(), m.message_type(), m.to_payload(),
+                              correlation_id=oid) for m in messages]
+    outcomes = await pay.commands.process_batch(
+        [delivery(e, n) for n, e in enumerate(envelopes, 1)])
+    assert outcomes == [Outcome.HANDLED] * 2
+    assert '"batch_fell_back_to_single"' not in capsys.readouterr().out
+    assert provider.charges(pid)[0]["status"] == "refunded"
+    assert types(await pay.events()) == ["PaymentCaptured.v1", "PaymentRefunded.v1"]
+    assert await pay.ledger(oid) == [("authorize", "99.50"), ("capture", "99.50"),
+                                     ("refund", "99.50")]
+
+
+async def test_a_charge_writes_once_at_commit(pay: Payments, pg_server: Any,
+                                              database_url: str) -> None:
+    """A charge's payment, its two ledger entries and its event go out as one statement
+    before the COMMIT (ADR 0052): its round trips are the inbox claim, the lock, two reads,
+    one write and the COMMIT."""
+    warm, measured = ids(), ids()
+    commands = [await pay.charge(*warm), await pay.charge(*measured)]
+    with pg_server.statements_logged(database_url.rsplit("/", 1)[1]) as logged:
+        one = Database(database_url, pool_size=1)
+        try:
+            pid = (await one.fetch_once("SELECT pg_backend_pid() AS pid"))[0]["pid"]
+            alone = Payments(one, pay.provider)
+            for command in commands:  # the first warms the connection (asyncpg's type queries)
+                before = len(logged(pid))
+                assert await alone.send(command) == Outcome.HANDLED
+                sent = [" ".join(s.split(": ", 1)[1].split()) for s in logged(pid)[before:]]
+        finally:
+            await one.dispose()
+    writes = [s for s in sent if s.startswith(("BEGIN; INSERT", "WITH", "INSERT", "UPDATE"))]
+    assert len(writes) == 2 and len(sent) == 6, sent
+    assert all(part in writes[1] for part in (
+        "INSERT INTO payments", "INSERT INTO ledger_entries", "INSERT INTO outbox")), writes
+    assert await pay.ledger(measured[1]) == [("authorize", "15000"), ("capture", "15000")]

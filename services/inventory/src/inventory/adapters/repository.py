@@ -15,7 +15,14 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from chassis.db import driver_fetch, flush_deferred, pending, register_deferred, write_at_commit
+from chassis.db import (
+    driver_fetch,
+    flush_pending,
+    inserting,
+    last_per_key,
+    register_deferred,
+    write_at_commit,
+)
 from sqlalchemy import Row, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,8 +57,6 @@ _KINDS = (_STOCK_KIND, _RESERVATION_KIND, _LINES_KIND, _STATUS_KIND)
 _SAVE_STOCK = ("UPDATE stock SET on_hand = x.on_hand, reserved = x.reserved, updated_at = now() "
                "FROM unnest($1::text[], $2::int[], $3::int[]) AS x(sku, on_hand, reserved) "
                "WHERE stock.sku = x.sku")
-_RESERVATION_COLUMNS = ("reservation_id, order_id, status, expires_at, reason, short_skus, "
-                        "created_at, updated_at")
 _ADD_LINES = ("INSERT INTO reservation_lines (reservation_id, sku, quantity) "
               "SELECT * FROM unnest($1::text[], $2::text[], $3::int[])")
 _SAVE_RESERVATIONS = (
@@ -61,31 +66,17 @@ _SAVE_RESERVATIONS = (
     "WHERE reservations.reservation_id = x.reservation_id")
 
 
-def _last_by_key(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """One row per key (the first value), the last written: an UPDATE … FROM changes a row
-    once, whichever of its duplicates it meets first."""
-    return list({row[0]: row for row in rows}.values())
-
-
 def _columns(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
     return tuple(list(column) for column in zip(*rows, strict=True))
 
 
-def _add_reservations(rows: list[tuple[Any, ...]]) -> tuple[str, tuple[Any, ...]]:
-    # VALUES, not unnest: each row's short_skus is an array, and PostgreSQL has no array
-    # of arrays of different lengths. A transaction adds one reservation but for a batch.
-    width = len(rows[0])
-    values = ", ".join("(" + ", ".join(f"${i * width + j}" for j in range(1, width + 1)) + ")"
-                       for i in range(len(rows)))
-    return (f"INSERT INTO reservations ({_RESERVATION_COLUMNS}) VALUES {values}",  # noqa: S608
-            tuple(value for row in rows for value in row))
-
-
-register_deferred(_STOCK_KIND, lambda rows: (_SAVE_STOCK, _columns(_last_by_key(rows))))
-register_deferred(_RESERVATION_KIND, _add_reservations)
+register_deferred(_STOCK_KIND, lambda rows: (_SAVE_STOCK, _columns(last_per_key(rows))))
+register_deferred(_RESERVATION_KIND, inserting("reservations", (
+    "reservation_id", "order_id", "status", "expires_at", "reason", "short_skus", "created_at",
+    "updated_at")))
 register_deferred(_LINES_KIND, lambda rows: (_ADD_LINES, _columns(rows)))
 register_deferred(_STATUS_KIND,
-                  lambda rows: (_SAVE_RESERVATIONS, _columns(_last_by_key(rows))))
+                  lambda rows: (_SAVE_RESERVATIONS, _columns(last_per_key(rows))))
 
 
 def _stock(row: Any) -> Stock:
@@ -102,8 +93,7 @@ class InventoryRepository:
 
     async def _written(self) -> None:
         """Write what this transaction changed here so far, before reading."""
-        if any(pending(self.session, kind) for kind in _KINDS):
-            await flush_deferred(self.session)
+        await flush_pending(self.session, _KINDS)
 
     async def get_stock(self, sku: str) -> Stock | None:
         await self._written()
@@ -190,7 +180,9 @@ class InventoryRepository:
 
     async def save_reservation(self, r: Reservation) -> None:
         """A state change (the lines of a reservation never change), written at commit (or
-        at the next read here)."""
+        at the next read here). After its own insert if that still waits: one statement
+        cannot insert a row and update it."""
+        await flush_pending(self.session, (_RESERVATION_KIND,))
         await write_at_commit(self.session, _STATUS_KIND,
                               (r.reservation_id, r.status, r.reason, r.updated_at))
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from chassis.db import driver_execute, driver_fetch
+from chassis.db import (
+    driver_fetch,
+    flush_pending,
+    inserting,
+    last_per_key,
+    register_deferred,
+    write_at_commit,
+)
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,14 +34,36 @@ _LOCK = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
 _PAYMENT = ("SELECT payment_id, order_id, status, amount, currency, card_last4, provider_ref, "
             "reason, created_at, updated_at, payment_method_id FROM payments "
             "WHERE payment_id = $1")
-_ADD_PAYMENT = ("INSERT INTO payments (payment_id, order_id, status, amount, currency, "
-                "card_last4, provider_ref, reason, created_at, updated_at, payment_method_id) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
-_SAVE_PAYMENT = ("UPDATE payments SET status = $2, provider_ref = $3, reason = $4, "
-                 "updated_at = $5 WHERE payment_id = $1")
-_ADD_ENTRY = ("INSERT INTO ledger_entries (payment_id, order_id, kind, amount, currency, "
-              "created_at) VALUES ($1, $2, $3, $4, $5, $6)")
 _METHOD = "SELECT id, customer_id, last4, brand, created_at FROM payment_methods WHERE id = $1"
+
+
+# What a command changes (the payment, its ledger entries) is written at commit, with its
+# event, as ONE statement (chassis.db.write_at_commit, ADR 0052): a charge was a payment, two
+# ledger entries and its event, four round trips. Every read here writes what is pending
+# first, so a later message of a consumer's batch (one transaction) reads what an earlier one
+# changed.
+_ADD_KIND = "payments.payment"
+_SAVE_KIND = "payments.payment_change"
+_ENTRY_KIND = "payments.ledger_entry"
+_KINDS = (_ADD_KIND, _SAVE_KIND, _ENTRY_KIND)
+_PAYMENT_COLUMNS = ("payment_id", "order_id", "status", "amount", "currency", "card_last4",
+                    "provider_ref", "reason", "created_at", "updated_at", "payment_method_id")
+_SAVE_PAYMENTS = (
+    "UPDATE payments SET status = x.status, provider_ref = x.provider_ref, reason = x.reason, "
+    "updated_at = x.updated_at "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) "
+    "AS x(payment_id, status, provider_ref, reason, updated_at) "
+    "WHERE payments.payment_id = x.payment_id")
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
+    return tuple(list(column) for column in zip(*rows, strict=True))
+
+
+register_deferred(_ADD_KIND, inserting("payments", _PAYMENT_COLUMNS))
+register_deferred(_SAVE_KIND, lambda rows: (_SAVE_PAYMENTS, _columns(last_per_key(rows))))
+register_deferred(_ENTRY_KIND, inserting("ledger_entries", (
+    "payment_id", "order_id", "kind", "amount", "currency", "created_at")))
 
 
 def _payment(row: Any) -> Payment:
@@ -62,29 +91,37 @@ class PaymentsRepository:
         await driver_fetch(self.session, _LOCK, _PAYMENT_LOCK_SPACE, payment_id)
 
     async def get(self, payment_id: str) -> Payment | None:
+        await flush_pending(self.session, _KINDS)
         rows = await driver_fetch(self.session, _PAYMENT, payment_id)
         return _payment(rows[0]) if rows else None
 
     async def for_order(self, order_id: str) -> list[Payment]:
+        await flush_pending(self.session, _KINDS)
         rows = (await self.session.execute(
             select(payments).where(payments.c.order_id == order_id)
             .order_by(payments.c.created_at, payments.c.payment_id))).all()
         return [_payment(r) for r in rows]
 
     async def add(self, p: Payment) -> None:
-        await driver_execute(self.session, _ADD_PAYMENT, p.payment_id, p.order_id, p.status,
-                             p.amount, p.currency, p.card_last4, p.provider_ref, p.reason,
-                             p.created_at, p.updated_at, p.payment_method_id)
+        """Written at commit (or at the next read here)."""
+        await write_at_commit(self.session, _ADD_KIND, (
+            p.payment_id, p.order_id, p.status, p.amount, p.currency, p.card_last4,
+            p.provider_ref, p.reason, p.created_at, p.updated_at, p.payment_method_id))
 
     async def save(self, p: Payment) -> None:
-        await driver_execute(self.session, _SAVE_PAYMENT, p.payment_id, p.status,
-                             p.provider_ref, p.reason, p.updated_at)
+        """Written at commit (or at the next read here); after the payment's insert if that
+        still waits: one statement cannot insert a row and update it."""
+        await flush_pending(self.session, (_ADD_KIND,))
+        await write_at_commit(self.session, _SAVE_KIND, (
+            p.payment_id, p.status, p.provider_ref, p.reason, p.updated_at))
 
     async def add_entry(self, e: LedgerEntry) -> None:
-        await driver_execute(self.session, _ADD_ENTRY, e.payment_id, e.order_id, e.kind,
-                             e.amount, e.currency, e.created_at)
+        """Written at commit (or at the next read here), in the order added."""
+        await write_at_commit(self.session, _ENTRY_KIND, (
+            e.payment_id, e.order_id, e.kind, e.amount, e.currency, e.created_at))
 
     async def entries_for_order(self, order_id: str) -> list[LedgerEntry]:
+        await flush_pending(self.session, _KINDS)
         rows = (await self.session.execute(
             select(ledger).where(ledger.c.order_id == order_id).order_by(ledger.c.id))).all()
         return [LedgerEntry(r.payment_id, r.order_id, r.kind, r.amount, r.currency,
@@ -103,10 +140,12 @@ class PaymentsRepository:
         return found
 
     async def method(self, method_id: str) -> PaymentMethod | None:
+        await flush_pending(self.session, _KINDS)
         rows = await driver_fetch(self.session, _METHOD, method_id)
         return _method(rows[0]) if rows else None
 
     async def methods_of(self, customer_id: str) -> list[PaymentMethod]:
+        await flush_pending(self.session, _KINDS)
         rows = (await self.session.execute(
             select(payment_methods).where(payment_methods.c.customer_id == customer_id)
             .order_by(payment_methods.c.created_at.desc(), payment_methods.c.id))).all()
