@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from chassis.clock import utc_now
 from chassis.db import Database
+from chassis.logging import configure_logging
 from chassis.messaging.consumer import Outcome
 from chassis.messaging.envelope import Envelope
 from contracts.shipping.v1 import CancelShipment, CreateShipment
@@ -153,3 +155,61 @@ async def test_invalid_command_is_dead_lettered_on_its_first_delivery(ship: Ship
     assert await ship.send(first) == Outcome.DEAD_LETTERED and first.state == "acked"
     assert [m.subject for m in ship.dead_letters.messages] == ["dlq.shipping-commands"]
     assert await ship.statuses() == {} and await ship.events() == []
+
+
+# -- a command's writes at commit (ADR 0052) ----------------------------------------------------
+
+async def test_a_batch_reads_what_its_earlier_messages_wrote(
+        ship: Shipping, capsys: pytest.CaptureFixture[str]) -> None:
+    """One consumer batch is one transaction and a command's writes wait for its commit: the
+    release and the cancel of a shipment created earlier in the batch still find it. Without
+    the writes before each read, they found none (the cancel's tombstone then failed the
+    batch's commit, handled again message by message)."""
+    configure_logging("shipping", "shipping-test")
+    messages = [create("s1"), release("s1"), create("s2"), cancel("s2"), create("s2")]
+    envelopes = [Envelope.new(m.subject(), m.message_type(), m.to_payload(),
+                              correlation_id="one-batch") for m in messages]
+    outcomes = await ship.commands.process_batch(
+        [delivery(e, n) for n, e in enumerate(envelopes, 1)])
+    assert outcomes == [Outcome.HANDLED] * 5
+    assert '"batch_fell_back_to_single"' not in capsys.readouterr().out
+    assert await ship.statuses() == {"s1": "CREATED", "s2": "CANCELLED"}
+    assert await ship.history("s2") == ["CREATED", "CANCELLED"]
+    assert types(await ship.events()) == ["ShipmentCreated.v1", "ShipmentCreated.v1",
+                                          "ShipmentCancelled.v1", "ShipmentCreationFailed.v1"]
+
+
+async def test_a_create_and_a_release_write_once_at_commit(
+        ship: Shipping, db: Database, pg_server: Any, database_url: str) -> None:
+    """A create's shipment, its first history step and its event go out as one statement
+    before the COMMIT, as do a carrier round's moves, their steps and their events
+    (ADR 0052); a release changes one row."""
+    with pg_server.statements_logged(database_url.rsplit("/", 1)[1]) as logged:
+        one = Database(database_url, pool_size=1)
+        try:
+            pid = (await one.fetch_once("SELECT pg_backend_pid() AS pid"))[0]["pid"]
+            alone = Shipping(one, TIMES)
+            sent: dict[str, list[str]] = {}
+            for sid in ("s0", "s1"):  # the first round warms the connection
+                for name, message in (("create", create(sid)), ("release", release(sid))):
+                    before = len(logged(pid))
+                    assert await alone.send(message) == Outcome.HANDLED
+                    sent[name] = [" ".join(s.split(": ", 1)[1].split())
+                                  for s in logged(pid)[before:]]
+            before = len(logged(pid))
+            assert await sweep_carrier(one.unit_of_work(), TIMES,
+                                       now=utc_now() + timedelta(seconds=31)) == 2
+            sent["carrier"] = [" ".join(s.split(": ", 1)[1].split())
+                               for s in logged(pid)[before:]]
+        finally:
+            await one.dispose()
+    writes = {name: [s for s in statements if s.startswith(("WITH", "INSERT", "UPDATE"))]
+              for name, statements in sent.items()}
+    assert [len(w) for w in writes.values()] == [1, 1, 1], sent
+    assert all(part in writes["create"][0] for part in (
+        "INSERT INTO shipments", "INSERT INTO shipment_history", "INSERT INTO outbox")), writes
+    assert writes["release"][0].startswith("UPDATE shipments"), writes
+    assert all(part in writes["carrier"][0] for part in (
+        "UPDATE shipments", "INSERT INTO shipment_history", "INSERT INTO outbox")), writes
+    assert await ship.statuses() == {"s0": "DISPATCHED", "s1": "DISPATCHED"}
+    assert await ship.history("s1") == ["CREATED", "DISPATCHED"]

@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from chassis.db import driver_execute, driver_fetch
+from chassis.db import (
+    driver_fetch,
+    flush_pending,
+    inserting,
+    last_per_key,
+    register_deferred,
+    write_at_commit,
+)
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,14 +45,36 @@ _CLAIM_DUE = ("SELECT shipment_id, order_id, customer_id, status, tracking_numbe
               "ORDER BY next_move_at LIMIT $2 FOR UPDATE SKIP LOCKED")
 _HISTORY = ("SELECT shipment_id, status, at FROM shipment_history "
             "WHERE shipment_id = ANY($1::text[])")
-_ADD_SHIPMENT = ("INSERT INTO shipments (shipment_id, order_id, customer_id, status, "
-                 "tracking_number, address, lines, next_move_at, reason, created_at, "
-                 "updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
-_SAVE_SHIPMENT = ("UPDATE shipments SET status = $2, next_move_at = $3, reason = $4, "
-                  "updated_at = $5 WHERE shipment_id = $1")
+# What a command or a carrier round changes (a shipment, its status, its new history steps) is
+# written at commit, with its events, as ONE statement (chassis.db.write_at_commit, ADR 0052):
+# a create or a move was two writes and the outbox's. Every read here writes what is pending
+# first, so a later message of a consumer's batch (one transaction) reads what an earlier one
+# changed.
+_ADD_KIND = "shipping.shipment"
+_SAVE_KIND = "shipping.shipment_change"
+_STEPS_KIND = "shipping.history_step"
+_KINDS = (_ADD_KIND, _SAVE_KIND, _STEPS_KIND)
+_SAVE_SHIPMENTS = (
+    "UPDATE shipments SET status = x.status, next_move_at = x.next_move_at, "
+    "reason = x.reason, updated_at = x.updated_at "
+    "FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[]) "
+    "AS x(shipment_id, status, next_move_at, reason, updated_at) "
+    "WHERE shipments.shipment_id = x.shipment_id")
+# The primary key refuses a status reached twice.
 _ADD_STEPS = ("INSERT INTO shipment_history (shipment_id, status, at) "
-              "SELECT $1, status, at FROM unnest($2::text[], $3::timestamptz[]) AS x(status, at) "
+              "SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) "
               "ON CONFLICT DO NOTHING")
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
+    return tuple(list(column) for column in zip(*rows, strict=True))
+
+
+register_deferred(_ADD_KIND, inserting("shipments", (
+    "shipment_id", "order_id", "customer_id", "status", "tracking_number", "address", "lines",
+    "next_move_at", "reason", "created_at", "updated_at")))
+register_deferred(_SAVE_KIND, lambda rows: (_SAVE_SHIPMENTS, _columns(last_per_key(rows))))
+register_deferred(_STEPS_KIND, lambda rows: (_ADD_STEPS, _columns(rows)))
 
 
 def _address_json(a: Address | None) -> dict[str, Any] | None:
@@ -74,11 +103,13 @@ class ShippingRepository:
         await driver_fetch(self.session, _LOCK, _SHIPMENT_LOCK_SPACE, shipment_id)
 
     async def get(self, shipment_id: str, *, for_update: bool = False) -> Shipment | None:
+        await flush_pending(self.session, _KINDS)
         rows = await driver_fetch(
             self.session, _SHIPMENT + (" FOR UPDATE" if for_update else ""), shipment_id)
         return (await self._with_history(rows))[0] if rows else None
 
     async def by_tracking_number(self, tracking_number: str) -> Shipment | None:
+        await flush_pending(self.session, _KINDS)
         row = (await self.session.execute(
             select(shipments).where(shipments.c.tracking_number == tracking_number))).first()
         return (await self._with_history([row]))[0] if row else None
@@ -92,6 +123,7 @@ class ShippingRepository:
         if order_id is not None:
             stmt = stmt.where(shipments.c.order_id == order_id)
         stmt = stmt.order_by(shipments.c.created_at.desc(), shipments.c.shipment_id).limit(limit)
+        await flush_pending(self.session, _KINDS)
         return await self._with_history((await self.session.execute(stmt)).all())
 
     async def claim_due(self, now: datetime, limit: int) -> list[Shipment]:
@@ -99,31 +131,35 @@ class ShippingRepository:
 
         SKIP LOCKED lets several carriers (one per instance) share the work; a shipment a
         command is working on right now is skipped and looked at again next round."""
+        await flush_pending(self.session, _KINDS)
         return await self._with_history(await driver_fetch(self.session, _CLAIM_DUE, now, limit))
 
     async def add(self, s: Shipment) -> None:
+        """Written at commit (or at the next read here), with its history."""
         # JSONB as JSON text (the codec SQLAlchemy installs on the connection takes it so);
         # json.dumps(None) keeps a tombstone's address JSON null, as Core's JSONB stored it.
-        await driver_execute(
-            self.session, _ADD_SHIPMENT, s.shipment_id, s.order_id, s.customer_id, s.status,
-            s.tracking_number, json.dumps(_address_json(s.address)),
+        await write_at_commit(self.session, _ADD_KIND, (
+            s.shipment_id, s.order_id, s.customer_id, s.status, s.tracking_number,
+            json.dumps(_address_json(s.address)),
             json.dumps([{"sku": line.sku, "quantity": line.quantity} for line in s.lines]),
-            s.next_move_at, s.reason, s.created_at, s.updated_at)
+            s.next_move_at, s.reason, s.created_at, s.updated_at))
         await self._record_history(s)
 
     async def save(self, s: Shipment) -> None:
-        """Persist a state change (address, lines and tracking number never change)."""
-        await driver_execute(self.session, _SAVE_SHIPMENT, s.shipment_id, s.status,
-                             s.next_move_at, s.reason, s.updated_at)
+        """A state change (address, lines and tracking number never change), written at
+        commit (or at the next read here); after the shipment's insert if that still waits:
+        one statement cannot insert a row and update it."""
+        await flush_pending(self.session, (_ADD_KIND,))
+        await write_at_commit(self.session, _SAVE_KIND, (
+            s.shipment_id, s.status, s.next_move_at, s.reason, s.updated_at))
         await self._record_history(s)
 
     async def _record_history(self, s: Shipment) -> None:
         # Steps already stored are skipped; the primary key refuses a status reached twice.
         new = s.history[self._steps_read.get(s.shipment_id, 0):]
-        if new:
-            await driver_execute(self.session, _ADD_STEPS, s.shipment_id,
-                                 [step.status for step in new], [step.at for step in new])
-            self._steps_read[s.shipment_id] = len(s.history)
+        for step in new:
+            await write_at_commit(self.session, _STEPS_KIND, (s.shipment_id, step.status, step.at))
+        self._steps_read[s.shipment_id] = len(s.history)
 
     async def _with_history(self, rows: Sequence[Any]) -> list[Shipment]:
         """Shipments of these rows (SQLAlchemy Rows or asyncpg Records), with their history."""
@@ -131,6 +167,7 @@ class ShippingRepository:
             return []
         found = [getattr(r, "_mapping", r) for r in rows]
         ids = [r["shipment_id"] for r in found]
+        await flush_pending(self.session, _KINDS)
         steps: dict[str, list[Step]] = {}
         for h in await driver_fetch(self.session, _HISTORY, ids):
             steps.setdefault(h["shipment_id"], []).append(Step(h["status"], h["at"]))
