@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from chassis.db import Database
@@ -412,3 +413,31 @@ async def test_shipment_cancelled_by_a_compensation_changes_no_order(
     await services.reply(o, ShipmentCancelled(shipment_id=f"shp-{o}", order_id=o))
     assert await services.sent() == []
     assert (await order_row(db, o))["status"] == "APPROVED"
+
+
+async def test_the_sagas_end_writes_the_order_with_the_saga_in_one_statement(
+        db: Database, database_url: str, engine: SagaEngine, pg_server: Any) -> None:
+    """The reply that ends the saga writes the order's new status with the saga's state, its
+    history and its commands: one statement before the COMMIT (ADR 0052). Its round trips:
+    the inbox claim with its BEGIN, the saga's load, the order's load, one write, COMMIT."""
+    orders = [await place(db, engine, key=f"k{i}") for i in range(2)]
+    with pg_server.statements_logged(database_url.rsplit("/", 1)[1]) as logged:
+        one = Database(database_url, pool_size=1)
+        alone = Services(one, database_url, engine)
+        try:
+            pid = (await one.fetch_once("SELECT pg_backend_pid() AS pid"))[0]["pid"]
+            for o in orders:  # the first order warms the connection (asyncpg's type queries)
+                for event in (reserved(o), captured(o)):
+                    assert await alone.reply(o, event) == Outcome.HANDLED
+                before = len(logged(pid))
+                assert await alone.reply(o, shipped(o)) == Outcome.HANDLED
+                sent = [" ".join(s.split(": ", 1)[1].split()) for s in logged(pid)[before:]]
+        finally:
+            await alone.relay.close()
+            await one.dispose()
+    writes = [s for s in sent if s.startswith(("WITH", "INSERT", "UPDATE"))]
+    assert len(writes) == 1 and len(sent) == 5, sent
+    assert all(part in writes[0] for part in (
+        "UPDATE orders", "UPDATE saga_instances", "INSERT INTO saga_events",
+        "INSERT INTO outbox")), writes
+    assert [(await order_row(db, o))["status"] for o in orders] == ["APPROVED"] * 2

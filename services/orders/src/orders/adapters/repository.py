@@ -7,7 +7,13 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from chassis.db import driver_execute, driver_fetch
+from chassis.db import (
+    driver_fetch,
+    flush_pending,
+    last_per_key,
+    register_deferred,
+    write_at_commit,
+)
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,8 +55,16 @@ _GET = f"SELECT {_COLUMNS} FROM orders WHERE id = $1"  # noqa: S608
 _INSERT = (f"INSERT INTO orders ({_COLUMNS}) "  # noqa: S608
            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14) "
            "ON CONFLICT ON CONSTRAINT uq_orders_customer_idempotency DO NOTHING RETURNING id")
-_SAVE = ("UPDATE orders SET status = $2, reason = $3, cancel_requested = $4, updated_at = $5 "
-         "WHERE id = $1")
+# An order's change (its saga's end, a cancel) is written at commit, with the saga's state,
+# history and commands, as ONE statement (chassis.db.write_at_commit, ADR 0052). Reads here
+# write what waits first.
+_SAVE_KIND = "orders.order_change"
+_SAVE = ("UPDATE orders SET status = x.status, reason = x.reason, "
+         "cancel_requested = x.cancel_requested, updated_at = x.updated_at "
+         "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[]) "
+         "AS x(id, status, reason, cancel_requested, updated_at) WHERE orders.id = x.id")
+register_deferred(_SAVE_KIND, lambda rows: (
+    _SAVE, tuple(list(column) for column in zip(*last_per_key(rows), strict=True))))
 
 
 class OrdersRepository:
@@ -73,6 +87,7 @@ class OrdersRepository:
     async def by_idempotency_key(self, customer_id: str,
                                  idempotency_key: str) -> tuple[Order, str] | None:
         """The order placed with this key and its request hash, if any."""
+        await flush_pending(self.session, (_SAVE_KIND,))
         rows = await driver_fetch(self.session, _BY_KEY, customer_id, idempotency_key)
         return (_order(rows[0]), rows[0]["request_hash"]) if rows else None
 
@@ -81,6 +96,7 @@ class OrdersRepository:
             key = uuid.UUID(order_id)
         except ValueError:
             return None
+        await flush_pending(self.session, (_SAVE_KIND,))
         rows = await driver_fetch(self.session, _GET + (" FOR UPDATE" if for_update else ""),
                                   key)
         return _order(rows[0]) if rows else None
@@ -93,9 +109,12 @@ class OrdersRepository:
         if status is not None:
             stmt = stmt.where(orders.c.status == status)
         stmt = stmt.order_by(orders.c.created_at.desc(), orders.c.id).limit(limit)
+        await flush_pending(self.session, (_SAVE_KIND,))
         return [_order(r) for r in (await self.session.execute(stmt)).all()]
 
     async def save(self, order: Order) -> None:
-        """Persist a state change (lines, total and owner never change)."""
-        await driver_execute(self.session, _SAVE, uuid.UUID(order.id), order.status,
-                             order.reason, order.cancel_requested, order.updated_at)
+        """A state change (lines, total and owner never change), written at commit (or at
+        the next read here)."""
+        await write_at_commit(self.session, _SAVE_KIND, (
+            uuid.UUID(order.id), order.status, order.reason, order.cancel_requested,
+            order.updated_at))
