@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from chassis.clock import utc_now
@@ -134,3 +135,28 @@ async def test_an_invalid_event_is_dead_lettered_on_its_first_delivery(
     assert await notes.send(first) == Outcome.DEAD_LETTERED and first.state == "acked"
     assert [m.subject for m in notes.dead_letters.messages] == ["dlq.notifications-orders"]
     assert await notes.rows() == []
+
+
+async def test_an_order_event_learns_its_customer_and_queues_in_one_statement(
+        notes: Notifications, database_url: str, pg_server: Any) -> None:
+    """An order event that names the customer's email queues its notification and learns
+    the customer (for the shipment's emails) in one round trip (ADR 0052): the inbox claim
+    with its BEGIN, one statement, COMMIT. The first email learnt stays."""
+    with pg_server.statements_logged(database_url.rsplit("/", 1)[1]) as logged:
+        one = Database(database_url, pool_size=1)
+        try:
+            pid = (await one.fetch_once("SELECT pg_backend_pid() AS pid"))[0]["pid"]
+            alone = Notifications(one)
+            assert await alone.send(placed("o0")) == Outcome.HANDLED  # warms the connection
+            before = len(logged(pid))
+            assert await alone.send(placed("o1")) == Outcome.HANDLED
+            sent = [" ".join(s.split(": ", 1)[1].split()) for s in logged(pid)[before:]]
+            renamed = approved("o1").model_copy(update={"customer_email": "later@example.com"})
+            assert await alone.send(renamed) == Outcome.HANDLED
+            assert await alone.send(shipment("o1", "DISPATCHED")) == Outcome.HANDLED
+        finally:
+            await one.dispose()
+    assert len(sent) == 3 and sent[1].startswith("WITH learnt AS (INSERT INTO customers"), sent
+    recipients = {r["kind"]: r["recipient"] for r in await notes.rows("o1")}
+    assert recipients == {"order_placed": email("o1"), "order_approved": "later@example.com",
+                          "shipment_dispatched": email("o1")}

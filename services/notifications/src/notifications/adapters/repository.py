@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from chassis.db import Database, Tx, driver_execute, driver_fetch
+from chassis.db import Database, Tx, driver_fetch
 from sqlalchemy import select, text, update
 
 from notifications.adapters.orm import notifications
@@ -40,7 +40,7 @@ from notifications.domain.model import (
     Notification,
 )
 
-# The statements of every order event (learn_customer, email_for, enqueue) are fixed SQL on
+# The statements of every order event (email_for, enqueue) are fixed SQL on
 # the unit of work's asyncpg connection (chassis.db.driver_fetch, ADR 0046), past SQLAlchemy's
 # ~0.1 ms of client CPU a statement. Those of every email the sender mails (claim_due,
 # mark_sent with the next email's claim check, still_mine) and its heartbeat are ONE statement
@@ -124,12 +124,14 @@ SELECT EXISTS (
     FOR SHARE) AS mine
 """
 
-_LEARN = ("INSERT INTO customers (order_id, customer_id, email) VALUES ($1, $2, $3) "
-          "ON CONFLICT (order_id) DO NOTHING")
 _EMAIL_FOR = "SELECT email FROM customers WHERE order_id = $1"
 _ENQUEUE = ("INSERT INTO notifications (order_id, kind, recipient, subject, body, status, "
             "sequence, follows) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
             "ON CONFLICT (order_id, kind) DO NOTHING RETURNING id")
+# An order event that names the customer queues its email and learns the customer in one
+# round trip (ADR 0052): the customers row is for the shipment's emails, read later.
+_LEARN_AND_ENQUEUE = ("WITH learnt AS (INSERT INTO customers (order_id, customer_id, email) "
+                      "VALUES ($1, $9, $3) ON CONFLICT (order_id) DO NOTHING) " + _ENQUEUE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,20 +154,21 @@ class NotificationsRepository:
 
     # -- written by the consumers ---------------------------------------------------------
 
-    async def learn_customer(self, order_id: str, customer_id: str, email: str) -> None:
-        """Remember who an order belongs to; the first email learnt for an order stays."""
-        await driver_execute(self.session, _LEARN, order_id, customer_id, email)
-
     async def email_for(self, order_id: str) -> str | None:
         rows = await driver_fetch(self.session, _EMAIL_FOR, order_id)
         return rows[0]["email"] if rows else None
 
     async def enqueue(self, order_id: str, kind: str, recipient: str | None,
-                      mail: Mail) -> bool:
-        """Queue the notification unless this (order, kind) exists; True if it is new."""
-        rows = await driver_fetch(self.session, _ENQUEUE, order_id, kind, recipient,
-                                  mail.subject, mail.body, QUEUED, SEQUENCE[kind],
-                                  FOLLOWS.get(kind))
+                      mail: Mail, *, customer_id: str | None = None) -> bool:
+        """Queue the notification unless this (order, kind) exists; True if it is new. With
+        ``customer_id``, the recipient is learnt as the order's customer too (the first
+        email learnt for an order stays), in the same statement."""
+        args = (order_id, kind, recipient, mail.subject, mail.body, QUEUED, SEQUENCE[kind],
+                FOLLOWS.get(kind))
+        if customer_id is not None and recipient is not None:
+            rows = await driver_fetch(self.session, _LEARN_AND_ENQUEUE, *args, customer_id)
+        else:
+            rows = await driver_fetch(self.session, _ENQUEUE, *args)
         return bool(rows)
 
     # -- the sender's failure paths ---------------------------------------------------------

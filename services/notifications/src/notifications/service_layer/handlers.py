@@ -62,11 +62,11 @@ async def on_order_event(session: AsyncSession, event: OrderEvent) -> bool:
 
     True if a notification was queued, False if this (order, kind) had one already."""
     repo = NotificationsRepository(session)
-    if event.customer_email:
-        await repo.learn_customer(event.order_id, event.customer_id, event.customer_email)
     recipient = event.customer_email or await repo.email_for(event.order_id)
     kind, facts = order_facts(event)
-    queued = await repo.enqueue(event.order_id, kind, recipient, render(kind, facts))
+    # The email, when the event has it, is learnt in the same statement (ADR 0052).
+    queued = await repo.enqueue(event.order_id, kind, recipient, render(kind, facts),
+                                customer_id=event.customer_id if event.customer_email else None)
     _queued_or_exists(queued, event.order_id, kind, recipient)
     return queued
 
