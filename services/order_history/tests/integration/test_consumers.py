@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from chassis.db import Database
@@ -156,3 +157,34 @@ async def _forget(db: Database) -> None:
     async with db.engine.begin() as conn:
         await conn.execute(text("TRUNCATE order_view"))
         await conn.execute(text("DELETE FROM inbox"))
+
+
+async def test_an_orders_first_event_writes_its_row_in_one_statement(
+        db: Database, database_url: str, pg_server: Any) -> None:
+    """The first event of an order (usually OrderPlaced) finds no row and writes the whole
+    row in one statement (ADR 0052): the inbox claim with its BEGIN, the insert, COMMIT. A
+    later event locks the row and merges into it."""
+    with pg_server.statements_logged(database_url.rsplit("/", 1)[1]) as logged:
+        one = Database(database_url, pool_size=1)
+        try:
+            pid = (await one.fetch_once("SELECT pg_backend_pid() AS pid"))[0]["pid"]
+            h = History(one)
+            for event in life("o0"):  # warms the connection (asyncpg's type queries)
+                assert await h.send(event) == "handled"
+            first, *later = life("o1")
+            before = len(logged(pid))
+            assert await h.send(first) == "handled"
+            sent = [" ".join(s.split(": ", 1)[1].split()) for s in logged(pid)[before:]]
+            for event in later:
+                assert await h.send(event) == "handled"
+        finally:
+            await one.dispose()
+    assert len(sent) == 3 and sent[1].startswith("INSERT INTO order_view"), sent
+    rows = await History(db).rows("o0", "o1")
+    assert {k: v for k, v in rows["o1"].items() if k not in ("order_id", "tracking_number",
+                                                               "placed_at", "last_event_at",
+                                                               "updated_at")} == {
+        k: v for k, v in rows["o0"].items() if k not in ("order_id", "tracking_number",
+                                                          "placed_at", "last_event_at",
+                                                          "updated_at")}
+    assert rows["o1"]["status"] == "APPROVED"

@@ -37,6 +37,12 @@ _SAVE = (
     "UPDATE order_view SET "  # noqa: S608
     + ", ".join(f"{f} = ${i}" for i, f in enumerate((*_FIELDS, "updated_at"), 2))
     + " WHERE order_id = $1")
+# An order's first event writes its whole row in one statement (ADR 0052); the row is there
+# already for a later one, which then locks and merges as before.
+_ADD_IF_NEW = (
+    f"INSERT INTO order_view (order_id, {', '.join(_FIELDS)}, updated_at) "  # noqa: S608
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(_FIELDS) + 3))}) "
+    "ON CONFLICT (order_id) DO NOTHING RETURNING order_id")
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,12 @@ def _stored(row: Any) -> StoredView:
     return StoredView(OrderView(m["order_id"], **{f: m[f] for f in _FIELDS}), m["updated_at"])
 
 
+def _values(view: OrderView) -> list[Any]:
+    # The JSONB codec SQLAlchemy put on the connection takes the JSON text; None is written
+    # as JSON null, as the Core statement's JSONB type did.
+    return [json.dumps(view.lines) if f == "lines" else getattr(view, f) for f in _FIELDS]
+
+
 class OrderViewRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -69,12 +81,14 @@ class OrderViewRepository:
         [row] = await driver_fetch(self.session, _LOCK, order_id, first_event_at)
         return _stored(row).view
 
+    async def add_if_new(self, view: OrderView) -> bool:
+        """Insert the order's row as ``view`` unless it exists; True if inserted (a row
+        another transaction is inserting is waited for, then found)."""
+        return bool(await driver_fetch(self.session, _ADD_IF_NEW, view.order_id,
+                                       *_values(view), utc_now()))
+
     async def save(self, view: OrderView) -> None:
-        # The JSONB codec SQLAlchemy put on the connection takes the JSON text; None is
-        # written as JSON null, as the Core statement's JSONB type did.
-        values = [json.dumps(view.lines) if f == "lines" else getattr(view, f)
-                  for f in _FIELDS]
-        await driver_execute(self.session, _SAVE, view.order_id, *values, utc_now())
+        await driver_execute(self.session, _SAVE, view.order_id, *_values(view), utc_now())
 
     async def get(self, order_id: str) -> StoredView | None:
         row = (await self.session.execute(
