@@ -22,11 +22,13 @@ log = structlog.get_logger("order_history")
 
 async def apply_change(session: AsyncSession, change: Change) -> OrderView:
     repo = OrderViewRepository(session)
-    # The usual first event (OrderPlaced) finds no row: it writes the whole row at once, as
-    # the lock's new row (the order's id and when its first event happened) merged with it.
-    first = merge(OrderView(change.order_id, last_event_at=change.occurred_at), change)
-    if await repo.add_if_new(first):
-        return first
+    # The placement, an order's usual first event, finds no row: it writes the whole row at
+    # once, as the lock's new row (the order's id and when its first event happened) merged
+    # with it. A later event finds the row: asking first would cost it a round trip.
+    if change.placed:
+        first = merge(OrderView(change.order_id, last_event_at=change.occurred_at), change)
+        if await repo.add_if_new(first):
+            return first
     current = await repo.lock(change.order_id, change.occurred_at)
     if current.customer_id and change.customer_id and current.customer_id != change.customer_id:
         log.warning("customer_mismatch", order_id=change.order_id,
