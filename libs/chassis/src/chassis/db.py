@@ -337,6 +337,12 @@ def inserting(table: str, columns: tuple[str, ...]) -> Flusher:
     return flush
 
 
+def as_columns(rows: list[Any]) -> tuple[list[Any], ...]:
+    """Rows (tuples of one shape) as one list per column: the arrays of an ``unnest(...)``
+    statement's parameters."""
+    return tuple(list(column) for column in zip(*rows, strict=True))
+
+
 def last_per_key(rows: list[Any]) -> list[Any]:
     """One row per key (its first value), the last one written: an ``UPDATE … FROM`` list
     changes a row once, with whichever of its duplicates it meets first."""

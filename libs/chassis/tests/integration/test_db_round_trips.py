@@ -13,6 +13,7 @@ import uuid
 import pytest
 from chassis.db import (
     Database,
+    as_columns,
     driver_execute,
     driver_execute_first,
     driver_fetch,
@@ -216,7 +217,7 @@ _ADDED, _SET = "test.counter_added", "test.counter_set"
 register_deferred(_ADDED, inserting("counters", ("name", "value", "ref")))
 register_deferred(_SET, lambda rows: (
     "UPDATE counters SET value = x.value FROM unnest($1::text[], $2::int[]) AS x(name, value) "
-    "WHERE counters.name = x.name", tuple(map(list, zip(*last_per_key(rows), strict=True)))))
+    "WHERE counters.name = x.name", as_columns(last_per_key(rows))))
 
 
 async def test_rows_written_at_commit_are_one_statement_and_a_read_sees_them_first(

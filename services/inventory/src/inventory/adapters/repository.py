@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from chassis.db import (
+    as_columns,
     driver_fetch,
     flush_pending,
     inserting,
@@ -66,17 +67,13 @@ _SAVE_RESERVATIONS = (
     "WHERE reservations.reservation_id = x.reservation_id")
 
 
-def _columns(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
-    return tuple(list(column) for column in zip(*rows, strict=True))
-
-
-register_deferred(_STOCK_KIND, lambda rows: (_SAVE_STOCK, _columns(last_per_key(rows))))
+register_deferred(_STOCK_KIND, lambda rows: (_SAVE_STOCK, as_columns(last_per_key(rows))))
 register_deferred(_RESERVATION_KIND, inserting("reservations", (
     "reservation_id", "order_id", "status", "expires_at", "reason", "short_skus", "created_at",
     "updated_at")))
-register_deferred(_LINES_KIND, lambda rows: (_ADD_LINES, _columns(rows)))
+register_deferred(_LINES_KIND, lambda rows: (_ADD_LINES, as_columns(rows)))
 register_deferred(_STATUS_KIND,
-                  lambda rows: (_SAVE_RESERVATIONS, _columns(last_per_key(rows))))
+                  lambda rows: (_SAVE_RESERVATIONS, as_columns(last_per_key(rows))))
 
 
 def _stock(row: Any) -> Stock:

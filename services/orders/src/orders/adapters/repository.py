@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from chassis.db import (
+    as_columns,
     driver_fetch,
     flush_pending,
     last_per_key,
@@ -63,8 +64,7 @@ _SAVE = ("UPDATE orders SET status = x.status, reason = x.reason, "
          "cancel_requested = x.cancel_requested, updated_at = x.updated_at "
          "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[]) "
          "AS x(id, status, reason, cancel_requested, updated_at) WHERE orders.id = x.id")
-register_deferred(_SAVE_KIND, lambda rows: (
-    _SAVE, tuple(list(column) for column in zip(*last_per_key(rows), strict=True))))
+register_deferred(_SAVE_KIND, lambda rows: (_SAVE, as_columns(last_per_key(rows))))
 
 
 class OrdersRepository:

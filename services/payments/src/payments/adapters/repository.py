@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from chassis.db import (
+    as_columns,
     driver_fetch,
     flush_pending,
     inserting,
@@ -56,12 +57,8 @@ _SAVE_PAYMENTS = (
     "WHERE payments.payment_id = x.payment_id")
 
 
-def _columns(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
-    return tuple(list(column) for column in zip(*rows, strict=True))
-
-
 register_deferred(_ADD_KIND, inserting("payments", _PAYMENT_COLUMNS))
-register_deferred(_SAVE_KIND, lambda rows: (_SAVE_PAYMENTS, _columns(last_per_key(rows))))
+register_deferred(_SAVE_KIND, lambda rows: (_SAVE_PAYMENTS, as_columns(last_per_key(rows))))
 register_deferred(_ENTRY_KIND, inserting("ledger_entries", (
     "payment_id", "order_id", "kind", "amount", "currency", "created_at")))
 

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from chassis.db import (
+    as_columns,
     driver_fetch,
     flush_pending,
     inserting,
@@ -66,15 +67,11 @@ _ADD_STEPS = ("INSERT INTO shipment_history (shipment_id, status, at) "
               "ON CONFLICT DO NOTHING")
 
 
-def _columns(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
-    return tuple(list(column) for column in zip(*rows, strict=True))
-
-
 register_deferred(_ADD_KIND, inserting("shipments", (
     "shipment_id", "order_id", "customer_id", "status", "tracking_number", "address", "lines",
     "next_move_at", "reason", "created_at", "updated_at")))
-register_deferred(_SAVE_KIND, lambda rows: (_SAVE_SHIPMENTS, _columns(last_per_key(rows))))
-register_deferred(_STEPS_KIND, lambda rows: (_ADD_STEPS, _columns(rows)))
+register_deferred(_SAVE_KIND, lambda rows: (_SAVE_SHIPMENTS, as_columns(last_per_key(rows))))
+register_deferred(_STEPS_KIND, lambda rows: (_ADD_STEPS, as_columns(rows)))
 
 
 def _address_json(a: Address | None) -> dict[str, Any] | None:
