@@ -34,7 +34,14 @@ import orjson
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chassis.db import Tx, after_commit, engine_of, register_deferred, write_at_commit
+from chassis.db import (
+    Tx,
+    after_commit,
+    as_columns,
+    engine_of,
+    register_deferred,
+    write_at_commit,
+)
 from chassis.messaging.envelope import Envelope
 from chassis.messaging.tables import OUTBOX_CHANNEL
 
@@ -52,13 +59,8 @@ _INSERT_MANY_QUIET = _INSERT
 _KIND, _KIND_HANDED_OFF = "outbox", "outbox_handed_off"
 
 
-def _columns(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
-    ids, subjects, types, headers, payloads = zip(*rows, strict=True)
-    return list(ids), list(subjects), list(types), list(headers), list(payloads)
-
-
-register_deferred(_KIND, lambda rows: (_INSERT_MANY, _columns(rows)))
-register_deferred(_KIND_HANDED_OFF, lambda rows: (_INSERT_MANY_QUIET, _columns(rows)))
+register_deferred(_KIND, lambda rows: (_INSERT_MANY, as_columns(rows)))
+register_deferred(_KIND_HANDED_OFF, lambda rows: (_INSERT_MANY_QUIET, as_columns(rows)))
 
 
 @dataclass(frozen=True)
