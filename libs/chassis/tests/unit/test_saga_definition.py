@@ -50,7 +50,8 @@ def test_describe_lists_steps_replies_and_compensations() -> None:
     first, second, third = described["steps"]
     assert first == {"index": 0, "name": "reserve_stock", "command": "ReserveStock.v1",
                      "success": ["StockReserved.v1"], "failure": ["StockReservationFailed.v1"],
-                     "compensation": "ReleaseStock.v1", "deadline_s": 5, "max_resends": 2}
+                     "compensation": "ReleaseStock.v1", "deadline_s": 5, "max_resends": 2,
+                     "forward": False}
     assert second["compensation"] == "VoidPayment.v1" and second["max_resends"] == 1
     assert third["compensation"] is None
 
@@ -106,10 +107,29 @@ def test_builders_without_annotations_are_named_after_the_function() -> None:
     lambda: Step("a", reserve, success={}),
     lambda: Step("a", reserve, success={"X.v1": None}, failure={"X.v1": None}),
     lambda: Step("a", reserve, success={"X.v1": None}, deadline_s=0),
+    # A forwarded step's success never reaches the orchestrator: it cannot change the data.
+    lambda: Step("a", reserve, success={"X.v1": lambda d, p: {"k": 1}}, forward=True),
+    # The last step has nothing to forward.
+    lambda: SagaDefinition("tail", [Step("a", reserve, success={"X.v1": None}),
+                                    Step("b", reserve, success={"Y.v1": None}, forward=True)]),
 ])
 def test_invalid_definitions_are_refused(make: Any) -> None:
     with pytest.raises(ValueError):
         make()
+
+
+def test_steps_sent_together_end_at_the_first_that_does_not_forward() -> None:
+    d = SagaDefinition("chain", [
+        Step("a", reserve, success={"A.v1": None}, forward=True),
+        Step("b", reserve, success={"B.v1": None}, forward=True),
+        Step("c", reserve, success={"C.v1": None}),
+        Step("d", reserve, success={"D.v1": None})])
+    assert [d.chain_end(i) for i in range(4)] == [2, 2, 2, 3]
+    mermaid = d.to_mermaid()
+    assert 's_a == "A.v1: its receiver sends the next" ==> s_b' in mermaid
+    # One deadline for the three (30 s each), from the first; none of their own.
+    assert 's_a -. "timed out: 90s, then 2 resends each waiting twice as long"' in mermaid
+    assert "s_b -. " not in mermaid
 
 
 def test_secret_keys_and_the_end_hook_are_part_of_the_definition() -> None:

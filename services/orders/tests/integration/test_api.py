@@ -199,7 +199,7 @@ def test_the_saga_history_is_shown_to_the_owner_without_the_card(client: TestCli
     assert resp.status_code == 200, resp.text
     doc = resp.json()
     assert doc["instance"]["status"] == "RUNNING"
-    assert doc["instance"]["saga_name"] == "order.v2"
+    assert doc["instance"]["saga_name"] == "order.v3"
     assert [e["kind"] for e in doc["events"]] == ["started", "command_sent"]
     assert doc["events"][1]["message_type"] == "ReserveStock.v1"
     assert "4242424242424242" not in resp.text and "card_number" not in resp.text
@@ -252,8 +252,8 @@ def test_new_orders_are_refused_with_503_while_too_many_sagas_run(
             time.sleep(0.05)
         # The chassis's saga metrics are wired too: the start counted at commit, the
         # running saga sampled by the step it waits in.
-        assert 'saga_started_total{saga="order.v2",service="orders"} 1.0' in c.get("/metrics").text
-        waiting = 'saga_running{saga="order.v2",service="orders",step="reserve_stock"} 1.0'
+        assert 'saga_started_total{saga="order.v3",service="orders"} 1.0' in c.get("/metrics").text
+        waiting = 'saga_running{saga="order.v3",service="orders",step="reserve_stock"} 1.0'
         while waiting not in c.get("/metrics").text:
             assert time.monotonic() < deadline + 10, "the saga sampler never ran"
             time.sleep(0.1)

@@ -13,6 +13,8 @@ import pytest
 from chassis.db import Database
 from chassis.errors import Conflict
 from chassis.messaging.consumer import Outcome
+from chassis.messaging.envelope import H_THEN, Envelope
+from chassis.messaging.forwarding import Forward
 from chassis.saga import SagaEngine, Status, history
 from contracts.inventory.v1 import StockLine, StockReservationFailed, StockReserved
 from contracts.payments.v1 import (
@@ -29,7 +31,7 @@ from contracts.shipping.v1 import (
 )
 from orders.domain.commands import OrderItem, PaymentChoice, PlaceOrder
 from orders.service_layer import handlers
-from orders.service_layer.saga import DEFINITIONS, SAGA_NAME_V1
+from orders.service_layer.saga import DEFINITIONS, SAGA_NAME_V1, SAGA_NAME_V2
 from orders_kit import (
     MUG,
     TEA,
@@ -153,22 +155,32 @@ async def test_happy_path_approves_and_commits_the_reservation(
     assert CARD not in await database_text(db)
     assert await token_in(db) == {"orders": 0, "saga_instances": 1, "saga_events": 0}
     sent = []
-    for event in (reserved(o), captured(o), shipped(o)):
-        assert await services.reply(o, event) == Outcome.HANDLED
-        sent += await services.sent()
-    # The payment is one step (ADR 0051): one command and one reply.
-    assert types(sent) == ["ChargePayment.v1", "CreateShipment.v1", "CommitReservation.v1",
-                           "ReleaseShipment.v1", "OrderApproved.v1"]
-    assert payload(sent[1])["shipment_id"] == f"shp-{o}"
-    assert payload(sent[1])["address"]["city"] == "Seoul"
+    assert await services.reply(o, reserved(o)) == Outcome.HANDLED
+    sent += await services.sent()
+    # Payments sends the shipment's command itself once the charge is captured (ADR 0053):
+    # the charge carries it, and the capture, marked as forwarded, is acked unread here.
+    forwarded_capture = Envelope.new(captured(o).subject(), captured(o).message_type(),
+                                     captured(o).to_payload(), correlation_id=o,
+                                     forwarded="CreateShipment.v1")
+    assert await services.reply(o, captured(o), forwarded_capture) == Outcome.FORWARDED
+    assert await services.sent() == []
+    assert await services.reply(o, shipped(o)) == Outcome.HANDLED
+    sent += await services.sent()
+    assert types(sent) == ["ChargePayment.v1", "CommitReservation.v1", "ReleaseShipment.v1",
+                           "OrderApproved.v1"]
+    shipment = Forward.decode(sent[0].headers[H_THEN])
+    assert (shipment.on, shipment.subject) == (("PaymentCaptured.v1",),
+                                               "shipping.commands.create_shipment")
+    assert shipment.payload["shipment_id"] == f"shp-{o}"
+    assert shipment.payload["address"]["city"] == "Seoul"
     charge = payload(sent[0])
     assert (charge["payment_id"], charge["amount"], charge["customer_id"],
             charge["card_last4"]) == (f"pay-{o}", "29300", "alice", "4242")
     assert charge["payment_method_id"].startswith("pm_") and "card_number" not in charge
-    assert payload(sent[2]) == {"reservation_id": o}
-    assert payload(sent[3]) == {"shipment_id": f"shp-{o}", "order_id": o}
+    assert payload(sent[1]) == {"reservation_id": o}
+    assert payload(sent[2]) == {"shipment_id": f"shp-{o}", "order_id": o}
     # What the read model shows of the payment and the shipment travels in the outcome.
-    assert {k: payload(sent[4])[k] for k in ("total", "amount_captured", "tracking_number")
+    assert {k: payload(sent[3])[k] for k in ("total", "amount_captured", "tracking_number")
             } == {"total": "29300", "amount_captured": "29300", "tracking_number": "MS123"}
     assert all(m.headers["Mercato-Correlation-Id"] == o for m in sent)
     row = await order_row(db, o)
@@ -297,13 +309,17 @@ async def test_a_timed_out_step_is_compensated_by_the_reconciler_and_the_order_r
             await uow.commit()
         return n
 
-    assert await tick(11) == 1 and await tick(32) == 1  # two resends (10 s, then 20 s)
+    # The charge and the shipment it carries share a deadline (10 s each), then two resends
+    # (waiting 40 s, then 80 s).
+    assert await tick(19) == 0
+    assert await tick(21) == 1 and await tick(62) == 1
     assert types(await services.sent()) == ["ChargePayment.v1", "ChargePayment.v1"]
-    # After 40 s more, gave up: the charge is voided (a tombstone refuses it if it comes
-    # late; refunded, should it have been taken after all), the stock released.
-    assert await tick(73) == 1
-    assert types(await services.sent()) == ["VoidPayment.v1", "ReleaseStock.v1",
-                                            "OrderRejected.v1"]
+    # After 80 s more, gave up: either may have taken effect, so the shipment is cancelled
+    # (a tombstone refuses it if it comes late), the charge voided (likewise; refunded,
+    # should it have been taken after all), the stock released.
+    assert await tick(143) == 1
+    assert types(await services.sent()) == ["CancelShipment.v1", "VoidPayment.v1",
+                                            "ReleaseStock.v1", "OrderRejected.v1"]
     row = await order_row(db, o)
     assert (row["status"], row["reason"]) == ("REJECTED", "charge_payment_timed_out")
     assert await card_anywhere(db) is False
@@ -334,6 +350,28 @@ async def test_a_saga_an_older_release_started_with_a_card_resends_v1_then_forge
     async with db.engine.begin() as conn:  # the outbox row has been relayed: purge it
         await conn.execute(text("DELETE FROM outbox WHERE message_type = 'AuthorizePayment.v1'"))
     assert await card_anywhere(db) is False
+
+
+async def test_a_saga_started_before_adr_0053_sends_the_shipment_itself_on_the_capture(
+        db: Database, engine: SagaEngine, services: Services) -> None:
+    """An ``order.v2`` saga in flight at the upgrade: its ChargePayment carried no shipment,
+    so payments' capture comes unmarked, is handled, and orders sends CreateShipment."""
+    o = await place(db, engine)
+    async with db.engine.begin() as conn:
+        await conn.execute(text("UPDATE saga_instances SET saga_name = :name WHERE id = :id"),
+                           {"name": SAGA_NAME_V2, "id": uuid.UUID(o)})
+    await services.sent()
+    await services.reply(o, reserved(o))
+    [charge] = await services.sent()
+    assert charge.headers["Mercato-Type"] == "ChargePayment.v1"
+    assert H_THEN not in charge.headers
+    assert await services.reply(o, captured(o)) == Outcome.HANDLED
+    [shipment] = await services.sent()
+    assert (shipment.headers["Mercato-Type"], payload(shipment)["shipment_id"]) == (
+        "CreateShipment.v1", f"shp-{o}")
+    await services.reply(o, shipped(o))
+    await services.sent()
+    assert (await order_row(db, o))["status"] == "APPROVED"
 
 
 async def test_cancel_of_a_pending_order_undoes_the_completed_saga(

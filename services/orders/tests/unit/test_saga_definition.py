@@ -8,6 +8,7 @@ from orders.service_layer.saga import (
     DEFINITIONS,
     ORDER,
     ORDER_V1,
+    ORDER_V2,
     authorize_payment,
     cancel_shipment,
     charge_payment,
@@ -26,9 +27,9 @@ DATA = {"order_id": "o-1", "customer_id": "alice", "amount": "29300", "currency"
                     "postal_code": "04524", "country": "KR", "phone": None}}
 
 
-def test_the_saga_is_three_steps_the_payment_in_one() -> None:
+def test_the_saga_is_three_steps_the_charge_forwarding_the_shipment() -> None:
     d = ORDER.describe()
-    assert d["name"] == "order.v2"
+    assert d["name"] == "order.v3"
     assert [(s["name"], s["command"], s["compensation"]) for s in d["steps"]] == [
         ("reserve_stock", "ReserveStock.v1", "ReleaseStock.v1"),
         ("charge_payment", "ChargePayment.v1", "VoidPayment.v1"),
@@ -38,6 +39,18 @@ def test_the_saga_is_three_steps_the_payment_in_one() -> None:
         (["PaymentCaptured.v1"], ["PaymentDeclined.v1"]),
         (["ShipmentCreated.v1"], ["ShipmentCreationFailed.v1"])]
     assert all((s["deadline_s"], s["max_resends"]) == (10.0, 2) for s in d["steps"])
+    # Payments sends CreateShipment when the charge is captured (ADR 0053).
+    assert [s["forward"] for s in d["steps"]] == [False, True, False]
+
+
+def test_the_definition_sagas_started_before_adr_0053_run_on_is_kept_under_its_name() -> None:
+    d = ORDER_V2.describe()
+    assert d["name"] == "order.v2"
+    assert [(s["command"], s["success"], s["forward"]) for s in d["steps"]] == [
+        ("ReserveStock.v1", ["StockReserved.v1"], False),
+        ("ChargePayment.v1", ["PaymentCaptured.v1"], False),
+        ("CreateShipment.v1", ["ShipmentCreated.v1"], False)]
+    assert ORDER_V2.secret_keys == ORDER.secret_keys and ORDER_V2.on_end is ORDER.on_end
 
 
 def test_the_definition_sagas_started_before_adr_0051_run_on_is_kept_under_its_name() -> None:
@@ -51,7 +64,7 @@ def test_the_definition_sagas_started_before_adr_0051_run_on_is_kept_under_its_n
     assert [s["failure"] for s in d["steps"]] == [
         ["StockReservationFailed.v1"], ["PaymentDeclined.v1"], ["ShipmentCreationFailed.v1"],
         ["PaymentFailed.v1"]]
-    assert [x.name for x in DEFINITIONS] == ["order.v2", "order"]
+    assert [x.name for x in DEFINITIONS] == ["order.v3", "order.v2", "order"]
     assert ORDER_V1.secret_keys == ORDER.secret_keys and ORDER_V1.on_end is ORDER.on_end
 
 

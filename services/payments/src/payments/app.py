@@ -11,6 +11,7 @@ from chassis.app import create_service_app
 from chassis.auth import KeySource
 from chassis.messaging.runtime import Messaging, StreamSpec
 from chassis.messaging.streams import commands_stream_name, events_stream_name
+from contracts.shipping.v1 import CreateShipment
 from fastapi import FastAPI
 
 from payments.adapters.provider import ProviderClient
@@ -25,6 +26,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 STREAMS = [StreamSpec(events_stream_name("payments"), ["payments.events.>"]),
            StreamSpec(commands_stream_name("payments"), ["payments.commands.>"],
                       work_queue=True)]
+# The order saga's charge carries its shipment's command, which payments sends once the charge
+# is captured (ADR 0053, chassis.messaging.forwarding): the broker lets it publish there.
+SENDS = [CreateShipment.subject()]
 
 
 def provider_client(settings: PaymentsSettings) -> ProviderClient:
@@ -37,7 +41,7 @@ def provider_client(settings: PaymentsSettings) -> ProviderClient:
 
 
 def messaging(settings: PaymentsSettings, provider: Provider | None = None) -> Messaging:
-    return Messaging(streams=STREAMS, outbox=True,
+    return Messaging(streams=STREAMS, outbox=True, sends=SENDS,
                      consumers=consumer_specs(provider or provider_client(settings)))
 
 

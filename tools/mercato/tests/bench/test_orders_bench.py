@@ -226,6 +226,22 @@ def test_step_breakdown_splits_each_step_into_out_and_back() -> None:
     assert ap["back_p50_ms"] == pytest.approx(50, abs=1)
 
 
+def test_a_forwarded_step_is_timed_with_the_step_that_answers_it() -> None:
+    """ADR 0053: payments sends CreateShipment itself; the saga's next reply is shipping's."""
+    t = 1_000_000.0
+    rows = [
+        {"saga_id": "s", "kind": "command_sent", "step": "charge_payment", "at": t,
+         "message_id": _uuid7(t), "accepted": None},
+        {"saga_id": "s", "kind": "reply", "step": "create_shipment", "at": t + 0.2,
+         "message_id": _uuid7(t + 0.12), "accepted": "true"},
+    ]
+    steps = step_breakdown(rows)
+    assert list(steps) == ["charge_payment → create_shipment"]
+    both = steps["charge_payment → create_shipment"]
+    assert both["out_p50_ms"] == pytest.approx(120, abs=1)
+    assert both["back_p50_ms"] == pytest.approx(80, abs=1)
+
+
 def test_only_violations_not_there_before_the_run_are_new() -> None:
     found = [{"invariant": "a", "subject": "1", "detail": ""},
              {"invariant": "a", "subject": "2", "detail": ""}]

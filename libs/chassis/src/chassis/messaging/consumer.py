@@ -39,6 +39,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from chassis.db import Database, Tx, driver_execute_first, driver_fetch
+from chassis.messaging import forwarding
 from chassis.messaging.broker import Delivery, JetStreamDelivery, Outgoing, Publisher
 from chassis.messaging.envelope import (
     H_CORRELATION,
@@ -92,6 +93,10 @@ class ConsumerSpec:
     # spell is never held.
     linger_s: float = 0.02
     deliver_all: bool = True
+    # An orchestrator's consumer: an event its receiver forwarded the next command with
+    # (``chassis.messaging.forwarding``) is acked unread, with no transaction: the saga
+    # awaits the forwarded command's answer instead.
+    skip_forwarded: bool = False
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -134,6 +139,8 @@ class Outcome:
     HANDLED, DUPLICATE, RETRY, DEAD_LETTERED = "handled", "duplicate", "retry", "dead_lettered"
     # Acked on purpose without effect (see ``dropped``).
     DROPPED = "dropped"
+    # Acked unread: a forwarded step's success, for an orchestrator (``skip_forwarded``).
+    FORWARDED = "forwarded"
 
 
 class InboxConsumer:
@@ -151,6 +158,10 @@ class InboxConsumer:
         started = time.perf_counter()
         try:
             envelope, handler = self._decode(delivery)
+            if self._skipped(envelope):
+                await delivery.ack()
+                self._observe([delivery], [Outcome.FORWARDED], time.perf_counter() - started)
+                return Outcome.FORWARDED
             outcome, drops = await self._handle_one(envelope, handler)
         except Exception as exc:
             outcome = await self._failed(delivery, exc)
@@ -177,6 +188,10 @@ class InboxConsumer:
                 envelope, handler = self._decode(delivery)
             except Exception as exc:
                 outcomes[i] = await self._failed(delivery, exc)
+                continue
+            if self._skipped(envelope):
+                await delivery.ack()
+                outcomes[i] = Outcome.FORWARDED
                 continue
             ready.append((i, delivery, envelope, handler))
         # Handlers lock rows keyed by the correlation id (a saga, an order): two consumers
@@ -220,6 +235,9 @@ class InboxConsumer:
         if handler is None:
             raise UnknownMessageType(f"no handler for message type {envelope.message_type!r}")
         return envelope, handler
+
+    def _skipped(self, envelope: Envelope) -> bool:
+        return self.spec.skip_forwarded and envelope.forwarded is not None
 
     def _type_label(self, delivery: Delivery) -> str:
         """The message type as a metric label: only the types this consumer handles, so a
@@ -266,7 +284,8 @@ class InboxConsumer:
                                 "messaging.consumer.group.name": self.spec.name,
                                 # The order (saga) id: how a trace is found by its order.
                                 "messaging.correlation_id": envelope.correlation_id or ""}):
-                await handler(session, envelope)
+                with forwarding.receiving(envelope):
+                    await handler(session, envelope)
         finally:
             _drops.reset(declared)
             otel_context.detach(token)

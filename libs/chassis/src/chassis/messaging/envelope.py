@@ -26,6 +26,10 @@ H_TYPE = "Mercato-Type"  # "<name>.v<version>", e.g. "ProductCreated.v1"
 H_CORRELATION = "Mercato-Correlation-Id"
 H_CAUSATION = "Mercato-Causation-Id"
 H_OCCURRED_AT = "Mercato-Occurred-At"
+# A saga's forwarded step (``chassis.messaging.forwarding``): on a command, the next step's
+# command for its receiver to send on success; on an event, the command it was sent with.
+H_THEN = "Mercato-Then"
+H_FORWARDED = "Mercato-Forwarded"
 H_TRACEPARENT = "traceparent"
 H_TRACESTATE = "tracestate"
 
@@ -70,6 +74,8 @@ class Envelope:
     correlation_id: str | None = None
     causation_id: str | None = None
     trace: dict[str, str] = field(default_factory=dict)
+    then: str | None = None  # H_THEN: the forwarded next command, JSON
+    forwarded: str | None = None  # H_FORWARDED: the type of the command this event sent on
 
     @property
     def name(self) -> str:
@@ -84,11 +90,12 @@ class Envelope:
 
     @classmethod
     def new(cls, subject: str, message_type: str, payload: dict[str, Any], *,
-            correlation_id: str | None = None, causation_id: str | None = None) -> Envelope:
+            correlation_id: str | None = None, causation_id: str | None = None,
+            then: str | None = None, forwarded: str | None = None) -> Envelope:
         return cls(message_id=new_message_id(), message_type=message_type, subject=subject,
                    payload=payload, occurred_at=utc_now(),
                    correlation_id=correlation_id, causation_id=causation_id,
-                   trace=current_trace_headers())
+                   trace=current_trace_headers(), then=then, forwarded=forwarded)
 
     def headers(self) -> dict[str, str]:
         h = {H_NATS_MSG_ID: str(self.message_id), H_MESSAGE_ID: str(self.message_id),
@@ -97,6 +104,10 @@ class Envelope:
             h[H_CORRELATION] = self.correlation_id
         if self.causation_id:
             h[H_CAUSATION] = self.causation_id
+        if self.then:
+            h[H_THEN] = self.then
+        if self.forwarded:
+            h[H_FORWARDED] = self.forwarded
         h.update(self.trace)
         return h
 
@@ -128,4 +139,5 @@ class Envelope:
         return cls(message_id=message_id, message_type=message_type, subject=subject,
                    payload=payload, occurred_at=occurred_at,
                    correlation_id=h.get(H_CORRELATION), causation_id=h.get(H_CAUSATION),
-                   trace={k: h[k] for k in (H_TRACEPARENT, H_TRACESTATE) if k in h})
+                   trace={k: h[k] for k in (H_TRACEPARENT, H_TRACESTATE) if k in h},
+                   then=h.get(H_THEN), forwarded=h.get(H_FORWARDED))

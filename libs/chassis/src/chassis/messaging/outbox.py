@@ -42,6 +42,7 @@ from chassis.db import (
     register_deferred,
     write_at_commit,
 )
+from chassis.messaging import forwarding
 from chassis.messaging.envelope import Envelope
 from chassis.messaging.tables import OUTBOX_CHANNEL
 
@@ -108,18 +109,23 @@ class ContractLike(Protocol):
 
 async def stage(session: Tx, contract: ContractLike, *,
                 correlation_id: str | None = None,
-                causation_id: str | None = None) -> Envelope:
-    """Stage ``contract`` in the caller's transaction; its envelope (message id, type)."""
+                causation_id: str | None = None, then: str | None = None) -> Envelope:
+    """Stage ``contract`` in the caller's transaction; its envelope (message id, type).
+    ``then``: the next command its receiver forwards (``chassis.messaging.forwarding``)."""
     return await stage_message(session, contract.subject(), contract.message_type(),
                                contract.to_payload(), correlation_id=correlation_id,
-                               causation_id=causation_id)
+                               causation_id=causation_id, then=then)
 
 
 async def stage_message(session: Tx, subject: str, message_type: str,
                         payload: dict[str, Any], *, correlation_id: str | None = None,
-                        causation_id: str | None = None) -> Envelope:
+                        causation_id: str | None = None, then: str | None = None) -> Envelope:
+    # A handler's success event sends the next command its command carried, in the same
+    # transaction: both commit, or neither.
+    forward = forwarding.take(message_type)
     envelope = Envelope.new(subject, message_type, payload, correlation_id=correlation_id,
-                            causation_id=causation_id)
+                            causation_id=causation_id, then=then,
+                            forwarded=forward[0].message_type if forward else None)
     headers, body = envelope.headers(), envelope.body()
     handoff = _handoff_of(session)
     await write_at_commit(session, _KIND if handoff is None else _KIND_HANDED_OFF, (
@@ -128,4 +134,9 @@ async def stage_message(session: Tx, subject: str, message_type: str,
         committed = Committed(envelope.message_id, subject, headers, body)
         # Dropped with the transaction (or the savepoint) if it rolls back.
         after_commit(session, lambda: handoff.hand_off(committed))
+    if forward is not None:
+        sent, correlation = forward
+        await stage_message(session, sent.subject, sent.message_type, sent.payload,
+                            correlation_id=correlation or correlation_id,
+                            causation_id=str(envelope.message_id), then=sent.then)
     return envelope

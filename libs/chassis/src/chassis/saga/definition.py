@@ -69,10 +69,17 @@ class Step:
     compensation: CommandBuilder | None = None
     deadline_s: float = 30.0
     max_resends: int = 2
+    # Its command carries the next step's, which its receiver sends on success
+    # (``chassis.messaging.forwarding``, ADR 0053): the orchestrator does not see this
+    # step's success, only its failures and what the next step answers.
+    forward: bool = False
 
     def __post_init__(self) -> None:
         if not self.success:
             raise ValueError(f"step {self.name!r} needs at least one success reply")
+        if self.forward and any(h is not None for h in self.success.values()):
+            # Its success never reaches the orchestrator, so it cannot change the data.
+            raise ValueError(f"step {self.name!r} forwards: its success handlers must be None")
         both = set(self.success) & set(self.failure)
         if both:
             raise ValueError(f"step {self.name!r}: {sorted(both)} both succeed and fail")
@@ -105,6 +112,14 @@ class SagaDefinition:
         names = [s.name for s in self.steps]
         if len(set(names)) != len(names):
             raise ValueError(f"saga {self.name!r}: step names must be unique")
+        if self.steps[-1].forward:
+            raise ValueError(f"saga {self.name!r}: the last step has no next step to forward")
+
+    def chain_end(self, index: int) -> int:
+        """The last step sent with step ``index``: the first from it that does not forward."""
+        while self.steps[index].forward:
+            index += 1
+        return index
 
     def reply_types(self) -> list[str]:
         """Every message type some step awaits: what the orchestrator's consumer reads."""
@@ -128,6 +143,7 @@ class SagaDefinition:
                 "compensation": _type_name(s.compensation) if s.compensation else None,
                 "deadline_s": s.deadline_s,
                 "max_resends": s.max_resends,
+                "forward": s.forward,
             } for i, s in enumerate(self.steps)],
         }
 

@@ -1,7 +1,9 @@
 """Mermaid flowchart of a saga definition, drawn from ``SagaDefinition.describe()``.
 
-Forward steps run top to bottom; each failure (or a deadline after the last resend) leads
-into the compensation chain of the steps already done, drawn in reverse order.
+Steps run top to bottom (a step whose receiver forwards the next step's command is drawn
+with a bold edge: the orchestrator awaits both together, ADR 0053); each failure (or a
+deadline after the last resend) leads into the compensation chain of the steps already
+done, drawn in reverse order.
 """
 
 from __future__ import annotations
@@ -30,13 +32,26 @@ def mermaid(described: dict[str, Any]) -> str:
     for i, step in enumerate(steps):
         sid = _id("s_", step["name"])
         after = _id("s_", steps[i + 1]["name"]) if i + 1 < len(steps) else "completed"
-        lines.append(f"    {sid} -- {_label(' | '.join(step['success']))} --> {after}")
+        success = " | ".join(step["success"])
+        if step.get("forward"):
+            lines.append(f"    {sid} == {_label(success + ': its receiver sends the next')} "
+                         f"==> {after}")
+        else:
+            lines.append(f"    {sid} -- {_label(success)} --> {after}")
         for reply in step["failure"]:
             lines.append(f"    {sid} -. {_label(reply)} .-> {_undo_from(steps, i - 1)}")
-        timeout = (f"timed out: {step['deadline_s']:g}s, then {step['max_resends']} resends "
+        if step.get("forward"):
+            continue  # timed out with the step it forwards to, drawn there
+        head = i
+        while head > 0 and steps[head - 1].get("forward"):
+            head -= 1
+        deadline = sum(s["deadline_s"] for s in steps[head:i + 1])
+        timeout = (f"timed out: {deadline:g}s, then {steps[head]['max_resends']} resends "
                    "each waiting twice as long")
-        # A timed-out command may still have taken effect: undo this step too.
-        lines.append(f"    {sid} -. {_label(timeout)} .-> {_undo_from(steps, i)}")
+        # A timed-out command may still have taken effect: undo this step too (and the
+        # steps sent with it).
+        lines.append(f"    {_id('s_', steps[head]['name'])} -. {_label(timeout)} .-> "
+                     f"{_undo_from(steps, i)}")
     for i in range(len(steps) - 1, -1, -1):
         step = steps[i]
         if step["compensation"] is None:

@@ -16,6 +16,13 @@ refuse them (releasing stock, voiding a payment, cancelling a shipment always su
 retried by the receiver). Awaiting their replies would add states without adding safety;
 late replies to compensations are recorded in the history and otherwise ignored.
 
+Forwarded steps (ADR 0053): a step marked ``forward`` sends its command with the next
+step's inside (``chassis.messaging.forwarding``), and its receiver sends that one on success.
+The engine then awaits the steps sent together as one: the failures of each, the success of
+the last; their deadlines add up; a resend re-sends the first (its receiver re-announces
+and forwards again); a timeout undoes them all. A failure of a later one means the earlier
+ones succeeded: the engine undoes those before it, as for any failure.
+
 Ending: every path that ends a saga -- the last success reply (COMPLETED), a failure reply
 or a command that cannot be built (COMPENSATED), a deadline past its last resend
 (COMPENSATED), a compensation that cannot be built (FAILED) -- goes through ``_end``, which
@@ -53,6 +60,7 @@ from chassis.clock import utc_now
 from chassis.db import Tx, after_commit
 from chassis.messaging.consumer import UnknownMessageType, UnmatchedMessage, dropped
 from chassis.messaging.envelope import Envelope, current_trace_headers
+from chassis.messaging.forwarding import Forward
 from chassis.messaging.outbox import stage
 from chassis.saga import store
 from chassis.saga.definition import CommandBuilder, SagaDefinition, SagaEnd, Step
@@ -118,7 +126,7 @@ class SagaEngine:
         inst = SagaInstance(
             id=saga_id, saga_name=definition.name, status=Status.RUNNING, current_step=0,
             resends=0, data=dict(data), trace_context=current_trace_headers(),
-            deadline_at=now + timedelta(seconds=first.deadline_s), created_at=now,
+            deadline_at=now + timedelta(seconds=_deadline_s(definition, 0)), created_at=now,
             updated_at=now, version=1)
         await store.insert(session, inst)
         secrets = Redactor(definition.secret_keys, inst.data)
@@ -126,8 +134,9 @@ class SagaEngine:
                            detail={"data": secrets.omit(inst.data)})
         # A builder error here is the caller's bug: let it raise and roll the request back.
         with secrets.scrubbing():
-            await self._stage(session, secrets, inst, first, first.command(inst.data),
-                              "command_sent", now, causation_id)
+            built, then = _build(definition, 0, inst.data)
+            await self._stage(session, secrets, inst, first, built, "command_sent", now,
+                              causation_id, then=then)
         self._count(session, "started", definition.name)
         return inst
 
@@ -158,8 +167,18 @@ class SagaEngine:
     async def _apply(self, session: Tx, definition: SagaDefinition,
                      inst: SagaInstance, envelope: Envelope, now: datetime,
                      secrets: Redactor) -> None:
-        step = definition.steps[inst.current_step] if inst.status == Status.RUNNING else None
-        outcome = step.outcome_of(envelope.message_type) if step else None
+        step, outcome = None, None
+        if inst.status == Status.RUNNING:
+            # The current step and the steps sent with it (forwarded): whichever answers.
+            for index in range(inst.current_step, definition.chain_end(inst.current_step) + 1):
+                step = definition.steps[index]
+                outcome = step.outcome_of(envelope.message_type)
+                if outcome is not None:
+                    if index > inst.current_step:  # the steps before it succeeded
+                        inst.current_step, inst.resends = index, 0
+                    break
+            else:
+                step = definition.steps[inst.current_step]
         if step is None or outcome is None:
             why, reason = _why_ignored(definition, inst, envelope.message_type)
             await store.record(session, inst.id, now, "reply", message_type=envelope.message_type,
@@ -177,7 +196,12 @@ class SagaEngine:
                                                  "message_id": str(envelope.message_id),
                                                  "updates": updates}))
         causation = str(envelope.message_id)
-        if succeeded:
+        if succeeded and step.forward:
+            # Its receiver has sent the next step's command: wait for that one's answer.
+            inst.current_step, inst.resends = inst.current_step + 1, 0
+            inst.deadline_at = now + timedelta(
+                seconds=_deadline_s(definition, inst.current_step))
+        elif succeeded:
             await self._advance(session, definition, inst, now, causation, secrets)
         else:
             reason = str(updates.get("reason") or envelope.payload.get("reason")
@@ -219,9 +243,14 @@ class SagaEngine:
             # Each resend waits twice as long as the last: a reply that is late because the
             # receiver is behind must not be answered with more commands for it to work
             # through (under overload, fixed deadlines resent most commands twice).
-            inst.deadline_at = now + timedelta(seconds=step.deadline_s * 2 ** inst.resends)
-            await self._send(session, secrets, inst, step, step.command, "resent", now, None,
-                             attempt=inst.resends + 1)
+            inst.deadline_at = now + timedelta(
+                seconds=_deadline_s(definition, inst.current_step) * 2 ** inst.resends)
+            try:
+                built, then = _build(definition, inst.current_step, inst.data)
+            except Exception as exc:
+                raise _BuildError(str(exc)) from exc
+            await self._stage(session, secrets, inst, step, built, "resent", now, None,
+                              then=then, attempt=inst.resends + 1)
             self._count(session, "resends", definition.name, step.name)
         else:
             await store.record(session, inst.id, now, "timed_out", step=step.name,
@@ -229,9 +258,10 @@ class SagaEngine:
             self._count(session, "timeouts", definition.name, step.name)
             # The command may have taken effect with its reply lost: undo this step too
             # (compensations are idempotent and receivers tolerate undoing nothing).
+            # So may the steps it forwarded to.
             await self._compensate(session, definition, inst, now, None, secrets,
                                    failure={"step": step.name, "reason": "timed_out"},
-                                   undo_through=inst.current_step)
+                                   undo_through=definition.chain_end(inst.current_step))
         await store.save(session, inst, now)
 
     async def _advance(self, session: Tx, definition: SagaDefinition,
@@ -246,9 +276,9 @@ class SagaEngine:
             await self._end(session, definition, inst, now, causation, None)
             return
         step = definition.steps[inst.current_step]
-        inst.deadline_at = now + timedelta(seconds=step.deadline_s)
+        inst.deadline_at = now + timedelta(seconds=_deadline_s(definition, inst.current_step))
         try:
-            built = step.command(inst.data)
+            built, then = _build(definition, inst.current_step, inst.data)
         except Exception as exc:
             # The data cannot make the next command (a contract change, a missing id):
             # nothing was asked of that step yet, so undo the ones before it.
@@ -256,7 +286,8 @@ class SagaEngine:
                                    failure={"step": step.name, "reason": f"bad command: {exc}"},
                                    undo_through=inst.current_step - 1)
             return
-        await self._stage(session, secrets, inst, step, built, "command_sent", now, causation)
+        await self._stage(session, secrets, inst, step, built, "command_sent", now, causation,
+                          then=then)
 
     async def _compensate(self, session: Tx, definition: SagaDefinition,
                           inst: SagaInstance, now: datetime, causation: str | None,
@@ -315,10 +346,13 @@ class SagaEngine:
 
     async def _stage(self, session: Tx, secrets: Redactor, inst: SagaInstance,
                      step: Step, built: Any, kind: str, now: datetime, causation: str | None,
-                     **detail: Any) -> None:
+                     *, then: Forward | None = None, **detail: Any) -> None:
         with _in_trace(inst.trace_context):
             envelope = await stage(session, built, correlation_id=str(inst.id),
-                                   causation_id=causation)
+                                   causation_id=causation,
+                                   then=then.encode() if then else None)
+        if then is not None:
+            detail["forwards"] = _forwarded_types(then)
         await store.record(session, inst.id, now, kind, step=step.name,
                            message_type=envelope.message_type,
                            detail=secrets.value({"message_id": str(envelope.message_id),
@@ -327,6 +361,33 @@ class SagaEngine:
 
 class _BuildError(Exception):
     pass
+
+
+def _deadline_s(definition: SagaDefinition, index: int) -> float:
+    """How long the step at ``index`` (and the steps it forwards to) may take."""
+    return sum(s.deadline_s for s in
+               definition.steps[index:definition.chain_end(index) + 1])
+
+
+def _build(definition: SagaDefinition, index: int, data: Any) -> tuple[Any, Forward | None]:
+    """The command of the step at ``index`` and, when it forwards, the next step's command
+    (itself carrying the one after when that step forwards too)."""
+    end = definition.chain_end(index)
+    then: Forward | None = None
+    for i in range(end, index, -1):  # innermost first
+        built = definition.steps[i].command(data)
+        then = Forward(on=tuple(definition.steps[i - 1].success), subject=built.subject(),
+                       message_type=built.message_type(), payload=built.to_payload(),
+                       then=then.encode() if then else None)
+    return definition.steps[index].command(data), then
+
+
+def _forwarded_types(then: Forward) -> list[str]:
+    types = [then.message_type]
+    while then.then:
+        then = Forward.decode(then.then)
+        types.append(then.message_type)
+    return types
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:

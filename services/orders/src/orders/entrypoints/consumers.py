@@ -50,7 +50,10 @@ def consumer_specs(engine: SagaEngine) -> list[ConsumerSpec]:
         specs.append(ConsumerSpec(
             consumer_name(producer), events_stream_name(producer),
             sorted({r.subject() for r in replies}),
-            {r.message_type(): handlers[r.message_type()] for r in replies}))
+            {r.message_type(): handlers[r.message_type()] for r in replies},
+            # A capture whose receiver sent the shipment's command itself (ADR 0053) is
+            # acked unread: the saga awaits what shipping answers.
+            skip_forwarded=True))
     # CATALOG_EVENTS is declared by catalog; until it exists the consumer loop retries.
     specs.append(ConsumerSpec(CATALOG_CONSUMER, events_stream_name("catalog"),
                               sorted(e.subject() for e in catalog_replica.HANDLED),

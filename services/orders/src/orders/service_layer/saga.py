@@ -1,13 +1,16 @@
 """The order saga: reserve stock, charge the payment, create the shipment (held until the
 order is approved); and how its end settles the order.
 
-Since ADR 0051 the payment is one step, ``ChargePayment`` (authorize and capture together):
-an order costs one command and one reply fewer. It comes before the shipment so that a
-declined card, the usual failure, is undone by releasing the stock alone; a shipment that
-cannot be made (rare: the address was checked when the order was placed) refunds the
-charge. Sagas that an older release started run on to their end on the definition they
-started with (``ORDER_V1``: stock, authorize, shipment, capture), kept under its name
-``order``; the engine picks the definition by the name each saga row carries.
+Since ADR 0053 payments sends the shipment's command itself once the charge is captured
+(the command carries it: ``chassis.messaging.forwarding``); orders hears from payments only
+a decline, and then what shipping answers. Since ADR 0051 the payment is one step,
+``ChargePayment`` (authorize and capture together): an order costs one command and one
+reply fewer. It comes before the shipment so that a declined card, the usual failure, is
+undone by releasing the stock alone; a shipment that cannot be made (rare: the address was
+checked when the order was placed) refunds the charge. Sagas that an older release started
+run on to their end on the definition they started with (``ORDER_V2``: ADR 0051's, under
+``order.v2``; ``ORDER_V1``: stock, authorize, shipment, capture, under ``order``); the
+engine picks the definition by the name each saga row carries.
 
 Read top to bottom: the commands each step sends, what each reply changes in the saga's
 data, what happens to the order when the saga ends (``settle``, the definition's ``on_end``,
@@ -19,8 +22,8 @@ order id, payment = ``pay-<order>``, shipment = ``shp-<order>``), so a command r
 reconciler is the same command and stays idempotent at its receiver.
 
 Saga data (JSON): order_id, customer_id, lines [{sku, quantity}], amount, currency,
-payment_method_id (payments' token for the customer's card; only until payments answered the
-authorization), card_last4, address (ShippingAddress fields), and what replies add
+payment_method_id (payments' token for the customer's card; only until payments declined or
+the saga ended), card_last4, address (ShippingAddress fields), and what replies add
 (tracking_number, reason). No card number: orders exchanges a card for a payment method
 before the saga starts. A saga started by an older release may still hold ``card_number``
 until payments answers: its AuthorizePayment is re-sent as v1, which payments still handles.
@@ -75,7 +78,8 @@ log = structlog.get_logger("orders")
 
 Data = dict[str, Any]
 Builder = Callable[[Data], Command]  # a command from the saga's data
-SAGA_NAME = "order.v2"
+SAGA_NAME = "order.v3"
+SAGA_NAME_V2 = "order.v2"  # sagas started before ADR 0053
 SAGA_NAME_V1 = "order"  # sagas started before ADR 0051
 STEP_DEADLINE_S = 10.0
 STEP_RESENDS = 2
@@ -287,15 +291,34 @@ CREATE_SHIPMENT = _step("create_shipment", create_shipment,
                         {_t(ShipmentCreated): shipment_created},
                         {_t(ShipmentCreationFailed): failed}, cancel_shipment)
 
+CHARGE_PAYMENT = _step("charge_payment", charge_payment,
+                       {_t(PaymentCaptured): payment_charged},
+                       {_t(PaymentDeclined): payment_declined}, void_payment)
+
 ORDER = SagaDefinition(SAGA_NAME, [
     RESERVE_STOCK,
+    # Payments sends CreateShipment itself once the charge is captured (ADR 0053): the
+    # capture is not an answer orders has to handle. A decline still comes here, and so
+    # does what shipping answers; a timeout undoes the charge and the shipment together.
     # Its compensation, VoidPayment, refunds the charge (the shipment failed or timed out),
-    # or, when this step's own deadline passed, refuses a charge still to come.
-    _step("charge_payment", charge_payment, {_t(PaymentCaptured): payment_charged},
-          {_t(PaymentDeclined): payment_declined}, void_payment),
+    # or, when the deadline passed, refuses a charge still to come.
+    Step("charge_payment", charge_payment, success={_t(PaymentCaptured): None},
+         failure={_t(PaymentDeclined): payment_declined}, compensation=void_payment,
+         deadline_s=STEP_DEADLINE_S, max_resends=STEP_RESENDS, forward=True),
     CREATE_SHIPMENT,
-], description="Place an order: stock, charge, shipment (held until approval); undone in "
-               "reverse on failure. The saga id is the order id.",
+], description="Place an order: stock, then the charge, whose receiver sends the shipment "
+               "(held until approval); undone in reverse on failure. The saga id is the "
+               "order id.",
+   on_end=settle, secret_keys=SECRET_KEYS)
+
+# ADR 0051's definition, for the sagas an older release started: orders answered the capture
+# itself and sent the shipment.
+ORDER_V2 = SagaDefinition(SAGA_NAME_V2, [
+    RESERVE_STOCK,
+    CHARGE_PAYMENT,
+    CREATE_SHIPMENT,
+], description="Before ADR 0053: stock, charge, then orders sends the shipment. Only sagas "
+               "started by an older release still run on it.",
    on_end=settle, secret_keys=SECRET_KEYS)
 
 # The definition before ADR 0051, for the sagas an older release started: never started now.
@@ -310,6 +333,6 @@ ORDER_V1 = SagaDefinition(SAGA_NAME_V1, [
                "started by an older release still run on it.",
    on_end=settle, secret_keys=SECRET_KEYS)
 
-# What the orders service's engine knows: the one it starts, and the one sagas in flight at
+# What the orders service's engine knows: the one it starts, and the ones sagas in flight at
 # an upgrade may still be on.
-DEFINITIONS = (ORDER, ORDER_V1)
+DEFINITIONS = (ORDER, ORDER_V2, ORDER_V1)

@@ -197,25 +197,29 @@ def step_breakdown(rows: list[dict[str, Any]]) -> dict[str, Any]:
     service's relay, NATS, orders' inbox consumer and the saga transition). Message ids are
     UUIDv7, so both instants come from the messages themselves.
     """
-    sent: dict[tuple[str, str], float] = {}
+    # A step whose receiver forwards the next step's command (ADR 0053) is answered by that
+    # next step: its row is named "<step> → <next>", out covering both services.
+    sent: dict[str, tuple[str, float]] = {}  # per saga: the step of its command, staged at
     out: dict[str, list[float]] = {}
     back: dict[str, list[float]] = {}
     resends: dict[str, int] = {}
     for r in rows:
-        key = (str(r["saga_id"]), str(r.get("step")))
+        saga, step = str(r["saga_id"]), str(r.get("step"))
         at = r["at"].timestamp() if isinstance(r["at"], datetime) else float(r["at"])
         if r["kind"] == "command_sent":
             staged = uuid7_time(r.get("message_id"))
             if staged is not None:
-                sent[key] = staged
+                sent[saga] = (step, staged)
         elif r["kind"] == "resent":
-            resends[key[1]] = resends.get(key[1], 0) + 1
+            resends[step] = resends.get(step, 0) + 1
         elif r["kind"] == "reply" and str(r.get("accepted")).lower() == "true":
             staged = uuid7_time(r.get("message_id"))
-            if staged is None or key not in sent:
+            if staged is None or saga not in sent:
                 continue
-            out.setdefault(key[1], []).append((staged - sent.pop(key)) * 1000)
-            back.setdefault(key[1], []).append((at - staged) * 1000)
+            asked, asked_at = sent.pop(saga)
+            label = step if asked == step else f"{asked} → {step}"
+            out.setdefault(label, []).append((staged - asked_at) * 1000)
+            back.setdefault(label, []).append((at - staged) * 1000)
     steps: dict[str, Any] = {}
     for step in out:
         steps[step] = {"replies": len(out[step]),

@@ -106,7 +106,7 @@ UNITS: dict[str, Unit] = {u.service: u for u in [
     Unit("shipping", consumers=(Consumer("SHIPPING_COMMANDS", "shipping-commands"),)),
     # payments: a card_number order's card is exchanged for a payment method (ADR 0013).
     Unit("orders", calls=("identity", "catalog", "payments"), cpu_request="250m",
-         sagas=("order.v2", "order"),  # the one it starts, the one before ADR 0051
+         sagas=("order.v3", "order.v2", "order"),  # the one it starts, the ones before ADR 0053
          secrets={"CARD_FINGERPRINT_SECRET": ("orders-card-fingerprint", "secret")},
          consumers=(Consumer("INVENTORY_EVENTS", "orders-saga-replies-inventory"),
                     Consumer("PAYMENTS_EVENTS", "orders-saga-replies-payments"),

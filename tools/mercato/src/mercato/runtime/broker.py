@@ -56,7 +56,9 @@ SERVICE_BROKER_NEEDS: dict[str, BrokerNeeds] = {
         consumers=(("CATALOG_EVENTS", "inventory-catalog-events"),
                    ("INVENTORY_COMMANDS", "inventory-commands"))),
     "payments": BrokerNeeds(
-        streams=("PAYMENTS_COMMANDS", "PAYMENTS_EVENTS"), publishes=("payments.events.>",),
+        streams=("PAYMENTS_COMMANDS", "PAYMENTS_EVENTS"),
+        # The order saga's charge carries its shipment's command (ADR 0053).
+        publishes=("payments.events.>", "shipping.commands.create_shipment"),
         consumers=(("PAYMENTS_COMMANDS", "payments-commands"),)),
     "shipping": BrokerNeeds(
         streams=("SHIPPING_COMMANDS", "SHIPPING_EVENTS"), publishes=("shipping.events.>",),
