@@ -355,3 +355,24 @@ async def test_a_command_whose_forward_is_malformed_is_dead_lettered_and_writes_
         envelope.subject, envelope.body(), envelope.headers())) == Outcome.DEAD_LETTERED
     assert await platform.sent() == []
     assert await inbox_rows(db, "payments-commands") == 0
+
+
+async def test_a_forward_the_receiver_may_not_publish_is_dead_lettered_and_writes_nothing(
+        db: Database, engine: SagaEngine, platform: Platform) -> None:
+    """The service's runtime passes its Messaging.sends: a forward elsewhere would be
+    refused by the broker and wait in the outbox for ever."""
+    _, command = await at_charge(db, engine, platform)
+    inventory_like = InboxConsumer(
+        ConsumerSpec("payments-commands", "PAYMENTS_COMMANDS", ["payments.commands.>"],
+                     {"ChargePayment.v1": platform._charge}),
+        db, platform.dead_letters, may_send=["inventory.commands.>"])
+    assert await platform.deliver(inventory_like, command) == Outcome.DEAD_LETTERED
+    [dead] = platform.dead_letters.messages
+    assert "shipping.commands.create_shipment" in dead.headers["Mercato-Dlq-Error"]
+    assert await platform.sent() == []
+    allowed = InboxConsumer(
+        ConsumerSpec("payments-commands", "PAYMENTS_COMMANDS", ["payments.commands.>"],
+                     {"ChargePayment.v1": platform._charge}),
+        db, platform.dead_letters, may_send=["shipping.commands.create_shipment"])
+    assert await platform.deliver(allowed, command) == Outcome.HANDLED
+    assert types(await platform.sent()) == ["PaymentCaptured.v1", "CreateShipment.v1"]

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 
@@ -145,8 +145,11 @@ class Outcome:
 
 class InboxConsumer:
     def __init__(self, spec: ConsumerSpec, db: Database, dead_letters: Publisher,
-                 metrics: MessagingMetrics | None = None) -> None:
+                 metrics: MessagingMetrics | None = None, *,
+                 may_send: Iterable[str] | None = None) -> None:
         self.spec = spec
+        # The command subjects a forward may name (the service's Messaging.sends; None: any).
+        self._may_send = tuple(may_send) if may_send is not None else None
         self._db = db
         self._dead_letters = dead_letters
         self._metrics = metrics
@@ -284,7 +287,7 @@ class InboxConsumer:
                                 "messaging.consumer.group.name": self.spec.name,
                                 # The order (saga) id: how a trace is found by its order.
                                 "messaging.correlation_id": envelope.correlation_id or ""}):
-                with forwarding.receiving(envelope):
+                with forwarding.receiving(envelope, self._may_send):
                     await handler(session, envelope)
         finally:
             _drops.reset(declared)

@@ -20,13 +20,14 @@ under a fresh message id, and the next receiver is idempotent by the ids it carr
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from chassis.broker_permissions import subject_matches
 from chassis.messaging.envelope import Envelope, PoisonMessage
 
 
@@ -75,12 +76,20 @@ _pending: ContextVar[_Pending | None] = ContextVar("mercato_forward", default=No
 
 
 @contextlib.contextmanager
-def receiving(envelope: Envelope) -> Iterator[None]:
-    """Around a handler: what it stages may send the command's forward (``take``)."""
+def receiving(envelope: Envelope, may_send: Iterable[str] | None = None) -> Iterator[None]:
+    """Around a handler: what it stages may send the command's forward (``take``).
+
+    ``may_send``: the subjects this service may publish commands to (its
+    ``Messaging.sends``; None: any). A forward to another subject is a poison message: the
+    broker would refuse its publish, and the outbox row would wait forever."""
     if envelope.then is None:
         yield
         return
-    token = _pending.set(_Pending(Forward.decode(envelope.then), envelope.correlation_id))
+    forward = Forward.decode(envelope.then)
+    if may_send is not None and not any(subject_matches(p, forward.subject) for p in may_send):
+        raise PoisonMessage(f"{envelope.message_type} asks for {forward.subject} to be sent, "
+                            "which this service may not publish")
+    token = _pending.set(_Pending(forward, envelope.correlation_id))
     try:
         yield
     finally:

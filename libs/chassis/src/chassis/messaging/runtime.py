@@ -90,7 +90,8 @@ class MessagingRuntime:
             self._tasks.append(asyncio.create_task(self.relay.run(self._stop),
                                                    name="outbox-relay"))
         for consumer_spec in self.spec.consumers:
-            consumer = InboxConsumer(consumer_spec, self._db, publisher, self.metrics)
+            consumer = InboxConsumer(consumer_spec, self._db, publisher, self.metrics,
+                                     may_send=self.spec.sends)
             self._tasks.append(asyncio.create_task(
                 run_jetstream_consumer(consumer, nc, self._stop, self._waker),
                 name=f"consumer-{consumer_spec.name}"))
