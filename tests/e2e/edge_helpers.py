@@ -120,6 +120,29 @@ class Platform:
                 out.setdefault(host.cluster, []).append(f"{host.address} {host.health_flags}")
         return out
 
+    def wait_settled(self, timeout: float = 60, hold_s: float = 5.0) -> None:
+        """Every service ready when asked straight, and the edge holding every instance
+        healthy for ``hold_s`` on end. The edge's view alone is not enough right after an
+        outage: it still holds an instance healthy until its next check (every 2 s) fails
+        twice, so "none unhealthy" can be read just before the edge takes one out."""
+        services = {name: p["port"] for name, p in self.state()["processes"].items()
+                    if p.get("kind") == "service" and p.get("port")}
+        settled_since: list[float] = []
+
+        def settled() -> bool:
+            with httpx.Client(timeout=5) as raw:
+                ready = all(raw.get(f"http://127.0.0.1:{port}/health/ready").status_code == 200
+                            for port in services.values())
+            if not ready or self.edge_unhealthy():
+                settled_since.clear()
+                return False
+            if not settled_since:
+                settled_since.append(time.monotonic())
+            return time.monotonic() - settled_since[0] >= hold_s
+
+        wait_until(settled, timeout, f"every service ready and healthy at the edge for "
+                   f"{hold_s:g} s", interval=0.25)
+
     def register(self, client: httpx.Client, password: str = "correct horse battery") -> dict:
         email = f"user-{uuid.uuid4().hex[:12]}@example.com"
         resp = client.post("/api/identity/register",
