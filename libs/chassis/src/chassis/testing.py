@@ -1,5 +1,5 @@
 """Test helpers services share: a signing key, a token minter and a static key source;
-and a stand-in upstream server.
+a stand-in upstream server; a clock the test sets.
 
 Tests of a service's API need valid and invalid tokens without a running identity service,
 and answers from the services it calls without running those.
@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -22,6 +23,17 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chassis.auth import KeySource
+
+
+class ManualClock:
+    """A clock that stands still until the test moves ``now`` (a saga engine's or a
+    handler's ``clock``)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
 
 
 class StaticKeys:

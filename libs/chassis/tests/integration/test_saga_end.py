@@ -36,7 +36,7 @@ from chassis.saga import (
     record_event,
     saga_tables,
 )
-from chassis.testing import metadata_database_fixture
+from chassis.testing import ManualClock, metadata_database_fixture
 from contracts.base import Event
 from contracts.inventory.v1 import (
     ReleaseStock,
@@ -117,21 +117,13 @@ def definition(ends: Ends, *, release_builder: Any = release,
     ], on_end=ends, secret_keys=("card", "token"))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @dataclass
 class Rig:
     db: Database
     engine: SagaEngine
     saga: SagaDefinition
     ends: Ends
-    clock: Clock
+    clock: ManualClock
     broker: InMemoryBroker
     dead_letters: InMemoryBroker
     relay: OutboxRelay
@@ -196,7 +188,7 @@ db = metadata_database_fixture(metadata)
 
 
 async def make_rig(db: Database, url: str, **builders: Any) -> Rig:
-    ends, clock = Ends(), Clock()
+    ends, clock = Ends(), ManualClock(T0)
     saga = definition(ends, **builders)
     engine = SagaEngine([saga], clock=clock)
     broker, dead_letters = InMemoryBroker(), InMemoryBroker()
@@ -413,7 +405,7 @@ async def test_an_error_quoting_a_secret_is_logged_and_dead_lettered_without_it(
              compensation=release, deadline_s=10, max_resends=0),
         Step("authorize_payment", authorize, success={"PaymentAuthorized.v1": None}),
     ], on_end=ends, secret_keys=("card",))
-    engine = SagaEngine([saga], clock=Clock())
+    engine = SagaEngine([saga], clock=ManualClock(T0))
     dead = InMemoryBroker()
     consumer = InboxConsumer(ConsumerSpec("nosy-replies", "X_EVENTS", ["*.events.>"],
                                           engine.handlers(), max_deliver=2),
@@ -451,7 +443,7 @@ async def test_a_reconciler_error_quoting_a_secret_is_logged_without_it(
         Step("reserve_stock", leaky, success={"StockReserved.v1": None}, deadline_s=10,
              max_resends=1),
     ], secret_keys=("card",))
-    engine = SagaEngine([saga], clock=Clock())
+    engine = SagaEngine([saga], clock=ManualClock(T0))
     o = uuid.uuid4()
     async with db.unit_of_work() as uow:
         await engine.start(uow.session, saga, o, {"order_id": str(o), "card": CARD})

@@ -34,7 +34,7 @@ from chassis.saga import (
     reconciler,
     saga_tables,
 )
-from chassis.testing import metadata_database_fixture
+from chassis.testing import ManualClock, metadata_database_fixture
 from contracts.base import Event
 from contracts.inventory.v1 import (
     ReleaseStock,
@@ -125,24 +125,16 @@ ORDER = SagaDefinition("order", [
 ])
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 db = metadata_database_fixture(metadata)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(T0)
 
 
 @pytest.fixture
-def engine(clock: Clock) -> SagaEngine:
+def engine(clock: ManualClock) -> SagaEngine:
     return SagaEngine([ORDER], clock=clock)
 
 
@@ -378,7 +370,7 @@ async def test_a_reply_for_a_saga_that_does_not_exist_is_dead_lettered(
 
 
 async def test_deadline_resends_then_compensates_including_the_timed_out_step(
-        db: Database, engine: SagaEngine, services: Services, clock: Clock) -> None:
+        db: Database, engine: SagaEngine, services: Services, clock: ManualClock) -> None:
     saga_id = await start(db, engine)
     o = str(saga_id)
     await services.reply(saga_id, reserved(o))  # now at authorize_payment (10 s, 2 resends)
@@ -416,7 +408,7 @@ async def test_deadline_resends_then_compensates_including_the_timed_out_step(
 
 
 async def test_two_reconcilers_drive_each_stuck_saga_once(
-        db: Database, engine: SagaEngine, clock: Clock) -> None:
+        db: Database, engine: SagaEngine, clock: ManualClock) -> None:
     ids = [await start(db, engine) for _ in range(10)]
     due = T0 + timedelta(seconds=11)
     other = SagaEngine([ORDER], clock=clock)  # a second orchestrator instance
@@ -443,7 +435,7 @@ async def test_two_reconcilers_drive_each_stuck_saga_once(
 
 
 async def test_the_reconciler_redrives_a_saga_left_past_its_deadline(
-        db: Database, engine: SagaEngine, clock: Clock) -> None:
+        db: Database, engine: SagaEngine, clock: ManualClock) -> None:
     saga_id = await start(db, engine)
     clock.now = T0 + timedelta(seconds=11)  # the orchestrator was down past the deadline
     tasks = BackgroundTasks(CollectorRegistry())
@@ -461,7 +453,7 @@ async def test_the_reconciler_redrives_a_saga_left_past_its_deadline(
 
 
 async def test_history_is_complete_ordered_and_in_one_trace(
-        db: Database, engine: SagaEngine, services: Services, clock: Clock) -> None:
+        db: Database, engine: SagaEngine, services: Services, clock: ManualClock) -> None:
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 
@@ -511,7 +503,7 @@ async def test_unknown_saga_history_is_none(db: Database) -> None:
 
 
 async def test_compensation_that_cannot_be_built_fails_the_saga(
-        db: Database, clock: Clock, services: Services) -> None:
+        db: Database, clock: ManualClock, services: Services) -> None:
     def broken_release(d: Data) -> ReleaseStock:
         raise KeyError("reservation_id")
 

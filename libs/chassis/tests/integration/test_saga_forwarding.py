@@ -34,7 +34,7 @@ from chassis.messaging.outbox import stage
 from chassis.messaging.relay import OutboxRelay
 from chassis.messaging.tables import inbox_table, outbox_table
 from chassis.saga import SagaDefinition, SagaEngine, Status, Step, history, saga_tables
-from chassis.testing import metadata_database_fixture
+from chassis.testing import ManualClock, metadata_database_fixture
 from contracts.base import Event
 from contracts.inventory.v1 import (
     ReleaseStock,
@@ -108,24 +108,16 @@ ORDER = SagaDefinition("order.forwarding", [
 ])
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 db = metadata_database_fixture(metadata)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(T0)
 
 
 @pytest.fixture
-def engine(clock: Clock) -> SagaEngine:
+def engine(clock: ManualClock) -> SagaEngine:
     return SagaEngine([ORDER], clock=clock)
 
 
@@ -304,7 +296,7 @@ async def test_a_shipment_that_cannot_be_made_undoes_the_charge_and_the_stock(
 
 
 async def test_the_steps_sent_together_share_a_deadline_resend_the_first_and_undo_all(
-        db: Database, engine: SagaEngine, platform: Platform, clock: Clock) -> None:
+        db: Database, engine: SagaEngine, platform: Platform, clock: ManualClock) -> None:
     saga_id, _ = await at_charge(db, engine, platform)
 
     async def tick(at: datetime) -> int:

@@ -14,7 +14,7 @@ from chassis.messaging.envelope import Envelope
 from chassis.messaging.tables import outbox_table
 from chassis.saga import SagaDefinition, SagaEngine, Step, saga_tables
 from chassis.saga.metrics import SagaMetrics, sample_sagas
-from chassis.testing import metadata_database_fixture
+from chassis.testing import ManualClock, metadata_database_fixture
 from contracts.inventory.v1 import ReleaseStock, ReserveStock, StockLine
 from contracts.payments.v1 import AuthorizePayment, PaymentDeclined
 from prometheus_client import CollectorRegistry
@@ -48,14 +48,6 @@ SAGA = SagaDefinition("order", [
     Step("authorize_payment", authorize, success={"PaymentAuthorized.v1": None},
          failure={"PaymentDeclined.v1": None}, deadline_s=10),
 ])
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 db = metadata_database_fixture(metadata)
@@ -95,7 +87,7 @@ async def test_every_series_exists_at_zero_before_the_first_saga() -> None:
 async def test_transitions_are_counted_once_committed_and_never_when_rolled_back(
         db: Database) -> None:
     registry = CollectorRegistry()
-    clock = Clock()
+    clock = ManualClock(T0)
     engine = SagaEngine([SAGA], clock=clock, metrics=SagaMetrics(registry))
 
     await start(db, engine, commit=False)  # the request failed: nothing was stored
@@ -134,7 +126,7 @@ async def test_transitions_are_counted_once_committed_and_never_when_rolled_back
 async def test_the_sampler_counts_running_sagas_per_step_and_how_late_the_worst_is(
         db: Database) -> None:
     registry = CollectorRegistry()
-    clock = Clock()
+    clock = ManualClock(T0)
     metrics = SagaMetrics(registry)
     engine = SagaEngine([SAGA], clock=clock, metrics=metrics)
     first = await start(db, engine)

@@ -16,6 +16,7 @@ from chassis.messaging.consumer import Outcome
 from chassis.messaging.envelope import H_THEN, Envelope
 from chassis.messaging.forwarding import Forward
 from chassis.saga import SagaEngine, Status, history
+from chassis.testing import ManualClock
 from contracts.inventory.v1 import StockLine, StockReservationFailed, StockReserved
 from contracts.payments.v1 import (
     PaymentAuthorized,
@@ -50,21 +51,13 @@ pytestmark = pytest.mark.integration
 CARD = "4242424242424242"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime.now(UTC))
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def engine(clock: Clock) -> SagaEngine:
+def engine(clock: ManualClock) -> SagaEngine:
     return SagaEngine(DEFINITIONS, clock=clock)
 
 
@@ -298,7 +291,7 @@ async def test_duplicate_and_late_replies_are_harmless(
 
 
 async def test_a_timed_out_step_is_compensated_by_the_reconciler_and_the_order_rejected(
-        db: Database, engine: SagaEngine, services: Services, clock: Clock) -> None:
+        db: Database, engine: SagaEngine, services: Services, clock: ManualClock) -> None:
     o = await place(db, engine)
     await services.reply(o, reserved(o))
     await services.sent()
@@ -326,7 +319,7 @@ async def test_a_timed_out_step_is_compensated_by_the_reconciler_and_the_order_r
 
 
 async def test_a_saga_an_older_release_started_with_a_card_resends_v1_then_forgets_it(
-        db: Database, engine: SagaEngine, services: Services, clock: Clock) -> None:
+        db: Database, engine: SagaEngine, services: Services, clock: ManualClock) -> None:
     """An upgrade can meet a saga whose data holds card_number: its re-sent AuthorizePayment
     is v1 (payments vaults the card on receipt), and the card leaves the data on the answer."""
     o = await place(db, engine)
