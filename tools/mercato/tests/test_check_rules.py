@@ -54,6 +54,21 @@ def test_stock_of_a_rejected_or_cancelled_order_is_not_kept() -> None:
                      ("a cancelled order's units are back on hand", "c")]
 
 
+def test_an_approved_orders_units_have_left_stock() -> None:
+    """ADR 0054: inventory commits on reading OrderApproved. A settled approved order's
+    reservation still held (it would expire and give shipped units back) or released is a
+    violation; a young one may still be on its way."""
+    found = run([order("held", "APPROVED"), order("gone", "APPROVED"),
+                 order("ok", "APPROVED"), {**order("young", "APPROVED"), "settled": False}],
+                ledger=[money(o, "100") for o in ("held", "gone", "ok", "young")],
+                held=[{"reservation_id": "held", "order_id": "held", "status": "reserved"},
+                      {"reservation_id": "gone", "order_id": "gone", "status": "released"},
+                      {"reservation_id": "ok", "order_id": "ok", "status": "committed"},
+                      {"reservation_id": "young", "order_id": "young", "status": "reserved"}])
+    assert found == [("an approved order's units have left stock", "held"),
+                     ("an approved order's units have left stock", "gone")]
+
+
 def test_shipments_stock_and_notifications() -> None:
     found = run([order("r", "REJECTED")],
                 stock=[{"sku": "MUG", "on_hand": -1, "reserved": 0}],
@@ -125,7 +140,8 @@ def test_every_approved_order_has_a_released_shipment_none_overdue() -> None:
         ("every approved order has a shipment", "gone",
          "approved, but shipping has only a cancelled one"),
         ("every approved order has a shipment", "held",
-         "shipment shp-held was never released to the carrier (ReleaseShipment lost?)"),
+         "shipment shp-held was never released to the carrier "
+         "(its OrderApproved unread by shipping?)"),
         ("no shipment overdue", "late",
          "shipment shp-late is CREATED; the carrier was due to move it 95 s ago "
          "(2026-12-01T10:00:00+00:00): is shipping's carrier running?")]

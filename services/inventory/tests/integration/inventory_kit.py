@@ -29,20 +29,22 @@ def delivery(env: Envelope, sequence: int = 1) -> MemoryDelivery:
 
 @dataclass
 class Inventory:
-    """The service's two consumers over a real database, fed by hand."""
+    """The service's three consumers over a real database, fed by hand."""
 
     db: Database
     policy: Policy = field(default_factory=Policy)
     dead_letters: InMemoryBroker = field(default_factory=InMemoryBroker)
 
     def __post_init__(self) -> None:
-        commands, catalog = consumer_specs(self.policy)
+        commands, catalog, orders = consumer_specs(self.policy)
         self.commands = InboxConsumer(commands, self.db, self.dead_letters)
         self.catalog = InboxConsumer(catalog, self.db, self.dead_letters)
+        self.orders = InboxConsumer(orders, self.db, self.dead_letters)
 
     async def send(self, message: Contract | MemoryDelivery) -> str:
         d = message if isinstance(message, MemoryDelivery) else delivery(envelope(message))
-        consumer = self.catalog if d.subject.startswith("catalog.") else self.commands
+        consumer = {"catalog": self.catalog, "orders": self.orders}.get(
+            d.subject.split(".", 1)[0], self.commands)
         return await consumer.process(d)
 
     async def seed(self, **on_hand: int) -> None:

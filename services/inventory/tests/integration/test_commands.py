@@ -24,6 +24,7 @@ from contracts.inventory.v1 import (
     RestockReservation,
     StockLine,
 )
+from contracts.orders.v1 import OrderApproved
 from inventory.domain.model import Policy
 from inventory.service_layer.handlers import sweep_expired
 from inventory_kit import Inventory, delivery, envelope
@@ -168,6 +169,49 @@ async def test_restock_overtaking_its_commit_releases_and_the_commit_is_ignored(
     await inv.send(RestockReservation(reservation_id="r1"))
     await inv.send(CommitReservation(reservation_id="r1"))
     await inv.send(RestockReservation(reservation_id="unknown"))
+    assert await inv.levels() == {"MUG": (10, 0)}
+    assert await inv.statuses() == {"r1": "released"}
+
+
+def approved(rid: str | None, order_id: str = "o1") -> OrderApproved:
+    return OrderApproved(order_id=order_id, customer_id="c1", total="100", currency="EUR",
+                         reservation_id=rid, shipment_id=f"shp-{order_id}")
+
+
+async def test_an_order_approval_commits_its_reservation_once(inv: Inventory) -> None:
+    """ADR 0054: the approval is the commit; a redelivery or a re-published approval, and a
+    late release, change nothing."""
+    await inv.seed(MUG=10)
+    await inv.send(reserve("r1", MUG=2))
+    approval = envelope(approved("r1"))
+    assert await inv.send(delivery(approval)) == Outcome.HANDLED
+    assert await inv.send(delivery(approval, 2)) == Outcome.DUPLICATE
+    assert await inv.send(approved("r1")) == Outcome.DROPPED
+    await inv.send(ReleaseStock(reservation_id="r1"))
+    assert await inv.levels() == {"MUG": (8, 0)}
+    assert await inv.statuses() == {"r1": "committed"}
+    [committed] = await inv.events("ReservationCommitted.v1")
+    assert committed["reservation_id"] == "r1"
+
+
+async def test_an_approval_from_before_adr_0054_commits_nothing(inv: Inventory) -> None:
+    """Its order sent CommitReservation: the approval itself names no reservation."""
+    await inv.seed(MUG=10)
+    await inv.send(reserve("r1", MUG=2))
+    assert await inv.send(approved(None)) == Outcome.HANDLED
+    assert await inv.levels() == {"MUG": (10, 2)}
+    assert await inv.statuses() == {"r1": "reserved"}
+    assert types(await inv.events()) == ["StockReserved.v1"]
+
+
+async def test_a_restock_overtaking_the_approval_releases_and_the_approval_is_ignored(
+        inv: Inventory) -> None:
+    """The approval travels on the orders' stream, a cancel's restock on inventory's: read
+    by two consumers, the restock can come first. The units go back once either way."""
+    await inv.seed(MUG=10)
+    await inv.send(reserve("r1", MUG=2))
+    await inv.send(RestockReservation(reservation_id="r1", reason="cancelled_by_customer"))
+    assert await inv.send(approved("r1")) == Outcome.DROPPED
     assert await inv.levels() == {"MUG": (10, 0)}
     assert await inv.statuses() == {"r1": "released"}
 

@@ -9,6 +9,7 @@ from contracts.inventory.v1 import (
     ReserveStock,
     RestockReservation,
 )
+from contracts.orders.v1 import OrderApproved
 from inventory.app import messaging
 from inventory.entrypoints.consumers import parse
 from inventory.settings import InventorySettings
@@ -51,6 +52,13 @@ def test_messaging_declares_streams_and_handles_every_catalog_event() -> None:
     assert set(catalog.handlers) == {c.message_type() for c in
                                      (ProductCreated, ProductUpdated, PriceChanged,
                                       ProductDiscontinued)}
+    # The approval commits the reservation (ADR 0054): only it is read of the orders' events.
+    orders = consumers["inventory-orders-events"]
+    assert (orders.stream, orders.subjects) == ("ORDERS_EVENTS",
+                                                ["orders.events.order_approved"])
+    assert set(orders.handlers) == {OrderApproved.message_type()}
+    assert set(consumers) == {"inventory-commands", "inventory-catalog-events",
+                              "inventory-orders-events"}
 
 
 def message(payload: dict) -> Envelope:

@@ -159,8 +159,9 @@ async def test_happy_path_approves_and_commits_the_reservation(
     assert await services.sent() == []
     assert await services.reply(o, shipped(o)) == Outcome.HANDLED
     sent += await services.sent()
-    assert types(sent) == ["ChargePayment.v1", "CommitReservation.v1", "ReleaseShipment.v1",
-                           "OrderApproved.v1"]
+    # The approval is one event, not two commands and an event (ADR 0054): inventory commits
+    # the reservation and shipping releases the shipment it names.
+    assert types(sent) == ["ChargePayment.v1", "OrderApproved.v1"]
     shipment = Forward.decode(sent[0].headers[H_THEN])
     assert (shipment.on, shipment.subject) == (("PaymentCaptured.v1",),
                                                "shipping.commands.create_shipment")
@@ -170,10 +171,10 @@ async def test_happy_path_approves_and_commits_the_reservation(
     assert (charge["payment_id"], charge["amount"], charge["customer_id"],
             charge["card_last4"]) == (f"pay-{o}", "29300", "alice", "4242")
     assert charge["payment_method_id"].startswith("pm_") and "card_number" not in charge
-    assert payload(sent[1]) == {"reservation_id": o}
-    assert payload(sent[2]) == {"shipment_id": f"shp-{o}", "order_id": o}
+    approval = payload(sent[1])
+    assert (approval["reservation_id"], approval["shipment_id"]) == (o, f"shp-{o}")
     # What the read model shows of the payment and the shipment travels in the outcome.
-    assert {k: payload(sent[3])[k] for k in ("total", "amount_captured", "tracking_number")
+    assert {k: approval[k] for k in ("total", "amount_captured", "tracking_number")
             } == {"total": "29300", "amount_captured": "29300", "tracking_number": "MS123"}
     assert all(m.headers["Mercato-Correlation-Id"] == o for m in sent)
     row = await order_row(db, o)
@@ -262,8 +263,10 @@ async def test_an_older_releases_saga_completes_on_its_own_definition(
         await services.reply(o, event)
     await services.sent()
     await services.reply(o, captured(o))
-    assert types(await services.sent()) == ["CommitReservation.v1", "ReleaseShipment.v1",
-                                            "OrderApproved.v1"]
+    [approval] = await services.sent()
+    assert types([approval]) == ["OrderApproved.v1"]
+    assert (payload(approval)["reservation_id"], payload(approval)["shipment_id"]) == (
+        o, f"shp-{o}")
     assert (await order_row(db, o))["status"] == "APPROVED"
     assert await card_anywhere(db) is False
 
@@ -282,7 +285,7 @@ async def test_duplicate_and_late_replies_are_harmless(
     # Not one of our sagas: dead-lettered for an operator.
     assert await services.reply(str(uuid.uuid4()), reserved(o)) == Outcome.DEAD_LETTERED
     sent = types(await services.sent())
-    assert sent.count("CommitReservation.v1") == 1 and sent.count("OrderApproved.v1") == 1
+    assert sent.count("OrderApproved.v1") == 1 and "CommitReservation.v1" not in sent
     assert sent.count("ChargePayment.v1") == 1
     assert (await order_row(db, o))["status"] == "APPROVED"
     ignored = [e for e in (await saga(db, o)).events

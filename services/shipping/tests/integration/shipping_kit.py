@@ -56,12 +56,14 @@ class Shipping:
     dead_letters: InMemoryBroker = field(default_factory=InMemoryBroker)
 
     def __post_init__(self) -> None:
-        [commands] = consumer_specs(self.timetable)
+        commands, orders = consumer_specs(self.timetable)
         self.commands = InboxConsumer(commands, self.db, self.dead_letters)
+        self.orders = InboxConsumer(orders, self.db, self.dead_letters)
 
     async def send(self, message: Contract | MemoryDelivery) -> str:
         d = message if isinstance(message, MemoryDelivery) else delivery(envelope(message))
-        return await self.commands.process(d)
+        consumer = self.orders if d.subject.startswith("orders.") else self.commands
+        return await consumer.process(d)
 
     async def statuses(self) -> dict[str, str]:
         async with self.db.engine.connect() as conn:

@@ -12,6 +12,7 @@ from chassis.db import Database
 from chassis.logging import configure_logging
 from chassis.messaging.consumer import Outcome
 from chassis.messaging.envelope import Envelope
+from contracts.orders.v1 import OrderApproved
 from contracts.shipping.v1 import CancelShipment, CreateShipment
 from shipping.domain.model import Timetable
 from shipping.service_layer.handlers import sweep_carrier
@@ -106,6 +107,46 @@ async def test_release_hands_a_created_shipment_to_the_carrier_once(ship: Shippi
     assert await sweep_carrier(db.unit_of_work(), TIMES,
                                now=utc_now() + timedelta(days=1)) == 1  # s1 on to IN_TRANSIT
     assert (await ship.statuses())["s2"] == "CANCELLED"
+
+
+def approved(sid: str | None) -> OrderApproved:
+    """The approval of the order of ``create(sid)``, naming its shipment (ADR 0054)."""
+    return OrderApproved(order_id=f"order-{sid}", customer_id="c1", total="100",
+                         currency="EUR", reservation_id=f"order-{sid}", shipment_id=sid)
+
+
+async def test_an_order_approval_releases_its_shipment_to_the_carrier_once(
+        ship: Shipping, db: Database) -> None:
+    """ADR 0054: the approval is the release. A redelivery or a re-published approval after
+    dispatch changes nothing; an approval for a shipment shipping lacks is an operator's."""
+    await ship.send(create("s1"))
+    assert await sweep_carrier(db.unit_of_work(), TIMES,
+                               now=utc_now() + timedelta(days=1)) == 0  # held
+    approval = envelope(approved("s1"))
+    assert await ship.send(delivery(approval)) == Outcome.HANDLED
+    assert await ship.send(delivery(approval, 2)) == Outcome.DUPLICATE
+    assert await sweep_carrier(db.unit_of_work(), TIMES,
+                               now=utc_now() + timedelta(seconds=31)) == 1
+    assert await ship.send(approved("s1")) == Outcome.HANDLED  # dispatched already
+    assert await ship.statuses() == {"s1": "DISPATCHED"}
+    assert await ship.send(approved("nope")) == Outcome.DEAD_LETTERED
+    [letter] = ship.dead_letters.messages
+    assert letter.subject == "dlq.shipping-orders-events"
+    assert "shipment 'nope'" in letter.headers["Mercato-Dlq-Error"]
+
+
+async def test_an_approval_from_before_adr_0054_or_after_a_cancel_releases_nothing(
+        ship: Shipping, db: Database) -> None:
+    """Before ADR 0054 the order sent ReleaseShipment and the approval names no shipment. A
+    cancel read first (it travels on shipping's own stream) keeps the parcel cancelled."""
+    await ship.send(create("s1"))
+    assert await ship.send(approved(None)) == Outcome.HANDLED
+    await ship.send(create("s2"))
+    await ship.send(cancel("s2", reason="cancelled_by_customer"))
+    assert await ship.send(approved("s2")) == Outcome.HANDLED
+    assert await sweep_carrier(db.unit_of_work(), TIMES,
+                               now=utc_now() + timedelta(days=1)) == 0
+    assert await ship.statuses() == {"s1": "CREATED", "s2": "CANCELLED"}
 
 
 async def test_cancel_before_create_leaves_a_tombstone_that_refuses_it(

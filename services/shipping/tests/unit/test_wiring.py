@@ -2,6 +2,7 @@ from datetime import timedelta
 
 import pytest
 from chassis.messaging.envelope import Envelope, PoisonMessage
+from contracts.orders.v1 import OrderApproved
 from contracts.shipping.v1 import CancelShipment, CreateShipment, ReleaseShipment
 from shipping.app import messaging
 from shipping.entrypoints.consumers import parse
@@ -39,12 +40,16 @@ def test_messaging_declares_streams_and_handles_every_command() -> None:
     streams = {s.name: (s.subjects, s.work_queue) for s in spec.streams}
     assert streams == {"SHIPPING_EVENTS": (["shipping.events.>"], False),
                        "SHIPPING_COMMANDS": (["shipping.commands.>"], True)}
-    [commands] = spec.consumers
+    commands, orders = spec.consumers
     assert (commands.name, commands.stream, commands.subjects) == (
         "shipping-commands", "SHIPPING_COMMANDS", ["shipping.commands.>"])
     assert set(commands.handlers) == {CreateShipment.message_type(),
                                       CancelShipment.message_type(),
                                       ReleaseShipment.message_type()}
+    # The approval releases the shipment (ADR 0054): only it is read of the orders' events.
+    assert (orders.name, orders.stream, orders.subjects) == (
+        "shipping-orders-events", "ORDERS_EVENTS", ["orders.events.order_approved"])
+    assert set(orders.handlers) == {OrderApproved.message_type()}
 
 
 def message(payload: dict) -> Envelope:

@@ -122,7 +122,7 @@ async def check(home: Home, *, grace_s: float = DEFAULT_GRACE_S,
         _fetch(urls, "inventory", "SELECT sku, on_hand, reserved FROM stock "
                                   "WHERE on_hand < 0 OR reserved < 0 OR reserved > on_hand"),
         _fetch(urls, "inventory", "SELECT reservation_id, order_id, status FROM reservations "
-                                  "WHERE status IN ('reserved', 'committed')"),
+                                  "WHERE status IN ('reserved', 'committed', 'released')"),
         # The carrier's own schedule says when a shipment moves next: late by more than the
         # grace, the carrier is not working (see docs/operations.md).
         _fetch(urls, "shipping",

@@ -5,8 +5,9 @@
 - per order, captured - refunded is 0 or the order total: the total for an approved order,
   0 for a rejected or cancelled one; at most one capture per order;
 - stock on hand and reserved are never negative, reserved ≤ on hand, no reservation is
-  left held for a rejected or cancelled order, and a cancelled order's units are back on
-  hand (its reservation not left committed);
+  left held for a rejected or cancelled order, a cancelled order's units are back on
+  hand (its reservation not left committed), and an approved order's have left it (its
+  reservation committed, not held or released);
 - a shipment exists (not cancelled) only for an approved order (or one still in flight);
 - at most one notification per order and kind;
 - every outbox publishes within a bound: no unpublished row older than it;
@@ -103,6 +104,13 @@ def evaluate(*, orders: list[Row], stuck: list[Row], ledger: list[Row], stock: l
         elif row["status"] == "committed" and order["status"] == "CANCELLED":
             found.append(Violation("a cancelled order's units are back on hand", order["id"],
                                    f"reservation {row['reservation_id']} still committed"))
+        elif (row["status"] in ("reserved", "released") and order["status"] == "APPROVED"
+              and _settled(order)):
+            # Its units were shipped, so they must have left stock: a reservation still held
+            # would expire and give them back, one released already has (ADR 0054).
+            found.append(Violation("an approved order's units have left stock", order["id"],
+                                   f"reservation {row['reservation_id']} {row['status']}, "
+                                   "never committed (its OrderApproved unread by inventory?)"))
     for row in shipments:
         order = by_id.get(row["order_id"])
         if (row["status"] != "CANCELLED" and order is not None
@@ -191,7 +199,7 @@ def shipments_follow_approvals(orders: list[Row], shipments: list[Row],
             if s["status"] == "CREATED" and s["next_move_at"] is None:
                 found.append(Violation("every approved order has a shipment", order["id"],
                                        f"shipment {s['shipment_id']} was never released to "
-                                       "the carrier (ReleaseShipment lost?)"))
+                                       "the carrier (its OrderApproved unread by shipping?)"))
     for s in shipments:
         if s["next_move_at"] is not None and s["late_s"] is not None \
                 and float(s["late_s"]) > src.grace_s:

@@ -25,6 +25,7 @@ from contracts.inventory.v1 import (
     ReserveStock,
     RestockReservation,
 )
+from contracts.orders.v1 import OrderApproved
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inventory.adapters.orm import ID_LENGTH, SKU_LENGTH
@@ -35,6 +36,7 @@ log = structlog.get_logger("inventory")
 
 COMMANDS_CONSUMER = "inventory-commands"
 CATALOG_CONSUMER = "inventory-catalog-events"
+ORDERS_CONSUMER = "inventory-orders-events"
 
 C = TypeVar("C", bound=Contract)
 
@@ -95,6 +97,17 @@ def catalog_handlers() -> dict[str, Handler]:
             ProductUpdated.message_type(): ignore, PriceChanged.message_type(): ignore}
 
 
+async def order_approved(session: AsyncSession, envelope: Envelope) -> None:
+    """An approved order's units leave stock (ADR 0054): the approval names its reservation.
+    An approval published before ADR 0054 names none; its order sent CommitReservation."""
+    event = parse(OrderApproved, envelope)
+    if event.reservation_id is None:
+        return
+    await handlers.commit_reservation(
+        session, CommitReservation(reservation_id=event.reservation_id),
+        causation_id=str(envelope.message_id))
+
+
 def consumer_specs(policy: Policy) -> list[ConsumerSpec]:
     return [
         ConsumerSpec(COMMANDS_CONSUMER, commands_stream_name("inventory"),
@@ -102,4 +115,7 @@ def consumer_specs(policy: Policy) -> list[ConsumerSpec]:
         # CATALOG_EVENTS is declared by catalog; until it exists the consumer loop retries.
         ConsumerSpec(CATALOG_CONSUMER, events_stream_name("catalog"), ["catalog.events.>"],
                      catalog_handlers()),
+        # Only the approval: no other order event is inventory's business.
+        ConsumerSpec(ORDERS_CONSUMER, events_stream_name("orders"), [OrderApproved.subject()],
+                     {OrderApproved.message_type(): order_approved}),
     ]

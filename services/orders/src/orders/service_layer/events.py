@@ -23,14 +23,16 @@ async def order_placed(session: AsyncSession, o: Order, *, causation_id: str | N
         correlation_id=o.id, causation_id=causation_id)
 
 
-async def order_approved(session: AsyncSession, o: Order, *,
-                         tracking_number: str | None) -> None:
+async def order_approved(session: AsyncSession, o: Order, *, tracking_number: str | None,
+                         reservation_id: str, shipment_id: str) -> None:
     """The saga's own steps captured the whole total and created the shipment: the event
-    says so, and the read model needs no step's event to show it (ADR 0039)."""
+    says so, and the read model needs no step's event to show it (ADR 0039). It names the
+    reservation inventory commits and the shipment shipping releases (ADR 0054)."""
     await stage(session, OrderApproved(
         order_id=o.id, customer_id=o.customer_id, customer_email=o.customer_email,
         total=format_amount(o.total), currency=o.currency,
-        amount_captured=format_amount(o.total), tracking_number=tracking_number),
+        amount_captured=format_amount(o.total), tracking_number=tracking_number,
+        reservation_id=reservation_id, shipment_id=shipment_id),
         correlation_id=o.id)
 
 

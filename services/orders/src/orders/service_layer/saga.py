@@ -225,8 +225,9 @@ def restock_reservation(d: Data) -> RestockReservation:
 
 # A COMPLETED saga approves its order: the units leave stock and the parcel goes to the
 # carrier (shipping holds it until then, so the saga's compensation can always cancel it).
-ON_APPROVAL: tuple[Builder, ...] = (commit_reservation, release_shipment)
-
+# No command carries that (ADR 0054): inventory and shipping read OrderApproved, which names
+# the reservation and the shipment. ``commit_reservation`` and ``release_shipment`` build
+# what an older release sent instead, which inventory and shipping still take.
 # After a COMPLETED saga the customer asked to cancel: everything it did, undone.
 UNDO_COMPLETED: tuple[Builder, ...] = (cancel_shipment, refund_payment, release_stock)
 # After an APPROVED order's shipment was cancelled: the money and the committed units back
@@ -239,8 +240,9 @@ UNDO_APPROVED: tuple[Builder, ...] = (refund_payment, restock_reservation)
 async def settle(session: AsyncSession, saga: SagaInstance, end: SagaEnd) -> None:
     """The saga has ended: finish its order, still PENDING, in the same transaction.
 
-    COMPLETED: APPROVED (+ CommitReservation, ReleaseShipment, OrderApproved), or, when the
-    customer asked to cancel meanwhile, CANCELLED with everything the saga did undone
+    COMPLETED: APPROVED (+ OrderApproved, which commits the reservation at inventory and
+    releases the shipment at shipping, ADR 0054), or, when the customer asked to cancel
+    meanwhile, CANCELLED with everything the saga did undone
     (+ CancelShipment, RefundPayment, ReleaseStock, OrderCancelled). COMPENSATED (or FAILED:
     a compensation could not be built, logged by the engine): REJECTED with the failure's
     reason (+ OrderRejected). A crash between the saga's end and the order's cannot happen:
@@ -261,12 +263,12 @@ async def settle(session: AsyncSession, saga: SagaInstance, end: SagaEnd) -> Non
         order.cancel(end.at)
         await events.order_cancelled(session, order)
     elif end.status == Status.COMPLETED:
-        for builder in ON_APPROVAL:
-            sent.append((await stage(session, builder(saga.data), correlation_id=order_id,
-                                     causation_id=end.causation_id)).message_type)
         order.approve(end.at)
+        approval = commit_reservation(saga.data), release_shipment(saga.data)
         await events.order_approved(session, order,
-                                    tracking_number=saga.data.get("tracking_number"))
+                                    tracking_number=saga.data.get("tracking_number"),
+                                    reservation_id=approval[0].reservation_id,
+                                    shipment_id=approval[1].shipment_id)
     else:
         order.reject(rejection_reason(saga.data.get("failure")), end.at)
         await events.order_rejected(session, order)

@@ -1,4 +1,5 @@
-"""The shipping service's message entrypoint: one durable consumer on its command queue.
+"""The shipping service's message entrypoints: a durable consumer on its command queue, and
+one on the orders' events that reads the approval (ADR 0054).
 
 Each handler decodes the contract and calls a service-layer function in the consumer's
 transaction (the same one that writes the inbox row), so a message takes effect once.
@@ -10,8 +11,9 @@ from typing import TypeVar
 
 from chassis.messaging.consumer import ConsumerSpec, Handler
 from chassis.messaging.envelope import Envelope, PoisonMessage
-from chassis.messaging.streams import commands_stream_name
+from chassis.messaging.streams import commands_stream_name, events_stream_name
 from contracts.base import Contract
+from contracts.orders.v1 import OrderApproved
 from contracts.shipping.v1 import CancelShipment, CreateShipment, ReleaseShipment
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +22,7 @@ from shipping.domain.model import Timetable
 from shipping.service_layer import handlers
 
 COMMANDS_CONSUMER = "shipping-commands"
+ORDERS_CONSUMER = "shipping-orders-events"
 
 C = TypeVar("C", bound=Contract)
 
@@ -51,6 +54,24 @@ def command_handlers(timetable: Timetable) -> dict[str, Handler]:
             ReleaseShipment.message_type(): release}
 
 
+def approval_handler(timetable: Timetable) -> Handler:
+    async def order_approved(session: AsyncSession, envelope: Envelope) -> None:
+        """An approved order's parcel goes to the carrier: the approval names its shipment.
+        An approval published before ADR 0054 names none; its order sent ReleaseShipment."""
+        event = parse(OrderApproved, envelope)
+        if event.shipment_id is not None:
+            await handlers.release_shipment(
+                session, ReleaseShipment(shipment_id=event.shipment_id,
+                                         order_id=event.order_id), timetable)
+
+    return order_approved
+
+
 def consumer_specs(timetable: Timetable) -> list[ConsumerSpec]:
     return [ConsumerSpec(COMMANDS_CONSUMER, commands_stream_name("shipping"),
-                         ["shipping.commands.>"], command_handlers(timetable))]
+                         ["shipping.commands.>"], command_handlers(timetable)),
+            # ORDERS_EVENTS is declared by orders; until it exists the consumer loop retries.
+            # Only the approval: no other order event is shipping's business.
+            ConsumerSpec(ORDERS_CONSUMER, events_stream_name("orders"),
+                         [OrderApproved.subject()],
+                         {OrderApproved.message_type(): approval_handler(timetable)})]

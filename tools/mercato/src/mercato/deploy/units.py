@@ -99,11 +99,13 @@ UNITS: dict[str, Unit] = {u.service: u for u in [
     Unit("catalog"),
     Unit("inventory", cpu_request="150m",
          consumers=(Consumer("INVENTORY_COMMANDS", "inventory-commands"),
-                    Consumer("CATALOG_EVENTS", "inventory-catalog-events"))),
+                    Consumer("CATALOG_EVENTS", "inventory-catalog-events"),
+                    Consumer("ORDERS_EVENTS", "inventory-orders-events"))),
     Unit("payments", cpu_request="150m",
          consumers=(Consumer("PAYMENTS_COMMANDS", "payments-commands"),),
          external=(PSP,), config={"PROVIDER_URL": f"http://payments-provider:{PSP.port}"}),
-    Unit("shipping", consumers=(Consumer("SHIPPING_COMMANDS", "shipping-commands"),)),
+    Unit("shipping", consumers=(Consumer("SHIPPING_COMMANDS", "shipping-commands"),
+                                Consumer("ORDERS_EVENTS", "shipping-orders-events"))),
     # payments: a card_number order's card is exchanged for a payment method (ADR 0013).
     Unit("orders", calls=("identity", "catalog", "payments"), cpu_request="250m",
          sagas=("order.v3", "order.v2", "order"),  # the one it starts, the ones before ADR 0053

@@ -54,7 +54,9 @@ SERVICE_BROKER_NEEDS: dict[str, BrokerNeeds] = {
     "inventory": BrokerNeeds(
         streams=("INVENTORY_COMMANDS", "INVENTORY_EVENTS"), publishes=("inventory.events.>",),
         consumers=(("CATALOG_EVENTS", "inventory-catalog-events"),
-                   ("INVENTORY_COMMANDS", "inventory-commands"))),
+                   ("INVENTORY_COMMANDS", "inventory-commands"),
+                   # The approval commits the reservation (ADR 0054).
+                   ("ORDERS_EVENTS", "inventory-orders-events"))),
     "payments": BrokerNeeds(
         streams=("PAYMENTS_COMMANDS", "PAYMENTS_EVENTS"),
         # The order saga's charge carries its shipment's command (ADR 0053).
@@ -62,7 +64,9 @@ SERVICE_BROKER_NEEDS: dict[str, BrokerNeeds] = {
         consumers=(("PAYMENTS_COMMANDS", "payments-commands"),)),
     "shipping": BrokerNeeds(
         streams=("SHIPPING_COMMANDS", "SHIPPING_EVENTS"), publishes=("shipping.events.>",),
-        consumers=(("SHIPPING_COMMANDS", "shipping-commands"),)),
+        # The approval releases the shipment (ADR 0054).
+        consumers=(("ORDERS_EVENTS", "shipping-orders-events"),
+                   ("SHIPPING_COMMANDS", "shipping-commands"))),
     "orders": BrokerNeeds(
         streams=("ORDERS_EVENTS",), publishes=tuple(sorted(("orders.events.>", *_COMMANDS))),
         consumers=(("CATALOG_EVENTS", "orders-catalog-events"),
