@@ -32,8 +32,12 @@ run_one() {  # run_one LABEL CHECKOUT N
   echo "$label run $n: exit $rc, $(grep -o 'platform total *│ *[0-9.]*' "$out/$label-$n.out" \
         | tr -s ' │' ' ' || true)"
   # 0: met the bar; 3: ran clean below it. 1 (violations, orders never terminal) or 2
-  # (could not run) ends the comparison here.
-  if [ "$rc" -eq 1 ] || [ "$rc" -eq 2 ]; then echo "see $out/$label-$n.out"; exit "$rc"; fi
+  # (could not run) ends the comparison here, unless KEEP_GOING=1 lets a 1 go on: an old
+  # build measured against today's (issue 17's baseline) breaks rules that today's
+  # `mercato check` added after it; the violations stay in the run's .out.
+  if [ "$rc" -eq 1 ] && [ "${KEEP_GOING:-0}" = 1 ]; then
+    echo "$label run $n: violations (KEEP_GOING=1): see $out/$label-$n.out"
+  elif [ "$rc" -eq 1 ] || [ "$rc" -eq 2 ]; then echo "see $out/$label-$n.out"; exit "$rc"; fi
 }
 
 for i in $(seq 1 "$rounds"); do

@@ -39,7 +39,6 @@ from chassis.messaging.outbox import stage
 from chassis.saga import SagaDefinition, SagaEnd, SagaInstance, Status, Step, record_event
 from contracts.base import Command, Event
 from contracts.inventory.v1 import (
-    CommitReservation,
     ReleaseStock,
     ReserveStock,
     RestockReservation,
@@ -62,7 +61,6 @@ from contracts.payments.v2 import AuthorizePayment
 from contracts.shipping.v1 import (
     CancelShipment,
     CreateShipment,
-    ReleaseShipment,
     ShipmentCreated,
     ShipmentCreationFailed,
     ShipmentLine,
@@ -116,10 +114,6 @@ def release_stock(d: Data) -> ReleaseStock:
     return ReleaseStock(reservation_id=d["order_id"], reason=_reason(d))
 
 
-def commit_reservation(d: Data) -> CommitReservation:
-    return CommitReservation(reservation_id=d["order_id"])
-
-
 def authorize_payment(d: Data) -> AuthorizePayment | v1.AuthorizePayment:
     if LEGACY_CARD_KEY in d:  # a saga started by an older release, re-sent
         return v1.AuthorizePayment(payment_id=payment_id(d["order_id"]),
@@ -158,10 +152,6 @@ def create_shipment(d: Data) -> CreateShipment:
 def cancel_shipment(d: Data) -> CancelShipment:
     return CancelShipment(shipment_id=shipment_id(d["order_id"]), order_id=d["order_id"],
                           reason=_reason(d))
-
-
-def release_shipment(d: Data) -> ReleaseShipment:
-    return ReleaseShipment(shipment_id=shipment_id(d["order_id"]), order_id=d["order_id"])
 
 
 def capture_payment(d: Data) -> CapturePayment:
@@ -226,8 +216,9 @@ def restock_reservation(d: Data) -> RestockReservation:
 # A COMPLETED saga approves its order: the units leave stock and the parcel goes to the
 # carrier (shipping holds it until then, so the saga's compensation can always cancel it).
 # No command carries that (ADR 0054): inventory and shipping read OrderApproved, which names
-# the reservation and the shipment. ``commit_reservation`` and ``release_shipment`` build
-# what an older release sent instead, which inventory and shipping still take.
+# the reservation and the shipment (before, orders sent CommitReservation and ReleaseShipment,
+# which inventory and shipping still take from an older release).
+
 # After a COMPLETED saga the customer asked to cancel: everything it did, undone.
 UNDO_COMPLETED: tuple[Builder, ...] = (cancel_shipment, refund_payment, release_stock)
 # After an APPROVED order's shipment was cancelled: the money and the committed units back
@@ -264,11 +255,10 @@ async def settle(session: AsyncSession, saga: SagaInstance, end: SagaEnd) -> Non
         await events.order_cancelled(session, order)
     elif end.status == Status.COMPLETED:
         order.approve(end.at)
-        approval = commit_reservation(saga.data), release_shipment(saga.data)
+        # The ids its steps reserved and shipped under (reserve_stock, create_shipment).
         await events.order_approved(session, order,
                                     tracking_number=saga.data.get("tracking_number"),
-                                    reservation_id=approval[0].reservation_id,
-                                    shipment_id=approval[1].shipment_id)
+                                    reservation_id=order_id, shipment_id=shipment_id(order_id))
     else:
         order.reject(rejection_reason(saga.data.get("failure")), end.at)
         await events.order_rejected(session, order)
