@@ -32,6 +32,7 @@ from chassis.messaging.memory import InMemoryBroker, MemoryDelivery
 from chassis.messaging.metrics import MessagingMetrics
 from chassis.messaging.outbox import stage
 from chassis.messaging.relay import OutboxRelay
+from chassis.messaging.runtime import Messaging, MessagingRuntime
 from chassis.messaging.tables import inbox_table, outbox_table
 from chassis.saga import SagaDefinition, SagaEngine, Status, Step, history, saga_tables
 from chassis.testing import ManualClock, metadata_database_fixture
@@ -134,6 +135,7 @@ class Platform:
     payments consumer whose handler answers a charge with ``self.answer``."""
 
     def __init__(self, db: Database, url: str, engine: SagaEngine) -> None:
+        self.url = url
         self.broker = InMemoryBroker()
         self.dead_letters = InMemoryBroker()
         self.relay = OutboxRelay(url, self.broker)
@@ -351,20 +353,24 @@ async def test_a_command_whose_forward_is_malformed_is_dead_lettered_and_writes_
 
 async def test_a_forward_the_receiver_may_not_publish_is_dead_lettered_and_writes_nothing(
         db: Database, engine: SagaEngine, platform: Platform) -> None:
-    """The service's runtime passes its Messaging.sends: a forward elsewhere would be
-    refused by the broker and wait in the outbox for ever."""
+    """The service's runtime holds its consumers to its Messaging.sends: a forward elsewhere
+    would be refused by the broker and wait in the outbox for ever."""
     _, command = await at_charge(db, engine, platform)
-    inventory_like = InboxConsumer(
-        ConsumerSpec("payments-commands", "PAYMENTS_COMMANDS", ["payments.commands.>"],
-                     {"ChargePayment.v1": platform._charge}),
-        db, platform.dead_letters, may_send=["inventory.commands.>"])
+
+    def consumer_of(sends: list[str]) -> InboxConsumer:
+        """The payments-like service's consumer, as its MessagingRuntime builds it."""
+        spec = Messaging(outbox=True, sends=sends, consumers=[ConsumerSpec(
+            "payments-commands", "PAYMENTS_COMMANDS", ["payments.commands.>"],
+            {"ChargePayment.v1": platform._charge})])
+        runtime = MessagingRuntime(spec, db, platform.url, MessagingMetrics(CollectorRegistry()))
+        [consumer] = runtime.inbox_consumers(platform.dead_letters)
+        return consumer
+
+    inventory_like = consumer_of(["inventory.commands.>"])
     assert await platform.deliver(inventory_like, command) == Outcome.DEAD_LETTERED
     [dead] = platform.dead_letters.messages
     assert "shipping.commands.create_shipment" in dead.headers["Mercato-Dlq-Error"]
     assert await platform.sent() == []
-    allowed = InboxConsumer(
-        ConsumerSpec("payments-commands", "PAYMENTS_COMMANDS", ["payments.commands.>"],
-                     {"ChargePayment.v1": platform._charge}),
-        db, platform.dead_letters, may_send=["shipping.commands.create_shipment"])
+    allowed = consumer_of(["shipping.commands.create_shipment"])
     assert await platform.deliver(allowed, command) == Outcome.HANDLED
     assert types(await platform.sent()) == ["PaymentCaptured.v1", "CreateShipment.v1"]

@@ -51,7 +51,7 @@ def test_describe_lists_steps_replies_and_compensations() -> None:
     assert first == {"index": 0, "name": "reserve_stock", "command": "ReserveStock.v1",
                      "success": ["StockReserved.v1"], "failure": ["StockReservationFailed.v1"],
                      "compensation": "ReleaseStock.v1", "deadline_s": 5, "max_resends": 2,
-                     "forward": False}
+                     "forward": False, "sent_with": 0, "chain_deadline_s": 5}
     assert second["compensation"] == "VoidPayment.v1" and second["max_resends"] == 1
     assert third["compensation"] is None
 
@@ -125,6 +125,11 @@ def test_steps_sent_together_end_at_the_first_that_does_not_forward() -> None:
         Step("c", reserve, success={"C.v1": None}),
         Step("d", reserve, success={"D.v1": None})])
     assert [d.chain_end(i) for i in range(4)] == [2, 2, 2, 3]
+    assert [d.chain_head(i) for i in range(4)] == [0, 0, 0, 3]
+    assert [d.chain_deadline_s(i) for i in range(4)] == [90, 60, 30, 30]
+    described = d.describe()["steps"]
+    assert [(s["sent_with"], s["chain_deadline_s"]) for s in described] == [
+        (0, 90), (0, 60), (0, 30), (3, 30)]
     mermaid = d.to_mermaid()
     assert 's_a == "A.v1: its receiver sends the next" ==> s_b' in mermaid
     # One deadline for the three (30 s each), from the first; none of their own.

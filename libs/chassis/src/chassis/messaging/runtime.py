@@ -14,7 +14,7 @@ import structlog
 from nats.aio.client import Client as NATS
 
 from chassis.db import Database
-from chassis.messaging.broker import JetStreamPublisher
+from chassis.messaging.broker import JetStreamPublisher, Publisher
 from chassis.messaging.consumer import (
     ConsumerSpec,
     InboxConsumer,
@@ -89,12 +89,10 @@ class MessagingRuntime:
             hand_off_after_commit(self._db.engine, self.relay)
             self._tasks.append(asyncio.create_task(self.relay.run(self._stop),
                                                    name="outbox-relay"))
-        for consumer_spec in self.spec.consumers:
-            consumer = InboxConsumer(consumer_spec, self._db, publisher, self.metrics,
-                                     may_send=self.spec.sends)
+        for consumer in self.inbox_consumers(publisher):
             self._tasks.append(asyncio.create_task(
                 run_jetstream_consumer(consumer, nc, self._stop, self._waker),
-                name=f"consumer-{consumer_spec.name}"))
+                name=f"consumer-{consumer.spec.name}"))
         if self.spec.consumers:
             self._tasks.append(asyncio.create_task(run_consumer_sampler(
                 js, self.spec.consumers, self.metrics, self._stop,
@@ -102,6 +100,13 @@ class MessagingRuntime:
                 name="consumer-sampler"))
         log.info("messaging_started", outbox=self.spec.outbox,
                  consumers=[c.name for c in self.spec.consumers])
+
+    def inbox_consumers(self, publisher: Publisher) -> list[InboxConsumer]:
+        """One inbox consumer per declared consumer, each held to the subjects the service
+        may send (``Messaging.sends``): a command forwarded elsewhere is dead-lettered
+        (ADR 0053), since the broker would refuse its publish."""
+        return [InboxConsumer(spec, self._db, publisher, self.metrics, may_send=self.spec.sends)
+                for spec in self.spec.consumers]
 
     def wake_consumers(self) -> None:
         """After a reconnect: each consumer checks its durable consumer is still on the

@@ -121,6 +121,16 @@ class SagaDefinition:
             index += 1
         return index
 
+    def chain_head(self, index: int) -> int:
+        """The step whose command carried step ``index``'s: the first of its chain."""
+        while index > 0 and self.steps[index - 1].forward:
+            index -= 1
+        return index
+
+    def chain_deadline_s(self, index: int) -> float:
+        """How long the step at ``index`` and the steps it forwards to may take together."""
+        return sum(s.deadline_s for s in self.steps[index:self.chain_end(index) + 1])
+
     def reply_types(self) -> list[str]:
         """Every message type some step awaits: what the orchestrator's consumer reads."""
         seen: dict[str, None] = {}
@@ -144,6 +154,10 @@ class SagaDefinition:
                 "deadline_s": s.deadline_s,
                 "max_resends": s.max_resends,
                 "forward": s.forward,
+                # Sent with the command of step ``sent_with`` (itself, unless forwarded to);
+                # awaited with the steps it forwards to for ``chain_deadline_s`` (ADR 0053).
+                "sent_with": self.chain_head(i),
+                "chain_deadline_s": self.chain_deadline_s(i),
             } for i, s in enumerate(self.steps)],
         }
 

@@ -42,12 +42,9 @@ def mermaid(described: dict[str, Any]) -> str:
             lines.append(f"    {sid} -. {_label(reply)} .-> {_undo_from(steps, i - 1)}")
         if step.get("forward"):
             continue  # timed out with the step it forwards to, drawn there
-        head = i
-        while head > 0 and steps[head - 1].get("forward"):
-            head -= 1
-        deadline = sum(s["deadline_s"] for s in steps[head:i + 1])
-        timeout = (f"timed out: {deadline:g}s, then {steps[head]['max_resends']} resends "
-                   "each waiting twice as long")
+        head = step["sent_with"]
+        timeout = (f"timed out: {steps[head]['chain_deadline_s']:g}s, then "
+                   f"{steps[head]['max_resends']} resends each waiting twice as long")
         # A timed-out command may still have taken effect: undo this step too (and the
         # steps sent with it).
         lines.append(f"    {_id('s_', steps[head]['name'])} -. {_label(timeout)} .-> "

@@ -126,7 +126,7 @@ class SagaEngine:
         inst = SagaInstance(
             id=saga_id, saga_name=definition.name, status=Status.RUNNING, current_step=0,
             resends=0, data=dict(data), trace_context=current_trace_headers(),
-            deadline_at=now + timedelta(seconds=_deadline_s(definition, 0)), created_at=now,
+            deadline_at=now + timedelta(seconds=definition.chain_deadline_s(0)), created_at=now,
             updated_at=now, version=1)
         await store.insert(session, inst)
         secrets = Redactor(definition.secret_keys, inst.data)
@@ -200,7 +200,7 @@ class SagaEngine:
             # Its receiver has sent the next step's command: wait for that one's answer.
             inst.current_step, inst.resends = inst.current_step + 1, 0
             inst.deadline_at = now + timedelta(
-                seconds=_deadline_s(definition, inst.current_step))
+                seconds=definition.chain_deadline_s(inst.current_step))
         elif succeeded:
             await self._advance(session, definition, inst, now, causation, secrets)
         else:
@@ -244,7 +244,7 @@ class SagaEngine:
             # receiver is behind must not be answered with more commands for it to work
             # through (under overload, fixed deadlines resent most commands twice).
             inst.deadline_at = now + timedelta(
-                seconds=_deadline_s(definition, inst.current_step) * 2 ** inst.resends)
+                seconds=definition.chain_deadline_s(inst.current_step) * 2 ** inst.resends)
             try:
                 built, then = _build(definition, inst.current_step, inst.data)
             except Exception as exc:
@@ -276,7 +276,7 @@ class SagaEngine:
             await self._end(session, definition, inst, now, causation, None)
             return
         step = definition.steps[inst.current_step]
-        inst.deadline_at = now + timedelta(seconds=_deadline_s(definition, inst.current_step))
+        inst.deadline_at = now + timedelta(seconds=definition.chain_deadline_s(inst.current_step))
         try:
             built, then = _build(definition, inst.current_step, inst.data)
         except Exception as exc:
@@ -361,12 +361,6 @@ class SagaEngine:
 
 class _BuildError(Exception):
     pass
-
-
-def _deadline_s(definition: SagaDefinition, index: int) -> float:
-    """How long the step at ``index`` (and the steps it forwards to) may take."""
-    return sum(s.deadline_s for s in
-               definition.steps[index:definition.chain_end(index) + 1])
 
 
 def _build(definition: SagaDefinition, index: int, data: Any) -> tuple[Any, Forward | None]:
