@@ -21,7 +21,7 @@ import re
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -132,6 +132,22 @@ def _as_sqlalchemy_error(adapted: Any, sql: str, args: tuple[Any, ...],
     return error
 
 
+def violated_constraint(error: BaseException) -> str | None:
+    """The name of the constraint an integrity error broke (asyncpg's, under SQLAlchemy's
+    and its adapter's wrappers), or None: how a caller tells "this key exists" from any
+    other conflict."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = getattr(current, "constraint_name", None)
+        if isinstance(name, str) and name:
+            return name
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return None
+
+
 async def _invalidate_if_lost(tx: Tx, adapted: Any, error: Exception) -> None:
     """A lost connection (PostgreSQL restarted, the backend killed) is dropped, as
     SQLAlchemy's own path does: this one is never checked out again, and the pool's older
@@ -237,16 +253,30 @@ def _begin(adapted: Any) -> str | None:
             + (" DEFERRABLE" if adapted.deferrable else ""))
 
 
-async def driver_execute_first(tx: Tx, sql: str, *args: Any) -> int:
+async def driver_execute_first(tx: Tx, sql: str, *args: Any,
+                               locks: Sequence[tuple[int, str]] = ()) -> int:
     """``driver_execute``, with the transaction's BEGIN in the same round trip when ``sql``
-    is its first statement and every value has a literal form; the number of rows changed."""
+    is its first statement and every value has a literal form; the number of rows changed.
+
+    ``locks`` (``advisory_xact_lock``'s) are taken before ``sql``, in the same round trip
+    when it goes with its BEGIN (ADR 0055)."""
     adapted = await _adapted(tx)
     values = [_literal(a) for a in args]
+    keys = [(space, _literal(key)) for space, key in locks
+            if isinstance(space, int) and not isinstance(space, bool)]
     quoted = getattr(adapted._connection.get_settings(), "standard_conforming_strings", "")
     begin = None if adapted._started or None in values or _is_reading(tx) or quoted != "on" \
-        else _begin(adapted)
+        or len(keys) != len(locks) or any(key is None for _, key in keys) else _begin(adapted)
     if begin is None:
+        for space, key in locks:
+            await advisory_xact_lock(tx, space, key)
         return await driver_execute(tx, sql, *args)
+    # Each statement of a script takes a snapshot of its own: ``sql`` sees what the holder of
+    # a lock committed before it let go.
+    begin += "".join(f"; SELECT pg_advisory_xact_lock({space}, hashtext({key}))"
+                     for space, key in keys)
+    if locks:
+        _state(tx).setdefault(_LOCKS, set()).update(locks)
     script = _PARAMETER.sub(lambda m: values[int(m.group(1)) - 1] or "", sql)
     try:
         async with adapted._execute_mutex:
@@ -261,6 +291,26 @@ async def driver_execute_first(tx: Tx, sql: str, *args: Any) -> int:
         raise translated from error
     last = status.rsplit(" ", 1)[-1]
     return int(last) if last.isdigit() else 0
+
+
+# -- advisory locks, taken once per transaction ---------------------------------------------
+# A handler serialises the messages about one thing (a reservation, a payment, a shipment)
+# with a transaction-scoped advisory lock. A consumer that knows the lock a message's handler
+# will take takes it with the inbox claim, in its round trip (``driver_execute_first``'s
+# ``locks``); the handler's own ``advisory_xact_lock`` then sends nothing (ADR 0055).
+_LOCKS = "chassis_advisory_locks"
+_LOCK = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
+
+
+async def advisory_xact_lock(tx: Tx, space: int, key: str) -> None:
+    """Hold the advisory lock (``space``, ``hashtext(key)``) until this transaction ends; no
+    round trip when this transaction holds it already."""
+    held: set[tuple[int, str]] = _state(tx).setdefault(_LOCKS, set())
+    if (space, key) in held:
+        return
+    await driver_execute(tx, _LOCK, space, key)
+    if not tx.in_nested_transaction():  # a savepoint's lock may go with its rollback
+        held.add((space, key))
 
 
 # Work that is ONE statement needs no transaction around it: PostgreSQL runs a statement sent
@@ -425,6 +475,40 @@ def _write_pending(session: Session) -> None:
             _VERIFY[kind](rows, len(result.fetchall()))
 
 
+def _one_statement(pending: dict[str, list[Any]]) -> tuple[str, tuple[Any, ...]] | None:
+    """The pending rows as ONE statement that needs no answer checked, or None: a verified
+    kind (its check comes after the statement, too late for a statement already committed)
+    or a kind that is itself a WITH query beside others makes it more than one."""
+    if any(kind in _VERIFY for kind in pending):
+        return None
+    made = [_FLUSHERS[kind](rows) for kind, rows in pending.items()]
+    if len(made) == 1:
+        return made[0]
+    statements = tuple(sql for sql, _ in made)
+    if any(sql.lstrip()[:4].upper() == "WITH" for sql in statements):
+        return None
+    return (_combined(statements, tuple(len(args) for _, args in made)),
+            tuple(value for _, args in made for value in args))
+
+
+async def _write_pending_alone(conn: AsyncConnection, adapted: Any) -> bool:
+    """Write a transaction that sent nothing yet and whose work is one statement as that
+    statement alone: PostgreSQL runs it atomically and commits it when it ends, so BEGIN
+    and COMMIT would be two round trips for nothing (ADR 0055). False (nothing sent) when
+    the transaction is not of that kind."""
+    state = _state(conn)
+    pending: dict[str, list[Any]] | None = state.get(_PENDING)
+    if not pending or adapted._started or _begin(adapted) != "BEGIN":
+        return False
+    statement = _one_statement(pending)
+    if statement is None:
+        return False
+    sql, args = statement
+    del state[_PENDING]
+    await _on_driver_once(conn, sql, args, lambda driver: driver.execute(sql, *args))
+    return True
+
+
 async def _write_pending_async(conn: AsyncConnection) -> None:
     pending: dict[str, list[Any]] | None = _state(conn).pop(_PENDING, None)
     if not pending:
@@ -508,6 +592,7 @@ def _after_commit(session: Session) -> None:
 def _after_rollback(session: Session, previous_transaction: Any) -> None:
     if previous_transaction.parent is None:  # the outer transaction: its rows are gone
         session.info.pop(_PENDING, None)
+        session.info.pop(_LOCKS, None)
         session.info.pop(_AFTER_COMMIT, None)
         return
     waiting = session.info.get(_AFTER_COMMIT)
@@ -675,14 +760,18 @@ class UnitOfWork:
         conn = self.session
         if self._orm is not None:
             await self._orm.flush()
-        await _write_pending_async(conn)
         adapted = _checked_out(conn) if self._orm is None else None
-        if adapted is None:
-            await conn.commit()
+        if adapted is not None and await _write_pending_alone(conn, adapted):
+            _sync_connection(conn).commit()  # bookkeeping: the driver began nothing
         else:
-            await _commit_on_driver(conn, adapted)
+            await _write_pending_async(conn)
+            if adapted is None:
+                await conn.commit()
+            else:
+                await _commit_on_driver(conn, adapted)
         if self._answered is not None:
             self._answered.now()
+        _state(conn).pop(_LOCKS, None)
         _run_after_commit(_state(conn))
 
     async def rollback(self) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 import pytest
 from chassis.db import (
     Database,
+    advisory_xact_lock,
     as_columns,
     driver_execute,
     driver_execute_first,
@@ -246,7 +248,125 @@ async def test_rows_written_at_commit_are_one_statement_and_a_read_sees_them_fir
     sent = [s for s in sent if "typeinfo" not in s and "'jit'" not in s]
     assert await committed(db) == {"a": (7, REF), "b": (1, None)}
     writes = [s for s in sent if "counters" in s and not s.startswith("SELECT")]
-    # BEGIN, one write, COMMIT; BEGIN, the flush, the read, COMMIT.
-    assert len(writes) == 2 and len(sent) == 7, sent
+    # The first: one write alone, no BEGIN, no COMMIT (ADR 0055); the second: BEGIN, the
+    # flush, the read, COMMIT.
+    assert len(writes) == 2 and len(sent) == 5, sent
+    assert sent[0] == writes[0] and sent[1] == "BEGIN;" and sent[-1] == "COMMIT;", sent
     assert writes[0].startswith("WITH w0 AS (INSERT INTO counters (name, value, ref) "
                                 "VALUES ($1, $2, $3), ($4, $5, $6)), w1 AS (UPDATE"), writes
+
+
+# -- a transaction that is one statement, sent alone (ADR 0055) ---------------------------------
+_CHECKED = "test.counter_checked"
+register_deferred(_CHECKED, lambda rows: (
+    "UPDATE counters SET value = x.value FROM unnest($1::text[], $2::int[]) AS x(name, value) "
+    "WHERE counters.name = x.name RETURNING counters.name", as_columns(rows)),
+    verify=lambda rows, returned: None if returned == len(rows) else (_ for _ in ()).throw(
+        RuntimeError(f"{len(rows) - returned} counters missing")))
+
+
+async def _sent_by(one: Database, pg_server: PgServer, work: Any) -> list[str]:
+    name = one.engine.url.database
+    assert name is not None
+    with pg_server.statements_logged(name) as logged:
+        pid = await backend_pid(one)
+        sent_before = len(logged(pid))
+        await work()
+        sent = [" ".join(s.split(": ", 1)[1].split()) for s in logged(pid)[sent_before:]]
+    return [s for s in sent if "typeinfo" not in s and "'jit'" not in s]
+
+
+async def test_a_failing_statement_sent_alone_writes_none_of_its_parts(
+        db: Database, one: Database, pg_server: PgServer) -> None:
+    async def work() -> None:
+        async with one.unit_of_work() as uow:
+            await write_at_commit(uow.session, _ADDED, ("a", 1, REF))
+            await write_at_commit(uow.session, _SET, ("z", 2))
+            await uow.commit()
+        with pytest.raises(IntegrityError):  # "a" again: the insert fails, the update with it
+            async with one.unit_of_work() as uow:
+                await write_at_commit(uow.session, _ADDED, ("c", 1, None))
+                await write_at_commit(uow.session, _ADDED, ("a", 1, None))
+                await write_at_commit(uow.session, _SET, ("a", 9))
+                await uow.commit()
+        async with one.unit_of_work() as uow:  # the connection went back clean
+            await write_at_commit(uow.session, _SET, ("a", 3))
+            await uow.commit()
+
+    sent = await _sent_by(one, pg_server, work)
+    assert await committed(db) == {"a": (3, REF)}
+    assert not [s for s in sent if s.startswith(("BEGIN", "COMMIT", "ROLLBACK"))], sent
+    assert len(sent) == 3, sent
+
+
+async def test_a_checked_write_or_one_after_a_statement_is_not_sent_alone(
+        db: Database, one: Database, pg_server: PgServer) -> None:
+    async def work() -> None:
+        async with one.unit_of_work() as uow:
+            await write_at_commit(uow.session, _ADDED, ("a", 1, REF))
+            await uow.commit()
+        # A verified kind is checked after its statement: inside a transaction, so that a
+        # failed check still rolls the statement back.
+        with pytest.raises(RuntimeError, match="1 counters missing"):
+            async with one.unit_of_work() as uow:
+                await write_at_commit(uow.session, _ADDED, ("b", 1, None))
+                await write_at_commit(uow.session, _CHECKED, ("nobody", 5))
+                await uow.commit()
+        async with one.unit_of_work() as uow:  # a statement first: the usual transaction
+            await driver_execute(uow.session, BUMP, "a")
+            await write_at_commit(uow.session, _ADDED, ("c", 1, None))
+            await uow.commit()
+
+    sent = await _sent_by(one, pg_server, work)
+    assert await committed(db) == {"a": (2, REF), "c": (1, None)}
+    assert [s.split()[0] for s in sent] == [
+        "INSERT", "BEGIN;", "WITH", "ROLLBACK;", "BEGIN;", "UPDATE", "INSERT", "COMMIT;"], sent
+
+
+# -- an advisory lock taken with the first statement (ADR 0055) ---------------------------------
+async def _lock_is_free(db: Database, space: int, key: str) -> bool:
+    async with db.engine.connect() as conn:
+        free = (await conn.execute(text("SELECT pg_try_advisory_xact_lock(:s, hashtext(:k))"),
+                                   {"s": space, "k": key})).scalar_one()
+        await conn.rollback()
+    return bool(free)
+
+
+async def test_a_lock_goes_with_the_first_statement_and_is_not_taken_twice(
+        db: Database, one: Database, pg_server: PgServer) -> None:
+    key = "it's r-1"  # a quote: the key is a literal in the script
+    name = one.engine.url.database
+    assert name is not None
+    with pg_server.statements_logged(name) as logged:
+        pid = await backend_pid(one)
+        sent_before = len(logged(pid))
+        async with one.unit_of_work() as uow:
+            assert await driver_execute_first(uow.session, INSERT, "a", 1, REF,
+                                              locks=((77, key),)) == 1
+            assert not await _lock_is_free(db, 77, key)  # held, under exactly that key
+            await advisory_xact_lock(uow.session, 77, key)  # held already: nothing sent
+            await advisory_xact_lock(uow.session, 77, "r-2")  # another: one statement
+            assert not await _lock_is_free(db, 77, "r-2")
+            await uow.commit()
+        assert await _lock_is_free(db, 77, key)  # let go at the end of the transaction
+        async with one.unit_of_work() as uow:  # a new transaction holds nothing yet
+            await advisory_xact_lock(uow.session, 77, key)
+            await uow.commit()
+        sent = [" ".join(s.split(": ", 1)[1].split()) for s in logged(pid)[sent_before:]]
+    sent = [s for s in sent if "typeinfo" not in s]
+    assert sent[0] == ("BEGIN; SELECT pg_advisory_xact_lock(77, hashtext('it''s r-1')); "
+                       "INSERT INTO counters (name, value, ref) VALUES ('a', 1, "
+                       f"'{REF}') ON CONFLICT DO NOTHING"), sent
+    locks = [s for s in sent if "pg_advisory_xact_lock" in s]
+    assert len(locks) == 3 and len(sent) == 6, sent  # the script, r-2, COMMIT; BEGIN, lock, COMMIT
+    assert await committed(db) == {"a": (1, REF)}
+
+
+async def test_a_lock_with_a_statement_that_cannot_go_with_its_begin_is_still_taken(
+        db: Database, one: Database) -> None:
+    async with one.unit_of_work() as uow:
+        await driver_execute(uow.session, BUMP, "nobody")  # begun: the script's way is shut
+        await driver_execute_first(uow.session, INSERT, "b", 2, None, locks=((78, "r-3"),))
+        assert not await _lock_is_free(db, 78, "r-3")
+        await uow.commit()
+    assert await committed(db) == {"b": (2, None)}

@@ -562,13 +562,15 @@ def statements_sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     import chassis.db as chassis_db
 
     statements: list[str] = []
-    on_driver = chassis_db._on_driver
+    # In a transaction, and alone (a transaction that is one statement, ADR 0055).
+    for name in ("_on_driver", "_on_driver_once"):
+        def spy(run_on: Any = getattr(chassis_db, name)) -> Any:
+            async def counted(tx: Any, sql: str, args: tuple[Any, ...], run: Any) -> Any:
+                statements.append(sql)
+                return await run_on(tx, sql, args, run)
+            return counted
 
-    async def counted(tx: Any, sql: str, args: tuple[Any, ...], run: Any) -> Any:
-        statements.append(sql)
-        return await on_driver(tx, sql, args, run)
-
-    monkeypatch.setattr(chassis_db, "_on_driver", counted)
+        monkeypatch.setattr(chassis_db, name, spy())
     return statements
 
 

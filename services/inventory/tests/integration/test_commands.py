@@ -302,7 +302,8 @@ async def test_a_command_writes_once_at_commit(inv: Inventory, pg_server: Any,
                                                database_url: str) -> None:
     """A reserve's changes (the reservation, its lines, the stock) and its reply go out as
     one statement before the COMMIT, as do a release's and a commit's (ADR 0052): the round
-    trips of a command are its inbox claim, its lock, its reads, one write and the COMMIT."""
+    trips of a command are its inbox claim with its lock (ADR 0055), its reads, one write and
+    the COMMIT."""
     await inv.seed(MUG=5)
     with pg_server.statements_logged(database_url.rsplit("/", 1)[1]) as logged:
         one = Database(database_url, pool_size=1)
@@ -321,10 +322,15 @@ async def test_a_command_writes_once_at_commit(inv: Inventory, pg_server: Any,
                                   for s in logged(pid)[before:]]
         finally:
             await one.dispose()
-    writes = {name: [s for s in statements if s.startswith(("BEGIN; INSERT", "WITH", "INSERT", "UPDATE"))]
+    writes = {name: [s for s in statements if s.startswith(("BEGIN;", "WITH", "INSERT", "UPDATE"))]
               for name, statements in sent.items()}
-    # The inbox claim rides on the BEGIN; every other write is in the one statement.
+    # The reservation's lock and the inbox claim ride on the BEGIN; every other write is in
+    # the one statement.
     assert [len(w) for w in writes.values()] == [2, 2, 2], sent
+    assert [w[0].split(" INSERT INTO inbox")[0] for w in writes.values()] == [
+        "BEGIN; SELECT pg_advisory_xact_lock(7243, hashtext('r1'));",
+        "BEGIN; SELECT pg_advisory_xact_lock(7243, hashtext('r1'));",
+        "BEGIN; SELECT pg_advisory_xact_lock(7243, hashtext('t1'));"], writes
     reserve_write, commit_write, release_write = (w[1] for w in writes.values())
     assert all(part in reserve_write for part in (
         "INSERT INTO reservations", "INSERT INTO reservation_lines", "UPDATE stock",
@@ -333,7 +339,7 @@ async def test_a_command_writes_once_at_commit(inv: Inventory, pg_server: Any,
         "UPDATE stock", "UPDATE reservations", "INSERT INTO outbox")), commit_write
     assert all(part in release_write for part in (  # an unknown reservation's tombstone
         "INSERT INTO reservations", "INSERT INTO outbox")), release_write
-    assert [len(s) for s in sent.values()] == [6, 7, 5], sent
+    assert [len(s) for s in sent.values()] == [5, 6, 4], sent
     assert await inv.levels() == {"MUG": (3, 0)}
     assert await inv.statuses() == {"r0": "committed", "r1": "committed", "t0": "released",
                                     "t1": "released"}

@@ -30,6 +30,7 @@ from contracts.shipping.v1 import (
     ShipmentCreated,
     ShipmentCreationFailed,
 )
+from orders.adapters.repository import OrdersRepository
 from orders.domain.commands import OrderItem, PaymentChoice, PlaceOrder
 from orders.service_layer import handlers
 from orders.service_layer.saga import DEFINITIONS, SAGA_NAME_V1, SAGA_NAME_V2
@@ -475,3 +476,55 @@ async def test_the_sagas_end_writes_the_order_with_the_saga_in_one_statement(
         "UPDATE orders", "UPDATE saga_instances", "INSERT INTO saga_events",
         "INSERT INTO outbox")), writes
     assert [(await order_row(db, o))["status"] for o in orders] == ["APPROVED"] * 2
+
+
+async def test_placing_an_order_writes_it_as_one_statement_sent_alone(
+        db: Database, database_url: str, engine: SagaEngine, pg_server: Any) -> None:
+    """The order, its OrderPlaced, its saga and the saga's first command are one statement,
+    with no BEGIN and no COMMIT around it (ADR 0055); a repeat of the key writes nothing and
+    is answered with the first order."""
+    with pg_server.statements_logged(database_url.rsplit("/", 1)[1]) as logged:
+        one = Database(database_url, pool_size=1)
+        try:
+            pid = (await one.fetch_once("SELECT pg_backend_pid() AS pid"))[0]["pid"]
+            await place(one, engine, key="warm")  # asyncpg's type queries on a new connection
+            before = len(logged(pid))
+            first = await place(one, engine, key="k1")
+            sent = [" ".join(s.split(": ", 1)[1].split()) for s in logged(pid)[before:]]
+            assert await place(one, engine, key="k1") == first
+        finally:
+            await one.dispose()
+    writes = [s for s in sent if s.startswith(("WITH", "INSERT", "UPDATE"))]
+    assert len(writes) == 1 and not [s for s in sent if s.startswith(("BEGIN", "COMMIT"))], sent
+    assert all(part in writes[0] for part in (
+        "INSERT INTO orders", "INSERT INTO saga_instances", "INSERT INTO saga_events",
+        "INSERT INTO outbox")), writes
+    async with db.engine.connect() as conn:
+        counts = (await conn.execute(text(
+            "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM saga_instances), "
+            "(SELECT count(*) FROM outbox)"))).one()
+    assert tuple(counts) == (2, 2, 4)  # the warm-up's and k1's, each with two messages
+
+
+async def test_a_key_taken_between_the_lookup_and_the_write_is_answered_with_its_order(
+        db: Database, engine: SagaEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race the unique key settles: the lookup saw no order, a concurrent request then
+    committed one under the key; this request's statement fails as a whole and it answers
+    with the order that won."""
+    won = await place(db, engine, key="race")
+    real = OrdersRepository.by_idempotency_key
+    calls = 0
+
+    async def unseen_at_first(self: OrdersRepository, customer: str, key: str) -> Any:
+        nonlocal calls
+        calls += 1
+        return None if calls == 1 else await real(self, customer, key)
+
+    monkeypatch.setattr(OrdersRepository, "by_idempotency_key", unseen_at_first)
+    assert await place(db, engine, key="race") == won
+    assert calls == 2
+    async with db.engine.connect() as conn:
+        counts = (await conn.execute(text(
+            "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM saga_instances), "
+            "(SELECT count(*) FROM outbox)"))).one()
+    assert tuple(counts) == (1, 1, 2)

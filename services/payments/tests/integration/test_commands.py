@@ -461,8 +461,8 @@ async def test_a_batch_reads_what_its_earlier_messages_wrote(
 async def test_a_charge_writes_once_at_commit(pay: Payments, pg_server: Any,
                                               database_url: str) -> None:
     """A charge's payment, its two ledger entries and its event go out as one statement
-    before the COMMIT (ADR 0052): its round trips are the inbox claim, the lock, two reads,
-    one write and the COMMIT."""
+    before the COMMIT (ADR 0052): its round trips are the inbox claim with the payment's lock
+    (ADR 0055), two reads, one write and the COMMIT."""
     warm, measured = ids(), ids()
     commands = [await pay.charge(*warm), await pay.charge(*measured)]
     with pg_server.statements_logged(database_url.rsplit("/", 1)[1]) as logged:
@@ -476,8 +476,11 @@ async def test_a_charge_writes_once_at_commit(pay: Payments, pg_server: Any,
                 sent = [" ".join(s.split(": ", 1)[1].split()) for s in logged(pid)[before:]]
         finally:
             await one.dispose()
-    writes = [s for s in sent if s.startswith(("BEGIN; INSERT", "WITH", "INSERT", "UPDATE"))]
-    assert len(writes) == 2 and len(sent) == 6, sent
+    writes = [s for s in sent if s.startswith(("BEGIN;", "WITH", "INSERT", "UPDATE"))]
+    assert len(writes) == 2 and len(sent) == 5, sent
+    assert writes[0].startswith(
+        f"BEGIN; SELECT pg_advisory_xact_lock(7244, hashtext('{measured[0]}')); "
+        "INSERT INTO inbox"), writes
     assert all(part in writes[1] for part in (
         "INSERT INTO payments", "INSERT INTO ledger_entries", "INSERT INTO outbox")), writes
     assert await pay.ledger(measured[1]) == [("authorize", "15000"), ("capture", "15000")]

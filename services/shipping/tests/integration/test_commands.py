@@ -247,6 +247,12 @@ async def test_a_create_and_a_release_write_once_at_commit(
     writes = {name: [s for s in statements if s.startswith(("WITH", "INSERT", "UPDATE"))]
               for name, statements in sent.items()}
     assert [len(w) for w in writes.values()] == [1, 1, 1], sent
+    # The shipment's lock goes with the inbox claim and its BEGIN (ADR 0055): a create is
+    # the claim, the shipment's read, one write and the COMMIT; a release the same.
+    for name in ("create", "release"):
+        assert sent[name][0].startswith(
+            "BEGIN; SELECT pg_advisory_xact_lock(7244, hashtext('s1')); INSERT INTO inbox"), sent
+        assert not [s for s in sent[name][1:] if "pg_advisory_xact_lock" in s], sent
     assert all(part in writes["create"][0] for part in (
         "INSERT INTO shipments", "INSERT INTO shipment_history", "INSERT INTO outbox")), writes
     assert writes["release"][0].startswith("UPDATE shipments"), writes

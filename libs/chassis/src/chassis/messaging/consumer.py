@@ -97,7 +97,23 @@ class ConsumerSpec:
     # (``chassis.messaging.forwarding``) is acked unread, with no transaction: the saga
     # awaits the forwarded command's answer instead.
     skip_forwarded: bool = False
+    # The advisory lock (``chassis.db.advisory_xact_lock``'s space and key) a message type's
+    # handler takes first, read from the message: taken with the inbox claim, in its round
+    # trip, and the handler's own call then sends nothing (ADR 0055). None (a key missing
+    # from a malformed message): the handler takes it, or rejects the message, itself.
+    locks: Mapping[str, Callable[[Envelope], tuple[int, str] | None]] = field(
+        default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
+
+
+def lock_on(space: int, key_field: str) -> Callable[[Envelope], tuple[int, str] | None]:
+    """A ``ConsumerSpec.locks`` entry: the advisory lock (``space``, the payload's
+    ``key_field``), or None when the payload has no usable key there."""
+    def key_of(envelope: Envelope) -> tuple[int, str] | None:
+        value = envelope.payload.get(key_field)
+        return (space, value) if isinstance(value, str) and value and "\x00" not in value \
+            else None
+    return key_of
 
 
 class UnknownMessageType(LookupError):
@@ -265,12 +281,23 @@ class InboxConsumer:
         if len(envelopes) == 1:
             one = envelopes[0]
             claimed = await driver_execute_first(session, _INBOX_ONE, self.spec.name,
-                                                 one.message_id, one.message_type)
+                                                 one.message_id, one.message_type,
+                                                 locks=self._locks(one))
             return {one.message_id} if claimed else set()
         result = await driver_fetch(session, _INBOX_MANY, self.spec.name,
                                     [e.message_id for e in envelopes],
                                     [e.message_type for e in envelopes])
         return {row[0] for row in result}
+
+    def _locks(self, envelope: Envelope) -> tuple[tuple[int, str], ...]:
+        key_of = self.spec.locks.get(envelope.message_type)
+        if key_of is None:
+            return ()
+        try:
+            lock = key_of(envelope)
+        except (LookupError, TypeError, ValueError):  # malformed: the handler will say so
+            return ()
+        return () if lock is None else (lock,)
 
     async def _run_handler(self, session: Tx, envelope: Envelope,
                            handler: Handler) -> list[Drop]:

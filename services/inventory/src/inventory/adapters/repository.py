@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from chassis.db import (
+    advisory_xact_lock,
     as_columns,
     driver_fetch,
     flush_pending,
@@ -32,13 +33,12 @@ from inventory.adapters.orm import reservations, stock, stock_adjustments
 from inventory.domain.model import RESERVED, Line, Reservation, Stock
 
 # Two-key advisory locks live in their own key space, apart from the migrations' one-key lock.
-_RESERVATION_LOCK_SPACE = 7243
+RESERVATION_LOCK_SPACE = 7243
 _ADJUSTMENT_LOCK_SPACE = 7244
 _LOCK_RESERVATION = text("SELECT pg_advisory_xact_lock(:space, hashtext(:id))")
 
 # A command's statements (reserve, commit, release) run on asyncpg directly
 # (chassis.db.driver_fetch, ADR 0046): two commands per order, ~6 statements each.
-_LOCK = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
 _RESERVATION = ("SELECT reservation_id, order_id, status, expires_at, reason, short_skus, "
                 "created_at, updated_at FROM reservations WHERE reservation_id = $1")
 _LINES = ("SELECT reservation_id, sku, quantity FROM reservation_lines "
@@ -144,7 +144,7 @@ class InventoryRepository:
     # -- reservations -----------------------------------------------------------------------
 
     async def lock_reservation_id(self, reservation_id: str) -> None:
-        await driver_fetch(self.session, _LOCK, _RESERVATION_LOCK_SPACE, reservation_id)
+        await advisory_xact_lock(self.session, RESERVATION_LOCK_SPACE, reservation_id)
 
     async def get_reservation(self, reservation_id: str, *,
                               for_update: bool = False) -> Reservation | None:

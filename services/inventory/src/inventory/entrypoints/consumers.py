@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 import structlog
-from chassis.messaging.consumer import ConsumerSpec, Handler
+from chassis.messaging.consumer import ConsumerSpec, Handler, lock_on
 from chassis.messaging.envelope import Envelope, PoisonMessage, parse_payload
 from chassis.messaging.streams import commands_stream_name, events_stream_name
 from contracts.base import Contract
@@ -29,10 +29,14 @@ from contracts.orders.v1 import OrderApproved
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inventory.adapters.orm import ID_LENGTH, SKU_LENGTH
+from inventory.adapters.repository import RESERVATION_LOCK_SPACE
 from inventory.domain.model import Policy
 from inventory.service_layer import handlers
 
 log = structlog.get_logger("inventory")
+# Every command's handler, and the approval's, locks the reservation it names first: taken
+# with the inbox claim (ADR 0055).
+RESERVATION_LOCK = lock_on(RESERVATION_LOCK_SPACE, "reservation_id")
 
 COMMANDS_CONSUMER = "inventory-commands"
 CATALOG_CONSUMER = "inventory-catalog-events"
@@ -109,13 +113,16 @@ async def order_approved(session: AsyncSession, envelope: Envelope) -> None:
 
 
 def consumer_specs(policy: Policy) -> list[ConsumerSpec]:
+    by_type = command_handlers(policy)
     return [
         ConsumerSpec(COMMANDS_CONSUMER, commands_stream_name("inventory"),
-                     ["inventory.commands.>"], command_handlers(policy)),
+                     ["inventory.commands.>"], by_type,
+                     locks=dict.fromkeys(by_type, RESERVATION_LOCK)),
         # CATALOG_EVENTS is declared by catalog; until it exists the consumer loop retries.
         ConsumerSpec(CATALOG_CONSUMER, events_stream_name("catalog"), ["catalog.events.>"],
                      catalog_handlers()),
         # Only the approval: no other order event is inventory's business.
         ConsumerSpec(ORDERS_CONSUMER, events_stream_name("orders"), [OrderApproved.subject()],
-                     {OrderApproved.message_type(): order_approved}),
+                     {OrderApproved.message_type(): order_approved},
+                     locks={OrderApproved.message_type(): RESERVATION_LOCK}),
     ]

@@ -11,6 +11,7 @@ from chassis.db import (
     as_columns,
     driver_fetch,
     flush_pending,
+    inserting,
     last_per_key,
     register_deferred,
     write_at_commit,
@@ -53,9 +54,12 @@ _COLUMNS = ("id, customer_id, customer_email, idempotency_key, request_hash, sta
 _BY_KEY = (f"SELECT {_COLUMNS} FROM orders "  # noqa: S608
            "WHERE customer_id = $1 AND idempotency_key = $2")
 _GET = f"SELECT {_COLUMNS} FROM orders WHERE id = $1"  # noqa: S608
-_INSERT = (f"INSERT INTO orders ({_COLUMNS}) "  # noqa: S608
-           "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14) "
-           "ON CONFLICT ON CONSTRAINT uq_orders_customer_idempotency DO NOTHING RETURNING id")
+# A new order is written at commit, with its OrderPlaced, its saga and the saga's first
+# command, as ONE statement sent alone (no BEGIN, no COMMIT: ADR 0055). A second order under
+# the same key breaks uq_orders_customer_idempotency, and the whole statement writes nothing.
+_ADD_KIND = "orders.order_added"
+IDEMPOTENCY_CONSTRAINT = "uq_orders_customer_idempotency"
+register_deferred(_ADD_KIND, inserting("orders", tuple(_COLUMNS.split(", "))))
 # An order's change (its saga's end, a cancel) is written at commit, with the saga's state,
 # history and commands, as ONE statement (chassis.db.write_at_commit, ADR 0052). Reads here
 # write what waits first.
@@ -71,23 +75,21 @@ class OrdersRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add_once(self, order: Order, *, idempotency_key: str,
-                       request_hash: str) -> bool:
-        """Insert the order unless this customer used the key already; True if inserted.
-
-        A concurrent insert with the same key waits for the first to commit, then does
-        nothing: exactly one order per (customer, key), whatever the interleaving."""
-        rows = await driver_fetch(
-            self.session, _INSERT, uuid.UUID(order.id), order.customer_id,
-            order.customer_email, idempotency_key, request_hash, order.status, order.reason,
-            _lines_json(order.lines), order.total, order.currency, order.shipping_address_id,
-            order.cancel_requested, order.created_at, order.updated_at)
-        return bool(rows)
+    async def add(self, order: Order, *, idempotency_key: str, request_hash: str) -> None:
+        """Insert the order at commit. Its customer's key is unique: a commit that would place
+        a second order under it fails with an IntegrityError naming
+        ``IDEMPOTENCY_CONSTRAINT`` (a concurrent insert with the same key waits for the first
+        to commit, then fails), so there is exactly one order per (customer, key)."""
+        await write_at_commit(self.session, _ADD_KIND, (
+            uuid.UUID(order.id), order.customer_id, order.customer_email, idempotency_key,
+            request_hash, order.status, order.reason, _lines_json(order.lines), order.total,
+            order.currency, order.shipping_address_id, order.cancel_requested,
+            order.created_at, order.updated_at))
 
     async def by_idempotency_key(self, customer_id: str,
                                  idempotency_key: str) -> tuple[Order, str] | None:
         """The order placed with this key and its request hash, if any."""
-        await flush_pending(self.session, (_SAVE_KIND,))
+        await flush_pending(self.session, (_ADD_KIND, _SAVE_KIND))
         rows = await driver_fetch(self.session, _BY_KEY, customer_id, idempotency_key)
         return (_order(rows[0]), rows[0]["request_hash"]) if rows else None
 
@@ -96,7 +98,7 @@ class OrdersRepository:
             key = uuid.UUID(order_id)
         except ValueError:
             return None
-        await flush_pending(self.session, (_SAVE_KIND,))
+        await flush_pending(self.session, (_ADD_KIND, _SAVE_KIND))
         rows = await driver_fetch(self.session, _GET + (" FOR UPDATE" if for_update else ""),
                                   key)
         return _order(rows[0]) if rows else None
@@ -109,7 +111,7 @@ class OrdersRepository:
         if status is not None:
             stmt = stmt.where(orders.c.status == status)
         stmt = stmt.order_by(orders.c.created_at.desc(), orders.c.id).limit(limit)
-        await flush_pending(self.session, (_SAVE_KIND,))
+        await flush_pending(self.session, (_ADD_KIND, _SAVE_KIND))
         return [_order(r) for r in (await self.session.execute(stmt)).all()]
 
     async def save(self, order: Order) -> None:

@@ -25,9 +25,10 @@ from typing import Any
 import structlog
 from chassis.auth import Principal
 from chassis.clock import utc_now
-from chassis.db import UnitOfWork
+from chassis.db import UnitOfWork, violated_constraint
 from chassis.errors import Conflict, NotFound, Unprocessable
 from chassis.saga import SagaEngine, history
+from sqlalchemy.exc import IntegrityError
 
 from orders.adapters.replica import (
     AddressReplica,
@@ -36,7 +37,7 @@ from orders.adapters.replica import (
     storable_address,
     storable_method,
 )
-from orders.adapters.repository import OrdersRepository
+from orders.adapters.repository import IDEMPOTENCY_CONSTRAINT, OrdersRepository
 from orders.adapters.upstream import PaymentMethodRef, Product, Upstreams, canonical_uuid
 from orders.domain.commands import PlaceOrder
 from orders.domain.model import (
@@ -166,19 +167,27 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
     order = Order.place(str(uuid.uuid4()), principal.subject, lines,
                         shipping_address_id=command.shipping_address_id,
                         customer_email=principal.email)
-    async with uow:
-        repo = OrdersRepository(uow.session)
-        if not await repo.add_once(order, idempotency_key=idempotency_key,
-                                   request_hash=fingerprint):
-            # A concurrent identical request won the insert: answer as it did.
-            again = await repo.by_idempotency_key(principal.subject, idempotency_key)
-            assert again is not None  # the conflicting row is committed and never deleted
-            return _same_request(again, fingerprint)
-        await events.order_placed(uow.session, order, causation_id=None)
-        # The saga's history never shows the payment method (ORDER.secret_keys).
-        await engine.start(uow.session, ORDER, uuid.UUID(order.id),
-                           saga_data(order, address=address, payment_method=method))
-        await uow.commit()
+    try:
+        # Nothing here reads: the order, its OrderPlaced, the saga and its first command go
+        # out at commit as one statement, alone (ADR 0055).
+        async with uow:
+            await OrdersRepository(uow.session).add(order, idempotency_key=idempotency_key,
+                                                    request_hash=fingerprint)
+            await events.order_placed(uow.session, order, causation_id=None)
+            # The saga's history never shows the payment method (ORDER.secret_keys).
+            await engine.start(uow.session, ORDER, uuid.UUID(order.id),
+                               saga_data(order, address=address, payment_method=method))
+            await uow.commit()
+    except IntegrityError as exc:
+        if violated_constraint(exc) != IDEMPOTENCY_CONSTRAINT:
+            raise
+        # A concurrent identical request won the insert, and this one wrote nothing: answer
+        # as it did.
+        async with uow.reading():
+            again = await OrdersRepository(uow.session).by_idempotency_key(
+                principal.subject, idempotency_key)
+        assert again is not None  # the conflicting row is committed and never deleted
+        return _same_request(again, fingerprint)
     log.info("order_placed", order_id=order.id, customer_id=order.customer_id,
              total=format_amount(order.total), lines=len(order.lines))
     address_fill = address if kept_address is None and address_key is not None and \

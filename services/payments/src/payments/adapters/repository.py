@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from chassis.db import (
+    advisory_xact_lock,
     as_columns,
     driver_fetch,
     flush_pending,
@@ -26,12 +27,11 @@ from payments.adapters.orm import ledger, payment_methods, payments
 from payments.domain.model import LedgerEntry, Payment, PaymentMethod
 
 # Two-key advisory locks live in their own key space, apart from the migrations' one-key lock.
-_PAYMENT_LOCK_SPACE = 7244
+PAYMENT_LOCK_SPACE = 7244
 
 # A command's statements (authorize, capture, void, refund) run on asyncpg directly
 # (chassis.db.driver_fetch, ADR 0046): they run for every order. Reads for the API and the
 # vaulting of a card stay on SQLAlchemy Core.
-_LOCK = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
 _PAYMENT = ("SELECT payment_id, order_id, status, amount, currency, card_last4, provider_ref, "
             "reason, created_at, updated_at, payment_method_id FROM payments "
             "WHERE payment_id = $1")
@@ -85,7 +85,7 @@ class PaymentsRepository:
         self.session = session
 
     async def lock(self, payment_id: str) -> None:
-        await driver_fetch(self.session, _LOCK, _PAYMENT_LOCK_SPACE, payment_id)
+        await advisory_xact_lock(self.session, PAYMENT_LOCK_SPACE, payment_id)
 
     async def get(self, payment_id: str) -> Payment | None:
         await flush_pending(self.session, _KINDS)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from chassis.messaging.consumer import ConsumerSpec, Handler
+from chassis.messaging.consumer import ConsumerSpec, Handler, lock_on
 from chassis.messaging.envelope import Envelope, PoisonMessage, parse_payload
 from chassis.messaging.streams import commands_stream_name
 from contracts.base import Contract
@@ -21,6 +21,7 @@ from contracts.payments.v1 import CapturePayment, ChargePayment, RefundPayment, 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payments.adapters.orm import ID_LENGTH
+from payments.adapters.repository import PAYMENT_LOCK_SPACE
 from payments.service_layer import handlers
 from payments.service_layer.handlers import Provider
 
@@ -74,5 +75,10 @@ def command_handlers(provider: Provider) -> dict[str, Handler]:
 def consumer_specs(provider: Provider) -> list[ConsumerSpec]:
     # One command at a time per fetch: each may wait on the provider, and a batch shares one
     # transaction (a slow or failing call would hold or roll back its neighbours).
+    by_type = command_handlers(provider)
+    # Every command's handler locks the payment it names first: taken with the inbox claim
+    # (ADR 0055).
     return [ConsumerSpec(COMMANDS_CONSUMER, commands_stream_name("payments"),
-                         ["payments.commands.>"], command_handlers(provider), batch=1)]
+                         ["payments.commands.>"], by_type, batch=1,
+                         locks=dict.fromkeys(by_type, lock_on(PAYMENT_LOCK_SPACE,
+                                                               "payment_id")))]

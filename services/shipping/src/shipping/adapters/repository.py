@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from chassis.db import (
+    advisory_xact_lock,
     as_columns,
     driver_fetch,
     flush_pending,
@@ -31,12 +32,11 @@ from shipping.adapters.orm import shipments
 from shipping.domain.model import STATUSES, Address, Line, Shipment, Step
 
 # Two-key advisory locks live in their own key space, apart from the migrations' one-key lock.
-_SHIPMENT_LOCK_SPACE = 7244
+SHIPMENT_LOCK_SPACE = 7244
 
 # The statements of a command (create, release, cancel) and of the carrier's rounds (three
 # moves per order) run on asyncpg directly (chassis.db.driver_fetch, ADR 0046): they run for
 # every order. Reads for the API (by tracking number, listings) stay on SQLAlchemy Core.
-_LOCK = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
 _SHIPMENT = ("SELECT shipment_id, order_id, customer_id, status, tracking_number, address, "
              "lines, next_move_at, reason, created_at, updated_at FROM shipments "
              "WHERE shipment_id = $1")
@@ -97,7 +97,7 @@ class ShippingRepository:
         self._steps_read: dict[str, int] = {}
 
     async def lock_shipment_id(self, shipment_id: str) -> None:
-        await driver_fetch(self.session, _LOCK, _SHIPMENT_LOCK_SPACE, shipment_id)
+        await advisory_xact_lock(self.session, SHIPMENT_LOCK_SPACE, shipment_id)
 
     async def get(self, shipment_id: str, *, for_update: bool = False) -> Shipment | None:
         await flush_pending(self.session, _KINDS)

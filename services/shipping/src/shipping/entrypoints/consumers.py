@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from chassis.messaging.consumer import ConsumerSpec, Handler
+from chassis.messaging.consumer import ConsumerSpec, Handler, lock_on
 from chassis.messaging.envelope import Envelope, PoisonMessage
 from chassis.messaging.streams import commands_stream_name, events_stream_name
 from contracts.base import Contract
@@ -18,6 +18,7 @@ from contracts.shipping.v1 import CancelShipment, CreateShipment, ReleaseShipmen
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shipping.adapters.repository import SHIPMENT_LOCK_SPACE
 from shipping.domain.model import Timetable
 from shipping.service_layer import handlers
 
@@ -68,10 +69,16 @@ def approval_handler(timetable: Timetable) -> Handler:
 
 
 def consumer_specs(timetable: Timetable) -> list[ConsumerSpec]:
+    # Every command's handler, and the approval's, locks the shipment it names first: taken
+    # with the inbox claim (ADR 0055).
+    shipment_lock = lock_on(SHIPMENT_LOCK_SPACE, "shipment_id")
+    by_type = command_handlers(timetable)
     return [ConsumerSpec(COMMANDS_CONSUMER, commands_stream_name("shipping"),
-                         ["shipping.commands.>"], command_handlers(timetable)),
+                         ["shipping.commands.>"], by_type,
+                         locks=dict.fromkeys(by_type, shipment_lock)),
             # ORDERS_EVENTS is declared by orders; until it exists the consumer loop retries.
             # Only the approval: no other order event is shipping's business.
             ConsumerSpec(ORDERS_CONSUMER, events_stream_name("orders"),
                          [OrderApproved.subject()],
-                         {OrderApproved.message_type(): approval_handler(timetable)})]
+                         {OrderApproved.message_type(): approval_handler(timetable)},
+                         locks={OrderApproved.message_type(): shipment_lock})]
