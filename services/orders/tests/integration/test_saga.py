@@ -480,9 +480,10 @@ async def test_the_sagas_end_writes_the_order_with_the_saga_in_one_statement(
 
 async def test_placing_an_order_writes_it_as_one_statement_sent_alone(
         db: Database, database_url: str, engine: SagaEngine, pg_server: Any) -> None:
-    """The order, its OrderPlaced, its saga and the saga's first command are one statement,
-    with no BEGIN and no COMMIT around it (ADR 0055); a repeat of the key writes nothing and
-    is answered with the first order."""
+    """What placing an order reads is one statement, and what it writes (the order, its
+    OrderPlaced, its saga and the saga's first command) another, with no BEGIN and no COMMIT
+    around it (ADR 0055); a repeat of the key writes nothing and is answered with the first
+    order."""
     with pg_server.statements_logged(database_url.rsplit("/", 1)[1]) as logged:
         one = Database(database_url, pool_size=1)
         try:
@@ -494,6 +495,8 @@ async def test_placing_an_order_writes_it_as_one_statement_sent_alone(
             assert await place(one, engine, key="k1") == first
         finally:
             await one.dispose()
+    # One read (the key and the replicas together, ADR 0055), one write.
+    assert len(sent) == 2 and sent[0].startswith("SELECT 'order' AS part"), sent
     writes = [s for s in sent if s.startswith(("WITH", "INSERT", "UPDATE"))]
     assert len(writes) == 1 and not [s for s in sent if s.startswith(("BEGIN", "COMMIT"))], sent
     assert all(part in writes[0] for part in (

@@ -461,8 +461,8 @@ async def test_a_batch_reads_what_its_earlier_messages_wrote(
 async def test_a_charge_writes_once_at_commit(pay: Payments, pg_server: Any,
                                               database_url: str) -> None:
     """A charge's payment, its two ledger entries and its event go out as one statement
-    before the COMMIT (ADR 0052): its round trips are the inbox claim with the payment's lock
-    (ADR 0055), two reads, one write and the COMMIT."""
+    before the COMMIT (ADR 0052): its round trips are the inbox claim with the payment's lock,
+    one read of the payment and the method together (ADR 0055), one write and the COMMIT."""
     warm, measured = ids(), ids()
     commands = [await pay.charge(*warm), await pay.charge(*measured)]
     with pg_server.statements_logged(database_url.rsplit("/", 1)[1]) as logged:
@@ -477,7 +477,8 @@ async def test_a_charge_writes_once_at_commit(pay: Payments, pg_server: Any,
         finally:
             await one.dispose()
     writes = [s for s in sent if s.startswith(("BEGIN;", "WITH", "INSERT", "UPDATE"))]
-    assert len(writes) == 2 and len(sent) == 5, sent
+    assert len(writes) == 2 and len(sent) == 4, sent
+    assert "LEFT JOIN payment_methods" in sent[1], sent
     assert writes[0].startswith(
         f"BEGIN; SELECT pg_advisory_xact_lock(7244, hashtext('{measured[0]}')); "
         "INSERT INTO inbox"), writes

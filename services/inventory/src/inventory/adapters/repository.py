@@ -39,8 +39,15 @@ _LOCK_RESERVATION = text("SELECT pg_advisory_xact_lock(:space, hashtext(:id))")
 
 # A command's statements (reserve, commit, release) run on asyncpg directly
 # (chassis.db.driver_fetch, ADR 0046): two commands per order, ~6 statements each.
-_RESERVATION = ("SELECT reservation_id, order_id, status, expires_at, reason, short_skus, "
-                "created_at, updated_at FROM reservations WHERE reservation_id = $1")
+# A reservation comes with its lines in the same round trip (ADR 0055): as two arrays in
+# one order (by SKU, the order the lines are read in).
+_RESERVATION = (
+    "SELECT reservation_id, order_id, status, expires_at, reason, short_skus, created_at, "
+    "updated_at, ARRAY(SELECT l.sku FROM reservation_lines l WHERE l.reservation_id = "
+    "reservations.reservation_id ORDER BY l.sku) AS line_skus, "
+    "ARRAY(SELECT l.quantity FROM reservation_lines l WHERE l.reservation_id = "
+    "reservations.reservation_id ORDER BY l.sku) AS line_quantities "
+    "FROM reservations WHERE reservation_id = $1")
 _LINES = ("SELECT reservation_id, sku, quantity FROM reservation_lines "
           "WHERE reservation_id = ANY($1::text[]) ORDER BY reservation_id, sku")
 _LOCK_STOCK = ("SELECT sku, on_hand, reserved FROM stock WHERE sku = ANY($1::text[]) "
@@ -187,13 +194,18 @@ class InventoryRepository:
         """Reservations of these rows (SQLAlchemy Rows or asyncpg Records), with their lines."""
         if not rows:
             return []
-        await self._written()
         found = [getattr(r, "_mapping", r) for r in rows]
-        line_rows = await driver_fetch(self.session, _LINES,
-                                       [r["reservation_id"] for r in found])
         lines: dict[str, list[Line]] = {}
-        for lr in line_rows:
-            lines.setdefault(lr["reservation_id"], []).append(Line(lr["sku"], lr["quantity"]))
+        if "line_skus" in found[0]:  # read with the reservations (_RESERVATION)
+            for r in found:
+                lines[r["reservation_id"]] = [Line(sku, quantity) for sku, quantity in zip(
+                    r["line_skus"], r["line_quantities"], strict=True)]
+        else:
+            await self._written()
+            for lr in await driver_fetch(self.session, _LINES,
+                                         [r["reservation_id"] for r in found]):
+                lines.setdefault(lr["reservation_id"], []).append(Line(lr["sku"],
+                                                                       lr["quantity"]))
         return [Reservation(
             reservation_id=r["reservation_id"], order_id=r["order_id"], status=r["status"],
             lines=tuple(lines.get(r["reservation_id"], ())), expires_at=r["expires_at"],

@@ -45,14 +45,6 @@ class ReplicaProduct:
 
 MAX_AGE_S = 600.0
 
-# $1 ids, $2 max age (s).
-_GET = (
-    "SELECT id, sku, name, price, currency, active, changed_at, "
-    "GREATEST(details_version, price_version, status_version) AS version "
-    "FROM product_replica WHERE id = ANY($1::text[]) "
-    "AND updated_at > now() - make_interval(secs => $2::float8)"
-)
-
 # A whole product (ProductCreated, or the catalog's answer to an order): each part is taken
 # only if this version is newer than the part's (r: the row already there).
 # $1 id, $2 sku, $3 name, $4 price, $5 currency, $6 active, $7 version, $8 changed_at.
@@ -105,18 +97,6 @@ class ProductReplica:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get(self, product_ids: Iterable[str]) -> dict[str, ReplicaProduct]:
-        """The products held here and confirmed within MAX_AGE_S, by catalog id (canonical
-        UUID spelling)."""
-        ids = sorted(set(product_ids))
-        if not ids:
-            return {}
-        rows = await driver_fetch(self.session, _GET, ids, float(MAX_AGE_S))
-        return {r["id"]: ReplicaProduct(
-            Product(id=r["id"], sku=r["sku"], name=r["name"], price=Decimal(r["price"]),
-                    currency=r["currency"], active=r["active"], version=int(r["version"])),
-            r["changed_at"]) for r in rows}
-
     async def put(self, product: Product, *, version: int, changed_at: datetime) -> None:
         """The whole product as the catalog had it at ``version``."""
         await driver_execute(self.session, _UPSERT, product.id, product.sku, product.name,
@@ -144,12 +124,6 @@ class ProductReplica:
 # The customers' addresses (address_replica). Identity keeps no version per address: the
 # event's occurred_at (identity's clock) orders them, and identity's answer to an order's call
 # counts as of the moment the call was made (orders' clock; both run on synchronised clocks).
-# $1 customer_id, $2 address_id, $3 max age (s).
-_GET_ADDRESS = (
-    "SELECT name, line1, line2, city, postal_code, country, phone FROM address_replica "
-    "WHERE customer_id = $1 AND address_id = $2 "
-    "AND updated_at > now() - make_interval(secs => $3::float8)"
-)
 # $1 customer_id, $2 address_id, $3-$9 ADDRESS_COLUMNS, $10 changed_at.
 _PUT_ADDRESS = (
     "INSERT INTO address_replica AS r (customer_id, address_id, name, line1, line2, city, "
@@ -180,13 +154,6 @@ class AddressReplica:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get(self, customer_id: str, address_id: str) -> dict[str, str | None] | None:
-        """The customer's own address (ShippingAddress fields), if held and confirmed
-        within MAX_AGE_S; another customer's is never found."""
-        rows = await driver_fetch(self.session, _GET_ADDRESS, customer_id, address_id,
-                                  float(MAX_AGE_S))
-        return dict(rows[0].items()) if rows else None
-
     async def put(self, customer_id: str, address_id: str, fields: dict[str, str | None], *,
                   changed_at: datetime) -> None:
         """The address as of ``changed_at``, unless a later state is held already."""
@@ -203,8 +170,6 @@ class AddressReplica:
 # method is not here, and only when the caller is the method's owner: keyed by the owner.
 # Should a row ever be wrong, payments still checks the owner when it authorizes: the order
 # is declined, no one else's card is charged.
-_GET_METHOD = ("SELECT last4 FROM payment_method_replica "
-               "WHERE customer_id = $1 AND method_id = $2")
 _PUT_METHOD = ("INSERT INTO payment_method_replica (customer_id, method_id, last4) "
                "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
 
@@ -217,10 +182,69 @@ class PaymentMethodReplica:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get(self, customer_id: str, method_id: str) -> PaymentMethodRef | None:
-        """The customer's own payment method, if an order of theirs named it before."""
-        rows = await driver_fetch(self.session, _GET_METHOD, customer_id, method_id)
-        return PaymentMethodRef(id=method_id, last4=rows[0]["last4"]) if rows else None
-
     async def put(self, customer_id: str, method: PaymentMethodRef) -> None:
         await driver_execute(self.session, _PUT_METHOD, customer_id, method.id, method.last4)
+
+
+# -- what placing an order reads, in one round trip (ADR 0055) ---------------------------------
+# Whether the customer used the order's key already, the products held (confirmed within
+# MAX_AGE_S), the customer's own address (the same) and the payment method: four reads alone
+# (ADR 0049) were four round trips. One statement, one row per thing found, each kind's
+# columns in the shared ones (t1..t7: text). $1 customer_id, $2 idempotency key, $3 product
+# ids, $4 address id (NULL: none), $5 method id (NULL: none), $6 max age (s).
+_PLACEMENT = (
+    "SELECT 'order' AS part, o.id::text AS id, NULL::text AS t1, NULL::text AS t2, "
+    "NULL::text AS t3, NULL::text AS t4, NULL::text AS t5, NULL::text AS t6, NULL::text AS t7, "
+    "NULL::numeric AS price, NULL::boolean AS active, NULL::timestamptz AS changed_at, "
+    "NULL::bigint AS version "
+    "FROM orders o WHERE o.customer_id = $1 AND o.idempotency_key = $2 "
+    "UNION ALL "
+    "SELECT 'product', p.id, p.sku, p.name, p.currency, NULL, NULL, NULL, NULL, p.price, "
+    "p.active, p.changed_at, GREATEST(p.details_version, p.price_version, p.status_version) "
+    "FROM product_replica p WHERE p.id = ANY($3::text[]) "
+    "AND p.updated_at > now() - make_interval(secs => $6::float8) "
+    "UNION ALL "
+    "SELECT 'address', NULL, a.name, a.line1, a.line2, a.city, a.postal_code, a.country, "
+    "a.phone, NULL, NULL, NULL, NULL "
+    "FROM address_replica a WHERE a.customer_id = $1 AND a.address_id = $4::text "
+    "AND a.updated_at > now() - make_interval(secs => $6::float8) "
+    "UNION ALL "
+    "SELECT 'method', NULL, m.last4, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+    "NULL FROM payment_method_replica m WHERE m.customer_id = $1 AND m.method_id = $5::text"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementReads:
+    """What the replicas hold for an order about to be placed."""
+
+    key_used: bool  # an order of this customer has the key already (read it: a repeat)
+    products: dict[str, ReplicaProduct]  # by catalog id (canonical UUID spelling)
+    address: dict[str, str | None] | None  # the customer's own (ShippingAddress fields)
+    method: PaymentMethodRef | None  # the customer's own, if an order of theirs named it
+
+
+async def read_for_placement(session: AsyncSession, customer_id: str, idempotency_key: str,
+                             product_ids: Iterable[str], address_id: str | None,
+                             method_id: str | None) -> PlacementReads:
+    rows = await driver_fetch(session, _PLACEMENT, customer_id, idempotency_key,
+                              sorted(set(product_ids)), address_id, method_id,
+                              float(MAX_AGE_S))
+    products: dict[str, ReplicaProduct] = {}
+    address: dict[str, str | None] | None = None
+    method: PaymentMethodRef | None = None
+    key_used = False
+    for r in rows:
+        part = r["part"]
+        if part == "order":
+            key_used = True
+        elif part == "product":
+            products[r["id"]] = ReplicaProduct(
+                Product(id=r["id"], sku=r["t1"], name=r["t2"], price=Decimal(r["price"]),
+                        currency=r["t3"], active=r["active"], version=int(r["version"])),
+                r["changed_at"])
+        elif part == "address":
+            address = dict(zip(ADDRESS_COLUMNS, (r[f"t{i}"] for i in range(1, 8)), strict=True))
+        elif method_id is not None:
+            method = PaymentMethodRef(id=method_id, last4=r["t1"])
+    return PlacementReads(key_used, products, address, method)

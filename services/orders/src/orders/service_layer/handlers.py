@@ -34,6 +34,7 @@ from orders.adapters.replica import (
     AddressReplica,
     PaymentMethodReplica,
     ProductReplica,
+    read_for_placement,
     storable_address,
     storable_method,
 )
@@ -101,22 +102,20 @@ async def place_order(uow: UnitOfWork, upstreams: Upstreams, engine: SagaEngine,
     except OrderError as exc:  # told after the key's check, as before the replica was read
         items, bad_items = None, exc
     canonical = {p: canonical_uuid(p) for p, _ in items or ()}
-    # Reads alone (no BEGIN, no ROLLBACK: ADR 0049); a retry is answered without asking
-    # identity or catalog again.
+    # Only the caller's own address is looked up: the replica is keyed by its owner.
+    address_key = canonical_uuid(command.shipping_address_id)
+    method_id = command.payment.payment_method_id
+    # One read alone (no BEGIN, no ROLLBACK: ADR 0049; one round trip for the key and the
+    # three replicas: ADR 0055); a retry is answered without asking identity or catalog.
     async with uow.reading():
-        found = await OrdersRepository(uow.session).by_idempotency_key(principal.subject,
-                                                                       idempotency_key)
-        held = {} if found is not None else await ProductReplica(uow.session).get(
-            c for c in canonical.values() if c is not None)
-        # Only the caller's own address is looked up: the replica is keyed by its owner.
-        address_key = canonical_uuid(command.shipping_address_id)
-        kept_address = None if found is not None or address_key is None else \
-            await AddressReplica(uow.session).get(principal.subject, address_key)
-        method_id = command.payment.payment_method_id
-        kept_method = None if found is not None or method_id is None else \
-            await PaymentMethodReplica(uow.session).get(principal.subject, method_id)
+        kept = await read_for_placement(
+            uow.session, principal.subject, idempotency_key,
+            (c for c in canonical.values() if c is not None), address_key, method_id)
+        found = await OrdersRepository(uow.session).by_idempotency_key(
+            principal.subject, idempotency_key) if kept.key_used else None
     if found is not None:
         return _same_request(found, fingerprint)
+    held, kept_address, kept_method = kept.products, kept.address, kept.method
     if admission is not None:
         admission.admit()  # before identity and catalog are asked anything
     if bad_items is not None:

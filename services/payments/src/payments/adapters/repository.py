@@ -36,6 +36,14 @@ _PAYMENT = ("SELECT payment_id, order_id, status, amount, currency, card_last4, 
             "reason, created_at, updated_at, payment_method_id FROM payments "
             "WHERE payment_id = $1")
 _METHOD = "SELECT id, customer_id, last4, brand, created_at FROM payment_methods WHERE id = $1"
+# A charge's two reads in one round trip (ADR 0055): the payment, if any, and the method.
+_PAYMENT_AND_METHOD = (
+    "SELECT p.payment_id, p.order_id, p.status, p.amount, p.currency, p.card_last4, "
+    "p.provider_ref, p.reason, p.created_at, p.updated_at, p.payment_method_id, "
+    "m.id AS m_id, m.customer_id AS m_customer_id, m.last4 AS m_last4, m.brand AS m_brand, "
+    "m.created_at AS m_created_at "
+    "FROM (SELECT 1) AS one LEFT JOIN payments p ON p.payment_id = $1 "
+    "LEFT JOIN payment_methods m ON m.id = $2")
 
 
 # What a command changes (the payment, its ledger entries) is written at commit, with its
@@ -73,11 +81,13 @@ def _payment(row: Any) -> Payment:
                    payment_method_id=m["payment_method_id"])
 
 
-def _method(row: Any) -> PaymentMethod:
-    """A payment_methods row: a SQLAlchemy Row or an asyncpg Record."""
+def _method(row: Any, prefix: str = "") -> PaymentMethod:
+    """A payment_methods row (its columns named with ``prefix``): a SQLAlchemy Row or an
+    asyncpg Record."""
     m = getattr(row, "_mapping", row)
-    return PaymentMethod(id=m["id"], customer_id=m["customer_id"], last4=m["last4"],
-                         brand=m["brand"], created_at=m["created_at"])
+    return PaymentMethod(id=m[prefix + "id"], customer_id=m[prefix + "customer_id"],
+                         last4=m[prefix + "last4"], brand=m[prefix + "brand"],
+                         created_at=m[prefix + "created_at"])
 
 
 class PaymentsRepository:
@@ -91,6 +101,14 @@ class PaymentsRepository:
         await flush_pending(self.session, _KINDS)
         rows = await driver_fetch(self.session, _PAYMENT, payment_id)
         return _payment(rows[0]) if rows else None
+
+    async def get_with_method(self, payment_id: str,
+                              method_id: str) -> tuple[Payment | None, PaymentMethod | None]:
+        """``get(payment_id)`` and ``method(method_id)`` in one round trip."""
+        await flush_pending(self.session, _KINDS)
+        [row] = await driver_fetch(self.session, _PAYMENT_AND_METHOD, payment_id, method_id)
+        payment = _payment(row) if row["payment_id"] is not None else None
+        return payment, _method(row, "m_") if row["m_id"] is not None else None
 
     async def for_order(self, order_id: str) -> list[Payment]:
         await flush_pending(self.session, _KINDS)

@@ -146,7 +146,8 @@ async def charge_payment(session: AsyncSession, cmd: ChargePayment, provider: Pr
     now = now or utc_now()
     repo = PaymentsRepository(session)
     await repo.lock(cmd.payment_id)
-    payment = await repo.get(cmd.payment_id)
+    # The method with the payment, in one round trip: the usual charge needs both.
+    payment, method = await repo.get_with_method(cmd.payment_id, cmd.payment_method_id)
     if payment is not None and payment.status != AUTHORIZED:
         await _reannounce_charge(session, payment, causation_id)
         return payment
@@ -158,7 +159,6 @@ async def charge_payment(session: AsyncSession, cmd: ChargePayment, provider: Pr
         except PaymentError:
             return await _decline(session, cmd, INVALID_AMOUNT, cmd.card_last4, now,
                                   causation_id)
-        method = await repo.method(cmd.payment_method_id)
         if method is None or not method.usable_by(cmd.customer_id):
             return await _decline(session, cmd, PAYMENT_METHOD_NOT_FOUND, cmd.card_last4, now,
                                   causation_id)

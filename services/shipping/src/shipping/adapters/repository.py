@@ -37,11 +37,18 @@ SHIPMENT_LOCK_SPACE = 7244
 # The statements of a command (create, release, cancel) and of the carrier's rounds (three
 # moves per order) run on asyncpg directly (chassis.db.driver_fetch, ADR 0046): they run for
 # every order. Reads for the API (by tracking number, listings) stay on SQLAlchemy Core.
-_SHIPMENT = ("SELECT shipment_id, order_id, customer_id, status, tracking_number, address, "
-             "lines, next_move_at, reason, created_at, updated_at FROM shipments "
+# A shipment comes with its history in the same round trip (ADR 0055): its steps as two
+# arrays in one order (each status is reached once, so (at, status) orders them).
+_STEPS = ("ARRAY(SELECT h.status FROM shipment_history h WHERE h.shipment_id = "
+          "shipments.shipment_id ORDER BY h.at, h.status) AS step_statuses, "
+          "ARRAY(SELECT h.at FROM shipment_history h WHERE h.shipment_id = "
+          "shipments.shipment_id ORDER BY h.at, h.status) AS step_ats")
+# _STEPS is a constant: nothing from outside reaches these strings.
+_SHIPMENT = ("SELECT shipment_id, order_id, customer_id, status, tracking_number, address, "  # noqa: S608
+             f"lines, next_move_at, reason, created_at, updated_at, {_STEPS} FROM shipments "
              "WHERE shipment_id = $1")
-_CLAIM_DUE = ("SELECT shipment_id, order_id, customer_id, status, tracking_number, address, "
-              "lines, next_move_at, reason, created_at, updated_at FROM shipments "
+_CLAIM_DUE = ("SELECT shipment_id, order_id, customer_id, status, tracking_number, address, "  # noqa: S608
+              f"lines, next_move_at, reason, created_at, updated_at, {_STEPS} FROM shipments "
               "WHERE next_move_at IS NOT NULL AND next_move_at <= $1 "
               "ORDER BY next_move_at LIMIT $2 FOR UPDATE SKIP LOCKED")
 _HISTORY = ("SELECT shipment_id, status, at FROM shipment_history "
@@ -164,10 +171,15 @@ class ShippingRepository:
             return []
         found = [getattr(r, "_mapping", r) for r in rows]
         ids = [r["shipment_id"] for r in found]
-        await flush_pending(self.session, _KINDS)
         steps: dict[str, list[Step]] = {}
-        for h in await driver_fetch(self.session, _HISTORY, ids):
-            steps.setdefault(h["shipment_id"], []).append(Step(h["status"], h["at"]))
+        if "step_statuses" in found[0]:  # read with the shipments (_STEPS)
+            for r in found:
+                steps[r["shipment_id"]] = [Step(status, at) for status, at in zip(
+                    r["step_statuses"], r["step_ats"], strict=True)]
+        else:
+            await flush_pending(self.session, _KINDS)
+            for h in await driver_fetch(self.session, _HISTORY, ids):
+                steps.setdefault(h["shipment_id"], []).append(Step(h["status"], h["at"]))
         for history in steps.values():  # by time; steps at the same instant in route order
             history.sort(key=lambda step: (step.at, STATUSES.index(step.status)))
         for shipment_id in ids:
