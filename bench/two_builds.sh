@@ -17,11 +17,21 @@ free_port() { "$after/.venv/bin/python" -c \
 
 # start_platform LABEL CHECKOUT N: starts a fresh platform of CHECKOUT in a scratch home and
 # prints the home; the start-up log is $out/LABEL-N.up.log.
+# A port free when asked may be taken before the platform binds it (the edge's port and the
+# ones after it): such a start is tried again on other ports, up to three times.
 start_platform() {
-  local home
-  home=$(mktemp -d "/tmp/mercato-bench-$1-XXXX")
-  (cd "$2" && .venv/bin/mercato up --detach --port "$(free_port)" --home "$home" \
-      >"$out/$1-$3.up.log" 2>&1) || { echo "mercato up failed: see $out/$1-$3.up.log" >&2
-                                       return 1; }
-  echo "$home"
+  local home attempt
+  for attempt in 1 2 3; do
+    home=$(mktemp -d "/tmp/mercato-bench-$1-XXXX")
+    if (cd "$2" && .venv/bin/mercato up --detach --port "$(free_port)" --home "$home" \
+          >"$out/$1-$3.up.log" 2>&1); then
+      echo "$home"; return 0
+    fi
+    (cd "$2" && .venv/bin/mercato down --home "$home" >/dev/null 2>&1) || true
+    grep -q "is in use by another program" "$out/$1-$3.up.log" || break
+    echo "$1 run $3: a port was taken meanwhile (attempt $attempt); trying other ports" >&2
+    rm -rf "$home"
+  done
+  echo "mercato up failed: see $out/$1-$3.up.log" >&2
+  return 1
 }

@@ -335,11 +335,8 @@ async def _lock_is_free(db: Database, space: int, key: str) -> bool:
 async def test_a_lock_goes_with_the_first_statement_and_is_not_taken_twice(
         db: Database, one: Database, pg_server: PgServer) -> None:
     key = "it's r-1"  # a quote: the key is a literal in the script
-    name = one.engine.url.database
-    assert name is not None
-    with pg_server.statements_logged(name) as logged:
-        pid = await backend_pid(one)
-        sent_before = len(logged(pid))
+
+    async def work() -> None:
         async with one.unit_of_work() as uow:
             assert await driver_execute_first(uow.session, INSERT, "a", 1, REF,
                                               locks=((77, key),)) == 1
@@ -352,8 +349,8 @@ async def test_a_lock_goes_with_the_first_statement_and_is_not_taken_twice(
         async with one.unit_of_work() as uow:  # a new transaction holds nothing yet
             await advisory_xact_lock(uow.session, 77, key)
             await uow.commit()
-        sent = [" ".join(s.split(": ", 1)[1].split()) for s in logged(pid)[sent_before:]]
-    sent = [s for s in sent if "typeinfo" not in s]
+
+    sent = await _sent_by(one, pg_server, work)
     assert sent[0] == ("BEGIN; SELECT pg_advisory_xact_lock(77, hashtext('it''s r-1')); "
                        "INSERT INTO counters (name, value, ref) VALUES ('a', 1, "
                        f"'{REF}') ON CONFLICT DO NOTHING"), sent

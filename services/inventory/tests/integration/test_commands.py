@@ -315,7 +315,9 @@ async def test_a_command_writes_once_at_commit(inv: Inventory, pg_server: Any,
             for rid, tombstone in (("r0", "t0"), ("r1", "t1")):
                 for name, message in (("reserve", reserve(rid, MUG=1)),
                                       ("commit", CommitReservation(reservation_id=rid)),
-                                      ("release", ReleaseStock(reservation_id=tombstone))):
+                                      ("release", ReleaseStock(reservation_id=tombstone)),
+                                      ("approval", reserve(f"a{rid}", MUG=1)),
+                                      ("approval", approved(f"a{rid}", f"o{rid}"))):
                     before = len(logged(pid))
                     assert await alone.send(message) == Outcome.HANDLED
                     sent[name] = [" ".join(s.split(": ", 1)[1].split())
@@ -325,13 +327,15 @@ async def test_a_command_writes_once_at_commit(inv: Inventory, pg_server: Any,
     writes = {name: [s for s in statements if s.startswith(("BEGIN;", "WITH", "INSERT", "UPDATE"))]
               for name, statements in sent.items()}
     # The reservation's lock and the inbox claim ride on the BEGIN; every other write is in
-    # the one statement.
-    assert [len(w) for w in writes.values()] == [2, 2, 2], sent
+    # the one statement. The approval (ADR 0054) is a commit read from the orders' stream.
+    assert [len(w) for w in writes.values()] == [2, 2, 2, 2], sent
     assert [w[0].split(" INSERT INTO inbox")[0] for w in writes.values()] == [
         "BEGIN; SELECT pg_advisory_xact_lock(7243, hashtext('r1'));",
         "BEGIN; SELECT pg_advisory_xact_lock(7243, hashtext('r1'));",
-        "BEGIN; SELECT pg_advisory_xact_lock(7243, hashtext('t1'));"], writes
-    reserve_write, commit_write, release_write = (w[1] for w in writes.values())
+        "BEGIN; SELECT pg_advisory_xact_lock(7243, hashtext('t1'));",
+        "BEGIN; SELECT pg_advisory_xact_lock(7243, hashtext('ar1'));"], writes
+    reserve_write, commit_write, release_write, approval = (w[1] for w in writes.values())
+    assert all(part in approval for part in ("UPDATE stock", "UPDATE reservations")), approval
     assert all(part in reserve_write for part in (
         "INSERT INTO reservations", "INSERT INTO reservation_lines", "UPDATE stock",
         "INSERT INTO outbox")), reserve_write
@@ -339,11 +343,12 @@ async def test_a_command_writes_once_at_commit(inv: Inventory, pg_server: Any,
         "UPDATE stock", "UPDATE reservations", "INSERT INTO outbox")), commit_write
     assert all(part in release_write for part in (  # an unknown reservation's tombstone
         "INSERT INTO reservations", "INSERT INTO outbox")), release_write
-    assert [len(s) for s in sent.values()] == [5, 5, 4], sent
-    assert not [s for s in sum(sent.values(), []) if s.startswith("SELECT reservation_id, sku")]
-    assert await inv.levels() == {"MUG": (3, 0)}
+    assert [len(s) for s in sent.values()] == [5, 5, 4, 5], sent
+    assert not [s for sent_by in sent.values() for s in sent_by
+                if s.startswith("SELECT reservation_id, sku")], sent
+    assert await inv.levels() == {"MUG": (1, 0)}
     assert await inv.statuses() == {"r0": "committed", "r1": "committed", "t0": "released",
-                                    "t1": "released"}
+                                    "t1": "released", "ar0": "committed", "ar1": "committed"}
 
 
 async def test_expiry_releases_once_even_with_two_sweepers(inv: Inventory, db: Database) -> None:

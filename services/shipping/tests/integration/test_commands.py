@@ -255,7 +255,8 @@ async def test_a_create_and_a_release_write_once_at_commit(
         assert not [s for s in sent[name][1:] if "pg_advisory_xact_lock" in s], sent
     # A shipment is read with its history, one round trip (ADR 0055): a release is the claim,
     # that read, one write and the COMMIT; a carrier round the same, less the claim.
-    assert not [s for s in sum(sent.values(), []) if s.startswith("SELECT shipment_id, status, at")], sent
+    assert not [s for sent_by in sent.values() for s in sent_by
+                if s.startswith("SELECT shipment_id, status, at")], sent
     assert (len(sent["release"]), len(sent["carrier"])) == (4, 4), sent
     assert all(part in writes["create"][0] for part in (
         "INSERT INTO shipments", "INSERT INTO shipment_history", "INSERT INTO outbox")), writes

@@ -10,7 +10,7 @@ from mercato.bench.capacity import REST, markdown, model
 from mercato.runtime.services import repo_root
 from typer.testing import CliRunner
 
-REFERENCE = sorted((repo_root() / "bench" / "reference" / "adr-0054" / "approval-12ps").glob(
+REFERENCE = sorted((repo_root() / "bench" / "reference" / "adr-0055" / "all-12ps-2").glob(
     "after-*.report.json"))
 
 
@@ -41,14 +41,14 @@ def test_runs_without_costs_above_idle_fall_back_to_the_totals() -> None:
 
 def test_the_performance_page_shows_the_model_of_the_reference_runs() -> None:
     assert len(REFERENCE) == 5, \
-        "bench/reference/adr-0054/approval-12ps holds the runs the page is from"
+        "bench/reference/adr-0055/all-12ps-2 holds the runs the page is from"
     from mercato.bench.capacity import load_model
 
     table = markdown(load_model(REFERENCE))
     page = (repo_root() / "docs" / "performance.md").read_text()
     assert table in page, ("docs/performance.md's capacity table is not the model of the "
                            "reference runs; paste: mercato bench capacity --markdown "
-                           "bench/reference/adr-0054/approval-12ps/after-*.report.json\n"
+                           "bench/reference/adr-0055/all-12ps-2/after-*.report.json\n"
                            + table)
 
 
