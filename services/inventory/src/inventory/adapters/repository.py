@@ -38,7 +38,7 @@ _ADJUSTMENT_LOCK_SPACE = 7244
 _LOCK_RESERVATION = text("SELECT pg_advisory_xact_lock(:space, hashtext(:id))")
 
 # A command's statements (reserve, commit, release) run on asyncpg directly
-# (chassis.db.driver_fetch, ADR 0046): two commands per order, ~6 statements each.
+# (chassis.db.driver_fetch, ADR 0046): two messages per order, 5 round trips each (ADR 0055).
 # A reservation comes with its lines in the same round trip (ADR 0055): as two arrays in
 # one order (by SKU, the order the lines are read in).
 _RESERVATION = (
