@@ -262,11 +262,10 @@ async def driver_execute_first(tx: Tx, sql: str, *args: Any,
     when it goes with its BEGIN (ADR 0055)."""
     adapted = await _adapted(tx)
     values = [_literal(a) for a in args]
-    keys = [(space, _literal(key)) for space, key in locks
-            if isinstance(space, int) and not isinstance(space, bool)]
+    keys = [(int(space), _literal(key)) for space, key in locks]
     quoted = getattr(adapted._connection.get_settings(), "standard_conforming_strings", "")
     begin = None if adapted._started or None in values or _is_reading(tx) or quoted != "on" \
-        or len(keys) != len(locks) or any(key is None for _, key in keys) else _begin(adapted)
+        or any(key is None for _, key in keys) else _begin(adapted)
     if begin is None:
         for space, key in locks:
             await advisory_xact_lock(tx, space, key)
@@ -475,35 +474,50 @@ def _write_pending(session: Session) -> None:
             _VERIFY[kind](rows, len(result.fetchall()))
 
 
-def _one_statement(pending: dict[str, list[Any]]) -> tuple[str, tuple[Any, ...]] | None:
-    """The pending rows as ONE statement that needs no answer checked, or None: a verified
-    kind (its check comes after the statement, too late for a statement already committed)
-    or a kind that is itself a WITH query beside others makes it more than one."""
-    if any(kind in _VERIFY for kind in pending):
-        return None
-    made = [_FLUSHERS[kind](rows) for kind, rows in pending.items()]
-    if len(made) == 1:
-        return made[0]
-    statements = tuple(sql for sql, _ in made)
-    if any(sql.lstrip()[:4].upper() == "WITH" for sql in statements):
-        return None
-    return (_combined(statements, tuple(len(args) for _, args in made)),
-            tuple(value for _, args in made for value in args))
+# One kind's rows: (kind, rows, the kind's statement, its arguments).
+_Part = tuple[str, list[Any], str, tuple[Any, ...]]
+
+
+def _statements(pending: dict[str, list[Any]]) -> list[list[_Part]]:
+    """The statements that write the pending rows, each as the kinds it writes: a kind that is
+    itself a WITH query alone (data-modifying WITH is allowed only at the top level), every
+    other kind together in one (ADR 0048)."""
+    alone: list[list[_Part]] = []
+    together: list[_Part] = []
+    for kind, rows in pending.items():
+        sql, args = _FLUSHERS[kind](rows)
+        part = (kind, rows, sql, args)
+        if sql.lstrip()[:4].upper() == "WITH":
+            alone.append([part])
+        else:
+            together.append(part)
+    return alone + ([together] if together else [])
+
+
+def _sql_of(parts: list[_Part]) -> tuple[str, tuple[Any, ...]]:
+    if len(parts) == 1:
+        return parts[0][2], parts[0][3]
+    return (_combined(tuple(sql for _, _, sql, _ in parts),
+                      tuple(len(args) for _, _, _, args in parts)),
+            tuple(value for _, _, _, args in parts for value in args))
 
 
 async def _write_pending_alone(conn: AsyncConnection, adapted: Any) -> bool:
     """Write a transaction that sent nothing yet and whose work is one statement as that
     statement alone: PostgreSQL runs it atomically and commits it when it ends, so BEGIN
     and COMMIT would be two round trips for nothing (ADR 0055). False (nothing sent) when
-    the transaction is not of that kind."""
+    the transaction is not of that kind: it began, its isolation is not the default, a kind
+    is verified (its check comes after the statement, too late for one already committed),
+    or its rows take more than one statement."""
     state = _state(conn)
     pending: dict[str, list[Any]] | None = state.get(_PENDING)
-    if not pending or adapted._started or _begin(adapted) != "BEGIN":
+    if not pending or adapted._started or _begin(adapted) != "BEGIN" \
+            or any(kind in _VERIFY for kind in pending):
         return False
-    statement = _one_statement(pending)
-    if statement is None:
+    statements = _statements(pending)
+    if len(statements) != 1:
         return False
-    sql, args = statement
+    sql, args = _sql_of(statements[0])
     del state[_PENDING]
     await _on_driver_once(conn, sql, args, lambda driver: driver.execute(sql, *args))
     return True
@@ -511,24 +525,14 @@ async def _write_pending_alone(conn: AsyncConnection, adapted: Any) -> bool:
 
 async def _write_pending_async(conn: AsyncConnection) -> None:
     pending: dict[str, list[Any]] | None = _state(conn).pop(_PENDING, None)
-    if not pending:
-        return
-    together: list[tuple[str, list[Any], str, tuple[Any, ...]]] = []
-    for kind, rows in pending.items():
-        sql, args = _FLUSHERS[kind](rows)
-        if sql.lstrip()[:4].upper() == "WITH":
+    for parts in _statements(pending or {}):
+        if len(parts) == 1:
+            kind, rows, sql, args = parts[0]
             await _write_now(conn, kind, rows, (sql, args))
-        else:
-            together.append((kind, rows, sql, args))
-    if len(together) == 1:
-        kind, rows, sql, args = together[0]
-        await _write_now(conn, kind, rows, (sql, args))
-    elif together:
-        statements = tuple(sql for _, _, sql, _ in together)
-        sql = _combined(statements, tuple(len(args) for _, _, _, args in together))
-        answers = iter((await driver_fetch(conn, sql, *(value for _, _, _, args in together
-                                                         for value in args)))[0])
-        for kind, rows, statement, _ in together:
+            continue
+        sql, args = _sql_of(parts)
+        answers = iter((await driver_fetch(conn, sql, *args))[0])
+        for kind, rows, statement, _ in parts:
             returned = next(answers) if _RETURNING.search(statement) else 0
             if kind in _VERIFY:
                 _VERIFY[kind](rows, returned)

@@ -25,7 +25,7 @@ from chassis.db import (
     register_deferred,
     write_at_commit,
 )
-from sqlalchemy import Row, select, text
+from sqlalchemy import Row, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,7 +35,6 @@ from inventory.domain.model import RESERVED, Line, Reservation, Stock
 # Two-key advisory locks live in their own key space, apart from the migrations' one-key lock.
 RESERVATION_LOCK_SPACE = 7243
 _ADJUSTMENT_LOCK_SPACE = 7244
-_LOCK_RESERVATION = text("SELECT pg_advisory_xact_lock(:space, hashtext(:id))")
 
 # A command's statements (reserve, commit, release) run on asyncpg directly
 # (chassis.db.driver_fetch, ADR 0046): two messages per order, 5 round trips each (ADR 0055).
@@ -134,8 +133,7 @@ class InventoryRepository:
 
     async def lock_adjustment_id(self, adjustment_id: str) -> None:
         """Two calls with one id (a retry racing its first try) run one after the other."""
-        await self.session.execute(_LOCK_RESERVATION, {"space": _ADJUSTMENT_LOCK_SPACE,
-                                                       "id": adjustment_id})
+        await advisory_xact_lock(self.session, _ADJUSTMENT_LOCK_SPACE, adjustment_id)
 
     async def get_adjustment(self, adjustment_id: str) -> Row[Any] | None:
         await self._written()

@@ -245,6 +245,6 @@ async def read_for_placement(session: AsyncSession, customer_id: str, idempotenc
                 r["changed_at"])
         elif part == "address":
             address = dict(zip(ADDRESS_COLUMNS, (r[f"t{i}"] for i in range(1, 8)), strict=True))
-        elif method_id is not None:
+        elif part == "method" and method_id is not None:
             method = PaymentMethodRef(id=method_id, last4=r["t1"])
     return PlacementReads(key_used, products, address, method)

@@ -32,19 +32,19 @@ PAYMENT_LOCK_SPACE = 7244
 # A command's statements (authorize, capture, void, refund) run on asyncpg directly
 # (chassis.db.driver_fetch, ADR 0046): they run for every order. Reads for the API and the
 # vaulting of a card stay on SQLAlchemy Core.
-_PAYMENT = ("SELECT payment_id, order_id, status, amount, currency, card_last4, provider_ref, "
-            "reason, created_at, updated_at, payment_method_id FROM payments "
-            "WHERE payment_id = $1")
-_METHOD = "SELECT id, customer_id, last4, brand, created_at FROM payment_methods WHERE id = $1"
-# A charge's two reads in one round trip (ADR 0055): the payment, if any, and the method.
+_PAYMENT_COLUMNS = ("payment_id", "order_id", "status", "amount", "currency", "card_last4",
+                    "provider_ref", "reason", "created_at", "updated_at", "payment_method_id")
+_METHOD_COLUMNS = ("id", "customer_id", "last4", "brand", "created_at")
+# The column lists are constants: nothing from outside reaches these strings.
+_PAYMENT = f"SELECT {', '.join(_PAYMENT_COLUMNS)} FROM payments WHERE payment_id = $1"  # noqa: S608
+_METHOD = f"SELECT {', '.join(_METHOD_COLUMNS)} FROM payment_methods WHERE id = $1"  # noqa: S608
+# A charge's two reads in one round trip (ADR 0055): the payment, if any, and the method
+# (its columns prefixed m_).
 _PAYMENT_AND_METHOD = (
-    "SELECT p.payment_id, p.order_id, p.status, p.amount, p.currency, p.card_last4, "
-    "p.provider_ref, p.reason, p.created_at, p.updated_at, p.payment_method_id, "
-    "m.id AS m_id, m.customer_id AS m_customer_id, m.last4 AS m_last4, m.brand AS m_brand, "
-    "m.created_at AS m_created_at "
-    "FROM (SELECT 1) AS one LEFT JOIN payments p ON p.payment_id = $1 "
+    "SELECT " + ", ".join([f"p.{c}" for c in _PAYMENT_COLUMNS]  # noqa: S608
+                          + [f"m.{c} AS m_{c}" for c in _METHOD_COLUMNS])
+    + " FROM (SELECT 1) AS one LEFT JOIN payments p ON p.payment_id = $1 "
     "LEFT JOIN payment_methods m ON m.id = $2")
-
 
 # What a command changes (the payment, its ledger entries) is written at commit, with its
 # event, as ONE statement (chassis.db.write_at_commit, ADR 0052): a charge was a payment, two
@@ -55,8 +55,6 @@ _ADD_KIND = "payments.payment"
 _SAVE_KIND = "payments.payment_change"
 _ENTRY_KIND = "payments.ledger_entry"
 _KINDS = (_ADD_KIND, _SAVE_KIND, _ENTRY_KIND)
-_PAYMENT_COLUMNS = ("payment_id", "order_id", "status", "amount", "currency", "card_last4",
-                    "provider_ref", "reason", "created_at", "updated_at", "payment_method_id")
 _SAVE_PAYMENTS = (
     "UPDATE payments SET status = x.status, provider_ref = x.provider_ref, reason = x.reason, "
     "updated_at = x.updated_at "
