@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from chassis.saga import SagaDefinition, Step
+from chassis.saga import SagaDefinition, Step, command_subjects
 from contracts.inventory.v1 import ReleaseStock, ReserveStock, StockLine
 from contracts.payments.v1 import AuthorizePayment, CapturePayment, VoidPayment
 
@@ -146,3 +146,30 @@ def test_secret_keys_and_the_end_hook_are_part_of_the_definition() -> None:
     assert saga.secret_keys == ("card", "token")  # kept, not an exhausted iterator
     assert saga.on_end is settle
     assert SagaDefinition("y", [Step("s", reserve, success={"Ok.v1": None})]).on_end is None
+
+
+def test_command_subjects_are_read_from_the_builders_annotations() -> None:
+    def either(d: Data) -> AuthorizePayment | CapturePayment:
+        return capture(d)
+
+    assert command_subjects(definition().builders()) == [
+        "inventory.commands.release_stock", "inventory.commands.reserve_stock",
+        "payments.commands.authorize_payment", "payments.commands.capture_payment",
+        "payments.commands.void_payment"]
+    assert command_subjects([either]) == ["payments.commands.authorize_payment",
+                                          "payments.commands.capture_payment"]
+
+
+def test_a_builder_that_names_no_command_class_is_refused() -> None:
+    def unannotated(d):  # type: ignore[no-untyped-def]
+        return release(d)
+
+    def not_a_command(d: Data) -> dict[str, Any]:
+        return {}
+
+    def partly(d: Data) -> ReleaseStock | None:
+        return release(d)
+
+    for builder in (unannotated, not_a_command, partly):
+        with pytest.raises(ValueError, match="must be annotated"):
+            command_subjects([builder])

@@ -23,15 +23,15 @@ from orders.entrypoints.consumers import consumer_specs
 from orders.entrypoints.deps import OrdersContext, OrdersWiring
 from orders.metrics import ReplicaLookups
 from orders.service_layer.admission import Admission, admission_counter
-from orders.service_layer.saga import DEFINITIONS
+from orders.service_layer.saga import COMMANDS_SENT, DEFINITIONS
 from orders.settings import OrdersSettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 # orders owns its events stream and publishes through its outbox (events, and the saga's
 # commands into the other services' command queues, which those services declare). The
-# broker lets it publish exactly these: a command to a new service must be added here.
+# broker lets it publish exactly the commands its sagas and cancellations build (ADR 0056).
 STREAMS = [StreamSpec(events_stream_name("orders"), ["orders.events.>"])]
-SENDS = [f"{target}.commands.>" for target in ("inventory", "payments", "shipping")]
+SENDS = COMMANDS_SENT
 
 
 def messaging(settings: OrdersSettings, engine: SagaEngine) -> Messaging:

@@ -1,14 +1,21 @@
+import inspect
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
+from contracts.base import Command
 from contracts.payments import v1
 from contracts.payments.v1 import ChargePayment
 from contracts.payments.v2 import AuthorizePayment
+from orders.service_layer import saga
 from orders.service_layer.saga import (
+    COMMANDS_SENT,
     DEFINITIONS,
     ORDER,
     ORDER_V1,
     ORDER_V2,
+    UNDO_APPROVED,
+    UNDO_COMPLETED,
     authorize_payment,
     cancel_shipment,
     charge_payment,
@@ -118,3 +125,21 @@ def test_the_documented_diagram_is_the_definitions_own() -> None:
     diagram, not an older one (regenerate it with ``ORDER.to_mermaid()``)."""
     doc = Path(__file__).resolve().parents[4] / "docs" / "saga.md"
     assert ORDER.to_mermaid().strip() in doc.read_text()
+
+
+def test_every_command_orders_builds_is_one_it_declares_it_sends() -> None:
+    """The broker lets orders publish COMMANDS_SENT and no other command (ADR 0056): a
+    builder the sagas or the cancellation use, whatever it returns for real data, is among
+    them, and so is every command builder the saga module holds."""
+    builders = [*(b for d in DEFINITIONS for b in d.builders()), *UNDO_COMPLETED,
+                *UNDO_APPROVED]
+    for builder in builders:
+        command = builder({**DATA, "card_number": "4242424242424242"})
+        assert command.subject() in COMMANDS_SENT, builder
+    in_module = [f for f in vars(saga).values() if inspect.isfunction(f)
+                 and f.__module__ == saga.__name__
+                 and isinstance(get_type_hints(f).get("return"), type)
+                 and issubclass(get_type_hints(f)["return"], Command)]
+    assert in_module and set(in_module) <= set(builders)
+    assert "inventory.commands.commit_reservation" not in COMMANDS_SENT
+    assert "shipping.commands.release_shipment" not in COMMANDS_SENT

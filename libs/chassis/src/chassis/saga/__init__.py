@@ -6,7 +6,7 @@ a request's transaction; register ``engine.handlers()`` on an inbox consumer for
 run its ``reconciler`` as a background task beside it; read ``history`` to see what happened.
 """
 
-from chassis.saga.definition import EndHook, SagaDefinition, SagaEnd, Step
+from chassis.saga.definition import EndHook, SagaDefinition, SagaEnd, Step, command_subjects
 from chassis.saga.engine import SagaEngine
 from chassis.saga.history import (
     SagaEvent,
@@ -23,5 +23,5 @@ from chassis.saga.tables import create_saga_tables, saga_tables
 
 __all__ = ["REDACTED", "ConcurrentSagaUpdate", "EndHook", "SagaDefinition", "SagaEnd",
            "SagaEngine", "SagaEvent", "SagaHistory", "SagaInstance", "Status", "Step",
-           "count_running", "count_running_now", "create_saga_tables", "history", "reconciler",
-           "record_event", "saga_tables"]
+           "command_subjects", "count_running", "count_running_now", "create_saga_tables",
+           "history", "reconciler", "record_event", "saga_tables"]

@@ -11,6 +11,7 @@ with ``subject()``, ``message_type()`` and ``to_payload()``, which every
 
 from __future__ import annotations
 
+import types
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -139,6 +140,10 @@ class SagaDefinition:
                 seen.setdefault(t, None)
         return list(seen)
 
+    def builders(self) -> list[CommandBuilder]:
+        """Every builder of a command this definition may send: steps and compensations."""
+        return [b for s in self.steps for b in (s.command, s.compensation) if b is not None]
+
     def describe(self) -> dict[str, Any]:
         """A plain, JSON-ready description for tools and docs."""
         return {
@@ -165,6 +170,28 @@ class SagaDefinition:
         from chassis.saga.diagram import mermaid
 
         return mermaid(self.describe())
+
+
+def command_subjects(builders: Iterable[CommandBuilder]) -> list[str]:
+    """The subjects of the commands ``builders`` may return, read from their return
+    annotations (a command class, or a union of versions of one): what the orchestrator must
+    be allowed to publish, and nothing more (its broker permissions, ADR 0056). A builder that
+    names no command class is refused: its command could not be allowed beforehand."""
+    subjects: set[str] = set()
+    for builder in builders:
+        try:
+            annotation = typing.get_type_hints(builder).get("return")
+        except Exception as exc:  # an annotation that does not resolve
+            raise ValueError(f"command builder {builder!r}: its return annotation does not "
+                             f"resolve ({exc})") from exc
+        union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        classes = typing.get_args(annotation) if union else (annotation,)
+        found = [c.subject() for c in classes if callable(getattr(c, "subject", None))]
+        if not found or len(found) != len(classes):
+            raise ValueError(f"command builder {builder!r} must be annotated with the command "
+                             f"class(es) it returns, not {annotation!r}")
+        subjects.update(found)
+    return sorted(subjects)
 
 
 def _type_name(builder: CommandBuilder) -> str:

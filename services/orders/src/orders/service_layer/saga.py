@@ -36,7 +36,15 @@ from typing import Any
 
 import structlog
 from chassis.messaging.outbox import stage
-from chassis.saga import SagaDefinition, SagaEnd, SagaInstance, Status, Step, record_event
+from chassis.saga import (
+    SagaDefinition,
+    SagaEnd,
+    SagaInstance,
+    Status,
+    Step,
+    command_subjects,
+    record_event,
+)
 from contracts.base import Command, Event
 from contracts.inventory.v1 import (
     ReleaseStock,
@@ -328,3 +336,9 @@ ORDER_V1 = SagaDefinition(SAGA_NAME_V1, [
 # What the orders service's engine knows: the one it starts, and the ones sagas in flight at
 # an upgrade may still be on.
 DEFINITIONS = (ORDER, ORDER_V2, ORDER_V1)
+
+# Every command orders may send: the definitions' steps and compensations, and what undoes an
+# order after its saga ended. The broker lets orders publish these subjects and no other
+# service's (ADR 0056): CommitReservation and ReleaseShipment are no longer among them.
+COMMANDS_SENT = command_subjects(
+    [*(b for d in DEFINITIONS for b in d.builders()), *UNDO_COMPLETED, *UNDO_APPROVED])

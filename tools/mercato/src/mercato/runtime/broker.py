@@ -46,7 +46,15 @@ GATEWAY = "mercato-gateway"
 CLI = "mercato-cli"
 TOOLS = (RUNTIME, GATEWAY, CLI)
 
-_COMMANDS = tuple(f"{target}.commands.>" for target in ("inventory", "payments", "shipping"))
+# The commands the order sagas and cancellations build (orders.service_layer.saga's
+# COMMANDS_SENT), each its own subject: no wildcard over another service's commands (ADR 0056).
+_ORDERS_COMMANDS = tuple(
+    f"{owner}.commands.{name}" for owner, names in (
+        ("inventory", ("release_stock", "reserve_stock", "restock_reservation")),
+        ("payments", ("authorize_payment", "capture_payment", "charge_payment",
+                      "refund_payment", "void_payment")),
+        ("shipping", ("cancel_shipment", "create_shipment")))
+    for name in names)
 
 SERVICE_BROKER_NEEDS: dict[str, BrokerNeeds] = {
     "identity": BrokerNeeds(streams=("IDENTITY_EVENTS",), publishes=("identity.events.>",)),
@@ -68,7 +76,7 @@ SERVICE_BROKER_NEEDS: dict[str, BrokerNeeds] = {
         consumers=(("ORDERS_EVENTS", "shipping-orders-events"),
                    ("SHIPPING_COMMANDS", "shipping-commands"))),
     "orders": BrokerNeeds(
-        streams=("ORDERS_EVENTS",), publishes=tuple(sorted(("orders.events.>", *_COMMANDS))),
+        streams=("ORDERS_EVENTS",), publishes=tuple(sorted(("orders.events.>", *_ORDERS_COMMANDS))),
         consumers=(("CATALOG_EVENTS", "orders-catalog-events"),
                    ("IDENTITY_EVENTS", "orders-identity-events"),
                    ("INVENTORY_EVENTS", "orders-saga-replies-inventory"),
