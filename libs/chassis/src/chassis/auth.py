@@ -70,8 +70,8 @@ class RemoteJwks:
                 return self._keys[kid]
             # Unknown kids must not turn every forged token into a JWKS request.
             if time.monotonic() - self._fetched_at >= self._min_refetch or not self._keys:
-                fetched = await self._refresh()
-                if not fetched and kid not in self._keys:
+                failed = await self._refresh()
+                if failed and kid not in self._keys:
                     # We cannot tell a new key from a forged one: say so, rather than a 401
                     # that would log a valid user out, or a 500.
                     raise ServiceUnavailable(
@@ -83,19 +83,26 @@ class RemoteJwks:
         """Fetch the keys ahead of the first token, retrying while identity starts.
 
         With the keys cached, token checks keep working through a registry (NATS) outage;
-        without them, the first token after such an outage could not be checked.
+        without them, the first token after such an outage could not be checked. Identity
+        starting after this service is the usual case, not a fault: the failed tries are
+        logged at info, and a warning only when the keys are still unreachable at the end.
         """
         delay, deadline = 0.2, time.monotonic() + give_up_after_s
+        tries, error = 0, ""
         while time.monotonic() < deadline:
+            tries += 1
             async with self._lock:
-                if await self._refresh():
+                error = await self._refresh(warming=True)
+                if not error:
                     return True
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+        log.warning("jwks_fetch_failed", url=self._url, error=error, tries=tries,
+                    gave_up_after_s=give_up_after_s)
         return False
 
-    async def _refresh(self) -> bool:
-        """Fetch the JWKS; on any failure keep the old keys and return False."""
+    async def _refresh(self, *, warming: bool = False) -> str:
+        """Fetch the JWKS; on any failure keep the old keys and return the error (else "")."""
         try:
             url = await self._resolve(self._url) if self._resolve else self._url
             async with self._session().get(url, timeout=aiohttp.ClientTimeout(total=3)) as resp:
@@ -103,12 +110,14 @@ class RemoteJwks:
                 document = await resp.json(content_type=None)
             keys = keys_from_jwks(document)
         except Exception as exc:
-            log.warning("jwks_fetch_failed", url=self._url, error=f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            (log.info if warming else log.warning)(
+                "jwks_not_ready" if warming else "jwks_fetch_failed", url=self._url, error=error)
             self._fetched_at = time.monotonic()
-            return False
+            return error or type(exc).__name__
         self._keys = keys
         self._fetched_at = time.monotonic()
-        return True
+        return ""
 
 
 def keys_from_jwks(document: dict[str, Any]) -> dict[str, Any]:

@@ -263,3 +263,57 @@ async def test_listing_never_comes_back_empty_while_instances_heartbeat(
                 await asyncio.wait_for(r.stop(), 5)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.close(), 10)
+
+
+async def test_warming_the_keys_while_identity_starts_is_not_a_warning(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A service usually starts before identity answers: its first tries fail. They are
+    logged at info, and a warning only when the keys are still unreachable at the end."""
+    import aiohttp
+    import orjson
+    from chassis.logging import configure_logging
+
+    def logged() -> list[tuple[str, str, dict[str, object]]]:
+        lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()
+                 if line.startswith("{")]
+        return [(e["event"], e["level"], e) for e in lines if e.get("logger") == "chassis.auth"]
+
+    configure_logging("probe", "probe-1")  # JSON lines on stdout, as in a service
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    answered = 0
+
+    async def jwks(_: web.Request) -> web.Response:
+        nonlocal answered
+        answered += 1
+        if answered <= 2:  # identity still starting
+            return web.Response(status=503)
+        return web.json_response({"keys": [
+            {**json.loads(RSAAlgorithm.to_jwk(key.public_key())), "kid": "k1", "alg": "RS256",
+             "use": "sig"}]})
+
+    app = web.Application()
+    app.router.add_get("/jwks", jwks)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    session = aiohttp.ClientSession()
+    try:
+        capsys.readouterr()
+        assert await RemoteJwks(f"http://127.0.0.1:{port}/jwks", lambda: session).warm(
+            give_up_after_s=10)
+        assert answered == 3
+        assert [(event, level) for event, level, _ in logged()] == [
+            ("jwks_not_ready", "info")] * 2
+        # Nothing answers: a warning once, at the end.
+        assert not await RemoteJwks("http://127.0.0.1:1/jwks", lambda: session).warm(
+            give_up_after_s=0.5)
+        *tries, (event, level, last) = logged()
+        assert (event, level) == ("jwks_fetch_failed", "warning")
+        assert "ClientConnectorError" in str(last["error"]) and last["tries"] == len(tries) >= 2
+        assert {level for _, level, _ in tries} == {"info"}
+    finally:
+        await session.close()
+        await runner.cleanup()
