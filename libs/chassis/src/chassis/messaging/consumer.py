@@ -417,6 +417,17 @@ def consumer_config(spec: ConsumerSpec, deliver_to: str) -> ConsumerConfig:
         max_ack_pending=max(1000, spec.batch * 4))
 
 
+# A consumer usually starts before the producer that owns its stream has declared it: the loop
+# retries until the stream exists. For this long from the consumer's start that is the usual
+# start-up, logged at info; a stream still missing after it is a warning.
+STREAM_AWAITED_QUIETLY_S = 60.0
+_STREAM_NOT_FOUND = 10059  # JetStream's err_code
+
+
+def _stream_missing(exc: Exception) -> bool:
+    return isinstance(exc, NotFoundError) and exc.err_code == _STREAM_NOT_FOUND
+
+
 async def run_jetstream_consumer(consumer: InboxConsumer, nc: NATS, stop: asyncio.Event,
                                  waker: Waker | None = None) -> None:
     """Receive and process until ``stop``; reconnect-tolerant (errors back off and retry).
@@ -443,12 +454,13 @@ async def _consume(consumer: InboxConsumer, nc: NATS, stop: asyncio.Event,
     backoff = 0.2
     sub: Subscription | None = None
     ensured = False
+    awaiting_stream_until: float | None = time.monotonic() + STREAM_AWAITED_QUIETLY_S
     try:
         while not stop.is_set():
             try:
                 if not ensured:
                     await ensure_consumer(js, spec.stream, config)
-                    ensured = True
+                    ensured, awaiting_stream_until = True, None
                 if sub is None:
                     sub = await nc.subscribe(config.deliver_subject or "", queue=spec.name,
                                              cb=receive)
@@ -466,8 +478,13 @@ async def _consume(consumer: InboxConsumer, nc: NATS, stop: asyncio.Event,
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("consumer_loop_failed", consumer=spec.name, error=str(exc),
-                            retry_in=backoff)
+                if awaiting_stream_until is not None and _stream_missing(exc) \
+                        and time.monotonic() < awaiting_stream_until:
+                    log.info("consumer_awaiting_stream", consumer=spec.name,
+                             stream=spec.stream, retry_in=backoff)
+                else:
+                    log.warning("consumer_loop_failed", consumer=spec.name, error=str(exc),
+                                retry_in=backoff)
                 ensured = False
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
