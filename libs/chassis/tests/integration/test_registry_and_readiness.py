@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import ClassVar
 
+import aiohttp
 import jwt
 import nats
 import pytest
@@ -136,6 +138,31 @@ def test_database_unreachable_is_not_ready(nats_url: str) -> None:
         assert 'dependency_up{dependency="database",service="probe"} 0.0' in client.get("/metrics").text
 
 
+@contextlib.asynccontextmanager
+async def _jwks_served(
+        answer: Callable[[web.Request], Awaitable[web.Response]],
+) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
+    """``answer`` served at a local ``/jwks``: its URL, and a client session to fetch it."""
+    app = web.Application()
+    app.router.add_get("/jwks", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    session = aiohttp.ClientSession()
+    try:
+        yield f"http://127.0.0.1:{port}/jwks", session
+    finally:
+        await session.close()
+        await runner.cleanup()
+
+
+def _jwk(kid: str, key: rsa.RSAPrivateKey) -> dict[str, object]:
+    return {**json.loads(RSAAlgorithm.to_jwk(key.public_key())), "kid": kid, "alg": "RS256",
+            "use": "sig"}
+
+
 async def test_remote_jwks_refetches_on_unknown_kid_after_rotation() -> None:
     """Key rotation: a token with a new kid verifies once the JWKS has it (one refetch)."""
     keys = {"k1": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
@@ -144,22 +171,10 @@ async def test_remote_jwks_refetches_on_unknown_kid_after_rotation() -> None:
     async def jwks(_: web.Request) -> web.Response:
         nonlocal fetches
         fetches += 1
-        return web.json_response({"keys": [
-            {**json.loads(RSAAlgorithm.to_jwk(k.public_key())), "kid": kid, "alg": "RS256",
-             "use": "sig"} for kid, k in keys.items()]})
+        return web.json_response({"keys": [_jwk(kid, k) for kid, k in keys.items()]})
 
-    app = web.Application()
-    app.router.add_get("/jwks", jwks)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    import aiohttp
-
-    session = aiohttp.ClientSession()
-    try:
-        source = RemoteJwks(f"http://127.0.0.1:{port}/jwks", lambda: session, min_refetch_s=0)
+    async with _jwks_served(jwks) as (url, session):
+        source = RemoteJwks(url, lambda: session, min_refetch_s=0)
         verifier = TokenVerifier(source, issuer="iss", audience="aud")
 
         def token(kid: str) -> str:
@@ -179,9 +194,6 @@ async def test_remote_jwks_refetches_on_unknown_kid_after_rotation() -> None:
                             headers={"kid": "nope"})
         with pytest.raises(Unauthorized):
             await verifier.verify(forged)
-    finally:
-        await session.close()
-        await runner.cleanup()
 
 
 async def test_unreachable_jwks_is_503_not_500_and_not_401() -> None:
@@ -194,8 +206,6 @@ async def test_unreachable_jwks_is_503_not_500_and_not_401() -> None:
 
     async def resolve(_: str) -> str:
         raise Broken("registry timed out")
-
-    import aiohttp
 
     session = aiohttp.ClientSession()
     try:
@@ -269,7 +279,6 @@ async def test_warming_the_keys_while_identity_starts_is_not_a_warning(
         capsys: pytest.CaptureFixture[str]) -> None:
     """A service usually starts before identity answers: its first tries fail. They are
     logged at info, and a warning only when the keys are still unreachable at the end."""
-    import aiohttp
     import orjson
     from chassis.logging import configure_logging
 
@@ -288,22 +297,11 @@ async def test_warming_the_keys_while_identity_starts_is_not_a_warning(
         answered += 1
         if answered <= 2:  # identity still starting
             return web.Response(status=503)
-        return web.json_response({"keys": [
-            {**json.loads(RSAAlgorithm.to_jwk(key.public_key())), "kid": "k1", "alg": "RS256",
-             "use": "sig"}]})
+        return web.json_response({"keys": [_jwk("k1", key)]})
 
-    app = web.Application()
-    app.router.add_get("/jwks", jwks)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    session = aiohttp.ClientSession()
-    try:
+    async with _jwks_served(jwks) as (url, session):
         capsys.readouterr()
-        assert await RemoteJwks(f"http://127.0.0.1:{port}/jwks", lambda: session).warm(
-            give_up_after_s=10)
+        assert await RemoteJwks(url, lambda: session).warm(give_up_after_s=10)
         assert answered == 3
         assert [(event, level) for event, level, _ in logged()] == [
             ("jwks_not_ready", "info")] * 2
@@ -314,6 +312,3 @@ async def test_warming_the_keys_while_identity_starts_is_not_a_warning(
         assert (event, level) == ("jwks_fetch_failed", "warning")
         assert "ClientConnectorError" in str(last["error"]) and last["tries"] == len(tries) >= 2
         assert {level for _, level, _ in tries} == {"info"}
-    finally:
-        await session.close()
-        await runner.cleanup()
