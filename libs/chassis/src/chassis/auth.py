@@ -71,7 +71,7 @@ class RemoteJwks:
             # Unknown kids must not turn every forged token into a JWKS request.
             if time.monotonic() - self._fetched_at >= self._min_refetch or not self._keys:
                 failed = await self._refresh()
-                if failed and kid not in self._keys:
+                if failed is not None and kid not in self._keys:
                     # We cannot tell a new key from a forged one: say so, rather than a 401
                     # that would log a valid user out, or a 500.
                     raise ServiceUnavailable(
@@ -88,12 +88,12 @@ class RemoteJwks:
         logged at info, and a warning only when the keys are still unreachable at the end.
         """
         delay, deadline = 0.2, time.monotonic() + give_up_after_s
-        tries, error = 0, ""
+        tries, error = 0, None
         while time.monotonic() < deadline:
             tries += 1
             async with self._lock:
                 error = await self._refresh(warming=True)
-                if not error:
+                if error is None:
                     return True
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -101,8 +101,8 @@ class RemoteJwks:
                     gave_up_after_s=give_up_after_s)
         return False
 
-    async def _refresh(self, *, warming: bool = False) -> str:
-        """Fetch the JWKS; on any failure keep the old keys and return the error (else "")."""
+    async def _refresh(self, *, warming: bool = False) -> str | None:
+        """Fetch the JWKS; on any failure keep the old keys and return the error (else None)."""
         try:
             url = await self._resolve(self._url) if self._resolve else self._url
             async with self._session().get(url, timeout=aiohttp.ClientTimeout(total=3)) as resp:
@@ -114,10 +114,10 @@ class RemoteJwks:
             (log.info if warming else log.warning)(
                 "jwks_not_ready" if warming else "jwks_fetch_failed", url=self._url, error=error)
             self._fetched_at = time.monotonic()
-            return error or type(exc).__name__
+            return error
         self._keys = keys
         self._fetched_at = time.monotonic()
-        return ""
+        return None
 
 
 def keys_from_jwks(document: dict[str, Any]) -> dict[str, Any]:

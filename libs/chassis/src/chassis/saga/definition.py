@@ -172,6 +172,15 @@ class SagaDefinition:
         return mermaid(self.describe())
 
 
+def _returned(builder: CommandBuilder) -> tuple[Any, ...]:
+    """What a builder's return annotation names: its class, or a union's members; raises when
+    the annotation does not resolve."""
+    annotation = typing.get_type_hints(builder).get("return")
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
 def command_subjects(builders: Iterable[CommandBuilder]) -> list[str]:
     """The subjects of the commands ``builders`` may return, read from their return
     annotations (a command class, or a union of versions of one): what the orchestrator must
@@ -180,16 +189,14 @@ def command_subjects(builders: Iterable[CommandBuilder]) -> list[str]:
     subjects: set[str] = set()
     for builder in builders:
         try:
-            annotation = typing.get_type_hints(builder).get("return")
+            classes = _returned(builder)
         except Exception as exc:  # an annotation that does not resolve
             raise ValueError(f"command builder {builder!r}: its return annotation does not "
                              f"resolve ({exc})") from exc
-        union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-        classes = typing.get_args(annotation) if union else (annotation,)
         found = [c.subject() for c in classes if callable(getattr(c, "subject", None))]
         if not found or len(found) != len(classes):
             raise ValueError(f"command builder {builder!r} must be annotated with the command "
-                             f"class(es) it returns, not {annotation!r}")
+                             f"class(es) it returns, not {classes!r}")
         subjects.update(found)
     return sorted(subjects)
 
@@ -198,10 +205,10 @@ def _type_name(builder: CommandBuilder) -> str:
     """The command's message type, read from the builder's return annotation (definitions
     are drawn without saga data, so the builder cannot be called); else its name."""
     try:
-        annotation = typing.get_type_hints(builder).get("return")
+        classes = _returned(builder)
     except Exception:  # an unresolvable annotation: fall back to the name
-        annotation = None
-    message_type = getattr(annotation, "message_type", None)
+        classes = ()
+    message_type = getattr(classes[0], "message_type", None) if len(classes) == 1 else None
     if callable(message_type):
         return str(message_type())
     return str(getattr(builder, "saga_command", None) or getattr(builder, "__name__", builder))
