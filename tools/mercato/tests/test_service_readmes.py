@@ -31,7 +31,9 @@ def test_the_table_names_every_handled_type_and_only_publishable_contracts() -> 
     assert "RestockReservation.v1" in commands  # the README had dropped it once
     assert "StockReserved.v1" in inventory.events and not inventory.commands
     orders = ServiceMessaging.of(declared_messaging("orders"))
-    assert "ReleaseShipment.v1" in orders.commands and "OrderApproved.v1" in orders.events
+    assert "CancelShipment.v1" in orders.commands and "OrderApproved.v1" in orders.events
+    # The approval's event releases the shipment (ADR 0054): orders may not send it (ADR 0056).
+    assert "ReleaseShipment.v1" not in orders.commands
     assert not any(t.startswith("Stock") for t in orders.events)
 
 
