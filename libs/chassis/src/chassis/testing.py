@@ -25,6 +25,24 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from chassis.auth import KeySource
 
 
+class LogRecorder:
+    """Stands in for a module's structlog logger (``monkeypatch.setattr(module, "log",
+    recorder)``): what it was asked to log, as (level, event, fields). Independent of how
+    structlog is configured, which the tests before may have changed and cached."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, Any]]] = []
+
+    def __getattr__(self, level: str) -> Callable[..., None]:
+        def record(event: str, **fields: Any) -> None:
+            self.lines.append((level, event, fields))
+        return record
+
+    def events(self) -> list[tuple[str, str]]:
+        """(level, event) of each line, in order."""
+        return [(level, event) for level, event, _ in self.lines]
+
+
 class ManualClock:
     """A clock that stands still until the test moves ``now`` (a saga engine's or a
     handler's ``clock``)."""

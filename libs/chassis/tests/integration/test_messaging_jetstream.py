@@ -586,24 +586,15 @@ async def _true(value: bool) -> bool:
     return value
 
 
-class _Logged:
-    """Stands in for a module's structlog logger: what it was asked to log, by level."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-
-    def __getattr__(self, level: str):  # type: ignore[no-untyped-def]
-        return lambda event, **_: self.lines.append((level, event))
-
-
 async def test_a_consumer_started_before_its_stream_waits_for_it_without_a_warning(
         db: Database, nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The usual start-up: the producer declares its stream after the consumer started. The
     consumer's retries are info, and it handles what is published once the stream exists; a
     stream still missing after the quiet window is a warning."""
     import chassis.messaging.consumer as consumer_module
+    from chassis.testing import LogRecorder
 
-    logged = _Logged()
+    logged = LogRecorder()
     monkeypatch.setattr(consumer_module, "log", logged)
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
@@ -617,7 +608,7 @@ async def test_a_consumer_started_before_its_stream_waits_for_it_without_a_warni
         await wait_for(lambda: _count(db, 1), 15)
     finally:
         await _stopped(stop, task)
-    assert {line for line in logged.lines if line[1] != "consumer_made_push"} == {
+    assert {line for line in logged.events() if line[1] != "consumer_made_push"} == {
         ("info", "consumer_awaiting_stream")}
 
     logged.lines.clear()
@@ -626,8 +617,8 @@ async def test_a_consumer_started_before_its_stream_waits_for_it_without_a_warni
     task = _running(InboxConsumer(_reader_spec(f"{producer}x"), db, JetStreamPublisher(js)),
                     nc, stop)
     try:
-        await wait_for(lambda: _true(("warning", "consumer_loop_failed") in logged.lines), 10)
+        await wait_for(lambda: _true(("warning", "consumer_loop_failed") in logged.events()), 10)
     finally:
         await _stopped(stop, task)
         await nc.close()
-    assert logged.lines[0] == ("info", "consumer_awaiting_stream")
+    assert logged.events()[0] == ("info", "consumer_awaiting_stream")

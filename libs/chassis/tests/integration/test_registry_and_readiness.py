@@ -276,19 +276,14 @@ async def test_listing_never_comes_back_empty_while_instances_heartbeat(
 
 
 async def test_warming_the_keys_while_identity_starts_is_not_a_warning(
-        capsys: pytest.CaptureFixture[str]) -> None:
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A service usually starts before identity answers: its first tries fail. They are
     logged at info, and a warning only when the keys are still unreachable at the end."""
-    import orjson
-    from chassis.logging import configure_logging
+    import chassis.auth
+    from chassis.testing import LogRecorder
 
-    def logged() -> list[tuple[str, str, dict[str, object]]]:
-        lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()
-                 if line.startswith("{")]
-        return [(e["event"], e["level"], e) for e in lines if e.get("logger") == "chassis.auth"]
-
-    configure_logging("probe", "probe-1")  # JSON lines on stdout, as in a service
-
+    logged = LogRecorder()
+    monkeypatch.setattr(chassis.auth, "log", logged)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     answered = 0
 
@@ -300,15 +295,14 @@ async def test_warming_the_keys_while_identity_starts_is_not_a_warning(
         return web.json_response({"keys": [_jwk("k1", key)]})
 
     async with _jwks_served(jwks) as (url, session):
-        capsys.readouterr()
         assert await RemoteJwks(url, lambda: session).warm(give_up_after_s=10)
         assert answered == 3
-        assert [(event, level) for event, level, _ in logged()] == [
-            ("jwks_not_ready", "info")] * 2
+        assert logged.events() == [("info", "jwks_not_ready")] * 2
         # Nothing answers: a warning once, at the end.
+        logged.lines.clear()
         assert not await RemoteJwks("http://127.0.0.1:1/jwks", lambda: session).warm(
             give_up_after_s=0.5)
-        *tries, (event, level, last) = logged()
-        assert (event, level) == ("jwks_fetch_failed", "warning")
+        *tries, (level, event, last) = logged.lines
+        assert (level, event) == ("warning", "jwks_fetch_failed")
         assert "ClientConnectorError" in str(last["error"]) and last["tries"] == len(tries) >= 2
-        assert {level for _, level, _ in tries} == {"info"}
+        assert {level for level, _, _ in tries} == {"info"}
